@@ -1,0 +1,251 @@
+"""The AMiD objective and its gradient with respect to the student logits (float64)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from scipy.special import logsumexp
+
+from amid_ref._divergences import get_divergence
+from amid_ref._mixture import _alpha_mixture_weight, _log_alpha_mean
+from amid_ref._validation import (
+    as_float_array,
+    check_alpha,
+    check_lam,
+    check_real,
+    check_same_shape,
+)
+
+__all__ = ["ORDERS", "amid_grad", "amid_loss"]
+
+#: Argument orders: the loss is D(first ‖ second), p = teacher, q = student, r = assistant.
+ORDERS: dict[str, tuple[str, str]] = {
+    "pr": ("p", "r"),
+    "qr": ("q", "r"),
+    "rp": ("r", "p"),
+    "rq": ("r", "q"),
+}
+
+
+def _check_order(order) -> tuple[str, str]:
+    if not isinstance(order, str) or order not in ORDERS:
+        raise ValueError(
+            f"unknown order {order!r}; expected one of {', '.join(ORDERS)} "
+            "(pr: D(p‖r), qr: D(q‖r), rp: D(r‖p), rq: D(r‖q))"
+        )
+    return ORDERS[order]
+
+
+def _check_logits(x, name: str) -> np.ndarray:
+    arr = as_float_array(x, name, allow_neg_inf=True)
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must have a vocabulary axis (shape (..., V)), got a scalar")
+    if arr.shape[-1] == 0:
+        raise ValueError(f"{name} has an empty vocabulary (V = 0)")
+    dead = np.all(np.isneginf(arr), axis=-1)
+    if dead.any():
+        row = tuple(int(i) for i in np.argwhere(dead)[0]) if arr.ndim > 1 else ()
+        raise ValueError(f"{name} has a row whose logits are all -inf (row {row}): no distribution")
+    return arr
+
+
+def _prepare(
+    student_logits, teacher_logits, alpha, lam, divergence, order, div_params, temperature
+):
+    s = _check_logits(student_logits, "student_logits")
+    t = _check_logits(teacher_logits, "teacher_logits")
+    check_same_shape(s, t, "student_logits", "teacher_logits")
+    alpha = check_alpha(alpha)
+    lam = check_lam(lam)
+    rec = get_divergence(divergence)
+    if div_params is not None and not isinstance(div_params, Mapping):
+        raise TypeError(f"div_params must be a mapping of parameter names, got {div_params!r}")
+    params = rec.resolve_params(div_params)
+    first, second = _check_order(order)
+    temperature = check_real(temperature, "temperature")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    ls = s / temperature
+    lt = t / temperature
+    lq = ls - logsumexp(ls, axis=-1, keepdims=True)
+    lp = lt - logsumexp(lt, axis=-1, keepdims=True)
+    lm = _log_alpha_mean(lp, lq, alpha, lam)
+    log_z = logsumexp(lm, axis=-1, keepdims=True)
+    empty = np.isneginf(log_z[..., 0])
+    if empty.any():
+        raise ValueError(
+            f"the assistant r is undefined on {int(empty.sum())} row(s): alpha={alpha} ≥ 1 keeps "
+            "only the intersection of the teacher's and student's supports (-inf logits), "
+            "and it is empty (Z = 0)"
+        )
+    lr = lm - log_z
+    return {
+        "p": lp,
+        "q": lq,
+        "r": lr,
+        "alpha": alpha,
+        "lam": lam,
+        "rec": rec,
+        "params": params,
+        "first": first,
+        "second": second,
+        "temperature": temperature,
+    }
+
+
+def amid_loss(
+    student_logits,
+    teacher_logits,
+    alpha: float,
+    lam: float,
+    divergence: str = "kl",
+    order: str = "pr",
+    div_params: Mapping[str, Any] | None = None,
+    temperature: float = 1.0,
+):
+    r"""Per-row AMiD loss :math:`D(p\,\|\,r)`, :math:`D(q\,\|\,r)`, :math:`D(r\,\|\,p)` or
+    :math:`D(r\,\|\,q)`.
+
+    .. math::
+
+        p = \mathrm{softmax}(t/T),\quad q = \mathrm{softmax}(s/T),\quad
+        r = r^{(\alpha,\lambda)}(p, q) \propto m_\alpha(p, q; \lambda).
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : array_like of float, shape (..., V)
+        Logits; ``-inf`` entries are masked tokens (probability exactly 0). NaN, ``+inf``
+        and rows of only ``-inf`` raise ``ValueError``. Same shape.
+    alpha : float
+        Path parameter of the assistant, any real or ``±inf``.
+    lam : float
+        Teacher weight of the assistant in ``[0, 1]``.
+    divergence : str
+        A name from :data:`amid_ref.DIVERGENCES`.
+    order : {"pr", "qr", "rp", "rq"}
+        D(p‖r), D(q‖r), D(r‖p), D(r‖q) with p the teacher.
+    div_params : mapping, optional
+        Parameters of the divergence (e.g. ``{"alpha": 0.2, "beta": 0.7}`` for ``"ab"``).
+    temperature : float
+        Softmax temperature T > 0 applied to both logits.
+
+    Returns
+    -------
+    ndarray or float
+        Loss per row, shape ``(...)`` (a float for a single row); ``+inf`` where the
+        divergence is infinite (e.g. KL(p‖r) with α ≥ 1 and a teacher token the student
+        masks).
+
+    Notes
+    -----
+    Theorem 3.4: for 0 < λ < 1 the loss vanishes iff q = p, for every divergence, α and
+    order [claim: theorem_3_4.optimality]. The prior methods are special cases
+    (:mod:`amid_ref.presets`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from amid_ref import amid_loss
+    >>> t = np.log([0.7, 0.2, 0.1])
+    >>> float(amid_loss(t, t, alpha=-5.0, lam=0.1))
+    0.0
+    """
+    ctx = _prepare(
+        student_logits, teacher_logits, alpha, lam, divergence, order, div_params, temperature
+    )
+    rec = ctx["rec"]
+    out = np.asarray(rec.value(ctx[ctx["first"]], ctx[ctx["second"]], -1, ctx["params"]))
+    if np.isnan(out).any():  # pragma: no cover - kernel bug guard, never silent
+        raise FloatingPointError("amid_loss produced NaN; please report this input")
+    return out[()] if out.ndim == 0 else out
+
+
+def amid_grad(
+    student_logits,
+    teacher_logits,
+    alpha: float,
+    lam: float,
+    divergence: str = "kl",
+    order: str = "pr",
+    div_params: Mapping[str, Any] | None = None,
+    temperature: float = 1.0,
+    detach_assistant: bool = False,
+):
+    r"""Gradient of the per-row AMiD loss with respect to the student logits.
+
+    Chain rule in log space. With :math:`g_A = \partial D/\partial \log A` for the
+    divergence's arguments,
+
+    .. math::
+
+        \frac{\partial D}{\partial \log m_y} = g_{r,y} - r_y \sum_x g_{r,x},\qquad
+        \frac{\partial \log m_y}{\partial \log q_y} = w_y
+            = \frac{(1-\lambda) q_y^\beta}{\lambda p_y^\beta + (1-\lambda) q_y^\beta},
+
+    .. math::
+
+        \frac{\partial D}{\partial s_j} = \frac1T\Big(g_{q,j} - q_j \sum_x g_{q,x}\Big),
+        \qquad g_q = [\text{direct}] + w \odot \frac{\partial D}{\partial \log m}.
+
+    For KL(p‖r) this is the closed form of Proposition 3.5,
+    :math:`\partial_{s_j} = -g_j + q_j \sum_x g_x` with :math:`g = (p - r)\,w`
+    [claim: prop_3_5.kl_gradient] [claim: prop_3_5.weight].
+
+    Parameters
+    ----------
+    student_logits, teacher_logits, alpha, lam, divergence, order, div_params, temperature
+        As in :func:`amid_loss`.
+    detach_assistant : bool
+        Treat r as a constant (TAID, DistiLLM-2); AMiD itself does not detach.
+
+    Returns
+    -------
+    ndarray
+        ``∂ loss_row / ∂ student_logits``, shape ``(..., V)``; exactly 0 at ``-inf`` student
+        logits.
+
+    Raises
+    ------
+    ValueError
+        On invalid input, or where the loss is ``+inf`` (its gradient is undefined).
+
+    Notes
+    -----
+    At α = ±inf the mixture is a max/min and w is the indicator of the student being
+    selected; at exact ties p(x) = q(x) the weight ½ (average of one-sided derivatives) is
+    used. The divergence ``"f"`` needs its derivative as ``div_params["f_prime"]``.
+    """
+    if not isinstance(detach_assistant, bool):
+        raise TypeError(f"detach_assistant must be a bool, got {detach_assistant!r}")
+    ctx = _prepare(
+        student_logits, teacher_logits, alpha, lam, divergence, order, div_params, temperature
+    )
+    rec = ctx["rec"]
+    if rec.grad is None:  # pragma: no cover - every registered divergence has one
+        raise ValueError(f"divergence {divergence!r} has no gradient")
+    first, second = ctx["first"], ctx["second"]
+    value = rec.value(ctx[first], ctx[second], -1, ctx["params"])
+    if np.isinf(value).any():
+        raise ValueError(
+            f"the loss is +inf on {int(np.isinf(value).sum())} row(s) (e.g. a zero of r "
+            "where the other distribution is positive); its gradient is undefined"
+        )
+    g_first, g_second = rec.grad(ctx[first], ctx[second], -1, ctx["params"])
+    grads = {"p": 0.0, "q": 0.0, "r": 0.0}
+    grads[first] = grads[first] + g_first
+    grads[second] = grads[second] + g_second
+    g_q = np.zeros_like(ctx["q"]) + grads["q"]
+    if not detach_assistant and "r" in (first, second):
+        g_r = grads["r"]
+        r = np.exp(ctx["r"])
+        g_logm = g_r - r * np.sum(g_r, axis=-1, keepdims=True)
+        w = _alpha_mixture_weight(ctx["p"], ctx["q"], ctx["alpha"], ctx["lam"])
+        g_q = g_q + w * g_logm
+    q = np.exp(ctx["q"])
+    grad = (g_q - q * np.sum(g_q, axis=-1, keepdims=True)) / ctx["temperature"]
+    grad = np.where(np.isneginf(ctx["q"]), 0.0, grad)
+    if not np.isfinite(grad).all():  # pragma: no cover - kernel bug guard
+        raise FloatingPointError("amid_grad produced a non-finite gradient; please report")
+    return grad

@@ -1,0 +1,66 @@
+"""Small special functions that keep the divergences accurate near their limit parameters.
+
+All are elementwise on float64 arrays and free of catastrophic cancellation:
+
+* ``expm1mx(z) = e^z − 1 − z`` (Taylor series for |z| < 0.7, ``expm1(z) − z`` beyond);
+* ``scaled_expm1_ratio(log_s, c, z) = e^(log_s)·expm1(c z)/c`` (``→ e^(log_s)·z`` at c = 0);
+* ``scaled_expm1mx_ratio(log_s, c, z) = e^(log_s)·(e^(cz) − 1 − cz)/c`` (``→ 0`` at c = 0).
+
+The scaled forms multiply by ``e^(log_s)`` before anything can overflow, so that
+``y^λ·e^(λδ)`` is evaluated as ``x^λ`` and never as ``0·inf``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_SERIES_CUTOFF = 0.7
+# e^z − 1 − z = Σ_{k≥2} z^k / k!, 22 terms: 0.7^22/22! < 1e-17 · 0.7^2/2.
+_COEFFS = np.array([1.0 / math.factorial(k) for k in range(2, 24)])
+_BIG = 40.0  # beyond this, e^z dominates 1 + z by e^40 and direct subtraction is exact enough
+
+
+def expm1mx(z: np.ndarray) -> np.ndarray:
+    """``e^z − 1 − z`` accurate to a few ulps for all finite z (``+inf`` → ``inf``)."""
+    z = np.asarray(z, dtype=np.float64)
+    out = np.empty_like(z)
+    small = np.abs(z) < _SERIES_CUTOFF
+    zs = z[small]
+    acc = np.zeros_like(zs)
+    for c in _COEFFS[::-1]:
+        acc = acc * zs + c
+    out[small] = acc * zs * zs
+    zl = z[~small]
+    with np.errstate(over="ignore", invalid="ignore"):
+        out[~small] = np.where(np.isposinf(zl), np.inf, np.expm1(zl) - zl)
+    return out
+
+
+def scaled_expm1_ratio(log_s: np.ndarray, c: float, z: np.ndarray) -> np.ndarray:
+    """``exp(log_s)·expm1(c·z)/c``, equal to ``exp(log_s)·z`` at ``c = 0``."""
+    log_s = np.asarray(log_s, dtype=np.float64)
+    z = np.asarray(z, dtype=np.float64)
+    s = np.exp(log_s)
+    if c == 0.0:
+        return s * z
+    cz = c * z
+    big = cz > _BIG
+    with np.errstate(over="ignore", invalid="ignore"):
+        direct = (np.exp(log_s + cz) - s) / c
+        return np.where(big, direct, s * (np.expm1(np.where(big, 0.0, cz)) / c))
+
+
+def scaled_expm1mx_ratio(log_s: np.ndarray, c: float, z: np.ndarray) -> np.ndarray:
+    """``exp(log_s)·(e^(cz) − 1 − cz)/c``, equal to ``0`` at ``c = 0``."""
+    log_s = np.asarray(log_s, dtype=np.float64)
+    z = np.asarray(z, dtype=np.float64)
+    if c == 0.0:
+        return np.zeros(np.broadcast_shapes(log_s.shape, z.shape))
+    s = np.exp(log_s)
+    cz = c * z
+    big = cz > _BIG
+    with np.errstate(over="ignore", invalid="ignore"):
+        direct = (np.exp(log_s + cz) - s * (1.0 + cz)) / c
+        return np.where(big, direct, s * (expm1mx(np.where(big, 0.0, cz)) / c))

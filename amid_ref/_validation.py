@@ -1,0 +1,141 @@
+"""Input validation shared by the public functions of :mod:`amid_ref`.
+
+Every check raises ``ValueError`` or ``TypeError`` whose message names the parameter and
+the problem, before any arithmetic runs, so that bad input never surfaces as a NaN or as an
+exception from deep inside NumPy.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+#: Probabilities must sum to 1 within this absolute tolerance (per row).
+NORMALIZATION_TOL = 1e-6
+
+
+def as_float_array(x, name: str, *, allow_neg_inf: bool, allow_pos_inf: bool = False):
+    """Convert ``x`` to a float64 array, rejecting non-float dtypes, NaN and infinities.
+
+    Python scalars and lists of Python floats/ints are accepted (they carry no dtype);
+    NumPy arrays of integer, boolean, complex or object dtype are rejected, as are empty
+    arrays.
+    """
+    if isinstance(x, np.ndarray) or hasattr(x, "dtype"):
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "f":
+            raise TypeError(
+                f"{name} must have a floating-point dtype, got {arr.dtype}; "
+                f"convert with np.asarray({name}, dtype=np.float64)"
+            )
+    else:
+        try:
+            arr = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a real array-like of floats: {exc}") from None
+        if isinstance(x, bool | np.bool_):
+            raise TypeError(f"{name} must be a float, got a bool")
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty")
+    if np.isnan(arr).any():
+        raise ValueError(f"{name} contains NaN (first at index {_first(np.isnan(arr))})")
+    if not allow_pos_inf and np.isposinf(arr).any():
+        raise ValueError(f"{name} contains +inf (first at index {_first(np.isposinf(arr))})")
+    if not allow_neg_inf and np.isneginf(arr).any():
+        raise ValueError(f"{name} contains -inf (first at index {_first(np.isneginf(arr))})")
+    return arr
+
+
+def _first(mask: np.ndarray):
+    idx = tuple(int(i) for i in np.argwhere(mask)[0])
+    return idx[0] if len(idx) == 1 else idx
+
+
+def check_alpha(alpha) -> float:
+    """α: any real number or ±inf; NaN and non-numbers are rejected."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        if isinstance(alpha, np.ndarray) and alpha.ndim == 0 and alpha.dtype.kind == "f":
+            alpha = float(alpha)
+        else:
+            raise TypeError(f"alpha must be a real number (float, ±inf allowed), got {alpha!r}")
+    alpha = float(alpha)
+    if math.isnan(alpha):
+        raise ValueError("alpha is NaN; it must be a real number or ±inf")
+    return alpha
+
+
+def check_lam(lam, name: str = "lam") -> float:
+    """λ ∈ [0, 1]."""
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
+        if isinstance(lam, np.ndarray) and lam.ndim == 0 and lam.dtype.kind == "f":
+            lam = float(lam)
+        else:
+            raise TypeError(f"{name} must be a real number in [0, 1], got {lam!r}")
+    lam = float(lam)
+    if math.isnan(lam):
+        raise ValueError(f"{name} is NaN; it must lie in [0, 1]")
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {lam!r}")
+    return lam
+
+
+def check_real(value, name: str, *, allow_inf: bool = False) -> float:
+    """A finite real parameter (divergence parameters, temperature)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{name} is NaN")
+    if not allow_inf and math.isinf(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def check_axis(arr: np.ndarray, axis: int, name: str) -> int:
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an int, got {axis!r}")
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (the vocabulary axis)")
+    if not -arr.ndim <= axis < arr.ndim:
+        raise ValueError(f"axis={axis} is out of range for {name} with {arr.ndim} dimension(s)")
+    return int(axis) % arr.ndim
+
+
+def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {name_a} has shape {a.shape}, {name_b} has {b.shape}")
+
+
+def check_probabilities(p: np.ndarray, name: str, axis: int) -> None:
+    """Non-negative entries summing to 1 (within NORMALIZATION_TOL) along ``axis``."""
+    if (p < 0).any():
+        raise ValueError(f"{name} has negative probabilities (first at index {_first(p < 0)})")
+    if np.isinf(p).any():
+        raise ValueError(f"{name} contains infinite probabilities")
+    sums = p.sum(axis=axis)
+    bad = np.abs(sums - 1.0) > NORMALIZATION_TOL
+    if bad.any():
+        worst = float(np.max(np.abs(sums - 1.0)))
+        raise ValueError(
+            f"{name} is not normalized along axis {axis}: a row sums to "
+            f"{float(np.ravel(sums)[np.argmax(np.ravel(bad))])!r} (|sum-1| up to {worst:.3g} > "
+            f"tolerance {NORMALIZATION_TOL})"
+        )
+
+
+def check_log_probabilities(lp: np.ndarray, name: str, axis: int) -> None:
+    """Log-probabilities: no +inf/NaN (checked on conversion), logsumexp = 0 within tolerance."""
+    from scipy.special import logsumexp
+
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        lse = logsumexp(lp, axis=axis)
+    bad = ~(np.abs(lse) <= NORMALIZATION_TOL)
+    if bad.any():
+        raise ValueError(
+            f"{name} (log-probabilities) is not normalized along axis {axis}: a row has "
+            f"logsumexp {float(np.ravel(lse)[np.argmax(np.ravel(bad))])!r}, expected 0 "
+            f"(tolerance {NORMALIZATION_TOL})"
+        )

@@ -1,0 +1,67 @@
+"""Command-line interface: ``amid-ref`` and ``python -m amid_ref``.
+
+Subcommands live in their own modules, each exposing ``configure_parser(parser)`` and
+``run(args) -> int``. The registry below is the one place that names them; a module that
+is not importable (an optional extra not installed) is reported when its subcommand is
+used, not at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from amid_ref._version import __version__
+
+# name -> (module, one-line help). One registry for the subcommands.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "mixture": ("amid_ref._cli_mixture", "print r^(α,λ), Z_α and divergences over an α grid"),
+    "verify": ("amid_ref.verify", "run every check and write a report with figures"),
+    "plot": ("amid_ref.plotting", "render the figures (interpolation paths, limits, ...)"),
+    "conform": ("amid_ref.conformance", "hold an external AMiD implementation to the reference"),
+    "study": ("amid_ref.study", "distill a small student from a known teacher"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amid-ref",
+        description="Reference implementation and validation suite for α-mixture knowledge "
+        "distillation (AMiD).",
+    )
+    parser.add_argument("--version", action="version", version=f"amid-ref {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # subcommand not part of this build
+            p = sub.add_parser(name, help=f"{help_text} (unavailable: {exc})")
+            p.set_defaults(_unavailable=f"{name}: missing dependency {exc.name!r} ({exc})")
+            continue
+        p = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.configure_parser(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_unavailable", None):
+        print(f"amid-ref {args._unavailable}", file=sys.stderr)
+        return 2
+    if not hasattr(args, "_run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, TypeError) as exc:
+        print(f"amid-ref {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
