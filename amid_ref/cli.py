@@ -24,7 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s module is imported and configured (the
+    others appear in ``--help`` by name), so start-up stays fast and an optional extra
+    that is missing only affects its own subcommand."""
     parser = argparse.ArgumentParser(
         prog="amid-ref",
         description="Reference implementation and validation suite for α-mixture knowledge "
@@ -33,27 +36,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"amid-ref {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if name != command:
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                continue  # subcommand not part of this build
-            p = sub.add_parser(name, help=f"{help_text} (unavailable: {exc})")
-            p.set_defaults(_unavailable=f"{name}: missing dependency {exc.name!r} ({exc})")
+        except ImportError as exc:
+            p = sub.add_parser(name, help=help_text)
+            p.set_defaults(_unavailable=f"{name} is unavailable: {exc} (install amid-ref[all])")
             continue
-        p = sub.add_parser(name, help=help_text, description=module.__doc__)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.configure_parser(p)
         p.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     if getattr(args, "_unavailable", None):
         print(f"amid-ref {args._unavailable}", file=sys.stderr)
         return 2
-    if not hasattr(args, "_run"):
+    if not hasattr(args, "_run"):  # no subcommand given
         parser.print_help()
         return 2
     try:
