@@ -79,10 +79,11 @@ def _sum(terms: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _kl_value(la, lb, axis, params):
-    a = _exp(la)
-    pos = a > 0
-    with np.errstate(invalid="ignore"):
-        terms = np.where(pos, a * (la - lb), 0.0)
+    # Positivity is read off the log (an a that underflows to 0 is still > 0: with b = 0
+    # its term is +inf, not 0).
+    pos = ~np.isneginf(la)
+    with np.errstate(invalid="ignore", under="ignore"):
+        terms = np.where(pos, np.where(np.isneginf(lb), np.inf, _exp(la) * (la - lb)), 0.0)
     return _sum(terms, axis)
 
 
@@ -259,8 +260,10 @@ def _check_ab(params):
 
 
 def _amari_as_ab(params):
-    s = (1.0 - params["alpha"]) / 2.0
-    return {"alpha": s, "beta": 1.0 - s}
+    # (1 ∓ γ)/2 separately: near γ = ±1 one of them is small and 1 − s would carry the
+    # rounding error of s (relative 1e-7 at γ = −1 + 1e-9), while 1 ± γ is exact there.
+    gamma = params["alpha"]
+    return {"alpha": (1.0 - gamma) / 2.0, "beta": (1.0 + gamma) / 2.0}
 
 
 def _amari_value(la, lb, axis, params):
@@ -297,7 +300,7 @@ def _renyi_parts(la, lb, axis, rho):
     lb = _normalize_log(lb, axis)
     c = rho - 1.0
     a = _exp(la)
-    a_pos = a > 0
+    a_pos = ~np.isneginf(la)  # not a > 0: a may underflow while a^ρ b^(1−ρ) does not
     with np.errstate(invalid="ignore", over="ignore"):
         d = la - lb  # +inf where b = 0 < a
         omega = np.where(a_pos, la + c * d, -np.inf)
@@ -351,18 +354,32 @@ def _check_renyi(params):
 # --- generic f-divergence -----------------------------------------------------------------
 
 
+def _f_ratio(la, lb, b_pos):
+    """u = a/b where b > 0 (1 elsewhere); a ratio beyond float64 range is an error, since a
+    black-box generator cannot be evaluated there."""
+    with np.errstate(invalid="ignore"):
+        log_u = np.where(b_pos, la - np.where(b_pos, lb, 0.0), 0.0)
+    if (log_u > 709.0).any():
+        raise ValueError(
+            "divergence 'f': a ratio a/b exceeds the float64 range (log ratio > 709), where a "
+            "user generator cannot be evaluated; use a named divergence (e.g. 'kl', 'ab'), "
+            "which work in the log domain"
+        )
+    return np.exp(log_u)
+
+
 def _f_value(la, lb, axis, params):
     f = params["f"]
     a, b = _exp(la), _exp(lb)
-    b_pos = b > 0
+    b_pos = ~np.isneginf(lb)
+    u = _f_ratio(la, lb, b_pos)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        u = np.where(b_pos, np.exp(la - np.where(b_pos, lb, 0.0)), 1.0)
         fu = np.asarray(f(u), dtype=np.float64)
     if fu.shape != u.shape:
         raise ValueError("the f-divergence generator f must be vectorized (same shape out as in)")
     slope = params["f_inf_slope"]
     with np.errstate(invalid="ignore"):
-        tail = np.where(a > 0, a * slope, 0.0)
+        tail = np.where(~np.isneginf(la), np.inf if slope == np.inf else a * slope, 0.0)
     terms = np.where(b_pos, b * fu, tail)
     if np.isnan(terms).any():
         raise ValueError("the f-divergence generator returned NaN on the input's ratios a/b")
@@ -374,12 +391,12 @@ def _f_grad(la, lb, axis, params):
     if fp is None:
         raise ValueError("the gradient of divergence 'f' needs the parameter f_prime (f')")
     a, b = _exp(la), _exp(lb)
-    b_pos = b > 0
+    b_pos = ~np.isneginf(lb)
+    u = _f_ratio(la, lb, b_pos)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        u = np.where(b_pos, np.exp(la - np.where(b_pos, lb, 0.0)), 1.0)
         fu = np.asarray(f(u), dtype=np.float64)
         fpu = np.asarray(fp(u), dtype=np.float64)
-        ga = np.where(b_pos, a * fpu, np.where(a > 0, a * params["f_inf_slope"], 0.0))
+        ga = np.where(b_pos, a * fpu, 0.0)
         gb = np.where(b_pos, b * fu - a * fpu, 0.0)
     return ga, gb
 

@@ -159,7 +159,8 @@ def assert_within(got, want, tol: Tolerance, *, what: str = "value") -> None:
     if tol.log_scaled:
         scale = np.maximum(1.0, scale)
     bound = tol.atol + tol.rtol * scale
-    err = np.where(finite, np.abs(got - want), 0.0)
+    with np.errstate(invalid="ignore"):
+        err = np.where(finite, np.abs(got - want), 0.0)
     excess = np.where(finite, err - bound, -np.inf)
     if (excess > 0).any():
         i = tuple(np.unravel_index(int(np.argmax(excess)), excess.shape))
