@@ -197,14 +197,30 @@ def _chi2_grad(la, lb, axis, params):
 # --- AB-divergence (Cichocki, Cruces & Amari 2011) and Amari's α-divergence ---------------
 
 
+def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom):
+    """``e^(log_s)·[F(λ) − F(c)]/denom`` with F(k) = (e^(kz) − 1 − kz)/k, the AB term around
+    a pivot. Where max(|λz|, |cz|) ≤ 1 the second-order form F is used (its difference
+    never cancels by more than a factor 3 when |c| ≤ |denom|); beyond, the −z parts of F
+    cancel exactly and the first-order form G(k) = (e^(kz) − 1)/k is used instead (there
+    |denom·z| ≥ ½, so G(λ) − G(c) is free of cancellation too)."""
+    second = np.maximum(np.abs(lam * z), np.abs(c * z)) <= 1.0
+    zs = np.where(second, z, 0.0)
+    zl = np.where(second, 0.0, z)
+    near = scaled_expm1mx_ratio(log_s, lam, zs) - scaled_expm1mx_ratio(log_s, c, zs)
+    far = scaled_expm1_ratio(log_s, lam, zl, log_top_lam) - scaled_expm1_ratio(
+        log_s, c, zl, log_top_c
+    )
+    return np.where(second, near, far) / denom
+
+
 def _ab_value(la, lb, axis, params):
     r"""Σ −1/(a_ b_)·(x^a_ y^b_ − a_/λ x^λ − b_/λ y^λ), λ = a_ + b_, continuous in (a_, b_).
 
-    With δ = log x − log y and Q(c) = (e^(cδ) − 1 − cδ)/c, each term equals
-    ``y^λ·(Q(λ) − Q(a_))/b_`` (used when |a_| ≤ |b_|) or, by the symmetry
-    D^(a,b)(x‖y) = D^(b,a)(y‖x), ``x^λ·(Q'(λ) − Q'(b_))/a_`` with δ → −δ; the difference of
-    Q's never cancels by more than a factor 3, and every limit (a_ → 0, b_ → 0, λ → 0 and
-    (0, 0)) is reached continuously with no special branch but (0, 0) itself.
+    With δ = log x − log y each term equals ``y^λ·(F(λ) − F(a_))/b_`` with
+    F(k) = (e^(kδ) − 1 − kδ)/k (used when |a_| ≤ |b_|) or, by the symmetry
+    D^(a,b)(x‖y) = D^(b,a)(y‖x), ``x^λ·(F'(λ) − F'(b_))/a_`` with δ → −δ (see
+    :func:`_ab_pivot_terms`), so every limit (a_ → 0, b_ → 0, λ → 0 and (0, 0)) is reached
+    continuously with no special branch but (0, 0) itself.
     """
     a_, b_ = params["alpha"], params["beta"]
     lam = a_ + b_
@@ -212,15 +228,17 @@ def _ab_value(la, lb, axis, params):
     y0 = np.isneginf(lb)
     both = ~x0 & ~y0
     with np.errstate(invalid="ignore", over="ignore"):
-        d = np.where(both, la - lb, 0.0)
+        lx, ly = np.where(both, la, 0.0), np.where(both, lb, 0.0)
+        d = lx - ly
+        # log(x^λ), log(y^λ), log(x^a_ y^b_) formed directly (not as log y^λ + c·δ, which
+        # carries an ulp of the larger log when that is huge).
+        lx_l, ly_l, lxy = lam * lx, lam * ly, a_ * lx + b_ * ly
         if a_ == 0.0 and b_ == 0.0:
             terms = 0.5 * d * d
         elif abs(a_) <= abs(b_):
-            ls = lam * np.where(both, lb, 0.0)
-            terms = (scaled_expm1mx_ratio(ls, lam, d) - scaled_expm1mx_ratio(ls, a_, d)) / b_
+            terms = _ab_pivot_terms(ly_l, lam, a_, d, lx_l, lxy, b_)
         else:
-            ls = lam * np.where(both, la, 0.0)
-            terms = (scaled_expm1mx_ratio(ls, lam, -d) - scaled_expm1mx_ratio(ls, b_, -d)) / a_
+            terms = _ab_pivot_terms(lx_l, lam, b_, -d, ly_l, lxy, a_)
     terms = np.where(np.isnan(terms), np.inf, terms)  # inf − inf: a term beyond float range
     # Zero entries (derived from the general formula; +inf where it diverges).
     with np.errstate(invalid="ignore", over="ignore"):
@@ -242,9 +260,11 @@ def _ab_grad(la, lb, axis, params):
     y0 = np.isneginf(lb)
     both = ~x0 & ~y0
     with np.errstate(invalid="ignore", over="ignore"):
-        d = np.where(both, la - lb, 0.0)
-        gx = scaled_expm1_ratio(lam * np.where(both, la, 0.0), -b_, d)
-        gy = -scaled_expm1_ratio(lam * np.where(both, lb, 0.0), a_, d)
+        lx, ly = np.where(both, la, 0.0), np.where(both, lb, 0.0)
+        d = lx - ly
+        lxy = a_ * lx + b_ * ly  # log(x^a_ y^b_), formed directly
+        gx = scaled_expm1_ratio(lam * lx, -b_, d, lxy)
+        gy = -scaled_expm1_ratio(lam * ly, a_, d, lxy)
         gy_only_y = np.exp(lam * lb) / a_ if a_ != 0 else np.inf
         gx_only_x = np.exp(lam * la) / b_ if b_ != 0 else np.inf
     gx = np.where(both, gx, np.where(y0 & ~x0, gx_only_x, 0.0))

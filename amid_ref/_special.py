@@ -38,8 +38,13 @@ def expm1mx(z: np.ndarray) -> np.ndarray:
     return out
 
 
-def scaled_expm1_ratio(log_s: np.ndarray, c: float, z: np.ndarray) -> np.ndarray:
-    """``exp(log_s)·expm1(c·z)/c``, equal to ``exp(log_s)·z`` at ``c = 0``."""
+def scaled_expm1_ratio(log_s: np.ndarray, c: float, z: np.ndarray, log_top=None) -> np.ndarray:
+    """``exp(log_s)·expm1(c·z)/c``, equal to ``exp(log_s)·z`` at ``c = 0``.
+
+    ``log_top``, if given, is ``log_s + c·z`` computed more accurately by the caller (e.g.
+    ``a_·log x + b_·log y`` instead of ``λ·log y + a_·(log x − log y)``, whose rounding is
+    an ulp of the larger log); it is used where ``e^(cz)`` dominates.
+    """
     log_s = np.asarray(log_s, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
     s = np.exp(log_s)
@@ -47,13 +52,15 @@ def scaled_expm1_ratio(log_s: np.ndarray, c: float, z: np.ndarray) -> np.ndarray
         return s * z
     cz = c * z
     big = cz > _BIG
+    top = log_s + cz if log_top is None else log_top
     with np.errstate(over="ignore", invalid="ignore"):
-        direct = (np.exp(log_s + cz) - s) / c
+        direct = (np.exp(top) - s) / c
         return np.where(big, direct, s * (np.expm1(np.where(big, 0.0, cz)) / c))
 
 
-def scaled_expm1mx_ratio(log_s: np.ndarray, c: float, z: np.ndarray) -> np.ndarray:
-    """``exp(log_s)·(e^(cz) − 1 − cz)/c``, equal to ``0`` at ``c = 0``."""
+def scaled_expm1mx_ratio(log_s: np.ndarray, c: float, z: np.ndarray, log_top=None) -> np.ndarray:
+    """``exp(log_s)·(e^(cz) − 1 − cz)/c``, equal to ``0`` at ``c = 0`` (``log_top`` as in
+    :func:`scaled_expm1_ratio`)."""
     log_s = np.asarray(log_s, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
     if c == 0.0:
@@ -61,6 +68,7 @@ def scaled_expm1mx_ratio(log_s: np.ndarray, c: float, z: np.ndarray) -> np.ndarr
     s = np.exp(log_s)
     cz = c * z
     big = cz > _BIG
+    top = log_s + cz if log_top is None else log_top
     with np.errstate(over="ignore", invalid="ignore"):
-        direct = (np.exp(log_s + cz) - s * (1.0 + cz)) / c
+        direct = (np.exp(top) - s * (1.0 + cz)) / c
         return np.where(big, direct, s * (expm1mx(np.where(big, 0.0, cz)) / c))

@@ -352,3 +352,38 @@ def test_f_divergence_gradient_matches_mpmath_finite_differences():
         got = amid_grad(s, t, 0.5, 0.3, "f", order, params)
         want = precise.to_float(precise.amid_grad(s, t, 0.5, 0.3, "f", order, mp_params))
         assert np.abs(got - want).max() <= 1e-8 * np.abs(want).max(), order
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    DIV_CASES[:-1],
+    ids=[f"{n}-{list(p.values())[:2]}" for n, p in DIV_CASES[:-1]],
+)
+def test_divergence_with_astronomically_small_probabilities(name, params):
+    """log-probabilities like -4.6e12 arise from r at α = 1 − 1e-12 outside the teacher's
+    support; rounding of log x − log y (an ulp of 1e-3 there) must not leak into the terms."""
+    from scipy.special import logsumexp
+
+    la = np.array([-0.5, -1.0, -4.6e12, -2.0])
+    lb = np.array([-4.6e12, -0.3, -1.5, -7e11])
+    la, lb = la - logsumexp(la), lb - logsumexp(lb)
+    for a, b in ((la, lb), (lb, la)):
+        got = divergence(a, b, name, log_input=True, **params)
+        want = precise.to_float(precise.divergence(a, b, name, log_input=True, **params))
+        assert_within(got, want, tolerance("reference", "divergence"), what=f"{name}{params}")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_alpha_mixture_weight_matches_oracle(family):
+    """Proposition 3.5's w against the oracle wherever m > 0 (where m = 0 the weight
+    multiplies zero: ours is 0 there by convention, the oracle's a one-sided limit)."""
+    from amid_ref import alpha_mixture_weight, log_alpha_mean
+
+    lp, lq = _log_probs(family)
+    for alpha in ALPHAS:
+        for lam in LAMS:
+            got = alpha_mixture_weight(lp, lq, alpha, lam)
+            want = precise.to_float(precise.alpha_mixture_weight(lp, lq, alpha, lam))
+            keep = np.isfinite(log_alpha_mean(lp, lq, alpha, lam)) & (lp != lq)
+            assert np.all(np.abs(got[keep] - want[keep]) <= 1e-14), (alpha, lam)
+            assert np.all((got >= 0) & (got <= 1))
