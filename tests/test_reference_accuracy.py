@@ -126,7 +126,7 @@ def _log_of(values):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("alpha", [-5.0, 1.0 - 1e-12, 1.0, 3.0], ids=repr)
+@pytest.mark.parametrize("alpha", [-5.0, 1.0 - 1e-12], ids=repr)
 def test_log_alpha_mixture_at_qwen_vocabulary(alpha):
     """V = 151936 (Qwen2) with extreme logits, -inf padding and λ 1e-15 from 1."""
     rng = np.random.default_rng(3)
