@@ -140,9 +140,11 @@ def amid_loss(
 
     Notes
     -----
-    Theorem 3.4: for 0 < λ < 1 the loss vanishes iff q = p, for every divergence, α and
-    order [claim: theorem_3_4.optimality]. The prior methods are special cases
-    (:mod:`amid_ref.presets`).
+    Theorem 3.4: for 0 < λ < 1 and finite logits (p, q > 0) the loss vanishes iff q = p,
+    for every divergence, α and order [claim: theorem_3_4.optimality]; for α ≥ 1 a token
+    masked in the teacher but not in the student breaks the "only if" (r keeps only the
+    intersection of the supports) [claim: theorem_3_4.full_support_needed]. The prior
+    methods are special cases (:mod:`amid_ref.presets`).
 
     Examples
     --------
