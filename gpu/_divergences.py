@@ -1,0 +1,393 @@
+r"""Divergences in torch: value and log-input gradient in one call, on the last dimension.
+
+Every kernel takes ``la = log a``, ``lb = log b`` (same shape (..., V), float32 or float64,
+``-inf`` for a zero probability, no NaN) and returns ``(value, g_a, g_b)`` where ``value``
+has shape (...) and :math:`g_a = \partial D/\partial \log a`,
+:math:`g_b = \partial D/\partial \log b` (shape (..., V), ``None`` when not asked for).
+The gradients are returned *modulo a multiple of a (resp. b) along the vocabulary*: the
+AMiD chain rule (:mod:`gpu._loss`) projects them onto the simplex's tangent space, which
+removes exactly such components.
+
+With :math:`\delta = \log a - \log b`:
+
+* ``kl``: :math:`\sum a\delta`; :math:`(a\delta,\ -a)`.
+* ``js`` (β): :math:`\beta\,KL(a\|m) + (1-\beta)\,KL(b\|m)`, :math:`m = \beta a + (1-\beta) b`;
+  :math:`(\beta a(\log a - \log m),\ (1-\beta) b(\log b - \log m))`.
+* ``tv``: :math:`\tfrac12\sum|a-b|`; :math:`(\tfrac12\,\mathrm{sgn}(a-b)\,a,\
+  -\tfrac12\,\mathrm{sgn}(a-b)\,b)`.
+* ``hellinger``: :math:`\tfrac12\sum(\sqrt a-\sqrt b)^2`;
+  :math:`((\sqrt a-\sqrt b)\sqrt a/2,\ -(\sqrt a-\sqrt b)\sqrt b/2)`.
+* ``chi2``: :math:`\sum(a-b)^2/b`;
+  :math:`(2a\,\mathrm{expm1}(\delta),\ -b\,\mathrm{expm1}(2\delta))`.
+* ``ab`` (a_, b_), λ = a_ + b_: :math:`-\frac{1}{a_* b_*}\sum(a^{a_*}b^{b_*} - \dots)`;
+  :math:`(a^\lambda(1-e^{-b_*\delta})/b_*,\ -b^\lambda\,\mathrm{expm1}(a_*\delta)/a_*)`.
+* ``amari`` (γ): AB(s, 1−s) with s = (1−γ)/2.
+* ``renyi`` (ρ): :math:`\log(\sum a^\rho b^{1-\rho})/(\rho-1)`; see :func:`_renyi`.
+
+Zero conventions are those of :func:`amid_ref.divergence`: terms with ``a = 0`` contribute 0
+and ``a > 0 = b`` gives ``+inf`` for KL-type divergences. Every formula is evaluated in a
+form that neither cancels catastrophically nor overflows (comments at each kernel).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+NEG_INF = float("-inf")
+INF = float("inf")
+
+Kernel = Callable[
+    [torch.Tensor, torch.Tensor, dict[str, Any], bool, bool],
+    tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+]
+
+
+# --- elementary helpers ------------------------------------------------------------------
+
+
+def _log_abs_expm1(x: torch.Tensor) -> torch.Tensor:
+    """``log|e^x − 1|`` without overflow: ``max(x, 0) + log(−expm1(−|x|))`` (−inf at 0)."""
+    return x.clamp(min=0.0) + torch.log(-torch.expm1(-x.abs()))
+
+
+# e^z − 1 − z = Σ_{k≥2} z^k/k! on |z| < 0.7: 22 terms reach float64 accuracy (0.7^22/22! is
+# below 1e-17 of the leading term), 12 terms float32 accuracy.
+_EXPM1MX_CUTOFF = 0.7
+_EXPM1MX_COEFFS = [1.0 / math.factorial(k) for k in range(2, 24)]
+#: Beyond c·z > 40 the product e^(log s)·e^(cz) is formed as one exponential (no overflow);
+#: there e^(cz) exceeds 1 + cz by e^40/41, so the subtraction loses nothing.
+_BIG = 40.0
+
+
+def _expm1mx(z: torch.Tensor) -> torch.Tensor:
+    """``e^z − 1 − z`` to a few ulps for every finite z (Taylor near 0)."""
+    n_terms = 22 if z.dtype == torch.float64 else 12
+    small = z.abs() < _EXPM1MX_CUTOFF
+    zs = torch.where(small, z, 0.0)
+    acc = torch.full_like(z, _EXPM1MX_COEFFS[n_terms - 1])
+    for c in reversed(_EXPM1MX_COEFFS[: n_terms - 1]):
+        acc.mul_(zs).add_(c)
+    series = acc.mul_(zs).mul_(zs)
+    return torch.where(small, series, torch.expm1(z) - z)
+
+
+def _scaled_expm1_ratio(log_s: torch.Tensor, c: float, z: torch.Tensor) -> torch.Tensor:
+    """``e^(log_s)·expm1(c z)/c`` (``e^(log_s)·z`` at c = 0), overflow-free."""
+    s = torch.exp(log_s)
+    if c == 0.0:
+        return s * z
+    cz = c * z
+    big = cz > _BIG
+    direct = (torch.exp(log_s + cz) - s) / c
+    near = s * (torch.expm1(torch.where(big, 0.0, cz)) / c)
+    return torch.where(big, direct, near)
+
+
+def _scaled_expm1mx_ratio(log_s: torch.Tensor, c: float, z: torch.Tensor) -> torch.Tensor:
+    """``e^(log_s)·(e^(cz) − 1 − cz)/c`` (0 at c = 0), overflow-free."""
+    if c == 0.0:
+        return torch.zeros_like(z)
+    s = torch.exp(log_s)
+    cz = c * z
+    big = cz > _BIG
+    direct = (torch.exp(log_s + cz) - s * (1.0 + cz)) / c
+    near = s * (_expm1mx(torch.where(big, 0.0, cz)) / c)
+    return torch.where(big, direct, near)
+
+
+# --- KL ----------------------------------------------------------------------------------
+
+
+def _kl(la, lb, params, need_ga, need_gb):
+    # Σ a(la − lb); a = 0 terms are 0 even where lb = −inf; a > 0 = b gives +inf.
+    # A NaN term can only be 0·(±inf or NaN), i.e. a = 0: it is 0 by convention.
+    a = torch.exp(la)
+    terms = (la - lb).mul_(a).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    value = terms.sum(-1)
+    ga = terms if need_ga else None  # a(δ + 1) ≡ aδ modulo a
+    gb = a.neg_() if need_gb else None
+    return value, ga, gb
+
+
+# --- generalized Jensen-Shannon -----------------------------------------------------------
+
+
+def _js(la, lb, params, need_ga, need_gb):
+    beta = params["beta"]
+    if beta in (0.0, 1.0):  # m equals one argument: both KL terms vanish identically
+        zero = torch.zeros(la.shape[:-1], dtype=la.dtype, device=la.device)
+        return (
+            zero,
+            torch.zeros_like(la) if need_ga else None,
+            torch.zeros_like(lb) if need_gb else None,
+        )
+    # log m = logaddexp(log β + la, log(1−β) + lb); each term is exact where its weight is 0.
+    lm = torch.logaddexp(la + math.log(beta), lb + math.log1p(-beta))
+    a = torch.exp(la)
+    b = torch.exp(lb)
+    ta = (la - lm).mul_(a).mul_(beta).masked_fill_(a == 0, 0.0)
+    tb = (lb - lm).mul_(b).mul_(1.0 - beta).masked_fill_(b == 0, 0.0)
+    value = ta.sum(-1) + tb.sum(-1)
+    # ∂/∂la [β KL(a‖m) + (1−β) KL(b‖m)] = β a (la − lm), exactly (no modulo needed).
+    return value, (ta if need_ga else None), (tb if need_gb else None)
+
+
+# --- total variation, Hellinger, Pearson chi^2 ---------------------------------------------
+
+
+def _tv(la, lb, params, need_ga, need_gb):
+    a = torch.exp(la)
+    b = torch.exp(lb)
+    diff = a - b
+    value = 0.5 * diff.abs().sum(-1)
+    s = torch.sign(diff)
+    ga = (0.5 * s).mul_(a) if need_ga else None
+    gb = (-0.5 * s).mul_(b) if need_gb else None
+    return value, ga, gb
+
+
+def _sqrt_diff(la, lb):
+    """√a − √b = sgn(δ)·e^(max/2)·(−expm1(−|δ|/2)) without cancellation (0 if both zero)."""
+    hi = torch.maximum(la, lb)
+    lo = torch.minimum(la, lb)
+    mag = torch.exp(hi / 2.0) * -torch.expm1((lo - hi) / 2.0)
+    mag = mag.masked_fill_(hi == NEG_INF, 0.0)
+    return torch.where(la >= lb, mag, -mag)
+
+
+def _hellinger(la, lb, params, need_ga, need_gb):
+    d = _sqrt_diff(la, lb)
+    value = 0.5 * d.square().sum(-1)
+    ga = (0.5 * d) * torch.exp(la / 2.0) if need_ga else None
+    gb = (-0.5 * d) * torch.exp(lb / 2.0) if need_gb else None
+    return value, ga, gb
+
+
+def _chi2(la, lb, params, need_ga, need_gb):
+    # Σ (a − b)²/b = Σ b·expm1(δ)², formed as exp(lb + 2 log|expm1(δ)|): no overflow, no
+    # cancellation. b = 0 < a gives +inf, a = 0 < b gives b, both 0 give 0.
+    a_pos = la != NEG_INF
+    b_pos = lb != NEG_INF
+    both = a_pos & b_pos
+    d = torch.where(both, la - lb, 0.0)
+    lb0 = torch.where(both, lb, 0.0)
+    terms = torch.exp(lb0 + 2.0 * _log_abs_expm1(d))
+    terms = torch.where(both, terms, torch.where(a_pos, INF, torch.exp(lb)))
+    value = terms.sum(-1)
+    ga = gb = None
+    if need_ga:  # ∂/∂la (a²/b − 2a + b) = 2a·expm1(δ)
+        la0 = torch.where(both, la, 0.0)
+        ga = 2.0 * torch.sign(d) * torch.exp(la0 + _log_abs_expm1(d))
+        ga = torch.where(both, ga, torch.where(a_pos, INF, 0.0))
+    if need_gb:  # ∂/∂lb (a²/b − 2a + b) = −b·expm1(2δ)
+        gb = -torch.sign(d) * torch.exp(lb0 + _log_abs_expm1(2.0 * d))
+        gb = torch.where(both, gb, torch.where(b_pos, torch.exp(lb), 0.0))
+    return value, ga, gb
+
+
+# --- AB-divergence and Amari's α-divergence --------------------------------------------------
+
+
+def _ab(la, lb, params, need_ga, need_gb):
+    r"""AB-divergence, continuous in (a_, b_) with no branch but (0, 0).
+
+    With δ = log x − log y, λ = a_ + b_ and Q(c) = (e^(cδ) − 1 − cδ)/c, each term equals
+    ``y^λ (Q(λ) − Q(a_))/b_``: for |a_| ≤ |b_| the two Q's are divided by the larger step, so
+    their difference cancels by at most a factor 3 (both are ≈ cδ²/2). Otherwise the mirror
+    identity D^(a_,b_)(x‖y) = D^(b_,a_)(y‖x) gives ``x^λ (Q̃(λ) − Q̃(b_))/a_`` with δ → −δ.
+    The powers y^λ are folded into the exponentials before anything can overflow.
+    """
+    a_, b_ = params["alpha"], params["beta"]
+    lam = a_ + b_
+    x0 = la == NEG_INF
+    y0 = lb == NEG_INF
+    both = ~x0 & ~y0
+    d = torch.where(both, la - lb, 0.0)
+    if a_ == 0.0 and b_ == 0.0:
+        terms = 0.5 * d * d  # ½ Σ (log x − log y)²
+    elif abs(a_) <= abs(b_):
+        ls = lam * torch.where(both, lb, 0.0)
+        terms = (_scaled_expm1mx_ratio(ls, lam, d) - _scaled_expm1mx_ratio(ls, a_, d)) / b_
+    else:
+        ls = lam * torch.where(both, la, 0.0)
+        terms = (_scaled_expm1mx_ratio(ls, lam, -d) - _scaled_expm1mx_ratio(ls, b_, -d)) / a_
+    terms = terms.nan_to_num_(nan=INF)  # inf − inf: a term beyond the floating range
+    # Zero entries, from the general formula (+inf where it diverges).
+    t_only_y = (
+        torch.exp(lam * lb) / (a_ * lam) if (a_ > 0 and lam > 0) else torch.full_like(lb, INF)
+    )
+    t_only_x = (
+        torch.exp(lam * la) / (b_ * lam) if (b_ > 0 and lam > 0) else torch.full_like(la, INF)
+    )
+    terms = torch.where(x0 & ~y0, t_only_y, terms)
+    terms = torch.where(y0 & ~x0, t_only_x, terms)
+    terms = terms.masked_fill_(x0 & y0, 0.0)
+    value = terms.sum(-1)
+    ga = gb = None
+    if need_ga:  # ∂/∂log x = x^λ (1 − e^(−b_ δ))/b_
+        ga = _scaled_expm1_ratio(lam * torch.where(both, la, 0.0), -b_, d)
+        only_x = torch.exp(lam * la) / b_ if b_ != 0 else torch.full_like(la, INF)
+        ga = torch.where(both, ga, torch.where(y0 & ~x0, only_x, 0.0))
+    if need_gb:  # ∂/∂log y = −y^λ expm1(a_ δ)/a_
+        gb = -_scaled_expm1_ratio(lam * torch.where(both, lb, 0.0), a_, d)
+        only_y = torch.exp(lam * lb) / a_ if a_ != 0 else torch.full_like(lb, INF)
+        gb = torch.where(both, gb, torch.where(x0 & ~y0, only_y, 0.0))
+    return value, ga, gb
+
+
+def _amari(la, lb, params, need_ga, need_gb):
+    s = (1.0 - params["alpha"]) / 2.0
+    return _ab(la, lb, {"alpha": s, "beta": 1.0 - s}, need_ga, need_gb)
+
+
+# --- Rényi -------------------------------------------------------------------------------
+
+#: Below |ρ − 1| < 0.5 the series form log1p(c·M)/c is used (it keeps the relative accuracy
+#: as ρ → 1, where the log-sum-exp form would divide its rounding error by c).
+_RENYI_SERIES_C = 0.5
+
+
+def _renyi(la, lb, params, need_ga, need_gb):
+    r"""Rényi divergence of order ρ on normalized inputs, c = ρ − 1.
+
+    Series form (|c| < ½): with :math:`a e = a\,\mathrm{expm1}(c\delta)/c` (formed as
+    ``(exp(ω) − a)/c`` once cδ > 1, ω = log a + cδ) and :math:`M = \sum a e`,
+    :math:`D = \mathrm{log1p}(cM)/c`,
+    :math:`g_a = \rho(a e - a M)/(1+cM)`, :math:`g_b = -(a + c\,a e)/(1+cM)`.
+    Otherwise (or on rows where ω overflows or :math:`|cM| > \tfrac12`, where ``1 + cM``
+    would cancel) :math:`D = \mathrm{logsumexp}(\omega)/c` with
+    the tilted distribution :math:`\pi = \mathrm{softmax}(\omega)`:
+    :math:`g_a = (\rho/c)\pi`, :math:`g_b = -\pi`.
+    """
+    rho = params["order"]
+    if rho == 1.0:
+        return _kl(la, lb, params, need_ga, need_gb)
+    c = rho - 1.0
+    a = torch.exp(la)
+    a_pos = a > 0
+    omega = torch.where(a_pos, la + c * (la - lb), NEG_INF)  # log(a^ρ b^(1−ρ))
+    lse = torch.logsumexp(omega, dim=-1)
+    value = lse / c
+    pi = None
+    if abs(c) >= _RENYI_SERIES_C or need_ga or need_gb:
+        pi = torch.exp(omega - lse.unsqueeze(-1)).nan_to_num_(nan=0.0)
+    ga = (rho / c) * pi if need_ga else None
+    gb = -pi if need_gb else None
+    if abs(c) < _RENYI_SERIES_C:
+        overflow_log = 80.0 if la.dtype != torch.float64 else 700.0
+        cd = torch.where(a_pos, c * (la - lb), 0.0)
+        small = cd.abs() <= 1.0
+        a_e = torch.where(
+            small, a * (torch.expm1(torch.where(small, cd, 0.0)) / c), (torch.exp(omega) - a) / c
+        )
+        a_e = a_e.masked_fill_(~a_pos, 0.0)
+        m = a_e.sum(-1, keepdim=True)
+        # The series is used only where it is accurate: no overflow in exp(ω) and
+        # |c·M| ≤ ½, so that 1 + c·M does not cancel (else log-sum-exp is accurate).
+        ok = (omega.amax(-1, keepdim=True) <= overflow_log) & ((c * m).abs() <= 0.5)
+        denom = 1.0 + c * m
+        value = torch.where(ok[..., 0], torch.log1p(c * m[..., 0]) / c, value)
+        if need_ga:
+            ga = torch.where(ok, rho * (a_e - a * m) / denom, ga)
+        if need_gb:
+            gb = torch.where(ok, -(a + c * a_e) / denom, gb)
+    return value, ga, gb
+
+
+# --- registry ----------------------------------------------------------------------------
+
+#: The divergences the gpu package implements (the reference's names; ``"f"`` is not
+#: offered here: an arbitrary Python generator has no batched torch form).
+GPU_DIVERGENCES: dict[str, Kernel] = {
+    "kl": _kl,
+    "js": _js,
+    "tv": _tv,
+    "hellinger": _hellinger,
+    "chi2": _chi2,
+    "amari": _amari,
+    "renyi": _renyi,
+    "ab": _ab,
+}
+
+
+def divergence(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    name: str,
+    dim: int = -1,
+    log_input: bool = False,
+    **params: Any,
+) -> torch.Tensor:
+    r"""Divergence :math:`D(a\,\|\,b)` between distributions, reduced over ``dim``, in nats.
+
+    .. math::
+
+        \mathrm{KL}(a\|b) = \sum_x a\log\frac{a}{b},\qquad
+        D^{\mathrm{AB}}_{a_*,b_*} = -\frac{1}{a_* b_*}\sum_x\Big(a^{a_*}b^{b_*}
+            - \tfrac{a_*}{a_*+b_*}a^{a_*+b_*} - \tfrac{b_*}{a_*+b_*}b^{a_*+b_*}\Big),
+
+    and the others of MATH.md: ``"js"`` (param ``beta``, default ½), ``"tv"``,
+    ``"hellinger"`` (squared), ``"chi2"`` (Pearson), ``"amari"`` (param ``alpha`` = γ),
+    ``"renyi"`` (param ``order`` = ρ > 0). Torch twin of :func:`amid_ref.divergence`, with
+    the same parameter names, defaults and checks.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor, shape (..., V, ...)
+        Probabilities, or log-probabilities if ``log_input`` (``-inf`` for zeros); same
+        shape, any floating dtype.
+    name : str
+        One of ``kl, js, tv, hellinger, chi2, amari, renyi, ab``.
+    dim : int
+        The dimension reduced over.
+    log_input : bool
+        Whether ``a`` and ``b`` are log-probabilities (preferred: no underflow).
+    **params
+        The divergence's parameters; unknown ones raise ``ValueError``.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape of the inputs without ``dim``, float32 (float64 for float64 inputs); ``+inf``
+        where the divergence is infinite (e.g. KL with ``a > 0 = b``). Not differentiable
+        (computed without autograd).
+
+    Notes
+    -----
+    Zero conventions: terms with ``a(x) = 0`` contribute 0; ``a(x) > 0 = b(x)`` gives
+    ``+inf`` for KL-type divergences. Amari γ → −1 is KL(a‖b), γ → +1 is KL(b‖a); AB (1, 0)
+    is KL(a‖b) and (0, 1) is KL(b‖a), continuous through its limits a_ = 0, b_ = 0,
+    a_ + b_ = 0. Rényi is evaluated on the renormalized inputs.
+
+    Examples
+    --------
+    >>> import torch, gpu
+    >>> a, b = torch.tensor([0.5, 0.5]), torch.tensor([0.9, 0.1])
+    >>> round(float(gpu.divergence(a, b, "kl")), 6)
+    0.510826
+    """
+    from gpu._mixture import _check_log_pair
+    from gpu._validation import check_bool, compute_dtype, resolve_div_params
+
+    resolved = resolve_div_params(name, params)
+    check_bool(log_input, "log_input")
+    names = ("log_a", "log_b") if log_input else ("a", "b")
+    _check_log_pair(a, b, dim, *names)
+    cdt = compute_dtype(a.dtype, b.dtype)
+    with torch.no_grad():
+        x = a.detach().to(cdt).movedim(dim, -1)
+        y = b.detach().to(cdt).movedim(dim, -1)
+        if not log_input:
+            for t, n in ((x, names[0]), (y, names[1])):
+                if bool((t < 0).any()):
+                    raise ValueError(f"{n} has negative probabilities")
+            x, y = torch.log(x), torch.log(y)
+        if name == "renyi":
+            x = x - torch.logsumexp(x, dim=-1, keepdim=True)
+            y = y - torch.logsumexp(y, dim=-1, keepdim=True)
+        value, _, _ = GPU_DIVERGENCES[name](x, y, resolved, False, False)
+    return value

@@ -1,0 +1,516 @@
+r"""The batched AMiD loss: a chunked ``torch.autograd.Function`` with a closed-form gradient.
+
+Memory model. The logits of shape (B, T, V) are viewed as N = B·T rows and processed
+``chunk_size`` rows at a time. For each chunk the forward pass computes, in float32 (float64
+for float64 inputs), the log-softmaxes, the log α-mixture, the per-row divergence and —
+when the student needs a gradient — the gradient with respect to the student logits, by
+the chain rule below. Only two things outlive a chunk: the per-row loss (N numbers) and the
+gradient, written into one (N, V) buffer in the *student's* dtype. Peak extra memory is
+therefore that buffer plus O(chunk_size·V) scratch, instead of the dozen (N, V) float32
+tensors that autograd keeps for the textbook implementation. The backward pass scales the
+stored buffer by the upstream gradient in place and hands it to autograd (no copy). A
+second backward through the same graph (``retain_graph=True``) recomputes the gradient
+from the saved logits.
+
+Gradient (MATH.md, Proposition 3.5 and its analogues). With ℓ_p, ℓ_q, ℓ_r the
+log-probabilities, :math:`g_A = \partial D/\partial \log A` from the divergence kernel
+(:mod:`gpu._divergences`) and :math:`w = \partial\log m/\partial\log q` (:mod:`gpu._mixture`):
+
+.. math::
+
+    \frac{\partial D}{\partial \log m} = g_r - r\textstyle\sum_x g_{r,x},\qquad
+    g_q = [\text{direct } g_q] + w\odot\frac{\partial D}{\partial \log m},\qquad
+    \frac{\partial D}{\partial s} = \frac1T\Big(g_q - q\textstyle\sum_x g_{q,x}\Big).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from gpu._divergences import GPU_DIVERGENCES
+from gpu._mixture import NEG_INF, log_alpha_mean_and_weight
+from gpu._validation import (
+    check_alpha,
+    check_bool,
+    check_chunk_size,
+    check_float_tensor,
+    check_ignore_index,
+    check_labels,
+    check_lam,
+    check_order,
+    check_pair,
+    check_reduction,
+    check_temperature,
+    compute_dtype,
+    resolve_div_params,
+)
+
+__all__ = ["AMiDLoss", "amid_loss", "default_chunk_size"]
+
+# Row flags raised at the end of the forward pass (one device sync for the whole batch).
+_BAD_STUDENT = 1
+_BAD_TEACHER = 2
+_EMPTY_SUPPORT = 4
+_INF_LOSS = 8
+_NAN_LOSS = 16
+
+#: Elements (rows × V) per chunk on CPU: 8 MB of float32 per scratch tensor. Large enough
+#: to amortize eager torch's per-op overhead and its OpenMP parallel regions (each chunk
+#: issues ~50 of them), small enough that the scratch (measured peak: ~9 such tensors)
+#: stays far below the (N, V) buffers. Measured in docs/gpu.md.
+_CPU_CHUNK_ELEMENTS = 1 << 21
+#: On CUDA, larger chunks amortize kernel launches: 32 MB of float32 per scratch tensor.
+_CUDA_CHUNK_ELEMENTS = 1 << 23
+
+
+def default_chunk_size(vocab_size: int, device: torch.device | str = "cpu") -> int:
+    """Rows per chunk chosen from V: ``max(1, E // V)`` with E = 2^21 on CPU, 2^23 on CUDA."""
+    elements = _CUDA_CHUNK_ELEMENTS if torch.device(device).type == "cuda" else _CPU_CHUNK_ELEMENTS
+    return max(1, elements // int(vocab_size))
+
+
+@dataclass(frozen=True)
+class _Spec:
+    alpha: float
+    lam: float
+    divergence: str
+    params: Mapping[str, Any]
+    first: str
+    second: str
+    temperature: float
+    detach_assistant: bool
+    cdtype: torch.dtype
+    chunk_size: int
+
+
+def _chunk(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    spec: _Spec,
+    want_grad: bool,
+    grad_scale: float,
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Loss per row, gradient w.r.t. the student logits (compute dtype) and row flags.
+
+    When ``out`` is given the scaled gradient is written into it (cast to its dtype) and
+    ``out`` is returned in place of a new tensor.
+    """
+    inv_t = 1.0 / spec.temperature
+    s = s.to(spec.cdtype)
+    t = t.to(spec.cdtype)
+    if inv_t != 1.0:
+        s = s * inv_t
+        t = t * inv_t
+    lq = torch.log_softmax(s, dim=-1)
+    lp = torch.log_softmax(t, dim=-1)
+    del s, t
+    # A row with a NaN or +inf logit, or with only -inf logits, has an all-NaN log-softmax:
+    # one column is enough to flag it (no extra pass over the logits).
+    flags = torch.isnan(lq[..., 0]).to(torch.uint8) * _BAD_STUDENT
+    flags |= torch.isnan(lp[..., 0]).to(torch.uint8) * _BAD_TEACHER
+    through_r = want_grad and not spec.detach_assistant
+    lm, w = log_alpha_mean_and_weight(lp, lq, spec.alpha, spec.lam, want_weight=through_r)
+    lz = torch.logsumexp(lm, dim=-1, keepdim=True)
+    flags |= (lz[..., 0] == NEG_INF).to(torch.uint8) * _EMPTY_SUPPORT
+    lr = lm - lz if (lm is lp or lm is lq) else lm.sub_(lz)
+    del lm, lz
+    dist = {"p": lp, "q": lq, "r": lr}
+    first, second = spec.first, spec.second
+    need = {"p": False, "q": want_grad, "r": through_r}
+    value, g_first, g_second = GPU_DIVERGENCES[spec.divergence](
+        dist[first], dist[second], spec.params, need[first], need[second]
+    )
+    flags |= torch.isnan(value).to(torch.uint8) * _NAN_LOSS
+    if not want_grad:
+        return value, None, flags
+    flags |= torch.isinf(value).to(torch.uint8) * _INF_LOSS
+    g = {"p": None, "q": None, "r": None}
+    g[first], g[second] = g_first, g_second
+    g_q = g["q"]
+    if through_r:
+        g_r = g["r"]
+        r = torch.exp(lr)
+        g_logm = g_r.sub_(r.mul_(g_r.sum(-1, keepdim=True)))  # ∂D/∂log m
+        del r
+        g_logm.mul_(w)
+        g_q = g_logm if g_q is None else g_q.add_(g_logm)
+        del g_logm, w
+    if g_q is None:  # D(p‖r) or D(r‖p) with the assistant detached: no path to the student
+        if out is not None:
+            return value, out.zero_(), flags
+        return value, torch.zeros_like(lq), flags
+    q = torch.exp(lq)
+    grad = g_q.sub_(q.mul_(g_q.sum(-1, keepdim=True)))
+    if out is not None:  # scale and cast in one pass, straight into the gradient buffer
+        return value, torch.mul(grad, grad_scale * inv_t, out=out), flags
+    return value, grad.mul_(grad_scale * inv_t), flags
+
+
+def _rows_to_index(rows: list[int], leading: tuple[int, ...]) -> list[tuple[int, ...]]:
+    out = []
+    for r in rows:
+        idx = []
+        for n in reversed(leading):
+            idx.append(r % n)
+            r //= n
+        out.append(tuple(reversed(idx)))
+    return out
+
+
+def _raise_for_flags(flags: torch.Tensor, leading: tuple[int, ...], spec: _Spec) -> None:
+    """One device sync; raises a ValueError naming the offending rows, if any."""
+    if not bool(flags.any()):
+        return
+    flags = flags.cpu()
+
+    def rows(bit: int) -> list[tuple[int, ...]] | None:
+        hit = torch.nonzero(flags & bit).flatten().tolist()
+        return _rows_to_index(hit[:5], leading) if hit else None
+
+    if (bad := rows(_BAD_STUDENT)) is not None:
+        raise ValueError(
+            f"student_logits has NaN, +inf, or only -inf entries in row(s) {bad} (leading "
+            "index); every row needs finite logits (-inf marks masked tokens)"
+        )
+    if (bad := rows(_BAD_TEACHER)) is not None:
+        raise ValueError(
+            f"teacher_logits has NaN, +inf, or only -inf entries in row(s) {bad} (leading "
+            "index); every row needs finite logits (-inf marks masked tokens)"
+        )
+    if (bad := rows(_EMPTY_SUPPORT)) is not None:
+        raise ValueError(
+            f"the assistant r is undefined on row(s) {bad}: alpha={spec.alpha} ≥ 1 keeps only "
+            "the intersection of the teacher's and student's supports (-inf logits), and it "
+            "is empty (Z = 0)"
+        )
+    if (bad := rows(_INF_LOSS)) is not None:
+        raise ValueError(
+            f"the loss is +inf on row(s) {bad} (a zero of one distribution where the other is "
+            f"positive, e.g. divergence={spec.divergence!r} with alpha={spec.alpha} ≥ 1 and a "
+            "token masked for the student only); its gradient is undefined"
+        )
+    if (bad := rows(_NAN_LOSS)) is not None:  # pragma: no cover - kernel bug guard
+        raise FloatingPointError(f"gpu.amid_loss produced NaN on row(s) {bad}; please report")
+
+
+def _run(
+    s2: torch.Tensor,
+    t2: torch.Tensor,
+    rows: torch.Tensor | None,
+    spec: _Spec,
+    want_grad: bool,
+    grad_scale: float,
+    leading: tuple[int, ...],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """All chunks: per-row loss (N,) in the compute dtype and the gradient (N, V) buffer."""
+    n, _ = s2.shape
+    row_loss = torch.zeros(n, dtype=spec.cdtype, device=s2.device)
+    flags = torch.zeros(n, dtype=torch.uint8, device=s2.device)
+    grad = None
+    if want_grad:
+        grad = torch.empty_like(s2) if rows is None else torch.zeros_like(s2)
+    n_rows = n if rows is None else rows.numel()
+    step = spec.chunk_size
+    for start in range(0, n_rows, step):
+        stop = min(start + step, n_rows)
+        if rows is None:
+            out = grad[start:stop] if grad is not None else None
+            value, g, f = _chunk(s2[start:stop], t2[start:stop], spec, want_grad, grad_scale, out)
+            row_loss[start:stop] = value
+            flags[start:stop] = f
+        else:
+            idx = rows[start:stop]
+            value, g, f = _chunk(s2[idx], t2[idx], spec, want_grad, grad_scale)
+            row_loss.index_copy_(0, idx, value)
+            flags.index_copy_(0, idx, f)
+            if grad is not None:
+                grad.index_copy_(0, idx, g.to(grad.dtype))
+        del value, g, f
+    _raise_for_flags(flags, leading, spec)
+    return row_loss, grad
+
+
+def _reduce(row_loss: torch.Tensor, reduction: str, n_valid: int, leading) -> torch.Tensor:
+    if reduction == "none":
+        return row_loss.reshape(leading)
+    total = row_loss.sum()
+    if reduction == "sum":
+        return total
+    return total / n_valid if n_valid > 0 else total * 0.0
+
+
+class _AMiDFunction(torch.autograd.Function):
+    """Chunked forward that also produces the gradient; backward scales and hands it over."""
+
+    @staticmethod
+    def forward(ctx, student, teacher, rows, spec, reduction, n_valid, leading):
+        v = student.shape[-1]
+        s2 = student.reshape(-1, v)
+        t2 = teacher.reshape(-1, v)
+        scale = 1.0 / n_valid if (reduction == "mean" and n_valid > 0) else 1.0
+        row_loss, grad = _run(s2, t2, rows, spec, True, scale, leading)
+        ctx.save_for_backward(student, teacher)
+        ctx.rows = rows
+        ctx.spec = spec
+        ctx.reduction = reduction
+        ctx.scale = scale
+        ctx.leading = leading
+        ctx.grad_buffer = grad
+        return _reduce(row_loss, reduction, n_valid, leading)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        grad = ctx.grad_buffer
+        ctx.grad_buffer = None  # hand the buffer to autograd (no copy)
+        student, teacher = ctx.saved_tensors
+        v = student.shape[-1]
+        if grad is None:  # second backward (retain_graph=True): recompute from the logits
+            _, grad = _run(
+                student.reshape(-1, v),
+                teacher.reshape(-1, v),
+                ctx.rows,
+                ctx.spec,
+                True,
+                ctx.scale,
+                ctx.leading,
+            )
+        if ctx.reduction == "none":
+            go = grad_output.reshape(-1, 1).to(ctx.spec.cdtype)
+            step = ctx.spec.chunk_size
+            for start in range(0, grad.shape[0], step):
+                block = grad[start : start + step]
+                block.copy_(block.to(ctx.spec.cdtype).mul_(go[start : start + step]))
+        elif bool(grad_output != 1):
+            grad.mul_(grad_output.to(ctx.spec.cdtype))
+        return grad.view(student.shape), None, None, None, None, None, None
+
+
+def amid_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    alpha: float,
+    lam: float,
+    divergence: str = "kl",
+    order: str = "pr",
+    div_params: Mapping[str, Any] | None = None,
+    temperature: float = 1.0,
+    labels: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    detach_assistant: bool = False,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""Batched AMiD distillation loss with a memory-efficient closed-form gradient.
+
+    .. math::
+
+        p = \mathrm{softmax}(t/T),\quad q = \mathrm{softmax}(s/T),\quad
+        r \propto m_\alpha(p, q;\lambda) = \big(\lambda p^\beta + (1-\lambda)q^\beta\big)^{1/\beta},
+        \ \beta=\tfrac{1-\alpha}{2},
+
+    and per position the loss :math:`D(p\|r)`, :math:`D(q\|r)`, :math:`D(r\|p)` or
+    :math:`D(r\|q)` (``order`` ``"pr"``, ``"qr"``, ``"rp"``, ``"rq"``). Torch twin of
+    :func:`amid_ref.amid_loss` (student first, as in torch losses), with its gradient
+    :func:`amid_ref.amid_grad` computed in closed form chunk by chunk.
+
+    Parameters
+    ----------
+    student_logits : torch.Tensor, shape (..., V)
+        Student logits, any floating dtype (bf16, fp16, fp32, fp64); the only input that
+        receives a gradient. ``-inf`` entries are masked tokens (probability exactly 0).
+    teacher_logits : torch.Tensor, shape (..., V)
+        Teacher logits, same shape (same V: a clear error otherwise), any floating dtype.
+        Never receives a gradient.
+    alpha : float
+        Path parameter, any real or ``±inf``.
+    lam : float
+        Teacher weight of the assistant in ``[0, 1]`` (λ = 1 gives r = p, λ = 0 gives r = q).
+    divergence : str
+        ``kl, js, tv, hellinger, chi2, amari, renyi, ab`` (names and ``div_params`` as in
+        :func:`amid_ref.divergence`: js ``beta``; amari ``alpha`` (γ); renyi ``order``;
+        ab ``alpha``, ``beta``).
+    order : {"pr", "qr", "rp", "rq"}
+        Argument order; p is the teacher.
+    div_params : mapping, optional
+        Divergence parameters.
+    temperature : float
+        Softmax temperature T > 0 applied to both logits (no T² factor).
+    labels : torch.Tensor of int, shape (...), optional
+        Positions with ``labels == ignore_index`` contribute nothing (loss 0, gradient 0).
+    ignore_index : int
+        The ignored label value.
+    reduction : {"mean", "sum", "none"}
+        ``"mean"`` divides the sum by the number of valid positions (0 if there is none),
+        ``"sum"`` sums them, ``"none"`` returns the per-position loss of shape (...).
+    detach_assistant : bool
+        Treat r as a constant (TAID, DistiLLM-2): the gradient flows only through a direct
+        occurrence of q (orders ``qr``, ``rq``).
+    chunk_size : int, optional
+        Rows per chunk; ``None`` picks :func:`default_chunk_size` from V and the device.
+        The result does not depend on it beyond summation order.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 (float64 for float64 inputs): 0-d for ``"mean"``/``"sum"``, shape (...) for
+        ``"none"``. Its gradient w.r.t. ``student_logits`` has the student's dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On bad arguments (naming the parameter), NaN or ``+inf`` logits, a row of only
+        ``-inf``, an empty assistant support (α ≥ 1 and disjoint supports), or a ``+inf``
+        loss when a gradient is required. Value checks run inside the chunked pass and are
+        raised at its end, naming the rows.
+
+    Notes
+    -----
+    Arithmetic in float32 at least (float64 for float64 inputs), uniformly accurate in α
+    (see :mod:`gpu._mixture`); tolerances against :mod:`amid_ref` are the ``"gpu"`` rows of
+    :mod:`amid_ref.tolerances`. Peak extra memory is one (N, V) gradient buffer in the
+    student dtype plus O(chunk_size·V) scratch (module docstring). Theorem 3.4: for
+    0 < λ < 1 the loss vanishes iff q = p; Proposition 3.5 gives the gradient through r.
+
+    Examples
+    --------
+    >>> import torch, gpu
+    >>> t = torch.tensor([[2.0, 0.5, -1.0]])
+    >>> s = torch.zeros(1, 3, requires_grad=True)
+    >>> loss = gpu.amid_loss(s, t, alpha=-5.0, lam=0.1)
+    >>> loss.backward()
+    >>> s.grad.shape
+    torch.Size([1, 3])
+    """
+    check_float_tensor(student_logits, "student_logits")
+    check_float_tensor(teacher_logits, "teacher_logits")
+    check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
+    alpha = check_alpha(alpha)
+    lam = check_lam(lam)
+    params = resolve_div_params(divergence, div_params)
+    first, second = check_order(order)
+    temperature = check_temperature(temperature)
+    ignore_index = check_ignore_index(ignore_index)
+    reduction = check_reduction(reduction)
+    detach_assistant = check_bool(detach_assistant, "detach_assistant")
+    chunk_size = check_chunk_size(chunk_size)
+    leading = tuple(student_logits.shape[:-1])
+    v = student_logits.shape[-1]
+    device = student_logits.device
+    rows = None
+    n_total = math.prod(leading)
+    n_valid = n_total
+    if labels is not None:
+        labels = check_labels(labels, student_logits.shape[:-1], device)
+        valid = (labels != ignore_index).reshape(-1)
+        n_valid = int(valid.sum())
+        if n_valid < n_total:
+            rows = torch.nonzero(valid).flatten()
+    spec = _Spec(
+        alpha=alpha,
+        lam=lam,
+        divergence=divergence,
+        params=params,
+        first=first,
+        second=second,
+        temperature=temperature,
+        detach_assistant=detach_assistant,
+        cdtype=compute_dtype(student_logits.dtype, teacher_logits.dtype),
+        chunk_size=chunk_size or default_chunk_size(v, device),
+    )
+    teacher = teacher_logits.detach()
+    if torch.is_grad_enabled() and student_logits.requires_grad:
+        return _AMiDFunction.apply(student_logits, teacher, rows, spec, reduction, n_valid, leading)
+    with torch.no_grad():
+        row_loss, _ = _run(
+            student_logits.reshape(-1, v), teacher.reshape(-1, v), rows, spec, False, 1.0, leading
+        )
+        return _reduce(row_loss, reduction, n_valid, leading)
+
+
+class AMiDLoss(torch.nn.Module):
+    r"""Module form of :func:`amid_loss` for training loops.
+
+    .. math::
+
+        \mathcal L = \operatorname{reduce}_{\text{valid positions}}
+            D\big(\cdot\,\|\,\cdot\big)\ \text{over}\ \{p, q_\theta, r^{(\alpha,\lambda)}\}
+
+    Parameters
+    ----------
+    alpha, lam, divergence, order, div_params, temperature, ignore_index, reduction,
+    detach_assistant, chunk_size
+        As in :func:`amid_loss`. ``alpha`` and ``lam`` are plain float attributes that may be
+        changed between steps (TAID schedules λ); they are validated at each call.
+
+    Examples
+    --------
+    >>> import torch, gpu
+    >>> crit = gpu.AMiDLoss(alpha=-5.0, lam=0.1)
+    >>> s = torch.randn(2, 3, 11, requires_grad=True)
+    >>> t = torch.randn(2, 3, 11)
+    >>> crit.lam = 0.2  # e.g. a schedule
+    >>> crit(s, t, labels=torch.tensor([[1, 2, -100], [4, -100, -100]])).ndim
+    0
+    """
+
+    def __init__(
+        self,
+        alpha: float,
+        lam: float,
+        divergence: str = "kl",
+        order: str = "pr",
+        div_params: Mapping[str, Any] | None = None,
+        temperature: float = 1.0,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        detach_assistant: bool = False,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.alpha = check_alpha(alpha)
+        self.lam = check_lam(lam)
+        self.divergence = divergence
+        self.order = order
+        self.div_params = dict(resolve_div_params(divergence, div_params))
+        check_order(order)
+        self.temperature = check_temperature(temperature)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.reduction = check_reduction(reduction)
+        self.detach_assistant = check_bool(detach_assistant, "detach_assistant")
+        self.chunk_size = check_chunk_size(chunk_size)
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return amid_loss(
+            student_logits,
+            teacher_logits,
+            self.alpha,
+            self.lam,
+            divergence=self.divergence,
+            order=self.order,
+            div_params=self.div_params,
+            temperature=self.temperature,
+            labels=labels,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            detach_assistant=self.detach_assistant,
+            chunk_size=self.chunk_size,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha}, lam={self.lam}, divergence={self.divergence!r}, "
+            f"order={self.order!r}, reduction={self.reduction!r}"
+        )

@@ -1,0 +1,365 @@
+r"""Benchmark: chunked closed-form AMiD loss vs the straightforward eager autograd version.
+
+Usage::
+
+    python -m gpu.bench                 # the full table (CPU here, CUDA too when present)
+    python -m gpu.bench --quick         # a small table (a minute on a laptop CPU)
+    python -m gpu.bench --configs 50257:2048 --dtype float32 --json
+
+Both implementations compute the same loss, KL(p‖r) with the α-mixture assistant
+(default α = −5, λ = 0.1, the paper's best setting), forward and backward, in the same run
+on the same inputs. The *straightforward* implementation (:func:`straightforward_amid_loss`)
+is what one writes first: full (N, V) float32 softmaxes, log-mixture, normalizer and
+product, differentiated by autograd. The *chunked* one is :func:`gpu.amid_loss`.
+
+Measurement method
+------------------
+* Every (implementation, configuration) pair runs in a **fresh subprocess**, so allocator
+  caches and earlier peaks never leak between measurements.
+* **CPU peak memory**: ``ru_maxrss`` (the kernel's resident-set high-water mark, which does
+  see torch's allocations, unlike ``tracemalloc``) after one forward+backward, minus the
+  resident set size right after the inputs were allocated and touched
+  (``/proc/self/statm``). The inputs are generated in blocks of at most 1 MB so that their
+  creation leaves no higher earlier peak. glibc serves these large
+  blocks by ``mmap`` and returns them on free, so the high-water mark tracks live tensors.
+  "Extra" memory therefore includes the final gradient ``student.grad`` (N·V in the student
+  dtype) for both implementations.
+* **CUDA peak memory**: ``torch.cuda.max_memory_allocated`` after
+  ``reset_peak_memory_stats``, minus the allocation after the inputs.
+* **Threads**: CPU runs pin torch to ``--threads`` intra-op threads (default 1) for both
+  implementations; ``--threads 0`` keeps torch's default.
+* **Time**: one warm-up forward+backward (untimed, after the memory measurement), then the
+  median of ``--reps`` timed forward+backward passes (``student.grad`` reset to ``None``
+  between passes); CUDA timings synchronize before and after.
+* **Roofline (CUDA only)**: bytes that must move at least once — both logits read and the
+  gradient written, ``N·V·(size(student) + size(teacher) + size(grad))`` — divided by the
+  time and by the HBM bandwidth (``--hbm-tbps``, 4.8 TB/s for an H200).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+DEFAULT_ALPHA = -5.0
+DEFAULT_LAM = 0.1
+H200_HBM_TBPS = 4.8
+
+_CPU_CONFIGS = [(32000, 512), (32000, 2048), (50257, 512), (50257, 2048), (128256, 512)]
+_CPU_QUICK = [(32000, 256), (50257, 512)]
+_CUDA_CONFIGS = [
+    (32000, 2048),
+    (32000, 8192),
+    (50257, 2048),
+    (50257, 8192),
+    (128256, 2048),
+    (128256, 8192),
+]
+_CUDA_QUICK = [(50257, 2048), (128256, 8192)]
+
+
+def straightforward_amid_loss(student_logits, teacher_logits, alpha: float, lam: float):
+    """The textbook eager implementation (float32, autograd) of the mean KL(p‖r) loss.
+
+    ``p = softmax(t)``, ``q = softmax(s)``, log-mixture by ``logaddexp(...)/β``, normalized by
+    log-sum-exp, ``KL = Σ p (log p − log r)``; every intermediate is a full (N, V) float32
+    tensor and autograd saves what it needs. Valid for finite α ≠ 1 and 0 < λ < 1.
+    """
+    import torch
+
+    beta = (1.0 - alpha) / 2.0
+    s = student_logits.float()
+    t = teacher_logits.float()
+    log_q = torch.log_softmax(s, dim=-1)
+    log_p = torch.log_softmax(t, dim=-1)
+    p = log_p.exp()
+    log_m = torch.logaddexp(math.log(lam) + beta * log_p, math.log1p(-lam) + beta * log_q) / beta
+    log_r = log_m - torch.logsumexp(log_m, dim=-1, keepdim=True)
+    return (p * (log_p - log_r)).sum(-1).mean()
+
+
+@dataclass
+class Result:
+    impl: str
+    device: str
+    dtype: str
+    rows: int
+    vocab: int
+    time_ms: float
+    peak_extra_mib: float
+    roofline: float | None = None
+    loss: float | None = None
+
+
+# --- worker (runs in a fresh subprocess) --------------------------------------------------
+
+
+def _rss_peak_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _rss_now_bytes() -> int:
+    """Current resident set size (Linux /proc), falling back to the high-water mark."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # pragma: no cover - non-Linux
+        return _rss_peak_bytes()
+
+
+def _make_inputs(rows: int, vocab: int, dtype, device):
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(1234)
+    s = torch.empty(rows, vocab, dtype=dtype, device=device)
+    t = torch.empty(rows, vocab, dtype=dtype, device=device)
+    block = max(1, (1 << 18) // vocab)  # ≤ 1 MB temporaries: no earlier peak to hide
+    for i in range(0, rows, block):  # block-wise: no full-size float32 temporary
+        j = min(rows, i + block)
+        s[i:j] = (2.0 * torch.randn(j - i, vocab, generator=gen)).to(dtype)
+        tb = 2.0 * torch.randn(j - i, vocab, generator=gen)
+        tb[torch.arange(j - i), torch.randint(0, vocab, (j - i,), generator=gen)] += 12.0
+        t[i:j] = tb.to(dtype)
+    return s.requires_grad_(), t
+
+
+def _worker(spec: dict) -> dict:
+    import torch
+
+    import gpu
+
+    device = torch.device(spec["device"])
+    dtype = getattr(torch, spec["dtype"])
+    rows, vocab = spec["rows"], spec["vocab"]
+    alpha, lam = spec["alpha"], spec["lam"]
+    if spec["impl"] == "chunked":
+
+        def step():
+            return gpu.amid_loss(s, t, alpha, lam, chunk_size=spec.get("chunk_size"))
+    else:
+
+        def step():
+            return straightforward_amid_loss(s, t, alpha, lam)
+
+    if spec.get("threads") and device.type == "cpu":
+        torch.set_num_threads(spec["threads"])
+    cuda = device.type == "cuda"
+    s, t = _make_inputs(rows, vocab, dtype, device)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_now_bytes()
+    loss = step()
+    loss.backward()
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = _rss_peak_bytes() - base
+    loss_value = float(loss)
+    del loss
+    times = []
+    for _ in range(spec["reps"] + 1):  # the first pass is a warm-up
+        s.grad = None
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step().backward()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    time_s = statistics.median(times[1:])
+    roofline = None
+    if cuda:
+        nbytes = rows * vocab * (s.element_size() + t.element_size() + s.grad.element_size())
+        roofline = nbytes / time_s / (spec["hbm_tbps"] * 1e12)
+    return asdict(
+        Result(
+            impl=spec["impl"],
+            device=device.type,
+            dtype=spec["dtype"],
+            rows=rows,
+            vocab=vocab,
+            time_ms=1e3 * time_s,
+            peak_extra_mib=peak / 2**20,
+            roofline=roofline,
+            loss=loss_value,
+        )
+    )
+
+
+def _run_in_subprocess(spec: dict, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "gpu.bench", "--_worker", json.dumps(spec)]
+    env = dict(os.environ)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed ({spec}):\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- driver ---------------------------------------------------------------------------------
+
+
+def _estimate_naive_bytes(rows: int, vocab: int) -> int:
+    """Rough peak of the straightforward version: about 12 float32 (N, V) tensors."""
+    return 12 * rows * vocab * 4
+
+
+def _format_table(pairs: list[tuple[Result, Result]]) -> str:
+    head = (
+        f"{'device':6} {'dtype':8} {'B·T':>6} {'V':>7} | {'naive ms':>9} {'chunked ms':>10} "
+        f"{'time ratio':>10} | {'naive MiB':>9} {'chunked MiB':>11} {'mem ratio':>9} | "
+        f"{'roofline':>8} | {'|Δloss|':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for naive, ours in pairs:
+        roof = f"{ours.roofline:8.1%}" if ours.roofline is not None else f"{'-':>8}"
+        dl = abs(naive.loss - ours.loss) if None not in (naive.loss, ours.loss) else float("nan")
+        lines.append(
+            f"{ours.device:6} {ours.dtype:8} {ours.rows:6d} {ours.vocab:7d} | "
+            f"{naive.time_ms:9.1f} {ours.time_ms:10.1f} {ours.time_ms / naive.time_ms:10.2f} | "
+            f"{naive.peak_extra_mib:9.1f} {ours.peak_extra_mib:11.1f} "
+            f"{ours.peak_extra_mib / max(naive.peak_extra_mib, 1e-9):9.3f} | {roof} | {dl:8.1e}"
+        )
+    return "\n".join(lines)
+
+
+def _parse_configs(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        v, _, n = item.partition(":")
+        out.append((int(v), int(n)))
+    return out
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="small configurations only")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CPU, +CUDA"
+    )
+    parser.add_argument("--configs", help="comma-separated V:B·T pairs, e.g. 50257:2048")
+    parser.add_argument("--dtype", help="input dtype (default float32 on CPU, bfloat16 on CUDA)")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
+    parser.add_argument("--lam", type=float, default=DEFAULT_LAM)
+    parser.add_argument("--reps", type=int, default=3, help="timed passes (median)")
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for both implementations (default 1: on a shared "
+        "machine every OpenMP region can wait a scheduler slice for its second thread, "
+        "see docs/gpu.md); 0 keeps torch's default",
+    )
+    parser.add_argument("--hbm-tbps", type=float, default=H200_HBM_TBPS)
+    parser.add_argument(
+        "--max-gib",
+        type=float,
+        default=8.0,
+        help="CPU only: skip configurations whose straightforward run would need more",
+    )
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per subprocess, seconds")
+    parser.add_argument("--_worker", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args._worker:
+        print(json.dumps(_worker(json.loads(args._worker))))
+        return 0
+    import torch
+
+    devices = ["cpu"]
+    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
+        devices = ["cuda"] if args.device == "cuda" else ["cpu", "cuda"]
+    pairs: list[tuple[Result, Result]] = []
+    skipped: list[str] = []
+    for device in devices:
+        if args.configs:
+            configs = _parse_configs(args.configs)
+        elif device == "cuda":
+            configs = _CUDA_QUICK if args.quick else _CUDA_CONFIGS
+        else:
+            configs = _CPU_QUICK if args.quick else _CPU_CONFIGS
+        dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
+        for vocab, rows in configs:
+            if device == "cpu" and _estimate_naive_bytes(rows, vocab) > args.max_gib * 2**30:
+                skipped.append(f"{device} V={vocab} B·T={rows} (over --max-gib {args.max_gib})")
+                continue
+            spec = {
+                "device": device,
+                "dtype": dtype,
+                "rows": rows,
+                "vocab": vocab,
+                "alpha": args.alpha,
+                "lam": args.lam,
+                "reps": args.reps,
+                "chunk_size": args.chunk_size,
+                "threads": args.threads,
+                "hbm_tbps": args.hbm_tbps,
+            }
+            got = {}
+            for impl in ("straightforward", "chunked"):
+                got[impl] = Result(**_run_in_subprocess({**spec, "impl": impl}, args.timeout))
+                if not args.json:
+                    r = got[impl]
+                    print(
+                        f"  {device} {dtype} V={vocab} B·T={rows} {impl}: {r.time_ms:.1f} ms, "
+                        f"{r.peak_extra_mib:.1f} MiB",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            pairs.append((got["straightforward"], got["chunked"]))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "alpha": args.alpha,
+                    "lam": args.lam,
+                    "divergence": "kl",
+                    "order": "pr",
+                    "results": [
+                        {
+                            "straightforward": asdict(a),
+                            "chunked": asdict(b),
+                            "time_ratio": b.time_ms / a.time_ms,
+                            "memory_ratio": b.peak_extra_mib / max(a.peak_extra_mib, 1e-9),
+                        }
+                        for a, b in pairs
+                    ],
+                    "skipped": skipped,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"AMiD KL(p‖r), alpha={args.alpha}, lam={args.lam}: forward+backward, median of "
+        f"{args.reps}; peak extra memory over the inputs (incl. the gradient); "
+        f"CPU torch threads: {args.threads or 'default'}"
+    )
+    print(_format_table(pairs))
+    for s in skipped:
+        print(f"skipped: {s}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gpu.bench", description=__doc__.split("\n")[0])
+    configure_parser(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
