@@ -164,6 +164,10 @@ def assert_within(got, want, tol: Tolerance, *, what: str = "value") -> None:
     want = np.asarray(want, dtype=np.float64)
     if got.shape != want.shape:
         raise AssertionError(f"{what}: shape {got.shape} != expected {want.shape}")
+    if np.isnan(want).any():
+        raise AssertionError(
+            f"{what}: the expected value contains NaN at {np.argwhere(np.isnan(want))[:5]}"
+        )
     if np.isnan(got).any():
         raise AssertionError(f"{what}: NaN in result at {np.argwhere(np.isnan(got))[:5]}")
     inf_want = np.isinf(want)
