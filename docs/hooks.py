@@ -1,0 +1,132 @@
+"""MkDocs hooks of the amid-ref documentation (registered in ``mkdocs.yml``).
+
+* The notebooks live in ``notebooks/`` at the repository root (jupytext percent-format
+  ``.py`` files, the only committed form); :func:`on_files` adds them to the site under
+  ``notebooks/`` so that mkdocs-jupyter executes and renders them.
+* Generated tables: a page containing ``<!-- generated: tolerance-table -->`` gets the
+  table of :data:`amid_ref.tolerances.TOLERANCES`, one with
+  ``<!-- generated: claims-table -->`` the claim registry :data:`proofs_check.CLAIMS`.
+  The source of truth stays in the code; the page cannot drift from it.
+* The API pages render the numpydoc/RST markup of the docstrings that Markdown leaves
+  as text: ``:math:`…``` and ``.. math::`` blocks become MathJax, ``:func:`…``` and
+  friends plain code.
+
+Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mkdocs.plugins import event_priority
+from mkdocs.structure.files import File
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+
+TOLERANCE_MARKER = "<!-- generated: tolerance-table -->"
+CLAIMS_MARKER = "<!-- generated: claims-table -->"
+
+
+@event_priority(100)  # before mkdocs-jupyter turns notebook files into pages
+def on_files(files, config):
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")):
+        files.append(
+            File(
+                f"notebooks/{path.name}",
+                str(ROOT),
+                config["site_dir"],
+                config["use_directory_urls"],
+            )
+        )
+    return files
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def tolerance_table() -> str:
+    """The tolerance table as Markdown, generated from ``amid_ref.tolerances.TOLERANCES``."""
+    from amid_ref.tolerances import TOLERANCES
+
+    lines = [
+        "| suite | quantity | dtype | rtol | atol | scale | why |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (suite, quantity, dtype), tol in TOLERANCES.items():
+        scale = "max(1, \\|want\\|)" if tol.log_scaled else "\\|want\\|"
+        lines.append(
+            f"| `{suite}` | `{quantity}` | `{dtype}` | {tol.rtol:g} | {tol.atol:g} | {scale} "
+            f"| {_cell(tol.reason)} |"
+        )
+    return "\n".join(lines)
+
+
+def claims_table() -> str:
+    """The claim registry as Markdown, generated from ``proofs_check.CLAIMS``."""
+    import proofs_check
+
+    lines = ["| claim | statement | scope | source |", "|---|---|---|---|"]
+    for claim_id, claim in proofs_check.CLAIMS.items():
+        # statements are LaTeX: typeset them, with the norm bars that would split a table
+        # cell written as \Vert / \vert
+        statement = " ".join(str(getattr(claim, "statement", "")).split())
+        statement = statement.replace("\\|", "\\Vert ").replace("|", "\\vert ")
+        source = getattr(claim, "source", "")
+        scope = getattr(claim, "scope", "")
+        cases = getattr(claim, "cases", "")
+        scope_text = f"{scope}: {cases}" if cases else scope
+        anchor = f'<a id="{claim_id}"></a>'  # target of the [claim: id] links of the API pages
+        lines.append(
+            f"| {anchor}`{claim_id}` | ${statement}$ | {_cell(scope_text)} | {_cell(source)} |"
+        )
+    return "\n".join(lines)
+
+
+def on_page_markdown(markdown, page, config, files):
+    if TOLERANCE_MARKER in markdown:
+        markdown = markdown.replace(TOLERANCE_MARKER, tolerance_table())
+    if CLAIMS_MARKER in markdown:
+        markdown = markdown.replace(CLAIMS_MARKER, claims_table())
+    return markdown
+
+
+_ROLE = re.compile(r":(?:func|data|mod|class|meth|attr|obj|exc|py:\w+):(<code>)")
+_INLINE_MATH = re.compile(r":math:<code>(.*?)</code>", re.S)
+_BLOCK_MATH = re.compile(
+    r"<p>\.\. math::</p>\s*(?:<div[^>]*>)?<pre>(?:<span></span>)?"
+    r"<code>(.*?)</code></pre>(?:</div>)?",
+    re.S,
+)
+
+
+# Two adjacent "[claim: a][claim: b]" of a docstring read as a Markdown reference link, which
+# mkdocstrings hands to autorefs as a cross-reference to "claim: b": turn it back into text.
+_AUTOREF_CLAIM = re.compile(
+    r'<autoref (?=[^>]*identifier="claim: ([^"]+)")[^>]*>(.*?)</autoref>', re.S
+)
+_CLAIM = re.compile(r"\[claim: ([A-Za-z0-9_.]+)\]")
+
+
+def link_claims(html: str, page_url: str) -> str:
+    """Make each ``[claim: id]`` of a docstring a link to the claim's row on the claims page."""
+    html = _AUTOREF_CLAIM.sub(lambda m: f"[{m.group(2)}][claim: {m.group(1)}]", html)
+    base = "../" * page_url.count("/") + "claims/"
+    return _CLAIM.sub(
+        lambda m: f'<a class="claim" href="{base}#{m.group(1)}">[claim: {m.group(1)}]</a>', html
+    )
+
+
+def render_rst_roles(html: str) -> str:
+    """Turn the RST markup that Markdown leaves in docstrings into MathJax and code."""
+    html = _BLOCK_MATH.sub(lambda m: f'<div class="arithmatex">\\[{m.group(1)}\\]</div>', html)
+    html = _INLINE_MATH.sub(lambda m: f'<span class="arithmatex">\\({m.group(1)}\\)</span>', html)
+    return _ROLE.sub(r"\1", html)
+
+
+def on_page_content(html, page, config, files):
+    if page.file.src_uri.startswith("api/"):
+        return link_claims(render_rst_roles(html), page.url)
+    return html
