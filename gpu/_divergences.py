@@ -268,7 +268,8 @@ def _renyi(la, lb, params, need_ga, need_gb):
         return _kl(la, lb, params, need_ga, need_gb)
     c = rho - 1.0
     a = torch.exp(la)
-    a_pos = a > 0
+    # Positivity from the log: a may underflow while a^ρ b^(1−ρ) does not.
+    a_pos = la != NEG_INF
     omega = torch.where(a_pos, la + c * (la - lb), NEG_INF)  # log(a^ρ b^(1−ρ))
     lse = torch.logsumexp(omega, dim=-1)
     value = lse / c

@@ -1,0 +1,73 @@
+"""Hold an external AMiD implementation to the reference.
+
+Runs a battery of cases in families (α grid incl. ±∞ and 1 ± 1e-6; λ at and near 0 and 1;
+extreme and −inf logits; one-hot teachers; V from 2 to 151936; bf16/fp16-rounded inputs;
+every divergence and order; temperature; ignore_index masks; shapes) against a loss over
+logits or an α-mixture over log-probabilities, with the float64 ``amid_ref`` value on the
+same (rounded) inputs as the reference and the tolerance of ``amid_ref.tolerances`` for the
+declared dtype. Failing cases are diagnosed by evaluating known-wrong formulas (geometric
+collapse for α ≥ 1, logaddexp/β in bf16, probability-space mixtures, AB 1/a_ slips and
+cancellation, swapped Amari limits, padded logits set to 0, 0/0 masks, λ on the student)
+on the failing case.
+
+Examples::
+
+    amid-ref conform gpu:amid_loss --kind loss
+    amid-ref conform gpu:amid_loss --kind loss --dtype bf16 --grad
+    amid-ref conform my_pkg.losses:alpha_mix --kind mixture --json
+
+exits non-zero on any failure. In Python, :func:`conform` returns a :class:`Report` and
+:func:`assert_conforms` raises ``AssertionError`` with the report for use inside pytest.
+"""
+
+from __future__ import annotations
+
+from amid_ref.conformance._adapters import LossAdapter, MixtureAdapter, Support, Unsupported
+from amid_ref.conformance._cases import (
+    DTYPES,
+    FAMILIES,
+    IGNORE_INDEX,
+    Case,
+    battery,
+    canonical_dtype,
+    get_case,
+    round_to_dtype,
+)
+from amid_ref.conformance._cli import configure_parser, load_target, run
+from amid_ref.conformance._diagnoses import FAILURE_MODES, Diagnosis, FailureMode
+from amid_ref.conformance._reference import PROPOSED_TOLERANCES, tolerance_for
+from amid_ref.conformance._runner import (
+    CaseResult,
+    Report,
+    assert_conforms,
+    check_case,
+    conform,
+)
+
+__all__ = [
+    "DTYPES",
+    "FAILURE_MODES",
+    "FAMILIES",
+    "IGNORE_INDEX",
+    "PROPOSED_TOLERANCES",
+    "Case",
+    "CaseResult",
+    "Diagnosis",
+    "FailureMode",
+    "LossAdapter",
+    "MixtureAdapter",
+    "Report",
+    "Support",
+    "Unsupported",
+    "assert_conforms",
+    "battery",
+    "canonical_dtype",
+    "check_case",
+    "configure_parser",
+    "conform",
+    "get_case",
+    "load_target",
+    "round_to_dtype",
+    "run",
+    "tolerance_for",
+]

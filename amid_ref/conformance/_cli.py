@@ -1,0 +1,222 @@
+"""``amid-ref conform MODULE:FUNCTION --kind loss|mixture [...]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["configure_parser", "load_target", "run"]
+
+
+def load_target(spec: str) -> Callable:
+    """Resolve ``MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``) to the callable.
+
+    ``FUNCTION`` may be dotted (``module:Class.method``). The current directory is put on
+    ``sys.path`` first, as ``python -m`` does, so a local ``my_loss.py`` is found.
+    """
+    if ":" not in spec:
+        raise ValueError(f"target: expected MODULE:FUNCTION, got {spec!r}")
+    module_name, _, attr = spec.rpartition(":")
+    if not module_name or not attr:
+        raise ValueError(f"target: expected MODULE:FUNCTION, got {spec!r}")
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise ValueError(f"target: no such file {module_name!r}")
+        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[path.stem] = module
+        mod_spec.loader.exec_module(module)
+    else:
+        cwd = os.getcwd()
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"target: cannot import module {module_name!r} ({exc})") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"target: {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise TypeError(f"target: {spec!r} is not callable")
+    return obj
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _range(text: str | None, what: str) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"{what}: expected LO,HI (e.g. -10,10 or -inf,inf), got {text!r}")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{what}: expected two numbers, got {text!r}") from None
+    if math.isnan(lo) or math.isnan(hi):
+        raise ValueError(f"{what}: NaN bound in {text!r}")
+    return lo, hi
+
+
+def _kwargs(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``conform`` arguments to ``parser``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("target", metavar="MODULE:FUNCTION", help="implementation to check")
+    parser.add_argument(
+        "--kind",
+        choices=("loss", "mixture"),
+        default="loss",
+        help="a loss over logits, or an α-mixture over log-probabilities (default: loss)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="declared input dtype: float64, float32, bf16, fp16 (default: float32 for a "
+        "torch function, float64 for a NumPy one)",
+    )
+    parser.add_argument(
+        "--grad",
+        action="store_true",
+        help="also compare torch autograd gradients with amid_ref.amid_grad",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="add the slow cases (every α at V = 32000 ... 151936; offset logits with T)",
+    )
+    parser.add_argument(
+        "--convention",
+        choices=("auto", "student_first", "teacher_first"),
+        default="auto",
+        help="argument order (default auto: parameter names, else a probe)",
+    )
+    parser.add_argument(
+        "--reduction",
+        choices=("auto", "none", "mean", "sum"),
+        default="auto",
+        help="what a loss returns (default auto: reduction='none' if it takes a "
+        "'reduction' keyword, else probed)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "numpy"),
+        default="auto",
+        help="array type passed in (default auto: torch if the module imports torch)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--families", help="comma-separated families to run (default: all)")
+    parser.add_argument("--divergences", help="comma-separated divergences supported")
+    parser.add_argument("--orders", help="comma-separated orders supported (pr,qr,rp,rq)")
+    parser.add_argument("--alpha-range", help="supported α interval LO,HI (inf allowed)")
+    parser.add_argument("--lam-range", help="supported λ interval LO,HI")
+    parser.add_argument("--max-vocab", type=int, help="largest vocabulary supported")
+    parser.add_argument(
+        "--no-neg-inf", action="store_true", help="the implementation does not accept -inf"
+    )
+    masking = parser.add_mutually_exclusive_group()
+    masking.add_argument(
+        "--ignore-index",
+        dest="ignore_index",
+        action="store_const",
+        const=True,
+        help="the function takes labels/ignore_index/reduction (e.g. through **kwargs)",
+    )
+    masking.add_argument(
+        "--no-ignore-index",
+        dest="ignore_index",
+        action="store_const",
+        const=False,
+        help="skip the ignore_index (masking) family",
+    )
+    parser.add_argument(
+        "--detach-assistant",
+        action="store_true",
+        help="the implementation detaches r (TAID-style gradient)",
+    )
+    parser.add_argument(
+        "--unnormalized",
+        action="store_true",
+        help="(mixture) the function returns log m_α, not the normalized log r",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="extra keyword for every call (VALUE parsed as JSON if possible); repeatable",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the battery; print the report; exit code 0 iff it passes."""
+    from amid_ref.conformance._adapters import Support
+    from amid_ref.conformance._runner import conform
+
+    fn = load_target(args.target)
+    support: dict[str, Any] = {}
+    if args.divergences:
+        support["divergences"] = _names(args.divergences)
+    if args.orders:
+        support["orders"] = _names(args.orders)
+    alpha_range = _range(args.alpha_range, "--alpha-range")
+    if alpha_range:
+        support["alpha_range"] = alpha_range
+    lam_range = _range(args.lam_range, "--lam-range")
+    if lam_range:
+        support["lam_range"] = lam_range
+    if args.max_vocab is not None:
+        support["max_vocab"] = args.max_vocab
+    if args.no_neg_inf:
+        support["neg_inf"] = False
+    if args.ignore_index is not None:
+        support["ignore_index"] = args.ignore_index
+    if args.detach_assistant:
+        support["detach_assistant"] = True
+    report = conform(
+        fn,
+        args.kind,
+        dtype=args.dtype,
+        support=Support(**support),
+        grad=args.grad,
+        full=args.full,
+        families=_names(args.families),
+        convention=args.convention,
+        reduction=args.reduction,
+        backend=args.backend,
+        device=args.device,
+        normalized=not args.unnormalized,
+        kwargs=_kwargs(args.set),
+        target=args.target,
+    )
+    print(report.to_json() if args.json else report.text())
+    return 0 if report.passed else 1

@@ -1,0 +1,596 @@
+"""Input domains of the conformance battery, as grids, NumPy generators and Hypothesis strategies.
+
+One module holds every domain choice the conformance battery (:mod:`amid_ref.conformance`)
+makes, so that the fixed battery and a property-based search draw from the same places:
+
+* **Grids** (plain tuples, no dependency): the α values, λ values, vocabulary sizes and
+  divergence parameters the battery enumerates. Each carries a comment saying which known
+  failure it is there to expose.
+* **Generators** (NumPy only): :func:`logits_pair` turns ``(kind, shape, seed)`` into a
+  reproducible pair of student/teacher logits. A battery case stores only those three values,
+  so a failing case is reproduced exactly from what the report prints.
+* **Hypothesis strategies** (:func:`alphas`, :func:`lambdas`, :func:`logits_rows`,
+  :func:`logits_pairs`, :func:`divergence_specs`, :func:`loss_cases`, ...): the same domains
+  for ``@given`` tests. Hypothesis is a test extra, imported inside each strategy function,
+  so ``import amid_ref.strategies`` works without it.
+
+Examples
+--------
+>>> import numpy as np
+>>> from amid_ref.strategies import logits_pair
+>>> s, t = logits_pair("one_hot", (2, 5), seed=0)
+>>> s.shape, int(np.isfinite(t[0]).sum())
+((2, 5), 1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hypothesis.strategies import SearchStrategy
+
+__all__ = [
+    "AB_PARAMS",
+    "ALPHA_GRID",
+    "ALPHA_NEAR_ONE",
+    "AMARI_GAMMAS",
+    "BIG_VOCABS",
+    "DIVERGENCE_PARAM_GRID",
+    "JS_BETAS",
+    "LAMBDA_GRID",
+    "LOGIT_KINDS",
+    "RENYI_ORDERS",
+    "SMALL_VOCABS",
+    "alphas",
+    "divergence_specs",
+    "lambdas",
+    "logits_pair",
+    "logits_pairs",
+    "logits_rows",
+    "loss_cases",
+    "mixture_cases",
+    "orders",
+    "shapes",
+    "temperatures",
+]
+
+_INF = math.inf
+
+# --------------------------------------------------------------------------------------
+# Grids
+# --------------------------------------------------------------------------------------
+
+#: α values enumerated by the battery's ``alpha_grid`` family.
+#:
+#: * ±∞ and ±1e6: the min/max limits and their finite neighbourhood (β = ∓5e5, where
+#:   ``exp(β·log p)`` overflows unless evaluated in the log domain).
+#: * −5, −3, −2, −0.5, 0, 0.5, 2: ordinary power means on both sides of −1 (Z ≥ 1 for
+#:   α < −1, Z ≤ 1 for α > −1). −5 is the paper's best α.
+#: * −1 and −1 ± 1e-6: the m-mixture and its neighbourhood (Z = 1 exactly at −1).
+#: * 1, 1 ± 1e-6, 1 ± 1e-3: the e-mixture, where the logaddexp/β formula divides rounding
+#:   noise by β → 0 (errors of whole nats in bf16/fp16).
+#: * 3, 5, 50: α > 1 other than 1, where an implementation that collapses every α ≥ 1 to the
+#:   geometric mixture is caught (3 is the harmonic mean).
+ALPHA_GRID: tuple[float, ...] = (
+    -_INF,
+    -1e6,
+    -50.0,
+    -5.0,
+    -3.0,
+    -2.0,
+    -1.0 - 1e-6,
+    -1.0,
+    -1.0 + 1e-6,
+    -0.5,
+    0.0,
+    0.5,
+    1.0 - 1e-3,
+    1.0 - 1e-6,
+    1.0,
+    1.0 + 1e-6,
+    1.0 + 1e-3,
+    2.0,
+    3.0,
+    5.0,
+    50.0,
+    1e6,
+    _INF,
+)
+
+#: α values within 1e-2 of the pole β = 0 (α = 1) used by the ``low_precision`` family: the
+#: bracket of ``(1/β)·logaddexp(log λ + β log p, log(1−λ) + β log q)`` is O(β) while its
+#: rounding error is O(eps·|log λ|), so the relative error of the naive formula is eps/|β|.
+ALPHA_NEAR_ONE: tuple[float, ...] = (
+    1.0 - 1e-2,
+    1.0 - 1e-4,
+    1.0 - 1e-6,
+    1.0 + 1e-6,
+    1.0 + 1e-4,
+    1.0 + 1e-2,
+)
+
+#: λ values of the ``lambda_edges`` family: the endpoints (r = q at 0, r = p at 1, where
+#: ``log λ`` or ``log(1−λ)`` is −∞), 1e-15 and 1e-9 from them (``1 − λ`` loses all but a few
+#: digits; ``log1p(−λ)`` is needed), 1e-3 from them, and the interior 0.5. An implementation
+#: that weights the student with λ fails at every λ ≠ 0.5.
+LAMBDA_GRID: tuple[float, ...] = (
+    0.0,
+    1e-15,
+    1e-9,
+    1e-3,
+    0.5,
+    1.0 - 1e-3,
+    1.0 - 1e-9,
+    1.0 - 1e-15,
+    1.0,
+)
+
+#: Small vocabularies: V = 2 and 3 (a single comparison; Z is a two-term sum), odd sizes that
+#: are not multiples of any SIMD/chunk width.
+SMALL_VOCABS: tuple[int, ...] = (2, 3, 5, 17, 257, 4099)
+
+#: Realistic LLM vocabularies (GPT-2 50257, Llama-2 32000, Llama-3 128256, Qwen 151936):
+#: sums of 1e5 terms expose fp32 accumulation and chunking errors.
+BIG_VOCABS: tuple[int, ...] = (32000, 50257, 128256, 151936)
+
+#: Generalized-JSD weights: symmetric 0.5 and the skewed 0.1/0.9 GKD uses.
+JS_BETAS: tuple[float, ...] = (0.5, 0.1, 0.9)
+
+#: Amari γ (``div_params={"alpha": γ}``): the limits γ = ±1 (KL(a‖b) at −1, KL(b‖a) at +1;
+#: one published library swaps them), 1e-6 from them (where 4/(1−γ²) multiplies a cancelled
+#: bracket), 0 (4× squared Hellinger), ±0.5 and |γ| = 3 (outside [−1, 1]).
+AMARI_GAMMAS: tuple[float, ...] = (-1.0, -1.0 + 1e-6, -0.5, 0.0, 0.5, 1.0 - 1e-6, 1.0, 3.0, -3.0)
+
+#: Rényi orders ρ: 1 (KL limit) and 1e-6 below it (1/(ρ−1) times a cancelled logarithm),
+#: 0.5 (Bhattacharyya) and 2 (collision).
+RENYI_ORDERS: tuple[float, ...] = (0.5, 1.0 - 1e-6, 1.0, 2.0)
+
+#: AB-divergence (a_, b_): the AMiD paper's (0.2, 0.7); the KL corners (1, 0) and (0, 1); the
+#: special lines a_ = 0, b_ = 0, a_ + b_ = 0 with a parameter ≠ 1 (so that a 1/a_ vs 1/a_²
+#: slip changes the value); the origin (½Σ(log x − log y)²); and points 1e-7 from each line,
+#: where the general formula cancels catastrophically unless evaluated by series.
+AB_PARAMS: tuple[tuple[float, float], ...] = (
+    (0.2, 0.7),
+    (1.0, 0.0),
+    (0.0, 1.0),
+    (0.0, 0.7),
+    (0.2, 0.0),
+    (0.5, -0.5),
+    (0.0, 0.0),
+    (1e-7, 0.7),
+    (0.2, 1e-7),
+    (0.5, -0.5 + 1e-7),
+)
+
+#: Every divergence with its parameter sets, as ``(name, params)``; ``"f"`` (a user callable)
+#: is not enumerated.
+DIVERGENCE_PARAM_GRID: tuple[tuple[str, dict[str, float]], ...] = (
+    ("kl", {}),
+    *(("js", {"beta": b}) for b in JS_BETAS),
+    ("tv", {}),
+    ("hellinger", {}),
+    ("chi2", {}),
+    *(("amari", {"alpha": g}) for g in AMARI_GAMMAS),
+    *(("renyi", {"order": r}) for r in RENYI_ORDERS),
+    *(("ab", {"alpha": a, "beta": b}) for a, b in AB_PARAMS),
+)
+
+_ORDERS = ("pr", "qr", "rp", "rq")
+
+# --------------------------------------------------------------------------------------
+# Generators
+# --------------------------------------------------------------------------------------
+
+#: Kinds of student/teacher logit pairs understood by :func:`logits_pair`.
+LOGIT_KINDS: tuple[str, ...] = (
+    "realistic",
+    "flat",
+    "peaked",
+    "extreme",
+    "huge_offset",
+    "underflow",
+    "masked",
+    "teacher_masked",
+    "one_hot",
+    "near_one_hot",
+    "disjoint_peaks",
+    "equal",
+    "bf16_grid",
+    "fp16_grid",
+)
+
+
+def _realistic(rng: np.random.Generator, shape: tuple[int, ...], scale: float):
+    """Correlated teacher/student logits with an LLM-like heavy tail.
+
+    A shared token-frequency bias ``−log(rank)`` (Zipf) plus a row-specific Gaussian part;
+    the student is a shrunk, noisy copy of the teacher, as after some training.
+    """
+    v = shape[-1]
+    ranks = rng.permutation(v) + 1.0
+    bias = -np.log(ranks)
+    teacher = bias + scale * rng.standard_normal(shape)
+    student = 0.7 * teacher + 0.5 * scale * rng.standard_normal(shape)
+    return student, teacher
+
+
+def _round_bf16(x: np.ndarray) -> np.ndarray:
+    """Round float64 values to bfloat16 (round to nearest even, via float32), as float64."""
+    f = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    u = f.view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    out = rounded.view(np.float32).astype(np.float64)
+    return np.where(np.isnan(f), np.nan, out)
+
+
+def logits_pair(
+    kind: str, shape: Sequence[int], seed: int, *, scale: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A reproducible ``(student_logits, teacher_logits)`` pair of one of :data:`LOGIT_KINDS`.
+
+    Parameters
+    ----------
+    kind : str
+        * ``"realistic"``: correlated teacher/student with a Zipf token bias (typical LM rows).
+        * ``"flat"``: all logits within ±0.1 (near-uniform rows; r ≈ p ≈ q).
+        * ``"peaked"``: the teacher's top token 15 nats above the rest (confident teacher).
+        * ``"extreme"``: logits uniform in ±5000, a spread of 1e4: every probability but a few
+          underflows; log-softmax must not go through probabilities.
+        * ``"huge_offset"``: realistic rows shifted by +2e4 (shift invariance; fp32 spacing 2e-3).
+        * ``"underflow"``: a quarter of the entries ~1000 nats below the rest in *both* rows, so
+          p and q underflow to 0 even in float64 (a mixture formed in probability space and
+          then logged gives −inf, then NaN).
+        * ``"masked"``: padded vocabulary: the last quarter of entries is −inf in both rows,
+          plus a few random −inf entries in both (masked tokens).
+        * ``"teacher_masked"``: −inf only in the teacher (a top-k truncated teacher).
+        * ``"one_hot"``: teacher −inf except one token (exact one-hot p).
+        * ``"near_one_hot"``: teacher 60 nats above on one token (p elsewhere ~1e-26).
+        * ``"disjoint_peaks"``: teacher and student confident on different tokens (large loss).
+        * ``"equal"``: student = teacher (every divergence and the loss are 0 for any α, λ).
+        * ``"bf16_grid"``/``"fp16_grid"``: realistic rows of scale 5 rounded to bfloat16 /
+          float16 values (what a mixed-precision model emits).
+    shape : sequence of int
+        ``(..., V)`` with V ≥ 2.
+    seed : int
+        Seed of ``numpy.random.default_rng``; the pair is a function of (kind, shape, seed, scale).
+    scale : float, optional
+        Standard deviation of the Gaussian part for the realistic-type kinds.
+
+    Returns
+    -------
+    student, teacher : numpy.ndarray
+        float64 arrays of shape ``shape``; entries may be −inf (masked), never NaN or +inf.
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) == 0 or shape[-1] < 2:
+        raise ValueError(f"shape: need (..., V) with V >= 2, got {shape}")
+    if kind not in LOGIT_KINDS:
+        raise ValueError(f"kind: unknown logits kind {kind!r}; expected one of {LOGIT_KINDS}")
+    rng = np.random.default_rng(seed)
+    v = shape[-1]
+    student, teacher = _realistic(rng, shape, scale)
+    if kind == "flat":
+        teacher = 0.1 * rng.uniform(-1.0, 1.0, shape)
+        student = 0.1 * rng.uniform(-1.0, 1.0, shape)
+    elif kind == "peaked":
+        top = rng.integers(0, v, shape[:-1])
+        np.put_along_axis(teacher, top[..., None], teacher.max(axis=-1, keepdims=True) + 15.0, -1)
+    elif kind == "extreme":
+        teacher = rng.uniform(-5000.0, 5000.0, shape)
+        student = rng.uniform(-5000.0, 5000.0, shape)
+    elif kind == "huge_offset":
+        teacher = teacher + 2e4
+        student = student + 2e4
+    elif kind == "underflow":
+        low = rng.random(shape) < 0.25
+        low[..., 0] = True  # at least one such entry per row
+        low[..., 1] = False  # and at least one ordinary entry
+        teacher = np.where(low, teacher - 1000.0, teacher)
+        student = np.where(low, student - 1000.0 + rng.uniform(-5, 5, shape), student)
+    elif kind == "masked":
+        pad = np.zeros(shape, dtype=bool)
+        pad[..., v - max(1, v // 4) :] = True
+        pad |= rng.random(shape) < 0.05
+        pad[..., 0] = False  # keep at least one live entry
+        teacher = np.where(pad, -np.inf, teacher)
+        student = np.where(pad, -np.inf, student)
+    elif kind == "teacher_masked":
+        cut = rng.random(shape) < 0.3
+        cut[..., np.argmax(teacher.reshape(-1, v).sum(axis=0))] = False
+        teacher = np.where(cut, -np.inf, teacher)
+    elif kind in ("one_hot", "near_one_hot"):
+        top = rng.integers(0, v, shape[:-1])[..., None]
+        if kind == "one_hot":
+            teacher = np.full(shape, -np.inf)
+            np.put_along_axis(teacher, top, 2.0, -1)
+        else:
+            np.put_along_axis(teacher, top, teacher.max(axis=-1, keepdims=True) + 60.0, -1)
+    elif kind == "disjoint_peaks":
+        top = rng.integers(0, v, shape[:-1])[..., None]
+        other = (top + 1 + rng.integers(0, v - 1, top.shape)) % v
+        np.put_along_axis(teacher, top, teacher.max(axis=-1, keepdims=True) + 12.0, -1)
+        np.put_along_axis(student, other, student.max(axis=-1, keepdims=True) + 12.0, -1)
+    elif kind == "equal":
+        student = teacher.copy()
+    elif kind in ("bf16_grid", "fp16_grid"):
+        student, teacher = _realistic(rng, shape, 5.0)
+        if kind == "bf16_grid":
+            student, teacher = _round_bf16(student), _round_bf16(teacher)
+        else:
+            student = student.astype(np.float16).astype(np.float64)
+            teacher = teacher.astype(np.float16).astype(np.float64)
+    return np.ascontiguousarray(student), np.ascontiguousarray(teacher)
+
+
+# --------------------------------------------------------------------------------------
+# Hypothesis strategies (hypothesis imported lazily: it is a test extra)
+# --------------------------------------------------------------------------------------
+
+
+def _st():
+    try:
+        from hypothesis import strategies
+    except ImportError as exc:  # pragma: no cover - exercised only without the test extra
+        raise ImportError(
+            "amid_ref.strategies needs hypothesis (pip install 'amid-ref[test]')"
+        ) from exc
+    return strategies
+
+
+def alphas(*, allow_infinity: bool = True, max_abs: float = 1e6) -> SearchStrategy[float]:
+    """α values: the battery grid, neighbourhoods of the poles ±1, and a continuous range.
+
+    Domain choices:
+
+    * :data:`ALPHA_GRID` (special values and limits) is drawn one time in three;
+    * ``±1 + δ`` with ``|δ|`` log-uniform in [1e-12, 1e-1]: the m-mixture at −1 and the
+      β = 0 pole at +1 are where naive formulas lose accuracy, and errors grow as δ shrinks;
+    * a uniform float in [−10, 10] (the range the paper sweeps) and, rarely, ``|α|`` up to
+      ``max_abs`` (near the min/max limits, where ``β·log p`` overflows in linear space).
+
+    Parameters
+    ----------
+    allow_infinity : bool
+        Include α = ±∞ (m = max/min). Implementations that cannot take ∞ pass False.
+    max_abs : float
+        Largest finite |α| drawn.
+    """
+    st = _st()
+    grid = [
+        a
+        for a in ALPHA_GRID
+        if (math.isfinite(a) and abs(a) <= max_abs) or (math.isinf(a) and allow_infinity)
+    ]
+    near_pole = st.builds(
+        lambda pole, sign, exponent: pole + sign * 10.0**exponent,
+        st.sampled_from([-1.0, 1.0]),
+        st.sampled_from([-1.0, 1.0]),
+        st.floats(-12.0, -1.0),
+    )
+    wide = st.floats(-max_abs, max_abs, allow_nan=False, allow_infinity=False)
+    return st.one_of(
+        st.sampled_from(sorted(set(grid))),
+        near_pole,
+        st.floats(-10.0, 10.0, allow_nan=False),
+        wide,
+    )
+
+
+def lambdas(*, allow_endpoints: bool = True) -> SearchStrategy[float]:
+    """λ ∈ [0, 1]: the endpoints, points 1e-15..1e-3 from them, and the open interval.
+
+    Domain choices: λ = 0 and λ = 1 make one of ``log λ``, ``log(1−λ)`` equal −∞ (r = q or
+    r = p exactly); λ = 1e-15 and 1 − 1e-15 make ``1 − λ`` lose all but one or two digits, so
+    an implementation must use ``log1p(−λ)``; the interior is drawn uniformly. An
+    implementation that weights the student with λ differs from the reference at every λ
+    except 0.5.
+
+    Parameters
+    ----------
+    allow_endpoints : bool
+        Include λ ∈ {0, 1} exactly.
+    """
+    st = _st()
+    near = st.builds(
+        lambda side, exponent: (1.0 - 10.0**exponent) if side else 10.0**exponent,
+        st.booleans(),
+        st.floats(-15.0, -3.0),
+    )
+    grid = [x for x in LAMBDA_GRID if allow_endpoints or 0.0 < x < 1.0]
+    inner = st.floats(0.0, 1.0, exclude_min=not allow_endpoints, exclude_max=not allow_endpoints)
+    return st.one_of(st.sampled_from(grid), near, inner)
+
+
+def orders() -> SearchStrategy[str]:
+    """The four AMiD orders ``pr, qr, rp, rq`` (D(p‖r), D(q‖r), D(r‖p), D(r‖q))."""
+    return _st().sampled_from(_ORDERS)
+
+
+def temperatures() -> SearchStrategy[float]:
+    """Distillation temperatures: 1 (no scaling) half the time, else log-uniform in [0.25, 16]."""
+    st = _st()
+    return st.one_of(st.just(1.0), st.floats(-2.0, 4.0).map(lambda e: float(2.0**e)))
+
+
+def divergence_specs(names: Sequence[str] | None = None) -> SearchStrategy[tuple[str, dict]]:
+    """``(divergence, params)`` pairs, from :data:`DIVERGENCE_PARAM_GRID` or drawn around it.
+
+    Domain choices: half the draws come from the grid (limits and the lines where formulas
+    switch branch); the rest draw JSD β in (0, 1), Amari γ near ±1 (δ down to 1e-12) or in
+    [−5, 5], Rényi ρ in (0, 5] or 1 ± δ, and AB (a_, b_) in [0, 2] × [−0.5, 2] or at a distance
+    δ ∈ [1e-12, 1e-2] from one of the lines a_ = 0, b_ = 0, a_ + b_ = 0 (where only a series
+    evaluation is continuous); distances below 1e-12 other than 0 are not drawn (see
+    :func:`_ab_resolvable`). ``"f"`` (a user callable) is not drawn.
+
+    Parameters
+    ----------
+    names : sequence of str, optional
+        Restrict to these divergences (default: every enumerated one).
+    """
+    st = _st()
+    allowed = tuple(names) if names is not None else tuple(dict(DIVERGENCE_PARAM_GRID))
+    grid = [(n, p) for n, p in DIVERGENCE_PARAM_GRID if n in allowed]
+    if not grid:
+        raise ValueError(f"names: no enumerable divergence among {allowed!r}")
+    small = st.floats(-12.0, -2.0).map(lambda e: 10.0**e)
+    drawn: dict[str, Any] = {
+        "kl": st.just({}),
+        "tv": st.just({}),
+        "hellinger": st.just({}),
+        "chi2": st.just({}),
+        "js": st.builds(lambda b: {"beta": b}, st.floats(0.01, 0.99)),
+        "amari": st.one_of(
+            st.builds(lambda s, d: {"alpha": s * (1.0 - d)}, st.sampled_from([-1.0, 1.0]), small),
+            st.builds(lambda g: {"alpha": g}, st.floats(-5.0, 5.0)),
+        ),
+        "renyi": st.one_of(
+            st.builds(lambda s, d: {"order": 1.0 + s * d}, st.sampled_from([-1.0, 1.0]), small),
+            st.builds(lambda r: {"order": r}, st.floats(0.05, 5.0)),
+        ),
+        "ab": st.one_of(
+            st.builds(
+                lambda a, b: {"alpha": a, "beta": b}, st.floats(0, 2), st.floats(-0.5, 2)
+            ).filter(_ab_resolvable),
+            st.builds(lambda b, d: {"alpha": d, "beta": b}, st.floats(0.1, 2), small),
+            st.builds(lambda a, d: {"alpha": a, "beta": d}, st.floats(0.1, 2), small),
+            st.builds(lambda a, d: {"alpha": a, "beta": -a + d}, st.floats(0.1, 1), small),
+        ),
+    }
+    continuous = [
+        st.tuples(st.just(n), drawn[n]) for n in allowed if n in drawn and n in dict(grid)
+    ]
+    return st.one_of(st.sampled_from(grid), *continuous)
+
+
+def _ab_resolvable(params: dict) -> bool:
+    """AB parameters whose distances a_, b_, a_ + b_ to the special lines are each 0 or at
+    least 1e-12: closer than that (down to subnormals) only re-tests the line itself, with
+    products like a_·λ underflowing to 0."""
+    a, b = params["alpha"], params["beta"]
+    return all(x == 0.0 or abs(x) >= 1e-12 for x in (a, b, a + b))
+
+
+def shapes(
+    *, max_vocab: int = 4099, max_batch: int = 4, big_vocab: bool = False
+) -> SearchStrategy[tuple[int, ...]]:
+    """Logit shapes ``(V,)``, ``(B, V)`` or ``(B, T, V)``.
+
+    Domain choices: V from :data:`SMALL_VOCABS` (2 and 3 are degenerate sums; odd sizes miss
+    every vector width) or uniform in [2, max_vocab]; with ``big_vocab`` also the real LLM
+    vocabularies of :data:`BIG_VOCABS` (one row, to stay cheap). Leading dims 0–2 of size 1
+    to ``max_batch``.
+    """
+    st = _st()
+    vocab = st.one_of(
+        st.sampled_from([v for v in SMALL_VOCABS if v <= max_vocab]), st.integers(2, max_vocab)
+    )
+    lead = st.lists(st.integers(1, max_batch), min_size=0, max_size=2)
+    small = st.builds(lambda lead, v: (*lead, v), lead, vocab)
+    if not big_vocab:
+        return small
+    return st.one_of(small, st.sampled_from(BIG_VOCABS).map(lambda v: (1, v)))
+
+
+def logits_pairs(
+    *,
+    kinds: Sequence[str] = LOGIT_KINDS,
+    shape: SearchStrategy[tuple[int, ...]] | None = None,
+) -> SearchStrategy[tuple[np.ndarray, np.ndarray]]:
+    """``(student_logits, teacher_logits)`` from :func:`logits_pair` with a drawn seed.
+
+    Realistic and extreme row shapes come from the ``kinds`` (see :func:`logits_pair` for
+    what each one stresses); the seed makes a counterexample printable and replayable.
+    """
+    st = _st()
+    shape = shape if shape is not None else shapes()
+    return st.builds(
+        lambda kind, shp, seed: logits_pair(kind, shp, seed),
+        st.sampled_from(list(kinds)),
+        shape,
+        st.integers(0, 2**31 - 1),
+    )
+
+
+def logits_rows(
+    *, shape: SearchStrategy[tuple[int, ...]] | None = None, allow_neg_inf: bool = True
+) -> SearchStrategy[np.ndarray]:
+    """One float64 logits array drawn element by element (so Hypothesis can shrink it).
+
+    Domain choices: most elements in [−30, 30] (realistic LM logits), some in ±1e4 (a spread
+    at which every probability but the top ones underflows), and with ``allow_neg_inf`` some
+    −inf (masked or padded vocabulary entries); every row keeps at least one finite entry.
+    """
+    st = _st()
+    from hypothesis.extra.numpy import arrays
+
+    shape = shape if shape is not None else shapes(max_vocab=64)
+    element_choices = [
+        st.floats(-30.0, 30.0),
+        st.floats(-1e4, 1e4),
+    ]
+    if allow_neg_inf:
+        element_choices.append(st.just(-math.inf))
+    elements = st.one_of(*element_choices)
+
+    def fix(x: np.ndarray) -> np.ndarray:
+        x = np.array(x, dtype=np.float64)
+        dead = ~np.isfinite(x).any(axis=-1)
+        x[dead, 0] = 0.0
+        return x
+
+    return shape.flatmap(lambda shp: arrays(np.float64, shp, elements=elements)).map(fix)
+
+
+def _case_strategy(kind: str, families: str, big_vocab: bool):
+    st = _st()
+    from amid_ref.conformance import Case
+
+    @st.composite
+    def draw_case(draw):
+        alpha = draw(alphas())
+        lam = draw(lambdas())
+        shp = draw(shapes(big_vocab=big_vocab))
+        logits_kind = draw(st.sampled_from(LOGIT_KINDS))
+        seed = draw(st.integers(0, 2**31 - 1))
+        extra: dict[str, Any] = {}
+        if kind == "loss":
+            name, params = draw(divergence_specs())
+            extra = {
+                "divergence": name,
+                "div_params": params,
+                "order": draw(orders()),
+                "temperature": draw(temperatures()),
+            }
+        return Case(
+            family=families,
+            kind=kind,
+            alpha=alpha,
+            lam=lam,
+            shape=shp,
+            inputs=logits_kind,
+            seed=seed,
+            **extra,
+        )
+
+    return draw_case()
+
+
+def loss_cases(*, big_vocab: bool = False) -> SearchStrategy[Any]:
+    """:class:`amid_ref.conformance.Case` objects of kind ``"loss"`` over every domain above.
+
+    Each draws α (:func:`alphas`), λ (:func:`lambdas`), a shape (:func:`shapes`), a logits
+    kind and seed (:func:`logits_pair`), a divergence with parameters
+    (:func:`divergence_specs`), an order and a temperature. Use with
+    :func:`amid_ref.conformance.check_case` or ``assert_conforms(fn, cases=[case])``.
+    """
+    return _case_strategy("loss", "hypothesis", big_vocab)
+
+
+def mixture_cases(*, big_vocab: bool = False) -> SearchStrategy[Any]:
+    """:class:`amid_ref.conformance.Case` objects of kind ``"mixture"`` (α, λ, shape, logits)."""
+    return _case_strategy("mixture", "hypothesis", big_vocab)
