@@ -102,6 +102,17 @@ ALPHA_GRID: tuple[float, ...] = (
     _INF,
 )
 
+#: The α grid of the float64 reference's numerical contract (checked against the mpmath
+#: oracle by tests/test_reference_accuracy.py and tests/test_precise.py): ±∞, |α| = 1e6,
+#: α approaching ±1 from both sides (β within 5e-13 of 0 at 1 − 1e-12) and α > 1.
+CONTRACT_ALPHAS: tuple[float, ...] = (
+    -_INF, -1e6, -5.0, -3.0, -1.0 - 1e-9, -1.0, 0.0, 1.0 - 1e-12, 1.0 - 1e-7, 1.0,
+    1.0 + 1e-7, 3.0, 5.0, 1e6, _INF,
+)  # fmt: skip
+
+#: The λ grid of the same contract: the endpoints, 1e-15 from them, and the interior.
+CONTRACT_LAMBDAS: tuple[float, ...] = (0.0, 1e-15, 0.1, 0.5, 0.9, 1.0 - 1e-15, 1.0)
+
 #: α values within 1e-2 of the pole β = 0 (α = 1) used by the ``low_precision`` family: the
 #: bracket of ``(1/β)·logaddexp(log λ + β log p, log(1−λ) + β log q)`` is O(β) while its
 #: rounding error is O(eps·|log λ|), so the relative error of the naive formula is eps/|β|.

@@ -19,25 +19,10 @@ import pytest
 from mpmath import mp, mpf
 
 from amid_ref import precise
+from amid_ref.strategies import CONTRACT_ALPHAS, CONTRACT_LAMBDAS
 
-ALPHAS = [
-    -np.inf,
-    -1e6,
-    -5.0,
-    -3.0,
-    -1.0 - 1e-9,
-    -1.0,
-    0.0,
-    1.0 - 1e-12,
-    1.0 - 1e-7,
-    1.0,
-    1.0 + 1e-7,
-    3.0,
-    5.0,
-    1e6,
-    np.inf,
-]
-LAMS = [0.0, 1e-15, 0.1, 0.5, 0.9, 1.0 - 1e-15, 1.0]
+ALPHAS = list(CONTRACT_ALPHAS)
+LAMS = list(CONTRACT_LAMBDAS)
 INNER_LAMS = [lam for lam in LAMS if 0.0 < lam < 1.0]
 DIVERGENCE_CASES = [
     ("kl", {}),

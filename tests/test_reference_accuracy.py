@@ -17,26 +17,11 @@ from amid_ref import (
     log_alpha_mixture,
     precise,
 )
+from amid_ref.strategies import CONTRACT_ALPHAS, CONTRACT_LAMBDAS
 from amid_ref.tolerances import assert_within, tolerance
 
-ALPHAS = [
-    -np.inf,
-    -1e6,
-    -5.0,
-    -3.0,
-    -1.0 - 1e-9,
-    -1.0,
-    0.0,
-    1.0 - 1e-12,
-    1.0 - 1e-7,
-    1.0,
-    1.0 + 1e-7,
-    3.0,
-    5.0,
-    1e6,
-    np.inf,
-]
-LAMS = [0.0, 1e-15, 0.1, 0.5, 0.9, 1.0 - 1e-15, 1.0]
+ALPHAS = list(CONTRACT_ALPHAS)
+LAMS = list(CONTRACT_LAMBDAS)
 
 
 def _logits_family(name: str, v: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
