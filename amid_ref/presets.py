@@ -46,45 +46,32 @@ class Preset:
     description: str = ""
     reference: str = ""
 
-    def loss(self, student_logits, teacher_logits, temperature: float = 1.0):
-        """Per-row loss of the method, shape = leading dims of the logits."""
+    def _weighted_sum(self, term) -> np.ndarray:
+        """Σ_k weight_k · term(order_k) over :attr:`terms` (zero weights skipped)."""
         total = 0.0
         for order, weight in self.terms:
-            if weight == 0.0:
-                continue
-            total = total + weight * np.asarray(
-                amid_loss(
-                    student_logits,
-                    teacher_logits,
-                    self.alpha,
-                    self.lam,
-                    self.divergence,
-                    order,
-                    dict(self.div_params),
-                    temperature,
-                )
+            if weight != 0.0:
+                total = total + weight * np.asarray(term(order))
+        return np.asarray(total, dtype=np.float64)
+
+    def loss(self, student_logits, teacher_logits, temperature: float = 1.0):
+        """Per-row loss of the method, shape = leading dims of the logits."""
+        out = self._weighted_sum(
+            lambda order: amid_loss(
+                student_logits, teacher_logits, self.alpha, self.lam, self.divergence, order,
+                dict(self.div_params), temperature,
             )
-        out = np.asarray(total, dtype=np.float64)
+        )  # fmt: skip
         return out[()] if out.ndim == 0 else out
 
     def grad(self, student_logits, teacher_logits, temperature: float = 1.0):
         """Gradient of :meth:`loss` per row with respect to the student logits."""
-        total = 0.0
-        for order, weight in self.terms:
-            if weight == 0.0:
-                continue
-            total = total + weight * amid_grad(
-                student_logits,
-                teacher_logits,
-                self.alpha,
-                self.lam,
-                self.divergence,
-                order,
-                dict(self.div_params),
-                temperature,
-                self.detach_assistant,
+        return self._weighted_sum(
+            lambda order: amid_grad(
+                student_logits, teacher_logits, self.alpha, self.lam, self.divergence, order,
+                dict(self.div_params), temperature, self.detach_assistant,
             )
-        return np.asarray(total, dtype=np.float64)
+        )  # fmt: skip
 
 
 def _gkd(beta: float = 0.5) -> Preset:
