@@ -30,7 +30,7 @@ import gpu  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 
 INF = math.inf
-ALPHAS = (-INF, -5.0, -1.0, 0.0, 1.0 - 1e-6, 1.0, 1.0 + 1e-6, 3.0, INF)
+ALPHAS = (-INF, -5.0, 0.0, 1.0 - 1e-6, 1.0, 1.0 + 1e-6, INF)
 LAMS = (0.0, 0.3, 1.0)
 ORDERS = ("pr", "qr", "rp", "rq")
 DIVERGENCES = (
@@ -361,7 +361,7 @@ def test_grid_float32_within_gpu_tolerance(pools, world):
     vocab = 37
     s, t = _logits(7 + world, 4, vocab)
     bounds = _bounds(vocab, world)
-    grid = _grid((-INF, -5.0, 1.0 - 1e-6, 1.0 + 1e-6, INF), (0.0, 0.3, 1.0))
+    grid = _grid((-INF, -1.0, 1.0 - 1e-6, 1.0 + 1e-6, 3.0, INF), (0.3,))
     cases = [
         _case(s, t, bounds, "float32", alpha=a, lam=lam, divergence=d, order=o, div_params=p)
         for d, p, o, a, lam in _rotated(grid, 2, world - 2)
@@ -381,7 +381,7 @@ def test_whole_shard_of_minus_inf(pools):
         s2[0, lo:hi] = t2[0, lo:hi] = -INF  # a padded vocabulary tail
         s2[1, :lo] = -INF  # the student puts no mass on the first shards
         t2[2, lo:hi] = -INF  # the teacher puts none on the last
-        grid = _grid((-INF, -1.0, 0.5, 1.0, 3.0, INF), (0.0, 0.4, 1.0))
+        grid = _grid((-INF, 0.5, 1.0, 3.0), (0.0, 0.4, 1.0))
         cases = [
             _case(s2, t2, bounds, dtype, alpha=a, lam=lam, divergence=d, order=o, div_params=p)
             for dtype in ("float64", "float32")
@@ -525,21 +525,19 @@ def _job_dtensor(rank: int, world: int, s_np, t_np) -> tuple:
     t = distribute_tensor(torch.tensor(t_np), mesh, [Shard(-1)])
     loss = gpu.vocab_parallel_amid_loss(s, t, 0.5, 0.3, "js", "qr", {"beta": 0.4})
     loss.backward()
-    return float(loss), s.grad.full_tensor().numpy()
+    return float(loss.detach()), s.grad.full_tensor().numpy()
 
 
 def test_dtensor_sharded_on_the_vocabulary(pools):
     s, t = _logits(21, 5, 11)
-    want = gpu.amid_loss(
-        torch.tensor(s, requires_grad=True), torch.tensor(t), 0.5, 0.3, "js", "qr", {"beta": 0.4}
-    )
     s_t = torch.tensor(s, requires_grad=True)
-    gpu.amid_loss(s_t, torch.tensor(t), 0.5, 0.3, "js", "qr", {"beta": 0.4}).backward()
+    want = gpu.amid_loss(s_t, torch.tensor(t), 0.5, 0.3, "js", "qr", {"beta": 0.4})
+    want.backward()
     for world in (2, 3):
         for k, (status, (loss, grad)) in enumerate(pools[world].run(_job_dtensor, s, t)):
             assert status == "ok", (k, loss)
             tol = tolerance("vocab_parallel", "loss", "float64")
-            assert_within(loss, float(want), tol, what="dtensor loss")
+            assert_within(loss, float(want.detach()), tol, what="dtensor loss")
             _grad_within(
                 grad,
                 s_t.grad.numpy(),
