@@ -6,7 +6,9 @@ its tolerance up here, so that a widening is visible in one place with its reaso
 Each entry is keyed by ``(suite, quantity, dtype)``:
 
 * ``suite`` -- ``"reference"`` (``amid_ref`` float64 against the mpmath oracle
-  ``amid_ref.precise``) or ``"gpu"`` (``gpu`` torch code against ``amid_ref`` float64).
+  ``amid_ref.precise``) or ``"gpu"`` (``gpu`` torch code against ``amid_ref`` float64);
+  ``"vocab_parallel"``: ``gpu.vocab_parallel_amid_loss`` against ``gpu.amid_loss`` on the
+  full rows.
 * ``quantity`` -- ``"log_mixture"``, ``"mixture"``, ``"divergence"``, ``"loss"``, ``"grad"``.
 * ``dtype`` -- the input dtype name (``"float64"``, ``"float32"``, ``"bfloat16"``, ``"float16"``).
 
