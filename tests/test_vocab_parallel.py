@@ -31,7 +31,6 @@ from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 
 INF = math.inf
 ALPHAS = (-INF, -5.0, 0.0, 1.0 - 1e-6, 1.0, 1.0 + 1e-6, INF)
-LAMS = (0.0, 0.3, 1.0)
 ORDERS = ("pr", "qr", "rp", "rq")
 DIVERGENCES = (
     ("kl", {}),
@@ -250,14 +249,12 @@ def _check(pool: Pool, cases: list[dict], *, oracle: bool = False) -> int:
         for k in range(1, pool.world):  # replicated: bitwise the same on every rank
             np.testing.assert_array_equal(losses[k], losses[0], err_msg=what)
         grad = None if want[2] is None else np.concatenate([g[2] for g in got], axis=-1)
-        if c["dtype"] == "float64":
-            assert_within(
-                losses[0], want[1], tolerance("vocab_parallel", "loss", "float64"), what=what
-            )
-            if grad is not None:
-                row_loss = want[1] if want[1].shape == want[2].shape[:-1] else None
-                tol = tolerance("vocab_parallel", "grad", "float64")
-                _grad_within(grad, want[2], tol, what, row_loss)
+        # float64: the vocab_parallel rows; other dtypes: the gpu rows (both vs unsharded)
+        suite = "vocab_parallel" if c["dtype"] == "float64" else "gpu"
+        assert_within(losses[0], want[1], tolerance(suite, "loss", c["dtype"]), what=what)
+        if grad is not None:
+            row_loss = want[1] if want[1].shape == want[2].shape[:-1] else None
+            _grad_within(grad, want[2], tolerance(suite, "grad", c["dtype"]), what, row_loss)
         if oracle or c["dtype"] != "float64":
             try:
                 _check_oracle(c, losses[0], grad, what)
@@ -326,13 +323,15 @@ def _rotated(items, n_slots: int, slot: int):
     return [it for idx, it in items if sum(idx) % n_slots == slot]
 
 
-def _grid(alphas, lams):
+def _grid(alphas, lams, endpoint_alphas=()):
+    """Divergence × order × α × λ, plus λ ∈ {0, 1} (r = q, r = p) at ``endpoint_alphas``."""
+    pairs = [(a, lam) for a in alphas for lam in lams]
+    pairs += [(a, lam) for a in endpoint_alphas for lam in (0.0, 1.0)]
     return [
-        ((i, j, k, m), (d, p, o, a, lam))
+        ((i, j, k), (d, p, o, a, lam))
         for i, (d, p) in enumerate(DIVERGENCES)
         for j, o in enumerate(ORDERS)
-        for k, a in enumerate(alphas)
-        for m, lam in enumerate(lams)
+        for k, (a, lam) in enumerate(pairs)
     ]
 
 
@@ -346,7 +345,7 @@ def test_grid_float64_equals_unsharded(pools, layout):
     slot = list(LAYOUTS).index(layout)
     cases = [
         _case(s, t, bounds, alpha=a, lam=lam, divergence=d, order=o, div_params=p)
-        for d, p, o, a, lam in _rotated(_grid(ALPHAS, LAMS), len(LAYOUTS), slot)
+        for d, p, o, a, lam in _rotated(_grid(ALPHAS, (0.3,), (-INF, 1.0)), len(LAYOUTS), slot)
     ]
     assert {(c["kw"]["divergence"], c["kw"]["order"]) for c in cases} == {
         (d, o) for d, _ in DIVERGENCES for o in ORDERS
@@ -361,7 +360,7 @@ def test_grid_float32_within_gpu_tolerance(pools, world):
     vocab = 37
     s, t = _logits(7 + world, 4, vocab)
     bounds = _bounds(vocab, world)
-    grid = _grid((-INF, -1.0, 1.0 - 1e-6, 1.0 + 1e-6, 3.0, INF), (0.3,))
+    grid = _grid((-INF, 1.0 - 1e-6, 1.0 + 1e-6, INF), (0.3,))
     cases = [
         _case(s, t, bounds, "float32", alpha=a, lam=lam, divergence=d, order=o, div_params=p)
         for d, p, o, a, lam in _rotated(grid, 2, world - 2)
@@ -381,7 +380,7 @@ def test_whole_shard_of_minus_inf(pools):
         s2[0, lo:hi] = t2[0, lo:hi] = -INF  # a padded vocabulary tail
         s2[1, :lo] = -INF  # the student puts no mass on the first shards
         t2[2, lo:hi] = -INF  # the teacher puts none on the last
-        grid = _grid((-INF, 0.5, 1.0, 3.0), (0.0, 0.4, 1.0))
+        grid = _grid((-INF, 0.5, 1.0, 3.0), (0.4,), (0.5,))
         cases = [
             _case(s2, t2, bounds, dtype, alpha=a, lam=lam, divergence=d, order=o, div_params=p)
             for dtype in ("float64", "float32")
@@ -416,6 +415,7 @@ def test_masks_reductions_temperature_and_upstream(pools):
             _case(s3, t3, bounds, **base, chunk_size=4, vocab_start=True),
             _case(s3, t3, bounds, **base, grad=False),
             _case(s3, t3, bounds, "float32", **base, temperature=0.3, upstream=up),
+            _case(s3, t3, bounds, "bfloat16", **{**base, "order": "rq"}, labels=labels),
         ]
         for temperature in (0.5, 2.0):
             for d, p in (("js", {"beta": 0.5}), ("renyi", {"order": 0.8}), ("chi2", {})):
@@ -533,7 +533,7 @@ def test_dtensor_sharded_on_the_vocabulary(pools):
     s_t = torch.tensor(s, requires_grad=True)
     want = gpu.amid_loss(s_t, torch.tensor(t), 0.5, 0.3, "js", "qr", {"beta": 0.4})
     want.backward()
-    for world in (2, 3):
+    for world in (3,):  # 11 columns: DTensor's uneven layout 4, 4, 3
         for k, (status, (loss, grad)) in enumerate(pools[world].run(_job_dtensor, s, t)):
             assert status == "ok", (k, loss)
             tol = tolerance("vocab_parallel", "loss", "float64")
