@@ -34,6 +34,7 @@ for the whole batch, which also flags NaN/±inf rows):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from collections.abc import Mapping
@@ -158,7 +159,6 @@ def _chunk(
     low = z < _Z_SHIFT_BELOW[cdt]
     if bool(low.any()):  # z is the all-reduced sum: the same branch on every rank
         lz = torch.where(low, red.logsumexp(lm), lz)
-        red._last_max = None
     flags = (lz == NEG_INF).to(torch.uint8) * _EMPTY_SUPPORT
     lz = lz.unsqueeze(-1)
     lr = lm - lz if (lm is lp or lm is lq) else lm.sub_(lz)
@@ -170,6 +170,7 @@ def _chunk(
     summed = is_sum_of_terms(spec.divergence, spec.params)
     args = (dist[first], dist[second], spec.params, need[first], need[second])
     value, g_first, g_second = kernel(*args) if summed else kernel(*args, reduce=red)
+    red._last_max = None  # drop the chunk's ω held for the max
     g = {"p": None, "q": None, "r": None}
     g[first], g[second] = g_first, g_second
     g_q, g_r, r = g["q"], None, None
@@ -351,6 +352,24 @@ def _as_local(x: Any, name: str) -> tuple[torch.Tensor, Any]:
     return x.to_local(), mesh.get_group()
 
 
+#: The per-call values every rank must agree on, in the order of the first collective.
+_FIELDS = (
+    "argument error",
+    "alpha",
+    "lam",
+    "temperature",
+    "divergence",
+    "div_params",
+    "order",
+    "reduction",
+    "detach_assistant",
+    "chunk_size",
+    "leading shape",
+    "labels (valid rows)",
+    "dtype and gradient",
+)
+
+
 def _agree(
     red: _ShardReduce,
     rank: int,
@@ -359,11 +378,13 @@ def _agree(
     width: int,
     vocab_start: int | None,
     device: torch.device,
+    error: Exception | None = None,
 ) -> tuple[list[int], list[int]]:
     """One max all-reduce checking that every rank passed the same call; returns the shard
-    widths and starts (in rank order, or from ``vocab_start``)."""
-    names = list(fields)
-    vals = torch.tensor([fields[k] for k in names], dtype=torch.float64)
+    widths and starts (in rank order, or from ``vocab_start``). A rank whose arguments
+    failed validation takes part with ``error`` set: then every rank raises."""
+    names = list(_FIELDS)
+    vals = torch.tensor([fields.get(k, 0.0) for k in names], dtype=torch.float64)
     slots = torch.zeros(2 * world, dtype=torch.float64)
     slots[rank] = width
     # start + 1, so that 0 means "not given" (and the other ranks' slots, filled by the max)
@@ -371,6 +392,13 @@ def _agree(
     packed = torch.cat((vals, -vals, slots)).to(device)
     got = red.all_reduce(packed, "max").cpu()
     k = len(names)
+    if got[0] != 0:  # "argument error": some rank rejected its arguments
+        if error is not None:
+            raise error
+        raise ValueError(
+            "another rank of the process group rejected its arguments (see its error); every "
+            "rank raises so that none is left waiting in a collective"
+        )
     for i, name in enumerate(names):
         if got[i] != -got[k + i]:
             raise ValueError(
@@ -464,7 +492,9 @@ def vocab_parallel_amid_loss(
         rank and naming the global row: a NaN on one rank's shard flags the row on all
         (the flags travel in the all-reduced maxima and sums, so no rank is left waiting in
         a collective). Also when the ranks disagree on the arguments, the leading shape,
-        the labels' valid rows, the dtype or whether a gradient is needed.
+        the labels' valid rows, the dtype or whether a gradient is needed, and on every
+        rank when one rank's arguments fail validation (it joins the first collective with
+        an error flag).
 
     Notes
     -----
@@ -498,7 +528,64 @@ def vocab_parallel_amid_loss(
         loss = gpu.vocab_parallel_amid_loss(s, teacher_logits[..., lo:hi], -5.0, 0.1)
         loss.backward()
     """
-    dist = _dist()
+    try:
+        call = _checked_call(
+            student_logits_shard,
+            teacher_logits_shard,
+            alpha,
+            lam,
+            divergence,
+            order,
+            div_params,
+            labels,
+            ignore_index,
+            reduction,
+            temperature,
+            detach_assistant,
+            chunk_size,
+            group,
+            vocab_start,
+        )
+    except (TypeError, ValueError) as exc:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise
+        device = torch.device("cpu")
+        if dist.get_backend(group) == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        _agree(
+            _ShardReduce(group),
+            dist.get_rank(group=group),
+            dist.get_world_size(group=group),
+            {"argument error": 1.0},
+            0,
+            None,
+            device,
+            exc,
+        )
+        raise  # pragma: no cover - _agree raises
+    return _apply(*call)
+
+
+def _checked_call(
+    student_logits_shard,
+    teacher_logits_shard,
+    alpha,
+    lam,
+    divergence,
+    order,
+    div_params,
+    labels,
+    ignore_index,
+    reduction,
+    temperature,
+    detach_assistant,
+    chunk_size,
+    group,
+    vocab_start,
+):
+    """Validated arguments (raises TypeError/ValueError before any collective)."""
     student_logits_shard, mesh_group = _as_local(student_logits_shard, "student_logits_shard")
     teacher_logits_shard, mesh_group_t = _as_local(teacher_logits_shard, "teacher_logits_shard")
     if mesh_group is not None or mesh_group_t is not None:
@@ -543,7 +630,18 @@ def vocab_parallel_amid_loss(
             rows = torch.nonzero(valid).flatten()
     cdtype = compute_dtype(student_logits_shard.dtype, teacher_logits_shard.dtype)
     want_grad = torch.is_grad_enabled() and student_logits_shard.requires_grad
-    red = _ShardReduce(group)
+    spec = _Spec(
+        alpha=alpha,
+        lam=lam,
+        divergence=divergence,
+        params=params,
+        first=first,
+        second=second,
+        temperature=temperature,
+        detach_assistant=detach_assistant,
+        cdtype=cdtype,
+        chunk_size=chunk_size or 0,
+    )
     fields = {
         "alpha": alpha,
         "lam": lam,
@@ -558,23 +656,45 @@ def vocab_parallel_amid_loss(
         "labels (valid rows)": valid_key + n_valid,
         "dtype and gradient": float(cdtype == torch.float64) + 2.0 * want_grad,
     }
+    student = student_logits_shard
+    return (
+        student,
+        teacher_logits_shard,
+        rows,
+        spec,
+        reduction,
+        n_valid,
+        leading,
+        want_grad,
+        fields,
+        group,
+        vocab_start,
+    )
+
+
+def _apply(
+    student_logits_shard,
+    teacher_logits_shard,
+    rows,
+    spec,
+    reduction,
+    n_valid,
+    leading,
+    want_grad,
+    fields,
+    group,
+    vocab_start,
+):
+    dist = _dist()
+    red = _ShardReduce(group)
+    device = student_logits_shard.device
     rank = dist.get_rank(group=group)
     world = dist.get_world_size(group=group)
     widths, _ = _agree(
         red, rank, world, fields, student_logits_shard.shape[-1], vocab_start, device
     )
-    spec = _Spec(
-        alpha=alpha,
-        lam=lam,
-        divergence=divergence,
-        params=params,
-        first=first,
-        second=second,
-        temperature=temperature,
-        detach_assistant=detach_assistant,
-        cdtype=cdtype,
-        chunk_size=chunk_size or default_chunk_size(sum(widths), device),
-    )
+    if not spec.chunk_size:
+        spec = dataclasses.replace(spec, chunk_size=default_chunk_size(sum(widths), device))
     teacher = teacher_logits_shard.detach()
     if want_grad:
         return _VocabParallelFunction.apply(

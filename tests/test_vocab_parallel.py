@@ -89,7 +89,11 @@ class Pool:
         import torch.multiprocessing as mp
 
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "gpu"])
+        # The server imports once what every worker needs (torch, DTensor, the oracle's
+        # registry, this module); each worker is then a fork of it.
+        ctx.set_forkserver_preload(
+            ["torch", "torch.distributed.tensor", "amid_ref", "gpu", __name__]
+        )
         port = _free_port()
         self.world = world
         self.tasks = [ctx.Queue() for _ in range(world)]
@@ -496,20 +500,58 @@ def test_nan_on_one_rank_raises_everywhere(pools):
         _check(pools[world], [_case(s, t, bounds, alpha=-5.0, lam=0.1)])
 
 
-def _job_mismatch(rank: int, world: int) -> str:
-    s = torch.zeros(3, 4, requires_grad=True)
-    kw = {"alpha": -5.0, "lam": 0.1 if rank else 0.2}
-    try:
-        gpu.vocab_parallel_amid_loss(s, torch.zeros(3, 4), **kw)
-    except ValueError as exc:
-        return str(exc)
-    return "no error"
+def _job_mismatch(rank: int, world: int, kws: list[dict]) -> list[str]:
+    out = []
+    for kw in kws:
+        s = torch.zeros(3, 4, requires_grad=True)
+        try:
+            gpu.vocab_parallel_amid_loss(s, torch.zeros(3, 4), **kw[rank])
+            out.append("no error")
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
 
 
 def test_ranks_disagreeing_on_arguments_raise_everywhere(pools):
-    out = pools[2].run(_job_mismatch)
-    assert out[0] == out[1]
-    assert out[0][0] == "ok" and "disagree on lam" in out[0][1]
+    """Different λ on the two ranks, or a bad α on one rank only: every rank raises (the
+    argument error travels in the first collective), and the group keeps working."""
+    kws = [
+        [{"alpha": -5.0, "lam": 0.2}, {"alpha": -5.0, "lam": 0.1}],
+        [{"alpha": -5.0, "lam": 0.1}, {"alpha": math.nan, "lam": 0.1}],
+        [{"alpha": -5.0, "lam": 0.1, "vocab_start": 0}, {"alpha": -5.0, "lam": 0.1}],
+        [{"alpha": -5.0, "lam": 0.1, "vocab_start": 0}] * 2,
+        [{"alpha": -5.0, "lam": 0.1}] * 2,
+    ]
+    (s0, out0), (s1, out1) = pools[2].run(_job_mismatch, kws)
+    assert s0 == s1 == "ok"
+    assert out0[0] == out1[0] and "disagree on lam" in out0[0]
+    assert "another rank" in out0[1] and "alpha is NaN" in out1[1]
+    assert out0[2] == out1[2] and "given on every rank or on none" in out0[2]
+    assert out0[3] == out1[3] and "do not tile" in out0[3]
+    assert out0[4] == out1[4] == "no error"
+
+
+def _job_retain_graph(rank: int, world: int, s_np, t_np, bounds) -> np.ndarray:
+    lo, hi = bounds[rank]
+    s = torch.tensor(s_np[:, lo:hi], requires_grad=True)
+    loss = gpu.vocab_parallel_amid_loss(
+        s, torch.tensor(t_np[:, lo:hi]), 0.5, 0.4, "hellinger", "rq"
+    )
+    loss.backward(retain_graph=True)
+    (loss * 2.0).backward()  # the second backward recomputes, with collectives, on every rank
+    return s.grad.numpy()
+
+
+def test_retain_graph_second_backward(pools):
+    s, t = _logits(4, 3, 11)
+    s_t = torch.tensor(s, requires_grad=True)
+    gpu.amid_loss(s_t, torch.tensor(t), 0.5, 0.4, "hellinger", "rq").backward()
+    bounds = _bounds(11, 3)
+    out = pools[3].run(_job_retain_graph, s, t, bounds)
+    assert all(status == "ok" for status, _ in out), out
+    grad = np.concatenate([g for _, g in out], axis=-1)
+    tol = tolerance("vocab_parallel", "grad", "float64")
+    _grad_within(grad, 3.0 * s_t.grad.numpy(), tol, "retain_graph")
 
 
 # --- DTensor --------------------------------------------------------------------------------
@@ -598,6 +640,19 @@ def test_ddp_gradients_equal_single_process(pools):
 
 
 # --- single-process errors (no collective is reached) ------------------------------------------
+
+
+def test_bad_arguments_raise_before_any_collective():
+    with pytest.raises(ValueError, match="alpha is NaN"):
+        gpu.vocab_parallel_amid_loss(torch.zeros(2, 3), torch.zeros(2, 3), math.nan, 0.1)
+    with pytest.raises(ValueError, match="lam must lie in"):
+        gpu.vocab_parallel_amid_loss(torch.zeros(2, 3), torch.zeros(2, 3), 1.0, 2.0)
+    with pytest.raises(TypeError, match="vocab_start"):
+        gpu.vocab_parallel_amid_loss(
+            torch.zeros(2, 3), torch.zeros(2, 3), 1.0, 0.5, vocab_start=1.5
+        )
+    with pytest.raises(ValueError, match="vocabulary sizes differ"):
+        gpu.vocab_parallel_amid_loss(torch.zeros(2, 3), torch.zeros(2, 4), 1.0, 0.5)
 
 
 def test_needs_an_initialized_group():
