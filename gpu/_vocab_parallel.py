@@ -171,6 +171,7 @@ def _chunk(
     args = (dist[first], dist[second], spec.params, need[first], need[second])
     value, g_first, g_second = kernel(*args) if summed else kernel(*args, reduce=red)
     red._last_max = None  # drop the chunk's ω held for the max
+    del args, dist, lp  # the teacher's log-probabilities are not needed for the gradient
     g = {"p": None, "q": None, "r": None}
     g[first], g[second] = g_first, g_second
     g_q, g_r, r = g["q"], None, None
@@ -180,6 +181,7 @@ def _chunk(
         if through_r:
             g_r = g["r"]
             r = torch.exp(lr)
+            del lr
             cols += [g_r.sum(-1), (w * r).sum(-1)]
             terms = w * g_r
             if g_q is not None:
