@@ -5,7 +5,9 @@ The public names mirror :mod:`amid_ref` (torch order: student first):
 * :func:`log_alpha_mixture` -- log of the normalized α-mixture (the assistant r);
 * :func:`divergence` -- the divergences of the reference registry, reduced over a dim;
 * :func:`amid_loss` / :class:`AMiDLoss` -- the distillation loss on logits of shape
-  (..., V), chunked, with a closed-form gradient in the student's dtype.
+  (..., V), chunked, with a closed-form gradient in the student's dtype;
+* :func:`vocab_parallel_amid_loss` / :class:`VocabParallelAMiDLoss` -- the same loss on
+  logits sharded along the vocabulary over a ``torch.distributed`` group.
 
 Runs on CUDA when the tensors live there and on CPU otherwise; ``python -m gpu.bench``
 measures time and peak memory against the textbook autograd implementation.
@@ -15,6 +17,7 @@ from gpu._divergences import GPU_DIVERGENCES, divergence
 from gpu._loss import AMiDLoss, amid_loss, default_chunk_size
 from gpu._mixture import log_alpha_mixture
 from gpu._validation import ORDERS
+from gpu._vocab_parallel import VocabParallelAMiDLoss, vocab_parallel_amid_loss
 
 #: Divergence names implemented by the gpu package (the reference's, without ``"f"``).
 DIVERGENCES: tuple[str, ...] = tuple(GPU_DIVERGENCES)
@@ -23,8 +26,10 @@ __all__ = [
     "DIVERGENCES",
     "ORDERS",
     "AMiDLoss",
+    "VocabParallelAMiDLoss",
     "amid_loss",
     "default_chunk_size",
     "divergence",
     "log_alpha_mixture",
+    "vocab_parallel_amid_loss",
 ]

@@ -251,7 +251,7 @@ def _amari(la, lb, params, need_ga, need_gb):
 _RENYI_SERIES_C = 0.5
 
 
-def _renyi(la, lb, params, need_ga, need_gb):
+def _renyi(la, lb, params, need_ga, need_gb, reduce=None):
     r"""Rényi divergence of order ρ on normalized inputs, c = ρ − 1.
 
     Series form (|c| < ½): with :math:`a e = a\,\mathrm{expm1}(c\delta)/c` (formed as
@@ -262,6 +262,10 @@ def _renyi(la, lb, params, need_ga, need_gb):
     would cancel) :math:`D = \mathrm{logsumexp}(\omega)/c` with
     the tilted distribution :math:`\pi = \mathrm{softmax}(\omega)`:
     :math:`g_a = (\rho/c)\pi`, :math:`g_b = -\pi`.
+
+    ``reduce`` (optional, a :class:`RowReduce`) replaces the three row reductions over the
+    last dimension (max and log-sum-exp of ω, the sum M) when the inputs are one slice of
+    the vocabulary (:mod:`gpu._vocab_parallel`); ``None`` reduces locally.
     """
     rho = params["order"]
     if rho == 1.0:
@@ -271,7 +275,7 @@ def _renyi(la, lb, params, need_ga, need_gb):
     # Positivity from the log: a may underflow while a^ρ b^(1−ρ) does not.
     a_pos = la != NEG_INF
     omega = torch.where(a_pos, la + c * (la - lb), NEG_INF)  # log(a^ρ b^(1−ρ))
-    lse = torch.logsumexp(omega, dim=-1)
+    lse = torch.logsumexp(omega, dim=-1) if reduce is None else reduce.logsumexp(omega)
     value = lse / c
     pi = None
     if abs(c) >= _RENYI_SERIES_C or need_ga or need_gb:
@@ -286,10 +290,11 @@ def _renyi(la, lb, params, need_ga, need_gb):
             small, a * (torch.expm1(torch.where(small, cd, 0.0)) / c), (torch.exp(omega) - a) / c
         )
         a_e = a_e.masked_fill_(~a_pos, 0.0)
-        m = a_e.sum(-1, keepdim=True)
+        m = a_e.sum(-1, keepdim=True) if reduce is None else reduce.sum(a_e).unsqueeze(-1)
         # The series is used only where it is accurate: no overflow in exp(ω) and
         # |c·M| ≤ ½, so that 1 + c·M does not cancel (else log-sum-exp is accurate).
-        ok = (omega.amax(-1, keepdim=True) <= overflow_log) & ((c * m).abs() <= 0.5)
+        top = omega.amax(-1, keepdim=True) if reduce is None else reduce.max(omega).unsqueeze(-1)
+        ok = (top <= overflow_log) & ((c * m).abs() <= 0.5)
         denom = 1.0 + c * m
         value = torch.where(ok[..., 0], torch.log1p(c * m[..., 0]) / c, value)
         if need_ga:
@@ -297,6 +302,36 @@ def _renyi(la, lb, params, need_ga, need_gb):
         if need_gb:
             gb = torch.where(ok, -(a + c * a_e) / denom, gb)
     return value, ga, gb
+
+
+# --- vocabulary slices ----------------------------------------------------------------------
+
+#: Divergences whose row value is a sum of elementwise terms and whose log-input gradients
+#: are elementwise: called on a slice of the vocabulary, their kernel returns that slice's
+#: partial sum and the exact gradient entries of the slice. Rényi (ρ ≠ 1) is not such a sum:
+#: it takes a :class:`RowReduce` for its log-sum-exp and its series sum.
+SUM_OF_TERMS = frozenset({"kl", "js", "tv", "hellinger", "chi2", "amari", "ab"})
+
+
+def is_sum_of_terms(name: str, params: dict[str, Any]) -> bool:
+    """Whether ``name`` with ``params`` is in :data:`SUM_OF_TERMS` (Rényi of order 1 is KL)."""
+    return name in SUM_OF_TERMS or (name == "renyi" and params["order"] == 1.0)
+
+
+class RowReduce:
+    """Row reductions over the last dimension, returning shape (...); local by default.
+
+    :mod:`gpu._vocab_parallel` subclasses it to all-reduce over the shards of a row.
+    """
+
+    def max(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(-1)
+
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(-1)
+
+    def logsumexp(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(x, dim=-1)
 
 
 # --- registry ----------------------------------------------------------------------------

@@ -272,12 +272,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="per subprocess, seconds")
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--vocab-parallel",
+        action="store_true",
+        help="benchmark the vocabulary-parallel loss instead (gpu/bench_vocab_parallel.py)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args._worker:
         print(json.dumps(_worker(json.loads(args._worker))))
         return 0
+    if args.vocab_parallel:
+        from gpu.bench_vocab_parallel import main as vocab_parallel_main
+
+        return vocab_parallel_main(["--json"] if args.json else [])
     import torch
 
     devices = ["cpu"]
