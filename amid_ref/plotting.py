@@ -534,15 +534,10 @@ def render(name: str, out_dir: str | Path, **kwargs) -> Path:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``amid-ref plot``."""
-    parser.add_argument(
-        "name",
-        help=f"figure to render: {', '.join(FIGURES)}, or 'all'",
-        metavar="NAME",
-    )
+    parser.add_argument("name", help="one of the figures listed above, or 'all'", metavar="NAME")
     parser.add_argument(
         "--out", default=".", help="folder for NAME.png (created if missing; default: .)"
     )
-    parser.epilog = "figures: " + "; ".join(f"{k}: {v[1]}" for k, v in FIGURES.items())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -550,9 +545,12 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
+    from amid_ref._cli_util import writable_dir
+
     names = list(FIGURES) if args.name == "all" else [args.name]
     if args.name != "all" and args.name not in FIGURES:
         raise ValueError(f"unknown figure {args.name!r}; choose from {', '.join(FIGURES)} or all")
+    writable_dir(args.out)
     for name in names:
         start = time.perf_counter()
         path = render(name, args.out)
