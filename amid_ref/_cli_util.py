@@ -22,7 +22,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -204,19 +204,26 @@ class Progress:
     On a terminal with ``rich`` installed, a live display keeps one line per running task
     (title, bar, done/total, elapsed, ETA, note) below the finished lines. Otherwise each
     change prints a plain line ``[  12.3 s] title: done/total elapsed eta M:SS note``, at
-    most one every ``every`` seconds per task, plus every :meth:`log` line. Safe to use
-    from several threads.
+    most one every ``every`` seconds per task, plus every :meth:`log` line; with ``sink``
+    the plain lines go, unstamped, to that callable instead. Safe to use from several
+    threads.
     """
 
     def __init__(
-        self, stream: TextIO | None = None, *, live: bool | None = None, every: float = 10.0
+        self,
+        stream: TextIO | None = None,
+        *,
+        live: bool | None = None,
+        every: float = 10.0,
+        sink: Callable[[str], None] | None = None,
     ) -> None:
         self.stream = sys.stderr if stream is None else stream
+        self.sink = sink  # receives the plain lines, unstamped, instead of the stream
         self.t0 = time.monotonic()
         self.every = every
         self._lock = threading.RLock()
         if live is None:
-            live = bool(getattr(self.stream, "isatty", lambda: False)())
+            live = sink is None and bool(getattr(self.stream, "isatty", lambda: False)())
         self._rich = None
         if live:
             try:
@@ -225,12 +232,20 @@ class Progress:
             except ImportError:
                 pass
             else:
+                from rich.table import Column
+
+                def fixed(width: int | None, **kw) -> Column:  # a layout that does not move
+                    return Column(width=width, no_wrap=True, overflow="ellipsis", **kw)
+
                 console = rich.console.Console(file=self.stream, highlight=False)
                 self._rich = rich.progress.Progress(
-                    rich.progress.TextColumn("{task.description}"),
-                    rich.progress.BarColumn(bar_width=24),
-                    rich.progress.TextColumn("{task.fields[status]}"),
-                    rich.progress.TextColumn("[dim]{task.fields[note]}"),
+                    rich.progress.TextColumn("{task.description}", table_column=fixed(34)),
+                    rich.progress.BarColumn(bar_width=10, table_column=fixed(10)),
+                    rich.progress.TextColumn("{task.fields[status]}", table_column=fixed(20)),
+                    rich.progress.TextColumn(
+                        "[dim]{task.fields[note]}", table_column=fixed(None, ratio=1)
+                    ),
+                    expand=True,
                     console=console,
                     transient=False,
                     refresh_per_second=4,
@@ -258,6 +273,8 @@ class Progress:
         with self._lock:
             if self._rich is not None:
                 self._rich.console.print(message, markup=False, highlight=False)
+            elif self.sink is not None:
+                self.sink(message)
             else:
                 print(f"{self._stamp()} {message}", file=self.stream, flush=True)
 
@@ -287,8 +304,8 @@ class Progress:
                 )
                 return
             now = time.monotonic()
-            finished = task.total is not None and task.done >= task.total
-            if force or finished or now - task._last_line >= self.every:
+            # the end of a task is the caller's line (finish); here only the heartbeat
+            if force or now - task._last_line >= self.every:
                 task._last_line = now
                 note = f" {task.note}" if task.note else ""
                 self.log(f"{task.title}: {task.status()}{note}")
