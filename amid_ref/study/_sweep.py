@@ -516,7 +516,7 @@ def run_rows(study: StudyResult) -> list[dict[str, Any]]:
         }
         row.update({name: result.final[name] for name in METRIC_NAMES})
         row.update({name: result.stability[name] for name in _STABILITY_NAMES})
-        row["loss_error"] = result.loss_error[:160]
+        row["loss_error"] = result.loss_error
         rows.append(row)
     return rows
 
