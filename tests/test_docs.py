@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -280,6 +281,8 @@ _PAGE_STATE = """() => {
     images: Array.from(article.querySelectorAll("img")).map((i) => [
       i.getAttribute("src").slice(0, 80), i.complete && i.naturalWidth > 0]),
     nav: Array.from(document.querySelectorAll("a.md-nav__link[href]")).map((a) => a.href),
+    links: Array.from(article.querySelectorAll("a[href]")).map((a) => a.href)
+      .filter((h) => h.startsWith("file://")),
   };
 }"""
 
@@ -333,6 +336,9 @@ def test_site_renders_maths_offline_from_disk(site, browser):
         assert errors <= _KNOWN_TEX_ERRORS.get(name, 0), f"{name}: {errors} TeX errors"
         assert not state["rawDisplay"], f"{name}: raw $$ or \\[ left in the text"
         assert state["overflowing"] == 0, f"{name}: display maths wider than the column"
+        for url in {u.split("#")[0] for u in state["links"]}:
+            target = Path(unquote(url.removeprefix("file://")))
+            assert target.is_file(), f"{name}: link to {url} is not a file"
 
 
 @pytest.mark.slow
@@ -348,7 +354,7 @@ def test_site_figures_load_and_navigation_lands_on_pages(site, browser):
     assert len(targets) >= 20, targets
     for url in targets:
         assert url.startswith("file://") and url.endswith(".html"), url
-        path = Path(url.removeprefix("file://"))
+        path = Path(unquote(url.removeprefix("file://")))
         assert path.is_file(), f"navigation link to {url} is not a page"
     state = open_page(site / "notebooks" / "index.html")
     assert {u.split("#")[0] for u in state["nav"]} == targets, "the nav differs between pages"
