@@ -211,3 +211,27 @@ def test_progress_live_display_on_a_terminal():
         ui.finish(task, "[1/1] step: PASS")
     assert ui.live
     assert "[1/1] step: PASS" in stream.getvalue()
+
+
+def test_validation_sweep_reports_each_item():
+    """The sweep step's display moves during the long loss sweep: one call per case and
+    divergence, counting up to the announced total."""
+    from dataclasses import replace
+
+    from amid_ref import analysis
+
+    plan = replace(
+        analysis.SWEEP_PLANS["quick"],
+        loss_cases=("random", "masked"),
+        loss_alphas=(0.5,),
+        loss_lams=(0.5,),
+        temperatures=(1.0,),
+        loss_divergences=analysis.SWEEP_PLANS["quick"].loss_divergences[:2],
+    )
+    calls: list[tuple[str, int, int]] = []
+    (summary,) = analysis.validation_sweep(
+        plan=plan, quantities=("loss",), on_item=lambda *c: calls.append(c), dps=30
+    )
+    assert summary.passed
+    total = 2 * len(plan.loss_divergences)
+    assert calls == [("loss", k, total) for k in range(total + 1)]
