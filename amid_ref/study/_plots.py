@@ -27,7 +27,12 @@ _METRIC_LABELS = {
 
 
 def _figure(
-    nrows: int, ncols: int, size: tuple[float, float], left: float = 0.8, top: float = 0.45
+    nrows: int,
+    ncols: int,
+    size: tuple[float, float],
+    left: float = 0.8,
+    top: float = 0.45,
+    right: float = 0.15,
 ):
     """A figure with fixed margins (in inches): no layout engine, which is slow."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -38,7 +43,7 @@ def _figure(
     FigureCanvasAgg(fig)
     fig.subplots_adjust(
         left=left / width,
-        right=1 - 0.15 / width,
+        right=1 - right / width,
         bottom=0.55 / height,
         top=1 - top / height,
         wspace=0.25 if left < 1.5 else 0.1,
@@ -138,7 +143,8 @@ def _plot_training_curves(study: StudyResult, path: Path):
     panels = [p for p in (("α sweep: KL, pr", alpha_runs), ("presets", preset_runs)) if p[1]]
     if not panels:
         return None
-    fig, axes = _figure(len(panels), 2, (10.4, 3.4 * len(panels)))
+    # the legends go in a right margin of their own: they cover no curve
+    fig, axes = _figure(len(panels), 2, (12.2, 3.4 * len(panels)), right=1.95)
     for row, (title, runs) in enumerate(panels):
         for spec, result in runs:
             steps = [p["step"] for p in result.curve]
@@ -158,7 +164,7 @@ def _plot_training_curves(study: StudyResult, path: Path):
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
             ax.set_title(f"{title} (seed {study.config.seeds[0]})", fontsize=9)
-        axes[row, 1].legend(fontsize=6, ncol=2)
+        axes[row, 1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _save(fig, path)
 
 
