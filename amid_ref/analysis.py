@@ -1169,6 +1169,7 @@ def validation_sweep(
     progress: Callable[[str], None] | None = None,
     plan: SweepPlan | None = None,
     quantities: Sequence[str] = ("log_mixture", "mixture", "divergence", "loss", "grad"),
+    on_item: Callable[[str, int, int], None] | None = None,
 ) -> list[SweepSummary]:
     r"""Compare :mod:`amid_ref` with the mpmath oracle :mod:`amid_ref.precise` on grids.
 
@@ -1206,6 +1207,10 @@ def validation_sweep(
         Custom grids (overrides ``quick``).
     quantities : sequence of str
         Which parts to run.
+    on_item : callable, optional
+        Called as ``on_item(quantity, done, total)`` at the start of each quantity
+        (``done = 0``) and after each of its items (a logit case; a case and divergence
+        for the loss and the gradient), for a progress display.
 
     Returns
     -------
@@ -1294,10 +1299,24 @@ def validation_sweep(
             )
         return summary
 
+    def ticker(quantity: str, total: int) -> Callable[[], None]:
+        done = 0
+        if on_item is not None:
+            on_item(quantity, 0, total)
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if on_item is not None:
+                on_item(quantity, done, total)
+
+        return tick
+
     def tag(case, alpha, lam, extra=""):
         return f"case={case} α={_fmt_alpha(alpha)} λ={_fmt_lam(lam)}{extra}"
 
     def log_mixture(summary):
+        tick = ticker("log_mixture", len(plan.cases))
         for name in plan.cases:
             lp, lq = logs[name]
             for alpha in plan.alphas:
@@ -1312,8 +1331,10 @@ def validation_sweep(
                             lp, lq, a, l, dps=dps
                         ),
                     )
+            tick()
 
     def mixture(summary):
+        tick = ticker("mixture", len(plan.cases))
         for name in plan.cases:
             p, q = (np.exp(x) for x in logs[name])
             for alpha in plan.alphas:
@@ -1326,8 +1347,10 @@ def validation_sweep(
                         # the table applies this bound above 1e-300 (subnormals below)
                         select=lambda w: (w >= 1e-300) | (w == 0.0),
                     )
+            tick()
 
     def divergences(summary):
+        tick = ticker("divergence", len(plan.cases))
         for name in plan.cases:
             lp, lq = logs[name]
             for a_name, b_name, la, lb in (("p", "q", lp, lq), ("q", "p", lq, lp)):
@@ -1348,13 +1371,16 @@ def validation_sweep(
                                 a, b, d, log_input=li, dps=dps, **pr
                             ),
                         )
+            tick()
 
     def loss(summary):
+        tick = ticker("loss", len(plan.loss_cases) * len(plan.loss_divergences))
         for name in plan.loss_cases:
             c = by_name[name]
             for div, params in plan.loss_divergences:
                 if (div, name) in SWEEP_SKIPS:
                     summary._skip(SWEEP_SKIPS[div, name])
+                    tick()
                     continue
                 for order in amid_ref.ORDERS:
                     for alpha in plan.loss_alphas:
@@ -1377,13 +1403,16 @@ def validation_sweep(
                                         c.student_logits, c.teacher_logits, a, l, dps=dps, **kw
                                     ),
                                 )
+                tick()
 
     def grad(summary):
+        tick = ticker("grad", len(plan.grad_cases) * len(plan.grad_divergences))
         for name in plan.grad_cases:
             c = by_name[name]
             for div, params in plan.grad_divergences:
                 if (div, name) in SWEEP_SKIPS:
                     summary._skip(SWEEP_SKIPS[div, name])
+                    tick()
                     continue
                 for order in amid_ref.ORDERS:
                     for alpha in plan.grad_alphas:
@@ -1409,6 +1438,7 @@ def validation_sweep(
                                 lambda args=args, kw=kw: amid_ref.amid_grad(*args, **kw),
                                 lambda args=args, kw=kw: precise.amid_grad(*args, dps=dps, **kw),
                             )
+                tick()
 
     bodies = {
         "log_mixture": log_mixture,

@@ -3,7 +3,9 @@
 Subcommands live in their own modules, each exposing ``configure_parser(parser)`` and
 ``run(args) -> int``. The registry below is the one place that names them; a module that
 is not importable (an optional extra not installed) is reported when its subcommand is
-used, not at start-up.
+used, not at start-up. Every parser formats its help with
+:class:`amid_ref._cli_util.HelpFormatter` (docstring RST rendered as plain text, defaults
+shown). Errors of usage and of the options' values exit with code 2 and a one-line message.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import importlib
 import sys
 
+from amid_ref._cli_util import HelpFormatter
 from amid_ref._version import __version__
 
 # name -> (module, one-line help). One registry for the subcommands.
@@ -32,6 +35,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="amid-ref",
         description="Reference implementation and validation suite for α-mixture knowledge "
         "distillation (AMiD).",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"amid-ref {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -42,16 +46,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            p = sub.add_parser(name, help=help_text)
+            p = sub.add_parser(name, help=help_text, formatter_class=HelpFormatter)
             p.set_defaults(_unavailable=f"{name} is unavailable: {exc} (install amid-ref[all])")
             continue
         p = sub.add_parser(
             name,
             help=help_text,
             description=module.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         module.configure_parser(p)
+        # one help format for every subcommand, also where configure_parser chose argparse's
+        # RawDescriptionHelpFormatter (HelpFormatter keeps that layout)
+        if not issubclass(p.formatter_class, HelpFormatter):
+            p.formatter_class = HelpFormatter
         p.set_defaults(_run=module.run)
     return parser
 
@@ -60,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand's parser, with its own usage line
+        sub = parser._subparsers._group_actions[0].choices.get(getattr(args, "command", None))
+        (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "_unavailable", None):
         print(f"amid-ref {args._unavailable}", file=sys.stderr)
         return 2
@@ -71,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except (ValueError, TypeError) as exc:
         print(f"amid-ref {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the options name cannot be read or written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"amid-ref {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
 
 

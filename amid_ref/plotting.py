@@ -78,6 +78,19 @@ def _alpha_colors(alphas: Sequence[float]):
     return [cmap(0.88 * i / n) for i in range(len(alphas))]
 
 
+def _alpha_styles(alphas: Sequence[float]) -> list[dict]:
+    """Line styles for curves of neighbouring α that must be told apart: hues spread over
+    the whole spectrum in α order (turbo colormap), alternating solid and dashed lines."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["turbo"]
+    n = max(len(alphas) - 1, 1)
+    return [
+        {"color": cmap(0.06 + 0.88 * i / n), "ls": "-" if i % 2 == 0 else (0, (5, 1.6))}
+        for i in range(len(alphas))
+    ]
+
+
 def _new_figure(width: float, height: float, ncols: int = 1):
     from matplotlib.figure import Figure
 
@@ -181,7 +194,8 @@ def paths_figure(
         ax.set_xlabel("barycentric x = r(token 2) + r(token 3)/2")
         ax.set_ylabel("barycentric y = (√3/2)·r(token 3)")
         ax.set_title("α-mixture paths r^(α,λ), λ from 0 (student) to 1 (teacher); dot: λ = ½")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), framealpha=0.9)
+        # a figure legend in its own column of the layout: never clipped at the edge
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", framealpha=0.9)
     return fig
 
 
@@ -315,17 +329,19 @@ def weight_figure(
 
     d = np.linspace(*log_ratio_range, 481)
     with _style():
-        fig, axes = _new_figure(5.2 * len(lams), 4.6, ncols=len(lams))
+        fig, axes = _new_figure(5.0 * len(lams) + 1.3, 4.6, ncols=len(lams))
         for ax, lam in zip(axes, lams, strict=True):
-            for alpha, color in zip(alphas, _alpha_colors(alphas), strict=True):
+            for alpha, style in zip(alphas, _alpha_styles(alphas), strict=True):
                 w = amid_ref.alpha_mixture_weight(d, np.zeros_like(d), alpha, lam)
-                ax.plot(d, w, color=color, lw=2.0, label=_alpha_label(alpha))
+                ax.plot(d, w, lw=2.0, label=_alpha_label(alpha), **style)
             ax.axvline(0.0, color="0.5", lw=0.8)
             ax.set_xlabel("log(p(x)/q(x))  (> 0: student underestimates)")
             ax.set_ylabel("gradient weight w(x)")
             ax.set_title(f"Prop. 3.5 weight, λ = {lam:g}")
             ax.set_ylim(-0.03, 1.03)
-        axes[0].legend(ncols=2, loc="center left")
+        # one legend for both panels, beside them: it covers no curve
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right center", handlelength=2.6)
         fig.suptitle("Larger α weights tokens with p > q more: mode covering", fontsize=12.5)
     return fig
 
@@ -443,15 +459,20 @@ def landscape_figure(
     return fig
 
 
-def modes_figure(fits=None, alphas: Sequence[float] = (-5.0, -1.0, 1.0, 5.0), lam: float = 0.1):
+def modes_figure(
+    fits=None, alphas: Sequence[float] = (-5.0, -1.0, -0.5, 1.0, 5.0), lam: float = 0.1
+):
     """A unimodal student fitted to a bimodal teacher for several α
-    (:func:`amid_ref.analysis.mode_covering_study`).
+    (:func:`amid_ref.analysis.mode_covering_study`). Fits whose students coincide (to 1e-3
+    of the teacher's peak) are drawn as one curve whose legend entry names all their α.
 
     Parameters
     ----------
     fits : list of StudentFit, optional
         Precomputed fits (default: computed for ``alphas`` and ``lam``, KL, order pr).
-    alphas, lam
+    alphas : sequence of float
+        Used when ``fits`` is not given.
+    lam : float
         Used when ``fits`` is not given.
 
     Returns
@@ -464,16 +485,33 @@ def modes_figure(fits=None, alphas: Sequence[float] = (-5.0, -1.0, 1.0, 5.0), la
         fits = analysis.mode_covering_study(alphas, lam)
     grid = analysis.MODE_GRID
     p = np.exp(_log_softmax(analysis.bimodal_teacher_logits(grid)))
+    # fits whose students agree to within a pixel are drawn once, with all their α
+    groups: list[list] = []
+    for fit in fits:
+        q = np.exp(fit.student_log_probs)
+        for group in groups:
+            if np.max(np.abs(np.exp(group[0].student_log_probs) - q)) <= 1e-3 * max(
+                p.max(), 1e-300
+            ):
+                group.append(fit)
+                break
+        else:
+            groups.append([fit])
     with _style():
         fig, (ax,) = _new_figure(9.0, 4.8)
         ax.bar(grid, p, width=0.9, color="0.8", label="teacher p (bimodal)")
-        for fit, color in zip(fits, _alpha_colors([f.alpha for f in fits]), strict=True):
+        styles = _alpha_styles([g[0].alpha for g in groups])
+        for i, (group, style) in enumerate(zip(groups, styles, strict=True)):
+            first = group[0]
+            names = ", ".join(_alpha_label(f.alpha).removeprefix("α = ") for f in group)
+            same = " (identical fits)" if len(group) > 1 else ""
             ax.plot(
                 grid,
-                np.exp(fit.student_log_probs),
-                color=color,
-                lw=2.2,
-                label=f"{_alpha_label(fit.alpha)}: μ = {fit.mean:.1f}, σ = {fit.std:.1f}",
+                np.exp(first.student_log_probs),
+                # later curves thinner: where two nearly coincide, both stay visible
+                lw=max(3.6 - 0.55 * i, 1.4),
+                label=f"α = {names}: μ = {first.mean:.1f}, σ = {first.std:.1f}{same}",
+                **style,
             )
         ax.set_xlabel("token (position on a line)")
         ax.set_ylabel("probability")
@@ -534,15 +572,10 @@ def render(name: str, out_dir: str | Path, **kwargs) -> Path:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``amid-ref plot``."""
-    parser.add_argument(
-        "name",
-        help=f"figure to render: {', '.join(FIGURES)}, or 'all'",
-        metavar="NAME",
-    )
+    parser.add_argument("name", help="one of the figures listed above, or 'all'", metavar="NAME")
     parser.add_argument(
         "--out", default=".", help="folder for NAME.png (created if missing; default: .)"
     )
-    parser.epilog = "figures: " + "; ".join(f"{k}: {v[1]}" for k, v in FIGURES.items())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -550,9 +583,12 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
+    from amid_ref._cli_util import writable_dir
+
     names = list(FIGURES) if args.name == "all" else [args.name]
     if args.name != "all" and args.name not in FIGURES:
         raise ValueError(f"unknown figure {args.name!r}; choose from {', '.join(FIGURES)} or all")
+    writable_dir(args.out)
     for name in names:
         start = time.perf_counter()
         path = render(name, args.out)

@@ -78,7 +78,7 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "hence the absolute floor.",
     ),
     # --- gpu (torch) against amid_ref (float64) -------------------------------------------
-    # Values as first set; reasons updated by the gpu helper with what tests/test_gpu.py
+    # Values as first set; reasons updated with what tests/test_gpu.py
     # measured (largest error / bound over the whole grid and the real vocabularies). The
     # gradient rows' atol is applied by tests/test_gpu.py as atol*max(1, max_j |g_row,j|):
     # each entry is a difference g_j - q_j*sum_x(g_x) whose rounding is a few ulps of the

@@ -10,13 +10,16 @@
 5. the figures (and the mode-covering study they include);
 
 and writes ``DIR/report.md``, ``DIR/report.html`` (self-contained: figures embedded as
-base64 PNG, mathematics in Unicode, no script) and ``DIR/*.png``. Progress goes to stderr,
-one line per step with its timing. The exit code is 0 when everything passed, 1 otherwise;
+base64 PNG, mathematics in Unicode, no script) and ``DIR/*.png``. Progress goes to stderr:
+on a terminal a live display with one line per running step (count, elapsed time, ETA),
+otherwise plain timestamped lines; each step ends with a line giving its result and timing.
+The exit code is 0 when everything passed, 1 otherwise;
 the report starts with what failed and its worst case.
 
 ``DIR`` defaults to a fresh ``amid-verify-YYYYmmdd-HHMMSS`` folder in the current directory
 (with a ``-2``, ``-3``, … suffix if that exists). An existing non-empty ``--out`` is an error
-unless ``--force`` is given (then the report files in it are overwritten).
+unless ``--force`` is given (then the report files in it are overwritten); ``amid-ref
+study`` follows the same rule.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ import html
 import math
 import re
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from amid_ref._cli_util import Progress, Task, prepare_out_dir
 
 __all__ = ["Report", "StepResult", "configure_parser", "resolve_out_dir", "run", "run_verify"]
 
@@ -286,23 +292,25 @@ class _Claim:
     detail: str
 
 
-def _run_claims(log: Callable[[str], None]) -> list[_Claim]:
-    """Run every ``proofs_check`` claim, logging each result as it comes."""
+def _claim_note(res) -> str:
+    seconds = getattr(res, "seconds", float("nan"))
+    return f"claim {res.id}: {res.status} ({seconds:.1f} s)"
+
+
+def _run_claims(on_result: Callable[[object], None]) -> list[_Claim]:
+    """Run every ``proofs_check`` claim, passing each result to ``on_result`` as it comes."""
     import inspect
 
     import proofs_check
 
-    def on_result(*args, **kwargs) -> None:
+    def progress(*args, **kwargs) -> None:
         res = args[0] if args else next(iter(kwargs.values()), None)
-        if hasattr(res, "id") and hasattr(res, "status"):
-            seconds = getattr(res, "seconds", float("nan"))
-            log(f"    claim {res.id}: {res.status} ({seconds:.1f} s)")
-        elif res is not None:
-            log(f"    {res}")
+        if res is not None:
+            on_result(res)
 
     kwargs = {}
     if "progress" in inspect.signature(proofs_check.run_claims).parameters:
-        kwargs["progress"] = on_result
+        kwargs["progress"] = progress
     return [
         _Claim(
             str(r.id),
@@ -316,23 +324,50 @@ def _run_claims(log: Callable[[str], None]) -> list[_Claim]:
     ]
 
 
+# Results of the claims process, inherited through fork (a queue cannot be pickled).
+_CLAIMS_QUEUE = None
+
+
 def _claims_worker(t0: float) -> list[_Claim]:
-    """Entry point of the claims process in parallel mode: logs straight to stderr."""
+    """Entry point of the claims process in parallel mode: each result goes back to the
+    parent through ``_CLAIMS_QUEUE`` (the parent owns the display)."""
 
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - t0:6.1f} s] {message}", file=sys.stderr, flush=True)
+    def send(res) -> None:
+        if _CLAIMS_QUEUE is not None:
+            _CLAIMS_QUEUE.put((str(res.id), str(res.status), _claim_note(res)))
 
-    return _run_claims(log)
+    return _run_claims(send)
+
+
+def _claims_total() -> int | None:
+    try:
+        import proofs_check
+
+        return len(proofs_check.CLAIMS)
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
+def _on_claim(ui: Progress, task: Task | None, claim_id: str, status: str, note: str) -> None:
+    """One claim result on the display: the count moves; a claim that is not proved is
+    also printed as a line of its own."""
+    if status not in ("proved", "proved-for-cases"):
+        ui.log(f"    {note}")
+    if task is not None:
+        task.update(advance=1, note=note)
 
 
 def _step_claims(
     step: StepResult,
     quick: bool,
-    log: Callable[[str], None],
+    ui: Progress,
     results: list[_Claim] | None = None,
+    task: Task | None = None,
 ) -> None:
     if results is None:
-        results = _run_claims(log)
+        results = _run_claims(
+            lambda r: _on_claim(ui, task, str(r.id), str(r.status), _claim_note(r))
+        )
     else:  # computed in the parallel process: its own time, not the wait for it
         step.seconds = sum(r.seconds for r in results if math.isfinite(r.seconds))
     bad = [r for r in results if r.status not in ("proved", "proved-for-cases")]
@@ -366,10 +401,16 @@ def _step_claims(
         step.blocks.append(("pre", f"{r.id}: {r.status}\n{r.detail}"))
 
 
-def _step_sweep(step: StepResult, quick: bool, log: Callable[[str], None]) -> None:
+def _step_sweep(step: StepResult, quick: bool, ui: Progress, task: Task | None = None) -> None:
     from amid_ref import analysis
 
-    summaries = analysis.validation_sweep(quick=quick, progress=lambda m: log(f"    {m}"))
+    def on_item(quantity: str, done: int, total: int) -> None:
+        if task is not None:
+            task.update(done=done, total=total, note=f"sweep {quantity}")
+
+    summaries = analysis.validation_sweep(
+        quick=quick, progress=lambda m: ui.log(f"    {m}"), on_item=on_item
+    )
     step.passed = all(s.passed for s in summaries)
     total = sum(s.n_checks for s in summaries)
     failed = sum(s.n_failed for s in summaries)
@@ -447,7 +488,7 @@ def _step_sweep(step: StepResult, quick: bool, log: Callable[[str], None]) -> No
             )  # fmt: skip
 
 
-def _step_limits(step: StepResult, quick: bool, log: Callable[[str], None], out_dir: Path):
+def _step_limits(step: StepResult, quick: bool, ui: Progress, out_dir: Path, task=None):
     from amid_ref import analysis, plotting
 
     series = analysis.limit_convergence(n_points=13 if quick else 19)
@@ -499,10 +540,19 @@ def _step_limits(step: StepResult, quick: bool, log: Callable[[str], None], out_
     step.blocks.append(("figure", path, "Limit convergence of r^(α,λ) (log-log)."))
 
 
-def _step_optimality(step: StepResult, quick: bool, log: Callable[[str], None]) -> None:
+def _step_optimality(step: StepResult, quick: bool, ui: Progress, task=None) -> None:
     from amid_ref import analysis
 
-    cases = analysis.optimality_check(quick=quick, progress=lambda m: log(f"    {m}"))
+    n_div = 3 if quick else len(analysis.OPTIMALITY_DIVERGENCES)
+    if task is not None:
+        task.update(total=n_div, note="divergences")
+
+    def progress(message: str) -> None:
+        ui.log(f"    {message}")
+        if task is not None:
+            task.update(advance=1)
+
+    cases = analysis.optimality_check(quick=quick, progress=progress)
     step.passed = all(c.passed for c in cases)
     bad = [c for c in cases if not c.passed]
     boundary = [c for c in cases if c.outcome == "boundary"]
@@ -600,7 +650,7 @@ def _step_optimality(step: StepResult, quick: bool, log: Callable[[str], None]) 
     )  # fmt: skip
 
 
-def _step_figures(step: StepResult, quick: bool, log: Callable[[str], None], out_dir: Path):
+def _step_figures(step: StepResult, quick: bool, ui: Progress, out_dir: Path, task=None):
     from amid_ref import analysis, plotting
 
     captions = {
@@ -612,14 +662,20 @@ def _step_figures(step: StepResult, quick: bool, log: Callable[[str], None], out
         "modes": "Unimodal student fitted to a bimodal teacher by AMiD for several α.",
     }
     alphas = (-5.0, -1.0, 0.0, 1.0, 5.0) if quick else (-5.0, -3.0, -1.0, 0.0, 1.0, 3.0, 5.0)
+    if task is not None:
+        task.update(total=len(captions) + 1, note="mode-covering fits")
     fits = analysis.mode_covering_study(alphas, lam=0.1)
+    if task is not None:
+        task.update(advance=1)
     written = []
     for name, caption in captions.items():
         start = time.perf_counter()
         kwargs = {"fits": fits} if name == "modes" else {}
         path = plotting.render(name, out_dir, **kwargs)
         written.append(path)
-        log(f"    figure {path.name} ({time.perf_counter() - start:.1f} s)")
+        ui.log(f"    figure {path.name} ({time.perf_counter() - start:.1f} s)")
+        if task is not None:
+            task.update(advance=1, note=path.name)
         step.blocks.append(("figure", path, caption))
     step.passed = all(p.stat().st_size > 10_000 for p in written)
     step.summary = f"{len(written)} figures written (the convergence figure: limits step)"
@@ -662,13 +718,15 @@ def _step_figures(step: StepResult, quick: bool, log: Callable[[str], None], out
 
 
 def resolve_out_dir(out: str | None, force: bool, *, now: float | None = None) -> Path:
-    """The output folder: ``out`` (must be empty or missing, unless ``force``) or a fresh
-    ``amid-verify-YYYYmmdd-HHMMSS[-N]`` folder in the current directory.
+    """The output folder: ``out`` (must be empty or missing, unless ``force``: the rule
+    of :func:`amid_ref._cli_util.prepare_out_dir`, shared with ``amid-ref study``; the
+    folder is created) or a fresh ``amid-verify-YYYYmmdd-HHMMSS[-N]`` folder in the
+    current directory.
 
     Raises
     ------
     ValueError
-        If ``out`` is a file, or a non-empty folder and ``force`` is false.
+        If ``out`` is a file, a non-empty folder and ``force`` is false, or not writable.
     """
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
@@ -678,15 +736,7 @@ def resolve_out_dir(out: str | None, force: bool, *, now: float | None = None) -
             n += 1
             path = Path(f"{base}-{n}")
         return path
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {out!r} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise ValueError(
-            f"--out {out!r} exists and is not empty; choose another folder or pass --force "
-            "to overwrite the report files in it"
-        )
-    return path
+    return prepare_out_dir(out, force)
 
 
 def _environment() -> list[list[str]]:
@@ -720,14 +770,16 @@ def run_verify(
     quick : bool
         Smaller grids (under 2 minutes on 2 cores).
     log : callable, optional
-        Receives progress lines (default: print to stderr).
+        Receives the progress as plain lines. Default: stderr, as a live display on a
+        terminal (one line per running step, with its count and ETA) and as timestamped
+        lines otherwise.
     steps : tuple of str
         Which steps to run (all by default; tests run subsets).
     parallel : bool
         Run the symbolic claims (SymPy, single-threaded) in a forked process while the
         numerical steps run here: on 2 cores this halves the wall time. The claims process
-        writes its progress lines to stderr itself. Falls back to sequential where ``fork``
-        is unavailable.
+        sends each result back to this one, which shows it on the claims step's line.
+        Falls back to sequential where ``fork`` is unavailable.
 
     Returns
     -------
@@ -738,61 +790,78 @@ def run_verify(
 
     matplotlib.use("Agg")
     t0 = time.monotonic()
-
-    def default_log(message: str) -> None:
-        print(f"[{time.monotonic() - t0:6.1f} s] {message}", file=sys.stderr, flush=True)
-
-    log = log or default_log
+    ui = Progress(sink=log) if log is not None else Progress(sys.stderr)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    claims_future = None
-    pool = None
-    if parallel and "claims" in steps:
-        pool = _fork_pool()
-        if pool is not None:
-            import warnings
-
-            with warnings.catch_warnings():
-                # Python ≥ 3.12 warns about fork() in a process with threads (BLAS pools);
-                # the child only runs SymPy and returns plain data.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                claims_future = pool.submit(_claims_worker, t0)
     table = {
-        "claims": (
-            "Symbolic claims (proofs_check)",
-            lambda s: _step_claims(
-                s, quick, log, None if claims_future is None else claims_future.result()
-            ),
-        ),
-        "sweep": ("Numerical validation sweep", lambda s: _step_sweep(s, quick, log)),
-        "limits": ("Limit convergence", lambda s: _step_limits(s, quick, log, out_dir)),
-        "optimality": (
-            "Optimality (Theorem 3.4)",
-            lambda s: _step_optimality(s, quick, log),
-        ),
-        "figures": ("Figures", lambda s: _step_figures(s, quick, log, out_dir)),
+        "claims": ("Symbolic claims (proofs_check)", _step_claims),
+        "sweep": ("Numerical validation sweep", _step_sweep),
+        "limits": ("Limit convergence", _step_limits),
+        "optimality": ("Optimality (Theorem 3.4)", _step_optimality),
+        "figures": ("Figures", _step_figures),
     }
     unknown = [s for s in steps if s not in table]
     if unknown:
         raise ValueError(f"unknown verify step(s) {unknown}; choose from {list(table)}")
-    # In parallel mode the claims run in the other process from the start; their step is
-    # collected last but reported first.
+    with ui:
+        by_name = _run_steps(ui, table, steps, quick, out_dir, parallel)
+    results = [by_name[name] for name in steps]
+    ok = all(s.passed for s in results)
+    total = time.monotonic() - t0
+    report = _build_report(results, ok, quick, total)
+    (out_dir / "report.md").write_text(report.to_markdown(), encoding="utf-8")
+    (out_dir / "report.html").write_text(report.to_html(), encoding="utf-8")
+    ui.log(f"{_status(ok)}: report written to {out_dir / 'report.html'} ({total:.1f} s in total)")
+    return ok, results
+
+
+def _run_steps(ui: Progress, table: dict, steps: tuple[str, ...], quick, out_dir, parallel):
+    """Run the steps in order, the claims possibly in a parallel process; the steps are
+    numbered in the order they finish (in parallel mode the claims come last)."""
+    global _CLAIMS_QUEUE
+
+    claims_future = pool = drain = None
+    if parallel and "claims" in steps:
+        pool = _fork_pool()
     order = list(steps)
-    if claims_future is not None:
+    if pool is not None:
         order = [n for n in steps if n != "claims"] + ["claims"]
-        log(f"[{steps.index('claims') + 1}/{len(steps)}] {table['claims'][0]} ... "
-            "(in a parallel process)")  # fmt: skip
+    number = {name: f"[{k}/{len(order)}]" for k, name in enumerate(order, 1)}
+    tasks: dict[str, Task] = {}
+    if pool is not None:
+        import multiprocessing
+        import warnings
+
+        _CLAIMS_QUEUE = multiprocessing.get_context("fork").SimpleQueue()
+        tasks["claims"] = ui.task(f"{number['claims']} Symbolic claims (parallel)", _claims_total())
+        with warnings.catch_warnings():
+            # Python ≥ 3.12 warns about fork() in a process with threads (BLAS pools);
+            # the child only runs SymPy and returns plain data.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            claims_future = pool.submit(_claims_worker, 0.0)
+        drain = threading.Thread(
+            target=_drain_claims, args=(ui, tasks["claims"], claims_future), daemon=True
+        )
+        drain.start()
     by_name: dict[str, StepResult] = {}
     try:
         for name in order:
-            i = steps.index(name) + 1
             title, body = table[name]
             step = StepResult(name, title)
-            if not (name == "claims" and claims_future is not None):
-                log(f"[{i}/{len(steps)}] {title} ...")
+            task = tasks.get(name) or ui.task(f"{number[name]} {title}", None)
             start = time.monotonic()
             try:
-                body(step)
+                with ui.ticking(task):
+                    if name == "claims":
+                        results = None
+                        if claims_future is not None:
+                            results = claims_future.result()
+                            drain.join()
+                        body(step, quick, ui, results, task)
+                    elif name in ("limits", "figures"):
+                        body(step, quick, ui, out_dir, task)
+                    else:
+                        body(step, quick, ui, task)
             except Exception as exc:  # a crash is a failure of the step, reported in full
                 step.passed = False
                 step.summary = f"crashed: {type(exc).__name__}: {exc}"
@@ -801,21 +870,28 @@ def run_verify(
                 step.blocks.append(("pre", traceback.format_exc()))
             step.seconds = step.seconds or time.monotonic() - start
             by_name[name] = step
-            log(
-                f"[{i}/{len(steps)}] {title}: {_status(step.passed)} in {step.seconds:.1f} s"
-                f" — {step.summary}"
+            ui.finish(
+                task,
+                f"{number[name]} {title}: {_status(step.passed)} in {step.seconds:.1f} s"
+                f" — {step.summary}",
             )
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-    results = [by_name[name] for name in steps]
-    ok = all(s.passed for s in results)
-    total = time.monotonic() - t0
-    report = _build_report(results, ok, quick, total)
-    (out_dir / "report.md").write_text(report.to_markdown(), encoding="utf-8")
-    (out_dir / "report.html").write_text(report.to_html(), encoding="utf-8")
-    log(f"{_status(ok)}: report written to {out_dir / 'report.html'} ({total:.1f} s in total)")
-    return ok, results
+            _CLAIMS_QUEUE = None
+    return by_name
+
+
+def _drain_claims(ui: Progress, task: Task, future) -> None:
+    """Show the results the claims process sends, until it has finished."""
+    queue = _CLAIMS_QUEUE
+    while True:
+        done = future.done()
+        while not queue.empty():
+            _on_claim(ui, task, *queue.get())
+        if done:
+            return
+        time.sleep(0.2)
 
 
 def _fork_pool():

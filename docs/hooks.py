@@ -7,6 +7,9 @@
   table of :data:`amid_ref.tolerances.TOLERANCES`, one with
   ``<!-- generated: claims-table -->`` the claim registry :data:`proofs_check.CLAIMS`.
   The source of truth stays in the code; the page cannot drift from it.
+* MathJax is served by the site itself: :func:`on_files` adds the MathJax 3 build of the
+  ``django-static-mathjax`` package (installed by the ``docs`` extra; no Django needed)
+  under ``javascripts/vendor/mathjax/``, so the maths renders with no network.
 * The API pages render the numpydoc/RST markup of the docstrings that Markdown leaves
   as text: ``:math:`…``` and ``.. math::`` blocks become MathJax, ``:func:`…``` and
   friends plain code.
@@ -25,6 +28,45 @@ from mkdocs.structure.files import File
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
+# The parts of MathJax's es5 build that the pages use: the combined TeX-to-CHTML
+# component, its web fonts, the TeX extensions it autoloads and the menu/accessibility
+# modules it loads on demand.
+MATHJAX_DEST = "javascripts/vendor/mathjax"
+MATHJAX_PARTS = (
+    "tex-chtml.js",
+    "output/chtml/fonts/woff-v2",
+    "input/tex/extensions",
+    "a11y",
+    "ui",
+)
+
+
+def mathjax_dir() -> Path:
+    """The ``es5`` folder of the MathJax build shipped by ``django-static-mathjax``."""
+    try:
+        import mathjax
+    except ImportError:
+        raise RuntimeError(
+            "the docs need the MathJax build of the 'django-static-mathjax' package: "
+            "pip install 'amid-ref[docs]'"
+        ) from None
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    if not (es5 / "tex-chtml.js").is_file():
+        raise RuntimeError(f"no MathJax build in {es5} (reinstall django-static-mathjax)")
+    return es5
+
+
+def mathjax_files() -> list[tuple[str, Path]]:
+    """``(site path, source file)`` of every MathJax file the site serves."""
+    es5 = mathjax_dir()
+    out = []
+    for part in MATHJAX_PARTS:
+        src = es5 / part
+        paths = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
+        out += [(f"{MATHJAX_DEST}/{p.relative_to(es5).as_posix()}", p) for p in paths]
+    return out
+
+
 TOLERANCE_MARKER = "<!-- generated: tolerance-table -->"
 CLAIMS_MARKER = "<!-- generated: claims-table -->"
 
@@ -40,6 +82,8 @@ def on_files(files, config):
                 config["use_directory_urls"],
             )
         )
+    for uri, path in mathjax_files():
+        files.append(File.generated(config, uri, abs_src_path=str(path)))
     return files
 
 
@@ -110,10 +154,11 @@ _AUTOREF_CLAIM = re.compile(
 _CLAIM = re.compile(r"\[claim: ([A-Za-z0-9_.]+)\]")
 
 
-def link_claims(html: str, page_url: str) -> str:
-    """Make each ``[claim: id]`` of a docstring a link to the claim's row on the claims page."""
+def link_claims(html: str, page_url: str, directory_urls: bool = False) -> str:
+    """Make each ``[claim: id]`` of a docstring a link to the claim's row on the claims page
+    (``page_url``: the page's URL relative to the site root, as MkDocs gives it)."""
     html = _AUTOREF_CLAIM.sub(lambda m: f"[{m.group(2)}][claim: {m.group(1)}]", html)
-    base = "../" * page_url.count("/") + "claims/"
+    base = "../" * page_url.count("/") + ("claims/" if directory_urls else "claims.html")
     return _CLAIM.sub(
         lambda m: f'<a class="claim" href="{base}#{m.group(1)}">[claim: {m.group(1)}]</a>', html
     )
@@ -128,5 +173,5 @@ def render_rst_roles(html: str) -> str:
 
 def on_page_content(html, page, config, files):
     if page.file.src_uri.startswith("api/"):
-        return link_claims(render_rst_roles(html), page.url)
+        return link_claims(render_rst_roles(html), page.url, config["use_directory_urls"])
     return html

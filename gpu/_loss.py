@@ -447,10 +447,28 @@ class AMiDLoss(torch.nn.Module):
 
     Parameters
     ----------
-    alpha, lam, divergence, order, div_params, temperature, ignore_index, reduction,
-    detach_assistant, chunk_size
-        As in :func:`amid_loss`. ``alpha`` and ``lam`` are plain float attributes that may be
-        changed between steps (TAID schedules λ); they are validated at each call.
+    alpha : float
+        Path parameter, any real or ``±inf``. A plain float attribute that may be changed
+        between steps; it is validated at each call.
+    lam : float
+        Teacher weight of the assistant in ``[0, 1]``. A plain float attribute that may be
+        changed between steps (TAID schedules λ); it is validated at each call.
+    divergence : str
+        As in :func:`amid_loss`.
+    order : {"pr", "qr", "rp", "rq"}
+        As in :func:`amid_loss`.
+    div_params : mapping, optional
+        As in :func:`amid_loss`.
+    temperature : float
+        As in :func:`amid_loss`.
+    ignore_index : int
+        As in :func:`amid_loss`.
+    reduction : {"mean", "sum", "none"}
+        As in :func:`amid_loss`.
+    detach_assistant : bool
+        As in :func:`amid_loss`.
+    chunk_size : int, optional
+        As in :func:`amid_loss`.
 
     Examples
     --------

@@ -2,10 +2,12 @@
 
 ``mkdocs build --strict`` runs in a subprocess into a temporary folder, with every
 non-loopback network connection refused (a ``sitecustomize`` on ``PYTHONPATH``): the build
-must not download anything (MathJax is referenced for the reader's browser only). The
-notebooks are executed by the build in a kernel of this interpreter (a kernelspec written to
-a temporary ``JUPYTER_PATH``). The generated pages are then checked against the code they
-are generated from.
+must not download anything (MathJax is copied into the site from the installed
+``django-static-mathjax`` package). The notebooks are executed by the build in a kernel of
+this interpreter (a kernelspec written to a temporary ``JUPYTER_PATH``). The generated pages
+are then checked against the code they are generated from, and opened from disk in headless
+Chromium with every non-``file://`` request refused: the maths must be typeset, the figures
+loaded and the navigation links must land on pages.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -92,11 +95,31 @@ def test_docstring_markup_is_rendered():
     linked = hooks.link_claims(
         'see [claim: mean.idempotent] and <autoref identifier="claim: mean.symmetry" '
         "optional>claim: mean.homogeneous</autoref>",
-        "api/amid_ref/",
+        "api/amid_ref.html",
     )
     for claim in ("mean.idempotent", "mean.homogeneous", "mean.symmetry"):
-        assert f'href="../../claims/#{claim}"' in linked
+        assert f'href="../claims.html#{claim}"' in linked
     assert "autoref" not in linked
+
+
+def test_site_reads_offline_and_from_disk():
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    # mkdocs.yml uses !!python/name tags in some setups; unknown tags load as None here
+    _Loader.add_multi_constructor("", lambda loader, suffix, node: None)
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=_Loader)
+    assert config["use_directory_urls"] is False
+    remote = [s for s in config.get("extra_javascript", []) + config.get("extra_css", [])
+              if "://" in str(s)]  # fmt: skip
+    assert not remote, f"the site loads scripts from the network: {remote}"
+    hooks = _load_hooks()
+    served = dict(hooks.mathjax_files())
+    assert f"{hooks.MATHJAX_DEST}/tex-chtml.js" in served
+    assert any(uri.endswith(".woff") for uri in served), "MathJax fonts are not served"
+    assert all(path.is_file() for path in served.values())
 
 
 # --- the build ---------------------------------------------------------------------------
@@ -166,7 +189,7 @@ def site(tmp_path_factory):
 
 
 def _page(site: Path, name: str) -> str:
-    return (site / name / "index.html").read_text(encoding="utf-8")
+    return (site / f"{name}.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
@@ -199,10 +222,10 @@ def test_build_lists_every_claim(site):
 def test_build_api_pages_have_no_raw_rst(site):
     api = _page(site, "api/amid_ref")
     assert "amid_ref.amid_loss" in api and "amid_ref.log_alpha_mixture" in api
-    for page in (site / "api").rglob("index.html"):
+    for page in (site / "api").rglob("*.html"):
         html = page.read_text(encoding="utf-8")
         assert ":math:" not in html and ".. math::" not in html, page
-    assert 'class="claim" href="../../claims/#' in api
+    assert 'class="claim" href="../claims.html#' in api
 
 
 @pytest.mark.slow
@@ -211,3 +234,127 @@ def test_build_executes_and_renders_the_notebooks(site):
         html = _page(site, f"notebooks/{name}")
         assert "data:image/png;base64," in html, name
         assert "Traceback" not in html, name
+
+
+# --- the built site in a browser -----------------------------------------------------------
+
+_CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# pages that must show typeset maths (every other page is checked too: each arithmatex
+# element of the build must have become MathJax output)
+_MATH_PAGES = (
+    "index",
+    "mathematics",
+    "edge-cases",
+    "claims",
+    "api/amid_ref",
+    "api/gpu",
+    "api/precise",
+    "notebooks/01_interpolation_paths",
+    "notebooks/02_limit_cases",
+    "notebooks/03_mode_covering",
+    "notebooks/04_ground_truth",
+)
+# TeX errors known in docstrings this suite does not own: amid_ref.precise.divergence writes
+# the AB parameters as ``a_``/``b_`` inside :math: (a subscript without its argument).
+_KNOWN_TEX_ERRORS = {"api/precise": 4}
+_FIGURE_PAGES = ("study", "notebooks/01_interpolation_paths", "notebooks/03_mode_covering")
+
+_PAGE_STATE = """() => {
+  const article = document.querySelector("article");
+  const prose = article.cloneNode(true);
+  prose.querySelectorAll("pre, code, mjx-container, script").forEach((e) => e.remove());
+  const column = article.getBoundingClientRect();
+  return {
+    math: document.querySelectorAll("mjx-container").length,
+    sources: document.querySelectorAll(".arithmatex").length,
+    mathErrors: document.querySelectorAll("mjx-merror").length,
+    rawDisplay: prose.textContent.includes("$$") || prose.textContent.includes("\\\\["),
+    overflowing: Array.from(document.querySelectorAll('mjx-container[display="true"]'))
+      .filter((m) => m.getBoundingClientRect().width > column.width + 1).length,
+    images: Array.from(article.querySelectorAll("img")).map((i) => [
+      i.getAttribute("src").slice(0, 80), i.complete && i.naturalWidth > 0]),
+    nav: Array.from(document.querySelectorAll("a.md-nav__link[href]")).map((a) => a.href),
+    links: Array.from(article.querySelectorAll("a[href]")).map((a) => a.href)
+      .filter((h) => h.startsWith("file://")),
+  };
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = os.environ.get("AMID_CHROMIUM") or next(
+        (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None
+    )
+    with sync_api.sync_playwright() as pw:
+        try:
+            browser = pw.chromium.launch(executable_path=executable, args=_CHROMIUM_ARGS)
+        except Exception as exc:  # no system Chromium and no Playwright browser
+            pytest.skip(f"no Chromium to open the site with: {exc}".splitlines()[0])
+        context = browser.new_context(viewport={"width": 1100, "height": 900})
+        refused: list[str] = []
+
+        def offline(route):
+            if route.request.url.startswith("file://"):
+                route.continue_()
+            else:
+                refused.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", offline)
+        page = context.new_page()
+
+        def open_page(path: Path) -> dict:
+            page.goto(path.as_uri())
+            page.wait_for_function("() => window.MathJax && MathJax.startup", timeout=30_000)
+            page.evaluate("() => MathJax.startup.promise")
+            page.wait_for_load_state("load")
+            return page.evaluate(_PAGE_STATE)
+
+        yield open_page, refused
+        browser.close()
+
+
+@pytest.mark.slow
+def test_site_renders_maths_offline_from_disk(site, browser):
+    open_page, _ = browser
+    pages = sorted(p.relative_to(site).with_suffix("").as_posix() for p in site.rglob("*.html"))
+    pages.remove("404")  # served by a web server at any URL; its links are root-relative
+    assert set(_MATH_PAGES) <= set(pages)
+    for name in pages:
+        state = open_page(site / f"{name}.html")
+        assert state["math"] >= state["sources"], f"{name}: maths left untypeset"
+        assert state["math"] > 0 or name not in _MATH_PAGES, f"{name}: no maths typeset"
+        errors = state["mathErrors"]
+        assert errors <= _KNOWN_TEX_ERRORS.get(name, 0), f"{name}: {errors} TeX errors"
+        assert not state["rawDisplay"], f"{name}: raw $$ or \\[ left in the text"
+        assert state["overflowing"] == 0, f"{name}: display maths wider than the column"
+        for url in {u.split("#")[0] for u in state["links"]}:
+            target = Path(unquote(url.removeprefix("file://")))
+            assert target.is_file(), f"{name}: link to {url} is not a file"
+
+
+@pytest.mark.slow
+def test_site_figures_load_and_navigation_lands_on_pages(site, browser):
+    open_page, _ = browser
+    for name in _FIGURE_PAGES:
+        images = open_page(site / f"{name}.html")["images"]
+        assert images, f"{name}: no figure"
+        broken = [src for src, ok in images if not ok]
+        assert not broken, f"{name}: figures that did not load: {broken}"
+    nav = open_page(site / "index.html")["nav"]
+    targets = {url.split("#")[0] for url in nav}
+    assert len(targets) >= 20, targets
+    for url in targets:
+        assert url.startswith("file://") and url.endswith(".html"), url
+        path = Path(unquote(url.removeprefix("file://")))
+        assert path.is_file(), f"navigation link to {url} is not a page"
+    state = open_page(site / "notebooks" / "index.html")
+    assert {u.split("#")[0] for u in state["nav"]} == targets, "the nav differs between pages"

@@ -3,6 +3,8 @@ readable fonts; ``amid-ref plot`` writes them."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -49,20 +51,60 @@ def test_figure_has_labels_title_legend_and_readable_fonts(name, built):
         assert ax.get_xlabel().strip(), f"{name}: missing x label"
         assert ax.get_ylabel().strip(), f"{name}: missing y label"
         assert ax.get_title().strip(), f"{name}: missing title"
-    assert any(ax.get_legend() is not None for ax in axes), f"{name}: no legend"
-    for ax in axes:
-        legend = ax.get_legend()
-        if legend is not None:
-            assert len(legend.get_texts()) >= 2
+    legends = [ax.get_legend() for ax in axes if ax.get_legend() is not None] + fig.legends
+    assert legends, f"{name}: no legend"
+    for legend in legends:
+        assert len(legend.get_texts()) >= 2
     sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip()]
     assert min(sizes) >= 8.5, f"{name}: text smaller than 8.5 pt"
 
 
+def _legend_texts(fig) -> list[str]:
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + fig.legends
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+def _legend_inside_an_axes(fig) -> bool:
+    """Whether a legend box overlaps the drawing area of an axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + fig.legends
+    boxes = [legend.get_window_extent(renderer) for legend in legends]
+    return any(box.overlaps(ax.get_window_extent(renderer)) for box in boxes for ax in fig.axes)
+
+
 def test_paths_marks_the_endpoints_and_every_alpha(built):
-    labels = [t.get_text() for t in built["paths"].axes[0].get_legend().get_texts()]
+    labels = _legend_texts(built["paths"])
     assert any("teacher p" in x for x in labels) and any("student q" in x for x in labels)
     for alpha in ("−∞", "−3", "−1", "0", "1", "3", "+∞"):
         assert any(x.startswith(f"α = {alpha}") for x in labels), alpha
+
+
+def test_paths_and_weight_legends_cover_no_curve(built):
+    for name in ("paths", "weight"):
+        assert not _legend_inside_an_axes(built[name]), name
+
+
+def test_modes_draws_coinciding_fits_once_and_names_every_alpha():
+    """Fits that coincide are one curve whose legend entry names all their α; every α of
+    the fits appears in the legend, and no two drawn curves coincide."""
+    from amid_ref import analysis
+
+    fits = analysis.mode_covering_study((-5.0, -1.0, 1.0), lam=0.1)
+    fig = plotting.modes_figure(fits)
+    labels = _legend_texts(fig)
+    for alpha in ("−5", "−1", "1"):
+        assert any(re.search(rf"(= |, ){alpha}[,:]", x) for x in labels), (alpha, labels)
+    curves = [line.get_ydata() for line in fig.axes[0].get_lines()]
+    p_max = max(patch.get_height() for patch in fig.axes[0].patches)
+    for i in range(len(curves)):
+        for j in range(i):
+            assert np.max(np.abs(curves[i] - curves[j])) > 1e-3 * p_max
+    # α = −5 and −1 give the same one-mode student here: drawn once
+    assert len(curves) == 2 and any("−5, −1" in x for x in labels)
 
 
 def test_weight_figure_draws_the_library_weight(built):

@@ -383,3 +383,37 @@ def test_cli_rejects_bad_options(tmp_path, capsys):
         main(["study", "--quick", "--alphas", "a,b", "--out", str(tmp_path)])
     assert main(["study", "--quick", "--experiments", "bogus", "--out", str(tmp_path)]) == 2
     assert "experiments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "at_least"), [(2.8, 8.5, 5), (2.8, 60.0, 5), (0.01, 100.0, 4)]
+)
+def test_log_axes_label_enough_ticks(lo, hi, at_least):
+    """A log axis over less than a decade still gets a label every integer (3, 4, …, 8)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from amid_ref.study._plots import _log_y
+
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot([0, 1], [lo, hi])
+    _log_y(ax)
+    fig.canvas.draw()
+    y0, y1 = ax.get_ylim()
+    shown = [
+        t.get_text()
+        for t, v in zip(ax.get_yticklabels(), ax.get_yticks(), strict=True)
+        if y0 <= v <= y1 and t.get_text()
+    ]
+    assert len(shown) >= at_least, shown
+    assert len(shown) <= 12, shown
+
+
+def test_summary_verdict_and_messages_in_full(quick_out):
+    summary = (quick_out / "summary.md").read_text(encoding="utf-8")
+    verdict = next(line for line in summary.splitlines() if line.startswith("Verdict:"))
+    assert verdict.startswith(("Verdict: yes. ", "Verdict: no. "))
+    assert "…" not in summary

@@ -105,6 +105,20 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def _both(get) -> str:
+    """``default: X`` or ``default: X; --quick: Y`` for one setting of the two configs."""
+
+    def text(value) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, tuple):
+            return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    full, quick = text(get(default_config())), text(get(quick_config()))
+    return f"default: {full}" + ("" if quick == full else f"; --quick: {quick}")
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``study`` options to ``parser``."""
     parser.add_argument(
@@ -113,31 +127,104 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="small configuration (about a minute); used by the tests",
     )
     parser.add_argument(
-        "--out", default="amid_study", help="output directory (default: %(default)s)"
+        "--out",
+        default="amid_study",
+        help="output folder (default: %(default)s); it must be missing or empty unless "
+        "--force is given",
     )
-    parser.add_argument("--seed", type=int, default=None, help="teacher seed; run seeds start here")
-    parser.add_argument("--seeds", type=_ints, default=None, help="run seeds, e.g. 0,1,2")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per run")
-    parser.add_argument("--batch-size", type=int, default=None, help="contexts per step")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate")
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
-    parser.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm")
-    parser.add_argument("--vocab-size", type=int, default=None, help="teacher vocabulary size")
     parser.add_argument(
-        "--alphas", type=_floats, default=None, help="α grid, e.g. -5,-1,0,1 (inf ok)"
+        "--force",
+        action="store_true",
+        help="write into an existing non-empty --out folder (its study files are overwritten)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"teacher seed; run seeds start here ({_both(lambda c: c.teacher_seed)})",
+    )
+    parser.add_argument(
+        "--seeds", type=_ints, default=None, help=f"run seeds ({_both(lambda c: c.seeds)})"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"training steps per run ({_both(lambda c: c.train.steps)})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"contexts per step ({_both(lambda c: c.train.batch_size)})",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help=f"learning rate, cosine schedule ({_both(lambda c: c.train.lr)})",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=("adam", "sgd"),
+        default=None,
+        help=f"optimiser ({_both(lambda c: c.train.optimizer)})",
+    )
+    parser.add_argument(
+        "--grad-clip",
+        type=float,
+        default=None,
+        help=f"clip the gradient norm ({_both(lambda c: c.train.grad_clip)})",
+    )
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help=f"teacher vocabulary size ({_both(lambda c: c.teacher.vocab_size)})",
+    )
+    parser.add_argument(
+        "--alphas",
+        type=_floats,
+        default=None,
+        help=f"α grid, inf allowed ({_both(lambda c: c.alphas)})",
     )
     parser.add_argument(
         "--lams", type=_floats, default=None, help="λ grid (default: 0.1 for pr/rp, 0.9 for qr/rq)"
     )
-    parser.add_argument("--divergences", type=_names, default=None, help="e.g. kl,ab,js")
-    parser.add_argument("--orders", type=_names, default=None, help="subset of pr,qr,rp,rq")
     parser.add_argument(
-        "--experiments", type=_names, default=None, help=f"subset of {','.join(EXPERIMENTS)}"
+        "--divergences",
+        type=_names,
+        default=None,
+        help="divergences of the α sweep, e.g. kl,ab,js (default: kl in every order and ab "
+        "in pr; --quick: kl in pr and rp)",
     )
-    parser.add_argument("--presets", type=_names, default=None, help="preset names to compare")
-    parser.add_argument("--jobs", type=int, default=None, help="worker processes (default 1)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads per worker (default 1)"
+        "--orders",
+        type=_names,
+        default=None,
+        help="orders of the α sweep, a subset of pr,qr,rp,rq (default: all four with "
+        "--divergences)",
+    )
+    parser.add_argument(
+        "--experiments",
+        type=_names,
+        default=None,
+        help=f"subset of {','.join(EXPERIMENTS)} ({_both(lambda c: c.experiments)})",
+    )
+    parser.add_argument(
+        "--presets",
+        type=_names,
+        default=None,
+        help=f"preset names to compare ({_both(lambda c: c.presets)})",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help=f"worker processes ({_both(lambda c: c.jobs)})"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"torch threads per worker ({_both(lambda c: c.threads)})",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
     parser.add_argument(
@@ -204,7 +291,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"amid-ref study: re-rendered {args.replot}", file=sys.stderr)
         return 0
+    from amid_ref._cli_util import prepare_out_dir
+
     cfg = config_from_args(args)
+    prepare_out_dir(args.out, args.force)
     progress = None if args.quiet else sys.stderr
     study = run_study(cfg, args.out, progress=progress, plots=not args.no_plots)
     if not args.quiet:

@@ -26,7 +26,14 @@ _METRIC_LABELS = {
 }
 
 
-def _figure(nrows: int, ncols: int, size: tuple[float, float], left: float = 0.8):
+def _figure(
+    nrows: int,
+    ncols: int,
+    size: tuple[float, float],
+    left: float = 0.8,
+    top: float = 0.45,
+    right: float = 0.15,
+):
     """A figure with fixed margins (in inches): no layout engine, which is slow."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -36,9 +43,9 @@ def _figure(nrows: int, ncols: int, size: tuple[float, float], left: float = 0.8
     FigureCanvasAgg(fig)
     fig.subplots_adjust(
         left=left / width,
-        right=1 - 0.15 / width,
+        right=1 - right / width,
         bottom=0.55 / height,
-        top=1 - 0.45 / height,
+        top=1 - top / height,
         wspace=0.25 if left < 1.5 else 0.1,
         hspace=0.45 * 3.4 / max(height / nrows, 1.0),
     )
@@ -52,12 +59,22 @@ def _save(fig, path: Path) -> Path:
 
 
 def _log_y(ax, axis: str = "y") -> None:
-    """Log axis with plain-number labels at 1, 2, 3, 5 × 10^k."""
+    """Log axis with plain-number labels: at 1, 2, 3, 5 × 10^k, or at every integer
+    multiple of 10^k when the data span less than ~0.7 decade (else only two or three
+    labels would fall inside), or at 10^k alone over many decades. Call after plotting."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     target = ax.yaxis if axis == "y" else ax.xaxis
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
-    target.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 3.0, 5.0)))
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    span = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
+    if span < 0.7:
+        subs: tuple[float, ...] = tuple(float(k) for k in range(1, 10))
+    elif span <= 2.5:
+        subs = (1.0, 2.0, 3.0, 5.0)
+    else:
+        subs = (1.0,)
+    target.set_major_locator(LogLocator(base=10.0, subs=subs))
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_formatter(NullFormatter())
 
@@ -75,7 +92,7 @@ def _plot_metric_vs_alpha(study: StudyResult, path: Path, names: tuple[str, ...]
         return None
     ncols = 2
     nrows = math.ceil(len(names) / ncols)
-    fig, axes = _figure(nrows, ncols, (5.2 * ncols, 3.4 * nrows))
+    fig, axes = _figure(nrows, ncols, (5.2 * ncols, 3.4 * nrows), top=0.8)
     for ax, name in zip(axes.flat, names, strict=False):
         for (divergence, order, lam), rows in sorted(curves.items()):
             rows = [r for r in rows if math.isfinite(r["alpha"])]
@@ -95,8 +112,22 @@ def _plot_metric_vs_alpha(study: StudyResult, path: Path, names: tuple[str, ...]
         _alpha_axis(ax)
     for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    # one legend above the panels (it covers no data), with the reference lines of all panels
+    legend: dict[str, object] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    height = 3.4 * nrows
+    fig.legend(
+        list(legend.values()),
+        list(legend),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - 0.3 / height),
+        ncol=min(len(legend), 7),
+        fontsize=7.5,
+        frameon=False,
+    )
+    fig.suptitle(title, fontsize=10, y=1 - 0.08 / height)
     return _save(fig, path)
 
 
@@ -112,7 +143,8 @@ def _plot_training_curves(study: StudyResult, path: Path):
     panels = [p for p in (("α sweep: KL, pr", alpha_runs), ("presets", preset_runs)) if p[1]]
     if not panels:
         return None
-    fig, axes = _figure(len(panels), 2, (10.4, 3.4 * len(panels)))
+    # the legends go in a right margin of their own: they cover no curve
+    fig, axes = _figure(len(panels), 2, (12.2, 3.4 * len(panels)), right=1.95)
     for row, (title, runs) in enumerate(panels):
         for spec, result in runs:
             steps = [p["step"] for p in result.curve]
@@ -132,7 +164,7 @@ def _plot_training_curves(study: StudyResult, path: Path):
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
             ax.set_title(f"{title} (seed {study.config.seeds[0]})", fontsize=9)
-        axes[row, 1].legend(fontsize=6, ncol=2)
+        axes[row, 1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _save(fig, path)
 
 

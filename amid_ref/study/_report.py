@@ -300,14 +300,20 @@ def summary_markdown(study: StudyResult, computed: dict[str, Any] | None = None)
             )
             + ".",
             "",
-            "Verdict: larger α is "
-            + ("" if q1["more_mode_covering_with_alpha"] else "NOT consistently ")
-            + "more mode-covering here (more modes covered, lower KL(p‖q), higher entropy "
-            + "all at once). H(q) vs α: "
-            + q1["trend"]["student_entropy"]
-            + f"; most modes covered at α = {_num(q1['argmax_modes_covered'], 2)}; "
-            + f"lowest KL(p‖q) at α = {_num(q1['argmin_forward_kl'], 2)}; "
-            + f"lowest KL(q‖p) at α = {_num(q1['argmin_reverse_kl'], 2)}.",
+            (
+                "Verdict: yes. Larger α is more mode-covering here: as α grows, more modes "
+                "are covered, KL(p‖q) falls and H(q) rises (all three Spearman correlations "
+                "have that sign)."
+                if q1["more_mode_covering_with_alpha"]
+                else "Verdict: no. Larger α is not consistently more mode-covering here: the "
+                "Spearman correlations with α do not show more modes covered, a lower "
+                "KL(p‖q) and a higher H(q) together."
+            ),
+            "",
+            f"Along α, H(q) is {q1['trend']['student_entropy']}. The most modes are covered "
+            f"at α = {_num(q1['argmax_modes_covered'], 2)}; KL(p‖q) is lowest at "
+            f"α = {_num(q1['argmin_forward_kl'], 2)} and KL(q‖p) at "
+            f"α = {_num(q1['argmin_reverse_kl'], 2)}.",
         ]
     if a["q2"]:
         lines += [
@@ -399,7 +405,7 @@ def summary_markdown(study: StudyResult, computed: dict[str, Any] | None = None)
         refused = [r for r in a["q3"] if r.get("loss_error")]
         if refused:
             lines += ["", "Steps the loss refused (first message per setting):", ""]
-            lines += [f"- {r['teacher']} / {r['method']}: {r['loss_error'][:200]}" for r in refused]
+            lines += [f"- {r['teacher']} / {r['method']}: {r['loss_error']}" for r in refused]
     if a["q4"]:
         lines += [
             "",

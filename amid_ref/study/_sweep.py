@@ -341,81 +341,48 @@ class StudyResult:
 
 
 class _Progress:
-    def __init__(self, total: int, stream: TextIO | None) -> None:
-        self.total = total
-        self.done = 0
-        self.start = time.perf_counter()
-        self.stream = stream
+    """One display line for the runs (:class:`amid_ref._cli_util.Progress`) and one log
+    line per finished run; ETAs appear once a few runs have finished."""
 
-    @staticmethod
-    def _clock(seconds: float) -> str:
-        seconds = max(0, round(seconds))
-        return f"{seconds // 60:d}:{seconds % 60:02d}"
+    def __init__(self, total: int, stream: TextIO | None) -> None:
+        from amid_ref._cli_util import Progress
+
+        self.total = total
+        self.stream = stream
+        self.display = None if stream is None else Progress(stream)
+        self.task = None
+
+    def __enter__(self) -> _Progress:
+        if self.display is not None:
+            self.display.__enter__()
+            self.task = self.display.task("runs", self.total)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.display is not None:
+            self.display.__exit__(*exc)
 
     def update(self, spec: RunSpec, result: RunResult) -> None:
-        self.done += 1
-        if self.stream is None:
+        if self.display is None:
             return
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / self.done * (self.total - self.done)
         f = result.final
         bad = int(result.stability["skipped_steps"])
-        print(
-            f"[{self.done:>{len(str(self.total))}}/{self.total}] {self._clock(elapsed)} "
-            f"(eta {self._clock(eta)}) {spec.experiment:9s} {spec.teacher:9s} "
-            f"{spec.method.label} s{spec.seed}: KL(p‖q) {result.initial['forward_kl']:.3f}"
-            f"→{f['forward_kl']:.3f} H(q) {f['student_entropy']:.2f}"
+        self.display.log(
+            f"  {spec.experiment:9s} {spec.teacher:9s} {spec.method.label} s{spec.seed}: "
+            f"KL(p‖q) {result.initial['forward_kl']:.3f}→{f['forward_kl']:.3f} "
+            f"H(q) {f['student_entropy']:.2f}"
             + (f" skipped {bad}" if bad else "")
-            + f" [{result.seconds:.1f}s]",
-            file=self.stream,
-            flush=True,
+            + f" [{result.seconds:.1f} s]"
         )
+        self.task.update(advance=1)
 
 
-def run_study(
-    config: StudyConfig,
-    out_dir: str | os.PathLike[str] | None = None,
-    *,
-    progress: TextIO | None = sys.stderr,
-    plots: bool = True,
-) -> StudyResult:
-    """Run every training run of ``config``; optionally write the outputs to ``out_dir``.
-
-    Torch is set to ``config.threads`` threads and deterministic algorithms while the
-    study runs (the previous settings are restored afterwards). Runs are independent and
-    seeded, so the results depend on the configuration (and the thread count), not on
-    ``config.jobs`` or on the order of completion.
-
-    Parameters
-    ----------
-    config : StudyConfig
-    out_dir : path, optional
-        Where to write ``runs.csv``, ``curves.csv``, ``results.json``, ``summary.md``,
-        ``timings.json`` and ``figures/*.png`` (see :func:`write_outputs`).
-    progress : text stream or None
-        Where to print one progress line per finished run (``None``: silent).
-    plots : bool
-        Render the figures (needs matplotlib).
-
-    Returns
-    -------
-    StudyResult
-    """
+def _run_all(config: StudyConfig, specs, results: list, tracker: _Progress) -> None:
+    """Run every spec (here or in ``config.jobs`` processes) into ``results``."""
     import torch
 
-    specs = build_runs(config)
-    if progress is not None:
-        print(
-            f"amid-ref study '{config.name}': {len(specs)} runs, {config.train.steps} steps "
-            f"each, V={config.teacher.vocab_size}, jobs={config.jobs}, threads={config.threads}",
-            file=progress,
-            flush=True,
-        )
     old_threads = torch.get_num_threads()
     old_deterministic = torch.are_deterministic_algorithms_enabled()
-    start = time.perf_counter()
-    tracker = _Progress(len(specs), progress)
-    results: list[RunResult | None] = [None] * len(specs)
     try:
         _configure_torch(config.threads)
         if config.jobs == 1:
@@ -441,6 +408,50 @@ def run_study(
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_deterministic)
         _TEACHERS.clear()
+
+
+def run_study(
+    config: StudyConfig,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    progress: TextIO | None = sys.stderr,
+    plots: bool = True,
+) -> StudyResult:
+    """Run every training run of ``config``; optionally write the outputs to ``out_dir``.
+
+    Torch is set to ``config.threads`` threads and deterministic algorithms while the
+    study runs (the previous settings are restored afterwards). Runs are independent and
+    seeded, so the results depend on the configuration (and the thread count), not on
+    ``config.jobs`` or on the order of completion.
+
+    Parameters
+    ----------
+    config : StudyConfig
+    out_dir : path, optional
+        Where to write ``runs.csv``, ``curves.csv``, ``results.json``, ``summary.md``,
+        ``timings.json`` and ``figures/*.png`` (see :func:`write_outputs`).
+    progress : text stream or None
+        Where to show the progress (``None``: silent): a live display on a terminal,
+        else one line per finished run and the count with its ETA every few seconds.
+    plots : bool
+        Render the figures (needs matplotlib).
+
+    Returns
+    -------
+    StudyResult
+    """
+    specs = build_runs(config)
+    if progress is not None:
+        print(
+            f"amid-ref study '{config.name}': {len(specs)} runs, {config.train.steps} steps "
+            f"each, V={config.teacher.vocab_size}, jobs={config.jobs}, threads={config.threads}",
+            file=progress,
+            flush=True,
+        )
+    start = time.perf_counter()
+    results: list[RunResult | None] = [None] * len(specs)
+    with _Progress(len(specs), progress) as tracker:
+        _run_all(config, specs, results, tracker)
     study = StudyResult(
         config=config,
         runs=[(s, r) for s, r in zip(specs, results, strict=True) if r is not None],
@@ -505,7 +516,7 @@ def run_rows(study: StudyResult) -> list[dict[str, Any]]:
         }
         row.update({name: result.final[name] for name in METRIC_NAMES})
         row.update({name: result.stability[name] for name in _STABILITY_NAMES})
-        row["loss_error"] = result.loss_error[:160]
+        row["loss_error"] = result.loss_error
         rows.append(row)
     return rows
 

@@ -1,7 +1,8 @@
 // MathJax 3 configuration for pymdownx.arithmatex (generic mode) and for the notebooks
 // rendered by mkdocs-jupyter (nbconvert keeps $...$ and $$...$$ inside jp-RenderedMarkdown
-// elements, without the arithmatex class). The MathJax script itself is referenced from a
-// CDN in mkdocs.yml: the reader's browser loads it; the build never downloads anything.
+// elements, whose <p> children carry no class). MathJax typesets everything outside
+// <pre>/<code> and outside elements of class tex2jax_ignore. The MathJax script itself is
+// served by the site (javascripts/vendor/mathjax/, copied by docs/hooks.py): no network.
 window.MathJax = {
   tex: {
     inlineMath: [["\\(", "\\)"], ["$", "$"]],
@@ -10,7 +11,7 @@ window.MathJax = {
     processEnvironments: true,
   },
   options: {
-    ignoreHtmlClass: ".*|",
+    ignoreHtmlClass: "tex2jax_ignore",
     processHtmlClass: "arithmatex|jp-RenderedMarkdown|jp-MarkdownOutput",
   },
 };
