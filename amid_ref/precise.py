@@ -39,6 +39,9 @@ import mpmath
 import numpy as np
 from mpmath import mp, mpf
 
+from amid_ref._specs import ORDERS as _CONTRACT_ORDERS
+from amid_ref._specs import SPECS, get_spec, order_arguments, resolve_params
+
 __all__ = [
     "DIVERGENCES",
     "ORDERS",
@@ -54,8 +57,10 @@ __all__ = [
     "to_float",
 ]
 
-DIVERGENCES = ("kl", "js", "tv", "hellinger", "chi2", "amari", "renyi", "ab", "f")
-ORDERS = ("pr", "qr", "rp", "rq")
+#: The divergences of the contract (:data:`amid_ref._specs.SPECS`), in its order.
+DIVERGENCES: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.offered_by("precise"))
+#: The argument orders of the contract.
+ORDERS: tuple[str, ...] = tuple(_CONTRACT_ORDERS)
 
 #: Guard digits added to ``dps`` for the α-mean and the mixtures.
 MEAN_GUARD_DIGITS = 15
@@ -74,20 +79,6 @@ PARAMETER_DPS = 1000
 
 _INF = mpf("inf")
 _NINF = mpf("-inf")
-_REQUIRED = object()
-
-# name -> {parameter: default}; _REQUIRED marks parameters without a default.
-_DIVERGENCE_PARAMS: dict[str, dict[str, object]] = {
-    "kl": {},
-    "js": {"beta": 0.5},
-    "tv": {},
-    "hellinger": {},
-    "chi2": {},
-    "amari": {"alpha": _REQUIRED},
-    "renyi": {"order": _REQUIRED},
-    "ab": {"alpha": _REQUIRED, "beta": _REQUIRED},
-    "f": {"f": _REQUIRED, "f_prime": None, "f_inf_slope": math.inf},
-}
 
 
 # --------------------------------------------------------------------------------------
@@ -876,6 +867,26 @@ def _f_row_fn(f, f_inf_slope):
     return f_div, 0
 
 
+def _jeffreys_row(a, b):
+    r"""J(a‖b) = Σ (a − b) log(a/b); a = b = 0 contributes 0, a zero of one only gives +inf."""
+    terms = []
+    for x, y in zip(a, b, strict=True):
+        if x == 0 and y == 0:
+            continue
+        if x == 0 or y == 0:
+            return _INF
+        terms.append((x - y) * mpmath.log(x / y))
+    return mpmath.fsum(terms)
+
+
+def _skew_kl_row_fn(skew: mpf):
+    def skew_kl(a, b):
+        m = [skew * x + (1 - skew) * y for x, y in zip(a, b, strict=True)]
+        return _kl_row(a, m)
+
+    return skew_kl, 0
+
+
 def _divergence_row_fn(name: str, params: dict) -> tuple[Callable, int]:
     """The row function ``(a, b) -> D(a‖b)`` (lists of mpf) and the extra digits it needs.
 
@@ -887,41 +898,27 @@ def _divergence_row_fn(name: str, params: dict) -> tuple[Callable, int]:
 
 
 def _divergence_row_fn_exact(name: str, params: dict) -> tuple[Callable, int]:
-    if not isinstance(name, str) or name not in _DIVERGENCE_PARAMS:
-        raise ValueError(f"unknown divergence {name!r}; expected one of {DIVERGENCES}")
-    spec = _DIVERGENCE_PARAMS[name]
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise TypeError(
-            f"divergence {name!r} got unexpected parameter(s) {unknown}; "
-            f"it takes {sorted(spec) or 'none'}"
-        )
-    values = {}
-    for key, default in spec.items():
-        if key in params:
-            values[key] = params[key]
-        elif default is _REQUIRED:
-            raise TypeError(f"divergence {name!r} requires the parameter {key!r}")
-        else:
-            values[key] = default
-    if name == "kl":
-        return _kl_row, 0
-    if name == "js":
-        return _js_row_fn(_param(values["beta"], "beta"))
-    if name == "tv":
-        return _tv_row, 0
-    if name == "hellinger":
-        return _hellinger_row, 0
-    if name == "chi2":
-        return _chi2_row, 0
-    if name == "amari":
-        return _amari_row_fn(_param(values["alpha"], "alpha"))
-    if name == "renyi":
-        return _renyi_row_fn(_param(values["order"], "order"))
-    if name == "ab":
-        return _ab_row_fn(_param(values["alpha"], "alpha"), _param(values["beta"], "beta"))
-    slope = _param(values["f_inf_slope"], "f_inf_slope", allow_inf=True)
-    return _f_row_fn(values["f"], slope)
+    spec = get_spec(name, "precise")
+    values = resolve_params(spec, params, real=_param, float_path=False)
+    return ROW_FUNCTIONS[spec.name](values)
+
+
+#: Divergence name -> builder of ``(row function, extra digits)`` from the checked ``mpf``
+#: parameters: each an independent mpmath transcription of the definition, registered
+#: against the contract's records (tests/test_registry.py checks that every record has one).
+ROW_FUNCTIONS: dict[str, Callable[[dict], tuple[Callable, int]]] = {
+    "kl": lambda p: (_kl_row, 0),
+    "js": lambda p: _js_row_fn(p["beta"]),
+    "tv": lambda p: (_tv_row, 0),
+    "hellinger": lambda p: (_hellinger_row, 0),
+    "chi2": lambda p: (_chi2_row, 0),
+    "amari": lambda p: _amari_row_fn(p["alpha"]),
+    "renyi": lambda p: _renyi_row_fn(p["order"]),
+    "ab": lambda p: _ab_row_fn(p["alpha"], p["beta"]),
+    "f": lambda p: _f_row_fn(p["f"], p["f_inf_slope"]),
+    "jeffreys": lambda p: (_jeffreys_row, 0),
+    "skew_kl": lambda p: _skew_kl_row_fn(p["skew"]),
+}
 
 
 def divergence(
@@ -1071,8 +1068,7 @@ class _LossSetup:
         return [v / z for v in m]
 
     def divergence_of(self, p: list, q: list, r: list) -> mpf:
-        first, second = {"pr": (p, r), "qr": (q, r), "rp": (r, p), "rq": (r, q)}[self.order]
-        return self.row_fn(first, second)
+        return self.row_fn(*order_arguments(self.order, p, q, r))
 
     def loss_row(self, s: list, t: list) -> mpf:
         """Loss of one row at student logits ``s`` and teacher logits ``t``."""

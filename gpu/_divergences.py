@@ -37,6 +37,9 @@ from typing import Any
 
 import torch
 
+from gpu._mixture import _check_log_pair
+from gpu._validation import check_bool, compute_dtype, resolve_div_params
+
 NEG_INF = float("-inf")
 INF = float("inf")
 
@@ -299,10 +302,49 @@ def _renyi(la, lb, params, need_ga, need_gb):
     return value, ga, gb
 
 
+# --- Jeffreys (symmetric KL) and skew KL ----------------------------------------------------
+
+
+def _jeffreys(la, lb, params, need_ga, need_gb):
+    # Σ (a − b)·δ with |a − b| = e^max·(−expm1(−|δ|)): every term is ≥ 0 and free of
+    # cancellation; a zero of exactly one argument gives +inf.
+    a0 = la == NEG_INF
+    b0 = lb == NEG_INF
+    both = ~a0 & ~b0
+    d = torch.where(both, la - lb, 0.0)
+    hi = torch.where(both, torch.maximum(la, lb), 0.0)
+    abs_diff = torch.exp(hi) * -torch.expm1(-d.abs())
+    terms = (abs_diff * d.abs()).masked_fill_(a0 != b0, INF)
+    value = terms.sum(-1)
+    diff = torch.sign(d) * abs_diff  # a − b (0 where either is zero: masked below)
+    ga = gb = None
+    if need_ga:  # ∂/∂la = aδ + (a − b)
+        ga = torch.where(both, torch.exp(la) * d + diff, 0.0)
+    if need_gb:  # ∂/∂lb = −bδ − (a − b)
+        gb = torch.where(both, -torch.exp(lb) * d - diff, 0.0)
+    return value, ga, gb
+
+
+def _skew_kl(la, lb, params, need_ga, need_gb):
+    # KL(a‖m), log m = logaddexp(log s + la, log(1−s) + lb); for s > 0, la − lm ≤ −log s.
+    skew = params["skew"]
+    if skew == 0.0:
+        return _kl(la, lb, params, need_ga, need_gb)
+    lm = torch.logaddexp(la + math.log(skew), lb + math.log1p(-skew))
+    a = torch.exp(la)
+    pos = la != NEG_INF
+    dm = torch.where(pos, la - lm, 0.0)
+    value = (a * dm).sum(-1)
+    ratio = torch.exp(dm).masked_fill_(~pos, 0.0)  # a/m ≤ 1/s
+    ga = a * (dm - skew * ratio) if need_ga else None  # ≡ ∂/∂la modulo a
+    gb = -(1.0 - skew) * torch.exp(lb) * ratio if need_gb else None
+    return value, ga, gb
+
+
 # --- registry ----------------------------------------------------------------------------
 
-#: The divergences the gpu package implements (the reference's names; ``"f"`` is not
-#: offered here: an arbitrary Python generator has no batched torch form).
+#: The kernels of the gpu package, registered against the contract's records
+#: (:data:`amid_ref._specs.SPECS`; ``"f"`` is not offered, with the record's reason).
 GPU_DIVERGENCES: dict[str, Kernel] = {
     "kl": _kl,
     "js": _js,
@@ -312,6 +354,8 @@ GPU_DIVERGENCES: dict[str, Kernel] = {
     "amari": _amari,
     "renyi": _renyi,
     "ab": _ab,
+    "jeffreys": _jeffreys,
+    "skew_kl": _skew_kl,
 }
 
 
@@ -371,9 +415,6 @@ def divergence(
     >>> round(float(gpu.divergence(a, b, "kl")), 6)
     0.510826
     """
-    from gpu._mixture import _check_log_pair
-    from gpu._validation import check_bool, compute_dtype, resolve_div_params
-
     resolved = resolve_div_params(name, params)
     check_bool(log_input, "log_input")
     names = ("log_a", "log_b") if log_input else ("a", "b")

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from amid_ref._specs import Objective
 from gpu._divergences import GPU_DIVERGENCES
 from gpu._mixture import NEG_INF, log_alpha_mean_and_weight
 from gpu._validation import (
@@ -77,16 +78,24 @@ def default_chunk_size(vocab_size: int, device: torch.device | str = "cpu") -> i
 
 @dataclass(frozen=True)
 class _Spec:
-    alpha: float
-    lam: float
-    divergence: str
-    params: Mapping[str, Any]
-    first: str
-    second: str
-    temperature: float
-    detach_assistant: bool
+    """The validated :class:`~amid_ref._specs.Objective` plus the gpu-only fields.
+
+    The objective's fields are readable here under their own names (``spec.alpha``,
+    ``spec.params``, ``spec.first``, ...), which is what the chunk kernels use.
+    """
+
+    objective: Objective
     cdtype: torch.dtype
     chunk_size: int
+
+    alpha = property(lambda self: self.objective.alpha)
+    lam = property(lambda self: self.objective.lam)
+    divergence = property(lambda self: self.objective.divergence)
+    params = property(lambda self: self.objective.params)
+    first = property(lambda self: self.objective.first)
+    second = property(lambda self: self.objective.second)
+    temperature = property(lambda self: self.objective.temperature)
+    detach_assistant = property(lambda self: self.objective.detach_assistant)
 
 
 def _chunk(
@@ -394,14 +403,12 @@ def amid_loss(
     check_float_tensor(student_logits, "student_logits")
     check_float_tensor(teacher_logits, "teacher_logits")
     check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
-    alpha = check_alpha(alpha)
-    lam = check_lam(lam)
-    params = resolve_div_params(divergence, div_params)
-    first, second = check_order(order)
-    temperature = check_temperature(temperature)
+    objective = Objective.of(
+        alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+        implementation="gpu",
+    )  # fmt: skip
     ignore_index = check_ignore_index(ignore_index)
     reduction = check_reduction(reduction)
-    detach_assistant = check_bool(detach_assistant, "detach_assistant")
     chunk_size = check_chunk_size(chunk_size)
     leading = tuple(student_logits.shape[:-1])
     v = student_logits.shape[-1]
@@ -416,14 +423,7 @@ def amid_loss(
         if n_valid < n_total:
             rows = torch.nonzero(valid).flatten()
     spec = _Spec(
-        alpha=alpha,
-        lam=lam,
-        divergence=divergence,
-        params=params,
-        first=first,
-        second=second,
-        temperature=temperature,
-        detach_assistant=detach_assistant,
+        objective=objective,
         cdtype=compute_dtype(student_logits.dtype, teacher_logits.dtype),
         chunk_size=chunk_size or default_chunk_size(v, device),
     )
