@@ -426,7 +426,8 @@ def _jeffreys_grad(la, lb, axis, params):
     # ∂/∂la = aδ + (a − b), ∂/∂lb = −bδ − (a − b), with a − b formed without cancellation.
     a, b = _exp(la), _exp(lb)
     both = ~np.isneginf(la) & ~np.isneginf(lb)
-    d = np.where(both, la - lb, 0.0)
+    with np.errstate(invalid="ignore"):
+        d = np.where(both, la - lb, 0.0)
     diff = np.sign(d) * _abs_diff(la, lb)
     return np.where(both, a * d + diff, 0.0), np.where(both, -b * d - diff, 0.0)
 

@@ -604,7 +604,7 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
         r"J(a\|b) = \sum_x (a - b)\log(a/b) = \mathrm{KL}(a\|b) + \mathrm{KL}(b\|a)",
         "Jeffreys divergence KL(a‖b) + KL(b‖a), symmetric in its arguments.",
         infinite="a(x) > 0 = b(x) or b(x) > 0 = a(x) for some x (different supports)",
-        cases={"grid": ({},), "accuracy": ({},), "zero": ({},)},
+        cases={"grid": ({},), "accuracy": ({},), "zero": ({},), "battery": ({},)},
         claims=("divergence.jeffreys.symmetric_kl",),
     ),
     DivergenceSpec(
@@ -630,6 +630,7 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "grid": ({"skew": 0.1},),
             "accuracy": tuple({"skew": s} for s in (0.0, 1e-12, 0.1, 0.5, 0.9, 1.0 - 1e-9)),
             "zero": tuple({"skew": s} for s in (0.0, 0.1, 0.5, 0.9)),
+            "battery": tuple({"skew": s} for s in (0.0, 0.1, 0.9)),
         },
         claims=("divergence.skew_kl.kl_at_zero", "divergence.skew_kl.bounded"),
     ),
