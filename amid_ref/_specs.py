@@ -364,7 +364,14 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
         r"\mathrm{KL}(a\|b) = \sum_x a \log(a/b)",
         'Kullback–Leibler divergence KL(a‖b); "reverse KL" is an argument order.',
         infinite="a(x) > 0 = b(x) for some x",
-        cases={"grid": ({},), "accuracy": ({},), "zero": ({},), "battery": ({},)},
+        cases={
+            "grid": ({},),
+            "accuracy": ({},),
+            "zero": ({},),
+            "battery": ({},),
+            "sweep": ({},),
+            "optimality": ({},),
+        },
         claims=("divergence.zero_iff_equal",),
     ),
     DivergenceSpec(
@@ -391,6 +398,8 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "accuracy": ({"beta": 0.5}, {"beta": 1e-12}, {"beta": 0.9}),
             "zero": ({"beta": 0.1}, {"beta": 0.5}, {"beta": 0.9}),
             "battery": ({"beta": 0.5}, {"beta": 0.1}, {"beta": 0.9}),
+            "sweep": ({"beta": 0.5}, {"beta": 0.1}),
+            "optimality": ({"beta": 0.5},),
         },
     ),
     DivergenceSpec(
@@ -399,7 +408,13 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
         r"\tfrac12 \sum_x |a - b|",
         "Total variation distance.",
         infinite="never",
-        cases={"grid": ({},), "accuracy": ({},), "zero": ({},), "battery": ({},)},
+        cases={
+            "grid": ({},),
+            "accuracy": ({},),
+            "zero": ({},),
+            "battery": ({},),
+            "sweep": ({},),
+        },
     ),
     DivergenceSpec(
         "hellinger",
@@ -407,7 +422,14 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
         r"\tfrac12 \sum_x (\sqrt a - \sqrt b)^2",
         "Squared Hellinger distance.",
         infinite="never",
-        cases={"grid": ({},), "accuracy": ({},), "zero": ({},), "battery": ({},)},
+        cases={
+            "grid": ({},),
+            "accuracy": ({},),
+            "zero": ({},),
+            "battery": ({},),
+            "sweep": ({},),
+            "optimality": ({},),
+        },
     ),
     DivergenceSpec(
         "chi2",
@@ -415,7 +437,14 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
         r"\sum_x (a - b)^2 / b",
         "Pearson χ² divergence.",
         infinite="a(x) > 0 = b(x) for some x",
-        cases={"grid": ({},), "accuracy": ({},), "zero": ({},), "battery": ({},)},
+        cases={
+            "grid": ({},),
+            "accuracy": ({},),
+            "zero": ({},),
+            "battery": ({},),
+            "sweep": ({},),
+            "optimality": ({},),
+        },
     ),
     DivergenceSpec(
         "amari",
@@ -450,6 +479,8 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
                 {"alpha": g}
                 for g in (-1.0, -1.0 + 1e-6, -0.5, 0.0, 0.5, 1.0 - 1e-6, 1.0, 3.0, -3.0)
             ),
+            "sweep": tuple({"alpha": g} for g in (0.5, -1.0 + 1e-9, 1.0 - 1e-9, 3.0)),
+            "optimality": ({"alpha": 0.5},),
         },
         claims=("divergence.amari.limit_minus1", "divergence.amari.limit_plus1"),
     ),
@@ -476,6 +507,8 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "accuracy": tuple({"order": r} for r in (0.5, 1.0 - 1e-9, 1.0, 1.0 + 1e-9, 2.0, 5.0)),
             "zero": tuple({"order": r} for r in (0.1, 0.5, 1.0, 2.0, 10.0)),
             "battery": tuple({"order": r} for r in (0.5, 1.0 - 1e-6, 1.0, 2.0)),
+            "sweep": tuple({"order": r} for r in (0.5, 1.0 + 1e-9, 2.0)),
+            "optimality": ({"order": 2.0},),
         },
         claims=("divergence.renyi.limit_1",),
     ),
@@ -553,6 +586,11 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
                     (0.5, -0.5 + 1e-7),
                 )
             ),
+            "sweep": tuple(
+                {"alpha": a, "beta": b}
+                for a, b in ((0.2, 0.7), (1.0, 0.0), (1e-9, 0.7), (0.5, -0.5))
+            ),
+            "optimality": ({"alpha": 0.2, "beta": 0.7},),
         },
         float_check=_ab_float_check,
         claims=(
@@ -604,7 +642,14 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
         r"J(a\|b) = \sum_x (a - b)\log(a/b) = \mathrm{KL}(a\|b) + \mathrm{KL}(b\|a)",
         "Jeffreys divergence KL(a‖b) + KL(b‖a), symmetric in its arguments.",
         infinite="a(x) > 0 = b(x) or b(x) > 0 = a(x) for some x (different supports)",
-        cases={"grid": ({},), "accuracy": ({},), "zero": ({},), "battery": ({},)},
+        cases={
+            "grid": ({},),
+            "accuracy": ({},),
+            "zero": ({},),
+            "battery": ({},),
+            "sweep": ({},),
+            "optimality": ({},),
+        },
         claims=("divergence.jeffreys.symmetric_kl",),
     ),
     DivergenceSpec(
@@ -631,6 +676,8 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "accuracy": tuple({"skew": s} for s in (0.0, 1e-12, 0.1, 0.5, 0.9, 1.0 - 1e-9)),
             "zero": tuple({"skew": s} for s in (0.0, 0.1, 0.5, 0.9)),
             "battery": tuple({"skew": s} for s in (0.0, 0.1, 0.9)),
+            "sweep": ({"skew": 0.1}, {"skew": 0.9}),
+            "optimality": ({"skew": 0.1},),
         },
         claims=("divergence.skew_kl.kl_at_zero", "divergence.skew_kl.bounded"),
     ),
