@@ -13,7 +13,7 @@ from amid_ref._mixture import _alpha_mixture_weight, _log_alpha_mean
 from amid_ref._specs import ORDERS, Objective
 from amid_ref._validation import as_float_array, check_same_shape
 
-__all__ = ["ORDERS", "Objective", "amid_grad", "amid_loss"]
+__all__ = ["ORDERS", "Objective", "amid_grad", "amid_loss", "grad_of", "loss_of"]
 
 
 def _check_logits(x, name: str) -> np.ndarray:
@@ -115,6 +115,11 @@ def amid_loss(
     True
     """
     objective = Objective.of(alpha, lam, divergence, order, div_params, temperature)
+    return loss_of(objective, student_logits, teacher_logits)
+
+
+def loss_of(objective: Objective, student_logits, teacher_logits):
+    """:func:`amid_loss` of an already validated :class:`~amid_ref._specs.Objective`."""
     ctx = _prepare(student_logits, teacher_logits, objective)
     rec = get_divergence(objective.divergence)
     first, second = objective.arguments(ctx["p"], ctx["q"], ctx["r"])
@@ -182,10 +187,15 @@ def amid_grad(
     objective = Objective.of(
         alpha, lam, divergence, order, div_params, temperature, detach_assistant
     )
+    return grad_of(objective, student_logits, teacher_logits)
+
+
+def grad_of(objective: Objective, student_logits, teacher_logits):
+    """:func:`amid_grad` of an already validated :class:`~amid_ref._specs.Objective`."""
     ctx = _prepare(student_logits, teacher_logits, objective)
     rec = get_divergence(objective.divergence)
     if rec.grad is None:  # pragma: no cover - every registered divergence has one
-        raise ValueError(f"divergence {divergence!r} has no gradient")
+        raise ValueError(f"divergence {objective.divergence!r} has no gradient")
     first, second = objective.first, objective.second
     params = objective.params
     value = rec.value(ctx[first], ctx[second], -1, params)
