@@ -504,10 +504,11 @@ def divergence(a, b, name: str, axis: int = -1, log_input: bool = False, **param
             + \tfrac{1+\gamma}{2}b - a^{\frac{1-\gamma}{2}}b^{\frac{1+\gamma}{2}}\Big],\quad
         D_\rho^{\mathrm{R}} = \frac{1}{\rho-1}\log\sum_x a^\rho b^{1-\rho},
 
-    and the others of MATH.md: ``"js"`` (param ``beta``, default ½), ``"tv"``,
-    ``"hellinger"`` (squared), ``"chi2"`` (Pearson), ``"ab"`` (params ``alpha``, ``beta``) and
-    ``"f"`` (params ``f``, optional ``f_prime`` and ``f_inf_slope``). The registry is
-    :data:`amid_ref.DIVERGENCES`.
+    and every other record of the contract: :data:`amid_ref.DIVERGENCES` names them, and the
+    divergence table of the mathematics page (generated from :data:`amid_ref._specs.SPECS`)
+    gives each definition, its parameters with defaults and domains, and where it is
+    ``+inf``. For example ``"js"`` takes ``beta`` (default ½), ``"ab"`` takes ``alpha`` and
+    ``beta``; ``"f"`` takes a user generator ``f``.
 
     Parameters
     ----------
@@ -542,11 +543,23 @@ def divergence(a, b, name: str, axis: int = -1, log_input: bool = False, **param
     a = b [claim: divergence.zero_iff_equal]. The Amari and AB divergences are evaluated in
     their positive-measure form (with the linear terms), Rényi on the normalized inputs.
 
+    References
+    ----------
+    The divergences enter the AMiD loss of Theorem 3.4 (zero iff the student equals the
+    teacher, for every divergence of this registry) and the gradient of Proposition 3.5.
+
+    See Also
+    --------
+    amid_ref.precise.divergence : the mpmath oracle (independent transcription).
+    gpu.divergence : the torch twin, same names, parameters and checks.
+
     Examples
     --------
     >>> from amid_ref import divergence
     >>> round(float(divergence([0.5, 0.5], [0.9, 0.1], "kl")), 12)
     0.510825623766
+    >>> round(float(divergence([0.5, 0.5], [0.9, 0.1], "jeffreys")), 12)
+    0.878889830934
     """
     rec = get_divergence(name)
     if not isinstance(log_input, bool):

@@ -254,7 +254,10 @@ class DivergenceSpec:
     cases : mapping of str to tuple of dict
         Parameter sets by use: ``"grid"`` (one set: the loss, gradient and gpu grids),
         ``"accuracy"`` (at and near the limits: divergence-level accuracy tests),
-        ``"zero"`` (the proofs' D(a‖a) = 0 check), ``"battery"`` (the conformance grid).
+        ``"zero"`` (the proofs' D(a‖a) = 0 check), ``"battery"`` (the conformance grid),
+        ``"sweep"`` (the full validation sweep), ``"quick"`` and ``"quick_grad"`` (the quick
+        sweep's losses and gradients), ``"optimality"`` (the Theorem 3.4 minimizations; not
+        TV, whose kink at the minimum L-BFGS cannot handle).
     not_offered : mapping of str to str
         Implementation name -> why it does not offer this divergence.
     no_cases : str
@@ -371,6 +374,8 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "battery": ({},),
             "sweep": ({},),
             "optimality": ({},),
+            "quick": ({},),
+            "quick_grad": ({},),
         },
         claims=("divergence.zero_iff_equal",),
     ),
@@ -400,6 +405,8 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "battery": ({"beta": 0.5}, {"beta": 0.1}, {"beta": 0.9}),
             "sweep": ({"beta": 0.5}, {"beta": 0.1}),
             "optimality": ({"beta": 0.5},),
+            "quick": ({"beta": 0.5},),
+            "quick_grad": ({"beta": 0.5},),
         },
     ),
     DivergenceSpec(
@@ -444,6 +451,7 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "battery": ({},),
             "sweep": ({},),
             "optimality": ({},),
+            "quick": ({},),
         },
     ),
     DivergenceSpec(
@@ -481,6 +489,8 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             ),
             "sweep": tuple({"alpha": g} for g in (0.5, -1.0 + 1e-9, 1.0 - 1e-9, 3.0)),
             "optimality": ({"alpha": 0.5},),
+            "quick": ({"alpha": 0.5},),
+            "quick_grad": ({"alpha": 0.5},),
         },
         claims=("divergence.amari.limit_minus1", "divergence.amari.limit_plus1"),
     ),
@@ -509,6 +519,7 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "battery": tuple({"order": r} for r in (0.5, 1.0 - 1e-6, 1.0, 2.0)),
             "sweep": tuple({"order": r} for r in (0.5, 1.0 + 1e-9, 2.0)),
             "optimality": ({"order": 2.0},),
+            "quick": ({"order": 0.5},),
         },
         claims=("divergence.renyi.limit_1",),
     ),
@@ -591,6 +602,8 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
                 for a, b in ((0.2, 0.7), (1.0, 0.0), (1e-9, 0.7), (0.5, -0.5))
             ),
             "optimality": ({"alpha": 0.2, "beta": 0.7},),
+            "quick": ({"alpha": 0.2, "beta": 0.7},),
+            "quick_grad": ({"alpha": 0.2, "beta": 0.7},),
         },
         float_check=_ab_float_check,
         claims=(

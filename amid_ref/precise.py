@@ -958,10 +958,11 @@ def divergence(
     dps : int
         Decimal digits.
     **params
-        ``js``: ``beta`` (default 0.5); ``amari``: ``alpha`` (γ); ``renyi``: ``order`` (ρ);
-        ``ab``: ``alpha`` (a_), ``beta`` (b_); ``f``: ``f`` (called on ``mpf`` scalars, so
-        write it with mpmath functions), ``f_inf_slope`` (default ``+inf``), ``f_prime``
-        (accepted for API symmetry, unused).
+        The record's parameters (:data:`amid_ref._specs.SPECS`, the divergence table of the
+        mathematics page), checked by the same rules as :func:`amid_ref.divergence` and
+        converted exactly to ``mpf``; e.g. ``beta`` for ``"js"``. The generator ``f`` of
+        ``"f"`` is called on ``mpf`` scalars, so write it with mpmath functions;
+        ``f_prime`` is accepted for API symmetry and unused.
 
     Returns
     -------

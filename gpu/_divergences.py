@@ -375,10 +375,10 @@ def divergence(
         D^{\mathrm{AB}}_{a_*,b_*} = -\frac{1}{a_* b_*}\sum_x\Big(a^{a_*}b^{b_*}
             - \tfrac{a_*}{a_*+b_*}a^{a_*+b_*} - \tfrac{b_*}{a_*+b_*}b^{a_*+b_*}\Big),
 
-    and the others of MATH.md: ``"js"`` (param ``beta``, default ½), ``"tv"``,
-    ``"hellinger"`` (squared), ``"chi2"`` (Pearson), ``"amari"`` (param ``alpha`` = γ),
-    ``"renyi"`` (param ``order`` = ρ > 0). Torch twin of :func:`amid_ref.divergence`, with
-    the same parameter names, defaults and checks.
+    and every other record of the contract that the package offers (:data:`gpu.DIVERGENCES`;
+    the divergence table of the mathematics page gives each definition and its parameters).
+    Torch twin of :func:`amid_ref.divergence`, with the same parameter names, defaults and
+    checks (:mod:`amid_ref._specs`).
 
     Parameters
     ----------
@@ -386,7 +386,7 @@ def divergence(
         Probabilities, or log-probabilities if ``log_input`` (``-inf`` for zeros); same
         shape, any floating dtype.
     name : str
-        One of ``kl, js, tv, hellinger, chi2, amari, renyi, ab``.
+        One of :data:`gpu.DIVERGENCES`.
     dim : int
         The dimension reduced over.
     log_input : bool
@@ -407,6 +407,16 @@ def divergence(
     ``+inf`` for KL-type divergences. Amari γ → −1 is KL(a‖b), γ → +1 is KL(b‖a); AB (1, 0)
     is KL(a‖b) and (0, 1) is KL(b‖a), continuous through its limits a_ = 0, b_ = 0,
     a_ + b_ = 0. Rényi is evaluated on the renormalized inputs.
+
+    References
+    ----------
+    The divergences enter the AMiD loss of Theorem 3.4 and the gradient of Proposition 3.5
+    (:func:`gpu.amid_loss`).
+
+    See Also
+    --------
+    amid_ref.divergence : the float64 reference these values are held to.
+    amid_ref.precise.divergence : the mpmath oracle.
 
     Examples
     --------

@@ -345,9 +345,8 @@ def amid_loss(
     lam : float
         Teacher weight of the assistant in ``[0, 1]`` (λ = 1 gives r = p, λ = 0 gives r = q).
     divergence : str
-        ``kl, js, tv, hellinger, chi2, amari, renyi, ab`` (names and ``div_params`` as in
-        :func:`amid_ref.divergence`: js ``beta``; amari ``alpha`` (γ); renyi ``order``;
-        ab ``alpha``, ``beta``).
+        A name of :data:`gpu.DIVERGENCES` (names and ``div_params`` as in
+        :func:`amid_ref.divergence`, checked by the same contract, :mod:`amid_ref._specs`).
     order : {"pr", "qr", "rp", "rq"}
         Argument order; p is the teacher.
     div_params : mapping, optional

@@ -40,13 +40,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+
+from amid_ref._mutants import naive_log_alpha_mean
 
 DEFAULT_ALPHA = -5.0
 DEFAULT_LAM = 0.1
@@ -74,13 +75,12 @@ def straightforward_amid_loss(student_logits, teacher_logits, alpha: float, lam:
     """
     import torch
 
-    beta = (1.0 - alpha) / 2.0
     s = student_logits.float()
     t = teacher_logits.float()
     log_q = torch.log_softmax(s, dim=-1)
     log_p = torch.log_softmax(t, dim=-1)
     p = log_p.exp()
-    log_m = torch.logaddexp(math.log(lam) + beta * log_p, math.log1p(-lam) + beta * log_q) / beta
+    log_m = naive_log_alpha_mean(log_p, log_q, alpha, lam, logaddexp=torch.logaddexp)
     log_r = log_m - torch.logsumexp(log_m, dim=-1, keepdim=True)
     return (p * (log_p - log_r)).sum(-1).mean()
 

@@ -268,14 +268,12 @@ def _divs(*names_params: tuple[str, dict]) -> tuple[tuple[str, dict], ...]:
     return tuple(names_params)
 
 
-_CORE_DIVERGENCES = _divs(
-    ("kl", {}),
-    ("js", {"beta": 0.5}),
-    ("chi2", {}),
-    ("amari", {"alpha": 0.5}),
-    ("renyi", {"order": 0.5}),
-    ("ab", {"alpha": 0.2, "beta": 0.7}),
-)
+def _record_sets(use: str) -> tuple[tuple[str, dict], ...]:
+    return _divs(*((spec.name, p) for spec in SPECS.values() for p in spec.cases_for(use)))
+
+
+#: The quick plan's divergences (the records' "quick" sets) and its gradient subset.
+_CORE_DIVERGENCES = _record_sets("quick")
 
 #: ``"quick"`` (about 15 s on one core) and ``"full"`` (about 4 minutes) grids. The oracle
 #: costs ~5 ms per mixture or loss and ~60 ms per gradient (V = 6), which sets the sizes.
@@ -292,12 +290,7 @@ SWEEP_PLANS: dict[str, SweepPlan] = {
         grad_cases=("random", "masked"),
         grad_alphas=(-3.0, 1.0 - 1e-10, 1.0),
         grad_lams=(0.3,),
-        grad_divergences=_divs(
-            ("kl", {}),
-            ("js", {"beta": 0.5}),
-            ("amari", {"alpha": 0.5}),
-            ("ab", {"alpha": 0.2, "beta": 0.7}),
-        ),
+        grad_divergences=_record_sets("quick_grad"),
     ),
     "full": SweepPlan(
         cases=tuple(c.name for c in sweep_cases()),
