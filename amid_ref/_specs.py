@@ -408,6 +408,7 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "quick": ({"beta": 0.5},),
             "quick_grad": ({"beta": 0.5},),
         },
+        claims=("divergence.zero_iff_equal",),
     ),
     DivergenceSpec(
         "tv",
@@ -422,6 +423,7 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "battery": ({},),
             "sweep": ({},),
         },
+        claims=("divergence.zero_iff_equal",),
     ),
     DivergenceSpec(
         "hellinger",
@@ -437,6 +439,7 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "sweep": ({},),
             "optimality": ({},),
         },
+        claims=("divergence.zero_iff_equal",),
     ),
     DivergenceSpec(
         "chi2",
@@ -453,6 +456,7 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "optimality": ({},),
             "quick": ({},),
         },
+        claims=("divergence.zero_iff_equal",),
     ),
     DivergenceSpec(
         "amari",

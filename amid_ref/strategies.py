@@ -338,7 +338,7 @@ def logits_pair(
 
 def _st():
     try:
-        from hypothesis import strategies
+        from hypothesis import strategies  # hypothesis: optional (the test extra)
     except ImportError as exc:  # pragma: no cover - exercised only without the test extra
         raise ImportError(
             "amid_ref.strategies needs hypothesis (pip install 'amid-ref[test]')"
@@ -545,7 +545,7 @@ def logits_rows(
     −inf (masked or padded vocabulary entries); every row keeps at least one finite entry.
     """
     st = _st()
-    from hypothesis.extra.numpy import arrays
+    from hypothesis.extra.numpy import arrays  # hypothesis: optional (the test extra)
 
     shape = shape if shape is not None else shapes(max_vocab=64)
     element_choices = [
@@ -567,7 +567,7 @@ def logits_rows(
 
 def _case_strategy(kind: str, families: str, big_vocab: bool):
     st = _st()
-    from amid_ref.conformance import Case
+    from amid_ref.conformance import Case  # on use: conformance imports this module
 
     @st.composite
     def draw_case(draw):

@@ -73,7 +73,7 @@ def straightforward_amid_loss(student_logits, teacher_logits, alpha: float, lam:
     log-sum-exp, ``KL = Σ p (log p − log r)``; every intermediate is a full (N, V) float32
     tensor and autograd saves what it needs. Valid for finite α ≠ 1 and 0 < λ < 1.
     """
-    import torch
+    import torch  # heavy: imported only where the benchmark runs
 
     s = student_logits.float()
     t = teacher_logits.float()
@@ -102,7 +102,7 @@ class Result:
 
 
 def _rss_peak_bytes() -> int:
-    import resource
+    import resource  # optional: POSIX only
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
@@ -117,7 +117,7 @@ def _rss_now_bytes() -> int:
 
 
 def _make_inputs(rows: int, vocab: int, dtype, device):
-    import torch
+    import torch  # heavy: imported only where the benchmark runs
 
     gen = torch.Generator(device="cpu").manual_seed(1234)
     s = torch.empty(rows, vocab, dtype=dtype, device=device)
@@ -133,9 +133,9 @@ def _make_inputs(rows: int, vocab: int, dtype, device):
 
 
 def _worker(spec: dict) -> dict:
-    import torch
+    import torch  # heavy: imported by the benchmark worker, not by --help
 
-    import gpu
+    import gpu  # heavy: imports torch
 
     device = torch.device(spec["device"])
     dtype = getattr(torch, spec["dtype"])
@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     if args._worker:
         print(json.dumps(_worker(json.loads(args._worker))))
         return 0
-    import torch
+    import torch  # heavy: imported only where the benchmark runs
 
     devices = ["cpu"]
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
