@@ -106,6 +106,15 @@ def amid_loss(
     intersection of the supports) [claim: theorem_3_4.full_support_needed]. The prior
     methods are special cases (:mod:`amid_ref.presets`).
 
+    References
+    ----------
+    Theorem 3.4 (optimality); the prior methods as special cases (:mod:`amid_ref.presets`).
+
+    See Also
+    --------
+    amid_ref.precise.amid_loss : the mpmath oracle it is held to.
+    gpu.amid_loss : the chunked torch twin, held to this function in float64.
+
     Examples
     --------
     >>> import numpy as np
@@ -183,6 +192,15 @@ def amid_grad(
     At α = ±inf the mixture is a max/min and w is the indicator of the student being
     selected; at exact ties p(x) = q(x) the weight ½ (average of one-sided derivatives) is
     used. The divergence ``"f"`` needs its derivative as ``div_params["f_prime"]``.
+
+    References
+    ----------
+    Proposition 3.5 (the gradient through the assistant r).
+
+    See Also
+    --------
+    amid_ref.precise.amid_grad : the oracle (central differences of the mpmath loss).
+    gpu.amid_loss : its backward pass is this closed form, chunked.
     """
     objective = Objective.of(
         alpha, lam, divergence, order, div_params, temperature, detach_assistant

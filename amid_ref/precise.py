@@ -561,6 +561,21 @@ def log_alpha_mixture(log_p, log_q, alpha, lam, axis: int = -1, *, dps: int = 50
     ------
     ValueError
         If ``Z = 0`` on a row (α ≥ 1, disjoint supports), or on NaN/+inf input.
+
+    References
+    ----------
+    Theorem 3.2 (α-integration): r^(α,λ) minimizes λ D_α(p‖r) + (1−λ) D_α(q‖r).
+
+    See Also
+    --------
+    amid_ref.log_alpha_mixture : the float64 implementation this oracle checks.
+    gpu.log_alpha_mixture : the torch implementation.
+
+    Examples
+    --------
+    >>> from amid_ref import precise
+    >>> precise.to_float(precise.alpha_mixture([0.7, 0.3], [0.2, 0.8], -1.0, 0.5))
+    array([0.45, 0.55])
     """
     digits, alpha, results, moved = _mixture_rows(
         log_p, log_q, alpha, lam, axis, dps, log_input=True
@@ -607,6 +622,21 @@ def alpha_mixture(p, q, alpha, lam, axis: int = -1, *, dps: int = 50):
     ------
     ValueError
         If ``Z = 0`` on a row, or on invalid input.
+
+    References
+    ----------
+    Theorem 3.2 (α-integration): r^(α,λ) minimizes λ D_α(p‖r) + (1−λ) D_α(q‖r).
+
+    See Also
+    --------
+    amid_ref.alpha_mixture : the float64 implementation this oracle checks.
+    gpu.log_alpha_mixture : the torch implementation.
+
+    Examples
+    --------
+    >>> from amid_ref import precise
+    >>> precise.to_float(precise.alpha_mixture([0.7, 0.3], [0.2, 0.8], -1.0, 0.5))
+    array([0.45, 0.55])
     """
     digits, alpha, results, moved = _mixture_rows(p, q, alpha, lam, axis, dps, log_input=False)
     _raise_empty(results, alpha)
@@ -992,6 +1022,21 @@ def divergence(
     ``y^λ/(a_ λ)`` (λ = a_ + b_) when a_ > 0 and λ > 0, else +inf, symmetrically for
     y = 0 < x. f: b = 0 < a gives ``a·f_inf_slope``, a = b = 0 contributes 0. Near a limit
     the literal formula is used at a precision raised by the digits it loses.
+
+    References
+    ----------
+    The divergences of the AMiD loss (Theorem 3.4) and of its gradient (Proposition 3.5).
+
+    See Also
+    --------
+    amid_ref.divergence : the float64 implementation this oracle checks.
+    gpu.divergence : the torch implementation.
+
+    Examples
+    --------
+    >>> from amid_ref import precise
+    >>> float(precise.to_float(precise.divergence([0.5, 0.5], [0.9, 0.1], "kl")))
+    0.5108256237659906
     """
     dps = _check_dps(dps)
     if not isinstance(log_input, bool | np.bool_):
@@ -1210,6 +1255,23 @@ def amid_loss(
     -----
     Theorem 3.4: for 0 < λ < 1 the loss vanishes iff the student equals the teacher
     [claim: theorem_3_4.optimality].
+
+    References
+    ----------
+    Theorem 3.4 (optimality): for 0 < λ < 1, D(p‖r) = 0 iff q = p.
+
+    See Also
+    --------
+    amid_ref.amid_loss : the float64 implementation this oracle checks.
+    gpu.amid_loss : the chunked torch implementation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from amid_ref import precise
+    >>> t = np.log([0.7, 0.2, 0.1])
+    >>> precise.amid_loss(t, t, alpha=-5.0, lam=0.1) == 0
+    True
     """
     setup = _LossSetup(alpha, lam, divergence, order, div_params, temperature, dps)
     with mp.workdps(setup.digits):
@@ -1272,6 +1334,24 @@ def amid_grad(
     Cost: ``2V`` loss evaluations per row, ``O(V²)`` element operations. Checked in the
     tests against Proposition 3.5, ``∂ KL(p‖r)/∂s_j = −g_j + q_j Σ g``,
     ``g = (p − r) w`` [claim: prop_3_5.kl_gradient].
+
+    References
+    ----------
+    Proposition 3.5 (the gradient through the assistant); Theorem 3.4 (zero at q = p).
+
+    See Also
+    --------
+    amid_ref.amid_grad : the closed-form float64 gradient this oracle checks.
+    gpu.amid_loss : its backward pass is the same closed form in torch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from amid_ref import precise
+    >>> t = np.log([0.7, 0.2, 0.1])
+    >>> g = precise.to_float(precise.amid_grad(np.zeros(3), t, alpha=-5.0, lam=0.1))
+    >>> g.shape, abs(float(g.sum())) < 1e-15  # a softmax gradient sums to 0
+    ((3,), True)
     """
     setup = _LossSetup(alpha, lam, divergence, order, div_params, temperature, dps)
     if not isinstance(detach_assistant, bool | np.bool_):

@@ -389,6 +389,15 @@ def amid_loss(
     student dtype plus O(chunk_size·V) scratch (module docstring). Theorem 3.4: for
     0 < λ < 1 the loss vanishes iff q = p; Proposition 3.5 gives the gradient through r.
 
+    References
+    ----------
+    Theorem 3.4 (optimality) and Proposition 3.5 (the gradient through r).
+
+    See Also
+    --------
+    amid_ref.amid_loss, amid_ref.amid_grad : the float64 reference it is held to.
+    amid_ref.precise.amid_loss : the mpmath oracle behind the reference.
+
     Examples
     --------
     >>> import torch, gpu
@@ -450,6 +459,11 @@ class AMiDLoss(torch.nn.Module):
     detach_assistant, chunk_size
         As in :func:`amid_loss`. ``alpha`` and ``lam`` are plain float attributes that may be
         changed between steps (TAID schedules λ); they are validated at each call.
+
+    See Also
+    --------
+    amid_loss : the functional form.
+    amid_ref.presets : the prior methods as AMiD settings.
 
     Examples
     --------
