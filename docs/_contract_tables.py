@@ -54,17 +54,16 @@ def divergence_table() -> str:
     from amid_ref._specs import SPECS
 
     lines = [
-        "| name | definition | parameters | $+\\infty$ where | limits | implementations |",
-        "|---|---|---|---|---|---|",
+        "| name | definition | parameters | $+\\infty$ where | limits | claims | implementations |",
+        "|---|---|---|---|---|---|---|",
     ]
     for spec in SPECS.values():
-        limits = "; ".join(
-            _math(statement) + (f" (`claim: {claim}`)" if claim else "")
-            for statement, claim in spec.limits
-        )
+        limits = "; ".join(_math(statement) for statement, _ in spec.limits)
+        ids = dict.fromkeys([*(c for _, c in spec.limits if c), *spec.claims])
+        claims = ", ".join(f"`claim: {c}`" for c in ids)
         lines.append(
             f"| `{spec.name}` | {_math(spec.formula)}: {_cell(spec.words)} | {_params(spec)} "
-            f"| {_cell(spec.infinite)} | {limits} | {_offered(spec)} |"
+            f"| {_cell(spec.infinite)} | {limits} | {claims} | {_offered(spec)} |"
         )
     return "\n".join(lines)
 
