@@ -83,13 +83,24 @@ from amid_ref.analysis._sweep import (
     SWEEP_PLANS as SWEEP_PLANS,
 )
 from amid_ref.analysis._sweep import (
+    SWEEP_QUANTITIES as SWEEP_QUANTITIES,
+)
+from amid_ref.analysis._sweep import (
     SWEEP_REFUSALS,
     SWEEP_SKIPS,
+    Comparison,
+    Skipped,
     SweepCase,
     SweepPlan,
     SweepSummary,
+    compare,
+    run_quantity,
     sweep_cases,
+    sweep_comparisons,
     validation_sweep,
+)
+from amid_ref.analysis._sweep import (
+    UNDEFINED as UNDEFINED,
 )
 from amid_ref.analysis._sweep import (
     _div_label as _div_label,
@@ -104,13 +115,16 @@ from amid_ref.analysis._sweep import (
 __all__ = [
     "SWEEP_REFUSALS",
     "SWEEP_SKIPS",
+    "Comparison",
     "ConvergenceSeries",
     "OptimalityCase",
+    "Skipped",
     "StudentFit",
     "SweepCase",
     "SweepPlan",
     "SweepSummary",
     "bimodal_teacher_logits",
+    "compare",
     "discretized_gaussian_logits",
     "fit_unimodal_student",
     "limit_convergence",
@@ -118,6 +132,8 @@ __all__ = [
     "minimize_student",
     "mode_covering_study",
     "optimality_check",
+    "run_quantity",
     "sweep_cases",
+    "sweep_comparisons",
     "validation_sweep",
 ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -364,210 +365,268 @@ def validation_sweep(
     list of SweepSummary
         One per quantity, in the order given.
     """
-    from amid_ref import precise  # mpmath: heavy, only the sweep needs the oracle
-
     if plan is None:
         plan = SWEEP_PLANS["quick" if quick else "full"]
-    by_name = {c.name: c for c in sweep_cases()}
-    logs = {
-        name: (_log_softmax(c.teacher_logits), _log_softmax(c.student_logits))
-        for name, c in by_name.items()
-    }
-
-    def compare(summary: SweepSummary, what: str, ours: Callable, oracle: Callable, select=None):
-        """Run both sides; record agreement, disagreement or an oracle error."""
-        summary.n_checks += 1
-        want_exc = got_exc = None
-        try:
-            want = _oracle_to_float(oracle())
-        except ValueError as exc:
-            want_exc = exc
-        except Exception as exc:  # the oracle's own failure: kept apart
-            summary.n_oracle_errors += 1
-            if len(summary.failures) < 20:
-                summary.failures.append(f"oracle error at {what}: {type(exc).__name__}: {exc}")
-            return
-        try:
-            got = np.asarray(ours(), dtype=np.float64)
-        except ValueError as exc:
-            got_exc = exc
-        except Exception as exc:
-            summary._fail(f"{what}: amid_ref raised {type(exc).__name__}: {exc}")
-            return
-        if want_exc is not None and got_exc is not None:
-            summary.n_undefined += 1
-            return
-        if got_exc is not None:
-            refusal = next(
-                (reason for phrase, reason in SWEEP_REFUSALS.items() if phrase in str(got_exc)),
-                None,
-            )
-            if refusal is not None:
-                summary.n_checks -= 1
-                summary._skip(refusal)
-                return
-            summary._fail(f"{what}: amid_ref raised ValueError ({got_exc}); the oracle did not")
-            return
-        if want_exc is not None:
-            summary._fail(f"{what}: the oracle raised ValueError ({want_exc}); amid_ref gave {got}")
-            return
-        if select is not None:
-            mask = select(want)
-            got, want = got[mask], want[mask]
-        ratio, idx = _error_ratio(got, want, summary.tolerance)
-        if ratio >= summary.worst_ratio and idx:
-            g, w = np.atleast_1d(got)[idx], np.atleast_1d(want)[idx]
-            entry = f", entry {idx[0]}" if np.ndim(got) else ""
-            summary.worst_ratio = ratio
-            summary.worst_case = f"{what}{entry}: got {float(g)!r}, want {float(w)!r}"
-        message = None
-        try:
-            with np.errstate(invalid="ignore"):  # inf - inf inside the comparison
-                assert_within(got, want, summary.tolerance, what=what)
-        except AssertionError as exc:
-            message = str(exc)
-        if message is None and ratio > 1.0:  # e.g. NaN from the oracle
-            message = f"{what}: error/bound = {ratio:.3g} (got {got!r}, want {want!r})"
-        if message is not None:
-            summary._fail(message)
-
-    def run(quantity: str, body: Callable[[SweepSummary], None]) -> SweepSummary:
-        summary = SweepSummary(quantity, tolerance("reference", quantity, "float64"))
-        start = time.perf_counter()
-        body(summary)
-        summary.seconds = time.perf_counter() - start
-        if progress is not None:
-            progress(
-                f"sweep {quantity}: {summary.n_checks} checks, {summary.n_failed} failed, "
-                f"{summary.n_oracle_errors} oracle errors, worst error = "
-                f"{summary.worst_ratio:.3g} × bound ({summary.seconds:.1f} s)"
-            )
-        return summary
-
-    def tag(case, alpha, lam, extra=""):
-        return f"case={case} α={_fmt_alpha(alpha)} λ={_fmt_lam(lam)}{extra}"
-
-    def log_mixture(summary):
-        for name in plan.cases:
-            lp, lq = logs[name]
-            for alpha in plan.alphas:
-                for lam in plan.lams:
-                    compare(
-                        summary,
-                        tag(name, alpha, lam),
-                        lambda lp=lp, lq=lq, a=alpha, l=lam: amid_ref.log_alpha_mixture(
-                            lp, lq, a, l
-                        ),
-                        lambda lp=lp, lq=lq, a=alpha, l=lam: precise.log_alpha_mixture(
-                            lp, lq, a, l, dps=dps
-                        ),
-                    )
-
-    def mixture(summary):
-        for name in plan.cases:
-            p, q = (np.exp(x) for x in logs[name])
-            for alpha in plan.alphas:
-                for lam in plan.lams:
-                    compare(
-                        summary,
-                        tag(name, alpha, lam),
-                        lambda p=p, q=q, a=alpha, l=lam: amid_ref.alpha_mixture(p, q, a, l),
-                        lambda p=p, q=q, a=alpha, l=lam: precise.alpha_mixture(p, q, a, l, dps=dps),
-                        # the table applies this bound above 1e-300 (subnormals below)
-                        select=lambda w: (w >= 1e-300) | (w == 0.0),
-                    )
-
-    def divergences(summary):
-        for name in plan.cases:
-            lp, lq = logs[name]
-            for a_name, b_name, la, lb in (("p", "q", lp, lq), ("q", "p", lq, lp)):
-                for div, params in SWEEP_DIVERGENCES:
-                    if (div, name) in SWEEP_SKIPS:
-                        summary._skip(SWEEP_SKIPS[div, name])
-                        continue
-                    for log_input in (False, True):
-                        a, b = (la, lb) if log_input else (np.exp(la), np.exp(lb))
-                        domain = " log_input" if log_input else ""
-                        compare(
-                            summary,
-                            f"case={name} {_div_label(div, params)}({a_name}‖{b_name}){domain}",
-                            lambda a=a, b=b, d=div, pr=params, li=log_input: amid_ref.divergence(
-                                a, b, d, log_input=li, **pr
-                            ),
-                            lambda a=a, b=b, d=div, pr=params, li=log_input: precise.divergence(
-                                a, b, d, log_input=li, dps=dps, **pr
-                            ),
-                        )
-
-    def loss(summary):
-        for name in plan.loss_cases:
-            c = by_name[name]
-            for div, params in plan.loss_divergences:
-                if (div, name) in SWEEP_SKIPS:
-                    summary._skip(SWEEP_SKIPS[div, name])
-                    continue
-                for order in amid_ref.ORDERS:
-                    for alpha in plan.loss_alphas:
-                        for lam in plan.loss_lams:
-                            for temp in plan.temperatures:
-                                kw = {
-                                    "divergence": div,
-                                    "order": order,
-                                    "div_params": params,
-                                    "temperature": temp,
-                                }
-                                extra = f" {_div_label(div, params)}/{order} T={temp:g}"
-                                compare(
-                                    summary,
-                                    tag(name, alpha, lam, extra),
-                                    lambda c=c, a=alpha, l=lam, kw=kw: amid_ref.amid_loss(
-                                        c.student_logits, c.teacher_logits, a, l, **kw
-                                    ),
-                                    lambda c=c, a=alpha, l=lam, kw=kw: precise.amid_loss(
-                                        c.student_logits, c.teacher_logits, a, l, dps=dps, **kw
-                                    ),
-                                )
-
-    def grad(summary):
-        for name in plan.grad_cases:
-            c = by_name[name]
-            for div, params in plan.grad_divergences:
-                if (div, name) in SWEEP_SKIPS:
-                    summary._skip(SWEEP_SKIPS[div, name])
-                    continue
-                for order in amid_ref.ORDERS:
-                    for alpha in plan.grad_alphas:
-                        if math.isinf(alpha) and name in ("equal", "near-equal"):
-                            continue  # max/min switch branches at ties: no derivative
-                        for lam in plan.grad_lams:
-                            kw = {"divergence": div, "order": order, "div_params": params}
-                            args = (c.student_logits, c.teacher_logits, alpha, lam)
-                            try:
-                                finite = np.isfinite(amid_ref.amid_loss(*args, **kw)) and bool(
-                                    np.isfinite(
-                                        _oracle_to_float(precise.amid_loss(*args, dps=dps, **kw))
-                                    )
-                                )
-                            except ValueError:
-                                finite = False  # undefined loss: reported by the loss sweep
-                            if not finite:
-                                summary.n_undefined += 1
-                                continue  # no gradient of an infinite loss
-                            compare(
-                                summary,
-                                tag(name, alpha, lam, f" {_div_label(div, params)}/{order}"),
-                                lambda args=args, kw=kw: amid_ref.amid_grad(*args, **kw),
-                                lambda args=args, kw=kw: precise.amid_grad(*args, dps=dps, **kw),
-                            )
-
-    bodies = {
-        "log_mixture": log_mixture,
-        "mixture": mixture,
-        "divergence": divergences,
-        "loss": loss,
-        "grad": grad,
-    }
-    unknown = [q for q in quantities if q not in bodies]
+    unknown = [q for q in quantities if q not in SWEEP_QUANTITIES]
     if unknown:
-        raise ValueError(f"unknown sweep quantities {unknown}; choose from {list(bodies)}")
-    return [run(q, bodies[q]) for q in quantities]
+        raise ValueError(
+            f"unknown sweep quantities {unknown}; choose from {list(SWEEP_QUANTITIES)}"
+        )
+    return [run_quantity(q, plan, dps=dps, progress=progress) for q in quantities]
+
+
+# --- the parts of the sweep -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One comparison of the sweep: ``ours()`` (amid_ref) against ``oracle()`` (precise).
+
+    ``select`` restricts the comparison to the entries where it is true (a function of the
+    oracle's value).
+    """
+
+    what: str
+    ours: Callable[[], object]
+    oracle: Callable[[], object]
+    select: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A combination the sweep does not compare, with the documented reason."""
+
+    reason: str
+
+
+#: A combination whose loss is undefined or infinite on either side: no gradient compared.
+UNDEFINED = "undefined"
+
+
+def _oracle():
+    from amid_ref import precise  # mpmath: heavy, only the sweep needs the oracle
+
+    return precise
+
+
+def compare(summary: SweepSummary, comparison: Comparison) -> None:
+    """Run both sides of ``comparison``; record agreement, disagreement or an oracle error
+    in ``summary`` (a ``ValueError`` on both sides is agreement: ``n_undefined``)."""
+    what = comparison.what
+    summary.n_checks += 1
+    want_exc = got_exc = None
+    try:
+        want = _oracle_to_float(comparison.oracle())
+    except ValueError as exc:
+        want_exc = exc
+    except Exception as exc:  # the oracle's own failure: kept apart
+        summary.n_oracle_errors += 1
+        if len(summary.failures) < 20:
+            summary.failures.append(f"oracle error at {what}: {type(exc).__name__}: {exc}")
+        return
+    try:
+        got = np.asarray(comparison.ours(), dtype=np.float64)
+    except ValueError as exc:
+        got_exc = exc
+    except Exception as exc:
+        summary._fail(f"{what}: amid_ref raised {type(exc).__name__}: {exc}")
+        return
+    if want_exc is not None and got_exc is not None:
+        summary.n_undefined += 1
+        return
+    if got_exc is not None:
+        refusal = next(
+            (reason for phrase, reason in SWEEP_REFUSALS.items() if phrase in str(got_exc)),
+            None,
+        )
+        if refusal is not None:
+            summary.n_checks -= 1
+            summary._skip(refusal)
+            return
+        summary._fail(f"{what}: amid_ref raised ValueError ({got_exc}); the oracle did not")
+        return
+    if want_exc is not None:
+        summary._fail(f"{what}: the oracle raised ValueError ({want_exc}); amid_ref gave {got}")
+        return
+    if comparison.select is not None:
+        mask = comparison.select(want)
+        got, want = got[mask], want[mask]
+    ratio, idx = _error_ratio(got, want, summary.tolerance)
+    if ratio >= summary.worst_ratio and idx:
+        g, w = np.atleast_1d(got)[idx], np.atleast_1d(want)[idx]
+        entry = f", entry {idx[0]}" if np.ndim(got) else ""
+        summary.worst_ratio = ratio
+        summary.worst_case = f"{what}{entry}: got {float(g)!r}, want {float(w)!r}"
+    message = None
+    try:
+        with np.errstate(invalid="ignore"):  # inf - inf inside the comparison
+            assert_within(got, want, summary.tolerance, what=what)
+    except AssertionError as exc:
+        message = str(exc)
+    if message is None and ratio > 1.0:  # e.g. NaN from the oracle
+        message = f"{what}: error/bound = {ratio:.3g} (got {got!r}, want {want!r})"
+    if message is not None:
+        summary._fail(message)
+
+
+def _tag(case, alpha, lam, extra=""):
+    return f"case={case} α={_fmt_alpha(alpha)} λ={_fmt_lam(lam)}{extra}"
+
+
+def _logs(names: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    by_name = {c.name: c for c in sweep_cases()}
+    return {
+        n: (_log_softmax(by_name[n].teacher_logits), _log_softmax(by_name[n].student_logits))
+        for n in names
+    }
+
+
+def _log_mixture_comparisons(plan: SweepPlan, dps: int):
+    precise = _oracle()
+    for name, (lp, lq) in _logs(plan.cases).items():
+        for alpha in plan.alphas:
+            for lam in plan.lams:
+                yield Comparison(
+                    _tag(name, alpha, lam),
+                    lambda lp=lp, lq=lq, a=alpha, l=lam: amid_ref.log_alpha_mixture(lp, lq, a, l),
+                    lambda lp=lp, lq=lq, a=alpha, l=lam: precise.log_alpha_mixture(
+                        lp, lq, a, l, dps=dps
+                    ),
+                )
+
+
+def _mixture_comparisons(plan: SweepPlan, dps: int):
+    precise = _oracle()
+    for name, logs in _logs(plan.cases).items():
+        p, q = (np.exp(x) for x in logs)
+        for alpha in plan.alphas:
+            for lam in plan.lams:
+                yield Comparison(
+                    _tag(name, alpha, lam),
+                    lambda p=p, q=q, a=alpha, l=lam: amid_ref.alpha_mixture(p, q, a, l),
+                    lambda p=p, q=q, a=alpha, l=lam: precise.alpha_mixture(p, q, a, l, dps=dps),
+                    # the table applies this bound above 1e-300 (subnormals below)
+                    select=lambda w: (w >= 1e-300) | (w == 0.0),
+                )
+
+
+def _divergence_comparisons(plan: SweepPlan, dps: int):
+    precise = _oracle()
+    for name, (lp, lq) in _logs(plan.cases).items():
+        for a_name, b_name, la, lb in (("p", "q", lp, lq), ("q", "p", lq, lp)):
+            for div, params in SWEEP_DIVERGENCES:
+                if (div, name) in SWEEP_SKIPS:
+                    yield Skipped(SWEEP_SKIPS[div, name])
+                    continue
+                for log_input in (False, True):
+                    a, b = (la, lb) if log_input else (np.exp(la), np.exp(lb))
+                    domain = " log_input" if log_input else ""
+                    yield Comparison(
+                        f"case={name} {_div_label(div, params)}({a_name}‖{b_name}){domain}",
+                        lambda a=a, b=b, d=div, pr=params, li=log_input: amid_ref.divergence(
+                            a, b, d, log_input=li, **pr
+                        ),
+                        lambda a=a, b=b, d=div, pr=params, li=log_input: precise.divergence(
+                            a, b, d, log_input=li, dps=dps, **pr
+                        ),
+                    )
+
+
+def _loss_comparisons(plan: SweepPlan, dps: int):
+    precise = _oracle()
+    by_name = {c.name: c for c in sweep_cases()}
+    for name in plan.loss_cases:
+        c = by_name[name]
+        for div, params in plan.loss_divergences:
+            if (div, name) in SWEEP_SKIPS:
+                yield Skipped(SWEEP_SKIPS[div, name])
+                continue
+            for order, alpha, lam, temp in itertools.product(
+                amid_ref.ORDERS, plan.loss_alphas, plan.loss_lams, plan.temperatures
+            ):
+                kw = {"divergence": div, "order": order, "div_params": params, "temperature": temp}
+                yield Comparison(
+                    _tag(name, alpha, lam, f" {_div_label(div, params)}/{order} T={temp:g}"),
+                    lambda c=c, a=alpha, l=lam, kw=kw: amid_ref.amid_loss(
+                        c.student_logits, c.teacher_logits, a, l, **kw
+                    ),
+                    lambda c=c, a=alpha, l=lam, kw=kw: precise.amid_loss(
+                        c.student_logits, c.teacher_logits, a, l, dps=dps, **kw
+                    ),
+                )
+
+
+def _grad_comparisons(plan: SweepPlan, dps: int):
+    precise = _oracle()
+    by_name = {c.name: c for c in sweep_cases()}
+    for name in plan.grad_cases:
+        c = by_name[name]
+        for div, params in plan.grad_divergences:
+            if (div, name) in SWEEP_SKIPS:
+                yield Skipped(SWEEP_SKIPS[div, name])
+                continue
+            for order, alpha, lam in itertools.product(
+                amid_ref.ORDERS, plan.grad_alphas, plan.grad_lams
+            ):
+                if math.isinf(alpha) and name in ("equal", "near-equal"):
+                    continue  # max/min switch branches at ties: no derivative
+                kw = {"divergence": div, "order": order, "div_params": params}
+                args = (c.student_logits, c.teacher_logits, alpha, lam)
+                try:
+                    finite = np.isfinite(amid_ref.amid_loss(*args, **kw)) and bool(
+                        np.isfinite(_oracle_to_float(precise.amid_loss(*args, dps=dps, **kw)))
+                    )
+                except ValueError:
+                    finite = False  # undefined loss: reported by the loss sweep
+                if not finite:
+                    yield UNDEFINED  # no gradient of an infinite loss
+                    continue
+                yield Comparison(
+                    _tag(name, alpha, lam, f" {_div_label(div, params)}/{order}"),
+                    lambda args=args, kw=kw: amid_ref.amid_grad(*args, **kw),
+                    lambda args=args, kw=kw: precise.amid_grad(*args, dps=dps, **kw),
+                )
+
+
+#: Quantity -> the generator of its comparisons, ``(plan, dps) -> iterator`` of
+#: :class:`Comparison`, :class:`Skipped` or :data:`UNDEFINED`.
+SWEEP_QUANTITIES: dict[str, Callable] = {
+    "log_mixture": _log_mixture_comparisons,
+    "mixture": _mixture_comparisons,
+    "divergence": _divergence_comparisons,
+    "loss": _loss_comparisons,
+    "grad": _grad_comparisons,
+}
+
+
+def sweep_comparisons(quantity: str, plan: SweepPlan, *, dps: int = 50):
+    """The comparisons of one quantity of the sweep, in order (nothing is evaluated until
+    a :class:`Comparison` is passed to :func:`compare`)."""
+    return SWEEP_QUANTITIES[quantity](plan, dps)
+
+
+def run_quantity(
+    quantity: str,
+    plan: SweepPlan,
+    *,
+    dps: int = 50,
+    progress: Callable[[str], None] | None = None,
+) -> SweepSummary:
+    """Every comparison of ``quantity`` under ``plan``, summarized."""
+    summary = SweepSummary(quantity, tolerance("reference", quantity, "float64"))
+    start = time.perf_counter()
+    for item in sweep_comparisons(quantity, plan, dps=dps):
+        if isinstance(item, Skipped):
+            summary._skip(item.reason)
+        elif item is UNDEFINED:
+            summary.n_undefined += 1
+        else:
+            compare(summary, item)
+    summary.seconds = time.perf_counter() - start
+    if progress is not None:
+        progress(
+            f"sweep {quantity}: {summary.n_checks} checks, {summary.n_failed} failed, "
+            f"{summary.n_oracle_errors} oracle errors, worst error = "
+            f"{summary.worst_ratio:.3g} × bound ({summary.seconds:.1f} s)"
+        )
+    return summary
