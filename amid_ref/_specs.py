@@ -207,13 +207,22 @@ class Param:
     allow_inf: bool = False
     error: str = ""
     meaning: str = ""
+    oracle_inside: Callable[[Any], bool] | None = None
+    oracle_error: str = ""
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
 
-    def check(self, value: Any, real: Callable[..., Any] = check_real) -> Any:
-        """The checked value: ``real(value, label, allow_inf=...)`` then the domain."""
+    def check(
+        self, value: Any, real: Callable[..., Any] = check_real, *, oracle: bool = False
+    ) -> Any:
+        """The checked value: ``real(value, label, allow_inf=...)`` then the domain.
+
+        With ``oracle`` the domain is :attr:`oracle_inside` where one is given: a closed
+        form that exists in exact arithmetic at a point the float packages refuse (the
+        oracle evaluates it; the float packages' domain stays :attr:`inside`).
+        """
         label = self.label or self.name
         if self.kind == "callable":
             if not callable(value):
@@ -224,7 +233,10 @@ class Param:
                 raise TypeError(self.error or f"{label} must be callable or None, got {value!r}")
             return value
         x = real(value, label, allow_inf=self.allow_inf)
-        if self.inside is not None and not self.inside(x):
+        if oracle and self.oracle_inside is not None:
+            if not self.oracle_inside(x):
+                raise ValueError(self.oracle_error.format(value=value))
+        elif self.inside is not None and not self.inside(x):
             raise ValueError(self.error.format(value=value))
         return x
 
@@ -310,7 +322,8 @@ def resolve_params(
     """Check ``given`` against the record: known names, required ones present, domains.
 
     ``real`` converts a real parameter (``float`` by default; the oracle passes its exact
-    ``mpf`` conversion and ``float_path=False``, which skips :attr:`DivergenceSpec.float_check`).
+    ``mpf`` conversion and ``float_path=False``, which skips :attr:`DivergenceSpec.float_check`
+    and uses :attr:`Param.oracle_inside` where a parameter has one).
     Missing and unknown names raise :class:`ParameterError`.
     """
     if given is None:
@@ -331,7 +344,10 @@ def resolve_params(
             f"divergence {spec.name!r} needs parameter(s) {missing} (it requires the "
             f"parameter {missing[0]!r})"
         )
-    out = {p.name: p.check(given.get(p.name, p.default), real) for p in spec.params}
+    out = {
+        p.name: p.check(given.get(p.name, p.default), real, oracle=not float_path)
+        for p in spec.params
+    }
     if float_path and spec.float_check is not None:
         out = spec.float_check(out)
     return out
@@ -511,6 +527,9 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
                 inside=lambda x: x > 0,
                 error="renyi parameter order must be > 0, got {value!r}",
                 meaning="ρ; 1 is KL",
+                # ρ = 0 is −log Σ_{a > 0} b, a limit the oracle evaluates exactly.
+                oracle_inside=lambda x: x >= 0,
+                oracle_error="renyi parameter order must be >= 0 for the oracle, got {value!r}",
             ),
         ),
         limits=((r"\rho \to 1:\ \mathrm{KL}(a\|b)", "divergence.renyi.limit_1"),),
