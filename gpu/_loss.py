@@ -37,19 +37,13 @@ from amid_ref._specs import Objective
 from gpu._divergences import GPU_DIVERGENCES
 from gpu._mixture import NEG_INF, log_alpha_mean_and_weight
 from gpu._validation import (
-    check_alpha,
-    check_bool,
     check_chunk_size,
     check_float_tensor,
     check_ignore_index,
     check_labels,
-    check_lam,
-    check_order,
     check_pair,
     check_reduction,
-    check_temperature,
     compute_dtype,
-    resolve_div_params,
 )
 
 __all__ = ["AMiDLoss", "amid_loss", "default_chunk_size"]
@@ -490,16 +484,19 @@ class AMiDLoss(torch.nn.Module):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        self.alpha = check_alpha(alpha)
-        self.lam = check_lam(lam)
-        self.divergence = divergence
-        self.order = order
-        self.div_params = dict(resolve_div_params(divergence, div_params))
-        check_order(order)
-        self.temperature = check_temperature(temperature)
+        objective = Objective.of(
+            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+            implementation="gpu",
+        )  # fmt: skip
+        self.alpha = objective.alpha
+        self.lam = objective.lam
+        self.divergence = objective.divergence
+        self.order = objective.order
+        self.div_params = dict(objective.params)
+        self.temperature = objective.temperature
         self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = check_reduction(reduction)
-        self.detach_assistant = check_bool(detach_assistant, "detach_assistant")
+        self.detach_assistant = objective.detach_assistant
         self.chunk_size = check_chunk_size(chunk_size)
 
     def forward(
