@@ -279,6 +279,9 @@ class DivergenceSpec:
         within 1e-200 of a special line on it); the oracle evaluates parameters exactly.
     claims : tuple of str
         The proofs_check claims about this divergence.
+    on_normalized : bool
+        Defined on the inputs normalized along the reduced axis (Rényi): an implementation
+        whose kernels expect distributions normalizes first.
     """
 
     name: str
@@ -294,6 +297,7 @@ class DivergenceSpec:
     no_cases: str = ""
     float_check: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     claims: tuple[str, ...] = ()
+    on_normalized: bool = False
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -545,6 +549,7 @@ _SPEC_LIST: tuple[DivergenceSpec, ...] = (
             "quick": ({"order": 0.5},),
         },
         claims=("divergence.renyi.limit_1",),
+        on_normalized=True,
     ),
     DivergenceSpec(
         "ab",

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from amid_ref._specs import SPECS
 from gpu._mixture import _check_log_pair
 from gpu._validation import check_bool, compute_dtype, resolve_div_params
 
@@ -438,7 +439,7 @@ def divergence(
                 if bool((t < 0).any()):
                     raise ValueError(f"{n} has negative probabilities")
             x, y = torch.log(x), torch.log(y)
-        if name == "renyi":
+        if SPECS[name].on_normalized:
             x = x - torch.logsumexp(x, dim=-1, keepdim=True)
             y = y - torch.logsumexp(y, dim=-1, keepdim=True)
         value, _, _ = GPU_DIVERGENCES[name](x, y, resolved, False, False)
