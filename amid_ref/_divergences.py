@@ -1,5 +1,7 @@
-"""The divergence registry: one record per divergence, each with its value and its
-log-input gradient, evaluated on log-probabilities for accuracy.
+"""The float64 divergence kernels, registered against the contract's records
+(:data:`amid_ref._specs.SPECS`) in :data:`KERNELS`: each record's value and log-input
+gradient, evaluated on log-probabilities for accuracy. Names, parameters, defaults and their
+checks come from the records.
 
 Every kernel takes ``la = log a`` and ``lb = log b`` (float64, same shape, ``-inf`` for a
 zero probability) and reduces over ``axis``. Gradient kernels return
