@@ -809,6 +809,17 @@ class Objective:
         """``(first, second)`` picked from p, q, r."""
         return order_arguments(self.order, p, q, r)
 
+    def __reduce__(self):
+        # Picklable (worker processes): the read-only params travel as a plain dict.
+        fields = (self.alpha, self.lam, self.divergence, self.order, dict(self.params))
+        return (_objective, (*fields, self.temperature, self.detach_assistant))
+
+
+def _objective(alpha, lam, divergence, order, params, temperature, detach_assistant):
+    return Objective(
+        alpha, lam, divergence, order, MappingProxyType(params), temperature, detach_assistant
+    )
+
 
 # --------------------------------------------------------------------------------------
 # grids

@@ -17,6 +17,7 @@ import functools
 import importlib.util
 import inspect
 import math
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -296,6 +297,7 @@ def test_objective_is_validated_once_and_frozen():
         obj.alpha = 0.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         obj.params["skew"] = 0.5  # type: ignore[index]
+    assert pickle.loads(pickle.dumps(obj)) == obj
     with pytest.raises(ValueError, match="skew must lie in"):
         Objective.of(-5.0, 0.1, "skew_kl", div_params={"skew": 1.0})
     with pytest.raises(ValueError, match="not offered by the gpu package"):
