@@ -1,5 +1,7 @@
-"""The divergence registry: one record per divergence, each with its value and its
-log-input gradient, evaluated on log-probabilities for accuracy.
+"""The float64 divergence kernels, registered against the contract's records
+(:data:`amid_ref._specs.SPECS`) in :data:`KERNELS`: each record's value and log-input
+gradient, evaluated on log-probabilities for accuracy. Names, parameters, defaults and their
+checks come from the records.
 
 Every kernel takes ``la = log a`` and ``lb = log b`` (float64, same shape, ``-inf`` for a
 zero probability) and reduces over ``axis``. Gradient kernels return
@@ -13,19 +15,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp
 
 from amid_ref._special import scaled_expm1_ratio, scaled_expm1mx_ratio
+from amid_ref._specs import SPECS, DivergenceSpec, get_spec, resolve_params
 from amid_ref._validation import (
     as_float_array,
     check_axis,
     check_log_probabilities,
     check_probabilities,
-    check_real,
     check_same_shape,
 )
 
@@ -39,32 +41,32 @@ GradKernel = Callable[
 
 @dataclass(frozen=True)
 class Divergence:
-    """A registered divergence: its name, formula, parameters and kernels."""
+    """A divergence of the contract (:data:`amid_ref._specs.SPECS`) with its float64 kernels."""
 
-    name: str
-    formula: str
+    spec: DivergenceSpec
     value: Kernel
     grad: GradKernel | None
-    params: Mapping[str, Any] = field(default_factory=dict)  # name -> default (None: required)
-    check_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def formula(self) -> str:
+        return self.spec.formula
+
+    @property
+    def description(self) -> str:
+        return self.spec.words
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Parameter name -> default (``None`` where the parameter is required)."""
+        return {p.name: (None if p.required else p.default) for p in self.spec.params}
 
     def resolve_params(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
-        given = dict(given or {})
-        unknown = sorted(set(given) - set(self.params))
-        if unknown:
-            allowed = ", ".join(sorted(self.params)) or "none"
-            raise ValueError(
-                f"unknown parameter(s) {unknown} for divergence {self.name!r} (allowed: {allowed})"
-            )
-        out = {k: given.get(k, v) for k, v in self.params.items()}
-        missing = [k for k, v in out.items() if v is None and k in _REQUIRED.get(self.name, ())]
-        if missing:
-            raise ValueError(f"divergence {self.name!r} needs parameter(s) {missing}")
-        return self.check_params(out) if self.check_params else out
-
-
-_REQUIRED: dict[str, tuple[str, ...]] = {"f": ("f",)}
+        """The checked parameters (:func:`amid_ref._specs.resolve_params`)."""
+        return resolve_params(self.spec, given)
 
 
 def _exp(x):
@@ -121,13 +123,6 @@ def _js_grad(la, lb, axis, params):
         ga = np.where(a > 0, beta * a * (la - lm), 0.0)
         gb = np.where(b > 0, (1.0 - beta) * b * (lb - lm), 0.0)
     return ga, gb
-
-
-def _check_js(params):
-    beta = check_real(params["beta"], "beta")
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"js parameter beta must lie in [0, 1], got {beta!r}")
-    return {"beta": beta}
 
 
 # --- total variation, Hellinger, Pearson chi^2 ----------------------------------------------
@@ -277,21 +272,6 @@ def _ab_grad(la, lb, axis, params):
     return gx, gy
 
 
-# Parameters closer to a special line than this are put on it: the divergence moves by
-# O(|a_|·δ³) there, below float64 resolution by a factor 1e-150 even for δ = 2e4, while
-# products such as a_·b_ or (a_ δ)² would underflow and lose every digit.
-_AB_SNAP = 1e-200
-
-
-def _check_ab(params):
-    a_ = check_real(params["alpha"], "alpha (AB-divergence a_)")
-    b_ = check_real(params["beta"], "beta (AB-divergence b_)")
-    return {
-        "alpha": 0.0 if abs(a_) < _AB_SNAP else a_,
-        "beta": 0.0 if abs(b_) < _AB_SNAP else b_,
-    }
-
-
 def _amari_as_ab(params):
     # (1 ∓ γ)/2 separately: near γ = ±1 one of them is small and 1 − s would carry the
     # rounding error of s (relative 1e-7 at γ = −1 + 1e-9), while 1 ± γ is exact there.
@@ -305,10 +285,6 @@ def _amari_value(la, lb, axis, params):
 
 def _amari_grad(la, lb, axis, params):
     return _ab_grad(la, lb, axis, _amari_as_ab(params))
-
-
-def _check_amari(params):
-    return {"alpha": check_real(params["alpha"], "alpha (Amari γ)")}
 
 
 # --- Rényi -----------------------------------------------------------------------------------
@@ -377,13 +353,6 @@ def _renyi_grad(la, lb, axis, params):
     return (rho / c) * pi, -pi
 
 
-def _check_renyi(params):
-    rho = check_real(params["order"], "order (Rényi ρ)")
-    if rho <= 0:
-        raise ValueError(f"renyi parameter order must be > 0, got {rho!r}")
-    return {"order": rho}
-
-
 # --- generic f-divergence -----------------------------------------------------------------
 
 
@@ -434,122 +403,89 @@ def _f_grad(la, lb, axis, params):
     return ga, gb
 
 
-def _check_f(params):
-    if not callable(params["f"]):
-        raise TypeError("divergence 'f' needs a callable generator f (vectorized over arrays)")
-    if params["f_prime"] is not None and not callable(params["f_prime"]):
-        raise TypeError("f_prime must be callable (the derivative of f)")
-    slope = params["f_inf_slope"]
-    slope = check_real(slope, "f_inf_slope", allow_inf=True)
-    one = float(np.asarray(params["f"](np.array([1.0])), dtype=np.float64).ravel()[0])
-    if not abs(one) <= 1e-12:
-        raise ValueError(f"an f-divergence generator must satisfy f(1) = 0, got f(1) = {one!r}")
-    return {"f": params["f"], "f_prime": params["f_prime"], "f_inf_slope": slope}
+# --- Jeffreys (symmetric KL) and skew KL ---------------------------------------------------
 
 
-# --- the registry ---------------------------------------------------------------------------
+def _abs_diff(la, lb):
+    """|a − b| = e^max·(−expm1(−|δ|)) without cancellation (0 where both are 0)."""
+    hi = np.maximum(la, lb)
+    with np.errstate(invalid="ignore"):
+        mag = np.exp(hi) * -np.expm1(np.minimum(la, lb) - hi)
+    return np.where(np.isneginf(hi), 0.0, mag)
 
-_REGISTRY: dict[str, Divergence] = {}
+
+def _jeffreys_value(la, lb, axis, params):
+    # Σ (a − b)·δ: every term is |a − b|·|δ| ≥ 0, so the sum never cancels; a zero of
+    # exactly one argument gives +inf.
+    a0, b0 = np.isneginf(la), np.isneginf(lb)
+    with np.errstate(invalid="ignore"):
+        terms = _abs_diff(la, lb) * np.abs(np.where(a0 | b0, 0.0, la - lb))
+    terms = np.where(a0 != b0, np.inf, terms)
+    return _sum(terms, axis)
 
 
-def _register(d: Divergence) -> None:
-    _REGISTRY[d.name] = d
+def _jeffreys_grad(la, lb, axis, params):
+    # ∂/∂la = aδ + (a − b), ∂/∂lb = −bδ − (a − b), with a − b formed without cancellation.
+    a, b = _exp(la), _exp(lb)
+    both = ~np.isneginf(la) & ~np.isneginf(lb)
+    with np.errstate(invalid="ignore"):
+        d = np.where(both, la - lb, 0.0)
+    diff = np.sign(d) * _abs_diff(la, lb)
+    return np.where(both, a * d + diff, 0.0), np.where(both, -b * d - diff, 0.0)
 
 
-_register(
-    Divergence(
-        "kl",
-        r"\sum_x a \log(a/b)",
-        _kl_value,
-        _kl_grad,
-        {},
-        None,
-        "Kullback–Leibler divergence KL(a‖b).",
-    )
-)
-_register(
-    Divergence(
-        "js",
-        r"\beta\,KL(a\|m) + (1-\beta)\,KL(b\|m),\ m=\beta a+(1-\beta)b",
-        _js_value,
-        _js_grad,
-        {"beta": 0.5},
-        _check_js,
-        "Generalized Jensen–Shannon divergence (GKD).",
-    )
-)
-_register(
-    Divergence(
-        "tv", r"\tfrac12\sum_x |a-b|", _tv_value, _tv_grad, {}, None, "Total variation distance."
-    )
-)
-_register(
-    Divergence(
-        "hellinger",
-        r"\tfrac12\sum_x(\sqrt a-\sqrt b)^2",
-        _hellinger_value,
-        _hellinger_grad,
-        {},
-        None,
-        "Squared Hellinger distance.",
-    )
-)
-_register(
-    Divergence(
-        "chi2", r"\sum_x (a-b)^2/b", _chi2_value, _chi2_grad, {}, None, "Pearson χ² divergence."
-    )
-)
-_register(
-    Divergence(
-        "amari",
-        r"\frac{4}{1-\gamma^2}\sum_x\Big[\tfrac{1-\gamma}{2}a+\tfrac{1+\gamma}{2}b"
-        r"-a^{\frac{1-\gamma}{2}}b^{\frac{1+\gamma}{2}}\Big]",
-        _amari_value,
-        _amari_grad,
-        {"alpha": None},
-        _check_amari,
-        "Amari α-divergence with its own parameter γ (param 'alpha'); γ→−1 KL(a‖b), γ→1 KL(b‖a).",
-    )
-)
-_register(
-    Divergence(
-        "renyi",
-        r"\frac{1}{\rho-1}\log\sum_x a^\rho b^{1-\rho}",
-        _renyi_value,
-        _renyi_grad,
-        {"order": None},
-        _check_renyi,
-        "Rényi divergence of order ρ > 0 (param 'order') of the normalized inputs.",
-    )
-)
-_register(
-    Divergence(
-        "ab",
-        r"-\frac{1}{a_\ast b_\ast}\sum_x\Big(a^{a_\ast}b^{b_\ast}-\tfrac{a_\ast}{a_\ast+b_\ast}"
-        r"a^{a_\ast+b_\ast}-\tfrac{b_\ast}{a_\ast+b_\ast}b^{a_\ast+b_\ast}\Big)",
-        _ab_value,
-        _ab_grad,
-        {"alpha": None, "beta": None},
-        _check_ab,
-        "AB-divergence (Cichocki, Cruces & Amari 2011), params 'alpha'=a_*, 'beta'=b_*.",
-    )
-)
-_register(
-    Divergence(
-        "f",
-        r"\sum_x b\, f(a/b)",
-        _f_value,
-        _f_grad,
-        {"f": None, "f_prime": None, "f_inf_slope": math.inf},
-        _check_f,
-        "Generic f-divergence with a user generator f (f(1)=0).",
-    )
-)
+def _skew_mixture(la, lb, skew):
+    """log(s·a + (1 − s)·b) for 0 < s < 1."""
+    with np.errstate(divide="ignore"):
+        return np.logaddexp(math.log(skew) + la, math.log1p(-skew) + lb)
 
-for _name, _keys in (("amari", ("alpha",)), ("renyi", ("order",)), ("ab", ("alpha", "beta"))):
-    _REQUIRED[_name] = _keys
 
-#: Names of the registered divergences.
+def _skew_kl_value(la, lb, axis, params):
+    skew = params["skew"]
+    if skew == 0.0:
+        return _kl_value(la, lb, axis, params)
+    return _kl_value(la, _skew_mixture(la, lb, skew), axis, params)
+
+
+def _skew_kl_grad(la, lb, axis, params):
+    # D = Σ a(la − lm), lm = log(s a + (1−s) b): ∂/∂la ≡ a(la − lm) − s·a·(a/m) (mod a),
+    # ∂/∂lb = −(1 − s)·b·(a/m).
+    skew = params["skew"]
+    if skew == 0.0:
+        return _kl_grad(la, lb, axis, params)
+    lm = _skew_mixture(la, lb, skew)
+    a, b = _exp(la), _exp(lb)
+    pos = ~np.isneginf(la)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ratio = np.where(pos, np.exp(np.where(pos, la - lm, 0.0)), 0.0)  # a/m ≤ 1/s
+        ga = np.where(pos, a * (np.where(pos, la - lm, 0.0) - skew * ratio), 0.0)
+    return ga, -(1.0 - skew) * b * ratio
+
+
+# --- the kernel table -----------------------------------------------------------------------
+
+#: Divergence name -> (value kernel, log-input gradient kernel), registered against the
+#: contract's records (:data:`amid_ref._specs.SPECS`); tests/test_registry.py checks that every
+#: record has an entry.
+KERNELS: dict[str, tuple[Kernel, GradKernel]] = {
+    "kl": (_kl_value, _kl_grad),
+    "js": (_js_value, _js_grad),
+    "tv": (_tv_value, _tv_grad),
+    "hellinger": (_hellinger_value, _hellinger_grad),
+    "chi2": (_chi2_value, _chi2_grad),
+    "amari": (_amari_value, _amari_grad),
+    "renyi": (_renyi_value, _renyi_grad),
+    "ab": (_ab_value, _ab_grad),
+    "f": (_f_value, _f_grad),
+    "jeffreys": (_jeffreys_value, _jeffreys_grad),
+    "skew_kl": (_skew_kl_value, _skew_kl_grad),
+}
+
+_REGISTRY: dict[str, Divergence] = {
+    name: Divergence(spec, *KERNELS[name]) for name, spec in SPECS.items() if name in KERNELS
+}
+
+#: Names of the registered divergences (the contract's, in its order).
 DIVERGENCES: tuple[str, ...] = tuple(_REGISTRY)
 
 
@@ -557,10 +493,7 @@ def get_divergence(name: str) -> Divergence:
     """The registry record of a divergence; unknown names raise ``ValueError``."""
     if not isinstance(name, str):
         raise TypeError(f"divergence name must be a string, got {name!r}")
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown divergence {name!r}; known: {', '.join(DIVERGENCES)}") from None
+    return _REGISTRY[get_spec(name, "amid_ref").name]
 
 
 def divergence(a, b, name: str, axis: int = -1, log_input: bool = False, **params):
@@ -573,10 +506,11 @@ def divergence(a, b, name: str, axis: int = -1, log_input: bool = False, **param
             + \tfrac{1+\gamma}{2}b - a^{\frac{1-\gamma}{2}}b^{\frac{1+\gamma}{2}}\Big],\quad
         D_\rho^{\mathrm{R}} = \frac{1}{\rho-1}\log\sum_x a^\rho b^{1-\rho},
 
-    and the others of MATH.md: ``"js"`` (param ``beta``, default ½), ``"tv"``,
-    ``"hellinger"`` (squared), ``"chi2"`` (Pearson), ``"ab"`` (params ``alpha``, ``beta``) and
-    ``"f"`` (params ``f``, optional ``f_prime`` and ``f_inf_slope``). The registry is
-    :data:`amid_ref.DIVERGENCES`.
+    and every other record of the contract: :data:`amid_ref.DIVERGENCES` names them, and the
+    divergence table of the mathematics page (generated from :data:`amid_ref._specs.SPECS`)
+    gives each definition, its parameters with defaults and domains, and where it is
+    ``+inf``. For example ``"js"`` takes ``beta`` (default ½), ``"ab"`` takes ``alpha`` and
+    ``beta``; ``"f"`` takes a user generator ``f``.
 
     Parameters
     ----------
@@ -611,11 +545,23 @@ def divergence(a, b, name: str, axis: int = -1, log_input: bool = False, **param
     a = b [claim: divergence.zero_iff_equal]. The Amari and AB divergences are evaluated in
     their positive-measure form (with the linear terms), Rényi on the normalized inputs.
 
+    References
+    ----------
+    The divergences enter the AMiD loss of Theorem 3.4 (zero iff the student equals the
+    teacher, for every divergence of this registry) and the gradient of Proposition 3.5.
+
+    See Also
+    --------
+    amid_ref.precise.divergence : the mpmath oracle (independent transcription).
+    gpu.divergence : the torch twin, same names, parameters and checks.
+
     Examples
     --------
     >>> from amid_ref import divergence
     >>> round(float(divergence([0.5, 0.5], [0.9, 0.1], "kl")), 12)
     0.510825623766
+    >>> round(float(divergence([0.5, 0.5], [0.9, 0.1], "jeffreys")), 12)
+    0.878889830934
     """
     rec = get_divergence(name)
     if not isinstance(log_input, bool):

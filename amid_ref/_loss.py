@@ -10,32 +10,10 @@ from scipy.special import log_softmax, logsumexp
 
 from amid_ref._divergences import get_divergence
 from amid_ref._mixture import _alpha_mixture_weight, _log_alpha_mean
-from amid_ref._validation import (
-    as_float_array,
-    check_alpha,
-    check_lam,
-    check_real,
-    check_same_shape,
-)
+from amid_ref._specs import ORDERS, Objective
+from amid_ref._validation import as_float_array, check_same_shape
 
-__all__ = ["ORDERS", "amid_grad", "amid_loss"]
-
-#: Argument orders: the loss is D(first ‖ second), p = teacher, q = student, r = assistant.
-ORDERS: dict[str, tuple[str, str]] = {
-    "pr": ("p", "r"),
-    "qr": ("q", "r"),
-    "rp": ("r", "p"),
-    "rq": ("r", "q"),
-}
-
-
-def _check_order(order) -> tuple[str, str]:
-    if not isinstance(order, str) or order not in ORDERS:
-        raise ValueError(
-            f"unknown order {order!r}; expected one of {', '.join(ORDERS)} "
-            "(pr: D(p‖r), qr: D(q‖r), rp: D(r‖p), rq: D(r‖q))"
-        )
-    return ORDERS[order]
+__all__ = ["ORDERS", "Objective", "amid_grad", "amid_loss", "grad_of", "loss_of"]
 
 
 def _check_logits(x, name: str) -> np.ndarray:
@@ -51,22 +29,12 @@ def _check_logits(x, name: str) -> np.ndarray:
     return arr
 
 
-def _prepare(
-    student_logits, teacher_logits, alpha, lam, divergence, order, div_params, temperature
-):
+def _prepare(student_logits, teacher_logits, objective: Objective) -> dict[str, np.ndarray]:
+    """The log-probabilities p, q and r of validated logits under ``objective``."""
     s = _check_logits(student_logits, "student_logits")
     t = _check_logits(teacher_logits, "teacher_logits")
     check_same_shape(s, t, "student_logits", "teacher_logits")
-    alpha = check_alpha(alpha)
-    lam = check_lam(lam)
-    rec = get_divergence(divergence)
-    if div_params is not None and not isinstance(div_params, Mapping):
-        raise TypeError(f"div_params must be a mapping of parameter names, got {div_params!r}")
-    params = rec.resolve_params(div_params)
-    first, second = _check_order(order)
-    temperature = check_real(temperature, "temperature")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    alpha, lam, temperature = objective.alpha, objective.lam, objective.temperature
     # log_softmax shifts by the row maximum first: entries near the maximum then carry an
     # absolute error of a few ulps of |x − max| (not of |x|, ~1e-12 for logits near ±1e4),
     # so the row is normalized to O(eps) and D(q‖q) is 0 to O(eps).
@@ -84,19 +52,7 @@ def _prepare(
             "only the intersection of the teacher's and student's supports (-inf logits), "
             "and it is empty (Z = 0)"
         )
-    lr = lm - log_z
-    return {
-        "p": lp,
-        "q": lq,
-        "r": lr,
-        "alpha": alpha,
-        "lam": lam,
-        "rec": rec,
-        "params": params,
-        "first": first,
-        "second": second,
-        "temperature": temperature,
-    }
+    return {"p": lp, "q": lq, "r": lm - log_z}
 
 
 def amid_loss(
@@ -150,6 +106,15 @@ def amid_loss(
     intersection of the supports) [claim: theorem_3_4.full_support_needed]. The prior
     methods are special cases (:mod:`amid_ref.presets`).
 
+    References
+    ----------
+    Theorem 3.4 (optimality); the prior methods as special cases (:mod:`amid_ref.presets`).
+
+    See Also
+    --------
+    amid_ref.precise.amid_loss : the mpmath oracle it is held to.
+    gpu.amid_loss : the chunked torch twin, held to this function in float64.
+
     Examples
     --------
     >>> import numpy as np
@@ -158,11 +123,16 @@ def amid_loss(
     >>> abs(float(amid_loss(t, t, alpha=-5.0, lam=0.1))) < 1e-15
     True
     """
-    ctx = _prepare(
-        student_logits, teacher_logits, alpha, lam, divergence, order, div_params, temperature
-    )
-    rec = ctx["rec"]
-    out = np.asarray(rec.value(ctx[ctx["first"]], ctx[ctx["second"]], -1, ctx["params"]))
+    objective = Objective.of(alpha, lam, divergence, order, div_params, temperature)
+    return loss_of(objective, student_logits, teacher_logits)
+
+
+def loss_of(objective: Objective, student_logits, teacher_logits):
+    """:func:`amid_loss` of an already validated :class:`~amid_ref._specs.Objective`."""
+    ctx = _prepare(student_logits, teacher_logits, objective)
+    rec = get_divergence(objective.divergence)
+    first, second = objective.arguments(ctx["p"], ctx["q"], ctx["r"])
+    out = np.asarray(rec.value(first, second, -1, objective.params))
     if np.isnan(out).any():  # pragma: no cover - kernel bug guard, never silent
         raise FloatingPointError("amid_loss produced NaN; please report this input")
     return out[()] if out.ndim == 0 else out
@@ -222,35 +192,49 @@ def amid_grad(
     At α = ±inf the mixture is a max/min and w is the indicator of the student being
     selected; at exact ties p(x) = q(x) the weight ½ (average of one-sided derivatives) is
     used. The divergence ``"f"`` needs its derivative as ``div_params["f_prime"]``.
+
+    References
+    ----------
+    Proposition 3.5 (the gradient through the assistant r).
+
+    See Also
+    --------
+    amid_ref.precise.amid_grad : the oracle (central differences of the mpmath loss).
+    gpu.amid_loss : its backward pass is this closed form, chunked.
     """
-    if not isinstance(detach_assistant, bool):
-        raise TypeError(f"detach_assistant must be a bool, got {detach_assistant!r}")
-    ctx = _prepare(
-        student_logits, teacher_logits, alpha, lam, divergence, order, div_params, temperature
+    objective = Objective.of(
+        alpha, lam, divergence, order, div_params, temperature, detach_assistant
     )
-    rec = ctx["rec"]
+    return grad_of(objective, student_logits, teacher_logits)
+
+
+def grad_of(objective: Objective, student_logits, teacher_logits):
+    """:func:`amid_grad` of an already validated :class:`~amid_ref._specs.Objective`."""
+    ctx = _prepare(student_logits, teacher_logits, objective)
+    rec = get_divergence(objective.divergence)
     if rec.grad is None:  # pragma: no cover - every registered divergence has one
-        raise ValueError(f"divergence {divergence!r} has no gradient")
-    first, second = ctx["first"], ctx["second"]
-    value = rec.value(ctx[first], ctx[second], -1, ctx["params"])
+        raise ValueError(f"divergence {objective.divergence!r} has no gradient")
+    first, second = objective.first, objective.second
+    params = objective.params
+    value = rec.value(ctx[first], ctx[second], -1, params)
     if np.isinf(value).any():
         raise ValueError(
             f"the loss is +inf on {int(np.isinf(value).sum())} row(s) (e.g. a zero of r "
             "where the other distribution is positive); its gradient is undefined"
         )
-    g_first, g_second = rec.grad(ctx[first], ctx[second], -1, ctx["params"])
+    g_first, g_second = rec.grad(ctx[first], ctx[second], -1, params)
     grads = {"p": 0.0, "q": 0.0, "r": 0.0}
     grads[first] = grads[first] + g_first
     grads[second] = grads[second] + g_second
     g_q = np.zeros_like(ctx["q"]) + grads["q"]
-    if not detach_assistant and "r" in (first, second):
+    if not objective.detach_assistant and "r" in (first, second):
         g_r = grads["r"]
         r = np.exp(ctx["r"])
         g_logm = g_r - r * np.sum(g_r, axis=-1, keepdims=True)
-        w = _alpha_mixture_weight(ctx["p"], ctx["q"], ctx["alpha"], ctx["lam"])
+        w = _alpha_mixture_weight(ctx["p"], ctx["q"], objective.alpha, objective.lam)
         g_q = g_q + w * g_logm
     q = np.exp(ctx["q"])
-    grad = (g_q - q * np.sum(g_q, axis=-1, keepdims=True)) / ctx["temperature"]
+    grad = (g_q - q * np.sum(g_q, axis=-1, keepdims=True)) / objective.temperature
     grad = np.where(np.isneginf(ctx["q"]), 0.0, grad)
     if not np.isfinite(grad).all():  # pragma: no cover - kernel bug guard
         raise FloatingPointError("amid_grad produced a non-finite gradient; please report")

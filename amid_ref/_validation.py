@@ -7,10 +7,25 @@ exception from deep inside NumPy.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
+from scipy.special import logsumexp
+
+# The scalar checks are part of the contract (shared with the gpu package).
+from amid_ref._specs import check_alpha, check_lam, check_real
+
+__all__ = [
+    "NORMALIZATION_TOL",
+    "as_float_array",
+    "check_alpha",
+    "check_axis",
+    "check_lam",
+    "check_log_probabilities",
+    "check_probabilities",
+    "check_real",
+    "check_same_shape",
+]
 
 #: Probabilities must sum to 1 within this absolute tolerance (per row).
 NORMALIZATION_TOL = 1e-6
@@ -54,46 +69,6 @@ def _first(mask: np.ndarray):
     return idx[0] if len(idx) == 1 else idx
 
 
-def check_alpha(alpha) -> float:
-    """α: any real number or ±inf; NaN and non-numbers are rejected."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        if isinstance(alpha, np.ndarray) and alpha.ndim == 0 and alpha.dtype.kind == "f":
-            alpha = float(alpha)
-        else:
-            raise TypeError(f"alpha must be a real number (float, ±inf allowed), got {alpha!r}")
-    alpha = float(alpha)
-    if math.isnan(alpha):
-        raise ValueError("alpha is NaN; it must be a real number or ±inf")
-    return alpha
-
-
-def check_lam(lam, name: str = "lam") -> float:
-    """λ ∈ [0, 1]."""
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
-        if isinstance(lam, np.ndarray) and lam.ndim == 0 and lam.dtype.kind == "f":
-            lam = float(lam)
-        else:
-            raise TypeError(f"{name} must be a real number in [0, 1], got {lam!r}")
-    lam = float(lam)
-    if math.isnan(lam):
-        raise ValueError(f"{name} is NaN; it must lie in [0, 1]")
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {lam!r}")
-    return lam
-
-
-def check_real(value, name: str, *, allow_inf: bool = False) -> float:
-    """A finite real parameter (divergence parameters, temperature)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if math.isnan(value):
-        raise ValueError(f"{name} is NaN")
-    if not allow_inf and math.isinf(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
-
-
 def check_axis(arr: np.ndarray, axis: int, name: str) -> int:
     if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
         raise TypeError(f"axis must be an int, got {axis!r}")
@@ -128,8 +103,6 @@ def check_probabilities(p: np.ndarray, name: str, axis: int) -> None:
 
 def check_log_probabilities(lp: np.ndarray, name: str, axis: int) -> None:
     """Log-probabilities: no +inf/NaN (checked on conversion), logsumexp = 0 within tolerance."""
-    from scipy.special import logsumexp
-
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
         lse = logsumexp(lp, axis=axis)
     bad = ~(np.abs(lse) <= NORMALIZATION_TOL)

@@ -39,6 +39,9 @@ import mpmath
 import numpy as np
 from mpmath import mp, mpf
 
+from amid_ref._specs import ORDERS as _CONTRACT_ORDERS
+from amid_ref._specs import SPECS, get_spec, order_arguments, resolve_params
+
 __all__ = [
     "DIVERGENCES",
     "ORDERS",
@@ -54,8 +57,10 @@ __all__ = [
     "to_float",
 ]
 
-DIVERGENCES = ("kl", "js", "tv", "hellinger", "chi2", "amari", "renyi", "ab", "f")
-ORDERS = ("pr", "qr", "rp", "rq")
+#: The divergences of the contract (:data:`amid_ref._specs.SPECS`), in its order.
+DIVERGENCES: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.offered_by("precise"))
+#: The argument orders of the contract.
+ORDERS: tuple[str, ...] = tuple(_CONTRACT_ORDERS)
 
 #: Guard digits added to ``dps`` for the α-mean and the mixtures.
 MEAN_GUARD_DIGITS = 15
@@ -74,20 +79,6 @@ PARAMETER_DPS = 1000
 
 _INF = mpf("inf")
 _NINF = mpf("-inf")
-_REQUIRED = object()
-
-# name -> {parameter: default}; _REQUIRED marks parameters without a default.
-_DIVERGENCE_PARAMS: dict[str, dict[str, object]] = {
-    "kl": {},
-    "js": {"beta": 0.5},
-    "tv": {},
-    "hellinger": {},
-    "chi2": {},
-    "amari": {"alpha": _REQUIRED},
-    "renyi": {"order": _REQUIRED},
-    "ab": {"alpha": _REQUIRED, "beta": _REQUIRED},
-    "f": {"f": _REQUIRED, "f_prime": None, "f_inf_slope": math.inf},
-}
 
 
 # --------------------------------------------------------------------------------------
@@ -570,6 +561,21 @@ def log_alpha_mixture(log_p, log_q, alpha, lam, axis: int = -1, *, dps: int = 50
     ------
     ValueError
         If ``Z = 0`` on a row (α ≥ 1, disjoint supports), or on NaN/+inf input.
+
+    References
+    ----------
+    Theorem 3.2 (α-integration): r^(α,λ) minimizes λ D_α(p‖r) + (1−λ) D_α(q‖r).
+
+    See Also
+    --------
+    amid_ref.log_alpha_mixture : the float64 implementation this oracle checks.
+    gpu.log_alpha_mixture : the torch implementation.
+
+    Examples
+    --------
+    >>> from amid_ref import precise
+    >>> precise.to_float(precise.alpha_mixture([0.7, 0.3], [0.2, 0.8], -1.0, 0.5))
+    array([0.45, 0.55])
     """
     digits, alpha, results, moved = _mixture_rows(
         log_p, log_q, alpha, lam, axis, dps, log_input=True
@@ -616,6 +622,21 @@ def alpha_mixture(p, q, alpha, lam, axis: int = -1, *, dps: int = 50):
     ------
     ValueError
         If ``Z = 0`` on a row, or on invalid input.
+
+    References
+    ----------
+    Theorem 3.2 (α-integration): r^(α,λ) minimizes λ D_α(p‖r) + (1−λ) D_α(q‖r).
+
+    See Also
+    --------
+    amid_ref.alpha_mixture : the float64 implementation this oracle checks.
+    gpu.log_alpha_mixture : the torch implementation.
+
+    Examples
+    --------
+    >>> from amid_ref import precise
+    >>> precise.to_float(precise.alpha_mixture([0.7, 0.3], [0.2, 0.8], -1.0, 0.5))
+    array([0.45, 0.55])
     """
     digits, alpha, results, moved = _mixture_rows(p, q, alpha, lam, axis, dps, log_input=False)
     _raise_empty(results, alpha)
@@ -876,6 +897,26 @@ def _f_row_fn(f, f_inf_slope):
     return f_div, 0
 
 
+def _jeffreys_row(a, b):
+    r"""J(a‖b) = Σ (a − b) log(a/b); a = b = 0 contributes 0, a zero of one only gives +inf."""
+    terms = []
+    for x, y in zip(a, b, strict=True):
+        if x == 0 and y == 0:
+            continue
+        if x == 0 or y == 0:
+            return _INF
+        terms.append((x - y) * mpmath.log(x / y))
+    return mpmath.fsum(terms)
+
+
+def _skew_kl_row_fn(skew: mpf):
+    def skew_kl(a, b):
+        m = [skew * x + (1 - skew) * y for x, y in zip(a, b, strict=True)]
+        return _kl_row(a, m)
+
+    return skew_kl, 0
+
+
 def _divergence_row_fn(name: str, params: dict) -> tuple[Callable, int]:
     """The row function ``(a, b) -> D(a‖b)`` (lists of mpf) and the extra digits it needs.
 
@@ -887,41 +928,27 @@ def _divergence_row_fn(name: str, params: dict) -> tuple[Callable, int]:
 
 
 def _divergence_row_fn_exact(name: str, params: dict) -> tuple[Callable, int]:
-    if not isinstance(name, str) or name not in _DIVERGENCE_PARAMS:
-        raise ValueError(f"unknown divergence {name!r}; expected one of {DIVERGENCES}")
-    spec = _DIVERGENCE_PARAMS[name]
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise TypeError(
-            f"divergence {name!r} got unexpected parameter(s) {unknown}; "
-            f"it takes {sorted(spec) or 'none'}"
-        )
-    values = {}
-    for key, default in spec.items():
-        if key in params:
-            values[key] = params[key]
-        elif default is _REQUIRED:
-            raise TypeError(f"divergence {name!r} requires the parameter {key!r}")
-        else:
-            values[key] = default
-    if name == "kl":
-        return _kl_row, 0
-    if name == "js":
-        return _js_row_fn(_param(values["beta"], "beta"))
-    if name == "tv":
-        return _tv_row, 0
-    if name == "hellinger":
-        return _hellinger_row, 0
-    if name == "chi2":
-        return _chi2_row, 0
-    if name == "amari":
-        return _amari_row_fn(_param(values["alpha"], "alpha"))
-    if name == "renyi":
-        return _renyi_row_fn(_param(values["order"], "order"))
-    if name == "ab":
-        return _ab_row_fn(_param(values["alpha"], "alpha"), _param(values["beta"], "beta"))
-    slope = _param(values["f_inf_slope"], "f_inf_slope", allow_inf=True)
-    return _f_row_fn(values["f"], slope)
+    spec = get_spec(name, "precise")
+    values = resolve_params(spec, params, real=_param, float_path=False)
+    return ROW_FUNCTIONS[spec.name](values)
+
+
+#: Divergence name -> builder of ``(row function, extra digits)`` from the checked ``mpf``
+#: parameters: each an independent mpmath transcription of the definition, registered
+#: against the contract's records (tests/test_registry.py checks that every record has one).
+ROW_FUNCTIONS: dict[str, Callable[[dict], tuple[Callable, int]]] = {
+    "kl": lambda p: (_kl_row, 0),
+    "js": lambda p: _js_row_fn(p["beta"]),
+    "tv": lambda p: (_tv_row, 0),
+    "hellinger": lambda p: (_hellinger_row, 0),
+    "chi2": lambda p: (_chi2_row, 0),
+    "amari": lambda p: _amari_row_fn(p["alpha"]),
+    "renyi": lambda p: _renyi_row_fn(p["order"]),
+    "ab": lambda p: _ab_row_fn(p["alpha"], p["beta"]),
+    "f": lambda p: _f_row_fn(p["f"], p["f_inf_slope"]),
+    "jeffreys": lambda p: (_jeffreys_row, 0),
+    "skew_kl": lambda p: _skew_kl_row_fn(p["skew"]),
+}
 
 
 def divergence(
@@ -961,10 +988,11 @@ def divergence(
     dps : int
         Decimal digits.
     **params
-        ``js``: ``beta`` (default 0.5); ``amari``: ``alpha`` (γ); ``renyi``: ``order`` (ρ);
-        ``ab``: ``alpha`` (a_), ``beta`` (b_); ``f``: ``f`` (called on ``mpf`` scalars, so
-        write it with mpmath functions), ``f_inf_slope`` (default ``+inf``), ``f_prime``
-        (accepted for API symmetry, unused).
+        The record's parameters (:data:`amid_ref._specs.SPECS`, the divergence table of the
+        mathematics page), checked by the same rules as :func:`amid_ref.divergence` and
+        converted exactly to ``mpf``; e.g. ``beta`` for ``"js"``. The generator ``f`` of
+        ``"f"`` is called on ``mpf`` scalars, so write it with mpmath functions;
+        ``f_prime`` is accepted for API symmetry and unused.
 
     Returns
     -------
@@ -994,6 +1022,21 @@ def divergence(
     ``y^λ/(a_ λ)`` (λ = a_ + b_) when a_ > 0 and λ > 0, else +inf, symmetrically for
     y = 0 < x. f: b = 0 < a gives ``a·f_inf_slope``, a = b = 0 contributes 0. Near a limit
     the literal formula is used at a precision raised by the digits it loses.
+
+    References
+    ----------
+    The divergences of the AMiD loss (Theorem 3.4) and of its gradient (Proposition 3.5).
+
+    See Also
+    --------
+    amid_ref.divergence : the float64 implementation this oracle checks.
+    gpu.divergence : the torch implementation.
+
+    Examples
+    --------
+    >>> from amid_ref import precise
+    >>> float(precise.to_float(precise.divergence([0.5, 0.5], [0.9, 0.1], "kl")))
+    0.5108256237659906
     """
     dps = _check_dps(dps)
     if not isinstance(log_input, bool | np.bool_):
@@ -1071,8 +1114,7 @@ class _LossSetup:
         return [v / z for v in m]
 
     def divergence_of(self, p: list, q: list, r: list) -> mpf:
-        first, second = {"pr": (p, r), "qr": (q, r), "rp": (r, p), "rq": (r, q)}[self.order]
-        return self.row_fn(first, second)
+        return self.row_fn(*order_arguments(self.order, p, q, r))
 
     def loss_row(self, s: list, t: list) -> mpf:
         """Loss of one row at student logits ``s`` and teacher logits ``t``."""
@@ -1213,6 +1255,23 @@ def amid_loss(
     -----
     Theorem 3.4: for 0 < λ < 1 the loss vanishes iff the student equals the teacher
     [claim: theorem_3_4.optimality].
+
+    References
+    ----------
+    Theorem 3.4 (optimality): for 0 < λ < 1, D(p‖r) = 0 iff q = p.
+
+    See Also
+    --------
+    amid_ref.amid_loss : the float64 implementation this oracle checks.
+    gpu.amid_loss : the chunked torch implementation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from amid_ref import precise
+    >>> t = np.log([0.7, 0.2, 0.1])
+    >>> precise.amid_loss(t, t, alpha=-5.0, lam=0.1) == 0
+    True
     """
     setup = _LossSetup(alpha, lam, divergence, order, div_params, temperature, dps)
     with mp.workdps(setup.digits):
@@ -1275,6 +1334,24 @@ def amid_grad(
     Cost: ``2V`` loss evaluations per row, ``O(V²)`` element operations. Checked in the
     tests against Proposition 3.5, ``∂ KL(p‖r)/∂s_j = −g_j + q_j Σ g``,
     ``g = (p − r) w`` [claim: prop_3_5.kl_gradient].
+
+    References
+    ----------
+    Proposition 3.5 (the gradient through the assistant); Theorem 3.4 (zero at q = p).
+
+    See Also
+    --------
+    amid_ref.amid_grad : the closed-form float64 gradient this oracle checks.
+    gpu.amid_loss : its backward pass is the same closed form in torch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from amid_ref import precise
+    >>> t = np.log([0.7, 0.2, 0.1])
+    >>> g = precise.to_float(precise.amid_grad(np.zeros(3), t, alpha=-5.0, lam=0.1))
+    >>> g.shape, abs(float(g.sum())) < 1e-15  # a softmax gradient sums to 0
+    ((3,), True)
     """
     setup = _LossSetup(alpha, lam, divergence, order, div_params, temperature, dps)
     if not isinstance(detach_assistant, bool | np.bool_):

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from amid_ref._loss import amid_grad, amid_loss
+from amid_ref._loss import grad_of, loss_of
+from amid_ref._specs import Objective
 
 __all__ = ["PRESETS", "Preset", "get"]
 
@@ -54,24 +55,29 @@ class Preset:
                 total = total + weight * np.asarray(term(order))
         return np.asarray(total, dtype=np.float64)
 
+    def objective(self, order: str, temperature: float = 1.0) -> Objective:
+        """The validated AMiD objective of the term with argument order ``order``."""
+        return Objective.of(
+            self.alpha, self.lam, self.divergence, order, dict(self.div_params), temperature,
+            self.detach_assistant,
+        )  # fmt: skip
+
     def loss(self, student_logits, teacher_logits, temperature: float = 1.0):
         """Per-row loss of the method, shape = leading dims of the logits."""
         out = self._weighted_sum(
-            lambda order: amid_loss(
-                student_logits, teacher_logits, self.alpha, self.lam, self.divergence, order,
-                dict(self.div_params), temperature,
+            lambda order: loss_of(
+                self.objective(order, temperature), student_logits, teacher_logits
             )
-        )  # fmt: skip
+        )
         return out[()] if out.ndim == 0 else out
 
     def grad(self, student_logits, teacher_logits, temperature: float = 1.0):
         """Gradient of :meth:`loss` per row with respect to the student logits."""
         return self._weighted_sum(
-            lambda order: amid_grad(
-                student_logits, teacher_logits, self.alpha, self.lam, self.divergence, order,
-                dict(self.div_params), temperature, self.detach_assistant,
+            lambda order: grad_of(
+                self.objective(order, temperature), student_logits, teacher_logits
             )
-        )  # fmt: skip
+        )
 
 
 def _gkd(beta: float = 0.5) -> Preset:

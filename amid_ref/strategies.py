@@ -26,10 +26,12 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from amid_ref._specs import ORDERS, SPECS, alpha_grid, lambda_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from hypothesis.strategies import SearchStrategy
@@ -44,6 +46,8 @@ __all__ = [
     "JS_BETAS",
     "LAMBDA_GRID",
     "LOGIT_KINDS",
+    "NO_STRATEGY",
+    "PARAM_STRATEGIES",
     "RENYI_ORDERS",
     "SMALL_VOCABS",
     "alphas",
@@ -105,13 +109,10 @@ ALPHA_GRID: tuple[float, ...] = (
 #: The α grid of the float64 reference's numerical contract (checked against the mpmath
 #: oracle by tests/test_reference_accuracy.py and tests/test_precise.py): ±∞, |α| = 1e6,
 #: α approaching ±1 from both sides (β within 5e-13 of 0 at 1 − 1e-12) and α > 1.
-CONTRACT_ALPHAS: tuple[float, ...] = (
-    -_INF, -1e6, -5.0, -3.0, -1.0 - 1e-9, -1.0, 0.0, 1.0 - 1e-12, 1.0 - 1e-7, 1.0,
-    1.0 + 1e-7, 3.0, 5.0, 1e6, _INF,
-)  # fmt: skip
+CONTRACT_ALPHAS: tuple[float, ...] = alpha_grid("contract")
 
 #: The λ grid of the same contract: the endpoints, 1e-15 from them, and the interior.
-CONTRACT_LAMBDAS: tuple[float, ...] = (0.0, 1e-15, 0.1, 0.5, 0.9, 1.0 - 1e-15, 1.0)
+CONTRACT_LAMBDAS: tuple[float, ...] = lambda_grid("full")
 
 #: α values within 1e-2 of the pole β = 0 (α = 1) used by the ``low_precision`` family: the
 #: bracket of ``(1/β)·logaddexp(log λ + β log p, log(1−λ) + β log q)`` is O(β) while its
@@ -149,49 +150,41 @@ SMALL_VOCABS: tuple[int, ...] = (2, 3, 5, 17, 257, 4099)
 #: sums of 1e5 terms expose fp32 accumulation and chunking errors.
 BIG_VOCABS: tuple[int, ...] = (32000, 50257, 128256, 151936)
 
+
+def _battery(name: str, *keys: str) -> tuple:
+    """The record's battery parameter sets as values (one key) or tuples of values."""
+    sets = SPECS[name].cases_for("battery")
+    if len(keys) == 1:
+        return tuple(p[keys[0]] for p in sets)
+    return tuple(tuple(p[k] for k in keys) for p in sets)
+
+
+# The parameter sets below are the records' "battery" sets (amid_ref._specs), named here as
+# the battery's grids; the reasons for each value are:
 #: Generalized-JSD weights: symmetric 0.5 and the skewed 0.1/0.9 GKD uses.
-JS_BETAS: tuple[float, ...] = (0.5, 0.1, 0.9)
+JS_BETAS: tuple[float, ...] = _battery("js", "beta")
 
 #: Amari γ (``div_params={"alpha": γ}``): the limits γ = ±1 (KL(a‖b) at −1, KL(b‖a) at +1;
 #: one published library swaps them), 1e-6 from them (where 4/(1−γ²) multiplies a cancelled
 #: bracket), 0 (4× squared Hellinger), ±0.5 and |γ| = 3 (outside [−1, 1]).
-AMARI_GAMMAS: tuple[float, ...] = (-1.0, -1.0 + 1e-6, -0.5, 0.0, 0.5, 1.0 - 1e-6, 1.0, 3.0, -3.0)
+AMARI_GAMMAS: tuple[float, ...] = _battery("amari", "alpha")
 
 #: Rényi orders ρ: 1 (KL limit) and 1e-6 below it (1/(ρ−1) times a cancelled logarithm),
 #: 0.5 (Bhattacharyya) and 2 (collision).
-RENYI_ORDERS: tuple[float, ...] = (0.5, 1.0 - 1e-6, 1.0, 2.0)
+RENYI_ORDERS: tuple[float, ...] = _battery("renyi", "order")
 
 #: AB-divergence (a_, b_): the AMiD paper's (0.2, 0.7); the KL corners (1, 0) and (0, 1); the
 #: special lines a_ = 0, b_ = 0, a_ + b_ = 0 with a parameter ≠ 1 (so that a 1/a_ vs 1/a_²
 #: slip changes the value); the origin (½Σ(log x − log y)²); and points 1e-7 from each line,
 #: where the general formula cancels catastrophically unless evaluated by series.
-AB_PARAMS: tuple[tuple[float, float], ...] = (
-    (0.2, 0.7),
-    (1.0, 0.0),
-    (0.0, 1.0),
-    (0.0, 0.7),
-    (0.2, 0.0),
-    (0.5, -0.5),
-    (0.0, 0.0),
-    (1e-7, 0.7),
-    (0.2, 1e-7),
-    (0.5, -0.5 + 1e-7),
+AB_PARAMS: tuple[tuple[float, float], ...] = _battery("ab", "alpha", "beta")
+
+#: Every divergence with its parameter sets, as ``(name, params)``: the records' battery
+#: sets; ``"f"`` (a user callable) is not enumerated.
+DIVERGENCE_PARAM_GRID: tuple[tuple[str, dict[str, float]], ...] = tuple(
+    (spec.name, params) for spec in SPECS.values() for params in spec.cases_for("battery")
 )
 
-#: Every divergence with its parameter sets, as ``(name, params)``; ``"f"`` (a user callable)
-#: is not enumerated.
-DIVERGENCE_PARAM_GRID: tuple[tuple[str, dict[str, float]], ...] = (
-    ("kl", {}),
-    *(("js", {"beta": b}) for b in JS_BETAS),
-    ("tv", {}),
-    ("hellinger", {}),
-    ("chi2", {}),
-    *(("amari", {"alpha": g}) for g in AMARI_GAMMAS),
-    *(("renyi", {"order": r}) for r in RENYI_ORDERS),
-    *(("ab", {"alpha": a, "beta": b}) for a, b in AB_PARAMS),
-)
-
-_ORDERS = ("pr", "qr", "rp", "rq")
 
 # --------------------------------------------------------------------------------------
 # Generators
@@ -345,7 +338,7 @@ def logits_pair(
 
 def _st():
     try:
-        from hypothesis import strategies
+        from hypothesis import strategies  # hypothesis: optional (the test extra)
     except ImportError as exc:  # pragma: no cover - exercised only without the test extra
         raise ImportError(
             "amid_ref.strategies needs hypothesis (pip install 'amid-ref[test]')"
@@ -419,7 +412,7 @@ def lambdas(*, allow_endpoints: bool = True) -> SearchStrategy[float]:
 
 def orders() -> SearchStrategy[str]:
     """The four AMiD orders ``pr, qr, rp, rq`` (D(p‖r), D(q‖r), D(r‖p), D(r‖q))."""
-    return _st().sampled_from(_ORDERS)
+    return _st().sampled_from(tuple(ORDERS))
 
 
 def temperatures() -> SearchStrategy[float]:
@@ -449,33 +442,48 @@ def divergence_specs(names: Sequence[str] | None = None) -> SearchStrategy[tuple
     if not grid:
         raise ValueError(f"names: no enumerable divergence among {allowed!r}")
     small = st.floats(-12.0, -2.0).map(lambda e: 10.0**e)
-    drawn: dict[str, Any] = {
-        "kl": st.just({}),
-        "tv": st.just({}),
-        "hellinger": st.just({}),
-        "chi2": st.just({}),
-        "js": st.builds(lambda b: {"beta": b}, st.floats(0.01, 0.99)),
-        "amari": st.one_of(
-            st.builds(lambda s, d: {"alpha": s * (1.0 - d)}, st.sampled_from([-1.0, 1.0]), small),
-            st.builds(lambda g: {"alpha": g}, st.floats(-5.0, 5.0)),
-        ),
-        "renyi": st.one_of(
-            st.builds(lambda s, d: {"order": 1.0 + s * d}, st.sampled_from([-1.0, 1.0]), small),
-            st.builds(lambda r: {"order": r}, st.floats(0.05, 5.0)),
-        ),
-        "ab": st.one_of(
-            st.builds(
-                lambda a, b: {"alpha": a, "beta": b}, st.floats(0, 2), st.floats(-0.5, 2)
-            ).filter(_ab_resolvable),
-            st.builds(lambda b, d: {"alpha": d, "beta": b}, st.floats(0.1, 2), small),
-            st.builds(lambda a, d: {"alpha": a, "beta": d}, st.floats(0.1, 2), small),
-            st.builds(lambda a, d: {"alpha": a, "beta": -a + d}, st.floats(0.1, 1), small),
-        ),
-    }
+    drawn = {name: make(st, small) for name, make in PARAM_STRATEGIES.items()}
+    drawn.update({n: st.just({}) for n, spec in SPECS.items() if not spec.params})
     continuous = [
         st.tuples(st.just(n), drawn[n]) for n in allowed if n in drawn and n in dict(grid)
     ]
     return st.one_of(st.sampled_from(grid), *continuous)
+
+
+#: Divergence name -> ``make(st, small)`` building the strategy of its continuous parameter
+#: draws (``st`` is ``hypothesis.strategies``, ``small`` draws 1e-12..1e-2), registered
+#: against the contract's records; a record without parameters needs none (it draws ``{}``).
+#: tests/test_registry.py checks every record with parameters has one (or a reason).
+PARAM_STRATEGIES: dict[str, Callable[[Any, Any], Any]] = {
+    "js": lambda st, small: st.builds(lambda b: {"beta": b}, st.floats(0.01, 0.99)),
+    "amari": lambda st, small: st.one_of(
+        st.builds(lambda s, d: {"alpha": s * (1.0 - d)}, st.sampled_from([-1.0, 1.0]), small),
+        st.builds(lambda g: {"alpha": g}, st.floats(-5.0, 5.0)),
+    ),
+    "renyi": lambda st, small: st.one_of(
+        st.builds(lambda s, d: {"order": 1.0 + s * d}, st.sampled_from([-1.0, 1.0]), small),
+        st.builds(lambda r: {"order": r}, st.floats(0.05, 5.0)),
+    ),
+    "ab": lambda st, small: st.one_of(
+        st.builds(lambda a, b: {"alpha": a, "beta": b}, st.floats(0, 2), st.floats(-0.5, 2)).filter(
+            _ab_resolvable
+        ),
+        st.builds(lambda b, d: {"alpha": d, "beta": b}, st.floats(0.1, 2), small),
+        st.builds(lambda a, d: {"alpha": a, "beta": d}, st.floats(0.1, 2), small),
+        st.builds(lambda a, d: {"alpha": a, "beta": -a + d}, st.floats(0.1, 1), small),
+    ),
+    # s in [0, 1): 0 (KL), 1e-12..1e-2 from 0 and from 1, and the interval.
+    "skew_kl": lambda st, small: st.one_of(
+        st.builds(lambda s: {"skew": s}, st.floats(0.0, 0.99)),
+        st.builds(lambda d: {"skew": d}, small),
+        st.builds(lambda d: {"skew": 1.0 - d}, small),
+    ),
+}
+
+#: Why a record has no entry in :data:`PARAM_STRATEGIES`.
+NO_STRATEGY: dict[str, str] = {
+    "f": "a user callable generator; there is no domain of generators to draw from",
+}
 
 
 def _ab_resolvable(params: dict) -> bool:
@@ -537,7 +545,7 @@ def logits_rows(
     −inf (masked or padded vocabulary entries); every row keeps at least one finite entry.
     """
     st = _st()
-    from hypothesis.extra.numpy import arrays
+    from hypothesis.extra.numpy import arrays  # hypothesis: optional (the test extra)
 
     shape = shape if shape is not None else shapes(max_vocab=64)
     element_choices = [
@@ -559,7 +567,7 @@ def logits_rows(
 
 def _case_strategy(kind: str, families: str, big_vocab: bool):
     st = _st()
-    from amid_ref.conformance import Case
+    from amid_ref.conformance import Case  # on use: conformance imports this module
 
     @st.composite
     def draw_case(draw):

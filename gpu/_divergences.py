@@ -37,6 +37,10 @@ from typing import Any
 
 import torch
 
+from amid_ref._specs import SPECS
+from gpu._mixture import _check_log_pair
+from gpu._validation import check_bool, compute_dtype, resolve_div_params
+
 NEG_INF = float("-inf")
 INF = float("inf")
 
@@ -304,15 +308,52 @@ def _renyi(la, lb, params, need_ga, need_gb, reduce=None):
     return value, ga, gb
 
 
+# --- Jeffreys (symmetric KL) and skew KL ----------------------------------------------------
+
+
+def _jeffreys(la, lb, params, need_ga, need_gb):
+    # Σ (a − b)·δ with |a − b| = e^max·(−expm1(−|δ|)): every term is ≥ 0 and free of
+    # cancellation; a zero of exactly one argument gives +inf.
+    a0 = la == NEG_INF
+    b0 = lb == NEG_INF
+    both = ~a0 & ~b0
+    d = torch.where(both, la - lb, 0.0)
+    hi = torch.where(both, torch.maximum(la, lb), 0.0)
+    abs_diff = torch.exp(hi) * -torch.expm1(-d.abs())
+    terms = (abs_diff * d.abs()).masked_fill_(a0 != b0, INF)
+    value = terms.sum(-1)
+    diff = torch.sign(d) * abs_diff  # a − b (0 where either is zero: masked below)
+    ga = gb = None
+    if need_ga:  # ∂/∂la = aδ + (a − b)
+        ga = torch.where(both, torch.exp(la) * d + diff, 0.0)
+    if need_gb:  # ∂/∂lb = −bδ − (a − b)
+        gb = torch.where(both, -torch.exp(lb) * d - diff, 0.0)
+    return value, ga, gb
+
+
+def _skew_kl(la, lb, params, need_ga, need_gb):
+    # KL(a‖m), log m = logaddexp(log s + la, log(1−s) + lb); for s > 0, la − lm ≤ −log s.
+    skew = params["skew"]
+    if skew == 0.0:
+        return _kl(la, lb, params, need_ga, need_gb)
+    lm = torch.logaddexp(la + math.log(skew), lb + math.log1p(-skew))
+    a = torch.exp(la)
+    pos = la != NEG_INF
+    dm = torch.where(pos, la - lm, 0.0)
+    value = (a * dm).sum(-1)
+    ratio = torch.exp(dm).masked_fill_(~pos, 0.0)  # a/m ≤ 1/s
+    ga = a * (dm - skew * ratio) if need_ga else None  # ≡ ∂/∂la modulo a
+    gb = -(1.0 - skew) * torch.exp(lb) * ratio if need_gb else None
+    return value, ga, gb
+
+
 # --- vocabulary slices ----------------------------------------------------------------------
+
 
 #: Divergences whose row value is a sum of elementwise terms and whose log-input gradients
 #: are elementwise: called on a slice of the vocabulary, their kernel returns that slice's
 #: partial sum and the exact gradient entries of the slice. Rényi (ρ ≠ 1) is not such a sum:
 #: it takes a :class:`RowReduce` for its log-sum-exp and its series sum.
-SUM_OF_TERMS = frozenset({"kl", "js", "tv", "hellinger", "chi2", "amari", "ab"})
-
-
 def is_sum_of_terms(name: str, params: dict[str, Any]) -> bool:
     """Whether ``name`` with ``params`` is in :data:`SUM_OF_TERMS` (Rényi of order 1 is KL)."""
     return name in SUM_OF_TERMS or (name == "renyi" and params["order"] == 1.0)
@@ -336,8 +377,8 @@ class RowReduce:
 
 # --- registry ----------------------------------------------------------------------------
 
-#: The divergences the gpu package implements (the reference's names; ``"f"`` is not
-#: offered here: an arbitrary Python generator has no batched torch form).
+#: The kernels of the gpu package, registered against the contract's records
+#: (:data:`amid_ref._specs.SPECS`; ``"f"`` is not offered, with the record's reason).
 GPU_DIVERGENCES: dict[str, Kernel] = {
     "kl": _kl,
     "js": _js,
@@ -347,7 +388,15 @@ GPU_DIVERGENCES: dict[str, Kernel] = {
     "amari": _amari,
     "renyi": _renyi,
     "ab": _ab,
+    "jeffreys": _jeffreys,
+    "skew_kl": _skew_kl,
 }
+
+#: Divergences whose row value is a sum of elementwise terms and whose log-input gradients
+#: are elementwise: called on a slice of the vocabulary, their kernel returns that slice's
+#: partial sum and the exact gradient entries of the slice. Rényi (ρ ≠ 1) is not such a sum:
+#: it takes a :class:`RowReduce` for its log-sum-exp and its series sum.
+SUM_OF_TERMS = frozenset(GPU_DIVERGENCES) - {"renyi"}
 
 
 def divergence(
@@ -366,10 +415,10 @@ def divergence(
         D^{\mathrm{AB}}_{a_*,b_*} = -\frac{1}{a_* b_*}\sum_x\Big(a^{a_*}b^{b_*}
             - \tfrac{a_*}{a_*+b_*}a^{a_*+b_*} - \tfrac{b_*}{a_*+b_*}b^{a_*+b_*}\Big),
 
-    and the others of MATH.md: ``"js"`` (param ``beta``, default ½), ``"tv"``,
-    ``"hellinger"`` (squared), ``"chi2"`` (Pearson), ``"amari"`` (param ``alpha`` = γ),
-    ``"renyi"`` (param ``order`` = ρ > 0). Torch twin of :func:`amid_ref.divergence`, with
-    the same parameter names, defaults and checks.
+    and every other record of the contract that the package offers (:data:`gpu.DIVERGENCES`;
+    the divergence table of the mathematics page gives each definition and its parameters).
+    Torch twin of :func:`amid_ref.divergence`, with the same parameter names, defaults and
+    checks (:mod:`amid_ref._specs`).
 
     Parameters
     ----------
@@ -377,7 +426,7 @@ def divergence(
         Probabilities, or log-probabilities if ``log_input`` (``-inf`` for zeros); same
         shape, any floating dtype.
     name : str
-        One of ``kl, js, tv, hellinger, chi2, amari, renyi, ab``.
+        One of :data:`gpu.DIVERGENCES`.
     dim : int
         The dimension reduced over.
     log_input : bool
@@ -399,6 +448,16 @@ def divergence(
     is KL(a‖b) and (0, 1) is KL(b‖a), continuous through its limits a_ = 0, b_ = 0,
     a_ + b_ = 0. Rényi is evaluated on the renormalized inputs.
 
+    References
+    ----------
+    The divergences enter the AMiD loss of Theorem 3.4 and the gradient of Proposition 3.5
+    (:func:`gpu.amid_loss`).
+
+    See Also
+    --------
+    amid_ref.divergence : the float64 reference these values are held to.
+    amid_ref.precise.divergence : the mpmath oracle.
+
     Examples
     --------
     >>> import torch, gpu
@@ -406,9 +465,6 @@ def divergence(
     >>> round(float(gpu.divergence(a, b, "kl")), 6)
     0.510826
     """
-    from gpu._mixture import _check_log_pair
-    from gpu._validation import check_bool, compute_dtype, resolve_div_params
-
     resolved = resolve_div_params(name, params)
     check_bool(log_input, "log_input")
     names = ("log_a", "log_b") if log_input else ("a", "b")
@@ -422,7 +478,7 @@ def divergence(
                 if bool((t < 0).any()):
                     raise ValueError(f"{n} has negative probabilities")
             x, y = torch.log(x), torch.log(y)
-        if name == "renyi":
+        if SPECS[name].on_normalized:
             x = x - torch.logsumexp(x, dim=-1, keepdim=True)
             y = y - torch.logsumexp(y, dim=-1, keepdim=True)
         value, _, _ = GPU_DIVERGENCES[name](x, y, resolved, False, False)

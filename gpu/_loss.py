@@ -33,22 +33,17 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from amid_ref._specs import Objective
 from gpu._divergences import GPU_DIVERGENCES
 from gpu._mixture import NEG_INF, log_alpha_mean_and_weight
 from gpu._validation import (
-    check_alpha,
-    check_bool,
     check_chunk_size,
     check_float_tensor,
     check_ignore_index,
     check_labels,
-    check_lam,
-    check_order,
     check_pair,
     check_reduction,
-    check_temperature,
     compute_dtype,
-    resolve_div_params,
 )
 
 __all__ = ["AMiDLoss", "amid_loss", "default_chunk_size"]
@@ -77,16 +72,24 @@ def default_chunk_size(vocab_size: int, device: torch.device | str = "cpu") -> i
 
 @dataclass(frozen=True)
 class _Spec:
-    alpha: float
-    lam: float
-    divergence: str
-    params: Mapping[str, Any]
-    first: str
-    second: str
-    temperature: float
-    detach_assistant: bool
+    """The validated :class:`~amid_ref._specs.Objective` plus the gpu-only fields.
+
+    The objective's fields are readable here under their own names (``spec.alpha``,
+    ``spec.params``, ``spec.first``, ...), which is what the chunk kernels use.
+    """
+
+    objective: Objective
     cdtype: torch.dtype
     chunk_size: int
+
+    alpha = property(lambda self: self.objective.alpha)
+    lam = property(lambda self: self.objective.lam)
+    divergence = property(lambda self: self.objective.divergence)
+    params = property(lambda self: self.objective.params)
+    first = property(lambda self: self.objective.first)
+    second = property(lambda self: self.objective.second)
+    temperature = property(lambda self: self.objective.temperature)
+    detach_assistant = property(lambda self: self.objective.detach_assistant)
 
 
 def _chunk(
@@ -336,9 +339,8 @@ def amid_loss(
     lam : float
         Teacher weight of the assistant in ``[0, 1]`` (λ = 1 gives r = p, λ = 0 gives r = q).
     divergence : str
-        ``kl, js, tv, hellinger, chi2, amari, renyi, ab`` (names and ``div_params`` as in
-        :func:`amid_ref.divergence`: js ``beta``; amari ``alpha`` (γ); renyi ``order``;
-        ab ``alpha``, ``beta``).
+        A name of :data:`gpu.DIVERGENCES` (names and ``div_params`` as in
+        :func:`amid_ref.divergence`, checked by the same contract, :mod:`amid_ref._specs`).
     order : {"pr", "qr", "rp", "rq"}
         Argument order; p is the teacher.
     div_params : mapping, optional
@@ -381,6 +383,15 @@ def amid_loss(
     student dtype plus O(chunk_size·V) scratch (module docstring). Theorem 3.4: for
     0 < λ < 1 the loss vanishes iff q = p; Proposition 3.5 gives the gradient through r.
 
+    References
+    ----------
+    Theorem 3.4 (optimality) and Proposition 3.5 (the gradient through r).
+
+    See Also
+    --------
+    amid_ref.amid_loss, amid_ref.amid_grad : the float64 reference it is held to.
+    amid_ref.precise.amid_loss : the mpmath oracle behind the reference.
+
     Examples
     --------
     >>> import torch, gpu
@@ -394,14 +405,12 @@ def amid_loss(
     check_float_tensor(student_logits, "student_logits")
     check_float_tensor(teacher_logits, "teacher_logits")
     check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
-    alpha = check_alpha(alpha)
-    lam = check_lam(lam)
-    params = resolve_div_params(divergence, div_params)
-    first, second = check_order(order)
-    temperature = check_temperature(temperature)
+    objective = Objective.of(
+        alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+        implementation="gpu",
+    )  # fmt: skip
     ignore_index = check_ignore_index(ignore_index)
     reduction = check_reduction(reduction)
-    detach_assistant = check_bool(detach_assistant, "detach_assistant")
     chunk_size = check_chunk_size(chunk_size)
     leading = tuple(student_logits.shape[:-1])
     v = student_logits.shape[-1]
@@ -416,14 +425,7 @@ def amid_loss(
         if n_valid < n_total:
             rows = torch.nonzero(valid).flatten()
     spec = _Spec(
-        alpha=alpha,
-        lam=lam,
-        divergence=divergence,
-        params=params,
-        first=first,
-        second=second,
-        temperature=temperature,
-        detach_assistant=detach_assistant,
+        objective=objective,
         cdtype=compute_dtype(student_logits.dtype, teacher_logits.dtype),
         chunk_size=chunk_size or default_chunk_size(v, device),
     )
@@ -470,6 +472,11 @@ class AMiDLoss(torch.nn.Module):
     chunk_size : int, optional
         As in :func:`amid_loss`.
 
+    See Also
+    --------
+    amid_loss : the functional form.
+    amid_ref.presets : the prior methods as AMiD settings.
+
     Examples
     --------
     >>> import torch, gpu
@@ -495,16 +502,19 @@ class AMiDLoss(torch.nn.Module):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        self.alpha = check_alpha(alpha)
-        self.lam = check_lam(lam)
-        self.divergence = divergence
-        self.order = order
-        self.div_params = dict(resolve_div_params(divergence, div_params))
-        check_order(order)
-        self.temperature = check_temperature(temperature)
+        objective = Objective.of(
+            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+            implementation="gpu",
+        )  # fmt: skip
+        self.alpha = objective.alpha
+        self.lam = objective.lam
+        self.divergence = objective.divergence
+        self.order = objective.order
+        self.div_params = dict(objective.params)
+        self.temperature = objective.temperature
         self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = check_reduction(reduction)
-        self.detach_assistant = check_bool(detach_assistant, "detach_assistant")
+        self.detach_assistant = objective.detach_assistant
         self.chunk_size = check_chunk_size(chunk_size)
 
     def forward(

@@ -29,6 +29,8 @@ import math
 
 import torch
 
+from gpu._validation import check_alpha, check_float_tensor, check_lam, check_pair, compute_dtype
+
 NEG_INF = float("-inf")
 
 #: |β| at or above which the single logaddexp-type branch is accurate to a few ulps.
@@ -131,8 +133,6 @@ def log_alpha_mean_and_weight(
 
 
 def _check_log_pair(log_p, log_q, dim, name_p="log_p", name_q="log_q"):
-    from gpu._validation import check_float_tensor, check_pair
-
     check_float_tensor(log_p, name_p)
     check_float_tensor(log_q, name_q)
     check_pair(log_p, log_q, name_p, name_q, vocab=False)
@@ -201,8 +201,6 @@ def log_alpha_mixture(
     >>> gpu.log_alpha_mixture(lp, lq, -1.0, 0.5).exp()  # arithmetic mixture
     tensor([0.4000, 0.2500, 0.3500])
     """
-    from gpu._validation import check_alpha, check_lam, compute_dtype
-
     _check_log_pair(log_p, log_q, dim)
     alpha = check_alpha(alpha)
     lam = check_lam(lam)

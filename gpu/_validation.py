@@ -9,83 +9,53 @@ end of the forward (see :func:`gpu.amid_loss`).
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-#: The four argument orders, ``D(first ‖ second)`` with p = teacher, q = student,
-#: r = assistant. Same keys and meaning as :data:`amid_ref.ORDERS`.
-ORDERS: dict[str, tuple[str, str]] = {
-    "pr": ("p", "r"),
-    "qr": ("q", "r"),
-    "rp": ("r", "p"),
-    "rq": ("r", "q"),
-}
+# The contract (amid_ref._specs) holds the orders, the scalar checks and the divergence
+# parameter rules that the reference and this package share; this module imports no other
+# gpu module.
+from amid_ref._specs import (
+    ORDERS,
+    check_alpha,
+    check_bool,
+    check_lam,
+    check_order,
+    check_temperature,
+    get_spec,
+    resolve_params,
+)
+
+__all__ = [
+    "ORDERS",
+    "REDUCTIONS",
+    "check_alpha",
+    "check_bool",
+    "check_chunk_size",
+    "check_float_tensor",
+    "check_ignore_index",
+    "check_labels",
+    "check_lam",
+    "check_order",
+    "check_pair",
+    "check_reduction",
+    "check_temperature",
+    "compute_dtype",
+    "resolve_div_params",
+]
 
 REDUCTIONS = ("mean", "sum", "none")
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_alpha(alpha: Any) -> float:
-    """α: any real number or ±inf (Python or NumPy/torch 0-d float); NaN is rejected."""
-    if isinstance(alpha, torch.Tensor):
-        if alpha.numel() != 1 or not alpha.is_floating_point():
-            raise TypeError(f"alpha must be a real number (float, ±inf allowed), got {alpha!r}")
-        alpha = float(alpha.item())
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"alpha must be a real number (float, ±inf allowed), got {alpha!r}")
-    alpha = float(alpha)
-    if math.isnan(alpha):
-        raise ValueError("alpha is NaN; it must be a real number or ±inf")
-    return alpha
-
-
-def check_lam(lam: Any) -> float:
-    """λ ∈ [0, 1] (weight of the teacher in the assistant)."""
-    if isinstance(lam, torch.Tensor):
-        if lam.numel() != 1 or not lam.is_floating_point():
-            raise TypeError(f"lam must be a real number in [0, 1], got {lam!r}")
-        lam = float(lam.item())
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
-        raise TypeError(f"lam must be a real number in [0, 1], got {lam!r}")
-    lam = float(lam)
-    if math.isnan(lam) or not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam must lie in [0, 1], got {lam!r}")
-    return lam
-
-
-def check_temperature(temperature: Any) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a positive real number, got {temperature!r}")
-    temperature = float(temperature)
-    if not (math.isfinite(temperature) and temperature > 0.0):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
-    return temperature
-
-
-def check_order(order: Any) -> tuple[str, str]:
-    if not isinstance(order, str) or order not in ORDERS:
-        raise ValueError(
-            f"unknown order {order!r}; expected one of {', '.join(ORDERS)} "
-            "(pr: D(p‖r), qr: D(q‖r), rp: D(r‖p), rq: D(r‖q))"
-        )
-    return ORDERS[order]
-
-
 def check_reduction(reduction: Any) -> str:
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
     return reduction
-
-
-def check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
 
 
 def check_chunk_size(chunk_size: Any) -> int | None:
@@ -159,22 +129,15 @@ def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
 
 
 def resolve_div_params(name: Any, div_params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Check the divergence name and its parameters against the shared registry.
+    """Check the divergence name and its parameters against the contract.
 
-    The parameter names, defaults and admissible ranges are those of the reference
-    registry (:mod:`amid_ref._divergences`), so that the two packages never disagree on
-    what ``{"alpha": 0.2, "beta": 0.7}`` means; the arithmetic here is separate.
+    The parameter names, defaults and admissible ranges are those of the records of
+    :mod:`amid_ref._specs`, shared with :mod:`amid_ref`, so that the two packages never
+    disagree on what ``{"alpha": 0.2, "beta": 0.7}`` means; the arithmetic here is separate.
+    A divergence the contract marks as not offered by ``gpu`` raises ``ValueError`` with the
+    reason.
     """
-    from gpu._divergences import GPU_DIVERGENCES
-
-    if not isinstance(name, str):
-        raise TypeError(f"divergence must be a string, got {name!r}")
-    if name not in GPU_DIVERGENCES:
-        raise ValueError(
-            f"unknown divergence {name!r} for the gpu package; known: {', '.join(GPU_DIVERGENCES)}"
-        )
+    spec = get_spec(name, "gpu")
     if div_params is not None and not isinstance(div_params, Mapping):
         raise TypeError(f"div_params must be a mapping of parameter names, got {div_params!r}")
-    from amid_ref._divergences import get_divergence
-
-    return dict(get_divergence(name).resolve_params(div_params))
+    return resolve_params(spec, div_params)

@@ -40,13 +40,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+
+from amid_ref._mutants import naive_log_alpha_mean
 
 DEFAULT_ALPHA = -5.0
 DEFAULT_LAM = 0.1
@@ -72,15 +73,14 @@ def straightforward_amid_loss(student_logits, teacher_logits, alpha: float, lam:
     log-sum-exp, ``KL = Σ p (log p − log r)``; every intermediate is a full (N, V) float32
     tensor and autograd saves what it needs. Valid for finite α ≠ 1 and 0 < λ < 1.
     """
-    import torch
+    import torch  # heavy: imported only where the benchmark runs
 
-    beta = (1.0 - alpha) / 2.0
     s = student_logits.float()
     t = teacher_logits.float()
     log_q = torch.log_softmax(s, dim=-1)
     log_p = torch.log_softmax(t, dim=-1)
     p = log_p.exp()
-    log_m = torch.logaddexp(math.log(lam) + beta * log_p, math.log1p(-lam) + beta * log_q) / beta
+    log_m = naive_log_alpha_mean(log_p, log_q, alpha, lam, logaddexp=torch.logaddexp)
     log_r = log_m - torch.logsumexp(log_m, dim=-1, keepdim=True)
     return (p * (log_p - log_r)).sum(-1).mean()
 
@@ -102,7 +102,7 @@ class Result:
 
 
 def _rss_peak_bytes() -> int:
-    import resource
+    import resource  # optional: POSIX only
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
@@ -117,7 +117,7 @@ def _rss_now_bytes() -> int:
 
 
 def _make_inputs(rows: int, vocab: int, dtype, device):
-    import torch
+    import torch  # heavy: imported only where the benchmark runs
 
     gen = torch.Generator(device="cpu").manual_seed(1234)
     s = torch.empty(rows, vocab, dtype=dtype, device=device)
@@ -133,9 +133,9 @@ def _make_inputs(rows: int, vocab: int, dtype, device):
 
 
 def _worker(spec: dict) -> dict:
-    import torch
+    import torch  # heavy: imported by the benchmark worker, not by --help
 
-    import gpu
+    import gpu  # heavy: imports torch
 
     device = torch.device(spec["device"])
     dtype = getattr(torch, spec["dtype"])
@@ -284,10 +284,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(_worker(json.loads(args._worker))))
         return 0
     if args.vocab_parallel:
+        # heavy (spawns a process group): imported only for this benchmark
         from gpu.bench_vocab_parallel import main as vocab_parallel_main
 
         return vocab_parallel_main(["--json"] if args.json else [])
-    import torch
+    import torch  # heavy: imported only where the benchmark runs
 
     devices = ["cpu"]
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):

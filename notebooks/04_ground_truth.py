@@ -37,14 +37,15 @@ from scipy.special import logsumexp
 
 import amid_ref
 from amid_ref import precise
+from amid_ref._mutants import naive_log_alpha_mean
 from amid_ref.tolerances import assert_within, tolerance
 
 
 # %% tags=["user-code"]
-# The implementation under test ("your code"). It is not part of amid-ref.
+# The implementation under test ("your code"): the textbook formula above, which amid-ref
+# keeps as a known-wrong formula (amid_ref._mutants) and never computes with.
 def naive_log_alpha_mixture(log_p, log_q, alpha, lam):
-    beta = (1.0 - alpha) / 2.0
-    log_m = np.logaddexp(np.log(lam) + beta * log_p, np.log1p(-lam) + beta * log_q) / beta
+    log_m = naive_log_alpha_mean(log_p, log_q, alpha, lam)
     return log_m - logsumexp(log_m)
 
 

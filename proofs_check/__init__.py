@@ -42,6 +42,7 @@ from proofs_check import (
     negative_controls,
 )
 from proofs_check._core import (
+    DEFAULT_REGISTRY,
     ERROR,
     FAILED,
     PASSING,
@@ -75,11 +76,14 @@ __all__ = [
 ]
 
 #: The claim registry, id -> :class:`Claim`, in presentation order.
-CLAIMS: dict[str, Claim] = make_registry(
-    claims_means.CLAIMS,
-    claims_theorems.CLAIMS,
-    claims_divergences.CLAIMS,
-    claims_presets.CLAIMS,
+CLAIMS: dict[str, Claim] = DEFAULT_REGISTRY
+CLAIMS.update(
+    make_registry(
+        claims_means.CLAIMS,
+        claims_theorems.CLAIMS,
+        claims_divergences.CLAIMS,
+        claims_presets.CLAIMS,
+    )
 )
 
 #: Deliberately false claims; each must be reported ``"failed"``.

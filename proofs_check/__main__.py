@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, registry: Mapping | None = None) -> int:
     """Entry point; ``registry`` overrides the claims to run (for tests)."""
     args = build_parser().parse_args(argv)
-    import proofs_check
+    import proofs_check  # sympy: optional (the proofs extra); --help works without it
 
     negative = args.negative_controls
     if registry is None:

@@ -12,6 +12,8 @@ import numpy as np
 import sympy as sp
 
 import amid_ref
+from amid_ref import presets
+from amid_ref._specs import SPECS
 from amid_ref.tolerances import tolerance
 from proofs_check._core import PROVED, PROVED_FOR_CASES, Claim
 from proofs_check._numeric import check, distribution_pairs
@@ -29,6 +31,8 @@ K = sp.Symbol("k", positive=True)
 
 SRC_AMARI = "Amari (2009), α-divergence; MATH.md divergences (γ → −1 is KL(a‖b))"
 SRC_RENYI = "Rényi (1961); van Erven & Harremoës (2014); MATH.md"
+SRC_JEFFREYS = "Jeffreys (1946), the symmetrized KL divergence; MATH.md divergences"
+SRC_SKEW = "Lee (1999), skew divergence; Ko et al. 2024, DistiLLM (skew KL); MATH.md"
 SRC_AB = "Cichocki, Cruces & Amari (2011), AB-divergence and its limit forms; MATH.md"
 
 #: dps for exact evaluation near the removable singularities (cancellation of ~15 digits)
@@ -314,6 +318,85 @@ def _num_ab(case: str):
     return check_numeric
 
 
+# --- Jeffreys and skew KL ------------------------------------------------------------------
+
+
+def _sym_jeffreys() -> str:
+    term = (A - B) * sp.log(A / B)
+    prove_zero(term - (A * sp.log(A / B) + B * sp.log(B / A)), "J term = KL term + mirror")
+    prove_zero(term - (B - A) * sp.log(B / A), "J term symmetric in (a, b)")
+    return "(a − b) log(a/b) = a log(a/b) + b log(b/a), symmetric in a and b, term by term"
+
+
+def _num_jeffreys() -> str:
+    p, q = _pairs()
+    want = _exact(p, q, lambda x, y: (x - y) * mp.log(x / y))
+    check(amid_ref.divergence(p, q, "jeffreys"), want, "divergence", "J(p‖q)")
+    check(amid_ref.divergence(q, p, "jeffreys"), want, "divergence", "J(q‖p) = J(p‖q)")
+    kl_sum = _exact(p, q, _mp_kl) + _exact(q, p, _mp_kl)
+    check(amid_ref.divergence(p, q, "jeffreys"), kl_sum, "divergence", "J = KL + KL mirror")
+    return "amid_ref.divergence('jeffreys') equals the exact Σ(a − b)log(a/b) = KL(a‖b) + KL(b‖a)"
+
+
+S_SKEW = sp.Symbol("s", positive=True)
+
+
+def _skew_term(s):
+    return A * sp.log(A / (s * A + (1 - s) * B))
+
+
+def _mp_skew_kl(s):
+    s = mp.mpf(s)  # exact conversion of the float64 parameter
+    return lambda x, y: x * mp.log(x / (s * x + (1 - s) * y))
+
+
+def _sym_skew_at_zero() -> str:
+    prove_zero(_skew_term(S_SKEW).subs(S_SKEW, 0) - A * sp.log(A / B), "s = 0 term")
+    prove_limit(_skew_term(S_SKEW), S_SKEW, 0, A * sp.log(A / B), "s → 0⁺", "+")
+    return "the skew KL term a log(a/(s a + (1 − s) b)) is a log(a/b) at s = 0 and tends to it"
+
+
+def _num_skew_at_zero() -> str:
+    p, q = _pairs()
+    want = _exact(p, q, _mp_kl)
+    check(amid_ref.divergence(p, q, "skew_kl", skew=0.0), want, "divergence", "s = 0")
+    for s in (1e-12, 1e-15):
+        got = amid_ref.divergence(p, q, "skew_kl", skew=s)
+        check(got, _exact(p, q, _mp_skew_kl(s)), "divergence", f"s = {s}")
+    # The DistiLLM preset: α = −1 (arithmetic mixture), λ = 0.1, KL(p‖r) is KL_0.1(p‖q).
+    t, st = np.log(p[0]), np.log(q[0])
+    check(presets.get("distillm_skl").loss(st, t), amid_ref.divergence(p[0], q[0], "skew_kl"),
+          "loss", "distillm_skl preset = skew_kl(s = 0.1)")  # fmt: skip
+    return (
+        "amid_ref.divergence('skew_kl') at s = 0 is the exact KL, at s = 1e-12, 1e-15 the exact "
+        "skew KL; the distillm_skl preset equals skew_kl with s = 0.1"
+    )
+
+
+def _sym_skew_bounded() -> str:
+    # s = 1/(1 + K) covers (0, 1): log(1/s) − log(a/m) = log(m/(s a)), m/(s a) = 1 + K b/a.
+    s = 1 / (1 + K)
+    m = s * A + (1 - s) * B
+    prove_zero(m / (s * A) - 1 - K * B / A, "m/(s a) = 1 + K b/a")
+    prove_positive(K * B / A, "K b/a > 0")
+    return (
+        "for 0 < s < 1 each term a log(a/m) ≤ a log(1/s) (m ≥ s a), so 0 ≤ KL_s ≤ log(1/s): "
+        "finite for every pair of distributions"
+    )
+
+
+def _num_skew_bounded() -> str:
+    p, q = _pairs()
+    one_hot = np.zeros_like(p)
+    one_hot[:, 0] = 1.0
+    for s in (0.1, 0.5, 0.9):
+        for a, b in ((p, q), (one_hot, np.roll(one_hot, 1, axis=-1))):
+            got = np.asarray(amid_ref.divergence(a, b, "skew_kl", skew=s))
+            require(bool(np.all((got >= 0) & (got <= np.log(1 / s) * (1 + 1e-12)))),
+                    f"s = {s}: KL_s = {got} not in [0, log(1/s)]")  # fmt: skip
+    return "0 ≤ KL_s ≤ log(1/s) for s ∈ {0.1, 0.5, 0.9} on random and disjoint one-hot pairs"
+
+
 # --- zero iff equal ------------------------------------------------------------------------
 
 
@@ -337,6 +420,10 @@ def _sym_zero_iff_equal() -> str:
     shown.append(_tangent_convex(js, t, "JS_β, 0 < β < 1"))
     shown.append(_tangent_convex((sp.sqrt(t) - 1) ** 2 / 2, t, "Hellinger²"))
     shown.append(_tangent_convex((t - 1) ** 2, t, "χ²"))
+    shown.append(_tangent_convex((t - 1) * sp.log(t), t, "Jeffreys"))
+    s_skew = 1 / (1 + K)  # any s ∈ (0, 1); s = 0 is KL
+    skew = t * sp.log(t / (s_skew * t + 1 - s_skew)) - (1 - s_skew) * (t - 1)
+    shown.append(_tangent_convex(skew, t, "skew KL, 0 < s < 1 (s = 0 is KL)"))
     amari = amari_term(t, 1, GAMMA)  # b·φ(a/b) with b = 1
     prove_zero(sp.diff(amari, t, 2) - t ** (-(GAMMA + 3) / 2), "Amari φ'' = t^(−(γ+3)/2)")
     shown.append(_tangent_convex(amari, t, "Amari, γ ≠ ±1 (γ = ±1 is KL)"))
@@ -379,29 +466,10 @@ def _sym_zero_iff_equal() -> str:
     )
 
 
+#: The (divergence, params) cases of the numeric zero check: every record's "zero" sets
+#: (amid_ref._specs), plus the f-divergence with a float generator (its record has none).
 _ZERO_CASES = (
-    ("kl", {}),
-    ("js", {"beta": 0.1}),
-    ("js", {"beta": 0.5}),
-    ("js", {"beta": 0.9}),
-    ("tv", {}),
-    ("hellinger", {}),
-    ("chi2", {}),
-    *(("amari", {"alpha": g}) for g in (-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0)),
-    *(("renyi", {"order": r}) for r in (0.1, 0.5, 1.0, 2.0, 10.0)),
-    *(
-        ("ab", {"alpha": a_, "beta": b_})
-        for a_, b_ in (
-            (0.2, 0.7),
-            (1.0, 0.0),
-            (0.0, 1.0),
-            (0.5, -0.5),
-            (0.0, 0.0),
-            (-0.3, 0.8),
-            (2.0, -0.5),
-            (-1.0, -1.0),
-        )
-    ),
+    *((spec.name, params) for spec in SPECS.values() for params in spec.cases_for("zero")),
     ("f", {"f": lambda u: u * np.log(u)}),
 )
 
@@ -507,9 +575,36 @@ CLAIMS: list[Claim] = [
         backs=("divergence",),
     ),
     Claim(
+        "divergence.jeffreys.symmetric_kl",
+        r"J(a\|b) = \sum_x (a-b)\log\tfrac{a}{b} = \mathrm{KL}(a\|b) + \mathrm{KL}(b\|a)"
+        r" = J(b\|a)",
+        SRC_JEFFREYS,
+        _sym_jeffreys,
+        _num_jeffreys,
+        backs=("divergence",),
+    ),
+    Claim(
+        "divergence.skew_kl.kl_at_zero",
+        r"\mathrm{KL}_s(a\|b) = \mathrm{KL}(a\|s a + (1-s) b) \to \mathrm{KL}(a\|b)"
+        r"\ (s \to 0)",
+        SRC_SKEW,
+        _sym_skew_at_zero,
+        _num_skew_at_zero,
+        backs=("divergence",),
+    ),
+    Claim(
+        "divergence.skew_kl.bounded",
+        r"0 < s < 1:\ 0 \le \mathrm{KL}_s(a\|b) \le \log(1/s)",
+        SRC_SKEW,
+        _sym_skew_bounded,
+        _num_skew_bounded,
+        backs=("divergence",),
+    ),
+    Claim(
         "divergence.zero_iff_equal",
         r"a,b>0:\ D(a\|b)=0 \iff a=b \text{ for KL, JS}_\beta,\ \text{TV, Hellinger}^2,\ \chi^2,"
-        r"\ \text{Amari}_\gamma,\ \text{Rényi}_{\rho>0},\ \text{AB}_{(a_*,b_*)}",
+        r"\ \text{Amari}_\gamma,\ \text{Rényi}_{\rho>0},\ \text{AB}_{(a_*,b_*)},"
+        r"\ \text{Jeffreys},\ \mathrm{KL}_{s\in[0,1)}",
         "textbook (Csiszár 1967; Cichocki, Cruces & Amari 2011); MATH.md divergences",
         _sym_zero_iff_equal,
         _num_zero_iff_equal,

@@ -8,6 +8,7 @@ import numpy as np
 import sympy as sp
 
 import amid_ref
+from amid_ref._specs import SPECS
 from amid_ref.tolerances import tolerance
 from proofs_check._core import PROVED, PROVED_FOR_CASES, Claim
 from proofs_check._numeric import (
@@ -263,15 +264,9 @@ def _sym_34() -> str:
     )
 
 
-_DIV_CASES = (
-    ("kl", None),
-    ("js", {"beta": 0.3}),
-    ("tv", None),
-    ("hellinger", None),
-    ("chi2", None),
-    ("amari", {"alpha": 0.5}),
-    ("renyi", {"order": 2.0}),
-    ("ab", {"alpha": 0.2, "beta": 0.7}),
+#: One parameter set per divergence (the records' "grid" sets, amid_ref._specs).
+_DIV_CASES = tuple(
+    (spec.name, params) for spec in SPECS.values() for params in spec.cases_for("grid")
 )
 
 
@@ -295,7 +290,8 @@ def _num_34() -> str:
                 n += 2 * diff.size
     return (
         "alpha_mixture(p, p) = p and r ∉ {p, q} for q ≠ p (α incl. ±inf); amid_loss is 0 for "
-        f"equal logits and > 0 otherwise for 8 divergences × 4 orders × 7 α ({n} rows)"
+        f"equal logits and > 0 otherwise for {len(_DIV_CASES)} divergences × 4 orders × 7 α "
+        f"({n} rows)"
     )
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 import amid_ref
+from amid_ref._mutants import naive_log_alpha_mean
+from amid_ref._specs import order_arguments
 from amid_ref.conformance import (
     FAILURE_MODES,
     FAMILIES,
@@ -55,7 +57,7 @@ def toy_kl_loss(mixture):
         lp = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
         lq = torch.log_softmax(student_logits.float() / temperature, dim=-1)
         lr = mixture(lp, lq, alpha, lam)
-        x, y = {"pr": (lp, lr), "qr": (lq, lr), "rp": (lr, lp), "rq": (lr, lq)}[order]
+        x, y = order_arguments(order, lp, lq, lr)
         rows = torch.where(torch.isneginf(x), 0.0, x.exp() * (x - y)).sum(-1)
         return _reduce(rows, labels, ignore_index, reduction)
 
@@ -114,9 +116,10 @@ def mixture_naive_logaddexp(dtype):
         beta = (1 - alpha) / 2
         if beta == 0 or math.isinf(alpha) or lam in (0, 1):
             return gpu.log_alpha_mixture(lp, lq, alpha, lam)
-        a = lp.to(dtype) * beta + math.log(lam)
-        b = lq.to(dtype) * beta + math.log1p(-lam)
-        return _normalize((torch.logaddexp(a, b) / beta).float())
+        log_m = naive_log_alpha_mean(
+            lp.to(dtype), lq.to(dtype), alpha, lam, logaddexp=torch.logaddexp
+        )
+        return _normalize(log_m.float())
 
     return mixture
 
@@ -184,7 +187,7 @@ def _ab_pair(student_logits, teacher_logits, alpha, lam, order, temperature=1.0)
     lp = torch.log_softmax(teacher_logits.double() / temperature, dim=-1)
     lq = torch.log_softmax(student_logits.double() / temperature, dim=-1)
     lr = gpu.log_alpha_mixture(lp, lq, alpha, lam)
-    return {"pr": (lp, lr), "qr": (lq, lr), "rp": (lr, lp), "rq": (lr, lq)}[order]
+    return order_arguments(order, lp, lq, lr)
 
 
 def loss_ab_one_over_a(

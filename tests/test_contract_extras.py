@@ -81,15 +81,23 @@ CORE_MODULES = [
     "amid_ref._mixture",
     "amid_ref._divergences",
     "amid_ref._loss",
+    "amid_ref._specs",
+    "amid_ref._mutants",
+    "amid_ref.precise",
     "amid_ref.presets",
     "amid_ref.tolerances",
 ]
+#: The torch twins' modules (skipped without torch).
+GPU_MODULES = ["gpu._mixture", "gpu._divergences", "gpu._loss"]
 
 
-@pytest.mark.parametrize("module", CORE_MODULES)
+@pytest.mark.parametrize("module", CORE_MODULES + GPU_MODULES)
 def test_docstring_examples_run(module):
+    if module.startswith("gpu."):
+        pytest.importorskip("torch")
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+    assert result.attempted > 0 or module == "amid_ref.tolerances"  # no Examples section there
 
 
 def test_public_functions_have_numpydoc_sections():

@@ -24,22 +24,20 @@ torch = pytest.importorskip("torch")
 
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
+from amid_ref._specs import SPECS  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 
 INF = math.inf
 ALPHAS = (-INF, -5.0, -1.0, 0.0, 0.5, 1.0 - 1e-6, 1.0, 3.0, INF)
 LAMS = (0.0, 0.1, 0.5, 1.0)
-ORDERS = ("pr", "qr", "rp", "rq")
-#: One parameter set per divergence for the grid (parameter sweeps are separate tests).
-GRID_DIVERGENCES = (
-    ("kl", {}),
-    ("js", {"beta": 0.3}),
-    ("tv", {}),
-    ("hellinger", {}),
-    ("chi2", {}),
-    ("amari", {"alpha": 0.5}),
-    ("renyi", {"order": 0.5}),
-    ("ab", {"alpha": 0.2, "beta": 0.7}),
+ORDERS = tuple(amid_ref.ORDERS)
+#: One parameter set per divergence the gpu package offers (the records' "grid" set; the
+#: parameter sweeps are separate tests).
+GRID_DIVERGENCES = tuple(
+    (spec.name, params)
+    for spec in SPECS.values()
+    if spec.offered_by("gpu")
+    for params in spec.cases_for("grid")
 )
 DTYPE_NAMES = {
     torch.float64: "float64",

@@ -19,20 +19,16 @@ import pytest
 from mpmath import mp, mpf
 
 from amid_ref import precise
+from amid_ref._specs import SPECS
 from amid_ref.strategies import CONTRACT_ALPHAS, CONTRACT_LAMBDAS
 
 ALPHAS = list(CONTRACT_ALPHAS)
 LAMS = list(CONTRACT_LAMBDAS)
 INNER_LAMS = [lam for lam in LAMS if 0.0 < lam < 1.0]
+#: One parameter set per divergence of the contract (the records' "grid" set), plus the
+#: f-divergence with an mpmath generator.
 DIVERGENCE_CASES = [
-    ("kl", {}),
-    ("js", {"beta": 0.3}),
-    ("tv", {}),
-    ("hellinger", {}),
-    ("chi2", {}),
-    ("amari", {"alpha": 0.5}),
-    ("renyi", {"order": 2.0}),
-    ("ab", {"alpha": 0.2, "beta": 0.7}),
+    *((spec.name, params) for spec in SPECS.values() for params in spec.cases_for("grid")),
     ("f", {"f": lambda u: u * mpmath.log(u) if u else mpf(0)}),
 ]
 

@@ -19,6 +19,7 @@ from amid_ref import (
     log_alpha_mean,
     log_alpha_mixture,
 )
+from amid_ref._specs import SPECS
 
 SPECIAL_ALPHAS = [
     -np.inf,
@@ -180,16 +181,8 @@ def test_support_rules(st_pair, alpha, lam):
         assert (support == inter).all()
 
 
-DIVS = [
-    ("kl", None),
-    ("js", {"beta": 0.3}),
-    ("tv", None),
-    ("hellinger", None),
-    ("chi2", None),
-    ("amari", {"alpha": 0.5}),
-    ("renyi", {"order": 2.0}),
-    ("ab", {"alpha": 0.2, "beta": 0.7}),
-]
+#: One parameter set per divergence (the records' "grid" sets).
+DIVS = [(spec.name, params) for spec in SPECS.values() for params in spec.cases_for("grid")]
 
 
 @given(

@@ -10,6 +10,7 @@ import pytest
 from scipy.special import log_softmax, xlogy
 
 from amid_ref import (
+    ORDERS,
     alpha_mixture,
     amid_grad,
     amid_loss,
@@ -17,6 +18,7 @@ from amid_ref import (
     log_alpha_mixture,
     precise,
 )
+from amid_ref._specs import SPECS
 from amid_ref.strategies import CONTRACT_ALPHAS, CONTRACT_LAMBDAS
 from amid_ref.tolerances import assert_within, tolerance
 
@@ -126,49 +128,10 @@ def test_log_alpha_mixture_at_qwen_vocabulary(alpha):
     assert_within(got, want, tolerance("reference", "log_mixture"), what="log r (V=151936)")
 
 
+#: Every divergence of the contract at and near its limits (the records' "accuracy" sets),
+#: plus the f-divergence with a float generator (its mpmath twin: _mp_generator_for).
 DIV_CASES = [
-    ("kl", {}),
-    ("js", {"beta": 0.5}),
-    ("js", {"beta": 1e-12}),
-    ("js", {"beta": 0.9}),
-    ("tv", {}),
-    ("hellinger", {}),
-    ("chi2", {}),
-    *[
-        ("amari", {"alpha": g})
-        for g in (
-            -3.0,
-            -1.0 - 1e-9,
-            -1.0,
-            -1.0 + 1e-9,
-            -0.5,
-            0.0,
-            0.5,
-            1.0 - 1e-9,
-            1.0,
-            1.0 + 1e-9,
-            3.0,
-        )
-    ],
-    *[("renyi", {"order": r}) for r in (0.5, 1.0 - 1e-9, 1.0, 1.0 + 1e-9, 2.0, 5.0)],
-    *[
-        ("ab", {"alpha": a, "beta": b})
-        for a, b in (
-            (1.0, 0.0),
-            (0.0, 1.0),
-            (0.2, 0.7),
-            (1e-9, 0.7),
-            (0.7, 1e-9),
-            (0.0, 0.7),
-            (0.7, 0.0),
-            (0.5, -0.5),
-            (0.5, -0.5 + 1e-9),
-            (0.0, 0.0),
-            (1e-9, -1e-9 / 3),
-            (-0.3, 0.8),
-            (1.5, 0.5),
-        )
-    ],
+    *((spec.name, params) for spec in SPECS.values() for params in spec.cases_for("accuracy")),
     ("f", {"f": lambda u: xlogy(u, u) - u + 1.0}),
 ]
 
@@ -204,16 +167,8 @@ def test_divergence_matches_oracle(family, name, params):
 
 
 LOSS_ALPHAS = [-np.inf, -5.0, -1.0, 0.0, 0.5, 1.0 - 1e-6, 1.0, 3.0, np.inf]
-LOSS_DIVS = [
-    ("kl", {}),
-    ("js", {"beta": 0.3}),
-    ("tv", {}),
-    ("hellinger", {}),
-    ("chi2", {}),
-    ("amari", {"alpha": 0.5}),
-    ("renyi", {"order": 2.0}),
-    ("ab", {"alpha": 0.2, "beta": 0.7}),
-]
+#: One parameter set per divergence (the records' "grid" set).
+LOSS_DIVS = [(spec.name, params) for spec in SPECS.values() for params in spec.cases_for("grid")]
 
 
 @pytest.mark.parametrize("family", ["moderate", "extreme", "masked", "one_hot"])
@@ -221,7 +176,7 @@ LOSS_DIVS = [
 def test_amid_loss_matches_oracle(family, name, params):
     s, t = _logits_family(family, 8, seed=2)
     tol = tolerance("reference", "loss")
-    for order in ("pr", "qr", "rp", "rq"):
+    for order in ORDERS:
         for alpha in LOSS_ALPHAS:
             for lam in (0.0, 0.1, 0.5, 1.0):
                 want, err = _exact_or_error(
@@ -243,7 +198,7 @@ def test_amid_loss_matches_oracle(family, name, params):
 GRAD_ALPHAS = [-np.inf, -5.0, -1.0, 0.0, 0.5, 1.0 - 1e-6, 1.0, 3.0, np.inf]
 
 
-@pytest.mark.parametrize("order", ["pr", "qr", "rp", "rq"])
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize(("name", "params"), LOSS_DIVS, ids=[n for n, _ in LOSS_DIVS])
 def test_amid_grad_matches_mpmath_finite_differences(order, name, params):
     s, t = _logits_family("moderate", 5, seed=4)
@@ -333,7 +288,7 @@ def test_f_divergence_gradient_matches_mpmath_finite_differences():
     s, t = _logits_family("moderate", 5, seed=4)
     params = {"f": lambda u: xlogy(u, u) - u + 1.0, "f_prime": np.log}
     mp_params = {"f": lambda u: u * mpmath.log(u) - u + 1 if u > 0 else mpmath.mpf(1)}
-    for order in ("pr", "qr", "rp", "rq"):
+    for order in ORDERS:
         got = amid_grad(s, t, 0.5, 0.3, "f", order, params)
         want = precise.to_float(precise.amid_grad(s, t, 0.5, 0.3, "f", order, mp_params))
         assert np.abs(got - want).max() <= 1e-8 * np.abs(want).max(), order

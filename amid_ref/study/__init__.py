@@ -19,6 +19,7 @@ import argparse
 import sys
 from dataclasses import replace
 
+from amid_ref._specs import ORDERS
 from amid_ref.study._metrics import METRIC_NAMES, HeldOutEvaluator, exact_metrics
 from amid_ref.study._sweep import (
     DEFAULT_DIV_PARAMS,
@@ -271,7 +272,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
         changes["lams"] = args.lams
     if args.divergences is not None or args.orders is not None:
         changes["divergences"] = args.divergences or ("kl",)
-        changes["orders"] = args.orders or ("pr", "qr", "rp", "rq")
+        changes["orders"] = args.orders or tuple(ORDERS)
         changes["sweep_pairs"] = None
     if args.experiments is not None:
         changes["experiments"] = args.experiments

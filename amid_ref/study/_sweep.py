@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from amid_ref._specs import ORDERS
 from amid_ref.study._metrics import METRIC_NAMES
 from amid_ref.study._teacher import TeacherConfig
 from amid_ref.study._train import Method, RunResult, TrainConfig, amid_method, preset_method
@@ -138,7 +139,7 @@ class StudyConfig:
     alphas: tuple[float, ...] = (-5.0, -3.0, -1.0, 0.0, 0.5, 1.0, 3.0)
     lams: tuple[float, ...] | None = None
     divergences: tuple[str, ...] = ("kl",)
-    orders: tuple[str, ...] = ("pr", "qr", "rp", "rq")
+    orders: tuple[str, ...] = tuple(ORDERS)
     sweep_pairs: tuple[tuple[str, str], ...] | None = None
     stability_teachers: tuple[str, ...] = ("cold", "truncated")
     stability_methods: tuple[Method, ...] = ()

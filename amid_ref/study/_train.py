@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from amid_ref._specs import ORDERS
 from amid_ref.study._metrics import HeldOutEvaluator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,7 +36,7 @@ __all__ = [
     "train_student",
 ]
 
-_ORDERS = ("pr", "qr", "rp", "rq")
+_ORDERS = tuple(ORDERS)
 
 #: TAID's default interpolation schedule (Shing et al., ICLR 2025: t_start = 0.4,
 #: t_end = 1.0); the study uses its non-adaptive (linear) form.

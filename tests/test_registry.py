@@ -1,0 +1,526 @@
+"""The divergence contract (amid_ref._specs) and what registers against it.
+
+* Every record has a kernel in amid_ref, precise and gpu (or the record states why not), a
+  zero case, a grid case, a strategy, its claims and a row in the generated docs table;
+  every kernel, strategy and claim belongs to a record. :func:`registry_problems` lists what
+  is missing, and a throw-away record shows it names each registration that is removed.
+* The three implementations agree on signatures, parameter names, defaults and error types.
+* No hand-written list of divergence names remains outside the contract.
+* No import cycles; function-local imports only for optional or heavy dependencies.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import importlib.util
+import inspect
+import math
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import amid_ref
+from amid_ref import _divergences, precise, strategies
+from amid_ref._specs import (
+    DIVERGENCES,
+    IMPLEMENTATIONS,
+    ORDERS,
+    SPECS,
+    DivergenceSpec,
+    Objective,
+    Param,
+    ParameterError,
+    alpha_grid,
+    lambda_grid,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_docs_tables():
+    spec = importlib.util.spec_from_file_location(
+        "amid_ref_contract_tables", ROOT / "docs" / "_contract_tables.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _gpu_kernels() -> Mapping[str, object]:
+    torch_missing = importlib.util.find_spec("torch") is None
+    if torch_missing:  # pragma: no cover - the gpu extra is part of the test install
+        pytest.skip("torch is not installed (pip install amid-ref[gpu])")
+    from gpu._divergences import GPU_DIVERGENCES  # torch: optional (the gpu extra)
+
+    return GPU_DIVERGENCES
+
+
+def _claims() -> Mapping[str, object]:
+    pytest.importorskip("sympy")
+    import proofs_check  # sympy: optional (the proofs extra)
+
+    return proofs_check.CLAIMS
+
+
+def registrations() -> dict:
+    """Everything that registers against the records, by kind."""
+    return {
+        "kernels": {
+            "amid_ref": _divergences.KERNELS,
+            "precise": precise.ROW_FUNCTIONS,
+            "gpu": _gpu_kernels(),
+        },
+        "strategies": strategies.PARAM_STRATEGIES,
+        "no_strategy": strategies.NO_STRATEGY,
+        "claims": _claims(),
+        "docs_rows": _load_docs_tables().page_block(
+            (ROOT / "docs" / "mathematics.md").read_text(encoding="utf-8")
+        )
+        or "",
+    }
+
+
+def registry_problems(specs: Mapping[str, DivergenceSpec], reg: dict) -> list[str]:
+    """What a set of records lacks (or has too much of) in the registrations ``reg``."""
+    problems = []
+    for impl, table in reg["kernels"].items():
+        problems += [f"{impl}: kernel {n!r} has no record" for n in table if n not in specs]
+    problems += [f"strategy {n!r} has no record" for n in reg["strategies"] if n not in specs]
+    for name, spec in specs.items():
+        for impl in IMPLEMENTATIONS:
+            has = name in reg["kernels"][impl]
+            if not has and spec.offered_by(impl):
+                problems.append(f"{name}: no {impl} kernel and no stated reason")
+            if has and not spec.offered_by(impl):
+                problems.append(f"{name}: a {impl} kernel although the record says not offered")
+        for use in ("zero", "grid", "accuracy"):
+            if not spec.cases_for(use) and not spec.no_cases:
+                problems.append(f"{name}: no {use!r} parameter set and no stated reason")
+        if spec.params and name not in reg["strategies"] and name not in reg["no_strategy"]:
+            problems.append(f"{name}: parameters but no strategy (strategies.PARAM_STRATEGIES)")
+        if not spec.claims and not spec.no_cases:
+            problems.append(f"{name}: no proofs_check claim")
+        for claim in spec.claims:
+            if claim not in reg["claims"]:
+                problems.append(f"{name}: claim {claim!r} is not in proofs_check.CLAIMS")
+        if f"| `{name}` |" not in reg["docs_rows"]:
+            problems.append(f"{name}: no row in the divergence table of docs/mathematics.md")
+    return problems
+
+
+# --- the registry is complete, and the check notices every missing registration ------------
+
+
+def test_every_record_is_registered_everywhere():
+    assert registry_problems(SPECS, registrations()) == []
+
+
+def test_the_docs_table_is_generated_from_the_records():
+    tables = _load_docs_tables()
+    page = (ROOT / "docs" / "mathematics.md").read_text(encoding="utf-8")
+    assert tables.page_block(page) == tables.generated_block(), (
+        "docs/mathematics.md is out of date: run python docs/_contract_tables.py --write"
+    )
+
+
+def _toy_registrations(reg: dict) -> tuple[dict, dict]:
+    toy = DivergenceSpec(
+        "toy",
+        "toy divergence",
+        r"\sum_x (a - b)^4",
+        "A throw-away record.",
+        params=(Param("k", 1.0, domain="(0, ∞)", inside=lambda x: x > 0, error="k > 0"),),
+        cases={"grid": ({"k": 1.0},), "accuracy": ({"k": 1.0},), "zero": ({"k": 1.0},)},
+        claims=("divergence.toy.claim",),
+    )
+    specs = {**SPECS, "toy": toy}
+    full = {
+        "kernels": {impl: {**t, "toy": object()} for impl, t in reg["kernels"].items()},
+        "strategies": {**reg["strategies"], "toy": object()},
+        "no_strategy": reg["no_strategy"],
+        "claims": {**reg["claims"], "divergence.toy.claim": object()},
+        "docs_rows": reg["docs_rows"] + "\n| `toy` | ... |",
+    }
+    return specs, full
+
+
+def _without(reg: dict, path: tuple) -> dict:
+    """A copy of ``reg`` with the toy entry removed at ``path``."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in reg.items()}
+    if path[0] == "kernels":
+        out["kernels"] = {i: dict(t) for i, t in reg["kernels"].items()}
+        del out["kernels"][path[1]]["toy"]
+    elif path[0] == "docs_rows":
+        out["docs_rows"] = reg["docs_rows"].replace("\n| `toy` | ... |", "")
+    else:
+        del out[path[0]][path[1]]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (("kernels", "amid_ref"), "no amid_ref kernel"),
+        (("kernels", "precise"), "no precise kernel"),
+        (("kernels", "gpu"), "no gpu kernel"),
+        (("strategies", "toy"), "no strategy"),
+        (("claims", "divergence.toy.claim"), "not in proofs_check.CLAIMS"),
+        (("docs_rows",), "no row in the divergence table"),
+    ],
+)
+def test_a_missing_registration_of_a_new_record_is_reported(path, message):
+    specs, full = _toy_registrations(registrations())
+    assert registry_problems(specs, full) == []
+    problems = registry_problems(specs, _without(full, path))
+    assert len(problems) == 1 and problems[0].startswith("toy: ") and message in problems[0]
+
+
+def test_a_new_record_without_cases_claims_or_reasons_is_reported():
+    specs, full = _toy_registrations(registrations())
+    bare = dataclasses.replace(specs["toy"], cases={}, claims=())
+    problems = registry_problems({**specs, "toy": bare}, full)
+    assert sum("no 'zero' parameter set" in p for p in problems) == 1
+    assert sum("no proofs_check claim" in p for p in problems) == 1
+    not_offered = dataclasses.replace(specs["toy"], not_offered={"gpu": "a reason"})
+    assert registry_problems({**specs, "toy": not_offered}, full) == [
+        "toy: a gpu kernel although the record says not offered"
+    ]
+
+
+def test_a_kernel_without_a_record_is_reported():
+    reg = registrations()
+    reg["kernels"] = {**reg["kernels"], "precise": {**reg["kernels"]["precise"], "ghost": 0}}
+    assert registry_problems(SPECS, reg) == ["precise: kernel 'ghost' has no record"]
+
+
+# --- the implementations read the same contract --------------------------------------------
+
+P = np.array([0.5, 0.25, 0.125, 0.125])
+Q = np.array([0.25, 0.25, 0.25, 0.25])
+
+
+def _callers() -> dict:
+    torch = pytest.importorskip("torch")
+    import gpu  # torch: optional (the gpu extra)
+
+    return {
+        "amid_ref": lambda name, **kw: amid_ref.divergence(P, Q, name, **kw),
+        "precise": lambda name, **kw: precise.divergence(P, Q, name, **kw),
+        "gpu": lambda name, **kw: gpu.divergence(
+            torch.tensor(P, dtype=torch.float64), torch.tensor(Q, dtype=torch.float64), name, **kw
+        ),
+    }
+
+
+def _given(spec: DivergenceSpec) -> dict:
+    """A valid parameter set: the grid set, or a generator for the f-divergence."""
+    if spec.cases_for("grid"):
+        return spec.cases_for("grid")[0]
+    import mpmath
+
+    return {"f": lambda u: (u - 1) ** 2 if isinstance(u, mpmath.mpf) else (u - 1.0) ** 2}
+
+
+def _outside(param: Param):
+    for value in (-1.0, 2.0, 1.0, 0.0, -1e-9):
+        if not param.inside(value):
+            return value
+    raise AssertionError(f"no value outside the domain of {param.name}")  # pragma: no cover
+
+
+@pytest.mark.parametrize("name", DIVERGENCES)
+def test_parameter_names_defaults_and_errors_match_across_implementations(name):
+    spec = SPECS[name]
+    callers = _callers()
+    given = _given(spec)
+    for impl, call in callers.items():
+        if not spec.offered_by(impl):
+            with pytest.raises(ValueError, match=f"not offered by the {impl} package"):
+                call(name, **given)
+            continue
+        with pytest.raises(ParameterError, match="unexpected"):
+            call(name, **given, bogus=1.0)
+        for param in spec.params:
+            rest = {k: v for k, v in given.items() if k != param.name}
+            if param.required:
+                with pytest.raises(ParameterError, match=f"requires the parameter '{param.name}'"):
+                    call(name, **rest)
+                continue
+            omitted = call(name, **rest)
+            explicit = call(name, **rest, **{param.name: param.default})
+            assert float(omitted) == float(explicit), (impl, name, param.name)
+            if param.kind == "real":
+                with pytest.raises(ValueError, match="NaN"):
+                    call(name, **rest, **{param.name: math.nan})
+            if param.inside is not None:
+                bad = _outside(param)
+                if impl == "precise" and param.oracle_inside is not None:
+                    bad = _outside(dataclasses.replace(param, inside=param.oracle_inside))
+                    error = param.oracle_error.format(value=bad)
+                else:
+                    error = param.error.format(value=bad)
+                with pytest.raises(ValueError, match=re.escape(error)):
+                    call(name, **rest, **{param.name: bad})
+
+
+def test_signatures_match_across_implementations():
+    pytest.importorskip("torch")
+    import gpu  # torch: optional (the gpu extra)
+
+    def names(fn, n):
+        return [p for p in inspect.signature(fn).parameters.values()][:n]
+
+    def key(params):
+        return [(p.name.replace("dim", "axis"), p.default) for p in params]
+
+    assert key(names(amid_ref.divergence, 5)) == key(names(precise.divergence, 5))
+    assert key(names(amid_ref.divergence, 5)) == key(names(gpu.divergence, 5))
+    assert key(names(amid_ref.amid_loss, 8)) == key(names(precise.amid_loss, 8))
+    assert key(names(amid_ref.amid_loss, 8)) == key(names(gpu.amid_loss, 8))
+    assert key(names(amid_ref.amid_grad, 9)) == key(names(precise.amid_grad, 9))
+    assert tuple(amid_ref.ORDERS) == tuple(precise.ORDERS) == tuple(gpu.ORDERS) == tuple(ORDERS)
+    offered = {impl: [n for n in DIVERGENCES if SPECS[n].offered_by(impl)] for impl in ("gpu",)}
+    assert list(amid_ref.DIVERGENCES) == list(precise.DIVERGENCES) == list(DIVERGENCES)
+    assert list(gpu.DIVERGENCES) == offered["gpu"]
+
+
+def test_objective_is_validated_once_and_frozen():
+    obj = Objective.of(-5.0, 0.1, "skew_kl", "rq", None, 2.0, True)
+    assert (obj.first, obj.second, dict(obj.params)) == ("r", "q", {"skew": 0.1})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        obj.alpha = 0.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        obj.params["skew"] = 0.5  # type: ignore[index]
+    assert pickle.loads(pickle.dumps(obj)) == obj
+    with pytest.raises(ValueError, match="skew must lie in"):
+        Objective.of(-5.0, 0.1, "skew_kl", div_params={"skew": 1.0})
+    with pytest.raises(ValueError, match="not offered by the gpu package"):
+        Objective.of(-5.0, 0.1, "f", div_params={"f": np.log}, implementation="gpu")
+
+
+def test_grids_have_their_densities():
+    assert lambda_grid("quick") == (0.0, 1e-15, 0.5, 1.0 - 1e-15, 1.0)
+    assert lambda_grid("full") == (0.0, 1e-15, 0.1, 0.5, 0.9, 1.0 - 1e-15, 1.0)
+    assert set(alpha_grid("quick")) <= set(alpha_grid("full")) | {1.0 - 1e-10, 1.0 + 1e-10}
+    for density in ("quick", "full", "contract"):
+        grid = alpha_grid(density)
+        assert {-math.inf, -1.0, 1.0, math.inf} <= set(grid) and len(set(grid)) == len(grid)
+    with pytest.raises(ValueError, match="density"):
+        alpha_grid("dense")
+
+
+# --- no hand-written list of divergence names outside the contract -------------------------
+
+_NAMES = [n for n in DIVERGENCES if n not in ("f",)]
+_WORD = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, _NAMES)) + r")(?![A-Za-z0-9_])")
+_ENTRY = re.compile(r"""^\s*\(\s*["'](""" + "|".join(map(re.escape, _NAMES)) + r""")["']\s*,""")
+
+#: Files allowed to enumerate divergences by hand, each with the reason.
+_ENUMERATION_ALLOWED = {
+    "amid_ref/_specs.py": "the contract itself",
+    "tests/test_registry.py": "this check",
+    "tests/test_gpu.py": (
+        "BIG_CASES: hand-picked (divergence, order, α, λ, dtype) rows for the real "
+        "vocabularies (one row per combination worth its cost at V = 151936), not a registry"
+    ),
+}
+_SCANNED = (
+    "amid_ref/**/*.py",
+    "gpu/**/*.py",
+    "proofs_check/**/*.py",
+    "tests/**/*.py",
+    "notebooks/*.py",
+    "docs/**/*.md",
+    "README.md",
+)
+
+
+def _enumerations(text: str) -> list[str]:
+    """Lines naming ≥ 3 divergences other than kl, or blocks of ≥ 4 ``("name", ...)`` rows."""
+    lines = text.splitlines()
+    hits = []
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("|"):
+            continue  # Markdown table rows: the generated table is checked against the records
+        found = {m.group(1) for m in _WORD.finditer(line)} - {"kl"}
+        if len(found) >= 3:
+            hits.append(f"line {i + 1}: {sorted(found)}")
+    for i in range(len(lines)):
+        block = {m.group(1) for row in lines[i : i + 12] if (m := _ENTRY.match(row))}
+        if len(block) >= 4:
+            hits.append(f"rows from line {i + 1}: {sorted(block)}")
+            break
+    return hits
+
+
+def test_no_hand_written_list_of_divergence_names_outside_the_contract():
+    found = {}
+    for pattern in _SCANNED:
+        for path in ROOT.glob(pattern):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in _ENUMERATION_ALLOWED or "/conformance/" in rel or "/.venv/" in rel:
+                continue
+            if hits := _enumerations(path.read_text(encoding="utf-8")):
+                found[rel] = hits
+    assert found == {}, f"divergence names listed by hand (read them from the records): {found}"
+
+
+def test_the_enumeration_check_finds_a_list():
+    assert _enumerations('NAMES = ("kl", "js", "tv", "hellinger")\n')
+    assert _enumerations('CASES = [\n    ("kl", {}),\n    ("js", {}),\n    ("tv", {}),\n'
+                         '    ("chi2", {}),\n]\n')  # fmt: skip
+    assert not _enumerations('loss = amid_loss(s, t, 0.5, 0.3, "js", "pr", {"beta": 0.3})\n')
+
+
+# --- imports: no cycles, function-local imports only for optional or heavy dependencies ----
+
+_PACKAGES = ("amid_ref", "gpu", "proofs_check")
+
+#: Import edges that still close a cycle, each with what breaks it.
+_KNOWN_CYCLE_EDGES = {
+    ("amid_ref.strategies", "amid_ref.conformance"): (
+        "strategies.loss_cases builds conformance.Case objects while conformance._cases reads "
+        "the strategies' grids; moving Case next to the grids breaks it"
+    ),
+    ("amid_ref.conformance._adapters", "amid_ref.conformance._runner"): (
+        "the adapters call the runner's comparison (_passes, _tolerance), which belongs in a "
+        "module both import"
+    ),
+}
+
+#: Modules whose function-local imports of project modules are not yet converted.
+_LOCAL_IMPORTS_PENDING = ("amid_ref.conformance", "amid_ref.study", "amid_ref.verify",
+                          "amid_ref.cli", "amid_ref.plotting", "amid_ref._cli_mixture")  # fmt: skip
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in _PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = path
+    return out
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool):
+    """(imported module name, line, inside a function) for every runtime import."""
+    out = []
+
+    def visit(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            if _is_type_checking(child):
+                continue
+            inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if isinstance(child, ast.Import):
+                out.extend((a.name, child.lineno, in_function) for a in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = module.split(".")
+                    base = base[: len(base) - child.level + (1 if is_package else 0)]
+                    name = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    name = child.module
+                out.append((name, child.lineno, in_function))
+                out.extend((f"{name}.{a.name}", child.lineno, in_function) for a in child.names)
+            visit(child, inside)
+
+    visit(tree, False)
+    return out
+
+
+def _resolve(name: str, modules: Mapping[str, Path]) -> str | None:
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+@functools.cache
+def _import_graph():
+    modules = _modules()
+    graph, local = {}, []
+    for module, path in modules.items():
+        text = path.read_text(encoding="utf-8")
+        edges = set()
+        for name, line, in_function in _imports(
+            ast.parse(text), module, path.name == "__init__.py"
+        ):
+            target = _resolve(name, modules)
+            if target and target != module:
+                edges.add(target)
+            if in_function:
+                local.append((module, path, line, name, target))
+        graph[module] = frozenset(edges)
+    return graph, tuple(local)
+
+
+def _cycles(graph: Mapping[str, set]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, comps, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                comps.append(sorted(comp))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return comps
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    graph = dict(_import_graph()[0])
+    for (a, b), reason in _KNOWN_CYCLE_EDGES.items():
+        assert b in graph[a], f"{a} → {b} is gone: remove it from _KNOWN_CYCLE_EDGES ({reason})"
+        graph[a] = graph[a] - {b}
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_function_local_imports_are_optional_or_heavy_dependencies_with_a_comment():
+    _, local = _import_graph()
+    bad = []
+    for module, path, line, name, target in local:
+        if module.startswith(_LOCAL_IMPORTS_PENDING) or (module, target) in _KNOWN_CYCLE_EDGES:
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        context = " ".join(lines[max(0, line - 3) : line + 1]).lower()
+        if not re.search(r"#.*\b(optional|heavy)\b", context):
+            bad.append(f"{path.relative_to(ROOT)}:{line}: {name}")
+    assert bad == [], (
+        "function-local imports need a comment naming the optional or heavy dependency: "
+        + ", ".join(sorted(set(bad)))
+    )
