@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from amid_ref._text import latex_to_text
+
 # ---------------------------------------------------------------------------- help text
 
 _ROLE = re.compile(r":(?:py:)?(?:func|data|mod|class|meth|attr|obj|exc|const|ref|term):`~?([^`]+)`")
@@ -37,8 +39,6 @@ _MATH_BLOCK = re.compile(
 
 
 def _tex(text: str) -> str:
-    from amid_ref.verify import latex_to_text
-
     # a superscript group that is already in parentheses keeps one pair: r^(α,λ)
     return re.sub(r"\^\(\(([^()]*)\)\)", r"^(\1)", latex_to_text(text))
 
@@ -226,12 +226,12 @@ class Progress:
             live = sink is None and bool(getattr(self.stream, "isatty", lambda: False)())
         self._rich = None
         if live:
-            try:
+            try:  # optional: rich (the progress extra) draws the live display
                 import rich.console
                 import rich.progress
             except ImportError:
                 pass
-            else:
+            else:  # optional: rich, as above
                 from rich.table import Column
 
                 def fixed(width: int | None, **kw) -> Column:  # a layout that does not move

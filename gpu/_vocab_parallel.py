@@ -83,6 +83,7 @@ _Z_SHIFT_BELOW = {torch.float32: math.exp(-40.0), torch.float64: math.exp(-600.0
 
 
 def _dist():
+    # optional: torch.distributed (absent from some torch builds) is imported when used
     import torch.distributed as dist
 
     if not dist.is_available() or not dist.is_initialized():
@@ -334,7 +335,7 @@ class _VocabParallelFunction(torch.autograd.Function):
 
 def _as_local(x: Any, name: str) -> tuple[torch.Tensor, Any]:
     """A plain tensor as is; a DTensor sharded on its last dim as (local shard, its group)."""
-    try:
+    try:  # optional: DTensor (torch.distributed.tensor) where this torch build has it
         from torch.distributed.tensor import DTensor, Shard
     except ImportError:  # pragma: no cover - torch without DTensor
         return x, None
@@ -549,6 +550,7 @@ def vocab_parallel_amid_loss(
             vocab_start,
         )
     except (TypeError, ValueError) as exc:
+        # optional: torch.distributed, as in _dist
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):

@@ -47,7 +47,7 @@ def _rss_peak() -> int:
 
 def _inputs(rows: int, vocab: int, lo: int, hi: int, dtype):
     """Columns [lo, hi) of the benchmark logits, made in row blocks (no full-size temporary)."""
-    import torch
+    import torch  # heavy: imported in the worker processes only
 
     gen = torch.Generator().manual_seed(1234)
     s = torch.empty(rows, hi - lo, dtype=dtype)
@@ -80,9 +80,10 @@ def _measure(step, s, reps: int) -> tuple[int, float, float]:
 
 
 def _worker(spec: dict) -> dict:
+    # heavy: torch and gpu are imported in the worker processes only
     import torch
 
-    import gpu
+    import gpu  # heavy: imports torch (worker processes only)
 
     torch.set_num_threads(spec["threads"])
     dtype = getattr(torch, spec["dtype"])
@@ -94,7 +95,7 @@ def _worker(spec: dict) -> dict:
         gpu.amid_loss(s0, t0, **kw).backward()  # warm-up, see _WARM_UP
         peak, value, sec = _measure(lambda: gpu.amid_loss(s, t, **kw), s, spec["reps"])
         return {"peak": peak, "loss": value, "time_s": sec}
-    import torch.distributed as dist
+    import torch.distributed as dist  # heavy (and optional in some torch builds)
 
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     rank = spec["rank"]

@@ -27,6 +27,8 @@ _STATED_DEFAULT = re.compile(r"\bdefault\s*[:=]?\s*([^,]+)")
 def _public(package: str) -> list[tuple[str, object]]:
     loader = griffe.GriffeLoader(search_paths=[str(ROOT)], docstring_parser=griffe.Parser.numpy)
     root = loader.load(package.split(".")[0])
+    if package.split(".")[0] != "amid_ref":
+        loader.load("amid_ref")  # gpu re-exports names of the contract module amid_ref._specs
     loader.resolve_aliases(implicit=False, external=False)
     module = root if "." not in package else root.get_member(package.split(".", 1)[1])
     names = module.exports if module.exports is not None else list(module.members)

@@ -27,21 +27,22 @@ if not dist.is_available() or not dist.is_gloo_available():  # pragma: no cover
 
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
+from amid_ref._specs import SPECS  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
+from gpu._divergences import is_sum_of_terms  # noqa: E402
 
 INF = math.inf
 ALPHAS = (-INF, -5.0, 0.0, 1.0 - 1e-6, 1.0, 1.0 + 1e-6, INF)
 ORDERS = ("pr", "qr", "rp", "rq")
+#: One parameter set per divergence the gpu package offers (the contract's quick set, else
+#: its first battery set), and Rényi away from its series branch as well.
 DIVERGENCES = (
-    ("kl", {}),
-    ("js", {"beta": 0.3}),
-    ("tv", {}),
-    ("hellinger", {}),
-    ("chi2", {}),
-    ("amari", {"alpha": 0.5}),
-    ("renyi", {"order": 0.7}),
+    *(
+        (name, (spec.cases_for("quick") or spec.cases_for("battery"))[0])
+        for name, spec in SPECS.items()
+        if name in gpu.GPU_DIVERGENCES
+    ),
     ("renyi", {"order": 2.0}),
-    ("ab", {"alpha": 0.2, "beta": 0.7}),
 )
 #: Process-group timeout: a rank left waiting in a collective fails the test in seconds.
 PG_TIMEOUT_S = 20
@@ -422,7 +423,9 @@ def test_masks_reductions_temperature_and_upstream(pools):
             _case(s3, t3, bounds, "bfloat16", **{**base, "order": "rq"}, labels=labels),
         ]
         for temperature in (0.5, 2.0):
-            for d, p in (("js", {"beta": 0.5}), ("renyi", {"order": 0.8}), ("chi2", {})):
+            # the divergences that are not sums of terms, and one that is
+            not_sums = [c for c in DIVERGENCES if not is_sum_of_terms(*c)]
+            for d, p in (*not_sums, DIVERGENCES[1]):
                 for o in ORDERS:
                     cases.append(
                         _case(
