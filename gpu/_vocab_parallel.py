@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from amid_ref._specs import Objective
 from gpu._divergences import GPU_DIVERGENCES, RowReduce, is_sum_of_terms
 from gpu._loss import (
     _BAD_STUDENT,
@@ -605,14 +606,15 @@ def _checked_call(
     check_pair(
         student_logits_shard, teacher_logits_shard, "student_logits_shard", "teacher_logits_shard"
     )
-    alpha = check_alpha(alpha)
-    lam = check_lam(lam)
-    params = resolve_div_params(divergence, div_params)
-    first, second = check_order(order)
-    temperature = check_temperature(temperature)
+    objective = Objective.of(
+        alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+        implementation="gpu",
+    )  # fmt: skip
+    alpha, lam, params = objective.alpha, objective.lam, objective.params
+    temperature = objective.temperature
     ignore_index = check_ignore_index(ignore_index)
     reduction = check_reduction(reduction)
-    detach_assistant = check_bool(detach_assistant, "detach_assistant")
+    detach_assistant = objective.detach_assistant
     chunk_size = check_chunk_size(chunk_size)
     if vocab_start is not None and (
         isinstance(vocab_start, bool) or not isinstance(vocab_start, int) or vocab_start < 0
@@ -634,18 +636,7 @@ def _checked_call(
             rows = torch.nonzero(valid).flatten()
     cdtype = compute_dtype(student_logits_shard.dtype, teacher_logits_shard.dtype)
     want_grad = torch.is_grad_enabled() and student_logits_shard.requires_grad
-    spec = _Spec(
-        alpha=alpha,
-        lam=lam,
-        divergence=divergence,
-        params=params,
-        first=first,
-        second=second,
-        temperature=temperature,
-        detach_assistant=detach_assistant,
-        cdtype=cdtype,
-        chunk_size=chunk_size or 0,
-    )
+    spec = _Spec(objective=objective, cdtype=cdtype, chunk_size=chunk_size or 0)
     fields = {
         "alpha": alpha,
         "lam": lam,
