@@ -345,9 +345,18 @@ class LossAdapter(_BaseAdapter):
     kind = "loss"
 
     def __init__(
-        self, fn: Callable, *, reduction: str = "auto", kind: str = "loss", **options: Any
+        self,
+        fn: Callable,
+        *,
+        reduction: str = "auto",
+        kind: str = "loss",
+        reduction_names: Mapping[str, str] | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(fn, **options)
+        # The function's own word for each reduction (e.g. TRL's "batchmean" is the masked
+        # mean): a case asking for a reduction missing here is outside its support.
+        self.reduction_names = dict(reduction_names) if reduction_names else None
         if kind not in ("loss", "divergence", "preset"):
             raise ValueError(f"kind: expected loss, divergence or preset, got {kind!r}")
         self.kind = kind
@@ -460,6 +469,9 @@ class LossAdapter(_BaseAdapter):
         named = "labels" in self.params
         if case.mask is not None and not (named or (self.var_kw and self.ignore_index_declared)):
             return "function has no 'labels'/'ignore_index' parameters"
+        names = self.reduction_names
+        if case.reduction is not None and names is not None and case.reduction not in names:
+            return f"case needs reduction={case.reduction!r}; the function has no such reduction"
         if (
             case.reduction is not None
             and case.reduction != self.reduction
@@ -511,7 +523,7 @@ class LossAdapter(_BaseAdapter):
             if "ignore_index" in self.params or self.var_kw:
                 kw["ignore_index"] = IGNORE_INDEX
         if reduction is not None and self.passes_reduction(reduction):
-            kw["reduction"] = reduction
+            kw["reduction"] = (self.reduction_names or {}).get(reduction, reduction)
         want_grad = grad and self.backend == "torch"
         if self.backend == "torch":
             import torch
@@ -628,6 +640,7 @@ def make_adapter(fn: Callable, kind: str, **options: Any) -> _BaseAdapter:
         return LossAdapter(fn, kind=kind, **options)
     if kind == "mixture":
         options.pop("reduction", None)
+        options.pop("reduction_names", None)
         return MixtureAdapter(fn, **options)
     raise ValueError(f"kind: expected 'loss' or 'mixture', got {kind!r}")
 

@@ -364,7 +364,7 @@ def _describe_failure(r: CaseResult | None, indent: str, label: str = "worst cas
     for label, st in (("value", r.value_stats), ("grad", r.grad_stats)):
         if st is None or st.ratio <= 1.0:
             continue
-        q = label if label == "grad" else ("loss" if c.kind == "loss" else "log r")
+        q = label if label == "grad" else ("log r" if c.kind == "mixture" else "loss")
         err = abs(st.got - st.want) if st.got != st.want else 0.0
         err = err if math.isfinite(err) else math.inf
         rel = err / abs(st.want) if st.want != 0 else (0.0 if err == 0 else math.inf)
@@ -629,6 +629,7 @@ def conform(
     ignore_index: bool | None = None,
     detach_assistant: bool | None = None,
     temperature_squared: bool | None = None,
+    reduction_names: Mapping[str, str] | None = None,
 ) -> Report:
     r"""Run the conformance battery against ``fn`` and return the :class:`Report`.
 
@@ -688,6 +689,9 @@ def conform(
         ``--alpha-range`` ... flags; they override ``support``'s. For ``kind="divergence"``
         ``divergences`` and ``orders`` (``pr`` = D(p‖q), ``rp`` = D(q‖p); ``pq``/``qp``
         accepted) also select the battery's cases.
+    reduction_names : mapping, optional
+        The function's own ``reduction=`` word for each reduction a case asks for (e.g.
+        ``{"mean": "batchmean", "sum": "sum"}``); cases asking for another are skipped.
 
     Returns
     -------
@@ -729,6 +733,7 @@ def conform(
         reduction=reduction,
         normalized=normalized,
         kwargs=kwargs,
+        reduction_names=reduction_names,
     )
     sup = _make_support(support, adapter)
     given = {k: v for k, v in fields.items() if v is not None}
