@@ -162,7 +162,7 @@ def round_to_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
             return x.astype(np.float32).astype(np.float64)
         if dtype == "float16":
             return x.astype(np.float16).astype(np.float64)
-        return _S._round_bf16(x)
+        return np.reshape(_S._round_bf16(np.atleast_1d(x)), x.shape)
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

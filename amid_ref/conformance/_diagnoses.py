@@ -538,6 +538,41 @@ def _underneath_low_precision(ctx: DiagnosisContext, got, want, quantity: str) -
     return [Diagnosis(d.id, d.message + note, "exact", quantity, {"compute_dtype": "float32"})]
 
 
+def _low_precision_grad(ctx: DiagnosisContext, got, want, tol: Tolerance) -> list[Diagnosis]:
+    """A gradient off by the rounding of a bf16/fp16 computation, the formula being right.
+
+    The same inputs passed as float32 must give the reference gradient (float32 tolerance),
+    and every entry's error must be within 16 units of roundoff of the dtype times the
+    entry's natural scale: the reduction weight times (p + q) (the gradient of a KL-type
+    loss w.r.t. a logit is a difference of such probabilities), times 1/T (T with T²).
+    """
+    from amid_ref.conformance._reference import tolerance_for
+
+    if ctx.probe is None or ctx.dtype not in ("bfloat16", "float16") or ctx.kind == "mixture":
+        return []
+    probed = ctx.probe(ctx.case, "float32", True)
+    if probed is None:
+        return []
+    g32, w32 = probed
+    if _fails(g32, w32, tolerance_for("grad", "float32")[0]).any():
+        return []
+    log_p, log_q = ctx.ref.log_pq()
+    temp = float(ctx.case.temperature)
+    per_t = temp if ctx.ref.temperature_squared else 1.0 / temp
+    scale = reduce_grad(np.exp(log_p) + np.exp(log_q), ctx.mask, ctx.reduction, ctx.upstream)
+    bound = 16 * _UNIT_ROUNDOFF[ctx.dtype] * np.abs(scale) * per_t + tol.atol
+    with np.errstate(invalid="ignore"):
+        ok = np.all(np.abs(got - want) <= bound)
+    if not ok:
+        return []
+    message = (
+        f"the gradient computed in {ctx.dtype}: the same inputs passed as float32 give the "
+        f"reference gradient, and every entry is within 16 units of {ctx.dtype} roundoff of "
+        f"its scale (weight·(p + q)): arithmetic in the input dtype (upcast to fp32 first)"
+    )
+    return [Diagnosis("input_dtype_arithmetic", message, "noise", "grad")]
+
+
 def diagnose(
     ctx: DiagnosisContext,
     *,
@@ -565,4 +600,6 @@ def diagnose(
             return under
     if not exact and not noisy:
         exact = _pairs(ctx, got, want, tol, quantity)
+    if not exact and not noisy and quantity == "grad":
+        exact = _low_precision_grad(ctx, got, want, tol)
     return exact + [d for _, _, d in sorted(noisy, key=lambda x: (x[0], x[1]))]

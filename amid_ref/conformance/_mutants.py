@@ -373,6 +373,20 @@ def _naive_at_infinite_alpha(ctx: DiagnosisContext) -> list[Wrong]:
     return [Wrong("beta=" + ("-inf" if ctx.case.alpha > 0 else "inf"), ctx.from_log_m(log_m))]
 
 
+def _confirm_infinite_alpha(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """The NaN is the α, not the inputs: the same α and λ on realistic logits is NaN too
+    (a probability-space mixture, say, is NaN only where p and q underflow)."""
+    from dataclasses import replace
+
+    if ctx.probe is None or ctx.case.mask is not None:
+        return False
+    c = ctx.case
+    control = replace(c, family="control", inputs="realistic", name=c.name + "/control",
+                      student_logits=None, teacher_logits=None, seed=c.seed)  # fmt: skip
+    probed = ctx.probe(control)
+    return probed is not None and bool(np.isnan(probed[0]).any())
+
+
 def _kl_terms(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-entry a·(log a − log b) of KL(a‖b) from logs: 0 where a = 0, +inf where only b = 0."""
     with np.errstate(invalid="ignore", over="ignore"):
@@ -438,10 +452,24 @@ def _nan_grad(ctx: DiagnosisContext) -> list[Wrong]:
     w = ctx.reference()
     if w.grad is None:
         return []
-    rows = (np.isneginf(ctx.ref.s) | np.isneginf(ctx.ref.t)).any(axis=-1, keepdims=True)
     every = Wrong("every entry", w.value, np.full(w.grad.shape, np.nan))
-    some = Wrong("rows holding a −inf logit", w.value, np.where(rows, np.nan, w.grad))
+    some = Wrong(
+        "rows holding a zero probability", w.value, np.where(_zero_rows(ctx), np.nan, w.grad)
+    )
     return [every, some]
+
+
+def _zero_rows(ctx: DiagnosisContext) -> np.ndarray:
+    """Rows (keepdims) where p or q has a zero: a −inf logit, or a probability that
+    underflows to 0 in the working dtype (fp32: log-probabilities below about −103)."""
+    log_p, log_q = ctx.ref.log_pq()
+    floor = -103.0 if ctx.dtype != "float64" else -744.0
+    zero = (log_p < floor) | (log_q < floor)
+    return zero.any(axis=-1, keepdims=True)
+
+
+def _has_zero(ctx: DiagnosisContext) -> bool:
+    return bool(_zero_rows(ctx).any())
 
 
 def _kl_div_nan(ctx: DiagnosisContext) -> list[Wrong]:
@@ -451,7 +479,6 @@ def _kl_div_nan(ctx: DiagnosisContext) -> list[Wrong]:
     pairs = _kl_pairs(ctx)
     if pairs is None:
         return []
-    w = ctx.reference()
     rows, _ = ctx.ref.rows()
     out = []
     for variant, bad_entry in (
@@ -463,10 +490,12 @@ def _kl_div_nan(ctx: DiagnosisContext) -> list[Wrong]:
             bad |= bad_entry(x, y).any(axis=-1)
         if not bad.any():
             continue
-        value = ctx.reduce(np.where(bad, np.nan, rows))
-        grad = None if w.grad is None else np.where(bad[..., None], np.nan, w.grad)
-        out.append(Wrong(variant, value, grad))
-    return out
+        out.append((variant, bad))
+    if len(out) == 2 and np.array_equal(out[0][1], out[1][1]):
+        out = [("log_target=True, or False where both are zero", out[0][1])]
+    # The value is the symptom: the gradient of such rows is NaN too, but a NaN gradient
+    # under a right value is nan_grad_at_neg_inf's.
+    return [Wrong(v, ctx.reduce(np.where(bad, np.nan, rows))) for v, bad in out]
 
 
 def _kl_div_nan_transform(ctx: DiagnosisContext, wrong: Wrong) -> list[Wrong]:
@@ -494,6 +523,8 @@ def _other_params(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
     for params in [*_div_grid(c.divergence), *_PUBLISHED_DEFAULTS.get(c.divergence, ())]:
         if params == dict(c.div_params) or params in seen:
             continue
+        if c.divergence == "js" and params["beta"] in (0.0, 1.0):
+            continue  # JSD_0 = JSD_1 = 0 for all inputs: "matching" it is no evidence
         seen.append(params)
         label = ", ".join(f"{k}={v:g}" for k, v in params.items())
         out.append((label, {"div_params": dict(params)}))
@@ -511,10 +542,50 @@ _PUBLISHED_DEFAULTS: dict[str, tuple[dict[str, float], ...]] = {
 }
 
 
+def _rounded_params(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
+    """The divergence's parameters rounded to the working dtype (e.g. TRL's β tensor in the
+    logits' dtype: bf16(0.999999) = 1)."""
+    c = ctx.case
+    if ctx.dtype not in ("bfloat16", "float16") or not c.div_params:
+        return []
+    rounded = {
+        k: float(round_to_dtype(np.asarray([v]), ctx.dtype)[0]) for k, v in c.div_params.items()
+    }
+    if rounded == dict(c.div_params):
+        return []
+    label = ", ".join(f"{k}={v!r}" for k, v in rounded.items())
+    return [(label, {"div_params": rounded})]
+
+
+def _confirm_params_ignored(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """ "Whatever is asked": with other parameters asked on the same inputs, the output is
+    still the divergence at the same fixed parameters."""
+    from amid_ref.conformance._diagnoses import _agrees
+
+    if ctx.probe is None or ctx.case.mask is not None:
+        return False
+    fixed = dict(next(ov for label, ov in _other_params(ctx) if label == variant)["div_params"])
+    for _, ov in _other_params(ctx):
+        asked = ov["div_params"]
+        if asked == fixed:
+            continue
+        moved = _same_inputs(ctx.case, div_params=asked)
+        probed = ctx.probe(moved)
+        if probed is None:
+            return False
+        wrong = ctx.moved(moved).reference(div_params=fixed).value
+        if np.all(np.abs(np.asarray(wrong) - probed[1]) <= 1e-9):
+            continue  # the two parameter sets agree on these inputs: no evidence either way
+        return _agrees(probed[0], np.asarray(wrong), tol)
+    return False
+
+
 def _params_ignored(ctx: DiagnosisContext) -> list[Wrong]:
     out = []
     for label, ov in _other_params(ctx):
         w = ctx.reference(**ov)
+        if np.all(np.abs(np.asarray(w.value)) < 1e-9):
+            continue  # a divergence ~0 for all inputs there (JSD at β = 1e-15): no evidence
         w.variant = label
         out.append(w)
     return out
@@ -592,7 +663,9 @@ def _from_overrides(fn):
     return evaluate
 
 
-def _emulated_rows(ctx: DiagnosisContext, dt: str, sample: int) -> np.ndarray | None:
+def _emulated_rows(
+    ctx: DiagnosisContext, dt: str, sample: int, form: str = "logs"
+) -> np.ndarray | None:
     """The loss with every intermediate rounded to ``dt`` (log-softmax, the mixture, the
     per-entry terms; sums accumulated in fp32 as torch's are): a loss computed in its input
     dtype, at any α. KL-type losses only."""
@@ -625,8 +698,11 @@ def _emulated_rows(ctx: DiagnosisContext, dt: str, sample: int) -> np.ndarray | 
         lr = log_softmax(np.minimum(lp, lq) if c.alpha > 0 else np.maximum(lp, lq))
 
     def kl(x, y):
-        with np.errstate(invalid="ignore", over="ignore"):
-            terms = rnd(rnd(np.exp(x)) * rnd(x - y))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            a = rnd(np.exp(x))
+            if form == "probabilities":  # kl_div(log b, a): a·(log a − log b), log a recomputed
+                x = rnd(np.log(a))
+            terms = rnd(a * rnd(x - y))
         terms = np.where(np.isneginf(x), 0.0, terms)
         return rnd(np.sum(terms.astype(np.float32), axis=-1, dtype=np.float32).astype(np.float64))
 
@@ -650,11 +726,15 @@ def _emulated_rows(ctx: DiagnosisContext, dt: str, sample: int) -> np.ndarray | 
 
 def _input_dtype(ctx: DiagnosisContext) -> list[Wrong]:
     out = []
-    for k in range(NOISE_SAMPLES):
-        rows = _emulated_rows(ctx, ctx.dtype, k)
-        if rows is None:
-            return []
-        out.append(Wrong(ctx.dtype, ctx.reduce(rows)))
+    for form in ("logs", "probabilities"):
+        for k in range(NOISE_SAMPLES // 2):
+            rows = _emulated_rows(ctx, ctx.dtype, k, form)
+            if rows is None:
+                return []
+            out.append(Wrong(ctx.dtype, ctx.reduce(rows)))
+            # ... and with the scaled rows and the reduced loss rounded too
+            rounded = round_to_dtype(ctx.reduce(round_to_dtype(rows, ctx.dtype)), ctx.dtype)
+            out.append(Wrong(ctx.dtype, rounded))
     return out
 
 
@@ -699,6 +779,7 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
         lambda c: c.kind in ("loss", "mixture") and math.isinf(c.case.alpha) and 0 < c.case.lam < 1,
         _naive_at_infinite_alpha,
         nonfinite_symptom=True,
+        confirm=_confirm_infinite_alpha,
     ),
     FailureMode(
         "kl_div_nan_at_neg_inf",
@@ -726,26 +807,28 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
     ),
     FailureMode(
         "nan_grad_at_neg_inf",
-        "NaN gradients at −inf logits while the loss value is right",
+        "NaN gradients at −inf logits or zero probabilities while the loss value is right",
         "matches the right loss with NaN gradients on {variant} (a masked_fill or where "
-        "applied after the −inf arithmetic: the forward value is fixed, the backward of "
-        "0·(−inf) is still NaN; mask the inputs before the arithmetic)",
+        "applied after the 0·log 0 or 0·(−inf) arithmetic, e.g. kl_div's target = "
+        "softmax(student) underflowing to 0: the forward value is fixed, the backward is "
+        "still NaN; mask the inputs before the arithmetic)",
         "exact",
-        lambda c: c.kind != "mixture" and c.want_grad and _has_neg_inf(c),
+        lambda c: c.kind != "mixture" and c.want_grad and _has_zero(c),
         _nan_grad,
         _LOGITS,
         nonfinite_symptom=True,
     ),
     FailureMode(
-        "divergence_params_ignored",
-        "divergence parameters ignored (the output is the divergence at fixed parameters)",
-        "matches the divergence at {variant} whatever parameters are asked: the divergence "
-        "parameters are ignored",
+        "params_rounded_to_dtype",
+        "divergence parameters rounded to the input dtype",
+        "matches the divergence with its parameters rounded to the input dtype ({variant}): "
+        "the parameter is made a tensor of the logits' dtype (keep it a Python float or "
+        "fp32)",
         "exact",
-        lambda c: c.kind != "mixture" and bool(_other_params(c)),
-        _params_ignored,
+        lambda c: c.kind != "mixture" and bool(_rounded_params(c)),
+        _from_overrides(_rounded_params),
         _LOGITS,
-        overrides=_other_params,
+        overrides=_rounded_params,
     ),
     FailureMode(
         "preset_params_ignored",
@@ -815,6 +898,18 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
         ),
         _ab_one_over_a,
         _LOGITS,
+    ),
+    FailureMode(
+        "divergence_params_ignored",
+        "divergence parameters ignored (the output is the divergence at fixed parameters)",
+        "matches the divergence at {variant} whatever parameters are asked: the divergence "
+        "parameters are ignored",
+        "exact",
+        lambda c: c.kind != "mixture" and bool(_other_params(c)),
+        _params_ignored,
+        _LOGITS,
+        confirm=_confirm_params_ignored,
+        overrides=_other_params,
     ),
     FailureMode(
         "padded_logit_zero",

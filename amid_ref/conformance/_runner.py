@@ -516,7 +516,9 @@ def _run_case(
                 mask,
                 out.upstream,
                 want_grad=failed_on == "grad",
-                probe=lambda moved, dt=None: _probe(adapter, moved, reduction, mask, support, dt),
+                probe=lambda moved, dt=None, g=False: _probe(
+                    adapter, moved, reduction, mask, support, dt, g
+                ),
             )
             if failed_on == "value":
                 result.diagnoses = diagnose(ctx, got=got, want=want, tol=tol, quantity="value")
@@ -553,13 +555,14 @@ def _single_thread(adapter):
 
 
 def _probe(
-    adapter, case: Case, reduction: str, mask, support=None, compute_dtype=None
+    adapter, case: Case, reduction: str, mask, support=None, compute_dtype=None, grad=False
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Implementation output and reference on a control case (for noise-type diagnoses).
 
     With ``compute_dtype`` (e.g. ``"float32"``), the same inputs (rounded to the declared
     dtype) are passed as tensors of that dtype instead: what the implementation returns
-    when it computes in ``compute_dtype``.
+    when it computes in ``compute_dtype``. With ``grad``, the gradients (implementation,
+    reference) instead of the values.
     """
     s, t = case.arrays(adapter.dtype)
     t2 = bool(support is not None and support.temperature_squared)
@@ -569,14 +572,19 @@ def _probe(
     labels = case.labels()
     declared = adapter.dtype
     try:
-        rows = ref.rows()[0]
+        rows, g = ref.rows(grad=grad)
         if compute_dtype is not None:
             adapter.dtype = compute_dtype
-        got = adapter.evaluate(case, s, t, labels, grad=False).value
+        out = adapter.evaluate(case, s, t, labels, grad=grad)
+        got = out.value
     except Exception:  # the control is evidence only; any failure means "no evidence"
         return None
     finally:
         adapter.dtype = declared
+    if grad:
+        if out.grad is None or g is None:
+            return None
+        return out.grad, reduce_grad(g, mask, reduction, out.upstream)
     want = rows if case.kind == "mixture" else reduce_rows(rows, mask, reduction)
     return (got, want) if got.shape == want.shape else None
 
