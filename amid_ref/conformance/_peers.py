@@ -339,10 +339,13 @@ def conform_peer(peer: str | Peer, **options: Any):
     options.setdefault("divergences", (rec.divergence,))
     options.setdefault("orders", (rec.order,))
     kind = options.pop("kind", "divergence")
-    if kind == "preset":
+    if kind == "preset":  # the preset's own divergence and orders (gkd_jsd: KL, pr + qr)
+        from dataclasses import replace
+
         options.setdefault("preset", rec.preset)
         options.pop("divergences")
         options.pop("orders")
+        options["support"] = replace(options["support"], divergences=None, orders=None)
     report = conform(fn, kind, reduction_names=rec.reduction_names, **options)
     report.settings["peer"] = rec.describe()
     return report
