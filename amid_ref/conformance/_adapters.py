@@ -459,7 +459,7 @@ class LossAdapter(_BaseAdapter):
             declared = support is not None and support.divergences is not None
             checks = (
                 ("divergence", case.divergence != "kl" and not declared),
-                ("order", case.order != "pr" and not (support and support.orders)),
+                ("direction", case.order != "pr" and not (support and support.orders)),
                 ("temperature", case.temperature != 1.0),
                 *((k, True) for k in self._alpha_lam(case)[1]),
             )
@@ -513,8 +513,11 @@ class LossAdapter(_BaseAdapter):
             ("div_params", dict(case.div_params) or None, None),
             ("temperature", float(case.temperature), 1.0),
         )
-        if case.kind != "loss":
-            named = (named[0], named[1], named[3]) if case.kind == "divergence" else named[3:]
+        if case.kind == "divergence":  # the direction by its own name: Rényi has an "order"
+            direction = ("direction", {"pr": "pq", "rp": "qp"}[case.order], "pq")
+            named = (named[0], direction, named[3])
+        elif case.kind == "preset":
+            named = named[3:]
         for name, value, default in named:
             if name in self.params or (self.var_kw and value != default):
                 kw[name] = value

@@ -386,6 +386,12 @@ def _candidates(variants: list[Wrong], quantity: str, got: np.ndarray) -> dict[s
 _EXPECTED = (ValueError, TypeError, ZeroDivisionError, FloatingPointError, KeyError)
 
 
+def _degenerate(wrong: np.ndarray, tol: Tolerance) -> bool:
+    """Every entry finite and within the tolerance's absolute floor of 0."""
+    wrong = np.asarray(wrong, dtype=np.float64)
+    return bool(np.all(np.isfinite(wrong)) and np.all(np.abs(wrong) <= tol.atol))
+
+
 def _single_modes(
     ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str, *, exact_only: bool = False
 ) -> tuple[list[Diagnosis], list[tuple[float, int, Diagnosis]]]:
@@ -414,9 +420,17 @@ def _single_modes(
                 continue
             if mode.match == "exact":
                 loose = mode.nonfinite_symptom
-                if any(_agrees(got, c, tol, any_nonfinite=loose) for c in failing):
+                agreeing = [c for c in failing if _agrees(got, c, tol, any_nonfinite=loose)]
+                if agreeing:
+                    # A wrong formula that is ~0 everywhere (D(x‖x) at a degenerate parameter)
+                    # "matches" any output of 0: only the mode's own control can confirm it.
+                    # (A zero gradient, by contrast, is a specific symptom: a detached graph.)
+                    degenerate = quantity == "value" and all(_degenerate(c, tol) for c in agreeing)
                     try:
-                        confirmed = mode.confirm is None or mode.confirm(ctx, variant, tol)
+                        if mode.confirm is None:
+                            confirmed = not degenerate
+                        else:
+                            confirmed = mode.confirm(ctx, variant, tol)
                     except _EXPECTED:
                         confirmed = False
                     if confirmed:
@@ -485,7 +499,11 @@ def _pairs(ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str) -> l
                     for c in _candidates(cands, quantity, got).values():
                         c = c[0]
                         loose = a.nonfinite_symptom or b.nonfinite_symptom
-                        if _fails(c, want, tol).any() and _agrees(got, c, tol, any_nonfinite=loose):
+                        if (quantity == "value" and _degenerate(c, tol)) or not _fails(
+                            c, want, tol
+                        ).any():
+                            continue
+                        if _agrees(got, c, tol, any_nonfinite=loose):
                             msg_b = b.message.format(variant=vb or (cands[0].variant), flag="")
                             message = a.message.format(variant=va, flag="") + "; and " + msg_b
                             return [Diagnosis(f"{a.id}+{b.id}", message, "exact", quantity)]

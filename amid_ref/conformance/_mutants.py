@@ -349,21 +349,20 @@ def _finite_beta(ctx: DiagnosisContext) -> bool:
 
 
 def _confirm_lambda_on_student(ctx: DiagnosisContext, variant: str, tol) -> bool:
-    """At λ ∈ {0, 1} the wrong mixture is p or q itself, and the wrong loss is often
-    D(x‖x) = 0, which any output of 0 "matches": require the same defect at λ = 0.25 on the
+    """Near λ ∈ {0, 1} the wrong mixture is p or q itself, and the wrong loss often
+    D(x‖x) ≈ 0, which any output of 0 "matches": require the same defect at λ = 0.25 on the
     same inputs."""
     from amid_ref.conformance._diagnoses import _agrees, _fails
 
-    if 0.0 < ctx.case.lam < 1.0:
-        return True
     if ctx.probe is None or ctx.case.mask is not None:
         return False
-    moved = _same_inputs(ctx.case, lam=0.25)
+    lam = 0.25 if ctx.case.lam != 0.25 else 0.125
+    moved = _same_inputs(ctx.case, lam=lam)
     probed = ctx.probe(moved)
     if probed is None:
         return False
     got, want = probed
-    wrong = np.asarray(ctx.moved(moved).reference(lam=0.75).value)
+    wrong = np.asarray(ctx.moved(moved).reference(lam=1.0 - lam).value)
     return bool(_fails(wrong, want, tol).any() and _agrees(got, wrong, tol))
 
 

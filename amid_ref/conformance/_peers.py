@@ -109,7 +109,11 @@ class Peer:
 
 
 def _trl_gjsd() -> Callable:
-    from trl.experimental.gkd.gkd_trainer import GKDTrainer
+    import warnings
+
+    with warnings.catch_warnings():  # TRL warns that trl.experimental may change
+        warnings.simplefilter("ignore")
+        from trl.experimental.gkd.gkd_trainer import GKDTrainer
 
     # Already the protocol: (student_logits, teacher_logits, labels, beta, temperature,
     # reduction); labels equal to -100 are dropped.
