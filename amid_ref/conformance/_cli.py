@@ -213,6 +213,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _environment() -> dict[str, str]:
+    """Where a report was measured: machine, Python and the numerical packages."""
+    import platform
+
+    import numpy as np
+
+    env = {
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        env["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            env["machine"] += f", {torch.cuda.get_device_name()}"
+    return env
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the battery; print the report; exit code 0 iff it passes."""
     from amid_ref.conformance._adapters import Support
@@ -259,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
         from amid_ref.conformance._peers import conform_peer, get_peer
 
         peer = get_peer(args.peer)
+        common["grad"] = True  # a peer's gradients are always compared
         report = conform_peer(
             peer,
             kind=args.kind or ("preset" if args.preset else "divergence"),
@@ -279,5 +299,7 @@ def run(args: argparse.Namespace) -> int:
             preset=args.preset,
             **common,
         )
+    if args.json:
+        report.settings["environment"] = _environment()
     print(report.to_json() if args.json else report.text())
     return 0 if report.passed else 1

@@ -472,7 +472,6 @@ def _pairs(ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str) -> l
                 modes.append(mode)
         except _EXPECTED:
             continue
-    found: list[Diagnosis] = []
     for i, a in enumerate(modes):
         if a.overrides is None:
             continue
@@ -507,9 +506,7 @@ def _pairs(ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str) -> l
                             msg_b = b.message.format(variant=vb or (cands[0].variant), flag="")
                             message = a.message.format(variant=va, flag="") + "; and " + msg_b
                             return [Diagnosis(f"{a.id}+{b.id}", message, "exact", quantity)]
-        if found:
-            break
-    return found
+    return []
 
 
 def _rms(x: np.ndarray) -> float:

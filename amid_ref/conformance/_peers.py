@@ -64,6 +64,9 @@ class Peer:
         Its conventions, in words (which side β weights, T, reduction, masks).
     by_design : tuple of str
         Where it differs from the reference by its authors' documented intent.
+    by_design_modes : tuple of str
+        The failure modes (:data:`~amid_ref.conformance.FAILURE_MODES` ids) that diagnose
+        those documented differences; reports call them "by design", not defects.
     """
 
     name: str
@@ -79,6 +82,7 @@ class Peer:
     support: Support = field(default_factory=Support)
     conventions: tuple[str, ...] = ()
     by_design: tuple[str, ...] = ()
+    by_design_modes: tuple[str, ...] = ()
 
     def version(self) -> str | None:
         """The installed version of :attr:`distribution` (None if not installed)."""
@@ -95,11 +99,12 @@ class Peer:
             "version": self.version(),
             "source": self.source,
             "divergence": self.divergence,
-            "direction": {"pr": "D(p||q)", "rp": "D(q||p)"}[self.order],
+            "direction": {"pr": "D(p‖q)", "rp": "D(q‖p)"}[self.order],
             "preset": self.preset,
             "reduction": self.reduction,
             "conventions": list(self.conventions),
             "by_design": list(self.by_design),
+            "by_design_modes": list(self.by_design_modes),
         }
 
 
@@ -171,11 +176,18 @@ def _torch_kd(reverse: bool, log_target: bool) -> Callable[[], Callable]:
 
 _KL_DIV_SUPPORT = Support(ignore_index=False, leading_dims=(1, 2), temperature_squared=True)
 
-_TRL_ENDPOINTS = (
+_ENDPOINTS = (
     "At β = 0 and β = 1 the generalized JSD is 0 for every p, q (the mixture is q, resp. p); "
-    "the peer returns KL(p‖q) at β = 0 and KL(q‖p) at β = 1 instead, as its documentation "
-    "states (TRL's GKDConfig: 'beta 0.0 means the loss reduces to forward KL, 1.0 to reverse "
-    "KL'). Its loss is continuous in β on (0, 1) and jumps at the two endpoints."
+    "the peer returns KL(p‖q) at β = 0 and KL(q‖p) at β = 1 instead, as {doc}. Its loss is "
+    "continuous in β on (0, 1) and jumps at the two endpoints."
+)
+_TRL_ENDPOINTS = _ENDPOINTS.format(
+    doc="its documentation states (trl.experimental.gkd.GKDConfig, beta: 'When beta is 0.0, "
+    "the loss is the KL divergence. When beta is 1.0, the loss is the Inverse KL Divergence.')"
+)
+_LIGER_ENDPOINTS = _ENDPOINTS.format(
+    doc="liger-kernel documents for its JSD (liger_kernel.ops.jsd: 'It implements "
+    "forward/reverse KL when beta equals 0 and 1 respectively')"
 )
 
 PEERS: dict[str, Peer] = {}
@@ -209,6 +221,7 @@ _register(
             "labels equal to −100 drop their rows",
         ),
         by_design=(_TRL_ENDPOINTS,),
+        by_design_modes=("jsd_endpoint_kl",),
     )
 )
 _register(
@@ -228,7 +241,8 @@ _register(
             "returns the sum over rows of D_js(p‖q; β); rows whose target is −100 are 0",
             "no temperature here: the fused layer divides the logits by T before calling it",
         ),
-        by_design=(_TRL_ENDPOINTS.replace("TRL's GKDConfig", "liger-kernel follows TRL"),),
+        by_design=(_LIGER_ENDPOINTS,),
+        by_design_modes=("jsd_endpoint_kl",),
     )
 )
 _register(
@@ -257,7 +271,8 @@ _register(
             "returns the mean over rows whose label is not −100 (the count clamped to 1)",
             "V ≤ 4099 here only because the identity lm_head is V × V",
         ),
-        by_design=(_TRL_ENDPOINTS.replace("TRL's GKDConfig", "liger-kernel follows TRL"),),
+        by_design=(_LIGER_ENDPOINTS,),
+        by_design_modes=("jsd_endpoint_kl",),
     )
 )
 for _reverse in (False, True):
@@ -311,7 +326,7 @@ def peer_table() -> str:
     for p in PEERS.values():
         v = p.version()
         pkg = f"{p.distribution} {v}" if v else f"{p.distribution} (not installed)"
-        maps = f"{p.divergence} {'D(p||q)' if p.order == 'pr' else 'D(q||p)'}"
+        maps = f"{p.divergence} {'D(p‖q)' if p.order == 'pr' else 'D(q‖p)'}"
         maps += f" / {p.preset}" if p.preset else ""
         lines.append(f"{p.name:<28}{pkg:<22}{maps:<28}{p.summary}")
     lines.append("")
