@@ -47,6 +47,8 @@ DTYPES: dict[str, str] = {
 
 #: Families of the battery: name -> what it exercises (kinds it applies to).
 FAMILIES: dict[str, str] = {
+    "param_grid": "(divergence / preset kinds) the divergence's or preset's own parameters over "
+    "their grid: limits (JSD β ∈ {0, 1}, Amari γ = ±1, ...) and 1e-15 / 1e-6 from them",
     "alpha_grid": "α over ALPHA_GRID (±∞, ±1e6, −1 ± 1e-6, 1 ± 1e-6, 3, 5, 50, ...) at three λ",
     "lambda_edges": "λ at 0, 1, 1e-15 / 1e-9 / 1e-3 from them, and 0.5, for α in {−3, −1, 1, 3, ∞}",
     "extreme_logits": "spreads of 1e4, offsets of 2e4, double underflow, −inf (masked) entries",
@@ -57,8 +59,6 @@ FAMILIES: dict[str, str] = {
     "temperature": "temperature T ∈ {0.5, 2, 10}",
     "masking": "labels with ignore_index: some / all / no positions ignored, each reduction",
     "shapes": "1-D, (1, V) and (B, T, V) inputs",
-    "param_grid": "(divergence / preset kinds) the divergence's or preset's own parameters over "
-    "their grid: limits (JSD β ∈ {0, 1}, Amari γ = ±1, ...) and 1e-15 / 1e-6 from them",
 }
 
 #: Divergences a ``"divergence"`` case can name (the registry less the user-callable ``f``).
