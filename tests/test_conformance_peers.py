@@ -513,3 +513,15 @@ def test_the_peers_page_is_generated_from_the_json_reports():
     assert text.count("**Differs from the reference by design.**") == 3  # TRL, both liger
     for name in PEERS:
         assert f"$ amid-ref conform --peer {name} --dtype float32 --json" in text
+
+
+def test_a_jsd_peer_maps_to_the_gkd_preset_too():
+    pytest.importorskip("liger_kernel")
+    report = conform_peer("liger-jsd", kind="preset")
+    assert report.settings["preset"] == "gkd_jsd"
+    assert_diagnosed(report, _EXPECTED["liger-jsd"], at_least=0.99)
+    endpoints = {
+        r.case.preset_params["beta"] for r in report.failures if r.case.inputs == "realistic"
+    }
+    assert endpoints == {0.0, 1.0}
+    assert "by design" in report.text()

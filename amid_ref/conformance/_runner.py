@@ -288,6 +288,13 @@ class Report:
         lines.append("  " + "  ".join(f"{k}={s[k]}" for k in keys if k in s))
         if "normalized" in s:
             lines.append(f"  normalized={s['normalized']}")
+        peer = s.get("peer")
+        if peer:
+            lines.append(
+                f"  peer: {peer['source']} ({peer['distribution']} {peer['version']}), "
+                f"mapped to {peer['divergence']} {peer['direction']} at λ = 0 "
+                f"(preset {peer['preset']})"
+            )
         sup = s.get("support", {})
 
         def show(v):
@@ -334,6 +341,14 @@ class Report:
             lines.append("skipped:")
             for reason, n in skipped.most_common():
                 lines.append(f"  {n:>4} x {reason}")
+        if peer and peer.get("by_design_modes"):
+            ours = {k: v for k, v in self.diagnoses().items() if k in peer["by_design_modes"]}
+            if ours:
+                lines.append("")
+                lines.append(
+                    "by design (documented by the peer's authors, not a defect): "
+                    + ", ".join(f"{k} x{v}" for k, v in ours.items())
+                )
         c = self.counts
         verdict = "PASS" if self.passed else "FAIL"
         if c["pass"] == 0 and c["fail"] == 0:
