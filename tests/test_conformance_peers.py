@@ -525,3 +525,26 @@ def test_a_jsd_peer_maps_to_the_gkd_preset_too():
     }
     assert endpoints == {0.0, 1.0}
     assert "by design" in report.text()
+
+
+def test_a_user_peer_record(tmp_path, monkeypatch, capsys):
+    from amid_ref.cli import main
+
+    (tmp_path / "my_peers.py").write_text(
+        "import torch\n"
+        "from amid_ref.conformance import Peer, Support\n"
+        "def load():\n"
+        "    def rkd(student_logits, teacher_logits, temperature=1.0):\n"
+        "        lq = torch.log_softmax(student_logits / temperature, -1)\n"
+        "        lp = torch.log_softmax(teacher_logits / temperature, -1)\n"
+        "        kl = torch.where(torch.isneginf(lq), 0.0, lq.exp() * (lq - lp))\n"
+        "        return kl.sum(-1).mean()\n"
+        "    return rkd\n"
+        "RKD = Peer('my-rkd', 'reverse KD', 'torch', 'my_peers.load', load, 'kl', 'rp',\n"
+        "           preset='rkl', reduction='mean', support=Support(ignore_index=False))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code = main(["conform", "--peer", "my_peers:RKD", "--families", "param_grid,shapes,one_hot"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "mapped to kl D(q‖p)" in out and "RESULT: PASS" in out

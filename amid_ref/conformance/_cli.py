@@ -19,7 +19,8 @@ __all__ = ["configure_parser", "load_target", "run"]
 
 
 def load_target(spec: str) -> Callable:
-    """Resolve ``MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``) to the callable.
+    """Resolve ``MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``) to the callable (or to
+    a :class:`~amid_ref.conformance.Peer` record, for ``--peer MODULE:PEER``).
 
     ``FUNCTION`` may be dotted (``module:Class.method``). The current directory is put on
     ``sys.path`` first, as ``python -m`` does, so a local ``my_loss.py`` is found.
@@ -51,7 +52,9 @@ def load_target(spec: str) -> Callable:
             obj = getattr(obj, part)
         except AttributeError:
             raise ValueError(f"target: {module_name!r} has no attribute {attr!r}") from None
-    if not callable(obj):
+    from amid_ref.conformance._peers import Peer
+
+    if not callable(obj) and not isinstance(obj, Peer):
         raise TypeError(f"target: {spec!r} is not callable")
     return obj
 

@@ -619,8 +619,8 @@ def _cross_entropy(ctx: DiagnosisContext) -> list[Wrong]:
     w = ctx.reference()
     c = ctx.case
     orders = [o for o, _ in c.preset_record().terms] if c.kind == "preset" else [c.order]
-    student_free = all(o == "pr" for o in orders) or (c.lam == 0.0 and "rp" not in orders)
-    student_free = student_free and all(o in ("pr",) for o in orders)
+    # H(a) is constant in the student only when every term's first distribution is p.
+    student_free = all(o == "pr" for o in orders)
     w.value = w.value + ctx.reduce(_scaled(ctx, np.asarray(h, dtype=np.float64)))
     if not student_free:
         w.grad = None

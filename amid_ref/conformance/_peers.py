@@ -313,7 +313,7 @@ def get_peer(name: str) -> Peer:
     if ":" in str(name):
         from amid_ref.conformance._cli import load_target
 
-        obj = load_target(name) if not isinstance(name, Peer) else name
+        obj = load_target(name)
         if isinstance(obj, Peer):
             return obj
         raise TypeError(f"peer: {name!r} is not a Peer record")
