@@ -579,6 +579,12 @@ def _confirm_params_ignored(ctx: DiagnosisContext, variant: str, tol) -> bool:
     return False
 
 
+def _confirm_rounded_params(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """The same inputs passed as float32 (the parameter then rounded to fp32 only) give the
+    reference: the rounding of the parameter to the input dtype is the defect."""
+    return _confirm_input_dtype(ctx, variant, tol)
+
+
 def _params_ignored(ctx: DiagnosisContext) -> list[Wrong]:
     out = []
     for label, ov in _other_params(ctx):
@@ -827,6 +833,7 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
         lambda c: c.kind != "mixture" and bool(_rounded_params(c)),
         _from_overrides(_rounded_params),
         _LOGITS,
+        confirm=_confirm_rounded_params,
         overrides=_rounded_params,
     ),
     FailureMode(
