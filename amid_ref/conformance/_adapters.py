@@ -319,6 +319,11 @@ class LossAdapter(_BaseAdapter):
     see :class:`Support`). A case needing a keyword the function lacks is skipped.
     ``kwargs`` are passed on every call.
 
+    For ``kind="divergence"`` the call is ``fn(first, second, **div_params, ...)``: the
+    divergence's own parameters by name (``beta=0.1`` for ``js``), no α or λ, and
+    ``divergence=`` / ``direction=`` (``"pq"``: D(p‖q), ``"qp"``: D(q‖p)) only when named;
+    for ``kind="preset"`` the preset's parameters by name (``beta`` for ``gkd_jsd``).
+
     Parameters
     ----------
     fn : callable
@@ -334,12 +339,18 @@ class LossAdapter(_BaseAdapter):
     convention : {"auto", "student_first", "teacher_first"}
         Argument order; ``auto`` reads the first parameter's name (``student*`` /
         ``teacher*``), else probes a KD case against the reference.
-    reduction : {"auto", "none", "mean", "sum"}
-        What the function returns: per-row losses (shape = leading dims) or their mean/sum
-        over rows. ``auto`` asks for ``"none"`` when the function has a ``reduction``
-        parameter, else probes the output shape.
+    reduction : {"auto", "none", "mean", "sum", "batchmean"}
+        What the function returns: per-row losses (shape = leading dims), their mean/sum
+        over rows, or torch's ``batchmean`` (the sum over the first dimension's size).
+        ``auto`` asks for ``"none"`` when the function has a ``reduction`` parameter, else
+        probes the output shape.
     kwargs : mapping, optional
         Extra keyword arguments for every call (e.g. ``{"chunk_size": 1024}``).
+    kind : {"loss", "divergence", "preset"}
+        What the function computes (see above).
+    reduction_names : mapping, optional
+        The function's own ``reduction=`` word for each reduction a case asks for (TRL:
+        ``{"mean": "batchmean", "sum": "sum"}``); cases asking for another are skipped.
     """
 
     kind = "loss"

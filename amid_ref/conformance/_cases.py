@@ -196,7 +196,10 @@ class Case:
     ----------
     family : str
         Battery family (:data:`FAMILIES`) or a free label for user cases.
-    kind : {"loss", "mixture"}
+    kind : {"loss", "mixture", "divergence", "preset"}
+        ``"divergence"``: a plain D(p‖q) (``order="pr"``) or D(q‖p) (``"rp"``), the AMiD
+        loss at λ = 0 (α and λ are set to −1 and 0); ``"preset"``: the prior method
+        ``preset`` with ``preset_params`` (α, λ, divergence and order are the preset's).
     alpha, lam : float
         Path parameter α (may be ±inf) and teacher weight λ ∈ [0, 1].
     divergence, order, div_params, temperature
@@ -213,6 +216,11 @@ class Case:
         Reduction this case asks for (None: the adapter's).
     name : str
         Identifier within the family; :attr:`id` is ``family/name``.
+    preset : str, optional
+        (preset kind) a name of :data:`amid_ref.presets.PRESETS`.
+    preset_params : mapping, optional
+        (preset kind) the preset's parameters as the function under test takes them
+        (:data:`PRESET_PARAM_GRIDS`: ``beta`` for ``gkd_jsd``, ``t`` for ``taid``, ...).
     """
 
     family: str
