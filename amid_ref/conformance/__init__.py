@@ -10,11 +10,19 @@ collapse for α ≥ 1, logaddexp/β in bf16, probability-space mixtures, AB 1/a_
 cancellation, swapped Amari limits, padded logits set to 0, 0/0 masks, λ on the student)
 on the failing case.
 
+Published implementations (TRL's generalized JSD, liger-kernel's JSD, torch's ``kl_div``
+used for KD) are checked with their built-in adapters (:data:`PEERS`), mapped to the
+reference: a plain divergence at λ = 0 (``kind="divergence"``) or a prior method of
+:mod:`amid_ref.presets` (``kind="preset"``).
+
 Examples::
 
     amid-ref conform gpu:amid_loss --kind loss
     amid-ref conform gpu:amid_loss --kind loss --dtype bf16 --grad
     amid-ref conform my_pkg.losses:alpha_mix --kind mixture --json
+    amid-ref conform --peer list
+    amid-ref conform --peer trl-gjsd --dtype bf16
+    amid-ref conform my_pkg.losses:gkd --preset gkd_jsd --set beta=0.1
 
 exits non-zero on any failure. In Python, :func:`conform` returns a :class:`Report` and
 :func:`assert_conforms` raises ``AssertionError`` with the report for use inside pytest.
@@ -34,7 +42,9 @@ from amid_ref.conformance._cases import (
     round_to_dtype,
 )
 from amid_ref.conformance._cli import configure_parser, load_target, run
-from amid_ref.conformance._diagnoses import FAILURE_MODES, Diagnosis, FailureMode
+from amid_ref.conformance._diagnoses import Diagnosis, FailureMode
+from amid_ref.conformance._mutants import FAILURE_MODES
+from amid_ref.conformance._peers import PEERS, Peer, conform_peer
 from amid_ref.conformance._reference import PROPOSED_TOLERANCES, tolerance_for
 from amid_ref.conformance._runner import (
     CaseResult,
@@ -49,6 +59,7 @@ __all__ = [
     "FAILURE_MODES",
     "FAMILIES",
     "IGNORE_INDEX",
+    "PEERS",
     "PROPOSED_TOLERANCES",
     "Case",
     "CaseResult",
@@ -56,6 +67,7 @@ __all__ = [
     "FailureMode",
     "LossAdapter",
     "MixtureAdapter",
+    "Peer",
     "Report",
     "Support",
     "Unsupported",
@@ -65,6 +77,7 @@ __all__ = [
     "check_case",
     "configure_parser",
     "conform",
+    "conform_peer",
     "get_case",
     "load_target",
     "round_to_dtype",

@@ -16,6 +16,7 @@ from amid_ref.conformance._cases import IGNORE_INDEX, Case, canonical_dtype
 __all__ = ["LossAdapter", "MixtureAdapter", "Outputs", "Support", "Unsupported"]
 
 _ALL_ORDERS = ("pr", "qr", "rp", "rq")
+_REDUCTIONS = ("auto", "none", "mean", "sum", "batchmean")
 
 
 class Unsupported(Exception):
@@ -54,6 +55,10 @@ class Support:
     detach_assistant : bool
         The implementation detaches the assistant r from the graph (TAID, DistiLLM-2):
         gradients are compared with ``amid_grad(..., detach_assistant=True)``.
+    temperature_squared : bool
+        The implementation multiplies the loss at temperature T by T² (Hinton et al.'s
+        scaling, which keeps gradient magnitudes comparable across T); the reference is
+        scaled the same way.
     """
 
     divergences: tuple[str, ...] | None = None
@@ -66,6 +71,7 @@ class Support:
     max_vocab: int | None = None
     leading_dims: tuple[int, ...] = (0, 1, 2)
     detach_assistant: bool = False
+    temperature_squared: bool = False
 
     def __post_init__(self) -> None:
         lo, hi = (float(x) for x in self.alpha_range)
@@ -87,7 +93,7 @@ class Support:
         lo, hi = self.lam_range
         if not lo <= case.lam <= hi:
             return f"lam outside declared lam_range {list(self.lam_range)}"
-        if case.kind == "loss":
+        if case.kind != "mixture":
             if self.divergences is not None and case.divergence not in self.divergences:
                 return f"divergence {case.divergence!r} not declared"
             if self.orders is not None and case.order not in self.orders:
@@ -116,6 +122,7 @@ class Support:
             "max_vocab": self.max_vocab,
             "leading_dims": list(self.leading_dims),
             "detach_assistant": self.detach_assistant,
+            "temperature_squared": self.temperature_squared,
         }
 
 
@@ -280,6 +287,10 @@ class _BaseAdapter:
         return np.asarray(x, dtype=np.float64)
 
     def _alpha_lam(self, case: Case) -> tuple[tuple, dict]:
+        if case.kind == "divergence":  # the divergence's own parameters, by name
+            return (), {k: float(v) for k, v in case.div_params.items()}
+        if case.kind == "preset":  # the preset's own parameters, by name
+            return (), {k: float(v) for k, v in case.preset_params.items()}
         if "alpha" in self.params and "lam" in self.params:
             return (), {"alpha": float(case.alpha), "lam": float(case.lam)}
         return (float(case.alpha), float(case.lam)), {}
@@ -308,6 +319,11 @@ class LossAdapter(_BaseAdapter):
     see :class:`Support`). A case needing a keyword the function lacks is skipped.
     ``kwargs`` are passed on every call.
 
+    For ``kind="divergence"`` the call is ``fn(first, second, **div_params, ...)``: the
+    divergence's own parameters by name (``beta=0.1`` for ``js``), no α or λ, and
+    ``divergence=`` / ``direction=`` (``"pq"``: D(p‖q), ``"qp"``: D(q‖p)) only when named;
+    for ``kind="preset"`` the preset's parameters by name (``beta`` for ``gkd_jsd``).
+
     Parameters
     ----------
     fn : callable
@@ -323,21 +339,42 @@ class LossAdapter(_BaseAdapter):
     convention : {"auto", "student_first", "teacher_first"}
         Argument order; ``auto`` reads the first parameter's name (``student*`` /
         ``teacher*``), else probes a KD case against the reference.
-    reduction : {"auto", "none", "mean", "sum"}
-        What the function returns: per-row losses (shape = leading dims) or their mean/sum
-        over rows. ``auto`` asks for ``"none"`` when the function has a ``reduction``
-        parameter, else probes the output shape.
+    reduction : {"auto", "none", "mean", "sum", "batchmean"}
+        What the function returns: per-row losses (shape = leading dims), their mean/sum
+        over rows, or torch's ``batchmean`` (the sum over the first dimension's size).
+        ``auto`` asks for ``"none"`` when the function has a ``reduction`` parameter, else
+        probes the output shape.
     kwargs : mapping, optional
         Extra keyword arguments for every call (e.g. ``{"chunk_size": 1024}``).
+    kind : {"loss", "divergence", "preset"}
+        What the function computes (see above).
+    reduction_names : mapping, optional
+        The function's own ``reduction=`` word for each reduction a case asks for (TRL:
+        ``{"mean": "batchmean", "sum": "sum"}``); cases asking for another are skipped.
     """
 
     kind = "loss"
 
-    def __init__(self, fn: Callable, *, reduction: str = "auto", **options: Any) -> None:
+    def __init__(
+        self,
+        fn: Callable,
+        *,
+        reduction: str = "auto",
+        kind: str = "loss",
+        reduction_names: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(fn, **options)
+        # The function's own word for each reduction (e.g. TRL's "batchmean" is the masked
+        # mean): a case asking for a reduction missing here is outside its support.
+        self.reduction_names = dict(reduction_names) if reduction_names else None
+        if kind not in ("loss", "divergence", "preset"):
+            raise ValueError(f"kind: expected loss, divergence or preset, got {kind!r}")
+        self.kind = kind
         self.ignore_index_declared = False  # set from Support by the runner
-        if reduction not in ("auto", "none", "mean", "sum"):
-            raise ValueError(f"reduction: expected auto/none/mean/sum, got {reduction!r}")
+        self.probe_case: Case | None = None  # set by the runner for divergence/preset kinds
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
         self.reduction = reduction
         self.reduction_source = "declared"
 
@@ -346,8 +383,13 @@ class LossAdapter(_BaseAdapter):
         self._resolve_backend(lambda: self._call(*self._probe_args(), grad=False))
         self._resolve_loss(reference)
 
+    def _probe(self) -> Case:
+        if self.probe_case is not None:
+            return self.probe_case
+        return Case("probe", "loss", -1.0, 0.3, shape=(3, 16), name="kd_probe", seed=20260101)
+
     def _probe_args(self):
-        probe = Case("probe", "loss", -1.0, 0.3, shape=(3, 16), name="kd_probe", seed=20260101)
+        probe = self._probe()
         s, t = probe.arrays(self.dtype)
         return probe, s, t, None, None if self.reduction == "auto" else self.reduction
 
@@ -367,10 +409,11 @@ class LossAdapter(_BaseAdapter):
             self.reduction, self.reduction_source = "none", "passed as reduction='none'"
         if self.convention != "auto" and self.reduction != "auto":
             return
-        # Probe: a DistiLLM-type case (α = −1, λ = 0.3). A function called in its own
-        # convention returns the student-first reference; one called in the other returns
-        # the loss with the roles swapped, which differs for this asymmetric case.
-        probe = Case("probe", "loss", -1.0, 0.3, shape=(3, 16), name="kd_probe", seed=20260101)
+        # Probe: a DistiLLM-type case (α = −1, λ = 0.3), or the first case of a divergence or
+        # preset battery. A function called in its own convention returns the
+        # student-first reference; one called in the other returns the loss with the roles
+        # swapped, which differs for this asymmetric case.
+        probe = self._probe()
         s, t = probe.arrays(self.dtype)
         want = np.asarray(reference(probe, self.dtype))
         from amid_ref.conformance._runner import _passes, _tolerance
@@ -387,7 +430,11 @@ class LossAdapter(_BaseAdapter):
             except Exception:  # a failing probe only means "not this one"
                 continue
             for red in reductions:
-                cand = {"none": want, "mean": want.mean(), "sum": want.sum()}[red]
+                cand = {"none": want, "mean": want.mean(), "sum": want.sum()}.get(red)
+                if cand is None:
+                    from amid_ref.conformance._reference import reduce_rows
+
+                    cand = reduce_rows(want, None, red)
                 if got.shape == np.shape(cand) and _passes(got, cand, tol):
                     found = (conv, red)
                     break
@@ -411,19 +458,31 @@ class LossAdapter(_BaseAdapter):
             self.reduction, self.reduction_source = red, note
 
     # -- calling ---------------------------------------------------------------------------
-    def reason_unsupported(self, case: Case) -> str | None:
-        checks = (
-            ("divergence", case.divergence != "kl"),
-            ("order", case.order != "pr"),
-            ("div_params", bool(case.div_params)),
-            ("temperature", case.temperature != 1.0),
-        )
+    def reason_unsupported(self, case: Case, support: Any = None) -> str | None:
+        if case.kind == "loss":
+            checks = (
+                ("divergence", case.divergence != "kl"),
+                ("order", case.order != "pr"),
+                ("div_params", bool(case.div_params)),
+                ("temperature", case.temperature != 1.0),
+            )
+        else:  # a divergence's or preset's parameters are passed by their own names
+            declared = support is not None and support.divergences is not None
+            checks = (
+                ("divergence", case.divergence != "kl" and not declared),
+                ("direction", case.order != "pr" and not (support and support.orders)),
+                ("temperature", case.temperature != 1.0),
+                *((k, True) for k in self._alpha_lam(case)[1]),
+            )
         for name, needed in checks:
             if needed and not self.accepts(name):
                 return f"function has no {name!r} parameter"
-        named = "labels" in self.params and "ignore_index" in self.params
+        named = "labels" in self.params
         if case.mask is not None and not (named or (self.var_kw and self.ignore_index_declared)):
             return "function has no 'labels'/'ignore_index' parameters"
+        names = self.reduction_names
+        if case.reduction is not None and names is not None and case.reduction not in names:
+            return f"case needs reduction={case.reduction!r}; the function has no such reduction"
         if (
             case.reduction is not None
             and case.reduction != self.reduction
@@ -459,19 +518,26 @@ class LossAdapter(_BaseAdapter):
         kw.update(ab)
         # Named parameters always get the case's value; a **kwargs catch-all gets only the
         # values that differ from the defaults (it may forward to a function lacking them).
-        for name, value, default in (
+        named = (
             ("divergence", case.divergence, "kl"),
             ("order", case.order, "pr"),
             ("div_params", dict(case.div_params) or None, None),
             ("temperature", float(case.temperature), 1.0),
-        ):
+        )
+        if case.kind == "divergence":  # the direction by its own name: Rényi has an "order"
+            direction = ("direction", {"pr": "pq", "rp": "qp"}[case.order], "pq")
+            named = (named[0], direction, named[3])
+        elif case.kind == "preset":
+            named = named[3:]
+        for name, value, default in named:
             if name in self.params or (self.var_kw and value != default):
                 kw[name] = value
         if labels is not None:
             kw["labels"] = self._labels(labels)
-            kw["ignore_index"] = IGNORE_INDEX
+            if "ignore_index" in self.params or self.var_kw:
+                kw["ignore_index"] = IGNORE_INDEX
         if reduction is not None and self.passes_reduction(reduction):
-            kw["reduction"] = reduction
+            kw["reduction"] = (self.reduction_names or {}).get(reduction, reduction)
         want_grad = grad and self.backend == "torch"
         if self.backend == "torch":
             import torch
@@ -487,7 +553,8 @@ class LossAdapter(_BaseAdapter):
             if not want_grad:
                 return Outputs(value)
             if not out.requires_grad:
-                return Outputs(value, np.full(s.shape, np.nan), notes=["output has no grad_fn"])
+                # A constant (e.g. D(p‖p) = 0 computed without the student): its gradient is 0.
+                return Outputs(value, np.zeros(s.shape), notes=["output has no grad_fn"])
             upstream = None
             if out.ndim == 0:
                 out.backward()
@@ -552,7 +619,7 @@ class MixtureAdapter(_BaseAdapter):
             how = "signature" if first else "assumed"
             self.convention, self.convention_source = "teacher_first", how
 
-    def reason_unsupported(self, case: Case) -> str | None:
+    def reason_unsupported(self, case: Case, support: Any = None) -> str | None:
         return None
 
     def effective_reduction(self, case: Case) -> str:
@@ -582,11 +649,12 @@ class MixtureAdapter(_BaseAdapter):
 
 def make_adapter(fn: Callable, kind: str, **options: Any) -> _BaseAdapter:
     """The adapter for ``kind`` (``"loss"`` or ``"mixture"``) with ``options``."""
-    if kind == "loss":
+    if kind in ("loss", "divergence", "preset"):
         options.pop("normalized", None)
-        return LossAdapter(fn, **options)
+        return LossAdapter(fn, kind=kind, **options)
     if kind == "mixture":
         options.pop("reduction", None)
+        options.pop("reduction_names", None)
         return MixtureAdapter(fn, **options)
     raise ValueError(f"kind: expected 'loss' or 'mixture', got {kind!r}")
 

@@ -1,4 +1,5 @@
-"""``amid-ref conform MODULE:FUNCTION --kind loss|mixture [...]``."""
+"""``amid-ref conform MODULE:FUNCTION --kind loss|mixture|divergence|preset [...]`` and
+``amid-ref conform --peer NAME``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ __all__ = ["configure_parser", "load_target", "run"]
 
 
 def load_target(spec: str) -> Callable:
-    """Resolve ``MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``) to the callable.
+    """Resolve ``MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``) to the callable (or to
+    a :class:`~amid_ref.conformance.Peer` record, for ``--peer MODULE:PEER``).
 
     ``FUNCTION`` may be dotted (``module:Class.method``). The current directory is put on
     ``sys.path`` first, as ``python -m`` does, so a local ``my_loss.py`` is found.
@@ -49,7 +52,9 @@ def load_target(spec: str) -> Callable:
             obj = getattr(obj, part)
         except AttributeError:
             raise ValueError(f"target: {module_name!r} has no attribute {attr!r}") from None
-    if not callable(obj):
+    from amid_ref.conformance._peers import Peer
+
+    if not callable(obj) and not isinstance(obj, Peer):
         raise TypeError(f"target: {spec!r} is not callable")
     return obj
 
@@ -91,12 +96,31 @@ def _kwargs(items: list[str] | None) -> dict[str, Any]:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``conform`` arguments to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("target", metavar="MODULE:FUNCTION", help="implementation to check")
+    parser.add_argument(
+        "target",
+        metavar="MODULE:FUNCTION",
+        nargs="?",
+        help="implementation to check (omit with --peer)",
+    )
+    parser.add_argument(
+        "--peer",
+        metavar="NAME",
+        help="check a published implementation with its built-in adapter ('--peer list' "
+        "lists them; MODULE:PEER names a user's Peer record)",
+    )
     parser.add_argument(
         "--kind",
-        choices=("loss", "mixture"),
-        default="loss",
-        help="a loss over logits, or an α-mixture over log-probabilities (default: loss)",
+        choices=("loss", "mixture", "divergence", "preset"),
+        default=None,
+        help="a loss over logits, an α-mixture over log-probabilities, a plain divergence "
+        "D(p‖q) over logits called with its parameters by name, or a preset (default: loss; "
+        "divergence for --peer)",
+    )
+    parser.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="check a prior method against its preset (kd, rkl, distillm_skl, distillm_srkl, "
+        "gkd_jsd, taid, abkd); --set fixes its parameters, e.g. --set beta=0.1",
     )
     parser.add_argument(
         "--dtype",
@@ -108,6 +132,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--grad",
         action="store_true",
         help="also compare torch autograd gradients with amid_ref.amid_grad",
+    )
+    parser.add_argument(
+        "--grad-only",
+        action="store_true",
+        help="compare gradients only (implies --grad), e.g. for a cross-entropy whose value "
+        "is a KL plus a constant",
+    )
+    parser.add_argument(
+        "--temperature-squared",
+        action="store_true",
+        help="the loss is multiplied by T² (Hinton scaling); the reference is scaled too",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
@@ -137,7 +172,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--families", help="comma-separated families to run (default: all)")
     parser.add_argument("--divergences", help="comma-separated divergences supported")
-    parser.add_argument("--orders", help="comma-separated orders supported (pr,qr,rp,rq)")
+    parser.add_argument(
+        "--orders",
+        help="comma-separated orders supported (pr,qr,rp,rq; for --kind divergence pq = "
+        "D(p‖q), qp = D(q‖p))",
+    )
     parser.add_argument("--alpha-range", help="supported α interval LO,HI (inf allowed)")
     parser.add_argument("--lam-range", help="supported λ interval LO,HI")
     parser.add_argument("--max-vocab", type=int, help="largest vocabulary supported")
@@ -177,17 +216,42 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _environment() -> dict[str, str]:
+    """Where a report was measured: machine, Python and the numerical packages."""
+    import platform
+
+    import numpy as np
+
+    env = {
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        env["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            env["machine"] += f", {torch.cuda.get_device_name()}"
+    return env
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the battery; print the report; exit code 0 iff it passes."""
     from amid_ref.conformance._adapters import Support
     from amid_ref.conformance._runner import conform
 
-    fn = load_target(args.target)
+    if args.peer == "list":
+        from amid_ref.conformance._peers import peer_table
+
+        print(peer_table())
+        return 0
+    if args.peer is None and args.target is None:
+        raise ValueError("target: give MODULE:FUNCTION, or --peer NAME (--peer list)")
     support: dict[str, Any] = {}
     if args.divergences:
         support["divergences"] = _names(args.divergences)
     if args.orders:
-        support["orders"] = _names(args.orders)
+        support["orders"] = tuple({"pq": "pr", "qp": "rp"}.get(o, o) for o in _names(args.orders))
     alpha_range = _range(args.alpha_range, "--alpha-range")
     if alpha_range:
         support["alpha_range"] = alpha_range
@@ -202,21 +266,43 @@ def run(args: argparse.Namespace) -> int:
         support["ignore_index"] = args.ignore_index
     if args.detach_assistant:
         support["detach_assistant"] = True
-    report = conform(
-        fn,
-        args.kind,
-        dtype=args.dtype,
-        support=Support(**support),
-        grad=args.grad,
-        full=args.full,
-        families=_names(args.families),
-        convention=args.convention,
-        reduction=args.reduction,
-        backend=args.backend,
-        device=args.device,
-        normalized=not args.unnormalized,
-        kwargs=_kwargs(args.set),
-        target=args.target,
-    )
+    if args.temperature_squared:
+        support["temperature_squared"] = True
+    common = {
+        "dtype": args.dtype,
+        "grad": args.grad or args.grad_only,
+        "compare": "grad" if args.grad_only else "value",
+        "full": args.full,
+        "families": _names(args.families),
+        "device": args.device,
+        "kwargs": _kwargs(args.set),
+    }
+    if args.peer is not None:
+        from amid_ref.conformance._peers import conform_peer, get_peer
+
+        peer = get_peer(args.peer)
+        common["grad"] = True  # a peer's gradients are always compared
+        report = conform_peer(
+            peer,
+            kind=args.kind or ("preset" if args.preset else "divergence"),
+            support=replace(peer.support, **support),
+            **common,
+        )
+    else:
+        fn = load_target(args.target)
+        report = conform(
+            fn,
+            args.kind or ("preset" if args.preset else "loss"),
+            support=Support(**support),
+            convention=args.convention,
+            reduction=args.reduction,
+            backend=args.backend,
+            normalized=not args.unnormalized,
+            target=args.target,
+            preset=args.preset,
+            **common,
+        )
+    if args.json:
+        report.settings["environment"] = _environment()
     print(report.to_json() if args.json else report.text())
     return 0 if report.passed else 1

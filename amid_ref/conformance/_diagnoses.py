@@ -15,13 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import logsumexp
 
-from amid_ref.conformance._cases import Case, round_to_dtype
+from amid_ref.conformance._cases import Case
 from amid_ref.conformance._reference import ReferenceInputs, reduce_grad, reduce_rows
 from amid_ref.tolerances import Tolerance
 
-__all__ = ["FAILURE_MODES", "Diagnosis", "DiagnosisContext", "FailureMode", "diagnose"]
+__all__ = ["Diagnosis", "DiagnosisContext", "FailureMode", "diagnose"]
 
 
 @dataclass
@@ -61,7 +60,7 @@ class DiagnosisContext:
 
     def reference(self, **overrides) -> Wrong:
         """The reference with parameters or inputs overridden (value and, if needed, grad)."""
-        rows, g = self.ref.rows(grad=self.want_grad and self.kind == "loss", **overrides)
+        rows, g = self.ref.rows(grad=self.want_grad and self.kind != "mixture", **overrides)
         grad = None
         if g is not None:
             grad = reduce_grad(g, self.mask, self.reduction, self.upstream)
@@ -71,9 +70,20 @@ class DiagnosisContext:
         """The same context for ``case`` (same inputs, other parameters)."""
         s, t = case.arrays(self.dtype)
         ref = ReferenceInputs(
-            case, s, t, normalized=self.ref.normalized, detach_assistant=self.ref.detach_assistant
+            case,
+            s,
+            t,
+            normalized=self.ref.normalized,
+            detach_assistant=self.ref.detach_assistant,
+            temperature_squared=self.ref.temperature_squared,
         )
         return DiagnosisContext(ref, self.dtype, self.reduction, self.mask, None, False, None)
+
+    def with_dtype(self, dtype: str) -> DiagnosisContext:
+        """The same case and inputs, with the implementation computing in ``dtype``."""
+        return DiagnosisContext(
+            self.ref, dtype, self.reduction, self.mask, self.upstream, self.want_grad, self.probe
+        )
 
     def from_log_m(self, log_m: np.ndarray) -> np.ndarray:
         return self.reduce(self.ref.loss_from_log_m(log_m))
@@ -108,6 +118,15 @@ class FailureMode:
     kinds: tuple[str, ...] = ("loss", "mixture")
     control: Callable[[Case, float], Case | None] | None = None
     nonfinite_symptom: bool = False
+    #: ``confirm(ctx, variant, tol)``: extra evidence a match needs (e.g. the same defect on
+    #: a control case where the wrong formula does not degenerate to 0); for a noise mode it
+    #: replaces the scaling check :func:`_scales_like`.
+    confirm: Callable[[DiagnosisContext, str, Tolerance], bool] | None = None
+    #: ``overrides(ctx)``: the mode as ``[(variant, reference overrides)]``, so that it can
+    #: be combined with another mode (:func:`diagnose` tries pairs).
+    overrides: Callable[[DiagnosisContext], list[tuple[str, dict]]] | None = None
+    #: ``transform(ctx, wrong)``: the mode as a change of a (wrong) output, for pairs.
+    transform: Callable[[DiagnosisContext, Wrong], list[Wrong]] | None = None
 
 
 @dataclass
@@ -125,17 +144,9 @@ class Diagnosis:
 
 
 # --------------------------------------------------------------------------------------
-# Wrong formulas
+# Rounding-noise samples
 # --------------------------------------------------------------------------------------
 
-
-def _beta(alpha: float) -> float:
-    return (1.0 - alpha) / 2.0
-
-
-#: Rounding-noise samples per dtype for ``noise`` modes: the unperturbed evaluation plus
-#: evaluations on inputs jittered by ±1 unit roundoff of that dtype, giving the spread of
-#: errors the wrong formula produces under a different operation order.
 NOISE_SAMPLES = 4
 _UNIT_ROUNDOFF = {
     "bfloat16": 2.0**-8,
@@ -155,469 +166,6 @@ def _jitter(x: np.ndarray, dtype: str, sample: int) -> np.ndarray:
     u = rng.integers(-1, 2, np.shape(x)).astype(np.float64)
     with np.errstate(invalid="ignore"):
         return np.where(np.isfinite(x), x * (1.0 + u * _UNIT_ROUNDOFF[dtype]), x)
-
-
-def _with(variant: str, w: Wrong) -> list[Wrong]:
-    w.variant = variant
-    return [w]
-
-
-def _geometric(ctx: DiagnosisContext) -> list[Wrong]:
-    return _with("alpha=1", ctx.reference(alpha=1.0))
-
-
-def _lambda_on_student(ctx: DiagnosisContext) -> list[Wrong]:
-    return _with(f"lam={1.0 - ctx.case.lam!r}", ctx.reference(lam=1.0 - ctx.case.lam))
-
-
-def _amari_swapped(ctx: DiagnosisContext) -> list[Wrong]:
-    gamma = float(ctx.case.div_params.get("alpha", 0.0))
-    return _with(f"gamma={-gamma!r}", ctx.reference(div_params={"alpha": -gamma}))
-
-
-def _ab_line(params) -> tuple[str, float] | None:
-    a, b = float(params.get("alpha", 1.0)), float(params.get("beta", 0.0))
-    if a == 0.0 and b != 0.0:
-        return "b_", b
-    if b == 0.0 and a != 0.0:
-        return "a_", a
-    if a + b == 0.0 and a != 0.0:
-        return "a_", a
-    return None
-
-
-def _ab_one_over_a(ctx: DiagnosisContext) -> list[Wrong]:
-    name, factor = _ab_line(ctx.case.div_params)
-    w = ctx.reference()
-    w.value = w.value * factor
-    if w.grad is not None:
-        w.grad = w.grad * factor
-    return _with(name, w)
-
-
-def _ab_near_line(params) -> bool:
-    a, b = float(params.get("alpha", 1.0)), float(params.get("beta", 0.0))
-    near = [abs(x) for x in (a, b, a + b)]
-    return all(x != 0.0 for x in near) and min(near) < 1e-3
-
-
-def _ab_general(ctx: DiagnosisContext) -> list[Wrong]:
-    import amid_ref
-
-    a = float(ctx.case.div_params["alpha"])
-    b = float(ctx.case.div_params["beta"])
-    log_p, log_q = ctx.ref.log_pq()
-    log_r = np.asarray(amid_ref.log_alpha_mixture(log_p, log_q, ctx.case.alpha, ctx.case.lam))
-    x, y = {
-        "pr": (log_p, log_r),
-        "qr": (log_q, log_r),
-        "rp": (log_r, log_p),
-        "rq": (log_r, log_q),
-    }[ctx.case.order]
-    out = []
-    for dt in ctx.compute_dtypes:
-        npdt = np.float64 if dt == "float64" else np.float32
-        for k in range(NOISE_SAMPLES):
-            with np.errstate(all="ignore"):
-                xs = _jitter(np.exp(x), dt, k // 2).astype(npdt)
-                ys = _jitter(np.exp(y), dt, k // 2).astype(npdt)
-                a_, b_ = npdt(a), npdt(b)
-                if k % 2 == 0:  # coefficients computed in the working dtype
-                    ca, cb, ab = a_ / (a_ + b_), b_ / (a_ + b_), a_ * b_
-                else:  # coefficients computed in float64 and rounded once
-                    ca, cb, ab = npdt(a / (a + b)), npdt(b / (a + b)), npdt(a * b)
-                terms = xs**a_ * ys**b_ - ca * xs ** (a_ + b_) - cb * ys ** (a_ + b_)
-                rows = -np.sum(terms, axis=-1, dtype=npdt) / ab
-            out.append(Wrong(dt, ctx.reduce(rows.astype(np.float64))))
-    return out
-
-
-def _has_neg_inf(ctx: DiagnosisContext) -> bool:
-    return bool(np.isneginf(ctx.ref.s).any() or np.isneginf(ctx.ref.t).any())
-
-
-def _padded_zero(ctx: DiagnosisContext) -> list[Wrong]:
-    s, t = ctx.ref.s, ctx.ref.t
-    zs, zt = np.where(np.isneginf(s), 0.0, s), np.where(np.isneginf(t), 0.0, t)
-    out = []
-    for variant, ss, tt in (("both", zs, zt), ("teacher", s, zt), ("student", zs, t)):
-        if np.array_equal(ss, s) and np.array_equal(tt, t):
-            continue  # that side has no -inf entry
-        out.append(_with(variant, ctx.reference(s=ss, t=tt))[0])
-    return out
-
-
-def _mask_nan(ctx: DiagnosisContext) -> list[Wrong]:
-    return [Wrong("0/0", np.asarray(math.nan))]
-
-
-def _mask_not_applied(ctx: DiagnosisContext) -> list[Wrong]:
-    rows, g = ctx.ref.rows(grad=ctx.want_grad)
-    value = reduce_rows(rows, None, ctx.reduction)
-    grad = reduce_grad(g, None, ctx.reduction, ctx.upstream) if g is not None else None
-    return [Wrong("ignored rows counted", value, grad)]
-
-
-def _swapped_roles(ctx: DiagnosisContext) -> list[Wrong]:
-    return _with("student<->teacher", ctx.reference(s=ctx.ref.t, t=ctx.ref.s))
-
-
-def _temperature(ctx: DiagnosisContext) -> list[Wrong]:
-    temp = float(ctx.case.temperature)
-    sq = ctx.reference()
-    sq.value = sq.value * temp**2
-    if sq.grad is not None:
-        sq.grad = sq.grad * temp**2
-    sq.variant = "T^2 * loss (Hinton scaling)"
-    ignored = ctx.reference(temperature=1.0)
-    ignored.variant = "temperature ignored"
-    return [sq, ignored]
-
-
-def _scaled_before_max(ctx: DiagnosisContext) -> list[Wrong]:
-    """Logits multiplied by 1/T in the working dtype, before the row max is subtracted."""
-    inv_t = 1.0 / float(ctx.case.temperature)
-    dt = "float32" if ctx.dtype in ("bfloat16", "float16") else ctx.dtype
-    out = []
-    for variant, scale in (("1/T rounded", float(round_to_dtype(inv_t, dt))), ("1/T", inv_t)):
-        with np.errstate(over="ignore", invalid="ignore"):
-            ss = round_to_dtype(ctx.ref.s * scale, dt)
-            tt = round_to_dtype(ctx.ref.t * scale, dt)
-        out.append(_with(variant, ctx.reference(s=ss, t=tt, temperature=1.0))[0])
-    return out
-
-
-def _other_reduction(ctx: DiagnosisContext) -> list[Wrong]:
-    other = "sum" if ctx.reduction == "mean" else "mean"
-    rows, g = ctx.ref.rows(grad=ctx.want_grad)
-    value = reduce_rows(rows, ctx.mask, other)
-    grad = reduce_grad(g, ctx.mask, other, ctx.upstream) if g is not None else None
-    return [Wrong(other, value, grad)]
-
-
-def _unnormalized(ctx: DiagnosisContext) -> list[Wrong]:
-    import amid_ref
-
-    log_m = np.asarray(amid_ref.log_alpha_mean(ctx.ref.t, ctx.ref.s, ctx.case.alpha, ctx.case.lam))
-    if ctx.ref.normalized:
-        return [Wrong("log m (unnormalized)", log_m)]
-    return [Wrong("log r (normalized)", log_m - logsumexp(log_m, axis=-1, keepdims=True))]
-
-
-def _detached(ctx: DiagnosisContext) -> list[Wrong]:
-    flip = not ctx.ref.detach_assistant
-    w = ctx.reference(detach_assistant=flip)
-    w.variant = "assistant detached" if flip else "assistant not detached"
-    return [w]
-
-
-def _prob_space_log_m(lp, lq, alpha: float, lam: float, npdt) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        p, q = np.exp(lp.astype(npdt)), np.exp(lq.astype(npdt))
-        lam_, mu_ = npdt(lam), npdt(1.0 - lam)
-        if alpha == 1.0:
-            m = p**lam_ * q**mu_
-        elif alpha == math.inf:
-            m = np.minimum(p, q)
-        elif alpha == -math.inf:
-            m = np.maximum(p, q)
-        else:
-            beta = npdt(_beta(alpha))
-            m = (lam_ * p**beta + mu_ * q**beta) ** (npdt(1.0) / beta)
-        r = m / np.sum(m, axis=-1, keepdims=True)
-        return np.log(r.astype(np.float64))
-
-
-def _probability_space(ctx: DiagnosisContext) -> list[Wrong]:
-    log_p, log_q = ctx.ref.log_pq()
-    out = []
-    for dt in ctx.compute_dtypes:
-        npdt = {"float64": np.float64, "float32": np.float32, "float16": np.float16}[dt]
-        log_r = _prob_space_log_m(log_p, log_q, ctx.case.alpha, ctx.case.lam, npdt)
-        out.append(Wrong(dt, ctx.from_log_m(log_r)))
-    return out
-
-
-def _naive_log_m(lp, lq, alpha: float, lam: float, dtype: str) -> np.ndarray:
-    """``(1/β)·logaddexp(log λ + β lp, log(1−λ) + β lq)`` with every result rounded to dtype."""
-
-    def rnd(x):
-        return round_to_dtype(x, dtype)
-
-    beta = _beta(alpha)
-    with np.errstate(all="ignore"):
-        log_lam = math.log(lam) if lam > 0 else -math.inf
-        log_mu = math.log1p(-lam) if lam < 1 else -math.inf
-        a = rnd(rnd(rnd(lp) * beta) + log_lam)
-        b = rnd(rnd(rnd(lq) * beta) + log_mu)
-        return rnd(rnd(np.logaddexp(a, b)) / beta)
-
-
-def _low_precision(ctx: DiagnosisContext) -> list[Wrong]:
-    log_p, log_q = ctx.ref.log_pq()
-    out = []
-    # The formula in the declared dtype, or in fp32 after an upcast of bf16/fp16 inputs.
-    dtypes = [ctx.dtype] + (["float32"] if ctx.dtype in ("bfloat16", "float16") else [])
-    for dt in dtypes:
-        for k in range(NOISE_SAMPLES):
-            lp, lq = _jitter(log_p, dt, k), _jitter(log_q, dt, k)
-            log_m = _naive_log_m(lp, lq, ctx.case.alpha, ctx.case.lam, dt)
-            out.append(Wrong(dt, ctx.from_log_m(log_m)))
-    if ctx.dtype in ("bfloat16", "float16") and (
-        ctx.kind == "mixture" or ctx.case.divergence == "kl"
-    ):
-        for k in range(NOISE_SAMPLES):
-            out.append(Wrong(f"{ctx.dtype} throughout", _throughout(ctx, ctx.dtype, k)))
-    return out
-
-
-def _throughout(ctx: DiagnosisContext, dt: str, sample: int) -> np.ndarray:
-    """Log-softmax, naive mixture, normalization and KL all rounded to ``dt`` (a loss run
-    in the input dtype without an upcast); sums accumulate in fp32, as torch's do."""
-
-    def rnd(x):
-        return round_to_dtype(x, dt)
-
-    def log_softmax(x):
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            x32 = x.astype(np.float32)
-            top = np.max(x32, axis=-1, keepdims=True)
-            top = np.where(np.isfinite(top), top, 0)
-            lse = np.log(np.sum(np.exp(x32 - top), axis=-1, keepdims=True, dtype=np.float32))
-            return rnd((x32 - top - lse).astype(np.float64))
-
-    if ctx.kind == "mixture":
-        lp, lq = ctx.ref.t, ctx.ref.s
-    else:
-        temp = float(ctx.case.temperature)
-        lp, lq = log_softmax(rnd(ctx.ref.t / temp)), log_softmax(rnd(ctx.ref.s / temp))
-    lp, lq = rnd(_jitter(lp, dt, sample)), rnd(_jitter(lq, dt, sample))
-    log_r = log_softmax(_naive_log_m(lp, lq, ctx.case.alpha, ctx.case.lam, dt))
-    if ctx.kind == "mixture":
-        return log_r
-    x, y = {"pr": (lp, log_r), "qr": (lq, log_r), "rp": (log_r, lp), "rq": (log_r, lq)}[
-        ctx.case.order
-    ]
-    with np.errstate(invalid="ignore", over="ignore"):
-        terms = rnd(rnd(np.exp(x)) * rnd(x - y))
-        terms = np.where(np.isneginf(x), 0.0, terms)
-        rows = rnd(np.sum(terms.astype(np.float32), axis=-1, dtype=np.float32).astype(np.float64))
-    return ctx.reduce(rows)
-
-
-def _same_inputs(case: Case, **changes) -> Case:
-    """``case`` with other parameters but the very same (unrounded) inputs."""
-    s, t = case.logits()
-    params = {
-        "kind": case.kind,
-        "alpha": case.alpha,
-        "lam": case.lam,
-        "divergence": case.divergence,
-        "order": case.order,
-        "div_params": dict(case.div_params),
-        "temperature": case.temperature,
-        "reduction": case.reduction,
-    }
-    params.update(changes)
-    return Case(
-        "control", name=case.name + "/control", student_logits=s, teacher_logits=t, **params
-    )
-
-
-def _beta_control(case: Case, k: float) -> Case | None:
-    beta = _beta(case.alpha) * k
-    if not math.isfinite(beta) or abs(beta) > 1e6 or beta == 0.0:
-        return None
-    return _same_inputs(case, alpha=1.0 - 2.0 * beta)
-
-
-def _ab_control(case: Case, k: float) -> Case | None:
-    a, b = float(case.div_params["alpha"]), float(case.div_params["beta"])
-    near = min((abs(a), "a"), (abs(b), "b"), (abs(a + b), "s"))[1]
-    if near == "a":
-        a = a * k
-    elif near == "b":
-        b = b * k
-    else:
-        b = -a + (a + b) * k
-    return _same_inputs(case, div_params={"alpha": a, "beta": b})
-
-
-def _finite_beta(ctx: DiagnosisContext) -> bool:
-    a, lam = ctx.case.alpha, ctx.case.lam
-    return math.isfinite(a) and a != 1.0 and 0.0 < lam < 1.0
-
-
-# --------------------------------------------------------------------------------------
-# The registry (order = priority of the reported diagnosis)
-# --------------------------------------------------------------------------------------
-
-FAILURE_MODES: tuple[FailureMode, ...] = (
-    FailureMode(
-        "geometric_collapse",
-        "an α-mixture that computes the geometric mixture for every α ≥ 1",
-        "matches the geometric mixture: α ≥ 1 collapsed to α = 1 (so α = 3 is not harmonic)",
-        "exact",
-        lambda c: c.case.alpha > 1.0,
-        _geometric,
-    ),
-    FailureMode(
-        "lambda_on_student",
-        "λ applied to the student instead of the teacher",
-        "matches λ applied to the student: the mixture weights q by λ (λ must weight the "
-        "teacher p; λ = 1 gives r = p)",
-        "exact",
-        lambda c: c.case.lam != 0.5,
-        _lambda_on_student,
-    ),
-    FailureMode(
-        "amari_limits_swapped",
-        "Amari α-divergence limits swapped (γ → 1 returning KL(a‖b))",
-        "matches the Amari α-divergence with γ → −γ: the limits are swapped (γ → 1 must give "
-        "KL(b‖a), γ → −1 KL(a‖b))",
-        "exact",
-        lambda c: (
-            c.kind == "loss"
-            and c.case.divergence == "amari"
-            and float(c.case.div_params.get("alpha", 0.0)) != 0.0
-        ),
-        _amari_swapped,
-        ("loss",),
-    ),
-    FailureMode(
-        "ab_special_case_scale",
-        "AB-divergence special cases using 1/a_ instead of 1/a_²",
-        "matches the AB-divergence special case with 1/{variant} instead of 1/{variant}² "
-        "(a function discontinuous in (a_, b_))",
-        "exact",
-        lambda c: (
-            c.kind == "loss"
-            and c.case.divergence == "ab"
-            and _ab_line(c.case.div_params) is not None
-            and abs(_ab_line(c.case.div_params)[1]) != 1.0
-        ),
-        _ab_one_over_a,
-        ("loss",),
-    ),
-    FailureMode(
-        "padded_logit_zero",
-        "padded vocabulary entries given logit 0 instead of −inf",
-        "matches masked/padded vocabulary entries given logit 0 instead of −inf ({variant} logits)",
-        "exact",
-        lambda c: c.kind == "loss" and _has_neg_inf(c),
-        _padded_zero,
-        ("loss",),
-    ),
-    FailureMode(
-        "mask_divide_by_zero",
-        "masks that divide by zero when every position is ignored",
-        "matches sum(mask·loss)/sum(mask) = 0/0: the mean divides by zero when every "
-        "position is ignored (return 0)",
-        "exact",
-        lambda c: c.kind == "loss" and c.case.mask == "all" and c.reduction == "mean",
-        _mask_nan,
-        ("loss",),
-        nonfinite_symptom=True,
-    ),
-    FailureMode(
-        "ignore_index_not_applied",
-        "labels equal to ignore_index still counted",
-        "matches the loss with ignore_index not applied (ignored positions counted)",
-        "exact",
-        lambda c: c.kind == "loss" and c.case.mask in ("some", "all"),
-        _mask_not_applied,
-        ("loss",),
-    ),
-    FailureMode(
-        "roles_swapped",
-        "student and teacher swapped (or the declared convention is wrong)",
-        "matches the reference with student and teacher swapped: check --convention, or the "
-        "implementation swaps the roles",
-        "exact",
-        lambda c: True,
-        _swapped_roles,
-    ),
-    FailureMode(
-        "temperature",
-        "temperature handled differently (T² scaling, or ignored)",
-        "matches {variant}: the reference loss is D at temperature T without T² scaling",
-        "exact",
-        lambda c: c.kind == "loss" and c.case.temperature != 1.0,
-        _temperature,
-        ("loss",),
-    ),
-    FailureMode(
-        "temperature_before_max",
-        "logits divided by T in low precision before the row max is subtracted",
-        "matches logits scaled by {variant} in the working dtype before the row max is "
-        "subtracted: a large common offset loses its low bits (subtract the max first)",
-        "exact",
-        lambda c: c.kind == "loss" and c.case.temperature != 1.0 and c.dtype != "float64",
-        _scaled_before_max,
-        ("loss",),
-    ),
-    FailureMode(
-        "reduction_mismatch",
-        "reduced with mean where sum was declared, or the reverse",
-        "matches reduction={variant}: declare --reduction {variant}",
-        "exact",
-        lambda c: c.kind == "loss" and c.reduction in ("mean", "sum"),
-        _other_reduction,
-        ("loss",),
-    ),
-    FailureMode(
-        "normalization_mismatch",
-        "normalized log r vs unnormalized log m",
-        "matches {variant}: declare normalized={flag}",
-        "exact",
-        lambda c: c.kind == "mixture",
-        _unnormalized,
-        ("mixture",),
-    ),
-    FailureMode(
-        "assistant_detach_mismatch",
-        "gradient with the assistant r detached (or not) against the declaration",
-        "matches the gradient with the {variant}: declare detach_assistant accordingly",
-        "exact",
-        lambda c: c.kind == "loss" and c.want_grad,
-        _detached,
-        ("loss",),
-    ),
-    FailureMode(
-        "probability_space_mixture",
-        "mixture formed in probability space and then logged",
-        "matches a mixture formed in probability space ({variant}) and then logged: where p "
-        "and q underflow, log r = −inf and the loss is inf/NaN",
-        "exact",
-        lambda c: c.got is not None and bool((~np.isfinite(c.got)).any()),
-        _probability_space,
-        nonfinite_symptom=True,
-    ),
-    FailureMode(
-        "low_precision_logaddexp",
-        "the logaddexp/β formula evaluated in bf16 or fp16",
-        "matches (1/β)·logaddexp(log λ + β log p, log(1−λ) + β log q) evaluated in "
-        "{variant}: rounding noise of the bracket divided by β, whole nats near α = 1 (any "
-        "formula dividing a rounded bracket by β fails so; use log1p/expm1, fp32 or better)",
-        "noise",
-        _finite_beta,
-        _low_precision,
-        control=_beta_control,
-    ),
-    FailureMode(
-        "ab_cancellation",
-        "the general AB formula cancelling catastrophically as a_ → 0",
-        "matches the general AB-divergence formula in {variant} cancelling catastrophically "
-        "near a_ = 0, b_ = 0 or a_ + b_ = 0 (evaluate by series there)",
-        "noise",
-        lambda c: (
-            c.kind == "loss" and c.case.divergence == "ab" and _ab_near_line(c.case.div_params)
-        ),
-        _ab_general,
-        ("loss",),
-        control=_ab_control,
-    ),
-)
 
 
 # --------------------------------------------------------------------------------------
@@ -821,6 +369,225 @@ def _scales_like(
     return bool(spread >= 1.0 and log_g[hi] - log_g[lo] >= 0.5 * spread)
 
 
+def _candidates(variants: list[Wrong], quantity: str, got: np.ndarray) -> dict[str, list]:
+    groups: dict[str, list[np.ndarray]] = {}
+    for w in variants:
+        cand = w.grad if quantity == "grad" else w.value
+        if cand is None:
+            continue
+        cand = np.asarray(cand, dtype=np.float64)
+        if cand.ndim == 0 and got.ndim:
+            cand = np.broadcast_to(cand, got.shape)
+        if cand.shape == got.shape:
+            groups.setdefault(w.variant, []).append(cand)
+    return groups
+
+
+_EXPECTED = (ValueError, TypeError, ZeroDivisionError, FloatingPointError, KeyError)
+
+
+def _degenerate(wrong: np.ndarray, tol: Tolerance) -> bool:
+    """Every entry finite and within the tolerance's absolute floor of 0."""
+    wrong = np.asarray(wrong, dtype=np.float64)
+    return bool(np.all(np.isfinite(wrong)) and np.all(np.abs(wrong) <= tol.atol))
+
+
+def _single_modes(
+    ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str, *, exact_only: bool = False
+) -> tuple[list[Diagnosis], list[tuple[float, int, Diagnosis]]]:
+    from amid_ref.conformance._mutants import FAILURE_MODES
+
+    exact: list[Diagnosis] = []
+    noisy: list[tuple[float, int, Diagnosis]] = []
+    flag = "False" if ctx.ref.normalized else "True"
+    for rank, mode in enumerate(FAILURE_MODES):
+        if ctx.kind not in mode.kinds:
+            continue
+        if (quantity == "grad" or exact_only) and mode.match != "exact":
+            continue
+        try:
+            if not mode.applies(ctx):
+                continue
+            variants = mode.evaluate(ctx)
+        except _EXPECTED:
+            continue
+        groups = _candidates(variants, quantity, got)
+        best: tuple[float, Diagnosis] | None = None
+        for variant, cands in groups.items():
+            message = mode.message.format(variant=variant, flag=flag)
+            failing = [c for c in cands if _fails(c, want, tol).any()]
+            if not failing:
+                continue
+            if mode.match == "exact":
+                loose = mode.nonfinite_symptom
+                agreeing = [c for c in failing if _agrees(got, c, tol, any_nonfinite=loose)]
+                if agreeing:
+                    # A wrong formula that is ~0 everywhere (D(x‖x) at a degenerate parameter)
+                    # "matches" any output of 0: only the mode's own control can confirm it.
+                    # (A zero gradient, by contrast, is a specific symptom: a detached graph.)
+                    degenerate = quantity == "value" and all(_degenerate(c, tol) for c in agreeing)
+                    try:
+                        if mode.confirm is None:
+                            confirmed = not degenerate
+                        else:
+                            confirmed = mode.confirm(ctx, variant, tol)
+                    except _EXPECTED:
+                        confirmed = False
+                    if confirmed:
+                        best = (-1.0, Diagnosis(mode.id, message, "exact", quantity))
+                        break
+            else:  # agreeing with one noise sample is chance, not evidence: always confirm
+                dist = 0.0 if any(_agrees(got, c, tol) for c in failing) else math.inf
+                dist = min(dist, _noise_distance(got, cands, want, tol))
+                if not math.isfinite(dist) or (best is not None and dist >= best[0]):
+                    continue
+                if mode.confirm is not None:
+                    ok = mode.confirm(ctx, variant, tol)
+                else:
+                    ok = _all_nonfinite_failures(got, want, tol) or _scales_like(
+                        ctx, mode, variant, got, want, cands, tol
+                    )
+                if ok:
+                    best = (dist, Diagnosis(mode.id, message, "noise", quantity))
+        if best is None:
+            continue
+        if best[0] < 0:
+            exact.append(best[1])
+        else:
+            noisy.append((best[0], rank, best[1]))
+    return exact, noisy
+
+
+def _pairs(ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str) -> list[Diagnosis]:
+    """Two modes at once: two parameter/input overrides merged, or an override followed by
+    an output transform (e.g. the α ≥ 1 collapse with the AB parameters fixed)."""
+    from amid_ref.conformance._mutants import FAILURE_MODES
+
+    modes = []
+    for mode in FAILURE_MODES:
+        if ctx.kind not in mode.kinds or (mode.overrides is None and mode.transform is None):
+            continue
+        try:
+            if mode.applies(ctx):
+                modes.append(mode)
+        except _EXPECTED:
+            continue
+    for i, a in enumerate(modes):
+        if a.overrides is None:
+            continue
+        try:
+            ov_a = a.overrides(ctx)
+        except _EXPECTED:
+            continue
+        for b in modes[i + 1 :] + modes[:i]:
+            if b is a:
+                continue
+            try:
+                ov_b = b.overrides(ctx) if b.overrides is not None else [("", {})]
+            except _EXPECTED:
+                continue
+            for va, oa in ov_a:
+                for vb, ob in ov_b:
+                    if set(oa) & set(ob) or (b.overrides is None and b.transform is None):
+                        continue
+                    try:
+                        w = ctx.reference(**oa, **ob)
+                        cands = [w] if b.overrides is not None else b.transform(ctx, w)
+                    except _EXPECTED:
+                        continue
+                    for c in _candidates(cands, quantity, got).values():
+                        c = c[0]
+                        loose = a.nonfinite_symptom or b.nonfinite_symptom
+                        if (quantity == "value" and _degenerate(c, tol)) or not _fails(
+                            c, want, tol
+                        ).any():
+                            continue
+                        if _agrees(got, c, tol, any_nonfinite=loose):
+                            msg_b = b.message.format(variant=vb or (cands[0].variant), flag="")
+                            message = a.message.format(variant=va, flag="") + "; and " + msg_b
+                            return [Diagnosis(f"{a.id}+{b.id}", message, "exact", quantity)]
+    return []
+
+
+def _rms(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.sqrt(np.mean(x**2))) if x.size else math.inf
+
+
+def _underneath_low_precision(ctx: DiagnosisContext, got, want, quantity: str) -> list[Diagnosis]:
+    """The structural defect under the rounding noise of a bf16/fp16 computation.
+
+    The same inputs are passed as float32; if that output fails too and an exact mode (or
+    a pair) reproduces it within the float32 tolerance, and the low-precision output is
+    at least 3x closer to that wrong formula than to the reference, the defect is reported
+    with the rounding noise named.
+    """
+    from amid_ref.conformance._reference import tolerance_for
+
+    if quantity != "value" or ctx.probe is None or ctx.dtype not in ("bfloat16", "float16"):
+        return []
+    probed = ctx.probe(ctx.case, "float32")
+    if probed is None:
+        return []
+    got32, want32 = probed
+    tol32 = tolerance_for("log_mixture" if ctx.kind == "mixture" else "loss", "float32")[0]
+    if not _fails(got32, want32, tol32).any():
+        return []
+    ctx32 = ctx.with_dtype("float32")
+    ctx32.got = got32
+    exact, _ = _single_modes(ctx32, got32, want32, tol32, quantity, exact_only=True)
+    if not exact:
+        exact = _pairs(ctx32, got32, want32, tol32, quantity)
+    if not exact:
+        return []
+    with np.errstate(invalid="ignore", over="ignore"):
+        to_wrong = _rms(np.asarray(got, dtype=np.float64) - got32)
+        to_ref = _rms(np.asarray(got, dtype=np.float64) - want)
+    if not to_wrong * 3.0 <= to_ref:
+        return []
+    d = exact[0]
+    note = (
+        f" (in {ctx.dtype}: the same inputs passed as float32 reproduce it exactly; the rest "
+        f"of the error is {ctx.dtype} rounding)"
+    )
+    return [Diagnosis(d.id, d.message + note, "exact", quantity, {"compute_dtype": "float32"})]
+
+
+def _low_precision_grad(ctx: DiagnosisContext, got, want, tol: Tolerance) -> list[Diagnosis]:
+    """A gradient off by the rounding of a bf16/fp16 computation, the formula being right.
+
+    The same inputs passed as float32 must give the reference gradient (float32 tolerance),
+    and every entry's error must be within 16 units of roundoff of the dtype times the
+    entry's natural scale: the reduction weight times (p + q) (the gradient of a KL-type
+    loss w.r.t. a logit is a difference of such probabilities), times 1/T (T with T²).
+    """
+    from amid_ref.conformance._reference import tolerance_for
+
+    if ctx.probe is None or ctx.dtype not in ("bfloat16", "float16") or ctx.kind == "mixture":
+        return []
+    probed = ctx.probe(ctx.case, "float32", True)
+    if probed is None:
+        return []
+    g32, w32 = probed
+    if _fails(g32, w32, tolerance_for("grad", "float32")[0]).any():
+        return []
+    log_p, log_q = ctx.ref.log_pq()
+    temp = float(ctx.case.temperature)
+    per_t = temp if ctx.ref.temperature_squared else 1.0 / temp
+    scale = reduce_grad(np.exp(log_p) + np.exp(log_q), ctx.mask, ctx.reduction, ctx.upstream)
+    bound = 16 * _UNIT_ROUNDOFF[ctx.dtype] * np.abs(scale) * per_t + tol.atol
+    with np.errstate(invalid="ignore"):
+        ok = np.all(np.abs(got - want) <= bound)
+    if not ok:
+        return []
+    message = (
+        f"the gradient computed in {ctx.dtype}: the same inputs passed as float32 give the "
+        f"reference gradient, and every entry is within 16 units of {ctx.dtype} roundoff of "
+        f"its scale (weight·(p + q)): arithmetic in the input dtype (upcast to fp32 first)"
+    )
+    return [Diagnosis("input_dtype_arithmetic", message, "noise", "grad")]
+
+
 def diagnose(
     ctx: DiagnosisContext,
     *,
@@ -835,57 +602,19 @@ def diagnose(
     itself fail the case, and the implementation must agree with it. Exact matches come
     first (registry order), then noise-type matches, closest first; a noise-type match
     needs its error size to agree (:func:`_noise_distance`) and, unless every failing entry
-    is non-finite, its error to scale like the wrong formula's (:func:`_scales_like`).
+    is non-finite, its error to scale like the wrong formula's (:func:`_scales_like`) or
+    the mode's own confirmation. A bf16/fp16 output no exact mode reproduces is checked
+    for a structural defect under its rounding noise (:func:`_underneath_low_precision`);
+    when no single mode matches, pairs of modes are tried (:func:`_pairs`).
     """
     ctx.got = got
-    exact: list[Diagnosis] = []
-    noisy: list[tuple[float, int, Diagnosis]] = []
-    flag = "False" if ctx.ref.normalized else "True"
-    for rank, mode in enumerate(FAILURE_MODES):
-        if ctx.kind not in mode.kinds:
-            continue
-        if quantity == "grad" and mode.match != "exact":
-            continue
-        try:
-            if not mode.applies(ctx):
-                continue
-            variants = mode.evaluate(ctx)
-        except (ValueError, TypeError, ZeroDivisionError, FloatingPointError, KeyError):
-            continue
-        groups: dict[str, list[np.ndarray]] = {}
-        for w in variants:
-            cand = w.grad if quantity == "grad" else w.value
-            if cand is None:
-                continue
-            cand = np.asarray(cand, dtype=np.float64)
-            if cand.ndim == 0 and got.ndim:
-                cand = np.broadcast_to(cand, got.shape)
-            if cand.shape == got.shape:
-                groups.setdefault(w.variant, []).append(cand)
-        best: tuple[float, Diagnosis] | None = None
-        for variant, cands in groups.items():
-            message = mode.message.format(variant=variant, flag=flag)
-            failing = [c for c in cands if _fails(c, want, tol).any()]
-            if not failing:
-                continue
-            if mode.match == "exact":
-                loose = mode.nonfinite_symptom
-                if any(_agrees(got, c, tol, any_nonfinite=loose) for c in failing):
-                    best = (-1.0, Diagnosis(mode.id, message, "exact", quantity))
-                    break
-            else:  # agreeing with one noise sample is chance, not evidence: always confirm
-                dist = 0.0 if any(_agrees(got, c, tol) for c in failing) else math.inf
-                dist = min(dist, _noise_distance(got, cands, want, tol))
-                if not math.isfinite(dist) or (best is not None and dist >= best[0]):
-                    continue
-                if _all_nonfinite_failures(got, want, tol) or _scales_like(
-                    ctx, mode, variant, got, want, cands, tol
-                ):
-                    best = (dist, Diagnosis(mode.id, message, "noise", quantity))
-        if best is None:
-            continue
-        if best[0] < 0:
-            exact.append(best[1])
-        else:
-            noisy.append((best[0], rank, best[1]))
+    exact, noisy = _single_modes(ctx, got, want, tol, quantity)
+    if not exact:
+        under = _underneath_low_precision(ctx, got, want, quantity)
+        if under:
+            return under
+    if not exact and not noisy:
+        exact = _pairs(ctx, got, want, tol, quantity)
+    if not exact and not noisy and quantity == "grad":
+        exact = _low_precision_grad(ctx, got, want, tol)
     return exact + [d for _, _, d in sorted(noisy, key=lambda x: (x[0], x[1]))]

@@ -40,7 +40,9 @@ def reduce_rows(rows: np.ndarray, mask: np.ndarray | None, reduction: str) -> np
     """Per-row losses reduced as the implementation is declared to reduce them.
 
     Ignored rows (``mask`` False) are 0 in ``"none"`` output and excluded from ``"sum"`` and
-    ``"mean"``; the mean over zero rows is 0 (never 0/0).
+    ``"mean"``; the mean over zero rows is 0 (never 0/0). ``"batchmean"`` is torch's
+    ``kl_div`` reduction: the sum divided by the size of the first dimension (for (B, T, V)
+    inputs, by B), or, with labels, the mean over the kept rows (TRL's convention).
     """
     rows = np.asarray(rows, dtype=np.float64)
     if mask is not None:
@@ -51,6 +53,8 @@ def reduce_rows(rows: np.ndarray, mask: np.ndarray | None, reduction: str) -> np
     if reduction == "sum":
         return np.asarray(total)
     n = int(mask.sum()) if mask is not None else rows.size
+    if reduction == "batchmean" and mask is None:
+        n = rows.shape[0] if rows.ndim else 1
     return np.asarray(total / n if n > 0 else 0.0)
 
 
@@ -70,8 +74,10 @@ def reduce_grad(
     if reduction == "none":
         if upstream is not None:
             w = w * np.asarray(upstream, dtype=np.float64).reshape(lead)
-    elif reduction == "mean":
+    elif reduction in ("mean", "batchmean"):
         n = int(mask.sum()) if mask is not None else int(np.prod(lead))
+        if reduction == "batchmean" and mask is None:
+            n = lead[0] if lead else 1
         w = w / n if n > 0 else w * 0.0
     return g * w[..., None]
 
@@ -96,6 +102,7 @@ class ReferenceInputs:
     t: np.ndarray
     normalized: bool = True
     detach_assistant: bool = False
+    temperature_squared: bool = False
 
     def params(self, **overrides: Any) -> dict[str, Any]:
         c = self.case
@@ -130,26 +137,37 @@ class ReferenceInputs:
             if not np.all(np.isfinite(log_z)):
                 raise ValueError("the mixture is empty (Z = 0) on some row: r is undefined")
             return log_m - log_z, None
+        # A preset is a weighted sum of AMiD losses over its terms' orders; a loss or a
+        # divergence case (λ = 0, order pr / rp) is the one term (order, 1).
+        terms: tuple[tuple[str, float], ...] = ((p["order"], 1.0),)
+        detach = self.detach_assistant
+        if self.case.kind == "preset":
+            rec = self.case.preset_record()
+            terms = p.get("terms", rec.terms)
+            detach = detach or rec.detach_assistant
+        detach = overrides.get("detach_assistant", detach)
         kw = {
             "divergence": p["divergence"],
-            "order": p["order"],
             "div_params": p["div_params"] or None,
             "temperature": p["temperature"],
         }
-        loss = np.asarray(amid_ref.amid_loss(p["s"], p["t"], p["alpha"], p["lam"], **kw))
-        g = None
+        scale = p["temperature"] ** 2 if self.temperature_squared else 1.0
+        loss = 0.0
+        g = 0.0 if grad else None
+        for order, weight in terms:
+            if weight == 0.0:
+                continue
+            args = (p["s"], p["t"], p["alpha"], p["lam"])
+            loss = loss + weight * np.asarray(amid_ref.amid_loss(*args, order=order, **kw))
+            if grad:
+                gk = amid_ref.amid_grad(*args, order=order, detach_assistant=detach, **kw)
+                g = g + weight * np.asarray(gk)
+        loss = np.asarray(loss, dtype=np.float64) * scale
+        if not loss.shape and np.ndim(p["s"]) > 1:  # every weight 0: a zero loss per row
+            loss = np.zeros(np.shape(p["s"])[:-1])
         if grad:
-            g = np.asarray(
-                amid_ref.amid_grad(
-                    p["s"],
-                    p["t"],
-                    p["alpha"],
-                    p["lam"],
-                    detach_assistant=overrides.get("detach_assistant", self.detach_assistant),
-                    **kw,
-                )
-            )
-        return loss.astype(np.float64), g
+            g = np.broadcast_to(np.asarray(g, dtype=np.float64) * scale, np.shape(p["s"])).copy()
+        return loss, g
 
     def log_pq(self, temperature: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(log_p, log_q)`` in float64: log-softmax of the tempered logits (loss cases) or

@@ -8,7 +8,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -288,6 +288,13 @@ class Report:
         lines.append("  " + "  ".join(f"{k}={s[k]}" for k in keys if k in s))
         if "normalized" in s:
             lines.append(f"  normalized={s['normalized']}")
+        peer = s.get("peer")
+        if peer:
+            lines.append(
+                f"  peer: {peer['source']} ({peer['distribution']} {peer['version']}), "
+                f"mapped to {peer['divergence']} {peer['direction']} at λ = 0 "
+                f"(preset {peer['preset']})"
+            )
         sup = s.get("support", {})
 
         def show(v):
@@ -334,6 +341,14 @@ class Report:
             lines.append("skipped:")
             for reason, n in skipped.most_common():
                 lines.append(f"  {n:>4} x {reason}")
+        if peer and peer.get("by_design_modes"):
+            ours = {k: v for k, v in self.diagnoses().items() if k in peer["by_design_modes"]}
+            if ours:
+                lines.append("")
+                lines.append(
+                    "by design (documented by the peer's authors, not a defect): "
+                    + ", ".join(f"{k} x{v}" for k, v in ours.items())
+                )
         c = self.counts
         verdict = "PASS" if self.passed else "FAIL"
         if c["pass"] == 0 and c["fail"] == 0:
@@ -364,7 +379,7 @@ def _describe_failure(r: CaseResult | None, indent: str, label: str = "worst cas
     for label, st in (("value", r.value_stats), ("grad", r.grad_stats)):
         if st is None or st.ratio <= 1.0:
             continue
-        q = label if label == "grad" else ("loss" if c.kind == "loss" else "log r")
+        q = label if label == "grad" else ("log r" if c.kind == "mixture" else "loss")
         err = abs(st.got - st.want) if st.got != st.want else 0.0
         err = err if math.isfinite(err) else math.inf
         rel = err / abs(st.want) if st.want != 0 else (0.0 if err == 0 else math.inf)
@@ -380,10 +395,7 @@ def _describe_failure(r: CaseResult | None, indent: str, label: str = "worst cas
     else:
         out.append(f"{indent}  diagnosis      no known failure mode reproduces this output")
     if c.inputs != "explicit":
-        out.append(
-            f"{indent}  reproduce      from amid_ref.conformance import get_case; "
-            f"s, t = get_case({c.id!r}).arrays({r.dtype!r})"
-        )
+        out.append(f"{indent}  reproduce      {c.reproducer(r.dtype)}")
     return out
 
 
@@ -403,6 +415,7 @@ def _reference_rows(
     key = None
     if c.inputs != "explicit":
         key = (c.kind, c.id, c.seed, dtype, ref.normalized, ref.detach_assistant)
+        key += (ref.temperature_squared, c.preset, tuple(sorted(c.preset_params.items())))
         hit = _REF_CACHE.get(key)
         if hit is not None and (hit[1] is not None or not grad):
             return hit
@@ -421,6 +434,7 @@ def _run_case(
     *,
     grad: bool,
     diagnose_failures: bool,
+    compare: str = "value",
 ) -> CaseResult:
     t0 = time.perf_counter()
     dtype = adapter.dtype
@@ -434,7 +448,7 @@ def _run_case(
     if np.isnan(s).any() or np.isnan(t).any() or np.isposinf(s).any() or np.isposinf(t).any():
         return skip(f"inputs not representable in {dtype}")
     neg_inf = bool(np.isneginf(s).any() or np.isneginf(t).any())
-    reason = support.reason_unsupported(case, neg_inf) or adapter.reason_unsupported(case)
+    reason = support.reason_unsupported(case, neg_inf) or adapter.reason_unsupported(case, support)
     if reason:
         return skip(reason)
     ref = ReferenceInputs(
@@ -443,8 +457,9 @@ def _run_case(
         t,
         normalized=getattr(adapter, "normalized", True),
         detach_assistant=support.detach_assistant,
+        temperature_squared=support.temperature_squared,
     )
-    check_grad = grad and case.kind == "loss" and adapter.backend == "torch"
+    check_grad = grad and case.kind != "mixture" and adapter.backend == "torch"
     try:
         rows, grad_rows = _reference_rows(ref, dtype, check_grad)
     except (ValueError, FloatingPointError) as exc:
@@ -453,7 +468,7 @@ def _run_case(
     labels = case.labels()
     mask = None if labels is None else labels != -100
     want = rows if case.kind == "mixture" else reduce_rows(rows, mask, reduction)
-    if case.kind == "loss" and not np.all(np.isfinite(rows if mask is None else rows[mask])):
+    if case.kind != "mixture" and not np.all(np.isfinite(rows if mask is None else rows[mask])):
         return skip("reference loss is +inf here (disjoint supports)")
     finite_want = np.asarray(want)[np.isfinite(want)]
     if dtype != "float64" and np.any(np.abs(finite_want) > np.finfo(np.float32).max):
@@ -462,7 +477,7 @@ def _run_case(
         check_grad = False
     if check_grad and dtype != "float64" and np.any(np.abs(grad_rows) > np.finfo(np.float32).max):
         check_grad = False
-    quantity = "loss" if case.kind == "loss" else "log_mixture"
+    quantity = "log_mixture" if case.kind == "mixture" else "loss"
     tol = _tolerance(quantity, dtype)
     result = CaseResult(case, "pass", dtype=dtype)
     try:
@@ -488,7 +503,7 @@ def _run_case(
             failed_on = "value"
     else:
         result.value_stats = _error_stats(got, want, tol)
-        if not _passes(got, want, tol):
+        if not _passes(got, want, tol) and (compare != "grad" or not check_grad):
             failed_on = "value"
     want_grad = None
     if check_grad:
@@ -505,7 +520,7 @@ def _run_case(
             result.reason = "; ".join(out.notes)
     if failed_on is not None:
         result.status = "fail"
-        result.quantity = "loss" if failed_on == "value" and case.kind == "loss" else failed_on
+        result.quantity = "loss" if failed_on == "value" and case.kind != "mixture" else failed_on
         if failed_on == "value" and case.kind == "mixture":
             result.quantity = "log_mixture"
         if diagnose_failures:
@@ -516,7 +531,9 @@ def _run_case(
                 mask,
                 out.upstream,
                 want_grad=failed_on == "grad",
-                probe=lambda moved: _probe(adapter, moved, reduction, mask),
+                probe=lambda moved, dt=None, g=False: _probe(
+                    adapter, moved, reduction, mask, support, dt, g
+                ),
             )
             if failed_on == "value":
                 result.diagnoses = diagnose(ctx, got=got, want=want, tol=tol, quantity="value")
@@ -552,15 +569,37 @@ def _single_thread(adapter):
         torch.set_num_threads(before)
 
 
-def _probe(adapter, case: Case, reduction: str, mask) -> tuple[np.ndarray, np.ndarray] | None:
-    """Implementation output and reference on a control case (for noise-type diagnoses)."""
+def _probe(
+    adapter, case: Case, reduction: str, mask, support=None, compute_dtype=None, grad=False
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Implementation output and reference on a control case (for noise-type diagnoses).
+
+    With ``compute_dtype`` (e.g. ``"float32"``), the same inputs (rounded to the declared
+    dtype) are passed as tensors of that dtype instead: what the implementation returns
+    when it computes in ``compute_dtype``. With ``grad``, the gradients (implementation,
+    reference) instead of the values.
+    """
     s, t = case.arrays(adapter.dtype)
-    ref = ReferenceInputs(case, s, t, normalized=getattr(adapter, "normalized", True))
+    t2 = bool(support is not None and support.temperature_squared)
+    ref = ReferenceInputs(
+        case, s, t, normalized=getattr(adapter, "normalized", True), temperature_squared=t2
+    )
+    labels = case.labels()
+    declared = adapter.dtype
     try:
-        rows = ref.rows()[0]
-        got = adapter.evaluate(case, s, t, None, grad=False).value
+        rows, g = ref.rows(grad=grad)
+        if compute_dtype is not None:
+            adapter.dtype = compute_dtype
+        out = adapter.evaluate(case, s, t, labels, grad=grad)
+        got = out.value
     except Exception:  # the control is evidence only; any failure means "no evidence"
         return None
+    finally:
+        adapter.dtype = declared
+    if grad:
+        if out.grad is None or g is None:
+            return None
+        return out.grad, reduce_grad(g, mask, reduction, out.upstream)
     want = rows if case.kind == "mixture" else reduce_rows(rows, mask, reduction)
     return (got, want) if got.shape == want.shape else None
 
@@ -571,9 +610,16 @@ def _make_support(support: Support | Mapping[str, Any] | None, adapter) -> Suppo
     return Support(**dict(support or {}))
 
 
-def _reference_for_probe(case: Case, dtype: str) -> np.ndarray:
+def _reference_for_probe(case: Case, dtype: str, temperature_squared: bool = False) -> np.ndarray:
     s, t = case.arrays(dtype)
-    return ReferenceInputs(case, s, t).rows()[0]
+    return ReferenceInputs(case, s, t, temperature_squared=temperature_squared).rows()[0]
+
+
+def _directions(orders: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """Orders with the divergence-kind aliases ``pq`` (D(p‖q) = ``pr``) and ``qp`` (``rp``)."""
+    if orders is None:
+        return None
+    return tuple({"pq": "pr", "qp": "rp"}.get(o, o) for o in orders)
 
 
 def conform(
@@ -594,6 +640,19 @@ def conform(
     kwargs: Mapping[str, Any] | None = None,
     diagnose_failures: bool = True,
     target: str | None = None,
+    preset: str | None = None,
+    preset_params: Mapping[str, float] | None = None,
+    compare: str = "value",
+    divergences: Iterable[str] | str | None = None,
+    orders: Iterable[str] | str | None = None,
+    alpha_range: tuple[float, float] | None = None,
+    lam_range: tuple[float, float] | None = None,
+    max_vocab: int | None = None,
+    neg_inf: bool | None = None,
+    ignore_index: bool | None = None,
+    detach_assistant: bool | None = None,
+    temperature_squared: bool | None = None,
+    reduction_names: Mapping[str, str] | None = None,
 ) -> Report:
     r"""Run the conformance battery against ``fn`` and return the :class:`Report`.
 
@@ -612,9 +671,12 @@ def conform(
     ----------
     fn : callable
         The implementation: a loss over logits (``kind="loss"``, see
-        :class:`~amid_ref.conformance.LossAdapter`) or an α-mixture over log-probabilities
-        (``kind="mixture"``, see :class:`~amid_ref.conformance.MixtureAdapter`).
-    kind : {"loss", "mixture"}
+        :class:`~amid_ref.conformance.LossAdapter`), an α-mixture over log-probabilities
+        (``kind="mixture"``, see :class:`~amid_ref.conformance.MixtureAdapter`), a plain
+        divergence over logits called with the divergence's parameters by name
+        (``kind="divergence"``, e.g. ``fn(student_logits, teacher_logits, beta=0.1)``), or
+        a prior method called with the preset's parameters by name (``kind="preset"``).
+    kind : {"loss", "mixture", "divergence", "preset"}
     dtype : str, optional
         Declared input dtype: ``float64``, ``float32``, ``bfloat16``/``bf16``, ``float16``
         (default float32 for a torch function, float64 for a NumPy one).
@@ -635,6 +697,24 @@ def conform(
         Evaluate the known-wrong formulas on failing cases (default True).
     target : str, optional
         Name shown in the report (default ``module:qualname`` of ``fn``).
+    preset, preset_params
+        The preset of ``kind="preset"`` (``kd``, ``rkl``, ``distillm_skl``,
+        ``distillm_srkl``, ``gkd_jsd``, ``taid``, ``abkd``; giving ``preset`` implies that
+        kind) and its parameters fixed for every case (e.g. ``{"beta": 0.1}``; keys of
+        ``kwargs`` that are the preset's parameters count as such). Without them the
+        ``param_grid`` family sweeps the preset's parameters.
+    compare : {"value", "grad"}
+        ``"grad"``: with ``grad=True``, compare only the gradient (for a peer whose value is
+        off by a constant by design, e.g. a cross-entropy in place of a KL).
+    divergences, orders, alpha_range, lam_range, max_vocab, neg_inf, ignore_index,
+    detach_assistant, temperature_squared
+        The fields of :class:`~amid_ref.conformance.Support`, as the CLI's ``--divergences``
+        ``--alpha-range`` ... flags; they override ``support``'s. For ``kind="divergence"``
+        ``divergences`` and ``orders`` (``pr`` = D(p‖q), ``rp`` = D(q‖p); ``pq``/``qp``
+        accepted) also select the battery's cases.
+    reduction_names : mapping, optional
+        The function's own ``reduction=`` word for each reduction a case asks for (e.g.
+        ``{"mean": "batchmean", "sum": "sum"}``); cases asking for another are skipped.
 
     Returns
     -------
@@ -642,6 +722,30 @@ def conform(
         ``report.passed`` is True iff no case failed and at least one ran.
     """
     t0 = time.perf_counter()
+    from amid_ref.conformance._cases import PRESET_PARAM_GRIDS, iter_names
+
+    if preset is not None:
+        kind = "preset"
+    if compare not in ("value", "grad"):
+        raise ValueError(f"compare: expected 'value' or 'grad', got {compare!r}")
+    kwargs = dict(kwargs or {})
+    if kind == "preset":
+        if preset not in PRESET_PARAM_GRIDS:
+            raise ValueError(f"preset: expected one of {list(PRESET_PARAM_GRIDS)}, got {preset!r}")
+        own = set(PRESET_PARAM_GRIDS[preset][0])
+        preset_params = {**{k: kwargs.pop(k) for k in list(kwargs) if k in own},
+                         **dict(preset_params or {})}  # fmt: skip
+    fields = {
+        "divergences": iter_names(divergences),
+        "orders": _directions(iter_names(orders)),
+        "alpha_range": alpha_range,
+        "lam_range": lam_range,
+        "max_vocab": max_vocab,
+        "neg_inf": neg_inf,
+        "ignore_index": ignore_index,
+        "detach_assistant": detach_assistant,
+        "temperature_squared": temperature_squared,
+    }
     adapter = make_adapter(
         fn,
         kind,
@@ -652,15 +756,38 @@ def conform(
         reduction=reduction,
         normalized=normalized,
         kwargs=kwargs,
+        reduction_names=reduction_names,
     )
     sup = _make_support(support, adapter)
+    given = {k: v for k, v in fields.items() if v is not None}
+    if given:
+        sup = replace(sup, **given)
     adapter.ignore_index_declared = bool(sup.ignore_index)
-    adapter.resolve(_reference_for_probe)
+    select: dict[str, Any] = {}
+    if kind == "divergence":
+        select = {"divergences": sup.divergences, "orders": sup.orders}
+    elif kind == "preset":
+        select = {"preset": preset, "preset_params": preset_params or None}
+    if cases is not None:
+        case_list = list(cases)
+    else:
+        case_list = battery(kind, full=full, families=families, **select)
+    if kind in ("divergence", "preset"):
+        first = next((c for c in case_list if c.kind == kind), None)
+        if first is not None:
+            adapter.probe_case = Case(
+                "probe", kind, shape=(3, 16), name="probe", seed=20260101,
+                divergence=first.divergence, div_params=first.div_params, order=first.order,
+                preset=first.preset, preset_params=first.preset_params,
+            )  # fmt: skip
+    t2 = sup.temperature_squared
+    adapter.resolve(lambda case, dt: _reference_for_probe(case, dt, t2))
     dtype = adapter.dtype
-    case_list = list(cases) if cases is not None else battery(kind, full=full, families=families)
     with _single_thread(adapter):
         results = [
-            _run_case(adapter, c, sup, grad=grad, diagnose_failures=diagnose_failures)
+            _run_case(
+                adapter, c, sup, grad=grad, diagnose_failures=diagnose_failures, compare=compare
+            )
             for c in case_list
         ]
     settings = adapter.describe()
@@ -670,14 +797,19 @@ def conform(
     if grad:
         grad_note = (
             "on"
-            if (kind == "loss" and adapter.backend == "torch")
+            if (kind != "mixture" and adapter.backend == "torch")
             else ("requested, not checked (needs a torch loss)")
         )
+    if grad_note == "on" and compare == "grad":
+        grad_note = "on (gradient only: values not compared)"
     settings["grad"] = grad_note
+    if kind == "preset":
+        settings["preset"] = preset
+        settings["preset_params"] = dict(preset_params or {})
     settings["support"] = {k: v for k, v in sup.describe().items() if v not in (None, "all")}
     settings["full"] = bool(full)
-    quantities = ["loss"] if kind == "loss" else ["log_mixture"]
-    if grad_note == "on":
+    quantities = ["log_mixture"] if kind == "mixture" else ["loss"]
+    if grad_note.startswith("on"):
         quantities.append("grad")
     tolerances = {}
     for q in quantities:

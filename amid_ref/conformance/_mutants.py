@@ -1,0 +1,1054 @@
+"""The known-wrong formulas of published AMiD-type losses, as data: one
+:class:`~amid_ref.conformance._diagnoses.FailureMode` record per failure mode, in
+:data:`FAILURE_MODES` (order = priority of the reported diagnosis).
+
+Each record says when the mode can apply to a failing case, evaluates the wrong formula on
+the case's own inputs (through the reference with parameters or inputs overridden, or by an
+independent NumPy evaluation in the working dtype), and how to match it (``exact`` or
+``noise``). :mod:`amid_ref.conformance._diagnoses` holds the matching.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import logsumexp
+
+from amid_ref.conformance._cases import Case, round_to_dtype
+from amid_ref.conformance._diagnoses import (
+    NOISE_SAMPLES,
+    DiagnosisContext,
+    FailureMode,
+    Wrong,
+    _jitter,
+)
+from amid_ref.conformance._reference import reduce_grad, reduce_rows
+
+__all__ = ["FAILURE_MODES"]
+
+#: Kinds of case over logits (a loss, a plain divergence, a preset).
+_LOGITS = ("loss", "divergence", "preset")
+
+# --------------------------------------------------------------------------------------
+# Wrong formulas
+# --------------------------------------------------------------------------------------
+
+
+def _beta(alpha: float) -> float:
+    return (1.0 - alpha) / 2.0
+
+
+#: Rounding-noise samples per dtype for ``noise`` modes: the unperturbed evaluation plus
+#: evaluations on inputs jittered by ±1 unit roundoff of that dtype, giving the spread of
+#: errors the wrong formula produces under a different operation order.
+
+
+def _with(variant: str, w: Wrong) -> list[Wrong]:
+    w.variant = variant
+    return [w]
+
+
+def _geometric(ctx: DiagnosisContext) -> list[Wrong]:
+    return _with("alpha=1", ctx.reference(alpha=1.0))
+
+
+def _lambda_on_student(ctx: DiagnosisContext) -> list[Wrong]:
+    return _with(f"lam={1.0 - ctx.case.lam!r}", ctx.reference(lam=1.0 - ctx.case.lam))
+
+
+def _amari_swapped(ctx: DiagnosisContext) -> list[Wrong]:
+    gamma = float(ctx.case.div_params.get("alpha", 0.0))
+    return _with(f"gamma={-gamma!r}", ctx.reference(div_params={"alpha": -gamma}))
+
+
+def _ab_line(params) -> tuple[str, float] | None:
+    a, b = float(params.get("alpha", 1.0)), float(params.get("beta", 0.0))
+    if a == 0.0 and b != 0.0:
+        return "b_", b
+    if b == 0.0 and a != 0.0:
+        return "a_", a
+    if a + b == 0.0 and a != 0.0:
+        return "a_", a
+    return None
+
+
+def _ab_one_over_a(ctx: DiagnosisContext) -> list[Wrong]:
+    name, factor = _ab_line(ctx.case.div_params)
+    w = ctx.reference()
+    w.value = w.value * factor
+    if w.grad is not None:
+        w.grad = w.grad * factor
+    return _with(name, w)
+
+
+def _ab_near_line(params) -> bool:
+    a, b = float(params.get("alpha", 1.0)), float(params.get("beta", 0.0))
+    near = [abs(x) for x in (a, b, a + b)]
+    return all(x != 0.0 for x in near) and min(near) < 1e-3
+
+
+def _ab_general(ctx: DiagnosisContext) -> list[Wrong]:
+    import amid_ref
+
+    a = float(ctx.case.div_params["alpha"])
+    b = float(ctx.case.div_params["beta"])
+    log_p, log_q = ctx.ref.log_pq()
+    log_r = np.asarray(amid_ref.log_alpha_mixture(log_p, log_q, ctx.case.alpha, ctx.case.lam))
+    x, y = {
+        "pr": (log_p, log_r),
+        "qr": (log_q, log_r),
+        "rp": (log_r, log_p),
+        "rq": (log_r, log_q),
+    }[ctx.case.order]
+    out = []
+    for dt in ctx.compute_dtypes:
+        npdt = np.float64 if dt == "float64" else np.float32
+        for k in range(NOISE_SAMPLES):
+            with np.errstate(all="ignore"):
+                xs = _jitter(np.exp(x), dt, k // 2).astype(npdt)
+                ys = _jitter(np.exp(y), dt, k // 2).astype(npdt)
+                a_, b_ = npdt(a), npdt(b)
+                if k % 2 == 0:  # coefficients computed in the working dtype
+                    ca, cb, ab = a_ / (a_ + b_), b_ / (a_ + b_), a_ * b_
+                else:  # coefficients computed in float64 and rounded once
+                    ca, cb, ab = npdt(a / (a + b)), npdt(b / (a + b)), npdt(a * b)
+                terms = xs**a_ * ys**b_ - ca * xs ** (a_ + b_) - cb * ys ** (a_ + b_)
+                rows = -np.sum(terms, axis=-1, dtype=npdt) / ab
+            out.append(Wrong(dt, ctx.reduce(rows.astype(np.float64))))
+    return out
+
+
+def _has_neg_inf(ctx: DiagnosisContext) -> bool:
+    return bool(np.isneginf(ctx.ref.s).any() or np.isneginf(ctx.ref.t).any())
+
+
+def _padded_zero(ctx: DiagnosisContext) -> list[Wrong]:
+    s, t = ctx.ref.s, ctx.ref.t
+    zs, zt = np.where(np.isneginf(s), 0.0, s), np.where(np.isneginf(t), 0.0, t)
+    out = []
+    for variant, ss, tt in (("both", zs, zt), ("teacher", s, zt), ("student", zs, t)):
+        if np.array_equal(ss, s) and np.array_equal(tt, t):
+            continue  # that side has no -inf entry
+        out.append(_with(variant, ctx.reference(s=ss, t=tt))[0])
+    return out
+
+
+def _padded_overrides(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
+    s, t = ctx.ref.s, ctx.ref.t
+    zs, zt = np.where(np.isneginf(s), 0.0, s), np.where(np.isneginf(t), 0.0, t)
+    out = []
+    for variant, ss, tt in (("both", zs, zt), ("teacher", s, zt), ("student", zs, t)):
+        if not (np.array_equal(ss, s) and np.array_equal(tt, t)):
+            out.append((variant, {"s": ss, "t": tt}))
+    return out
+
+
+def _mask_nan(ctx: DiagnosisContext) -> list[Wrong]:
+    return [Wrong("0/0", np.asarray(math.nan))]
+
+
+def _mask_not_applied(ctx: DiagnosisContext) -> list[Wrong]:
+    rows, g = ctx.ref.rows(grad=ctx.want_grad)
+    value = reduce_rows(rows, None, ctx.reduction)
+    grad = reduce_grad(g, None, ctx.reduction, ctx.upstream) if g is not None else None
+    return [Wrong("ignored rows counted", value, grad)]
+
+
+def _swapped_roles(ctx: DiagnosisContext) -> list[Wrong]:
+    return _with("student<->teacher", ctx.reference(s=ctx.ref.t, t=ctx.ref.s))
+
+
+def _temperature(ctx: DiagnosisContext) -> list[Wrong]:
+    temp = float(ctx.case.temperature)
+    sq = ctx.reference()
+    sq.value = sq.value * temp**2
+    if sq.grad is not None:
+        sq.grad = sq.grad * temp**2
+    sq.variant = "T^2 * loss (Hinton scaling)"
+    ignored = ctx.reference(temperature=1.0)
+    ignored.variant = "temperature ignored"
+    return [sq, ignored]
+
+
+def _scaled_before_max(ctx: DiagnosisContext) -> list[Wrong]:
+    """Logits multiplied by 1/T in the working dtype, before the row max is subtracted."""
+    inv_t = 1.0 / float(ctx.case.temperature)
+    dt = "float32" if ctx.dtype in ("bfloat16", "float16") else ctx.dtype
+    out = []
+    for variant, scale in (("1/T rounded", float(round_to_dtype(inv_t, dt))), ("1/T", inv_t)):
+        with np.errstate(over="ignore", invalid="ignore"):
+            ss = round_to_dtype(ctx.ref.s * scale, dt)
+            tt = round_to_dtype(ctx.ref.t * scale, dt)
+        out.append(_with(variant, ctx.reference(s=ss, t=tt, temperature=1.0))[0])
+    return out
+
+
+def _other_reduction(ctx: DiagnosisContext) -> list[Wrong]:
+    other = "sum" if ctx.reduction == "mean" else "mean"
+    rows, g = ctx.ref.rows(grad=ctx.want_grad)
+    value = reduce_rows(rows, ctx.mask, other)
+    grad = reduce_grad(g, ctx.mask, other, ctx.upstream) if g is not None else None
+    return [Wrong(other, value, grad)]
+
+
+def _unnormalized(ctx: DiagnosisContext) -> list[Wrong]:
+    import amid_ref
+
+    log_m = np.asarray(amid_ref.log_alpha_mean(ctx.ref.t, ctx.ref.s, ctx.case.alpha, ctx.case.lam))
+    if ctx.ref.normalized:
+        return [Wrong("log m (unnormalized)", log_m)]
+    return [Wrong("log r (normalized)", log_m - logsumexp(log_m, axis=-1, keepdims=True))]
+
+
+def _detached(ctx: DiagnosisContext) -> list[Wrong]:
+    flip = not ctx.ref.detach_assistant
+    w = ctx.reference(detach_assistant=flip)
+    w.variant = "assistant detached" if flip else "assistant not detached"
+    return [w]
+
+
+def _prob_space_log_m(lp, lq, alpha: float, lam: float, npdt) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        p, q = np.exp(lp.astype(npdt)), np.exp(lq.astype(npdt))
+        lam_, mu_ = npdt(lam), npdt(1.0 - lam)
+        if alpha == 1.0:
+            m = p**lam_ * q**mu_
+        elif alpha == math.inf:
+            m = np.minimum(p, q)
+        elif alpha == -math.inf:
+            m = np.maximum(p, q)
+        else:
+            beta = npdt(_beta(alpha))
+            m = (lam_ * p**beta + mu_ * q**beta) ** (npdt(1.0) / beta)
+        r = m / np.sum(m, axis=-1, keepdims=True)
+        return np.log(r.astype(np.float64))
+
+
+def _probability_space(ctx: DiagnosisContext) -> list[Wrong]:
+    log_p, log_q = ctx.ref.log_pq()
+    out = []
+    for dt in ctx.compute_dtypes:
+        npdt = {"float64": np.float64, "float32": np.float32, "float16": np.float16}[dt]
+        log_r = _prob_space_log_m(log_p, log_q, ctx.case.alpha, ctx.case.lam, npdt)
+        out.append(Wrong(dt, ctx.from_log_m(log_r)))
+    return out
+
+
+def _naive_log_m(lp, lq, alpha: float, lam: float, dtype: str) -> np.ndarray:
+    """``(1/β)·logaddexp(log λ + β lp, log(1−λ) + β lq)`` with every result rounded to dtype."""
+
+    def rnd(x):
+        return round_to_dtype(x, dtype)
+
+    beta = _beta(alpha)
+    with np.errstate(all="ignore"):
+        log_lam = math.log(lam) if lam > 0 else -math.inf
+        log_mu = math.log1p(-lam) if lam < 1 else -math.inf
+        a = rnd(rnd(rnd(lp) * beta) + log_lam)
+        b = rnd(rnd(rnd(lq) * beta) + log_mu)
+        return rnd(rnd(np.logaddexp(a, b)) / beta)
+
+
+def _low_precision(ctx: DiagnosisContext) -> list[Wrong]:
+    log_p, log_q = ctx.ref.log_pq()
+    out = []
+    # The formula in the declared dtype, or in fp32 after an upcast of bf16/fp16 inputs.
+    dtypes = [ctx.dtype] + (["float32"] if ctx.dtype in ("bfloat16", "float16") else [])
+    for dt in dtypes:
+        for k in range(NOISE_SAMPLES):
+            lp, lq = _jitter(log_p, dt, k), _jitter(log_q, dt, k)
+            log_m = _naive_log_m(lp, lq, ctx.case.alpha, ctx.case.lam, dt)
+            out.append(Wrong(dt, ctx.from_log_m(log_m)))
+    if ctx.dtype in ("bfloat16", "float16") and (
+        ctx.kind == "mixture" or ctx.case.divergence == "kl"
+    ):
+        for k in range(NOISE_SAMPLES):
+            out.append(Wrong(f"{ctx.dtype} throughout", _throughout(ctx, ctx.dtype, k)))
+    return out
+
+
+def _throughout(ctx: DiagnosisContext, dt: str, sample: int) -> np.ndarray:
+    """Log-softmax, naive mixture, normalization and KL all rounded to ``dt`` (a loss run
+    in the input dtype without an upcast); sums accumulate in fp32, as torch's do."""
+
+    def rnd(x):
+        return round_to_dtype(x, dt)
+
+    def log_softmax(x):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            x32 = x.astype(np.float32)
+            top = np.max(x32, axis=-1, keepdims=True)
+            top = np.where(np.isfinite(top), top, 0)
+            lse = np.log(np.sum(np.exp(x32 - top), axis=-1, keepdims=True, dtype=np.float32))
+            return rnd((x32 - top - lse).astype(np.float64))
+
+    if ctx.kind == "mixture":
+        lp, lq = ctx.ref.t, ctx.ref.s
+    else:
+        temp = float(ctx.case.temperature)
+        lp, lq = log_softmax(rnd(ctx.ref.t / temp)), log_softmax(rnd(ctx.ref.s / temp))
+    lp, lq = rnd(_jitter(lp, dt, sample)), rnd(_jitter(lq, dt, sample))
+    log_r = log_softmax(_naive_log_m(lp, lq, ctx.case.alpha, ctx.case.lam, dt))
+    if ctx.kind == "mixture":
+        return log_r
+    x, y = {"pr": (lp, log_r), "qr": (lq, log_r), "rp": (log_r, lp), "rq": (log_r, lq)}[
+        ctx.case.order
+    ]
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = rnd(rnd(np.exp(x)) * rnd(x - y))
+        terms = np.where(np.isneginf(x), 0.0, terms)
+        rows = rnd(np.sum(terms.astype(np.float32), axis=-1, dtype=np.float32).astype(np.float64))
+    return ctx.reduce(rows)
+
+
+def _same_inputs(case: Case, **changes) -> Case:
+    """``case`` with other parameters but the very same (unrounded) inputs."""
+    s, t = case.logits()
+    params = {
+        "kind": case.kind,
+        "alpha": case.alpha,
+        "lam": case.lam,
+        "divergence": case.divergence,
+        "order": case.order,
+        "div_params": dict(case.div_params),
+        "temperature": case.temperature,
+        "reduction": case.reduction,
+    }
+    params.update(changes)
+    return Case(
+        "control", name=case.name + "/control", student_logits=s, teacher_logits=t, **params
+    )
+
+
+def _beta_control(case: Case, k: float) -> Case | None:
+    beta = _beta(case.alpha) * k
+    if not math.isfinite(beta) or abs(beta) > 1e6 or beta == 0.0:
+        return None
+    return _same_inputs(case, alpha=1.0 - 2.0 * beta)
+
+
+def _ab_control(case: Case, k: float) -> Case | None:
+    a, b = float(case.div_params["alpha"]), float(case.div_params["beta"])
+    near = min((abs(a), "a"), (abs(b), "b"), (abs(a + b), "s"))[1]
+    if near == "a":
+        a = a * k
+    elif near == "b":
+        b = b * k
+    else:
+        b = -a + (a + b) * k
+    return _same_inputs(case, div_params={"alpha": a, "beta": b})
+
+
+def _finite_beta(ctx: DiagnosisContext) -> bool:
+    a, lam = ctx.case.alpha, ctx.case.lam
+    return math.isfinite(a) and a != 1.0 and 0.0 < lam < 1.0
+
+
+# --- modes of published code: NaN at α = ±∞, −inf handling, parameters, CE, dtype, JSD ends --
+
+
+def _confirm_lambda_on_student(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """Near λ ∈ {0, 1} the wrong mixture is p or q itself, and the wrong loss often
+    D(x‖x) ≈ 0, which any output of 0 "matches": require the same defect at λ = 0.25 on the
+    same inputs."""
+    from amid_ref.conformance._diagnoses import _agrees, _fails
+
+    if ctx.probe is None or ctx.case.mask is not None:
+        return False
+    lam = 0.25 if ctx.case.lam != 0.25 else 0.125
+    moved = _same_inputs(ctx.case, lam=lam)
+    probed = ctx.probe(moved)
+    if probed is None:
+        return False
+    got, want = probed
+    wrong = np.asarray(ctx.moved(moved).reference(lam=1.0 - lam).value)
+    return bool(_fails(wrong, want, tol).any() and _agrees(got, wrong, tol))
+
+
+def _naive_at_infinite_alpha(ctx: DiagnosisContext) -> list[Wrong]:
+    log_p, log_q = ctx.ref.log_pq()
+    log_m = _naive_log_m(log_p, log_q, ctx.case.alpha, ctx.case.lam, "float64")
+    return [Wrong("beta=" + ("-inf" if ctx.case.alpha > 0 else "inf"), ctx.from_log_m(log_m))]
+
+
+def _confirm_infinite_alpha(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """The NaN is the α, not the inputs: the same α and λ on realistic logits is NaN too
+    (a probability-space mixture, say, is NaN only where p and q underflow)."""
+    from dataclasses import replace
+
+    if ctx.probe is None or ctx.case.mask is not None:
+        return False
+    c = ctx.case
+    control = replace(c, family="control", inputs="realistic", name=c.name + "/control",
+                      student_logits=None, teacher_logits=None, seed=c.seed)  # fmt: skip
+    probed = ctx.probe(control)
+    return probed is not None and bool(np.isnan(probed[0]).any())
+
+
+def _kl_terms(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-entry a·(log a − log b) of KL(a‖b) from logs: 0 where a = 0, +inf where only b = 0."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        t = np.exp(x) * (x - y)
+    return np.where(np.isneginf(x), 0.0, np.where(np.isneginf(y), np.inf, t))
+
+
+def _kl_pairs(ctx: DiagnosisContext) -> list[tuple[float, np.ndarray, np.ndarray]] | None:
+    """The loss as Σ weight·KL(a‖b) over ``(weight, log a, log b)`` (None: not KL-type).
+
+    A KL loss has one pair per order term; a generalized JSD D_js(x‖y; β) is β·KL(x‖m) +
+    (1−β)·KL(y‖m), m = βx + (1−β)y (0 at β ∈ {0, 1}).
+    """
+    import amid_ref
+
+    c = ctx.case
+    if ctx.kind == "mixture" or c.divergence not in ("kl", "js"):
+        return None
+    log_p, log_q = ctx.ref.log_pq()
+    terms = c.preset_record().terms if c.kind == "preset" else ((c.order, 1.0),)
+    pairs = []
+    for order, weight in terms:
+        if weight == 0.0:
+            continue
+        log_r = log_q
+        if c.lam != 0.0:
+            log_r = np.asarray(amid_ref.log_alpha_mixture(log_p, log_q, c.alpha, c.lam))
+        x, y = {"pr": (log_p, log_r), "qr": (log_q, log_r), "rp": (log_r, log_p),
+                "rq": (log_r, log_q)}[order]  # fmt: skip
+        if c.divergence == "kl":
+            pairs.append((weight, x, y))
+            continue
+        beta = float(c.div_params.get("beta", 0.5))
+        if beta in (0.0, 1.0):
+            continue
+        with np.errstate(divide="ignore"):
+            lm = np.logaddexp(math.log(beta) + x, math.log1p(-beta) + y)
+        pairs += [(weight * beta, x, lm), (weight * (1.0 - beta), y, lm)]
+    return pairs
+
+
+def _scaled(ctx: DiagnosisContext, rows: np.ndarray) -> np.ndarray:
+    if ctx.ref.temperature_squared:
+        rows = rows * float(ctx.case.temperature) ** 2
+    return rows
+
+
+def _neg_inf_dropped(ctx: DiagnosisContext) -> list[Wrong]:
+    pairs = _kl_pairs(ctx)
+    if pairs is None:
+        return []
+    out = []
+    for side, logits in (("teacher", ctx.ref.t), ("student", ctx.ref.s)):
+        dropped = np.isneginf(logits)
+        if not dropped.any():
+            continue
+        rows = sum(w * np.where(dropped, 0.0, _kl_terms(x, y)).sum(axis=-1) for w, x, y in pairs)
+        out.append(Wrong(side, ctx.reduce(_scaled(ctx, np.asarray(rows, dtype=np.float64)))))
+    return out
+
+
+def _nan_grad(ctx: DiagnosisContext) -> list[Wrong]:
+    w = ctx.reference()
+    if w.grad is None:
+        return []
+    every = Wrong("every entry", w.value, np.full(w.grad.shape, np.nan))
+    some = Wrong(
+        "rows holding a zero probability", w.value, np.where(_zero_rows(ctx), np.nan, w.grad)
+    )
+    return [every, some]
+
+
+def _zero_rows(ctx: DiagnosisContext) -> np.ndarray:
+    """Rows (keepdims) where p or q has a zero: a −inf logit, or a probability that
+    underflows to 0 in the working dtype (fp32: log-probabilities below about −103)."""
+    log_p, log_q = ctx.ref.log_pq()
+    floor = -103.0 if ctx.dtype != "float64" else -744.0
+    zero = (log_p < floor) | (log_q < floor)
+    return zero.any(axis=-1, keepdims=True)
+
+
+def _has_zero(ctx: DiagnosisContext) -> bool:
+    return bool(_zero_rows(ctx).any())
+
+
+def _kl_div_nan(ctx: DiagnosisContext) -> list[Wrong]:
+    """``F.kl_div(log b, target)`` per KL(a‖b) term: NaN rows where the target a has a −inf
+    log (log_target=True: exp(−inf)·(−inf − log b) = 0·(−inf)), or where a = 0 meets
+    log b = −inf (log_target=False: 0·log 0 − 0·(−inf))."""
+    pairs = _kl_pairs(ctx)
+    if pairs is None:
+        return []
+    rows, _ = ctx.ref.rows()
+    out = []
+    for variant, bad_entry in (
+        ("log_target=True", lambda x, y: np.isneginf(x)),
+        ("log_target=False", lambda x, y: np.isneginf(x) & np.isneginf(y)),
+    ):
+        bad = np.zeros(rows.shape, dtype=bool)
+        for _, x, y in pairs:
+            bad |= bad_entry(x, y).any(axis=-1)
+        if not bad.any():
+            continue
+        out.append((variant, bad))
+    if len(out) == 2 and np.array_equal(out[0][1], out[1][1]):
+        out = [("log_target=True, or False where both are zero", out[0][1])]
+    # The value is the symptom: the gradient of such rows is NaN too, but a NaN gradient
+    # under a right value is nan_grad_at_neg_inf's.
+    return [Wrong(v, ctx.reduce(np.where(bad, np.nan, rows))) for v, bad in out]
+
+
+def _kl_div_nan_transform(ctx: DiagnosisContext, wrong: Wrong) -> list[Wrong]:
+    pairs = _kl_pairs(ctx)
+    if pairs is None or wrong.value is None:
+        return []
+    bad = np.zeros(ctx.ref.s.shape[:-1], dtype=bool)
+    for _, x, _ in pairs:
+        bad |= np.isneginf(x).any(axis=-1)
+    if not bad.any() or ctx.reduction != "none":
+        return (
+            [] if not bad.any() else [Wrong("log_target=True", np.full_like(wrong.value, np.nan))]
+        )
+    return [Wrong("log_target=True", np.where(bad, np.nan, wrong.value))]
+
+
+def _other_params(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
+    """Parameter sets of the case's divergence other than the one asked for."""
+    from amid_ref.conformance._cases import _div_grid
+
+    c = ctx.case
+    if c.kind == "preset" or not c.div_params or c.divergence not in _div_params_names():
+        return []
+    seen, out = [], []
+    for params in [*_div_grid(c.divergence), *_PUBLISHED_DEFAULTS.get(c.divergence, ())]:
+        if params == dict(c.div_params) or params in seen:
+            continue
+        if c.divergence == "js" and params["beta"] in (0.0, 1.0):
+            continue  # JSD_0 = JSD_1 = 0 for all inputs: "matching" it is no evidence
+        seen.append(params)
+        label = ", ".join(f"{k}={v:g}" for k, v in params.items())
+        out.append((label, {"div_params": dict(params)}))
+    return out
+
+
+def _div_params_names() -> tuple[str, ...]:
+    return ("js", "amari", "renyi", "ab")
+
+
+#: Parameters published code fixes (ABKD's and the AMiD paper's AB (0.2, 0.7) is in the grid).
+_PUBLISHED_DEFAULTS: dict[str, tuple[dict[str, float], ...]] = {
+    "js": ({"beta": 0.5},),
+    "ab": ({"alpha": 0.2, "beta": 0.7},),
+}
+
+
+def _rounded_params(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
+    """The divergence's parameters rounded to the working dtype (e.g. TRL's β tensor in the
+    logits' dtype: bf16(0.999999) = 1)."""
+    c = ctx.case
+    if ctx.dtype not in ("bfloat16", "float16") or not c.div_params:
+        return []
+    rounded = {
+        k: float(round_to_dtype(np.asarray([v]), ctx.dtype)[0]) for k, v in c.div_params.items()
+    }
+    if rounded == dict(c.div_params):
+        return []
+    label = ", ".join(f"{k}={v!r}" for k, v in rounded.items())
+    return [(label, {"div_params": rounded})]
+
+
+def _confirm_params_ignored(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """ "Whatever is asked": with other parameters asked on the same inputs, the output is
+    still the divergence at the same fixed parameters."""
+    from amid_ref.conformance._diagnoses import _agrees
+
+    if ctx.probe is None or ctx.case.mask is not None:
+        return False
+    fixed = dict(next(ov for label, ov in _other_params(ctx) if label == variant)["div_params"])
+    for _, ov in _other_params(ctx):
+        asked = ov["div_params"]
+        if asked == fixed:
+            continue
+        moved = _same_inputs(ctx.case, div_params=asked)
+        probed = ctx.probe(moved)
+        if probed is None:
+            return False
+        wrong = ctx.moved(moved).reference(div_params=fixed).value
+        if np.all(np.abs(np.asarray(wrong) - probed[1]) <= 1e-9):
+            continue  # the two parameter sets agree on these inputs: no evidence either way
+        return _agrees(probed[0], np.asarray(wrong), tol)
+    return False
+
+
+def _confirm_rounded_params(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """The same inputs passed as float32 (the parameter then rounded to fp32 only) give the
+    reference: the rounding of the parameter to the input dtype is the defect."""
+    return _confirm_input_dtype(ctx, variant, tol)
+
+
+def _params_ignored(ctx: DiagnosisContext) -> list[Wrong]:
+    out = []
+    for label, ov in _other_params(ctx):
+        w = ctx.reference(**ov)
+        if np.all(np.abs(np.asarray(w.value)) < 1e-9):
+            continue  # a divergence ~0 for all inputs there (JSD at β = 1e-15): no evidence
+        w.variant = label
+        out.append(w)
+    return out
+
+
+def _preset_params_ignored(ctx: DiagnosisContext) -> list[Wrong]:
+    from dataclasses import replace
+
+    from amid_ref.conformance._cases import PRESET_PARAM_GRIDS
+
+    c = ctx.case
+    default = PRESET_PARAM_GRIDS[c.preset][0]
+    if not c.preset_params or dict(c.preset_params) == default:
+        return []
+    moved = ctx.moved(replace(c, preset_params=default))
+    w = moved.reference()
+    w.variant = ", ".join(f"{k}={v:g}" for k, v in default.items())
+    return [w]
+
+
+def _entropy_of_first(ctx: DiagnosisContext) -> np.ndarray | None:
+    pairs = _kl_pairs(ctx)
+    if pairs is None or ctx.case.divergence != "kl":
+        return None
+    return sum(w * -_kl_terms(x, np.zeros_like(x)).sum(axis=-1) for w, x, _ in pairs)
+
+
+def _cross_entropy(ctx: DiagnosisContext) -> list[Wrong]:
+    h = _entropy_of_first(ctx)
+    if h is None:
+        return []
+    w = ctx.reference()
+    c = ctx.case
+    orders = [o for o, _ in c.preset_record().terms] if c.kind == "preset" else [c.order]
+    # H(a) is constant in the student only when every term's first distribution is p.
+    student_free = all(o == "pr" for o in orders)
+    w.value = w.value + ctx.reduce(_scaled(ctx, np.asarray(h, dtype=np.float64)))
+    if not student_free:
+        w.grad = None
+    w.variant = "H(" + {"pr": "p", "qr": "q", "rp": "r", "rq": "r"}[orders[0]] + ")"
+    return [w]
+
+
+def _jsd_endpoint(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
+    """The generalized JSD at β ∈ {0, 1} replaced by KL(x‖y) at β = 0, KL(y‖x) at β = 1."""
+    c = ctx.case
+    flip = {"pr": "rp", "rp": "pr", "qr": "rq", "rq": "qr"}
+    if c.kind == "preset":
+        beta = float(c.preset_params.get("beta", 0.5))
+        if c.preset != "gkd_jsd" or beta not in (0.0, 1.0):
+            return []
+        order = "pr" if beta == 0.0 else "rp"
+        return [(f"KL({'p‖q' if beta == 0 else 'q‖p'}) at beta={beta:g}",
+                 {"terms": ((order, 1.0),), "lam": 0.0})]  # fmt: skip
+    beta = float(c.div_params.get("beta", 0.5)) if c.divergence == "js" else None
+    if beta not in (0.0, 1.0):
+        return []
+    order = c.order if beta == 0.0 else flip[c.order]
+    pair = {"pr": "p‖q", "rp": "q‖p", "qr": "q‖r", "rq": "r‖q"}[order]
+    if c.lam != 0.0:
+        pair = {"pr": "p‖r", "rp": "r‖p", "qr": "q‖r", "rq": "r‖q"}[order]
+    ov = {"divergence": "kl", "div_params": {}, "order": order}
+    return [(f"KL({pair}) at beta={beta:g}", ov)]
+
+
+def _from_overrides(fn):
+    def evaluate(ctx: DiagnosisContext) -> list[Wrong]:
+        out = []
+        for variant, ov in fn(ctx):
+            w = ctx.reference(**ov)
+            w.variant = variant
+            out.append(w)
+        return out
+
+    return evaluate
+
+
+def _emulated_rows(
+    ctx: DiagnosisContext, dt: str, sample: int, form: str = "logs"
+) -> np.ndarray | None:
+    """The loss with every intermediate rounded to ``dt`` (log-softmax, the mixture, the
+    per-entry terms; sums accumulated in fp32 as torch's are): a loss computed in its input
+    dtype, at any α. KL-type losses only."""
+
+    def rnd(x):
+        return round_to_dtype(x, dt)
+
+    c = ctx.case
+    if ctx.kind == "mixture" or c.divergence not in ("kl", "js"):
+        return None
+
+    def log_softmax(x):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            x32 = rnd(x).astype(np.float32)
+            top = np.max(x32, axis=-1, keepdims=True)
+            top = np.where(np.isfinite(top), top, 0)
+            lse = np.log(np.sum(np.exp(x32 - top), axis=-1, keepdims=True, dtype=np.float32))
+            return rnd((x32 - top).astype(np.float64) - rnd(lse.astype(np.float64)))
+
+    temp = float(c.temperature)
+    lp = rnd(_jitter(log_softmax(rnd(ctx.ref.t / temp)), dt, sample))
+    lq = rnd(_jitter(log_softmax(rnd(ctx.ref.s / temp)), dt, sample))
+    if c.lam == 0.0:
+        lr = lq
+    elif math.isfinite(c.alpha) and c.alpha != 1.0:
+        lr = log_softmax(_naive_log_m(lp, lq, c.alpha, c.lam, dt))
+    elif c.alpha == 1.0:
+        lr = log_softmax(rnd(rnd(c.lam * lp) + rnd((1.0 - c.lam) * lq)))
+    else:
+        lr = log_softmax(np.minimum(lp, lq) if c.alpha > 0 else np.maximum(lp, lq))
+
+    def kl(x, y):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            a = rnd(np.exp(x))
+            if form == "probabilities":  # kl_div(log b, a): a·(log a − log b), log a recomputed
+                x = rnd(np.log(a))
+            terms = rnd(a * rnd(x - y))
+        terms = np.where(np.isneginf(x), 0.0, terms)
+        return rnd(np.sum(terms.astype(np.float32), axis=-1, dtype=np.float32).astype(np.float64))
+
+    terms = c.preset_record().terms if c.kind == "preset" else ((c.order, 1.0),)
+    rows = 0.0
+    for order, weight in terms:
+        if weight == 0.0:
+            continue
+        x, y = {"pr": (lp, lr), "qr": (lq, lr), "rp": (lr, lp), "rq": (lr, lq)}[order]
+        if c.divergence == "kl":
+            rows = rows + weight * kl(x, y)
+            continue
+        beta = float(c.div_params.get("beta", 0.5))
+        if beta in (0.0, 1.0):
+            continue
+        with np.errstate(divide="ignore"):
+            lm = rnd(np.logaddexp(rnd(x + math.log(beta)), rnd(y + math.log1p(-beta))))
+        rows = rows + weight * rnd(rnd(beta * kl(x, lm)) + rnd((1.0 - beta) * kl(y, lm)))
+    return _scaled(ctx, np.asarray(rows, dtype=np.float64) + np.zeros(ctx.ref.s.shape[:-1]))
+
+
+def _input_dtype(ctx: DiagnosisContext) -> list[Wrong]:
+    out = []
+    for form in ("logs", "probabilities"):
+        for k in range(NOISE_SAMPLES // 2):
+            rows = _emulated_rows(ctx, ctx.dtype, k, form)
+            if rows is None:
+                return []
+            out.append(Wrong(ctx.dtype, ctx.reduce(rows)))
+            # ... and with the scaled rows and the reduced loss rounded too
+            rounded = round_to_dtype(ctx.reduce(round_to_dtype(rows, ctx.dtype)), ctx.dtype)
+            out.append(Wrong(ctx.dtype, rounded))
+    return out
+
+
+def _confirm_input_dtype(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """The same (rounded) inputs passed as float32 give the reference within the float32
+    tolerance: the error comes from the arithmetic dtype, not from the formula."""
+    from amid_ref.conformance._diagnoses import _fails
+    from amid_ref.conformance._reference import tolerance_for
+
+    if ctx.probe is None:
+        return False
+    probed = ctx.probe(ctx.case, "float32")
+    if probed is None:
+        return False
+    got32, want = probed
+    return not _fails(got32, want, tolerance_for("loss", "float32")[0]).any()
+
+
+# --------------------------------------------------------------------------------------
+# The registry (order = priority of the reported diagnosis)
+# --------------------------------------------------------------------------------------
+
+FAILURE_MODES: tuple[FailureMode, ...] = (
+    FailureMode(
+        "jsd_endpoint_kl",
+        "KL returned at the generalized JSD's endpoints β ∈ {0, 1}",
+        "matches {variant}: at β = 0 and β = 1 the generalized JSD is 0 (its mixture is one "
+        "of the two distributions), while this returns forward KL at β = 0 and reverse KL at "
+        "β = 1 (TRL and liger-kernel document this as intended: a jump at the endpoints)",
+        "exact",
+        lambda c: bool(_jsd_endpoint(c)),
+        _from_overrides(_jsd_endpoint),
+        _LOGITS,
+        overrides=_jsd_endpoint,
+    ),
+    FailureMode(
+        "infinite_alpha_nan",
+        "NaN at α = ±∞ (the finite-α formula evaluated with β = ∓∞)",
+        "matches the finite-α formula (1/β)·logaddexp(log λ + β log p, log(1−λ) + β log q) "
+        "at α = ±∞ ({variant}): NaN; α = +∞ is min(p, q), α = −∞ max(p, q), normalized",
+        "exact",
+        lambda c: c.kind in ("loss", "mixture") and math.isinf(c.case.alpha) and 0 < c.case.lam < 1,
+        _naive_at_infinite_alpha,
+        nonfinite_symptom=True,
+        confirm=_confirm_infinite_alpha,
+    ),
+    FailureMode(
+        "kl_div_nan_at_neg_inf",
+        "NaN from F.kl_div at −inf targets (0·(−inf))",
+        "matches F.kl_div({variant}): NaN on every row where the target distribution has a "
+        "zero (a −inf log-probability), since exp(−inf)·(−inf − input) = 0·(−inf); the KL "
+        "term of a zero is 0 (mask it, e.g. torch.where(target == -inf, 0, ...))",
+        "exact",
+        lambda c: c.kind != "mixture" and _has_neg_inf(c),
+        _kl_div_nan,
+        _LOGITS,
+        nonfinite_symptom=True,
+        transform=_kl_div_nan_transform,
+    ),
+    FailureMode(
+        "neg_inf_dropped",
+        "−inf (masked) entries dropped from the divergence's sum",
+        "matches the sum with the entries where the {variant} logit is −inf left out: those "
+        "entries still carry mass in the other distributions (their terms are not 0), so "
+        "the divergence is wrong and can be negative",
+        "exact",
+        lambda c: c.kind != "mixture" and _has_neg_inf(c),
+        _neg_inf_dropped,
+        _LOGITS,
+    ),
+    FailureMode(
+        "nan_grad_at_neg_inf",
+        "NaN gradients at −inf logits or zero probabilities while the loss value is right",
+        "matches the right loss with NaN gradients on {variant} (a masked_fill or where "
+        "applied after the 0·log 0 or 0·(−inf) arithmetic, e.g. kl_div's target = "
+        "softmax(student) underflowing to 0: the forward value is fixed, the backward is "
+        "still NaN; mask the inputs before the arithmetic)",
+        "exact",
+        lambda c: c.kind != "mixture" and c.want_grad and _has_zero(c),
+        _nan_grad,
+        _LOGITS,
+        nonfinite_symptom=True,
+    ),
+    FailureMode(
+        "params_rounded_to_dtype",
+        "divergence parameters rounded to the input dtype",
+        "matches the divergence with its parameters rounded to the input dtype ({variant}): "
+        "the parameter is made a tensor of the logits' dtype (keep it a Python float or "
+        "fp32)",
+        "exact",
+        lambda c: c.kind != "mixture" and bool(_rounded_params(c)),
+        _from_overrides(_rounded_params),
+        _LOGITS,
+        confirm=_confirm_rounded_params,
+        overrides=_rounded_params,
+    ),
+    FailureMode(
+        "preset_params_ignored",
+        "a preset's parameters ignored (its default used)",
+        "matches the preset at its default {variant} whatever is asked: the parameter is ignored",
+        "exact",
+        lambda c: c.kind == "preset",
+        _preset_params_ignored,
+        ("preset",),
+    ),
+    FailureMode(
+        "cross_entropy_for_kl",
+        "cross-entropy returned instead of KL (KL + H(a))",
+        "matches the cross-entropy −Σ a·log b = KL(a‖b) + {variant}: the value is off by the "
+        "entropy of the first distribution, a constant in the student when it is the teacher "
+        "p, so the gradient is right (check such a peer with --grad-only)",
+        "exact",
+        lambda c: c.kind != "mixture" and c.case.divergence == "kl",
+        _cross_entropy,
+        _LOGITS,
+    ),
+    FailureMode(
+        "geometric_collapse",
+        "an α-mixture that computes the geometric mixture for every α ≥ 1",
+        "matches the geometric mixture: α ≥ 1 collapsed to α = 1 (so α = 3 is not harmonic)",
+        "exact",
+        lambda c: c.case.alpha > 1.0,
+        _geometric,
+        overrides=lambda c: [("alpha=1", {"alpha": 1.0})],
+    ),
+    FailureMode(
+        "lambda_on_student",
+        "λ applied to the student instead of the teacher",
+        "matches λ applied to the student: the mixture weights q by λ (λ must weight the "
+        "teacher p; λ = 1 gives r = p)",
+        "exact",
+        lambda c: c.case.lam != 0.5,
+        _lambda_on_student,
+        confirm=_confirm_lambda_on_student,
+        overrides=lambda c: [(f"lam={1.0 - c.case.lam!r}", {"lam": 1.0 - c.case.lam})],
+    ),
+    FailureMode(
+        "amari_limits_swapped",
+        "Amari α-divergence limits swapped (γ → 1 returning KL(a‖b))",
+        "matches the Amari α-divergence with γ → −γ: the limits are swapped (γ → 1 must give "
+        "KL(b‖a), γ → −1 KL(a‖b))",
+        "exact",
+        lambda c: (
+            c.kind != "mixture"
+            and c.case.divergence == "amari"
+            and float(c.case.div_params.get("alpha", 0.0)) != 0.0
+        ),
+        _amari_swapped,
+        _LOGITS,
+    ),
+    FailureMode(
+        "ab_special_case_scale",
+        "AB-divergence special cases using 1/a_ instead of 1/a_²",
+        "matches the AB-divergence special case with 1/{variant} instead of 1/{variant}² "
+        "(a function discontinuous in (a_, b_))",
+        "exact",
+        lambda c: (
+            c.kind != "mixture"
+            and c.case.divergence == "ab"
+            and _ab_line(c.case.div_params) is not None
+            and abs(_ab_line(c.case.div_params)[1]) != 1.0
+        ),
+        _ab_one_over_a,
+        _LOGITS,
+    ),
+    FailureMode(
+        "divergence_params_ignored",
+        "divergence parameters ignored (the output is the divergence at fixed parameters)",
+        "matches the divergence at {variant} whatever parameters are asked: the divergence "
+        "parameters are ignored",
+        "exact",
+        lambda c: c.kind != "mixture" and bool(_other_params(c)),
+        _params_ignored,
+        _LOGITS,
+        confirm=_confirm_params_ignored,
+        overrides=_other_params,
+    ),
+    FailureMode(
+        "padded_logit_zero",
+        "padded vocabulary entries given logit 0 instead of −inf",
+        "matches masked/padded vocabulary entries given logit 0 instead of −inf ({variant} logits)",
+        "exact",
+        lambda c: c.kind != "mixture" and _has_neg_inf(c),
+        _padded_zero,
+        _LOGITS,
+        overrides=lambda c: _padded_overrides(c),
+    ),
+    FailureMode(
+        "mask_divide_by_zero",
+        "masks that divide by zero when every position is ignored",
+        "matches sum(mask·loss)/sum(mask) = 0/0: the mean divides by zero when every "
+        "position is ignored (return 0)",
+        "exact",
+        lambda c: c.kind != "mixture" and c.case.mask == "all" and c.reduction == "mean",
+        _mask_nan,
+        _LOGITS,
+        nonfinite_symptom=True,
+    ),
+    FailureMode(
+        "ignore_index_not_applied",
+        "labels equal to ignore_index still counted",
+        "matches the loss with ignore_index not applied (ignored positions counted)",
+        "exact",
+        lambda c: c.kind != "mixture" and c.case.mask in ("some", "all"),
+        _mask_not_applied,
+        _LOGITS,
+    ),
+    FailureMode(
+        "roles_swapped",
+        "student and teacher swapped (or the declared convention is wrong)",
+        "matches the reference with student and teacher swapped: check --convention, or the "
+        "implementation swaps the roles",
+        "exact",
+        lambda c: True,
+        _swapped_roles,
+        ("loss", "mixture", "divergence", "preset"),
+        overrides=lambda c: [("student<->teacher", {"s": c.ref.t, "t": c.ref.s})],
+    ),
+    FailureMode(
+        "temperature",
+        "temperature handled differently (T² scaling, or ignored)",
+        "matches {variant}: the reference loss is D at temperature T without T² scaling",
+        "exact",
+        lambda c: c.kind != "mixture" and c.case.temperature != 1.0,
+        _temperature,
+        _LOGITS,
+        overrides=lambda c: [("temperature ignored", {"temperature": 1.0})],
+    ),
+    FailureMode(
+        "temperature_before_max",
+        "logits divided by T in low precision before the row max is subtracted",
+        "matches logits scaled by {variant} in the working dtype before the row max is "
+        "subtracted: a large common offset loses its low bits (subtract the max first)",
+        "exact",
+        lambda c: c.kind != "mixture" and c.case.temperature != 1.0 and c.dtype != "float64",
+        _scaled_before_max,
+        _LOGITS,
+    ),
+    FailureMode(
+        "reduction_mismatch",
+        "reduced with mean where sum was declared, or the reverse",
+        "matches reduction={variant}: declare --reduction {variant}",
+        "exact",
+        lambda c: c.kind != "mixture" and c.reduction in ("mean", "sum"),
+        _other_reduction,
+        _LOGITS,
+    ),
+    FailureMode(
+        "normalization_mismatch",
+        "normalized log r vs unnormalized log m",
+        "matches {variant}: declare normalized={flag}",
+        "exact",
+        lambda c: c.kind == "mixture",
+        _unnormalized,
+        ("mixture",),
+    ),
+    FailureMode(
+        "assistant_detach_mismatch",
+        "gradient with the assistant r detached (or not) against the declaration",
+        "matches the gradient with the {variant}: declare detach_assistant accordingly",
+        "exact",
+        lambda c: c.kind != "mixture" and c.want_grad,
+        _detached,
+        _LOGITS,
+    ),
+    FailureMode(
+        "probability_space_mixture",
+        "mixture formed in probability space and then logged",
+        "matches a mixture formed in probability space ({variant}) and then logged: where p "
+        "and q underflow, log r = −inf and the loss is inf/NaN",
+        "exact",
+        lambda c: c.got is not None and bool((~np.isfinite(c.got)).any()),
+        _probability_space,
+        nonfinite_symptom=True,
+    ),
+    FailureMode(
+        "low_precision_logaddexp",
+        "the logaddexp/β formula evaluated in bf16 or fp16",
+        "matches (1/β)·logaddexp(log λ + β log p, log(1−λ) + β log q) evaluated in "
+        "{variant}: rounding noise of the bracket divided by β, whole nats near α = 1 (any "
+        "formula dividing a rounded bracket by β fails so; use log1p/expm1, fp32 or better)",
+        "noise",
+        _finite_beta,
+        _low_precision,
+        control=_beta_control,
+    ),
+    FailureMode(
+        "ab_cancellation",
+        "the general AB formula cancelling catastrophically as a_ → 0",
+        "matches the general AB-divergence formula in {variant} cancelling catastrophically "
+        "near a_ = 0, b_ = 0 or a_ + b_ = 0 (evaluate by series there)",
+        "noise",
+        lambda c: (
+            c.kind != "mixture" and c.case.divergence == "ab" and _ab_near_line(c.case.div_params)
+        ),
+        _ab_general,
+        _LOGITS,
+        control=_ab_control,
+    ),
+    FailureMode(
+        "input_dtype_arithmetic",
+        "arithmetic in the input dtype (bf16/fp16) at every α, not only near α = 1",
+        "matches the loss computed in {variant} throughout (log-softmax, mixture, per-entry "
+        "terms; sums in fp32): the same inputs passed as float32 give the reference, so the "
+        "error is the {variant} arithmetic (upcast the logits to fp32 first)",
+        "noise",
+        lambda c: c.kind != "mixture" and c.dtype in ("bfloat16", "float16"),
+        _input_dtype,
+        _LOGITS,
+        confirm=_confirm_input_dtype,
+    ),
+)
