@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from amid_ref import strategies as _S
+from amid_ref._specs import REQUIRED, SPECS
 
 __all__ = [
     "DIVERGENCE_NAMES",
@@ -61,20 +62,25 @@ FAMILIES: dict[str, str] = {
     "shapes": "1-D, (1, V) and (B, T, V) inputs",
 }
 
-#: Divergences a ``"divergence"`` case can name (the registry less the user-callable ``f``).
-DIVERGENCE_NAMES: tuple[str, ...] = ("kl", "js", "tv", "hellinger", "chi2", "amari", "renyi", "ab")
+#: Divergences a ``"divergence"`` case can name: the contract's records with battery
+#: parameter sets (the user-callable ``f`` has none).
+DIVERGENCE_NAMES: tuple[str, ...] = tuple(
+    n for n, spec in SPECS.items() if spec.cases_for("battery")
+)
 
-#: The representative parameters of each divergence, used by every family but ``param_grid``.
-TYPICAL_DIV_PARAMS: dict[str, dict[str, float]] = {
-    "kl": {},
-    "js": {"beta": 0.5},
-    "tv": {},
-    "hellinger": {},
-    "chi2": {},
-    "amari": {"alpha": 0.5},
-    "renyi": {"order": 0.5},
-    "ab": {"alpha": 0.2, "beta": 0.7},
-}
+
+def _typical(name: str) -> dict[str, float]:
+    spec = SPECS[name]
+    if spec.cases_for("quick"):
+        return spec.cases_for("quick")[0]
+    if all(v is not REQUIRED for v in spec.defaults.values()):
+        return dict(spec.defaults)
+    return spec.cases_for("battery")[0]
+
+
+#: The representative parameters of each divergence, used by every family but ``param_grid``:
+#: the record's quick set, else its defaults, else its first battery set.
+TYPICAL_DIV_PARAMS: dict[str, dict[str, float]] = {n: _typical(n) for n in DIVERGENCE_NAMES}
 
 #: Generalized-JSD β of the ``param_grid`` family: the endpoints, where JSD_β = 0 (TRL and
 #: liger-kernel return KL there instead), 1e-15 and 1e-6 from them, and the usual values.

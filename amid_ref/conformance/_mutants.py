@@ -15,7 +15,8 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
-from amid_ref.conformance._cases import Case, round_to_dtype
+from amid_ref._specs import SPECS
+from amid_ref.conformance._cases import DIVERGENCE_NAMES, Case, round_to_dtype
 from amid_ref.conformance._diagnoses import (
     NOISE_SAMPLES,
     DiagnosisContext,
@@ -531,7 +532,7 @@ def _other_params(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
 
 
 def _div_params_names() -> tuple[str, ...]:
-    return ("js", "amari", "renyi", "ab")
+    return tuple(n for n in DIVERGENCE_NAMES if SPECS[n].params)
 
 
 #: Parameters published code fixes (ABKD's and the AMiD paper's AB (0.2, 0.7) is in the grid).
