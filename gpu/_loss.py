@@ -25,6 +25,7 @@ log-probabilities, :math:`g_A = \partial D/\partial \log A` from the divergence 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from gpu._validation import (
     check_pair,
     check_reduction,
     check_temperature,
+    check_temperature_scaling,
     compute_dtype,
     resolve_div_params,
 )
@@ -155,6 +157,100 @@ def _chunk(
     return value, grad.mul_(grad_scale * inv_t), flags
 
 
+def _build_spec(
+    cdtype: torch.dtype,
+    vocab: int,
+    device: torch.device,
+    alpha: Any,
+    lam: Any,
+    divergence: Any,
+    order: Any,
+    div_params: Any,
+    temperature: Any,
+    detach_assistant: Any,
+    chunk_size: Any,
+) -> _Spec:
+    """Validate the objective's arguments (naming the bad one) and build the chunk spec."""
+    params = resolve_div_params(divergence, div_params)
+    first, second = check_order(order)
+    chunk_size = check_chunk_size(chunk_size)
+    return _Spec(
+        alpha=check_alpha(alpha),
+        lam=check_lam(lam),
+        divergence=divergence,
+        params=params,
+        first=first,
+        second=second,
+        temperature=check_temperature(temperature),
+        detach_assistant=check_bool(detach_assistant, "detach_assistant"),
+        cdtype=cdtype,
+        chunk_size=chunk_size or default_chunk_size(vocab, device),
+    )
+
+
+def _valid_rows(
+    labels: torch.Tensor | None,
+    leading: tuple[int, ...],
+    device: torch.device,
+    ignore_index: int | None,
+    shift_labels: bool,
+) -> tuple[torch.Tensor | None, int]:
+    """Flat indices of the positions that count (``None``: all of them) and their number.
+
+    ``labels`` holds integers (a position counts unless its label is ``ignore_index``; with
+    ``ignore_index=None`` every position counts) or bools (True: the position counts). With
+    ``shift_labels`` the mask of position t is that of label t + 1 along the last leading
+    axis (Hugging Face causal-LM labels: the logits at t predict token t + 1), and the last
+    position never counts.
+    """
+    shift_labels = check_bool(shift_labels, "shift_labels")
+    n_total = math.prod(leading)
+    if labels is None:
+        if shift_labels:
+            raise ValueError(
+                "shift_labels=True needs labels (the mask of position t is that of label t+1)"
+            )
+        return None, n_total
+    labels = check_labels(labels, torch.Size(leading), device)
+    if labels.dtype == torch.bool:
+        valid = labels
+    elif ignore_index is None:
+        valid = torch.ones_like(labels, dtype=torch.bool)
+    else:
+        valid = labels != ignore_index
+    if shift_labels:
+        if valid.dim() == 0:
+            raise ValueError("shift_labels=True needs labels with a sequence axis, got a scalar")
+        valid = torch.cat([valid[..., 1:], torch.zeros_like(valid[..., :1])], dim=-1)
+    valid = valid.reshape(-1)
+    n_valid = int(valid.sum())
+    if n_valid == n_total:
+        return None, n_total
+    return torch.nonzero(valid).flatten(), n_valid
+
+
+def _refuse_double_backward(backward):
+    """``once_differentiable`` plus a clear error under ``create_graph=True``.
+
+    Inside a backward, grad mode is on exactly when the caller asked for ``create_graph``;
+    ``once_differentiable`` alone would then return a gradient without ``grad_fn`` (a
+    silent zero Hessian) whenever the upstream gradient does not itself require grad.
+    """
+    inner = once_differentiable(backward)
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grad_outputs):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "the gpu AMiD losses are differentiable once: their closed-form backward "
+                "is not itself differentiable, so create_graph=True (double backward, "
+                "Hessian-vector products, gradgradcheck) is not supported"
+            )
+        return inner(ctx, *grad_outputs)
+
+    return wrapper
+
+
 def _rows_to_index(rows: list[int], leading: tuple[int, ...]) -> list[tuple[int, ...]]:
     out = []
     for r in rows:
@@ -252,12 +348,14 @@ class _AMiDFunction(torch.autograd.Function):
     """Chunked forward that also produces the gradient; backward scales and hands it over."""
 
     @staticmethod
-    def forward(ctx, student, teacher, rows, spec, reduction, n_valid, leading):
+    def forward(ctx, student, teacher, rows, spec, reduction, n_valid, leading, factor=1.0):
         v = student.shape[-1]
         s2 = student.reshape(-1, v)
         t2 = teacher.reshape(-1, v)
-        scale = 1.0 / n_valid if (reduction == "mean" and n_valid > 0) else 1.0
+        scale = factor / n_valid if (reduction == "mean" and n_valid > 0) else factor
         row_loss, grad = _run(s2, t2, rows, spec, True, scale, leading)
+        if factor != 1.0:
+            row_loss.mul_(factor)
         ctx.save_for_backward(student, teacher)
         ctx.rows = rows
         ctx.spec = spec
@@ -268,7 +366,7 @@ class _AMiDFunction(torch.autograd.Function):
         return _reduce(row_loss, reduction, n_valid, leading)
 
     @staticmethod
-    @once_differentiable
+    @_refuse_double_backward
     def backward(ctx, grad_output):
         grad = ctx.grad_buffer
         ctx.grad_buffer = None  # hand the buffer to autograd (no copy)
@@ -292,7 +390,7 @@ class _AMiDFunction(torch.autograd.Function):
                 block.copy_(block.to(ctx.spec.cdtype).mul_(go[start : start + step]))
         elif bool(grad_output != 1):
             grad.mul_(grad_output.to(ctx.spec.cdtype))
-        return grad.view(student.shape), None, None, None, None, None, None
+        return grad.view(student.shape), None, None, None, None, None, None, None
 
 
 def amid_loss(
@@ -305,10 +403,13 @@ def amid_loss(
     div_params: Mapping[str, Any] | None = None,
     temperature: float = 1.0,
     labels: torch.Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
     detach_assistant: bool = False,
     chunk_size: int | None = None,
+    *,
+    shift_labels: bool = False,
+    temperature_scaling: str | None = None,
 ) -> torch.Tensor:
     r"""Batched AMiD distillation loss with a memory-efficient closed-form gradient.
 
@@ -344,20 +445,38 @@ def amid_loss(
     div_params : mapping, optional
         Divergence parameters.
     temperature : float
-        Softmax temperature T > 0 applied to both logits (no T² factor).
-    labels : torch.Tensor of int, shape (...), optional
-        Positions with ``labels == ignore_index`` contribute nothing (loss 0, gradient 0).
-    ignore_index : int
-        The ignored label value.
-    reduction : {"mean", "sum", "none"}
-        ``"mean"`` divides the sum by the number of valid positions (0 if there is none),
-        ``"sum"`` sums them, ``"none"`` returns the per-position loss of shape (...).
+        Softmax temperature T > 0 applied to both logits (no T² factor unless
+        ``temperature_scaling="T2"``).
+    labels : torch.Tensor of int or bool, shape (...), optional
+        Integer labels: positions with ``labels == ignore_index`` contribute nothing (loss
+        0, gradient 0). Bool mask: True marks the positions that count.
+    ignore_index : int or None
+        The ignored label value; ``None`` ignores no value.
+    reduction : {"mean", "batchmean", "sum", "none"}
+        ``"mean"`` divides the sum by the number of valid positions (0 if there is none);
+        ``"batchmean"`` is the same (per valid *token*, as TRL's distillation losses; torch's
+        ``kl_div(..., "batchmean")`` divides by ``input.size(0)``, which is the same number
+        when the logits are passed flattened to (B·T, V) without masking, and the batch size
+        B, not the token count, for (B, T, V) input); ``"sum"`` sums them (divide by the
+        trainer's ``num_items_in_batch`` under gradient accumulation); ``"none"`` returns the
+        per-position loss of shape (...).
     detach_assistant : bool
         Treat r as a constant (TAID, DistiLLM-2): the gradient flows only through a direct
         occurrence of q (orders ``qr``, ``rq``).
     chunk_size : int, optional
         Rows per chunk; ``None`` picks :func:`default_chunk_size` from V and the device.
         The result does not depend on it beyond summation order.
+    shift_labels : bool
+        False (default): ``labels[..., t]`` masks the logits at position t (the convention
+        of ``torch.nn.CrossEntropyLoss``; labels already aligned with the logits, e.g. from
+        ``logits[:, :-1]`` and ``labels[:, 1:]``). True: ``labels`` are unshifted Hugging
+        Face causal-LM labels of the same (B, T) shape as the logits; position t counts iff
+        label t + 1 does, the last position never counts (as ``transformers``'
+        ``ForCausalLMLoss``). The default keeps the mask where the caller put it; nothing
+        is inferred from the shapes, which are the same in both conventions.
+    temperature_scaling : {None, "T2"}
+        ``"T2"`` multiplies the loss and its gradient by T² (Hinton et al. 2015: keeps
+        the gradient's magnitude independent of T); ``None`` (default) leaves it as is.
 
     Returns
     -------
@@ -394,47 +513,42 @@ def amid_loss(
     check_float_tensor(student_logits, "student_logits")
     check_float_tensor(teacher_logits, "teacher_logits")
     check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
-    alpha = check_alpha(alpha)
-    lam = check_lam(lam)
-    params = resolve_div_params(divergence, div_params)
-    first, second = check_order(order)
-    temperature = check_temperature(temperature)
-    ignore_index = check_ignore_index(ignore_index)
-    reduction = check_reduction(reduction)
-    detach_assistant = check_bool(detach_assistant, "detach_assistant")
-    chunk_size = check_chunk_size(chunk_size)
     leading = tuple(student_logits.shape[:-1])
     v = student_logits.shape[-1]
     device = student_logits.device
-    rows = None
-    n_total = math.prod(leading)
-    n_valid = n_total
-    if labels is not None:
-        labels = check_labels(labels, student_logits.shape[:-1], device)
-        valid = (labels != ignore_index).reshape(-1)
-        n_valid = int(valid.sum())
-        if n_valid < n_total:
-            rows = torch.nonzero(valid).flatten()
-    spec = _Spec(
-        alpha=alpha,
-        lam=lam,
-        divergence=divergence,
-        params=params,
-        first=first,
-        second=second,
-        temperature=temperature,
-        detach_assistant=detach_assistant,
-        cdtype=compute_dtype(student_logits.dtype, teacher_logits.dtype),
-        chunk_size=chunk_size or default_chunk_size(v, device),
+    spec = _build_spec(
+        compute_dtype(student_logits.dtype, teacher_logits.dtype),
+        v,
+        device,
+        alpha,
+        lam,
+        divergence,
+        order,
+        div_params,
+        temperature,
+        detach_assistant,
+        chunk_size,
     )
+    ignore_index = check_ignore_index(ignore_index)
+    reduction = check_reduction(reduction)
+    factor = check_temperature_scaling(temperature_scaling, spec.temperature)
+    rows, n_valid = _valid_rows(labels, leading, device, ignore_index, shift_labels)
     teacher = teacher_logits.detach()
     if torch.is_grad_enabled() and student_logits.requires_grad:
-        return _AMiDFunction.apply(student_logits, teacher, rows, spec, reduction, n_valid, leading)
+        return _AMiDFunction.apply(
+            student_logits, teacher, rows, spec, reduction, n_valid, leading, factor
+        )
     with torch.no_grad():
         row_loss, _ = _run(
             student_logits.reshape(-1, v), teacher.reshape(-1, v), rows, spec, False, 1.0, leading
         )
+        if factor != 1.0:
+            row_loss.mul_(factor)
         return _reduce(row_loss, reduction, n_valid, leading)
+
+
+#: The module's scalars kept as buffers (in ``state_dict``), with their checks.
+_MODULE_SCALARS = {"alpha": check_alpha, "lam": check_lam}
 
 
 class AMiDLoss(torch.nn.Module):
@@ -448,17 +562,21 @@ class AMiDLoss(torch.nn.Module):
     Parameters
     ----------
     alpha, lam, divergence, order, div_params, temperature, ignore_index, reduction,
-    detach_assistant, chunk_size
-        As in :func:`amid_loss`. ``alpha`` and ``lam`` are plain float attributes that may be
-        changed between steps (TAID schedules λ); they are validated at each call.
+    detach_assistant, chunk_size, shift_labels, temperature_scaling
+        As in :func:`amid_loss`. ``alpha`` and ``lam`` read and assign as plain floats
+        (validated on assignment) and may change between steps (TAID schedules λ); they are
+        stored as float64 buffers, so ``state_dict()`` holds their current values and a
+        checkpoint restores a schedule's position.
 
     Examples
     --------
     >>> import torch, gpu
-    >>> crit = gpu.AMiDLoss(alpha=-5.0, lam=0.1)
+    >>> crit = gpu.AMiDLoss(alpha=0.0, lam=0.1)
     >>> s = torch.randn(2, 3, 11, requires_grad=True)
     >>> t = torch.randn(2, 3, 11)
     >>> crit.lam = 0.2  # e.g. a schedule
+    >>> sorted(crit.state_dict())
+    ['alpha', 'lam']
     >>> crit(s, t, labels=torch.tensor([[1, 2, -100], [4, -100, -100]])).ndim
     0
     """
@@ -471,14 +589,19 @@ class AMiDLoss(torch.nn.Module):
         order: str = "pr",
         div_params: Mapping[str, Any] | None = None,
         temperature: float = 1.0,
-        ignore_index: int = -100,
+        ignore_index: int | None = -100,
         reduction: str = "mean",
         detach_assistant: bool = False,
         chunk_size: int | None = None,
+        *,
+        shift_labels: bool = False,
+        temperature_scaling: str | None = None,
     ) -> None:
         super().__init__()
-        self.alpha = check_alpha(alpha)
-        self.lam = check_lam(lam)
+        # Buffers stay float64 and on the CPU for exact Python floats: ``_apply`` (used by
+        # ``.to``, ``.cuda``, ``.half``) is overridden below to leave them alone.
+        self.register_buffer("alpha", torch.tensor(check_alpha(alpha), dtype=torch.float64))
+        self.register_buffer("lam", torch.tensor(check_lam(lam), dtype=torch.float64))
         self.divergence = divergence
         self.order = order
         self.div_params = dict(resolve_div_params(divergence, div_params))
@@ -488,6 +611,26 @@ class AMiDLoss(torch.nn.Module):
         self.reduction = check_reduction(reduction)
         self.detach_assistant = check_bool(detach_assistant, "detach_assistant")
         self.chunk_size = check_chunk_size(chunk_size)
+        self.shift_labels = check_bool(shift_labels, "shift_labels")
+        self.temperature_scaling = temperature_scaling
+        check_temperature_scaling(temperature_scaling, self.temperature)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _MODULE_SCALARS and name in self.__dict__.get("_buffers", {}):
+            return float(self._buffers[name])
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _MODULE_SCALARS and name in self.__dict__.get("_buffers", {}):
+            self._buffers[name].fill_(_MODULE_SCALARS[name](value))
+            return
+        super().__setattr__(name, value)
+
+    def _apply(self, fn, recurse=True):
+        saved = {k: self._buffers[k] for k in _MODULE_SCALARS}
+        out = super()._apply(fn, recurse)
+        self._buffers.update(saved)
+        return out
 
     def forward(
         self,
@@ -509,6 +652,8 @@ class AMiDLoss(torch.nn.Module):
             reduction=self.reduction,
             detach_assistant=self.detach_assistant,
             chunk_size=self.chunk_size,
+            shift_labels=self.shift_labels,
+            temperature_scaling=self.temperature_scaling,
         )
 
     def extra_repr(self) -> str:
