@@ -13,6 +13,7 @@ Runs on CUDA when the tensors live there and on CPU otherwise; ``python -m gpu.b
 measures time and peak memory against the textbook autograd implementation.
 """
 
+from gpu import presets
 from gpu._divergences import GPU_DIVERGENCES, divergence
 from gpu._fused import AMiDFusedLinearLoss, amid_fused_linear_loss
 from gpu._loss import AMiDLoss, amid_loss, default_chunk_size
@@ -32,4 +33,5 @@ __all__ = [
     "default_chunk_size",
     "divergence",
     "log_alpha_mixture",
+    "presets",
 ]
