@@ -32,9 +32,11 @@ import torch.nn.functional as F
 from gpu._loss import (
     _build_spec,
     _chunk,
+    _for_each_chunk,
     _raise_for_flags,
     _reduce,
     _refuse_double_backward,
+    _select_kernel,
     _valid_rows,
 )
 from gpu._validation import (
@@ -76,12 +78,17 @@ def _times_weight(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (hi @ weight).to(g.dtype).add_((lo @ weight).to(g.dtype))
 
 
-def _fused_run(h2, weight, bias, teacher, rows, spec, leading, need, grad_scale, row_weights):
+def _fused_run(
+    h2, weight, bias, teacher, rows, spec, leading, need, grad_scale, row_weights, kernel=None
+):
     """All chunks: per-row loss (N,) and the gradients asked for in ``need`` = (h, W, b).
 
     ``grad_scale`` multiplies every gradient; ``row_weights`` (N,), when given, multiplies
-    row i's contribution (the upstream gradient of ``reduction="none"``).
+    row i's contribution (the upstream gradient of ``reduction="none"``). With several CPU
+    chunk workers (:func:`gpu._loss._for_each_chunk`) each accumulates its own W and b
+    gradients, summed at the end.
     """
+    kernel = kernel or _chunk
     n = h2.shape[0]
     v, hdim = weight.shape
     cdt = spec.cdtype
@@ -91,31 +98,41 @@ def _fused_run(h2, weight, bias, teacher, rows, spec, leading, need, grad_scale,
     need_h, need_w, need_b = need
     want = need_h or need_w or need_b
     gh = torch.zeros_like(h2) if need_h else None
-    gw = torch.zeros(v, hdim, dtype=cdt, device=device) if need_w else None
-    gb = torch.zeros(v, dtype=cdt, device=device) if need_b else None
     n_rows = n if rows is None else rows.numel()
-    step = spec.chunk_size
-    for start in range(0, n_rows, step):
-        stop = min(start + step, n_rows)
+
+    def make_state():
+        return {
+            "w": torch.zeros(v, hdim, dtype=cdt, device=device) if need_w else None,
+            "b": torch.zeros(v, dtype=cdt, device=device) if need_b else None,
+        }
+
+    def body(start, stop, acc):
         idx = slice(start, stop) if rows is None else rows[start:stop]
         hs = h2[idx]
-        s = F.linear(hs, weight, bias)
-        t = teacher(idx)
-        value, g, f = _chunk(s, t, spec, want, grad_scale)
-        del s, t
+        value, g, f = kernel(F.linear(hs, weight, bias), teacher(idx), spec, want, grad_scale)
         row_loss[idx] = value
         flags[idx] = f
-        if want:
-            if row_weights is not None:
-                g.mul_(row_weights[idx].to(cdt).unsqueeze(-1))
-            if need_h:
-                gh[idx] = _times_weight(g, weight).to(gh.dtype)
-            if need_w:
-                gw.addmm_(g.T, hs.to(cdt))
-            if need_b:
-                gb.add_(g.sum(0))
-        del value, g, f, hs
+        if not want:
+            return
+        if row_weights is not None:
+            g.mul_(row_weights[idx].to(cdt).unsqueeze(-1))
+        if need_h:
+            gh[idx] = _times_weight(g, weight).to(gh.dtype)
+        if need_w:
+            acc["w"].addmm_(g.T, hs.to(cdt))
+        if need_b:
+            acc["b"].add_(g.sum(0))
+
+    states = _for_each_chunk(
+        n_rows, spec.chunk_size, device, body, make_state, parallel=kernel is _chunk
+    )
     _raise_for_flags(flags, leading, spec)
+    gw, gb = states[0]["w"], states[0]["b"]
+    for extra in states[1:]:
+        if need_w:
+            gw.add_(extra["w"])
+        if need_b:
+            gb.add_(extra["b"])
     return row_loss, gh, gw, gb
 
 
@@ -123,7 +140,9 @@ class _FusedFunction(torch.autograd.Function):
     """Chunked forward that also forms the parameter gradients; backward scales them."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, teacher_args, rows, spec, reduction, n_valid, lead, k):
+    def forward(
+        ctx, hidden, weight, bias, teacher_args, rows, spec, reduction, n_valid, lead, k, kernel
+    ):
         teacher, _ = _teacher_source(*teacher_args)
         h2 = hidden.reshape(-1, hidden.shape[-1])
         need = tuple(ctx.needs_input_grad[:3])
@@ -131,13 +150,14 @@ class _FusedFunction(torch.autograd.Function):
         # With reduction="none" the per-row upstream weights are only known in backward.
         now = need if reduction != "none" else (False, False, False)
         row_loss, gh, gw, gb = _fused_run(
-            h2, weight, bias, teacher, rows, spec, lead, now, scale, None
+            h2, weight, bias, teacher, rows, spec, lead, now, scale, None, kernel
         )
         if k != 1.0:
             row_loss.mul_(k)
         ctx.save_for_backward(hidden, weight, bias)
         ctx.teacher_args = teacher_args
         ctx.rows, ctx.spec, ctx.reduction, ctx.scale, ctx.lead = rows, spec, reduction, scale, lead
+        ctx.kernel = kernel
         ctx.grads = (gh, gw, gb) if reduction != "none" else None
         return _reduce(row_loss, reduction, n_valid, lead)
 
@@ -152,8 +172,9 @@ class _FusedFunction(torch.autograd.Function):
             h2 = hidden.reshape(-1, hidden.shape[-1])
             weights = grad_output.reshape(-1) if ctx.reduction == "none" else None
             _, gh, gw, gb = _fused_run(
-                h2, weight, bias, teacher, ctx.rows, ctx.spec, ctx.lead, need, ctx.scale, weights
-            )
+                h2, weight, bias, teacher, ctx.rows, ctx.spec, ctx.lead, need, ctx.scale, weights,
+                ctx.kernel,
+            )  # fmt: skip
             factor = 1.0 if ctx.reduction == "none" else grad_output
         else:
             gh, gw, gb = grads
@@ -166,7 +187,7 @@ class _FusedFunction(torch.autograd.Function):
             if isinstance(factor, torch.Tensor) and bool(factor != 1):
                 g = g.to(torch.promote_types(g.dtype, torch.float32)).mul_(factor)
             out.append(g.to(x.dtype).view(x.shape))
-        return (*out, None, None, None, None, None, None, None)
+        return (*out, None, None, None, None, None, None, None, None)
 
 
 def _check_matrix(w, name, vocab=None):
@@ -230,6 +251,7 @@ def amid_fused_linear_loss(
     temperature_scaling: str | None = None,
     detach_assistant: bool = False,
     chunk_size: int | None = None,
+    compile: bool | str = False,
 ) -> torch.Tensor:
     r"""AMiD loss of the lm_head outputs, without materializing the (N, V) logits.
 
@@ -277,6 +299,9 @@ def amid_fused_linear_loss(
         As in :func:`gpu.amid_loss`.
     chunk_size : int, optional
         Rows per chunk; ``None``: :func:`gpu.default_chunk_size` of V and the device.
+    compile : bool or str
+        Compile the per-chunk loss kernel with ``torch.compile``, as in
+        :func:`gpu.amid_loss` (clean fallback with a ``RuntimeWarning``).
 
     Returns
     -------
@@ -360,6 +385,7 @@ def amid_fused_linear_loss(
     reduction = check_reduction(reduction)
     k = check_temperature_scaling(temperature_scaling, spec.temperature)
     rows, n_valid = _valid_rows(labels, leading, device, ignore_index, shift_labels)
+    kernel = _select_kernel(compile)
     teacher_args = (teacher_hidden, teacher_weight, teacher_bias, teacher_logits)
     differentiable = [x for x in (student_hidden, student_weight, student_bias) if x is not None]
     if torch.is_grad_enabled() and any(x.requires_grad for x in differentiable):
@@ -374,13 +400,14 @@ def amid_fused_linear_loss(
             n_valid,
             leading,
             k,
+            kernel,
         )
     with torch.no_grad():
         teacher, _ = _teacher_source(*teacher_args)
         h2 = student_hidden.reshape(-1, student_hidden.shape[-1])
         none = (False, False, False)
         row_loss, *_ = _fused_run(
-            h2, student_weight, student_bias, teacher, rows, spec, leading, none, 1.0, None
+            h2, student_weight, student_bias, teacher, rows, spec, leading, none, 1.0, None, kernel
         )
         if k != 1.0:
             row_loss.mul_(k)
@@ -398,7 +425,7 @@ class AMiDFusedLinearLoss(torch.nn.Module):
     Parameters
     ----------
     alpha, lam, divergence, order, div_params, temperature, ignore_index, reduction,
-    detach_assistant, chunk_size, shift_labels, temperature_scaling
+    detach_assistant, chunk_size, shift_labels, temperature_scaling, compile
         As in :func:`amid_fused_linear_loss`; ``alpha`` and ``lam`` are float64 buffers
         (in ``state_dict``) read and assigned as floats, as in :class:`gpu.AMiDLoss`.
 
@@ -427,6 +454,7 @@ class AMiDFusedLinearLoss(torch.nn.Module):
         *,
         shift_labels: bool = False,
         temperature_scaling: str | None = None,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         from gpu._loss import AMiDLoss
@@ -435,7 +463,7 @@ class AMiDFusedLinearLoss(torch.nn.Module):
         self.config = AMiDLoss(
             alpha, lam, divergence, order, div_params, temperature, ignore_index, reduction,
             detach_assistant, chunk_size, shift_labels=shift_labels,
-            temperature_scaling=temperature_scaling,
+            temperature_scaling=temperature_scaling, compile=compile,
         )  # fmt: skip
 
     def __getattr__(self, name: str) -> Any:
@@ -483,4 +511,5 @@ class AMiDFusedLinearLoss(torch.nn.Module):
             temperature_scaling=c.temperature_scaling,
             detach_assistant=c.detach_assistant,
             chunk_size=c.chunk_size,
+            compile=c.compile,
         )
