@@ -339,11 +339,11 @@ def _run(
     return row_loss, grad
 
 
-def _chunk_workers(device: torch.device, n_chunks: int) -> int:
+def _chunk_workers(device: torch.device, n_rows: int) -> int:
     """Threads that process chunks side by side: torch's intra-op thread count on CPU."""
-    if device.type != "cpu" or n_chunks < 2:
+    if device.type != "cpu" or n_rows < 2:
         return 1
-    return max(1, min(torch.get_num_threads(), n_chunks))
+    return max(1, min(torch.get_num_threads(), n_rows))
 
 
 def _for_each_chunk(n_rows, step, device, body, make_state=None, parallel=True):
@@ -357,10 +357,14 @@ def _for_each_chunk(n_rows, step, device, body, make_state=None, parallel=True):
     scheduler time slice for a descheduled thread; one region per *chunk* (the worker)
     waits for nothing (docs/gpu.md, *Threads*). Each worker gets its own ``state`` (from
     ``make_state``) for accumulations; chunks write disjoint rows of shared outputs.
-    Costs one chunk of scratch per worker.
+    Costs one chunk of scratch per worker; fewer rows than workers × ``step`` are split
+    evenly among the workers.
     """
+    workers = _chunk_workers(device, n_rows) if parallel else 1
+    if workers > 1:  # at least one chunk per worker (rows are independent: same results)
+        step = max(1, min(step, -(-n_rows // workers)))
     starts = list(range(0, n_rows, step))
-    workers = _chunk_workers(device, len(starts)) if parallel else 1
+    workers = max(1, min(workers, len(starts)))
     states = [make_state() if make_state else None for _ in range(workers)]
     if workers == 1:
         for start in starts:

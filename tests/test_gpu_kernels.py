@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -109,3 +111,35 @@ def test_compile_failure_falls_back_with_a_warning():
     assert got.item() == want.item()
     with pytest.raises(TypeError, match="compile"):
         gpu.amid_loss(s, t, -5.0, 0.1, compile=1)
+
+
+def test_bench_fused_mode_smoke():
+    """The workers of ``python -m gpu.bench --fused`` at a tiny size, in process (the
+    subprocess driver is the one of the classic mode, smoke-tested in tests/test_gpu.py):
+    every implementation computes the same JSD; the busy-load helper starts and stops its
+    process; the report formats. The ratios at real sizes are read off the benchmark's
+    output (docs/gpu.md), never asserted here."""
+    import argparse
+
+    from gpu import bench
+
+    spec = {"mode": "fused", "device": "cpu", "dtype": "float32", "rows": 24, "vocab": 400,
+            "hidden": 8, "beta": 0.5, "reps": 1, "threads": 0, "chunk_size": 5,
+            "our_chunk": 5, "hbm_tbps": 4.8}  # fmt: skip
+    impls = ["naive", "unfused", "fused"]
+    if importlib.util.find_spec("liger_kernel") is not None:
+        impls.append("liger_chunk")
+    got = {impl: bench._fused_worker({**spec, "impl": impl}) for impl in impls}
+    for impl in impls[1:]:
+        assert abs(got[impl]["loss"] - got["naive"]["loss"]) < 1e-5, impl
+    with bench._BusyLoad() as load:
+        assert load.proc.poll() is None
+    assert load.proc.poll() is not None
+    parser = argparse.ArgumentParser()
+    bench.configure_parser(parser)
+    args = parser.parse_args(["--fused", "--reps", "1"])
+    report = {"beta": 0.5, "device": "cpu", "dtype": "float32", "skipped": [],
+              "configs": [{"vocab": 400, "rows": 24, "hidden": 8, "our_chunk": 5,
+                           "quiet": got, "loaded": got}]}  # fmt: skip
+    text = bench._format_fused(report, args)
+    assert "target fused peak ≤ 0.3× unfused" in text and "×naive" in text
