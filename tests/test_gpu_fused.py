@@ -290,3 +290,54 @@ def test_bad_values_name_the_rows():
     th[1, 2, 0] = math.nan
     with pytest.raises(ValueError, match=r"teacher.*\(1, 2\)"):
         gpu.amid_fused_linear_loss(h, w, th, tw, -5.0, 0.1)
+
+
+# --- CUDA copies (skipped without CUDA by tests/conftest.py) ---------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_cuda_fused_matches_float64_chain_rule(dtype):
+    name = "float32" if dtype == torch.float32 else "bfloat16"
+    h, w, b, th, tw, tb = _problem(14, n=64, hdim=64, vocab=32000, ht=48, dtype=dtype)
+    h, w, b = (x.detach().cuda().requires_grad_() for x in (h, w, b))
+    th, tw, tb = (x.cuda() for x in (th, tw, tb))
+    for div, params in DIVERGENCES[:3]:
+        fused = gpu.amid_fused_linear_loss(h, w, th, tw, -5.0, 0.1, div, "pr", params,
+                                           student_bias=b, teacher_bias=tb)  # fmt: skip
+        s_low, t_low = F.linear(h, w, b).detach(), F.linear(th, tw, tb)
+        s64 = s_low.double().cpu().requires_grad_()
+        loss64 = gpu.amid_loss(s64, t_low.double().cpu(), -5.0, 0.1, div, "pr", params)
+        assert_within(fused.item(), loss64.item(), tolerance("gpu", "loss", name), what=div)
+        (g64,) = torch.autograd.grad(loss64, s64)
+        g64 = g64.reshape(-1, g64.shape[-1])
+        gh, gw = _grads(fused, (h, w))
+        want_h = g64 @ w.detach().double().cpu()
+        want_w = g64.T @ h.detach().double().cpu().reshape(-1, h.shape[-1])
+        for got, want in ((gh.reshape(want_h.shape), want_h), (gw, want_w)):
+            got = got.double().cpu().numpy()
+            scale = max(1.0, float(want.abs().max()))
+            assert_within(got / scale, want.numpy() / scale, tolerance("gpu", "grad", name))
+
+
+@pytest.mark.gpu
+def test_cuda_fused_peak_memory_is_weight_sized():
+    """bf16, B·T = 8192, V = 128256, H = 4096: peak extra ≤ the float32 weight gradient and
+    its bf16 cast + the hidden gradient + O(chunk·V) scratch; no (N, V) tensor."""
+    rows, vocab, hidden = 8192, 128256, 4096
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    h = torch.randn(rows, hidden, device="cuda", generator=gen).bfloat16().requires_grad_()
+    w = (0.02 * torch.randn(vocab, hidden, device="cuda", generator=gen)).bfloat16()
+    w.requires_grad_()
+    th = torch.randn(rows, hidden, device="cuda", generator=gen).bfloat16()
+    tw = (0.04 * torch.randn(vocab, hidden, device="cuda", generator=gen)).bfloat16()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    gpu.amid_fused_linear_loss(h, w, th, tw, 0.0, 0.1).backward()
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    chunk = gpu.default_chunk_size(vocab, "cuda")
+    bound = vocab * hidden * (4 + 2) + rows * hidden * 2 * 2 + 24 * chunk * vocab * 4
+    assert extra <= bound, (extra, bound)
+    assert extra < rows * vocab * 2  # less than one bf16 (N, V) tensor

@@ -143,3 +143,22 @@ def test_bench_fused_mode_smoke():
                            "quiet": got, "loaded": got}]}  # fmt: skip
     text = bench._format_fused(report, args)
     assert "target fused peak ≤ 0.3× unfused" in text and "×naive" in text
+
+
+def test_device_check_cpu_dry_run(tmp_path):
+    """``python -m gpu.device_check --cpu-dry-run``: every stage at tiny sizes, one JSON."""
+    import json
+
+    from gpu import device_check
+
+    out = tmp_path / "check.json"
+    assert device_check.main(["--cpu-dry-run", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "cpu-dry-run" and report["cuda"] is False
+    stages = report["stages"]
+    assert set(stages) == {"tests", "kernels", "bench", "bench_fused"}
+    assert all(stages[s]["status"] == "ok" for s in ("kernels", "bench", "bench_fused"))
+    kernels = stages["kernels"]["4099"]
+    assert kernels["log_softmax"] < 64 and kernels["logsumexp"] < 64  # in float32 eps
+    losses = [r["loss"] for r in stages["bench_fused"]["result"]]
+    assert max(losses) - min(losses) < 1e-5
