@@ -116,7 +116,7 @@ def test_compile_failure_falls_back_with_a_warning():
 def test_bench_fused_mode_smoke():
     """The workers of ``python -m gpu.bench --fused`` at a tiny size, in process (the
     subprocess driver is the one of the classic mode, smoke-tested in tests/test_gpu.py):
-    every implementation computes the same JSD; the busy-load helper starts and stops its
+    every implementation computes the same JSD; the busy-load context manager starts and stops its
     process; the report formats. The ratios at real sizes are read off the benchmark's
     output (docs/gpu.md), never asserted here."""
     import argparse
