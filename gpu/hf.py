@@ -367,7 +367,9 @@ class AMiDTrainerMixin:
         # Normalized by the whole step's token count: the Trainer must not divide again.
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         self.last_loss_info = info
-        return (loss, None) if return_outputs else loss
+        # Trainer.prediction_step reads the non-loss entries of a dict as logits: none here
+        # (the fused path never forms them), so evaluation reports eval_loss only.
+        return (loss, {"loss": loss.detach()}) if return_outputs else loss
 
 
 def _trainer_class():

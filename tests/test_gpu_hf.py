@@ -9,6 +9,7 @@ a checkpoint restores the λ schedule; the student's held-out KL to the teacher 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -203,6 +204,8 @@ def test_heldout_kl_to_teacher_falls(tmp_path):
     trainer.train()
     after = _heldout_kl(student, teacher, heldout)
     assert after < 0.8 * before, (before, after)
+    metrics = trainer.evaluate(_Rows(heldout))  # the AMiD loss on held-out data
+    assert math.isfinite(metrics["eval_loss"]) and metrics["eval_loss"] > 0
     assert all(not p.requires_grad for p in teacher.parameters()) and not teacher.training
 
 
