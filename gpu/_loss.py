@@ -377,9 +377,14 @@ def _for_each_chunk(n_rows, step, device, body, make_state=None, parallel=True):
             for start in starts[w::workers]:
                 body(start, min(start + step, n_rows), states[w])
 
-    with ThreadPoolExecutor(workers) as pool:
-        for future in [pool.submit(work, w) for w in range(workers)]:
-            future.result()  # re-raises a worker's exception here
+    before = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(work, w) for w in range(workers)]:
+                future.result()  # re-raises a worker's exception here
+    finally:
+        if torch.get_num_threads() != before:  # a build whose thread count is global
+            torch.set_num_threads(before)
     return states
 
 

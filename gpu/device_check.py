@@ -20,7 +20,8 @@ recorded and the next one runs):
 3. ``bench`` -- ``python -m gpu.bench --device cuda --configs 128256:8192 --json`` (the
    logits loss against the straightforward one: time, peak memory, roofline fraction).
 4. ``bench_fused`` -- ``python -m gpu.bench --fused --device cuda --fused-configs
-   128256:8192:4096 --compile --json`` (fused vs unfused vs naive vs liger-kernel).
+   128256:8192:4096 --compile --json --impls`` :data:`CUDA_FUSED_IMPLS` (fused vs
+   unfused vs naive vs liger-kernel at the same chunk, and the loss alone on logits).
 
 Without CUDA it says so, runs the CPU-measurable stage (``kernels`` on the CPU, small V)
 and exits 0; ``--cpu-dry-run`` runs every stage at tiny sizes on the CPU, in process, to
@@ -40,7 +41,9 @@ from pathlib import Path
 from typing import Any
 
 #: Seconds per stage on CUDA (sum < 8 minutes, leaving room for start-up).
-STAGE_LIMITS = {"tests": 150, "kernels": 40, "bench": 90, "bench_fused": 170}
+STAGE_LIMITS = {"tests": 120, "kernels": 30, "bench": 90, "bench_fused": 210}
+#: The fused-mode implementations timed on CUDA (each in its own process, ≤ 45 s each).
+CUDA_FUSED_IMPLS = "naive,unfused,fused,fused_compiled,liger_chunk,logits_naive,logits_chunked"
 
 
 def _eps(dtype) -> float:
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--json", "--reps", "5"]),
             ("bench_fused", [py, "-m", "gpu.bench", "--fused", "--device", "cuda",
                              "--fused-configs", "128256:8192:4096", "--compile", "--json",
-                             "--reps", "5", "--timeout", "60"]),
+                             "--reps", "5", "--timeout", "45", "--impls", CUDA_FUSED_IMPLS]),
         ):  # fmt: skip
 
             def stage(cmd=cmd, name=name):
