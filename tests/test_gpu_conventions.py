@@ -212,3 +212,14 @@ def test_presets_match_the_reference():
     fused = gpu.presets.get("gkd_jsd", beta=0.2).fused_loss(h, w, teacher_logits=t)
     unfused = gpu.presets.get("gkd_jsd", beta=0.2).loss(h @ w.T, t)
     assert_within(fused.item(), unfused.item(), TOL_LOSS)
+
+
+@pytest.mark.parametrize(
+    "module", ["gpu._loss", "gpu._fused", "gpu._mixture", "gpu._divergences", "gpu.presets"]
+)
+def test_gpu_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
