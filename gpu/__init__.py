@@ -10,7 +10,10 @@ The public names mirror :mod:`amid_ref` (torch order: student first):
   lm_head inputs (hidden states and weights), never forming the (N, V) logits.
 
 Runs on CUDA when the tensors live there and on CPU otherwise; ``python -m gpu.bench``
-measures time and peak memory against the textbook autograd implementation.
+measures time and peak memory against the textbook autograd implementation (``--fused``:
+the fused loss against liger-kernel), ``python -m gpu.device_check`` runs the CUDA checks.
+:mod:`gpu.presets` holds the prior methods (the :mod:`amid_ref.presets` registry) and
+:mod:`gpu.hf` the Hugging Face ``Trainer`` / TRL integration (optional extra ``hf``).
 """
 
 from gpu import presets

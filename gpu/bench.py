@@ -9,10 +9,11 @@ Usage::
     python -m gpu.bench --fused --fused-configs 50257:2048:768 --compile
 
 Both implementations compute the same loss, KL(p‖r) with the α-mixture assistant
-(default α = −5, λ = 0.1, the paper's best setting), forward and backward, in the same run
-on the same inputs. The *straightforward* implementation (:func:`straightforward_amid_loss`)
-is what one writes first: full (N, V) float32 softmaxes, log-mixture, normalizer and
-product, differentiated by autograd. The *chunked* one is :func:`gpu.amid_loss`.
+(default α = −5, λ = 0.1, the paper's main setting; see docs/choosing.md), forward and
+backward, in the same run on the same inputs. The *straightforward* implementation
+(:func:`straightforward_amid_loss`) is what one writes first: full (N, V) float32
+softmaxes, log-mixture, normalizer and product, differentiated by autograd. The *chunked*
+one is :func:`gpu.amid_loss`.
 
 Measurement method
 ------------------
