@@ -6,8 +6,9 @@ for float64 inputs), the log-softmaxes, the log α-mixture, the per-row divergen
 when the student needs a gradient — the gradient with respect to the student logits, by
 the chain rule below. Only two things outlive a chunk: the per-row loss (N numbers) and the
 gradient, written into one (N, V) buffer in the *student's* dtype. Peak extra memory is
-therefore that buffer plus O(chunk_size·V) scratch, instead of the dozen (N, V) float32
-tensors that autograd keeps for the textbook implementation. The backward pass scales the
+therefore that buffer plus O(chunk_size·V) scratch (per CPU chunk worker, see
+:func:`_for_each_chunk`), instead of the dozen (N, V) float32 tensors that autograd keeps
+for the textbook implementation. The backward pass scales the
 stored buffer by the upstream gradient in place and hands it to autograd (no copy). A
 second backward through the same graph (``retain_graph=True``) recomputes the gradient
 from the saved logits.

@@ -321,6 +321,10 @@ class AMiDSchedule(*_callback_bases()):
 class AMiDTrainerMixin:
     """``compute_loss`` of AMiD distillation for a ``transformers.Trainer`` subclass.
 
+    Tested on one process (CPU); with several processes the loss is multiplied by their
+    number when ``average_tokens_across_devices`` is on, as ``Trainer.compute_loss`` does
+    (not run here).
+
     Keyword arguments taken by ``__init__`` (the rest go to the trainer): ``teacher_model``
     (unless the base trainer sets ``self.teacher_model`` itself, as TRL's ``GKDTrainer``),
     ``criterion`` (a :class:`gpu.AMiDLoss` or :class:`gpu.AMiDFusedLinearLoss`; default
@@ -366,6 +370,11 @@ class AMiDTrainerMixin:
         )  # fmt: skip
         # Normalized by the whole step's token count: the Trainer must not divide again.
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        if num_items_in_batch is not None and getattr(self.args, "average_tokens_across_devices",
+                                                      False):  # fmt: skip
+            # num_items_in_batch then counts every process's tokens, and DDP averages the
+            # gradients over processes: scale back, as Trainer.compute_loss does.
+            loss = loss * self.accelerator.num_processes
         self.last_loss_info = info
         # Trainer.prediction_step reads the non-loss entries of a dict as logits: none here
         # (the fused path never forms them), so evaluation reports eval_loss only.
