@@ -370,8 +370,8 @@ class AMiDTrainerMixin:
         )  # fmt: skip
         # Normalized by the whole step's token count: the Trainer must not divide again.
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        if num_items_in_batch is not None and getattr(self.args, "average_tokens_across_devices",
-                                                      False):  # fmt: skip
+        across = getattr(self.args, "average_tokens_across_devices", False)
+        if num_items_in_batch is not None and across:
             # num_items_in_batch then counts every process's tokens, and DDP averages the
             # gradients over processes: scale back, as Trainer.compute_loss does.
             loss = loss * self.accelerator.num_processes
