@@ -76,7 +76,8 @@ def _grads(loss, xs, upstream=None):
 @pytest.mark.parametrize("div,params", DIVERGENCES, ids=DIV_IDS)
 def test_float64_equals_unfused_and_textbook_autograd(div, params, order):
     h, w, b, th, tw, tb = _problem(3)
-    tol_loss, tol_grad = tolerance("gpu", "loss"), tolerance("gpu", "grad")
+    tol_loss, tol_grad = tolerance("gpu", "loss"), tolerance("gpu", "grad")  # vs textbook
+    tol_fused_loss, tol_fused_grad = tolerance("fused", "loss"), tolerance("fused", "grad")
     for alpha, lam in SETTINGS:
         detach = alpha == 1.0  # TAID-style detached assistant at α = 1
         kw = dict(temperature=1.3, detach_assistant=detach, chunk_size=2, reduction="sum")
@@ -89,7 +90,7 @@ def test_float64_equals_unfused_and_textbook_autograd(div, params, order):
         textbook = textbook_loss(
             F.linear(h, w, b), t_logits, alpha, lam, div, order, params, 1.3, detach
         )
-        assert_within(fused.item(), unfused.item(), tol_loss, what=what)
+        assert_within(fused.item(), unfused.item(), tol_fused_loss, what=what)
         assert_within(fused.item(), textbook.sum().item(), tol_loss, what=what + " textbook")
         g_fused = _grads(fused, (h, w, b))
         g_unfused = _grads(unfused, (h, w, b))
@@ -97,7 +98,7 @@ def test_float64_equals_unfused_and_textbook_autograd(div, params, order):
         for name, gf, gu, gt in zip(
             ("hidden", "weight", "bias"), g_fused, g_unfused, g_text, strict=True
         ):
-            assert_within(gf.numpy(), gu.numpy(), tol_grad, what=f"{what} {name} vs unfused")
+            assert_within(gf.numpy(), gu.numpy(), tol_fused_grad, what=f"{what} {name} vs unfused")
             assert_within(gf.numpy(), gt.numpy(), tol_grad, what=f"{what} {name} vs autograd")
 
 
