@@ -75,9 +75,14 @@ def _times_weight(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """
     if weight.dtype not in _LOW_PRECISION:
         return g @ weight.to(g.dtype)
+    # Rows scaled by a power of two to max |G| = 1 first: fp16 overflows at 65504 (χ²
+    # gradients exceed it) and both dtypes lose the residual to underflow on tiny rows.
+    peak = g.abs().amax(-1, keepdim=True)
+    scale = torch.exp2(torch.ceil(torch.log2(peak))).masked_fill_(peak == 0, 1.0)
+    g = g / scale
     hi = g.to(weight.dtype)
     lo = (g - hi.to(g.dtype)).to(weight.dtype)
-    return (hi @ weight).to(g.dtype).add_((lo @ weight).to(g.dtype))
+    return (hi @ weight).to(g.dtype).add_((lo @ weight).to(g.dtype)).mul_(scale)
 
 
 def _fused_run(

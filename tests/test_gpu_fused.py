@@ -114,7 +114,9 @@ def test_textbook_reference_agrees_with_amid_ref():
             assert_within(got.detach().numpy(), want, tolerance("gpu", "loss"), what=div + order)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["f32", "bf16", "f16"]
+)
 @pytest.mark.parametrize("div,params", DIVERGENCES, ids=DIV_IDS)
 def test_low_precision_equals_unfused(div, params, dtype):
     """fp32 and bf16 weights and hidden states. The loss equals ``linear`` + ``amid_loss``
@@ -122,7 +124,7 @@ def test_low_precision_equals_unfused(div, params, dtype):
     the chain rule ``G·W``, ``Gᵀh``, ``ΣG`` with G from ``amid_loss`` in float64 on those
     same rounded logits and the rounded parameters, to the "gpu" grad row."""
     h, w, b, th, tw, tb = _problem(5, n=8, hdim=16, vocab=96, ht=12, dtype=dtype)
-    name = "float32" if dtype == torch.float32 else "bfloat16"
+    name = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
     h64, w64 = h.detach().double(), w.detach().double()
     for order in ORDERS:
         kw = dict(chunk_size=3)
@@ -146,6 +148,12 @@ def test_low_precision_equals_unfused(div, params, dtype):
         for gf, gw_, x in zip(_grads(fused, (h, w, b)), want, (h, w, b), strict=True):
             assert gf.dtype == x.dtype
             gf, gw_ = gf.double().numpy(), gw_.numpy()
+            # fp16 ends at 65504: a true gradient beyond it must come back as ±inf, signed
+            over = np.abs(gw_) > float(torch.finfo(dtype).max)
+            assert np.array_equal(np.isinf(gf), over) and np.all(
+                np.sign(gf[over]) == np.sign(gw_[over])
+            )
+            gf, gw_ = np.where(over, 0.0, gf), np.where(over, 0.0, gw_)
             scale = max(1.0, float(np.abs(gw_).max()))  # row-scaled as in tests/test_gpu.py
             assert_within(gf / scale, gw_ / scale, tolerance("gpu", "grad", name), what=what)
 
