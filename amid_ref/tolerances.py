@@ -8,7 +8,8 @@ Each entry is keyed by ``(suite, quantity, dtype)``:
 * ``suite`` -- ``"reference"`` (``amid_ref`` float64 against the mpmath oracle
   ``amid_ref.precise``) or ``"gpu"`` (``gpu`` torch code against ``amid_ref`` float64);
   ``"vocab_parallel"``: ``gpu.vocab_parallel_amid_loss`` against ``gpu.amid_loss`` on the
-  full rows.
+  full rows; ``"fused"``: ``gpu.amid_fused_linear_loss`` against ``F.linear`` +
+  ``gpu.amid_loss``.
 * ``quantity`` -- ``"log_mixture"``, ``"mixture"``, ``"divergence"``, ``"loss"``, ``"grad"``.
 * ``dtype`` -- the input dtype name (``"float64"``, ``"float32"``, ``"bfloat16"``, ``"float16"``).
 
@@ -165,6 +166,21 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         "(reduction 'none'): A = sum_x g_x rounds at eps*sum|g_x|, as large as 2*chi2 "
         "(1e13 on rows of logits spanning +-45, where entries of 5e8 differ by 1.5e-2 "
         "between summation orders).",
+    ),
+    # --- the fused lm_head loss against linear + gpu.amid_loss (float64) ------------------
+    ("fused", "loss", "float64"): Tolerance(
+        rtol=1e-12,
+        atol=1e-12,
+        reason="gpu.amid_fused_linear_loss against gpu.amid_loss on F.linear logits: the same "
+        "per-chunk kernel on the same float64 logits; only the matmul blocking and the "
+        "summation order over rows differ (a few ulps). Observed: |diff| <= 2e-16.",
+    ),
+    ("fused", "grad", "float64"): Tolerance(
+        rtol=1e-12,
+        atol=1e-12,
+        reason="Hidden-state, weight and bias gradients: G.W, G^T.h and sum(G) accumulated "
+        "chunk by chunk in float64 against autograd's one matmul of the full G; a few ulps "
+        "of the summation order. Observed: |diff| <= 1e-15 on entries of size ~1.",
     ),
     # --- conformance: an external implementation against amid_ref (float64) ------------
     # (loss and grad use the "gpu" rows: the same situation, an implementation held to

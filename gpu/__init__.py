@@ -6,14 +6,21 @@ The public names mirror :mod:`amid_ref` (torch order: student first):
 * :func:`divergence` -- the divergences of the reference registry, reduced over a dim;
 * :func:`amid_loss` / :class:`AMiDLoss` -- the distillation loss on logits of shape
   (..., V), chunked, with a closed-form gradient in the student's dtype;
+* :func:`amid_fused_linear_loss` / :class:`AMiDFusedLinearLoss` -- the same loss from the
+  lm_head inputs (hidden states and weights), never forming the (N, V) logits;
 * :func:`vocab_parallel_amid_loss` / :class:`VocabParallelAMiDLoss` -- the same loss on
   logits sharded along the vocabulary over a ``torch.distributed`` group.
 
 Runs on CUDA when the tensors live there and on CPU otherwise; ``python -m gpu.bench``
-measures time and peak memory against the textbook autograd implementation.
+measures time and peak memory against the textbook autograd implementation (``--fused``:
+the fused loss against liger-kernel), ``python -m gpu.device_check`` runs the CUDA checks.
+:mod:`gpu.presets` holds the prior methods (the :mod:`amid_ref.presets` registry) and
+:mod:`gpu.hf` the Hugging Face ``Trainer`` / TRL integration (optional extra ``hf``).
 """
 
+from gpu import presets
 from gpu._divergences import GPU_DIVERGENCES, divergence
+from gpu._fused import AMiDFusedLinearLoss, amid_fused_linear_loss
 from gpu._loss import AMiDLoss, amid_loss, default_chunk_size
 from gpu._mixture import log_alpha_mixture
 from gpu._validation import ORDERS
@@ -25,11 +32,14 @@ DIVERGENCES: tuple[str, ...] = tuple(GPU_DIVERGENCES)
 __all__ = [
     "DIVERGENCES",
     "ORDERS",
+    "AMiDFusedLinearLoss",
     "AMiDLoss",
     "VocabParallelAMiDLoss",
+    "amid_fused_linear_loss",
     "amid_loss",
     "default_chunk_size",
     "divergence",
     "log_alpha_mixture",
+    "presets",
     "vocab_parallel_amid_loss",
 ]

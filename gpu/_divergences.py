@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from amid_ref._specs import SPECS
+from gpu._autograd import _refuse_double_backward
 from gpu._mixture import _check_log_pair
 from gpu._validation import check_bool, compute_dtype, resolve_div_params
 
@@ -438,8 +439,11 @@ def divergence(
     -------
     torch.Tensor
         Shape of the inputs without ``dim``, float32 (float64 for float64 inputs); ``+inf``
-        where the divergence is infinite (e.g. KL with ``a > 0 = b``). Not differentiable
-        (computed without autograd).
+        where the divergence is infinite (e.g. KL with ``a > 0 = b``). Differentiable
+        once (closed-form backward; ``create_graph=True`` raises): the gradient is the
+        one tangent to the simplex, that of :math:`D(a/\sum a\,\|\,b/\sum b)`, which
+        composed with ``softmax``/``log_softmax`` equals autograd of the textbook
+        formula; at zero probabilities (``-inf`` log inputs) it is 0.
 
     Notes
     -----
@@ -470,16 +474,76 @@ def divergence(
     names = ("log_a", "log_b") if log_input else ("a", "b")
     _check_log_pair(a, b, dim, *names)
     cdt = compute_dtype(a.dtype, b.dtype)
+    x = a.to(cdt).movedim(dim, -1)
+    y = b.to(cdt).movedim(dim, -1)
+    if not log_input:
+        for t, n in ((x, names[0]), (y, names[1])):
+            if bool((t < 0).any()):
+                raise ValueError(f"{n} has negative probabilities")
+        x, y = _LogOfProbabilities.apply(x), _LogOfProbabilities.apply(y)
+    if SPECS[name].on_normalized:
+        x = x - torch.logsumexp(x, dim=-1, keepdim=True)
+        y = y - torch.logsumexp(y, dim=-1, keepdim=True)
+    if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+        return _DivergenceFunction.apply(x, y, name, resolved)
     with torch.no_grad():
-        x = a.detach().to(cdt).movedim(dim, -1)
-        y = b.detach().to(cdt).movedim(dim, -1)
-        if not log_input:
-            for t, n in ((x, names[0]), (y, names[1])):
-                if bool((t < 0).any()):
-                    raise ValueError(f"{n} has negative probabilities")
-            x, y = torch.log(x), torch.log(y)
-        if SPECS[name].on_normalized:
-            x = x - torch.logsumexp(x, dim=-1, keepdim=True)
-            y = y - torch.logsumexp(y, dim=-1, keepdim=True)
         value, _, _ = GPU_DIVERGENCES[name](x, y, resolved, False, False)
     return value
+
+
+def _tangent(g: torch.Tensor, la: torch.Tensor) -> torch.Tensor:
+    r"""``g − a Σg/Σa``: the component of a log-domain gradient tangent to the simplex.
+
+    The kernels return :math:`\partial D/\partial\log a` up to a multiple of ``a``; this
+    projection removes exactly that freedom, giving the gradient of
+    :math:`D(a/\textstyle\sum a\,\|\,\cdot)`. Composed with ``log_softmax`` (or ``softmax``)
+    it equals the autograd gradient of the textbook formula.
+    """
+    w = torch.softmax(la, dim=-1).nan_to_num_(nan=0.0)
+    return g - w * g.sum(-1, keepdim=True)
+
+
+class _DivergenceFunction(torch.autograd.Function):
+    """Value and closed-form log-domain gradients of a divergence kernel."""
+
+    @staticmethod
+    def forward(ctx, la, lb, name, params):
+        need_a, need_b = ctx.needs_input_grad[:2]
+        value, ga, gb = GPU_DIVERGENCES[name](la, lb, params, need_a, need_b)
+        ctx.save_for_backward(
+            la, lb, _tangent(ga, la) if need_a else None, _tangent(gb, lb) if need_b else None
+        )
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_value):
+        return _refuse_double_backward(_divergence_backward)(ctx, grad_value)
+
+
+def _divergence_backward(ctx, grad_value):
+    _, _, ga, gb = ctx.saved_tensors
+    up = grad_value.unsqueeze(-1)
+    return (
+        None if ga is None else ga * up,
+        None if gb is None else gb * up,
+        None,
+        None,
+    )
+
+
+class _LogOfProbabilities(torch.autograd.Function):
+    """``log a`` whose gradient is 0 at ``a = 0`` (outside the support), not 0/0 = NaN."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return torch.log(a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _refuse_double_backward(_log_backward)(ctx, grad)
+
+
+def _log_backward(ctx, grad):
+    (a,) = ctx.saved_tensors
+    return torch.where(a > 0, grad / a, 0.0)

@@ -6,8 +6,9 @@ for float64 inputs), the log-softmaxes, the log α-mixture, the per-row divergen
 when the student needs a gradient — the gradient with respect to the student logits, by
 the chain rule below. Only two things outlive a chunk: the per-row loss (N numbers) and the
 gradient, written into one (N, V) buffer in the *student's* dtype. Peak extra memory is
-therefore that buffer plus O(chunk_size·V) scratch, instead of the dozen (N, V) float32
-tensors that autograd keeps for the textbook implementation. The backward pass scales the
+therefore that buffer plus O(chunk_size·V) scratch (per CPU chunk worker, see
+:func:`_for_each_chunk`), instead of the dozen (N, V) float32 tensors that autograd keeps
+for the textbook implementation. The backward pass scales the
 stored buffer by the upstream gradient in place and hands it to autograd (no copy). A
 second backward through the same graph (``retain_graph=True``) recomputes the gradient
 from the saved logits.
@@ -26,23 +27,29 @@ log-probabilities, :math:`g_A = \partial D/\partial \log A` from the divergence 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from amid_ref._specs import Objective
+from gpu._autograd import _refuse_double_backward
 from gpu._divergences import GPU_DIVERGENCES
 from gpu._mixture import NEG_INF, log_alpha_mean_and_weight
 from gpu._validation import (
+    check_alpha,
+    check_bool,
     check_chunk_size,
     check_float_tensor,
     check_ignore_index,
     check_labels,
+    check_lam,
     check_pair,
     check_reduction,
+    check_temperature_scaling,
     compute_dtype,
 )
 
@@ -158,6 +165,73 @@ def _chunk(
     return value, grad.mul_(grad_scale * inv_t), flags
 
 
+def _build_spec(
+    cdtype: torch.dtype,
+    vocab: int,
+    device: torch.device,
+    alpha: Any,
+    lam: Any,
+    divergence: Any,
+    order: Any,
+    div_params: Any,
+    temperature: Any,
+    detach_assistant: Any,
+    chunk_size: Any,
+) -> _Spec:
+    """Validate the objective's arguments (naming the bad one) and build the chunk spec."""
+    objective = Objective.of(
+        alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+        implementation="gpu",
+    )  # fmt: skip
+    chunk_size = check_chunk_size(chunk_size)
+    return _Spec(
+        objective=objective,
+        cdtype=cdtype,
+        chunk_size=chunk_size or default_chunk_size(vocab, device),
+    )
+
+
+def _valid_rows(
+    labels: torch.Tensor | None,
+    leading: tuple[int, ...],
+    device: torch.device,
+    ignore_index: int | None,
+    shift_labels: bool,
+) -> tuple[torch.Tensor | None, int]:
+    """Flat indices of the positions that count (``None``: all of them) and their number.
+
+    ``labels`` holds integers (a position counts unless its label is ``ignore_index``; with
+    ``ignore_index=None`` every position counts) or bools (True: the position counts). With
+    ``shift_labels`` the mask of position t is that of label t + 1 along the last leading
+    axis (Hugging Face causal-LM labels: the logits at t predict token t + 1), and the last
+    position never counts.
+    """
+    shift_labels = check_bool(shift_labels, "shift_labels")
+    n_total = math.prod(leading)
+    if labels is None:
+        if shift_labels:
+            raise ValueError(
+                "shift_labels=True needs labels (the mask of position t is that of label t+1)"
+            )
+        return None, n_total
+    labels = check_labels(labels, torch.Size(leading), device)
+    if labels.dtype == torch.bool:
+        valid = labels
+    elif ignore_index is None:
+        valid = torch.ones_like(labels, dtype=torch.bool)
+    else:
+        valid = labels != ignore_index
+    if shift_labels:
+        if valid.dim() == 0:
+            raise ValueError("shift_labels=True needs labels with a sequence axis, got a scalar")
+        valid = torch.cat([valid[..., 1:], torch.zeros_like(valid[..., :1])], dim=-1)
+    valid = valid.reshape(-1)
+    n_valid = int(valid.sum())
+    if n_valid == n_total:
+        return None, n_total
+    return torch.nonzero(valid).flatten(), n_valid
+
+
 def _rows_to_index(rows: list[int], leading: tuple[int, ...]) -> list[tuple[int, ...]]:
     out = []
     for r in rows:
@@ -213,8 +287,10 @@ def _run(
     want_grad: bool,
     grad_scale: float,
     leading: tuple[int, ...],
+    kernel=None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """All chunks: per-row loss (N,) in the compute dtype and the gradient (N, V) buffer."""
+    kernel = kernel or _chunk
     n, _ = s2.shape
     row_loss = torch.zeros(n, dtype=spec.cdtype, device=s2.device)
     flags = torch.zeros(n, dtype=torch.uint8, device=s2.device)
@@ -222,24 +298,141 @@ def _run(
     if want_grad:
         grad = torch.empty_like(s2) if rows is None else torch.zeros_like(s2)
     n_rows = n if rows is None else rows.numel()
-    step = spec.chunk_size
-    for start in range(0, n_rows, step):
-        stop = min(start + step, n_rows)
+
+    def body(start: int, stop: int, _state: None) -> None:
         if rows is None:
             out = grad[start:stop] if grad is not None else None
-            value, g, f = _chunk(s2[start:stop], t2[start:stop], spec, want_grad, grad_scale, out)
+            value, g, f = kernel(s2[start:stop], t2[start:stop], spec, want_grad, grad_scale, out)
             row_loss[start:stop] = value
             flags[start:stop] = f
         else:
             idx = rows[start:stop]
-            value, g, f = _chunk(s2[idx], t2[idx], spec, want_grad, grad_scale)
+            value, g, f = kernel(s2[idx], t2[idx], spec, want_grad, grad_scale)
             row_loss.index_copy_(0, idx, value)
             flags.index_copy_(0, idx, f)
             if grad is not None:
                 grad.index_copy_(0, idx, g.to(grad.dtype))
-        del value, g, f
+
+    _for_each_chunk(n_rows, spec.chunk_size, s2.device, body, parallel=kernel is _chunk)
     _raise_for_flags(flags, leading, spec)
     return row_loss, grad
+
+
+def _chunk_workers(device: torch.device, n_rows: int) -> int:
+    """Threads that process chunks side by side: torch's intra-op thread count on CPU."""
+    if device.type != "cpu" or n_rows < 2:
+        return 1
+    return max(1, min(torch.get_num_threads(), n_rows))
+
+
+def _for_each_chunk(n_rows, step, device, body, make_state=None, parallel=True):
+    r"""Call ``body(start, stop, state)`` for every chunk of rows; return the states.
+
+    On CPU with more than one torch thread the chunks are shared among that many worker
+    threads, each running its chunks with *one* intra-op thread (``torch.set_num_threads``
+    is per thread), instead of running every one of a chunk's ~50 elementwise ops and
+    reductions as its own OpenMP parallel region over all threads. A parallel region
+    waits for its slowest thread, so on a loaded machine every region could wait a
+    scheduler time slice for a descheduled thread; one region per *chunk* (the worker)
+    waits for nothing (docs/gpu.md, *Threads*). Each worker gets its own ``state`` (from
+    ``make_state``) for accumulations; chunks write disjoint rows of shared outputs.
+    Costs one chunk of scratch per worker; fewer rows than workers × ``step`` are split
+    evenly among the workers.
+    """
+    workers = _chunk_workers(device, n_rows) if parallel else 1
+    if workers > 1:  # at least one chunk per worker (rows are independent: same results)
+        step = max(1, min(step, -(-n_rows // workers)))
+    starts = list(range(0, n_rows, step))
+    workers = max(1, min(workers, len(starts)))
+    states = [make_state() if make_state else None for _ in range(workers)]
+    if workers == 1:
+        for start in starts:
+            body(start, min(start + step, n_rows), states[0])
+        return states
+
+    def work(w: int) -> None:
+        torch.set_num_threads(1)  # this worker thread only
+        with torch.no_grad():  # grad mode is per thread; workers start with it on
+            for start in starts[w::workers]:
+                body(start, min(start + step, n_rows), states[w])
+
+    before = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(work, w) for w in range(workers)]:
+                future.result()  # re-raises a worker's exception here
+    finally:
+        if torch.get_num_threads() != before:  # a build whose thread count is global
+            torch.set_num_threads(before)
+    return states
+
+
+#: Compiled kernels by backend; ``None`` records a backend whose compilation failed.
+_COMPILED: dict[str, Any] = {}
+
+
+def _compiled_kernel(backend: str):
+    """``_chunk`` through ``torch.compile`` (same signature), or ``None`` if unavailable.
+
+    The compiled function is ``_chunk`` with ``grad_scale = 1``; the scale (which changes
+    with the number of valid rows) and the cast into the gradient buffer are applied
+    after it, so that one compiled graph serves every batch.
+    """
+    if backend in _COMPILED:
+        return _COMPILED[backend]
+    compile_fn = getattr(torch, "compile", None)
+    if compile_fn is None:
+        _COMPILED[backend] = None
+        return None
+    try:
+        core = compile_fn(lambda s, t, spec, want_grad: _chunk(s, t, spec, want_grad, 1.0),
+                          backend=backend, dynamic=None)  # fmt: skip
+    except Exception as exc:  # e.g. an unknown backend name
+        _warn_compile_failed(backend, exc)
+        _COMPILED[backend] = None
+        return None
+
+    working = [True]
+
+    def kernel(s, t, spec, want_grad, grad_scale, out=None):
+        if not working[0]:
+            return _chunk(s, t, spec, want_grad, grad_scale, out)
+        try:
+            value, g, flags = core(s, t, spec, want_grad)
+        except Exception as exc:  # compiler missing or failing: fall back, once, loudly
+            working[0] = False
+            _COMPILED[backend] = None
+            _warn_compile_failed(backend, exc)
+            return _chunk(s, t, spec, want_grad, grad_scale, out)
+        if g is not None:
+            g = torch.mul(g, grad_scale, out=out) if out is not None else g.mul_(grad_scale)
+        return value, g, flags
+
+    _COMPILED[backend] = kernel
+    return kernel
+
+
+def _warn_compile_failed(backend: str, exc: BaseException) -> None:
+    warnings.warn(
+        f"torch.compile(backend={backend!r}) of the AMiD chunk kernel failed "
+        f"({type(exc).__name__}: {str(exc)[:200]}); using the eager kernel",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _select_kernel(compile: Any):
+    """The per-chunk kernel for the ``compile`` argument: False, True or a backend name."""
+    if compile is False or compile is None:
+        return _chunk
+    if compile is True:
+        backend = "inductor"
+    elif isinstance(compile, str):
+        backend = compile
+    else:
+        raise TypeError(f"compile must be a bool or a torch.compile backend name, got {compile!r}")
+    kernel = _compiled_kernel(backend)
+    return _chunk if kernel is None else kernel
 
 
 def _reduce(row_loss: torch.Tensor, reduction: str, n_valid: int, leading) -> torch.Tensor:
@@ -255,23 +448,28 @@ class _AMiDFunction(torch.autograd.Function):
     """Chunked forward that also produces the gradient; backward scales and hands it over."""
 
     @staticmethod
-    def forward(ctx, student, teacher, rows, spec, reduction, n_valid, leading):
+    def forward(
+        ctx, student, teacher, rows, spec, reduction, n_valid, leading, factor=1.0, kernel=None
+    ):
         v = student.shape[-1]
         s2 = student.reshape(-1, v)
         t2 = teacher.reshape(-1, v)
-        scale = 1.0 / n_valid if (reduction == "mean" and n_valid > 0) else 1.0
-        row_loss, grad = _run(s2, t2, rows, spec, True, scale, leading)
+        scale = factor / n_valid if (reduction == "mean" and n_valid > 0) else factor
+        row_loss, grad = _run(s2, t2, rows, spec, True, scale, leading, kernel)
+        if factor != 1.0:
+            row_loss.mul_(factor)
         ctx.save_for_backward(student, teacher)
         ctx.rows = rows
         ctx.spec = spec
         ctx.reduction = reduction
         ctx.scale = scale
         ctx.leading = leading
+        ctx.kernel = kernel
         ctx.grad_buffer = grad
         return _reduce(row_loss, reduction, n_valid, leading)
 
     @staticmethod
-    @once_differentiable
+    @_refuse_double_backward
     def backward(ctx, grad_output):
         grad = ctx.grad_buffer
         ctx.grad_buffer = None  # hand the buffer to autograd (no copy)
@@ -286,6 +484,7 @@ class _AMiDFunction(torch.autograd.Function):
                 True,
                 ctx.scale,
                 ctx.leading,
+                ctx.kernel,
             )
         if ctx.reduction == "none":
             go = grad_output.reshape(-1, 1).to(ctx.spec.cdtype)
@@ -295,7 +494,7 @@ class _AMiDFunction(torch.autograd.Function):
                 block.copy_(block.to(ctx.spec.cdtype).mul_(go[start : start + step]))
         elif bool(grad_output != 1):
             grad.mul_(grad_output.to(ctx.spec.cdtype))
-        return grad.view(student.shape), None, None, None, None, None, None
+        return grad.view(student.shape), None, None, None, None, None, None, None, None
 
 
 def amid_loss(
@@ -308,10 +507,14 @@ def amid_loss(
     div_params: Mapping[str, Any] | None = None,
     temperature: float = 1.0,
     labels: torch.Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
     detach_assistant: bool = False,
     chunk_size: int | None = None,
+    *,
+    shift_labels: bool = False,
+    temperature_scaling: str | None = None,
+    compile: bool | str = False,
 ) -> torch.Tensor:
     r"""Batched AMiD distillation loss with a memory-efficient closed-form gradient.
 
@@ -346,20 +549,45 @@ def amid_loss(
     div_params : mapping, optional
         Divergence parameters.
     temperature : float
-        Softmax temperature T > 0 applied to both logits (no T² factor).
-    labels : torch.Tensor of int, shape (...), optional
-        Positions with ``labels == ignore_index`` contribute nothing (loss 0, gradient 0).
-    ignore_index : int
-        The ignored label value.
-    reduction : {"mean", "sum", "none"}
-        ``"mean"`` divides the sum by the number of valid positions (0 if there is none),
-        ``"sum"`` sums them, ``"none"`` returns the per-position loss of shape (...).
+        Softmax temperature T > 0 applied to both logits (no T² factor unless
+        ``temperature_scaling="T2"``).
+    labels : torch.Tensor of int or bool, shape (...), optional
+        Integer labels: positions with ``labels == ignore_index`` contribute nothing (loss
+        0, gradient 0). Bool mask: True marks the positions that count.
+    ignore_index : int or None
+        The ignored label value; ``None`` ignores no value.
+    reduction : {"mean", "batchmean", "sum", "none"}
+        ``"mean"`` divides the sum by the number of valid positions (0 if there is none);
+        ``"batchmean"`` is the same (per valid *token*, as TRL's distillation losses; torch's
+        ``kl_div(..., "batchmean")`` divides by ``input.size(0)``, which is the same number
+        when the logits are passed flattened to (B·T, V) without masking, and the batch size
+        B, not the token count, for (B, T, V) input); ``"sum"`` sums them (divide by the
+        trainer's ``num_items_in_batch`` under gradient accumulation); ``"none"`` returns the
+        per-position loss of shape (...).
     detach_assistant : bool
         Treat r as a constant (TAID, DistiLLM-2): the gradient flows only through a direct
         occurrence of q (orders ``qr``, ``rq``).
     chunk_size : int, optional
         Rows per chunk; ``None`` picks :func:`default_chunk_size` from V and the device.
         The result does not depend on it beyond summation order.
+    shift_labels : bool
+        False (default): ``labels[..., t]`` masks the logits at position t (the convention
+        of ``torch.nn.CrossEntropyLoss``; labels already aligned with the logits, e.g. from
+        ``logits[:, :-1]`` and ``labels[:, 1:]``). True: ``labels`` are unshifted Hugging
+        Face causal-LM labels of the same (B, T) shape as the logits; position t counts iff
+        label t + 1 does, the last position never counts (as ``transformers``'
+        ``ForCausalLMLoss``). The default keeps the mask where the caller put it; nothing
+        is inferred from the shapes, which are the same in both conventions.
+    temperature_scaling : {None, "T2"}
+        ``"T2"`` multiplies the loss and its gradient by T² (Hinton et al. 2015: keeps
+        the gradient's magnitude independent of T); ``None`` (default) leaves it as is.
+    compile : bool or str
+        ``True``: run the per-chunk kernel through ``torch.compile`` (inductor; a string
+        names another backend), which fuses its ~50 elementwise ops and reductions into a
+        few loops on CPU and CUDA. The first call compiles (tens of seconds on CPU). If
+        compilation fails (no compiler, unsupported backend) a ``RuntimeWarning`` says so
+        and the eager kernel is used; results agree with the eager kernel within the
+        ``"gpu"`` tolerance rows (tested).
 
     Returns
     -------
@@ -405,38 +633,42 @@ def amid_loss(
     check_float_tensor(student_logits, "student_logits")
     check_float_tensor(teacher_logits, "teacher_logits")
     check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
-    objective = Objective.of(
-        alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-        implementation="gpu",
-    )  # fmt: skip
-    ignore_index = check_ignore_index(ignore_index)
-    reduction = check_reduction(reduction)
-    chunk_size = check_chunk_size(chunk_size)
     leading = tuple(student_logits.shape[:-1])
     v = student_logits.shape[-1]
     device = student_logits.device
-    rows = None
-    n_total = math.prod(leading)
-    n_valid = n_total
-    if labels is not None:
-        labels = check_labels(labels, student_logits.shape[:-1], device)
-        valid = (labels != ignore_index).reshape(-1)
-        n_valid = int(valid.sum())
-        if n_valid < n_total:
-            rows = torch.nonzero(valid).flatten()
-    spec = _Spec(
-        objective=objective,
-        cdtype=compute_dtype(student_logits.dtype, teacher_logits.dtype),
-        chunk_size=chunk_size or default_chunk_size(v, device),
+    spec = _build_spec(
+        compute_dtype(student_logits.dtype, teacher_logits.dtype),
+        v,
+        device,
+        alpha,
+        lam,
+        divergence,
+        order,
+        div_params,
+        temperature,
+        detach_assistant,
+        chunk_size,
     )
+    ignore_index = check_ignore_index(ignore_index)
+    reduction = check_reduction(reduction)
+    factor = check_temperature_scaling(temperature_scaling, spec.temperature)
+    rows, n_valid = _valid_rows(labels, leading, device, ignore_index, shift_labels)
+    kernel = _select_kernel(compile)
     teacher = teacher_logits.detach()
     if torch.is_grad_enabled() and student_logits.requires_grad:
-        return _AMiDFunction.apply(student_logits, teacher, rows, spec, reduction, n_valid, leading)
-    with torch.no_grad():
-        row_loss, _ = _run(
-            student_logits.reshape(-1, v), teacher.reshape(-1, v), rows, spec, False, 1.0, leading
+        return _AMiDFunction.apply(
+            student_logits, teacher, rows, spec, reduction, n_valid, leading, factor, kernel
         )
+    with torch.no_grad():
+        s2, t2 = student_logits.reshape(-1, v), teacher.reshape(-1, v)
+        row_loss, _ = _run(s2, t2, rows, spec, False, 1.0, leading, kernel)
+        if factor != 1.0:
+            row_loss.mul_(factor)
         return _reduce(row_loss, reduction, n_valid, leading)
+
+
+#: The module's scalars kept as buffers (in ``state_dict``), with their checks.
+_MODULE_SCALARS = {"alpha": check_alpha, "lam": check_lam}
 
 
 class AMiDLoss(torch.nn.Module):
@@ -450,11 +682,12 @@ class AMiDLoss(torch.nn.Module):
     Parameters
     ----------
     alpha : float
-        Path parameter, any real or ``±inf``. A plain float attribute that may be changed
-        between steps; it is validated at each call.
+        Path parameter, any real or ``±inf``. Reads and assigns as a plain float (validated
+        on assignment) and may change between steps; stored as a float64 buffer, so
+        ``state_dict()`` holds its current value and a checkpoint restores a schedule.
     lam : float
-        Teacher weight of the assistant in ``[0, 1]``. A plain float attribute that may be
-        changed between steps (TAID schedules λ); it is validated at each call.
+        Teacher weight of the assistant in ``[0, 1]``. Like ``alpha``: a float attribute
+        kept in a float64 buffer (TAID schedules λ).
     divergence : str
         As in :func:`amid_loss`.
     order : {"pr", "qr", "rp", "rq"}
@@ -465,11 +698,17 @@ class AMiDLoss(torch.nn.Module):
         As in :func:`amid_loss`.
     ignore_index : int
         As in :func:`amid_loss`.
-    reduction : {"mean", "sum", "none"}
+    reduction : {"mean", "batchmean", "sum", "none"}
         As in :func:`amid_loss`.
     detach_assistant : bool
         As in :func:`amid_loss`.
     chunk_size : int, optional
+        As in :func:`amid_loss`.
+    shift_labels : bool
+        As in :func:`amid_loss`.
+    temperature_scaling : {None, "T2"}
+        As in :func:`amid_loss`.
+    compile : bool or str
         As in :func:`amid_loss`.
 
     See Also
@@ -480,10 +719,12 @@ class AMiDLoss(torch.nn.Module):
     Examples
     --------
     >>> import torch, gpu
-    >>> crit = gpu.AMiDLoss(alpha=-5.0, lam=0.1)
+    >>> crit = gpu.AMiDLoss(alpha=0.0, lam=0.1)
     >>> s = torch.randn(2, 3, 11, requires_grad=True)
     >>> t = torch.randn(2, 3, 11)
     >>> crit.lam = 0.2  # e.g. a schedule
+    >>> sorted(crit.state_dict())
+    ['alpha', 'lam']
     >>> crit(s, t, labels=torch.tensor([[1, 2, -100], [4, -100, -100]])).ndim
     0
     """
@@ -496,18 +737,24 @@ class AMiDLoss(torch.nn.Module):
         order: str = "pr",
         div_params: Mapping[str, Any] | None = None,
         temperature: float = 1.0,
-        ignore_index: int = -100,
+        ignore_index: int | None = -100,
         reduction: str = "mean",
         detach_assistant: bool = False,
         chunk_size: int | None = None,
+        *,
+        shift_labels: bool = False,
+        temperature_scaling: str | None = None,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         objective = Objective.of(
             alpha, lam, divergence, order, div_params, temperature, detach_assistant,
             implementation="gpu",
         )  # fmt: skip
-        self.alpha = objective.alpha
-        self.lam = objective.lam
+        # Buffers stay float64 and on the CPU for exact Python floats: ``_apply`` (used by
+        # ``.to``, ``.cuda``, ``.half``) is overridden below to leave them alone.
+        self.register_buffer("alpha", torch.tensor(objective.alpha, dtype=torch.float64))
+        self.register_buffer("lam", torch.tensor(objective.lam, dtype=torch.float64))
         self.divergence = objective.divergence
         self.order = objective.order
         self.div_params = dict(objective.params)
@@ -516,6 +763,29 @@ class AMiDLoss(torch.nn.Module):
         self.reduction = check_reduction(reduction)
         self.detach_assistant = objective.detach_assistant
         self.chunk_size = check_chunk_size(chunk_size)
+        self.shift_labels = check_bool(shift_labels, "shift_labels")
+        self.temperature_scaling = temperature_scaling
+        check_temperature_scaling(temperature_scaling, self.temperature)
+        if not isinstance(compile, (bool, str)):
+            raise TypeError(f"compile must be a bool or a backend name, got {compile!r}")
+        self.compile = compile
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _MODULE_SCALARS and name in self.__dict__.get("_buffers", {}):
+            return float(self._buffers[name])
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _MODULE_SCALARS and name in self.__dict__.get("_buffers", {}):
+            self._buffers[name].fill_(_MODULE_SCALARS[name](value))
+            return
+        super().__setattr__(name, value)
+
+    def _apply(self, fn, recurse=True):
+        saved = {k: self._buffers[k] for k in _MODULE_SCALARS}
+        out = super()._apply(fn, recurse)
+        self._buffers.update(saved)
+        return out
 
     def forward(
         self,
@@ -537,6 +807,9 @@ class AMiDLoss(torch.nn.Module):
             reduction=self.reduction,
             detach_assistant=self.detach_assistant,
             chunk_size=self.chunk_size,
+            shift_labels=self.shift_labels,
+            temperature_scaling=self.temperature_scaling,
+            compile=self.compile,
         )
 
     def extra_repr(self) -> str:

@@ -29,6 +29,7 @@ import math
 
 import torch
 
+from gpu._autograd import _refuse_double_backward
 from gpu._validation import check_alpha, check_float_tensor, check_lam, check_pair, compute_dtype
 
 NEG_INF = float("-inf")
@@ -179,8 +180,8 @@ def log_alpha_mixture(
     torch.Tensor
         ``log r``, same shape, in float32 (float64 for float64 inputs); ``-inf`` exactly where
         the mixture is zero (union of the supports for α < 1, intersection for α ≥ 1).
-        Not differentiable (computed without autograd); use :func:`gpu.amid_loss` for
-        gradients.
+        Differentiable once in ``log_p`` and ``log_q`` (closed-form backward, Proposition
+        3.5; ``create_graph=True`` raises); the gradient is 0 where r = 0.
 
     Raises
     ------
@@ -205,16 +206,55 @@ def log_alpha_mixture(
     alpha = check_alpha(alpha)
     lam = check_lam(lam)
     cdt = compute_dtype(log_p.dtype, log_q.dtype)
-    with torch.no_grad():
-        lp = log_p.detach().to(cdt).movedim(dim, -1)
-        lq = log_q.detach().to(cdt).movedim(dim, -1)
-        lm, _ = log_alpha_mean_and_weight(lp, lq, alpha, lam, want_weight=False)
-        lz = torch.logsumexp(lm, dim=-1, keepdim=True)
-        empty = lz == NEG_INF
-        if bool(empty.any()):
-            rows = torch.nonzero(empty[..., 0])[:5].tolist()
-            raise ValueError(
-                f"the α-mixture is undefined on row(s) {rows}: Z = 0 because alpha={alpha} ≥ 1 "
-                "keeps only the intersection of the supports of p and q, and it is empty"
-            )
-        return (lm - lz).movedim(-1, dim)
+    lp = log_p.to(cdt).movedim(dim, -1)
+    lq = log_q.to(cdt).movedim(dim, -1)
+    if torch.is_grad_enabled() and (lp.requires_grad or lq.requires_grad):
+        out = _MixtureFunction.apply(lp, lq, alpha, lam)
+    else:
+        with torch.no_grad():
+            out, _ = _log_mixture(lp, lq, alpha, lam, want_weight=False)
+    return out.movedim(-1, dim)
+
+
+def _log_mixture(lp, lq, alpha, lam, *, want_weight):
+    """log r on the last dim and, if asked, the weight w = ∂log m/∂log q."""
+    lm, w = log_alpha_mean_and_weight(lp, lq, alpha, lam, want_weight=want_weight)
+    lz = torch.logsumexp(lm, dim=-1, keepdim=True)
+    empty = lz == NEG_INF
+    if bool(empty.any()):
+        rows = torch.nonzero(empty[..., 0])[:5].tolist()
+        raise ValueError(
+            f"the α-mixture is undefined on row(s) {rows}: Z = 0 because alpha={alpha} ≥ 1 "
+            "keeps only the intersection of the supports of p and q, and it is empty"
+        )
+    return lm - lz, w
+
+
+class _MixtureFunction(torch.autograd.Function):
+    r"""log r with the closed-form backward of Proposition 3.5.
+
+    With :math:`G = \partial L/\partial\log r`: :math:`G_m = G - r\sum_x G_x` (through
+    the normalizer), :math:`\partial L/\partial\log q = w\,G_m` and
+    :math:`\partial L/\partial\log p = (1 - w)\,G_m` (m is positively homogeneous of
+    degree 1, so the two log-weights sum to 1), both 0 where m = 0.
+    """
+
+    @staticmethod
+    def forward(ctx, lp, lq, alpha, lam):
+        lr, w = _log_mixture(lp, lq, alpha, lam, want_weight=True)
+        ctx.save_for_backward(lr, w)
+        return lr
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _refuse_double_backward(_mixture_backward)(ctx, grad)
+
+
+def _mixture_backward(ctx, grad):
+    lr, w = ctx.saved_tensors
+    support = lr != NEG_INF
+    grad = torch.where(support, grad, 0.0)
+    g_m = grad - torch.exp(lr) * grad.sum(-1, keepdim=True)
+    g_q = torch.where(support, w * g_m, 0.0) if ctx.needs_input_grad[1] else None
+    g_p = torch.where(support, (1.0 - w) * g_m, 0.0) if ctx.needs_input_grad[0] else None
+    return g_p, g_q, None, None

@@ -47,15 +47,30 @@ __all__ = [
     "resolve_div_params",
 ]
 
-REDUCTIONS = ("mean", "sum", "none")
+#: ``"batchmean"`` is an alias of ``"mean"``: the sum over valid positions divided by their
+#: number (TRL's ``generalized_jsd_loss`` convention for token-level distillation).
+REDUCTIONS = ("mean", "sum", "none", "batchmean")
+#: Opt-in loss scalings: ``"T2"`` multiplies the loss (and its gradient) by T² (Hinton 2015).
+TEMPERATURE_SCALINGS = (None, "T2")
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def check_reduction(reduction: Any) -> str:
+    """One of :data:`REDUCTIONS`; ``"batchmean"`` is returned as ``"mean"``."""
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
-    return reduction
+    return "mean" if reduction == "batchmean" else reduction
+
+
+def check_temperature_scaling(scaling: Any, temperature: float) -> float:
+    """The factor applied to the loss: T² for ``"T2"``, 1 for ``None``."""
+    if scaling is not None and not (isinstance(scaling, str) and scaling in TEMPERATURE_SCALINGS):
+        raise ValueError(
+            f"unknown temperature_scaling {scaling!r}; expected None or 'T2' (multiply the "
+            "loss by temperature**2)"
+        )
+    return temperature * temperature if scaling == "T2" else 1.0
 
 
 def check_chunk_size(chunk_size: Any) -> int | None:
@@ -68,9 +83,12 @@ def check_chunk_size(chunk_size: Any) -> int | None:
     return int(chunk_size)
 
 
-def check_ignore_index(ignore_index: Any) -> int:
+def check_ignore_index(ignore_index: Any) -> int | None:
+    """An int, or ``None`` (no label value is ignored)."""
+    if ignore_index is None:
+        return None
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
     return int(ignore_index)
 
 
@@ -109,10 +127,13 @@ def check_pair(
 
 
 def check_labels(labels: Any, leading_shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """Integer labels or a bool mask (True = the position counts) of the leading shape."""
     if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor of integers, got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+        raise TypeError(
+            f"labels must be a torch.Tensor of integers or bools, got {type(labels).__name__}"
+        )
+    if labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"labels must have an integer or bool dtype, got {labels.dtype}")
     if labels.shape != leading_shape:
         raise ValueError(
             f"labels must have the leading shape of the logits {tuple(leading_shape)}, got "

@@ -5,12 +5,15 @@ Usage::
     python -m gpu.bench                 # the full table (CPU here, CUDA too when present)
     python -m gpu.bench --quick         # a small table (a minute on a laptop CPU)
     python -m gpu.bench --configs 50257:2048 --dtype float32 --json
+    python -m gpu.bench --fused          # lm_head + loss: fused vs unfused vs liger-kernel
+    python -m gpu.bench --fused --fused-configs 50257:2048:768 --compile
 
 Both implementations compute the same loss, KL(p‖r) with the α-mixture assistant
-(default α = −5, λ = 0.1, the paper's best setting), forward and backward, in the same run
-on the same inputs. The *straightforward* implementation (:func:`straightforward_amid_loss`)
-is what one writes first: full (N, V) float32 softmaxes, log-mixture, normalizer and
-product, differentiated by autograd. The *chunked* one is :func:`gpu.amid_loss`.
+(default α = −5, λ = 0.1, the paper's main setting; see docs/choosing.md), forward and
+backward, in the same run on the same inputs. The *straightforward* implementation
+(:func:`straightforward_amid_loss`) is what one writes first: full (N, V) float32
+softmaxes, log-mixture, normalizer and product, differentiated by autograd. The *chunked*
+one is :func:`gpu.amid_loss`.
 
 Measurement method
 ------------------
@@ -34,12 +37,32 @@ Measurement method
 * **Roofline (CUDA only)**: bytes that must move at least once — both logits read and the
   gradient written, ``N·V·(size(student) + size(teacher) + size(grad))`` — divided by the
   time and by the HBM bandwidth (``--hbm-tbps``, 4.8 TB/s for an H200).
+
+Fused mode (``--fused``)
+------------------------
+The lm_head and the loss together, from hidden states (N, H) and weights (V, H), forward +
+backward (gradients of the student's hidden states and weight), at the JSD-equivalent
+setting every implementation computes: JS_β(p‖q) = β·KL(p‖m) + (1−β)·KL(q‖m),
+m = βp + (1−β)q (``gpu``: divergence ``"js"``, λ = 0, order ``"pr"``; liger:
+``LigerFusedLinearJSDLoss(weight_hard_loss=0, weight_soft_loss=1, beta=β)``). Each
+implementation runs in its own subprocess, twice: with torch's default thread count on an
+otherwise idle machine ("quiet"), and with a busy-loop process started on the side
+("loaded", one core taken; the worker keeps torch's default threads). Implementations:
+``naive`` (``F.linear`` + the textbook eager JSD with autograd, as TRL's
+``generalized_jsd_loss``), ``unfused`` (``F.linear`` + :func:`gpu.amid_loss`), ``fused``
+(:func:`gpu.amid_fused_linear_loss`), ``fused_compiled`` (``compile=True``, with
+``--compile``), ``liger`` and ``liger_chunk`` (liger at its default chunk and at ours; on
+CPU with ``compiled=False``, its pure-torch path), and the loss alone on materialized
+logits: ``logits_naive`` (the textbook eager JSD), ``logits_chunked``
+(:func:`gpu.amid_loss`) and ``logits_compiled`` (with ``--compile``). Ratios are printed
+side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -167,7 +190,7 @@ def _worker(spec: dict) -> dict:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = _rss_peak_bytes() - base
-    loss_value = float(loss)
+    loss_value = float(loss.detach())
     del loss
     times = []
     for _ in range(spec["reps"] + 1):  # the first pass is a warm-up
@@ -258,10 +281,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch intra-op threads for both implementations (default 1: on a shared "
-        "machine every OpenMP region can wait a scheduler slice for its second thread, "
-        "see docs/gpu.md); 0 keeps torch's default",
+        default=None,
+        help="torch intra-op threads for every implementation; default 1 in the classic "
+        "mode (on a shared machine every OpenMP region can wait a scheduler slice for its "
+        "second thread, see docs/gpu.md) and torch's default in --fused mode; 0 keeps "
+        "torch's default",
     )
     parser.add_argument("--hbm-tbps", type=float, default=H200_HBM_TBPS)
     parser.add_argument(
@@ -271,6 +295,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="CPU only: skip configurations whose straightforward run would need more",
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="per subprocess, seconds")
+    parser.add_argument(
+        "--fused", action="store_true", help="lm_head + loss from hidden states (see Fused mode)"
+    )
+    parser.add_argument(
+        "--fused-configs",
+        help="comma-separated V:B·T:H triples (default 50257:2048:768 on CPU, "
+        "128256:8192:4096 on CUDA)",
+    )
+    parser.add_argument("--beta", type=float, default=0.5, help="JSD β of the fused mode")
+    parser.add_argument(
+        "--impls", help=f"fused mode: comma-separated subset of {','.join(FUSED_IMPLS)}"
+    )
+    parser.add_argument("--compile", action="store_true", help="fused mode: add compile=True")
+    parser.add_argument(
+        "--no-load", action="store_true", help="fused mode: skip the concurrent-load runs"
+    )
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
     parser.add_argument(
         "--vocab-parallel",
@@ -281,13 +321,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args._worker:
-        print(json.dumps(_worker(json.loads(args._worker))))
+        spec = json.loads(args._worker)
+        work = _fused_worker if spec.get("mode") == "fused" else _worker
+        print(json.dumps(work(spec)))
         return 0
     if args.vocab_parallel:
         # heavy (spawns a process group): imported only for this benchmark
         from gpu.bench_vocab_parallel import main as vocab_parallel_main
 
         return vocab_parallel_main(["--json"] if args.json else [])
+    if args.fused:
+        return run_fused(args)
+    if args.threads is None:
+        args.threads = 1
     import torch  # heavy: imported only where the benchmark runs
 
     devices = ["cpu"]
@@ -363,6 +409,335 @@ def run(args: argparse.Namespace) -> int:
     for s in skipped:
         print(f"skipped: {s}")
     return 0
+
+
+# --- fused mode ------------------------------------------------------------------------------
+
+FUSED_IMPLS = (
+    "naive",
+    "unfused",
+    "fused",
+    "fused_compiled",
+    "liger",
+    "liger_chunk",
+    "logits_naive",
+    "logits_chunked",
+    "logits_compiled",
+)
+#: Implementations that need ``--compile``.
+_COMPILED_IMPLS = ("fused_compiled", "logits_compiled")
+_CPU_FUSED = [(50257, 2048, 768)]
+_CUDA_FUSED = [(128256, 8192, 4096)]
+LIGER_DEFAULT_CHUNK = 1024
+
+
+def naive_jsd(student_logits, teacher_logits, beta: float):
+    """Textbook eager JSD_β(p‖q) per row mean, float32 autograd (TRL's formula)."""
+    import torch
+
+    lq = torch.log_softmax(student_logits.float(), dim=-1)
+    lp = torch.log_softmax(teacher_logits.float(), dim=-1)
+    lm = torch.logsumexp(torch.stack([lq + math.log1p(-beta), lp + math.log(beta)]), dim=0)
+    kl_p = (lp.exp() * (lp - lm)).sum(-1)
+    kl_q = (lq.exp() * (lq - lm)).sum(-1)
+    return (beta * kl_p + (1.0 - beta) * kl_q).mean()
+
+
+def _fused_inputs(rows, vocab, hidden, dtype, device):
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(4321)
+
+    def block_randn(shape, scale):
+        out = torch.empty(shape, dtype=dtype, device=device)
+        step = max(1, (1 << 18) // shape[1])
+        for i in range(0, shape[0], step):
+            j = min(shape[0], i + step)
+            out[i:j] = (scale * torch.randn(j - i, shape[1], generator=gen)).to(dtype)
+        return out
+
+    h = block_randn((rows, hidden), 1.0).requires_grad_()
+    w = block_randn((vocab, hidden), hidden**-0.5 * 2.0).requires_grad_()
+    th = block_randn((rows, hidden), 1.0)
+    tw = block_randn((vocab, hidden), hidden**-0.5 * 4.0)
+    return h, w, th, tw
+
+
+def _fused_worker(spec: dict) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    import gpu
+
+    device = torch.device(spec["device"])
+    dtype = getattr(torch, spec["dtype"])
+    rows, vocab, hidden, beta = spec["rows"], spec["vocab"], spec["hidden"], spec["beta"]
+    impl, chunk = spec["impl"], spec.get("chunk_size")
+    cuda = device.type == "cuda"
+    h, w, th, tw = _fused_inputs(rows, vocab, hidden, dtype, device)
+    labels = torch.zeros(rows, dtype=torch.long, device=device)
+    js = dict(alpha=0.0, lam=0.0, divergence="js", order="pr", div_params={"beta": beta})
+    if impl.startswith("logits_"):  # the loss alone, on materialized logits (no lm_head)
+        with torch.no_grad():
+            s_logits = F.linear(h, w).requires_grad_()
+            t_logits = F.linear(th, tw)
+        h = s_logits  # what receives the gradient below
+        w = torch.empty(0)
+    if impl == "logits_naive":
+
+        def step():
+            return naive_jsd(s_logits, t_logits, beta)
+    elif impl in ("logits_chunked", "logits_compiled"):
+        compile_logits = impl == "logits_compiled"
+
+        def step():
+            return gpu.amid_loss(s_logits, t_logits, chunk_size=chunk, compile=compile_logits, **js)
+    elif impl in ("liger", "liger_chunk"):
+        from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
+
+        crit = LigerFusedLinearJSDLoss(
+            weight_hard_loss=0.0, weight_soft_loss=1.0, beta=beta, compiled=cuda,
+            chunk_size=LIGER_DEFAULT_CHUNK if impl == "liger" else spec["our_chunk"],
+        )  # fmt: skip
+
+        def step():
+            return crit(h, w, th, tw, labels)
+    elif impl == "naive":
+
+        def step():
+            with torch.no_grad():
+                t = F.linear(th, tw)
+            return naive_jsd(F.linear(h, w), t, beta)
+    elif impl == "unfused":
+
+        def step():
+            with torch.no_grad():
+                t = F.linear(th, tw)
+            return gpu.amid_loss(F.linear(h, w), t, chunk_size=chunk, **js)
+    else:
+        compile_flag = impl == "fused_compiled"
+
+        def step():
+            return gpu.amid_fused_linear_loss(
+                h, w, th, tw, chunk_size=chunk, compile=compile_flag, **js
+            )
+
+    if spec.get("threads") and not cuda:
+        torch.set_num_threads(spec["threads"])
+    if impl in _COMPILED_IMPLS:  # compile outside the measurement
+        step().backward()
+        h.grad = w.grad = None
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_now_bytes()
+    loss = step()
+    loss.backward()
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = _rss_peak_bytes() - base
+    loss_value = float(loss.detach())
+    del loss
+    times = []
+    for _ in range(spec["reps"] + 1):
+        h.grad = w.grad = None
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step().backward()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    time_s = statistics.median(times[1:])
+    roofline = None
+    if cuda:  # weights read (student twice: forward and G·W), written once; hidden in/out
+        el = h.element_size()
+        nbytes = vocab * hidden * el * 4 + rows * hidden * el * 3
+        roofline = nbytes / time_s / (spec["hbm_tbps"] * 1e12)
+    return {
+        "impl": impl,
+        "device": device.type,
+        "dtype": spec["dtype"],
+        "rows": rows,
+        "vocab": vocab,
+        "hidden": hidden,
+        "time_ms": 1e3 * time_s,
+        "peak_extra_mib": peak / 2**20,
+        "roofline": roofline,
+        "loss": loss_value,
+        "threads": torch.get_num_threads() if not cuda else None,
+    }
+
+
+class _BusyLoad:
+    """A busy-looping subprocess for the duration of a ``with`` block (one core taken)."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+        return False
+
+
+def _liger_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def run_fused(args: argparse.Namespace) -> int:
+    import torch
+
+    device = (
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    if args.fused_configs:
+        configs = [tuple(int(x) for x in c.split(":")) for c in args.fused_configs.split(",")]
+    else:
+        configs = _CUDA_FUSED if device == "cuda" else _CPU_FUSED
+    dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
+    impls = [i for i in FUSED_IMPLS if i not in _COMPILED_IMPLS or args.compile]
+    if args.impls:
+        wanted = args.impls.split(",")
+        unknown = sorted(set(wanted) - set(FUSED_IMPLS))
+        if unknown:
+            raise SystemExit(f"unknown --impls {unknown}; known: {', '.join(FUSED_IMPLS)}")
+        impls = [i for i in FUSED_IMPLS if i in wanted]
+    skipped = []
+    if not _liger_available():
+        impls = [i for i in impls if not i.startswith("liger")]
+        skipped.append("liger, liger_chunk (liger-kernel is not installed)")
+    conditions = ["quiet"] if (args.no_load or device == "cuda") else ["quiet", "loaded"]
+    report = {"beta": args.beta, "device": device, "dtype": dtype, "configs": []}
+    for vocab, rows, hidden in configs:
+        our_chunk = args.chunk_size or gpu_default_chunk(vocab, device)
+        spec = {
+            "mode": "fused", "device": device, "dtype": dtype, "rows": rows, "vocab": vocab,
+            "hidden": hidden, "beta": args.beta, "reps": args.reps, "threads": args.threads,
+            "chunk_size": args.chunk_size, "our_chunk": our_chunk, "hbm_tbps": args.hbm_tbps,
+        }  # fmt: skip
+        got: dict[str, dict[str, dict]] = {c: {} for c in conditions}
+        for condition in conditions:
+            for impl in impls:
+                one = {**spec, "impl": impl}
+                try:
+                    if condition == "loaded":
+                        with _BusyLoad():
+                            r = _run_in_subprocess(one, args.timeout)
+                    else:
+                        r = _run_in_subprocess(one, args.timeout)
+                except RuntimeError as exc:
+                    skipped.append(f"{impl} {condition}: {str(exc).splitlines()[-1][:200]}")
+                    continue
+                got[condition][impl] = r
+                if not args.json:
+                    print(
+                        f"  {condition} {impl}: {r['time_ms']:.1f} ms, "
+                        f"{r['peak_extra_mib']:.1f} MiB, loss {r['loss']:.6f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        report["configs"].append(
+            {"vocab": vocab, "rows": rows, "hidden": hidden, "our_chunk": our_chunk, **got}
+        )
+    report["skipped"] = skipped
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(_format_fused(report, args))
+    return 0
+
+
+def gpu_default_chunk(vocab: int, device: str) -> int:
+    import gpu
+
+    return gpu.default_chunk_size(vocab, device)
+
+
+def _ratio(a, b):
+    return a / b if (a is not None and b) else float("nan")
+
+
+def _format_fused(report: dict, args) -> str:
+    lines = [
+        f"lm_head + JSD(β={report['beta']}) forward+backward, {report['device']} "
+        f"{report['dtype']}, median of {args.reps}; peak extra memory over the inputs (incl. "
+        "the hidden and weight gradients); CPU torch threads: "
+        f"{args.threads or 'default'}"
+    ]
+    for cfg in report["configs"]:
+        quiet, loaded = cfg.get("quiet", {}), cfg.get("loaded", {})
+        lines.append(
+            f"\nV={cfg['vocab']} B·T={cfg['rows']} H={cfg['hidden']} (gpu chunk "
+            f"{cfg['our_chunk']} rows, liger_chunk the same)"
+        )
+        lines.append(
+            "(×ref: time over naive, memory over unfused; for the logits_* rows, which time "
+            "the loss alone on materialized logits, both over logits_naive)"
+        )
+        head = (
+            f"{'impl':15} | {'quiet ms':>9} {'×ref':>7} | {'loaded ms':>9} {'×ref':>7} | "
+            f"{'peak MiB':>9} {'×ref':>8} | {'|Δloss|':>8}"
+        )
+        lines += [head, "-" * len(head)]
+        unf = quiet.get("unfused", {}).get("peak_extra_mib")
+        ref_loss = quiet.get("naive", quiet.get("logits_naive", {})).get("loss")
+        for impl in FUSED_IMPLS:
+            q = quiet.get(impl)
+            if q is None:
+                continue
+            on_logits = impl.startswith("logits_")
+            tref = "logits_naive" if on_logits else "naive"
+            mref = quiet.get("logits_naive" if on_logits else "unfused", {}).get("peak_extra_mib")
+            nq = quiet.get(tref, {}).get("time_ms")
+            nl = loaded.get(tref, {}).get("time_ms")
+            lt = loaded.get(impl, {}).get("time_ms")
+            dl = abs(q["loss"] - ref_loss) if ref_loss is not None else float("nan")
+            lines.append(
+                f"{impl:15} | {q['time_ms']:9.1f} {_ratio(q['time_ms'], nq):7.2f} | "
+                f"{(lt if lt is not None else float('nan')):9.1f} {_ratio(lt, nl):7.2f} | "
+                f"{q['peak_extra_mib']:9.1f} {_ratio(q['peak_extra_mib'], mref):8.3f} | "
+                f"{dl:8.1e}"
+            )
+        f, lg = quiet.get("fused"), quiet.get("liger_chunk")
+        targets = []
+        if f and unf:
+            targets.append(("fused peak ≤ 0.3× unfused", f["peak_extra_mib"] / unf, 0.3))
+        if f and lg:
+            targets.append(
+                (
+                    "fused peak ≤ 1.0× liger (same chunk)",
+                    f["peak_extra_mib"] / lg["peak_extra_mib"],
+                    1.0,
+                )
+            )
+            targets.append(
+                ("fused time ≤ 1.0× liger (same chunk)", f["time_ms"] / lg["time_ms"], 1.0)
+            )
+        for kernel in ("logits_chunked", "logits_compiled"):  # the loss alone, on logits
+            for cond, results, bound in (("quiet", quiet, 0.25), ("loaded", loaded, 1.0)):
+                ours, naive = results.get(kernel), results.get("logits_naive")
+                if ours and naive:
+                    targets.append((f"{kernel} time ≤ {bound}× logits_naive, {cond}",
+                                    ours["time_ms"] / naive["time_ms"], bound))  # fmt: skip
+        for name, value, bound in targets:
+            verdict = "met" if value <= bound else "NOT met"
+            lines.append(f"target {name}: {value:.3f} ({verdict})")
+    for sk in report.get("skipped", []):
+        lines.append(f"skipped: {sk}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,522 @@
+r"""The fused lm_head + AMiD loss: hidden states in, loss and parameter gradients out.
+
+``amid_fused_linear_loss`` never forms the (N, V) logits. It walks the N = B·T rows
+``chunk_size`` at a time; for each chunk it forms the student logits
+:math:`s = hW^\top + b` (in the weight's dtype, as :func:`torch.nn.functional.linear`
+would) and the teacher logits (under ``no_grad``, or a slice of precomputed teacher
+logits), then calls the *same* per-chunk kernel as :func:`gpu.amid_loss`
+(:func:`gpu._loss._chunk`: loss per row and :math:`G = \partial L/\partial s` in closed
+form), and accumulates
+
+.. math::
+
+    \frac{\partial L}{\partial h} = G\,W,\qquad
+    \frac{\partial L}{\partial W} = \sum_{\text{chunks}} G^\top h,\qquad
+    \frac{\partial L}{\partial b} = \sum_{\text{chunks}} \textstyle\sum_{\text{rows}} G,
+
+in the compute dtype (float32, float64 for float64 inputs). Peak extra memory is the
+float32 weight gradient (V·H) plus the hidden-state gradient (N·H) plus O(chunk_size·V)
+scratch, independent of N·V. For bf16/fp16 weights the product :math:`G W` is taken in the
+weight's dtype as two matmuls of ``G``'s rounded part and its residual (see
+:func:`_times_weight`), so no float32 copy of W is ever made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gpu._loss import (
+    _build_spec,
+    _chunk,
+    _for_each_chunk,
+    _raise_for_flags,
+    _reduce,
+    _refuse_double_backward,
+    _select_kernel,
+    _valid_rows,
+)
+from gpu._validation import (
+    check_float_tensor,
+    check_ignore_index,
+    check_reduction,
+    check_temperature_scaling,
+    compute_dtype,
+)
+
+__all__ = ["AMiDFusedLinearLoss", "amid_fused_linear_loss"]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _teacher_source(teacher_hidden, teacher_weight, teacher_bias, teacher_logits):
+    """A function rows -> teacher logits of those rows (no grad), and the teacher dtype."""
+    if teacher_logits is not None:
+        t2 = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1])
+        return (lambda idx: t2[idx]), t2.dtype
+    th2 = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
+    tw = teacher_weight.detach()
+    tb = None if teacher_bias is None else teacher_bias.detach()
+    return (lambda idx: F.linear(th2[idx], tw, tb)), tw.dtype
+
+
+def _times_weight(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``g @ weight`` for a float32/64 ``g``, without a float32 copy of a bf16/fp16 weight.
+
+    ``G`` sums to ~0 along V (a projected gradient), so ``G·W`` cancels: rounding G once
+    to bf16 would leave an error of 2⁻⁹·Σ|G||W|, far above the result's own rounding.
+    G is split as ``G_hi + G_lo`` (both in the weight dtype, ``G_lo`` the rounding
+    residual), two matmuls in the weight dtype: what is left is 2⁻¹⁸·Σ|G||W| plus the
+    rounding of the two products to the weight dtype (≤ 2 ulps of the result, which is
+    returned in that dtype anyway; measured by ``python -m gpu.device_check``).
+    """
+    if weight.dtype not in _LOW_PRECISION:
+        return g @ weight.to(g.dtype)
+    # Rows scaled by a power of two to max |G| = 1 first: fp16 overflows at 65504 (χ²
+    # gradients exceed it) and both dtypes lose the residual to underflow on tiny rows.
+    peak = g.abs().amax(-1, keepdim=True)
+    scale = torch.exp2(torch.ceil(torch.log2(peak))).masked_fill_(peak == 0, 1.0)
+    g = g / scale
+    hi = g.to(weight.dtype)
+    lo = (g - hi.to(g.dtype)).to(weight.dtype)
+    return (hi @ weight).to(g.dtype).add_((lo @ weight).to(g.dtype)).mul_(scale)
+
+
+def _fused_run(
+    h2, weight, bias, teacher, rows, spec, leading, need, grad_scale, row_weights, kernel=None
+):
+    """All chunks: per-row loss (N,) and the gradients asked for in ``need`` = (h, W, b).
+
+    ``grad_scale`` multiplies every gradient; ``row_weights`` (N,), when given, multiplies
+    row i's contribution (the upstream gradient of ``reduction="none"``). With several CPU
+    chunk workers (:func:`gpu._loss._for_each_chunk`) each accumulates its own W and b
+    gradients, summed at the end.
+    """
+    kernel = kernel or _chunk
+    n = h2.shape[0]
+    v, hdim = weight.shape
+    cdt = spec.cdtype
+    device = h2.device
+    row_loss = torch.zeros(n, dtype=cdt, device=device)
+    flags = torch.zeros(n, dtype=torch.uint8, device=device)
+    need_h, need_w, need_b = need
+    want = need_h or need_w or need_b
+    gh = torch.zeros_like(h2) if need_h else None
+    n_rows = n if rows is None else rows.numel()
+
+    def make_state():
+        return {
+            "w": torch.zeros(v, hdim, dtype=cdt, device=device) if need_w else None,
+            "b": torch.zeros(v, dtype=cdt, device=device) if need_b else None,
+        }
+
+    def body(start, stop, acc):
+        idx = slice(start, stop) if rows is None else rows[start:stop]
+        hs = h2[idx]
+        value, g, f = kernel(F.linear(hs, weight, bias), teacher(idx), spec, want, grad_scale)
+        row_loss[idx] = value
+        flags[idx] = f
+        if not want:
+            return
+        if row_weights is not None:
+            g.mul_(row_weights[idx].to(cdt).unsqueeze(-1))
+        if need_h:
+            gh[idx] = _times_weight(g, weight).to(gh.dtype)
+        if need_w:
+            acc["w"].addmm_(g.T, hs.to(cdt))
+        if need_b:
+            acc["b"].add_(g.sum(0))
+
+    states = _for_each_chunk(
+        n_rows, spec.chunk_size, device, body, make_state, parallel=kernel is _chunk
+    )
+    _raise_for_flags(flags, leading, spec)
+    gw, gb = states[0]["w"], states[0]["b"]
+    for extra in states[1:]:
+        if need_w:
+            gw.add_(extra["w"])
+        if need_b:
+            gb.add_(extra["b"])
+    return row_loss, gh, gw, gb
+
+
+class _FusedFunction(torch.autograd.Function):
+    """Chunked forward that also forms the parameter gradients; backward scales them."""
+
+    @staticmethod
+    def forward(
+        ctx, hidden, weight, bias, teacher_args, rows, spec, reduction, n_valid, lead, k, kernel
+    ):
+        teacher, _ = _teacher_source(*teacher_args)
+        h2 = hidden.reshape(-1, hidden.shape[-1])
+        need = tuple(ctx.needs_input_grad[:3])
+        scale = k / n_valid if (reduction == "mean" and n_valid > 0) else k
+        # With reduction="none" the per-row upstream weights are only known in backward.
+        now = need if reduction != "none" else (False, False, False)
+        row_loss, gh, gw, gb = _fused_run(
+            h2, weight, bias, teacher, rows, spec, lead, now, scale, None, kernel
+        )
+        if k != 1.0:
+            row_loss.mul_(k)
+        ctx.save_for_backward(hidden, weight, bias)
+        ctx.teacher_args = teacher_args
+        ctx.rows, ctx.spec, ctx.reduction, ctx.scale, ctx.lead = rows, spec, reduction, scale, lead
+        ctx.kernel = kernel
+        ctx.grads = (gh, gw, gb) if reduction != "none" else None
+        return _reduce(row_loss, reduction, n_valid, lead)
+
+    @staticmethod
+    @_refuse_double_backward
+    def backward(ctx, grad_output):
+        hidden, weight, bias = ctx.saved_tensors
+        need = tuple(ctx.needs_input_grad[:3])
+        grads, ctx.grads = ctx.grads, None
+        if grads is None:  # reduction="none", or a second backward (retain_graph=True)
+            teacher, _ = _teacher_source(*ctx.teacher_args)
+            h2 = hidden.reshape(-1, hidden.shape[-1])
+            weights = grad_output.reshape(-1) if ctx.reduction == "none" else None
+            _, gh, gw, gb = _fused_run(
+                h2, weight, bias, teacher, ctx.rows, ctx.spec, ctx.lead, need, ctx.scale, weights,
+                ctx.kernel,
+            )  # fmt: skip
+            factor = 1.0 if ctx.reduction == "none" else grad_output
+        else:
+            gh, gw, gb = grads
+            factor = grad_output
+        out = []
+        for g, x in zip((gh, gw, gb), (hidden, weight, bias), strict=True):
+            if g is None:
+                out.append(None)
+                continue
+            if isinstance(factor, torch.Tensor) and bool(factor != 1):
+                g = g.to(torch.promote_types(g.dtype, torch.float32)).mul_(factor)
+            out.append(g.to(x.dtype).view(x.shape))
+        return (*out, None, None, None, None, None, None, None, None)
+
+
+def _check_matrix(w, name, vocab=None):
+    check_float_tensor(w, name)
+    if w.dim() != 2:
+        raise ValueError(f"{name} must have shape (V, H), got {tuple(w.shape)}")
+    if vocab is not None and w.shape[0] != vocab:
+        raise ValueError(
+            f"vocabulary sizes differ: student_weight has V = {vocab}, {name} has "
+            f"V = {w.shape[0]}; teacher and student must share one vocabulary"
+        )
+
+
+def _check_bias(b, name, w, wname):
+    if b is None:
+        return
+    check_float_tensor(b, name)
+    if b.shape != (w.shape[0],):
+        raise ValueError(f"{name} must have shape (V,) = ({w.shape[0]},), got {tuple(b.shape)}")
+    if b.dtype != w.dtype or b.device != w.device:
+        raise ValueError(f"{name} must have the dtype and device of {wname}")
+
+
+def _check_hidden(h, name, w, wname, leading=None):
+    check_float_tensor(h, name)
+    if h.shape[-1] != w.shape[1]:
+        raise ValueError(
+            f"{name} has hidden size H = {h.shape[-1]} but {wname} has shape "
+            f"{tuple(w.shape)} (V, H)"
+        )
+    if h.dtype != w.dtype:
+        raise TypeError(f"{name} has dtype {h.dtype} but {wname} has {w.dtype}; cast one")
+    if h.device != w.device:
+        raise ValueError(f"{name} is on {h.device} but {wname} is on {w.device}")
+    if leading is not None and tuple(h.shape[:-1]) != leading:
+        raise ValueError(
+            f"{name} has leading shape {tuple(h.shape[:-1])}, the student {leading}; "
+            "one row per position in both"
+        )
+
+
+def amid_fused_linear_loss(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    teacher_hidden: torch.Tensor | None,
+    teacher_weight: torch.Tensor | None,
+    alpha: float,
+    lam: float,
+    divergence: str = "kl",
+    order: str = "pr",
+    div_params: Mapping[str, Any] | None = None,
+    *,
+    student_bias: torch.Tensor | None = None,
+    teacher_bias: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    shift_labels: bool = False,
+    ignore_index: int | None = -100,
+    reduction: str = "mean",
+    temperature: float = 1.0,
+    temperature_scaling: str | None = None,
+    detach_assistant: bool = False,
+    chunk_size: int | None = None,
+    compile: bool | str = False,
+) -> torch.Tensor:
+    r"""AMiD loss of the lm_head outputs, without materializing the (N, V) logits.
+
+    Equals ``gpu.amid_loss(F.linear(student_hidden, student_weight, student_bias),
+    F.linear(teacher_hidden, teacher_weight, teacher_bias), ...)`` with every other
+    argument the same, and differentiates it with respect to ``student_hidden``,
+    ``student_weight`` and ``student_bias`` (whichever require grad):
+
+    .. math::
+
+        L = \operatorname{reduce}_i D\big(\cdot\|\cdot\big)\big(p_i, q_i, r_i\big),\quad
+        q_i = \mathrm{softmax}\big((h_iW^\top + b)/T\big),\quad
+        \frac{\partial L}{\partial W} = \sum_i G_i^\top h_i,\ \
+        \frac{\partial L}{\partial h_i} = G_i W,
+
+    with :math:`G_i = \partial L/\partial s_i` the closed-form logit gradient of
+    :func:`gpu.amid_loss` (MATH.md, Proposition 3.5), formed chunk by chunk.
+
+    Parameters
+    ----------
+    student_hidden : torch.Tensor, shape (..., H)
+        The student's last hidden states (before the lm_head), any float dtype.
+    student_weight : torch.Tensor, shape (V, H)
+        The student's lm_head weight, the dtype of ``student_hidden``.
+    teacher_hidden : torch.Tensor, shape (..., H_t), or None
+        The teacher's last hidden states, one row per student row; ``None`` when
+        ``teacher_logits`` is given. Never receives a gradient.
+    teacher_weight : torch.Tensor, shape (V, H_t), or None
+        The teacher's lm_head weight (same V as the student).
+    alpha, lam, divergence, order, div_params
+        As in :func:`gpu.amid_loss`.
+    student_bias, teacher_bias : torch.Tensor, shape (V,), optional
+        lm_head biases.
+    teacher_logits : torch.Tensor, shape (..., V), optional
+        Precomputed teacher logits *or log-probabilities* (a teacher run elsewhere or
+        cached) in place of ``teacher_hidden``/``teacher_weight``: the loss depends on
+        them through ``log_softmax``, which is the identity on log-probabilities.
+    labels, shift_labels, ignore_index
+        Which positions count, as in :func:`gpu.amid_loss` (integer labels or a bool
+        mask; ``shift_labels=True`` for unshifted Hugging Face causal-LM labels).
+    reduction : {"mean", "batchmean", "sum", "none"}
+        As in :func:`gpu.amid_loss`. With ``"none"`` the gradients are formed in the
+        backward pass (a second chunked pass), since they depend on the upstream weights.
+    temperature, temperature_scaling, detach_assistant
+        As in :func:`gpu.amid_loss`.
+    chunk_size : int, optional
+        Rows per chunk; ``None``: :func:`gpu.default_chunk_size` of V and the device.
+    compile : bool or str
+        Compile the per-chunk loss kernel with ``torch.compile``, as in
+        :func:`gpu.amid_loss` (clean fallback with a ``RuntimeWarning``).
+
+    Returns
+    -------
+    torch.Tensor
+        float32 (float64 when an input is float64): 0-d, or shape (...) for ``"none"``.
+        The gradients have the dtypes of their inputs; they are accumulated in float32
+        (float64) and cast once.
+
+    Raises
+    ------
+    TypeError, ValueError
+        The error contract of :func:`gpu.amid_loss` (bad arguments name the parameter;
+        NaN/``+inf`` logits, empty supports and ``+inf`` losses name the rows), plus shape,
+        dtype and device mismatches between hidden states, weights and biases, and a
+        teacher given both as hidden states and as logits (or neither).
+
+    Notes
+    -----
+    Memory: the float32 (float64) weight gradient V·H, the hidden-state gradient, and
+    O(chunk_size·V) scratch; neither the logits nor their gradient exist at full size.
+    The backward is differentiable once (``create_graph=True`` raises ``RuntimeError``).
+
+    Examples
+    --------
+    >>> import torch, gpu
+    >>> h = torch.randn(2, 5, 8, requires_grad=True)
+    >>> w = torch.randn(40, 8, requires_grad=True)
+    >>> th, tw = torch.randn(2, 5, 12), torch.randn(40, 12)
+    >>> labels = torch.tensor([[1, 2, 3, -100, -100], [4, 5, 6, 7, 8]])
+    >>> loss = gpu.amid_fused_linear_loss(h, w, th, tw, alpha=0.0, lam=0.1,
+    ...                                   labels=labels, shift_labels=True)
+    >>> loss.backward()
+    >>> h.grad.shape, w.grad.shape
+    (torch.Size([2, 5, 8]), torch.Size([40, 8]))
+    """
+    _check_matrix(student_weight, "student_weight")
+    _check_hidden(student_hidden, "student_hidden", student_weight, "student_weight")
+    _check_bias(student_bias, "student_bias", student_weight, "student_weight")
+    leading = tuple(student_hidden.shape[:-1])
+    vocab = student_weight.shape[0]
+    device = student_hidden.device
+    has_hidden = teacher_hidden is not None or teacher_weight is not None
+    if has_hidden == (teacher_logits is not None):
+        raise ValueError(
+            "give the teacher either as teacher_hidden and teacher_weight, or as "
+            "teacher_logits (logits or log-probabilities), not both or neither"
+        )
+    if teacher_logits is not None:
+        check_float_tensor(teacher_logits, "teacher_logits")
+        if tuple(teacher_logits.shape) != (*leading, vocab):
+            raise ValueError(
+                f"teacher_logits must have shape {(*leading, vocab)} (the student's leading "
+                f"shape and V), got {tuple(teacher_logits.shape)}"
+            )
+        if teacher_logits.device != device:
+            raise ValueError(f"teacher_logits is on {teacher_logits.device}, the student {device}")
+        teacher_dtype = teacher_logits.dtype
+    else:
+        if teacher_hidden is None or teacher_weight is None:
+            raise ValueError("teacher_hidden and teacher_weight must be given together")
+        _check_matrix(teacher_weight, "teacher_weight", vocab)
+        _check_hidden(teacher_hidden, "teacher_hidden", teacher_weight, "teacher_weight", leading)
+        _check_bias(teacher_bias, "teacher_bias", teacher_weight, "teacher_weight")
+        if teacher_weight.device != device:
+            raise ValueError(f"teacher_weight is on {teacher_weight.device}, the student {device}")
+        teacher_dtype = teacher_weight.dtype
+    spec = _build_spec(
+        compute_dtype(student_weight.dtype, teacher_dtype),
+        vocab,
+        device,
+        alpha,
+        lam,
+        divergence,
+        order,
+        div_params,
+        temperature,
+        detach_assistant,
+        chunk_size,
+    )
+    ignore_index = check_ignore_index(ignore_index)
+    reduction = check_reduction(reduction)
+    k = check_temperature_scaling(temperature_scaling, spec.temperature)
+    rows, n_valid = _valid_rows(labels, leading, device, ignore_index, shift_labels)
+    kernel = _select_kernel(compile)
+    teacher_args = (teacher_hidden, teacher_weight, teacher_bias, teacher_logits)
+    differentiable = [x for x in (student_hidden, student_weight, student_bias) if x is not None]
+    if torch.is_grad_enabled() and any(x.requires_grad for x in differentiable):
+        return _FusedFunction.apply(
+            student_hidden,
+            student_weight,
+            student_bias,
+            teacher_args,
+            rows,
+            spec,
+            reduction,
+            n_valid,
+            leading,
+            k,
+            kernel,
+        )
+    with torch.no_grad():
+        teacher, _ = _teacher_source(*teacher_args)
+        h2 = student_hidden.reshape(-1, student_hidden.shape[-1])
+        none = (False, False, False)
+        row_loss, *_ = _fused_run(
+            h2, student_weight, student_bias, teacher, rows, spec, leading, none, 1.0, None, kernel
+        )
+        if k != 1.0:
+            row_loss.mul_(k)
+        return _reduce(row_loss, reduction, n_valid, leading)
+
+
+class AMiDFusedLinearLoss(torch.nn.Module):
+    r"""Module form of :func:`amid_fused_linear_loss` (the fused lm_head + AMiD loss).
+
+    .. math::
+
+        L\big(h W^\top + b,\ h_t W_t^\top + b_t\big) = \operatorname{reduce}_i
+            D(\cdot\|\cdot)(p_i, q_i, r_i^{(\alpha,\lambda)})
+
+    Parameters
+    ----------
+    alpha, lam, divergence, order, div_params, temperature, ignore_index, reduction,
+    detach_assistant, chunk_size, shift_labels, temperature_scaling, compile
+        As in :func:`amid_fused_linear_loss`; ``alpha`` and ``lam`` are float64 buffers
+        (in ``state_dict``) read and assigned as floats, as in :class:`gpu.AMiDLoss`.
+
+    Examples
+    --------
+    >>> import torch, gpu
+    >>> crit = gpu.AMiDFusedLinearLoss(alpha=0.0, lam=0.1, shift_labels=True)
+    >>> h, w = torch.randn(2, 4, 8, requires_grad=True), torch.randn(30, 8)
+    >>> th, tw = torch.randn(2, 4, 6), torch.randn(30, 6)
+    >>> crit(h, w, th, tw, labels=torch.tensor([[1, 2, 3, 4], [5, 6, -100, -100]])).ndim
+    0
+    """
+
+    def __init__(
+        self,
+        alpha: float,
+        lam: float,
+        divergence: str = "kl",
+        order: str = "pr",
+        div_params: Mapping[str, Any] | None = None,
+        temperature: float = 1.0,
+        ignore_index: int | None = -100,
+        reduction: str = "mean",
+        detach_assistant: bool = False,
+        chunk_size: int | None = None,
+        *,
+        shift_labels: bool = False,
+        temperature_scaling: str | None = None,
+        compile: bool | str = False,
+    ) -> None:
+        super().__init__()
+        from gpu._loss import AMiDLoss
+
+        # The configuration and its checks are those of AMiDLoss (one place).
+        self.config = AMiDLoss(
+            alpha, lam, divergence, order, div_params, temperature, ignore_index, reduction,
+            detach_assistant, chunk_size, shift_labels=shift_labels,
+            temperature_scaling=temperature_scaling, compile=compile,
+        )  # fmt: skip
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("alpha", "lam"):
+            return getattr(self._modules["config"], name)
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("alpha", "lam") and "config" in self.__dict__.get("_modules", {}):
+            setattr(self._modules["config"], name, value)
+            return
+        super().__setattr__(name, value)
+
+    def forward(
+        self,
+        student_hidden: torch.Tensor,
+        student_weight: torch.Tensor,
+        teacher_hidden: torch.Tensor | None = None,
+        teacher_weight: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        student_bias: torch.Tensor | None = None,
+        teacher_bias: torch.Tensor | None = None,
+        teacher_logits: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        c = self.config
+        return amid_fused_linear_loss(
+            student_hidden,
+            student_weight,
+            teacher_hidden,
+            teacher_weight,
+            c.alpha,
+            c.lam,
+            c.divergence,
+            c.order,
+            c.div_params,
+            student_bias=student_bias,
+            teacher_bias=teacher_bias,
+            teacher_logits=teacher_logits,
+            labels=labels,
+            shift_labels=c.shift_labels,
+            ignore_index=c.ignore_index,
+            reduction=c.reduction,
+            temperature=c.temperature,
+            temperature_scaling=c.temperature_scaling,
+            detach_assistant=c.detach_assistant,
+            chunk_size=c.chunk_size,
+            compile=c.compile,
+        )

@@ -1,0 +1,61 @@
+"""The training recipes of docs/training.md run as printed, and the comparison script of
+docs/choosing.md runs (at a tiny size here; its full run is the page's measurement)."""
+
+from __future__ import annotations
+
+import os
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+#: A python block directly after this marker is executed by the tests.
+MARKER = "<!-- recipe -->"
+
+
+def recipes(page: Path) -> list[str]:
+    text = page.read_text(encoding="utf-8")
+    return re.findall(re.escape(MARKER) + r"\s*```python\n(.*?)```", text, re.S)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_training_page_has_the_recipes():
+    blocks = recipes(DOCS / "training.md")
+    assert len(blocks) == 4
+    text = (DOCS / "training.md").read_text(encoding="utf-8")
+    assert text.count("(tested)") == len(blocks)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_training_recipe_runs(index, offline, capsys):
+    code = recipes(DOCS / "training.md")[index]
+    exec(compile(code, f"docs/training.md recipe {index + 1}", "exec"), {"__name__": "recipe"})
+    assert capsys.readouterr().out.strip()  # every recipe prints its result
+
+
+def test_choosing_comparison_script_runs(offline):
+    module = runpy.run_path(str(DOCS / "recipes" / "compare_tiny_gpt2.py"), run_name="recipe")
+    rows = module["main"](["--steps", "2", "--seeds", "0", "--train", "16", "--heldout", "4",
+                           "--vocab", "64", "--seq", "8"])  # fmt: skip
+    assert {r["setting"] for r in rows} == set(module["SETTINGS"])
+    assert all(r["kl"] > 0 and r["nll"] > 0 for r in rows)
+    assert os.path.exists(DOCS / "choosing.md")
+    assert "python docs/recipes/compare_tiny_gpt2.py" in (DOCS / "choosing.md").read_text("utf-8")

@@ -1,0 +1,164 @@
+"""The two ways of running the per-chunk kernel faster, against the plain eager path.
+
+* CPU chunk workers (torch threads > 1): each chunk runs on one thread, chunks side by
+  side; per-row results are bitwise those of the single-threaded path, the fused weight
+  gradient (summed over workers) equal to float64 rounding.
+* ``compile=...``: the kernel through ``torch.compile``; here with the ``"eager"`` backend
+  (dynamo tracing, no C++ toolchain, seconds), which checks the wrapper (the scale and the
+  cast applied after the compiled graph, the retained-graph recompute) within the ``"gpu"``
+  tolerance rows; the inductor backend is timed by ``python -m gpu.bench --fused``.
+* A failing compilation falls back to the eager kernel with a ``RuntimeWarning``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import gpu  # noqa: E402
+from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
+
+
+@pytest.fixture
+def threads():
+    before = torch.get_num_threads()
+    yield lambda n: torch.set_num_threads(n)
+    torch.set_num_threads(before)
+
+
+def _inputs(dtype=torch.float64):
+    gen = torch.Generator().manual_seed(0)
+    s = (2 * torch.randn(3, 9, 70, generator=gen)).to(dtype)
+    t = (2 * torch.randn(3, 9, 70, generator=gen)).to(dtype)
+    labels = torch.randint(0, 5, (3, 9), generator=gen).masked_fill_(
+        torch.rand(3, 9, generator=gen) < 0.3, -100
+    )
+    return s, t, labels
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_chunk_workers_are_bitwise_the_sequential_path(threads, masked):
+    s0, t, labels = _inputs()
+    kw = dict(labels=labels if masked else None, reduction="none", chunk_size=4)
+    out = []
+    for n in (1, 2):
+        threads(n)
+        s = s0.clone().requires_grad_()
+        loss = gpu.amid_loss(s, t, -5.0, 0.1, "js", "qr", **kw)
+        loss.sum().backward()
+        out.append((loss.detach(), s.grad))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+
+
+def test_chunk_workers_fused(threads):
+    gen = torch.Generator().manual_seed(1)
+    h0 = torch.randn(2, 11, 8, dtype=torch.float64, generator=gen)
+    w0 = torch.randn(70, 8, dtype=torch.float64, generator=gen)
+    th = torch.randn(2, 11, 6, dtype=torch.float64, generator=gen)
+    tw = torch.randn(70, 6, dtype=torch.float64, generator=gen)
+    got = []
+    for n in (1, 2):
+        threads(n)
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        loss = gpu.amid_fused_linear_loss(h, w, th, tw, 0.5, 0.3, "kl", "rq", chunk_size=3)
+        loss.backward()
+        got.append((loss.detach(), h.grad, w.grad))
+    assert torch.equal(got[0][0], got[1][0]) and torch.equal(got[0][1], got[1][1])
+    assert_within(got[1][2].numpy(), got[0][2].numpy(), tolerance("gpu", "grad"))
+
+
+def test_worker_errors_are_raised_in_the_caller(threads):
+    threads(2)
+    s, t, _ = _inputs(torch.float32)
+    t[2, 8, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"teacher_logits.*\(2, 8\)"):
+        gpu.amid_loss(s.requires_grad_(), t, -5.0, 0.1, chunk_size=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_compiled_kernel_matches_eager(dtype, threads):
+    threads(1)
+    torch._dynamo.reset()
+    s0, t, labels = _inputs(dtype)
+    name = "float64" if dtype == torch.float64 else "float32"
+    results = []
+    for compile in (False, "eager"):
+        s = s0.clone().requires_grad_()
+        loss = gpu.amid_loss(s, t, 1.0 - 1e-6, 0.4, "kl", "pr", labels=labels, chunk_size=8,
+                             temperature=1.5, compile=compile)  # fmt: skip
+        loss.backward(retain_graph=True)
+        loss.backward()  # the recompute path of a retained graph, through the same kernel
+        results.append((loss.item(), s.grad.double().numpy()))
+    assert_within(results[1][0], results[0][0], tolerance("gpu", "loss", name))
+    assert_within(results[1][1], results[0][1], tolerance("gpu", "grad", name))
+    crit = gpu.AMiDFusedLinearLoss(0.0, 0.1, compile="eager", chunk_size=5)
+    h = torch.randn(3, 9, 4, dtype=dtype, requires_grad=True)
+    w = torch.randn(70, 4, dtype=dtype)
+    fused = crit(h, w, teacher_logits=t, labels=labels)
+    plain = gpu.amid_fused_linear_loss(h, w, None, None, 0.0, 0.1, teacher_logits=t,
+                                       labels=labels)  # fmt: skip
+    assert_within(fused.item(), plain.item(), tolerance("gpu", "loss", name))
+
+
+def test_compile_failure_falls_back_with_a_warning():
+    s, t, _ = _inputs()
+    want = gpu.amid_loss(s, t, -5.0, 0.1)
+    with pytest.warns(RuntimeWarning, match="torch.compile.*failed.*eager"):
+        got = gpu.amid_loss(s, t, -5.0, 0.1, compile="no-such-backend")
+    assert got.item() == want.item()
+    with pytest.raises(TypeError, match="compile"):
+        gpu.amid_loss(s, t, -5.0, 0.1, compile=1)
+
+
+def test_bench_fused_mode_smoke():
+    """The workers of ``python -m gpu.bench --fused`` at a tiny size, in process (the
+    subprocess driver is the one of the classic mode, smoke-tested in tests/test_gpu.py):
+    every implementation computes the same JSD; the busy-load context manager starts and stops its
+    process; the report formats. The ratios at real sizes are read off the benchmark's
+    output (docs/gpu.md), never asserted here."""
+    import argparse
+
+    from gpu import bench
+
+    spec = {"mode": "fused", "device": "cpu", "dtype": "float32", "rows": 24, "vocab": 400,
+            "hidden": 8, "beta": 0.5, "reps": 1, "threads": 0, "chunk_size": 5,
+            "our_chunk": 5, "hbm_tbps": 4.8}  # fmt: skip
+    impls = ["naive", "unfused", "fused", "logits_naive", "logits_chunked"]
+    if importlib.util.find_spec("liger_kernel") is not None:
+        impls.append("liger_chunk")
+    got = {impl: bench._fused_worker({**spec, "impl": impl}) for impl in impls}
+    for impl in impls[1:]:
+        assert abs(got[impl]["loss"] - got["naive"]["loss"]) < 1e-5, impl
+    with bench._BusyLoad() as load:
+        assert load.proc.poll() is None
+    assert load.proc.poll() is not None
+    parser = argparse.ArgumentParser()
+    bench.configure_parser(parser)
+    args = parser.parse_args(["--fused", "--reps", "1"])
+    report = {"beta": 0.5, "device": "cpu", "dtype": "float32", "skipped": [],
+              "configs": [{"vocab": 400, "rows": 24, "hidden": 8, "our_chunk": 5,
+                           "quiet": got, "loaded": got}]}  # fmt: skip
+    text = bench._format_fused(report, args)
+    assert "target fused peak ≤ 0.3× unfused" in text and "×ref" in text
+
+
+def test_device_check_cpu_dry_run(tmp_path):
+    """``python -m gpu.device_check --cpu-dry-run``: every stage at tiny sizes, one JSON."""
+    import json
+
+    from gpu import device_check
+
+    out = tmp_path / "check.json"
+    assert device_check.main(["--cpu-dry-run", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "cpu-dry-run" and report["cuda"] is False
+    stages = report["stages"]
+    assert set(stages) == {"tests", "kernels", "bench", "bench_fused"}
+    assert all(stages[s]["status"] == "ok" for s in ("kernels", "bench", "bench_fused"))
+    kernels = stages["kernels"]["4099"]
+    assert kernels["log_softmax"] < 64 and kernels["logsumexp"] < 64  # in float32 eps
+    losses = [r["loss"] for r in stages["bench_fused"]["result"]]
+    assert max(losses) - min(losses) < 1e-5
