@@ -311,6 +311,16 @@ class DivergenceSpec:
     def offered_by(self, implementation: str) -> bool:
         return implementation not in self.not_offered
 
+    @property
+    def typical_params(self) -> dict[str, Any]:
+        """One representative parameter set: the quick set, else the defaults (when every
+        parameter has one), else the first battery set."""
+        if self.cases_for("quick"):
+            return self.cases_for("quick")[0]
+        if all(v is not REQUIRED for v in self.defaults.values()):
+            return dict(self.defaults)
+        return self.cases_for("battery")[0]
+
     def cases_for(self, use: str) -> tuple[dict, ...]:
         """The parameter sets for ``use`` (copies, so callers may not alter the record)."""
         return tuple(dict(c) for c in self.cases.get(use, ()))

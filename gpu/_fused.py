@@ -29,13 +29,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gpu._autograd import _refuse_double_backward
 from gpu._loss import (
+    AMiDLoss,
     _build_spec,
     _chunk,
     _for_each_chunk,
     _raise_for_flags,
     _reduce,
-    _refuse_double_backward,
     _select_kernel,
     _valid_rows,
 )
@@ -431,10 +432,33 @@ class AMiDFusedLinearLoss(torch.nn.Module):
 
     Parameters
     ----------
-    alpha, lam, divergence, order, div_params, temperature, ignore_index, reduction,
-    detach_assistant, chunk_size, shift_labels, temperature_scaling, compile
-        As in :func:`amid_fused_linear_loss`; ``alpha`` and ``lam`` are float64 buffers
-        (in ``state_dict``) read and assigned as floats, as in :class:`gpu.AMiDLoss`.
+    alpha : float
+        Path parameter; a float64 buffer (in ``state_dict``) read and assigned as a
+        float, as in :class:`gpu.AMiDLoss`.
+    lam : float
+        Teacher weight in ``[0, 1]``; a float64 buffer like ``alpha``.
+    divergence : str
+        As in :func:`amid_fused_linear_loss`.
+    order : {"pr", "qr", "rp", "rq"}
+        As in :func:`amid_fused_linear_loss`.
+    div_params : mapping, optional
+        As in :func:`amid_fused_linear_loss`.
+    temperature : float
+        As in :func:`amid_fused_linear_loss`.
+    ignore_index : int or None
+        As in :func:`amid_fused_linear_loss`.
+    reduction : {"mean", "batchmean", "sum", "none"}
+        As in :func:`amid_fused_linear_loss`.
+    detach_assistant : bool
+        As in :func:`amid_fused_linear_loss`.
+    chunk_size : int, optional
+        As in :func:`amid_fused_linear_loss`.
+    shift_labels : bool
+        As in :func:`amid_fused_linear_loss`.
+    temperature_scaling : {None, "T2"}
+        As in :func:`amid_fused_linear_loss`.
+    compile : bool or str
+        As in :func:`amid_fused_linear_loss`.
 
     Examples
     --------
@@ -464,8 +488,6 @@ class AMiDFusedLinearLoss(torch.nn.Module):
         compile: bool | str = False,
     ) -> None:
         super().__init__()
-        from gpu._loss import AMiDLoss
-
         # The configuration and its checks are those of AMiDLoss (one place).
         self.config = AMiDLoss(
             alpha, lam, divergence, order, div_params, temperature, ignore_index, reduction,

@@ -52,6 +52,11 @@ def divergence(a, b, name, params):
     if name == "renyi":
         rho = params["order"]
         return (a**rho * b ** (1.0 - rho)).sum(-1).log() / (rho - 1.0)
+    if name == "jeffreys":
+        return ((a - b) * (a / b).log()).sum(-1)
+    if name == "skew_kl":
+        s = params["skew"]
+        return divergence(a, s * a + (1.0 - s) * b, "kl", {})
     if name == "ab":
         x, y = params["alpha"], params["beta"]
         lsum = x + y

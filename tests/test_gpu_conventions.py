@@ -21,6 +21,7 @@ from _textbook import mixture as textbook_mixture  # noqa: E402
 
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
+from amid_ref._specs import SPECS  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 
 INF = math.inf
@@ -129,16 +130,8 @@ def test_double_backward_is_refused_not_zero():
             torch.autograd.grad(f(), lp, create_graph=True)
 
 
-DIVS = (
-    ("kl", {}),
-    ("js", {"beta": 0.3}),
-    ("tv", {}),
-    ("hellinger", {}),
-    ("chi2", {}),
-    ("amari", {"alpha": 0.5}),
-    ("renyi", {"order": 0.5}),
-    ("ab", {"alpha": 0.2, "beta": 0.7}),
-)
+#: One representative parameter set per divergence the gpu package offers (the contract's).
+DIVS = tuple((name, spec.typical_params) for name, spec in SPECS.items() if spec.offered_by("gpu"))
 
 
 @pytest.mark.parametrize("div,params", DIVS, ids=[d for d, _ in DIVS])

@@ -22,19 +22,14 @@ from _textbook import textbook_loss  # noqa: E402
 
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
+from amid_ref._specs import SPECS  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 
 INF = math.inf
 ORDERS = ("pr", "qr", "rp", "rq")
-DIVERGENCES = (
-    ("kl", {}),
-    ("js", {"beta": 0.3}),
-    ("tv", {}),
-    ("hellinger", {}),
-    ("chi2", {}),
-    ("amari", {"alpha": 0.5}),
-    ("renyi", {"order": 0.5}),
-    ("ab", {"alpha": 0.2, "beta": 0.7}),
+#: One representative parameter set per divergence the gpu package offers (the contract's).
+DIVERGENCES = tuple(
+    (name, spec.typical_params) for name, spec in SPECS.items() if spec.offered_by("gpu")
 )
 DIV_IDS = [d for d, _ in DIVERGENCES]
 #: (α, λ) pairs per (divergence, order): the α-mean's regimes and both endpoints of λ.

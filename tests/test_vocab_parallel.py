@@ -34,14 +34,10 @@ from gpu._divergences import is_sum_of_terms  # noqa: E402
 INF = math.inf
 ALPHAS = (-INF, -5.0, 0.0, 1.0 - 1e-6, 1.0, 1.0 + 1e-6, INF)
 ORDERS = ("pr", "qr", "rp", "rq")
-#: One parameter set per divergence the gpu package offers (the contract's quick set, else
-#: its first battery set), and Rényi away from its series branch as well.
+#: One parameter set per divergence the gpu package offers (the contract's representative
+#: one), and Rényi away from its series branch as well.
 DIVERGENCES = (
-    *(
-        (name, (spec.cases_for("quick") or spec.cases_for("battery"))[0])
-        for name, spec in SPECS.items()
-        if name in gpu.GPU_DIVERGENCES
-    ),
+    *((name, spec.typical_params) for name, spec in SPECS.items() if spec.offered_by("gpu")),
     ("renyi", {"order": 2.0}),
 )
 #: Process-group timeout: a rank left waiting in a collective fails the test in seconds.

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from amid_ref import strategies as _S
-from amid_ref._specs import REQUIRED, SPECS
+from amid_ref._specs import SPECS
 
 __all__ = [
     "DIVERGENCE_NAMES",
@@ -69,18 +69,11 @@ DIVERGENCE_NAMES: tuple[str, ...] = tuple(
 )
 
 
-def _typical(name: str) -> dict[str, float]:
-    spec = SPECS[name]
-    if spec.cases_for("quick"):
-        return spec.cases_for("quick")[0]
-    if all(v is not REQUIRED for v in spec.defaults.values()):
-        return dict(spec.defaults)
-    return spec.cases_for("battery")[0]
-
-
 #: The representative parameters of each divergence, used by every family but ``param_grid``:
 #: the record's quick set, else its defaults, else its first battery set.
-TYPICAL_DIV_PARAMS: dict[str, dict[str, float]] = {n: _typical(n) for n in DIVERGENCE_NAMES}
+TYPICAL_DIV_PARAMS: dict[str, dict[str, float]] = {
+    n: SPECS[n].typical_params for n in DIVERGENCE_NAMES
+}
 
 #: Generalized-JSD β of the ``param_grid`` family: the endpoints, where JSD_β = 0 (TRL and
 #: liger-kernel return KL there instead), 1e-15 and 1e-6 from them, and the usual values.
