@@ -19,7 +19,11 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
-from amid_ref._special import scaled_expm1_ratio, scaled_expm1mx_ratio
+from amid_ref._special import (
+    expm1mx_ratio,
+    scaled_expm1_ratio,
+    times_exp,
+)
 from amid_ref._validation import (
     as_float_array,
     check_axis,
@@ -206,7 +210,9 @@ def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom):
     second = np.maximum(np.abs(lam * z), np.abs(c * z)) <= 1.0
     zs = np.where(second, z, 0.0)
     zl = np.where(second, 0.0, z)
-    near = scaled_expm1mx_ratio(log_s, lam, zs) - scaled_expm1mx_ratio(log_s, c, zs)
+    # Both parts share the scale e^(log_s): the difference is formed first and scaled once,
+    # so that a scale beyond float64 range (y^λ, λ < 0, y tiny) times a zero difference is 0.
+    near = times_exp(expm1mx_ratio(lam, zs) - expm1mx_ratio(c, zs), log_s)
     far = scaled_expm1_ratio(log_s, lam, zl, log_top_lam) - scaled_expm1_ratio(
         log_s, c, zl, log_top_c
     )
@@ -429,8 +435,15 @@ def _f_grad(la, lb, axis, params):
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         fu = np.asarray(f(u), dtype=np.float64)
         fpu = np.asarray(fp(u), dtype=np.float64)
-        ga = np.where(b_pos, a * fpu, 0.0)
-        gb = np.where(b_pos, b * fu - a * fpu, 0.0)
+        # a·f'(a/b) → 0 as a → 0 for every generator with an integrable f' (u·f'(u) → 0
+        # for f convex and finite at 0): a zero a (exact, or underflowed with u = 0) gives
+        # 0, never 0·f'(0) = 0·(−inf).
+        a_fpu = np.where(a > 0, a * fpu, 0.0)
+        # b = 0 < a: the term is a·f_inf_slope (the loss's tail), so ∂/∂log a = a·slope and
+        # ∂/∂log b = 0 (b is exactly 0 there).
+        tail = np.where(~np.isneginf(la), a * params["f_inf_slope"], 0.0)
+        ga = np.where(b_pos, a_fpu, tail)
+        gb = np.where(b_pos, b * fu - a_fpu, 0.0)
     return ga, gb
 
 

@@ -831,6 +831,13 @@ def _ab_row_fn(a_: mpf, b_: mpf):
                     terms.append(power(x, s_) / (b_ * s_))
                     continue
                 return _INF
+            if s_ < 0:
+                # Each power x^(a_+b_) is huge for tiny x and the term is their cancellation:
+                # the digits of the largest power are added for this term.
+                big = -s_ * max(-log(x), -log(y), 0) / math.log(10)
+                with mp.workdps(mp.dps + int(big) + 1):
+                    terms.append(+positive_term(x, y))
+                continue
             terms.append(positive_term(x, y))
         return mpmath.fsum(terms)
 
@@ -1048,6 +1055,24 @@ class _LossSetup:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         self.extra_digits = _mean_extra_digits(self.alpha) + div_extra
         self.digits = self.dps + DIVERGENCE_GUARD_DIGITS + self.extra_digits
+        self.negative_power = 0.0
+        if divergence == "ab":
+            with mp.workdps(PARAMETER_DPS):
+                s_ = _param(div_params["alpha"], "alpha") + _param(div_params["beta"], "beta")
+            self.negative_power = float(max(-s_, 0))
+
+    def input_digits(self, rows_s: list, rows_t: list) -> int:
+        """Extra digits the inputs need: with a_ + b_ < 0 the AB terms are powers
+        p^(a_+b_) up to e^(|a_+b_|·|log p|) cancelling to O(1), so every quantity they are
+        formed from (p, q, r) must be accurate to that many more digits."""
+        if not self.negative_power:
+            return 0
+        span = 0.0
+        for row in (*rows_s, *rows_t):
+            finite = [float(v) for v in row if v != _NINF]
+            span = max(span, (max(finite) - min(finite)) / float(self.temperature))
+        span += math.log(len(rows_s[0]))
+        return int(self.negative_power * span / math.log(10)) + 5
 
     def rows(self, student_logits, teacher_logits):
         s = _mpf_array(student_logits, "student_logits", log_domain=True)
@@ -1217,6 +1242,7 @@ def amid_loss(
     setup = _LossSetup(alpha, lam, divergence, order, div_params, temperature, dps)
     with mp.workdps(setup.digits):
         rows_s, rows_t, shape = setup.rows(student_logits, teacher_logits)
+    with mp.workdps(setup.digits + setup.input_digits(rows_s, rows_t)):
         out = [setup.loss_row(s, t) for s, t in zip(rows_s, rows_t, strict=True)]
     return _scalar_or_array(_object_array(out, shape))
 
@@ -1280,9 +1306,10 @@ def amid_grad(
     if not isinstance(detach_assistant, bool | np.bool_):
         raise TypeError(f"detach_assistant must be a bool, got {detach_assistant!r}")
     step_digits = setup.dps // 2 + 10
-    with mp.workdps(setup.dps + step_digits + GRADIENT_GUARD_DIGITS + setup.extra_digits):
+    rows_s, rows_t, shape = setup.rows(student_logits, teacher_logits)
+    more = setup.input_digits(rows_s, rows_t)
+    with mp.workdps(setup.dps + step_digits + GRADIENT_GUARD_DIGITS + setup.extra_digits + more):
         h = mpf(10) ** (-step_digits)
-        rows_s, rows_t, shape = setup.rows(student_logits, teacher_logits)
         grads = []
         for s, t in zip(rows_s, rows_t, strict=True):
             row_loss = _PerturbedRowLoss(setup, s, t, detach=bool(detach_assistant))

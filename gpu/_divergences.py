@@ -75,15 +75,26 @@ def _expm1mx(z: torch.Tensor) -> torch.Tensor:
     return torch.where(small, series, torch.expm1(z) - z)
 
 
+def _times_exp(x: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
+    """``x·e^(log_s)``, exactly 0 where ``x = 0`` and formed as one exponential
+    ``sign(x)·e^(log|x| + log_s)`` where ``e^(log_s)`` alone leaves the normal range of the
+    dtype (``y^λ`` with λ < 0 and y tiny: D(q‖q) is 0, not ``inf·0``)."""
+    safe = 80.0 if x.dtype != torch.float64 else 700.0
+    direct = x * torch.exp(log_s.clamp(-safe, safe))
+    far = torch.sign(x) * torch.exp(torch.log(x.abs()) + log_s)
+    out = torch.where(log_s.abs() <= safe, direct, far)
+    return out.masked_fill_(x == 0.0, 0.0)
+
+
 def _scaled_expm1_ratio(log_s: torch.Tensor, c: float, z: torch.Tensor) -> torch.Tensor:
     """``e^(log_s)·expm1(c z)/c`` (``e^(log_s)·z`` at c = 0), overflow-free."""
-    s = torch.exp(log_s)
     if c == 0.0:
-        return s * z
+        return _times_exp(z, log_s)
+    s = torch.exp(log_s)
     cz = c * z
     big = cz > _BIG
     direct = (torch.exp(log_s + cz) - s) / c
-    near = s * (torch.expm1(torch.where(big, 0.0, cz)) / c)
+    near = _times_exp(torch.expm1(torch.where(big, 0.0, cz)) / c, log_s)
     return torch.where(big, direct, near)
 
 
@@ -95,7 +106,7 @@ def _scaled_expm1mx_ratio(log_s: torch.Tensor, c: float, z: torch.Tensor) -> tor
     cz = c * z
     big = cz > _BIG
     direct = (torch.exp(log_s + cz) - s * (1.0 + cz)) / c
-    near = s * (_expm1mx(torch.where(big, 0.0, cz)) / c)
+    near = _times_exp(_expm1mx(torch.where(big, 0.0, cz)) / c, log_s)
     return torch.where(big, direct, near)
 
 

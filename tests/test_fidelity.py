@@ -1,0 +1,125 @@
+"""Ground-truth fidelity at the inputs where float64 formulas are most fragile.
+
+Each case is checked against the mpmath oracle :mod:`amid_ref.precise`, whose value there is
+itself checked (against a higher working precision or a closed form). Gradients are
+compared row-scaled: ``|got − want| ≤ 1e-8 · max(1, max_j |want_j|)``.
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+from scipy.special import xlogy
+
+from amid_ref import amid_grad, amid_loss, divergence, precise
+from amid_ref.tolerances import assert_within, tolerance
+
+INF = np.inf
+
+
+def _oracle_loss(*args, **kwargs):
+    """precise.amid_loss, checked against itself at 30 more digits."""
+    want = precise.amid_loss(*args, **kwargs)
+    higher = precise.amid_loss(*args, dps=80, **kwargs)
+    assert abs(precise.to_float(want) - precise.to_float(higher)) <= 1e-15 * abs(
+        precise.to_float(higher)
+    ), (want, higher)
+    return precise.to_float(want)
+
+
+def assert_grad_rows(got, want, what: str, rtol: float = 1e-8) -> None:
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    scale = np.maximum(1.0, np.max(np.abs(want), axis=-1, keepdims=True))
+    err = np.max(np.abs(got - want) / scale)
+    assert err <= rtol, f"{what}: row-scaled error {err:.3g} > {rtol} (got {got}, want {want})"
+
+
+# --- generic f-divergence gradients --------------------------------------------------------
+
+
+def _kl_generator(u):
+    if isinstance(u, mpmath.mpf):
+        return u * mpmath.log(u) if u else mpmath.mpf(0)
+    return xlogy(u, u)
+
+
+def _hellinger_generator(u):
+    if isinstance(u, mpmath.mpf):
+        return (mpmath.sqrt(u) - 1) ** 2 / 2
+    return (np.sqrt(u) - 1.0) ** 2 / 2.0
+
+
+def _tv_generator(u):
+    return abs(u - 1) / 2 if isinstance(u, mpmath.mpf) else np.abs(u - 1.0) / 2.0
+
+
+F_KL = {"f": _kl_generator, "f_prime": lambda u: np.log(u) + 1.0}
+F_HELLINGER = {"f": _hellinger_generator, "f_prime": lambda u: (1.0 - 1.0 / np.sqrt(u)) / 2.0}
+F_TV = {"f": _tv_generator, "f_prime": lambda u: np.sign(u - 1.0) / 2.0, "f_inf_slope": 0.5}
+
+
+def _mp(params):
+    return {k: v for k, v in params.items() if k != "f_prime"}
+
+
+@pytest.mark.parametrize(
+    "params,named,t",
+    [
+        (F_KL, "kl", [0.5, 0.1, -INF]),  # an exact zero of p: 0·f'(0) with f'(0) = −inf
+        (F_KL, "kl", [0.5, 0.1, -1000.0]),  # p underflows to 0 with a finite logit
+        (F_HELLINGER, "hellinger", [0.5, 0.1, -INF]),
+    ],
+    ids=["kl-neginf", "kl-underflow", "hellinger-neginf"],
+)
+def test_f_gradient_at_zero_first_argument(params, named, t):
+    s = [0.3, -0.2, 1.0]
+    got = amid_grad(s, t, 0.0, 0.5, "f", "pr", params)
+    assert_grad_rows(got, amid_grad(s, t, 0.0, 0.5, named, "pr"), f"f vs {named}")
+    want = precise.to_float(precise.amid_grad(s, t, 0.0, 0.5, "f", "pr", _mp(params)))
+    assert_grad_rows(got, want, "f vs oracle")
+    loss = amid_loss(s, t, 0.0, 0.5, "f", "pr", params)
+    assert_within(
+        loss, _oracle_loss(s, t, 0.0, 0.5, "f", "pr", _mp(params)), tolerance("reference", "loss")
+    )
+
+
+@pytest.mark.parametrize("order", ["rp", "pr", "qr"])
+def test_f_gradient_carries_the_infinite_ratio_tail(order):
+    """b = 0 < a terms a·f_inf_slope: in the loss and in its gradient (TV: slope ½)."""
+    s = [0.3, -0.2, 1.0, 0.2]
+    t = [0.5, 0.1, -0.4, -INF]  # p = 0 where q, r > 0 (α = −1: union support)
+    got = amid_grad(s, t, -1.0, 0.5, "f", order, F_TV)
+    assert_grad_rows(got, amid_grad(s, t, -1.0, 0.5, "tv", order), "f(TV) vs tv")
+    want = precise.to_float(precise.amid_grad(s, t, -1.0, 0.5, "f", order, _mp(F_TV)))
+    assert_grad_rows(got, want, "f(TV) vs oracle")
+
+
+# --- AB-divergence with a_ + b_ < 0: powers y^(a_+b_) beyond float64 range ----------------
+
+
+@pytest.mark.parametrize("ab", [(-0.4, -0.3), (-2.0, 0.5), (0.3, -1.0)])
+def test_ab_negative_sum_self_divergence_is_zero(ab):
+    """D(q‖q) = 0 even where y^(a_+b_) overflows (Theorem 3.4 at q = p)."""
+    import torch
+
+    import gpu
+
+    params = {"alpha": ab[0], "beta": ab[1]}
+    s = np.array([0.0, -1100.0, -3.0])
+    for lam in (0.3, 1.0 - 1e-15):
+        for order in ("pr", "qr", "rp", "rq"):
+            want = precise.to_float(precise.amid_loss(s, s, -5.0, lam, "ab", order, params))
+            got = amid_loss(s, s, -5.0, lam, "ab", order, params)
+            assert_within(got, want, tolerance("reference", "loss"), what=f"{ab} {order}")
+            assert_grad_rows(amid_grad(s, s, -5.0, lam, "ab", order, params), 0 * s, "grad")
+    ls = s - np.logaddexp.reduce(s)
+    assert divergence(ls, ls, "ab", log_input=True, **params) == 0.0
+    for dtype, tiny in ((torch.float64, -1500.0), (torch.float32, -150.0)):
+        x = torch.tensor([[0.0, tiny, -3.0]], dtype=dtype, requires_grad=True)
+        loss = gpu.amid_loss(x, x.detach(), -5.0, 0.3, "ab", "pr", params)
+        loss.backward()
+        assert abs(float(loss.detach())) <= 1e-12 and float(x.grad.abs().max()) <= 1e-12
+        lx = torch.log_softmax(x.detach(), -1)
+        assert float(gpu.divergence(lx, lx, "ab", log_input=True, **params)) == 0.0
