@@ -99,6 +99,30 @@ def _prepare(
     }
 
 
+def _project(g: np.ndarray, log_w: np.ndarray) -> np.ndarray:
+    r"""The tangent projection :math:`g_j - w_j \sum_x g_x` of a gradient in log space onto
+    the simplex (``w = exp(log_w)`` normalized along the last axis), without cancellation.
+
+    For the row's largest weight :math:`w_k` the difference :math:`g_k - w_k\sum_x g_x`
+    cancels when :math:`w_k \approx 1` (a near one-hot distribution) and the terms are
+    large; it is formed as
+    :math:`g_k (1 - w_k) - w_k \sum_{x \ne k} g_x` with
+    :math:`1 - w_k = -\operatorname{expm1}(\log w_k)`, both parts exact to a few ulps.
+    The other entries have :math:`w_j \le \tfrac12` and do not cancel.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        w = np.exp(log_w)
+        total = np.sum(g, axis=-1, keepdims=True)
+        out = g - w * total
+        k = np.argmax(log_w, axis=-1)[..., None]
+        g_k = np.take_along_axis(g, k, axis=-1)
+        lw_k = np.take_along_axis(log_w, k, axis=-1)
+        others = np.sum(np.where(np.arange(g.shape[-1]) == k, 0.0, g), axis=-1, keepdims=True)
+        dominant = g_k * -np.expm1(lw_k) - np.exp(lw_k) * others
+    np.put_along_axis(out, k, dominant, axis=-1)
+    return out
+
+
 def amid_loss(
     student_logits,
     teacher_logits,
@@ -244,13 +268,10 @@ def amid_grad(
     grads[second] = grads[second] + g_second
     g_q = np.zeros_like(ctx["q"]) + grads["q"]
     if not detach_assistant and "r" in (first, second):
-        g_r = grads["r"]
-        r = np.exp(ctx["r"])
-        g_logm = g_r - r * np.sum(g_r, axis=-1, keepdims=True)
+        g_logm = _project(np.zeros_like(ctx["r"]) + grads["r"], ctx["r"])
         w = _alpha_mixture_weight(ctx["p"], ctx["q"], ctx["alpha"], ctx["lam"])
         g_q = g_q + w * g_logm
-    q = np.exp(ctx["q"])
-    grad = (g_q - q * np.sum(g_q, axis=-1, keepdims=True)) / ctx["temperature"]
+    grad = _project(g_q, ctx["q"]) / ctx["temperature"]
     grad = np.where(np.isneginf(ctx["q"]), 0.0, grad)
     if not np.isfinite(grad).all():  # pragma: no cover - kernel bug guard
         raise FloatingPointError("amid_grad produced a non-finite gradient; please report")

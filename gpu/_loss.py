@@ -89,6 +89,23 @@ class _Spec:
     chunk_size: int
 
 
+def _project_(g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+    r"""In place: :math:`g_j - w_j\sum_x g_x` (``w = exp(log_w)``), without cancellation.
+
+    For the row's largest weight :math:`w_k` (≈ 1 for a near one-hot distribution) the
+    difference is formed as :math:`g_k(1 - w_k) - w_k\sum_{x\ne k} g_x` with
+    :math:`1 - w_k = -\operatorname{expm1}(\log w_k)`; the other entries have
+    :math:`w_j \le \tfrac12` and do not cancel. Twin of :func:`amid_ref._loss._project`.
+    """
+    k = log_w.argmax(-1, keepdim=True)
+    g_k = g.gather(-1, k)
+    lw_k = log_w.gather(-1, k)
+    others = g.scatter_(-1, k, 0.0).sum(-1, keepdim=True)
+    dominant = g_k * torch.expm1(lw_k).neg_() - torch.exp(lw_k) * others
+    out = g.sub_(torch.exp(log_w).mul_(others + g_k))
+    return out.scatter_(-1, k, dominant)
+
+
 def _chunk(
     s: torch.Tensor,
     t: torch.Tensor,
@@ -137,10 +154,7 @@ def _chunk(
     g[first], g[second] = g_first, g_second
     g_q = g["q"]
     if through_r:
-        g_r = g["r"]
-        r = torch.exp(lr)
-        g_logm = g_r.sub_(r.mul_(g_r.sum(-1, keepdim=True)))  # ∂D/∂log m
-        del r
+        g_logm = _project_(g["r"], lr)  # ∂D/∂log m
         g_logm.mul_(w)
         g_q = g_logm if g_q is None else g_q.add_(g_logm)
         del g_logm, w
@@ -148,8 +162,7 @@ def _chunk(
         if out is not None:
             return value, out.zero_(), flags
         return value, torch.zeros_like(lq), flags
-    q = torch.exp(lq)
-    grad = g_q.sub_(q.mul_(g_q.sum(-1, keepdim=True)))
+    grad = _project_(g_q, lq)
     if out is not None:  # scale and cast in one pass, straight into the gradient buffer
         return value, torch.mul(grad, grad_scale * inv_t, out=out), flags
     return value, grad.mul_(grad_scale * inv_t), flags

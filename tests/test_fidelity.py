@@ -123,3 +123,52 @@ def test_ab_negative_sum_self_divergence_is_zero(ab):
         assert abs(float(loss.detach())) <= 1e-12 and float(x.grad.abs().max()) <= 1e-12
         lx = torch.log_softmax(x.detach(), -1)
         assert float(gpu.divergence(lx, lx, "ab", log_input=True, **params)) == 0.0
+
+
+# --- the tangent projection near a one-hot student ----------------------------------------
+
+ONE_HOT_CASES = [
+    ([0.0, 1.0, 60.0], [0.0, 1.5, -30.0], "chi2", {}),
+    ([0.0, 1.0, 70.0], [0.0, 1.5, -40.0], "amari", {"alpha": -3.0}),
+    ([0.0, 1.0, 45.0], [0.0, 1.5, -20.0], "ab", {"alpha": 1.5, "beta": 0.5}),
+    ([0.0, 1.0, 60.0], [0.0, 1.5, -30.0], "kl", {}),
+]
+
+
+def test_oracle_gradient_near_one_hot_student_is_converged():
+    s, t, div, params = ONE_HOT_CASES[0]
+    low = precise.to_float(precise.amid_grad(s, t, 0.0, 0.1, div, "rp", params))
+    high = precise.to_float(precise.amid_grad(s, t, 0.0, 0.1, div, "rp", params, dps=70))
+    assert_grad_rows(low, high, "oracle dps 50 vs 70", rtol=1e-15)
+
+
+@pytest.mark.parametrize("s,t,div,params", ONE_HOT_CASES, ids=[c[2] for c in ONE_HOT_CASES])
+def test_gradient_near_one_hot_student(s, t, div, params):
+    import torch
+
+    import gpu
+
+    for alpha in (0.0, -5.0, 3.0):
+        for order in ("pr", "qr", "rp", "rq"):
+            what = f"{div} α={alpha} {order}"
+            want = precise.to_float(precise.amid_grad(s, t, alpha, 0.1, div, order, params))
+            got = amid_grad(s, t, alpha, 0.1, div, order, params)
+            assert_grad_rows(got, want, what)
+            scale = max(1.0, float(np.max(np.abs(want))))
+            assert abs(float(np.sum(got))) <= 1e-12 * scale, what  # ∂/∂s sums to 0
+            x = torch.tensor([s], dtype=torch.float64, requires_grad=True)
+            teacher = torch.tensor([t], dtype=torch.float64)
+            gpu.amid_loss(x, teacher, alpha, 0.1, div, order, params).backward()
+            assert_grad_rows(x.grad.numpy()[0], got, what + " gpu f64", rtol=1e-9)
+
+
+def test_gradient_near_one_hot_student_float32():
+    import torch
+
+    import gpu
+
+    s, t, div, params = ONE_HOT_CASES[0]
+    x = torch.tensor([s], dtype=torch.float32, requires_grad=True)
+    gpu.amid_loss(x, torch.tensor([t]), 0.0, 0.1, div, "rp", params).backward()
+    want = amid_grad(s, t, 0.0, 0.1, div, "rp", params)
+    assert_grad_rows(x.grad.double().numpy()[0], want, "gpu f32", rtol=1e-3)
