@@ -15,6 +15,7 @@ from gpu._divergences import GPU_DIVERGENCES, divergence
 from gpu._loss import AMiDLoss, amid_loss, default_chunk_size
 from gpu._mixture import log_alpha_mixture
 from gpu._validation import ORDERS
+from gpu.accuracy import kernel_accuracy
 
 #: Divergence names implemented by the gpu package (the reference's, without ``"f"``).
 DIVERGENCES: tuple[str, ...] = tuple(GPU_DIVERGENCES)
@@ -26,5 +27,6 @@ __all__ = [
     "amid_loss",
     "default_chunk_size",
     "divergence",
+    "kernel_accuracy",
     "log_alpha_mixture",
 ]

@@ -122,13 +122,18 @@ def _chunk(
     inv_t = 1.0 / spec.temperature
     s = s.to(spec.cdtype)
     t = t.to(spec.cdtype)
+    # Shift by the row maximum before scaling: scaling logits with a large common offset
+    # first rounds them at ulp(offset/T) (2e-3 relative in fp32 at offset 2e4, T = 0.3).
+    s = s - s.amax(-1, keepdim=True)
+    t = t - t.amax(-1, keepdim=True)
     if inv_t != 1.0:
-        # Shift by the row maximum before scaling: scaling logits with a large common offset
-        # first rounds them at ulp(offset/T) (2e-3 relative in fp32 at offset 2e4, T = 0.3).
-        s = (s - s.amax(-1, keepdim=True)) * inv_t
-        t = (t - t.amax(-1, keepdim=True)) * inv_t
-    lq = torch.log_softmax(s, dim=-1)
-    lp = torch.log_softmax(t, dim=-1)
+        s.mul_(inv_t)
+        t.mul_(inv_t)
+    # log q = x − logsumexp(x), not torch.log_softmax: measured on CPU in float32 at
+    # V = 128256 on rows N(0, 2) − 1.1·log(rank), log_softmax is off by up to 3e-5 in log q
+    # where this form is off by 1e-6 (gpu.accuracy.kernel_accuracy measures both).
+    lq = s.sub_(torch.logsumexp(s, dim=-1, keepdim=True))
+    lp = t.sub_(torch.logsumexp(t, dim=-1, keepdim=True))
     del s, t
     # A row with a NaN or +inf logit, or with only -inf logits, has an all-NaN log-softmax:
     # one column is enough to flag it (no extra pass over the logits).

@@ -172,3 +172,69 @@ def test_gradient_near_one_hot_student_float32():
     gpu.amid_loss(x, torch.tensor([t]), 0.0, 0.1, div, "rp", params).backward()
     want = amid_grad(s, t, 0.0, 0.1, div, "rp", params)
     assert_grad_rows(x.grad.double().numpy()[0], want, "gpu f32", rtol=1e-3)
+
+
+# --- gpu at the largest real vocabularies, on realistic rows ------------------------------
+
+#: (divergence, params, order, α, λ, dtypes): the first is where torch.log_softmax failed.
+REALISTIC_CASES = [
+    ("kl", {}, "qr", np.inf, 0.3, ("float32", "bfloat16", "float16")),
+    ("kl", {}, "pr", -5.0, 0.1, ("float32",)),
+    ("js", {"beta": 0.5}, "rq", 0.5, 0.5, ("bfloat16",)),
+    ("ab", {"alpha": 0.2, "beta": 0.7}, "rp", 1.0 - 1e-6, 0.1, ("float16",)),
+]
+
+
+def _realistic(rows: int, vocab: int, seed: int):
+    """Teacher N(0, 2) − 1.1·log(rank), student = teacher + N(0, 1) (float64)."""
+    rng = np.random.default_rng(seed)
+    t = rng.normal(0.0, 2.0, (rows, vocab)) - 1.1 * np.log(np.arange(1, vocab + 1))
+    return t + rng.normal(0.0, 1.0, (rows, vocab)), t
+
+
+@pytest.mark.parametrize("vocab", [128256, 151936])
+def test_gpu_low_precision_at_largest_vocab_realistic_rows(vocab):
+    import torch
+
+    import gpu
+
+    s_np, t_np = _realistic(2, vocab, vocab)
+    for div, params, order, alpha, lam, dnames in REALISTIC_CASES:
+        for dname in dnames:
+            dtype = getattr(torch, dname)
+            s = torch.tensor(s_np).to(dtype).requires_grad_()
+            t = torch.tensor(t_np).to(dtype)
+            s64, t64 = s.detach().double().numpy(), t.double().numpy()
+            loss = gpu.amid_loss(s, t, alpha, lam, div, order, params, reduction="none")
+            loss.sum().backward()
+            what = f"{div} {order} α={alpha} λ={lam} {dname} V={vocab}"
+            want = amid_loss(s64, t64, alpha, lam, div, order, params)
+            assert_within(loss.detach().numpy(), want, tolerance("gpu", "loss", dname), what=what)
+            want_g = amid_grad(s64, t64, alpha, lam, div, order, params)
+            scale = np.maximum(1.0, np.max(np.abs(want_g), axis=-1, keepdims=True))
+            got_g = s.grad.double().numpy()
+            if np.isinf(alpha):  # entries tied within fp32 rounding may take either side
+                lp = t64 - np.logaddexp.reduce(t64, axis=-1, keepdims=True)
+                lq = s64 - np.logaddexp.reduce(s64, axis=-1, keepdims=True)
+                tie = np.abs(lq - lp) <= 8 * 1.2e-7 * (1.0 + np.abs(lp))
+                got_g = np.where(tie, want_g, got_g)
+            assert_within(
+                got_g / scale, want_g / scale, tolerance("gpu", "grad", dname), what=what + " grad"
+            )
+
+
+def test_kernel_accuracy_cpu():
+    import gpu
+
+    result = gpu.kernel_accuracy(vocab=151936, rows=2)
+    held = {k: v["holds"] for k, v in result.items() if k != "log_softmax"}
+    assert all(held.values()), result
+
+
+@pytest.mark.gpu
+def test_kernel_accuracy_cuda():
+    import gpu
+
+    result = gpu.kernel_accuracy(vocab=151936, rows=4, device="cuda")
+    held = {k: v["holds"] for k, v in result.items() if k != "log_softmax"}
+    assert all(held.values()), result
