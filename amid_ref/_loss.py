@@ -9,7 +9,11 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp
 
 from amid_ref._divergences import get_divergence
-from amid_ref._mixture import _alpha_mixture_weight, _log_alpha_mean
+from amid_ref._mixture import (
+    _alpha_mixture_weight,
+    _log_alpha_mean_ratios,
+    _log_ratio_to_mixture,
+)
 from amid_ref._validation import (
     as_float_array,
     check_alpha,
@@ -63,7 +67,7 @@ def _prepare(
     if div_params is not None and not isinstance(div_params, Mapping):
         raise TypeError(f"div_params must be a mapping of parameter names, got {div_params!r}")
     params = rec.resolve_params(div_params)
-    first, second = _check_order(order)
+    _check_order(order)
     temperature = check_real(temperature, "temperature")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
@@ -75,7 +79,7 @@ def _prepare(
     with np.errstate(divide="ignore", invalid="ignore"):
         lq = log_softmax((s - s.max(axis=-1, keepdims=True)) / temperature, axis=-1)
         lp = log_softmax((t - t.max(axis=-1, keepdims=True)) / temperature, axis=-1)
-    lm = _log_alpha_mean(lp, lq, alpha, lam)
+    lm, u_p, u_q = _log_alpha_mean_ratios(lp, lq, alpha, lam)
     log_z = logsumexp(lm, axis=-1, keepdims=True)
     empty = np.isneginf(log_z[..., 0])
     if empty.any():
@@ -85,10 +89,18 @@ def _prepare(
             "and it is empty (Z = 0)"
         )
     lr = lm - log_z
+    # log(r/p) and log(r/q) from the mixture's own log ratios (not lr − lp, which carries an
+    # ulp of |lp|): each divergence kernel gets log(first/second) from these.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        r_over = {"p": _log_ratio_to_mixture(lm, lp, u_p, -1), "q": None}
+        r_over["q"] = _log_ratio_to_mixture(lm, lq, u_q, -1)
+    first, second = _check_order(order)
+    log_ratio = r_over[second] if first == "r" else -r_over[first]  # log(first/second)
     return {
         "p": lp,
         "q": lq,
         "r": lr,
+        "log_ratio": log_ratio,
         "alpha": alpha,
         "lam": lam,
         "rec": rec,
@@ -186,7 +198,9 @@ def amid_loss(
         student_logits, teacher_logits, alpha, lam, divergence, order, div_params, temperature
     )
     rec = ctx["rec"]
-    out = np.asarray(rec.value(ctx[ctx["first"]], ctx[ctx["second"]], -1, ctx["params"]))
+    out = np.asarray(
+        rec.value(ctx[ctx["first"]], ctx[ctx["second"]], -1, ctx["params"], ctx["log_ratio"])
+    )
     if np.isnan(out).any():  # pragma: no cover - kernel bug guard, never silent
         raise FloatingPointError("amid_loss produced NaN; please report this input")
     return out[()] if out.ndim == 0 else out
@@ -256,13 +270,13 @@ def amid_grad(
     if rec.grad is None:  # pragma: no cover - every registered divergence has one
         raise ValueError(f"divergence {divergence!r} has no gradient")
     first, second = ctx["first"], ctx["second"]
-    value = rec.value(ctx[first], ctx[second], -1, ctx["params"])
+    value = rec.value(ctx[first], ctx[second], -1, ctx["params"], ctx["log_ratio"])
     if np.isinf(value).any():
         raise ValueError(
             f"the loss is +inf on {int(np.isinf(value).sum())} row(s) (e.g. a zero of r "
             "where the other distribution is positive); its gradient is undefined"
         )
-    g_first, g_second = rec.grad(ctx[first], ctx[second], -1, ctx["params"])
+    g_first, g_second = rec.grad(ctx[first], ctx[second], -1, ctx["params"], ctx["log_ratio"])
     grads = {"p": 0.0, "q": 0.0, "r": 0.0}
     grads[first] = grads[first] + g_first
     grads[second] = grads[second] + g_second

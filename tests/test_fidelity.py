@@ -238,3 +238,38 @@ def test_kernel_accuracy_cuda():
     result = gpu.kernel_accuracy(vocab=151936, rows=4, device="cuda")
     held = {k: v["holds"] for k, v in result.items() if k != "log_softmax"}
     assert all(held.values()), result
+
+
+# --- log ratios from the mixture: r ≈ p or r ≈ q with tiny probabilities --------------------
+
+LOG_RATIO_DIVERGENCES = [
+    ("ab", {"alpha": -0.4, "beta": -0.3}),
+    ("ab", {"alpha": 0.5, "beta": -1.2}),
+    ("amari", {"alpha": 3.0}),
+    ("kl", {}),
+    ("js", {"beta": 0.3}),
+    ("tv", {}),
+    ("hellinger", {}),
+    ("chi2", {}),
+    ("renyi", {"order": 0.7}),
+]
+
+
+def test_ab_negative_sum_log_ratio_reproducer():
+    s, t = [0.0, 5.0, -3.0, 2.0], [40.0, -5.0, 0.0, -2.0]
+    args = (s, t, 1.0, 1.0 - 1e-15, "ab", "pr", {"alpha": -0.4, "beta": -0.3}, 0.5)
+    want = _oracle_loss(*args)
+    assert_within(amid_loss(*args), want, tolerance("reference", "loss"), what="AB λ→1")
+
+
+@pytest.mark.parametrize("div,params", LOG_RATIO_DIVERGENCES, ids=lambda x: str(x))
+def test_losses_with_assistant_near_an_endpoint(div, params):
+    """r ≈ p (λ → 1) or r ≈ q (λ → 0): the divergence sees log(r/p) ≈ 1e-13 on tokens with
+    log p ≈ −90, which only a directly formed ratio carries to full relative accuracy."""
+    s, t = [0.0, 5.0, -3.0, 2.0], [40.0, -5.0, 0.0, -2.0]
+    tol = tolerance("reference", "loss")
+    for alpha in (1.0, -3.0, 0.5):
+        for lam, order in ((1.0 - 1e-15, "pr"), (1.0 - 1e-15, "rp"), (1e-15, "qr"), (1e-15, "rq")):
+            args = (s, t, alpha, lam, div, order, params, 0.5)
+            want = precise.to_float(precise.amid_loss(*args))
+            assert_within(amid_loss(*args), want, tol, what=f"{div} α={alpha} λ={lam} {order}")
