@@ -10,7 +10,7 @@ from scipy.special import log_softmax, logsumexp
 
 from amid_ref._divergences import get_divergence
 from amid_ref._mixture import (
-    _alpha_mixture_weight,
+    _alpha_mixture_log_weight,
     _log_alpha_mean_ratios,
     _log_ratio_to_mixture,
 )
@@ -101,6 +101,8 @@ def _prepare(
         "q": lq,
         "r": lr,
         "log_ratio": log_ratio,
+        "u_q": u_q,
+        "log_z": log_z,
         "alpha": alpha,
         "lam": lam,
         "rec": rec,
@@ -133,6 +135,35 @@ def _project(g: np.ndarray, log_w: np.ndarray) -> np.ndarray:
         dominant = g_k * -np.expm1(lw_k) - np.exp(lw_k) * others
     np.put_along_axis(out, k, dominant, axis=-1)
     return out
+
+
+def _normalizer_gradient(ctx: dict, w: np.ndarray) -> np.ndarray:
+    r"""``K_j = ∂ log Z/∂ s_j·T = r_j w_j − q_j Σ_x r_x w_x`` without cancellation.
+
+    For finite α, :math:`r_x w_x / q_x = (1-\lambda)\,(m_x/q_x)^{1-\beta}/Z`, so with
+    :math:`u = \log m - \log q` (formed directly by the mixture kernel) and
+    :math:`f = \operatorname{expm1}((1-\beta)u)`,
+
+    .. math::
+
+        K = \frac{1-\lambda}{Z}\,\big(q \odot f - q \textstyle\sum_x q_x f_x\big),
+
+    which is exact to a few ulps of itself: the part of :math:`r \odot w` proportional to
+    q (all of it at α = −1, where K = 0) cancels analytically instead of leaving
+    :math:`\epsilon\, q` (times Σ g_r, up to 1e18 near the AB-divergence's origin). At
+    α = ±inf (w an indicator) ``h = r ⊙ w − q`` is projected directly.
+    """
+    lq = ctx["q"]
+    q_pos = ~np.isneginf(lq)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if np.isinf(ctx["alpha"]):
+            h = np.exp(ctx["r"]) * w - np.exp(lq)
+            return _project(np.where(q_pos, h, 0.0), lq)
+        beta = (1.0 - ctx["alpha"]) / 2.0
+        f = np.expm1((1.0 - beta) * ctx["u_q"])
+        f = np.where(q_pos & ~np.isnan(f), f, 0.0)
+        scale = np.exp(np.log1p(-ctx["lam"]) - ctx["log_z"])
+        return scale * _project(np.exp(lq) * f, lq)
 
 
 def amid_loss(
@@ -281,11 +312,26 @@ def amid_grad(
     grads[first] = grads[first] + g_first
     grads[second] = grads[second] + g_second
     g_q = np.zeros_like(ctx["q"]) + grads["q"]
+    through_r = None
     if not detach_assistant and "r" in (first, second):
-        g_logm = _project(np.zeros_like(ctx["r"]) + grads["r"], ctx["r"])
-        w = _alpha_mixture_weight(ctx["p"], ctx["q"], ctx["alpha"], ctx["lam"])
-        g_q = g_q + w * g_logm
-    grad = _project(g_q, ctx["q"]) / ctx["temperature"]
+        # Chain rule through r: P_q(w ⊙ P_r(g_r)), P the tangent projections. Where w = 0
+        # (zeros of q, or of m) the entries of g_r may be huge (~1/(a_(a_+b_)), 1e18 near
+        # the AB-divergence's origin) yet reach the student only through log Z:
+        # P_q(w ⊙ P_r(g_A)) = −(Σ g_A)·K with K = P_q(r ⊙ w) = ∂ log Z/∂ s·T. That part is
+        # formed from K computed exactly to a few ulps of itself (_normalizer_gradient), so
+        # the huge terms cancel analytically instead of after rounding.
+        g_r = np.zeros_like(ctx["r"]) + grads["r"]
+        log_w = _alpha_mixture_log_weight(ctx["p"], ctx["q"], ctx["alpha"], ctx["lam"])
+        w = np.exp(log_w)
+        silent = np.isneginf(log_w)
+        g_q = g_q + w * _project(np.where(silent, 0.0, g_r), ctx["r"])
+        if silent.any():
+            g_silent = np.sum(np.where(silent, g_r, 0.0), axis=-1, keepdims=True)
+            through_r = g_silent * _normalizer_gradient(ctx, w)
+    grad = _project(g_q, ctx["q"])
+    if through_r is not None:
+        grad = grad - through_r
+    grad = grad / ctx["temperature"]
     grad = np.where(np.isneginf(ctx["q"]), 0.0, grad)
     if not np.isfinite(grad).all():  # pragma: no cover - kernel bug guard
         raise FloatingPointError("amid_grad produced a non-finite gradient; please report")

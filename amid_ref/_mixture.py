@@ -20,7 +20,7 @@ all accuracy as ``β = (1−α)/2 → 0`` (α → 1): the bracket tends to ``0``
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit, logsumexp
+from scipy.special import logsumexp
 
 from amid_ref._validation import (
     as_float_array,
@@ -95,6 +95,9 @@ def _log_alpha_mean_ratios(
     # For β ≤ 0 a zero in either argument gives m = 0 (intersection support): stays −inf.
     with np.errstate(invalid="ignore"):
         ua, ub = np.array(out - la), np.array(out - lb)
+    if beta > 0.0:  # the ratios to the one nonzero argument, formed directly
+        ub[only_b] = np.log1p(-lam) / beta
+        ua[only_a] = np.log(lam) / beta
     both = ~a_zero & ~b_zero
     x, y = la[both], lb[both]
     d = x - y
@@ -172,25 +175,34 @@ def _log_ratio_to_mixture(
 
 def _alpha_mixture_weight(la: np.ndarray, lb: np.ndarray, alpha: float, lam: float) -> np.ndarray:
     """Unchecked kernel of :func:`alpha_mixture_weight`: ∂ log m/∂ log b (b = q)."""
+    return np.exp(_alpha_mixture_log_weight(la, lb, alpha, lam))
+
+
+def _alpha_mixture_log_weight(
+    la: np.ndarray, lb: np.ndarray, alpha: float, lam: float
+) -> np.ndarray:
+    """``log w`` (−inf where w = 0), with ``w = σ(−t)``, ``t = β d + log λ − log(1−λ)``:
+    ``log w = −log(1 + e^t)``, exact to a few ulps of itself also where w ≈ 1 (λ → 0),
+    where ``log(w)`` of a rounded w would keep only the ulp of 1."""
     la, lb = np.broadcast_arrays(np.asarray(la, np.float64), np.asarray(lb, np.float64))
     if lam == 0.0:
-        return np.where(np.isneginf(lb), 0.0, 1.0)
+        return np.where(np.isneginf(lb), NEG_INF, 0.0)
     if lam == 1.0:
-        return np.zeros(la.shape)
+        return np.full(la.shape, NEG_INF)
     if np.isinf(alpha):
         pick_b = (lb > la) if alpha < 0 else (lb < la)
-        w = np.where(pick_b, 1.0, np.where(lb == la, 0.5, 0.0))
-        return np.where(_log_alpha_mean(la, lb, alpha, lam) == NEG_INF, 0.0, w)
+        lw = np.where(pick_b, 0.0, np.where(lb == la, -np.log(2.0), NEG_INF))
+        return np.where(_log_alpha_mean(la, lb, alpha, lam) == NEG_INF, NEG_INF, lw)
     beta = beta_of(alpha)
     m_zero = np.isneginf(_log_alpha_mean(la, lb, alpha, lam))
     if beta == 0.0:
-        return np.where(m_zero, 0.0, 1.0 - lam)
+        return np.where(m_zero, NEG_INF, np.log1p(-lam))
     with np.errstate(over="ignore", invalid="ignore"):
         d = la - lb
         bd = np.where(d == 0.0, 0.0, beta * d)
         t = bd + (np.log(lam) - np.log1p(-lam))
-        w = expit(-t)
-    return np.where(m_zero | np.isnan(w), 0.0, w)
+        lw = -np.logaddexp(0.0, t)
+    return np.where(m_zero | np.isnan(lw), NEG_INF, lw)
 
 
 def log_alpha_mean(log_a, log_b, alpha: float, lam: float):

@@ -273,3 +273,36 @@ def test_losses_with_assistant_near_an_endpoint(div, params):
             args = (s, t, alpha, lam, div, order, params, 0.5)
             want = precise.to_float(precise.amid_loss(*args))
             assert_within(amid_loss(*args), want, tol, what=f"{div} α={alpha} λ={lam} {order}")
+
+
+# --- gradients with huge but cancelling zero-entry terms --------------------------------------
+
+ZERO_ENTRY_S = [-INF, 1.2, -0.7, 0.4]
+ZERO_ENTRY_T = [0.3, -0.5, 1.0, -INF]
+NEAR_LIMIT_PARAMS = [
+    ("ab", {"alpha": 1e-9 * np.cos(1.2), "beta": 1e-9 * np.sin(1.2)}),  # the origin
+    ("ab", {"alpha": 1e-9, "beta": 0.6}),  # a_ → 0
+    ("ab", {"alpha": 0.6, "beta": 1e-9}),  # b_ → 0
+    ("amari", {"alpha": -(1.0 - 1e-9)}),  # γ → −1
+    ("amari", {"alpha": 1.0 - 1e-9}),  # γ → +1
+]
+
+
+@pytest.mark.parametrize("div,params", NEAR_LIMIT_PARAMS, ids=lambda x: str(x))
+def test_gradient_with_huge_zero_entry_terms(div, params):
+    """Terms y^λ/(a_ λ) ~ 1e18 at zeros of one argument: their gradients cancel in exact
+    arithmetic and must not leave a rounding residue on gradients of size 1e-7."""
+    tol = tolerance("reference", "grad")
+    for alpha, lam in ((0.0, 1e-15), (-1.0, 0.5), (0.5, 1.0 - 1e-15)):
+        for order in ("pr", "qr", "rp", "rq"):
+            args = (ZERO_ENTRY_S, ZERO_ENTRY_T, alpha, lam, div, order, params)
+            what = f"{div} {params} α={alpha} λ={lam} {order}"
+            try:
+                want = precise.to_float(precise.amid_grad(*args))
+            except ValueError:
+                continue
+            if np.isnan(want).any():  # +inf loss: the reference refuses it
+                with pytest.raises(ValueError, match="inf"):
+                    amid_grad(*args)
+                continue
+            assert_within(amid_grad(*args), want, tol, what=what)
