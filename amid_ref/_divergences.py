@@ -469,21 +469,43 @@ def _f_ratio(la, lb, b_pos, log_ratio=None):
     return np.exp(log_u)
 
 
+def _call_generator(fn, u: np.ndarray, name: str) -> np.ndarray:
+    """``fn(u)`` of a user generator (f or f_prime) on the array of ratios, with every
+    failure reported as the generator's: it must be vectorized, real, same shape, and
+    never −inf (a convex f with f(1) = 0 is > −inf; f' is −inf only at u = 0)."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = np.asarray(fn(u), dtype=np.float64)
+    except Exception as exc:  # any failure inside user code
+        raise TypeError(
+            f"the f-divergence generator {name} failed on an array of ratios a/b "
+            f"({type(exc).__name__}: {exc}); {name} must be vectorized over NumPy arrays"
+        ) from exc
+    if out.shape != u.shape:
+        raise ValueError(
+            f"the f-divergence generator {name} must be vectorized (same shape out as in), "
+            f"got shape {out.shape} for input shape {u.shape}"
+        )
+    return out
+
+
 def _f_value(la, lb, axis, params, log_ratio=None):
     f = params["f"]
     a, b = _exp(la), _exp(lb)
     b_pos = ~np.isneginf(lb)
     u = _f_ratio(la, lb, b_pos, log_ratio)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        fu = np.asarray(f(u), dtype=np.float64)
-    if fu.shape != u.shape:
-        raise ValueError("the f-divergence generator f must be vectorized (same shape out as in)")
+    fu = _call_generator(f, u, "f")
+    if (np.isneginf(fu) & b_pos).any():
+        raise ValueError(
+            "the f-divergence generator f returned -inf on the input's ratios a/b; a convex "
+            "f with f(1) = 0 is > -inf everywhere"
+        )
     slope = params["f_inf_slope"]
     with np.errstate(invalid="ignore"):
         tail = np.where(~np.isneginf(la), np.inf if slope == np.inf else a * slope, 0.0)
     terms = np.where(b_pos, b * fu, tail)
     if np.isnan(terms).any():
-        raise ValueError("the f-divergence generator returned NaN on the input's ratios a/b")
+        raise ValueError("the f-divergence generator f returned NaN on the input's ratios a/b")
     return _sum(terms, axis)
 
 
@@ -494,9 +516,9 @@ def _f_grad(la, lb, axis, params, log_ratio=None):
     a, b = _exp(la), _exp(lb)
     b_pos = ~np.isneginf(lb)
     u = _f_ratio(la, lb, b_pos, log_ratio)
+    fu = _call_generator(f, u, "f")
+    fpu = _call_generator(fp, u, "f_prime")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        fu = np.asarray(f(u), dtype=np.float64)
-        fpu = np.asarray(fp(u), dtype=np.float64)
         # a·f'(a/b) → 0 as a → 0 for every generator with an integrable f' (u·f'(u) → 0
         # for f convex and finite at 0): a zero a (exact, or underflowed with u = 0) gives
         # 0, never 0·f'(0) = 0·(−inf).
@@ -516,7 +538,7 @@ def _check_f(params):
         raise TypeError("f_prime must be callable (the derivative of f)")
     slope = params["f_inf_slope"]
     slope = check_real(slope, "f_inf_slope", allow_inf=True)
-    one = float(np.asarray(params["f"](np.array([1.0])), dtype=np.float64).ravel()[0])
+    one = float(_call_generator(params["f"], np.array([1.0]), "f")[0])
     if not abs(one) <= 1e-12:
         raise ValueError(f"an f-divergence generator must satisfy f(1) = 0, got f(1) = {one!r}")
     return {"f": params["f"], "f_prime": params["f_prime"], "f_inf_slope": slope}

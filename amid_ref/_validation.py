@@ -16,13 +16,57 @@ import numpy as np
 NORMALIZATION_TOL = 1e-6
 
 
+def _is_torch_tensor(x) -> bool:
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
+
+
+def tensor_to_numpy(x):
+    """A torch tensor as a NumPy array (detached, on the CPU; float16/bfloat16 widened to
+    float64 exactly); anything else unchanged. A teacher tensor that requires grad is data
+    here, not an error from inside torch."""
+    if not _is_torch_tensor(x):
+        return x
+    t = x.detach().cpu()
+    if t.is_floating_point():
+        t = t.double()
+    return t.numpy()
+
+
+def as_real_scalar(value, name: str, what: str = "a real number") -> float:
+    """A real scalar parameter as a Python float: Python and NumPy reals, 0-d NumPy arrays
+    of float or int dtype and one-element torch tensors of float or int dtype are
+    accepted; bools (a common slip for a flag) and everything else raise ``TypeError``.
+
+    This is the one rule for α, λ, the temperature and the divergence parameters of
+    :mod:`amid_ref`, :mod:`amid_ref.precise` and :mod:`gpu`.
+    """
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be {what}, got the bool {value!r}")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
+        return float(value)
+    if _is_torch_tensor(value) and value.numel() == 1:
+        if not value.is_complex() and str(value.dtype) != "torch.bool":
+            return float(value.detach().cpu().reshape(()).double().item())
+    raise TypeError(f"{name} must be {what}, got {value!r}")
+
+
 def as_float_array(x, name: str, *, allow_neg_inf: bool, allow_pos_inf: bool = False):
     """Convert ``x`` to a float64 array, rejecting non-float dtypes, NaN and infinities.
 
     Python scalars and lists of Python floats/ints are accepted (they carry no dtype);
-    NumPy arrays of integer, boolean, complex or object dtype are rejected, as are empty
-    arrays.
+    NumPy arrays and torch tensors of integer, boolean, complex or object dtype are
+    rejected, as are lists of bools and empty arrays.
     """
+    x = tensor_to_numpy(x)
+    if not isinstance(x, np.ndarray | np.generic) and not hasattr(x, "dtype"):
+        try:
+            kind = np.asarray(x).dtype.kind
+        except (TypeError, ValueError):
+            kind = "O"
+        if kind == "b":
+            raise TypeError(f"{name} must be real numbers, got bools")
     if isinstance(x, np.ndarray) or hasattr(x, "dtype"):
         arr = np.asarray(x)
         if arr.dtype.kind not in "f":
@@ -56,12 +100,7 @@ def _first(mask: np.ndarray):
 
 def check_alpha(alpha) -> float:
     """α: any real number or ±inf; NaN and non-numbers are rejected."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        if isinstance(alpha, np.ndarray) and alpha.ndim == 0 and alpha.dtype.kind == "f":
-            alpha = float(alpha)
-        else:
-            raise TypeError(f"alpha must be a real number (float, ±inf allowed), got {alpha!r}")
-    alpha = float(alpha)
+    alpha = as_real_scalar(alpha, "alpha", "a real number (float, ±inf allowed)")
     if math.isnan(alpha):
         raise ValueError("alpha is NaN; it must be a real number or ±inf")
     return alpha
@@ -69,12 +108,7 @@ def check_alpha(alpha) -> float:
 
 def check_lam(lam, name: str = "lam") -> float:
     """λ ∈ [0, 1]."""
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
-        if isinstance(lam, np.ndarray) and lam.ndim == 0 and lam.dtype.kind == "f":
-            lam = float(lam)
-        else:
-            raise TypeError(f"{name} must be a real number in [0, 1], got {lam!r}")
-    lam = float(lam)
+    lam = as_real_scalar(lam, name, "a real number in [0, 1]")
     if math.isnan(lam):
         raise ValueError(f"{name} is NaN; it must lie in [0, 1]")
     if not 0.0 <= lam <= 1.0:
@@ -84,9 +118,7 @@ def check_lam(lam, name: str = "lam") -> float:
 
 def check_real(value, name: str, *, allow_inf: bool = False) -> float:
     """A finite real parameter (divergence parameters, temperature)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
+    value = as_real_scalar(value, name)
     if math.isnan(value):
         raise ValueError(f"{name} is NaN")
     if not allow_inf and math.isinf(value):

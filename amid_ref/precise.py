@@ -39,6 +39,8 @@ import mpmath
 import numpy as np
 from mpmath import mp, mpf
 
+from amid_ref._validation import as_real_scalar, tensor_to_numpy
+
 __all__ = [
     "DIVERGENCES",
     "ORDERS",
@@ -107,15 +109,10 @@ def _param(value, name: str, *, allow_inf: bool = False) -> mpf:
     """A scalar parameter as an exact ``mpf`` (floats are converted exactly)."""
     if isinstance(value, mpf):
         x = value
-    elif isinstance(value, bool) or not isinstance(value, numbers.Real | np.floating):
-        if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
-            x = mpf(float(value))
-        else:
-            raise TypeError(f"{name} must be a real number, got {value!r}")
-    elif isinstance(value, numbers.Integral):
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
         x = mpf(int(value))
-    else:
-        x = mpf(float(value))
+    else:  # the input rule shared with amid_ref and gpu (floats convert exactly)
+        x = mpf(as_real_scalar(value, name))
     if mpmath.isnan(x):
         raise ValueError(f"{name} is NaN")
     if not allow_inf and mpmath.isinf(x):
@@ -136,6 +133,12 @@ def _mpf_array(x, name: str, *, log_domain: bool) -> np.ndarray:
     ``log_domain``: entries may be any real or ``-inf`` (log of zero); otherwise they must be
     finite and non-negative. NaN is always rejected; ``+inf`` too.
     """
+    x = tensor_to_numpy(x)
+    if isinstance(x, np.ndarray) and x.dtype.kind in "iub":
+        raise TypeError(
+            f"{name} must have a floating-point dtype, got {x.dtype}; "
+            f"convert with np.asarray({name}, dtype=np.float64)"
+        )
     arr = np.asarray(x)
     if arr.size == 0:
         raise ValueError(f"{name} is empty")
@@ -866,7 +869,12 @@ def _f_row_fn(f, f_inf_slope):
                 "the oracle needs an mpf result (a float would silently lose precision)"
             )
         if mpmath.isnan(val):
-            raise ValueError(f"the f-divergence generator returned NaN at u = {u}")
+            raise ValueError(f"the f-divergence generator f returned NaN at u = {u}")
+        if val == _NINF:
+            raise ValueError(
+                f"the f-divergence generator f returned -inf at u = {u}; a convex f with "
+                "f(1) = 0 is > -inf everywhere"
+            )
         return val
 
     def f_div(a, b):
@@ -894,27 +902,32 @@ def _divergence_row_fn(name: str, params: dict) -> tuple[Callable, int]:
 
 
 def _divergence_row_fn_exact(name: str, params: dict) -> tuple[Callable, int]:
-    if not isinstance(name, str) or name not in _DIVERGENCE_PARAMS:
+    if not isinstance(name, str):
+        raise TypeError(f"divergence name must be a string, got {name!r}")
+    if name not in _DIVERGENCE_PARAMS:
         raise ValueError(f"unknown divergence {name!r}; expected one of {DIVERGENCES}")
     spec = _DIVERGENCE_PARAMS[name]
     unknown = sorted(set(params) - set(spec))
     if unknown:
-        raise TypeError(
-            f"divergence {name!r} got unexpected parameter(s) {unknown}; "
-            f"it takes {sorted(spec) or 'none'}"
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for divergence {name!r} "
+            f"(allowed: {', '.join(sorted(spec)) or 'none'})"
         )
     values = {}
     for key, default in spec.items():
         if key in params:
             values[key] = params[key]
         elif default is _REQUIRED:
-            raise TypeError(f"divergence {name!r} requires the parameter {key!r}")
+            raise ValueError(f"divergence {name!r} needs parameter(s) [{key!r}]")
         else:
             values[key] = default
     if name == "kl":
         return _kl_row, 0
     if name == "js":
-        return _js_row_fn(_param(values["beta"], "beta"))
+        beta = _param(values["beta"], "beta")
+        if not 0 <= beta <= 1:
+            raise ValueError(f"js parameter beta must lie in [0, 1], got {values['beta']!r}")
+        return _js_row_fn(beta)
     if name == "tv":
         return _tv_row, 0
     if name == "hellinger":
@@ -924,7 +937,10 @@ def _divergence_row_fn_exact(name: str, params: dict) -> tuple[Callable, int]:
     if name == "amari":
         return _amari_row_fn(_param(values["alpha"], "alpha"))
     if name == "renyi":
-        return _renyi_row_fn(_param(values["order"], "order"))
+        rho = _param(values["order"], "order")
+        if rho < 0:  # ρ = 0 (−log of the support mass) is kept as the limit member
+            raise ValueError(f"renyi parameter order must be ≥ 0, got {values['order']!r}")
+        return _renyi_row_fn(rho)
     if name == "ab":
         return _ab_row_fn(_param(values["alpha"], "alpha"), _param(values["beta"], "beta"))
     slope = _param(values["f_inf_slope"], "f_inf_slope", allow_inf=True)
@@ -1083,6 +1099,9 @@ class _LossSetup:
             )
         rows_s, moved = _rows(s, -1)
         rows_t, _ = _rows(t, -1)
+        for rows, name in ((rows_s, "student_logits"), (rows_t, "teacher_logits")):
+            if any(all(v == _NINF for v in row) for row in rows):
+                raise ValueError(f"{name} has a row whose logits are all -inf: no distribution")
         return rows_s, rows_t, moved[:-1]
 
     def mixture(self, lp: list, lq: list) -> list:

@@ -382,6 +382,7 @@ def divergence(
     >>> round(float(gpu.divergence(a, b, "kl")), 6)
     0.510826
     """
+    from amid_ref._validation import NORMALIZATION_TOL
     from gpu._mixture import _check_log_pair
     from gpu._validation import check_bool, compute_dtype, resolve_div_params
 
@@ -398,6 +399,14 @@ def divergence(
                 if bool((t < 0).any()):
                     raise ValueError(f"{n} has negative probabilities")
             x, y = torch.log(x), torch.log(y)
+        for v, n in ((x, names[0]), (y, names[1])):  # the reference's normalization rule
+            lse = torch.logsumexp(v, dim=-1)
+            if not bool((lse.abs() <= NORMALIZATION_TOL).all()):
+                worst = float((lse.abs()).nan_to_num(nan=INF).max())
+                raise ValueError(
+                    f"{n} is not normalized along dim {dim}: |log Σ| up to {worst:.3g} > "
+                    f"tolerance {NORMALIZATION_TOL}"
+                )
         if name == "renyi":
             x = x - torch.logsumexp(x, dim=-1, keepdim=True)
             y = y - torch.logsumexp(y, dim=-1, keepdim=True)

@@ -127,8 +127,12 @@ def _chunk(
     s = s - s.amax(-1, keepdim=True)
     t = t - t.amax(-1, keepdim=True)
     if inv_t != 1.0:
-        s.mul_(inv_t)
-        t.mul_(inv_t)
+        # 1/T may exceed the compute dtype's range (T = 1e-40 in float32): scale in two
+        # steps of √(1/T), so that the row maximum stays 0 and the rest go to -inf (masked).
+        steps = [inv_t] if inv_t < 1e30 else [math.sqrt(inv_t)] * 2
+        for k in steps:
+            s.mul_(k)
+            t.mul_(k)
     # log q = x − logsumexp(x), not torch.log_softmax: measured on CPU in float32 at
     # V = 128256 on rows N(0, 2) − 1.1·log(rank), log_softmax is off by up to 3e-5 in log q
     # where this form is off by 1e-6 (gpu.accuracy.kernel_accuracy measures both).
@@ -429,6 +433,7 @@ def amid_loss(
     n_valid = n_total
     if labels is not None:
         labels = check_labels(labels, student_logits.shape[:-1], device)
+        ignore_index = check_ignore_index(ignore_index, labels.dtype)
         valid = (labels != ignore_index).reshape(-1)
         n_valid = int(valid.sum())
         if n_valid < n_total:

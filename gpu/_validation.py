@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from amid_ref._validation import as_real_scalar
+
 #: The four argument orders, ``D(first ‖ second)`` with p = teacher, q = student,
 #: r = assistant. Same keys and meaning as :data:`amid_ref.ORDERS`.
 ORDERS: dict[str, tuple[str, str]] = {
@@ -31,14 +33,9 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def check_alpha(alpha: Any) -> float:
-    """α: any real number or ±inf (Python or NumPy/torch 0-d float); NaN is rejected."""
-    if isinstance(alpha, torch.Tensor):
-        if alpha.numel() != 1 or not alpha.is_floating_point():
-            raise TypeError(f"alpha must be a real number (float, ±inf allowed), got {alpha!r}")
-        alpha = float(alpha.item())
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"alpha must be a real number (float, ±inf allowed), got {alpha!r}")
-    alpha = float(alpha)
+    """α: any real number or ±inf (the scalar rule of :func:`amid_ref._validation.as_real_scalar`:
+    Python/NumPy reals, 0-d arrays, one-element tensors); NaN is rejected."""
+    alpha = as_real_scalar(alpha, "alpha", "a real number (float, ±inf allowed)")
     if math.isnan(alpha):
         raise ValueError("alpha is NaN; it must be a real number or ±inf")
     return alpha
@@ -46,22 +43,14 @@ def check_alpha(alpha: Any) -> float:
 
 def check_lam(lam: Any) -> float:
     """λ ∈ [0, 1] (weight of the teacher in the assistant)."""
-    if isinstance(lam, torch.Tensor):
-        if lam.numel() != 1 or not lam.is_floating_point():
-            raise TypeError(f"lam must be a real number in [0, 1], got {lam!r}")
-        lam = float(lam.item())
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
-        raise TypeError(f"lam must be a real number in [0, 1], got {lam!r}")
-    lam = float(lam)
+    lam = as_real_scalar(lam, "lam", "a real number in [0, 1]")
     if math.isnan(lam) or not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must lie in [0, 1], got {lam!r}")
     return lam
 
 
 def check_temperature(temperature: Any) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a positive real number, got {temperature!r}")
-    temperature = float(temperature)
+    temperature = as_real_scalar(temperature, "temperature", "a positive real number")
     if not (math.isfinite(temperature) and temperature > 0.0):
         raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
     return temperature
@@ -98,9 +87,16 @@ def check_chunk_size(chunk_size: Any) -> int | None:
     return int(chunk_size)
 
 
-def check_ignore_index(ignore_index: Any) -> int:
+def check_ignore_index(ignore_index: Any, labels_dtype: torch.dtype = torch.int64) -> int:
+    """An int that a label of ``labels_dtype`` can equal (else nothing would be masked)."""
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    info = torch.iinfo(labels_dtype)
+    if not info.min <= int(ignore_index) <= info.max:
+        raise ValueError(
+            f"ignore_index={int(ignore_index)} is outside the range [{info.min}, {info.max}] "
+            f"of the labels' dtype {labels_dtype}: no label could equal it"
+        )
     return int(ignore_index)
 
 
@@ -113,6 +109,8 @@ def check_float_tensor(x: Any, name: str) -> torch.Tensor:
             f"{name} must have a floating-point dtype (float16, bfloat16, float32 or "
             f"float64), got {x.dtype}"
         )
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (no data); use a cpu or cuda tensor")
     if x.dim() == 0:
         raise ValueError(f"{name} must have a vocabulary axis (shape (..., V)), got a scalar")
     if x.shape[-1] == 0:
