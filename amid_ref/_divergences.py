@@ -500,6 +500,14 @@ def _f_value(la, lb, axis, params, log_ratio=None):
             "the f-divergence generator f returned -inf on the input's ratios a/b; a convex "
             "f with f(1) = 0 is > -inf everywhere"
         )
+    if (np.isposinf(fu) & b_pos & (u >= 1.0)).any():
+        # A convex f is finite on (0, ∞): +inf at a finite ratio u ≥ 1 is an overflow of
+        # f(u), not the value of the term b·f(u) (which may be finite).
+        raise ValueError(
+            "the f-divergence generator f overflowed (returned +inf) at a finite ratio a/b "
+            "≥ 1, where the term b·f(a/b) may be finite; use a named divergence (e.g. 'kl', "
+            "'ab'), which work in the log domain"
+        )
     slope = params["f_inf_slope"]
     with np.errstate(invalid="ignore"):
         tail = np.where(~np.isneginf(la), np.inf if slope == np.inf else a * slope, 0.0)
