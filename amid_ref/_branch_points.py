@@ -53,6 +53,7 @@ NOT_BRANCH_POINTS: dict[tuple[str, str], str] = {
     ("gpu._loss", "_NAN_LOSS"): "row flag bit",
     ("amid_ref._mixture", "NEG_INF"): "the value -inf, not a threshold",
     ("gpu._mixture", "NEG_INF"): "the value -inf, not a threshold",
+    ("gpu._mixture", "INF"): "the value +inf, not a threshold",
     ("gpu._divergences", "NEG_INF"): "the value -inf, not a threshold",
     ("gpu._divergences", "INF"): "the value +inf, not a threshold",
 }

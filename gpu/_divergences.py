@@ -110,14 +110,22 @@ def _scaled_expm1mx_ratio(log_s: torch.Tensor, c: float, z: torch.Tensor) -> tor
     return torch.where(big, direct, near)
 
 
+def _delta(la: torch.Tensor, lb: torch.Tensor, log_ratio: torch.Tensor | None) -> torch.Tensor:
+    """δ = log a − log b: the caller's directly formed log ratio where it gives one (the
+    AMiD loss forms log(r/p), log(r/q) from the mixture), else the difference."""
+    return la - lb if log_ratio is None else log_ratio
+
+
 # --- KL ----------------------------------------------------------------------------------
 
 
-def _kl(la, lb, params, need_ga, need_gb):
+def _kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     # Σ a(la − lb); a = 0 terms are 0 even where lb = −inf; a > 0 = b gives +inf.
     # A NaN term can only be 0·(±inf or NaN), i.e. a = 0: it is 0 by convention.
     a = torch.exp(la)
-    terms = (la - lb).mul_(a).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    d = _delta(la, lb, log_ratio)
+    terms = torch.where(lb == NEG_INF, la - lb, d).mul_(a)
+    terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     value = terms.sum(-1)
     ga = terms if need_ga else None  # a(δ + 1) ≡ aδ modulo a
     gb = a.neg_() if need_gb else None
@@ -127,7 +135,7 @@ def _kl(la, lb, params, need_ga, need_gb):
 # --- generalized Jensen-Shannon -----------------------------------------------------------
 
 
-def _js(la, lb, params, need_ga, need_gb):
+def _js(la, lb, params, need_ga, need_gb, log_ratio=None):
     beta = params["beta"]
     if beta in (0.0, 1.0):  # m equals one argument: both KL terms vanish identically
         zero = torch.zeros(la.shape[:-1], dtype=la.dtype, device=la.device)
@@ -140,8 +148,14 @@ def _js(la, lb, params, need_ga, need_gb):
     lm = torch.logaddexp(la + math.log(beta), lb + math.log1p(-beta))
     a = torch.exp(la)
     b = torch.exp(lb)
-    ta = (la - lm).mul_(a).mul_(beta).masked_fill_(a == 0, 0.0)
-    tb = (lb - lm).mul_(b).mul_(1.0 - beta).masked_fill_(b == 0, 0.0)
+    ra, rb = la - lm, lb - lm
+    if log_ratio is not None:  # |δ| ≤ 1: log a − log m = −log1p((1−β)·expm1(−δ)), no ulp of |lm|
+        near = log_ratio.abs() <= 1.0
+        dn = torch.where(near, log_ratio, 0.0)
+        ra = torch.where(near, torch.log1p(torch.expm1(-dn).mul_(1.0 - beta)).neg_(), ra)
+        rb = torch.where(near, torch.log1p(torch.expm1(dn).mul_(beta)).neg_(), rb)
+    ta = ra.mul_(a).mul_(beta).masked_fill_(a == 0, 0.0)
+    tb = rb.mul_(b).mul_(1.0 - beta).masked_fill_(b == 0, 0.0)
     value = ta.sum(-1) + tb.sum(-1)
     # ∂/∂la [β KL(a‖m) + (1−β) KL(b‖m)] = β a (la − lm), exactly (no modulo needed).
     return value, (ta if need_ga else None), (tb if need_gb else None)
@@ -150,10 +164,13 @@ def _js(la, lb, params, need_ga, need_gb):
 # --- total variation, Hellinger, Pearson chi^2 ---------------------------------------------
 
 
-def _tv(la, lb, params, need_ga, need_gb):
+def _tv(la, lb, params, need_ga, need_gb, log_ratio=None):
     a = torch.exp(la)
     b = torch.exp(lb)
     diff = a - b
+    if log_ratio is not None:  # |δ| ≤ 1: a − b = b·expm1(δ), relative accuracy where a ≈ b
+        near = log_ratio.abs() <= 1.0
+        diff = torch.where(near, torch.expm1(torch.where(near, log_ratio, 0.0)).mul_(b), diff)
     value = 0.5 * diff.abs().sum(-1)
     s = torch.sign(diff)
     ga = (0.5 * s).mul_(a) if need_ga else None
@@ -161,30 +178,31 @@ def _tv(la, lb, params, need_ga, need_gb):
     return value, ga, gb
 
 
-def _sqrt_diff(la, lb):
+def _sqrt_diff(la, lb, log_ratio=None):
     """√a − √b = sgn(δ)·e^(max/2)·(−expm1(−|δ|/2)) without cancellation (0 if both zero)."""
     hi = torch.maximum(la, lb)
     lo = torch.minimum(la, lb)
-    mag = torch.exp(hi / 2.0) * -torch.expm1((lo - hi) / 2.0)
+    gap = (lo - hi) if log_ratio is None else torch.where(hi == NEG_INF, 0.0, -log_ratio.abs())
+    mag = torch.exp(hi / 2.0) * -torch.expm1(gap / 2.0)
     mag = mag.masked_fill_(hi == NEG_INF, 0.0)
     return torch.where(la >= lb, mag, -mag)
 
 
-def _hellinger(la, lb, params, need_ga, need_gb):
-    d = _sqrt_diff(la, lb)
+def _hellinger(la, lb, params, need_ga, need_gb, log_ratio=None):
+    d = _sqrt_diff(la, lb, log_ratio)
     value = 0.5 * d.square().sum(-1)
     ga = (0.5 * d) * torch.exp(la / 2.0) if need_ga else None
     gb = (-0.5 * d) * torch.exp(lb / 2.0) if need_gb else None
     return value, ga, gb
 
 
-def _chi2(la, lb, params, need_ga, need_gb):
+def _chi2(la, lb, params, need_ga, need_gb, log_ratio=None):
     # Σ (a − b)²/b = Σ b·expm1(δ)², formed as exp(lb + 2 log|expm1(δ)|): no overflow, no
     # cancellation. b = 0 < a gives +inf, a = 0 < b gives b, both 0 give 0.
     a_pos = la != NEG_INF
     b_pos = lb != NEG_INF
     both = a_pos & b_pos
-    d = torch.where(both, la - lb, 0.0)
+    d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
     lb0 = torch.where(both, lb, 0.0)
     terms = torch.exp(lb0 + 2.0 * _log_abs_expm1(d))
     terms = torch.where(both, terms, torch.where(a_pos, INF, torch.exp(lb)))
@@ -203,7 +221,7 @@ def _chi2(la, lb, params, need_ga, need_gb):
 # --- AB-divergence and Amari's α-divergence --------------------------------------------------
 
 
-def _ab(la, lb, params, need_ga, need_gb):
+def _ab(la, lb, params, need_ga, need_gb, log_ratio=None):
     r"""AB-divergence, continuous in (a_, b_) with no branch but (0, 0).
 
     With δ = log x − log y, λ = a_ + b_ and Q(c) = (e^(cδ) − 1 − cδ)/c, each term equals
@@ -217,7 +235,7 @@ def _ab(la, lb, params, need_ga, need_gb):
     x0 = la == NEG_INF
     y0 = lb == NEG_INF
     both = ~x0 & ~y0
-    d = torch.where(both, la - lb, 0.0)
+    d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
     if a_ == 0.0 and b_ == 0.0:
         terms = 0.5 * d * d  # ½ Σ (log x − log y)²
     elif abs(a_) <= abs(b_):
@@ -250,9 +268,9 @@ def _ab(la, lb, params, need_ga, need_gb):
     return value, ga, gb
 
 
-def _amari(la, lb, params, need_ga, need_gb):
+def _amari(la, lb, params, need_ga, need_gb, log_ratio=None):
     s = (1.0 - params["alpha"]) / 2.0
-    return _ab(la, lb, {"alpha": s, "beta": 1.0 - s}, need_ga, need_gb)
+    return _ab(la, lb, {"alpha": s, "beta": 1.0 - s}, need_ga, need_gb, log_ratio)
 
 
 # --- Rényi -------------------------------------------------------------------------------
@@ -262,7 +280,7 @@ def _amari(la, lb, params, need_ga, need_gb):
 _RENYI_SERIES_C = 0.5
 
 
-def _renyi(la, lb, params, need_ga, need_gb):
+def _renyi(la, lb, params, need_ga, need_gb, log_ratio=None):
     r"""Rényi divergence of order ρ on normalized inputs, c = ρ − 1.
 
     Series form (|c| < ½): with :math:`a e = a\,\mathrm{expm1}(c\delta)/c` (formed as
@@ -276,12 +294,13 @@ def _renyi(la, lb, params, need_ga, need_gb):
     """
     rho = params["order"]
     if rho == 1.0:
-        return _kl(la, lb, params, need_ga, need_gb)
+        return _kl(la, lb, params, need_ga, need_gb, log_ratio)
     c = rho - 1.0
     a = torch.exp(la)
     # Positivity from the log: a may underflow while a^ρ b^(1−ρ) does not.
     a_pos = la != NEG_INF
-    omega = torch.where(a_pos, la + c * (la - lb), NEG_INF)  # log(a^ρ b^(1−ρ))
+    d = torch.where(a_pos, _delta(la, lb, log_ratio), 0.0)  # +inf where b = 0 < a
+    omega = torch.where(a_pos, la + c * d, NEG_INF)  # log(a^ρ b^(1−ρ))
     lse = torch.logsumexp(omega, dim=-1)
     value = lse / c
     pi = None
@@ -291,7 +310,7 @@ def _renyi(la, lb, params, need_ga, need_gb):
     gb = -pi if need_gb else None
     if abs(c) < _RENYI_SERIES_C:
         overflow_log = 80.0 if la.dtype != torch.float64 else 700.0
-        cd = torch.where(a_pos, c * (la - lb), 0.0)
+        cd = torch.where(a_pos, c * d, 0.0)
         small = cd.abs() <= 1.0
         a_e = torch.where(
             small, a * (torch.expm1(torch.where(small, cd, 0.0)) / c), (torch.exp(omega) - a) / c

@@ -89,6 +89,21 @@ class _Spec:
     chunk_size: int
 
 
+def _log_ratio_to_mixture(lm: torch.Tensor, l_ref: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    r"""``log(r/ŝ)`` for the reference ``s = exp(l_ref)`` normalized to ``ŝ``, from
+    ``u = log m − log s``: ``u − log1p(Σ ŝ·expm1(u))`` while that argument is in [−½, ½]
+    (exact to a few ulps of itself), ``u − (logsumexp(lm) − log Σ s)`` otherwise. Twin of
+    :func:`amid_ref._mixture._log_ratio_to_mixture`."""
+    s = torch.exp(l_ref)
+    terms = torch.where(u <= 1.0, torch.expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
+    terms = terms.nan_to_num_(nan=0.0)
+    total = s.sum(-1, keepdim=True)
+    frac = terms.sum(-1, keepdim=True) / total
+    direct = torch.logsumexp(lm, dim=-1, keepdim=True) - torch.log(total)
+    log_z = torch.where(frac.abs() <= 0.5, torch.log1p(frac.clamp(-0.5, 0.5)), direct)
+    return u - log_z
+
+
 def _project_(g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
     r"""In place: :math:`g_j - w_j\sum_x g_x` (``w = exp(log_w)``), without cancellation.
 
@@ -144,17 +159,30 @@ def _chunk(
     flags = torch.isnan(lq[..., 0]).to(torch.uint8) * _BAD_STUDENT
     flags |= torch.isnan(lp[..., 0]).to(torch.uint8) * _BAD_TEACHER
     through_r = want_grad and not spec.detach_assistant
-    lm, w = log_alpha_mean_and_weight(lp, lq, spec.alpha, spec.lam, want_weight=through_r)
+    first, second = spec.first, spec.second
+    uses_r = "r" in (first, second)
+    ratios: list | None = [] if uses_r else None
+    lm, w = log_alpha_mean_and_weight(
+        lp, lq, spec.alpha, spec.lam, want_weight=through_r, ratios=ratios
+    )
     lz = torch.logsumexp(lm, dim=-1, keepdim=True)
     flags |= (lz[..., 0] == NEG_INF).to(torch.uint8) * _EMPTY_SUPPORT
+    log_ratio = None
+    if uses_r:  # log(first/second) from the mixture's own ratio to p or q
+        other = second if first == "r" else first
+        l_ref, u = (lp, ratios[0]) if other == "p" else (lq, ratios[1])
+        log_ratio = _log_ratio_to_mixture(lm, l_ref, u)
+        if first != "r":
+            log_ratio.neg_()
+    del ratios
     lr = lm - lz if (lm is lp or lm is lq) else lm.sub_(lz)
     del lm, lz
     dist = {"p": lp, "q": lq, "r": lr}
-    first, second = spec.first, spec.second
     need = {"p": False, "q": want_grad, "r": through_r}
     value, g_first, g_second = GPU_DIVERGENCES[spec.divergence](
-        dist[first], dist[second], spec.params, need[first], need[second]
+        dist[first], dist[second], spec.params, need[first], need[second], log_ratio
     )
+    del log_ratio
     flags |= torch.isnan(value).to(torch.uint8) * _NAN_LOSS
     if not want_grad:
         return value, None, flags

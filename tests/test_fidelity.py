@@ -266,13 +266,26 @@ def test_ab_negative_sum_log_ratio_reproducer():
 def test_losses_with_assistant_near_an_endpoint(div, params):
     """r ≈ p (λ → 1) or r ≈ q (λ → 0): the divergence sees log(r/p) ≈ 1e-13 on tokens with
     log p ≈ −90, which only a directly formed ratio carries to full relative accuracy."""
+    import torch
+
+    import gpu
+
     s, t = [0.0, 5.0, -3.0, 2.0], [40.0, -5.0, 0.0, -2.0]
     tol = tolerance("reference", "loss")
     for alpha in (1.0, -3.0, 0.5):
         for lam, order in ((1.0 - 1e-15, "pr"), (1.0 - 1e-15, "rp"), (1e-15, "qr"), (1e-15, "rq")):
             args = (s, t, alpha, lam, div, order, params, 0.5)
             want = precise.to_float(precise.amid_loss(*args))
-            assert_within(amid_loss(*args), want, tol, what=f"{div} α={alpha} λ={lam} {order}")
+            what = f"{div} α={alpha} λ={lam} {order}"
+            assert_within(amid_loss(*args), want, tol, what=what)
+            got = gpu.amid_loss(
+                torch.tensor([s], dtype=torch.float64),
+                torch.tensor([t], dtype=torch.float64),
+                *args[2:7],
+                temperature=0.5,
+                reduction="none",
+            )
+            assert_within(got.numpy()[0], want, tolerance("gpu", "loss", "float64"), what=what)
 
 
 # --- gradients with huge but cancelling zero-entry terms --------------------------------------
