@@ -269,8 +269,11 @@ def _ab(la, lb, params, need_ga, need_gb, log_ratio=None):
 
 
 def _amari(la, lb, params, need_ga, need_gb, log_ratio=None):
-    s = (1.0 - params["alpha"]) / 2.0
-    return _ab(la, lb, {"alpha": s, "beta": 1.0 - s}, need_ga, need_gb, log_ratio)
+    # (1 ∓ γ)/2 separately: near γ = −1, 1 − s would carry the rounding of s (relative
+    # 1e-7 of b_ at γ = −1 + 1e-9, where 1 + γ is exact).
+    gamma = params["alpha"]
+    ab = {"alpha": (1.0 - gamma) / 2.0, "beta": (1.0 + gamma) / 2.0}
+    return _ab(la, lb, ab, need_ga, need_gb, log_ratio)
 
 
 # --- Rényi -------------------------------------------------------------------------------

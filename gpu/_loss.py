@@ -34,7 +34,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from gpu._divergences import GPU_DIVERGENCES
-from gpu._mixture import NEG_INF, log_alpha_mean_and_weight
+from gpu._mixture import _BETA_CLAMP, NEG_INF, log_alpha_mean_and_weight
 from gpu._validation import (
     check_alpha,
     check_bool,
@@ -102,6 +102,25 @@ def _log_ratio_to_mixture(lm: torch.Tensor, l_ref: torch.Tensor, u: torch.Tensor
     direct = torch.logsumexp(lm, dim=-1, keepdim=True) - torch.log(total)
     log_z = torch.where(frac.abs() <= 0.5, torch.log1p(frac.clamp(-0.5, 0.5)), direct)
     return u - log_z
+
+
+def _normalizer_gradient(spec, lq, lr, w, u_q, log_z) -> torch.Tensor:
+    r"""``K = r ⊙ w − q Σ r ⊙ w`` (∂ log Z/∂ s up to 1/T), exact to a few ulps of itself:
+    :math:`K = \frac{1-\lambda}{Z}\,P_q(q \odot \operatorname{expm1}((1-\beta)u))`,
+    u = log m − log q (the part of r ⊙ w proportional to q cancels analytically); at
+    α = ±inf, :math:`P_q(r \odot w - q)`. Twin of :func:`amid_ref._loss._normalizer_gradient`.
+    """
+    if spec.lam == 1.0:  # w = 0: r does not depend on the student
+        return torch.zeros_like(lq)
+    q = torch.exp(lq)
+    if math.isinf(spec.alpha):
+        h = torch.exp(lr).mul_(w).sub_(q)
+    else:
+        beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - spec.alpha) / 2.0))  # as the mixture
+        h = torch.expm1(u_q * (1.0 - beta)).mul_(q)
+    h = h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0)
+    scale = 1.0 if math.isinf(spec.alpha) else torch.exp(math.log1p(-spec.lam) - log_z)
+    return _project_(h, lq).mul_(scale)
 
 
 def _project_(g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
@@ -174,7 +193,9 @@ def _chunk(
         log_ratio = _log_ratio_to_mixture(lm, l_ref, u)
         if first != "r":
             log_ratio.neg_()
+    u_q = ratios[1] if through_r else None  # log m − log q, for ∂ log Z/∂ s below
     del ratios
+    log_z = lz
     lr = lm - lz if (lm is lp or lm is lq) else lm.sub_(lz)
     del lm, lz
     dist = {"p": lp, "q": lq, "r": lr}
@@ -190,16 +211,29 @@ def _chunk(
     g = {"p": None, "q": None, "r": None}
     g[first], g[second] = g_first, g_second
     g_q = g["q"]
+    through_z = None
     if through_r:
-        g_logm = _project_(g["r"], lr)  # ∂D/∂log m
+        # Entries with w = 0 (zeros of q or of m) reach the student only through log Z:
+        # P_q(w ⊙ P_r(g_A)) = −(Σ g_A)·K, K = P_q(r ⊙ w), formed exactly so that their
+        # (possibly huge, ~1/(a_(a_+b_))) terms cancel analytically (amid_ref._loss).
+        g_r = g["r"]
+        silent = w == 0
+        if bool(silent.any()):
+            g_silent = torch.where(silent, g_r, 0.0).sum(-1, keepdim=True)
+            g_r = g_r.masked_fill_(silent, 0.0)
+            through_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z).mul_(g_silent)
+        g_logm = _project_(g_r, lr)  # ∂D/∂log m
         g_logm.mul_(w)
         g_q = g_logm if g_q is None else g_q.add_(g_logm)
-        del g_logm, w
+        del g_logm, w, g_r, u_q
     if g_q is None:  # D(p‖r) or D(r‖p) with the assistant detached: no path to the student
         if out is not None:
             return value, out.zero_(), flags
         return value, torch.zeros_like(lq), flags
     grad = _project_(g_q, lq)
+    if through_z is not None:
+        grad.sub_(through_z)
+        del through_z
     if out is not None:  # scale and cast in one pass, straight into the gradient buffer
         return value, torch.mul(grad, grad_scale * inv_t, out=out), flags
     return value, grad.mul_(grad_scale * inv_t), flags

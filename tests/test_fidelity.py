@@ -305,6 +305,10 @@ NEAR_LIMIT_PARAMS = [
 def test_gradient_with_huge_zero_entry_terms(div, params):
     """Terms y^λ/(a_ λ) ~ 1e18 at zeros of one argument: their gradients cancel in exact
     arithmetic and must not leave a rounding residue on gradients of size 1e-7."""
+    import torch
+
+    import gpu
+
     tol = tolerance("reference", "grad")
     for alpha, lam in ((0.0, 1e-15), (-1.0, 0.5), (0.5, 1.0 - 1e-15)):
         for order in ("pr", "qr", "rp", "rq"):
@@ -319,3 +323,7 @@ def test_gradient_with_huge_zero_entry_terms(div, params):
                     amid_grad(*args)
                 continue
             assert_within(amid_grad(*args), want, tol, what=what)
+            x = torch.tensor([ZERO_ENTRY_S], dtype=torch.float64, requires_grad=True)
+            teacher = torch.tensor([ZERO_ENTRY_T], dtype=torch.float64)
+            gpu.amid_loss(x, teacher, *args[2:]).backward()
+            assert_grad_rows(x.grad.numpy()[0], want, what + " gpu f64", rtol=1e-9)
