@@ -118,6 +118,11 @@ _AB = {"alpha": 0.25, "beta": 0.75}  # a_ + b_ = 1, |a_| ≤ |b_|: the y-pivot o
 _AB_NEG = {"alpha": -0.4, "beta": -0.3}  # a_ + b_ < 0, |a_| > |b_|: the x-pivot
 
 
+def _max_mixture_probe(impl: str, a: float) -> tuple:
+    """α = −inf, λ = ½ on p = [a, 1−a], q = [1−a, a]: Z = 2(1 − a) (a ≤ ½)."""
+    return _loss(impl, math.log(a), math.log1p(-a), "kl", alpha=-math.inf, lam=0.5)
+
+
 def _both(fn):
     """Probes for amid_ref and gpu from one builder ``fn(impl, x)``."""
     return lambda x: [fn("amid_ref", x), fn("gpu", x)]
@@ -260,16 +265,25 @@ BRANCH_POINTS: tuple[BranchPoint, ...] = (
         1.0,
         "amid_ref._divergences",
         None,
-        "JS: |δ| ≤ 1 forms log a − log m as −log1p((1−β)·expm1(−δ))",
-        lambda x: [_loss("amid_ref", -3.0 + x, -3.0, "js", {"beta": 0.3})],
+        "JS: |δ| ≤ 1 forms log a − log m as −log1p((1−β)·expm1(−δ)) (δ the given ratio)",
+        _both(lambda impl, x: _loss(impl, -3.0 + x, -3.0, "js", {"beta": 0.3}, lam=1e-9)),
     ),
     BranchPoint(
         "tv.near",
         1.0,
         "amid_ref._divergences",
         None,
-        "TV: |δ| ≤ 1 forms a − b as b·expm1(δ)",
-        lambda x: [_loss("amid_ref", -3.0 + x, -3.0, "tv")],
+        "TV: |δ| ≤ 1 forms a − b as b·expm1(δ) (δ the given ratio)",
+        _both(lambda impl, x: _loss(impl, -3.0 + x, -3.0, "tv", lam=1e-9)),
+    ),
+    BranchPoint(
+        "mixture.ratio_normalizer",
+        0.5,
+        "amid_ref._mixture",
+        None,
+        "_log_ratio_to_mixture (and its gpu twin): |Z/Σs − 1| ≤ ½ uses log1p, else "
+        "log-sum-exp (α = −inf, p = [a, 1−a], q = [1−a, a]: Z − 1 = 1 − 2a)",
+        _both(lambda impl, x: _max_mixture_probe(impl, max((1.0 - x) / 2.0, 1e-300))),
     ),
     BranchPoint(
         "f.ratio_range",
