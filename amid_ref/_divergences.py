@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
-from amid_ref._special import scaled_expm1_ratio, scaled_expm1mx_ratio
+from amid_ref._special import (
+    call_generator,
+    expm1mx_ratio,
+    scaled_expm1_ratio,
+    times_exp,
+)
 from amid_ref._specs import SPECS, DivergenceSpec, get_spec, resolve_params
 from amid_ref._validation import (
     as_float_array,
@@ -73,6 +78,16 @@ def _exp(x):
     return np.exp(x)
 
 
+def _delta(la, lb, log_ratio):
+    """δ = log a − log b: the caller's directly formed log ratio where it gives one (the
+    AMiD loss forms log(r/p), log(r/q) from the mixture without subtracting two large
+    logs), else the difference (NaN where both are −inf; kernels mask zero entries)."""
+    if log_ratio is None:
+        with np.errstate(invalid="ignore"):
+            return la - lb
+    return np.asarray(log_ratio, dtype=np.float64)
+
+
 def _sum(terms: np.ndarray, axis: int) -> np.ndarray:
     return np.sum(terms, axis=axis)
 
@@ -80,20 +95,21 @@ def _sum(terms: np.ndarray, axis: int) -> np.ndarray:
 # --- KL ------------------------------------------------------------------------------------
 
 
-def _kl_value(la, lb, axis, params):
+def _kl_value(la, lb, axis, params, log_ratio=None):
     # Positivity is read off the log (an a that underflows to 0 is still > 0: with b = 0
     # its term is +inf, not 0).
     pos = ~np.isneginf(la)
     with np.errstate(invalid="ignore", under="ignore"):
-        terms = np.where(pos, np.where(np.isneginf(lb), np.inf, _exp(la) * (la - lb)), 0.0)
+        d = _delta(la, lb, log_ratio)
+        terms = np.where(pos, np.where(np.isneginf(lb), np.inf, _exp(la) * d), 0.0)
     return _sum(terms, axis)
 
 
-def _kl_grad(la, lb, axis, params):
+def _kl_grad(la, lb, axis, params, log_ratio=None):
     a = _exp(la)
     pos = a > 0
     with np.errstate(invalid="ignore"):
-        ga = np.where(pos, a * (la - lb), 0.0)  # a(δ + 1) ≡ aδ modulo a
+        ga = np.where(pos, a * _delta(la, lb, log_ratio), 0.0)  # a(δ + 1) ≡ aδ modulo a
     return ga, -a
 
 
@@ -105,55 +121,79 @@ def _js_mixture(la, lb, beta):
         return np.logaddexp(math.log(beta) + la, math.log1p(-beta) + lb)
 
 
-def _js_value(la, lb, axis, params):
+def _js_log_ratios(la, lb, beta, log_ratio):
+    """(log a − log m, log b − log m), m = βa + (1−β)b: from δ = log a − log b as
+    −log1p((1−β)·expm1(−δ)) and −log1p(β·expm1(δ)) for |δ| ≤ 1 (no ulp of |log m|),
+    as differences with log m beyond."""
+    lm = _js_mixture(la, lb, beta)
+    d = _delta(la, lb, log_ratio)
+    near = np.abs(d) <= 1.0
+    dn = np.where(near, d, 0.0)
+    with np.errstate(invalid="ignore"):
+        ra = np.where(near, -np.log1p((1.0 - beta) * np.expm1(-dn)), la - lm)
+        rb = np.where(near, -np.log1p(beta * np.expm1(dn)), lb - lm)
+    return lm, ra, rb
+
+
+def _js_value(la, lb, axis, params, log_ratio=None):
     beta = params["beta"]
     if beta in (0.0, 1.0):
         return np.zeros(np.delete(la.shape, axis))
-    lm = _js_mixture(la, lb, beta)
-    return beta * _kl_value(la, lm, axis, params) + (1.0 - beta) * _kl_value(lb, lm, axis, params)
+    lm, ra, rb = _js_log_ratios(la, lb, beta, log_ratio)
+    return beta * _kl_value(la, lm, axis, params, ra) + (1.0 - beta) * _kl_value(
+        lb, lm, axis, params, rb
+    )
 
 
-def _js_grad(la, lb, axis, params):
+def _js_grad(la, lb, axis, params, log_ratio=None):
     beta = params["beta"]
     if beta in (0.0, 1.0):
         return np.zeros_like(la), np.zeros_like(lb)
-    lm = _js_mixture(la, lb, beta)
+    _, ra, rb = _js_log_ratios(la, lb, beta, log_ratio)
     a, b = _exp(la), _exp(lb)
     with np.errstate(invalid="ignore"):
-        ga = np.where(a > 0, beta * a * (la - lm), 0.0)
-        gb = np.where(b > 0, (1.0 - beta) * b * (lb - lm), 0.0)
+        ga = np.where(a > 0, beta * a * ra, 0.0)
+        gb = np.where(b > 0, (1.0 - beta) * b * rb, 0.0)
     return ga, gb
 
 
 # --- total variation, Hellinger, Pearson chi^2 ----------------------------------------------
 
 
-def _tv_value(la, lb, axis, params):
-    return 0.5 * _sum(np.abs(_exp(la) - _exp(lb)), axis)
+def _tv_value(la, lb, axis, params, log_ratio=None):
+    return 0.5 * _sum(np.abs(_tv_diff(la, lb, log_ratio)), axis)
 
 
-def _tv_grad(la, lb, axis, params):
+def _tv_diff(la, lb, log_ratio):
+    """a − b, as b·expm1(δ) for |δ| ≤ 1 (relative accuracy where a ≈ b)."""
     a, b = _exp(la), _exp(lb)
-    s = np.sign(a - b)
+    d = _delta(la, lb, log_ratio)
+    near = np.abs(d) <= 1.0
+    return np.where(near, b * np.expm1(np.where(near, d, 0.0)), a - b)
+
+
+def _tv_grad(la, lb, axis, params, log_ratio=None):
+    a, b = _exp(la), _exp(lb)
+    s = np.sign(_tv_diff(la, lb, log_ratio))
     return 0.5 * s * a, -0.5 * s * b
 
 
-def _sqrt_diff(la, lb):
+def _sqrt_diff(la, lb, log_ratio=None):
     """√a − √b without cancellation: sign(δ)·√max·(−expm1(−|δ|/2))."""
     hi = np.maximum(la, lb)
-    lo = np.minimum(la, lb)
+    d = _delta(la, lb, log_ratio)
     with np.errstate(invalid="ignore"):
-        mag = np.exp(hi / 2.0) * -np.expm1((lo - hi) / 2.0)
+        mag = np.exp(hi / 2.0) * -np.expm1(-np.abs(d) / 2.0)
     mag = np.where(np.isneginf(hi), 0.0, mag)
-    return np.where(la >= lb, mag, -mag)
+    return np.where(d >= 0, mag, -mag)
 
 
-def _hellinger_value(la, lb, axis, params):
-    return 0.5 * _sum(_sqrt_diff(la, lb) ** 2, axis)
+def _hellinger_value(la, lb, axis, params, log_ratio=None):
+    return 0.5 * _sum(_sqrt_diff(la, lb, log_ratio) ** 2, axis)
 
 
-def _hellinger_grad(la, lb, axis, params):
-    d = _sqrt_diff(la, lb)
+def _hellinger_grad(la, lb, axis, params, log_ratio=None):
+    d = _sqrt_diff(la, lb, log_ratio)
     return 0.5 * d * _exp(la / 2.0), -0.5 * d * _exp(lb / 2.0)
 
 
@@ -165,23 +205,23 @@ def _log_abs_expm1(x):
     return np.where(x > 0, pos, neg)
 
 
-def _chi2_value(la, lb, axis, params):
+def _chi2_value(la, lb, axis, params, log_ratio=None):
     a_pos = ~np.isneginf(la)
     b_pos = ~np.isneginf(lb)
     with np.errstate(invalid="ignore", over="ignore"):
-        d = la - lb
+        d = _delta(la, lb, log_ratio)
         terms = np.exp(lb + 2.0 * _log_abs_expm1(d))
     terms = np.where(b_pos, terms, np.where(a_pos, np.inf, 0.0))
     terms = np.where(b_pos & ~a_pos, _exp(lb), terms)
     return _sum(terms, axis)
 
 
-def _chi2_grad(la, lb, axis, params):
+def _chi2_grad(la, lb, axis, params, log_ratio=None):
     # D = Σ a²/b − 2a + b: ∂/∂la = 2a·expm1(δ), ∂/∂lb = −b·expm1(2δ).
     b_pos = ~np.isneginf(lb)
     a_pos = ~np.isneginf(la)
     with np.errstate(invalid="ignore", over="ignore"):
-        d = la - lb
+        d = _delta(la, lb, log_ratio)
         ga = 2.0 * np.sign(d) * np.exp(la + _log_abs_expm1(d))
         gb = -np.sign(d) * np.exp(lb + _log_abs_expm1(2.0 * d))
     ga = np.where(a_pos & b_pos, ga, np.where(a_pos, np.inf, 0.0))
@@ -201,14 +241,16 @@ def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom):
     second = np.maximum(np.abs(lam * z), np.abs(c * z)) <= 1.0
     zs = np.where(second, z, 0.0)
     zl = np.where(second, 0.0, z)
-    near = scaled_expm1mx_ratio(log_s, lam, zs) - scaled_expm1mx_ratio(log_s, c, zs)
+    # Both parts share the scale e^(log_s): the difference is formed first and scaled once,
+    # so that a scale beyond float64 range (y^λ, λ < 0, y tiny) times a zero difference is 0.
+    near = times_exp(expm1mx_ratio(lam, zs) - expm1mx_ratio(c, zs), log_s)
     far = scaled_expm1_ratio(log_s, lam, zl, log_top_lam) - scaled_expm1_ratio(
         log_s, c, zl, log_top_c
     )
     return np.where(second, near, far) / denom
 
 
-def _ab_value(la, lb, axis, params):
+def _ab_value(la, lb, axis, params, log_ratio=None):
     r"""Σ −1/(a_ b_)·(x^a_ y^b_ − a_/λ x^λ − b_/λ y^λ), λ = a_ + b_, continuous in (a_, b_).
 
     With δ = log x − log y each term equals ``y^λ·(F(λ) − F(a_))/b_`` with
@@ -224,7 +266,7 @@ def _ab_value(la, lb, axis, params):
     both = ~x0 & ~y0
     with np.errstate(invalid="ignore", over="ignore"):
         lx, ly = np.where(both, la, 0.0), np.where(both, lb, 0.0)
-        d = lx - ly
+        d = np.where(both, _delta(la, lb, log_ratio), 0.0)
         # log(x^λ), log(y^λ), log(x^a_ y^b_) formed directly (not as log y^λ + c·δ, which
         # carries an ulp of the larger log when that is huge).
         lx_l, ly_l, lxy = lam * lx, lam * ly, a_ * lx + b_ * ly
@@ -252,7 +294,7 @@ def _ab_value(la, lb, axis, params):
     return _sum(terms, axis)
 
 
-def _ab_grad(la, lb, axis, params):
+def _ab_grad(la, lb, axis, params, log_ratio=None):
     # ∂/∂log x = x^λ·(1 − e^(−b_ δ))/b_ ; ∂/∂log y = −y^λ·(e^(a_ δ) − 1)/a_.
     a_, b_ = params["alpha"], params["beta"]
     lam = a_ + b_
@@ -261,7 +303,7 @@ def _ab_grad(la, lb, axis, params):
     both = ~x0 & ~y0
     with np.errstate(invalid="ignore", over="ignore"):
         lx, ly = np.where(both, la, 0.0), np.where(both, lb, 0.0)
-        d = lx - ly
+        d = np.where(both, _delta(la, lb, log_ratio), 0.0)
         lxy = a_ * lx + b_ * ly  # log(x^a_ y^b_), formed directly
         gx = scaled_expm1_ratio(lam * lx, -b_, d, lxy)
         gy = -scaled_expm1_ratio(lam * ly, a_, d, lxy)
@@ -279,12 +321,12 @@ def _amari_as_ab(params):
     return {"alpha": (1.0 - gamma) / 2.0, "beta": (1.0 + gamma) / 2.0}
 
 
-def _amari_value(la, lb, axis, params):
-    return _ab_value(la, lb, axis, _amari_as_ab(params))
+def _amari_value(la, lb, axis, params, log_ratio=None):
+    return _ab_value(la, lb, axis, _amari_as_ab(params), log_ratio)
 
 
-def _amari_grad(la, lb, axis, params):
-    return _ab_grad(la, lb, axis, _amari_as_ab(params))
+def _amari_grad(la, lb, axis, params, log_ratio=None):
+    return _ab_grad(la, lb, axis, _amari_as_ab(params), log_ratio)
 
 
 # --- Rényi -----------------------------------------------------------------------------------
@@ -296,22 +338,37 @@ def _normalize_log(l, axis):
 
 
 _RENYI_SERIES_C = 0.5
+
+
+def _shifted_ratio(la, lb, axis, log_ratio):
+    """The log ratio of the normalized inputs, from the given one (None stays None)."""
+    if log_ratio is None:
+        return None
+    with np.errstate(divide="ignore"):
+        shift = logsumexp(la, axis=axis, keepdims=True) - logsumexp(lb, axis=axis, keepdims=True)
+    return log_ratio - shift
+
+
 _OVERFLOW_LOG = 700.0
 
 
-def _renyi_parts(la, lb, axis, rho):
+def _renyi_parts(la, lb, axis, rho, log_ratio=None):
     """Shared pieces of the Rényi value and gradient on normalized inputs.
 
     Returns (la, c, a, omega, use_series, a_e, m) where omega = log(a^ρ b^(1−ρ)),
     a_e = a·expm1(cδ)/c and m = Σ a_e (series branch only).
     """
-    la = _normalize_log(la, axis)
-    lb = _normalize_log(lb, axis)
+    la_n = _normalize_log(la, axis)
+    lb_n = _normalize_log(lb, axis)
     c = rho - 1.0
-    a = _exp(la)
-    a_pos = ~np.isneginf(la)  # not a > 0: a may underflow while a^ρ b^(1−ρ) does not
+    a = _exp(la_n)
+    a_pos = ~np.isneginf(la_n)  # not a > 0: a may underflow while a^ρ b^(1−ρ) does not
     with np.errstate(invalid="ignore", over="ignore"):
-        d = la - lb  # +inf where b = 0 < a
+        if log_ratio is None:
+            d = la_n - lb_n  # +inf where b = 0 < a
+        else:  # the given ratio, shifted by the two normalizers (each O(eps) when normalized)
+            d = _shifted_ratio(la, lb, axis, log_ratio)
+        la = la_n
         omega = np.where(a_pos, la + c * d, -np.inf)
     use_series = abs(c) < _RENYI_SERIES_C and bool(np.all(omega <= _OVERFLOW_LOG))
     a_e = m = None
@@ -327,22 +384,34 @@ def _renyi_parts(la, lb, axis, rho):
     return c, a, omega, use_series, a_e, m
 
 
-def _renyi_value(la, lb, axis, params):
+def _renyi_value(la, lb, axis, params, log_ratio=None):
     rho = params["order"]
     if rho == 1.0:
-        return _kl_value(_normalize_log(la, axis), _normalize_log(lb, axis), axis, params)
-    c, _, omega, use_series, _, m = _renyi_parts(la, lb, axis, rho)
+        return _kl_value(
+            _normalize_log(la, axis),
+            _normalize_log(lb, axis),
+            axis,
+            params,
+            _shifted_ratio(la, lb, axis, log_ratio),
+        )
+    c, _, omega, use_series, _, m = _renyi_parts(la, lb, axis, rho, log_ratio)
     with np.errstate(divide="ignore", invalid="ignore"):
         if use_series:
             return np.log1p(c * np.squeeze(m, axis=axis)) / c
         return logsumexp(omega, axis=axis) / c
 
 
-def _renyi_grad(la, lb, axis, params):
+def _renyi_grad(la, lb, axis, params, log_ratio=None):
     rho = params["order"]
     if rho == 1.0:
-        return _kl_grad(_normalize_log(la, axis), _normalize_log(lb, axis), axis, params)
-    c, a, omega, use_series, a_e, m = _renyi_parts(la, lb, axis, rho)
+        return _kl_grad(
+            _normalize_log(la, axis),
+            _normalize_log(lb, axis),
+            axis,
+            params,
+            _shifted_ratio(la, lb, axis, log_ratio),
+        )
+    c, a, omega, use_series, a_e, m = _renyi_parts(la, lb, axis, rho, log_ratio)
     if use_series:
         denom = 1.0 + c * m
         ga = rho * (a_e - a * m) / denom  # (ρ/c)(π − a), π the tilted distribution
@@ -356,11 +425,11 @@ def _renyi_grad(la, lb, axis, params):
 # --- generic f-divergence -----------------------------------------------------------------
 
 
-def _f_ratio(la, lb, b_pos):
+def _f_ratio(la, lb, b_pos, log_ratio=None):
     """u = a/b where b > 0 (1 elsewhere); a ratio beyond float64 range is an error, since a
     black-box generator cannot be evaluated there."""
     with np.errstate(invalid="ignore"):
-        log_u = np.where(b_pos, la - np.where(b_pos, lb, 0.0), 0.0)
+        log_u = np.where(b_pos, _delta(la, np.where(b_pos, lb, 0.0), log_ratio), 0.0)
     if (log_u > 709.0).any():
         raise ValueError(
             "divergence 'f': a ratio a/b exceeds the float64 range (log ratio > 709), where a "
@@ -370,36 +439,53 @@ def _f_ratio(la, lb, b_pos):
     return np.exp(log_u)
 
 
-def _f_value(la, lb, axis, params):
+def _f_value(la, lb, axis, params, log_ratio=None):
     f = params["f"]
     a, b = _exp(la), _exp(lb)
     b_pos = ~np.isneginf(lb)
-    u = _f_ratio(la, lb, b_pos)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        fu = np.asarray(f(u), dtype=np.float64)
-    if fu.shape != u.shape:
-        raise ValueError("the f-divergence generator f must be vectorized (same shape out as in)")
+    u = _f_ratio(la, lb, b_pos, log_ratio)
+    fu = call_generator(f, u, "f")
+    if (np.isneginf(fu) & b_pos).any():
+        raise ValueError(
+            "the f-divergence generator f returned -inf on the input's ratios a/b; a convex "
+            "f with f(1) = 0 is > -inf everywhere"
+        )
+    if (np.isposinf(fu) & b_pos & (u >= 1.0)).any():
+        # A convex f is finite on (0, ∞): +inf at a finite ratio u ≥ 1 is an overflow of
+        # f(u), not the value of the term b·f(u) (which may be finite).
+        raise ValueError(
+            "the f-divergence generator f overflowed (returned +inf) at a finite ratio a/b "
+            "≥ 1, where the term b·f(a/b) may be finite; use a named divergence (e.g. 'kl', "
+            "'ab'), which work in the log domain"
+        )
     slope = params["f_inf_slope"]
     with np.errstate(invalid="ignore"):
         tail = np.where(~np.isneginf(la), np.inf if slope == np.inf else a * slope, 0.0)
     terms = np.where(b_pos, b * fu, tail)
     if np.isnan(terms).any():
-        raise ValueError("the f-divergence generator returned NaN on the input's ratios a/b")
+        raise ValueError("the f-divergence generator f returned NaN on the input's ratios a/b")
     return _sum(terms, axis)
 
 
-def _f_grad(la, lb, axis, params):
+def _f_grad(la, lb, axis, params, log_ratio=None):
     f, fp = params["f"], params["f_prime"]
     if fp is None:
         raise ValueError("the gradient of divergence 'f' needs the parameter f_prime (f')")
     a, b = _exp(la), _exp(lb)
     b_pos = ~np.isneginf(lb)
-    u = _f_ratio(la, lb, b_pos)
+    u = _f_ratio(la, lb, b_pos, log_ratio)
+    fu = call_generator(f, u, "f")
+    fpu = call_generator(fp, u, "f_prime")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        fu = np.asarray(f(u), dtype=np.float64)
-        fpu = np.asarray(fp(u), dtype=np.float64)
-        ga = np.where(b_pos, a * fpu, 0.0)
-        gb = np.where(b_pos, b * fu - a * fpu, 0.0)
+        # a·f'(a/b) → 0 as a → 0 for every generator with an integrable f' (u·f'(u) → 0
+        # for f convex and finite at 0): a zero a (exact, or underflowed with u = 0) gives
+        # 0, never 0·f'(0) = 0·(−inf).
+        a_fpu = np.where(a > 0, a * fpu, 0.0)
+        # b = 0 < a: the term is a·f_inf_slope (the loss's tail), so ∂/∂log a = a·slope and
+        # ∂/∂log b = 0 (b is exactly 0 there).
+        tail = np.where(~np.isneginf(la), a * params["f_inf_slope"], 0.0)
+        ga = np.where(b_pos, a_fpu, tail)
+        gb = np.where(b_pos, b * fu - a_fpu, 0.0)
     return ga, gb
 
 
@@ -414,22 +500,22 @@ def _abs_diff(la, lb):
     return np.where(np.isneginf(hi), 0.0, mag)
 
 
-def _jeffreys_value(la, lb, axis, params):
+def _jeffreys_value(la, lb, axis, params, log_ratio=None):
     # Σ (a − b)·δ: every term is |a − b|·|δ| ≥ 0, so the sum never cancels; a zero of
     # exactly one argument gives +inf.
     a0, b0 = np.isneginf(la), np.isneginf(lb)
     with np.errstate(invalid="ignore"):
-        terms = _abs_diff(la, lb) * np.abs(np.where(a0 | b0, 0.0, la - lb))
+        terms = _abs_diff(la, lb) * np.abs(np.where(a0 | b0, 0.0, _delta(la, lb, log_ratio)))
     terms = np.where(a0 != b0, np.inf, terms)
     return _sum(terms, axis)
 
 
-def _jeffreys_grad(la, lb, axis, params):
+def _jeffreys_grad(la, lb, axis, params, log_ratio=None):
     # ∂/∂la = aδ + (a − b), ∂/∂lb = −bδ − (a − b), with a − b formed without cancellation.
     a, b = _exp(la), _exp(lb)
     both = ~np.isneginf(la) & ~np.isneginf(lb)
     with np.errstate(invalid="ignore"):
-        d = np.where(both, la - lb, 0.0)
+        d = np.where(both, _delta(la, lb, log_ratio), 0.0)
     diff = np.sign(d) * _abs_diff(la, lb)
     return np.where(both, a * d + diff, 0.0), np.where(both, -b * d - diff, 0.0)
 
@@ -440,19 +526,20 @@ def _skew_mixture(la, lb, skew):
         return np.logaddexp(math.log(skew) + la, math.log1p(-skew) + lb)
 
 
-def _skew_kl_value(la, lb, axis, params):
+def _skew_kl_value(la, lb, axis, params, log_ratio=None):
+    # log(a/m) is formed from la and the skew mixture; log(a/b) is only needed at s = 0.
     skew = params["skew"]
     if skew == 0.0:
-        return _kl_value(la, lb, axis, params)
+        return _kl_value(la, lb, axis, params, log_ratio)
     return _kl_value(la, _skew_mixture(la, lb, skew), axis, params)
 
 
-def _skew_kl_grad(la, lb, axis, params):
+def _skew_kl_grad(la, lb, axis, params, log_ratio=None):
     # D = Σ a(la − lm), lm = log(s a + (1−s) b): ∂/∂la ≡ a(la − lm) − s·a·(a/m) (mod a),
     # ∂/∂lb = −(1 − s)·b·(a/m).
     skew = params["skew"]
     if skew == 0.0:
-        return _kl_grad(la, lb, axis, params)
+        return _kl_grad(la, lb, axis, params, log_ratio)
     lm = _skew_mixture(la, lb, skew)
     a, b = _exp(la), _exp(lb)
     pos = ~np.isneginf(la)

@@ -9,7 +9,11 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp
 
 from amid_ref._divergences import get_divergence
-from amid_ref._mixture import _alpha_mixture_weight, _log_alpha_mean
+from amid_ref._mixture import (
+    _alpha_mixture_log_weight,
+    _log_alpha_mean_ratios,
+    _log_ratio_to_mixture,
+)
 from amid_ref._specs import ORDERS, Objective
 from amid_ref._validation import as_float_array, check_same_shape
 
@@ -43,7 +47,7 @@ def _prepare(student_logits, teacher_logits, objective: Objective) -> dict[str, 
     with np.errstate(divide="ignore", invalid="ignore"):
         lq = log_softmax((s - s.max(axis=-1, keepdims=True)) / temperature, axis=-1)
         lp = log_softmax((t - t.max(axis=-1, keepdims=True)) / temperature, axis=-1)
-    lm = _log_alpha_mean(lp, lq, alpha, lam)
+    lm, u_p, u_q = _log_alpha_mean_ratios(lp, lq, alpha, lam)
     log_z = logsumexp(lm, axis=-1, keepdims=True)
     empty = np.isneginf(log_z[..., 0])
     if empty.any():
@@ -52,7 +56,82 @@ def _prepare(student_logits, teacher_logits, objective: Objective) -> dict[str, 
             "only the intersection of the teacher's and student's supports (-inf logits), "
             "and it is empty (Z = 0)"
         )
-    return {"p": lp, "q": lq, "r": lm - log_z}
+    lr = lm - log_z
+    # log(r/p) and log(r/q) from the mixture's own log ratios (not lr − lp, which carries an
+    # ulp of |lp|): each divergence kernel gets log(first/second) from these.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        r_over = {"p": _log_ratio_to_mixture(lm, lp, u_p, -1), "q": None}
+        r_over["q"] = _log_ratio_to_mixture(lm, lq, u_q, -1)
+    first, second = objective.first, objective.second
+    log_ratio = r_over[second] if first == "r" else -r_over[first]  # log(first/second)
+    return {
+        "p": lp,
+        "q": lq,
+        "r": lr,
+        "log_ratio": log_ratio,
+        "u_q": u_q,
+        "log_z": log_z,
+        "alpha": alpha,
+        "lam": lam,
+        "rec": get_divergence(objective.divergence),
+        "params": objective.params,
+        "first": first,
+        "second": second,
+        "temperature": temperature,
+    }
+
+
+def _project(g: np.ndarray, log_w: np.ndarray) -> np.ndarray:
+    r"""The tangent projection :math:`g_j - w_j \sum_x g_x` of a gradient in log space onto
+    the simplex (``w = exp(log_w)`` normalized along the last axis), without cancellation.
+
+    For the row's largest weight :math:`w_k` the difference :math:`g_k - w_k\sum_x g_x`
+    cancels when :math:`w_k \approx 1` (a near one-hot distribution) and the terms are
+    large; it is formed as
+    :math:`g_k (1 - w_k) - w_k \sum_{x \ne k} g_x` with
+    :math:`1 - w_k = -\operatorname{expm1}(\log w_k)`, both parts exact to a few ulps.
+    The other entries have :math:`w_j \le \tfrac12` and do not cancel.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        w = np.exp(log_w)
+        total = np.sum(g, axis=-1, keepdims=True)
+        out = g - w * total
+        k = np.argmax(log_w, axis=-1)[..., None]
+        g_k = np.take_along_axis(g, k, axis=-1)
+        lw_k = np.take_along_axis(log_w, k, axis=-1)
+        others = np.sum(np.where(np.arange(g.shape[-1]) == k, 0.0, g), axis=-1, keepdims=True)
+        dominant = g_k * -np.expm1(lw_k) - np.exp(lw_k) * others
+    np.put_along_axis(out, k, dominant, axis=-1)
+    return out
+
+
+def _normalizer_gradient(ctx: dict, w: np.ndarray) -> np.ndarray:
+    r"""``K_j = ∂ log Z/∂ s_j·T = r_j w_j − q_j Σ_x r_x w_x`` without cancellation.
+
+    For finite α, :math:`r_x w_x / q_x = (1-\lambda)\,(m_x/q_x)^{1-\beta}/Z`, so with
+    :math:`u = \log m - \log q` (formed directly by the mixture kernel) and
+    :math:`f = \operatorname{expm1}((1-\beta)u)`,
+
+    .. math::
+
+        K = \frac{1-\lambda}{Z}\,\big(q \odot f - q \textstyle\sum_x q_x f_x\big),
+
+    which is exact to a few ulps of itself: the part of :math:`r \odot w` proportional to
+    q (all of it at α = −1, where K = 0) cancels analytically instead of leaving
+    :math:`\epsilon\, q` (times Σ g_r, up to 1e18 near the AB-divergence's origin). At
+    α = ±inf (w an indicator) ``h = r ⊙ w − q`` is projected directly.
+    """
+    lq = ctx["q"]
+    q_pos = ~np.isneginf(lq)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if np.isinf(ctx["alpha"]):
+            h = np.exp(ctx["r"]) * w - np.exp(lq)
+            return _project(np.where(q_pos, h, 0.0), lq)
+        beta = (1.0 - ctx["alpha"]) / 2.0
+        f = np.expm1((1.0 - beta) * ctx["u_q"])
+        f = np.where(q_pos & ~np.isnan(f), f, 0.0)
+        scale = np.exp(np.log1p(-ctx["lam"]) - ctx["log_z"])
+        return scale * _project(np.exp(lq) * f, lq)
 
 
 def amid_loss(
@@ -130,9 +209,10 @@ def amid_loss(
 def loss_of(objective: Objective, student_logits, teacher_logits):
     """:func:`amid_loss` of an already validated :class:`~amid_ref._specs.Objective`."""
     ctx = _prepare(student_logits, teacher_logits, objective)
-    rec = get_divergence(objective.divergence)
-    first, second = objective.arguments(ctx["p"], ctx["q"], ctx["r"])
-    out = np.asarray(rec.value(first, second, -1, objective.params))
+    rec = ctx["rec"]
+    out = np.asarray(
+        rec.value(ctx[ctx["first"]], ctx[ctx["second"]], -1, ctx["params"], ctx["log_ratio"])
+    )
     if np.isnan(out).any():  # pragma: no cover - kernel bug guard, never silent
         raise FloatingPointError("amid_loss produced NaN; please report this input")
     return out[()] if out.ndim == 0 else out
@@ -214,27 +294,38 @@ def grad_of(objective: Objective, student_logits, teacher_logits):
     rec = get_divergence(objective.divergence)
     if rec.grad is None:  # pragma: no cover - every registered divergence has one
         raise ValueError(f"divergence {objective.divergence!r} has no gradient")
-    first, second = objective.first, objective.second
-    params = objective.params
-    value = rec.value(ctx[first], ctx[second], -1, params)
+    first, second = ctx["first"], ctx["second"]
+    value = rec.value(ctx[first], ctx[second], -1, ctx["params"], ctx["log_ratio"])
     if np.isinf(value).any():
         raise ValueError(
             f"the loss is +inf on {int(np.isinf(value).sum())} row(s) (e.g. a zero of r "
             "where the other distribution is positive); its gradient is undefined"
         )
-    g_first, g_second = rec.grad(ctx[first], ctx[second], -1, params)
+    g_first, g_second = rec.grad(ctx[first], ctx[second], -1, ctx["params"], ctx["log_ratio"])
     grads = {"p": 0.0, "q": 0.0, "r": 0.0}
     grads[first] = grads[first] + g_first
     grads[second] = grads[second] + g_second
     g_q = np.zeros_like(ctx["q"]) + grads["q"]
+    through_r = None
     if not objective.detach_assistant and "r" in (first, second):
-        g_r = grads["r"]
-        r = np.exp(ctx["r"])
-        g_logm = g_r - r * np.sum(g_r, axis=-1, keepdims=True)
-        w = _alpha_mixture_weight(ctx["p"], ctx["q"], objective.alpha, objective.lam)
-        g_q = g_q + w * g_logm
-    q = np.exp(ctx["q"])
-    grad = (g_q - q * np.sum(g_q, axis=-1, keepdims=True)) / objective.temperature
+        # Chain rule through r: P_q(w ⊙ P_r(g_r)), P the tangent projections. Where w = 0
+        # (zeros of q, or of m) the entries of g_r may be huge (~1/(a_(a_+b_)), 1e18 near
+        # the AB-divergence's origin) yet reach the student only through log Z:
+        # P_q(w ⊙ P_r(g_A)) = −(Σ g_A)·K with K = P_q(r ⊙ w) = ∂ log Z/∂ s·T. That part is
+        # formed from K computed exactly to a few ulps of itself (_normalizer_gradient), so
+        # the huge terms cancel analytically instead of after rounding.
+        g_r = np.zeros_like(ctx["r"]) + grads["r"]
+        log_w = _alpha_mixture_log_weight(ctx["p"], ctx["q"], ctx["alpha"], ctx["lam"])
+        w = np.exp(log_w)
+        silent = np.isneginf(log_w)
+        g_q = g_q + w * _project(np.where(silent, 0.0, g_r), ctx["r"])
+        if silent.any():
+            g_silent = np.sum(np.where(silent, g_r, 0.0), axis=-1, keepdims=True)
+            through_r = g_silent * _normalizer_gradient(ctx, w)
+    grad = _project(g_q, ctx["q"])
+    if through_r is not None:
+        grad = grad - through_r
+    grad = grad / ctx["temperature"]
     grad = np.where(np.isneginf(ctx["q"]), 0.0, grad)
     if not np.isfinite(grad).all():  # pragma: no cover - kernel bug guard
         raise FloatingPointError("amid_grad produced a non-finite gradient; please report")

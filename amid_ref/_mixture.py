@@ -20,7 +20,7 @@ all accuracy as ``β = (1−α)/2 → 0`` (α → 1): the bracket tends to ``0``
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit, logsumexp
+from scipy.special import logsumexp
 
 from amid_ref._validation import (
     as_float_array,
@@ -55,15 +55,33 @@ def beta_of(alpha: float) -> float:
 
 def _log_alpha_mean(la: np.ndarray, lb: np.ndarray, alpha: float, lam: float) -> np.ndarray:
     """Unchecked kernel of :func:`log_alpha_mean` (float64 arrays, −inf allowed)."""
+    return _log_alpha_mean_ratios(la, lb, alpha, lam)[0]
+
+
+def _log_alpha_mean_ratios(
+    la: np.ndarray, lb: np.ndarray, alpha: float, lam: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(log m, log m − log a, log m − log b)``, the two log ratios formed directly.
+
+    Every branch of the module docstring computes ``log m`` as a pivot plus a correction
+    (``log b + log1p(λ·expm1(βd))/β``, ...): the correction *is* the log ratio to the pivot,
+    exact to a few ulps of itself, and the other ratio is it ∓ d. Subtracting ``log a`` from
+    ``log m`` instead would carry an ulp of ``|log a|`` (2e-14 at log a = −90) into a ratio
+    that may be 1e-13 (λ = 1 − 1e-15). Where an argument is zero the ratios are those of
+    the plain differences (±inf, NaN where both logs are −inf).
+    """
     la, lb = np.broadcast_arrays(np.asarray(la, np.float64), np.asarray(lb, np.float64))
+    with np.errstate(invalid="ignore"):
+        d_all = la - lb
     if lam == 0.0:
-        return lb.copy()
+        with np.errstate(invalid="ignore"):
+            return lb.copy(), -d_all, np.where(np.isneginf(lb), np.nan, 0.0)
     if lam == 1.0:
-        return la.copy()
-    if alpha == -np.inf:
-        return np.maximum(la, lb)
-    if alpha == np.inf:
-        return np.minimum(la, lb)
+        return la.copy(), np.where(np.isneginf(la), np.nan, 0.0), d_all
+    if np.isinf(alpha):
+        lm = np.maximum(la, lb) if alpha < 0 else np.minimum(la, lb)
+        with np.errstate(invalid="ignore"):
+            return lm, lm - la, lm - lb
     beta = beta_of(alpha)
     out = np.full(la.shape, NEG_INF)
     a_zero = np.isneginf(la)
@@ -75,57 +93,116 @@ def _log_alpha_mean(la: np.ndarray, lb: np.ndarray, alpha: float, lam: float) ->
         out[only_b] = lb[only_b] + np.log1p(-lam) / beta
         out[only_a] = la[only_a] + np.log(lam) / beta
     # For β ≤ 0 a zero in either argument gives m = 0 (intersection support): stays −inf.
+    with np.errstate(invalid="ignore"):
+        ua, ub = np.array(out - la), np.array(out - lb)
+    if beta > 0.0:  # the ratios to the one nonzero argument, formed directly
+        ub[only_b] = np.log1p(-lam) / beta
+        ua[only_a] = np.log(lam) / beta
     both = ~a_zero & ~b_zero
     x, y = la[both], lb[both]
-    if beta == 0.0:
-        out[both] = np.where(lam <= 0.5, y + lam * (x - y), x + (1.0 - lam) * (y - x))
-        return out
     d = x - y
+    if beta == 0.0:
+        if lam <= 0.5:
+            rb = lam * d
+            ra = rb - d
+            out[both] = y + rb
+        else:
+            ra = (1.0 - lam) * -d
+            rb = ra + d
+            out[both] = x + ra
+        ua[both], ub[both] = ra, rb
+        return out, ua, ub
     with np.errstate(over="ignore", invalid="ignore"):
         bd = beta * d
     bd = np.where(d == 0.0, 0.0, bd)  # |β| huge and d = 0: avoid inf·0
     small = np.abs(bd) <= 1.0
-    res = np.empty_like(d)
+    ra = np.empty_like(d)
+    rb = np.empty_like(d)
     # Small |β d|: log1p/expm1 around the argument with the larger weight.
     bs = bd[small]
     if lam <= 0.5:
-        res[small] = y[small] + np.log1p(lam * np.expm1(bs)) / beta
+        rb[small] = np.log1p(lam * np.expm1(bs)) / beta
+        ra[small] = rb[small] - d[small]
     else:
-        res[small] = x[small] + np.log1p((1.0 - lam) * np.expm1(-bs)) / beta
+        ra[small] = np.log1p((1.0 - lam) * np.expm1(-bs)) / beta
+        rb[small] = ra[small] + d[small]
     # Large |β d|: pivot on the dominant weighted term.
     large = ~small
     bl = bd[large]
     t = bl + (np.log(lam) - np.log1p(-lam))
     a_dom = t >= 0.0
     with np.errstate(over="ignore"):
-        res_a = x[large] + (np.log(lam) + np.log1p(np.exp(-np.abs(t)))) / beta
-        res_b = y[large] + (np.log1p(-lam) + np.log1p(np.exp(-np.abs(t)))) / beta
-    res[large] = np.where(a_dom, res_a, res_b)
+        corr = np.log1p(np.exp(-np.abs(t)))
+        ra_a = (np.log(lam) + corr) / beta
+        rb_b = (np.log1p(-lam) + corr) / beta
+    dl = d[large]
+    ra[large] = np.where(a_dom, ra_a, rb_b - dl)
+    rb[large] = np.where(a_dom, ra_a + dl, rb_b)
+    res = np.empty_like(d)
+    res[small] = (y + rb)[small] if lam <= 0.5 else (x + ra)[small]
+    res[large] = np.where(a_dom, x[large] + ra_a, y[large] + rb_b)
     out[both] = res
-    return out
+    ua[both], ub[both] = ra, rb
+    return out, ua, ub
+
+
+def _log_ratio_to_mixture(
+    lm: np.ndarray, l_ref: np.ndarray, u: np.ndarray, axis: int
+) -> np.ndarray:
+    r"""``log(r/ŝ)`` for a reference distribution ``s = exp(l_ref)`` normalized to ``ŝ``,
+    from ``u = log m − log s`` (:func:`_log_alpha_mean_ratios`):
+
+    .. math::
+
+        \lograc{r_x}{\hat s_x} = u_x - \log\sum_y \hat s_y e^{u_y}
+            = u_x - \operatorname{log1p}\Big(\sum_y \hat s_y \operatorname{expm1}(u_y)\Big),
+
+    the ``log1p`` form while its argument is in ``[−½, ½]`` (it is then exact to a few ulps
+    of itself, where ``log Z`` by log-sum-exp carries an absolute ulp of 1), log-sum-exp
+    otherwise. Normalizing ``s`` keeps the rounding of ``Σ s ≈ 1`` (1e-16) out of a ratio
+    that may be 1e-13.
+    """
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        s = np.exp(l_ref)
+        terms = np.where(u <= 1.0, s * np.expm1(np.minimum(u, 1.0)), np.exp(lm) - s)
+        terms = np.where(np.isnan(u), 0.0, terms)
+        total = np.sum(s, axis=axis, keepdims=True)
+        frac = np.sum(terms, axis=axis, keepdims=True) / total
+        direct = logsumexp(lm, axis=axis, keepdims=True) - np.log(total)
+        log_z = np.where(np.abs(frac) <= 0.5, np.log1p(np.clip(frac, -0.5, 0.5)), direct)
+        return u - log_z
 
 
 def _alpha_mixture_weight(la: np.ndarray, lb: np.ndarray, alpha: float, lam: float) -> np.ndarray:
     """Unchecked kernel of :func:`alpha_mixture_weight`: ∂ log m/∂ log b (b = q)."""
+    return np.exp(_alpha_mixture_log_weight(la, lb, alpha, lam))
+
+
+def _alpha_mixture_log_weight(
+    la: np.ndarray, lb: np.ndarray, alpha: float, lam: float
+) -> np.ndarray:
+    """``log w`` (−inf where w = 0), with ``w = σ(−t)``, ``t = β d + log λ − log(1−λ)``:
+    ``log w = −log(1 + e^t)``, exact to a few ulps of itself also where w ≈ 1 (λ → 0),
+    where ``log(w)`` of a rounded w would keep only the ulp of 1."""
     la, lb = np.broadcast_arrays(np.asarray(la, np.float64), np.asarray(lb, np.float64))
     if lam == 0.0:
-        return np.where(np.isneginf(lb), 0.0, 1.0)
+        return np.where(np.isneginf(lb), NEG_INF, 0.0)
     if lam == 1.0:
-        return np.zeros(la.shape)
+        return np.full(la.shape, NEG_INF)
     if np.isinf(alpha):
         pick_b = (lb > la) if alpha < 0 else (lb < la)
-        w = np.where(pick_b, 1.0, np.where(lb == la, 0.5, 0.0))
-        return np.where(_log_alpha_mean(la, lb, alpha, lam) == NEG_INF, 0.0, w)
+        lw = np.where(pick_b, 0.0, np.where(lb == la, -np.log(2.0), NEG_INF))
+        return np.where(_log_alpha_mean(la, lb, alpha, lam) == NEG_INF, NEG_INF, lw)
     beta = beta_of(alpha)
     m_zero = np.isneginf(_log_alpha_mean(la, lb, alpha, lam))
     if beta == 0.0:
-        return np.where(m_zero, 0.0, 1.0 - lam)
+        return np.where(m_zero, NEG_INF, np.log1p(-lam))
     with np.errstate(over="ignore", invalid="ignore"):
         d = la - lb
         bd = np.where(d == 0.0, 0.0, beta * d)
         t = bd + (np.log(lam) - np.log1p(-lam))
-        w = expit(-t)
-    return np.where(m_zero | np.isnan(w), 0.0, w)
+        lw = -np.logaddexp(0.0, t)
+    return np.where(m_zero | np.isnan(lw), NEG_INF, lw)
 
 
 def log_alpha_mean(log_a, log_b, alpha: float, lam: float):

@@ -7,7 +7,10 @@ All are elementwise on float64 arrays and free of catastrophic cancellation:
 * ``scaled_expm1mx_ratio(log_s, c, z) = e^(log_s)·(e^(cz) − 1 − cz)/c`` (``→ 0`` at c = 0).
 
 The scaled forms multiply by ``e^(log_s)`` before anything can overflow, so that
-``y^λ·e^(λδ)`` is evaluated as ``x^λ`` and never as ``0·inf``.
+``y^λ·e^(λδ)`` is evaluated as ``x^λ`` and never as ``0·inf``; the product with the scale
+is :func:`times_exp`, which is exactly 0 for a zero factor and forms ``x·e^(log_s)`` as one
+exponential where ``e^(log_s)`` alone would overflow or underflow (``y^λ`` with λ < 0 and y
+tiny: D(q‖q) is 0, not ``inf·0``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,20 @@ _SERIES_CUTOFF = 0.7
 # e^z − 1 − z = Σ_{k≥2} z^k / k!, 22 terms: 0.7^22/22! < 1e-17 · 0.7^2/2.
 _COEFFS = np.array([1.0 / math.factorial(k) for k in range(2, 24)])
 _BIG = 40.0  # beyond this, e^z dominates 1 + z by e^40 and direct subtraction is exact enough
+#: |log s| up to which e^(log s) is a normal float64 and x·e^(log s) is formed directly.
+_EXP_SAFE = 700.0
+
+
+def times_exp(x: np.ndarray, log_s: np.ndarray) -> np.ndarray:
+    """``x·e^(log_s)`` without overflow or underflow of ``e^(log_s)`` alone: exactly 0
+    where ``x = 0``; ``sign(x)·e^(log|x| + log_s)`` where ``|log_s| > 700``."""
+    x = np.asarray(x, dtype=np.float64)
+    log_s = np.asarray(log_s, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        direct = x * np.exp(np.clip(log_s, -_EXP_SAFE, _EXP_SAFE))
+        far = np.sign(x) * np.exp(np.log(np.abs(x)) + log_s)
+    out = np.where(np.abs(log_s) <= _EXP_SAFE, direct, far)
+    return np.where(x == 0.0, 0.0, out)
 
 
 def expm1mx(z: np.ndarray) -> np.ndarray:
@@ -47,15 +64,16 @@ def scaled_expm1_ratio(log_s: np.ndarray, c: float, z: np.ndarray, log_top=None)
     """
     log_s = np.asarray(log_s, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
-    s = np.exp(log_s)
     if c == 0.0:
-        return s * z
+        return times_exp(z, log_s)
+    with np.errstate(over="ignore"):
+        s = np.exp(log_s)
     cz = c * z
     big = cz > _BIG
     top = log_s + cz if log_top is None else log_top
     with np.errstate(over="ignore", invalid="ignore"):
         direct = (np.exp(top) - s) / c
-        return np.where(big, direct, s * (np.expm1(np.where(big, 0.0, cz)) / c))
+        return np.where(big, direct, times_exp(np.expm1(np.where(big, 0.0, cz)) / c, log_s))
 
 
 def scaled_expm1mx_ratio(log_s: np.ndarray, c: float, z: np.ndarray, log_top=None) -> np.ndarray:
@@ -65,10 +83,40 @@ def scaled_expm1mx_ratio(log_s: np.ndarray, c: float, z: np.ndarray, log_top=Non
     z = np.asarray(z, dtype=np.float64)
     if c == 0.0:
         return np.zeros(np.broadcast_shapes(log_s.shape, z.shape))
-    s = np.exp(log_s)
+    with np.errstate(over="ignore"):
+        s = np.exp(log_s)
     cz = c * z
     big = cz > _BIG
     top = log_s + cz if log_top is None else log_top
     with np.errstate(over="ignore", invalid="ignore"):
         direct = (np.exp(top) - s * (1.0 + cz)) / c
-        return np.where(big, direct, s * (expm1mx(np.where(big, 0.0, cz)) / c))
+        return np.where(big, direct, times_exp(expm1mx(np.where(big, 0.0, cz)) / c, log_s))
+
+
+def expm1mx_ratio(c: float, z: np.ndarray) -> np.ndarray:
+    """``(e^(cz) − 1 − cz)/c`` for ``|cz| ≤ 1`` (the unscaled kernel of
+    :func:`scaled_expm1mx_ratio`), 0 at ``c = 0``."""
+    z = np.asarray(z, dtype=np.float64)
+    if c == 0.0:
+        return np.zeros(z.shape)
+    return expm1mx(c * z) / c
+
+
+def call_generator(fn, u: np.ndarray, name: str) -> np.ndarray:
+    """``fn(u)`` of a user generator (f or f_prime) on the array of ratios, with every
+    failure reported as the generator's: it must be vectorized, real, same shape, and
+    never −inf (a convex f with f(1) = 0 is > −inf; f' is −inf only at u = 0)."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = np.asarray(fn(u), dtype=np.float64)
+    except Exception as exc:  # any failure inside user code
+        raise TypeError(
+            f"the f-divergence generator {name} failed on an array of ratios a/b "
+            f"({type(exc).__name__}: {exc}); {name} must be vectorized over NumPy arrays"
+        ) from exc
+    if out.shape != u.shape:
+        raise ValueError(
+            f"the f-divergence generator {name} must be vectorized (same shape out as in), "
+            f"got shape {out.shape} for input shape {u.shape}"
+        )
+    return out

@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from amid_ref._special import call_generator
+
 __all__ = [
     "DIVERGENCES",
     "IMPLEMENTATIONS",
@@ -104,23 +106,33 @@ def order_arguments(order: str, p, q, r):
 # --------------------------------------------------------------------------------------
 
 
-def _as_scalar(value: Any) -> Any:
-    """A 0-d float ndarray or a one-element float tensor as a Python float; else unchanged."""
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind == "f":
+def _is_torch_tensor(x) -> bool:
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
+
+
+def as_real_scalar(value, name: str, what: str = "a real number") -> float:
+    """A real scalar parameter as a Python float: Python and NumPy reals, 0-d NumPy arrays
+    of float or int dtype and one-element torch tensors of float or int dtype are
+    accepted; bools (a common slip for a flag) and everything else raise ``TypeError``.
+
+    This is the one rule for α, λ, the temperature and the divergence parameters of
+    :mod:`amid_ref`, :mod:`amid_ref.precise` and :mod:`gpu`.
+    """
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be {what}, got the bool {value!r}")
+    if isinstance(value, numbers.Real):
         return float(value)
-    is_float = getattr(value, "is_floating_point", None)  # a torch.Tensor, duck-typed
-    if callable(is_float) and callable(getattr(value, "numel", None)):
-        if value.numel() == 1 and is_float():
-            return float(value.item())
-    return value
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
+        return float(value)
+    if _is_torch_tensor(value) and value.numel() == 1:
+        if not value.is_complex() and str(value.dtype) != "torch.bool":
+            return float(value.detach().cpu().reshape(()).double().item())
+    raise TypeError(f"{name} must be {what}, got {value!r}")
 
 
 def check_alpha(alpha: Any) -> float:
     """α: any real number or ±inf; NaN and non-numbers are rejected."""
-    alpha = _as_scalar(alpha)
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"alpha must be a real number (float, ±inf allowed), got {alpha!r}")
-    alpha = float(alpha)
+    alpha = as_real_scalar(alpha, "alpha", "a real number (float, ±inf allowed)")
     if math.isnan(alpha):
         raise ValueError("alpha is NaN; it must be a real number or ±inf")
     return alpha
@@ -128,10 +140,7 @@ def check_alpha(alpha: Any) -> float:
 
 def check_lam(lam: Any, name: str = "lam") -> float:
     """λ ∈ [0, 1] (the teacher's weight in the assistant)."""
-    lam = _as_scalar(lam)
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
-        raise TypeError(f"{name} must be a real number in [0, 1], got {lam!r}")
-    lam = float(lam)
+    lam = as_real_scalar(lam, name, "a real number in [0, 1]")
     if math.isnan(lam):
         raise ValueError(f"{name} is NaN; it must lie in [0, 1]")
     if not 0.0 <= lam <= 1.0:
@@ -141,9 +150,7 @@ def check_lam(lam: Any, name: str = "lam") -> float:
 
 def check_real(value: Any, name: str, *, allow_inf: bool = False) -> float:
     """A finite real parameter (divergence parameters, temperature)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
+    value = as_real_scalar(value, name)
     if math.isnan(value):
         raise ValueError(f"{name} is NaN")
     if not allow_inf and math.isinf(value):
@@ -379,7 +386,7 @@ def _ab_float_check(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _f_float_check(params: dict[str, Any]) -> dict[str, Any]:
-    one = float(np.asarray(params["f"](np.array([1.0])), dtype=np.float64).ravel()[0])
+    one = float(call_generator(params["f"], np.array([1.0]), "f")[0])
     if not abs(one) <= 1e-12:
         raise ValueError(f"an f-divergence generator must satisfy f(1) = 0, got f(1) = {one!r}")
     return params

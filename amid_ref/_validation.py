@@ -31,13 +31,37 @@ __all__ = [
 NORMALIZATION_TOL = 1e-6
 
 
+def _is_torch_tensor(x) -> bool:
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
+
+
+def tensor_to_numpy(x):
+    """A torch tensor as a NumPy array (detached, on the CPU; float16/bfloat16 widened to
+    float64 exactly); anything else unchanged. A teacher tensor that requires grad is data
+    here, not an error from inside torch."""
+    if not _is_torch_tensor(x):
+        return x
+    t = x.detach().cpu()
+    if t.is_floating_point():
+        t = t.double()
+    return t.numpy()
+
+
 def as_float_array(x, name: str, *, allow_neg_inf: bool, allow_pos_inf: bool = False):
     """Convert ``x`` to a float64 array, rejecting non-float dtypes, NaN and infinities.
 
     Python scalars and lists of Python floats/ints are accepted (they carry no dtype);
-    NumPy arrays of integer, boolean, complex or object dtype are rejected, as are empty
-    arrays.
+    NumPy arrays and torch tensors of integer, boolean, complex or object dtype are
+    rejected, as are lists of bools and empty arrays.
     """
+    x = tensor_to_numpy(x)
+    if not isinstance(x, np.ndarray | np.generic) and not hasattr(x, "dtype"):
+        try:
+            kind = np.asarray(x).dtype.kind
+        except (TypeError, ValueError):
+            kind = "O"
+        if kind == "b":
+            raise TypeError(f"{name} must be real numbers, got bools")
     if isinstance(x, np.ndarray) or hasattr(x, "dtype"):
         arr = np.asarray(x)
         if arr.dtype.kind not in "f":

@@ -41,6 +41,7 @@ from mpmath import mp, mpf
 
 from amid_ref._specs import ORDERS as _CONTRACT_ORDERS
 from amid_ref._specs import SPECS, get_spec, order_arguments, resolve_params
+from amid_ref._validation import as_real_scalar, tensor_to_numpy
 
 __all__ = [
     "DIVERGENCES",
@@ -98,15 +99,10 @@ def _param(value, name: str, *, allow_inf: bool = False) -> mpf:
     """A scalar parameter as an exact ``mpf`` (floats are converted exactly)."""
     if isinstance(value, mpf):
         x = value
-    elif isinstance(value, bool) or not isinstance(value, numbers.Real | np.floating):
-        if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
-            x = mpf(float(value))
-        else:
-            raise TypeError(f"{name} must be a real number, got {value!r}")
-    elif isinstance(value, numbers.Integral):
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
         x = mpf(int(value))
-    else:
-        x = mpf(float(value))
+    else:  # the input rule shared with amid_ref and gpu (floats convert exactly)
+        x = mpf(as_real_scalar(value, name))
     if mpmath.isnan(x):
         raise ValueError(f"{name} is NaN")
     if not allow_inf and mpmath.isinf(x):
@@ -127,6 +123,12 @@ def _mpf_array(x, name: str, *, log_domain: bool) -> np.ndarray:
     ``log_domain``: entries may be any real or ``-inf`` (log of zero); otherwise they must be
     finite and non-negative. NaN is always rejected; ``+inf`` too.
     """
+    x = tensor_to_numpy(x)
+    if isinstance(x, np.ndarray) and x.dtype.kind in "iub":
+        raise TypeError(
+            f"{name} must have a floating-point dtype, got {x.dtype}; "
+            f"convert with np.asarray({name}, dtype=np.float64)"
+        )
     arr = np.asarray(x)
     if arr.size == 0:
         raise ValueError(f"{name} is empty")
@@ -852,6 +854,13 @@ def _ab_row_fn(a_: mpf, b_: mpf):
                     terms.append(power(x, s_) / (b_ * s_))
                     continue
                 return _INF
+            if s_ < 0:
+                # Each power x^(a_+b_) is huge for tiny x and the term is their cancellation:
+                # the digits of the largest power are added for this term.
+                big = -s_ * max(-log(x), -log(y), 0) / math.log(10)
+                with mp.workdps(mp.dps + int(big) + 1):
+                    terms.append(+positive_term(x, y))
+                continue
             terms.append(positive_term(x, y))
         return mpmath.fsum(terms)
 
@@ -880,7 +889,12 @@ def _f_row_fn(f, f_inf_slope):
                 "the oracle needs an mpf result (a float would silently lose precision)"
             )
         if mpmath.isnan(val):
-            raise ValueError(f"the f-divergence generator returned NaN at u = {u}")
+            raise ValueError(f"the f-divergence generator f returned NaN at u = {u}")
+        if val == _NINF:
+            raise ValueError(
+                f"the f-divergence generator f returned -inf at u = {u}; a convex f with "
+                "f(1) = 0 is > -inf everywhere"
+            )
         return val
 
     def f_div(a, b):
@@ -1091,6 +1105,24 @@ class _LossSetup:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         self.extra_digits = _mean_extra_digits(self.alpha) + div_extra
         self.digits = self.dps + DIVERGENCE_GUARD_DIGITS + self.extra_digits
+        self.negative_power = 0.0
+        if divergence == "ab":
+            with mp.workdps(PARAMETER_DPS):
+                s_ = _param(div_params["alpha"], "alpha") + _param(div_params["beta"], "beta")
+            self.negative_power = float(max(-s_, 0))
+
+    def input_digits(self, rows_s: list, rows_t: list) -> int:
+        """Extra digits the inputs need: with a_ + b_ < 0 the AB terms are powers
+        p^(a_+b_) up to e^(|a_+b_|·|log p|) cancelling to O(1), so every quantity they are
+        formed from (p, q, r) must be accurate to that many more digits."""
+        if not self.negative_power:
+            return 0
+        span = 0.0
+        for row in (*rows_s, *rows_t):
+            finite = [float(v) for v in row if v != _NINF]
+            span = max(span, (max(finite) - min(finite)) / float(self.temperature))
+        span += math.log(len(rows_s[0]))
+        return int(self.negative_power * span / math.log(10)) + 5
 
     def rows(self, student_logits, teacher_logits):
         s = _mpf_array(student_logits, "student_logits", log_domain=True)
@@ -1101,6 +1133,9 @@ class _LossSetup:
             )
         rows_s, moved = _rows(s, -1)
         rows_t, _ = _rows(t, -1)
+        for rows, name in ((rows_s, "student_logits"), (rows_t, "teacher_logits")):
+            if any(all(v == _NINF for v in row) for row in rows):
+                raise ValueError(f"{name} has a row whose logits are all -inf: no distribution")
         return rows_s, rows_t, moved[:-1]
 
     def mixture(self, lp: list, lq: list) -> list:
@@ -1276,6 +1311,7 @@ def amid_loss(
     setup = _LossSetup(alpha, lam, divergence, order, div_params, temperature, dps)
     with mp.workdps(setup.digits):
         rows_s, rows_t, shape = setup.rows(student_logits, teacher_logits)
+    with mp.workdps(setup.digits + setup.input_digits(rows_s, rows_t)):
         out = [setup.loss_row(s, t) for s, t in zip(rows_s, rows_t, strict=True)]
     return _scalar_or_array(_object_array(out, shape))
 
@@ -1357,9 +1393,10 @@ def amid_grad(
     if not isinstance(detach_assistant, bool | np.bool_):
         raise TypeError(f"detach_assistant must be a bool, got {detach_assistant!r}")
     step_digits = setup.dps // 2 + 10
-    with mp.workdps(setup.dps + step_digits + GRADIENT_GUARD_DIGITS + setup.extra_digits):
+    rows_s, rows_t, shape = setup.rows(student_logits, teacher_logits)
+    more = setup.input_digits(rows_s, rows_t)
+    with mp.workdps(setup.dps + step_digits + GRADIENT_GUARD_DIGITS + setup.extra_digits + more):
         h = mpf(10) ** (-step_digits)
-        rows_s, rows_t, shape = setup.rows(student_logits, teacher_logits)
         grads = []
         for s, t in zip(rows_s, rows_t, strict=True):
             row_loss = _PerturbedRowLoss(setup, s, t, detach=bool(detach_assistant))

@@ -25,6 +25,7 @@ from gpu._loss import AMiDLoss, amid_loss, default_chunk_size
 from gpu._mixture import log_alpha_mixture
 from gpu._validation import ORDERS
 from gpu._vocab_parallel import VocabParallelAMiDLoss, vocab_parallel_amid_loss
+from gpu.accuracy import kernel_accuracy
 
 #: Divergence names implemented by the gpu package (the reference's, without ``"f"``).
 DIVERGENCES: tuple[str, ...] = tuple(GPU_DIVERGENCES)
@@ -39,6 +40,7 @@ __all__ = [
     "amid_loss",
     "default_chunk_size",
     "divergence",
+    "kernel_accuracy",
     "log_alpha_mixture",
     "presets",
     "vocab_parallel_amid_loss",

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from amid_ref._specs import SPECS
+from amid_ref._validation import NORMALIZATION_TOL
 from gpu._autograd import _refuse_double_backward
 from gpu._mixture import _check_log_pair
 from gpu._validation import check_bool, compute_dtype, resolve_div_params
@@ -80,15 +81,26 @@ def _expm1mx(z: torch.Tensor) -> torch.Tensor:
     return torch.where(small, series, torch.expm1(z) - z)
 
 
+def _times_exp(x: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
+    """``x·e^(log_s)``, exactly 0 where ``x = 0`` and formed as one exponential
+    ``sign(x)·e^(log|x| + log_s)`` where ``e^(log_s)`` alone leaves the normal range of the
+    dtype (``y^λ`` with λ < 0 and y tiny: D(q‖q) is 0, not ``inf·0``)."""
+    safe = 80.0 if x.dtype != torch.float64 else 700.0
+    direct = x * torch.exp(log_s.clamp(-safe, safe))
+    far = torch.sign(x) * torch.exp(torch.log(x.abs()) + log_s)
+    out = torch.where(log_s.abs() <= safe, direct, far)
+    return out.masked_fill_(x == 0.0, 0.0)
+
+
 def _scaled_expm1_ratio(log_s: torch.Tensor, c: float, z: torch.Tensor) -> torch.Tensor:
     """``e^(log_s)·expm1(c z)/c`` (``e^(log_s)·z`` at c = 0), overflow-free."""
-    s = torch.exp(log_s)
     if c == 0.0:
-        return s * z
+        return _times_exp(z, log_s)
+    s = torch.exp(log_s)
     cz = c * z
     big = cz > _BIG
     direct = (torch.exp(log_s + cz) - s) / c
-    near = s * (torch.expm1(torch.where(big, 0.0, cz)) / c)
+    near = _times_exp(torch.expm1(torch.where(big, 0.0, cz)) / c, log_s)
     return torch.where(big, direct, near)
 
 
@@ -100,18 +112,26 @@ def _scaled_expm1mx_ratio(log_s: torch.Tensor, c: float, z: torch.Tensor) -> tor
     cz = c * z
     big = cz > _BIG
     direct = (torch.exp(log_s + cz) - s * (1.0 + cz)) / c
-    near = s * (_expm1mx(torch.where(big, 0.0, cz)) / c)
+    near = _times_exp(_expm1mx(torch.where(big, 0.0, cz)) / c, log_s)
     return torch.where(big, direct, near)
+
+
+def _delta(la: torch.Tensor, lb: torch.Tensor, log_ratio: torch.Tensor | None) -> torch.Tensor:
+    """δ = log a − log b: the caller's directly formed log ratio where it gives one (the
+    AMiD loss forms log(r/p), log(r/q) from the mixture), else the difference."""
+    return la - lb if log_ratio is None else log_ratio
 
 
 # --- KL ----------------------------------------------------------------------------------
 
 
-def _kl(la, lb, params, need_ga, need_gb):
+def _kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     # Σ a(la − lb); a = 0 terms are 0 even where lb = −inf; a > 0 = b gives +inf.
     # A NaN term can only be 0·(±inf or NaN), i.e. a = 0: it is 0 by convention.
     a = torch.exp(la)
-    terms = (la - lb).mul_(a).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    d = _delta(la, lb, log_ratio)
+    terms = torch.where(lb == NEG_INF, la - lb, d).mul_(a)
+    terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     value = terms.sum(-1)
     ga = terms if need_ga else None  # a(δ + 1) ≡ aδ modulo a
     gb = a.neg_() if need_gb else None
@@ -121,7 +141,7 @@ def _kl(la, lb, params, need_ga, need_gb):
 # --- generalized Jensen-Shannon -----------------------------------------------------------
 
 
-def _js(la, lb, params, need_ga, need_gb):
+def _js(la, lb, params, need_ga, need_gb, log_ratio=None):
     beta = params["beta"]
     if beta in (0.0, 1.0):  # m equals one argument: both KL terms vanish identically
         zero = torch.zeros(la.shape[:-1], dtype=la.dtype, device=la.device)
@@ -134,8 +154,14 @@ def _js(la, lb, params, need_ga, need_gb):
     lm = torch.logaddexp(la + math.log(beta), lb + math.log1p(-beta))
     a = torch.exp(la)
     b = torch.exp(lb)
-    ta = (la - lm).mul_(a).mul_(beta).masked_fill_(a == 0, 0.0)
-    tb = (lb - lm).mul_(b).mul_(1.0 - beta).masked_fill_(b == 0, 0.0)
+    ra, rb = la - lm, lb - lm
+    if log_ratio is not None:  # |δ| ≤ 1: log a − log m = −log1p((1−β)·expm1(−δ)), no ulp of |lm|
+        near = log_ratio.abs() <= 1.0
+        dn = torch.where(near, log_ratio, 0.0)
+        ra = torch.where(near, torch.log1p(torch.expm1(-dn).mul_(1.0 - beta)).neg_(), ra)
+        rb = torch.where(near, torch.log1p(torch.expm1(dn).mul_(beta)).neg_(), rb)
+    ta = ra.mul_(a).mul_(beta).masked_fill_(a == 0, 0.0)
+    tb = rb.mul_(b).mul_(1.0 - beta).masked_fill_(b == 0, 0.0)
     value = ta.sum(-1) + tb.sum(-1)
     # ∂/∂la [β KL(a‖m) + (1−β) KL(b‖m)] = β a (la − lm), exactly (no modulo needed).
     return value, (ta if need_ga else None), (tb if need_gb else None)
@@ -144,10 +170,13 @@ def _js(la, lb, params, need_ga, need_gb):
 # --- total variation, Hellinger, Pearson chi^2 ---------------------------------------------
 
 
-def _tv(la, lb, params, need_ga, need_gb):
+def _tv(la, lb, params, need_ga, need_gb, log_ratio=None):
     a = torch.exp(la)
     b = torch.exp(lb)
     diff = a - b
+    if log_ratio is not None:  # |δ| ≤ 1: a − b = b·expm1(δ), relative accuracy where a ≈ b
+        near = log_ratio.abs() <= 1.0
+        diff = torch.where(near, torch.expm1(torch.where(near, log_ratio, 0.0)).mul_(b), diff)
     value = 0.5 * diff.abs().sum(-1)
     s = torch.sign(diff)
     ga = (0.5 * s).mul_(a) if need_ga else None
@@ -155,30 +184,31 @@ def _tv(la, lb, params, need_ga, need_gb):
     return value, ga, gb
 
 
-def _sqrt_diff(la, lb):
+def _sqrt_diff(la, lb, log_ratio=None):
     """√a − √b = sgn(δ)·e^(max/2)·(−expm1(−|δ|/2)) without cancellation (0 if both zero)."""
     hi = torch.maximum(la, lb)
     lo = torch.minimum(la, lb)
-    mag = torch.exp(hi / 2.0) * -torch.expm1((lo - hi) / 2.0)
+    gap = (lo - hi) if log_ratio is None else torch.where(hi == NEG_INF, 0.0, -log_ratio.abs())
+    mag = torch.exp(hi / 2.0) * -torch.expm1(gap / 2.0)
     mag = mag.masked_fill_(hi == NEG_INF, 0.0)
     return torch.where(la >= lb, mag, -mag)
 
 
-def _hellinger(la, lb, params, need_ga, need_gb):
-    d = _sqrt_diff(la, lb)
+def _hellinger(la, lb, params, need_ga, need_gb, log_ratio=None):
+    d = _sqrt_diff(la, lb, log_ratio)
     value = 0.5 * d.square().sum(-1)
     ga = (0.5 * d) * torch.exp(la / 2.0) if need_ga else None
     gb = (-0.5 * d) * torch.exp(lb / 2.0) if need_gb else None
     return value, ga, gb
 
 
-def _chi2(la, lb, params, need_ga, need_gb):
+def _chi2(la, lb, params, need_ga, need_gb, log_ratio=None):
     # Σ (a − b)²/b = Σ b·expm1(δ)², formed as exp(lb + 2 log|expm1(δ)|): no overflow, no
     # cancellation. b = 0 < a gives +inf, a = 0 < b gives b, both 0 give 0.
     a_pos = la != NEG_INF
     b_pos = lb != NEG_INF
     both = a_pos & b_pos
-    d = torch.where(both, la - lb, 0.0)
+    d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
     lb0 = torch.where(both, lb, 0.0)
     terms = torch.exp(lb0 + 2.0 * _log_abs_expm1(d))
     terms = torch.where(both, terms, torch.where(a_pos, INF, torch.exp(lb)))
@@ -197,7 +227,7 @@ def _chi2(la, lb, params, need_ga, need_gb):
 # --- AB-divergence and Amari's α-divergence --------------------------------------------------
 
 
-def _ab(la, lb, params, need_ga, need_gb):
+def _ab(la, lb, params, need_ga, need_gb, log_ratio=None):
     r"""AB-divergence, continuous in (a_, b_) with no branch but (0, 0).
 
     With δ = log x − log y, λ = a_ + b_ and Q(c) = (e^(cδ) − 1 − cδ)/c, each term equals
@@ -211,7 +241,7 @@ def _ab(la, lb, params, need_ga, need_gb):
     x0 = la == NEG_INF
     y0 = lb == NEG_INF
     both = ~x0 & ~y0
-    d = torch.where(both, la - lb, 0.0)
+    d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
     if a_ == 0.0 and b_ == 0.0:
         terms = 0.5 * d * d  # ½ Σ (log x − log y)²
     elif abs(a_) <= abs(b_):
@@ -244,9 +274,12 @@ def _ab(la, lb, params, need_ga, need_gb):
     return value, ga, gb
 
 
-def _amari(la, lb, params, need_ga, need_gb):
-    s = (1.0 - params["alpha"]) / 2.0
-    return _ab(la, lb, {"alpha": s, "beta": 1.0 - s}, need_ga, need_gb)
+def _amari(la, lb, params, need_ga, need_gb, log_ratio=None):
+    # (1 ∓ γ)/2 separately: near γ = −1, 1 − s would carry the rounding of s (relative
+    # 1e-7 of b_ at γ = −1 + 1e-9, where 1 + γ is exact).
+    gamma = params["alpha"]
+    ab = {"alpha": (1.0 - gamma) / 2.0, "beta": (1.0 + gamma) / 2.0}
+    return _ab(la, lb, ab, need_ga, need_gb, log_ratio)
 
 
 # --- Rényi -------------------------------------------------------------------------------
@@ -256,7 +289,7 @@ def _amari(la, lb, params, need_ga, need_gb):
 _RENYI_SERIES_C = 0.5
 
 
-def _renyi(la, lb, params, need_ga, need_gb, reduce=None):
+def _renyi(la, lb, params, need_ga, need_gb, log_ratio=None, *, reduce=None):
     r"""Rényi divergence of order ρ on normalized inputs, c = ρ − 1.
 
     Series form (|c| < ½): with :math:`a e = a\,\mathrm{expm1}(c\delta)/c` (formed as
@@ -274,12 +307,13 @@ def _renyi(la, lb, params, need_ga, need_gb, reduce=None):
     """
     rho = params["order"]
     if rho == 1.0:
-        return _kl(la, lb, params, need_ga, need_gb)
+        return _kl(la, lb, params, need_ga, need_gb, log_ratio)
     c = rho - 1.0
     a = torch.exp(la)
     # Positivity from the log: a may underflow while a^ρ b^(1−ρ) does not.
     a_pos = la != NEG_INF
-    omega = torch.where(a_pos, la + c * (la - lb), NEG_INF)  # log(a^ρ b^(1−ρ))
+    d = torch.where(a_pos, _delta(la, lb, log_ratio), 0.0)  # +inf where b = 0 < a
+    omega = torch.where(a_pos, la + c * d, NEG_INF)  # log(a^ρ b^(1−ρ))
     lse = torch.logsumexp(omega, dim=-1) if reduce is None else reduce.logsumexp(omega)
     value = lse / c
     pi = None
@@ -289,7 +323,7 @@ def _renyi(la, lb, params, need_ga, need_gb, reduce=None):
     gb = -pi if need_gb else None
     if abs(c) < _RENYI_SERIES_C:
         overflow_log = 80.0 if la.dtype != torch.float64 else 700.0
-        cd = torch.where(a_pos, c * (la - lb), 0.0)
+        cd = torch.where(a_pos, c * d, 0.0)
         small = cd.abs() <= 1.0
         a_e = torch.where(
             small, a * (torch.expm1(torch.where(small, cd, 0.0)) / c), (torch.exp(omega) - a) / c
@@ -312,13 +346,13 @@ def _renyi(la, lb, params, need_ga, need_gb, reduce=None):
 # --- Jeffreys (symmetric KL) and skew KL ----------------------------------------------------
 
 
-def _jeffreys(la, lb, params, need_ga, need_gb):
+def _jeffreys(la, lb, params, need_ga, need_gb, log_ratio=None):
     # Σ (a − b)·δ with |a − b| = e^max·(−expm1(−|δ|)): every term is ≥ 0 and free of
     # cancellation; a zero of exactly one argument gives +inf.
     a0 = la == NEG_INF
     b0 = lb == NEG_INF
     both = ~a0 & ~b0
-    d = torch.where(both, la - lb, 0.0)
+    d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
     hi = torch.where(both, torch.maximum(la, lb), 0.0)
     abs_diff = torch.exp(hi) * -torch.expm1(-d.abs())
     terms = (abs_diff * d.abs()).masked_fill_(a0 != b0, INF)
@@ -332,11 +366,11 @@ def _jeffreys(la, lb, params, need_ga, need_gb):
     return value, ga, gb
 
 
-def _skew_kl(la, lb, params, need_ga, need_gb):
+def _skew_kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     # KL(a‖m), log m = logaddexp(log s + la, log(1−s) + lb); for s > 0, la − lm ≤ −log s.
     skew = params["skew"]
     if skew == 0.0:
-        return _kl(la, lb, params, need_ga, need_gb)
+        return _kl(la, lb, params, need_ga, need_gb, log_ratio)
     lm = torch.logaddexp(la + math.log(skew), lb + math.log1p(-skew))
     a = torch.exp(la)
     pos = la != NEG_INF
@@ -481,6 +515,14 @@ def divergence(
             if bool((t < 0).any()):
                 raise ValueError(f"{n} has negative probabilities")
         x, y = _LogOfProbabilities.apply(x), _LogOfProbabilities.apply(y)
+    for v, n in ((x, names[0]), (y, names[1])):  # the reference's normalization rule
+        lse = torch.logsumexp(v.detach(), dim=-1)
+        if not bool((lse.abs() <= NORMALIZATION_TOL).all()):
+            worst = float((lse.abs()).nan_to_num(nan=INF).max())
+            raise ValueError(
+                f"{n} is not normalized along dim {dim}: |log Σ| up to {worst:.3g} > "
+                f"tolerance {NORMALIZATION_TOL}"
+            )
     if SPECS[name].on_normalized:
         x = x - torch.logsumexp(x, dim=-1, keepdim=True)
         y = y - torch.logsumexp(y, dim=-1, keepdim=True)

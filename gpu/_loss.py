@@ -38,7 +38,7 @@ import torch
 from amid_ref._specs import Objective
 from gpu._autograd import _refuse_double_backward
 from gpu._divergences import GPU_DIVERGENCES
-from gpu._mixture import NEG_INF, log_alpha_mean_and_weight
+from gpu._mixture import _BETA_CLAMP, NEG_INF, log_alpha_mean_and_weight
 from gpu._validation import (
     check_alpha,
     check_bool,
@@ -99,6 +99,57 @@ class _Spec:
     detach_assistant = property(lambda self: self.objective.detach_assistant)
 
 
+def _log_ratio_to_mixture(lm: torch.Tensor, l_ref: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    r"""``log(r/ŝ)`` for the reference ``s = exp(l_ref)`` normalized to ``ŝ``, from
+    ``u = log m − log s``: ``u − log1p(Σ ŝ·expm1(u))`` while that argument is in [−½, ½]
+    (exact to a few ulps of itself), ``u − (logsumexp(lm) − log Σ s)`` otherwise. Twin of
+    :func:`amid_ref._mixture._log_ratio_to_mixture`."""
+    s = torch.exp(l_ref)
+    terms = torch.where(u <= 1.0, torch.expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
+    terms = terms.nan_to_num_(nan=0.0)
+    total = s.sum(-1, keepdim=True)
+    frac = terms.sum(-1, keepdim=True) / total
+    direct = torch.logsumexp(lm, dim=-1, keepdim=True) - torch.log(total)
+    log_z = torch.where(frac.abs() <= 0.5, torch.log1p(frac.clamp(-0.5, 0.5)), direct)
+    return u - log_z
+
+
+def _normalizer_gradient(spec, lq, lr, w, u_q, log_z) -> torch.Tensor:
+    r"""``K = r ⊙ w − q Σ r ⊙ w`` (∂ log Z/∂ s up to 1/T), exact to a few ulps of itself:
+    :math:`K = \frac{1-\lambda}{Z}\,P_q(q \odot \operatorname{expm1}((1-\beta)u))`,
+    u = log m − log q (the part of r ⊙ w proportional to q cancels analytically); at
+    α = ±inf, :math:`P_q(r \odot w - q)`. Twin of :func:`amid_ref._loss._normalizer_gradient`.
+    """
+    if spec.lam == 1.0:  # w = 0: r does not depend on the student
+        return torch.zeros_like(lq)
+    q = torch.exp(lq)
+    if math.isinf(spec.alpha):
+        h = torch.exp(lr).mul_(w).sub_(q)
+    else:
+        beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - spec.alpha) / 2.0))  # as the mixture
+        h = torch.expm1(u_q * (1.0 - beta)).mul_(q)
+    h = h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0)
+    scale = 1.0 if math.isinf(spec.alpha) else torch.exp(math.log1p(-spec.lam) - log_z)
+    return _project_(h, lq).mul_(scale)
+
+
+def _project_(g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+    r"""In place: :math:`g_j - w_j\sum_x g_x` (``w = exp(log_w)``), without cancellation.
+
+    For the row's largest weight :math:`w_k` (≈ 1 for a near one-hot distribution) the
+    difference is formed as :math:`g_k(1 - w_k) - w_k\sum_{x\ne k} g_x` with
+    :math:`1 - w_k = -\operatorname{expm1}(\log w_k)`; the other entries have
+    :math:`w_j \le \tfrac12` and do not cancel. Twin of :func:`amid_ref._loss._project`.
+    """
+    k = log_w.argmax(-1, keepdim=True)
+    g_k = g.gather(-1, k)
+    lw_k = log_w.gather(-1, k)
+    others = g.scatter_(-1, k, 0.0).sum(-1, keepdim=True)
+    dominant = g_k * torch.expm1(lw_k).neg_() - torch.exp(lw_k) * others
+    out = g.sub_(torch.exp(log_w).mul_(others + g_k))
+    return out.scatter_(-1, k, dominant)
+
+
 def _chunk(
     s: torch.Tensor,
     t: torch.Tensor,
@@ -115,30 +166,54 @@ def _chunk(
     inv_t = 1.0 / spec.temperature
     s = s.to(spec.cdtype)
     t = t.to(spec.cdtype)
+    # Shift by the row maximum before scaling: scaling logits with a large common offset
+    # first rounds them at ulp(offset/T) (2e-3 relative in fp32 at offset 2e4, T = 0.3).
+    s = s - s.amax(-1, keepdim=True)
+    t = t - t.amax(-1, keepdim=True)
     if inv_t != 1.0:
-        # Shift by the row maximum before scaling: scaling logits with a large common offset
-        # first rounds them at ulp(offset/T) (2e-3 relative in fp32 at offset 2e4, T = 0.3).
-        s = (s - s.amax(-1, keepdim=True)) * inv_t
-        t = (t - t.amax(-1, keepdim=True)) * inv_t
-    lq = torch.log_softmax(s, dim=-1)
-    lp = torch.log_softmax(t, dim=-1)
+        # 1/T may exceed the compute dtype's range (T = 1e-40 in float32): scale in two
+        # steps of √(1/T), so that the row maximum stays 0 and the rest go to -inf (masked).
+        steps = [inv_t] if inv_t < 1e30 else [math.sqrt(inv_t)] * 2
+        for k in steps:
+            s.mul_(k)
+            t.mul_(k)
+    # log q = x − logsumexp(x), not torch.log_softmax: measured on CPU in float32 at
+    # V = 128256 on rows N(0, 2) − 1.1·log(rank), log_softmax is off by up to 3e-5 in log q
+    # where this form is off by 1e-6 (gpu.accuracy.kernel_accuracy measures both).
+    lq = s.sub_(torch.logsumexp(s, dim=-1, keepdim=True))
+    lp = t.sub_(torch.logsumexp(t, dim=-1, keepdim=True))
     del s, t
     # A row with a NaN or +inf logit, or with only -inf logits, has an all-NaN log-softmax:
     # one column is enough to flag it (no extra pass over the logits).
     flags = torch.isnan(lq[..., 0]).to(torch.uint8) * _BAD_STUDENT
     flags |= torch.isnan(lp[..., 0]).to(torch.uint8) * _BAD_TEACHER
     through_r = want_grad and not spec.detach_assistant
-    lm, w = log_alpha_mean_and_weight(lp, lq, spec.alpha, spec.lam, want_weight=through_r)
+    first, second = spec.first, spec.second
+    uses_r = "r" in (first, second)
+    ratios: list | None = [] if uses_r else None
+    lm, w = log_alpha_mean_and_weight(
+        lp, lq, spec.alpha, spec.lam, want_weight=through_r, ratios=ratios
+    )
     lz = torch.logsumexp(lm, dim=-1, keepdim=True)
     flags |= (lz[..., 0] == NEG_INF).to(torch.uint8) * _EMPTY_SUPPORT
+    log_ratio = None
+    if uses_r:  # log(first/second) from the mixture's own ratio to p or q
+        other = second if first == "r" else first
+        l_ref, u = (lp, ratios[0]) if other == "p" else (lq, ratios[1])
+        log_ratio = _log_ratio_to_mixture(lm, l_ref, u)
+        if first != "r":
+            log_ratio.neg_()
+    u_q = ratios[1] if through_r else None  # log m − log q, for ∂ log Z/∂ s below
+    del ratios
+    log_z = lz
     lr = lm - lz if (lm is lp or lm is lq) else lm.sub_(lz)
     del lm, lz
     dist = {"p": lp, "q": lq, "r": lr}
-    first, second = spec.first, spec.second
     need = {"p": False, "q": want_grad, "r": through_r}
     value, g_first, g_second = GPU_DIVERGENCES[spec.divergence](
-        dist[first], dist[second], spec.params, need[first], need[second]
+        dist[first], dist[second], spec.params, need[first], need[second], log_ratio
     )
+    del log_ratio
     flags |= torch.isnan(value).to(torch.uint8) * _NAN_LOSS
     if not want_grad:
         return value, None, flags
@@ -146,20 +221,29 @@ def _chunk(
     g = {"p": None, "q": None, "r": None}
     g[first], g[second] = g_first, g_second
     g_q = g["q"]
+    through_z = None
     if through_r:
+        # Entries with w = 0 (zeros of q or of m) reach the student only through log Z:
+        # P_q(w ⊙ P_r(g_A)) = −(Σ g_A)·K, K = P_q(r ⊙ w), formed exactly so that their
+        # (possibly huge, ~1/(a_(a_+b_))) terms cancel analytically (amid_ref._loss).
         g_r = g["r"]
-        r = torch.exp(lr)
-        g_logm = g_r.sub_(r.mul_(g_r.sum(-1, keepdim=True)))  # ∂D/∂log m
-        del r
+        silent = w == 0
+        if bool(silent.any()):
+            g_silent = torch.where(silent, g_r, 0.0).sum(-1, keepdim=True)
+            g_r = g_r.masked_fill_(silent, 0.0)
+            through_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z).mul_(g_silent)
+        g_logm = _project_(g_r, lr)  # ∂D/∂log m
         g_logm.mul_(w)
         g_q = g_logm if g_q is None else g_q.add_(g_logm)
-        del g_logm, w
+        del g_logm, w, g_r, u_q
     if g_q is None:  # D(p‖r) or D(r‖p) with the assistant detached: no path to the student
         if out is not None:
             return value, out.zero_(), flags
         return value, torch.zeros_like(lq), flags
-    q = torch.exp(lq)
-    grad = g_q.sub_(q.mul_(g_q.sum(-1, keepdim=True)))
+    grad = _project_(g_q, lq)
+    if through_z is not None:
+        grad.sub_(through_z)
+        del through_z
     if out is not None:  # scale and cast in one pass, straight into the gradient buffer
         return value, torch.mul(grad, grad_scale * inv_t, out=out), flags
     return value, grad.mul_(grad_scale * inv_t), flags
@@ -220,6 +304,7 @@ def _valid_rows(
     elif ignore_index is None:
         valid = torch.ones_like(labels, dtype=torch.bool)
     else:
+        check_ignore_index(ignore_index, labels.dtype)  # a value no label can equal masks nothing
         valid = labels != ignore_index
     if shift_labels:
         if valid.dim() == 0:

@@ -33,6 +33,7 @@ from gpu._autograd import _refuse_double_backward
 from gpu._validation import check_alpha, check_float_tensor, check_lam, check_pair, compute_dtype
 
 NEG_INF = float("-inf")
+INF = float("inf")
 
 #: |β| at or above which the single logaddexp-type branch is accurate to a few ulps.
 _FAST_BETA = 0.5
@@ -45,6 +46,40 @@ def _neg_inf_like(x: torch.Tensor) -> torch.Tensor:
     return torch.full_like(x, NEG_INF)
 
 
+def _ratios(
+    la: torch.Tensor, lb: torch.Tensor, lm: torch.Tensor, beta: float, lam: float
+) -> list[torch.Tensor]:
+    r"""``[log m − log a, log m − log b]`` for finite β ≠ 0, each formed directly as the
+    correction of the module docstring's pivot (never as a difference with ``log m``):
+
+    * :math:`|\beta d| \le 1`: ``log1p(λ·expm1(βd))/β`` is the ratio to b (λ ≤ ½), or
+      ``log1p((1−λ)·expm1(−βd))/β`` the ratio to a, the other one ∓ d;
+    * else, with the dominant term (t ≥ 0: a): ``(log λ + log1p(e^(−|t|)))/β`` is the
+      ratio to a, or ``(log(1−λ) + log1p(e^(−|t|)))/β`` the ratio to b, the other ± d.
+
+    Where m = 0 (a zero under intersection support) or both arguments are zero, the plain
+    differences (−inf, NaN).
+    """
+    inv_beta = 1.0 / beta
+    log_lam, log_1m_lam = math.log(lam), math.log1p(-lam)
+    d = la - lb
+    bd = d * beta
+    t = bd + (log_lam - log_1m_lam)
+    corr = t.abs().neg_().exp_().log1p_().mul_(inv_beta)
+    a_dom = t >= 0
+    ra = torch.where(a_dom, corr + log_lam * inv_beta, corr + log_1m_lam * inv_beta - d)
+    rb = torch.where(a_dom, corr + log_lam * inv_beta + d, corr + log_1m_lam * inv_beta)
+    small = bd.abs() <= 1.0
+    if lam <= 0.5:
+        near = bd.expm1().mul_(lam).log1p_().mul_(inv_beta)
+        ra, rb = torch.where(small, near - d, ra), torch.where(small, near, rb)
+    else:
+        near = bd.neg().expm1_().mul_(1.0 - lam).log1p_().mul_(inv_beta)
+        ra, rb = torch.where(small, near, ra), torch.where(small, near + d, rb)
+    plain = (lm == NEG_INF) | ((la == NEG_INF) & (lb == NEG_INF))
+    return [torch.where(plain, lm - la, ra), torch.where(plain, lm - lb, rb)]
+
+
 def log_alpha_mean_and_weight(
     la: torch.Tensor,
     lb: torch.Tensor,
@@ -52,8 +87,14 @@ def log_alpha_mean_and_weight(
     lam: float,
     *,
     want_weight: bool,
+    ratios: list | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""``log m_α(a, b; λ)`` and, if asked, :math:`w = \partial \log m/\partial \log b`.
+
+    If ``ratios`` is a list, the log ratios ``log m − log a`` and ``log m − log b`` are
+    appended to it, each formed directly from the branch's correction term (the difference
+    ``log m − log a`` would carry an ulp of ``|log a|``; ±inf/NaN at zero arguments as the
+    plain differences).
 
     Unchecked kernel: ``la``, ``lb`` are same-shape floating tensors (``-inf`` allowed, no
     NaN), ``alpha`` a float or ±inf, ``lam`` in [0, 1]. The result may alias ``la`` or ``lb``
@@ -63,8 +104,12 @@ def log_alpha_mean_and_weight(
     """
     if lam == 0.0:
         w = (lb != NEG_INF).to(la.dtype) if want_weight else None
+        if ratios is not None:
+            ratios += [lb - la, torch.zeros_like(lb)]
         return lb, w
     if lam == 1.0:
+        if ratios is not None:
+            ratios += [torch.zeros_like(la), la - lb]
         return la, (torch.zeros_like(la) if want_weight else None)
     if math.isinf(alpha):
         if alpha < 0:
@@ -77,15 +122,23 @@ def log_alpha_mean_and_weight(
         if want_weight:
             w = torch.where(pick_b, 1.0, torch.where(lb == la, 0.5, 0.0)).to(la.dtype)
             w.masked_fill_(lm == NEG_INF, 0.0)
+        if ratios is not None:  # 0 or ±(la − lb): exact
+            ratios += [lm - la, lm - lb]
         return lm, w
     beta = (1.0 - alpha) / 2.0
     log_lam, log_1m_lam = math.log(lam), math.log1p(-lam)
     if beta == 0.0:
         # Geometric mean, pivoted on the heavier argument; a zero in either gives -inf.
         if lam <= 0.5:
-            lm = lb + lam * (la - lb)
+            rb = lam * (la - lb)
+            ra = rb - (la - lb)
+            lm = lb + rb
         else:
-            lm = la + (1.0 - lam) * (lb - la)
+            ra = (1.0 - lam) * (lb - la)
+            rb = ra + (la - lb)
+            lm = la + ra
+        if ratios is not None:
+            ratios += [ra, rb]
         lm.masked_fill_((la == NEG_INF) | (lb == NEG_INF), NEG_INF)
         w = None
         if want_weight:
@@ -102,6 +155,8 @@ def log_alpha_mean_and_weight(
         t = None
         if want_weight:
             t = (la - lb).mul_(beta_f).add_(log_lam - log_1m_lam)
+        if ratios is not None:
+            ratios += _ratios(la, lb, lm, beta_f, lam)
     else:
         d = la - lb  # ±inf where one argument is zero, NaN where both are
         bd = d.mul_(beta_f)
@@ -111,14 +166,19 @@ def log_alpha_mean_and_weight(
         # min (β < 0), and log m = pivot + log1p(exp(−|t|))/β.
         pivot = torch.maximum if beta > 0 else torch.minimum
         lm = pivot(la + log_lam * inv_beta, lb + log_1m_lam * inv_beta)
-        lm.add_(t.abs().neg_().exp_().log1p_().mul_(inv_beta))
+        corr = t.abs().neg_().exp_().log1p_().mul_(inv_beta)
+        lm.add_(corr)
         # |βd| ≤ 1: log1p/expm1 around the argument with the larger weight.
         small = bd.abs() <= 1.0
         if lam <= 0.5:
-            near = bd.expm1().mul_(lam).log1p_().mul_(inv_beta).add_(lb)
+            near_r = bd.expm1().mul_(lam).log1p_().mul_(inv_beta)
+            near = near_r + lb
         else:
-            near = bd.neg().expm1_().mul_(1.0 - lam).log1p_().mul_(inv_beta).add_(la)
+            near_r = bd.neg().expm1_().mul_(1.0 - lam).log1p_().mul_(inv_beta)
+            near = near_r + la
         lm = torch.where(small, near, lm)
+        if ratios is not None:
+            ratios += _ratios(la, lb, lm, beta_f, lam)
         del near, small, bd, d
         # Both arguments zero: t is NaN; the mean is 0 (log m = -inf).
         lm.nan_to_num_(nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)

@@ -83,12 +83,19 @@ def check_chunk_size(chunk_size: Any) -> int | None:
     return int(chunk_size)
 
 
-def check_ignore_index(ignore_index: Any) -> int | None:
-    """An int, or ``None`` (no label value is ignored)."""
+def check_ignore_index(ignore_index: Any, labels_dtype: torch.dtype = torch.int64) -> int | None:
+    """An int that a label of ``labels_dtype`` can equal (else nothing would be masked), or
+    ``None`` (no label value is ignored)."""
     if ignore_index is None:
         return None
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    info = torch.iinfo(labels_dtype)
+    if not info.min <= int(ignore_index) <= info.max:
+        raise ValueError(
+            f"ignore_index={int(ignore_index)} is outside the range [{info.min}, {info.max}] "
+            f"of the labels' dtype {labels_dtype}: no label could equal it"
+        )
     return int(ignore_index)
 
 
@@ -101,6 +108,8 @@ def check_float_tensor(x: Any, name: str) -> torch.Tensor:
             f"{name} must have a floating-point dtype (float16, bfloat16, float32 or "
             f"float64), got {x.dtype}"
         )
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (no data); use a cpu or cuda tensor")
     if x.dim() == 0:
         raise ValueError(f"{name} must have a vocabulary axis (shape (..., V)), got a scalar")
     if x.shape[-1] == 0:

@@ -349,7 +349,10 @@ def test_chunking_is_invisible():
         results.append((loss.detach(), s.grad))
     for loss, grad in results[1:]:
         assert torch.equal(loss, results[0][0])
-        assert torch.equal(grad, results[0][1])
+        # Elementwise expm1/log1p run vectorized or in a scalar tail depending on where an
+        # element falls in a chunk: entries may differ by an ulp of the row's scale.
+        scale = results[0][1].abs().amax(-1, keepdim=True).clamp(min=1.0)
+        assert float(((grad - results[0][1]).abs() / scale).max()) <= 4 * 1.2e-7
 
 
 def test_upstream_gradient_and_reductions():

@@ -675,13 +675,13 @@ def test_invalid_input_raises():
         precise.alpha_mean(-0.1, 0.2, 0.0, 0.5)
     with pytest.raises(ValueError, match="unknown divergence"):
         precise.divergence(A, B, "kld")
-    with pytest.raises(TypeError, match="requires the parameter 'order'"):
+    with pytest.raises(ValueError, match=r"needs parameter.*'order'"):
         precise.divergence(A, B, "renyi")
-    with pytest.raises(TypeError, match="unexpected"):
+    with pytest.raises(ValueError, match="unknown parameter"):
         precise.divergence(A, B, "kl", beta=0.5)
     with pytest.raises(ValueError, match="order"):
         precise.amid_loss(STUDENT, TEACHER, 0.0, 0.5, order="pq")
-    with pytest.raises(ValueError, match="entirely -inf"):
+    with pytest.raises(ValueError, match="student_logits has a row whose logits are all -inf"):
         precise.amid_loss([-np.inf, -np.inf], [0.0, 0.0], 0.0, 0.5)
 
 

@@ -1,0 +1,159 @@
+r"""Accuracy of the framework kernels that :func:`gpu.amid_loss` calls, measured.
+
+A framework kernel's accuracy is not documented and differs between devices and versions
+(measured on CPU with torch 2.13 at V = 128256 in float32: ``torch.log_softmax`` is off by
+up to 3e-5 in log q where ``x − logsumexp(x)`` is off by 1e-6). :func:`kernel_accuracy`
+evaluates each kernel in the working dtype on realistic logit rows (teacher
+:math:`N(0, 2) - 1.1\log(\mathrm{rank})`) and on the argument ranges the loss feeds it, and
+compares it with the same kernel evaluated in float64 on the same (rounded) inputs:
+
+* elementwise kernels (``exp``, ``expm1``, ``log``, ``log1p``, ``sigmoid``, ``logaddexp``):
+  the largest error in units of the working dtype's epsilon, relative to ``max(1, |y|)``
+  for the log-type outputs and to ``|y|`` for the others;
+* reductions (``sum``, ``logsumexp``) and the log-softmax forms at the full vocabulary:
+  the largest absolute error of the result divided by epsilon (``sum``: relative to the sum
+  of the magnitudes).
+
+Run ``python -m gpu.accuracy [--device cuda] [--vocab 151936]`` to print the table; each
+row also says whether the kernel holds the budget the loss's error analysis assumes
+(:data:`BUDGET_EPS`, in units of eps).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+#: Error budget per kernel in units of the working dtype's eps, as assumed by the loss's
+#: tolerance rows (amid_ref/tolerances.py, "gpu"/*/float32): elementwise kernels a few ulps,
+#: reductions over V terms eps·log2(V)-type growth, log-softmax O(eps·max(1, |log q|)).
+BUDGET_EPS: dict[str, float] = {
+    "exp": 4.0,
+    "expm1": 4.0,
+    "log": 4.0,
+    "log1p": 4.0,
+    "sigmoid": 4.0,
+    "logaddexp": 8.0,
+    "sum": 64.0,
+    "logsumexp": 64.0,
+    "x - logsumexp(x)": 64.0,
+    "log_softmax": 64.0,
+}
+
+
+def realistic_rows(rows: int, vocab: int, seed: int = 0) -> torch.Tensor:
+    """float64 teacher rows :math:`N(0, 2) - 1.1\\log(\\mathrm{rank})` of shape (rows, V)."""
+    gen = torch.Generator().manual_seed(seed)
+    rank = torch.arange(1, vocab + 1, dtype=torch.float64)
+    noise = torch.randn(rows, vocab, generator=gen, dtype=torch.float64)
+    return 2.0 * noise - 1.1 * torch.log(rank)
+
+
+def _err(got: torch.Tensor, want: torch.Tensor, scale: torch.Tensor, eps: float) -> float:
+    ok = torch.isfinite(want)
+    e = ((got.double() - want).abs() / scale)[ok]
+    return float(e.max()) / eps if e.numel() else 0.0
+
+
+def kernel_accuracy(
+    vocab: int = 151936,
+    rows: int = 4,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> dict[str, dict[str, float | bool]]:
+    """Measured error of each kernel the gpu loss calls, in units of the dtype's eps.
+
+    Parameters
+    ----------
+    vocab, rows : int
+        Shape of the realistic logit rows for the reductions and the log-softmax forms.
+    dtype : torch.dtype
+        Working dtype (the loss computes in float32 for fp32/bf16/fp16 inputs).
+    device : str or torch.device
+        Where the kernels run (``"cuda"`` to measure the device's kernels).
+    seed : int
+        Seed of the rows.
+
+    Returns
+    -------
+    dict
+        ``name -> {"error_eps": measured, "budget_eps": BUDGET_EPS[name], "holds": bool}``.
+    """
+    eps = torch.finfo(dtype).eps
+    x64 = realistic_rows(rows, vocab, seed)
+    x = x64.to(dtype).to(device)
+    xd = x.double().cpu()
+    one = torch.ones((), dtype=torch.float64)
+    out: dict[str, float] = {}
+    ref_ls = xd - torch.logsumexp(xd, -1, keepdim=True)
+    ls_scale = torch.maximum(one, ref_ls.abs())
+    out["log_softmax"] = _err(torch.log_softmax(x, -1).cpu(), ref_ls, ls_scale, eps)
+    out["x - logsumexp(x)"] = _err(
+        (x - torch.logsumexp(x, -1, keepdim=True)).cpu(), ref_ls, ls_scale, eps
+    )
+    ref_lse = torch.logsumexp(xd, -1)
+    out["logsumexp"] = _err(
+        torch.logsumexp(x, -1).cpu(), ref_lse, torch.maximum(one, ref_lse.abs()), eps
+    )
+    p = torch.exp(ref_ls).to(dtype)
+    pd = p.double()
+    ref_sum = pd.sum(-1)
+    out["sum"] = _err(p.to(device).sum(-1).cpu(), ref_sum, pd.abs().sum(-1), eps)
+    # Elementwise kernels on the argument ranges the loss uses.
+    grid = torch.linspace(-88.0, 88.0, 200001, dtype=torch.float64).to(dtype)
+    small = torch.linspace(-1.0, 1.0, 200001, dtype=torch.float64).to(dtype)
+    positive = torch.logspace(-37.0, 37.0, 200001, dtype=torch.float64).to(dtype)
+    cases = {
+        "exp": (torch.exp, grid, False),
+        "expm1": (torch.expm1, torch.cat([small, grid]), False),
+        "log": (torch.log, positive, True),
+        "log1p": (torch.log1p, torch.cat([small.clamp(min=-0.9), positive]), True),
+        "sigmoid": (torch.sigmoid, grid, False),
+    }
+    for name, (fn, arg, log_type) in cases.items():
+        got = fn(arg.to(device)).cpu()
+        want = fn(arg.double())
+        scale = torch.maximum(one, want.abs()) if log_type else want.abs().clamp(min=1e-300)
+        tiny = torch.finfo(dtype).tiny
+        keep = want.abs() >= tiny  # results below the normal range round to subnormals
+        out[name] = _err(got[keep], want[keep], scale[keep], eps)
+    a = grid.to(device)
+    b = grid.flip(0).to(device)
+    want = torch.logaddexp(a.double().cpu(), b.double().cpu())
+    out["logaddexp"] = _err(torch.logaddexp(a, b).cpu(), want, torch.maximum(one, want.abs()), eps)
+    return {
+        k: {"error_eps": v, "budget_eps": BUDGET_EPS[k], "holds": v <= BUDGET_EPS[k]}
+        for k, v in out.items()
+    }
+
+
+def format_table(result: dict[str, dict[str, float | bool]]) -> str:
+    lines = [f"{'kernel':<20} {'error/eps':>12} {'budget':>8}  holds"]
+    for name, row in result.items():
+        lines.append(
+            f"{name:<20} {row['error_eps']:>12.3g} {row['budget_eps']:>8.3g}  {row['holds']}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gpu.accuracy", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--vocab", type=int, default=151936)
+    parser.add_argument("--rows", type=int, default=4)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    args = parser.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    result = kernel_accuracy(args.vocab, args.rows, dtype, args.device)
+    print(f"device={args.device} dtype={args.dtype} V={args.vocab} torch={torch.__version__}")
+    print(format_table(result))
+    used = [k for k in result if k != "log_softmax"]
+    return 0 if all(result[k]["holds"] for k in used) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
