@@ -13,10 +13,15 @@ devices exist only in :mod:`gpu`; the generic ``"f"`` divergence is not offered 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import mpmath
 import numpy as np
+
+import amid_ref
+from amid_ref import precise
 
 __all__ = ["BAD_INPUTS", "IMPLEMENTATIONS", "BadInput", "call"]
 
@@ -40,21 +45,17 @@ class _Torch:
         )
 
     def build(self):
-        import torch
+        import torch  # heavy (optional: the gpu extra): only for the torch cases
 
         t = torch.tensor(self.values, dtype=getattr(torch, self.dtype), device=self.device)
         return t.requires_grad_() if self.requires_grad else t
 
 
 def _scalar_only_f(u):
-    import math
-
     return u * math.log(u) if u > 0 else 0.0 * u
 
 
 def _neg_inf_at_zero_f(u):
-    import mpmath
-
     if isinstance(u, mpmath.mpf):
         return mpmath.mpf("-inf") if u == 0 else u * mpmath.log(u)
     u = np.asarray(u, dtype=np.float64)
@@ -265,7 +266,7 @@ def _materialize(value, *, for_gpu: bool):
     if for_gpu and isinstance(value, list | np.ndarray):
         arr = np.asarray(value)
         if arr.dtype.kind == "f":
-            import torch
+            import torch  # heavy (optional: the gpu extra)
 
             return torch.tensor(arr, dtype=torch.float64)
     return value
@@ -278,11 +279,11 @@ def call(case: BadInput, implementation: str):
     for_gpu = implementation == "gpu"
     args = {k: _materialize(v, for_gpu=for_gpu) for k, v in args.items()}
     if implementation == "amid_ref":
-        import amid_ref as mod
+        mod = amid_ref
     elif implementation == "precise":
-        from amid_ref import precise as mod
+        mod = precise
     else:
-        import gpu as mod
+        import gpu as mod  # heavy (optional: torch, the gpu extra)
     if case.function == _D:
         a, b, name = args.pop("a"), args.pop("b"), args.pop("name")
         return mod.divergence(a, b, name, **args)
@@ -293,7 +294,7 @@ def call(case: BadInput, implementation: str):
     if for_gpu:
         extra = dict(case.extra)
         if extra.get("labels") in ("int64", "int8"):
-            import torch
+            import torch  # heavy (optional: the gpu extra)
 
             leading = tuple(pos[0].shape[:-1]) if hasattr(pos[0], "shape") else ()
             extra["labels"] = torch.zeros(leading, dtype=getattr(torch, extra["labels"]))

@@ -23,6 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import mpmath
+import numpy as np
+
 __all__ = ["BRANCH_POINTS", "NOT_BRANCH_POINTS", "SCANNED_MODULES", "BranchPoint", "logits_for"]
 
 #: Modules whose module-level numeric constants must each be a listed branch point or a
@@ -104,9 +107,6 @@ class BranchPoint:
 
 def _reverse_kl_generator(u):
     """u − 1 − log u (finite up to u = e^709), on NumPy arrays and on mpmath scalars."""
-    import mpmath
-    import numpy as np
-
     if isinstance(u, mpmath.mpf):
         return u - 1 - mpmath.log(u) if u else mpmath.mpf("inf")
     u = np.asarray(u, dtype=np.float64)
@@ -223,7 +223,7 @@ BRANCH_POINTS: tuple[BranchPoint, ...] = (
     BranchPoint(
         "ab.snap",
         1e-200,
-        "amid_ref._divergences",
+        "amid_ref._specs",
         "_AB_SNAP",
         "AB parameters with |a_| or |b_| below 1e-200 are put on the line a_ = 0 (b_ = 0)",
         _both(lambda impl, x: _loss(impl, -0.5, -2.0, "ab", {"alpha": x, "beta": 0.5})),

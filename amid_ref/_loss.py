@@ -14,6 +14,7 @@ from amid_ref._mixture import (
     _log_alpha_mean_ratios,
     _log_ratio_to_mixture,
 )
+from amid_ref._special import _EXP_SAFE
 from amid_ref._specs import ORDERS, Objective
 from amid_ref._validation import as_float_array, check_same_shape
 
@@ -128,10 +129,20 @@ def _normalizer_gradient(ctx: dict, w: np.ndarray) -> np.ndarray:
             h = np.exp(ctx["r"]) * w - np.exp(lq)
             return _project(np.where(q_pos, h, 0.0), lq)
         beta = (1.0 - ctx["alpha"]) / 2.0
-        f = np.expm1((1.0 - beta) * ctx["u_q"])
-        f = np.where(q_pos & ~np.isnan(f), f, 0.0)
-        scale = np.exp(np.log1p(-ctx["lam"]) - ctx["log_z"])
-        return scale * _project(np.exp(lq) * f, lq)
+        # (1−λ)/Z · q · expm1(x), x = (1−β)u, in the log domain (1/Z overflows where Z is
+        # tiny): log c = log((1−λ) q / Z); for x > 1, e^(x + log c) − e^(log c). Rows where
+        # (1−λ)/Z itself overflows take h = r ⊙ w (a multiple of q apart, which the
+        # projection removes; |r ⊙ w| ≤ 1).
+        log_scale = np.log1p(-ctx["lam"]) - ctx["log_z"]
+        log_c = lq + log_scale
+        x = (1.0 - beta) * ctx["u_q"]
+        h = np.where(
+            x <= 1.0,
+            np.expm1(np.minimum(x, 1.0)) * np.exp(log_c),
+            np.exp(x + log_c) - np.exp(log_c),
+        )
+        h = np.where(log_scale > _EXP_SAFE, np.exp(x + log_c), h)
+        return _project(np.where(q_pos & ~np.isnan(h), h, 0.0), lq)
 
 
 def amid_loss(

@@ -40,8 +40,8 @@ import numpy as np
 from mpmath import mp, mpf
 
 from amid_ref._specs import ORDERS as _CONTRACT_ORDERS
-from amid_ref._specs import SPECS, get_spec, order_arguments, resolve_params
-from amid_ref._validation import as_real_scalar, tensor_to_numpy
+from amid_ref._specs import SPECS, as_real_scalar, get_spec, order_arguments, resolve_params
+from amid_ref._validation import tensor_to_numpy
 
 __all__ = [
     "DIVERGENCES",

@@ -122,15 +122,27 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z) -> torch.Tensor:
     """
     if spec.lam == 1.0:  # w = 0: r does not depend on the student
         return torch.zeros_like(lq)
-    q = torch.exp(lq)
     if math.isinf(spec.alpha):
-        h = torch.exp(lr).mul_(w).sub_(q)
-    else:
-        beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - spec.alpha) / 2.0))  # as the mixture
-        h = torch.expm1(u_q * (1.0 - beta)).mul_(q)
+        h = torch.exp(lr).mul_(w).sub_(torch.exp(lq))
+        return _project_(h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0), lq)
+    beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - spec.alpha) / 2.0))  # as the mixture
+    # h = (1−λ)/Z · q · expm1(x), x = (1−β)u, formed in the log domain (1/Z overflows where
+    # Z is tiny): log c = log((1−λ) q / Z); for x > 1, e^(x + log c) − e^(log c).
+    log_scale = math.log1p(-spec.lam) - log_z
+    log_c = lq + log_scale
+    x = u_q * (1.0 - beta)
+    small = x <= 1.0
+    h = torch.where(
+        small,
+        torch.expm1(x.clamp(max=1.0)) * torch.exp(log_c),
+        torch.exp(x + log_c) - torch.exp(log_c),
+    )
+    # Rows where (1−λ)/Z would overflow the dtype: h = r ⊙ w itself (it differs from the
+    # form above by a multiple of q, which the projection removes; |r ⊙ w| ≤ 1).
+    safe = 80.0 if lq.dtype != torch.float64 else 700.0
+    h = torch.where(log_scale > safe, torch.exp(x + log_c), h)
     h = h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0)
-    scale = 1.0 if math.isinf(spec.alpha) else torch.exp(math.log1p(-spec.lam) - log_z)
-    return _project_(h, lq).mul_(scale)
+    return _project_(h, lq)
 
 
 def _project_(g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:

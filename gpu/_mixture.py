@@ -137,9 +137,10 @@ def log_alpha_mean_and_weight(
             ra = (1.0 - lam) * (lb - la)
             rb = ra + (la - lb)
             lm = la + ra
-        if ratios is not None:
-            ratios += [ra, rb]
-        lm.masked_fill_((la == NEG_INF) | (lb == NEG_INF), NEG_INF)
+        zero = (la == NEG_INF) | (lb == NEG_INF)
+        lm.masked_fill_(zero, NEG_INF)
+        if ratios is not None:  # at a zero argument, the plain differences (−inf, NaN)
+            ratios += [torch.where(zero, lm - la, ra), torch.where(zero, lm - lb, rb)]
         w = None
         if want_weight:
             w = torch.full_like(la, 1.0 - lam).masked_fill_(lm == NEG_INF, 0.0)
