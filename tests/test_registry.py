@@ -383,24 +383,7 @@ def test_the_enumeration_check_finds_a_list():
 _PACKAGES = ("amid_ref", "gpu", "proofs_check")
 
 #: Import edges that still close a cycle, each with what breaks it.
-_KNOWN_CYCLE_EDGES = {
-    ("amid_ref.strategies", "amid_ref.conformance"): (
-        "strategies.loss_cases builds conformance.Case objects while conformance._cases reads "
-        "the strategies' grids; moving Case next to the grids breaks it"
-    ),
-    ("amid_ref.conformance._adapters", "amid_ref.conformance._runner"): (
-        "the adapters call the runner's comparison (_passes, _tolerance), which belongs in a "
-        "module both import"
-    ),
-    ("amid_ref.conformance._diagnoses", "amid_ref.conformance._mutants"): (
-        "the matching in _diagnoses reads the failure modes that _mutants builds from "
-        "_diagnoses' types; the types, the wrong formulas and the matching belong apart"
-    ),
-    ("amid_ref.conformance._peers", "amid_ref.conformance._cli"): (
-        "a user's MODULE:PEER is loaded by the CLI's load_target, which belongs in a module "
-        "both import"
-    ),
-}
+_KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 #: Modules whose function-local imports of project modules are not yet converted.
 _LOCAL_IMPORTS_PENDING = ("amid_ref.conformance", "amid_ref.study", "amid_ref.verify",

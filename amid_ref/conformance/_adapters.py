@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from amid_ref.conformance._cases import IGNORE_INDEX, Case, canonical_dtype
+from amid_ref._case import IGNORE_INDEX, Case, canonical_dtype
+from amid_ref._compare import passes, tolerance_for
+from amid_ref.conformance._reference import reduce_rows
 
 __all__ = ["LossAdapter", "MixtureAdapter", "Outputs", "Support", "Unsupported"]
 
@@ -416,9 +418,7 @@ class LossAdapter(_BaseAdapter):
         probe = self._probe()
         s, t = probe.arrays(self.dtype)
         want = np.asarray(reference(probe, self.dtype))
-        from amid_ref.conformance._runner import _passes, _tolerance
-
-        tol = _tolerance("loss", self.dtype)
+        tol = tolerance_for("loss", self.dtype)[0]
         conventions = (
             [self.convention] if self.convention != "auto" else ["student_first", "teacher_first"]
         )
@@ -432,10 +432,8 @@ class LossAdapter(_BaseAdapter):
             for red in reductions:
                 cand = {"none": want, "mean": want.mean(), "sum": want.sum()}.get(red)
                 if cand is None:
-                    from amid_ref.conformance._reference import reduce_rows
-
                     cand = reduce_rows(want, None, red)
-                if got.shape == np.shape(cand) and _passes(got, cand, tol):
+                if got.shape == np.shape(cand) and passes(got, cand, tol):
                     found = (conv, red)
                     break
             if found:

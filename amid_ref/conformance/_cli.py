@@ -4,16 +4,21 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import math
 import os
+import platform
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from amid_ref.conformance._adapters import Support
+from amid_ref.conformance._peers import Peer, conform_peer, get_peer, peer_table
+from amid_ref.conformance._runner import conform
+from amid_ref.conformance._targets import load_object
 
 __all__ = ["configure_parser", "load_target", "run"]
 
@@ -25,35 +30,7 @@ def load_target(spec: str) -> Callable:
     ``FUNCTION`` may be dotted (``module:Class.method``). The current directory is put on
     ``sys.path`` first, as ``python -m`` does, so a local ``my_loss.py`` is found.
     """
-    if ":" not in spec:
-        raise ValueError(f"target: expected MODULE:FUNCTION, got {spec!r}")
-    module_name, _, attr = spec.rpartition(":")
-    if not module_name or not attr:
-        raise ValueError(f"target: expected MODULE:FUNCTION, got {spec!r}")
-    if module_name.endswith(".py"):
-        path = Path(module_name)
-        if not path.is_file():
-            raise ValueError(f"target: no such file {module_name!r}")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[path.stem] = module
-        mod_spec.loader.exec_module(module)
-    else:
-        cwd = os.getcwd()
-        if cwd not in sys.path:
-            sys.path.insert(0, cwd)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise ValueError(f"target: cannot import module {module_name!r} ({exc})") from None
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"target: {module_name!r} has no attribute {attr!r}") from None
-    from amid_ref.conformance._peers import Peer
-
+    obj = load_object(spec)
     if not callable(obj) and not isinstance(obj, Peer):
         raise TypeError(f"target: {spec!r} is not callable")
     return obj
@@ -218,10 +195,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def _environment() -> dict[str, str]:
     """Where a report was measured: machine, Python and the numerical packages."""
-    import platform
-
-    import numpy as np
-
     env = {
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
         "python": platform.python_version(),
@@ -237,12 +210,7 @@ def _environment() -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the battery; print the report; exit code 0 iff it passes."""
-    from amid_ref.conformance._adapters import Support
-    from amid_ref.conformance._runner import conform
-
     if args.peer == "list":
-        from amid_ref.conformance._peers import peer_table
-
         print(peer_table())
         return 0
     if args.peer is None and args.target is None:
@@ -278,8 +246,6 @@ def run(args: argparse.Namespace) -> int:
         "kwargs": _kwargs(args.set),
     }
     if args.peer is not None:
-        from amid_ref.conformance._peers import conform_peer, get_peer
-
         peer = get_peer(args.peer)
         common["grad"] = True  # a peer's gradients are always compared
         report = conform_peer(

@@ -1,5 +1,5 @@
 """The known-wrong formulas of published AMiD-type losses, as data: one
-:class:`~amid_ref.conformance._diagnoses.FailureMode` record per failure mode, in
+:class:`~amid_ref.conformance._failure_modes.FailureMode` record per failure mode, in
 :data:`FAILURE_MODES` (order = priority of the reported diagnosis).
 
 Each record says when the mode can apply to a failing case, evaluates the wrong formula on
@@ -15,9 +15,10 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
+from amid_ref._compare import agrees, fails, tolerance_for
 from amid_ref._specs import SPECS
 from amid_ref.conformance._cases import DIVERGENCE_NAMES, Case, round_to_dtype
-from amid_ref.conformance._diagnoses import (
+from amid_ref.conformance._failure_modes import (
     NOISE_SAMPLES,
     DiagnosisContext,
     FailureMode,
@@ -353,7 +354,6 @@ def _confirm_lambda_on_student(ctx: DiagnosisContext, variant: str, tol) -> bool
     """Near λ ∈ {0, 1} the wrong mixture is p or q itself, and the wrong loss often
     D(x‖x) ≈ 0, which any output of 0 "matches": require the same defect at λ = 0.25 on the
     same inputs."""
-    from amid_ref.conformance._diagnoses import _agrees, _fails
 
     if ctx.probe is None or ctx.case.mask is not None:
         return False
@@ -364,7 +364,7 @@ def _confirm_lambda_on_student(ctx: DiagnosisContext, variant: str, tol) -> bool
         return False
     got, want = probed
     wrong = np.asarray(ctx.moved(moved).reference(lam=1.0 - lam).value)
-    return bool(_fails(wrong, want, tol).any() and _agrees(got, wrong, tol))
+    return bool(fails(wrong, want, tol).any() and agrees(got, wrong, tol))
 
 
 def _naive_at_infinite_alpha(ctx: DiagnosisContext) -> list[Wrong]:
@@ -560,7 +560,6 @@ def _rounded_params(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
 def _confirm_params_ignored(ctx: DiagnosisContext, variant: str, tol) -> bool:
     """ "Whatever is asked": with other parameters asked on the same inputs, the output is
     still the divergence at the same fixed parameters."""
-    from amid_ref.conformance._diagnoses import _agrees
 
     if ctx.probe is None or ctx.case.mask is not None:
         return False
@@ -576,7 +575,7 @@ def _confirm_params_ignored(ctx: DiagnosisContext, variant: str, tol) -> bool:
         wrong = ctx.moved(moved).reference(div_params=fixed).value
         if np.all(np.abs(np.asarray(wrong) - probed[1]) <= 1e-9):
             continue  # the two parameter sets agree on these inputs: no evidence either way
-        return _agrees(probed[0], np.asarray(wrong), tol)
+        return agrees(probed[0], np.asarray(wrong), tol)
     return False
 
 
@@ -747,8 +746,6 @@ def _input_dtype(ctx: DiagnosisContext) -> list[Wrong]:
 def _confirm_input_dtype(ctx: DiagnosisContext, variant: str, tol) -> bool:
     """The same (rounded) inputs passed as float32 give the reference within the float32
     tolerance: the error comes from the arithmetic dtype, not from the formula."""
-    from amid_ref.conformance._diagnoses import _fails
-    from amid_ref.conformance._reference import tolerance_for
 
     if ctx.probe is None:
         return False
@@ -756,7 +753,7 @@ def _confirm_input_dtype(ctx: DiagnosisContext, variant: str, tol) -> bool:
     if probed is None:
         return False
     got32, want = probed
-    return not _fails(got32, want, tolerance_for("loss", "float32")[0]).any()
+    return not fails(got32, want, tolerance_for("loss", "float32")[0]).any()
 
 
 # --------------------------------------------------------------------------------------

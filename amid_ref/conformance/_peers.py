@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from amid_ref.conformance._adapters import Support
+from amid_ref.conformance._runner import conform
+from amid_ref.conformance._targets import load_object
 
 __all__ = ["PEERS", "Peer", "conform_peer", "get_peer", "peer_table"]
 
@@ -311,9 +313,7 @@ def get_peer(name: str) -> Peer:
     if name in PEERS:
         return PEERS[name]
     if ":" in str(name):
-        from amid_ref.conformance._cli import load_target
-
-        obj = load_target(name)
+        obj = load_object(name)
         if isinstance(obj, Peer):
             return obj
         raise TypeError(f"peer: {name!r} is not a Peer record")
@@ -340,8 +340,6 @@ def conform_peer(peer: str | Peer, **options: Any):
 
     Raises ``ImportError`` naming the package when the peer is not installed.
     """
-    from amid_ref.conformance._runner import conform
-
     rec = get_peer(peer)
     try:
         fn = rec.load()
@@ -359,8 +357,6 @@ def conform_peer(peer: str | Peer, **options: Any):
     options.setdefault("orders", (rec.order,))
     kind = options.pop("kind", "divergence")
     if kind == "preset":  # the preset's own divergence and orders (gkd_jsd: KL, pr + qr)
-        from dataclasses import replace
-
         options.setdefault("preset", rec.preset)
         options.pop("divergences")
         options.pop("orders")

@@ -9,31 +9,10 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
+from amid_ref._compare import PROPOSED_TOLERANCES, tolerance_for
 from amid_ref.conformance._cases import Case
-from amid_ref.tolerances import TOLERANCES, Tolerance, tolerance
 
 __all__ = ["PROPOSED_TOLERANCES", "ReferenceInputs", "reduce_grad", "reduce_rows", "tolerance_for"]
-
-#: Conformance rows not (yet) in :mod:`amid_ref.tolerances`. Used only while the table lacks
-#: the key, and reported as "proposed" in the report header; the lead moves them there.
-PROPOSED_TOLERANCES: dict[tuple[str, str, str], Tolerance] = {}
-
-
-def tolerance_for(quantity: str, dtype: str) -> tuple[Tolerance, str]:
-    """The tolerance for ``quantity`` (``loss``, ``grad``, ``log_mixture``) at ``dtype``.
-
-    Looks up ``("conformance", quantity, dtype)`` in :mod:`amid_ref.tolerances`, then the
-    ``("gpu", quantity, dtype)`` row (an implementation held to ``amid_ref`` float64, which
-    is what a conformance check is), then :data:`PROPOSED_TOLERANCES`. Returns the tolerance
-    and the key it came from.
-    """
-    for key in (("conformance", quantity, dtype), ("gpu", quantity, dtype)):
-        if key in TOLERANCES:
-            return TOLERANCES[key], "/".join(key)
-    key = ("conformance", quantity, dtype)
-    if key in PROPOSED_TOLERANCES:
-        return PROPOSED_TOLERANCES[key], "/".join(key) + " (proposed)"
-    return tolerance(*key), "/".join(key)  # raises the table's KeyError
 
 
 def reduce_rows(rows: np.ndarray, mask: np.ndarray | None, reduction: str) -> np.ndarray:
