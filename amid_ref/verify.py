@@ -27,16 +27,23 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import importlib
+import inspect
 import math
+import multiprocessing
+import platform
 import re
 import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from amid_ref import analysis, plotting
 from amid_ref._cli_util import Progress, Task, prepare_out_dir
 from amid_ref._text import latex_to_text
 
@@ -259,8 +266,8 @@ def _claim_note(res) -> str:
 
 def _run_claims(on_result: Callable[[object], None]) -> list[_Claim]:
     """Run every ``proofs_check`` claim, passing each result to ``on_result`` as it comes."""
-    import inspect
 
+    # proofs_check: optional (needs sympy, the proofs extra)
     import proofs_check
 
     def progress(*args, **kwargs) -> None:
@@ -301,6 +308,7 @@ def _claims_worker(t0: float) -> list[_Claim]:
 
 def _claims_total() -> int | None:
     try:
+        # proofs_check: optional (needs sympy, the proofs extra)
         import proofs_check
 
         return len(proofs_check.CLAIMS)
@@ -362,8 +370,6 @@ def _step_claims(
 
 
 def _step_sweep(step: StepResult, quick: bool, ui: Progress, task: Task | None = None) -> None:
-    from amid_ref import analysis
-
     def on_item(quantity: str, done: int, total: int) -> None:
         if task is not None:
             task.update(done=done, total=total, note=f"sweep {quantity}")
@@ -449,8 +455,6 @@ def _step_sweep(step: StepResult, quick: bool, ui: Progress, task: Task | None =
 
 
 def _step_limits(step: StepResult, quick: bool, ui: Progress, out_dir: Path, task=None):
-    from amid_ref import analysis, plotting
-
     series = analysis.limit_convergence(n_points=13 if quick else 19)
     step.passed = all(s.passed for s in series)
     bad = [s for s in series if not s.passed]
@@ -501,8 +505,6 @@ def _step_limits(step: StepResult, quick: bool, ui: Progress, out_dir: Path, tas
 
 
 def _step_optimality(step: StepResult, quick: bool, ui: Progress, task=None) -> None:
-    from amid_ref import analysis
-
     n_div = 3 if quick else len(analysis.OPTIMALITY_DIVERGENCES)
     if task is not None:
         task.update(total=n_div, note="divergences")
@@ -611,8 +613,6 @@ def _step_optimality(step: StepResult, quick: bool, ui: Progress, task=None) -> 
 
 
 def _step_figures(step: StepResult, quick: bool, ui: Progress, out_dir: Path, task=None):
-    from amid_ref import analysis, plotting
-
     captions = {
         "paths": "Interpolation paths λ ↦ r^(α,λ) on the 3-outcome simplex.",
         "bars": "r^(α,λ) over a 6-token vocabulary at λ = ½.",
@@ -700,9 +700,6 @@ def resolve_out_dir(out: str | None, force: bool, *, now: float | None = None) -
 
 
 def _environment() -> list[list[str]]:
-    import importlib
-    import platform
-
     rows = [["python", platform.python_version()], ["platform", platform.platform()]]
     for name in ("amid_ref", "numpy", "scipy", "mpmath", "sympy", "matplotlib"):
         try:
@@ -746,6 +743,7 @@ def run_verify(
     (bool, list of StepResult)
         Whether everything passed, and the per-step results.
     """
+    # matplotlib: optional (the plot extra)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -789,9 +787,6 @@ def _run_steps(ui: Progress, table: dict, steps: tuple[str, ...], quick, out_dir
     number = {name: f"[{k}/{len(order)}]" for k, name in enumerate(order, 1)}
     tasks: dict[str, Task] = {}
     if pool is not None:
-        import multiprocessing
-        import warnings
-
         _CLAIMS_QUEUE = multiprocessing.get_context("fork").SimpleQueue()
         tasks["claims"] = ui.task(f"{number['claims']} Symbolic claims (parallel)", _claims_total())
         with warnings.catch_warnings():
@@ -856,8 +851,6 @@ def _drain_claims(ui: Progress, task: Task, future) -> None:
 
 def _fork_pool():
     """A one-worker process pool using ``fork`` (no re-import of ``__main__``), or None."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
         return None

@@ -386,9 +386,7 @@ _PACKAGES = ("amid_ref", "gpu", "proofs_check")
 _KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 #: Modules whose function-local imports of project modules are not yet converted.
-_LOCAL_IMPORTS_PENDING = ("amid_ref.conformance", "amid_ref.study", "amid_ref.verify",
-                          "amid_ref.cli", "amid_ref.plotting", "amid_ref._cli_mixture",
-                          "gpu.bench", "gpu.device_check", "gpu.hf")  # fmt: skip
+_LOCAL_IMPORTS_PENDING: tuple[str, ...] = ()
 
 
 def _modules() -> dict[str, Path]:

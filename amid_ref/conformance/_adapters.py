@@ -214,6 +214,7 @@ class _BaseAdapter:
         self.dtype = canonical_dtype(dtype)
         self.device = str(device)
         if self.device != "cpu" and self.backend == "torch":
+            # torch: optional (the gpu extra)
             import torch
 
             try:
@@ -245,6 +246,7 @@ class _BaseAdapter:
         other = "numpy" if guessed == "torch" else "torch"
         if other == "torch":
             try:
+                # torch: optional (the gpu extra)
                 import torch  # noqa: F401
             except ImportError:
                 return
@@ -263,6 +265,7 @@ class _BaseAdapter:
 
     def _to_backend(self, x: np.ndarray, requires_grad: bool = False):
         if self.backend == "torch":
+            # torch: optional (the gpu extra)
             import torch
 
             t = torch.as_tensor(np.ascontiguousarray(x)).to(
@@ -275,6 +278,7 @@ class _BaseAdapter:
 
     def _labels(self, labels: np.ndarray):
         if self.backend == "torch":
+            # torch: optional (the gpu extra)
             import torch
 
             return torch.as_tensor(labels, dtype=torch.long, device=self.device)
@@ -283,6 +287,7 @@ class _BaseAdapter:
     @staticmethod
     def _to_numpy(x: Any) -> np.ndarray:
         if hasattr(x, "detach"):
+            # torch: optional (the gpu extra)
             import torch
 
             return x.detach().to(device="cpu", dtype=torch.float64).numpy()
@@ -538,6 +543,7 @@ class LossAdapter(_BaseAdapter):
             kw["reduction"] = (self.reduction_names or {}).get(reduction, reduction)
         want_grad = grad and self.backend == "torch"
         if self.backend == "torch":
+            # torch: optional (the gpu extra)
             import torch
 
             st = self._to_backend(s, requires_grad=want_grad)
@@ -631,6 +637,7 @@ class MixtureAdapter(_BaseAdapter):
         a, b = self._to_backend(log_p), self._to_backend(log_q)
         first, second = (a, b) if self.convention == "teacher_first" else (b, a)
         if self.backend == "torch":
+            # torch: optional (the gpu extra)
             import torch
 
             with torch.no_grad():

@@ -11,13 +11,21 @@ independent NumPy evaluation in the working dtype), and how to match it (``exact
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 from scipy.special import logsumexp
 
+import amid_ref
 from amid_ref._compare import agrees, fails, tolerance_for
 from amid_ref._specs import SPECS
-from amid_ref.conformance._cases import DIVERGENCE_NAMES, Case, round_to_dtype
+from amid_ref.conformance._cases import (
+    DIVERGENCE_NAMES,
+    PRESET_PARAM_GRIDS,
+    Case,
+    _div_grid,
+    round_to_dtype,
+)
 from amid_ref.conformance._failure_modes import (
     NOISE_SAMPLES,
     DiagnosisContext,
@@ -91,8 +99,6 @@ def _ab_near_line(params) -> bool:
 
 
 def _ab_general(ctx: DiagnosisContext) -> list[Wrong]:
-    import amid_ref
-
     a = float(ctx.case.div_params["alpha"])
     b = float(ctx.case.div_params["beta"])
     log_p, log_q = ctx.ref.log_pq()
@@ -195,8 +201,6 @@ def _other_reduction(ctx: DiagnosisContext) -> list[Wrong]:
 
 
 def _unnormalized(ctx: DiagnosisContext) -> list[Wrong]:
-    import amid_ref
-
     log_m = np.asarray(amid_ref.log_alpha_mean(ctx.ref.t, ctx.ref.s, ctx.case.alpha, ctx.case.lam))
     if ctx.ref.normalized:
         return [Wrong("log m (unnormalized)", log_m)]
@@ -376,7 +380,6 @@ def _naive_at_infinite_alpha(ctx: DiagnosisContext) -> list[Wrong]:
 def _confirm_infinite_alpha(ctx: DiagnosisContext, variant: str, tol) -> bool:
     """The NaN is the α, not the inputs: the same α and λ on realistic logits is NaN too
     (a probability-space mixture, say, is NaN only where p and q underflow)."""
-    from dataclasses import replace
 
     if ctx.probe is None or ctx.case.mask is not None:
         return False
@@ -400,7 +403,6 @@ def _kl_pairs(ctx: DiagnosisContext) -> list[tuple[float, np.ndarray, np.ndarray
     A KL loss has one pair per order term; a generalized JSD D_js(x‖y; β) is β·KL(x‖m) +
     (1−β)·KL(y‖m), m = βx + (1−β)y (0 at β ∈ {0, 1}).
     """
-    import amid_ref
 
     c = ctx.case
     if ctx.kind == "mixture" or c.divergence not in ("kl", "js"):
@@ -514,7 +516,6 @@ def _kl_div_nan_transform(ctx: DiagnosisContext, wrong: Wrong) -> list[Wrong]:
 
 def _other_params(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
     """Parameter sets of the case's divergence other than the one asked for."""
-    from amid_ref.conformance._cases import _div_grid
 
     c = ctx.case
     if c.kind == "preset" or not c.div_params or c.divergence not in _div_params_names():
@@ -597,10 +598,6 @@ def _params_ignored(ctx: DiagnosisContext) -> list[Wrong]:
 
 
 def _preset_params_ignored(ctx: DiagnosisContext) -> list[Wrong]:
-    from dataclasses import replace
-
-    from amid_ref.conformance._cases import PRESET_PARAM_GRIDS
-
     c = ctx.case
     default = PRESET_PARAM_GRIDS[c.preset][0]
     if not c.preset_params or dict(c.preset_params) == default:

@@ -22,6 +22,7 @@ my_module:MY_PEER``.
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -116,10 +117,9 @@ class Peer:
 
 
 def _trl_gjsd() -> Callable:
-    import warnings
-
     with warnings.catch_warnings():  # TRL warns that trl.experimental may change
         warnings.simplefilter("ignore")
+        # trl: optional (the peers extra)
         from trl.experimental.gkd.gkd_trainer import GKDTrainer
 
     # Already the protocol: (student_logits, teacher_logits, labels, beta, temperature,
@@ -128,6 +128,7 @@ def _trl_gjsd() -> Callable:
 
 
 def _liger_chunk_jsd() -> Callable:
+    # liger-kernel: optional (the peers extra)
     from liger_kernel.chunked_loss.jsd_loss import LigerFusedLinearJSDFunction
 
     def liger_jsd_loss_fn(student_logits, teacher_logits, beta=0.5, labels=None):
@@ -139,7 +140,10 @@ def _liger_chunk_jsd() -> Callable:
 
 
 def _liger_fused_jsd() -> Callable:
+    # torch: optional (the peers extra)
     import torch
+
+    # liger-kernel: optional (the peers extra)
     from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
 
     def liger_fused_linear_jsd(student_logits, teacher_logits, beta=0.5, temperature=1.0,
@@ -158,6 +162,7 @@ def _liger_fused_jsd() -> Callable:
 
 def _torch_kd(reverse: bool, log_target: bool) -> Callable[[], Callable]:
     def load() -> Callable:
+        # torch: optional (the peers extra)
         import torch.nn.functional as F
 
         def kd(student_logits, teacher_logits, temperature=1.0):

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
+import amid_ref
 from amid_ref._compare import PROPOSED_TOLERANCES, tolerance_for
 from amid_ref.conformance._cases import Case
 
@@ -100,7 +101,6 @@ class ReferenceInputs:
 
     def rows(self, grad: bool = False, **overrides: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """Reference per-row loss (or log-mixture) and, if asked, per-row gradient."""
-        import amid_ref
 
         p = self.params(**overrides)
         if self.case.kind == "mixture":
@@ -161,7 +161,6 @@ class ReferenceInputs:
 
         Used to evaluate known-wrong mixture formulas through the reference divergences.
         """
-        import amid_ref
 
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             top = np.max(log_m, axis=-1, keepdims=True)

@@ -22,7 +22,7 @@ from amid_ref.conformance._adapters import (
     Unsupported,
     make_adapter,
 )
-from amid_ref.conformance._cases import FAMILIES, Case, battery
+from amid_ref.conformance._cases import FAMILIES, PRESET_PARAM_GRIDS, Case, battery, iter_names
 from amid_ref.conformance._diagnoses import Diagnosis, DiagnosisContext, diagnose
 from amid_ref.conformance._reference import ReferenceInputs, reduce_grad, reduce_rows
 from amid_ref.tolerances import Tolerance
@@ -546,6 +546,7 @@ def _single_thread(adapter):
     if adapter.backend != "torch" or not str(adapter.device).startswith("cpu"):
         yield
         return
+    # torch: optional (the gpu extra)
     import torch
 
     before = torch.get_num_threads()
@@ -709,7 +710,6 @@ def conform(
         ``report.passed`` is True iff no case failed and at least one ran.
     """
     t0 = time.perf_counter()
-    from amid_ref.conformance._cases import PRESET_PARAM_GRIDS, iter_names
 
     if preset is not None:
         kind = "preset"
