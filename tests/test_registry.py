@@ -378,6 +378,88 @@ def test_the_enumeration_check_finds_a_list():
     assert not _enumerations('loss = amid_loss(s, t, 0.5, 0.3, "js", "pr", {"beta": 0.3})\n')
 
 
+# --- one copy of the orders, of the order lookup and of the known-wrong formulas -----------
+
+_ORDER_NAMES = frozenset(ORDERS)
+
+#: Files allowed to spell the four orders out, each with the reason.
+_ORDERS_ALLOWED = {
+    "amid_ref/_specs.py": "the contract itself",
+    "tests/test_validation.py": "asserts the public value of amid_ref.ORDERS",
+}
+#: The naive log α-mean (1/β)·logaddexp(...) written out; amid_ref._mutants holds it once.
+_NAIVE_LOG_MEAN = re.compile(r"logaddexp\(.*\)\s*/\s*beta\b")
+_NAIVE_ALLOWED = {
+    "amid_ref/_mutants.py": "the known-wrong formulas, each written once",
+    "tests/test_registry.py": "this check",
+}
+_PY_SCANNED = tuple(p for p in _SCANNED if p.endswith(".py"))
+
+
+def _order_copies(text: str) -> list[str]:
+    """Dict literals mapping ≥ 3 orders to argument pairs (the lookup of
+    :func:`amid_ref._specs.order_arguments`), and literals listing the four orders."""
+    hits = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Dict):
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+            pairs = all(isinstance(v, ast.Tuple | ast.List) and len(v.elts) == 2
+                        for v in node.values)  # fmt: skip
+            if len(keys & _ORDER_NAMES) >= 3 and pairs:
+                hits.append(f"line {node.lineno}: an order → argument pair lookup")
+        elif isinstance(node, ast.Tuple | ast.List | ast.Set):
+            values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+            if len(values) == len(node.elts) == len(_ORDER_NAMES) and set(values) == _ORDER_NAMES:
+                hits.append(f"line {node.lineno}: the orders listed by hand")
+    return hits
+
+
+def test_orders_and_the_order_lookup_are_written_once():
+    found = {}
+    for pattern in _PY_SCANNED:
+        for path in ROOT.glob(pattern):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in _ORDERS_ALLOWED or "/.venv/" in rel:
+                continue
+            if hits := _order_copies(path.read_text(encoding="utf-8")):
+                found[rel] = hits
+    assert found == {}, f"read the orders from amid_ref._specs (ORDERS, order_arguments): {found}"
+
+
+def test_the_naive_log_mean_is_written_once():
+    found = {}
+    for pattern in _PY_SCANNED:
+        for path in ROOT.glob(pattern):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in _NAIVE_ALLOWED or "/.venv/" in rel:
+                continue
+            lines = path.read_text(encoding="utf-8").splitlines()
+            hits = [i + 1 for i, line in enumerate(lines) if _NAIVE_LOG_MEAN.search(line)]
+            if hits:
+                found[rel] = hits
+    assert found == {}, f"use amid_ref._mutants.naive_log_alpha_mean: {found}"
+
+
+def test_the_copy_checks_find_copies():
+    lookup = 'x, y = {"pr": (lp, lr), "qr": (lq, lr), "rp": (lr, lp), "rq": (lr, lq)}[order]\n'
+    assert _order_copies(lookup) == ["line 1: an order → argument pair lookup"]
+    assert _order_copies('ORDERS = ("pr", "qr", "rp", "rq")\n')
+    assert not _order_copies('flip = {"pr": "rp", "rp": "pr", "qr": "rq", "rq": "qr"}\n')
+    assert not _order_copies('orders = ("pr", "qr")\n')
+    assert _NAIVE_LOG_MEAN.search("lm = np.logaddexp(a + beta * lp, b + beta * lq) / beta")
+
+
+def test_the_battery_builds_its_objectives_through_the_contract():
+    """The conformance reference evaluates amid_ref through Objective (loss_of / grad_of),
+    not through loose keyword calls of amid_loss / amid_grad."""
+    calls = re.compile(r"\bamid_ref\.amid_(loss|grad)\(")
+    for path in (ROOT / "amid_ref" / "conformance").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not calls.search(text), path.name
+    reference = (ROOT / "amid_ref" / "conformance" / "_reference.py").read_text(encoding="utf-8")
+    assert "Objective.of(" in reference
+
+
 # --- imports: no cycles, function-local imports only for optional or heavy dependencies ----
 
 _PACKAGES = ("amid_ref", "gpu", "proofs_check")

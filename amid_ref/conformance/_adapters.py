@@ -13,11 +13,11 @@ import numpy as np
 
 from amid_ref._case import IGNORE_INDEX, Case, canonical_dtype
 from amid_ref._compare import passes, tolerance_for
+from amid_ref._specs import ORDERS
 from amid_ref.conformance._reference import reduce_rows
 
 __all__ = ["LossAdapter", "MixtureAdapter", "Outputs", "Support", "Unsupported"]
 
-_ALL_ORDERS = ("pr", "qr", "rp", "rq")
 _REDUCTIONS = ("auto", "none", "mean", "sum", "batchmean")
 
 
@@ -83,9 +83,9 @@ class Support:
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"lam_range: need 0 <= lo <= hi <= 1, got {self.lam_range!r}")
         if self.orders is not None:
-            bad = [o for o in self.orders if o not in _ALL_ORDERS]
+            bad = [o for o in self.orders if o not in ORDERS]
             if bad:
-                raise ValueError(f"orders: unknown {bad}; expected some of {_ALL_ORDERS}")
+                raise ValueError(f"orders: unknown {bad}; expected some of {tuple(ORDERS)}")
 
     def reason_unsupported(self, case: Case, neg_inf_present: bool) -> str | None:
         """Why ``case`` is outside the declared support (None if it is inside)."""

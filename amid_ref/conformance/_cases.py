@@ -17,7 +17,7 @@ from amid_ref._case import (
     canonical_dtype,
     round_to_dtype,
 )
-from amid_ref._specs import SPECS
+from amid_ref._specs import ORDERS, SPECS
 
 __all__ = [
     "DIVERGENCE_NAMES",
@@ -169,7 +169,7 @@ def _extreme_logits(kind: str, full: bool) -> Iterable[Case]:
 
 
 def _one_hot(kind: str, full: bool) -> Iterable[Case]:
-    orders = ("pr", "qr", "rp", "rq") if kind == "loss" else ("pr",)
+    orders = tuple(ORDERS) if kind == "loss" else ("pr",)
     alphas = (-math.inf, -3.0, -1.0, 0.0, 1.0, 3.0, math.inf)
     for inputs in ("one_hot", "near_one_hot", "peaked", "disjoint_peaks"):
         for alpha in alphas:
@@ -201,7 +201,7 @@ def _divergences(kind: str, full: bool) -> Iterable[Case]:
     if kind != "loss":
         return
     for name, params in _S.DIVERGENCE_PARAM_GRID:
-        for order in ("pr", "qr", "rp", "rq"):
+        for order in ORDERS:
             for alpha in (-3.0, 1.0, 3.0):
                 yield Case(
                     "divergences", kind, alpha, 0.3, divergence=name, div_params=params, order=order

@@ -18,7 +18,8 @@ from scipy.special import logsumexp
 
 import amid_ref
 from amid_ref._compare import agrees, fails, tolerance_for
-from amid_ref._specs import SPECS
+from amid_ref._mutants import naive_log_alpha_mean
+from amid_ref._specs import ORDERS, SPECS, order_arguments
 from amid_ref.conformance._cases import (
     DIVERGENCE_NAMES,
     PRESET_PARAM_GRIDS,
@@ -103,12 +104,7 @@ def _ab_general(ctx: DiagnosisContext) -> list[Wrong]:
     b = float(ctx.case.div_params["beta"])
     log_p, log_q = ctx.ref.log_pq()
     log_r = np.asarray(amid_ref.log_alpha_mixture(log_p, log_q, ctx.case.alpha, ctx.case.lam))
-    x, y = {
-        "pr": (log_p, log_r),
-        "qr": (log_q, log_r),
-        "rp": (log_r, log_p),
-        "rq": (log_r, log_q),
-    }[ctx.case.order]
+    x, y = order_arguments(ctx.case.order, log_p, log_q, log_r)
     out = []
     for dt in ctx.compute_dtypes:
         npdt = np.float64 if dt == "float64" else np.float32
@@ -242,18 +238,13 @@ def _probability_space(ctx: DiagnosisContext) -> list[Wrong]:
 
 
 def _naive_log_m(lp, lq, alpha: float, lam: float, dtype: str) -> np.ndarray:
-    """``(1/β)·logaddexp(log λ + β lp, log(1−λ) + β lq)`` with every result rounded to dtype."""
+    """:func:`amid_ref._mutants.naive_log_alpha_mean` with every result rounded to dtype."""
 
     def rnd(x):
         return round_to_dtype(x, dtype)
 
-    beta = _beta(alpha)
     with np.errstate(all="ignore"):
-        log_lam = math.log(lam) if lam > 0 else -math.inf
-        log_mu = math.log1p(-lam) if lam < 1 else -math.inf
-        a = rnd(rnd(rnd(lp) * beta) + log_lam)
-        b = rnd(rnd(rnd(lq) * beta) + log_mu)
-        return rnd(rnd(np.logaddexp(a, b)) / beta)
+        return naive_log_alpha_mean(lp, lq, alpha, lam, rnd=rnd)
 
 
 def _low_precision(ctx: DiagnosisContext) -> list[Wrong]:
@@ -298,9 +289,7 @@ def _throughout(ctx: DiagnosisContext, dt: str, sample: int) -> np.ndarray:
     log_r = log_softmax(_naive_log_m(lp, lq, ctx.case.alpha, ctx.case.lam, dt))
     if ctx.kind == "mixture":
         return log_r
-    x, y = {"pr": (lp, log_r), "qr": (lq, log_r), "rp": (log_r, lp), "rq": (log_r, lq)}[
-        ctx.case.order
-    ]
+    x, y = order_arguments(ctx.case.order, lp, lq, log_r)
     with np.errstate(invalid="ignore", over="ignore"):
         terms = rnd(rnd(np.exp(x)) * rnd(x - y))
         terms = np.where(np.isneginf(x), 0.0, terms)
@@ -416,8 +405,7 @@ def _kl_pairs(ctx: DiagnosisContext) -> list[tuple[float, np.ndarray, np.ndarray
         log_r = log_q
         if c.lam != 0.0:
             log_r = np.asarray(amid_ref.log_alpha_mixture(log_p, log_q, c.alpha, c.lam))
-        x, y = {"pr": (log_p, log_r), "qr": (log_q, log_r), "rp": (log_r, log_p),
-                "rq": (log_r, log_q)}[order]  # fmt: skip
+        x, y = order_arguments(order, log_p, log_q, log_r)
         if c.divergence == "kl":
             pairs.append((weight, x, y))
             continue
@@ -627,7 +615,7 @@ def _cross_entropy(ctx: DiagnosisContext) -> list[Wrong]:
     w.value = w.value + ctx.reduce(_scaled(ctx, np.asarray(h, dtype=np.float64)))
     if not student_free:
         w.grad = None
-    w.variant = "H(" + {"pr": "p", "qr": "q", "rp": "r", "rq": "r"}[orders[0]] + ")"
+    w.variant = "H(" + ORDERS[orders[0]][0] + ")"
     return [w]
 
 
@@ -648,7 +636,7 @@ def _jsd_endpoint(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
     order = c.order if beta == 0.0 else flip[c.order]
     pair = {"pr": "p‖q", "rp": "q‖p", "qr": "q‖r", "rq": "r‖q"}[order]
     if c.lam != 0.0:
-        pair = {"pr": "p‖r", "rp": "r‖p", "qr": "q‖r", "rq": "r‖q"}[order]
+        pair = "‖".join(ORDERS[order])
     ov = {"divergence": "kl", "div_params": {}, "order": order}
     return [(f"KL({pair}) at beta={beta:g}", ov)]
 
@@ -713,7 +701,7 @@ def _emulated_rows(
     for order, weight in terms:
         if weight == 0.0:
             continue
-        x, y = {"pr": (lp, lr), "qr": (lq, lr), "rp": (lr, lp), "rq": (lr, lq)}[order]
+        x, y = order_arguments(order, lp, lq, lr)
         if c.divergence == "kl":
             rows = rows + weight * kl(x, y)
             continue

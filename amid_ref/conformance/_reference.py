@@ -11,6 +11,8 @@ from scipy.special import logsumexp
 
 import amid_ref
 from amid_ref._compare import PROPOSED_TOLERANCES, tolerance_for
+from amid_ref._loss import grad_of, loss_of
+from amid_ref._specs import Objective, order_arguments
 from amid_ref.conformance._cases import Case
 
 __all__ = ["PROPOSED_TOLERANCES", "ReferenceInputs", "reduce_grad", "reduce_rows", "tolerance_for"]
@@ -125,22 +127,24 @@ class ReferenceInputs:
             terms = p.get("terms", rec.terms)
             detach = detach or rec.detach_assistant
         detach = overrides.get("detach_assistant", detach)
-        kw = {
-            "divergence": p["divergence"],
-            "div_params": p["div_params"] or None,
-            "temperature": p["temperature"],
-        }
         scale = p["temperature"] ** 2 if self.temperature_squared else 1.0
         loss = 0.0
         g = 0.0 if grad else None
         for order, weight in terms:
             if weight == 0.0:
                 continue
-            args = (p["s"], p["t"], p["alpha"], p["lam"])
-            loss = loss + weight * np.asarray(amid_ref.amid_loss(*args, order=order, **kw))
+            objective = Objective.of(
+                p["alpha"],
+                p["lam"],
+                p["divergence"],
+                order,
+                p["div_params"] or None,
+                p["temperature"],
+                detach,
+            )
+            loss = loss + weight * np.asarray(loss_of(objective, p["s"], p["t"]))
             if grad:
-                gk = amid_ref.amid_grad(*args, order=order, detach_assistant=detach, **kw)
-                g = g + weight * np.asarray(gk)
+                g = g + weight * np.asarray(grad_of(objective, p["s"], p["t"]))
         loss = np.asarray(loss, dtype=np.float64) * scale
         if not loss.shape and np.ndim(p["s"]) > 1:  # every weight 0: a zero loss per row
             loss = np.zeros(np.shape(p["s"])[:-1])
@@ -170,12 +174,7 @@ class ReferenceInputs:
         if self.case.kind == "mixture":
             return log_r if self.normalized else log_m
         log_p, log_q = self.log_pq()
-        x, y = {
-            "pr": (log_p, log_r),
-            "qr": (log_q, log_r),
-            "rp": (log_r, log_p),
-            "rq": (log_r, log_q),
-        }[self.case.order]
+        x, y = order_arguments(self.case.order, log_p, log_q, log_r)
         return _safe_divergence(
             amid_ref.divergence, x, y, self.case.divergence, self.case.div_params
         )
