@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import amid_ref
-from amid_ref import _divergences, precise, strategies
+from amid_ref import _compare, _divergences, analysis, precise, strategies
 from amid_ref._specs import (
     DIVERGENCES,
     IMPLEMENTATIONS,
@@ -39,6 +39,8 @@ from amid_ref._specs import (
     alpha_grid,
     lambda_grid,
 )
+from amid_ref.conformance import _adapters, _reference, _runner
+from amid_ref.tolerances import Tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -458,6 +460,46 @@ def test_the_battery_builds_its_objectives_through_the_contract():
         assert not calls.search(text), path.name
     reference = (ROOT / "amid_ref" / "conformance" / "_reference.py").read_text(encoding="utf-8")
     assert "Objective.of(" in reference
+
+
+# --- one battery engine: one comparison and one summary for the three pairings -----------
+
+
+def test_the_three_batteries_share_one_comparison_and_one_summary():
+    # One summary type: the validation sweep's and the conformance families'.
+    assert analysis.SweepSummary is _compare.Summary is _runner.FamilySummary
+    # One comparison: the runner and the adapters call the same verdict and tolerance lookup.
+    assert _runner.passes is _adapters.passes is _compare.passes
+    assert _reference.tolerance_for is _adapters.tolerance_for is _compare.tolerance_for
+    # The verdict is assert_within's (what the gpu tests assert), and agrees with fails().
+    tol = Tolerance(rtol=1e-10, atol=0.0, reason="test")
+    want = np.array([1.0, -math.inf, 0.0, 2.0])
+    for got, ok in (
+        (want.copy(), True),
+        (np.array([1.0 + 1e-12, -math.inf, 0.0, 2.0]), True),
+        (np.array([1.0 + 1e-8, -math.inf, 0.0, 2.0]), False),
+        (np.array([1.0, math.inf, 0.0, 2.0]), False),
+        (np.array([1.0, -math.inf, math.nan, 2.0]), False),
+    ):
+        assert _compare.passes(got, want, tol) is ok
+        assert (not _compare.fails(got, want, tol).any()) is ok
+        assert (_compare.error_ratio(got, want, tol)[0] <= 1.0) is ok
+
+
+def test_the_summary_counts_and_says_its_status():
+    s = _compare.Summary("loss")
+    assert (s.status, s.passed, s.quantity) == ("skip", False, "loss")
+    s.n_checks += 2
+    s.skip("outside the support")
+    s.skip("outside the support")
+    assert (s.status, s.passed, s.n_passed, s.skip_reasons) == (
+        "pass",
+        True,
+        2,
+        ["outside the support"],
+    )
+    s.fail("off by 1e-3")
+    assert (s.status, s.passed, s.n_failed, s.n_passed) == ("FAIL", False, 1, 1)
 
 
 # --- imports: no cycles, function-local imports only for optional or heavy dependencies ----

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from amid_ref._compare import passes, tolerance_for
+from amid_ref._compare import Summary, passes, tolerance_for
 from amid_ref.conformance._adapters import (
     LossAdapter,
     MixtureAdapter,
@@ -160,23 +160,9 @@ class CaseResult:
         return d
 
 
-@dataclass
-class FamilySummary:
-    name: str
-    cases: int = 0
-    passed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    max_abs_err: float = 0.0
-    max_rel_err: float = 0.0
-    worst: CaseResult | None = None
-    diagnoses: Counter = field(default_factory=Counter)
-
-    @property
-    def status(self) -> str:
-        if self.failed:
-            return "FAIL"
-        return "pass" if self.passed else "skip"
+#: The summary of one family of the battery: the battery's one summary type
+#: (``worst`` holds the family's worst :class:`CaseResult`, ``failures`` the failing ids).
+FamilySummary = Summary
 
 
 @dataclass
@@ -214,16 +200,14 @@ class Report:
         out: dict[str, FamilySummary] = {}
         for r in self.results:
             fam = out.setdefault(r.case.family, FamilySummary(r.case.family))
-            fam.cases += 1
-            if r.status == "pass":
-                fam.passed += 1
-            elif r.status == "fail":
-                fam.failed += 1
+            if r.status == "skip":
+                fam.skip(r.reason)
+                continue
+            fam.n_checks += 1
+            if r.status == "fail":
+                fam.fail(r.case.id)
                 if r.diagnoses:
                     fam.diagnoses[r.diagnoses[0].id] += 1
-            else:
-                fam.skipped += 1
-                continue
             for st in (r.value_stats, r.grad_stats):
                 if st is not None:
                     fam.max_abs_err = max(fam.max_abs_err, st.abs_err)
@@ -233,6 +217,7 @@ class Report:
             )
             if worse:
                 fam.worst = r
+                fam.worst_ratio, fam.worst_case = r.ratio, r.case.id
         return out
 
     # -- renderings ------------------------------------------------------------------------
@@ -242,10 +227,10 @@ class Report:
         for name, f in self.families().items():
             fams[name] = {
                 "status": f.status,
-                "cases": f.cases,
-                "passed": f.passed,
-                "failed": f.failed,
-                "skipped": f.skipped,
+                "cases": f.n_checks + f.n_skipped,
+                "passed": f.n_passed,
+                "failed": f.n_failed,
+                "skipped": f.n_skipped,
                 "max_abs_err": _jf(f.max_abs_err),
                 "max_rel_err": _jf(f.max_rel_err),
                 "worst": f.worst.to_dict() if f.worst is not None else None,
@@ -303,14 +288,15 @@ class Report:
                 continue
             worst = f.worst.case.id if f.worst is not None else "-"
             lines.append(
-                f"{name:<15}{f.cases:>6}{f.passed:>6}{f.failed:>6}{f.skipped:>6}"
+                f"{name:<15}{f.n_checks + f.n_skipped:>6}{f.n_passed:>6}{f.n_failed:>6}"
+                f"{f.n_skipped:>6}"
                 f"{_e(f.max_abs_err):>13}{_e(f.max_rel_err):>13}   {worst}"
             )
         for name, f in fams.items():
-            if not f.failed:
+            if not f.n_failed:
                 continue
             lines.append("")
-            lines.append(f"FAIL {name}: {f.failed} of {f.cases} cases failed")
+            lines.append(f"FAIL {name}: {f.n_failed} of {f.n_checks + f.n_skipped} cases failed")
             lines.extend(_describe_failure(f.worst, "  "))
             if f.worst is not None and not f.worst.diagnoses and f.diagnoses:
                 diagnosed = [r for r in self.failures if r.case.family == name and r.diagnoses]
