@@ -160,9 +160,28 @@ class CaseResult:
         return d
 
 
-#: The summary of one family of the battery: the battery's one summary type
-#: (``worst`` holds the family's worst :class:`CaseResult`, ``failures`` the failing ids).
-FamilySummary = Summary
+class FamilySummary(Summary):
+    """The summary of one family of the battery: the battery's one summary type
+    (:class:`amid_ref._compare.Summary`; ``worst`` holds the family's worst
+    :class:`CaseResult`, ``failures`` the failing case ids), with the counts also under
+    their earlier names: ``cases`` (run and skipped), ``passed``, ``failed``, ``skipped``.
+    The verdict is :attr:`status`."""
+
+    @property
+    def cases(self) -> int:
+        return self.n_checks + self.n_skipped
+
+    @property
+    def passed(self) -> int:  # type: ignore[override]  # a count, as before
+        return self.n_passed
+
+    @property
+    def failed(self) -> int:
+        return self.n_failed
+
+    @property
+    def skipped(self) -> int:
+        return self.n_skipped
 
 
 @dataclass
