@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -662,11 +662,3 @@ def make_adapter(fn: Callable, kind: str, **options: Any) -> _BaseAdapter:
         options.pop("reduction_names", None)
         return MixtureAdapter(fn, **options)
     raise ValueError(f"kind: expected 'loss' or 'mixture', got {kind!r}")
-
-
-def iter_names(xs: Iterable[str] | str | None) -> tuple[str, ...] | None:
-    if xs is None:
-        return None
-    if isinstance(xs, str):
-        xs = [x for x in xs.split(",") if x]
-    return tuple(xs)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from amid_ref.conformance._adapters import Support
+from amid_ref.conformance._cases import iter_names
 from amid_ref.conformance._peers import Peer, conform_peer, get_peer, peer_table
 from amid_ref.conformance._runner import conform
 from amid_ref.conformance._targets import load_object
@@ -34,12 +35,6 @@ def load_target(spec: str) -> Callable:
     if not callable(obj) and not isinstance(obj, Peer):
         raise TypeError(f"target: {spec!r} is not callable")
     return obj
-
-
-def _names(text: str | None) -> tuple[str, ...] | None:
-    if text is None:
-        return None
-    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def _range(text: str | None, what: str) -> tuple[float, float] | None:
@@ -217,9 +212,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("target: give MODULE:FUNCTION, or --peer NAME (--peer list)")
     support: dict[str, Any] = {}
     if args.divergences:
-        support["divergences"] = _names(args.divergences)
+        support["divergences"] = iter_names(args.divergences)
     if args.orders:
-        support["orders"] = tuple({"pq": "pr", "qp": "rp"}.get(o, o) for o in _names(args.orders))
+        aliases = {"pq": "pr", "qp": "rp"}  # the CLI's direction names of a divergence
+        support["orders"] = tuple(aliases.get(o, o) for o in iter_names(args.orders))
     alpha_range = _range(args.alpha_range, "--alpha-range")
     if alpha_range:
         support["alpha_range"] = alpha_range
@@ -241,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         "grad": args.grad or args.grad_only,
         "compare": "grad" if args.grad_only else "value",
         "full": args.full,
-        "families": _names(args.families),
+        "families": iter_names(args.families),
         "device": args.device,
         "kwargs": _kwargs(args.set),
     }
