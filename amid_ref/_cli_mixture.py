@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+import amid_ref
+
 DEFAULT_ALPHAS = "-inf,-5,-3,-1,0,0.5,1,3,5,inf"
 
 
@@ -37,8 +39,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import amid_ref
-
     p = np.array(_floats(args.p, "--p"))
     q = np.array(_floats(args.q, "--q"))
     alphas = _floats(args.alphas, "--alphas")

@@ -23,10 +23,17 @@ import argparse
 import contextlib
 import io
 import math
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy.special import log_softmax
+
+import amid_ref
+from amid_ref import analysis
+from amid_ref._cli_util import writable_dir
 
 __all__ = [
     "FIGURES",
@@ -71,6 +78,7 @@ def _alpha_label(alpha: float) -> str:
 
 def _alpha_colors(alphas: Sequence[float]):
     """One colour per α in the given order (dark blue → yellow), all visible on white."""
+    # matplotlib: optional (the plot extra)
     from matplotlib import colormaps
 
     cmap = colormaps["plasma"]
@@ -81,6 +89,7 @@ def _alpha_colors(alphas: Sequence[float]):
 def _alpha_styles(alphas: Sequence[float]) -> list[dict]:
     """Line styles for curves of neighbouring α that must be told apart: hues spread over
     the whole spectrum in α order (turbo colormap), alternating solid and dashed lines."""
+    # matplotlib: optional (the plot extra)
     from matplotlib import colormaps
 
     cmap = colormaps["turbo"]
@@ -92,6 +101,7 @@ def _alpha_styles(alphas: Sequence[float]) -> list[dict]:
 
 
 def _new_figure(width: float, height: float, ncols: int = 1):
+    # matplotlib: optional (the plot extra)
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -101,6 +111,7 @@ def _new_figure(width: float, height: float, ncols: int = 1):
 
 @contextlib.contextmanager
 def _style():
+    # matplotlib: optional (the plot extra)
     import matplotlib
 
     with matplotlib.rc_context(_STYLE):
@@ -108,8 +119,6 @@ def _style():
 
 
 def _log_softmax(logits) -> np.ndarray:
-    from scipy.special import log_softmax
-
     return log_softmax(np.asarray(logits, dtype=np.float64))
 
 
@@ -145,7 +154,6 @@ def paths_figure(
     -------
     matplotlib.figure.Figure
     """
-    import amid_ref
 
     p = SIMPLEX_TEACHER if p is None else np.asarray(p, dtype=np.float64)
     q = SIMPLEX_STUDENT if q is None else np.asarray(q, dtype=np.float64)
@@ -220,8 +228,6 @@ def mixture_bars_figure(
     -------
     matplotlib.figure.Figure
     """
-    import amid_ref
-    from amid_ref import analysis
 
     t = analysis.EXAMPLE_TEACHER_LOGITS if teacher_logits is None else teacher_logits
     s = analysis.EXAMPLE_STUDENT_LOGITS if student_logits is None else student_logits
@@ -281,8 +287,6 @@ def normalizer_figure(
     -------
     matplotlib.figure.Figure
     """
-    import amid_ref
-    from amid_ref import analysis
 
     if p is None:
         p = np.exp(_log_softmax(analysis.EXAMPLE_TEACHER_LOGITS))
@@ -325,7 +329,6 @@ def weight_figure(
     -------
     matplotlib.figure.Figure
     """
-    import amid_ref
 
     d = np.linspace(*log_ratio_range, 481)
     with _style():
@@ -359,7 +362,6 @@ def convergence_figure(series=None):
     -------
     matplotlib.figure.Figure
     """
-    from amid_ref import analysis
 
     if series is None:
         series = analysis.limit_convergence()
@@ -431,7 +433,6 @@ def landscape_figure(
     -------
     matplotlib.figure.Figure
     """
-    from amid_ref import analysis
 
     ts = np.linspace(-4.0, 4.0, 321) if ts is None else np.asarray(ts)
     t = analysis.EXAMPLE_TEACHER_LOGITS
@@ -479,7 +480,6 @@ def modes_figure(
     -------
     matplotlib.figure.Figure
     """
-    from amid_ref import analysis
 
     if fits is None:
         fits = analysis.mode_covering_study(alphas, lam)
@@ -580,10 +580,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render the requested figure(s) and print the paths written."""
-    import sys
-    import time
-
-    from amid_ref._cli_util import writable_dir
 
     names = list(FIGURES) if args.name == "all" else [args.name]
     if args.name != "all" and args.name not in FIGURES:

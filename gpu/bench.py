@@ -61,6 +61,7 @@ side by side.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -70,6 +71,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+import torch
+import torch.nn.functional as F
+
+import gpu
 from amid_ref._mutants import naive_log_alpha_mean
 
 DEFAULT_ALPHA = -5.0
@@ -433,7 +438,6 @@ LIGER_DEFAULT_CHUNK = 1024
 
 def naive_jsd(student_logits, teacher_logits, beta: float):
     """Textbook eager JSD_β(p‖q) per row mean, float32 autograd (TRL's formula)."""
-    import torch
 
     lq = torch.log_softmax(student_logits.float(), dim=-1)
     lp = torch.log_softmax(teacher_logits.float(), dim=-1)
@@ -444,8 +448,6 @@ def naive_jsd(student_logits, teacher_logits, beta: float):
 
 
 def _fused_inputs(rows, vocab, hidden, dtype, device):
-    import torch
-
     gen = torch.Generator(device="cpu").manual_seed(4321)
 
     def block_randn(shape, scale):
@@ -464,11 +466,6 @@ def _fused_inputs(rows, vocab, hidden, dtype, device):
 
 
 def _fused_worker(spec: dict) -> dict:
-    import torch
-    import torch.nn.functional as F
-
-    import gpu
-
     device = torch.device(spec["device"])
     dtype = getattr(torch, spec["dtype"])
     rows, vocab, hidden, beta = spec["rows"], spec["vocab"], spec["hidden"], spec["beta"]
@@ -493,6 +490,7 @@ def _fused_worker(spec: dict) -> dict:
         def step():
             return gpu.amid_loss(s_logits, t_logits, chunk_size=chunk, compile=compile_logits, **js)
     elif impl in ("liger", "liger_chunk"):
+        # liger-kernel: optional (the peers extra)
         from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
 
         crit = LigerFusedLinearJSDLoss(
@@ -592,14 +590,10 @@ class _BusyLoad:
 
 
 def _liger_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("liger_kernel") is not None
 
 
 def run_fused(args: argparse.Namespace) -> int:
-    import torch
-
     device = (
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
@@ -661,8 +655,6 @@ def run_fused(args: argparse.Namespace) -> int:
 
 
 def gpu_default_chunk(vocab: int, device: str) -> int:
-    import gpu
-
     return gpu.default_chunk_size(vocab, device)
 
 

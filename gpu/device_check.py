@@ -40,6 +40,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from gpu import bench
+from gpu._fused import _times_weight
+
 #: Seconds per stage on CUDA (sum < 8 minutes, leaving room for start-up).
 STAGE_LIMITS = {"tests": 120, "kernels": 30, "bench": 90, "bench_fused": 210}
 #: The fused-mode implementations timed on CUDA (each in its own process, ≤ 45 s each).
@@ -47,14 +52,11 @@ CUDA_FUSED_IMPLS = "naive,unfused,fused,fused_compiled,liger_chunk,logits_naive,
 
 
 def _eps(dtype) -> float:
-    import torch
-
     return float(torch.finfo(dtype).eps)
 
 
 def kernel_accuracy(device: str, vocabs=(151936, 128256), rows: int = 8) -> dict[str, Any]:
     """Max relative error (in eps of the compute dtype) of each kernel vs float64 on CPU."""
-    import torch
 
     gen = torch.Generator().manual_seed(0)
     out: dict[str, Any] = {}
@@ -97,7 +99,6 @@ def kernel_accuracy(device: str, vocabs=(151936, 128256), rows: int = 8) -> dict
         }
         out[str(vocab)] = entry
     # bf16 G·W of the fused backward (gpu._fused._times_weight), H = 512
-    from gpu._fused import _times_weight
 
     g64 = torch.randn(rows, vocabs[-1], generator=gen, dtype=torch.float64)
     g64 -= g64.mean(-1, keepdim=True)  # sums to 0 along V, as a projected gradient does
@@ -162,8 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-dry-run", action="store_true", help="tiny sizes, on the CPU")
     args = parser.parse_args(argv)
 
-    import torch
-
     cuda = torch.cuda.is_available() and not args.cpu_dry_run
     report: dict[str, Any] = {
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -201,8 +200,6 @@ def main(argv: list[str] | None = None) -> int:
 
             _stage(report, name, stage)
     elif args.cpu_dry_run:
-        from gpu import bench
-
         _stage(report, "tests", lambda: {"status": "skipped (dry run: pytest -m gpu needs CUDA)"})
         _stage(report, "kernels", lambda: {"status": "ok", **kernel_accuracy("cpu", (4099,), 2)})
 

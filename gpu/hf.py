@@ -36,13 +36,16 @@ gradient of accumulation 1 on the same tokens.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from gpu._fused import AMiDFusedLinearLoss, amid_fused_linear_loss
 from gpu._loss import AMiDLoss, amid_loss
+from gpu._validation import check_alpha, check_lam
 
 __all__ = [
     "AMiDSchedule",
@@ -85,7 +88,6 @@ def _last_hidden(model: torch.nn.Module, input_ids, attention_mask) -> torch.Ten
 
 def _chunked_cross_entropy(hidden, head, targets, chunk_size) -> torch.Tensor:
     """Σ −log q(y) over valid targets from hidden states, O(chunk·V) memory (checkpointed)."""
-    from torch.utils.checkpoint import checkpoint
 
     h2 = hidden.reshape(-1, hidden.shape[-1])
     y = targets.reshape(-1)
@@ -219,6 +221,7 @@ def _interpolate(start: float, end: float, frac: float, shape: str) -> float:
 
 def _callback_bases() -> tuple[type, ...]:
     try:
+        # transformers: optional (the hf extra)
         from transformers.trainer_callback import ExportableState, TrainerCallback
     except ImportError:  # pragma: no cover - the extra is not installed
         return (object,)
@@ -259,7 +262,6 @@ class AMiDSchedule(*_callback_bases()):
         num_steps: int | None = None,
         shape: str = "linear",
     ) -> None:
-        from gpu._validation import check_alpha, check_lam
 
         self.lam = [check_lam(x) for x in lam]
         self.alpha = None if alpha is None else [check_alpha(x) for x in alpha]
@@ -382,6 +384,7 @@ class AMiDTrainerMixin:
 
 
 def _trainer_class():
+    # transformers: optional (the hf extra)
     from transformers import Trainer
 
     class AMiDTrainer(AMiDTrainerMixin, Trainer):
@@ -423,11 +426,11 @@ def amid_gkd_trainer():
     GKD setting itself is ``criterion=gpu.AMiDLoss(alpha=-1.0, lam=beta)`` with the two
     terms of ``gpu.presets.get("gkd_jsd", beta=beta)``; AMiD replaces it by one term.
     """
-    import warnings
 
     with warnings.catch_warnings():
         # GKDTrainer lives in trl.experimental, which warns on import (stated above instead)
         warnings.simplefilter("ignore")
+        # trl: optional (the hf extra)
         from trl.experimental.gkd import GKDTrainer
 
     class AMiDGKDTrainer(AMiDTrainerMixin, GKDTrainer):

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from amid_ref import presets
-from amid_ref._specs import SPECS
+from amid_ref._mutants import naive_log_alpha_mean
+from amid_ref._specs import SPECS, order_arguments
 from amid_ref.conformance import Case, battery, conform
 from amid_ref.conformance._cases import PRESET_PARAM_GRIDS
 from amid_ref.conformance._peers import PEERS, conform_peer, peer_table
@@ -225,7 +226,7 @@ def _pair(student_logits, teacher_logits, alpha, lam, order="pr"):
     lp = torch.log_softmax(teacher_logits.double(), dim=-1)
     lq = torch.log_softmax(student_logits.double(), dim=-1)
     lr = gpu.log_alpha_mixture(lp, lq, alpha, lam)
-    return {"pr": (lp, lr), "qr": (lq, lr), "rp": (lr, lp), "rq": (lr, lq)}[order]
+    return order_arguments(order, lp, lq, lr)
 
 
 def loss_naive_at_infinite_alpha(student_logits, teacher_logits, alpha, lam, order="pr"):
@@ -235,10 +236,9 @@ def loss_naive_at_infinite_alpha(student_logits, teacher_logits, alpha, lam, ord
                              reduction="none")  # fmt: skip
     lp = torch.log_softmax(teacher_logits.double(), dim=-1)
     lq = torch.log_softmax(student_logits.double(), dim=-1)
-    beta = (1 - alpha) / 2
-    log_m = torch.logaddexp(lp * beta + math.log(lam), lq * beta + math.log1p(-lam)) / beta
+    log_m = naive_log_alpha_mean(lp, lq, alpha, lam, logaddexp=torch.logaddexp)
     lr = log_m - torch.logsumexp(log_m, dim=-1, keepdim=True)
-    x, y = {"pr": (lp, lr), "qr": (lq, lr), "rp": (lr, lp), "rq": (lr, lq)}[order]
+    x, y = order_arguments(order, lp, lq, lr)
     return _kl_rows(x, y)
 
 
@@ -258,8 +258,7 @@ def loss_masked_fill_after(student_logits, teacher_logits, alpha, lam):
     the backward of logaddexp(−inf, −inf) is NaN (α < 1, 0 < λ < 1 declared)."""
     lp = torch.log_softmax(teacher_logits.double(), -1)
     lq = torch.log_softmax(student_logits.double(), -1)
-    beta = (1 - alpha) / 2
-    log_m = torch.logaddexp(beta * lp + math.log(lam), beta * lq + math.log1p(-lam)) / beta
+    log_m = naive_log_alpha_mean(lp, lq, alpha, lam, logaddexp=torch.logaddexp)
     log_m = log_m.masked_fill(torch.isnan(log_m), -math.inf)
     log_r = log_m - torch.logsumexp(log_m, -1, keepdim=True)
     return torch.where(torch.isneginf(lp), 0.0, lp.exp() * (lp - log_r)).sum(-1)
@@ -297,8 +296,7 @@ def loss_in_input_dtype(student_logits, teacher_logits, alpha, lam):
     elif lam in (0, 1):
         lr = lp if lam == 1 else lq
     else:
-        beta = (1 - alpha) / 2
-        lr = torch.logaddexp(lp * beta + math.log(lam), lq * beta + math.log1p(-lam)) / beta
+        lr = naive_log_alpha_mean(lp, lq, alpha, lam, logaddexp=torch.logaddexp)
     lr = F.log_softmax(lr, -1)
     return torch.where(torch.isneginf(lp), 0.0, lp.exp() * (lp - lr)).sum(-1)
 

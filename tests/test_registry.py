@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import amid_ref
-from amid_ref import _divergences, precise, strategies
+from amid_ref import _compare, _divergences, analysis, precise, strategies
 from amid_ref._specs import (
     DIVERGENCES,
     IMPLEMENTATIONS,
@@ -39,6 +39,8 @@ from amid_ref._specs import (
     alpha_grid,
     lambda_grid,
 )
+from amid_ref.conformance import _adapters, _reference, _runner
+from amid_ref.tolerances import Tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -378,34 +380,138 @@ def test_the_enumeration_check_finds_a_list():
     assert not _enumerations('loss = amid_loss(s, t, 0.5, 0.3, "js", "pr", {"beta": 0.3})\n')
 
 
+# --- one copy of the orders, of the order lookup and of the known-wrong formulas -----------
+
+_ORDER_NAMES = frozenset(ORDERS)
+
+#: Files allowed to spell the four orders out, each with the reason.
+_ORDERS_ALLOWED = {
+    "amid_ref/_specs.py": "the contract itself",
+    "tests/test_validation.py": "asserts the public value of amid_ref.ORDERS",
+}
+#: The naive log α-mean (1/β)·logaddexp(...) written out; amid_ref._mutants holds it once.
+_NAIVE_LOG_MEAN = re.compile(r"logaddexp\(.*\)\s*/\s*beta\b")
+_NAIVE_ALLOWED = {
+    "amid_ref/_mutants.py": "the known-wrong formulas, each written once",
+    "tests/test_registry.py": "this check",
+}
+_PY_SCANNED = tuple(p for p in _SCANNED if p.endswith(".py"))
+
+
+def _order_copies(text: str) -> list[str]:
+    """Dict literals mapping ≥ 3 orders to argument pairs (the lookup of
+    :func:`amid_ref._specs.order_arguments`), and literals listing the four orders."""
+    hits = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Dict):
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+            pairs = all(isinstance(v, ast.Tuple | ast.List) and len(v.elts) == 2
+                        for v in node.values)  # fmt: skip
+            if len(keys & _ORDER_NAMES) >= 3 and pairs:
+                hits.append(f"line {node.lineno}: an order → argument pair lookup")
+        elif isinstance(node, ast.Tuple | ast.List | ast.Set):
+            values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+            if len(values) == len(node.elts) == len(_ORDER_NAMES) and set(values) == _ORDER_NAMES:
+                hits.append(f"line {node.lineno}: the orders listed by hand")
+    return hits
+
+
+def test_orders_and_the_order_lookup_are_written_once():
+    found = {}
+    for pattern in _PY_SCANNED:
+        for path in ROOT.glob(pattern):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in _ORDERS_ALLOWED or "/.venv/" in rel:
+                continue
+            if hits := _order_copies(path.read_text(encoding="utf-8")):
+                found[rel] = hits
+    assert found == {}, f"read the orders from amid_ref._specs (ORDERS, order_arguments): {found}"
+
+
+def test_the_naive_log_mean_is_written_once():
+    found = {}
+    for pattern in _PY_SCANNED:
+        for path in ROOT.glob(pattern):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in _NAIVE_ALLOWED or "/.venv/" in rel:
+                continue
+            lines = path.read_text(encoding="utf-8").splitlines()
+            hits = [i + 1 for i, line in enumerate(lines) if _NAIVE_LOG_MEAN.search(line)]
+            if hits:
+                found[rel] = hits
+    assert found == {}, f"use amid_ref._mutants.naive_log_alpha_mean: {found}"
+
+
+def test_the_copy_checks_find_copies():
+    lookup = 'x, y = {"pr": (lp, lr), "qr": (lq, lr), "rp": (lr, lp), "rq": (lr, lq)}[order]\n'
+    assert _order_copies(lookup) == ["line 1: an order → argument pair lookup"]
+    assert _order_copies('ORDERS = ("pr", "qr", "rp", "rq")\n')
+    assert not _order_copies('flip = {"pr": "rp", "rp": "pr", "qr": "rq", "rq": "qr"}\n')
+    assert not _order_copies('orders = ("pr", "qr")\n')
+    assert _NAIVE_LOG_MEAN.search("lm = np.logaddexp(a + beta * lp, b + beta * lq) / beta")
+
+
+def test_the_battery_builds_its_objectives_through_the_contract():
+    """The conformance reference evaluates amid_ref through Objective (loss_of / grad_of),
+    not through loose keyword calls of amid_loss / amid_grad."""
+    calls = re.compile(r"\bamid_ref\.amid_(loss|grad)\(")
+    for path in (ROOT / "amid_ref" / "conformance").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not calls.search(text), path.name
+    reference = (ROOT / "amid_ref" / "conformance" / "_reference.py").read_text(encoding="utf-8")
+    assert "Objective.of(" in reference
+
+
+# --- one battery engine: one comparison and one summary for the three pairings -----------
+
+
+def test_the_three_batteries_share_one_comparison_and_one_summary():
+    # One summary type: the validation sweep's and the conformance families'.
+    assert analysis.SweepSummary is _compare.Summary
+    assert issubclass(_runner.FamilySummary, _compare.Summary)  # with the earlier count names
+    # One comparison: the runner and the adapters call the same verdict and tolerance lookup.
+    assert _runner.passes is _adapters.passes is _compare.passes
+    assert _reference.tolerance_for is _adapters.tolerance_for is _compare.tolerance_for
+    # The verdict is assert_within's (what the gpu tests assert), and agrees with fails().
+    tol = Tolerance(rtol=1e-10, atol=0.0, reason="test")
+    want = np.array([1.0, -math.inf, 0.0, 2.0])
+    for got, ok in (
+        (want.copy(), True),
+        (np.array([1.0 + 1e-12, -math.inf, 0.0, 2.0]), True),
+        (np.array([1.0 + 1e-8, -math.inf, 0.0, 2.0]), False),
+        (np.array([1.0, math.inf, 0.0, 2.0]), False),
+        (np.array([1.0, -math.inf, math.nan, 2.0]), False),
+    ):
+        assert _compare.passes(got, want, tol) is ok
+        assert (not _compare.fails(got, want, tol).any()) is ok
+        assert (_compare.error_ratio(got, want, tol)[0] <= 1.0) is ok
+
+
+def test_the_summary_counts_and_says_its_status():
+    s = _compare.Summary("loss")
+    assert (s.status, s.passed, s.quantity) == ("skip", False, "loss")
+    s.n_checks += 2
+    s.skip("outside the support")
+    s.skip("outside the support")
+    assert (s.status, s.passed, s.n_passed, s.skip_reasons) == (
+        "pass",
+        True,
+        2,
+        ["outside the support"],
+    )
+    s.fail("off by 1e-3")
+    assert (s.status, s.passed, s.n_failed, s.n_passed) == ("FAIL", False, 1, 1)
+
+
 # --- imports: no cycles, function-local imports only for optional or heavy dependencies ----
 
 _PACKAGES = ("amid_ref", "gpu", "proofs_check")
 
 #: Import edges that still close a cycle, each with what breaks it.
-_KNOWN_CYCLE_EDGES = {
-    ("amid_ref.strategies", "amid_ref.conformance"): (
-        "strategies.loss_cases builds conformance.Case objects while conformance._cases reads "
-        "the strategies' grids; moving Case next to the grids breaks it"
-    ),
-    ("amid_ref.conformance._adapters", "amid_ref.conformance._runner"): (
-        "the adapters call the runner's comparison (_passes, _tolerance), which belongs in a "
-        "module both import"
-    ),
-    ("amid_ref.conformance._diagnoses", "amid_ref.conformance._mutants"): (
-        "the matching in _diagnoses reads the failure modes that _mutants builds from "
-        "_diagnoses' types; the types, the wrong formulas and the matching belong apart"
-    ),
-    ("amid_ref.conformance._peers", "amid_ref.conformance._cli"): (
-        "a user's MODULE:PEER is loaded by the CLI's load_target, which belongs in a module "
-        "both import"
-    ),
-}
+_KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 #: Modules whose function-local imports of project modules are not yet converted.
-_LOCAL_IMPORTS_PENDING = ("amid_ref.conformance", "amid_ref.study", "amid_ref.verify",
-                          "amid_ref.cli", "amid_ref.plotting", "amid_ref._cli_mixture",
-                          "gpu.bench", "gpu.device_check", "gpu.hf")  # fmt: skip
+_LOCAL_IMPORTS_PENDING: tuple[str, ...] = ()
 
 
 def _modules() -> dict[str, Path]:

@@ -27,13 +27,12 @@ if not dist.is_available() or not dist.is_gloo_available():  # pragma: no cover
 
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
-from amid_ref._specs import SPECS  # noqa: E402
+from amid_ref._specs import ORDERS, SPECS  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 from gpu._divergences import is_sum_of_terms  # noqa: E402
 
 INF = math.inf
 ALPHAS = (-INF, -5.0, 0.0, 1.0 - 1e-6, 1.0, 1.0 + 1e-6, INF)
-ORDERS = ("pr", "qr", "rp", "rq")
 #: One parameter set per divergence the gpu package offers (the contract's representative
 #: one), and Rényi away from its series branch as well.
 DIVERGENCES = (

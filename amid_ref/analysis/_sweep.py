@@ -6,11 +6,12 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 import amid_ref
+from amid_ref._compare import Summary, error_ratio
 from amid_ref._specs import SPECS, alpha_grid, lambda_grid
 from amid_ref.analysis._common import (
     _fmt_alpha,
@@ -146,69 +147,8 @@ SWEEP_REFUSALS: dict[str, str] = {
 }
 
 
-@dataclass
-class SweepSummary:
-    """Outcome of one quantity of the validation sweep.
-
-    Attributes
-    ----------
-    quantity : str
-        ``log_mixture``, ``mixture``, ``divergence``, ``loss`` or ``grad``: the key of the
-        tolerance ``("reference", quantity, "float64")``.
-    tolerance : amid_ref.tolerances.Tolerance
-        The bound applied.
-    n_checks : int
-        Number of (input, parameters) combinations compared.
-    n_failed : int
-        Combinations where :func:`amid_ref.tolerances.assert_within` failed, or where one
-        side raised and the other did not.
-    n_oracle_errors : int
-        Combinations the oracle could not evaluate (kept apart: they are not failures of
-        ``amid_ref``, but they are checks that did not run).
-    n_undefined : int
-        Combinations both sides rejected with ``ValueError`` (e.g. Z = 0 for α ≥ 1 and
-        disjoint supports): agreement on an undefined value.
-    n_skipped : int
-        Combinations not compared because of a documented limitation
-        (:data:`SWEEP_SKIPS`, :data:`SWEEP_REFUSALS`), with the reasons in
-        ``skip_reasons``.
-    worst_ratio : float
-        Largest ``error / bound`` seen (≤ 1 means within tolerance; inf for an
-        infinity or NaN mismatch).
-    worst_case : str
-        The combination where it occurred, with got and want.
-    failures : list of str
-        Up to 20 failure messages.
-    seconds : float
-        Wall time.
-    """
-
-    quantity: str
-    tolerance: object
-    n_checks: int = 0
-    n_failed: int = 0
-    n_oracle_errors: int = 0
-    n_undefined: int = 0
-    n_skipped: int = 0
-    worst_ratio: float = 0.0
-    worst_case: str = ""
-    failures: list[str] = field(default_factory=list)
-    skip_reasons: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return self.n_failed == 0 and self.n_oracle_errors == 0 and self.n_checks > 0
-
-    def _fail(self, message: str) -> None:
-        self.n_failed += 1
-        if len(self.failures) < 20:
-            self.failures.append(message)
-
-    def _skip(self, reason: str) -> None:
-        self.n_skipped += 1
-        if reason not in self.skip_reasons:
-            self.skip_reasons.append(reason)
+#: The summary of one quantity of the sweep: the battery's one summary type.
+SweepSummary = Summary
 
 
 def _oracle_to_float(x) -> np.ndarray:
@@ -219,29 +159,6 @@ def _oracle_to_float(x) -> np.ndarray:
     """
     arr = np.asarray(x, dtype=object)
     return np.array([float(v) for v in arr.flat], dtype=np.float64).reshape(arr.shape)
-
-
-def _error_ratio(got: np.ndarray, want: np.ndarray, tol) -> tuple[float, tuple]:
-    """Largest error/bound over the entries and where it is (for reporting; the verdict
-    itself comes from :func:`amid_ref.tolerances.assert_within`)."""
-    got = np.atleast_1d(np.asarray(got, dtype=np.float64))
-    want = np.atleast_1d(np.asarray(want, dtype=np.float64))
-    if got.shape != want.shape:
-        return math.inf, ()
-    scale = np.abs(want)
-    if tol.log_scaled:
-        scale = np.maximum(1.0, scale)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        bound = tol.atol + tol.rtol * np.where(np.isfinite(scale), scale, 0.0)
-        err = np.abs(got - want)
-        ratio = np.where(
-            np.isinf(want) | np.isinf(got),
-            np.where(got == want, 0.0, np.inf),
-            np.where(err == 0.0, 0.0, err / bound),
-        )
-    ratio = np.where(np.isnan(ratio) | np.isnan(got), np.inf, ratio)
-    i = tuple(np.unravel_index(int(np.argmax(ratio)), ratio.shape))
-    return float(ratio[i]), i
 
 
 @dataclass(frozen=True)
@@ -434,7 +351,7 @@ def compare(summary: SweepSummary, comparison: Comparison) -> None:
     except ValueError as exc:
         got_exc = exc
     except Exception as exc:
-        summary._fail(f"{what}: amid_ref raised {type(exc).__name__}: {exc}")
+        summary.fail(f"{what}: amid_ref raised {type(exc).__name__}: {exc}")
         return
     if want_exc is not None and got_exc is not None:
         summary.n_undefined += 1
@@ -446,17 +363,17 @@ def compare(summary: SweepSummary, comparison: Comparison) -> None:
         )
         if refusal is not None:
             summary.n_checks -= 1
-            summary._skip(refusal)
+            summary.skip(refusal)
             return
-        summary._fail(f"{what}: amid_ref raised ValueError ({got_exc}); the oracle did not")
+        summary.fail(f"{what}: amid_ref raised ValueError ({got_exc}); the oracle did not")
         return
     if want_exc is not None:
-        summary._fail(f"{what}: the oracle raised ValueError ({want_exc}); amid_ref gave {got}")
+        summary.fail(f"{what}: the oracle raised ValueError ({want_exc}); amid_ref gave {got}")
         return
     if comparison.select is not None:
         mask = comparison.select(want)
         got, want = got[mask], want[mask]
-    ratio, idx = _error_ratio(got, want, summary.tolerance)
+    ratio, idx = error_ratio(got, want, summary.tolerance)
     if ratio >= summary.worst_ratio and idx:
         g, w = np.atleast_1d(got)[idx], np.atleast_1d(want)[idx]
         entry = f", entry {idx[0]}" if np.ndim(got) else ""
@@ -471,7 +388,7 @@ def compare(summary: SweepSummary, comparison: Comparison) -> None:
     if message is None and ratio > 1.0:  # e.g. NaN from the oracle
         message = f"{what}: error/bound = {ratio:.3g} (got {got!r}, want {want!r})"
     if message is not None:
-        summary._fail(message)
+        summary.fail(message)
 
 
 def _tag(case, alpha, lam, extra=""):
@@ -651,7 +568,7 @@ def run_quantity(
             if on_item is not None:
                 on_item(quantity, done, total)
         elif isinstance(item, Skipped):
-            summary._skip(item.reason)
+            summary.skip(item.reason)
         elif item is UNDEFINED:
             summary.n_undefined += 1
         else:

@@ -42,7 +42,7 @@ from amid_ref.conformance._cases import (
     round_to_dtype,
 )
 from amid_ref.conformance._cli import configure_parser, load_target, run
-from amid_ref.conformance._diagnoses import Diagnosis, FailureMode
+from amid_ref.conformance._failure_modes import Diagnosis, FailureMode
 from amid_ref.conformance._mutants import FAILURE_MODES
 from amid_ref.conformance._peers import PEERS, Peer, conform_peer
 from amid_ref.conformance._reference import PROPOSED_TOLERANCES, tolerance_for

@@ -5,17 +5,19 @@ from __future__ import annotations
 import inspect
 import math
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from amid_ref.conformance._cases import IGNORE_INDEX, Case, canonical_dtype
+from amid_ref._case import IGNORE_INDEX, Case, canonical_dtype
+from amid_ref._compare import passes, tolerance_for
+from amid_ref._specs import ORDERS
+from amid_ref.conformance._reference import reduce_rows
 
 __all__ = ["LossAdapter", "MixtureAdapter", "Outputs", "Support", "Unsupported"]
 
-_ALL_ORDERS = ("pr", "qr", "rp", "rq")
 _REDUCTIONS = ("auto", "none", "mean", "sum", "batchmean")
 
 
@@ -81,9 +83,9 @@ class Support:
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"lam_range: need 0 <= lo <= hi <= 1, got {self.lam_range!r}")
         if self.orders is not None:
-            bad = [o for o in self.orders if o not in _ALL_ORDERS]
+            bad = [o for o in self.orders if o not in ORDERS]
             if bad:
-                raise ValueError(f"orders: unknown {bad}; expected some of {_ALL_ORDERS}")
+                raise ValueError(f"orders: unknown {bad}; expected some of {tuple(ORDERS)}")
 
     def reason_unsupported(self, case: Case, neg_inf_present: bool) -> str | None:
         """Why ``case`` is outside the declared support (None if it is inside)."""
@@ -212,6 +214,7 @@ class _BaseAdapter:
         self.dtype = canonical_dtype(dtype)
         self.device = str(device)
         if self.device != "cpu" and self.backend == "torch":
+            # torch: optional (the gpu extra)
             import torch
 
             try:
@@ -243,6 +246,7 @@ class _BaseAdapter:
         other = "numpy" if guessed == "torch" else "torch"
         if other == "torch":
             try:
+                # torch: optional (the gpu extra)
                 import torch  # noqa: F401
             except ImportError:
                 return
@@ -261,6 +265,7 @@ class _BaseAdapter:
 
     def _to_backend(self, x: np.ndarray, requires_grad: bool = False):
         if self.backend == "torch":
+            # torch: optional (the gpu extra)
             import torch
 
             t = torch.as_tensor(np.ascontiguousarray(x)).to(
@@ -273,6 +278,7 @@ class _BaseAdapter:
 
     def _labels(self, labels: np.ndarray):
         if self.backend == "torch":
+            # torch: optional (the gpu extra)
             import torch
 
             return torch.as_tensor(labels, dtype=torch.long, device=self.device)
@@ -281,6 +287,7 @@ class _BaseAdapter:
     @staticmethod
     def _to_numpy(x: Any) -> np.ndarray:
         if hasattr(x, "detach"):
+            # torch: optional (the gpu extra)
             import torch
 
             return x.detach().to(device="cpu", dtype=torch.float64).numpy()
@@ -416,9 +423,7 @@ class LossAdapter(_BaseAdapter):
         probe = self._probe()
         s, t = probe.arrays(self.dtype)
         want = np.asarray(reference(probe, self.dtype))
-        from amid_ref.conformance._runner import _passes, _tolerance
-
-        tol = _tolerance("loss", self.dtype)
+        tol = tolerance_for("loss", self.dtype)[0]
         conventions = (
             [self.convention] if self.convention != "auto" else ["student_first", "teacher_first"]
         )
@@ -432,10 +437,8 @@ class LossAdapter(_BaseAdapter):
             for red in reductions:
                 cand = {"none": want, "mean": want.mean(), "sum": want.sum()}.get(red)
                 if cand is None:
-                    from amid_ref.conformance._reference import reduce_rows
-
                     cand = reduce_rows(want, None, red)
-                if got.shape == np.shape(cand) and _passes(got, cand, tol):
+                if got.shape == np.shape(cand) and passes(got, cand, tol):
                     found = (conv, red)
                     break
             if found:
@@ -540,6 +543,7 @@ class LossAdapter(_BaseAdapter):
             kw["reduction"] = (self.reduction_names or {}).get(reduction, reduction)
         want_grad = grad and self.backend == "torch"
         if self.backend == "torch":
+            # torch: optional (the gpu extra)
             import torch
 
             st = self._to_backend(s, requires_grad=want_grad)
@@ -633,6 +637,7 @@ class MixtureAdapter(_BaseAdapter):
         a, b = self._to_backend(log_p), self._to_backend(log_q)
         first, second = (a, b) if self.convention == "teacher_first" else (b, a)
         if self.backend == "torch":
+            # torch: optional (the gpu extra)
             import torch
 
             with torch.no_grad():
@@ -657,11 +662,3 @@ def make_adapter(fn: Callable, kind: str, **options: Any) -> _BaseAdapter:
         options.pop("reduction_names", None)
         return MixtureAdapter(fn, **options)
     raise ValueError(f"kind: expected 'loss' or 'mixture', got {kind!r}")
-
-
-def iter_names(xs: Iterable[str] | str | None) -> tuple[str, ...] | None:
-    if xs is None:
-        return None
-    if isinstance(xs, str):
-        xs = [x for x in xs.split(",") if x]
-    return tuple(xs)

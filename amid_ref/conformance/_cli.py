@@ -4,16 +4,22 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import math
 import os
+import platform
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from amid_ref.conformance._adapters import Support
+from amid_ref.conformance._cases import iter_names
+from amid_ref.conformance._peers import Peer, conform_peer, get_peer, peer_table
+from amid_ref.conformance._runner import conform
+from amid_ref.conformance._targets import load_object
 
 __all__ = ["configure_parser", "load_target", "run"]
 
@@ -25,44 +31,10 @@ def load_target(spec: str) -> Callable:
     ``FUNCTION`` may be dotted (``module:Class.method``). The current directory is put on
     ``sys.path`` first, as ``python -m`` does, so a local ``my_loss.py`` is found.
     """
-    if ":" not in spec:
-        raise ValueError(f"target: expected MODULE:FUNCTION, got {spec!r}")
-    module_name, _, attr = spec.rpartition(":")
-    if not module_name or not attr:
-        raise ValueError(f"target: expected MODULE:FUNCTION, got {spec!r}")
-    if module_name.endswith(".py"):
-        path = Path(module_name)
-        if not path.is_file():
-            raise ValueError(f"target: no such file {module_name!r}")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[path.stem] = module
-        mod_spec.loader.exec_module(module)
-    else:
-        cwd = os.getcwd()
-        if cwd not in sys.path:
-            sys.path.insert(0, cwd)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise ValueError(f"target: cannot import module {module_name!r} ({exc})") from None
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"target: {module_name!r} has no attribute {attr!r}") from None
-    from amid_ref.conformance._peers import Peer
-
+    obj = load_object(spec)
     if not callable(obj) and not isinstance(obj, Peer):
         raise TypeError(f"target: {spec!r} is not callable")
     return obj
-
-
-def _names(text: str | None) -> tuple[str, ...] | None:
-    if text is None:
-        return None
-    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def _range(text: str | None, what: str) -> tuple[float, float] | None:
@@ -218,10 +190,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def _environment() -> dict[str, str]:
     """Where a report was measured: machine, Python and the numerical packages."""
-    import platform
-
-    import numpy as np
-
     env = {
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
         "python": platform.python_version(),
@@ -237,21 +205,17 @@ def _environment() -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the battery; print the report; exit code 0 iff it passes."""
-    from amid_ref.conformance._adapters import Support
-    from amid_ref.conformance._runner import conform
-
     if args.peer == "list":
-        from amid_ref.conformance._peers import peer_table
-
         print(peer_table())
         return 0
     if args.peer is None and args.target is None:
         raise ValueError("target: give MODULE:FUNCTION, or --peer NAME (--peer list)")
     support: dict[str, Any] = {}
     if args.divergences:
-        support["divergences"] = _names(args.divergences)
+        support["divergences"] = iter_names(args.divergences)
     if args.orders:
-        support["orders"] = tuple({"pq": "pr", "qp": "rp"}.get(o, o) for o in _names(args.orders))
+        aliases = {"pq": "pr", "qp": "rp"}  # the CLI's direction names of a divergence
+        support["orders"] = tuple(aliases.get(o, o) for o in iter_names(args.orders))
     alpha_range = _range(args.alpha_range, "--alpha-range")
     if alpha_range:
         support["alpha_range"] = alpha_range
@@ -273,13 +237,11 @@ def run(args: argparse.Namespace) -> int:
         "grad": args.grad or args.grad_only,
         "compare": "grad" if args.grad_only else "value",
         "full": args.full,
-        "families": _names(args.families),
+        "families": iter_names(args.families),
         "device": args.device,
         "kwargs": _kwargs(args.set),
     }
     if args.peer is not None:
-        from amid_ref.conformance._peers import conform_peer, get_peer
-
         peer = get_peer(args.peer)
         common["grad"] = True  # a peer's gradients are always compared
         report = conform_peer(

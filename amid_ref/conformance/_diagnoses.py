@@ -1,212 +1,42 @@
-"""Known failure modes of published AMiD-type losses, each as a known-wrong formula.
+"""The matching: which known failure mode reproduces a failing implementation's output.
 
-A failing case is diagnosed by evaluating every applicable wrong formula on the case's own
-inputs and checking whether the implementation's output agrees with it. ``exact`` modes must
-agree within the case's tolerance (non-finite results agree with non-finite results: NaN or
-±inf is the symptom); ``noise`` modes reproduce rounding noise, whose exact value depends on
-the operation order, so they match when the implementation's error has the size of the wrong
-formula's error (within a factor of 30, or both O(1) relative).
+The failure modes' data types are :mod:`amid_ref.conformance._failure_modes`, the wrong
+formulas :data:`amid_ref.conformance._mutants.FAILURE_MODES`. A failing case is diagnosed
+by evaluating every applicable wrong formula on the case's own inputs and checking whether
+the implementation's output agrees with it. ``exact`` modes must agree within the case's
+tolerance (non-finite results agree with non-finite results: NaN or ±inf is the symptom);
+``noise`` modes reproduce rounding noise, whose exact value depends on the operation order,
+so they match when the implementation's error has the size of the wrong formula's error
+(within a factor of 30, or both O(1) relative).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from amid_ref.conformance._cases import Case
-from amid_ref.conformance._reference import ReferenceInputs, reduce_grad, reduce_rows
+from amid_ref._compare import agrees, fails, tolerance_for
+from amid_ref.conformance._failure_modes import (
+    _UNIT_ROUNDOFF,
+    Diagnosis,
+    DiagnosisContext,
+    FailureMode,
+    Wrong,
+)
+from amid_ref.conformance._mutants import FAILURE_MODES
+from amid_ref.conformance._reference import reduce_grad
 from amid_ref.tolerances import Tolerance
 
 __all__ = ["Diagnosis", "DiagnosisContext", "FailureMode", "diagnose"]
 
-
-@dataclass
-class DiagnosisContext:
-    """What a wrong formula needs: the rounded inputs and how the output is reduced."""
-
-    ref: ReferenceInputs
-    dtype: str
-    reduction: str
-    mask: np.ndarray | None
-    upstream: np.ndarray | None
-    want_grad: bool = False
-    probe: Callable[[Case], tuple[np.ndarray, np.ndarray] | None] | None = None
-    got: np.ndarray | None = None
-
-    @property
-    def case(self):
-        return self.ref.case
-
-    @property
-    def kind(self) -> str:
-        return self.ref.case.kind
-
-    @property
-    def compute_dtypes(self) -> tuple[str, ...]:
-        """Dtypes a wrong formula is plausibly evaluated in for this declared dtype."""
-        if self.dtype == "float64":
-            return ("float64",)
-        if self.dtype == "float16":
-            return ("float32", "float16", "float64")
-        return ("float32", "float64")
-
-    def reduce(self, rows: np.ndarray) -> np.ndarray:
-        if self.kind == "mixture":
-            return rows
-        return reduce_rows(rows, self.mask, self.reduction)
-
-    def reference(self, **overrides) -> Wrong:
-        """The reference with parameters or inputs overridden (value and, if needed, grad)."""
-        rows, g = self.ref.rows(grad=self.want_grad and self.kind != "mixture", **overrides)
-        grad = None
-        if g is not None:
-            grad = reduce_grad(g, self.mask, self.reduction, self.upstream)
-        return Wrong("", self.reduce(rows), grad)
-
-    def moved(self, case: Case) -> DiagnosisContext:
-        """The same context for ``case`` (same inputs, other parameters)."""
-        s, t = case.arrays(self.dtype)
-        ref = ReferenceInputs(
-            case,
-            s,
-            t,
-            normalized=self.ref.normalized,
-            detach_assistant=self.ref.detach_assistant,
-            temperature_squared=self.ref.temperature_squared,
-        )
-        return DiagnosisContext(ref, self.dtype, self.reduction, self.mask, None, False, None)
-
-    def with_dtype(self, dtype: str) -> DiagnosisContext:
-        """The same case and inputs, with the implementation computing in ``dtype``."""
-        return DiagnosisContext(
-            self.ref, dtype, self.reduction, self.mask, self.upstream, self.want_grad, self.probe
-        )
-
-    def from_log_m(self, log_m: np.ndarray) -> np.ndarray:
-        return self.reduce(self.ref.loss_from_log_m(log_m))
-
-
-@dataclass
-class Wrong:
-    """A known-wrong formula's output on a case (value, optional gradient)."""
-
-    variant: str
-    value: np.ndarray | None
-    grad: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class FailureMode:
-    """A known failure mode: when it can apply, its wrong formula, how to match, the message.
-
-    ``message`` may contain ``{variant}``, filled with the variant that matched. A
-    ``noise`` mode has a ``control(case, k)``: the same case with its conditioning parameter
-    (β, or the AB parameters' distance to a special line) multiplied by ``k``; the mode
-    matches only if the implementation's error follows the wrong formula's under such
-    moves (:func:`_scales_like`).
-    """
-
-    id: str
-    summary: str
-    message: str
-    match: str
-    applies: Callable[[DiagnosisContext], bool]
-    evaluate: Callable[[DiagnosisContext], list[Wrong]]
-    kinds: tuple[str, ...] = ("loss", "mixture")
-    control: Callable[[Case, float], Case | None] | None = None
-    nonfinite_symptom: bool = False
-    #: ``confirm(ctx, variant, tol)``: extra evidence a match needs (e.g. the same defect on
-    #: a control case where the wrong formula does not degenerate to 0); for a noise mode it
-    #: replaces the scaling check :func:`_scales_like`.
-    confirm: Callable[[DiagnosisContext, str, Tolerance], bool] | None = None
-    #: ``overrides(ctx)``: the mode as ``[(variant, reference overrides)]``, so that it can
-    #: be combined with another mode (:func:`diagnose` tries pairs).
-    overrides: Callable[[DiagnosisContext], list[tuple[str, dict]]] | None = None
-    #: ``transform(ctx, wrong)``: the mode as a change of a (wrong) output, for pairs.
-    transform: Callable[[DiagnosisContext, Wrong], list[Wrong]] | None = None
-
-
-@dataclass
-class Diagnosis:
-    """A failure mode whose wrong formula reproduces the implementation's output."""
-
-    id: str
-    message: str
-    match: str
-    quantity: str
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "message": self.message, "match": self.match, "on": self.quantity}
-
-
-# --------------------------------------------------------------------------------------
-# Rounding-noise samples
-# --------------------------------------------------------------------------------------
-
-NOISE_SAMPLES = 4
-_UNIT_ROUNDOFF = {
-    "bfloat16": 2.0**-8,
-    "float16": 2.0**-11,
-    "float32": 2.0**-24,
-    "float64": 2.0**-53,
-}
-
-
+#: How far (a factor) a noise mode's error size may be from the implementation's.
 _NOISE_FACTOR = 10.0
-
-
-def _jitter(x: np.ndarray, dtype: str, sample: int) -> np.ndarray:
-    if sample == 0:
-        return x
-    rng = np.random.default_rng(1000 + sample)
-    u = rng.integers(-1, 2, np.shape(x)).astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        return np.where(np.isfinite(x), x * (1.0 + u * _UNIT_ROUNDOFF[dtype]), x)
 
 
 # --------------------------------------------------------------------------------------
 # Matching
 # --------------------------------------------------------------------------------------
-
-
-def _bound(want: np.ndarray, tol: Tolerance) -> np.ndarray:
-    scale = np.abs(np.where(np.isfinite(want), want, 0.0))
-    if tol.log_scaled:
-        scale = np.maximum(1.0, scale)
-    return tol.atol + tol.rtol * scale
-
-
-def _agrees(
-    got: np.ndarray, wrong: np.ndarray, tol: Tolerance, *, any_nonfinite: bool = False
-) -> bool:
-    """``got`` within ``tol`` of ``wrong``; non-finite entries must be the same (NaN with
-    NaN, +inf with +inf), or merely both non-finite when ``any_nonfinite`` (modes whose
-    symptom is "inf or NaN", which one evaluation order turns into the other)."""
-    if got.shape != wrong.shape:
-        return False
-    nf_got, nf_wrong = ~np.isfinite(got), ~np.isfinite(wrong)
-    if (nf_got != nf_wrong).any():
-        return False
-    if not any_nonfinite:
-        same = (np.isnan(got) == np.isnan(wrong)) & (np.isnan(got) | (got == wrong))
-        if not same[nf_got].all():
-            return False
-    fin = ~nf_got
-    with np.errstate(invalid="ignore"):
-        return bool(np.all(np.abs(got - wrong)[fin] <= _bound(wrong, tol)[fin]))
-
-
-def _fails(x: np.ndarray, want: np.ndarray, tol: Tolerance) -> np.ndarray:
-    """Entries of ``x`` outside the tolerance of ``want`` (infinities must agree exactly)."""
-    with np.errstate(invalid="ignore"):
-        same = x == want
-        err = np.where(same, 0.0, np.abs(x - want))
-        err = np.where(np.isnan(err), np.inf, err)
-        return err > _bound(want, tol)
 
 
 def _rms_error(got: np.ndarray, cand: np.ndarray, want: np.ndarray, failing: np.ndarray, tol):
@@ -218,7 +48,7 @@ def _rms_error(got: np.ndarray, cand: np.ndarray, want: np.ndarray, failing: np.
     fin = ~nf_g
     if not fin.any():
         return 0.0, False
-    if nf_w[fin].any() or not _fails(cand, want, tol)[failing][fin].any():
+    if nf_w[fin].any() or not fails(cand, want, tol)[failing][fin].any():
         return None
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         e_w = np.abs(w - r)[fin]
@@ -258,7 +88,7 @@ def _noise_distance(
     error ≥ 0.3: garbage, whatever its exact value). Errors that line up across rows
     (:func:`_systematic`) do not match a wrong formula whose errors do not.
     """
-    failing = _fails(got, want, tol)
+    failing = fails(got, want, tol)
     if not failing.any():
         return math.inf
     samples = [c for c in samples if c.shape == got.shape]
@@ -285,7 +115,7 @@ def _noise_distance(
 
 def _all_nonfinite_failures(got: np.ndarray, want: np.ndarray, tol: Tolerance) -> bool:
     """Every failing entry is inf/NaN where the reference is finite (e.g. an underflow)."""
-    failing = _fails(got, want, tol)
+    failing = fails(got, want, tol)
     return bool(failing.any() and np.all(~np.isfinite(got[failing])))
 
 
@@ -335,7 +165,7 @@ def _scales_like(
     tol = Tolerance(
         rtol=max(tol.rtol, 4 * _UNIT_ROUNDOFF[ctx.dtype]), atol=tol.atol, reason="agreement"
     )
-    agree = int(_agrees(got, samples[0], tol))
+    agree = int(agrees(got, samples[0], tol))
     for k in (10.0, 0.1, 0.01):
         moved = mode.control(ctx.case, k)
         if moved is None:
@@ -354,7 +184,7 @@ def _scales_like(
         got_k, want_k = probed
         e_wk = [_rms_all(c, want_k) for c in moved_samples]
         points.append((_rms_all(got_k, want_k), float(np.median(e_wk))))
-        agree += int(_agrees(got_k, moved_samples[0], tol))
+        agree += int(agrees(got_k, moved_samples[0], tol))
     points = [(g, w) for g, w in points if g > 0 and w > 0 and math.isfinite(g * w)]
     if len(points) < 2:
         return False
@@ -395,8 +225,6 @@ def _degenerate(wrong: np.ndarray, tol: Tolerance) -> bool:
 def _single_modes(
     ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str, *, exact_only: bool = False
 ) -> tuple[list[Diagnosis], list[tuple[float, int, Diagnosis]]]:
-    from amid_ref.conformance._mutants import FAILURE_MODES
-
     exact: list[Diagnosis] = []
     noisy: list[tuple[float, int, Diagnosis]] = []
     flag = "False" if ctx.ref.normalized else "True"
@@ -415,12 +243,12 @@ def _single_modes(
         best: tuple[float, Diagnosis] | None = None
         for variant, cands in groups.items():
             message = mode.message.format(variant=variant, flag=flag)
-            failing = [c for c in cands if _fails(c, want, tol).any()]
+            failing = [c for c in cands if fails(c, want, tol).any()]
             if not failing:
                 continue
             if mode.match == "exact":
                 loose = mode.nonfinite_symptom
-                agreeing = [c for c in failing if _agrees(got, c, tol, any_nonfinite=loose)]
+                agreeing = [c for c in failing if agrees(got, c, tol, any_nonfinite=loose)]
                 if agreeing:
                     # A wrong formula that is ~0 everywhere (D(x‖x) at a degenerate parameter)
                     # "matches" any output of 0: only the mode's own control can confirm it.
@@ -437,7 +265,7 @@ def _single_modes(
                         best = (-1.0, Diagnosis(mode.id, message, "exact", quantity))
                         break
             else:  # agreeing with one noise sample is chance, not evidence: always confirm
-                dist = 0.0 if any(_agrees(got, c, tol) for c in failing) else math.inf
+                dist = 0.0 if any(agrees(got, c, tol) for c in failing) else math.inf
                 dist = min(dist, _noise_distance(got, cands, want, tol))
                 if not math.isfinite(dist) or (best is not None and dist >= best[0]):
                     continue
@@ -461,8 +289,6 @@ def _single_modes(
 def _pairs(ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str) -> list[Diagnosis]:
     """Two modes at once: two parameter/input overrides merged, or an override followed by
     an output transform (e.g. the α ≥ 1 collapse with the AB parameters fixed)."""
-    from amid_ref.conformance._mutants import FAILURE_MODES
-
     modes = []
     for mode in FAILURE_MODES:
         if ctx.kind not in mode.kinds or (mode.overrides is None and mode.transform is None):
@@ -498,11 +324,11 @@ def _pairs(ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str) -> l
                     for c in _candidates(cands, quantity, got).values():
                         c = c[0]
                         loose = a.nonfinite_symptom or b.nonfinite_symptom
-                        if (quantity == "value" and _degenerate(c, tol)) or not _fails(
+                        if (quantity == "value" and _degenerate(c, tol)) or not fails(
                             c, want, tol
                         ).any():
                             continue
-                        if _agrees(got, c, tol, any_nonfinite=loose):
+                        if agrees(got, c, tol, any_nonfinite=loose):
                             msg_b = b.message.format(variant=vb or (cands[0].variant), flag="")
                             message = a.message.format(variant=va, flag="") + "; and " + msg_b
                             return [Diagnosis(f"{a.id}+{b.id}", message, "exact", quantity)]
@@ -522,8 +348,6 @@ def _underneath_low_precision(ctx: DiagnosisContext, got, want, quantity: str) -
     at least 3x closer to that wrong formula than to the reference, the defect is reported
     with the rounding noise named.
     """
-    from amid_ref.conformance._reference import tolerance_for
-
     if quantity != "value" or ctx.probe is None or ctx.dtype not in ("bfloat16", "float16"):
         return []
     probed = ctx.probe(ctx.case, "float32")
@@ -531,7 +355,7 @@ def _underneath_low_precision(ctx: DiagnosisContext, got, want, quantity: str) -
         return []
     got32, want32 = probed
     tol32 = tolerance_for("log_mixture" if ctx.kind == "mixture" else "loss", "float32")[0]
-    if not _fails(got32, want32, tol32).any():
+    if not fails(got32, want32, tol32).any():
         return []
     ctx32 = ctx.with_dtype("float32")
     ctx32.got = got32
@@ -561,15 +385,13 @@ def _low_precision_grad(ctx: DiagnosisContext, got, want, tol: Tolerance) -> lis
     entry's natural scale: the reduction weight times (p + q) (the gradient of a KL-type
     loss w.r.t. a logit is a difference of such probabilities), times 1/T (T with T²).
     """
-    from amid_ref.conformance._reference import tolerance_for
-
     if ctx.probe is None or ctx.dtype not in ("bfloat16", "float16") or ctx.kind == "mixture":
         return []
     probed = ctx.probe(ctx.case, "float32", True)
     if probed is None:
         return []
     g32, w32 = probed
-    if _fails(g32, w32, tolerance_for("grad", "float32")[0]).any():
+    if fails(g32, w32, tolerance_for("grad", "float32")[0]).any():
         return []
     log_p, log_q = ctx.ref.log_pq()
     temp = float(ctx.case.temperature)

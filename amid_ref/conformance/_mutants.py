@@ -1,5 +1,5 @@
 """The known-wrong formulas of published AMiD-type losses, as data: one
-:class:`~amid_ref.conformance._diagnoses.FailureMode` record per failure mode, in
+:class:`~amid_ref.conformance._failure_modes.FailureMode` record per failure mode, in
 :data:`FAILURE_MODES` (order = priority of the reported diagnosis).
 
 Each record says when the mode can apply to a failing case, evaluates the wrong formula on
@@ -11,13 +11,23 @@ independent NumPy evaluation in the working dtype), and how to match it (``exact
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 from scipy.special import logsumexp
 
-from amid_ref._specs import SPECS
-from amid_ref.conformance._cases import DIVERGENCE_NAMES, Case, round_to_dtype
-from amid_ref.conformance._diagnoses import (
+import amid_ref
+from amid_ref._compare import agrees, fails, tolerance_for
+from amid_ref._mutants import naive_log_alpha_mean
+from amid_ref._specs import ORDERS, SPECS, order_arguments
+from amid_ref.conformance._cases import (
+    DIVERGENCE_NAMES,
+    PRESET_PARAM_GRIDS,
+    Case,
+    _div_grid,
+    round_to_dtype,
+)
+from amid_ref.conformance._failure_modes import (
     NOISE_SAMPLES,
     DiagnosisContext,
     FailureMode,
@@ -90,18 +100,11 @@ def _ab_near_line(params) -> bool:
 
 
 def _ab_general(ctx: DiagnosisContext) -> list[Wrong]:
-    import amid_ref
-
     a = float(ctx.case.div_params["alpha"])
     b = float(ctx.case.div_params["beta"])
     log_p, log_q = ctx.ref.log_pq()
     log_r = np.asarray(amid_ref.log_alpha_mixture(log_p, log_q, ctx.case.alpha, ctx.case.lam))
-    x, y = {
-        "pr": (log_p, log_r),
-        "qr": (log_q, log_r),
-        "rp": (log_r, log_p),
-        "rq": (log_r, log_q),
-    }[ctx.case.order]
+    x, y = order_arguments(ctx.case.order, log_p, log_q, log_r)
     out = []
     for dt in ctx.compute_dtypes:
         npdt = np.float64 if dt == "float64" else np.float32
@@ -194,8 +197,6 @@ def _other_reduction(ctx: DiagnosisContext) -> list[Wrong]:
 
 
 def _unnormalized(ctx: DiagnosisContext) -> list[Wrong]:
-    import amid_ref
-
     log_m = np.asarray(amid_ref.log_alpha_mean(ctx.ref.t, ctx.ref.s, ctx.case.alpha, ctx.case.lam))
     if ctx.ref.normalized:
         return [Wrong("log m (unnormalized)", log_m)]
@@ -237,18 +238,13 @@ def _probability_space(ctx: DiagnosisContext) -> list[Wrong]:
 
 
 def _naive_log_m(lp, lq, alpha: float, lam: float, dtype: str) -> np.ndarray:
-    """``(1/β)·logaddexp(log λ + β lp, log(1−λ) + β lq)`` with every result rounded to dtype."""
+    """:func:`amid_ref._mutants.naive_log_alpha_mean` with every result rounded to dtype."""
 
     def rnd(x):
         return round_to_dtype(x, dtype)
 
-    beta = _beta(alpha)
     with np.errstate(all="ignore"):
-        log_lam = math.log(lam) if lam > 0 else -math.inf
-        log_mu = math.log1p(-lam) if lam < 1 else -math.inf
-        a = rnd(rnd(rnd(lp) * beta) + log_lam)
-        b = rnd(rnd(rnd(lq) * beta) + log_mu)
-        return rnd(rnd(np.logaddexp(a, b)) / beta)
+        return naive_log_alpha_mean(lp, lq, alpha, lam, rnd=rnd)
 
 
 def _low_precision(ctx: DiagnosisContext) -> list[Wrong]:
@@ -293,9 +289,7 @@ def _throughout(ctx: DiagnosisContext, dt: str, sample: int) -> np.ndarray:
     log_r = log_softmax(_naive_log_m(lp, lq, ctx.case.alpha, ctx.case.lam, dt))
     if ctx.kind == "mixture":
         return log_r
-    x, y = {"pr": (lp, log_r), "qr": (lq, log_r), "rp": (log_r, lp), "rq": (log_r, lq)}[
-        ctx.case.order
-    ]
+    x, y = order_arguments(ctx.case.order, lp, lq, log_r)
     with np.errstate(invalid="ignore", over="ignore"):
         terms = rnd(rnd(np.exp(x)) * rnd(x - y))
         terms = np.where(np.isneginf(x), 0.0, terms)
@@ -353,7 +347,6 @@ def _confirm_lambda_on_student(ctx: DiagnosisContext, variant: str, tol) -> bool
     """Near λ ∈ {0, 1} the wrong mixture is p or q itself, and the wrong loss often
     D(x‖x) ≈ 0, which any output of 0 "matches": require the same defect at λ = 0.25 on the
     same inputs."""
-    from amid_ref.conformance._diagnoses import _agrees, _fails
 
     if ctx.probe is None or ctx.case.mask is not None:
         return False
@@ -364,7 +357,7 @@ def _confirm_lambda_on_student(ctx: DiagnosisContext, variant: str, tol) -> bool
         return False
     got, want = probed
     wrong = np.asarray(ctx.moved(moved).reference(lam=1.0 - lam).value)
-    return bool(_fails(wrong, want, tol).any() and _agrees(got, wrong, tol))
+    return bool(fails(wrong, want, tol).any() and agrees(got, wrong, tol))
 
 
 def _naive_at_infinite_alpha(ctx: DiagnosisContext) -> list[Wrong]:
@@ -376,7 +369,6 @@ def _naive_at_infinite_alpha(ctx: DiagnosisContext) -> list[Wrong]:
 def _confirm_infinite_alpha(ctx: DiagnosisContext, variant: str, tol) -> bool:
     """The NaN is the α, not the inputs: the same α and λ on realistic logits is NaN too
     (a probability-space mixture, say, is NaN only where p and q underflow)."""
-    from dataclasses import replace
 
     if ctx.probe is None or ctx.case.mask is not None:
         return False
@@ -400,7 +392,6 @@ def _kl_pairs(ctx: DiagnosisContext) -> list[tuple[float, np.ndarray, np.ndarray
     A KL loss has one pair per order term; a generalized JSD D_js(x‖y; β) is β·KL(x‖m) +
     (1−β)·KL(y‖m), m = βx + (1−β)y (0 at β ∈ {0, 1}).
     """
-    import amid_ref
 
     c = ctx.case
     if ctx.kind == "mixture" or c.divergence not in ("kl", "js"):
@@ -414,8 +405,7 @@ def _kl_pairs(ctx: DiagnosisContext) -> list[tuple[float, np.ndarray, np.ndarray
         log_r = log_q
         if c.lam != 0.0:
             log_r = np.asarray(amid_ref.log_alpha_mixture(log_p, log_q, c.alpha, c.lam))
-        x, y = {"pr": (log_p, log_r), "qr": (log_q, log_r), "rp": (log_r, log_p),
-                "rq": (log_r, log_q)}[order]  # fmt: skip
+        x, y = order_arguments(order, log_p, log_q, log_r)
         if c.divergence == "kl":
             pairs.append((weight, x, y))
             continue
@@ -514,7 +504,6 @@ def _kl_div_nan_transform(ctx: DiagnosisContext, wrong: Wrong) -> list[Wrong]:
 
 def _other_params(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
     """Parameter sets of the case's divergence other than the one asked for."""
-    from amid_ref.conformance._cases import _div_grid
 
     c = ctx.case
     if c.kind == "preset" or not c.div_params or c.divergence not in _div_params_names():
@@ -560,7 +549,6 @@ def _rounded_params(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
 def _confirm_params_ignored(ctx: DiagnosisContext, variant: str, tol) -> bool:
     """ "Whatever is asked": with other parameters asked on the same inputs, the output is
     still the divergence at the same fixed parameters."""
-    from amid_ref.conformance._diagnoses import _agrees
 
     if ctx.probe is None or ctx.case.mask is not None:
         return False
@@ -576,7 +564,7 @@ def _confirm_params_ignored(ctx: DiagnosisContext, variant: str, tol) -> bool:
         wrong = ctx.moved(moved).reference(div_params=fixed).value
         if np.all(np.abs(np.asarray(wrong) - probed[1]) <= 1e-9):
             continue  # the two parameter sets agree on these inputs: no evidence either way
-        return _agrees(probed[0], np.asarray(wrong), tol)
+        return agrees(probed[0], np.asarray(wrong), tol)
     return False
 
 
@@ -598,10 +586,6 @@ def _params_ignored(ctx: DiagnosisContext) -> list[Wrong]:
 
 
 def _preset_params_ignored(ctx: DiagnosisContext) -> list[Wrong]:
-    from dataclasses import replace
-
-    from amid_ref.conformance._cases import PRESET_PARAM_GRIDS
-
     c = ctx.case
     default = PRESET_PARAM_GRIDS[c.preset][0]
     if not c.preset_params or dict(c.preset_params) == default:
@@ -631,7 +615,7 @@ def _cross_entropy(ctx: DiagnosisContext) -> list[Wrong]:
     w.value = w.value + ctx.reduce(_scaled(ctx, np.asarray(h, dtype=np.float64)))
     if not student_free:
         w.grad = None
-    w.variant = "H(" + {"pr": "p", "qr": "q", "rp": "r", "rq": "r"}[orders[0]] + ")"
+    w.variant = "H(" + ORDERS[orders[0]][0] + ")"
     return [w]
 
 
@@ -652,7 +636,7 @@ def _jsd_endpoint(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
     order = c.order if beta == 0.0 else flip[c.order]
     pair = {"pr": "p‖q", "rp": "q‖p", "qr": "q‖r", "rq": "r‖q"}[order]
     if c.lam != 0.0:
-        pair = {"pr": "p‖r", "rp": "r‖p", "qr": "q‖r", "rq": "r‖q"}[order]
+        pair = "‖".join(ORDERS[order])
     ov = {"divergence": "kl", "div_params": {}, "order": order}
     return [(f"KL({pair}) at beta={beta:g}", ov)]
 
@@ -717,7 +701,7 @@ def _emulated_rows(
     for order, weight in terms:
         if weight == 0.0:
             continue
-        x, y = {"pr": (lp, lr), "qr": (lq, lr), "rp": (lr, lp), "rq": (lr, lq)}[order]
+        x, y = order_arguments(order, lp, lq, lr)
         if c.divergence == "kl":
             rows = rows + weight * kl(x, y)
             continue
@@ -747,8 +731,6 @@ def _input_dtype(ctx: DiagnosisContext) -> list[Wrong]:
 def _confirm_input_dtype(ctx: DiagnosisContext, variant: str, tol) -> bool:
     """The same (rounded) inputs passed as float32 give the reference within the float32
     tolerance: the error comes from the arithmetic dtype, not from the formula."""
-    from amid_ref.conformance._diagnoses import _fails
-    from amid_ref.conformance._reference import tolerance_for
 
     if ctx.probe is None:
         return False
@@ -756,7 +738,7 @@ def _confirm_input_dtype(ctx: DiagnosisContext, variant: str, tol) -> bool:
     if probed is None:
         return False
     got32, want = probed
-    return not _fails(got32, want, tolerance_for("loss", "float32")[0]).any()
+    return not fails(got32, want, tolerance_for("loss", "float32")[0]).any()
 
 
 # --------------------------------------------------------------------------------------

@@ -22,11 +22,14 @@ my_module:MY_PEER``.
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from amid_ref.conformance._adapters import Support
+from amid_ref.conformance._runner import conform
+from amid_ref.conformance._targets import load_object
 
 __all__ = ["PEERS", "Peer", "conform_peer", "get_peer", "peer_table"]
 
@@ -114,10 +117,9 @@ class Peer:
 
 
 def _trl_gjsd() -> Callable:
-    import warnings
-
     with warnings.catch_warnings():  # TRL warns that trl.experimental may change
         warnings.simplefilter("ignore")
+        # trl: optional (the peers extra)
         from trl.experimental.gkd.gkd_trainer import GKDTrainer
 
     # Already the protocol: (student_logits, teacher_logits, labels, beta, temperature,
@@ -126,6 +128,7 @@ def _trl_gjsd() -> Callable:
 
 
 def _liger_chunk_jsd() -> Callable:
+    # liger-kernel: optional (the peers extra)
     from liger_kernel.chunked_loss.jsd_loss import LigerFusedLinearJSDFunction
 
     def liger_jsd_loss_fn(student_logits, teacher_logits, beta=0.5, labels=None):
@@ -137,7 +140,10 @@ def _liger_chunk_jsd() -> Callable:
 
 
 def _liger_fused_jsd() -> Callable:
+    # torch: optional (the peers extra)
     import torch
+
+    # liger-kernel: optional (the peers extra)
     from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
 
     def liger_fused_linear_jsd(student_logits, teacher_logits, beta=0.5, temperature=1.0,
@@ -156,6 +162,7 @@ def _liger_fused_jsd() -> Callable:
 
 def _torch_kd(reverse: bool, log_target: bool) -> Callable[[], Callable]:
     def load() -> Callable:
+        # torch: optional (the peers extra)
         import torch.nn.functional as F
 
         def kd(student_logits, teacher_logits, temperature=1.0):
@@ -311,9 +318,7 @@ def get_peer(name: str) -> Peer:
     if name in PEERS:
         return PEERS[name]
     if ":" in str(name):
-        from amid_ref.conformance._cli import load_target
-
-        obj = load_target(name)
+        obj = load_object(name)
         if isinstance(obj, Peer):
             return obj
         raise TypeError(f"peer: {name!r} is not a Peer record")
@@ -340,8 +345,6 @@ def conform_peer(peer: str | Peer, **options: Any):
 
     Raises ``ImportError`` naming the package when the peer is not installed.
     """
-    from amid_ref.conformance._runner import conform
-
     rec = get_peer(peer)
     try:
         fn = rec.load()
@@ -359,8 +362,6 @@ def conform_peer(peer: str | Peer, **options: Any):
     options.setdefault("orders", (rec.order,))
     kind = options.pop("kind", "divergence")
     if kind == "preset":  # the preset's own divergence and orders (gkd_jsd: KL, pr + qr)
-        from dataclasses import replace
-
         options.setdefault("preset", rec.preset)
         options.pop("divergences")
         options.pop("orders")

@@ -9,31 +9,13 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
+import amid_ref
+from amid_ref._compare import PROPOSED_TOLERANCES, tolerance_for
+from amid_ref._loss import grad_of, loss_of
+from amid_ref._specs import Objective, order_arguments
 from amid_ref.conformance._cases import Case
-from amid_ref.tolerances import TOLERANCES, Tolerance, tolerance
 
 __all__ = ["PROPOSED_TOLERANCES", "ReferenceInputs", "reduce_grad", "reduce_rows", "tolerance_for"]
-
-#: Conformance rows not (yet) in :mod:`amid_ref.tolerances`. Used only while the table lacks
-#: the key, and reported as "proposed" in the report header; the lead moves them there.
-PROPOSED_TOLERANCES: dict[tuple[str, str, str], Tolerance] = {}
-
-
-def tolerance_for(quantity: str, dtype: str) -> tuple[Tolerance, str]:
-    """The tolerance for ``quantity`` (``loss``, ``grad``, ``log_mixture``) at ``dtype``.
-
-    Looks up ``("conformance", quantity, dtype)`` in :mod:`amid_ref.tolerances`, then the
-    ``("gpu", quantity, dtype)`` row (an implementation held to ``amid_ref`` float64, which
-    is what a conformance check is), then :data:`PROPOSED_TOLERANCES`. Returns the tolerance
-    and the key it came from.
-    """
-    for key in (("conformance", quantity, dtype), ("gpu", quantity, dtype)):
-        if key in TOLERANCES:
-            return TOLERANCES[key], "/".join(key)
-    key = ("conformance", quantity, dtype)
-    if key in PROPOSED_TOLERANCES:
-        return PROPOSED_TOLERANCES[key], "/".join(key) + " (proposed)"
-    return tolerance(*key), "/".join(key)  # raises the table's KeyError
 
 
 def reduce_rows(rows: np.ndarray, mask: np.ndarray | None, reduction: str) -> np.ndarray:
@@ -121,7 +103,6 @@ class ReferenceInputs:
 
     def rows(self, grad: bool = False, **overrides: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """Reference per-row loss (or log-mixture) and, if asked, per-row gradient."""
-        import amid_ref
 
         p = self.params(**overrides)
         if self.case.kind == "mixture":
@@ -146,22 +127,24 @@ class ReferenceInputs:
             terms = p.get("terms", rec.terms)
             detach = detach or rec.detach_assistant
         detach = overrides.get("detach_assistant", detach)
-        kw = {
-            "divergence": p["divergence"],
-            "div_params": p["div_params"] or None,
-            "temperature": p["temperature"],
-        }
         scale = p["temperature"] ** 2 if self.temperature_squared else 1.0
         loss = 0.0
         g = 0.0 if grad else None
         for order, weight in terms:
             if weight == 0.0:
                 continue
-            args = (p["s"], p["t"], p["alpha"], p["lam"])
-            loss = loss + weight * np.asarray(amid_ref.amid_loss(*args, order=order, **kw))
+            objective = Objective.of(
+                p["alpha"],
+                p["lam"],
+                p["divergence"],
+                order,
+                p["div_params"] or None,
+                p["temperature"],
+                detach,
+            )
+            loss = loss + weight * np.asarray(loss_of(objective, p["s"], p["t"]))
             if grad:
-                gk = amid_ref.amid_grad(*args, order=order, detach_assistant=detach, **kw)
-                g = g + weight * np.asarray(gk)
+                g = g + weight * np.asarray(grad_of(objective, p["s"], p["t"]))
         loss = np.asarray(loss, dtype=np.float64) * scale
         if not loss.shape and np.ndim(p["s"]) > 1:  # every weight 0: a zero loss per row
             loss = np.zeros(np.shape(p["s"])[:-1])
@@ -182,7 +165,6 @@ class ReferenceInputs:
 
         Used to evaluate known-wrong mixture formulas through the reference divergences.
         """
-        import amid_ref
 
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             top = np.max(log_m, axis=-1, keepdims=True)
@@ -192,12 +174,7 @@ class ReferenceInputs:
         if self.case.kind == "mixture":
             return log_r if self.normalized else log_m
         log_p, log_q = self.log_pq()
-        x, y = {
-            "pr": (log_p, log_r),
-            "qr": (log_q, log_r),
-            "rp": (log_r, log_p),
-            "rq": (log_r, log_q),
-        }[self.case.order]
+        x, y = order_arguments(self.case.order, log_p, log_q, log_r)
         return _safe_divergence(
             amid_ref.divergence, x, y, self.case.divergence, self.case.div_params
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from amid_ref._compare import Summary, passes, tolerance_for
 from amid_ref.conformance._adapters import (
     LossAdapter,
     MixtureAdapter,
@@ -21,30 +22,16 @@ from amid_ref.conformance._adapters import (
     Unsupported,
     make_adapter,
 )
-from amid_ref.conformance._cases import FAMILIES, Case, battery
+from amid_ref.conformance._cases import FAMILIES, PRESET_PARAM_GRIDS, Case, battery, iter_names
 from amid_ref.conformance._diagnoses import Diagnosis, DiagnosisContext, diagnose
-from amid_ref.conformance._reference import (
-    ReferenceInputs,
-    reduce_grad,
-    reduce_rows,
-    tolerance_for,
-)
-from amid_ref.tolerances import Tolerance, assert_within
+from amid_ref.conformance._reference import ReferenceInputs, reduce_grad, reduce_rows
+from amid_ref.tolerances import Tolerance
 
 __all__ = ["CaseResult", "Report", "assert_conforms", "check_case", "conform"]
 
 
 def _tolerance(quantity: str, dtype: str) -> Tolerance:
     return tolerance_for(quantity, dtype)[0]
-
-
-def _passes(got: np.ndarray, want: np.ndarray, tol: Tolerance) -> bool:
-    """The verdict of :func:`amid_ref.tolerances.assert_within` as a bool."""
-    try:
-        assert_within(got, want, tol)
-    except AssertionError:
-        return False
-    return True
 
 
 @dataclass
@@ -95,7 +82,7 @@ def _passes_log_mixture(got, want, tol: Tolerance, extra: np.ndarray) -> bool:
     the log-scaled bound is ``max(1, |log r|, |log p|, |log q|)``. Infinities must still
     agree exactly.
     """
-    if _passes(got, want, tol):
+    if passes(got, want, tol):
         return True
     stats = _error_stats(got, want, tol, extra)
     return stats.ratio <= 1.0
@@ -173,23 +160,28 @@ class CaseResult:
         return d
 
 
-@dataclass
-class FamilySummary:
-    name: str
-    cases: int = 0
-    passed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    max_abs_err: float = 0.0
-    max_rel_err: float = 0.0
-    worst: CaseResult | None = None
-    diagnoses: Counter = field(default_factory=Counter)
+class FamilySummary(Summary):
+    """The summary of one family of the battery: the battery's one summary type
+    (:class:`amid_ref._compare.Summary`; ``worst`` holds the family's worst
+    :class:`CaseResult`, ``failures`` the failing case ids), with the counts also under
+    their earlier names: ``cases`` (run and skipped), ``passed``, ``failed``, ``skipped``.
+    The verdict is :attr:`status`."""
 
     @property
-    def status(self) -> str:
-        if self.failed:
-            return "FAIL"
-        return "pass" if self.passed else "skip"
+    def cases(self) -> int:
+        return self.n_checks + self.n_skipped
+
+    @property
+    def passed(self) -> int:  # type: ignore[override]  # a count, as before
+        return self.n_passed
+
+    @property
+    def failed(self) -> int:
+        return self.n_failed
+
+    @property
+    def skipped(self) -> int:
+        return self.n_skipped
 
 
 @dataclass
@@ -227,16 +219,14 @@ class Report:
         out: dict[str, FamilySummary] = {}
         for r in self.results:
             fam = out.setdefault(r.case.family, FamilySummary(r.case.family))
-            fam.cases += 1
-            if r.status == "pass":
-                fam.passed += 1
-            elif r.status == "fail":
-                fam.failed += 1
+            if r.status == "skip":
+                fam.skip(r.reason)
+                continue
+            fam.n_checks += 1
+            if r.status == "fail":
+                fam.fail(r.case.id)
                 if r.diagnoses:
                     fam.diagnoses[r.diagnoses[0].id] += 1
-            else:
-                fam.skipped += 1
-                continue
             for st in (r.value_stats, r.grad_stats):
                 if st is not None:
                     fam.max_abs_err = max(fam.max_abs_err, st.abs_err)
@@ -246,6 +236,7 @@ class Report:
             )
             if worse:
                 fam.worst = r
+                fam.worst_ratio, fam.worst_case = r.ratio, r.case.id
         return out
 
     # -- renderings ------------------------------------------------------------------------
@@ -255,10 +246,10 @@ class Report:
         for name, f in self.families().items():
             fams[name] = {
                 "status": f.status,
-                "cases": f.cases,
-                "passed": f.passed,
-                "failed": f.failed,
-                "skipped": f.skipped,
+                "cases": f.n_checks + f.n_skipped,
+                "passed": f.n_passed,
+                "failed": f.n_failed,
+                "skipped": f.n_skipped,
                 "max_abs_err": _jf(f.max_abs_err),
                 "max_rel_err": _jf(f.max_rel_err),
                 "worst": f.worst.to_dict() if f.worst is not None else None,
@@ -316,14 +307,15 @@ class Report:
                 continue
             worst = f.worst.case.id if f.worst is not None else "-"
             lines.append(
-                f"{name:<15}{f.cases:>6}{f.passed:>6}{f.failed:>6}{f.skipped:>6}"
+                f"{name:<15}{f.n_checks + f.n_skipped:>6}{f.n_passed:>6}{f.n_failed:>6}"
+                f"{f.n_skipped:>6}"
                 f"{_e(f.max_abs_err):>13}{_e(f.max_rel_err):>13}   {worst}"
             )
         for name, f in fams.items():
-            if not f.failed:
+            if not f.n_failed:
                 continue
             lines.append("")
-            lines.append(f"FAIL {name}: {f.failed} of {f.cases} cases failed")
+            lines.append(f"FAIL {name}: {f.n_failed} of {f.n_checks + f.n_skipped} cases failed")
             lines.extend(_describe_failure(f.worst, "  "))
             if f.worst is not None and not f.worst.diagnoses and f.diagnoses:
                 diagnosed = [r for r in self.failures if r.case.family == name and r.diagnoses]
@@ -503,7 +495,7 @@ def _run_case(
             failed_on = "value"
     else:
         result.value_stats = _error_stats(got, want, tol)
-        if not _passes(got, want, tol) and (compare != "grad" or not check_grad):
+        if not passes(got, want, tol) and (compare != "grad" or not check_grad):
             failed_on = "value"
     want_grad = None
     if check_grad:
@@ -514,7 +506,7 @@ def _run_case(
             failed_on = failed_on or "grad"
         else:
             result.grad_stats = _error_stats(out.grad, want_grad, gtol)
-            if not _passes(out.grad, want_grad, gtol) and failed_on is None:
+            if not passes(out.grad, want_grad, gtol) and failed_on is None:
                 failed_on = "grad"
         if out.notes:
             result.reason = "; ".join(out.notes)
@@ -559,6 +551,7 @@ def _single_thread(adapter):
     if adapter.backend != "torch" or not str(adapter.device).startswith("cpu"):
         yield
         return
+    # torch: optional (the gpu extra)
     import torch
 
     before = torch.get_num_threads()
@@ -722,7 +715,6 @@ def conform(
         ``report.passed`` is True iff no case failed and at least one ran.
     """
     t0 = time.perf_counter()
-    from amid_ref.conformance._cases import PRESET_PARAM_GRIDS, iter_names
 
     if preset is not None:
         kind = "preset"

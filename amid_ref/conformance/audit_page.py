@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from amid_ref.conformance._peers import PEERS
+
 __all__ = ["DTYPES_CHECKED", "build_page", "main", "run_peers"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +54,6 @@ def _command(name: str, dtype: str) -> list[str]:
 def run_peers(names: list[str] | None = None, out: Path = REPORTS) -> list[Path]:
     """Run ``amid-ref conform --peer NAME --dtype D --json`` for each installed peer and
     dtype of :data:`DTYPES_CHECKED`; write ``out/NAME.D.json``. Returns the files written."""
-    from amid_ref.conformance._peers import PEERS
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -75,7 +76,6 @@ def run_peers(names: list[str] | None = None, out: Path = REPORTS) -> list[Path]
 
 def _load(reports: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """The reports by peer (in the registry's order, then others by name) and dtype."""
-    from amid_ref.conformance._peers import PEERS
 
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for path in sorted(reports.glob("*.json")):
@@ -134,7 +134,6 @@ def _diagnoses(data: dict[str, Any], by_design: set[str]) -> list[str]:
 
 def build_page(reports: Path = REPORTS) -> str:
     """The Markdown of ``docs/peers.md`` from the JSON reports in ``reports``."""
-    from amid_ref.conformance._peers import PEERS
 
     runs = _load(reports)
     env = next((d["settings"].get("environment") for v in runs.values() for d in v.values()), {})

@@ -19,6 +19,7 @@ import argparse
 import sys
 from dataclasses import replace
 
+from amid_ref._cli_util import prepare_out_dir
 from amid_ref._specs import ORDERS
 from amid_ref.study._metrics import METRIC_NAMES, HeldOutEvaluator, exact_metrics
 from amid_ref.study._sweep import (
@@ -292,7 +293,6 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"amid-ref study: re-rendered {args.replot}", file=sys.stderr)
         return 0
-    from amid_ref._cli_util import prepare_out_dir
 
     cfg = config_from_args(args)
     prepare_out_dir(args.out, args.force)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from amid_ref.study._report import _alpha_curves, aggregate
+from amid_ref.study._report import _alpha_curves, aggregate, answers
 
 if TYPE_CHECKING:  # pragma: no cover
     from amid_ref.study._sweep import StudyResult
@@ -35,6 +35,7 @@ def _figure(
     right: float = 0.15,
 ):
     """A figure with fixed margins (in inches): no layout engine, which is slow."""
+    # matplotlib: optional (the plot extra)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -62,6 +63,7 @@ def _log_y(ax, axis: str = "y") -> None:
     """Log axis with plain-number labels: at 1, 2, 3, 5 × 10^k, or at every integer
     multiple of 10^k when the data span less than ~0.7 decade (else only two or three
     labels would fall inside), or at 10^k alone over many decades. Call after plotting."""
+    # matplotlib: optional (the plot extra)
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     target = ax.yaxis if axis == "y" else ax.xaxis
@@ -256,7 +258,6 @@ def plot_all(study: StudyResult, directory: str | os.PathLike[str]) -> list[Path
     ``presets.png`` (each only when its experiment was run). Bands show the range over
     seeds.
     """
-    from amid_ref.study._report import answers
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from amid_ref._document import Document
 from amid_ref.study._metrics import METRIC_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -239,116 +240,100 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _spread(row: dict[str, Any], name: str) -> str:
     if row.get("n_seeds", 1) > 1:
         return f"{_num(row[name])} [{_num(row[name + '_min'])}, {_num(row[name + '_max'])}]"
     return _num(row[name])
 
 
-def summary_markdown(study: StudyResult, computed: dict[str, Any] | None = None) -> str:
-    """The answers as a Markdown page (tables of means over seeds, [min, max] in brackets)."""
+def summary_document(study: StudyResult, computed: dict[str, Any] | None = None) -> Document:
+    """The answers as a :class:`amid_ref._document.Document` (tables of means over seeds,
+    [min, max] in brackets): the renderer of ``amid-ref verify``'s report."""
     a = answers(study) if computed is None else computed
     cfg = study.config
     seeds = ", ".join(str(s) for s in cfg.seeds)
-    lines = [
-        f"# amid-ref study '{cfg.name}'",
-        "",
+    doc = Document(f"amid-ref study '{cfg.name}'")
+    doc.p(
         f"{len(study.runs)} runs of {cfg.train.steps} {cfg.train.optimizer} steps "
         f"(batch {cfg.train.batch_size}, lr {cfg.train.lr:g}), seeds {seeds}; "
         f"V = {cfg.teacher.vocab_size}, {cfg.teacher.n_components}-component teacher, "
         f"{cfg.teacher.n_test} held-out contexts. Metrics are exact (float64) on the held-out "
-        "contexts; numbers are means over seeds with [min, max] where there are several.",
-    ]
+        "contexts; numbers are means over seeds with [min, max] where there are several."
+    )
     if a["teacher"]:
-        lines += [
-            "",
+        doc.p(
             f"Base teacher: entropy {_num(a['teacher']['entropy'])} nats, "
             f"{_num(a['teacher']['modes_per_context'], 2)} modes (p ≥ {cfg.train.mode_mass:g}) "
-            "per context.",
-        ]
+            "per context."
+        )
     if a["q1"]:
         q1 = a["q1"]
-        lines += [
-            "",
-            "## Q1. KL, order pr, λ = 0.1: does larger α cover more modes?",
-            "",
-            _table(
-                ["α", "KL(p‖q)", "KL(q‖p)", "modes covered", "coverage", "H(q)", "top-k mass"],
+        doc.h(1, "Q1. KL, order pr, λ = 0.1: does larger α cover more modes?")
+        doc.table(
+            ["α", "KL(p‖q)", "KL(q‖p)", "modes covered", "coverage", "H(q)", "top-k mass"],
+            [
                 [
-                    [
-                        _num(r["alpha"], 2),
-                        _spread(r, "forward_kl"),
-                        _spread(r, "reverse_kl"),
-                        _spread(r, "modes_covered"),
-                        _num(r["mode_coverage"]),
-                        _num(r["student_entropy"]),
-                        _num(r["topk_teacher_mass"]),
-                    ]
-                    for r in q1["rows"]
-                ],
-            ),
-            "",
+                    _num(r["alpha"], 2),
+                    _spread(r, "forward_kl"),
+                    _spread(r, "reverse_kl"),
+                    _spread(r, "modes_covered"),
+                    _num(r["mode_coverage"]),
+                    _num(r["student_entropy"]),
+                    _num(r["topk_teacher_mass"]),
+                ]
+                for r in q1["rows"]
+            ],
+        )
+        doc.p(
             "Spearman correlation with α (finite α): "
             + ", ".join(
                 f"{k} {_num(v, 2)} ({q1['trend'][k]})" for k, v in q1["spearman_with_alpha"].items()
             )
-            + ".",
-            "",
-            (
-                "Verdict: yes. Larger α is more mode-covering here: as α grows, more modes "
-                "are covered, KL(p‖q) falls and H(q) rises (all three Spearman correlations "
-                "have that sign)."
-                if q1["more_mode_covering_with_alpha"]
-                else "Verdict: no. Larger α is not consistently more mode-covering here: the "
-                "Spearman correlations with α do not show more modes covered, a lower "
-                "KL(p‖q) and a higher H(q) together."
-            ),
-            "",
+            + "."
+        )
+        doc.p(
+            "Verdict: yes. Larger α is more mode-covering here: as α grows, more modes "
+            "are covered, KL(p‖q) falls and H(q) rises (all three Spearman correlations "
+            "have that sign)."
+            if q1["more_mode_covering_with_alpha"]
+            else "Verdict: no. Larger α is not consistently more mode-covering here: the "
+            "Spearman correlations with α do not show more modes covered, a lower "
+            "KL(p‖q) and a higher H(q) together."
+        )
+        doc.p(
             f"Along α, H(q) is {q1['trend']['student_entropy']}. The most modes are covered "
             f"at α = {_num(q1['argmax_modes_covered'], 2)}; KL(p‖q) is lowest at "
             f"α = {_num(q1['argmin_forward_kl'], 2)} and KL(q‖p) at "
-            f"α = {_num(q1['argmin_reverse_kl'], 2)}.",
-        ]
+            f"α = {_num(q1['argmin_reverse_kl'], 2)}."
+        )
     if a["q2"]:
-        lines += [
-            "",
-            "## Q2. Best α per divergence and order",
-            "",
-            _table(
+        doc.h(1, "Q2. Best α per divergence and order")
+        doc.table(
+            [
+                "divergence",
+                "order",
+                "λ",
+                "best α (KL(p‖q))",
+                "KL(p‖q)",
+                "best α (KL(q‖p))",
+                "best α (top-k mass)",
+                "KL(p‖q) vs α",
+            ],
+            [
                 [
-                    "divergence",
-                    "order",
-                    "λ",
-                    "best α (KL(p‖q))",
-                    "KL(p‖q)",
-                    "best α (KL(q‖p))",
-                    "best α (top-k mass)",
-                    "KL(p‖q) vs α",
-                ],
-                [
-                    [
-                        r["divergence"],
-                        r["order"],
-                        _num(r["lam"], 2),
-                        _num(r["best_alpha_forward_kl"], 2),
-                        _num(r["best_forward_kl"]),
-                        _num(r["best_alpha_reverse_kl"], 2),
-                        _num(r["best_alpha_topk_mass"], 2),
-                        r["forward_kl_trend"],
-                    ]
-                    for r in a["q2"]
-                ],
-            ),
-            "",
-            "Per-α detail (KL(p‖q) / H(q)):",
-            "",
-        ]
+                    r["divergence"],
+                    r["order"],
+                    _num(r["lam"], 2),
+                    _num(r["best_alpha_forward_kl"], 2),
+                    _num(r["best_forward_kl"]),
+                    _num(r["best_alpha_reverse_kl"], 2),
+                    _num(r["best_alpha_topk_mass"], 2),
+                    r["forward_kl_trend"],
+                ]
+                for r in a["q2"]
+            ],
+        )
+        doc.p("Per-α detail (KL(p‖q) / H(q)):")
         alphas = sorted({x for r in a["q2"] for x in r["alphas"]})
         detail = []
         for r in a["q2"]:
@@ -362,69 +347,67 @@ def summary_markdown(study: StudyResult, computed: dict[str, Any] | None = None)
                     for x in alphas
                 ]
             )
-        lines.append(_table(["setting"] + [f"α={_num(x, 2)}" for x in alphas], detail))
+        doc.table(["setting"] + [f"α={_num(x, 2)}" for x in alphas], detail)
     if a["q3"]:
-        lines += [
-            "",
-            "## Q3. Stability with near-zero teacher probabilities",
-            "",
-            _table(
+        doc.h(1, "Q3. Stability with near-zero teacher probabilities")
+        doc.table(
+            [
+                "teacher",
+                "method",
+                "skipped steps",
+                "‖g‖ median",
+                "‖g‖ p99",
+                "‖g‖ max",
+                "max/median",
+                "KL(p‖q)",
+                "H(q)",
+                "mass off support",
+            ],
+            [
                 [
-                    "teacher",
-                    "method",
-                    "skipped steps",
-                    "‖g‖ median",
-                    "‖g‖ p99",
-                    "‖g‖ max",
-                    "max/median",
-                    "KL(p‖q)",
-                    "H(q)",
-                    "mass off support",
-                ],
-                [
-                    [
-                        r["teacher"],
-                        r["method"],
-                        _num(
-                            int(r["skipped_steps"])
-                            if math.isfinite(r["skipped_steps"])
-                            else r["skipped_steps"]
-                        ),
-                        _num(r["grad_norm_median"]),
-                        _num(r["grad_norm_p99"]),
-                        _num(r["grad_norm_max"]),
-                        _num(r["grad_spike_ratio"], 2),
-                        _spread(r, "forward_kl"),
-                        _num(r["student_entropy"], 2),
-                        _num(r["mass_off_support"]),
-                    ]
-                    for r in a["q3"]
-                ],
-            ),
-        ]
+                    r["teacher"],
+                    r["method"],
+                    _num(
+                        int(r["skipped_steps"])
+                        if math.isfinite(r["skipped_steps"])
+                        else r["skipped_steps"]
+                    ),
+                    _num(r["grad_norm_median"]),
+                    _num(r["grad_norm_p99"]),
+                    _num(r["grad_norm_max"]),
+                    _num(r["grad_spike_ratio"], 2),
+                    _spread(r, "forward_kl"),
+                    _num(r["student_entropy"], 2),
+                    _num(r["mass_off_support"]),
+                ]
+                for r in a["q3"]
+            ],
+        )
         refused = [r for r in a["q3"] if r.get("loss_error")]
         if refused:
-            lines += ["", "Steps the loss refused (first message per setting):", ""]
-            lines += [f"- {r['teacher']} / {r['method']}: {r['loss_error']}" for r in refused]
+            doc.p("Steps the loss refused (first message per setting):")
+            doc.items([f"{r['teacher']} / {r['method']}: {r['loss_error']}" for r in refused])
     if a["q4"]:
-        lines += [
-            "",
-            "## Q4. Prior methods' presets vs AMiD at equal budget",
-            "",
-            _table(
-                ["method", "KL(p‖q)", "KL(q‖p)", "top-k mass", "modes covered", "H(q)", "skipped"],
+        doc.h(1, "Q4. Prior methods' presets vs AMiD at equal budget")
+        doc.table(
+            ["method", "KL(p‖q)", "KL(q‖p)", "top-k mass", "modes covered", "H(q)", "skipped"],
+            [
                 [
-                    [
-                        r["method"],
-                        _spread(r, "forward_kl"),
-                        _spread(r, "reverse_kl"),
-                        _num(r["topk_teacher_mass"]),
-                        _num(r["modes_covered"], 2),
-                        _num(r["student_entropy"], 2),
-                        _num(int(r["skipped_steps"])),
-                    ]
-                    for r in sorted(a["q4"], key=lambda r: r["forward_kl"])
-                ],
-            ),
-        ]
-    return "\n".join(lines) + "\n"
+                    r["method"],
+                    _spread(r, "forward_kl"),
+                    _spread(r, "reverse_kl"),
+                    _num(r["topk_teacher_mass"]),
+                    _num(r["modes_covered"], 2),
+                    _num(r["student_entropy"], 2),
+                    _num(int(r["skipped_steps"])),
+                ]
+                for r in sorted(a["q4"], key=lambda r: r["forward_kl"])
+            ],
+        )
+    return doc
+
+
+def summary_markdown(study: StudyResult, computed: dict[str, Any] | None = None) -> str:
+    """The answers as a Markdown page (tables of means over seeds, [min, max] in brackets):
+    :func:`summary_document` rendered."""
+    return summary_document(study, computed).to_markdown()

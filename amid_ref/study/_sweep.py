@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 import math
+import multiprocessing as mp
 import os
 import sys
 import time
@@ -11,10 +13,20 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from amid_ref._cli_util import Progress
 from amid_ref._specs import ORDERS
 from amid_ref.study._metrics import METRIC_NAMES
-from amid_ref.study._teacher import TeacherConfig
-from amid_ref.study._train import Method, RunResult, TrainConfig, amid_method, preset_method
+from amid_ref.study._plots import plot_all
+from amid_ref.study._report import answers, summary_markdown
+from amid_ref.study._teacher import TeacherConfig, make_teacher
+from amid_ref.study._train import (
+    Method,
+    RunResult,
+    TrainConfig,
+    amid_method,
+    preset_method,
+    train_student,
+)
 
 __all__ = [
     "DEFAULT_DIV_PARAMS",
@@ -293,8 +305,6 @@ _TEACHERS: dict[tuple[TeacherConfig, int], Any] = {}
 
 
 def _teacher(config: TeacherConfig, seed: int):
-    from amid_ref.study._teacher import make_teacher
-
     key = (config, seed)
     if key not in _TEACHERS:
         _TEACHERS.clear()  # one teacher at a time keeps memory flat
@@ -303,6 +313,7 @@ def _teacher(config: TeacherConfig, seed: int):
 
 
 def _configure_torch(threads: int) -> None:
+    # torch: optional (the gpu extra)
     import torch
 
     torch.set_num_threads(threads)
@@ -311,7 +322,6 @@ def _configure_torch(threads: int) -> None:
 
 def _execute(payload: tuple[StudyConfig, RunSpec]) -> RunResult:
     """Run one spec (also the entry point of worker processes)."""
-    from amid_ref.study._train import train_student
 
     config, spec = payload
     teacher = _teacher(config.teacher_config(spec.teacher), config.teacher_seed)
@@ -346,8 +356,6 @@ class _Progress:
     line per finished run; ETAs appear once a few runs have finished."""
 
     def __init__(self, total: int, stream: TextIO | None) -> None:
-        from amid_ref._cli_util import Progress
-
         self.total = total
         self.stream = stream
         self.display = None if stream is None else Progress(stream)
@@ -380,6 +388,7 @@ class _Progress:
 
 def _run_all(config: StudyConfig, specs, results: list, tracker: _Progress) -> None:
     """Run every spec (here or in ``config.jobs`` processes) into ``results``."""
+    # torch: optional (the gpu extra)
     import torch
 
     old_threads = torch.get_num_threads()
@@ -391,9 +400,6 @@ def _run_all(config: StudyConfig, specs, results: list, tracker: _Progress) -> N
                 results[i] = _execute((config, spec))
                 tracker.update(spec, results[i])
         else:
-            import concurrent.futures as cf
-            import multiprocessing as mp
-
             with cf.ProcessPoolExecutor(
                 max_workers=config.jobs,
                 mp_context=mp.get_context("spawn"),
@@ -550,7 +556,6 @@ def write_outputs(
     ``"-inf"``), ``summary.md`` (the answers as tables), ``timings.json`` (wall times: the
     only file that is not deterministic) and ``figures/*.png``.
     """
-    from amid_ref.study._report import answers, summary_markdown
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -598,8 +603,6 @@ def write_outputs(
     }
     (out / "timings.json").write_text(json.dumps(timings, indent=1) + "\n", encoding="utf-8")
     if plots:
-        from amid_ref.study._plots import plot_all
-
         plot_all(study, out / "figures")
     return out
 
@@ -675,13 +678,10 @@ def load_study(out_dir: str | os.PathLike[str]) -> StudyResult:
 
 def replot(out_dir: str | os.PathLike[str], *, plots: bool = True) -> StudyResult:
     """Re-render ``summary.md`` and ``figures/*.png`` in ``out_dir`` from its results.json."""
-    from amid_ref.study._report import summary_markdown
 
     study = load_study(out_dir)
     out = Path(out_dir)
     (out / "summary.md").write_text(summary_markdown(study), encoding="utf-8")
     if plots:
-        from amid_ref.study._plots import plot_all
-
         plot_all(study, out / "figures")
     return study

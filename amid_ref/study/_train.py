@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from amid_ref import presets
 from amid_ref._specs import ORDERS
 from amid_ref.study._metrics import HeldOutEvaluator
 
@@ -168,7 +169,6 @@ def preset_method(name: str, label: str | None = None) -> Method:
     whether the assistant is detached. ``taid`` additionally gets TAID's linear
     schedule λ = t from 0.4 to 1.0 over training (its non-adaptive form).
     """
-    from amid_ref import presets
 
     preset = presets.get(name)
     params = preset.div_params or {}
@@ -187,6 +187,7 @@ def preset_method(name: str, label: str | None = None) -> Method:
 
 
 def _default_loss_class():
+    # gpu: optional (needs torch, the gpu extra)
     import gpu
 
     try:
@@ -294,6 +295,7 @@ def make_student(context_dim: int, vocab_size: int, config: TrainConfig):
 
     Shapes: input (N, context_dim) → logits (N, vocab_size).
     """
+    # torch: optional (the gpu extra)
     from torch import nn
 
     return nn.Sequential(
@@ -328,6 +330,7 @@ class RunResult:
 
 
 def _grad_norm(parameters) -> float:
+    # torch: optional (the gpu extra)
     import torch
 
     grads = [p.grad.detach().reshape(-1) for p in parameters if p.grad is not None]
@@ -370,6 +373,7 @@ def train_student(
     -------
     RunResult
     """
+    # torch: optional (the gpu extra)
     import torch
 
     start = time.perf_counter()
