@@ -13,7 +13,7 @@ import pytest
 from scipy.special import xlogy
 
 from amid_ref import amid_grad, amid_loss, divergence, precise
-from amid_ref._specs import SPECS
+from amid_ref._specs import ORDERS, SPECS
 from amid_ref.tolerances import assert_within, tolerance
 
 INF = np.inf
@@ -110,7 +110,7 @@ def test_ab_negative_sum_self_divergence_is_zero(ab):
     params = {"alpha": ab[0], "beta": ab[1]}
     s = np.array([0.0, -1100.0, -3.0])
     for lam in (0.3, 1.0 - 1e-15):
-        for order in ("pr", "qr", "rp", "rq"):
+        for order in ORDERS:
             want = precise.to_float(precise.amid_loss(s, s, -5.0, lam, "ab", order, params))
             got = amid_loss(s, s, -5.0, lam, "ab", order, params)
             assert_within(got, want, tolerance("reference", "loss"), what=f"{ab} {order}")
@@ -150,7 +150,7 @@ def test_gradient_near_one_hot_student(s, t, div, params):
     import gpu
 
     for alpha in (0.0, -5.0, 3.0):
-        for order in ("pr", "qr", "rp", "rq"):
+        for order in ORDERS:
             what = f"{div} α={alpha} {order}"
             want = precise.to_float(precise.amid_grad(s, t, alpha, 0.1, div, order, params))
             got = amid_grad(s, t, alpha, 0.1, div, order, params)
@@ -311,7 +311,7 @@ def test_gradient_with_huge_zero_entry_terms(div, params):
 
     tol = tolerance("reference", "grad")
     for alpha, lam in ((0.0, 1e-15), (-1.0, 0.5), (0.5, 1.0 - 1e-15)):
-        for order in ("pr", "qr", "rp", "rq"):
+        for order in ORDERS:
             args = (ZERO_ENTRY_S, ZERO_ENTRY_T, alpha, lam, div, order, params)
             what = f"{div} {params} α={alpha} λ={lam} {order}"
             try:
