@@ -19,8 +19,10 @@ Measurement method
 ------------------
 * Every (implementation, configuration) pair runs in a **fresh subprocess**, so allocator
   caches and earlier peaks never leak between measurements.
-* **CPU peak memory**: ``ru_maxrss`` (the kernel's resident-set high-water mark, which does
-  see torch's allocations, unlike ``tracemalloc``) after one forward+backward, minus the
+* **CPU peak memory**: the kernel's resident-set high-water mark (``VmHWM``, reset through
+  ``/proc/self/clear_refs`` just before the measured step so that a transient of the imports
+  cannot stand in for it; it sees torch's allocations, unlike ``tracemalloc``) after one
+  forward+backward, minus the
   resident set size right after the inputs were allocated and touched
   (``/proc/self/statm``). The inputs are generated in blocks of at most 1 MB so that their
   creation leaves no higher earlier peak. glibc serves these large
@@ -76,6 +78,7 @@ import torch.nn.functional as F
 
 import gpu
 from amid_ref._mutants import naive_log_alpha_mean
+from gpu._rss import _reset_rss_peak, _rss_peak_bytes
 
 DEFAULT_ALPHA = -5.0
 DEFAULT_LAM = 0.1
@@ -127,12 +130,6 @@ class Result:
 
 
 # --- worker (runs in a fresh subprocess) --------------------------------------------------
-
-
-def _rss_peak_bytes() -> int:
-    import resource  # optional: POSIX only
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 def _rss_now_bytes() -> int:
@@ -188,6 +185,7 @@ def _worker(spec: dict) -> dict:
         base = torch.cuda.memory_allocated()
     else:
         base = _rss_now_bytes()
+        _reset_rss_peak()
     loss = step()
     loss.backward()
     if cuda:
@@ -531,6 +529,7 @@ def _fused_worker(spec: dict) -> dict:
         base = torch.cuda.memory_allocated()
     else:
         base = _rss_now_bytes()
+        _reset_rss_peak()
     loss = step()
     loss.backward()
     if cuda:

@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
 import sys
 import time
+
+from gpu._rss import _reset_rss_peak, _rss_peak_bytes
 
 DEFAULT_ROWS = 256
 DEFAULT_VOCAB = 50257
@@ -42,7 +43,7 @@ def _rss_now() -> int:
 
 
 def _rss_peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return _rss_peak_bytes()
 
 
 def _inputs(rows: int, vocab: int, lo: int, hi: int, dtype):
@@ -65,6 +66,7 @@ def _inputs(rows: int, vocab: int, lo: int, hi: int, dtype):
 
 def _measure(step, s, reps: int) -> tuple[int, float, float]:
     base = _rss_now()
+    _reset_rss_peak()  # the peak of this step, not a transient of the imports
     loss = step()
     loss.backward()
     peak = _rss_peak() - base
