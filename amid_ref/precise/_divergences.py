@@ -30,8 +30,9 @@ from amid_ref.precise._common import (
     _scalar_or_array,
 )
 
-#: The divergences of the contract (:data:`amid_ref._specs.SPECS`), in its order.
 DIVERGENCES: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.offered_by("precise"))
+"""The divergences of the contract (:data:`amid_ref._specs.SPECS`), in its order: the names
+:func:`divergence` and :func:`amid_loss` accept, the same as :data:`amid_ref.DIVERGENCES`."""
 
 
 # --------------------------------------------------------------------------------------
@@ -340,8 +341,9 @@ def divergence(
             + \tfrac{1+\gamma}{2}b - a^{\frac{1-\gamma}{2}} b^{\frac{1+\gamma}{2}}\Big],\quad
         D^{\mathrm{R}}_\rho = \frac{1}{\rho-1}\log\sum \hat a^\rho \hat b^{1-\rho},
 
-        D_{AB}^{(a_, b_)} = -\frac{1}{a_ b_}\sum\Big(x^{a_} y^{b_}
-            - \tfrac{a_}{a_+b_} x^{a_+b_} - \tfrac{b_}{a_+b_} y^{a_+b_}\Big).
+        D_{AB}^{(a_\star, b_\star)} = -\frac{1}{a_\star b_\star}\sum\Big(x^{a_\star} y^{b_\star}
+            - \tfrac{a_\star}{a_\star+b_\star} x^{a_\star+b_\star}
+            - \tfrac{b_\star}{a_\star+b_\star} y^{a_\star+b_\star}\Big).
 
     Parameters
     ----------
@@ -377,13 +379,17 @@ def divergence(
     ``Σ [b log(b/a) − b + a]`` [claim: divergence.amari.limit_plus1]. Rényi: inputs are
     normalized first; terms with a = 0 contribute 0 for every order; a > 0 = b gives 0
     (ρ < 1) or +inf (ρ > 1); a zero sum gives +inf; ρ = 1 is KL
-    [claim: divergence.renyi.limit_1]. AB: closed forms at the exact limits
+    [claim: divergence.renyi.limit_1]. AB (:math:`a_\star` = ``alpha``, :math:`b_\star` =
+    ``beta``): closed forms at the exact limits
     [claim: divergence.ab.limit_a0] [claim: divergence.ab.limit_b0]
     [claim: divergence.ab.limit_sum0]
 
-    * a_ = 0: :math:`b_^{-2}\sum(x^{b_} - y^{b_} - y^{b_}\log(x^{b_}/y^{b_}))`,
-    * b_ = 0: :math:`a_^{-2}\sum(y^{a_} - x^{a_} - x^{a_}\log(y^{a_}/x^{a_}))`,
-    * a_ + b_ = 0: :math:`a_^{-2}\sum(\log(y^{a_}/x^{a_}) + (x/y)^{a_} - 1)`,
+    * :math:`a_\star = 0`: :math:`b_\star^{-2}\sum(x^{b_\star} - y^{b_\star}
+      - y^{b_\star}\log(x^{b_\star}/y^{b_\star}))`,
+    * :math:`b_\star = 0`: :math:`a_\star^{-2}\sum(y^{a_\star} - x^{a_\star}
+      - x^{a_\star}\log(y^{a_\star}/x^{a_\star}))`,
+    * :math:`a_\star + b_\star = 0`: :math:`a_\star^{-2}\sum(\log(y^{a_\star}/x^{a_\star})
+      + (x/y)^{a_\star} - 1)`,
     * (0, 0): :math:`\tfrac12\sum(\log x - \log y)^2`;
 
     (1, 0) is the generalized KL(x‖y) and (0, 1) the generalized KL(y‖x)

@@ -31,8 +31,9 @@ from amid_ref.precise._common import (
 from amid_ref.precise._divergences import _divergence_row_fn
 from amid_ref.precise._mixture import _beta, _log_mean_kernel, _log_mixture_row, _mean_extra_digits
 
-#: The argument orders of the contract.
 ORDERS: tuple[str, ...] = tuple(_CONTRACT_ORDERS)
+"""The argument orders of the contract: the loss is D(first ‖ second) with ``"pr"`` = D(p‖r),
+``"qr"``, ``"rp"``, ``"rq"`` (p the teacher, q the student, r the α-mixture)."""
 
 
 # --------------------------------------------------------------------------------------
