@@ -332,14 +332,20 @@ def divergence(
         \mathrm{JS}_\beta = \beta\,\mathrm{KL}(a\|m) + (1-\beta)\,\mathrm{KL}(b\|m),\
         m = \beta a + (1-\beta) b,
 
+    .. math::
+
         \mathrm{TV} = \tfrac12\sum|a-b|,\quad
         H^2 = \tfrac12\sum(\sqrt a - \sqrt b)^2,\quad
         \chi^2 = \sum\frac{(a-b)^2}{b},\quad
         D_f = \sum b\, f(a/b),
 
+    .. math::
+
         D^{\mathrm{Amari}}_\gamma = \frac{4}{1-\gamma^2}\sum\Big[\tfrac{1-\gamma}{2}a
             + \tfrac{1+\gamma}{2}b - a^{\frac{1-\gamma}{2}} b^{\frac{1+\gamma}{2}}\Big],\quad
         D^{\mathrm{R}}_\rho = \frac{1}{\rho-1}\log\sum \hat a^\rho \hat b^{1-\rho},
+
+    .. math::
 
         D_{AB}^{(a_\star, b_\star)} = -\frac{1}{a_\star b_\star}\sum\Big(x^{a_\star} y^{b_\star}
             - \tfrac{a_\star}{a_\star+b_\star} x^{a_\star+b_\star}
