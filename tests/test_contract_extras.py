@@ -83,7 +83,10 @@ CORE_MODULES = [
     "amid_ref._loss",
     "amid_ref._specs",
     "amid_ref._mutants",
-    "amid_ref.precise",
+    "amid_ref.precise._common",
+    "amid_ref.precise._mixture",
+    "amid_ref.precise._divergences",
+    "amid_ref.precise._loss",
     "amid_ref.presets",
     "amid_ref.tolerances",
 ]
