@@ -705,26 +705,26 @@ def _format_fused(report: dict, args) -> str:
         f, lg = quiet.get("fused"), quiet.get("liger_chunk")
         targets = []
         if f and unf:
-            targets.append(("fused peak ≤ 0.3× unfused", f["peak_extra_mib"] / unf, 0.3))
+            targets.append(("fused peak ≤ 0.3× unfused", _ratio(f["peak_extra_mib"], unf), 0.3))
         if f and lg:
             targets.append(
                 (
                     "fused peak ≤ 1.0× liger (same chunk)",
-                    f["peak_extra_mib"] / lg["peak_extra_mib"],
+                    _ratio(f["peak_extra_mib"], lg["peak_extra_mib"]),
                     1.0,
                 )
             )
             targets.append(
-                ("fused time ≤ 1.0× liger (same chunk)", f["time_ms"] / lg["time_ms"], 1.0)
+                ("fused time ≤ 1.0× liger (same chunk)", _ratio(f["time_ms"], lg["time_ms"]), 1.0)
             )
         for kernel in ("logits_chunked", "logits_compiled"):  # the loss alone, on logits
             for cond, results, bound in (("quiet", quiet, 0.25), ("loaded", loaded, 1.0)):
                 ours, naive = results.get(kernel), results.get("logits_naive")
                 if ours and naive:
                     targets.append((f"{kernel} time ≤ {bound}× logits_naive, {cond}",
-                                    ours["time_ms"] / naive["time_ms"], bound))  # fmt: skip
+                                    _ratio(ours["time_ms"], naive["time_ms"]), bound))  # fmt: skip
         for name, value, bound in targets:
-            verdict = "met" if value <= bound else "NOT met"
+            verdict = "met" if value <= bound else "NOT met"  # nan (no reference): NOT met
             lines.append(f"target {name}: {value:.3f} ({verdict})")
     for sk in report.get("skipped", []):
         lines.append(f"skipped: {sk}")

@@ -390,12 +390,12 @@ def divergence(
     [claim: divergence.ab.limit_a0] [claim: divergence.ab.limit_b0]
     [claim: divergence.ab.limit_sum0]
 
-    * :math:`a_\star = 0`: :math:`b_\star^{-2}\sum(x^{b_\star} - y^{b_\star}
-      - y^{b_\star}\log(x^{b_\star}/y^{b_\star}))`,
-    * :math:`b_\star = 0`: :math:`a_\star^{-2}\sum(y^{a_\star} - x^{a_\star}
-      - x^{a_\star}\log(y^{a_\star}/x^{a_\star}))`,
-    * :math:`a_\star + b_\star = 0`: :math:`a_\star^{-2}\sum(\log(y^{a_\star}/x^{a_\star})
-      + (x/y)^{a_\star} - 1)`,
+    * :math:`a_\star = 0`: :math:`b_\star^{-2}\sum(x^{b_\star} - y^{b_\star} -
+      y^{b_\star}\log(x^{b_\star}/y^{b_\star}))`,
+    * :math:`b_\star = 0`: :math:`a_\star^{-2}\sum(y^{a_\star} - x^{a_\star} -
+      x^{a_\star}\log(y^{a_\star}/x^{a_\star}))`,
+    * :math:`a_\star + b_\star = 0`: :math:`a_\star^{-2}\sum(\log(y^{a_\star}/x^{a_\star}) +
+      (x/y)^{a_\star} - 1)`,
     * (0, 0): :math:`\tfrac12\sum(\log x - \log y)^2`;
 
     (1, 0) is the generalized KL(x‖y) and (0, 1) the generalized KL(y‖x)
