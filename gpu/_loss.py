@@ -541,6 +541,19 @@ def _reduce(row_loss: torch.Tensor, reduction: str, n_valid: int, leading) -> to
     return total / n_valid if n_valid > 0 else total * 0.0
 
 
+def _scale_by_upstream(grad: torch.Tensor, grad_output: torch.Tensor, spec, reduction: str):
+    """In place: the stored gradient rows times the upstream gradient (one number per row
+    for ``reduction="none"``, chunk by chunk so no (N, V) temporary forms; a scalar else)."""
+    if reduction == "none":
+        go = grad_output.reshape(-1, 1).to(spec.cdtype)
+        step = spec.chunk_size
+        for start in range(0, grad.shape[0], step):
+            block = grad[start : start + step]
+            block.copy_(block.to(spec.cdtype).mul_(go[start : start + step]))
+    elif bool(grad_output != 1):
+        grad.mul_(grad_output.to(spec.cdtype))
+
+
 class _AMiDFunction(torch.autograd.Function):
     """Chunked forward that also produces the gradient; backward scales and hands it over."""
 
@@ -583,14 +596,7 @@ class _AMiDFunction(torch.autograd.Function):
                 ctx.leading,
                 ctx.kernel,
             )
-        if ctx.reduction == "none":
-            go = grad_output.reshape(-1, 1).to(ctx.spec.cdtype)
-            step = ctx.spec.chunk_size
-            for start in range(0, grad.shape[0], step):
-                block = grad[start : start + step]
-                block.copy_(block.to(ctx.spec.cdtype).mul_(go[start : start + step]))
-        elif bool(grad_output != 1):
-            grad.mul_(grad_output.to(ctx.spec.cdtype))
+        _scale_by_upstream(grad, grad_output, ctx.spec, ctx.reduction)
         return grad.view(student.shape), None, None, None, None, None, None, None, None
 
 

@@ -53,7 +53,9 @@ from gpu._loss import (
     _NAN_LOSS,
     _raise_for_flags,
     _reduce,
+    _scale_by_upstream,
     _Spec,
+    _valid_rows,
     default_chunk_size,
 )
 from gpu._mixture import NEG_INF, log_alpha_mean_and_weight
@@ -65,7 +67,6 @@ from gpu._validation import (
     check_chunk_size,
     check_float_tensor,
     check_ignore_index,
-    check_labels,
     check_lam,
     check_order,
     check_pair,
@@ -323,14 +324,7 @@ class _VocabParallelFunction(torch.autograd.Function):
                 ctx.leading,
                 ctx.red,
             )
-        if ctx.reduction == "none":
-            go = grad_output.reshape(-1, 1).to(ctx.spec.cdtype)
-            step = ctx.spec.chunk_size
-            for start in range(0, grad.shape[0], step):
-                block = grad[start : start + step]
-                block.copy_(block.to(ctx.spec.cdtype).mul_(go[start : start + step]))
-        elif bool(grad_output != 1):
-            grad.mul_(grad_output.to(ctx.spec.cdtype))
+        _scale_by_upstream(grad, grad_output, ctx.spec, ctx.reduction)
         return grad.view(student.shape), None, None, None, None, None, None, None
 
 
@@ -622,18 +616,12 @@ def _checked_call(
         raise TypeError(f"vocab_start must be a non-negative int or None, got {vocab_start!r}")
     leading = tuple(student_logits_shard.shape[:-1])
     device = student_logits_shard.device
-    rows = None
-    n_total = math.prod(leading)
-    n_valid = n_total
-    valid_key = 0.0
-    if labels is not None:
-        labels = check_labels(labels, student_logits_shard.shape[:-1], device)
-        valid = (labels != ignore_index).reshape(-1)
-        n_valid = int(valid.sum())
-        weights = torch.arange(1, n_total + 1, device=device, dtype=torch.float64)
-        valid_key = float((weights * weights * valid).sum())  # exact below 2^53
-        if n_valid < n_total:
-            rows = torch.nonzero(valid).flatten()
+    # The positions that count, by the rule of gpu.amid_loss (integer labels or a bool mask).
+    rows, n_valid = _valid_rows(labels, leading, device, ignore_index, False)
+    if rows is None:
+        valid_key = n_valid * (n_valid + 1) * (2 * n_valid + 1) / 6  # Σ i², i = 1..N
+    else:  # Σ (row + 1)²: which rows, for the cross-rank agreement (exact below 2^53)
+        valid_key = float(((rows.to(torch.float64) + 1.0) ** 2).sum())
     cdtype = compute_dtype(student_logits_shard.dtype, teacher_logits_shard.dtype)
     want_grad = torch.is_grad_enabled() and student_logits_shard.requires_grad
     spec = _Spec(objective=objective, cdtype=cdtype, chunk_size=chunk_size or 0)

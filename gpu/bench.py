@@ -25,8 +25,9 @@ Measurement method
   forward+backward, minus the
   resident set size right after the inputs were allocated and touched
   (``/proc/self/statm``). The inputs are generated in blocks of at most 1 MB so that their
-  creation leaves no higher earlier peak. glibc serves these large
-  blocks by ``mmap`` and returns them on free, so the high-water mark tracks live tensors.
+  creation leaves no higher earlier peak. The workers run with a fixed glibc mmap
+  threshold (:data:`gpu._rss.MALLOC_ENV`), so large blocks are mmapped and returned on
+  free and the high-water mark tracks live tensors.
   "Extra" memory therefore includes the final gradient ``student.grad`` (N·V in the student
   dtype) for both implementations.
 * **CUDA peak memory**: ``torch.cuda.max_memory_allocated`` after
@@ -78,7 +79,7 @@ import torch.nn.functional as F
 
 import gpu
 from amid_ref._mutants import naive_log_alpha_mean
-from gpu._rss import _reset_rss_peak, _rss_peak_bytes
+from gpu._rss import MALLOC_ENV, _reset_rss_peak, _rss_peak_bytes
 
 DEFAULT_ALPHA = -5.0
 DEFAULT_LAM = 0.1
@@ -157,6 +158,38 @@ def _make_inputs(rows: int, vocab: int, dtype, device):
     return s.requires_grad_(), t
 
 
+def _measure_step(step, clear_grads, cuda: bool, spec: dict) -> tuple[int, float, float]:
+    """Peak extra memory (bytes) of one forward+backward of ``step``, its loss, and the
+    median time of ``spec["reps"]`` further passes after one warm-up pass."""
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_now_bytes()
+        _reset_rss_peak()
+    loss = step()
+    loss.backward()
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = _rss_peak_bytes() - base
+    loss_value = float(loss.detach())
+    del loss
+    times = []
+    for _ in range(spec["reps"] + 1):  # the first pass is a warm-up
+        clear_grads()
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step().backward()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return peak, loss_value, statistics.median(times[1:])
+
+
 def _worker(spec: dict) -> dict:
     import torch  # heavy: imported by the benchmark worker, not by --help
 
@@ -178,34 +211,12 @@ def _worker(spec: dict) -> dict:
     if spec.get("threads") and device.type == "cpu":
         torch.set_num_threads(spec["threads"])
     cuda = device.type == "cuda"
+    # Warm-up on two rows: the first call pages in torch's kernels (resident code pages the
+    # peak would otherwise count for either implementation).
+    s, t = _make_inputs(min(rows, 2), vocab, dtype, device)
+    step().backward()
     s, t = _make_inputs(rows, vocab, dtype, device)
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_now_bytes()
-        _reset_rss_peak()
-    loss = step()
-    loss.backward()
-    if cuda:
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = _rss_peak_bytes() - base
-    loss_value = float(loss.detach())
-    del loss
-    times = []
-    for _ in range(spec["reps"] + 1):  # the first pass is a warm-up
-        s.grad = None
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step().backward()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    time_s = statistics.median(times[1:])
+    peak, loss_value, time_s = _measure_step(step, lambda: setattr(s, "grad", None), cuda, spec)
     roofline = None
     if cuda:
         nbytes = rows * vocab * (s.element_size() + t.element_size() + s.grad.element_size())
@@ -227,7 +238,7 @@ def _worker(spec: dict) -> dict:
 
 def _run_in_subprocess(spec: dict, timeout: float) -> dict:
     cmd = [sys.executable, "-m", "gpu.bench", "--_worker", json.dumps(spec)]
-    env = dict(os.environ)
+    env = {**os.environ, **MALLOC_ENV}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker failed ({spec}):\n{proc.stderr[-2000:]}")
@@ -523,33 +534,11 @@ def _fused_worker(spec: dict) -> dict:
     if impl in _COMPILED_IMPLS:  # compile outside the measurement
         step().backward()
         h.grad = w.grad = None
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_now_bytes()
-        _reset_rss_peak()
-    loss = step()
-    loss.backward()
-    if cuda:
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = _rss_peak_bytes() - base
-    loss_value = float(loss.detach())
-    del loss
-    times = []
-    for _ in range(spec["reps"] + 1):
+
+    def clear_grads():
         h.grad = w.grad = None
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step().backward()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    time_s = statistics.median(times[1:])
+
+    peak, loss_value, time_s = _measure_step(step, clear_grads, cuda, spec)
     roofline = None
     if cuda:  # weights read (student twice: forward and G·W), written once; hidden in/out
         el = h.element_size()

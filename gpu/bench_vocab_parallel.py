@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from gpu._rss import _reset_rss_peak, _rss_peak_bytes
+from gpu._rss import MALLOC_ENV, _reset_rss_peak, _rss_peak_bytes
 
 DEFAULT_ROWS = 256
 DEFAULT_VOCAB = 50257
@@ -147,7 +147,7 @@ def _launch(specs: list[dict], timeout: float) -> list[dict]:
     # A fixed mmap threshold: every block above 128 KiB is mmapped and unmapped on free, so
     # the resident high-water mark follows live tensors (glibc's default threshold grows to
     # the size of the last freed block, after which equal blocks come from the heap).
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 17)}
+    env = {**os.environ, **MALLOC_ENV}
     procs = [
         subprocess.Popen(
             [*cmd, json.dumps(sp)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
