@@ -412,6 +412,8 @@ def test_masks_reductions_temperature_and_upstream(pools):
             _case(s3, t3, bounds, **base, ignore_index=-7, labels=none_ignored, reduction="mean"),
             _case(s3, t3, bounds, **base, upstream=up),
             _case(s3, t3, bounds, **{**base, "reduction": "mean"}, labels=labels, chunk_size=1),
+            # a bool mask (True: the position counts) in place of the labels
+            _case(s3, t3, bounds, **{**base, "reduction": "mean"}, labels=labels != -100),
             _case(s3, t3, bounds, **base, chunk_size=4, vocab_start=True),
             _case(s3, t3, bounds, **base, grad=False),
             _case(s3, t3, bounds, "float32", **base, temperature=0.3, upstream=up),
