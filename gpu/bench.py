@@ -693,7 +693,7 @@ def _format_fused(report: dict, args) -> str:
             )
         f, lg = quiet.get("fused"), quiet.get("liger_chunk")
         targets = []
-        if f and unf:
+        if f and unf is not None:  # a peak that rounds to 0 is a measurement too
             targets.append(("fused peak ≤ 0.3× unfused", _ratio(f["peak_extra_mib"], unf), 0.3))
         if f and lg:
             targets.append(
