@@ -151,17 +151,22 @@ def _js(la, lb, params, need_ga, need_gb, log_ratio=None):
             torch.zeros_like(lb) if need_gb else None,
         )
     # log m = logaddexp(log β + la, log(1−β) + lb); each term is exact where its weight is 0.
+    # Formed in place (chunk scratch is the fused loss's memory): at most four (N, V) live.
     lm = torch.logaddexp(la + math.log(beta), lb + math.log1p(-beta))
-    a = torch.exp(la)
-    b = torch.exp(lb)
-    ra, rb = la - lm, lb - lm
+    ra, rb = la - lm, lm.neg_().add_(lb)
+    del lm
     if log_ratio is not None:  # |δ| ≤ 1: log a − log m = −log1p((1−β)·expm1(−δ)), no ulp of |lm|
         near = log_ratio.abs() <= 1.0
         dn = torch.where(near, log_ratio, 0.0)
-        ra = torch.where(near, torch.log1p(torch.expm1(-dn).mul_(1.0 - beta)).neg_(), ra)
-        rb = torch.where(near, torch.log1p(torch.expm1(dn).mul_(beta)).neg_(), rb)
+        torch.where(near, torch.log1p(torch.expm1(-dn).mul_(1.0 - beta)).neg_(), ra, out=ra)
+        torch.where(near, dn.expm1_().mul_(beta).log1p_().neg_(), rb, out=rb)
+        del near, dn
+    a = torch.exp(la)
     ta = ra.mul_(a).mul_(beta).masked_fill_(a == 0, 0.0)
+    del a
+    b = torch.exp(lb)
     tb = rb.mul_(b).mul_(1.0 - beta).masked_fill_(b == 0, 0.0)
+    del b
     value = ta.sum(-1) + tb.sum(-1)
     # ∂/∂la [β KL(a‖m) + (1−β) KL(b‖m)] = β a (la − lm), exactly (no modulo needed).
     return value, (ta if need_ga else None), (tb if need_gb else None)

@@ -92,9 +92,11 @@ def _fused_run(
     """All chunks: per-row loss (N,) and the gradients asked for in ``need`` = (h, W, b).
 
     ``grad_scale`` multiplies every gradient; ``row_weights`` (N,), when given, multiplies
-    row i's contribution (the upstream gradient of ``reduction="none"``). With several CPU
-    chunk workers (:func:`gpu._loss._for_each_chunk`) each accumulates its own W and b
-    gradients, summed at the end.
+    row i's contribution (the upstream gradient of ``reduction="none"``). The W and b
+    gradients are one accumulator each, added to by every chunk in chunk order (the
+    chunk's *commit*, :func:`gpu._loss._for_each_chunk`), whatever the number of CPU
+    chunk workers: extra memory is one V·H buffer, and the sums do not depend on the
+    thread count's scheduling.
     """
     kernel = kernel or _chunk
     n = h2.shape[0]
@@ -106,41 +108,35 @@ def _fused_run(
     need_h, need_w, need_b = need
     want = need_h or need_w or need_b
     gh = torch.zeros_like(h2) if need_h else None
+    gw = torch.zeros(v, hdim, dtype=cdt, device=device) if need_w else None
+    gb = torch.zeros(v, dtype=cdt, device=device) if need_b else None
     n_rows = n if rows is None else rows.numel()
 
-    def make_state():
-        return {
-            "w": torch.zeros(v, hdim, dtype=cdt, device=device) if need_w else None,
-            "b": torch.zeros(v, dtype=cdt, device=device) if need_b else None,
-        }
-
-    def body(start, stop, acc):
+    def body(start, stop):
         idx = slice(start, stop) if rows is None else rows[start:stop]
         hs = h2[idx]
         value, g, f = kernel(F.linear(hs, weight, bias), teacher(idx), spec, want, grad_scale)
         row_loss[idx] = value
         flags[idx] = f
         if not want:
-            return
+            return None
         if row_weights is not None:
             g.mul_(row_weights[idx].to(cdt).unsqueeze(-1))
         if need_h:
             gh[idx] = _times_weight(g, weight).to(gh.dtype)
-        if need_w:
-            acc["w"].addmm_(g.T, hs.to(cdt))
-        if need_b:
-            acc["b"].add_(g.sum(0))
+        if not (need_w or need_b):
+            return None
 
-    states = _for_each_chunk(
-        n_rows, spec.chunk_size, device, body, make_state, parallel=kernel is _chunk
-    )
+        def commit():
+            if need_w:
+                gw.addmm_(g.T, hs.to(cdt))
+            if need_b:
+                gb.add_(g.sum(0))
+
+        return commit
+
+    _for_each_chunk(n_rows, spec.chunk_size, device, body, parallel=kernel is _chunk)
     _raise_for_flags(flags, leading, spec)
-    gw, gb = states[0]["w"], states[0]["b"]
-    for extra in states[1:]:
-        if need_w:
-            gw.add_(extra["w"])
-        if need_b:
-            gb.add_(extra["b"])
     return row_loss, gh, gw, gb
 
 

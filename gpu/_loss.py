@@ -27,6 +27,7 @@ log-probabilities, :math:`g_A = \partial D/\partial \log A` from the divergence 
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -99,17 +100,20 @@ class _Spec:
     detach_assistant = property(lambda self: self.objective.detach_assistant)
 
 
-def _log_ratio_to_mixture(lm: torch.Tensor, l_ref: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _log_ratio_to_mixture(
+    lm: torch.Tensor, l_ref: torch.Tensor, u: torch.Tensor, lse_m: torch.Tensor
+) -> torch.Tensor:
     r"""``log(r/ŝ)`` for the reference ``s = exp(l_ref)`` normalized to ``ŝ``, from
     ``u = log m − log s``: ``u − log1p(Σ ŝ·expm1(u))`` while that argument is in [−½, ½]
-    (exact to a few ulps of itself), ``u − (logsumexp(lm) − log Σ s)`` otherwise. Twin of
+    (exact to a few ulps of itself), ``u − (logsumexp(lm) − log Σ s)`` otherwise
+    (``lse_m`` = logsumexp(lm), the caller's). Twin of
     :func:`amid_ref._mixture._log_ratio_to_mixture`."""
     s = torch.exp(l_ref)
     terms = torch.where(u <= 1.0, torch.expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
     terms = terms.nan_to_num_(nan=0.0)
     total = s.sum(-1, keepdim=True)
     frac = terms.sum(-1, keepdim=True) / total
-    direct = torch.logsumexp(lm, dim=-1, keepdim=True) - torch.log(total)
+    direct = lse_m - torch.log(total)
     log_z = torch.where(frac.abs() <= 0.5, torch.log1p(frac.clamp(-0.5, 0.5)), direct)
     return u - log_z
 
@@ -162,6 +166,11 @@ def _project_(g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
     return out.scatter_(-1, k, dominant)
 
 
+def _log_sum_exp_shifted(x: torch.Tensor) -> torch.Tensor:
+    """``logsumexp(x, -1)`` (keepdim) of rows whose maximum is 0 (or NaN: bad rows)."""
+    return torch.exp(x).sum(-1, keepdim=True).log_()
+
+
 def _chunk(
     s: torch.Tensor,
     t: torch.Tensor,
@@ -169,11 +178,14 @@ def _chunk(
     want_grad: bool,
     grad_scale: float,
     out: torch.Tensor | None = None,
+    branchless: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Loss per row, gradient w.r.t. the student logits (compute dtype) and row flags.
 
     When ``out`` is given the scaled gradient is written into it (cast to its dtype) and
-    ``out`` is returned in place of a new tensor.
+    ``out`` is returned in place of a new tensor. ``branchless=True`` (the compiled
+    kernel) takes no branch on tensor values: terms that are zero for a chunk are formed
+    anyway, with the same results.
     """
     inv_t = 1.0 / spec.temperature
     s = s.to(spec.cdtype)
@@ -192,8 +204,10 @@ def _chunk(
     # log q = x − logsumexp(x), not torch.log_softmax: measured on CPU in float32 at
     # V = 128256 on rows N(0, 2) − 1.1·log(rank), log_softmax is off by up to 3e-5 in log q
     # where this form is off by 1e-6 (gpu.accuracy.kernel_accuracy measures both).
-    lq = s.sub_(torch.logsumexp(s, dim=-1, keepdim=True))
-    lp = t.sub_(torch.logsumexp(t, dim=-1, keepdim=True))
+    # Each row's maximum is 0 here, so logsumexp is log Σ exp (what torch.logsumexp forms
+    # after subtracting that 0: the same numbers, two passes fewer).
+    lq = s.sub_(_log_sum_exp_shifted(s))
+    lp = t.sub_(_log_sum_exp_shifted(t))
     del s, t
     # A row with a NaN or +inf logit, or with only -inf logits, has an all-NaN log-softmax:
     # one column is enough to flag it (no extra pass over the logits).
@@ -212,7 +226,7 @@ def _chunk(
     if uses_r:  # log(first/second) from the mixture's own ratio to p or q
         other = second if first == "r" else first
         l_ref, u = (lp, ratios[0]) if other == "p" else (lq, ratios[1])
-        log_ratio = _log_ratio_to_mixture(lm, l_ref, u)
+        log_ratio = _log_ratio_to_mixture(lm, l_ref, u, lz)
         if first != "r":
             log_ratio.neg_()
     u_q = ratios[1] if through_r else None  # log m − log q, for ∂ log Z/∂ s below
@@ -240,10 +254,14 @@ def _chunk(
         # (possibly huge, ~1/(a_(a_+b_))) terms cancel analytically (amid_ref._loss).
         g_r = g["r"]
         silent = w == 0
-        if bool(silent.any()):
+        # Compiled: no data-dependent branch (a graph break); the term is 0 when no entry
+        # is silent (g_silent = 0; the where keeps a non-finite K from turning it NaN).
+        if branchless or bool(silent.any()):
             g_silent = torch.where(silent, g_r, 0.0).sum(-1, keepdim=True)
             g_r = g_r.masked_fill_(silent, 0.0)
-            through_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z).mul_(g_silent)
+            k_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z)
+            through_z = torch.where(g_silent != 0, k_z.mul_(g_silent), 0.0)
+            del k_z
         g_logm = _project_(g_r, lr)  # ∂D/∂log m
         g_logm.mul_(w)
         g_q = g_logm if g_q is None else g_q.add_(g_logm)
@@ -396,7 +414,7 @@ def _run(
         grad = torch.empty_like(s2) if rows is None else torch.zeros_like(s2)
     n_rows = n if rows is None else rows.numel()
 
-    def body(start: int, stop: int, _state: None) -> None:
+    def body(start: int, stop: int) -> None:
         if rows is None:
             out = grad[start:stop] if grad is not None else None
             value, g, f = kernel(s2[start:stop], t2[start:stop], spec, want_grad, grad_scale, out)
@@ -422,8 +440,8 @@ def _chunk_workers(device: torch.device, n_rows: int) -> int:
     return max(1, min(torch.get_num_threads(), n_rows))
 
 
-def _for_each_chunk(n_rows, step, device, body, make_state=None, parallel=True):
-    r"""Call ``body(start, stop, state)`` for every chunk of rows; return the states.
+def _for_each_chunk(n_rows, step, device, body, parallel=True):
+    r"""Call ``body(start, stop)`` for every chunk of rows.
 
     On CPU with more than one torch thread the chunks are shared among that many worker
     threads, each running its chunks with *one* intra-op thread (``torch.set_num_threads``
@@ -431,37 +449,62 @@ def _for_each_chunk(n_rows, step, device, body, make_state=None, parallel=True):
     reductions as its own OpenMP parallel region over all threads. A parallel region
     waits for its slowest thread, so on a loaded machine every region could wait a
     scheduler time slice for a descheduled thread; one region per *chunk* (the worker)
-    waits for nothing (docs/gpu.md, *Threads*). Each worker gets its own ``state`` (from
-    ``make_state``) for accumulations; chunks write disjoint rows of shared outputs.
-    Costs one chunk of scratch per worker; fewer rows than workers × ``step`` are split
-    evenly among the workers.
+    waits for nothing (docs/gpu.md, *Threads*). Chunks write disjoint rows of shared
+    outputs. Costs one chunk of scratch per worker; fewer rows than workers × ``step``
+    are split evenly among the workers.
+
+    ``body`` may return a callable, the chunk's *commit*: an accumulation into an output
+    shared by all chunks (the fused loss's weight gradient). Commits run one at a time and
+    in chunk order, whatever the number of workers, so the accumulated sums are formed in
+    the same order as by one worker (one shared accumulator, not one per worker: the
+    weight gradient is the largest buffer of the fused loss). A worker whose chunk is
+    ready before its turn waits holding that chunk's scratch; the others go on.
     """
     workers = _chunk_workers(device, n_rows) if parallel else 1
     if workers > 1:  # at least one chunk per worker (rows are independent: same results)
         step = max(1, min(step, -(-n_rows // workers)))
     starts = list(range(0, n_rows, step))
     workers = max(1, min(workers, len(starts)))
-    states = [make_state() if make_state else None for _ in range(workers)]
     if workers == 1:
         for start in starts:
-            body(start, min(start + step, n_rows), states[0])
-        return states
+            commit = body(start, min(start + step, n_rows))
+            if commit is not None:
+                commit()
+        return
+
+    turn = threading.Condition()
+    state = {"next": 0, "failed": False}
 
     def work(w: int) -> None:
         torch.set_num_threads(1)  # this worker thread only
-        with torch.no_grad():  # grad mode is per thread; workers start with it on
-            for start in starts[w::workers]:
-                body(start, min(start + step, n_rows), states[w])
+        try:
+            with torch.no_grad():  # grad mode is per thread; workers start with it on
+                for i in range(w, len(starts), workers):
+                    start = starts[i]
+                    commit = body(start, min(start + step, n_rows))
+                    with turn:
+                        turn.wait_for(lambda i=i: state["next"] == i or state["failed"])
+                        if state["failed"]:
+                            return
+                        if commit is not None:
+                            commit()
+                        state["next"] = i + 1
+                        turn.notify_all()
+        except BaseException:
+            with turn:  # release the workers waiting for this one's turn
+                state["failed"] = True
+                turn.notify_all()
+            raise
 
     before = torch.get_num_threads()
     try:
         with ThreadPoolExecutor(workers) as pool:
-            for future in [pool.submit(work, w) for w in range(workers)]:
+            futures = [pool.submit(work, w) for w in range(workers)]
+            for future in futures:
                 future.result()  # re-raises a worker's exception here
     finally:
         if torch.get_num_threads() != before:  # a build whose thread count is global
             torch.set_num_threads(before)
-    return states
 
 
 #: Compiled kernels by backend; ``None`` records a backend whose compilation failed.
@@ -482,7 +525,8 @@ def _compiled_kernel(backend: str):
         _COMPILED[backend] = None
         return None
     try:
-        core = compile_fn(lambda s, t, spec, want_grad: _chunk(s, t, spec, want_grad, 1.0),
+        core = compile_fn(lambda s, t, spec, want_grad: _chunk(s, t, spec, want_grad, 1.0,
+                                                                 branchless=True),
                           backend=backend, dynamic=None)  # fmt: skip
     except Exception as exc:  # e.g. an unknown backend name
         _warn_compile_failed(backend, exc)

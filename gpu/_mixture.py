@@ -47,7 +47,7 @@ def _neg_inf_like(x: torch.Tensor) -> torch.Tensor:
 
 
 def _ratios(
-    la: torch.Tensor, lb: torch.Tensor, lm: torch.Tensor, beta: float, lam: float
+    la: torch.Tensor, lb: torch.Tensor, lm: torch.Tensor, beta: float, lam: float, parts=None
 ) -> list[torch.Tensor]:
     r"""``[log m − log a, log m − log b]`` for finite β ≠ 0, each formed directly as the
     correction of the module docstring's pivot (never as a difference with ``log m``):
@@ -59,25 +59,50 @@ def _ratios(
 
     Where m = 0 (a zero under intersection support) or both arguments are zero, the plain
     differences (−inf, NaN).
+
+    ``parts`` = ``(corr, near, small, a_dom)``: the pivoted path's own ``log1p(e^(−|t|))/β``,
+    near-branch correction, ``|βd| ≤ 1`` mask and ``t ≥ 0`` mask, when the caller has
+    formed them (``corr`` and ``near`` are overwritten). Formed in place: at most five
+    (N, V) tensors live here (chunk scratch is the fused loss's memory).
     """
     inv_beta = 1.0 / beta
     log_lam, log_1m_lam = math.log(lam), math.log1p(-lam)
-    d = la - lb
-    bd = d * beta
-    t = bd + (log_lam - log_1m_lam)
-    corr = t.abs().neg_().exp_().log1p_().mul_(inv_beta)
-    a_dom = t >= 0
-    ra = torch.where(a_dom, corr + log_lam * inv_beta, corr + log_1m_lam * inv_beta - d)
-    rb = torch.where(a_dom, corr + log_lam * inv_beta + d, corr + log_1m_lam * inv_beta)
-    small = bd.abs() <= 1.0
-    if lam <= 0.5:
-        near = bd.expm1().mul_(lam).log1p_().mul_(inv_beta)
-        ra, rb = torch.where(small, near - d, ra), torch.where(small, near, rb)
+    if parts is None:
+        bd = (la - lb).mul_(beta)
+        small = bd.abs() <= 1.0
+        near = _near_correction(bd, lam, inv_beta)
+        t = bd.add_(log_lam - log_1m_lam)
+        a_dom = t >= 0
+        corr = t.abs_().neg_().exp_().log1p_().mul_(inv_beta)
+        del bd, t
     else:
-        near = bd.neg().expm1_().mul_(1.0 - lam).log1p_().mul_(inv_beta)
-        ra, rb = torch.where(small, near, ra), torch.where(small, near + d, rb)
+        corr, near, small, a_dom = parts
+    d = la - lb
+    rb = corr + log_1m_lam * inv_beta  # ratio to b where b dominates
+    ra = rb - d
+    corr.add_(log_lam * inv_beta)  # ratio to a where a dominates
+    torch.where(a_dom, corr, ra, out=ra)
+    torch.where(a_dom, corr.add_(d), rb, out=rb)
+    del corr
+    if lam <= 0.5:  # near is the ratio to b
+        torch.where(small, near, rb, out=rb)
+        torch.where(small, near.sub_(d), ra, out=ra)
+    else:  # near is the ratio to a
+        torch.where(small, near, ra, out=ra)
+        torch.where(small, near.add_(d), rb, out=rb)
+    del near, d
     plain = (lm == NEG_INF) | ((la == NEG_INF) & (lb == NEG_INF))
-    return [torch.where(plain, lm - la, ra), torch.where(plain, lm - lb, rb)]
+    torch.where(plain, lm - la, ra, out=ra)
+    torch.where(plain, lm - lb, rb, out=rb)
+    return [ra, rb]
+
+
+def _near_correction(bd: torch.Tensor, lam: float, inv_beta: float) -> torch.Tensor:
+    """``log1p(λ·expm1(βd))/β`` (λ ≤ ½: log m − log b) or ``log1p((1−λ)·expm1(−βd))/β``
+    (λ > ½: log m − log a), the |βd| ≤ 1 branch of the pivot; a new tensor."""
+    if lam <= 0.5:
+        return bd.expm1().mul_(lam).log1p_().mul_(inv_beta)
+    return bd.neg().expm1_().mul_(1.0 - lam).log1p_().mul_(inv_beta)
 
 
 def log_alpha_mean_and_weight(
@@ -171,16 +196,13 @@ def log_alpha_mean_and_weight(
         lm.add_(corr)
         # |βd| ≤ 1: log1p/expm1 around the argument with the larger weight.
         small = bd.abs() <= 1.0
-        if lam <= 0.5:
-            near_r = bd.expm1().mul_(lam).log1p_().mul_(inv_beta)
-            near = near_r + lb
-        else:
-            near_r = bd.neg().expm1_().mul_(1.0 - lam).log1p_().mul_(inv_beta)
-            near = near_r + la
+        near_r = _near_correction(bd, lam, inv_beta)
+        near = near_r + (lb if lam <= 0.5 else la)
         lm = torch.where(small, near, lm)
+        del near, bd, d
         if ratios is not None:
-            ratios += _ratios(la, lb, lm, beta_f, lam)
-        del near, small, bd, d
+            ratios += _ratios(la, lb, lm, beta_f, lam, parts=(corr, near_r, small, t >= 0))
+        del corr, near_r, small
         # Both arguments zero: t is NaN; the mean is 0 (log m = -inf).
         lm.nan_to_num_(nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)
     w = None

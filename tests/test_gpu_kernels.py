@@ -1,8 +1,8 @@
 """The two ways of running the per-chunk kernel faster, against the plain eager path.
 
 * CPU chunk workers (torch threads > 1): each chunk runs on one thread, chunks side by
-  side; per-row results are bitwise those of the single-threaded path, the fused weight
-  gradient (summed over workers) equal to float64 rounding.
+  side; per-row results are bitwise those of the single-threaded path, and so are the
+  fused weight and bias gradients (one accumulator, added to in chunk order).
 * ``compile=...``: the kernel through ``torch.compile``; here with the ``"eager"`` backend
   (dynamo tracing, no C++ toolchain, seconds), which checks the wrapper (the scale and the
   cast applied after the compiled graph, the retained-graph recompute) within the ``"gpu"``
@@ -13,6 +13,9 @@
 from __future__ import annotations
 
 import importlib.util
+import random
+import threading
+import time
 
 import pytest
 
@@ -20,6 +23,7 @@ torch = pytest.importorskip("torch")
 
 import gpu  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
+from gpu._loss import _for_each_chunk  # noqa: E402
 
 
 @pytest.fixture
@@ -57,17 +61,68 @@ def test_chunk_workers_fused(threads):
     gen = torch.Generator().manual_seed(1)
     h0 = torch.randn(2, 11, 8, dtype=torch.float64, generator=gen)
     w0 = torch.randn(70, 8, dtype=torch.float64, generator=gen)
+    b0 = torch.randn(70, dtype=torch.float64, generator=gen)
     th = torch.randn(2, 11, 6, dtype=torch.float64, generator=gen)
     tw = torch.randn(70, 6, dtype=torch.float64, generator=gen)
     got = []
     for n in (1, 2):
         threads(n)
-        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
-        loss = gpu.amid_fused_linear_loss(h, w, th, tw, 0.5, 0.3, "kl", "rq", chunk_size=3)
+        h, w, b = (x.clone().requires_grad_() for x in (h0, w0, b0))
+        loss = gpu.amid_fused_linear_loss(
+            h, w, th, tw, 0.5, 0.3, "kl", "rq", student_bias=b, chunk_size=3
+        )
         loss.backward()
-        got.append((loss.detach(), h.grad, w.grad))
-    assert torch.equal(got[0][0], got[1][0]) and torch.equal(got[0][1], got[1][1])
-    assert_within(got[1][2].numpy(), got[0][2].numpy(), tolerance("gpu", "grad"))
+        got.append((loss.detach(), h.grad, w.grad, b.grad))
+    for one, two in zip(*got, strict=True):
+        assert torch.equal(one, two)
+
+
+def test_commits_run_one_at_a_time_in_chunk_order(threads):
+    threads(2)
+    rng = random.Random(0)
+    delays = [rng.uniform(0, 0.004) for _ in range(40)]
+    order, inside, overlap = [], [0], []
+    lock = threading.Lock()
+
+    def body(start, stop):
+        time.sleep(delays[start])  # chunks finish out of order
+
+        def commit():
+            with lock:
+                inside[0] += 1
+                overlap.append(inside[0])
+            time.sleep(0.001)
+            order.append(start)
+            with lock:
+                inside[0] -= 1
+
+        return commit
+
+    _for_each_chunk(40, 1, torch.device("cpu"), body)
+    assert order == list(range(40))
+    assert max(overlap) == 1
+
+
+def test_a_failing_chunk_releases_the_waiting_workers(threads):
+    threads(2)
+    outcome = []
+
+    def body(start, stop):
+        if start == 0:
+            raise RuntimeError("chunk 0 failed")
+        return lambda: None  # chunk 1's commit waits for chunk 0's turn
+
+    def run():
+        try:
+            _for_each_chunk(8, 1, torch.device("cpu"), body)
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    caller = threading.Thread(target=run, daemon=True)
+    caller.start()
+    caller.join(timeout=30)
+    assert not caller.is_alive(), "a worker waited forever for a failed chunk's turn"
+    assert outcome == ["chunk 0 failed"]
 
 
 def test_worker_errors_are_raised_in_the_caller(threads):
