@@ -425,6 +425,13 @@ def amid_gkd_trainer():
     ``ce_weight=``, ``fused=``, ``schedule=`` next to GKDTrainer's own arguments. The
     GKD setting itself is ``criterion=gpu.AMiDLoss(alpha=-1.0, lam=beta)`` with the two
     terms of ``gpu.presets.get("gkd_jsd", beta=beta)``; AMiD replaces it by one term.
+
+    Normalization of generated batches: GKD replaces a micro-batch's tokens and labels by
+    generated ones (with probability ``lmbda``, or always with ``seq_kd``) *after* the
+    Trainer counted ``num_items_in_batch`` over the collated labels, so that count is not
+    the generated batch's. Such a micro-batch is normalized by its own number of generated
+    target tokens and divided by the accumulation steps by the Trainer (the mean of
+    micro-batch means); a micro-batch kept as collated uses ``num_items_in_batch``.
     """
 
     with warnings.catch_warnings():
@@ -434,6 +441,16 @@ def amid_gkd_trainer():
         from trl.experimental.gkd import GKDTrainer
 
     class AMiDGKDTrainer(AMiDTrainerMixin, GKDTrainer):
-        pass
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self._collated_labels = inputs.get("labels")  # GKD may replace them below
+            return super().training_step(model, inputs, num_items_in_batch)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            collated = getattr(self, "_collated_labels", None)
+            if collated is not None and inputs.get("labels") is not collated:
+                num_items_in_batch = None  # generated labels: counted over this batch
+            return AMiDTrainerMixin.compute_loss(
+                self, model, inputs, return_outputs, num_items_in_batch
+            )
 
     return AMiDGKDTrainer
