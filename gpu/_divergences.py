@@ -40,6 +40,7 @@ import torch
 from amid_ref._specs import SPECS
 from amid_ref._validation import NORMALIZATION_TOL
 from gpu._autograd import _refuse_double_backward
+from gpu._elementwise import expm1, expm1_
 from gpu._mixture import _check_log_pair
 from gpu._validation import check_bool, compute_dtype, resolve_div_params
 
@@ -57,7 +58,7 @@ Kernel = Callable[
 
 def _log_abs_expm1(x: torch.Tensor) -> torch.Tensor:
     """``log|e^x − 1|`` without overflow: ``max(x, 0) + log(−expm1(−|x|))`` (−inf at 0)."""
-    return x.clamp(min=0.0) + torch.log(-torch.expm1(-x.abs()))
+    return x.clamp(min=0.0) + torch.log(-expm1(-x.abs()))
 
 
 # e^z − 1 − z = Σ_{k≥2} z^k/k! on |z| < 0.7: 22 terms reach float64 accuracy (0.7^22/22! is
@@ -78,7 +79,7 @@ def _expm1mx(z: torch.Tensor) -> torch.Tensor:
     for c in reversed(_EXPM1MX_COEFFS[: n_terms - 1]):
         acc.mul_(zs).add_(c)
     series = acc.mul_(zs).mul_(zs)
-    return torch.where(small, series, torch.expm1(z) - z)
+    return torch.where(small, series, expm1(z) - z)
 
 
 def _times_exp(x: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
@@ -100,7 +101,7 @@ def _scaled_expm1_ratio(log_s: torch.Tensor, c: float, z: torch.Tensor) -> torch
     cz = c * z
     big = cz > _BIG
     direct = (torch.exp(log_s + cz) - s) / c
-    near = _times_exp(torch.expm1(torch.where(big, 0.0, cz)) / c, log_s)
+    near = _times_exp(expm1(torch.where(big, 0.0, cz)) / c, log_s)
     return torch.where(big, direct, near)
 
 
@@ -158,8 +159,8 @@ def _js(la, lb, params, need_ga, need_gb, log_ratio=None):
     if log_ratio is not None:  # |δ| ≤ 1: log a − log m = −log1p((1−β)·expm1(−δ)), no ulp of |lm|
         near = log_ratio.abs() <= 1.0
         dn = torch.where(near, log_ratio, 0.0)
-        torch.where(near, torch.log1p(torch.expm1(-dn).mul_(1.0 - beta)).neg_(), ra, out=ra)
-        torch.where(near, dn.expm1_().mul_(beta).log1p_().neg_(), rb, out=rb)
+        torch.where(near, torch.log1p(expm1(-dn).mul_(1.0 - beta)).neg_(), ra, out=ra)
+        torch.where(near, expm1_(dn).mul_(beta).log1p_().neg_(), rb, out=rb)
         del near, dn
     a = torch.exp(la)
     ta = ra.mul_(a).mul_(beta).masked_fill_(a == 0, 0.0)
@@ -181,7 +182,7 @@ def _tv(la, lb, params, need_ga, need_gb, log_ratio=None):
     diff = a - b
     if log_ratio is not None:  # |δ| ≤ 1: a − b = b·expm1(δ), relative accuracy where a ≈ b
         near = log_ratio.abs() <= 1.0
-        diff = torch.where(near, torch.expm1(torch.where(near, log_ratio, 0.0)).mul_(b), diff)
+        diff = torch.where(near, expm1(torch.where(near, log_ratio, 0.0)).mul_(b), diff)
     value = 0.5 * diff.abs().sum(-1)
     s = torch.sign(diff)
     ga = (0.5 * s).mul_(a) if need_ga else None
@@ -194,7 +195,7 @@ def _sqrt_diff(la, lb, log_ratio=None):
     hi = torch.maximum(la, lb)
     lo = torch.minimum(la, lb)
     gap = (lo - hi) if log_ratio is None else torch.where(hi == NEG_INF, 0.0, -log_ratio.abs())
-    mag = torch.exp(hi / 2.0) * -torch.expm1(gap / 2.0)
+    mag = torch.exp(hi / 2.0) * -expm1(gap / 2.0)
     mag = mag.masked_fill_(hi == NEG_INF, 0.0)
     return torch.where(la >= lb, mag, -mag)
 
@@ -331,7 +332,7 @@ def _renyi(la, lb, params, need_ga, need_gb, log_ratio=None, *, reduce=None):
         cd = torch.where(a_pos, c * d, 0.0)
         small = cd.abs() <= 1.0
         a_e = torch.where(
-            small, a * (torch.expm1(torch.where(small, cd, 0.0)) / c), (torch.exp(omega) - a) / c
+            small, a * (expm1(torch.where(small, cd, 0.0)) / c), (torch.exp(omega) - a) / c
         )
         a_e = a_e.masked_fill_(~a_pos, 0.0)
         m = a_e.sum(-1, keepdim=True) if reduce is None else reduce.sum(a_e).unsqueeze(-1)
@@ -359,7 +360,7 @@ def _jeffreys(la, lb, params, need_ga, need_gb, log_ratio=None):
     both = ~a0 & ~b0
     d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
     hi = torch.where(both, torch.maximum(la, lb), 0.0)
-    abs_diff = torch.exp(hi) * -torch.expm1(-d.abs())
+    abs_diff = torch.exp(hi) * -expm1(-d.abs())
     terms = (abs_diff * d.abs()).masked_fill_(a0 != b0, INF)
     value = terms.sum(-1)
     diff = torch.sign(d) * abs_diff  # a − b (0 where either is zero: masked below)

@@ -39,6 +39,7 @@ import torch
 from amid_ref._specs import Objective
 from gpu._autograd import _refuse_double_backward
 from gpu._divergences import GPU_DIVERGENCES
+from gpu._elementwise import expm1
 from gpu._mixture import _BETA_CLAMP, NEG_INF, log_alpha_mean_and_weight
 from gpu._validation import (
     check_alpha,
@@ -109,7 +110,7 @@ def _log_ratio_to_mixture(
     (``lse_m`` = logsumexp(lm), the caller's). Twin of
     :func:`amid_ref._mixture._log_ratio_to_mixture`."""
     s = torch.exp(l_ref)
-    terms = torch.where(u <= 1.0, torch.expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
+    terms = torch.where(u <= 1.0, expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
     terms = terms.nan_to_num_(nan=0.0)
     total = s.sum(-1, keepdim=True)
     frac = terms.sum(-1, keepdim=True) / total
@@ -138,7 +139,7 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z) -> torch.Tensor:
     small = x <= 1.0
     h = torch.where(
         small,
-        torch.expm1(x.clamp(max=1.0)) * torch.exp(log_c),
+        expm1(x.clamp(max=1.0)) * torch.exp(log_c),
         torch.exp(x + log_c) - torch.exp(log_c),
     )
     # Rows where (1−λ)/Z would overflow the dtype: h = r ⊙ w itself (it differs from the
@@ -161,7 +162,7 @@ def _project_(g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
     g_k = g.gather(-1, k)
     lw_k = log_w.gather(-1, k)
     others = g.scatter_(-1, k, 0.0).sum(-1, keepdim=True)
-    dominant = g_k * torch.expm1(lw_k).neg_() - torch.exp(lw_k) * others
+    dominant = g_k * expm1(lw_k).neg_() - torch.exp(lw_k) * others
     out = g.sub_(torch.exp(log_w).mul_(others + g_k))
     return out.scatter_(-1, k, dominant)
 

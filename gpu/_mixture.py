@@ -30,6 +30,7 @@ import math
 import torch
 
 from gpu._autograd import _refuse_double_backward
+from gpu._elementwise import expm1, expm1_
 from gpu._validation import check_alpha, check_float_tensor, check_lam, check_pair, compute_dtype
 
 NEG_INF = float("-inf")
@@ -101,8 +102,8 @@ def _near_correction(bd: torch.Tensor, lam: float, inv_beta: float) -> torch.Ten
     """``log1p(λ·expm1(βd))/β`` (λ ≤ ½: log m − log b) or ``log1p((1−λ)·expm1(−βd))/β``
     (λ > ½: log m − log a), the |βd| ≤ 1 branch of the pivot; a new tensor."""
     if lam <= 0.5:
-        return bd.expm1().mul_(lam).log1p_().mul_(inv_beta)
-    return bd.neg().expm1_().mul_(1.0 - lam).log1p_().mul_(inv_beta)
+        return expm1(bd).mul_(lam).log1p_().mul_(inv_beta)
+    return expm1_(bd.neg()).mul_(1.0 - lam).log1p_().mul_(inv_beta)
 
 
 def log_alpha_mean_and_weight(

@@ -16,7 +16,8 @@ recorded and the next one runs):
    ``logsumexp``, ``softmax``, ``exp``, ``expm1``, ``log1p``, ``logaddexp``, ``sigmoid``,
    a row ``sum``, and the bf16 ``matmul`` of the fused backward (``G·W`` as two bf16
    products of G's rounded part and residual), as max relative errors in units of the
-   compute dtype's epsilon.
+   compute dtype's epsilon; and the elementwise kernels through ``torch.compile``
+   (:func:`gpu.accuracy.kernel_accuracy` with ``compiled=True``).
 3. ``bench`` -- ``python -m gpu.bench --device cuda --configs 128256:8192 --json`` (the
    logits loss against the straightforward one: time, peak memory, roofline fraction).
 4. ``bench_fused`` -- ``python -m gpu.bench --fused --device cuda --fused-configs
@@ -42,7 +43,7 @@ from typing import Any
 
 import torch
 
-from gpu import bench
+from gpu import accuracy, bench
 from gpu._fused import _times_weight
 
 #: Seconds per stage on CUDA (sum < 8 minutes, leaving room for start-up).
@@ -113,6 +114,12 @@ def kernel_accuracy(device: str, vocabs=(151936, 128256), rows: int = 8) -> dict
         "max_abs_error_over_max_result": float(err.max() / want.abs().max()),
         "bf16_ulp_at_1": 2.0**-7,
     }
+    # The elementwise kernels as torch.compile generates them (what compile=True runs).
+    try:
+        measured = accuracy.kernel_accuracy(vocabs[-1], 2, device=device, compiled=True)
+        out["compiled"] = {k: v for k, v in measured.items() if k.endswith("(compiled)")}
+    except Exception as exc:  # no working compiler: recorded, the other entries stand
+        out["compiled"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     out["unit"] = "max error / float32 eps (rel., or abs. over the stated scale)"
     out["note"] = (
         "softmax is compared relatively: a log-probability rounded at eps·|log p| gives a "
