@@ -735,7 +735,10 @@ def amid_loss(
         few loops on CPU and CUDA. The first call compiles (tens of seconds on CPU). If
         compilation fails (no compiler, unsupported backend) a ``RuntimeWarning`` says so
         and the eager kernel is used; results agree with the eager kernel within the
-        ``"gpu"`` tolerance rows (tested).
+        ``"gpu"`` tolerance rows (tested with inductor, near p = q). The graph is
+        specialized on the objective: each new α or λ compiles again (seconds), and after
+        torch's recompile limit (8) the kernel runs eagerly; keep ``compile=False`` with
+        a per-step α/λ schedule (docs/gpu.md, *Compiled per-chunk kernel*).
 
     Returns
     -------

@@ -132,7 +132,10 @@ def kernel_accuracy(
             cases[f"{name} (compiled)"] = (torch.compile(fn), arg, log_type, fn)
         expm1_case = cases["expm1"]
         cases["gpu expm1 (compiled)"] = (
-            torch.compile(traced_expm1), expm1_case[1], False, torch.expm1
+            torch.compile(traced_expm1),
+            expm1_case[1],
+            False,
+            torch.expm1,
         )
     for name, (fn, arg, log_type, *exact) in cases.items():
         got = fn(arg.to(device)).cpu()

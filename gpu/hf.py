@@ -323,9 +323,10 @@ class AMiDSchedule(*_callback_bases()):
 class AMiDTrainerMixin:
     """``compute_loss`` of AMiD distillation for a ``transformers.Trainer`` subclass.
 
-    Tested on one process (CPU); with several processes the loss is multiplied by their
-    number when ``average_tokens_across_devices`` is on, as ``Trainer.compute_loss`` does
-    (not run here).
+    With several processes the loss is multiplied by their number when
+    ``average_tokens_across_devices`` is on, as ``Trainer.compute_loss`` does: tested with
+    two gloo processes of two rows each, whose step gradient equals one process's on the
+    four rows (and differs without the token averaging across devices).
 
     Keyword arguments taken by ``__init__`` (the rest go to the trainer): ``teacher_model``
     (unless the base trainer sets ``self.teacher_model`` itself, as TRL's ``GKDTrainer``),

@@ -89,12 +89,14 @@ class _GradRecorder(transformers.TrainerCallback):
         self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
-def _one_step_grads(tmp_path, data, batch_size, accumulation, **trainer_kw):
+def _one_step_grads(tmp_path, data, batch_size, accumulation, ddp_backend=None,
+                    average_tokens_across_devices=True, **trainer_kw):  # fmt: skip
     rec = _GradRecorder()
     trainer = hf.AMiDTrainer(
         model=tiny_gpt2(1), teacher_model=tiny_gpt2(2, n_embd=48),
         args=_args(tmp_path, per_device_train_batch_size=batch_size,
-                   gradient_accumulation_steps=accumulation),
+                   gradient_accumulation_steps=accumulation, ddp_backend=ddp_backend,
+                   average_tokens_across_devices=average_tokens_across_devices),
         train_dataset=_Rows(data), callbacks=[rec], **trainer_kw,
     )  # fmt: skip
     trainer.train()
@@ -113,6 +115,63 @@ def test_accumulation_two_equals_one(tmp_path, fused):
         b = g2[name]
         scale = max(float(a.abs().max()), 1e-30)
         assert float((a - b).abs().max()) <= 1e-5 * scale, name
+
+
+def _ddp_rank_main(out_path: str) -> None:
+    """One rank of a 2-process gloo run of :func:`_one_step_grads` (environment from the
+    test); rank 0 saves the step's gradients to ``out_path``."""
+    import tempfile
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        grads, trainer = _one_step_grads(
+            __import__("pathlib").Path(tmp), batch(0), 2, 1,
+            criterion=gpu.AMiDLoss(alpha=0.0, lam=0.1), ce_weight=0.5,
+            ddp_backend="gloo", average_tokens_across_devices=True,
+        )  # fmt: skip
+        assert trainer.args.world_size == 2
+        if trainer.args.process_index == 0:
+            torch.save(grads, out_path)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_one_process_gradient(tmp_path):
+    """DDP over gloo, 2 processes × 2 rows against 1 process × 4 rows: the step's gradient
+    is the same (num_items_in_batch is the global count, DDP averages over processes, and
+    the loss is scaled back by the process count, as Trainer.compute_loss does)."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ddp_grads.pt"
+    code = (
+        f"import sys; sys.path[:0] = [{str(root / 'tests')!r}, {str(root)!r}]; "
+        f"import test_gpu_hf; test_gpu_hf._ddp_rank_main({str(out)!r})"
+    )
+    procs = []
+    for rank in range(2):
+        env = {
+            **os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(root), "PYTHONWARNINGS": "ignore",
+        }  # fmt: skip
+        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+    two = torch.load(out)
+    one, _ = _one_step_grads(tmp_path / "one", batch(0), 4, 1,
+                             criterion=gpu.AMiDLoss(alpha=0.0, lam=0.1), ce_weight=0.5)  # fmt: skip
+    assert set(one) == set(two)
+    for name, a in one.items():
+        scale = max(float(a.abs().max()), 1e-30)
+        assert float((a - two[name]).abs().max()) <= 1e-5 * scale, name
 
 
 def test_masked_positions_are_the_shifted_minus_100():
