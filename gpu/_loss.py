@@ -66,7 +66,7 @@ _NAN_LOSS = 16
 
 #: Elements (rows × V) per chunk on CPU: 8 MB of float32 per scratch tensor. Large enough
 #: to amortize eager torch's per-op overhead and its OpenMP parallel regions (each chunk
-#: issues ~50 of them), small enough that the scratch (measured peak: ~9 such tensors)
+#: issues ~130 of them), small enough that the scratch (measured peak: ~10 such tensors)
 #: stays far below the (N, V) buffers. Measured in docs/gpu.md.
 _CPU_CHUNK_ELEMENTS = 1 << 21
 #: On CUDA, larger chunks amortize kernel launches: 32 MB of float32 per scratch tensor.
@@ -446,7 +446,7 @@ def _for_each_chunk(n_rows, step, device, body, parallel=True):
 
     On CPU with more than one torch thread the chunks are shared among that many worker
     threads, each running its chunks with *one* intra-op thread (``torch.set_num_threads``
-    is per thread), instead of running every one of a chunk's ~50 elementwise ops and
+    is per thread), instead of running every one of a chunk's ~130 elementwise ops and
     reductions as its own OpenMP parallel region over all threads. A parallel region
     waits for its slowest thread, so on a loaded machine every region could wait a
     scheduler time slice for a descheduled thread; one region per *chunk* (the worker)
@@ -731,7 +731,7 @@ def amid_loss(
         the gradient's magnitude independent of T); ``None`` (default) leaves it as is.
     compile : bool or str
         ``True``: run the per-chunk kernel through ``torch.compile`` (inductor; a string
-        names another backend), which fuses its ~50 elementwise ops and reductions into a
+        names another backend), which fuses its ~130 elementwise ops and reductions into a
         few loops on CPU and CUDA. The first call compiles (tens of seconds on CPU). If
         compilation fails (no compiler, unsupported backend) a ``RuntimeWarning`` says so
         and the eager kernel is used; results agree with the eager kernel within the
