@@ -3,8 +3,9 @@ r"""Elementwise functions whose accuracy must survive ``torch.compile``.
 Inductor's CPU code generator (torch 2.13) lowers ``torch.expm1`` in its vectorized
 loops to ``exp(x) - 1``, which cancels for small ``|x|``: the relative error is about
 :math:`2^{-24}/|x|` in float32, 100 % at :math:`|x| = 10^{-7}`; the compiled AMiD kernel
-then lost every digit of KL(p‖r) for p ≈ q (student logits within 1e-4 of the teacher's:
-relative error 1.6 against 1.7e-3 eager). Measured by ``python -m gpu.accuracy --compile``.
+then lost every digit of KL(p‖r) for p ≈ q (student logits within 1e-4 of the teacher's,
+float32, against amid_ref on the same inputs: off by 170 % against 0.14 % eager). The
+kernel's error is measured by ``python -m gpu.accuracy --compile``.
 
 While ``torch.compile`` traces, :func:`expm1` is therefore formed as
 
