@@ -535,10 +535,18 @@ def _compiled_kernel(backend: str):
         return None
 
     working = [True]
+    objectives: set[str] = set()
 
     def kernel(s, t, spec, want_grad, grad_scale, out=None):
         if not working[0]:
             return _chunk(s, t, spec, want_grad, grad_scale, out)
+        key = repr(spec.objective)
+        if key not in objectives:
+            objectives.add(key)
+            # Each objective costs one graph per gradient mode and up to two per chunk-shape
+            # class (static, then dynamic): half the limit is where eager fallback can begin.
+            if len(objectives) == max(1, _recompile_limit() // 2):
+                _warn_recompile_limit(backend, len(objectives))
         try:
             value, g, flags = core(s, t, spec, want_grad)
         except Exception as exc:  # compiler missing or failing: fall back, once, loudly
@@ -552,6 +560,29 @@ def _compiled_kernel(backend: str):
 
     _COMPILED[backend] = kernel
     return kernel
+
+
+def _recompile_limit() -> int:
+    """torch._dynamo's recompile limit per code object (8 by default in torch 2.x)."""
+    config = getattr(getattr(torch, "_dynamo", None), "config", None)
+    for name in ("recompile_limit", "cache_size_limit"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 8
+
+
+def _warn_recompile_limit(backend: str, n: int) -> None:
+    warnings.warn(
+        f"torch.compile(backend={backend!r}) has compiled the AMiD chunk kernel for {n} "
+        "objectives: the graph is specialized on alpha, lam, divergence, order, parameters "
+        "and temperature, each new one compiles again, and once torch's recompile limit "
+        f"({_recompile_limit()} graphs, which chunk shapes and gradient modes also count) "
+        "is reached new ones run the kernel eagerly. With an alpha/lam schedule use "
+        "compile=False.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _warn_compile_failed(backend: str, exc: BaseException) -> None:
@@ -737,8 +768,9 @@ def amid_loss(
         and the eager kernel is used; results agree with the eager kernel within the
         ``"gpu"`` tolerance rows (tested with inductor, near p = q). The graph is
         specialized on the objective: each new α or λ compiles again (seconds), and after
-        torch's recompile limit (8) the kernel runs eagerly; keep ``compile=False`` with
-        a per-step α/λ schedule (docs/gpu.md, *Compiled per-chunk kernel*).
+        torch's recompile limit (8 graphs) the kernel runs eagerly (a ``RuntimeWarning``
+        says so from half the limit in objectives); keep ``compile=False`` with a
+        per-step α/λ schedule (docs/gpu.md, *Compiled per-chunk kernel*).
 
     Returns
     -------

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import shutil
 import threading
 import time
+import warnings
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+import amid_ref  # noqa: E402
 import gpu  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
-from gpu._loss import _for_each_chunk  # noqa: E402
+from gpu._elementwise import _expm1_traced  # noqa: E402
+from gpu._loss import _COMPILED, _for_each_chunk, _recompile_limit  # noqa: E402
 
 
 @pytest.fixture
@@ -222,8 +226,6 @@ def test_device_check_cpu_dry_run(tmp_path):
 def test_traced_expm1_is_accurate_everywhere():
     """The form of expm1 that the compiled kernel uses (inductor's own vectorized expm1 is
     exp(x) - 1), against float64 expm1 on the float32 grid: a few ulps at every scale."""
-    from gpu._elementwise import _expm1_traced
-
     tiny = torch.logspace(-38, 0, 4001, dtype=torch.float64)
     x = torch.cat([-tiny, tiny, torch.linspace(-100, 88, 40001, dtype=torch.float64)]).float()
     x = torch.cat([x, torch.tensor([0.0, -0.0, float("inf"), -float("inf")])])
@@ -243,8 +245,6 @@ INDUCTOR_IMPORT = pytest.mark.filterwarnings(
 
 
 def _inductor_usable() -> bool:
-    import shutil
-
     return shutil.which("g++") is not None or shutil.which("c++") is not None
 
 
@@ -259,8 +259,6 @@ def test_inductor_kernel_is_accurate_near_p_equal_q(threads, alpha, lam, div, or
     the teacher (late training): per-row loss and gradient against amid_ref on the same
     float32 inputs. With inductor's exp(x) - 1 for expm1 the loss was off by 170% (KL)
     and 3900% (JS); the eager kernel's error here is 0.3%."""
-    import amid_ref
-
     threads(2)
     torch._dynamo.reset()
     gen = torch.Generator().manual_seed(5)
@@ -284,3 +282,22 @@ def test_compiled_kernel_accuracy_rows():
     from gpu.accuracy import NOT_CALLED
 
     assert all(row["holds"] for name, row in result.items() if name not in NOT_CALLED), result
+
+
+def test_reaching_the_recompile_limit_is_said(threads):
+    """Each new objective compiles the kernel again; from half torch's recompile limit in
+    objectives (past the limit a new objective runs eagerly) a RuntimeWarning says so,
+    once."""
+    threads(1)
+    torch._dynamo.reset()
+    _COMPILED.pop("eager", None)  # a fresh count of objectives for the "eager" backend
+    s, t, _ = _inputs()
+    limit = _recompile_limit() // 2
+    for k in range(limit - 1):
+        gpu.amid_loss(s, t, -5.0, 0.1 + 0.01 * k, compile="eager")
+    with pytest.warns(RuntimeWarning, match="recompile limit"):
+        gpu.amid_loss(s, t, -5.0, 0.5, compile="eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, not at every further objective
+        gpu.amid_loss(s, t, -5.0, 0.6, compile="eager")
+        gpu.amid_loss(s, t, -5.0, 0.5, compile="eager")
