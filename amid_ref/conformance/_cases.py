@@ -80,6 +80,17 @@ PRESET_PARAM_GRIDS: dict[str, tuple[dict[str, float], ...]] = {
 }
 
 
+#: The families of the kinds whose function under test has its own parameters.
+_PARAMETRIZED_FAMILIES = (
+    "param_grid",
+    "extreme_logits",
+    "one_hot",
+    "vocab",
+    "low_precision",
+    "temperature",
+    "masking",
+    "shapes",
+)
 _KIND_FAMILIES = {
     "loss": tuple(f for f in FAMILIES if f != "param_grid"),
     "mixture": (
@@ -91,26 +102,8 @@ _KIND_FAMILIES = {
         "low_precision",
         "shapes",
     ),
-    "divergence": (
-        "param_grid",
-        "extreme_logits",
-        "one_hot",
-        "vocab",
-        "low_precision",
-        "temperature",
-        "masking",
-        "shapes",
-    ),
-    "preset": (
-        "param_grid",
-        "extreme_logits",
-        "one_hot",
-        "vocab",
-        "low_precision",
-        "temperature",
-        "masking",
-        "shapes",
-    ),
+    "divergence": _PARAMETRIZED_FAMILIES,
+    "preset": _PARAMETRIZED_FAMILIES,
 }
 
 

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from amid_ref.conformance._cases import FAMILIES
 from amid_ref.conformance._peers import PEERS
 
 __all__ = ["DTYPES_CHECKED", "build_page", "main", "run_peers"]
@@ -34,17 +35,6 @@ PAGE = ROOT / "docs" / "peers.md"
 
 #: The dtypes every peer is checked in.
 DTYPES_CHECKED: tuple[str, ...] = ("float32", "bfloat16")
-
-_FAMILY_ORDER = (
-    "param_grid",
-    "extreme_logits",
-    "one_hot",
-    "vocab",
-    "low_precision",
-    "temperature",
-    "masking",
-    "shapes",
-)
 
 
 def _command(name: str, dtype: str) -> list[str]:
@@ -98,7 +88,7 @@ def _family_table(data: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     fams = data["families"]
-    for name in [*_FAMILY_ORDER, *sorted(set(fams) - set(_FAMILY_ORDER))]:
+    for name in [*FAMILIES, *sorted(set(fams) - set(FAMILIES))]:  # the battery's order
         f = fams.get(name)
         if f is None:
             continue
