@@ -514,27 +514,14 @@ class AMiDFusedLinearLoss(torch.nn.Module):
         teacher_bias: torch.Tensor | None = None,
         teacher_logits: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        c = self.config
         return amid_fused_linear_loss(
             student_hidden,
             student_weight,
             teacher_hidden,
             teacher_weight,
-            c.alpha,
-            c.lam,
-            c.divergence,
-            c.order,
-            c.div_params,
             student_bias=student_bias,
             teacher_bias=teacher_bias,
             teacher_logits=teacher_logits,
             labels=labels,
-            shift_labels=c.shift_labels,
-            ignore_index=c.ignore_index,
-            reduction=c.reduction,
-            temperature=c.temperature,
-            temperature_scaling=c.temperature_scaling,
-            detach_assistant=c.detach_assistant,
-            chunk_size=c.chunk_size,
-            compile=c.compile,
+            **self.config._loss_kwargs(),
         )

@@ -976,24 +976,27 @@ class AMiDLoss(torch.nn.Module):
         teacher_logits: torch.Tensor,
         labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return amid_loss(
-            student_logits,
-            teacher_logits,
-            self.alpha,
-            self.lam,
-            divergence=self.divergence,
-            order=self.order,
-            div_params=self.div_params,
-            temperature=self.temperature,
-            labels=labels,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            detach_assistant=self.detach_assistant,
-            chunk_size=self.chunk_size,
-            shift_labels=self.shift_labels,
-            temperature_scaling=self.temperature_scaling,
-            compile=self.compile,
-        )
+        return amid_loss(student_logits, teacher_logits, labels=labels, **self._loss_kwargs())
+
+    def _loss_kwargs(self) -> dict[str, Any]:
+        """The configuration as keyword arguments of :func:`amid_loss` (and of
+        :func:`gpu.amid_fused_linear_loss`, whose module keeps an ``AMiDLoss`` as its
+        configuration)."""
+        return {
+            "alpha": self.alpha,
+            "lam": self.lam,
+            "divergence": self.divergence,
+            "order": self.order,
+            "div_params": self.div_params,
+            "temperature": self.temperature,
+            "ignore_index": self.ignore_index,
+            "reduction": self.reduction,
+            "detach_assistant": self.detach_assistant,
+            "chunk_size": self.chunk_size,
+            "shift_labels": self.shift_labels,
+            "temperature_scaling": self.temperature_scaling,
+            "compile": self.compile,
+        }
 
     def extra_repr(self) -> str:
         return (
