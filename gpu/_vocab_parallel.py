@@ -49,6 +49,7 @@ from gpu._loss import (
     _BAD_STUDENT,
     _BAD_TEACHER,
     _EMPTY_SUPPORT,
+    _FLAG_DTYPE,
     _INF_LOSS,
     _NAN_LOSS,
     _raise_for_flags,
@@ -162,7 +163,7 @@ def _chunk(
     low = z < _Z_SHIFT_BELOW[cdt]
     if bool(low.any()):  # z is the all-reduced sum: the same branch on every rank
         lz = torch.where(low, red.logsumexp(lm), lz)
-    flags = (lz == NEG_INF).to(torch.uint8) * _EMPTY_SUPPORT
+    flags = (lz == NEG_INF).to(_FLAG_DTYPE) * _EMPTY_SUPPORT
     lz = lz.unsqueeze(-1)
     lr = lm - lz if (lm is lp or lm is lq) else lm.sub_(lz)
     del lm, lz
@@ -198,10 +199,10 @@ def _chunk(
         sums = red.all_reduce(torch.stack(cols, -1), "sum").unbind(-1)
         if summed:
             value, sums = sums[0], sums[1:]
-    flags |= torch.isnan(value).to(torch.uint8) * _NAN_LOSS
+    flags |= torch.isnan(value).to(_FLAG_DTYPE) * _NAN_LOSS
     if not want_grad:
         return value, None, flags
-    flags |= torch.isinf(value).to(torch.uint8) * _INF_LOSS
+    flags |= torch.isinf(value).to(_FLAG_DTYPE) * _INF_LOSS
     if through_r:
         c_sum, b_sum, a_sum = (x.unsqueeze(-1) for x in sums)
         g_q_total = g_r.sub_(r.mul_(c_sum)).mul_(w)  # w ⊙ ∂D/∂log m
@@ -234,7 +235,7 @@ def _run(
     """All chunks of this rank: per-row loss (N,) and the local gradient slice (N, V_k)."""
     n, _ = s2.shape
     row_loss = torch.zeros(n, dtype=spec.cdtype, device=s2.device)
-    flags = torch.zeros(n, dtype=torch.uint8, device=s2.device)
+    flags = torch.zeros(n, dtype=_FLAG_DTYPE, device=s2.device)
     grad = None
     if want_grad:
         grad = torch.empty_like(s2) if rows is None else torch.zeros_like(s2)
@@ -254,7 +255,7 @@ def _run(
     bad = ~torch.isfinite(top)
     if bool(bad.any()):
         row_flags = (
-            bad[:, 0].to(torch.uint8) * _BAD_STUDENT | bad[:, 1].to(torch.uint8) * _BAD_TEACHER
+            bad[:, 0].to(_FLAG_DTYPE) * _BAD_STUDENT | bad[:, 1].to(_FLAG_DTYPE) * _BAD_TEACHER
         )
         if rows is None:
             flags = row_flags
@@ -366,6 +367,35 @@ _FIELDS = (
     "labels (valid rows)",
     "dtype and gradient",
 )
+
+
+#: Bits of the valid-row mask per float64 of the agreement check (exact integers < 2^53).
+_MASK_BITS = 52
+
+
+def _packed_mask(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """The valid-row mask of ``n`` rows (``rows``: the valid ones) packed 52 bits to a
+    float64, exactly: ⌈n/52⌉ numbers (158 for 8192 rows)."""
+    mask = torch.zeros(n, dtype=torch.float64)
+    mask[rows.cpu()] = 1.0
+    mask = torch.cat((mask, mask.new_zeros(-n % _MASK_BITS))).view(-1, _MASK_BITS)
+    return mask @ torch.pow(2.0, torch.arange(_MASK_BITS, dtype=torch.float64))
+
+
+def _agree_on_rows(red: _ShardReduce, rows: torch.Tensor | None, n: int, device) -> None:
+    """After :func:`_agree` (same leading shape and number of valid rows everywhere), one
+    max all-reduce comparing the valid-row masks themselves, exactly: a key such as
+    Σ (row + 1)² collides ({0, 4, 5} and {1, 2, 6} both give 67). Skipped, on every rank
+    alike, when every row counts."""
+    if rows is None:  # n_valid = n on every rank (agreed): all rows count everywhere
+        return
+    packed = _packed_mask(rows, n)
+    got = red.all_reduce(torch.cat((packed, -packed)).to(device), "max").cpu()
+    if not torch.equal(got[: packed.numel()], -got[packed.numel() :]):
+        raise ValueError(
+            "the ranks of the process group disagree on labels (valid rows) (every rank must "
+            "pass the same arguments, leading shape and labels; only the vocabulary is sharded)"
+        )
 
 
 def _agree(
@@ -499,7 +529,9 @@ def vocab_parallel_amid_loss(
     Collectives per forward+backward (the backward communicates nothing; its gradient is
     formed in the forward as in :func:`gpu.amid_loss`), with n = ⌈N_valid/chunk_size⌉:
 
-    * 1 max all-reduce of 2·(12 + world) float64 (the arguments' agreement check);
+    * 1 max all-reduce of 2·(12 + world) float64 (the arguments' agreement check), and,
+      when ``labels`` leave rows out, 1 max all-reduce of 2·⌈N/52⌉ float64 (the valid-row
+      masks compared exactly, 52 rows to a float64);
     * 1 max all-reduce of (N_valid, 2): the row maxima of s and t (skipped if N_valid = 0);
     * per chunk, 3 sum all-reduces: (rows, 2) normalizers, (rows,) Z, and (rows, k) with
       k = 4 (divergence partial sum, C, B, A; k = 2 with ``detach_assistant`` on a
@@ -618,10 +650,6 @@ def _checked_call(
     device = student_logits_shard.device
     # The positions that count, by the rule of gpu.amid_loss (integer labels or a bool mask).
     rows, n_valid = _valid_rows(labels, leading, device, ignore_index, False)
-    if rows is None:
-        valid_key = n_valid * (n_valid + 1) * (2 * n_valid + 1) / 6  # Σ i², i = 1..N
-    else:  # Σ (row + 1)²: which rows, for the cross-rank agreement (exact below 2^53)
-        valid_key = float(((rows.to(torch.float64) + 1.0) ** 2).sum())
     cdtype = compute_dtype(student_logits_shard.dtype, teacher_logits_shard.dtype)
     want_grad = torch.is_grad_enabled() and student_logits_shard.requires_grad
     spec = _Spec(objective=objective, cdtype=cdtype, chunk_size=chunk_size or 0)
@@ -636,7 +664,7 @@ def _checked_call(
         "detach_assistant": float(detach_assistant),
         "chunk_size": float(chunk_size or 0),
         "leading shape": float(zlib.crc32(repr(leading).encode())),
-        "labels (valid rows)": valid_key + n_valid,
+        "labels (valid rows)": float(n_valid),
         "dtype and gradient": float(cdtype == torch.float64) + 2.0 * want_grad,
     }
     student = student_logits_shard
@@ -676,6 +704,7 @@ def _apply(
     widths, _ = _agree(
         red, rank, world, fields, student_logits_shard.shape[-1], vocab_start, device
     )
+    _agree_on_rows(red, rows, math.prod(leading), device)
     if not spec.chunk_size:
         spec = dataclasses.replace(spec, chunk_size=default_chunk_size(sum(widths), device))
     teacher = teacher_logits_shard.detach()

@@ -531,6 +531,43 @@ def test_ranks_disagreeing_on_arguments_raise_everywhere(pools):
     assert out0[4] == out1[4] == "no error"
 
 
+def _job_label_masks(rank: int, world: int, masks) -> list[str]:
+    """Each case: this rank's bool mask of 13 rows; the loss raises iff the ranks differ."""
+    out = []
+    for mask in masks:
+        s = torch.zeros(13, 4, requires_grad=True)
+        try:
+            gpu.vocab_parallel_amid_loss(
+                s, torch.zeros(13, 4), -5.0, 0.1, labels=torch.tensor(mask[rank])
+            )
+            out.append("no error")
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
+
+
+def test_ranks_disagreeing_on_label_masks_raise_everywhere(pools):
+    """Random pairs of valid-row masks (same counts, different rows, and equal ones), among
+    them {0, 4, 5} against {1, 2, 6}, whose Σ (row + 1)² agree: the ranks raise exactly when
+    their masks differ, every rank alike."""
+    rng = np.random.default_rng(7)
+    collide = np.zeros((2, 13), dtype=bool)
+    collide[0, [0, 4, 5]] = collide[1, [1, 2, 6]] = True
+    cases = [collide]
+    for _ in range(40):
+        a = rng.random(13) < rng.uniform(0.1, 0.9)
+        b = a.copy() if rng.random() < 0.3 else rng.permutation(a)  # same count of valid rows
+        cases.append(np.stack([a, b]))
+    (s0, out0), (s1, out1) = pools[2].run(_job_label_masks, cases)
+    assert s0 == s1 == "ok"
+    for case, got0, got1 in zip(cases, out0, out1, strict=True):
+        assert got0 == got1
+        if (case[0] == case[1]).all():
+            assert got0 == "no error"
+        else:
+            assert "disagree on labels (valid rows)" in got0, (case, got0)
+
+
 def _job_retain_graph(rank: int, world: int, s_np, t_np, bounds) -> np.ndarray:
     lo, hi = bounds[rank]
     s = torch.tensor(s_np[:, lo:hi], requires_grad=True)
