@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TOLERANCES", "Tolerance", "assert_within", "tolerance"]
+__all__ = ["TOLERANCES", "Tolerance", "assert_within", "indicator_ties", "tolerance"]
 
 
 @dataclass(frozen=True)
@@ -266,3 +266,17 @@ def assert_within(got, want, tol: Tolerance, *, what: str = "value") -> None:
             f"{what}: error {err[i]:.3e} exceeds bound {bound[i]:.3e} at {i} "
             f"(got {got[i]!r}, want {want[i]!r}; rtol={tol.rtol}, atol={tol.atol})"
         )
+
+
+def indicator_ties(log_p, log_q, dtype: str = "float32") -> np.ndarray:
+    """Entries where p and q tie within the rounding of a log-softmax computed in ``dtype``
+    (float32 for the float32, bfloat16 and float16 inputs, whose arithmetic is float32):
+    ``|log q − log p| ≤ 8 eps (1 + |log p|)``. At α = ±inf the assistant's weight w is an
+    indicator (½ at exact ties) that jumps there, so the gradient of an implementation
+    working in that dtype may take either side of the jump, and the whole row's gradient
+    with it (through the projections): such rows are not held to the reference."""
+    eps = np.finfo(np.float64 if dtype == "float64" else np.float32).eps
+    lp = np.asarray(log_p, dtype=np.float64)
+    lq = np.asarray(log_q, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.abs(lq - lp) <= 8 * eps * (1.0 + np.abs(lp))
