@@ -54,6 +54,10 @@ NOT_BRANCH_POINTS: dict[tuple[str, str], str] = {
     ("gpu._loss", "_EMPTY_SUPPORT"): "row flag bit",
     ("gpu._loss", "_INF_LOSS"): "row flag bit",
     ("gpu._loss", "_NAN_LOSS"): "row flag bit",
+    ("gpu._loss", "_TEMPERATURE_STUDENT"): "row flag bit",
+    ("gpu._loss", "_TEMPERATURE_TEACHER"): "row flag bit",
+    ("gpu._loss", "_NAN_GRAD"): "row flag bit",
+    ("gpu._loss", "_INF_GRAD"): "row flag bit",
     ("amid_ref._mixture", "NEG_INF"): "the value -inf, not a threshold",
     ("gpu._mixture", "NEG_INF"): "the value -inf, not a threshold",
     ("gpu._mixture", "INF"): "the value +inf, not a threshold",
@@ -121,6 +125,13 @@ _AB_NEG = {"alpha": -0.4, "beta": -0.3}  # a_ + b_ < 0, |a_| > |b_|: the x-pivot
 def _max_mixture_probe(impl: str, a: float) -> tuple:
     """α = −inf, λ = ½ on p = [a, 1−a], q = [1−a, a]: Z = 2(1 − a) (a ≤ ½)."""
     return _loss(impl, math.log(a), math.log1p(-a), "kl", alpha=-math.inf, lam=0.5)
+
+
+def _chi2_renyi_probe(impl: str, x: float) -> tuple:
+    """Rényi of order 2 on p = [½, ½] and q = [q0, 1 − q0] with c·M = Σ p²/q − 1 = x:
+    (½ − q0)² = x·q0(1 − q0), the smaller root."""
+    q0 = (1.0 - math.sqrt(1.0 - 1.0 / (1.0 + x))) / 2.0
+    return _loss(impl, math.log(0.5), math.log(q0), "renyi", {"order": 2.0})
 
 
 def _both(fn):
@@ -232,17 +243,17 @@ BRANCH_POINTS: tuple[BranchPoint, ...] = (
         "renyi.series",
         0.5,
         "amid_ref._divergences",
-        "_RENYI_SERIES_C",
-        "Rényi: |ρ − 1| < ½ uses log1p(c·M)/c",
-        lambda x: [_loss("amid_ref", -0.5, -2.0, "renyi", {"order": 1.0 + x})],
+        "_RENYI_SERIES_CM",
+        "Rényi: rows with |c·M| ≤ ½ (and no overflow) use log1p(c·M)/c, any ρ (ρ = 2)",
+        lambda x: [_chi2_renyi_probe("amid_ref", x)],
     ),
     BranchPoint(
         "gpu.renyi.series",
         0.5,
         "gpu._divergences",
-        "_RENYI_SERIES_C",
-        "Rényi (gpu): |ρ − 1| < ½ uses log1p(c·M)/c where |c·M| ≤ ½",
-        lambda x: [_loss("gpu", -0.5, -2.0, "renyi", {"order": 1.0 + x})],
+        "_RENYI_SERIES_CM",
+        "Rényi (gpu): rows with |c·M| ≤ ½ (and no overflow) use log1p(c·M)/c (ρ = 2)",
+        lambda x: [_chi2_renyi_probe("gpu", x)],
     ),
     BranchPoint(
         "renyi.overflow_log",

@@ -51,6 +51,10 @@ class Divergence:
     spec: DivergenceSpec
     value: Kernel
     grad: GradKernel | None
+    #: ``g_direct + w·g_other`` for the AMiD chain rule where q is one argument and r the
+    #: other (``pair(la, lb, params, log_ratio, weights, direct)``, ``direct`` "a" or "b"
+    #: naming q's argument, ``weights`` = (log w, log w̄, w − w̄)); None: the plain sum.
+    pair: Callable | None = None
 
     @property
     def name(self) -> str:
@@ -205,15 +209,33 @@ def _log_abs_expm1(x):
     return np.where(x > 0, pos, neg)
 
 
-def _chi2_value(la, lb, axis, params, log_ratio=None):
+def _chi2_terms(la, lb, log_ratio=None):
     a_pos = ~np.isneginf(la)
     b_pos = ~np.isneginf(lb)
     with np.errstate(invalid="ignore", over="ignore"):
         d = _delta(la, lb, log_ratio)
         terms = np.exp(lb + 2.0 * _log_abs_expm1(d))
     terms = np.where(b_pos, terms, np.where(a_pos, np.inf, 0.0))
-    terms = np.where(b_pos & ~a_pos, _exp(lb), terms)
-    return _sum(terms, axis)
+    return np.where(b_pos & ~a_pos, _exp(lb), terms)
+
+
+def _chi2_value(la, lb, axis, params, log_ratio=None):
+    return _sum(_chi2_terms(la, lb, log_ratio), axis)
+
+
+def _chi2_pair(la, lb, params, log_ratio, weights, direct):
+    """``g_direct + w·g_other`` for χ² = 2·AB(2, −1) (:func:`_ab_pair`): at w = ½ its two
+    terms a²/b cancel analytically. Entries where a or b is 0 take χ²'s own gradients."""
+    ga, gb = _chi2_grad(la, lb, -1, params, log_ratio)
+    g_direct, g_other = (gb, ga) if direct == "b" else (ga, gb)
+    both = ~np.isneginf(la) & ~np.isneginf(lb)
+    with np.errstate(invalid="ignore"):
+        plain = g_direct + np.exp(weights[0]) * g_other
+        paired = 2.0 * _ab_pair(la, lb, _CHI2_AS_AB, log_ratio, weights, direct)
+    return np.where(both, paired, plain)
+
+
+_CHI2_AS_AB = {"alpha": 2.0, "beta": -1.0}
 
 
 def _chi2_grad(la, lb, axis, params, log_ratio=None):
@@ -251,7 +273,12 @@ def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom):
 
 
 def _ab_value(la, lb, axis, params, log_ratio=None):
-    r"""Σ −1/(a_ b_)·(x^a_ y^b_ − a_/λ x^λ − b_/λ y^λ), λ = a_ + b_, continuous in (a_, b_).
+    return _sum(_ab_terms(la, lb, params, log_ratio), axis)
+
+
+def _ab_terms(la, lb, params, log_ratio=None):
+    r"""The terms of Σ −1/(a_ b_)·(x^a_ y^b_ − a_/λ x^λ − b_/λ y^λ), λ = a_ + b_,
+    continuous in (a_, b_).
 
     With δ = log x − log y each term equals ``y^λ·(F(λ) − F(a_))/b_`` with
     F(k) = (e^(kδ) − 1 − kδ)/k (used when |a_| ≤ |b_|) or, by the symmetry
@@ -290,8 +317,75 @@ def _ab_value(la, lb, axis, params, log_ratio=None):
         )
     terms = np.where(only_y, t_only_y, terms)
     terms = np.where(only_x, t_only_x, terms)
-    terms = np.where(x0 & y0, 0.0, terms)
-    return _sum(terms, axis)
+    return np.where(x0 & y0, 0.0, terms)
+
+
+def _ab_grad_sum(la, lb, params, log_ratio=None):
+    """``∂D/∂la + ∂D/∂lb`` = (a_ + b_)·term where both x, y > 0 (each term is homogeneous of
+    degree a_ + b_ in (x, y)): exactly 0 for a_ + b_ = 0, where the two gradients can be
+    1e7 each (a ratio x/y of e^30) and their sum would keep only their rounding."""
+    both = ~np.isneginf(la) & ~np.isneginf(lb)
+    ga, gb = _ab_grad(la, lb, -1, params, log_ratio)
+    lam = params["alpha"] + params["beta"]
+    with np.errstate(invalid="ignore"):
+        return np.where(both, lam * _ab_terms(la, lb, params, log_ratio), ga + gb)
+
+
+def _weighted_coefficient(c0: float, c1: float, weights, w) -> np.ndarray:
+    """``c0 + c1·w`` for w near the anchor 0, ½ or 1 nearest to it, from the exact w̄ and
+    w − w̄: ``(c0 + c1) − c1·w̄`` above ¾, ``(c0 + c1/2) + c1·(w − w̄)/2`` between ¼ and ¾.
+    Where the coefficient's zero −c0/c1 is an anchor (a_ + b_ = 0, a_ = −2 b_: χ²), it
+    is then exact to a few ulps of itself."""
+    w_bar, w_diff = np.exp(weights[1]), weights[2]
+    return np.where(
+        w < 0.25,
+        c0 + c1 * w,
+        np.where(w > 0.75, (c0 + c1) - c1 * w_bar, (c0 + c1 / 2.0) + c1 * w_diff / 2.0),
+    )
+
+
+def _ab_pair(la, lb, params, log_ratio, weights, direct):
+    r"""``g_direct + w·g_other`` (the AMiD chain rule's combination where q is one argument
+    and r, weighted by w = ∂ log r/∂ log q, the other), without cancelling terms that are
+    powers of x/y far larger than it.
+
+    Where :math:`|a_*\delta|, |b_*\delta| \ge 1` the two gradients are written with the
+    three powers :math:`X = x^\lambda`, :math:`P = x^{a_*}y^{b_*}`, :math:`Y = y^\lambda`:
+
+    .. math::
+
+        g_y + w g_x = \frac{w}{b_*}X - \frac{w a_* + b_*}{a_* b_*}P + \frac{Y}{a_*},\qquad
+        g_x + w g_y = \frac{X}{b_*} - \frac{a_* + w b_*}{a_* b_*}P + \frac{w}{a_*}Y,
+
+    the coefficient of P formed around its nearest anchor (:func:`_weighted_coefficient`):
+    with χ² (2, −1) at w = ½ or (½, −½) at w = 1 the two large P terms cancel analytically.
+    Elsewhere (|δ| small, or a_ b_ = 0): ``G − w̄·g_other`` with G = g_x + g_y in closed
+    form (:func:`_ab_grad_sum`) where w > ½, the plain sum below.
+    """
+    a_, b_ = params["alpha"], params["beta"]
+    lam = a_ + b_
+    w = np.exp(weights[0])
+    ga, gb = _ab_grad(la, lb, -1, params, log_ratio)
+    g_direct, g_other = (gb, ga) if direct == "b" else (ga, gb)
+    with np.errstate(invalid="ignore", over="ignore"):
+        plain = g_direct + w * g_other
+        sum_form = _ab_grad_sum(la, lb, params, log_ratio) - np.exp(weights[1]) * g_other
+    near = np.where(w > 0.5, sum_form, plain)
+    if a_ == 0.0 or b_ == 0.0:
+        return near
+    both = ~np.isneginf(la) & ~np.isneginf(lb)
+    with np.errstate(invalid="ignore", over="ignore"):
+        lx, ly = np.where(both, la, 0.0), np.where(both, lb, 0.0)
+        d = np.where(both, _delta(la, lb, log_ratio), 0.0)
+        far = both & (np.abs(a_ * d) >= 1.0) & (np.abs(b_ * d) >= 1.0)
+        x_l, p_l, y_l = np.exp(lam * lx), np.exp(a_ * lx + b_ * ly), np.exp(lam * ly)
+        if direct == "b":  # D(r‖q): y = q
+            k = _weighted_coefficient(b_, a_, weights, w)
+            three = (w / b_) * x_l - (k / (a_ * b_)) * p_l + y_l / a_
+        else:  # D(q‖r): x = q
+            k = _weighted_coefficient(a_, b_, weights, w)
+            three = x_l / b_ - (k / (a_ * b_)) * p_l + (w / a_) * y_l
+    return np.where(far & np.isfinite(three), three, near)
 
 
 def _ab_grad(la, lb, axis, params, log_ratio=None):
@@ -329,6 +423,10 @@ def _amari_grad(la, lb, axis, params, log_ratio=None):
     return _ab_grad(la, lb, axis, _amari_as_ab(params), log_ratio)
 
 
+def _amari_pair(la, lb, params, log_ratio, weights, direct):
+    return _ab_pair(la, lb, _amari_as_ab(params), log_ratio, weights, direct)
+
+
 # --- Rényi -----------------------------------------------------------------------------------
 
 
@@ -337,51 +435,47 @@ def _normalize_log(l, axis):
         return l - logsumexp(l, axis=axis, keepdims=True)
 
 
-_RENYI_SERIES_C = 0.5
-
-
-def _shifted_ratio(la, lb, axis, log_ratio):
-    """The log ratio of the normalized inputs, from the given one (None stays None)."""
-    if log_ratio is None:
-        return None
-    with np.errstate(divide="ignore"):
-        shift = logsumexp(la, axis=axis, keepdims=True) - logsumexp(lb, axis=axis, keepdims=True)
-    return log_ratio - shift
+def _normalized_ratio(la, lb, axis, log_ratio):
+    """δ of the normalized inputs: the given log ratio as it is (the AMiD loss forms it
+    between normalized distributions, r and p or q, exactly 0 where they are equal; a shift
+    by the two normalizers would only add their rounding, ±1e-16), else the difference of
+    the normalized logs (+inf where b = 0 < a)."""
+    if log_ratio is not None:
+        return np.asarray(log_ratio, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return _normalize_log(la, axis) - _normalize_log(lb, axis)
 
 
 _OVERFLOW_LOG = 700.0
+#: Rows with |c·M| up to this use the series form log1p(c·M)/c (1 + c·M does not cancel).
+_RENYI_SERIES_CM = 0.5
 
 
 def _renyi_parts(la, lb, axis, rho, log_ratio=None):
-    """Shared pieces of the Rényi value and gradient on normalized inputs.
+    r"""Shared pieces of the Rényi value and gradient on normalized inputs, c = ρ − 1.
 
-    Returns (la, c, a, omega, use_series, a_e, m) where omega = log(a^ρ b^(1−ρ)),
-    a_e = a·expm1(cδ)/c and m = Σ a_e (series branch only).
+    Returns ``(c, a, omega, series, a_e, m)`` with ω = log(a^ρ b^(1−ρ)),
+    :math:`a_e = a\,\mathrm{expm1}(c\delta)/c` (formed as ``(e^ω − a)/c`` once cδ > 1),
+    :math:`m = \sum a_e` and ``series`` the rows (keepdims) where the series form
+    ``log1p(c·m)/c`` is used: where no e^ω overflows and :math:`|c m| \le \tfrac12` (so that
+    1 + cm does not cancel), for every ρ. There it is exact to a few ulps of itself (exactly
+    0 at δ = 0); elsewhere ``logsumexp(ω)/c`` is (its terms are positive).
     """
-    la_n = _normalize_log(la, axis)
-    lb_n = _normalize_log(lb, axis)
+    la = _normalize_log(la, axis)
     c = rho - 1.0
-    a = _exp(la_n)
-    a_pos = ~np.isneginf(la_n)  # not a > 0: a may underflow while a^ρ b^(1−ρ) does not
+    a = _exp(la)
+    a_pos = ~np.isneginf(la)  # not a > 0: a may underflow while a^ρ b^(1−ρ) does not
+    d = _normalized_ratio(la, lb, axis, log_ratio)
     with np.errstate(invalid="ignore", over="ignore"):
-        if log_ratio is None:
-            d = la_n - lb_n  # +inf where b = 0 < a
-        else:  # the given ratio, shifted by the two normalizers (each O(eps) when normalized)
-            d = _shifted_ratio(la, lb, axis, log_ratio)
-        la = la_n
         omega = np.where(a_pos, la + c * d, -np.inf)
-    use_series = abs(c) < _RENYI_SERIES_C and bool(np.all(omega <= _OVERFLOW_LOG))
-    a_e = m = None
-    if use_series:
-        with np.errstate(invalid="ignore", over="ignore"):
-            cd = np.where(a_pos, c * d, 0.0)
-            small = np.abs(cd) <= 1.0
-            a_e = np.where(
-                small, a * (np.expm1(np.where(small, cd, 0.0)) / c), (np.exp(omega) - a) / c
-            )
+        cd = np.where(a_pos, c * d, 0.0)
+        small = np.abs(cd) <= 1.0
+        a_e = np.where(small, a * (np.expm1(np.where(small, cd, 0.0)) / c), (np.exp(omega) - a) / c)
         a_e = np.where(a_pos, a_e, 0.0)
         m = np.sum(a_e, axis=axis, keepdims=True)
-    return c, a, omega, use_series, a_e, m
+        top = np.max(omega, axis=axis, keepdims=True)
+    series = (top <= _OVERFLOW_LOG) & (np.abs(c * m) <= _RENYI_SERIES_CM)
+    return c, a, omega, series, a_e, m
 
 
 def _renyi_value(la, lb, axis, params, log_ratio=None):
@@ -392,13 +486,13 @@ def _renyi_value(la, lb, axis, params, log_ratio=None):
             _normalize_log(lb, axis),
             axis,
             params,
-            _shifted_ratio(la, lb, axis, log_ratio),
+            _normalized_ratio(la, lb, axis, log_ratio),
         )
-    c, _, omega, use_series, _, m = _renyi_parts(la, lb, axis, rho, log_ratio)
+    c, _, omega, series, _, m = _renyi_parts(la, lb, axis, rho, log_ratio)
     with np.errstate(divide="ignore", invalid="ignore"):
-        if use_series:
-            return np.log1p(c * np.squeeze(m, axis=axis)) / c
-        return logsumexp(omega, axis=axis) / c
+        near = np.log1p(c * np.where(series, m, 0.0)) / c
+        far = logsumexp(omega, axis=axis, keepdims=True) / c
+    return np.squeeze(np.where(series, near, far), axis=axis)
 
 
 def _renyi_grad(la, lb, axis, params, log_ratio=None):
@@ -409,17 +503,16 @@ def _renyi_grad(la, lb, axis, params, log_ratio=None):
             _normalize_log(lb, axis),
             axis,
             params,
-            _shifted_ratio(la, lb, axis, log_ratio),
+            _normalized_ratio(la, lb, axis, log_ratio),
         )
-    c, a, omega, use_series, a_e, m = _renyi_parts(la, lb, axis, rho, log_ratio)
-    if use_series:
-        denom = 1.0 + c * m
-        ga = rho * (a_e - a * m) / denom  # (ρ/c)(π − a), π the tilted distribution
-        gb = -(a + c * a_e) / denom
-        return ga, gb
-    with np.errstate(invalid="ignore"):
+    c, a, omega, series, a_e, m = _renyi_parts(la, lb, axis, rho, log_ratio)
+    with np.errstate(invalid="ignore", over="ignore"):
+        denom = 1.0 + c * np.where(series, m, 0.0)
+        # (ρ/c)(π − a) and −π, π the tilted distribution, in the series' exact form
+        ga_near = rho * (a_e - a * m) / denom
+        gb_near = -(a + c * a_e) / denom
         pi = np.exp(omega - logsumexp(omega, axis=axis, keepdims=True))
-    return (rho / c) * pi, -pi
+    return np.where(series, ga_near, (rho / c) * pi), np.where(series, gb_near, -pi)
 
 
 # --- generic f-divergence -----------------------------------------------------------------
@@ -520,18 +613,28 @@ def _jeffreys_grad(la, lb, axis, params, log_ratio=None):
     return np.where(both, a * d + diff, 0.0), np.where(both, -b * d - diff, 0.0)
 
 
-def _skew_mixture(la, lb, skew):
-    """log(s·a + (1 − s)·b) for 0 < s < 1."""
-    with np.errstate(divide="ignore"):
-        return np.logaddexp(math.log(skew) + la, math.log1p(-skew) + lb)
+def _skew_log_ratio(la, lb, skew, log_ratio):
+    """log(a/m), m = s·a + (1 − s)·b, 0 < s < 1: ``−log1p((1 − s)·expm1(−δ))`` for |δ| ≤ 1
+    (exactly 0 at δ = 0, no ulp of |log m|), ``la − log m`` beyond; 0 where a = 0 (the
+    term's factor a is 0 there)."""
+    pos = ~np.isneginf(la)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lm = np.logaddexp(math.log(skew) + la, math.log1p(-skew) + lb)
+        d = _delta(la, lb, log_ratio)
+        near = np.abs(d) <= 1.0
+        dn = np.where(near, d, 0.0)
+        ratio = np.where(near, -np.log1p((1.0 - skew) * np.expm1(-dn)), la - lm)
+    return np.where(pos, ratio, 0.0)
 
 
 def _skew_kl_value(la, lb, axis, params, log_ratio=None):
-    # log(a/m) is formed from la and the skew mixture; log(a/b) is only needed at s = 0.
+    # KL(a‖m) = Σ a·log(a/m); log(a/m) ≤ −log s is finite for s > 0.
     skew = params["skew"]
     if skew == 0.0:
         return _kl_value(la, lb, axis, params, log_ratio)
-    return _kl_value(la, _skew_mixture(la, lb, skew), axis, params)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(~np.isneginf(la), _exp(la) * _skew_log_ratio(la, lb, skew, log_ratio), 0)
+    return _sum(terms, axis)
 
 
 def _skew_kl_grad(la, lb, axis, params, log_ratio=None):
@@ -540,12 +643,12 @@ def _skew_kl_grad(la, lb, axis, params, log_ratio=None):
     skew = params["skew"]
     if skew == 0.0:
         return _kl_grad(la, lb, axis, params, log_ratio)
-    lm = _skew_mixture(la, lb, skew)
     a, b = _exp(la), _exp(lb)
     pos = ~np.isneginf(la)
+    dm = _skew_log_ratio(la, lb, skew, log_ratio)
     with np.errstate(invalid="ignore", over="ignore"):
-        ratio = np.where(pos, np.exp(np.where(pos, la - lm, 0.0)), 0.0)  # a/m ≤ 1/s
-        ga = np.where(pos, a * (np.where(pos, la - lm, 0.0) - skew * ratio), 0.0)
+        ratio = np.where(pos, np.exp(dm), 0.0)  # a/m ≤ 1/s
+        ga = np.where(pos, a * (dm - skew * ratio), 0.0)
     return ga, -(1.0 - skew) * b * ratio
 
 
@@ -568,8 +671,19 @@ KERNELS: dict[str, tuple[Kernel, GradKernel]] = {
     "skew_kl": (_skew_kl_value, _skew_kl_grad),
 }
 
+#: ``g_direct + w·g_other`` in closed form, for the divergences whose two log-input gradients
+#: are powers of a/b and can be far larger than their weighted sum: the AMiD chain rule
+#: forms it for D(r‖q) and D(q‖r) (:func:`amid_ref.amid_grad`).
+PAIR_KERNELS: dict[str, Callable] = {
+    "chi2": _chi2_pair,
+    "amari": _amari_pair,
+    "ab": _ab_pair,
+}
+
 _REGISTRY: dict[str, Divergence] = {
-    name: Divergence(spec, *KERNELS[name]) for name, spec in SPECS.items() if name in KERNELS
+    name: Divergence(spec, *KERNELS[name], PAIR_KERNELS.get(name))
+    for name, spec in SPECS.items()
+    if name in KERNELS
 }
 
 #: Names of the registered divergences (the contract's, in its order).

@@ -6,17 +6,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.special import log_softmax, logsumexp
 
 from amid_ref._divergences import get_divergence
 from amid_ref._mixture import (
-    _alpha_mixture_log_weight,
+    _alpha_mixture_weights,
     _log_alpha_mean_ratios,
     _log_ratio_to_mixture,
 )
-from amid_ref._special import _EXP_SAFE
+from amid_ref._special import _EXP_SAFE, log_normalize
 from amid_ref._specs import ORDERS, Objective
-from amid_ref._validation import as_float_array, check_same_shape
+from amid_ref._validation import (
+    as_float_array,
+    check_same_shape,
+    temperature_overflow_message,
+)
 
 __all__ = ["ORDERS", "Objective", "amid_grad", "amid_loss", "grad_of", "loss_of"]
 
@@ -34,6 +37,18 @@ def _check_logits(x, name: str) -> np.ndarray:
     return arr
 
 
+def _scaled_log_softmax(x: np.ndarray, temperature: float, name: str) -> np.ndarray:
+    """log softmax(x/T) of checked logits; offsets (x − max)/T beyond float64 are refused
+    (:func:`amid_ref._validation.temperature_overflow_message`)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        y = (x - x.max(axis=-1, keepdims=True)) / temperature
+    lost = np.isfinite(x) & ~np.isfinite(y)
+    if lost.any():
+        row = tuple(int(i) for i in np.argwhere(lost)[0][:-1])
+        raise ValueError(temperature_overflow_message(name, temperature, f"row {row}"))
+    return log_normalize(y)[0]
+
+
 def _prepare(student_logits, teacher_logits, objective: Objective) -> dict[str, np.ndarray]:
     """The log-probabilities p, q and r of validated logits under ``objective``."""
     s = _check_logits(student_logits, "student_logits")
@@ -45,11 +60,12 @@ def _prepare(student_logits, teacher_logits, objective: Objective) -> dict[str, 
     # so the row is normalized to O(eps) and D(q‖q) is 0 to O(eps).
     # The shift comes before the division by T: dividing logits with a large common offset
     # first would round them at ulp(offset/T).
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lq = log_softmax((s - s.max(axis=-1, keepdims=True)) / temperature, axis=-1)
-        lp = log_softmax((t - t.max(axis=-1, keepdims=True)) / temperature, axis=-1)
+    # The log-softmax keeps the largest entry exact too (log_normalize): 1 − q_k of a
+    # confident student is what the gradient's projection needs on that entry.
+    lq = _scaled_log_softmax(s, temperature, "student_logits")
+    lp = _scaled_log_softmax(t, temperature, "teacher_logits")
     lm, u_p, u_q = _log_alpha_mean_ratios(lp, lq, alpha, lam)
-    log_z = logsumexp(lm, axis=-1, keepdims=True)
+    lr, log_z = log_normalize(lm)
     empty = np.isneginf(log_z[..., 0])
     if empty.any():
         raise ValueError(
@@ -57,7 +73,6 @@ def _prepare(student_logits, teacher_logits, objective: Objective) -> dict[str, 
             "only the intersection of the teacher's and student's supports (-inf logits), "
             "and it is empty (Z = 0)"
         )
-    lr = lm - log_z
     # log(r/p) and log(r/q) from the mixture's own log ratios (not lr − lp, which carries an
     # ulp of |lp|): each divergence kernel gets log(first/second) from these.
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
@@ -308,10 +323,8 @@ def grad_of(objective: Objective, student_logits, teacher_logits):
     first, second = ctx["first"], ctx["second"]
     value = rec.value(ctx[first], ctx[second], -1, ctx["params"], ctx["log_ratio"])
     if np.isinf(value).any():
-        raise ValueError(
-            f"the loss is +inf on {int(np.isinf(value).sum())} row(s) (e.g. a zero of r "
-            "where the other distribution is positive); its gradient is undefined"
-        )
+        where = f"{int(np.isinf(value).sum())} row(s)"
+        raise ValueError(objective.inf_loss_message(where))
     g_first, g_second = rec.grad(ctx[first], ctx[second], -1, ctx["params"], ctx["log_ratio"])
     grads = {"p": 0.0, "q": 0.0, "r": 0.0}
     grads[first] = grads[first] + g_first
@@ -326,10 +339,21 @@ def grad_of(objective: Objective, student_logits, teacher_logits):
         # formed from K computed exactly to a few ulps of itself (_normalizer_gradient), so
         # the huge terms cancel analytically instead of after rounding.
         g_r = np.zeros_like(ctx["r"]) + grads["r"]
-        log_w = _alpha_mixture_log_weight(ctx["p"], ctx["q"], ctx["alpha"], ctx["lam"])
-        w = np.exp(log_w)
-        silent = np.isneginf(log_w)
-        g_q = g_q + w * _project(np.where(silent, 0.0, g_r), ctx["r"])
+        weights = _alpha_mixture_weights(ctx["p"], ctx["q"], ctx["alpha"], ctx["lam"])
+        w = np.exp(weights[0])
+        silent = np.isneginf(weights[0])
+        g_r_kept = np.where(silent, 0.0, g_r)
+        projected = _project(g_r_kept, ctx["r"])
+        if rec.pair is not None and "q" in (first, second):
+            # D(r‖q) or D(q‖r): g_q + w·g_r may cancel (each a power of r/q, 1e7, their
+            # weighted sum 1e-19): the divergence forms it in closed form (Divergence.pair),
+            # the projection's part w·(g_r − P_r(g_r)) apart.
+            direct = "a" if first == "q" else "b"
+            args = (ctx[first], ctx[second], ctx["params"], ctx["log_ratio"], weights, direct)
+            with np.errstate(invalid="ignore"):
+                g_q = rec.pair(*args) - w * (g_r_kept - projected)
+        else:
+            g_q = g_q + w * projected
         if silent.any():
             g_silent = np.sum(np.where(silent, g_r, 0.0), axis=-1, keepdims=True)
             through_r = g_silent * _normalizer_gradient(ctx, w)

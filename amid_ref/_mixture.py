@@ -184,25 +184,58 @@ def _alpha_mixture_log_weight(
     """``log w`` (−inf where w = 0), with ``w = σ(−t)``, ``t = β d + log λ − log(1−λ)``:
     ``log w = −log(1 + e^t)``, exact to a few ulps of itself also where w ≈ 1 (λ → 0),
     where ``log(w)`` of a rounded w would keep only the ulp of 1."""
+    return _alpha_mixture_log_weights(la, lb, alpha, lam)[0]
+
+
+def _alpha_mixture_log_weights(
+    la: np.ndarray, lb: np.ndarray, alpha: float, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(log w, log w̄)`` with w̄ = 1 − w = ∂ log m/∂ log a, each exact to a few ulps of
+    itself: ``log w̄ = −log(1 + e^(−t))`` (σ(t)); ``1 − w`` of a rounded w near 1 would keep
+    only the ulp of 1. Where m = 0 both are −inf (no path through m)."""
+    lw, lw_bar, _ = _alpha_mixture_weights(la, lb, alpha, lam)
+    return lw, lw_bar
+
+
+def _alpha_mixture_weights(
+    la: np.ndarray, lb: np.ndarray, alpha: float, lam: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(log w, log w̄, w − w̄)``: the weight, its complement and their difference, each
+    exact to a few ulps of itself. ``w − w̄ = −tanh(t/2)`` is formed from t, not as a
+    difference of two numbers near ½ (its relative accuracy there is what a chain rule that
+    weighs two opposite terms by w and w̄ needs). Where m = 0: −inf, −inf, 0."""
     la, lb = np.broadcast_arrays(np.asarray(la, np.float64), np.asarray(lb, np.float64))
+    none = np.full(la.shape, NEG_INF)
     if lam == 0.0:
-        return np.where(np.isneginf(lb), NEG_INF, 0.0)
+        lw = np.where(np.isneginf(lb), NEG_INF, 0.0)
+        return lw, none, np.exp(lw)
     if lam == 1.0:
-        return np.full(la.shape, NEG_INF)
+        lw_bar = np.where(np.isneginf(la), NEG_INF, 0.0)
+        return none, lw_bar, -np.exp(lw_bar)
+    m_zero = np.isneginf(_log_alpha_mean(la, lb, alpha, lam))
     if np.isinf(alpha):
         pick_b = (lb > la) if alpha < 0 else (lb < la)
-        lw = np.where(pick_b, 0.0, np.where(lb == la, -np.log(2.0), NEG_INF))
-        return np.where(_log_alpha_mean(la, lb, alpha, lam) == NEG_INF, NEG_INF, lw)
+        pick_a = (la > lb) if alpha < 0 else (la < lb)
+        half = np.where(lb == la, -np.log(2.0), NEG_INF)
+        lw = np.where(m_zero, NEG_INF, np.where(pick_b, 0.0, half))
+        lw_bar = np.where(m_zero, NEG_INF, np.where(pick_a, 0.0, half))
+        return lw, lw_bar, np.exp(lw) - np.exp(lw_bar)  # exact: w, w̄ ∈ {0, ½, 1}
     beta = beta_of(alpha)
-    m_zero = np.isneginf(_log_alpha_mean(la, lb, alpha, lam))
     if beta == 0.0:
-        return np.where(m_zero, NEG_INF, np.log1p(-lam))
+        return (
+            np.where(m_zero, NEG_INF, np.log1p(-lam)),
+            np.where(m_zero, NEG_INF, np.log(lam)),
+            np.where(m_zero, 0.0, 1.0 - 2.0 * lam),
+        )
     with np.errstate(over="ignore", invalid="ignore"):
         d = la - lb
         bd = np.where(d == 0.0, 0.0, beta * d)
         t = bd + (np.log(lam) - np.log1p(-lam))
         lw = -np.logaddexp(0.0, t)
-    return np.where(m_zero | np.isnan(lw), NEG_INF, lw)
+        lw_bar = -np.logaddexp(0.0, -t)
+        diff = -np.tanh(t / 2.0)
+    bad = m_zero | np.isnan(t)
+    return np.where(bad, NEG_INF, lw), np.where(bad, NEG_INF, lw_bar), np.where(bad, 0.0, diff)
 
 
 def log_alpha_mean(log_a, log_b, alpha: float, lam: float):

@@ -4,7 +4,9 @@ All are elementwise on float64 arrays and free of catastrophic cancellation:
 
 * ``expm1mx(z) = e^z − 1 − z`` (Taylor series for |z| < 0.7, ``expm1(z) − z`` beyond);
 * ``scaled_expm1_ratio(log_s, c, z) = e^(log_s)·expm1(c z)/c`` (``→ e^(log_s)·z`` at c = 0);
-* ``scaled_expm1mx_ratio(log_s, c, z) = e^(log_s)·(e^(cz) − 1 − cz)/c`` (``→ 0`` at c = 0).
+* ``scaled_expm1mx_ratio(log_s, c, z) = e^(log_s)·(e^(cz) − 1 − cz)/c`` (``→ 0`` at c = 0);
+* ``log_normalize(x)``: ``x − logsumexp(x)`` and ``logsumexp(x)`` with the largest entry's
+  log-probability exact (a log-softmax).
 
 The scaled forms multiply by ``e^(log_s)`` before anything can overflow, so that
 ``y^λ·e^(λδ)`` is evaluated as ``x^λ`` and never as ``0·inf``; the product with the scale
@@ -37,6 +39,37 @@ def times_exp(x: np.ndarray, log_s: np.ndarray) -> np.ndarray:
         far = np.sign(x) * np.exp(np.log(np.abs(x)) + log_s)
     out = np.where(np.abs(log_s) <= _EXP_SAFE, direct, far)
     return np.where(x == 0.0, 0.0, out)
+
+
+def log_normalize(x: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    r"""``(x − logsumexp(x), logsumexp(x))`` along ``axis`` (keepdims), accurate for every entry.
+
+    With :math:`M = \max x` attained at k and :math:`S_o = \sum_{x \ne k} e^{x - M}` (the
+    other entries, one occurrence of the maximum left out),
+
+    .. math::
+
+        \log\operatorname{softmax}(x)_j = (x_j - M) - \operatorname{log1p}(S_o),\qquad
+        \operatorname{logsumexp}(x) = M + \operatorname{log1p}(S_o).
+
+    The usual form ``(x − M) − log(Σ e^(x−M))`` rounds ``1 + S_o`` to 1 when the row is
+    confident (S_o < 1e-16): the largest entry's log-probability comes out exactly 0 and
+    ``1 − q_k = −expm1(log q_k)``, which a gradient's projection multiplies by a term as
+    large as 1e14 (χ², AB with a negative parameter), is lost. Here it is exact to a few
+    ulps of itself: ``−expm1(−log1p(S_o)) = S_o/(1 + S_o)``. Rows of only ``−inf`` give
+    ``−inf`` for the sum and NaN entries (callers reject them).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        top = np.max(x, axis=axis, keepdims=True)
+        y = x - np.where(np.isneginf(top), 0.0, top)
+        e = np.exp(y)
+        k = np.argmax(x, axis=axis)
+        np.put_along_axis(e, np.expand_dims(k, axis), 0.0, axis=axis)
+        corr = np.log1p(np.sum(e, axis=axis, keepdims=True))
+        lse = np.where(np.isneginf(top), -np.inf, top + corr)
+        out = np.where(np.isneginf(top), np.nan, y - corr)
+    return out, lse
 
 
 def expm1mx(z: np.ndarray) -> np.ndarray:

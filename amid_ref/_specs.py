@@ -822,6 +822,24 @@ class Objective:
     def second(self) -> str:
         return ORDERS[self.order][1]
 
+    def inf_loss_message(self, where: str, dtype: str = "float64") -> str:
+        """The error for a ``+inf`` loss where a gradient is asked for (the same words in
+        every implementation): what makes this objective's loss infinite, with the compute
+        ``dtype`` (an overflow of float32 is named as such)."""
+        cause = (
+            f"divergence={self.divergence!r} is infinite where one of its arguments is 0 and "
+            "the other is positive (a token masked with a -inf logit on one side only"
+        )
+        if self.alpha >= 1.0 and "r" in self.order:
+            cause += f"; with alpha={self.alpha} ≥ 1 the assistant r is 0 wherever p or q is"
+        cause += ")"
+        if dtype != "float64":
+            cause += (
+                f", or the loss exceeds the {dtype} range (pass float64 logits to compute it "
+                "in float64)"
+            )
+        return f"the loss is +inf on {where}: {cause}; its gradient is undefined"
+
     def arguments(self, p, q, r):
         """``(first, second)`` picked from p, q, r."""
         return order_arguments(self.order, p, q, r)

@@ -25,10 +25,26 @@ __all__ = [
     "check_probabilities",
     "check_real",
     "check_same_shape",
+    "temperature_overflow_message",
 ]
 
 #: Probabilities must sum to 1 within this absolute tolerance (per row).
 NORMALIZATION_TOL = 1e-6
+
+
+def temperature_overflow_message(
+    name: str, temperature: float, where: str, dtype: str = "float64"
+) -> str:
+    """The error for logits whose scaled offsets ``(x − max x)/T`` leave the dtype's range
+    (the same words in every implementation): a finite logit would become a masked token
+    (probability exactly 0) and change the support, which for α ≥ 1 and the KL-type
+    divergences changes the loss itself, so it is refused rather than computed."""
+    fix = "use a larger temperature" + ("" if dtype == "float64" else " or float64 logits")
+    return (
+        f"temperature={temperature!r} is too small for {name}: (logit − row max)/temperature "
+        f"exceeds the {dtype} range on {where}, where a finite logit would become a masked "
+        f"token (probability exactly 0); {fix}"
+    )
 
 
 def _is_torch_tensor(x) -> bool:

@@ -93,28 +93,47 @@ def _times_exp(x: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
     return out.masked_fill_(x == 0.0, 0.0)
 
 
-def _scaled_expm1_ratio(log_s: torch.Tensor, c: float, z: torch.Tensor) -> torch.Tensor:
-    """``e^(log_s)·expm1(c z)/c`` (``e^(log_s)·z`` at c = 0), overflow-free."""
+def _scaled_expm1_ratio(
+    log_s: torch.Tensor, c: float, z: torch.Tensor, log_top: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``e^(log_s)·expm1(c z)/c`` (``e^(log_s)·z`` at c = 0), overflow-free; ``log_top``,
+    if given, is ``log_s + c·z`` formed more accurately by the caller (used where
+    ``e^(cz)`` dominates). Twin of :func:`amid_ref._special.scaled_expm1_ratio`."""
     if c == 0.0:
         return _times_exp(z, log_s)
     s = torch.exp(log_s)
     cz = c * z
     big = cz > _BIG
-    direct = (torch.exp(log_s + cz) - s) / c
+    top = log_s + cz if log_top is None else log_top
+    direct = (torch.exp(top) - s) / c
     near = _times_exp(expm1(torch.where(big, 0.0, cz)) / c, log_s)
     return torch.where(big, direct, near)
 
 
-def _scaled_expm1mx_ratio(log_s: torch.Tensor, c: float, z: torch.Tensor) -> torch.Tensor:
-    """``e^(log_s)·(e^(cz) − 1 − cz)/c`` (0 at c = 0), overflow-free."""
+def _expm1mx_ratio(c: float, z: torch.Tensor) -> torch.Tensor:
+    """``(e^(cz) − 1 − cz)/c`` for ``|cz| ≤ 1``, 0 at c = 0."""
     if c == 0.0:
         return torch.zeros_like(z)
-    s = torch.exp(log_s)
-    cz = c * z
-    big = cz > _BIG
-    direct = (torch.exp(log_s + cz) - s * (1.0 + cz)) / c
-    near = _times_exp(_expm1mx(torch.where(big, 0.0, cz)) / c, log_s)
-    return torch.where(big, direct, near)
+    return _expm1mx(c * z).div_(c)
+
+
+def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom):
+    r"""``e^(log_s)·[F(λ) − F(c)]/denom``, F(k) = (e^(kz) − 1 − kz)/k, the AB term around a
+    pivot (twin of :func:`amid_ref._divergences._ab_pivot_terms`). Where
+    max(|λz|, |cz|) ≤ 1 the second-order form F is used (its difference cancels by at most
+    a factor 3 when |c| ≤ |denom|); beyond, the −z parts of F cancel *analytically* and the
+    first-order form G(k) = (e^(kz) − 1)/k is used: F(λ) − F(c) = G(λ) − G(c), free of
+    cancellation there since |denom·z| ≥ ½. Subtracting the two F's instead would cancel
+    their −z parts after rounding: at z = −1e9 (a teacher token masked by −1e9) the term
+    lost all its digits."""
+    second = torch.maximum((lam * z).abs(), (c * z).abs()) <= 1.0
+    zs = torch.where(second, z, 0.0)
+    zl = torch.where(second, 0.0, z)
+    near = _times_exp(_expm1mx_ratio(lam, zs) - _expm1mx_ratio(c, zs), log_s)
+    far = _scaled_expm1_ratio(log_s, lam, zl, log_top_lam) - _scaled_expm1_ratio(
+        log_s, c, zl, log_top_c
+    )
+    return torch.where(second, near, far).div_(denom)
 
 
 def _delta(la: torch.Tensor, lb: torch.Tensor, log_ratio: torch.Tensor | None) -> torch.Tensor:
@@ -208,7 +227,7 @@ def _hellinger(la, lb, params, need_ga, need_gb, log_ratio=None):
     return value, ga, gb
 
 
-def _chi2(la, lb, params, need_ga, need_gb, log_ratio=None):
+def _chi2(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     # Σ (a − b)²/b = Σ b·expm1(δ)², formed as exp(lb + 2 log|expm1(δ)|): no overflow, no
     # cancellation. b = 0 < a gives +inf, a = 0 < b gives b, both 0 give 0.
     a_pos = la != NEG_INF
@@ -227,20 +246,24 @@ def _chi2(la, lb, params, need_ga, need_gb, log_ratio=None):
     if need_gb:  # ∂/∂lb (a²/b − 2a + b) = −b·expm1(2δ)
         gb = -torch.sign(d) * torch.exp(lb0 + _log_abs_expm1(2.0 * d))
         gb = torch.where(both, gb, torch.where(b_pos, torch.exp(lb), 0.0))
+    if want_sum:  # ∂/∂la + ∂/∂lb = the term itself (degree-1 homogeneous), where both > 0
+        return value, ga, gb, torch.where(both, terms, ga + gb)
     return value, ga, gb
 
 
 # --- AB-divergence and Amari's α-divergence --------------------------------------------------
 
 
-def _ab(la, lb, params, need_ga, need_gb, log_ratio=None):
+def _ab(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     r"""AB-divergence, continuous in (a_, b_) with no branch but (0, 0).
 
-    With δ = log x − log y, λ = a_ + b_ and Q(c) = (e^(cδ) − 1 − cδ)/c, each term equals
-    ``y^λ (Q(λ) − Q(a_))/b_``: for |a_| ≤ |b_| the two Q's are divided by the larger step, so
-    their difference cancels by at most a factor 3 (both are ≈ cδ²/2). Otherwise the mirror
-    identity D^(a_,b_)(x‖y) = D^(b_,a_)(y‖x) gives ``x^λ (Q̃(λ) − Q̃(b_))/a_`` with δ → −δ.
-    The powers y^λ are folded into the exponentials before anything can overflow.
+    With δ = log x − log y, λ = a_ + b_ and F(c) = (e^(cδ) − 1 − cδ)/c, each term equals
+    ``y^λ (F(λ) − F(a_))/b_`` (:func:`_ab_pivot_terms`): for |a_| ≤ |b_| the two F's are
+    divided by the larger step, so their difference cancels by at most a factor 3.
+    Otherwise the mirror identity D^(a_,b_)(x‖y) = D^(b_,a_)(y‖x) gives
+    ``x^λ (F̃(λ) − F̃(b_))/a_`` with δ → −δ. The powers y^λ are folded into the
+    exponentials before anything can overflow; ``log(x^a_ y^b_)`` is formed directly.
+    Twin of :func:`amid_ref._divergences._ab_value` / ``_ab_grad``.
     """
     a_, b_ = params["alpha"], params["beta"]
     lam = a_ + b_
@@ -248,21 +271,29 @@ def _ab(la, lb, params, need_ga, need_gb, log_ratio=None):
     y0 = lb == NEG_INF
     both = ~x0 & ~y0
     d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
+    lx = torch.where(both, la, 0.0)
+    ly = torch.where(both, lb, 0.0)
+    lxy = lx * a_ + ly * b_  # log(x^a_ y^b_), not λ log y + a_ δ (an ulp of the larger log)
     if a_ == 0.0 and b_ == 0.0:
         terms = 0.5 * d * d  # ½ Σ (log x − log y)²
     elif abs(a_) <= abs(b_):
-        ls = lam * torch.where(both, lb, 0.0)
-        terms = (_scaled_expm1mx_ratio(ls, lam, d) - _scaled_expm1mx_ratio(ls, a_, d)) / b_
+        terms = _ab_pivot_terms(lam * ly, lam, a_, d, lam * lx, lxy, b_)
     else:
-        ls = lam * torch.where(both, la, 0.0)
-        terms = (_scaled_expm1mx_ratio(ls, lam, -d) - _scaled_expm1mx_ratio(ls, b_, -d)) / a_
-    terms = terms.nan_to_num_(nan=INF)  # inf − inf: a term beyond the floating range
-    # Zero entries, from the general formula (+inf where it diverges).
+        terms = _ab_pivot_terms(lam * lx, lam, b_, -d, lam * ly, lxy, a_)
+    # inf − inf: a term beyond the floating range is +inf (not nan_to_num, which would
+    # also clamp a +inf term to the dtype's largest number).
+    terms = torch.where(terms.isnan(), INF, terms)
+    # Zero entries, from the general formula (+inf where it diverges); y^λ/(a_ λ) as one
+    # exponential (a_·λ may underflow).
     t_only_y = (
-        torch.exp(lam * lb) / (a_ * lam) if (a_ > 0 and lam > 0) else torch.full_like(lb, INF)
+        torch.exp(lam * lb - (math.log(a_) + math.log(lam)))
+        if (a_ > 0 and lam > 0)
+        else torch.full_like(lb, INF)
     )
     t_only_x = (
-        torch.exp(lam * la) / (b_ * lam) if (b_ > 0 and lam > 0) else torch.full_like(la, INF)
+        torch.exp(lam * la - (math.log(b_) + math.log(lam)))
+        if (b_ > 0 and lam > 0)
+        else torch.full_like(la, INF)
     )
     terms = torch.where(x0 & ~y0, t_only_y, terms)
     terms = torch.where(y0 & ~x0, t_only_x, terms)
@@ -270,45 +301,48 @@ def _ab(la, lb, params, need_ga, need_gb, log_ratio=None):
     value = terms.sum(-1)
     ga = gb = None
     if need_ga:  # ∂/∂log x = x^λ (1 − e^(−b_ δ))/b_
-        ga = _scaled_expm1_ratio(lam * torch.where(both, la, 0.0), -b_, d)
+        ga = _scaled_expm1_ratio(lam * lx, -b_, d, lxy)
         only_x = torch.exp(lam * la) / b_ if b_ != 0 else torch.full_like(la, INF)
         ga = torch.where(both, ga, torch.where(y0 & ~x0, only_x, 0.0))
     if need_gb:  # ∂/∂log y = −y^λ expm1(a_ δ)/a_
-        gb = -_scaled_expm1_ratio(lam * torch.where(both, lb, 0.0), a_, d)
+        gb = -_scaled_expm1_ratio(lam * ly, a_, d, lxy)
         only_y = torch.exp(lam * lb) / a_ if a_ != 0 else torch.full_like(lb, INF)
         gb = torch.where(both, gb, torch.where(x0 & ~y0, only_y, 0.0))
+    if want_sum:  # ∂/∂log x + ∂/∂log y = λ·term (homogeneous of degree λ), where both > 0
+        return value, ga, gb, torch.where(both, terms * lam, ga + gb)
     return value, ga, gb
 
 
-def _amari(la, lb, params, need_ga, need_gb, log_ratio=None):
+def _amari(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     # (1 ∓ γ)/2 separately: near γ = −1, 1 − s would carry the rounding of s (relative
     # 1e-7 of b_ at γ = −1 + 1e-9, where 1 + γ is exact).
     gamma = params["alpha"]
     ab = {"alpha": (1.0 - gamma) / 2.0, "beta": (1.0 + gamma) / 2.0}
-    return _ab(la, lb, ab, need_ga, need_gb, log_ratio)
+    return _ab(la, lb, ab, need_ga, need_gb, log_ratio, want_sum=want_sum)
 
 
 # --- Rényi -------------------------------------------------------------------------------
 
-#: Below |ρ − 1| < 0.5 the series form log1p(c·M)/c is used (it keeps the relative accuracy
-#: as ρ → 1, where the log-sum-exp form would divide its rounding error by c).
-_RENYI_SERIES_C = 0.5
+#: Rows with |c·M| up to this use the series form log1p(c·M)/c (1 + c·M does not cancel).
+_RENYI_SERIES_CM = 0.5
 
 
 def _renyi(la, lb, params, need_ga, need_gb, log_ratio=None, *, reduce=None):
     r"""Rényi divergence of order ρ on normalized inputs, c = ρ − 1.
 
-    Series form (|c| < ½): with :math:`a e = a\,\mathrm{expm1}(c\delta)/c` (formed as
-    ``(exp(ω) − a)/c`` once cδ > 1, ω = log a + cδ) and :math:`M = \sum a e`,
-    :math:`D = \mathrm{log1p}(cM)/c`,
-    :math:`g_a = \rho(a e - a M)/(1+cM)`, :math:`g_b = -(a + c\,a e)/(1+cM)`.
-    Otherwise (or on rows where ω overflows or :math:`|cM| > \tfrac12`, where ``1 + cM``
-    would cancel) :math:`D = \mathrm{logsumexp}(\omega)/c` with
-    the tilted distribution :math:`\pi = \mathrm{softmax}(\omega)`:
-    :math:`g_a = (\rho/c)\pi`, :math:`g_b = -\pi`.
+    Series form, on the rows where no e^ω overflows (ω = log a + cδ) and
+    :math:`|cM| \le \tfrac12` (so that 1 + cM does not cancel), for every ρ: with
+    :math:`a_e = a\,\mathrm{expm1}(c\delta)/c` (formed as ``(exp(ω) − a)/c`` once cδ > 1)
+    and :math:`M = \sum a_e`, :math:`D = \mathrm{log1p}(cM)/c`,
+    :math:`g_a = \rho(a_e - a M)/(1+cM)`, :math:`g_b = -(a + c\,a_e)/(1+cM)`: exact to a
+    few ulps of itself, and exactly 0 at δ = 0 (where log-sum-exp leaves ±1e-16). Other
+    rows: :math:`D = \mathrm{logsumexp}(\omega)/c` with the tilted distribution
+    :math:`\pi = \mathrm{softmax}(\omega)`: :math:`g_a = (\rho/c)\pi`, :math:`g_b = -\pi`.
+    Twin of :func:`amid_ref._divergences._renyi_value` / ``_renyi_grad``; ``log_ratio``,
+    when given, is the log ratio of the normalized inputs (the loss's, used as it is).
 
-    ``reduce`` (optional, a :class:`RowReduce`) replaces the three row reductions over the
-    last dimension (max and log-sum-exp of ω, the sum M) when the inputs are one slice of
+    ``reduce`` (optional, a :class:`RowReduce`) replaces the row reductions over the last
+    dimension (max and log-sum-exp of ω, the sum M) when the inputs are one slice of
     the vocabulary (:mod:`gpu._vocab_parallel`); ``None`` reduces locally.
     """
     rho = params["order"]
@@ -321,31 +355,26 @@ def _renyi(la, lb, params, need_ga, need_gb, log_ratio=None, *, reduce=None):
     d = torch.where(a_pos, _delta(la, lb, log_ratio), 0.0)  # +inf where b = 0 < a
     omega = torch.where(a_pos, la + c * d, NEG_INF)  # log(a^ρ b^(1−ρ))
     lse = torch.logsumexp(omega, dim=-1) if reduce is None else reduce.logsumexp(omega)
-    value = lse / c
-    pi = None
-    if abs(c) >= _RENYI_SERIES_C or need_ga or need_gb:
+    overflow_log = 80.0 if la.dtype != torch.float64 else 700.0
+    cd = torch.where(a_pos, c * d, 0.0)
+    small = cd.abs() <= 1.0
+    a_e = torch.where(
+        small, a * (expm1(torch.where(small, cd, 0.0)) / c), (torch.exp(omega) - a) / c
+    )
+    a_e = a_e.masked_fill_(~a_pos, 0.0)
+    m = a_e.sum(-1, keepdim=True) if reduce is None else reduce.sum(a_e).unsqueeze(-1)
+    top = omega.amax(-1, keepdim=True) if reduce is None else reduce.max(omega).unsqueeze(-1)
+    series = (top <= overflow_log) & ((c * m).abs() <= _RENYI_SERIES_CM)
+    m = torch.where(series, m, 0.0)
+    denom = 1.0 + c * m
+    value = torch.where(series[..., 0], torch.log1p(c * m[..., 0]) / c, lse / c)
+    ga = gb = None
+    if need_ga or need_gb:
         pi = torch.exp(omega - lse.unsqueeze(-1)).nan_to_num_(nan=0.0)
-    ga = (rho / c) * pi if need_ga else None
-    gb = -pi if need_gb else None
-    if abs(c) < _RENYI_SERIES_C:
-        overflow_log = 80.0 if la.dtype != torch.float64 else 700.0
-        cd = torch.where(a_pos, c * d, 0.0)
-        small = cd.abs() <= 1.0
-        a_e = torch.where(
-            small, a * (expm1(torch.where(small, cd, 0.0)) / c), (torch.exp(omega) - a) / c
-        )
-        a_e = a_e.masked_fill_(~a_pos, 0.0)
-        m = a_e.sum(-1, keepdim=True) if reduce is None else reduce.sum(a_e).unsqueeze(-1)
-        # The series is used only where it is accurate: no overflow in exp(ω) and
-        # |c·M| ≤ ½, so that 1 + c·M does not cancel (else log-sum-exp is accurate).
-        top = omega.amax(-1, keepdim=True) if reduce is None else reduce.max(omega).unsqueeze(-1)
-        ok = (top <= overflow_log) & ((c * m).abs() <= 0.5)
-        denom = 1.0 + c * m
-        value = torch.where(ok[..., 0], torch.log1p(c * m[..., 0]) / c, value)
         if need_ga:
-            ga = torch.where(ok, rho * (a_e - a * m) / denom, ga)
+            ga = torch.where(series, rho * (a_e - a * m) / denom, (rho / c) * pi)
         if need_gb:
-            gb = torch.where(ok, -(a + c * a_e) / denom, gb)
+            gb = torch.where(series, -(a + c * a_e) / denom, -pi)
     return value, ga, gb
 
 
@@ -373,14 +402,21 @@ def _jeffreys(la, lb, params, need_ga, need_gb, log_ratio=None):
 
 
 def _skew_kl(la, lb, params, need_ga, need_gb, log_ratio=None):
-    # KL(a‖m), log m = logaddexp(log s + la, log(1−s) + lb); for s > 0, la − lm ≤ −log s.
+    # KL(a‖m), m = s·a + (1 − s)·b: log(a/m) = −log1p((1 − s)·expm1(−δ)) for |δ| ≤ 1 (exactly
+    # 0 at δ = 0, no ulp of |log m|), la − log m beyond; ≤ −log s for s > 0. Twin of
+    # amid_ref._divergences._skew_log_ratio.
     skew = params["skew"]
     if skew == 0.0:
         return _kl(la, lb, params, need_ga, need_gb, log_ratio)
     lm = torch.logaddexp(la + math.log(skew), lb + math.log1p(-skew))
-    a = torch.exp(la)
     pos = la != NEG_INF
-    dm = torch.where(pos, la - lm, 0.0)
+    d = _delta(la, lb, log_ratio)
+    near = d.abs() <= 1.0
+    dn = torch.where(near, d, 0.0)
+    dm = torch.where(near, torch.log1p(expm1(-dn).mul_(1.0 - skew)).neg_(), la - lm)
+    dm = dm.masked_fill_(~pos, 0.0)
+    del lm, near, dn
+    a = torch.exp(la)
     value = (a * dm).sum(-1)
     ratio = torch.exp(dm).masked_fill_(~pos, 0.0)  # a/m ≤ 1/s
     ga = a * (dm - skew * ratio) if need_ga else None  # ≡ ∂/∂la modulo a
@@ -432,6 +468,71 @@ GPU_DIVERGENCES: dict[str, Kernel] = {
     "jeffreys": _jeffreys,
     "skew_kl": _skew_kl,
 }
+
+
+def _weighted_coefficient(c0: float, c1: float, w, w_bar, w_diff) -> torch.Tensor:
+    """``c0 + c1·w`` around the anchor 0, ½ or 1 nearest to w (twin of
+    :func:`amid_ref._divergences._weighted_coefficient`)."""
+    mid = w_diff * (c1 / 2.0) + (c0 + c1 / 2.0)
+    high = w_bar * -c1 + (c0 + c1)
+    return torch.where(w < 0.25, w * c1 + c0, torch.where(w > 0.75, high, mid))
+
+
+def _ab_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum):
+    r"""``g_direct + w·g_other`` for D(r‖q) (``direct="b"``) or D(q‖r) (``"a"``), from the
+    kernel's gradients and their closed-form sum ``g_sum``; twin of
+    :func:`amid_ref._divergences._ab_pair` (the three powers X, P, Y where
+    |a_ δ|, |b_ δ| ≥ 1; ``G − w̄·g_other`` where w > ½; the plain sum below)."""
+    a_, b_ = params["alpha"], params["beta"]
+    lam = a_ + b_
+    w, w_bar, w_diff = weights
+    g_direct, g_other = (gb, ga) if direct == "b" else (ga, gb)
+    near = torch.where(w > 0.5, g_sum - w_bar * g_other, g_direct + w * g_other)
+    if a_ == 0.0 or b_ == 0.0:
+        return near
+    both = (la != NEG_INF) & (lb != NEG_INF)
+    lx = torch.where(both, la, 0.0)
+    ly = torch.where(both, lb, 0.0)
+    d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
+    far = both & ((a_ * d).abs() >= 1.0) & ((b_ * d).abs() >= 1.0)
+    x_l, y_l = torch.exp(lx * lam), torch.exp(ly * lam)
+    p_l = torch.exp(lx * a_ + ly * b_)
+    if direct == "b":  # D(r‖q): y = q
+        k = _weighted_coefficient(b_, a_, w, w_bar, w_diff)
+        three = (w / b_) * x_l - (k / (a_ * b_)) * p_l + y_l / a_
+    else:  # D(q‖r): x = q
+        k = _weighted_coefficient(a_, b_, w, w_bar, w_diff)
+        three = x_l / b_ - (k / (a_ * b_)) * p_l + (w / a_) * y_l
+    return torch.where(far & torch.isfinite(three), three, near)
+
+
+def _amari_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum):
+    gamma = params["alpha"]
+    ab = {"alpha": (1.0 - gamma) / 2.0, "beta": (1.0 + gamma) / 2.0}
+    return _ab_pair(la, lb, ab, log_ratio, weights, direct, ga, gb, g_sum)
+
+
+_CHI2_AS_AB = {"alpha": 2.0, "beta": -1.0}
+
+
+def _chi2_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum):
+    # χ² = 2·AB(2, −1) where both are positive (twin of amid_ref._divergences._chi2_pair)
+    both = (la != NEG_INF) & (lb != NEG_INF)
+    g_direct, g_other = (gb, ga) if direct == "b" else (ga, gb)
+    half = _ab_pair(la, lb, _CHI2_AS_AB, log_ratio, weights, direct, ga / 2, gb / 2, g_sum / 2)
+    return torch.where(both, 2.0 * half, g_direct + weights[0] * g_other)
+
+
+#: ``g_direct + w·g_other`` in closed form (``pair(la, lb, params, log_ratio, (w, w̄, w − w̄),
+#: direct, g_a, g_b, g_a + g_b)``), for the divergences whose two log-input gradients are
+#: powers of a/b; their kernels give ``g_a + g_b`` in closed form with ``want_sum=True``
+#: (a fourth output). Twins of :data:`amid_ref._divergences.PAIR_KERNELS`.
+GPU_PAIR: dict[str, Callable] = {
+    "chi2": _chi2_pair,
+    "amari": _amari_pair,
+    "ab": _ab_pair,
+}
+GRAD_SUM = frozenset(GPU_PAIR)
 
 #: Divergences whose row value is a sum of elementwise terms and whose log-input gradients
 #: are elementwise: called on a slice of the vocabulary, their kernel returns that slice's

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from gpu._autograd import _refuse_double_backward
 from gpu._loss import (
+    _FLAG_DTYPE,
     AMiDLoss,
     _build_spec,
     _chunk,
@@ -104,7 +105,7 @@ def _fused_run(
     cdt = spec.cdtype
     device = h2.device
     row_loss = torch.zeros(n, dtype=cdt, device=device)
-    flags = torch.zeros(n, dtype=torch.uint8, device=device)
+    flags = torch.zeros(n, dtype=_FLAG_DTYPE, device=device)
     need_h, need_w, need_b = need
     want = need_h or need_w or need_b
     gh = torch.zeros_like(h2) if need_h else None

@@ -37,10 +37,11 @@ from typing import Any
 import torch
 
 from amid_ref._specs import Objective
+from amid_ref._validation import temperature_overflow_message
 from gpu._autograd import _refuse_double_backward
-from gpu._divergences import GPU_DIVERGENCES
+from gpu._divergences import GPU_DIVERGENCES, GPU_PAIR, GRAD_SUM
 from gpu._elementwise import expm1
-from gpu._mixture import _BETA_CLAMP, NEG_INF, log_alpha_mean_and_weight
+from gpu._mixture import _BETA_CLAMP, INF, NEG_INF, log_alpha_mean_and_weight
 from gpu._validation import (
     check_alpha,
     check_bool,
@@ -63,6 +64,12 @@ _BAD_TEACHER = 2
 _EMPTY_SUPPORT = 4
 _INF_LOSS = 8
 _NAN_LOSS = 16
+_TEMPERATURE_STUDENT = 32
+_TEMPERATURE_TEACHER = 64
+_NAN_GRAD = 128
+_INF_GRAD = 256
+#: Row flags need 9 bits.
+_FLAG_DTYPE = torch.int16
 
 #: Elements (rows × V) per chunk on CPU: 8 MB of float32 per scratch tensor. Large enough
 #: to amortize eager torch's per-op overhead and its OpenMP parallel regions (each chunk
@@ -111,7 +118,7 @@ def _log_ratio_to_mixture(
     :func:`amid_ref._mixture._log_ratio_to_mixture`."""
     s = torch.exp(l_ref)
     terms = torch.where(u <= 1.0, expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
-    terms = terms.nan_to_num_(nan=0.0)
+    terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     total = s.sum(-1, keepdim=True)
     frac = terms.sum(-1, keepdim=True) / total
     direct = lse_m - torch.log(total)
@@ -129,7 +136,9 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z) -> torch.Tensor:
         return torch.zeros_like(lq)
     if math.isinf(spec.alpha):
         h = torch.exp(lr).mul_(w).sub_(torch.exp(lq))
-        return _project_(h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0), lq)
+        return _project_(
+            h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF), lq
+        )
     beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - spec.alpha) / 2.0))  # as the mixture
     # h = (1−λ)/Z · q · expm1(x), x = (1−β)u, formed in the log domain (1/Z overflows where
     # Z is tiny): log c = log((1−λ) q / Z); for x > 1, e^(x + log c) − e^(log c).
@@ -146,7 +155,7 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z) -> torch.Tensor:
     # form above by a multiple of q, which the projection removes; |r ⊙ w| ≤ 1).
     safe = 80.0 if lq.dtype != torch.float64 else 700.0
     h = torch.where(log_scale > safe, torch.exp(x + log_c), h)
-    h = h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0)
+    h = h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     return _project_(h, lq)
 
 
@@ -167,9 +176,41 @@ def _project_(g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
     return out.scatter_(-1, k, dominant)
 
 
+def _scale_(x: torch.Tensor, inv_t: float) -> torch.Tensor:
+    """In place: the row-shifted logits ``x`` (maximum 0) times 1/T; returns a row
+    flag (1 where a finite entry left the dtype's range and became ``-inf``: the support
+    would change, :func:`amid_ref._validation.temperature_overflow_message`). A factor
+    beyond the dtype's range (T = 1e-300 in float32) keeps the maxima at 0 (not 0·inf)."""
+    masked = (x == NEG_INF).sum(-1)
+    if inv_t <= torch.finfo(x.dtype).max:
+        x.mul_(inv_t)
+    else:
+        top = x == 0.0
+        x.mul_(INF).masked_fill_(top, 0.0)
+    return ((x == NEG_INF).sum(-1) != masked).to(_FLAG_DTYPE)
+
+
 def _log_sum_exp_shifted(x: torch.Tensor) -> torch.Tensor:
-    """``logsumexp(x, -1)`` (keepdim) of rows whose maximum is 0 (or NaN: bad rows)."""
-    return torch.exp(x).sum(-1, keepdim=True).log_()
+    """``logsumexp(x, -1)`` (keepdim) of rows whose maximum is 0 (or NaN: bad rows), as
+    ``log1p`` of the other entries' sum :math:`S_o` (one occurrence of the maximum left
+    out, ties counted): ``x − log1p(S_o)`` keeps the largest entry's log-probability exact
+    where ``log(1 + S_o)`` rounds it to 0 (S_o < eps, a confident row), and with it
+    ``1 − q_k``, which the gradient's projection needs there. Twin of
+    :func:`amid_ref._special.log_normalize`."""
+    top = x == 0.0
+    others = torch.exp(x).masked_fill_(top, 0.0).sum(-1, keepdim=True)
+    return others.add_(top.sum(-1, keepdim=True).sub_(1)).log1p_()
+
+
+def _log_normalize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x − logsumexp(x), logsumexp(x))`` along the last dim (keepdim), the normalized
+    entries formed as ``(x − M) − log1p(S_o)`` (:func:`_log_sum_exp_shifted`) so that the
+    largest one stays exact; rows of only ``-inf`` give ``-inf`` sums. The first is a new
+    tensor (``x`` is left as it is)."""
+    top = x.amax(-1, keepdim=True)
+    shifted = x - top.masked_fill(top == NEG_INF, 0.0)
+    corr = _log_sum_exp_shifted(shifted)
+    return shifted.sub_(corr), corr.add_(top)
 
 
 def _chunk(
@@ -195,13 +236,9 @@ def _chunk(
     # first rounds them at ulp(offset/T) (2e-3 relative in fp32 at offset 2e4, T = 0.3).
     s = s - s.amax(-1, keepdim=True)
     t = t - t.amax(-1, keepdim=True)
+    lost = None
     if inv_t != 1.0:
-        # 1/T may exceed the compute dtype's range (T = 1e-40 in float32): scale in two
-        # steps of √(1/T), so that the row maximum stays 0 and the rest go to -inf (masked).
-        steps = [inv_t] if inv_t < 1e30 else [math.sqrt(inv_t)] * 2
-        for k in steps:
-            s.mul_(k)
-            t.mul_(k)
+        lost = _scale_(s, inv_t) * _TEMPERATURE_STUDENT | _scale_(t, inv_t) * _TEMPERATURE_TEACHER
     # log q = x − logsumexp(x), not torch.log_softmax: measured on CPU in float32 at
     # V = 128256 on rows N(0, 2) − 1.1·log(rank), log_softmax is off by up to 3e-5 in log q
     # where this form is off by 1e-6 (gpu.accuracy.kernel_accuracy measures both).
@@ -212,17 +249,23 @@ def _chunk(
     del s, t
     # A row with a NaN or +inf logit, or with only -inf logits, has an all-NaN log-softmax:
     # one column is enough to flag it (no extra pass over the logits).
-    flags = torch.isnan(lq[..., 0]).to(torch.uint8) * _BAD_STUDENT
-    flags |= torch.isnan(lp[..., 0]).to(torch.uint8) * _BAD_TEACHER
+    flags = torch.isnan(lq[..., 0]).to(_FLAG_DTYPE) * _BAD_STUDENT
+    if lost is not None:
+        flags |= lost
+    flags |= torch.isnan(lp[..., 0]).to(_FLAG_DTYPE) * _BAD_TEACHER
     through_r = want_grad and not spec.detach_assistant
     first, second = spec.first, spec.second
     uses_r = "r" in (first, second)
     ratios: list | None = [] if uses_r else None
+    # D(r‖q) and D(q‖r) of the divergences whose two gradients are powers of r/q: their
+    # sum is formed in closed form where w > ½ (below), which needs w̄ = 1 − w exactly.
+    paired = through_r and "q" in (first, second) and spec.divergence in GRAD_SUM
+    weight_bar: list | None = [] if paired else None
     lm, w = log_alpha_mean_and_weight(
-        lp, lq, spec.alpha, spec.lam, want_weight=through_r, ratios=ratios
+        lp, lq, spec.alpha, spec.lam, want_weight=through_r, ratios=ratios, weight_bar=weight_bar
     )
-    lz = torch.logsumexp(lm, dim=-1, keepdim=True)
-    flags |= (lz[..., 0] == NEG_INF).to(torch.uint8) * _EMPTY_SUPPORT
+    lr, lz = _log_normalize(lm)
+    flags |= (lz[..., 0] == NEG_INF).to(_FLAG_DTYPE) * _EMPTY_SUPPORT
     log_ratio = None
     if uses_r:  # log(first/second) from the mixture's own ratio to p or q
         other = second if first == "r" else first
@@ -233,18 +276,27 @@ def _chunk(
     u_q = ratios[1] if through_r else None  # log m − log q, for ∂ log Z/∂ s below
     del ratios
     log_z = lz
-    lr = lm - lz if (lm is lp or lm is lq) else lm.sub_(lz)
     del lm, lz
     dist = {"p": lp, "q": lq, "r": lr}
     need = {"p": False, "q": want_grad, "r": through_r}
-    value, g_first, g_second = GPU_DIVERGENCES[spec.divergence](
-        dist[first], dist[second], spec.params, need[first], need[second], log_ratio
-    )
-    del log_ratio
-    flags |= torch.isnan(value).to(torch.uint8) * _NAN_LOSS
+    kernel = GPU_DIVERGENCES[spec.divergence]
+    args = (dist[first], dist[second], spec.params, need[first], need[second], log_ratio)
+    pair = None
+    if paired:
+        value, g_first, g_second, g_sum = kernel(*args, want_sum=True)
+        # g_q + w·g_r in closed form (its terms, powers of r/q, may cancel): D.pair
+        weights = (w, *weight_bar)
+        direct = "a" if first == "q" else "b"
+        pair = GPU_PAIR[spec.divergence](*args[:3], log_ratio, weights, direct,
+                                         g_first, g_second, g_sum)  # fmt: skip
+        del weights, weight_bar, g_sum
+    else:
+        value, g_first, g_second = kernel(*args)
+    del log_ratio, args
+    flags |= torch.isnan(value).to(_FLAG_DTYPE) * _NAN_LOSS
     if not want_grad:
         return value, None, flags
-    flags |= torch.isinf(value).to(torch.uint8) * _INF_LOSS
+    flags |= torch.isinf(value).to(_FLAG_DTYPE) * _INF_LOSS
     g = {"p": None, "q": None, "r": None}
     g[first], g[second] = g_first, g_second
     g_q = g["q"]
@@ -263,9 +315,16 @@ def _chunk(
             k_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z)
             through_z = torch.where(g_silent != 0, k_z.mul_(g_silent), 0.0)
             del k_z
-        g_logm = _project_(g_r, lr)  # ∂D/∂log m
-        g_logm.mul_(w)
-        g_q = g_logm if g_q is None else g_q.add_(g_logm)
+        if pair is not None:
+            # g_q + w·P_r(g_r) = pair − w·(g_r − P_r(g_r)), pair = g_q + w·g_r in closed
+            # form (twin of amid_ref._loss.grad_of)
+            g_logm = _project_(g_r.clone(), lr)
+            g_q = pair.sub_(g_r.sub_(g_logm).mul_(w))
+            del pair
+        else:
+            g_logm = _project_(g_r, lr)  # ∂D/∂log m
+            g_logm.mul_(w)
+            g_q = g_logm if g_q is None else g_q.add_(g_logm)
         del g_logm, w, g_r, u_q
     if g_q is None:  # D(p‖r) or D(r‖p) with the assistant detached: no path to the student
         if out is not None:
@@ -276,8 +335,21 @@ def _chunk(
         grad.sub_(through_z)
         del through_z
     if out is not None:  # scale and cast in one pass, straight into the gradient buffer
-        return value, torch.mul(grad, grad_scale * inv_t, out=out), flags
-    return value, grad.mul_(grad_scale * inv_t), flags
+        grad = torch.mul(grad, grad_scale * inv_t, out=out)
+    else:
+        grad = grad.mul_(grad_scale * inv_t)
+    return value, grad, flags | _grad_flags(grad)
+
+
+def _grad_flags(g: torch.Tensor) -> torch.Tensor:
+    """Row flags of a finished gradient chunk: ``_NAN_GRAD`` (a kernel bug) or
+    ``_INF_GRAD`` (an entry beyond the range of the gradient's dtype, e.g. float16)."""
+    bad = ~torch.isfinite(g).all(-1)
+    flags = torch.zeros(bad.shape, dtype=_FLAG_DTYPE, device=g.device)
+    if bool(bad.any()):  # rare: tell NaN from overflow
+        flags |= torch.isnan(g).any(-1).to(_FLAG_DTYPE) * _NAN_GRAD
+        flags |= (bad & ~torch.isnan(g).any(-1)).to(_FLAG_DTYPE) * _INF_GRAD
+    return flags
 
 
 def _build_spec(
@@ -369,6 +441,16 @@ def _raise_for_flags(flags: torch.Tensor, leading: tuple[int, ...], spec: _Spec)
         hit = torch.nonzero(flags & bit).flatten().tolist()
         return _rows_to_index(hit[:5], leading) if hit else None
 
+    for bit, name in (
+        (_TEMPERATURE_STUDENT, "student_logits"),
+        (_TEMPERATURE_TEACHER, "teacher_logits"),
+    ):
+        if (bad := rows(bit)) is not None:
+            raise ValueError(
+                temperature_overflow_message(
+                    name, spec.temperature, f"row(s) {bad}", str(spec.cdtype).removeprefix("torch.")
+                )
+            )
     if (bad := rows(_BAD_STUDENT)) is not None:
         raise ValueError(
             f"student_logits has NaN, +inf, or only -inf entries in row(s) {bad} (leading "
@@ -387,12 +469,23 @@ def _raise_for_flags(flags: torch.Tensor, leading: tuple[int, ...], spec: _Spec)
         )
     if (bad := rows(_INF_LOSS)) is not None:
         raise ValueError(
-            f"the loss is +inf on row(s) {bad} (a zero of one distribution where the other is "
-            f"positive, e.g. divergence={spec.divergence!r} with alpha={spec.alpha} ≥ 1 and a "
-            "token masked for the student only); its gradient is undefined"
+            spec.objective.inf_loss_message(
+                f"row(s) {bad}", str(spec.cdtype).removeprefix("torch.")
+            )
         )
     if (bad := rows(_NAN_LOSS)) is not None:  # pragma: no cover - kernel bug guard
         raise FloatingPointError(f"gpu.amid_loss produced NaN on row(s) {bad}; please report")
+    if (bad := rows(_INF_GRAD)) is not None:
+        raise ValueError(
+            f"the gradient with respect to student_logits exceeds the range of its dtype on "
+            f"row(s) {bad} (a finite loss whose gradient entries are larger than the dtype's "
+            "largest number, e.g. chi2 or an AB/Amari divergence on a confident float16 "
+            "student); pass float32 or float64 student logits"
+        )
+    if (bad := rows(_NAN_GRAD)) is not None:  # pragma: no cover - kernel bug guard
+        raise FloatingPointError(
+            f"gpu.amid_loss produced a NaN gradient on row(s) {bad}; please report this input"
+        )
 
 
 def _run(
@@ -409,7 +502,7 @@ def _run(
     kernel = kernel or _chunk
     n, _ = s2.shape
     row_loss = torch.zeros(n, dtype=spec.cdtype, device=s2.device)
-    flags = torch.zeros(n, dtype=torch.uint8, device=s2.device)
+    flags = torch.zeros(n, dtype=_FLAG_DTYPE, device=s2.device)
     grad = None
     if want_grad:
         grad = torch.empty_like(s2) if rows is None else torch.zeros_like(s2)
@@ -556,6 +649,7 @@ def _compiled_kernel(backend: str):
             return _chunk(s, t, spec, want_grad, grad_scale, out)
         if g is not None:
             g = torch.mul(g, grad_scale, out=out) if out is not None else g.mul_(grad_scale)
+            flags = flags | _grad_flags(g)
         return value, g, flags
 
     _COMPILED[backend] = kernel

@@ -114,13 +114,20 @@ def log_alpha_mean_and_weight(
     *,
     want_weight: bool,
     ratios: list | None = None,
+    weight_bar: list | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""``log m_α(a, b; λ)`` and, if asked, :math:`w = \partial \log m/\partial \log b`.
 
     If ``ratios`` is a list, the log ratios ``log m − log a`` and ``log m − log b`` are
     appended to it, each formed directly from the branch's correction term (the difference
     ``log m − log a`` would carry an ulp of ``|log a|``; ±inf/NaN at zero arguments as the
-    plain differences).
+    plain differences). If ``weight_bar`` is a list (and ``want_weight``), the complement
+    :math:`\bar w = 1 - w = \partial \log m/\partial \log a` and the difference
+    :math:`w - \bar w` are appended, each exact to a few ulps of itself (σ(t) itself, not
+    1 − σ(−t); −tanh(t/2), not the difference of two numbers near ½); 0 where w is masked.
+
+    The logistic function is formed as ``1/(1 + e^t)`` (a few ulps in both tails), not
+    ``torch.sigmoid``, which ``torch.compile`` generates 32 eps off on CUDA.
 
     Unchecked kernel: ``la``, ``lb`` are same-shape floating tensors (``-inf`` allowed, no
     NaN), ``alpha`` a float or ±inf, ``lam`` in [0, 1]. The result may alias ``la`` or ``lb``
@@ -132,10 +139,15 @@ def log_alpha_mean_and_weight(
         w = (lb != NEG_INF).to(la.dtype) if want_weight else None
         if ratios is not None:
             ratios += [lb - la, torch.zeros_like(lb)]
+        if want_weight and weight_bar is not None:
+            weight_bar += [torch.zeros_like(lb), w.clone()]
         return lb, w
     if lam == 1.0:
         if ratios is not None:
             ratios += [torch.zeros_like(la), la - lb]
+        if want_weight and weight_bar is not None:
+            w_bar = (la != NEG_INF).to(la.dtype)
+            weight_bar += [w_bar, -w_bar]
         return la, (torch.zeros_like(la) if want_weight else None)
     if math.isinf(alpha):
         if alpha < 0:
@@ -148,6 +160,9 @@ def log_alpha_mean_and_weight(
         if want_weight:
             w = torch.where(pick_b, 1.0, torch.where(lb == la, 0.5, 0.0)).to(la.dtype)
             w.masked_fill_(lm == NEG_INF, 0.0)
+            if weight_bar is not None:  # 1 − w is exact for w ∈ {0, ½, 1}
+                w_bar = (1.0 - w).masked_fill_(lm == NEG_INF, 0.0)
+                weight_bar += [w_bar, w - w_bar]
         if ratios is not None:  # 0 or ±(la − lb): exact
             ratios += [lm - la, lm - lb]
         return lm, w
@@ -170,6 +185,12 @@ def log_alpha_mean_and_weight(
         w = None
         if want_weight:
             w = torch.full_like(la, 1.0 - lam).masked_fill_(lm == NEG_INF, 0.0)
+            if weight_bar is not None:
+                zero = lm == NEG_INF
+                weight_bar += [
+                    torch.full_like(la, lam).masked_fill_(zero, 0.0),
+                    torch.full_like(la, 1.0 - 2.0 * lam).masked_fill_(zero, 0.0),
+                ]
         return lm, w
 
     beta_f = max(-_BETA_CLAMP, min(_BETA_CLAMP, beta))
@@ -208,12 +229,21 @@ def log_alpha_mean_and_weight(
         lm.nan_to_num_(nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)
     w = None
     if want_weight:
-        w = t.neg_().sigmoid_()  # σ(-t), NaN where both are zero
-        if beta < 0:
-            # Intersection support: m = 0 wherever either argument is zero.
-            w.masked_fill_(lm == NEG_INF, 0.0)
-        else:
-            w.nan_to_num_(nan=0.0)
+        w_bar = w_diff = None
+        if weight_bar is not None:  # σ(t) = 1/(1 + e^(−t)), w − w̄ = −tanh(t/2)
+            w_bar = torch.exp(-t).add_(1.0).reciprocal_()
+            w_diff = torch.tanh(t * 0.5).neg_()
+        w = t.exp_().add_(1.0).reciprocal_()  # σ(−t), NaN where both are zero
+        for x in (w, w_bar, w_diff):
+            if x is None:
+                continue
+            if beta < 0:
+                # Intersection support: m = 0 wherever either argument is zero.
+                x.masked_fill_(lm == NEG_INF, 0.0)
+            else:
+                x.nan_to_num_(nan=0.0)
+        if w_bar is not None:
+            weight_bar += [w_bar, w_diff]
     return lm, w
 
 
