@@ -1,0 +1,363 @@
+"""Sweeps over whole classes of fragile inputs, in amid_ref and in every torch path.
+
+Each test sweeps a class (every divergence of the contract with its accuracy parameter sets,
+every order, the contract's α grid and the λ grid) rather than pinning one example:
+
+* confident students (one token 20–60 nats above the rest) on tokens the teacher finds
+  unlikely: the gradient keeps its softmax invariance Σ_j ∂L/∂s_j = 0, and matches the
+  oracle; the dominant token's 1 − q_k was lost when the log-softmax rounded log q_k to 0;
+* overflow: a loss is either finite with a finite gradient, or +inf and refused under a
+  gradient with a ValueError; never a clamped number with a NaN gradient;
+* AB values with teacher tokens masked at −1e9, −1e30 and the dtype's most negative number;
+* equal distributions: every divergence of p = q is exactly 0, never negative.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from amid_ref import amid_grad, amid_loss, precise
+from amid_ref._specs import ORDERS, SPECS, alpha_grid, lambda_grid
+from amid_ref.tolerances import assert_within, tolerance
+
+torch = pytest.importorskip("torch")
+import gpu  # noqa: E402
+
+INF = math.inf
+#: (name, params) for every divergence of the contract (its accuracy sets); "f" needs a
+#: user generator and is swept by tests/test_fidelity.py.
+DIVERGENCE_CASES = [
+    (spec.name, params)
+    for spec in SPECS.values()
+    if spec.name != "f"
+    for params in spec.cases_for("accuracy")
+]
+GPU_CASES = [(name, params) for name, params in DIVERGENCE_CASES if SPECS[name].offered_by("gpu")]
+ALPHAS = alpha_grid("contract")
+LAMS = lambda_grid("full")
+#: A thinner grid for the torch paths (one call per objective costs ~1 ms).
+GPU_ALPHAS = (-INF, -5.0, 0.0, 1.0 - 1e-7, 1.0, 3.0, INF)
+GPU_LAMS = (0.0, 1e-15, 0.5, 1.0 - 1e-15, 1.0)
+
+
+def _case_id(case) -> str:
+    name, params = case
+    return f"{name}-{'-'.join(f'{v:g}' for v in params.values())}" if params else name
+
+
+def confident_rows(v: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Rows where the student puts one token 20, 35 or 60 nats above its others, and the
+    teacher puts that token 30 nats below its own maximum, 5 below, or 2 above."""
+    rng = np.random.default_rng(0)
+    s_rows, t_rows = [], []
+    for margin in (20.0, 35.0, 60.0):
+        for gap in (-30.0, -5.0, 2.0):
+            s, t = rng.normal(0.0, 1.0, v), rng.normal(0.0, 1.0, v)
+            s[2] = s.max() + margin
+            t[2] = t.max() + gap
+            s_rows.append(s)
+            t_rows.append(t)
+    # float32 values: the float32 and float64 torch paths share one reference
+    return (np.array(s_rows, dtype=np.float32).astype(np.float64),
+            np.array(t_rows, dtype=np.float32).astype(np.float64))  # fmt: skip
+
+
+def assert_softmax_invariant(g: np.ndarray, tol, what: str) -> None:
+    """Σ_j g_j = 0 per row, relative to the row's largest entry (plus the row-scaled floor)."""
+    scale = np.abs(g).max(-1)
+    bound = tol.rtol * scale + tol.atol * np.maximum(1.0, scale)
+    excess = np.abs(g.sum(-1)) / bound
+    assert excess.max() <= 1.0, f"{what}: |Σ g| is {excess.max():.3g}× the bound, rows {g}"
+
+
+# --- confident students ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", DIVERGENCE_CASES, ids=_case_id)
+def test_reference_gradient_is_softmax_invariant_on_confident_rows(case):
+    name, params = case
+    s, t = confident_rows()
+    tol = tolerance("reference", "grad")
+    for order in ORDERS:
+        for alpha in ALPHAS:
+            for lam in LAMS:
+                for detach in (False, True):
+                    try:
+                        g = amid_grad(s, t, alpha, lam, name, order, params, 1.0, detach)
+                    except ValueError:  # +inf loss (α ≥ 1 and a masked side): refused
+                        continue
+                    assert_softmax_invariant(g, tol, f"{name}{params} {order} α={alpha} λ={lam}")
+
+
+#: The objectives held to the oracle on confident rows (the oracle differentiates at 50
+#: digits: a subset of the grid, every divergence and order).
+ORACLE_POINTS = ((-5.0, 0.1), (0.0, 0.0), (0.0, 1.0), (1.0, 0.5), (3.0, 0.9), (-INF, 0.5))
+
+
+@pytest.mark.parametrize("case", DIVERGENCE_CASES[::2], ids=_case_id)
+def test_reference_gradient_matches_oracle_on_confident_rows(case):
+    name, params = case
+    s, t = confident_rows(5)
+    tol = tolerance("reference", "grad")
+    for order in ORDERS:
+        for alpha, lam in ORACLE_POINTS:
+            for i in (1, 6, 8):  # margins 20 and 60; teacher 30 below, 5 below, 2 above
+                try:
+                    got = amid_grad(s[i], t[i], alpha, lam, name, order, params)
+                except ValueError:
+                    continue
+                want = precise.to_float(
+                    precise.amid_grad(s[i], t[i], alpha, lam, name, order, params)
+                )
+                err = np.abs(got - want).max()
+                assert err <= tol.atol + tol.rtol * np.abs(want).max(), (
+                    f"{name}{params} {order} α={alpha} λ={lam} row {i}: {got} vs {want}"
+                )
+
+
+def _torch_grad(s, t, alpha, lam, name, order, params, dtype, detach=False):
+    x = torch.tensor(s, dtype=dtype, requires_grad=True)
+    loss = gpu.amid_loss(
+        x, torch.tensor(t, dtype=dtype), alpha, lam, name, order, params,
+        reduction="sum", detach_assistant=detach,
+    )  # fmt: skip
+    loss.backward()
+    return x.grad.double().numpy()
+
+
+@pytest.mark.parametrize("case", GPU_CASES, ids=_case_id)
+def test_gpu_gradient_on_confident_rows(case):
+    """The torch loss on confident rows, float64 and float32: softmax invariance, and
+    amid_ref's gradient within the gpu rows, row-scaled by the larger of the row's largest
+    gradient entry and its loss. On these rows the loss reaches 1e13 (χ² of a student 60
+    nats sure against a teacher 30 nats unsure) while the gradient is 1e6: in float32 the
+    log-probabilities near −35 carry errors of 35 ulps, which the loss's powers of r/q
+    turn into gradient errors of the loss's relative size. Row-scaled by the gradient alone,
+    float32 is 11.8× the bound at worst there (χ² and Amari ±3 at α = 1 − 1e-7, λ = ½;
+    875× before the closed-form pairs), and float64 within it."""
+    name, params = case
+    s, t = confident_rows()
+    for order in ORDERS:
+        for alpha in GPU_ALPHAS:
+            for lam in GPU_LAMS:
+                try:
+                    want = amid_grad(s, t, alpha, lam, name, order, params)
+                except ValueError:
+                    continue
+                loss = np.abs(amid_loss(s, t, alpha, lam, name, order, params))[:, None]
+                scale = np.maximum(np.abs(want).max(-1, keepdims=True), loss)
+                for dtype in ("float64", "float32"):
+                    tol = tolerance("gpu", "grad", dtype)
+                    what = f"{name}{params} {order} α={alpha} λ={lam} {dtype}"
+                    got = _torch_grad(s, t, alpha, lam, name, order, params, getattr(torch, dtype))
+                    assert_softmax_invariant(got, tol, what)
+                    bound = tol.atol * np.maximum(1.0, scale) + tol.rtol * scale
+                    err = np.abs(got - want) / bound
+                    assert err.max() <= 1.0, f"{what}: {err.max():.3g}× the bound"
+
+
+def test_reproducer_confident_chi2_gradient():
+    """χ² with λ = 1 (r = p) in the order qr is the same loss as λ = 0 in the order rp."""
+    s, t = np.array([0.0, 1.0, 40.0]), np.array([0.0, 1.5, -30.0])
+    want = precise.to_float(precise.amid_grad(s, t, 0.0, 1.0, "chi2", "qr"))
+    for got in (amid_grad(s, t, 0.0, 0.0, "chi2", "rp"), amid_grad(s, t, 0.0, 1.0, "chi2", "qr")):
+        assert np.abs(got - want).max() <= 1e-8 * np.abs(want).max()
+    for dtype in (torch.float64, torch.float32):
+        got = _torch_grad(s[None], t[None], 0.0, 1.0, "chi2", "qr", {}, dtype)[0]
+        tol = tolerance("gpu", "grad", str(dtype).removeprefix("torch."))
+        assert np.abs(got - want).max() <= tol.rtol * np.abs(want).max()
+
+
+# --- overflow ----------------------------------------------------------------------------------
+
+
+def overflow_rows() -> tuple[np.ndarray, np.ndarray]:
+    """Rows where terms overflow float32 or are infinite: one-sided masked tokens (−inf),
+    logits 100 and 1000 apart, a confident student against a near-zero teacher token."""
+    s = np.array(
+        [
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, -INF],
+            [0.0, 1.0, -100.0, 2.0],
+            [50.0, 0.0, -50.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 900.0, 0.0],
+        ]
+    )
+    t = np.array(
+        [
+            [0.0, 0.0, -100.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 2.0, -INF],
+            [-50.0, 0.0, 50.0, 0.0],
+            [0.0, -1000.0, 0.0, 1000.0],
+            [0.0, 0.0, -900.0, 0.0],
+        ]
+    )
+    return s, t
+
+
+@pytest.mark.parametrize("case", GPU_CASES, ids=_case_id)
+def test_gpu_overflow_scan(case):
+    """float64, float32, bfloat16: a +inf loss raises under a gradient (naming the loss),
+    and a finite loss has a finite gradient (or an error naming the gradient's dtype);
+    never a NaN, never a loss clamped to the dtype's largest number."""
+    name, params = case
+    s_all, t_all = overflow_rows()
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        s_t, t_t = torch.tensor(s_all, dtype=dtype), torch.tensor(t_all, dtype=dtype)
+        for order in ORDERS:
+            for alpha in GPU_ALPHAS:
+                for lam in (0.0, 0.5, 1.0):
+                    _overflow_check(s_t, t_t, (alpha, lam, name, order, params), dtype)
+
+
+def _overflow_check(s, t, objective, dtype) -> None:
+    what = f"{objective} {dtype}"
+    try:
+        values = gpu.amid_loss(s, t, *objective, reduction="none")
+    except ValueError as exc:  # an empty assistant support on some row (α ≥ 1): row by row
+        assert "undefined" in str(exc), f"{what}: {exc}"
+        if len(s) > 1:
+            for i in range(len(s)):
+                _overflow_check(s[i : i + 1], t[i : i + 1], objective, dtype)
+        return
+    assert not values.isnan().any(), what
+    assert (values.abs() < torch.finfo(values.dtype).max).logical_or(values == INF).all(), (
+        f"{what}: a loss clamped to the dtype's largest number: {values}"
+    )
+    finite = torch.isfinite(values)
+    if finite.any():
+        x = s[finite].clone().requires_grad_(True)
+        try:
+            gpu.amid_loss(x, t[finite], *objective, reduction="sum").backward()
+        except ValueError as exc:
+            assert "exceeds the range of its dtype" in str(exc), f"{what}: {exc}"
+        else:
+            assert torch.isfinite(x.grad).all(), f"{what}: gradient {x.grad}"
+    for i in torch.nonzero(~finite).flatten().tolist():
+        x = s[i : i + 1].clone().requires_grad_(True)
+        with pytest.raises(ValueError, match=r"loss is \+inf"):
+            gpu.amid_loss(x, t[i : i + 1], *objective).backward()
+
+
+@pytest.mark.parametrize("case", DIVERGENCE_CASES, ids=_case_id)
+def test_reference_overflow_scan(case):
+    """amid_ref on the same rows: a finite loss has a finite gradient; +inf refuses it."""
+    name, params = case
+    s_all, t_all = overflow_rows()
+    for order in ORDERS:
+        for alpha in ALPHAS:
+            for lam in (0.0, 0.5, 1.0):
+                for i in range(len(s_all)):
+                    what = f"{name}{params} {order} α={alpha} λ={lam} row {i}"
+                    try:
+                        value = float(
+                            amid_loss(s_all[i], t_all[i], alpha, lam, name, order, params)
+                        )
+                    except ValueError as exc:
+                        assert "undefined" in str(exc), what
+                        continue
+                    assert not math.isnan(value), what
+                    if value == INF:
+                        with pytest.raises(ValueError, match=r"loss is \+inf"):
+                            amid_grad(s_all[i], t_all[i], alpha, lam, name, order, params)
+                    else:
+                        g = amid_grad(s_all[i], t_all[i], alpha, lam, name, order, params)
+                        assert np.isfinite(g).all(), what
+
+
+def test_reproducer_overflowing_amari_term():
+    s, t = torch.zeros(1, 3, requires_grad=True), torch.tensor([[0.0, 0.0, -100.0]])
+    with pytest.raises(ValueError, match=r"loss is \+inf.*exceeds the float32 range"):
+        gpu.amid_loss(s, t, 0.0, 1.0, "amari", "qr", {"alpha": -3.0}).backward()
+    value = gpu.amid_loss(s.detach().double(), t.double(), 0.0, 1.0, "amari", "qr", {"alpha": -3.0})
+    want = amid_loss(s.detach().double().numpy(), t.double().numpy(), 0.0, 1.0, "amari", "qr",
+                     {"alpha": -3.0})  # fmt: skip
+    assert_within(float(value), float(want[0]), tolerance("gpu", "loss", "float64"))
+
+
+def test_inf_loss_message_names_alpha_only_where_it_matters():
+    s = torch.zeros(1, 3, requires_grad=True)
+    t = torch.tensor([[0.0, 0.0, -INF]])
+    with pytest.raises(ValueError, match=r"loss is \+inf") as info:
+        gpu.amid_loss(s, t, -5.0, 0.0, "kl", "rp").backward()
+    assert "≥ 1" not in str(info.value) and "alpha" not in str(info.value)
+    with pytest.raises(ValueError, match=r"loss is \+inf") as info:
+        amid_grad(s.detach().numpy(), t.numpy(), -5.0, 0.0, "kl", "rp")
+    assert "≥ 1" not in str(info.value)
+
+
+# --- AB with masked teacher tokens ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("mask", [-1e9, -1e30, "finfo.min"])
+def test_ab_with_masked_teacher_tokens(mask, dtype):
+    """ABKD (λ = 0, AB(0.2, 0.7)) with a tenth of the teacher's tokens masked by a very
+    negative finite logit, the common masking idiom: y^λ(Q(λ) − Q(a_))/b_ cancelled there."""
+    tdt = getattr(torch, dtype)
+    fill = torch.finfo(tdt).min if mask == "finfo.min" else mask
+    rng = np.random.default_rng(4)
+    s, t = rng.normal(0, 2, (4, 1000)), rng.normal(0, 2, (4, 1000))
+    t[:, :100] = fill
+    s = torch.tensor(s, dtype=tdt)
+    t = torch.tensor(t, dtype=tdt)
+    got = gpu.presets.get("abkd").loss(s, t, reduction="none").double().numpy()
+    want = np.asarray(
+        __import__("amid_ref").presets.get("abkd").loss(s.double().numpy(), t.double().numpy())
+    )
+    assert_within(got, want, tolerance("gpu", "loss", dtype), what=f"ABKD masked at {mask}")
+
+
+def test_ab_with_masked_teacher_tokens_reference_matches_oracle():
+    rng = np.random.default_rng(4)
+    s, t = rng.normal(0, 2, (2, 12)), rng.normal(0, 2, (2, 12))
+    t[:, :3] = -1e9
+    t[1, 3] = np.finfo(np.float64).min / 2
+    for i in range(2):
+        got = amid_loss(s[i], t[i], 0.0, 0.0, "ab", "pr", {"alpha": 0.2, "beta": 0.7})
+        want = precise.to_float(
+            precise.amid_loss(s[i], t[i], 0.0, 0.0, "ab", "pr", {"alpha": 0.2, "beta": 0.7})
+        )
+        assert_within(got, want, tolerance("reference", "loss"))
+
+
+# --- equal distributions ---------------------------------------------------------------------
+
+
+def _equal_rows() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 3, (3, 40)), rng.normal(0, 30, (2, 40))])
+    x[0, :5] = -INF
+    x[1, 7] = 60.0  # a confident row
+    return x
+
+
+@pytest.mark.parametrize("case", DIVERGENCE_CASES, ids=_case_id)
+def test_reference_equal_distributions_give_exact_zero(case):
+    name, params = case
+    x = _equal_rows()
+    for order in ORDERS:
+        for alpha in ALPHAS:
+            for lam in LAMS:
+                try:
+                    value = amid_loss(x, x, alpha, lam, name, order, params)
+                except ValueError:
+                    continue
+                assert (value == 0.0).all(), (name, params, order, alpha, lam, value)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", GPU_CASES, ids=_case_id)
+def test_gpu_equal_distributions_give_exact_zero(case, dtype):
+    name, params = case
+    x = torch.tensor(_equal_rows(), dtype=getattr(torch, dtype))
+    for order in ORDERS:
+        for alpha in GPU_ALPHAS:
+            for lam in GPU_LAMS:
+                value = gpu.amid_loss(x, x, alpha, lam, name, order, params, reduction="none")
+                assert (value == 0.0).all(), (name, params, order, alpha, lam, value)
