@@ -6,8 +6,11 @@ must not download anything (MathJax is copied into the site from the installed
 ``django-static-mathjax`` package). The notebooks are executed by the build in a kernel of
 this interpreter (a kernelspec written to a temporary ``JUPYTER_PATH``). The generated pages
 are then checked against the code they are generated from, and opened from disk in headless
-Chromium with every non-``file://`` request refused: the maths must be typeset, the figures
-loaded and the navigation links must land on pages.
+Chromium with every non-``file://`` request refused, as a reader sees them: every formula
+must have a box with an area and a glyph for each of its characters, no TeX may be left as
+text, no display may be wider than the content column, the figures must load and the
+navigation links must land on pages. One screenshot per page is kept (in
+``AMID_DOCS_SCREENSHOTS`` if set, else under pytest's temporary folder) to look at.
 """
 
 from __future__ import annotations
@@ -110,6 +113,25 @@ def test_docstring_markup_is_rendered():
     for claim in ("mean.idempotent", "mean.homogeneous", "mean.symmetry"):
         assert f'href="../claims.html#{claim}"' in linked
     assert "autoref" not in linked
+
+
+def test_docstring_displays_stack_their_equations():
+    """A docstring's ``.. math::`` line of several equations (``,\\quad``-separated) is one
+    equation per line on the site; separators inside a group stay."""
+    hooks = _load_hooks()
+    stacked = hooks.stack_equations(r"a = 1,\quad b = 2,\qquad c = 3")
+    assert stacked == "\\begin{gathered}\na = 1, \\\\\nb = 2, \\\\\nc = 3\n\\end{gathered}"
+    for one_line in (
+        r"a \quad\text{e.g.}\quad b",  # no comma: one statement
+        r"\left(a,\quad b\right)",
+        r"f_{a,\quad b}",
+        r"\begin{cases} a,\quad b \end{cases}",
+    ):
+        assert hooks.stack_equations(one_line) == one_line
+    # escaped braces are not groups
+    assert hooks.stack_equations(r"\{a,\quad b\}").count("\\\\") == 1
+    html = "<p>.. math::</p>\n<pre><code>x = 1,\\quad y = 2\n</code></pre>"
+    assert "\\begin{gathered}" in hooks.render_rst_roles(html)
 
 
 def test_site_reads_offline_and_from_disk():
@@ -256,6 +278,10 @@ _CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# The narrowest desktop layout of the theme: navigation, content and table of contents side
+# by side leave the content column 688 px wide (a display that fits here fits every wider
+# window; phones scroll long displays sideways, see docs/stylesheets/extra.css).
+_VIEWPORT = {"width": 1280, "height": 900}
 # pages that must show typeset maths (every other page is checked too: each arithmatex
 # element of the build must have become MathJax output)
 _MATH_PAGES = (
@@ -263,6 +289,7 @@ _MATH_PAGES = (
     "mathematics",
     "edge-cases",
     "claims",
+    "sharded",
     "api/amid_ref",
     "api/gpu",
     "api/precise",
@@ -273,18 +300,62 @@ _MATH_PAGES = (
 )
 _FIGURE_PAGES = ("study", "notebooks/01_interpolation_paths", "notebooks/03_mode_covering")
 
-_PAGE_STATE = """() => {
+# What a reader sees, measured in the page. A formula is visible when its box has an area and
+# each of its characters (mjx-c) gets its glyph from MathJax's CHTML style sheet (a
+# ::before rule; "none" is the computed content of a character without one, and U+2061, the
+# invisible function application, has an empty rule of its own). TeX delimiters left in the
+# prose mean a formula was never typeset. A display overflows when its content is wider
+# than its box (it would be cut at the column edge or need a scroll bar) or reaches past the
+# content column.
+_PAGE_STATE = r"""() => {
+  document.querySelectorAll("details").forEach((d) => { d.open = true; });
   const article = document.querySelector("article");
   const prose = article.cloneNode(true);
   prose.querySelectorAll("pre, code, mjx-container, script").forEach((e) => e.remove());
+  const text = prose.textContent;
   const column = article.getBoundingClientRect();
+  const tex = new Map();
+  for (const item of (MathJax.startup.document.math || [])) {
+    if (item.typesetRoot) tex.set(item.typesetRoot, String(item.math).trim().slice(0, 120));
+  }
+  const source = (c) => tex.get(c) || c.textContent.slice(0, 120);
+  const containers = Array.from(document.querySelectorAll("mjx-container"));
+  // a copy in a part of the layout that is not displayed (the table of contents that the
+  // theme repeats in the navigation for narrow windows) has no box to check
+  const empty = containers.filter((c) => c.checkVisibility()).filter((c) => {
+    const box = c.getBoundingClientRect();
+    return !(box.width > 0 && box.height > 0);
+  });
+  const chars = Array.from(document.querySelectorAll("mjx-container mjx-c"));
+  const noGlyph = chars.filter((c) => {
+    const content = getComputedStyle(c, "::before").content;
+    return content === "none" || content === "normal";
+  });
+  const overflowing = Array.from(document.querySelectorAll('mjx-container[display="true"]'))
+    .filter((c) => {
+      const math = c.querySelector("mjx-math");
+      const box = math ? math.getBoundingClientRect() : c.getBoundingClientRect();
+      const parent = c.parentElement;
+      return c.scrollWidth > c.clientWidth + 1
+        || (parent && parent.scrollWidth > parent.clientWidth + 1)
+        || box.right > column.right + 1 || box.left < column.left - 1;
+    });
+  const delimiters = [];
+  for (const d of ["$$", "\\[", "\\]", "\\(", "\\)", "\\begin{"]) {
+    if (text.includes(d)) delimiters.push(d);
+  }
+  const dollar = text.match(/\$[^$\n]*[\\^_{}][^$\n]*\$/);
+  if (dollar) delimiters.push(dollar[0].slice(0, 60));
   return {
-    math: document.querySelectorAll("mjx-container").length,
+    math: containers.length,
     sources: document.querySelectorAll(".arithmatex").length,
     mathErrors: document.querySelectorAll("mjx-merror").length,
-    rawDisplay: prose.textContent.includes("$$") || prose.textContent.includes("\\\\["),
-    overflowing: Array.from(document.querySelectorAll('mjx-container[display="true"]'))
-      .filter((m) => m.getBoundingClientRect().width > column.width + 1).length,
+    empty: empty.map(source),
+    chars: chars.length,
+    noGlyph: noGlyph.length,
+    noGlyphExample: noGlyph.slice(0, 3).map((c) => c.className),
+    rawTex: delimiters,
+    overflowing: overflowing.map(source),
     images: Array.from(article.querySelectorAll("img")).map((i) => [
       i.getAttribute("src").slice(0, 80), i.complete && i.naturalWidth > 0]),
     nav: Array.from(document.querySelectorAll("a.md-nav__link[href]")).map((a) => a.href),
@@ -292,6 +363,18 @@ _PAGE_STATE = """() => {
       .filter((h) => h.startsWith("file://")),
   };
 }"""
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the browser test keeps one screenshot per page: ``AMID_DOCS_SCREENSHOTS`` if
+    set (created if missing), else a folder under pytest's temporary directory."""
+    chosen = os.environ.get("AMID_DOCS_SCREENSHOTS")
+    if chosen:
+        path = Path(chosen)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +388,7 @@ def browser():
             browser = pw.chromium.launch(executable_path=executable, args=_CHROMIUM_ARGS)
         except Exception as exc:  # no system Chromium and no Playwright browser
             pytest.skip(f"no Chromium to open the site with: {exc}".splitlines()[0])
-        context = browser.new_context(viewport={"width": 1100, "height": 900})
+        context = browser.new_context(viewport=_VIEWPORT)
         refused: list[str] = []
 
         def offline(route):
@@ -318,33 +401,60 @@ def browser():
         context.route("**/*", offline)
         page = context.new_page()
 
-        def open_page(path: Path) -> dict:
+        def open_page(path: Path, screenshot: Path | None = None) -> dict:
             page.goto(path.as_uri())
             page.wait_for_function("() => window.MathJax && MathJax.startup", timeout=30_000)
             page.evaluate("() => MathJax.startup.promise")
             page.wait_for_load_state("load")
-            return page.evaluate(_PAGE_STATE)
+            page.evaluate("() => document.fonts.ready.then(() => true)")
+            state = page.evaluate(_PAGE_STATE)
+            if screenshot is not None:
+                page.screenshot(path=str(screenshot), full_page=True)
+            return state
 
         yield open_page, refused
         browser.close()
 
 
 @pytest.mark.slow
-def test_site_renders_maths_offline_from_disk(site, browser):
-    open_page, _ = browser
+def test_site_renders_maths_offline_from_disk(site, browser, screenshots):
+    """Every page, opened from disk with the network refused, shows each formula: a box
+    with an area, glyphs for its characters, no TeX left as text, no display wider than
+    the column. One screenshot per page is kept (see the ``screenshots`` fixture)."""
+    open_page, refused = browser
     pages = sorted(p.relative_to(site).with_suffix("").as_posix() for p in site.rglob("*.html"))
     pages.remove("404")  # served by a web server at any URL; its links are root-relative
     assert set(_MATH_PAGES) <= set(pages)
+    problems = []
     for name in pages:
-        state = open_page(site / f"{name}.html")
-        assert state["math"] >= state["sources"], f"{name}: maths left untypeset"
-        assert state["math"] > 0 or name not in _MATH_PAGES, f"{name}: no maths typeset"
-        assert state["mathErrors"] == 0, f"{name}: {state['mathErrors']} TeX errors"
-        assert not state["rawDisplay"], f"{name}: raw $$ or \\[ left in the text"
-        assert state["overflowing"] == 0, f"{name}: display maths wider than the column"
+        state = open_page(site / f"{name}.html", screenshots / f"{name.replace('/', '__')}.png")
+        if state["math"] < state["sources"]:
+            problems.append(f"{name}: {state['sources'] - state['math']} formulas left untypeset")
+        if name in _MATH_PAGES and not state["math"]:
+            problems.append(f"{name}: no maths typeset")
+        if state["mathErrors"]:
+            problems.append(f"{name}: {state['mathErrors']} TeX errors")
+        if state["empty"]:
+            problems.append(
+                f"{name}: {len(state['empty'])} of {state['math']} formulas have an empty box, "
+                f"e.g. {state['empty'][0]!r}"
+            )
+        if state["noGlyph"]:
+            problems.append(
+                f"{name}: {state['noGlyph']} of {state['chars']} characters of the maths have "
+                f"no glyph CSS, e.g. {state['noGlyphExample']}"
+            )
+        if state["rawTex"]:
+            problems.append(f"{name}: raw TeX left in the text: {state['rawTex']}")
+        for formula in state["overflowing"]:
+            problems.append(f"{name}: display wider than the column: {formula!r}")
         for url in {u.split("#")[0] for u in state["links"]}:
             target = Path(unquote(url.removeprefix("file://")))
-            assert target.is_file(), f"{name}: link to {url} is not a file"
+            if not target.is_file():
+                problems.append(f"{name}: link to {url} is not a file")
+    assert not problems, "\n".join(problems) + f"\n(screenshots in {screenshots})"
+    assert not refused, f"the pages asked for the network: {refused[:5]}"
+    assert len(list(screenshots.glob("*.png"))) == len(pages)
 
 
 @pytest.mark.slow
