@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import io
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ from scipy.special import log_softmax
 
 import amid_ref
 from amid_ref import analysis
-from amid_ref._cli_util import writable_dir
+from amid_ref._cli_util import staged_output, writable_dir
 
 __all__ = [
     "FIGURES",
@@ -584,10 +585,14 @@ def run(args: argparse.Namespace) -> int:
     names = list(FIGURES) if args.name == "all" else [args.name]
     if args.name != "all" and args.name not in FIGURES:
         raise ValueError(f"unknown figure {args.name!r}; choose from {', '.join(FIGURES)} or all")
-    writable_dir(args.out)
-    for name in names:
-        start = time.perf_counter()
-        path = render(name, args.out)
-        print(path)
-        print(f"  {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    out = writable_dir(args.out)
+    # each figure is rendered aside and moved into place once complete: Ctrl-C leaves the
+    # figures finished so far and no partial file
+    with staged_output(out) as work:
+        for name in names:
+            start = time.perf_counter()
+            path = out / render(name, work).name
+            os.replace(work / path.name, path)
+            print(path)
+            print(f"  {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
