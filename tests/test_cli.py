@@ -574,3 +574,28 @@ def test_interrupted_plot_keeps_only_finished_figures(tmp_path):
     for png in out.glob("*.png"):
         with Image.open(png) as image:
             image.verify()  # a complete file
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_live_display_hides_ctrl_c_echo_and_leaves_no_bar(monkeypatch):
+    """On a terminal the echoed ^C would push the live display down a line and leave a
+    stale copy of its bars: echo of control characters is off while it runs, restored
+    after; tasks still running when the display ends (Ctrl-C, an error) are removed."""
+    pytest.importorskip("rich")
+    import termios
+
+    leader, follower = os.openpty()
+    stream = os.fdopen(follower, "w", encoding="utf-8")
+    try:
+        before = termios.tcgetattr(follower)[3]
+        assert before & termios.ECHOCTL  # a new terminal echoes ^C
+        with pytest.raises(KeyboardInterrupt), _cli_util.Progress(stream) as ui:
+            assert ui.live
+            assert not termios.tcgetattr(follower)[3] & termios.ECHOCTL
+            ui.task("[4/5] Figures", 7).update(advance=5)
+            raise KeyboardInterrupt
+        assert termios.tcgetattr(follower)[3] == before
+        assert list(ui._rich.task_ids) == []
+    finally:
+        stream.close()
+        os.close(leader)
