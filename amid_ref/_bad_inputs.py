@@ -20,8 +20,12 @@ option; :func:`call` raises :class:`CommandRefused` (a ``ValueError``) with that
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mpmath
@@ -29,6 +33,7 @@ import numpy as np
 
 import amid_ref
 from amid_ref import precise
+from amid_ref.cli import main
 
 __all__ = ["BAD_INPUTS", "IMPLEMENTATIONS", "BadInput", "CommandRefused", "call"]
 
@@ -342,13 +347,6 @@ class CommandRefused(ValueError):
 def _run_command(argv: tuple[str, ...], files: tuple[str, ...]) -> str:
     """``amid-ref ARGV`` in this process; stdout when it succeeds, :class:`CommandRefused`
     when it refuses the input (exit code 2, one line on stderr, no traceback)."""
-    import contextlib
-    import io
-    import tempfile
-    from pathlib import Path
-
-    from amid_ref.cli import main  # the entry point of the console script
-
     with tempfile.TemporaryDirectory() as tmp:
         for name in files:
             path = Path(tmp, name)

@@ -27,6 +27,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -292,8 +293,6 @@ def ignore_interrupts() -> None:
     """Initializer of worker processes: Ctrl-C reaches the whole process group, and the
     parent, not each worker, handles it (:func:`stop_workers`), so workers print no
     traceback of their own."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -308,8 +307,6 @@ def starting_workers() -> Iterator[None]:
     at once through another thread), and the parent stops the workers
     (:func:`stop_workers`). Where signal masks do not exist, nothing changes.
     """
-    import signal
-
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
@@ -404,7 +401,7 @@ def _quiet_ctrl_echo(stream: TextIO) -> list | None:
     terminal). The echoed ``^C`` would push the display down a line, and the display,
     redrawn from where it believes it is, would leave a stale copy of its lines."""
     try:
-        import termios  # POSIX only
+        import termios  # optional: POSIX only (no such terminal control on Windows)
     except ImportError:
         return None
     try:
@@ -419,7 +416,7 @@ def _quiet_ctrl_echo(stream: TextIO) -> list | None:
 def _restore_tty(stream: TextIO, mode: list | None) -> None:
     if mode is None:
         return
-    import termios  # POSIX only: a mode was saved
+    import termios  # optional: POSIX only (a mode was saved, so it is there)
 
     with contextlib.suppress(AttributeError, OSError, ValueError, termios.error):
         termios.tcsetattr(stream.fileno(), termios.TCSANOW, mode)
