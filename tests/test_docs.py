@@ -154,6 +154,160 @@ def test_site_reads_offline_and_from_disk():
     assert all(path.is_file() for path in served.values())
 
 
+# Pages about the internals, which name private modules on purpose.
+_INTERNALS_PAGES = {"contributing.md", "gpu.md", "conformance.md"}
+
+
+def test_pages_cite_what_the_repository_ships_and_public_names():
+    """The mathematics is cited as the docs' mathematics page (the repository ships no
+    MATH.md), in the README, the pages and the claims' sources; the pages for users name
+    public modules only (no ``gpu._divergences``, ``amid_ref._specs``)."""
+    proofs_check = pytest.importorskip("proofs_check")
+    pages = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert "MATH.md" not in text, page
+        if (page.parent == DOCS and page.name not in _INTERNALS_PAGES) or page.name == "README.md":
+            private = re.findall(r"\b(?:amid_ref|gpu|proofs_check)(?:\.\w+)*\._[a-z]\w*", text)
+            assert not private, f"{page.relative_to(ROOT)}: {private}"
+    for claim_id, claim in proofs_check.CLAIMS.items():
+        assert "MATH.md" not in str(getattr(claim, "source", "")), claim_id
+
+
+# --- the commands the pages print --------------------------------------------------------
+
+# Entry points whose arguments the pages print, by how the page invokes them.
+_ENTRY_POINTS = {
+    "amid-ref": "amid_ref.cli",
+    "python -m amid_ref": "amid_ref.cli",
+    "python -m proofs_check": "proofs_check.__main__",
+    "python -m gpu.bench": "gpu.bench",
+    "python -m gpu.bench_vocab_parallel": "gpu.bench_vocab_parallel",
+    "python -m gpu.accuracy": "gpu.accuracy",
+    "python -m gpu.device_check": "gpu.device_check",
+    "python -m amid_ref.conformance.audit_page": "amid_ref.conformance.audit_page",
+}
+# Files a walkthrough has the reader write first (docs/conformance.md).
+_READERS_FILES = {"repro.py", "test_my_losses.py", "test_property.py"}
+_ENV = re.compile(r"^[A-Z_]+=\S*$")
+
+
+def _doc_commands() -> list[tuple[str, str]]:
+    """``(where, command)`` for every command of a shell block (bash, console: ``$ ``
+    lines, or a block without language) and every inline code span that starts with
+    ``amid-ref`` or ``python -m``, in the README and the docs; ``&&`` chains are split."""
+    pages = [ROOT / "README.md", *sorted(DOCS.rglob("*.md")), ROOT / "notebooks" / "README.md"]
+    found = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        where = page.relative_to(ROOT).as_posix()
+        lines = []
+        for block in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M):
+            if block.group(1) not in ("", "bash", "console", "sh", "shell"):
+                continue
+            for line in block.group(2).replace("\\\n", " ").splitlines():  # continued lines
+                if block.group(1) == "console" and not line.startswith("$ "):
+                    continue  # the command's output
+                lines.append(line.removeprefix("$ "))
+        prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+        lines += re.findall(r"`((?:amid-ref|python -m) [^`]*)`", prose)
+        for line in lines:
+            for part in line.split("&&"):
+                part = part.split(" # ", 1)[0].strip()
+                if part.startswith(("amid-ref", "python", ".venv/", "HYPOTHESIS", "torchrun")):
+                    found.append((where, part))
+    return found
+
+
+def _argv(command: str) -> tuple[str, list[str]]:
+    """The entry point and the arguments of ``command`` (environment assignments and a
+    ``.venv/bin/`` prefix dropped; in a synopsis the optional parts, ``[--out DIR]``, are
+    taken and of alternatives, ``NAME|all``, the last one)."""
+    import shlex
+
+    words = [w for w in shlex.split(command) if not _ENV.match(w)]
+    words = [w.removeprefix(".venv/bin/") for w in words]
+    # a synopsis: optional parts in brackets are taken, of alternatives A|B the last one
+    words = [w.removeprefix("[").removesuffix("]").split("|")[-1] for w in words]
+    if words[0] == "python3":
+        words[0] = "python"
+    for prefix in sorted(_ENTRY_POINTS, key=len, reverse=True):
+        n = len(prefix.split())
+        if words[:n] == prefix.split():
+            return prefix, words[n:]
+    return " ".join(words[:3]), words[2:] if words[:2] == ["python", "-m"] else words[1:]
+
+
+class _Parsed(Exception):
+    def __init__(self, namespace, extra):
+        super().__init__("parsed")
+        self.namespace, self.extra = namespace, extra
+
+
+def test_every_command_in_the_docs_parses_as_printed(monkeypatch):
+    """Each ``amid-ref …`` / ``python -m …`` command of the README and the docs is given to
+    its own entry point (``main(argv)``), stopped right after argparse has read it: every
+    option must exist and take the value printed (negative numbers included). Other
+    commands must name files that exist (test files, recipes) or belong to the reader."""
+    import argparse
+    import importlib
+
+    original = argparse.ArgumentParser.parse_known_args
+    depth = [0]
+
+    def parse_known_args(self, args=None, namespace=None):
+        depth[0] += 1
+        try:
+            result = original(self, args, namespace)
+        finally:
+            depth[0] -= 1
+        if depth[0] == 0:  # the outermost parse: the command is read, run nothing
+            raise _Parsed(*result)
+        return result
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", parse_known_args)
+    commands = _doc_commands()
+    assert len(commands) > 60
+    parsed = 0
+    for where, command in commands:
+        entry, argv = _argv(command)
+        if entry in _ENTRY_POINTS:
+            if entry.startswith("python -m gpu"):
+                pytest.importorskip("torch")
+            main = importlib.import_module(_ENTRY_POINTS[entry]).main
+            with pytest.raises((_Parsed, SystemExit)) as parsed_info:
+                main(argv)
+            if isinstance(parsed_info.value, SystemExit):  # --help: printed, exit code 0
+                assert parsed_info.value.code == 0 and "--help" in argv, f"{where}: {command}"
+            else:
+                extra = parsed_info.value.extra
+                assert not extra, f"{where}: {command}: unrecognized {extra}"
+            parsed += 1
+        elif entry.startswith("python -m pytest") or entry == "python -m jupytext":
+            for word in argv:
+                if word.endswith(".py") and word not in _READERS_FILES:
+                    assert (ROOT / word.split("::")[0]).is_file(), f"{where}: {command}"
+        elif entry.startswith("python") and argv and argv[0].endswith(".py"):
+            assert argv[0] in _READERS_FILES or (ROOT / argv[0]).is_file(), f"{where}: {command}"
+    assert parsed > 50
+
+
+def test_the_quick_commands_in_the_docs_run_as_printed(tmp_path, monkeypatch, capsys):
+    """The commands that take a second run for real, in a fresh folder, and succeed:
+    every ``amid-ref mixture`` the pages print (one with negative α)."""
+    from amid_ref.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    ran = 0
+    for where, command in _doc_commands():
+        entry, argv = _argv(command)
+        if entry in ("amid-ref", "python -m amid_ref") and argv[0] == "mixture":
+            assert main(argv) == 0, f"{where}: {command}\n{capsys.readouterr().err}"
+            ran += 1
+    assert ran >= 3
+    assert re.search(r"^\s+-5\s+0\.\d+", capsys.readouterr().out, re.M)  # a row at α = -5
+
+
 # --- the build ---------------------------------------------------------------------------
 
 _NO_NETWORK = textwrap.dedent(
@@ -215,6 +369,9 @@ def site(tmp_path_factory):
         timeout=900,
     )
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stderr[-6000:]}"
+    # code that builds pages is not published; the notebooks' sources and the recipes are
+    code = {p.relative_to(out).as_posix() for p in out.rglob("*.py")}
+    assert all(c.startswith(("notebooks/", "recipes/")) for c in code), code
     assert not net_log.exists(), f"the build tried to reach the network: {net_log.read_text()}"
     assert not (ROOT / ".cache").exists(), "the build left a cache folder in the working tree"
     return out
