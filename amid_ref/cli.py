@@ -98,6 +98,14 @@ def _main(argv: list[str], command: str | None) -> int:
     except (ValueError, TypeError) as exc:
         print(f"amid-ref {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:  # an optional dependency of this command (a lighter install)
+        missing = exc.name or str(exc)
+        print(
+            f"amid-ref {args.command}: error: it needs {missing}, which is not installed "
+            "(pip install 'amid-ref[all]', or the extra that provides it; see the README)",
+            file=sys.stderr,
+        )
+        return 2
     except OSError as exc:  # a path the options name cannot be read or written
         where = f": {exc.filename}" if exc.filename else ""
         print(f"amid-ref {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)

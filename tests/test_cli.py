@@ -49,6 +49,9 @@ def test_help_is_plain_text_about_the_project(command, capsys):
     text = _help(command, capsys)
     assert not RAW_RST.search(text), RAW_RST.search(text)
     assert not PROCESS_WORDS.search(text), PROCESS_WORDS.search(text)
+    # public names only: a reader cannot use amid_ref._verify_steps
+    private = re.findall(r"\b(?:amid_ref|gpu|proofs_check)(?:\.\w+)*\._[a-z]\w*", text)
+    assert not private, private
 
 
 def test_help_formatter_renders_rst():
@@ -599,3 +602,16 @@ def test_live_display_hides_ctrl_c_echo_and_leaves_no_bar(monkeypatch):
     finally:
         stream.close()
         os.close(leader)
+
+
+def test_a_missing_optional_dependency_is_one_line(tmp_path, monkeypatch, capsys):
+    """A lighter install (README: install profiles) lacks matplotlib: verify says which
+    package it needs, exit code 2, and leaves no folder behind."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    out = tmp_path / "report"
+    assert main(["verify", "--quick", "--out", str(out)]) == 2
+    err = _one_line_error(capsys, "amid-ref verify: error: it needs matplotlib")
+    assert "amid-ref[all]" in err
+    assert not out.exists()
