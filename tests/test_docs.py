@@ -210,7 +210,8 @@ def _doc_commands() -> list[tuple[str, str]]:
                     continue  # the command's output
                 lines.append(line.removeprefix("$ "))
         prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
-        lines += re.findall(r"`((?:amid-ref|python -m) [^`]*)`", prose)
+        # an inline span with arguments; `amid-ref mixture` alone names a command
+        lines += re.findall(r"`((?:amid-ref [^`\s]+|python -m) [^`]*)`", prose)
         for line in lines:
             for part in line.split("&&"):
                 part = part.split(" # ", 1)[0].strip()
