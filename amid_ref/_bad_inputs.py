@@ -9,12 +9,23 @@ logical input reaches all three: NumPy inputs become float64 torch tensors for :
 other objects (lists of bools, torch tensors) are passed unchanged. ``only`` restricts a
 case to the implementations that have the parameter (``labels``, ``ignore_index`` and
 devices exist only in :mod:`gpu`; the generic ``"f"`` divergence is not offered there).
+
+The command line is an entry point of :mod:`amid_ref` too: a case with
+``function="cli"`` runs ``amid-ref ARGV`` (``overrides["argv"]``; ``{tmp}`` stands for a
+fresh temporary folder, and ``overrides["files"]`` lists files to create in it first).
+The command must exit with code 0 where the case is accepted, and where it is refused
+with exit code 2 and its message, on one line of stderr with no traceback, naming the
+option; :func:`call` raises :class:`CommandRefused` (a ``ValueError``) with that message.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mpmath
@@ -22,8 +33,9 @@ import numpy as np
 
 import amid_ref
 from amid_ref import precise
+from amid_ref.cli import main
 
-__all__ = ["BAD_INPUTS", "IMPLEMENTATIONS", "BadInput", "call"]
+__all__ = ["BAD_INPUTS", "IMPLEMENTATIONS", "BadInput", "CommandRefused", "call"]
 
 IMPLEMENTATIONS = ("amid_ref", "precise", "gpu")
 
@@ -78,7 +90,22 @@ class BadInput:
 
 _L = "amid_loss"
 _D = "divergence"
+_CLI = "cli"
 _NO_GPU = ("amid_ref", "precise")
+_PQ = ("--p", "0.7,0.2,0.1", "--q", "0.1,0.3,0.6")
+
+
+def _cli(case_id: str, argv, match: str | None, files: tuple[str, ...] = ()) -> BadInput:
+    """A command-line case: refused with a message matching ``match``, or accepted."""
+    return BadInput(
+        case_id,
+        {"argv": tuple(argv), "files": files},
+        None if match is None else ValueError,
+        match or "",
+        function=_CLI,
+        only=("amid_ref",),
+    )
+
 
 BAD_INPUTS: tuple[BadInput, ...] = (
     # --- accepted everywhere -------------------------------------------------------------
@@ -240,6 +267,46 @@ BAD_INPUTS: tuple[BadInput, ...] = (
         "student_logits",
         only=("gpu",),
     ),
+    BadInput(
+        "divergence_unknown_lists_what_gpu_takes",
+        {"divergence": "kld"},
+        ValueError,
+        r"^unknown divergence 'kld'; known: kl, (?!.*\bf\b)",
+        only=("gpu",),
+    ),
+    # --- the command line: list options, output folders ------------------------------------
+    _cli("cli_alphas_negative_list", ["mixture", *_PQ, "--alphas", "-5,-1"], None),
+    _cli("cli_alphas_negative_infinity", ["mixture", *_PQ, "--alphas", "-inf,0"], None),
+    _cli("cli_alphas_not_numbers", ["mixture", *_PQ, "--alphas", "-5,x"], r"--alphas.*'-5,x'"),
+    _cli("cli_alphas_empty", ["mixture", *_PQ, "--alphas", ","], r"--alphas"),
+    _cli("cli_alphas_nan", ["mixture", *_PQ, "--alphas", "nan"], r"--alphas: NaN"),
+    _cli("cli_p_negative", ["mixture", "--p", "-0.1,0.6,0.5", "--q", "0.1,0.3,0.6"], r"\bp\b"),
+    _cli("cli_q_not_normalized", ["mixture", "--p", "1,0,0", "--q", "0,0.5,0.6"], r"\bq\b"),
+    _cli("cli_lam_negative", ["mixture", *_PQ, "--lam", "-0.1"], r"\blam\b"),
+    _cli("cli_mixture_undefined_rows", ["mixture", "--p", "1,0,0", "--q", "0,0.5,0.5"], None),
+    _cli("cli_study_alphas_not_numbers", ["study", "--quick", "--alphas", "-1,a"], r"--alphas"),
+    _cli("cli_study_lams_negative", ["study", "--quick", "--lams", "-0.1,0.5"], r"lams.*λ"),
+    _cli("cli_study_seeds_negative", ["study", "--quick", "--seeds", "-1,2"], r"--seeds.*>= 0"),
+    _cli("cli_study_seeds_not_integers", ["study", "--quick", "--seeds", "0.5"], r"--seeds"),
+    _cli("cli_alpha_range_one_bound", ["conform", "m:f", "--alpha-range", "-10"], r"--alpha-range"),
+    _cli("cli_lam_range_nan", ["conform", "m:f", "--lam-range", "-0.1,nan"], r"--lam-range.*NaN"),
+    _cli(
+        "cli_verify_out_is_a_file", ["verify", "--out", "{tmp}/f"], r"--out.*not a folder", ("f",)
+    ),
+    _cli(
+        "cli_verify_out_not_empty",
+        ["verify", "--out", "{tmp}/d"],
+        r"--out.*not empty.*--force",
+        ("d/keep.txt",),
+    ),
+    _cli("cli_study_out_is_a_file", ["study", "--quick", "--out", "{tmp}/f"], r"--out", ("f",)),
+    _cli(
+        "cli_plot_out_under_a_file",
+        ["plot", "normalizer", "--out", "{tmp}/f/sub"],
+        r"--out.*cannot create.*--out DIR",
+        ("f",),
+    ),
+    _cli("cli_plot_unknown_figure", ["plot", "nope", "--out", "{tmp}"], r"figure 'nope'"),
 )
 
 
@@ -272,9 +339,42 @@ def _materialize(value, *, for_gpu: bool):
     return value
 
 
+class CommandRefused(ValueError):
+    """An ``amid-ref`` command of the table exited with code 2; the message is what it
+    printed."""
+
+
+def _run_command(argv: tuple[str, ...], files: tuple[str, ...]) -> str:
+    """``amid-ref ARGV`` in this process; stdout when it succeeds, :class:`CommandRefused`
+    when it refuses the input (exit code 2, one line on stderr, no traceback)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in files:
+            path = Path(tmp, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("x")
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([a.replace("{tmp}", tmp) for a in argv])
+            except SystemExit as exc:  # argparse's own errors (usage line, then the error)
+                code = exc.code
+        text = err.getvalue()
+    if code == 0:
+        return out.getvalue()
+    if "Traceback" in text:
+        raise AssertionError(f"amid-ref {' '.join(argv)} printed a traceback:\n{text}")
+    lines = [line for line in text.splitlines() if not line.startswith(("usage:", " "))]
+    if code != 2 or len(lines) != 1:
+        raise AssertionError(f"amid-ref {' '.join(argv)}: exit code {code}, stderr:\n{text}")
+    raise CommandRefused(lines[0])
+
+
 def call(case: BadInput, implementation: str):
     """Run the case's call on one implementation (``"amid_ref"``, ``"precise"``,
-    ``"gpu"``) and return its result; exceptions propagate."""
+    ``"gpu"``) and return its result; exceptions propagate. A command-line case
+    (``function="cli"``) returns the command's stdout or raises :class:`CommandRefused`."""
+    if case.function == _CLI:
+        return _run_command(case.overrides["argv"], case.overrides["files"])
     args = {**_base(case.function), **case.overrides}
     for_gpu = implementation == "gpu"
     args = {k: _materialize(v, for_gpu=for_gpu) for k, v in args.items()}

@@ -753,10 +753,13 @@ def get_spec(name: Any, implementation: str | None = None) -> DivergenceSpec:
     if not isinstance(name, str):
         raise TypeError(f"divergence name must be a string, got {name!r}")
     spec = SPECS.get(name)
+    # the names this implementation takes (gpu has no generic "f")
+    known = ", ".join(
+        n for n, s in SPECS.items() if implementation is None or s.offered_by(implementation)
+    )
     if spec is None:
-        raise ValueError(f"unknown divergence {name!r}; known: {', '.join(DIVERGENCES)}")
+        raise ValueError(f"unknown divergence {name!r}; known: {known}")
     if implementation is not None and not spec.offered_by(implementation):
-        known = ", ".join(n for n, s in SPECS.items() if s.offered_by(implementation))
         raise ValueError(
             f"divergence {name!r} is not offered by the {implementation} package: "
             f"{spec.not_offered[implementation]}; known: {known}"

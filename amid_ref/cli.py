@@ -5,7 +5,10 @@ Subcommands live in their own modules, each exposing ``configure_parser(parser)`
 is not importable (an optional extra not installed) is reported when its subcommand is
 used, not at start-up. Every parser formats its help with
 :class:`amid_ref._cli_util.HelpFormatter` (docstring RST rendered as plain text, defaults
-shown). Errors of usage and of the options' values exit with code 2 and a one-line message.
+shown), and every parser is :class:`amid_ref._cli_util.ArgumentParser`, whose options take
+negative numbers and lists as the docs print them (``--alphas -5,-1``). Errors of usage and
+of the options' values exit with code 2 and a one-line message; Ctrl-C exits with code 130
+and one line.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-from amid_ref._cli_util import HelpFormatter
+from amid_ref._cli_util import ArgumentParser, HelpFormatter
 from amid_ref._version import __version__
 
 # name -> (module, one-line help). One registry for the subcommands.
@@ -31,7 +34,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only ``command``'s module is imported and configured (the
     others appear in ``--help`` by name), so start-up stays fast and an optional extra
     that is missing only affects its own subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="amid-ref",
         description="Reference implementation and validation suite for α-mixture knowledge "
         "distillation (AMiD).",
@@ -65,8 +68,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``amid-ref`` with ``argv`` (default: the command line); returns the exit code:
+    0 success, 1 a check failed, 2 bad arguments, 130 interrupted (Ctrl-C, one line on
+    stderr and no traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        return _main(argv, command)
+    except KeyboardInterrupt:
+        name = f"amid-ref {command}" if command in SUBCOMMANDS else "amid-ref"
+        print(f"{name}: interrupted; its unfinished output was removed", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str], command: str | None) -> int:
     parser = build_parser(command if command in SUBCOMMANDS else None)
     args, extra = parser.parse_known_args(argv)
     if extra:  # reported by the subcommand's parser, with its own usage line
@@ -82,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except (ValueError, TypeError) as exc:
         print(f"amid-ref {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an optional dependency of this command (a lighter install)
+        missing = exc.name or str(exc)
+        print(
+            f"amid-ref {args.command}: error: it needs {missing}, which is not installed "
+            "(pip install 'amid-ref[all]', or the extra that provides it; see the README)",
+            file=sys.stderr,
+        )
         return 2
     except OSError as exc:  # a path the options name cannot be read or written
         where = f": {exc.filename}" if exc.filename else ""

@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import io
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ from scipy.special import log_softmax
 
 import amid_ref
 from amid_ref import analysis
-from amid_ref._cli_util import writable_dir
+from amid_ref._cli_util import staged_output, writable_dir
 
 __all__ = [
     "FIGURES",
@@ -159,7 +160,8 @@ def paths_figure(
     q = SIMPLEX_STUDENT if q is None else np.asarray(q, dtype=np.float64)
     lams = np.linspace(0.0, 1.0, n_lam)
     with _style():
-        fig, (ax,) = _new_figure(10.5, 6.0)
+        # the square simplex plot with the legend below it: as wide as the plot, no empty band
+        fig, (ax,) = _new_figure(7.4, 8.0)
         corners = np.eye(3)
         cx, cy = _ternary_xy(np.vstack([corners, corners[:1]]))
         ax.plot(cx, cy, color="0.3", lw=1.2)
@@ -202,8 +204,10 @@ def paths_figure(
         ax.set_xlabel("barycentric x = r(token 2) + r(token 3)/2")
         ax.set_ylabel("barycentric y = (√3/2)·r(token 3)")
         ax.set_title("α-mixture paths r^(α,λ), λ from 0 (student) to 1 (teacher); dot: λ = ½")
-        # a figure legend in its own column of the layout: never clipped at the edge
-        fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", framealpha=0.9)
+        # a figure legend in its own row of the layout: never clipped at the edge
+        fig.legend(
+            *ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, framealpha=0.9
+        )
     return fig
 
 
@@ -584,10 +588,14 @@ def run(args: argparse.Namespace) -> int:
     names = list(FIGURES) if args.name == "all" else [args.name]
     if args.name != "all" and args.name not in FIGURES:
         raise ValueError(f"unknown figure {args.name!r}; choose from {', '.join(FIGURES)} or all")
-    writable_dir(args.out)
-    for name in names:
-        start = time.perf_counter()
-        path = render(name, args.out)
-        print(path)
-        print(f"  {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    out = writable_dir(args.out)
+    # each figure is rendered aside and moved into place once complete: Ctrl-C leaves the
+    # figures finished so far and no partial file
+    with staged_output(out) as work:
+        for name in names:
+            start = time.perf_counter()
+            path = out / render(name, work).name
+            os.replace(work / path.name, path)
+            print(path)
+            print(f"  {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0

@@ -1,4 +1,4 @@
-"""Prior distillation methods as special cases of AMiD (MATH.md, "Prior methods as special
+"""Prior distillation methods as special cases of AMiD (mathematics page, "Prior methods as special
 cases"). One registry, :data:`PRESETS`; :func:`get` returns a record with overrides.
 
 =================  ==========================================================

@@ -16,20 +16,21 @@ otherwise plain timestamped lines; each step ends with a line giving its result 
 The exit code is 0 when everything passed, 1 otherwise;
 the report starts with what failed and its worst case.
 
-The numerical steps are :mod:`amid_ref._verify_steps`; the symbolic claims (run in a
-forked process in parallel with them), the driver and the report are here; the report is
-a :class:`amid_ref._document.Document`, the renderer ``amid-ref study`` uses for its
-summary too.
+The symbolic claims run in a second process, in parallel with the numerical steps; the
+report is rendered the same way as the summary of ``amid-ref study``.
 
 ``DIR`` defaults to a fresh ``amid-verify-YYYYmmdd-HHMMSS`` folder in the current directory
 (with a ``-2``, ``-3``, … suffix if that exists). An existing non-empty ``--out`` is an error
 unless ``--force`` is given (then the report files in it are overwritten); ``amid-ref
-study`` follows the same rule.
+study`` follows the same rule. The files are written into a private folder inside ``DIR``
+and moved into place at the end: a run stopped with Ctrl-C (exit code 130) leaves ``DIR``
+as it was, and the same command can be run again at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import math
@@ -45,7 +46,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from amid_ref._cli_util import Progress, Task, prepare_out_dir
+from amid_ref._cli_util import (
+    Progress,
+    Task,
+    ignore_interrupts,
+    prepare_out_dir,
+    staged_output,
+    starting_workers,
+    stop_workers,
+)
 from amid_ref._document import Document, status_word
 from amid_ref._text import latex_to_text
 from amid_ref._verify_steps import (
@@ -192,15 +201,16 @@ def _step_claims(
 
 
 def resolve_out_dir(out: str | None, force: bool, *, now: float | None = None) -> Path:
-    """The output folder: ``out`` (must be empty or missing, unless ``force``: the rule
-    of :func:`amid_ref._cli_util.prepare_out_dir`, shared with ``amid-ref study``; the
-    folder is created) or a fresh ``amid-verify-YYYYmmdd-HHMMSS[-N]`` folder in the
-    current directory.
+    """The output folder, created: ``out`` (must be empty or missing, unless ``force``:
+    the rule of ``amid-ref study`` too) or a fresh ``amid-verify-YYYYmmdd-HHMMSS[-N]``
+    folder in the current directory.
 
     Raises
     ------
     ValueError
-        If ``out`` is a file, a non-empty folder and ``force`` is false, or not writable.
+        If ``out`` is a file, a non-empty folder and ``force`` is false, or not writable;
+        if ``out`` is None and the current directory is not writable (the message says
+        to choose a folder with ``--out``).
     """
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
@@ -209,6 +219,14 @@ def resolve_out_dir(out: str | None, force: bool, *, now: float | None = None) -
         while path.exists():
             n += 1
             path = Path(f"{base}-{n}")
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise ValueError(
+                f"cannot create the report folder {str(path)!r} in the current directory "
+                f"{str(Path.cwd())!r} ({exc.strerror or type(exc).__name__}); choose a "
+                "writable folder with --out DIR"
+            ) from None
         return path
     return prepare_out_dir(out, force)
 
@@ -237,7 +255,9 @@ def run_verify(
     Parameters
     ----------
     out_dir : Path
-        Output folder (created if missing).
+        Output folder (created if missing). The files are written into a private folder
+        inside it and moved into it when the run has finished: an interrupted run (Ctrl-C
+        included) leaves ``out_dir`` as it was.
     quick : bool
         Smaller grids (under 2 minutes on 2 cores).
     log : callable, optional
@@ -264,7 +284,6 @@ def run_verify(
     t0 = time.monotonic()
     ui = Progress(sink=log) if log is not None else Progress(sys.stderr)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     table = {
         "claims": ("Symbolic claims (proofs_check)", _step_claims),
         "sweep": ("Numerical validation sweep", _step_sweep),
@@ -275,14 +294,16 @@ def run_verify(
     unknown = [s for s in steps if s not in table]
     if unknown:
         raise ValueError(f"unknown verify step(s) {unknown}; choose from {list(table)}")
-    with ui:
-        by_name = _run_steps(ui, table, steps, quick, out_dir, parallel)
-    results = [by_name[name] for name in steps]
-    ok = all(s.passed for s in results)
-    total = time.monotonic() - t0
-    report = _build_report(results, ok, quick, total)
-    (out_dir / "report.md").write_text(report.to_markdown(), encoding="utf-8")
-    (out_dir / "report.html").write_text(report.to_html(), encoding="utf-8")
+    # written into a private folder, moved into out_dir at the end (see staged_output)
+    with staged_output(out_dir) as work:
+        with ui:
+            by_name = _run_steps(ui, table, steps, quick, work, parallel)
+        results = [by_name[name] for name in steps]
+        ok = all(s.passed for s in results)
+        total = time.monotonic() - t0
+        report = _build_report(results, ok, quick, total)
+        (work / "report.md").write_text(report.to_markdown(), encoding="utf-8")
+        (work / "report.html").write_text(report.to_html(), encoding="utf-8")
     ui.log(f"{_status(ok)}: report written to {out_dir / 'report.html'} ({total:.1f} s in total)")
     return ok, results
 
@@ -307,7 +328,8 @@ def _run_steps(ui: Progress, table: dict, steps: tuple[str, ...], quick, out_dir
             # Python ≥ 3.12 warns about fork() in a process with threads (BLAS pools);
             # the child only runs SymPy and returns plain data.
             warnings.simplefilter("ignore", DeprecationWarning)
-            claims_future = pool.submit(_claims_worker, 0.0)
+            with starting_workers():  # the worker is forked here
+                claims_future = pool.submit(_claims_worker, 0.0)
         drain = threading.Thread(
             target=_drain_claims, args=(ui, tasks["claims"], claims_future), daemon=True
         )
@@ -346,7 +368,7 @@ def _run_steps(ui: Progress, table: dict, steps: tuple[str, ...], quick, out_dir
             )
     finally:
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            stop_workers(pool)  # at once, also after Ctrl-C: no wait for a running claim
             _CLAIMS_QUEUE = None
     return by_name
 
@@ -368,7 +390,11 @@ def _fork_pool():
 
     if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
         return None
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=ignore_interrupts,  # Ctrl-C is handled here, which stops the worker
+    )
 
 
 def _build_report(results: list[StepResult], ok: bool, quick: bool, total: float) -> Report:
@@ -422,7 +448,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``amid-ref verify``: 0 if everything passed, 1 otherwise."""
+    existed = args.out is not None and Path(args.out).exists()
     out_dir = resolve_out_dir(args.out, args.force)
-    ok, _ = run_verify(out_dir, quick=args.quick, parallel=True)
+    try:
+        ok, _ = run_verify(out_dir, quick=args.quick, parallel=True)
+    except BaseException:
+        if not existed:  # the folder made above, empty again: leave no trace
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
     print(out_dir / "report.html")
     return 0 if ok else 1

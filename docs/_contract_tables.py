@@ -13,6 +13,7 @@ Nothing here downloads anything.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -22,8 +23,16 @@ BEGIN = "<!-- contract: divergence-table -->"
 END = "<!-- /contract: divergence-table -->"
 
 
+# $…$ maths and `code` spans of a text keep their characters; elsewhere * and _ are text
+# (a_* is a parameter's name, not the start of an emphasis).
+_PROTECTED = re.compile(r"(\$[^$]*\$|`[^`]*`)")
+
+
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    parts = _PROTECTED.split(" ".join(str(text).split()))
+    for k in range(0, len(parts), 2):
+        parts[k] = parts[k].replace("*", "\\*").replace("_", "\\_")
+    return "".join(parts).replace("|", "\\|")
 
 
 def _math(latex: str) -> str:

@@ -12,7 +12,8 @@
   under ``javascripts/vendor/mathjax/``, so the maths renders with no network.
 * The API pages render the numpydoc/RST markup of the docstrings that Markdown leaves
   as text: ``:math:`…``` and ``.. math::`` blocks become MathJax, ``:func:`…``` and
-  friends plain code.
+  friends plain code. A block stating several equations on one line (``,\\quad``
+  between them) is stacked one equation per line, to fit the content column.
 
 Nothing here downloads anything.
 """
@@ -164,9 +165,46 @@ def link_claims(html: str, page_url: str, directory_urls: bool = False) -> str:
     )
 
 
+# A docstring's ``.. math::`` block often states several equations on one line, separated by
+# ",\quad" (read in a terminal, where a line is as wide as the text). On the site such a line
+# is wider than the content column; it is stacked instead, one equation per line.
+_SEPARATOR = re.compile(r",\s*\\q?quad(?![A-Za-z])\s*")
+_OPENERS = re.compile(r"\\left(?![A-Za-z])|\\begin\{[^}]*\}|\{")
+_CLOSERS = re.compile(r"\\right(?![A-Za-z])|\\end\{[^}]*\}|\}")
+
+
+def stack_equations(tex: str) -> str:
+    """``tex`` with its top-level ``,\\quad`` / ``,\\qquad`` separators turned into line
+    breaks of a ``gathered`` environment (unchanged when there are none). Separators inside
+    braces, ``\\left … \\right`` or an environment stay where they are."""
+    parts, start, depth, pos = [], 0, 0, 0
+    while pos < len(tex):
+        if tex[pos] == "\\" and tex[pos + 1 : pos + 2] in ("{", "}", "\\"):
+            pos += 2  # an escaped brace or a line break is not a group
+            continue
+        if m := _OPENERS.match(tex, pos):
+            depth += 1
+            pos = m.end()
+        elif m := _CLOSERS.match(tex, pos):
+            depth -= 1
+            pos = m.end()
+        elif depth == 0 and (m := _SEPARATOR.match(tex, pos)):
+            parts.append(tex[start:pos] + ",")
+            start = pos = m.end()
+        else:
+            pos += 1
+    if not parts:
+        return tex
+    parts.append(tex[start:])
+    lines = " \\\\\n".join(part.strip() for part in parts)
+    return f"\\begin{{gathered}}\n{lines}\n\\end{{gathered}}"
+
+
 def render_rst_roles(html: str) -> str:
     """Turn the RST markup that Markdown leaves in docstrings into MathJax and code."""
-    html = _BLOCK_MATH.sub(lambda m: f'<div class="arithmatex">\\[{m.group(1)}\\]</div>', html)
+    html = _BLOCK_MATH.sub(
+        lambda m: f'<div class="arithmatex">\\[{stack_equations(m.group(1))}\\]</div>', html
+    )
     html = _INLINE_MATH.sub(lambda m: f'<span class="arithmatex">\\({m.group(1)}\\)</span>', html)
     return _ROLE.sub(r"\1", html)
 

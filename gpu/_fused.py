@@ -273,7 +273,7 @@ def amid_fused_linear_loss(
         \frac{\partial L}{\partial h_i} = G_i W,
 
     with :math:`G_i = \partial L/\partial s_i` the closed-form logit gradient of
-    :func:`gpu.amid_loss` (MATH.md, Proposition 3.5), formed chunk by chunk.
+    :func:`gpu.amid_loss` (mathematics page, Proposition 3.5), formed chunk by chunk.
 
     Parameters
     ----------

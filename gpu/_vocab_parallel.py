@@ -734,7 +734,7 @@ class VocabParallelAMiDLoss(torch.nn.Module):
 
         \mathcal L = \operatorname{reduce}_{\text{valid positions}}
             D\big(\cdot\,\|\,\cdot\big)\ \text{over}\ \{p, q_\theta, r^{(\alpha,\lambda)}\},
-        \ \text{logits sharded over the vocabulary}
+        \quad \text{logits sharded over the vocabulary}
 
     Parameters
     ----------

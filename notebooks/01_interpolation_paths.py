@@ -19,9 +19,11 @@
 #
 # $$
 # r^{(\alpha,\lambda)}(x) = \frac{m_\alpha\big(p(x), q(x); \lambda\big)}{Z_\alpha},
-# \qquad
+# $$
+#
+# $$
 # m_\alpha(a, b; \lambda) = \Big(\lambda a^{\beta} + (1-\lambda)\, b^{\beta}\Big)^{1/\beta},
-# \quad \beta = \frac{1-\alpha}{2},
+# \qquad \beta = \frac{1-\alpha}{2},
 # $$
 #
 # with the geometric mean $a^\lambda b^{1-\lambda}$ at $\alpha = 1$ and $\max$/$\min$ at

@@ -1,7 +1,7 @@
 """SymPy verification of the identities, limits and theorems behind AMiD.
 
-Each :class:`Claim` in :data:`CLAIMS` is a statement of MATH.md or of the AMiD paper with a
-symbolic check (SymPy) and a numeric cross-check that evaluates the same statement with
+Each :class:`Claim` in :data:`CLAIMS` is a statement of the mathematics page or of the AMiD
+paper with a symbolic check (SymPy) and a numeric cross-check that evaluates the same statement with
 :mod:`amid_ref` on concrete values, so that the symbolic truth and the implementation cannot
 drift apart. ``amid_ref`` docstrings cite the claims as ``[claim: id]``.
 

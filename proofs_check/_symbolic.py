@@ -1,5 +1,5 @@
-"""SymPy helpers shared by the claims: the objects of MATH.md as expressions, and proof steps
-that either establish a fact or raise :class:`ClaimFailed` (never "probably true").
+"""SymPy helpers shared by the claims: the objects of the mathematics page as expressions, and
+proof steps that either establish a fact or raise :class:`ClaimFailed` (never "probably true").
 
 Nothing here tests equality numerically: ``Expr.equals`` (which may decide by evaluating at
 random points) is never used. An identity holds only when a chain of symbolic rewrites
@@ -123,7 +123,7 @@ def power_mean(a, b, lam, beta, mu=None):
 
 
 def amari_term(a, b, gamma):
-    r"""One term of Amari's α-divergence with parameter γ (MATH.md):
+    r"""One term of Amari's α-divergence with parameter γ (mathematics page):
     :math:`\frac{4}{1-\gamma^2}\big[\frac{1-\gamma}{2}a + \frac{1+\gamma}{2}b
     - a^{(1-\gamma)/2} b^{(1+\gamma)/2}\big]`."""
     return (

@@ -1,5 +1,5 @@
-"""Claims about the divergence families of MATH.md: the KL limits of the Amari, Rényi and
-AB families, the AB limit forms, and "zero iff equal".
+"""Claims about the divergence families of the mathematics page: the KL limits of the Amari,
+Rényi and AB families, the AB limit forms, and "zero iff equal".
 
 The divergences are sums of per-coordinate terms, so a limit of a term (for positive
 arguments) is a limit of the divergence; the linear terms Σ(b − a) vanish for distributions.
@@ -29,11 +29,11 @@ EPS = sp.Symbol("epsilon", real=True)
 T = sp.Symbol("t", positive=True)
 K = sp.Symbol("k", positive=True)
 
-SRC_AMARI = "Amari (2009), α-divergence; MATH.md divergences (γ → −1 is KL(a‖b))"
-SRC_RENYI = "Rényi (1961); van Erven & Harremoës (2014); MATH.md"
-SRC_JEFFREYS = "Jeffreys (1946), the symmetrized KL divergence; MATH.md divergences"
-SRC_SKEW = "Lee (1999), skew divergence; Ko et al. 2024, DistiLLM (skew KL); MATH.md"
-SRC_AB = "Cichocki, Cruces & Amari (2011), AB-divergence and its limit forms; MATH.md"
+SRC_AMARI = "Amari (2009), α-divergence; mathematics page, Divergences (γ → −1 is KL(a‖b))"
+SRC_RENYI = "Rényi (1961); van Erven & Harremoës (2014); mathematics page"
+SRC_JEFFREYS = "Jeffreys (1946), the symmetrized KL divergence; mathematics page, Divergences"
+SRC_SKEW = "Lee (1999), skew divergence; Ko et al. 2024, DistiLLM (skew KL); mathematics page"
+SRC_AB = "Cichocki, Cruces & Amari (2011), AB-divergence and its limit forms; mathematics page"
 
 #: dps for exact evaluation near the removable singularities (cancellation of ~15 digits)
 DPS_LIMIT = 70
@@ -605,7 +605,7 @@ CLAIMS: list[Claim] = [
         r"a,b>0:\ D(a\|b)=0 \iff a=b \text{ for KL, JS}_\beta,\ \text{TV, Hellinger}^2,\ \chi^2,"
         r"\ \text{Amari}_\gamma,\ \text{Rényi}_{\rho>0},\ \text{AB}_{(a_*,b_*)},"
         r"\ \text{Jeffreys},\ \mathrm{KL}_{s\in[0,1)}",
-        "textbook (Csiszár 1967; Cichocki, Cruces & Amari 2011); MATH.md divergences",
+        "textbook (Csiszár 1967; Cichocki, Cruces & Amari 2011); mathematics page, Divergences",
         _sym_zero_iff_equal,
         _num_zero_iff_equal,
         PROVED,

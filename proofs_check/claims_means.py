@@ -1,5 +1,5 @@
 """Claims about the weighted α-mean :math:`m_\\alpha(a, b; \\lambda)` and the normalizer
-:math:`Z_\\alpha` (MATH.md, "α-representation, α-mean, α-mixture").
+:math:`Z_\\alpha` (mathematics page, "α-representation, α-mean, α-mixture").
 
 Throughout, β = (1 − α)/2 and :math:`m_\\alpha = M_\\beta = (\\lambda a^\\beta + (1-\\lambda)
 b^\\beta)^{1/\\beta}`; α → 1 is β → 0 and α → ±∞ is β → ∓∞.
@@ -492,7 +492,7 @@ CLAIMS: list[Claim] = [
         Claim(
             claim_id,
             _SPECIAL[claim_id][2],
-            f"{SOURCE_MEAN}; MATH.md special-case table",
+            f"{SOURCE_MEAN}; mathematics page, Special cases",
             _special_symbolic(claim_id),
             _special_numeric(claim_id, seed),
             PROVED,
@@ -538,7 +538,7 @@ CLAIMS: list[Claim] = [
         "mean.limit.lambda_endpoints",
         r"\lim_{\lambda\to 0^+} m_\alpha(a,b;\lambda) = b,\ \lim_{\lambda\to 1^-}"
         r" m_\alpha(a,b;\lambda) = a \quad (\alpha\in\mathbb{R})",
-        SOURCE_MEAN + "; MATH.md (λ = 1 gives p, λ = 0 gives q)",
+        SOURCE_MEAN + "; mathematics page (λ = 1 gives p, λ = 0 gives q)",
         _sym_lambda_endpoints,
         _num_lambda_endpoints,
         backs=("alpha_mean", "log_alpha_mean"),
@@ -546,7 +546,7 @@ CLAIMS: list[Claim] = [
     Claim(
         "mean.idempotent",
         r"m_\alpha(a,a;\lambda) = a",
-        "means are idempotent (textbook); MATH.md facts",
+        "means are idempotent (textbook); mathematics page, Properties",
         _sym_idempotent,
         _num_idempotent,
         backs=("log_alpha_mean",),
@@ -554,7 +554,7 @@ CLAIMS: list[Claim] = [
     Claim(
         "mean.homogeneous",
         r"m_\alpha(ca,cb;\lambda) = c\, m_\alpha(a,b;\lambda), \ c>0",
-        "power means are 1-homogeneous (textbook); MATH.md facts",
+        "power means are 1-homogeneous (textbook); mathematics page, Properties",
         _sym_homogeneous,
         _num_homogeneous,
         backs=("alpha_mean",),
@@ -562,7 +562,7 @@ CLAIMS: list[Claim] = [
     Claim(
         "mean.symmetry",
         r"m_\alpha(a,b;\lambda) = m_\alpha(b,a;1-\lambda)",
-        "definition of the weighted α-mean (MATH.md)",
+        "definition of the weighted α-mean (mathematics page)",
         _sym_symmetry,
         _num_symmetry,
         backs=("log_alpha_mean",),
@@ -571,7 +571,8 @@ CLAIMS: list[Claim] = [
         "mean.monotone_in_alpha",
         r"\partial m_\alpha(a,b;\lambda)/\partial\alpha \le 0 \ (a,b>0,\ 0<\lambda<1;\ =0 \iff"
         r" a=b)",
-        "power-mean inequality (Hardy, Littlewood & Pólya, Inequalities); MATH.md facts",
+        "power-mean inequality (Hardy, Littlewood & Pólya, Inequalities); "
+        "mathematics page, Properties",
         lambda: monotonicity_lemma(),
         _num_monotone,
         backs=("log_alpha_mean",),
@@ -579,7 +580,7 @@ CLAIMS: list[Claim] = [
     Claim(
         "mixture.normalizer.side_of_minus1",
         r"Z_\alpha \ge 1\ (\alpha<-1),\ Z_{-1}=1,\ Z_\alpha \le 1\ (\alpha>-1)",
-        "power-mean inequality; MATH.md facts; AMiD (arXiv 2510.15982)",
+        "power-mean inequality; mathematics page, Properties; AMiD (arXiv 2510.15982)",
         _sym_normalizer,
         _num_normalizer,
         backs=("alpha_mixture_normalizer",),
@@ -589,7 +590,7 @@ CLAIMS: list[Claim] = [
         r"\log m_\alpha = \log b +"
         r" \tfrac{1}{\beta}\operatorname{log1p}\!\big(\lambda\operatorname{expm1}(\beta(\log"
         r" a-\log b))\big)",
-        "MATH.md, log domain (the form that stays accurate as α → 1)",
+        "mathematics page, log domain (the form that stays accurate as α → 1)",
         _sym_log_domain,
         _num_log_domain,
         backs=("log_alpha_mean",),
@@ -599,7 +600,7 @@ CLAIMS: list[Claim] = [
         r"\operatorname{supp} r^{(\alpha,\lambda)} = \operatorname{supp} p \cup"
         r" \operatorname{supp} q\ (\alpha<1),\ \operatorname{supp} p \cap \operatorname{supp} q"
         r"\ (\alpha\ge 1)",
-        "MATH.md facts (support)",
+        "mathematics page, Properties (support)",
         _sym_support,
         _num_support,
         backs=("alpha_mixture", "log_alpha_mixture"),

@@ -1,4 +1,4 @@
-"""Claims that the prior distillation methods are AMiD settings (MATH.md, "Prior methods as
+"""Claims that the prior distillation methods are AMiD settings (mathematics page, "Prior methods as
 special cases"): each published objective equals the AMiD loss at the preset's (α, λ,
 divergence, order) symbolically, and :mod:`amid_ref.presets` reproduces the published
 formula (evaluated independently in mpmath) in value and gradient."""
@@ -314,7 +314,7 @@ def _num_lambda0(name: str):
 
 # --- registry ----------------------------------------------------------------------------------
 
-SRC = "AMiD (arXiv 2510.15982), prior methods as special cases; MATH.md"
+SRC = "AMiD (arXiv 2510.15982), prior methods as special cases; mathematics page"
 
 CLAIMS: list[Claim] = [
     Claim(

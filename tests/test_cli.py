@@ -8,7 +8,10 @@ line on stderr and no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import math
 import os
 import re
 import time
@@ -46,6 +49,9 @@ def test_help_is_plain_text_about_the_project(command, capsys):
     text = _help(command, capsys)
     assert not RAW_RST.search(text), RAW_RST.search(text)
     assert not PROCESS_WORDS.search(text), PROCESS_WORDS.search(text)
+    # public names only: a reader cannot use amid_ref._verify_steps
+    private = re.findall(r"\b(?:amid_ref|gpu|proofs_check)(?:\.\w+)*\._[a-z]\w*", text)
+    assert not private, private
 
 
 def test_help_formatter_renders_rst():
@@ -235,3 +241,377 @@ def test_validation_sweep_reports_each_item():
     assert summary.passed
     total = 2 * len(plan.loss_divergences)
     assert calls == [("loss", k, total) for k in range(total + 1)]
+
+
+# ------------------------------------------------------- list options and negative numbers
+
+_PQ = ["--p", "0.7,0.2,0.1", "--q", "0.1,0.3,0.6"]
+
+
+def _parse(argv: list[str]):
+    from amid_ref.cli import build_parser
+
+    return build_parser(argv[0]).parse_args(argv)
+
+
+# Every list option of every subcommand, with a value as the docs print it (a space after
+# the option, a minus sign first) and what it must parse to.
+LIST_OPTIONS = [
+    (["mixture", *_PQ, "--alphas", "-5,-1"], "alphas", (-5.0, -1.0)),
+    (["mixture", "--p", "-0.1,0.6,0.5", "--q", "0.1,0.3,0.6"], "p", (-0.1, 0.6, 0.5)),
+    (["mixture", "--p", "0.7,0.2,0.1", "--q", "-1,1,1"], "q", (-1.0, 1.0, 1.0)),
+    (["study", "--quick", "--alphas", "-5,-1"], "alphas", (-5.0, -1.0)),
+    (["study", "--quick", "--alphas", "-inf,inf"], "alphas", (-math.inf, math.inf)),
+    (["study", "--quick", "--lams", "-0.1,0.5"], "lams", (-0.1, 0.5)),
+    (["study", "--quick", "--seeds", "-1,2"], "seeds", (-1, 2)),
+    (["conform", "m:f", "--alpha-range", "-10,10"], "alpha_range", "-10,10"),
+    (["conform", "m:f", "--alpha-range", "-inf,inf"], "alpha_range", "-inf,inf"),
+    (["conform", "m:f", "--lam-range", "-0.1,0.5"], "lam_range", "-0.1,0.5"),
+]
+
+
+@pytest.mark.parametrize(
+    "argv,dest,want", LIST_OPTIONS, ids=[f"{a[0]}-{d}-{a[-1]}" for a, d, _ in LIST_OPTIONS]
+)
+def test_list_options_take_negative_numbers_as_the_docs_print_them(argv, dest, want):
+    assert getattr(_parse(argv), dest) == want
+    # the other spelling says the same
+    joined = [*argv[:-2], f"{argv[-2]}={argv[-1]}"]
+    assert getattr(_parse(joined), dest) == want
+
+
+def test_every_option_that_takes_a_value_takes_a_negative_one(capsys):
+    """No option of any subcommand reads '-1,-2' as a missing value: argparse either takes
+    it or refuses it for what it is (an invalid choice or number), never with 'expected
+    one argument'."""
+    import argparse
+
+    from amid_ref.cli import build_parser
+
+    checked = 0
+    for command in SUBCOMMANDS:
+        parser = build_parser(command)
+        sub = parser._subparsers._group_actions[0].choices[command]
+        for action in sub._actions:
+            if not action.option_strings or action.nargs == 0 or action.help == argparse.SUPPRESS:
+                continue
+            with pytest.raises(SystemExit):  # the value is consumed, then --help exits
+                sub.parse_args([action.option_strings[-1], "-1,-2", "--help"])
+            err = capsys.readouterr().err
+            assert "expected one argument" not in err, (command, action.option_strings)
+            checked += 1
+    assert checked >= 30
+
+
+def test_list_option_errors_name_the_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mixture", *_PQ, "--alphas", "-5,x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --alphas: expected comma-separated numbers, got '-5,x'" in err
+    assert main(["study", "--quick", "--seeds", "-1,2"]) == 2
+    assert "--seeds must be >= 0" in _one_line_error(capsys, "amid-ref study: error:")
+    assert main(["study", "--quick", "--lams", "-0.1,0.5"]) == 2
+    assert "λ must lie in [0, 1]" in _one_line_error(capsys, "amid-ref study: error:")
+    assert main(["conform", "m:f", "--alpha-range", "-10"]) == 2
+    assert "--alpha-range" in _one_line_error(capsys, "amid-ref conform: error:")
+
+
+def test_study_takes_the_negative_alphas_into_its_configuration():
+    from amid_ref.study import config_from_args
+
+    cfg = config_from_args(_parse(["study", "--quick", "--alphas", "-5,-1", "--seeds", "0"]))
+    assert cfg.alphas == (-5.0, -1.0) and cfg.seeds == (0,)
+
+
+def test_mixture_prints_negative_alphas(capsys):
+    assert main(["mixture", *_PQ, "--alphas", "-5,-1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [row["alpha"] for row in rows] == [-5.0, -1.0]
+    # α = -1 is the arithmetic mixture: r = λp + (1-λ)q, Z = 1
+    assert rows[1]["r"] == pytest.approx([0.4, 0.25, 0.35], abs=1e-15)
+    assert rows[1]["Z"] == pytest.approx(1.0, abs=1e-15)
+
+
+def test_mixture_shows_undefined_rows_and_the_others(capsys):
+    """Disjoint supports: α ≥ 1 keeps only their (empty) intersection, so those rows are
+    undefined, with the reason; α < 1 rows are printed."""
+    argv = ["mixture", "--p", "1,0,0", "--q", "0,0.5,0.5"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    undefined = [line.split()[0] for line in lines if "undefined:" in line]
+    assert undefined == ["1", "3", "5", "+∞"]
+    assert all("intersection of the supports" in line for line in lines if "undefined" in line)
+    arithmetic = next(line for line in lines if line.split()[0] == "-1")
+    assert arithmetic.split()[1:5] == ["0.500000", "0.250000", "0.250000", "1.000000"]
+    assert main([*argv, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert sum("undefined" in row for row in rows) == 4 and len(rows) == 10
+    # a bad input is still refused as a whole
+    assert main(["mixture", "--p", "1,0,0", "--q", "0,0.5,0.6"]) == 2
+    assert "q" in _one_line_error(capsys, "amid-ref mixture: error:")
+
+
+# ------------------------------------------------------------- output folders and Ctrl-C
+
+
+def test_staged_output_leaves_the_folder_as_it_was_when_interrupted(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt), _cli_util.staged_output(out) as work:
+        (work / "figure.png").write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert not out.exists()  # created by the call, removed again
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    with pytest.raises(RuntimeError), _cli_util.staged_output(out) as work:
+        (work / "report.md").write_text("half")
+        raise RuntimeError("crash")
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    with _cli_util.staged_output(out) as work:
+        (work / "figures").mkdir()
+        (work / "figures" / "a.png").write_bytes(b"png")
+        (work / "keep.txt").write_text("new")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "figures",
+        "figures/a.png",
+        "keep.txt",
+    ]
+    assert (out / "keep.txt").read_text() == "new"
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(proc.stdout)
+
+
+def test_a_killed_runs_leftovers_do_not_block_the_rerun(tmp_path):
+    """A run killed outright (no chance to clean up) leaves its staging folder: the folder
+    still counts as empty for the next run, which removes the leftovers when it ends. A
+    staging folder of a run that is still running makes the folder busy."""
+    out = tmp_path / "out"
+    leftover = out / f"{_cli_util.STAGING_PREFIX}{_dead_pid()}-abc"
+    leftover.mkdir(parents=True)
+    (leftover / "convergence.png").write_bytes(b"half")
+    assert _cli_util.prepare_out_dir(out, False) == out
+    with _cli_util.staged_output(out) as work:
+        (work / "report.md").write_text("done")
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]
+    busy = out / f"{_cli_util.STAGING_PREFIX}{os.getpid()}-xyz"
+    busy.mkdir()
+    with pytest.raises(ValueError, match="being written by another amid-ref run"):
+        _cli_util.prepare_out_dir(out, True)
+
+
+def test_study_outputs_are_written_aside_then_moved(tmp_path, monkeypatch):
+    """An interrupted write of the study's outputs (the figures come last) leaves the
+    folder as it was."""
+    pytest.importorskip("torch")
+    from amid_ref.study import _sweep
+
+    def interrupted(study, folder):
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "metric_vs_alpha.png").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_sweep, "plot_all", interrupted)
+    study = _sweep.StudyResult(config=_sweep.quick_config(), runs=[], seconds=0.0)
+    out = tmp_path / "study"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        _sweep.write_outputs(study, out)
+    assert list(out.iterdir()) == []
+
+
+def test_verify_in_a_read_only_directory_says_to_use_out(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from amid_ref import verify
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(verify.Path, "mkdir", read_only)
+    assert main(["verify", "--quick"]) == 2
+    err = _one_line_error(capsys, "amid-ref verify: error: cannot create the report folder")
+    assert "Read-only file system" in err and "--out DIR" in err
+    monkeypatch.undo()
+    monkeypatch.setattr(_cli_util.Path, "mkdir", read_only)
+    assert main(["study", "--quick", "--out", str(tmp_path / "s")]) == 2
+    err = _one_line_error(capsys, "amid-ref study: error: --out")
+    assert "Read-only file system" in err and "--out DIR" in err
+
+
+class _Command:
+    """``python -m amid_ref ARGV`` in a subprocess of its own process group, its output
+    going to files that can be read while it runs."""
+
+    def __init__(self, argv: list[str], cwd: Path) -> None:
+        import subprocess
+        import sys
+
+        path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": path, "MPLBACKEND": "Agg"}
+        self.out_file, self.err_file = cwd / "stdout.txt", cwd / "stderr.txt"
+        with open(self.out_file, "w") as out, open(self.err_file, "w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "amid_ref", *argv],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,  # a process group: Ctrl-C reaches its workers too
+            )
+
+    @property
+    def err(self) -> str:
+        return self.err_file.read_text()
+
+    def workers(self) -> list[int]:
+        """Process ids of its worker processes (multiprocessing's spawned children; not
+        its resource tracker, which ends by itself after its parent), from /proc."""
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (proc / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):  # ended meanwhile
+                continue
+            if ppid == self.proc.pid and b"spawn_main" in cmdline:
+                found.append(int(proc.name))
+        return found
+
+    def ctrl_c_when(self, ready, *, timeout: float = 120.0, kill: bool = False) -> str:
+        """Send what Ctrl-C sends (SIGINT to the process group) once ``ready()`` holds,
+        wait for the end and return what it printed on stderr."""
+        import signal
+
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert self.proc.poll() is None, f"the command ended first:\n{self.err}"
+            assert time.monotonic() < deadline, f"the command never got there:\n{self.err}"
+            time.sleep(0.05)
+        os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGINT)
+        try:
+            self.proc.wait(timeout=60)
+        except BaseException:  # it did not stop: leave nothing running behind the test
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise
+        return self.err
+
+
+def _staging(out: Path) -> list[Path]:
+    return list(out.glob(f"{_cli_util.STAGING_PREFIX}*")) if out.is_dir() else []
+
+
+def _assert_interrupted(command: _Command, err: str, name: str) -> None:
+    assert command.proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        f"amid-ref {name}: interrupted; its unfinished output was removed"
+    ), err
+
+
+@pytest.mark.slow
+def test_interrupted_verify_can_be_rerun_at_once(tmp_path):
+    """Ctrl-C once the first figure is written (the claims run in a second process then):
+    one line, exit code 130, and --out as it was; the same command then runs, also after
+    a run that was killed outright."""
+    out = tmp_path / "report"
+    argv = ["verify", "--quick", "--out", str(out)]
+    command = _Command(argv, tmp_path)
+    err = command.ctrl_c_when(lambda: any(any(p.glob("*.png")) for p in _staging(out)))
+    _assert_interrupted(command, err, "verify")
+    assert not out.exists()
+    # the rerun gets past the --out rule; killed outright, it leaves its staging folder
+    command = _Command(argv, tmp_path)
+    command.ctrl_c_when(lambda: bool(_staging(out)), kill=True)
+    assert command.proc.returncode == -9 and _staging(out)
+    # which does not block the next run either
+    command = _Command(argv, tmp_path)
+    err = command.ctrl_c_when(lambda: len(_staging(out)) == 2)
+    _assert_interrupted(command, err, "verify")
+    assert len(_staging(out)) == 1  # the killed run's
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_interrupted_study_stops_its_worker_processes(tmp_path):
+    """Ctrl-C while two worker processes train: one line, exit code 130 at once (the runs
+    would take minutes), no worker left running and no traceback from any of them."""
+    pytest.importorskip("torch")
+    out = tmp_path / "study"
+    argv = ["study", "--steps", "100000", "--experiments", "alpha", "--alphas", "-1,0",
+            "--seeds", "0", "--vocab-size", "64", "--jobs", "2", "--threads", "1",
+            "--no-plots", "--out", str(out)]  # fmt: skip
+    command = _Command(argv, tmp_path)
+    workers: list[int] = []
+
+    def training() -> bool:
+        workers[:] = command.workers()
+        return "runs ..." in command.err and len(workers) >= 2
+
+    err = command.ctrl_c_when(training)
+    _assert_interrupted(command, err, "study")
+    assert not out.exists()
+    for pid in workers:  # gone, or a zombie: stopped; a live worker is a failure
+        with contextlib.suppress(FileNotFoundError):
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            assert state == "Z", f"worker {pid} still running ({state})"
+
+
+@pytest.mark.slow
+def test_interrupted_plot_keeps_only_finished_figures(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "figures"
+    command = _Command(["plot", "all", "--out", str(out)], tmp_path)
+    err = command.ctrl_c_when(lambda: out.is_dir() and any(out.glob("*.png")))
+    _assert_interrupted(command, err, "plot")
+    assert not _staging(out)
+    for png in out.glob("*.png"):
+        with Image.open(png) as image:
+            image.verify()  # a complete file
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_live_display_hides_ctrl_c_echo_and_leaves_no_bar(monkeypatch):
+    """On a terminal the echoed ^C would push the live display down a line and leave a
+    stale copy of its bars: echo of control characters is off while it runs, restored
+    after; tasks still running when the display ends (Ctrl-C, an error) are removed."""
+    pytest.importorskip("rich")
+    import termios
+
+    leader, follower = os.openpty()
+    stream = os.fdopen(follower, "w", encoding="utf-8")
+    try:
+        before = termios.tcgetattr(follower)[3]
+        assert before & termios.ECHOCTL  # a new terminal echoes ^C
+        with pytest.raises(KeyboardInterrupt), _cli_util.Progress(stream) as ui:
+            assert ui.live
+            assert not termios.tcgetattr(follower)[3] & termios.ECHOCTL
+            ui.task("[4/5] Figures", 7).update(advance=5)
+            raise KeyboardInterrupt
+        assert termios.tcgetattr(follower)[3] == before
+        assert list(ui._rich.task_ids) == []
+    finally:
+        stream.close()
+        os.close(leader)
+
+
+def test_a_missing_optional_dependency_is_one_line(tmp_path, monkeypatch, capsys):
+    """A lighter install (README: install profiles) lacks matplotlib: verify says which
+    package it needs, exit code 2, and leaves no folder behind."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    out = tmp_path / "report"
+    assert main(["verify", "--quick", "--out", str(out)]) == 2
+    err = _one_line_error(capsys, "amid-ref verify: error: it needs matplotlib")
+    assert "amid-ref[all]" in err
+    assert not out.exists()

@@ -40,6 +40,20 @@ def test_figure_is_a_nontrivial_png(name, built, tmp_path):
     assert rgb.std() > 0.05, "blank image"
     # not one colour on a few pixels: drawn content covers a fair share of the image
     assert (rgb.mean(axis=-1) < 0.9).mean() > 0.02
+    # no wide empty band between parts of the figure (say, a plot and its legend)
+    blank = rgb.min(axis=-1) > 0.97
+    for axis, size in ((0, width), (1, height)):
+        assert _longest_inner_run(blank.all(axis=axis)) < 0.04 * size, f"{name}: empty band"
+
+
+def _longest_inner_run(blank: np.ndarray) -> int:
+    """The longest run of True between the first and the last False."""
+    drawn = np.flatnonzero(~blank)
+    longest = run = 0
+    for empty in blank[drawn[0] : drawn[-1] + 1]:
+        run = run + 1 if empty else 0
+        longest = max(longest, run)
+    return longest
 
 
 @pytest.mark.parametrize("name", list(plotting.FIGURES))

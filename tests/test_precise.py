@@ -133,7 +133,7 @@ def test_infinite_alpha_with_zero_arguments():
 
 
 def test_alpha_mean_is_monotone_in_alpha():
-    """Power-mean inequality: m_α is non-increasing in α (MATH.md, Facts)."""
+    """Power-mean inequality: m_α is non-increasing in α (mathematics page, Facts)."""
     for a, b, lam in [(0.3, 0.6, 0.1), (1e-300, 0.25, 0.5), (5.0, 1e-3, 0.9)]:
         values = [precise.alpha_mean(a, b, alpha, lam) for alpha in sorted(ALPHAS)]
         for lo, hi in itertools.pairwise(values):

@@ -1,4 +1,4 @@
-"""Hypothesis property tests of the α-mean and α-mixture (MATH.md, "Facts").
+"""Hypothesis property tests of the α-mean and α-mixture (mathematics page, "Facts").
 
 Domains: logits are drawn as finite floats in [-30, 30] (so probabilities span ~1e-26)
 with optional -inf entries (masked tokens); α mixes a wide real range with the special

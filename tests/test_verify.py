@@ -27,10 +27,9 @@ def test_default_out_dir_is_fresh_and_suffixed(tmp_path, monkeypatch):
     now = 1_800_000_000.0
     first = verify.resolve_out_dir(None, False, now=now)
     assert re.fullmatch(r"amid-verify-\d{8}-\d{6}", first.name)
-    first.mkdir()
+    assert first.is_dir()  # created, so that a read-only directory is reported at once
     second = verify.resolve_out_dir(None, False, now=now)
-    assert second.name == f"{first.name}-2"
-    second.mkdir()
+    assert second.name == f"{first.name}-2" and second.is_dir()
     assert verify.resolve_out_dir(None, False, now=now).name == f"{first.name}-3"
 
 

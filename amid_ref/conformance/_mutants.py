@@ -1002,8 +1002,9 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
         "low_precision_logaddexp",
         "the logaddexp/β formula evaluated in bf16 or fp16",
         "matches (1/β)·logaddexp(log λ + β log p, log(1−λ) + β log q) evaluated in "
-        "{variant}: rounding noise of the bracket divided by β, whole nats near α = 1 (any "
-        "formula dividing a rounded bracket by β fails so; use log1p/expm1, fp32 or better)",
+        "{variant}: rounding noise of the bracket divided by β, an error that grows like "
+        "1/|1 − α| as α → 1 (any formula dividing a rounded bracket by β fails so; use "
+        "log1p/expm1, fp32 or better)",
         "noise",
         _finite_beta,
         _low_precision,

@@ -2,9 +2,9 @@
 
 Every float64 function of :mod:`amid_ref` is checked against the function of the same name
 here. To be a real check the oracle shares no code and no numerical identity with the float
-modules: it is a literal transcription of the definitions in ``MATH.md``, evaluated in mpmath
-at ``dps`` decimal digits plus enough guard digits to absorb every cancellation of the
-literal formulas.
+modules: it is a literal transcription of the definitions of the docs' mathematics page,
+evaluated in mpmath at ``dps`` decimal digits plus enough guard digits to absorb every
+cancellation of the literal formulas.
 
 * The α-mean is the power mean :math:`(\\lambda a^\\beta + (1-\\lambda) b^\\beta)^{1/\\beta}`
   with :math:`a^\\beta = e^{\\beta \\log a}` (no log1p/expm1 pivots); its limits

@@ -378,7 +378,7 @@ def divergence(
 
     Notes
     -----
-    Zero conventions (MATH.md): KL-type terms with a = 0 contribute 0, a > 0 = b gives
+    Zero conventions (mathematics page): KL-type terms with a = 0 contribute 0, a > 0 = b gives
     +inf; χ²: b = 0 < a gives +inf, a = b = 0 contributes 0. Amari: the literal terms with
     ``0^e = 0`` (e > 0) / ``+inf`` (e < 0); γ = −1 is the generalized KL
     ``Σ [a log(a/b) − a + b]`` [claim: divergence.amari.limit_minus1], γ = +1 its mirror

@@ -46,7 +46,7 @@ def _mean_extra_digits(alpha: mpf) -> int:
 def _log_mean_kernel(alpha: mpf, lam: mpf) -> Callable[[mpf, mpf], mpf]:
     """``(log a, log b) -> log m_α(a, b; λ)`` in the current mpmath context.
 
-    A literal transcription of MATH.md: ``m = (λ a^β + (1−λ) b^β)^(1/β)`` with
+    A literal transcription of the mathematics page: ``m = (λ a^β + (1−λ) b^β)^(1/β)`` with
     ``a^β = exp(β log a)``; closed forms at λ ∈ {0, 1}, α = 1, α = ∓inf.
     """
     exp, log = mpmath.exp, mpmath.log

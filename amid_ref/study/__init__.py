@@ -16,10 +16,12 @@ Outputs: runs.csv, curves.csv, results.json, summary.md, timings.json, figures/*
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import replace
+from pathlib import Path
 
-from amid_ref._cli_util import prepare_out_dir
+from amid_ref._cli_util import float_list, int_list, prepare_out_dir
 from amid_ref._specs import ORDERS
 from amid_ref.study._metrics import METRIC_NAMES, HeldOutEvaluator, exact_metrics
 from amid_ref.study._sweep import (
@@ -85,24 +87,6 @@ __all__ = [
 ]
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-
-
 def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
@@ -146,7 +130,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"teacher seed; run seeds start here ({_both(lambda c: c.teacher_seed)})",
     )
     parser.add_argument(
-        "--seeds", type=_ints, default=None, help=f"run seeds ({_both(lambda c: c.seeds)})"
+        "--seeds", type=int_list, default=None, help=f"run seeds ({_both(lambda c: c.seeds)})"
     )
     parser.add_argument(
         "--steps",
@@ -186,12 +170,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--alphas",
-        type=_floats,
+        type=float_list,
         default=None,
         help=f"α grid, inf allowed ({_both(lambda c: c.alphas)})",
     )
     parser.add_argument(
-        "--lams", type=_floats, default=None, help="λ grid (default: 0.1 for pr/rp, 0.9 for qr/rq)"
+        "--lams",
+        type=float_list,
+        default=None,
+        help="λ grid (default: 0.1 for pr/rp, 0.9 for qr/rq)",
     )
     parser.add_argument(
         "--divergences",
@@ -266,6 +253,8 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
         )
     changes: dict = {}
     if args.seeds is not None:
+        if any(seed < 0 for seed in args.seeds):
+            raise ValueError(f"--seeds must be >= 0, got {','.join(map(str, args.seeds))}")
         changes["seeds"] = args.seeds
     if args.alphas is not None:
         changes["alphas"] = args.alphas
@@ -295,9 +284,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     cfg = config_from_args(args)
+    existed = Path(args.out).exists()
     prepare_out_dir(args.out, args.force)
     progress = None if args.quiet else sys.stderr
-    study = run_study(cfg, args.out, progress=progress, plots=not args.no_plots)
+    try:
+        study = run_study(cfg, args.out, progress=progress, plots=not args.no_plots)
+    except BaseException:  # Ctrl-C included: the outputs are written only at the end
+        if not existed:  # the folder made above, empty again: leave no trace
+            with contextlib.suppress(OSError):
+                Path(args.out).rmdir()
+        raise
     if not args.quiet:
         print(
             f"amid-ref study: {len(study.runs)} runs in {study.seconds:.1f} s; "

@@ -13,7 +13,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from amid_ref._cli_util import Progress
+from amid_ref._cli_util import (
+    Progress,
+    ignore_interrupts,
+    staged_output,
+    starting_workers,
+    stop_workers,
+)
 from amid_ref._specs import ORDERS
 from amid_ref.study._metrics import METRIC_NAMES
 from amid_ref.study._plots import plot_all
@@ -329,6 +335,7 @@ def _execute(payload: tuple[StudyConfig, RunSpec]) -> RunResult:
 
 
 def _worker_init(threads: int) -> None:
+    ignore_interrupts()  # Ctrl-C: the parent stops the workers (stop_workers)
     _configure_torch(threads)
 
 
@@ -400,17 +407,23 @@ def _run_all(config: StudyConfig, specs, results: list, tracker: _Progress) -> N
                 results[i] = _execute((config, spec))
                 tracker.update(spec, results[i])
         else:
-            with cf.ProcessPoolExecutor(
+            pool = cf.ProcessPoolExecutor(
                 max_workers=config.jobs,
                 mp_context=mp.get_context("spawn"),
                 initializer=_worker_init,
                 initargs=(config.threads,),
-            ) as pool:
-                futures = {pool.submit(_execute, (config, s)): i for i, s in enumerate(specs)}
+            )
+            try:
+                with starting_workers():  # submit starts them
+                    futures = {pool.submit(_execute, (config, s)): i for i, s in enumerate(specs)}
                 for future in cf.as_completed(futures):
                     i = futures[future]
                     results[i] = future.result()
                     tracker.update(specs[i], results[i])
+            except BaseException:  # Ctrl-C or a failed run: stop the other runs now
+                stop_workers(pool)
+                raise
+            pool.shutdown()
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_deterministic)
@@ -554,11 +567,18 @@ def write_outputs(
     ``eval_every`` steps), ``results.json`` (configuration, runs with curves, and the
     computed answers; non-finite numbers as the strings ``"nan"``, ``"inf"``,
     ``"-inf"``), ``summary.md`` (the answers as tables), ``timings.json`` (wall times: the
-    only file that is not deterministic) and ``figures/*.png``.
+    only file that is not deterministic) and ``figures/*.png``. They are written into a
+    private folder inside ``out_dir`` and moved into place at the end, so an interrupted
+    call leaves ``out_dir`` as it was.
     """
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_output(out) as work:
+        _write_outputs(study, work, plots=plots)
+    return out
+
+
+def _write_outputs(study: StudyResult, out: Path, *, plots: bool) -> None:
     rows = run_rows(study)
     _write_csv(out / "runs.csv", rows)
     curve_rows = []
@@ -604,7 +624,6 @@ def write_outputs(
     (out / "timings.json").write_text(json.dumps(timings, indent=1) + "\n", encoding="utf-8")
     if plots:
         plot_all(study, out / "figures")
-    return out
 
 
 def _from_json(value: Any) -> Any:
@@ -677,11 +696,12 @@ def load_study(out_dir: str | os.PathLike[str]) -> StudyResult:
 
 
 def replot(out_dir: str | os.PathLike[str], *, plots: bool = True) -> StudyResult:
-    """Re-render ``summary.md`` and ``figures/*.png`` in ``out_dir`` from its results.json."""
+    """Re-render ``summary.md`` and ``figures/*.png`` in ``out_dir`` from its results.json
+    (written aside and moved into place at the end, as :func:`write_outputs` does)."""
 
     study = load_study(out_dir)
-    out = Path(out_dir)
-    (out / "summary.md").write_text(summary_markdown(study), encoding="utf-8")
-    if plots:
-        plot_all(study, out / "figures")
+    with staged_output(out_dir) as work:
+        (work / "summary.md").write_text(summary_markdown(study), encoding="utf-8")
+        if plots:
+            plot_all(study, work / "figures")
     return study

@@ -16,11 +16,23 @@ window.MathJax = {
   },
 };
 
+// Material for MkDocs emits document$ for the page that is loaded and, with the theme's
+// navigation.instant feature, again for every page it swaps in without a reload. MathJax
+// typesets the loaded page itself at start-up, so the first emission needs nothing; a
+// swapped-in page is typeset once start-up is over. The output cache is deliberately not
+// cleared (MathJax.startup.output.clearCache()): that drops the glyph CSS of the CHTML
+// output, and every formula is then laid out as an empty, zero-width box.
+let amidFirstPage = true;
 document$.subscribe(() => {
-  if (window.MathJax && MathJax.startup && MathJax.typesetPromise) {
-    MathJax.startup.output.clearCache();
-    MathJax.typesetClear();
-    MathJax.texReset();
-    MathJax.typesetPromise();
+  if (amidFirstPage) {
+    amidFirstPage = false;
+    return;
+  }
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise = MathJax.startup.promise.then(() => {
+      MathJax.typesetClear();
+      MathJax.texReset();
+      return MathJax.typesetPromise();
+    });
   }
 });
