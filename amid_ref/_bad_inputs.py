@@ -21,6 +21,8 @@ runs.
 from __future__ import annotations
 
 import math
+import tempfile
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +30,7 @@ import mpmath
 import numpy as np
 
 import amid_ref
-from amid_ref import precise
+from amid_ref import precise, presets
 
 __all__ = ["BAD_INPUTS", "IMPLEMENTATIONS", "BadInput", "call"]
 
@@ -72,8 +74,7 @@ class _HFObject:
     def build(self):
         import torch  # heavy (optional: the gpu extra): only for the gpu.hf cases
 
-        import gpu
-        from amid_ref import presets
+        import gpu  # heavy (optional: torch, the gpu extra)
 
         if self.kind == "mse_loss":
             return torch.nn.MSELoss()
@@ -84,7 +85,7 @@ class _HFObject:
         if self.kind == "reference_preset":
             return presets.get(**self.kw)
         if self.kind == "config":
-            from gpu import hf
+            from gpu import hf  # heavy (optional: torch, the gpu extra)
 
             return hf.AMiDConfig(**self.kw)
         if self.kind == "lm":
@@ -97,9 +98,7 @@ class _HFObject:
 def _tiny_lm(seed: int):
     """A causal LM in plain torch: embedding, one linear layer mixing the previous token,
     ``.logits`` (B, T, V) with V = 7 (no lm_head exposed: the logits path)."""
-    import types
-
-    import torch
+    import torch  # heavy (optional: the gpu extra)
 
     class TinyLM(torch.nn.Module):
         def __init__(self):
@@ -118,7 +117,7 @@ def _tiny_lm(seed: int):
 
 def _hf_inputs(labels: str = "hf", drop: str | None = None):
     """Two rows of six tokens with Hugging Face's unshifted labels (prompt masked)."""
-    import torch
+    import torch  # heavy (optional: the gpu extra)
 
     ids = torch.tensor([[1, 4, 2, 6, 3, 5], [2, 2, 5, 1, 6, 4]])
     hf_labels = ids.masked_fill(torch.tensor([[1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]]) == 1, -100)
@@ -536,9 +535,7 @@ def _call_hf(function: str, args: dict[str, Any]):
     if function == "AMiDConfig":
         return hf.AMiDConfig(**args)
     if function == "AMiDTrainer":
-        import tempfile
-
-        import transformers  # the hf extra
+        import transformers  # heavy (optional: the hf extra)
 
         with tempfile.TemporaryDirectory() as out:
             training = transformers.TrainingArguments(output_dir=out, use_cpu=True, report_to=[])

@@ -416,3 +416,14 @@ def test_trainer_signature_names_its_parameters():
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
     doc = hf.AMiDTrainer.__doc__
     assert all(f"{name} :" in doc for name in ("criterion", "schedule", "ce_weight", "fused"))
+
+
+def test_schedule_constants_and_infinite_ends():
+    """One number is a constant; a constant ±inf α stays ±inf (never inf − inf = NaN); a
+    path between an infinite and a finite end is refused."""
+    sched = hf.AMiDSchedule(lam=0.5, alpha=-math.inf, num_steps=4)
+    for step in range(6):
+        assert sched.values_at(step) == (0.5, -math.inf)
+    assert hf.AMiDSchedule(lam=(0.0, 1.0), alpha=(-2.0, 2.0)).values_at(1, 4) == (0.25, -1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        hf.AMiDSchedule(lam=(0.0, 1.0), alpha=(-math.inf, 1.0))

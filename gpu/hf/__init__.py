@@ -74,7 +74,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name == "AMiDTrainer":  # transformers is imported on first use
+    if name == "AMiDTrainer":
+        # optional: transformers (the hf extra) is imported on first use of AMiDTrainer
         from gpu.hf._trainer import AMiDTrainer
 
         globals()["AMiDTrainer"] = AMiDTrainer

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpu.hf._config import AMiDConfig
+
 __all__ = ["ScriptArguments", "main"]
 
 
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> Any:
     gpu.hf.AMiDTrainer
         The trained trainer (``trainer.state.log_history`` holds the logs).
     """
-    # transformers: the hf extra
+    # transformers: optional (the hf extra), imported when the script runs
     from transformers import (
         AutoModelForCausalLM,
         AutoTokenizer,
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> Any:
         TrainingArguments,
     )
 
-    from gpu.hf import AMiDConfig, AMiDTrainer
+    from gpu.hf import AMiDTrainer  # optional: transformers (the hf extra)
 
     parser = HfArgumentParser((ScriptArguments, AMiDConfig, TrainingArguments))
     argv = _join_numbers(list(sys.argv[1:] if argv is None else argv))
