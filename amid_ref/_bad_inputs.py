@@ -16,6 +16,13 @@ fresh temporary folder, and ``overrides["files"]`` lists files to create in it f
 The command must exit with code 0 where the case is accepted, and where it is refused
 with exit code 2 and its message, on one line of stderr with no traceback, naming the
 option; :func:`call` raises :class:`CommandRefused` (a ``ValueError``) with that message.
+
+The ``"gpu.hf"`` rows hold the Hugging Face entry points of :mod:`gpu.hf` to the same
+contract: ``function`` names the entry point (:func:`gpu.hf.amid_compute_loss` on two tiny
+torch language models and a batch with Hugging Face's labels, :class:`gpu.hf.AMiDSchedule`,
+:class:`gpu.hf.AMiDTrainer`, :class:`gpu.hf.AMiDConfig`) and ``overrides`` replace its
+keyword arguments; torch objects are described by :class:`_HFObject` and built when the case
+runs.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import contextlib
 import io
 import math
 import tempfile
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +40,12 @@ import mpmath
 import numpy as np
 
 import amid_ref
-from amid_ref import precise
+from amid_ref import precise, presets
 from amid_ref.cli import main
 
 __all__ = ["BAD_INPUTS", "IMPLEMENTATIONS", "BadInput", "CommandRefused", "call"]
 
-IMPLEMENTATIONS = ("amid_ref", "precise", "gpu")
+IMPLEMENTATIONS = ("amid_ref", "precise", "gpu", "gpu.hf")
 
 _S = [0.3, -0.2, 1.0]
 _T = [0.5, 0.1, -0.4]
@@ -63,6 +71,84 @@ class _Torch:
         return t.requires_grad_() if self.requires_grad else t
 
 
+class _HFObject:
+    """A torch object of a ``gpu.hf`` case, built when the case runs: ``kind`` is one of
+    ``"mse_loss"`` (``torch.nn.MSELoss()``), ``"amid_loss"`` (``gpu.AMiDLoss(**kw)``),
+    ``"preset"`` (``gpu.presets.get(**kw)``), ``"reference_preset"``
+    (``amid_ref.presets.get(**kw)``), ``"config"`` (``gpu.hf.AMiDConfig(**kw)``), ``"lm"``
+    (a tiny torch language model), ``"inputs"`` (a batch; ``kw["labels"]`` picks its labels:
+    ``"hf"``, ``"pre_shifted"``, ``"float"``, ``"short"``; ``kw["drop"]`` a key to leave out)."""
+
+    def __init__(self, kind: str, **kw):
+        self.kind, self.kw = kind, kw
+
+    def build(self):
+        import torch  # heavy (optional: the gpu extra): only for the gpu.hf cases
+
+        import gpu  # heavy (optional: torch, the gpu extra)
+
+        if self.kind == "mse_loss":
+            return torch.nn.MSELoss()
+        if self.kind == "amid_loss":
+            return gpu.AMiDLoss(**self.kw)
+        if self.kind == "preset":
+            return gpu.presets.get(**self.kw)
+        if self.kind == "reference_preset":
+            return presets.get(**self.kw)
+        if self.kind == "config":
+            from gpu import hf  # heavy (optional: torch, the gpu extra)
+
+            return hf.AMiDConfig(**self.kw)
+        if self.kind == "lm":
+            return _tiny_lm(self.kw.get("seed", 0))
+        if self.kind == "inputs":
+            return _hf_inputs(**self.kw)
+        raise ValueError(self.kind)  # pragma: no cover - a typo in the table
+
+
+def _tiny_lm(seed: int):
+    """A causal LM in plain torch: embedding, one linear layer mixing the previous token,
+    ``.logits`` (B, T, V) with V = 7 (no lm_head exposed: the logits path)."""
+    import torch  # heavy (optional: the gpu extra)
+
+    class TinyLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            gen = torch.Generator().manual_seed(seed)
+            self.embed = torch.nn.Parameter(torch.randn(7, 5, generator=gen))
+            self.out = torch.nn.Parameter(torch.randn(5, 7, generator=gen))
+
+        def forward(self, input_ids, attention_mask=None):
+            h = self.embed[input_ids]
+            h = h + torch.nn.functional.pad(h, (0, 0, 1, 0))[:, :-1]  # the previous token
+            return types.SimpleNamespace(logits=h @ self.out)
+
+    return TinyLM()
+
+
+def _hf_inputs(labels: str = "hf", drop: str | None = None):
+    """Two rows of six tokens with Hugging Face's unshifted labels (prompt masked)."""
+    import torch  # heavy (optional: the gpu extra)
+
+    ids = torch.tensor([[1, 4, 2, 6, 3, 5], [2, 2, 5, 1, 6, 4]])
+    hf_labels = ids.masked_fill(torch.tensor([[1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]]) == 1, -100)
+    if labels == "hf":
+        lab = hf_labels
+    elif labels == "pre_shifted":  # labels[:, t] = token t+1, last column ignored
+        lab = torch.full_like(hf_labels, -100)
+        lab[:, :-1] = hf_labels[:, 1:]
+    elif labels == "float":
+        lab = hf_labels.double()
+    elif labels == "short":
+        lab = hf_labels[:, :-1]
+    else:  # pragma: no cover - a typo in the table
+        raise ValueError(labels)
+    out = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": lab}
+    if drop is not None:
+        out.pop(drop)
+    return out
+
+
 def _scalar_only_f(u):
     return u * math.log(u) if u > 0 else 0.0 * u
 
@@ -84,7 +170,7 @@ class BadInput:
     exception: type[Exception] | None
     match: str = ""
     function: str = "amid_loss"
-    only: tuple[str, ...] = IMPLEMENTATIONS
+    only: tuple[str, ...] = ("amid_ref", "precise", "gpu")
     extra: dict[str, Any] = field(default_factory=dict)  # gpu-only keyword arguments
 
 
@@ -104,6 +190,124 @@ def _cli(case_id: str, argv, match: str | None, files: tuple[str, ...] = ()) -> 
         match or "",
         function=_CLI,
         only=("amid_ref",),
+    )
+
+
+_HF = ("gpu.hf",)
+_HF_FUNCTIONS = ("amid_compute_loss", "AMiDSchedule", "AMiDTrainer", "AMiDConfig")
+
+
+def _hf_rows() -> tuple[BadInput, ...]:
+    """The rows of :mod:`gpu.hf`: ``(id, function, overrides, exception, match)``."""
+    nan, inf = float("nan"), float("inf")
+    L, S, T, C = _HF_FUNCTIONS
+    mse = _HFObject("mse_loss")
+    rows = [
+        # --- amid_compute_loss: accepted ----------------------------------------------------
+        ("hf_num_items_int", L, {"num_items_in_batch": 9}, None, ""),
+        ("hf_num_items_tensor", L, {"num_items_in_batch": _Torch(9.0)}, None, ""),
+        ("hf_ce_weight_tensor", L, {"ce_weight": _Torch(0.5)}, None, ""),
+        ("hf_criterion_preset", L, {"criterion": _HFObject("preset", name="taid", t=0.4)},
+         None, ""),
+        ("hf_criterion_reference_preset", L,
+         {"criterion": _HFObject("reference_preset", name="gkd_jsd", beta=0.3)}, None, ""),
+        ("hf_criterion_sum_reduction", L, {"criterion": _HFObject("amid_loss", alpha=-5.0,
+         lam=0.1, reduction="sum", shift_labels=True)}, None, ""),
+        ("hf_labels_pre_shifted_aligned_criterion", L,
+         {"inputs": _HFObject("inputs", labels="pre_shifted"),
+          "criterion": _HFObject("amid_loss", alpha=0.0, lam=0.1)}, None, ""),
+        # --- amid_compute_loss: refused -----------------------------------------------------
+        ("hf_num_items_nan", L, {"num_items_in_batch": nan}, ValueError, "num_items_in_batch"),
+        ("hf_num_items_negative", L, {"num_items_in_batch": -4}, ValueError,
+         "num_items_in_batch"),
+        ("hf_num_items_inf", L, {"num_items_in_batch": inf}, ValueError, "num_items_in_batch"),
+        ("hf_num_items_zero_with_tokens", L, {"num_items_in_batch": 0}, ValueError,
+         "num_items_in_batch"),
+        ("hf_num_items_str", L, {"num_items_in_batch": "9"}, TypeError, "num_items_in_batch"),
+        ("hf_num_items_bool", L, {"num_items_in_batch": True}, TypeError, "num_items_in_batch"),
+        ("hf_ce_weight_nan", L, {"ce_weight": nan}, ValueError, "ce_weight"),
+        ("hf_ce_weight_negative", L, {"ce_weight": -1.0}, ValueError, "ce_weight"),
+        ("hf_ce_weight_inf", L, {"ce_weight": inf}, ValueError, "ce_weight"),
+        ("hf_ce_weight_str", L, {"ce_weight": "0.5"}, TypeError, "ce_weight"),
+        ("hf_ce_weight_bool", L, {"ce_weight": True}, TypeError, "ce_weight"),
+        ("hf_fused_str", L, {"fused": "yes"}, TypeError, "fused"),
+        ("hf_fused_int", L, {"fused": 1}, TypeError, "fused"),
+        ("hf_criterion_mse", L, {"criterion": mse}, TypeError, "criterion"),
+        ("hf_criterion_name", L, {"criterion": "kd"}, TypeError, "criterion"),
+        ("hf_criterion_reduction_none", L,
+         {"criterion": _HFObject("amid_loss", alpha=0.0, lam=0.1, reduction="none",
+                                 shift_labels=True)}, ValueError, "reduction"),
+        ("hf_model_not_module", L, {"model": "gpt2"}, TypeError, "model"),
+        ("hf_teacher_not_module", L, {"teacher_model": None}, TypeError, "teacher_model"),
+        ("hf_inputs_not_mapping", L, {"inputs": [1, 2, 3]}, TypeError, "inputs"),
+        ("hf_inputs_without_ids", L, {"inputs": _HFObject("inputs", drop="input_ids")},
+         ValueError, "input_ids"),
+        ("hf_labels_float", L, {"inputs": _HFObject("inputs", labels="float")}, TypeError,
+         "labels"),
+        ("hf_labels_shape", L, {"inputs": _HFObject("inputs", labels="short")}, ValueError,
+         "labels"),
+        ("hf_labels_double_shift", L, {"inputs": _HFObject("inputs", labels="pre_shifted")},
+         ValueError, "double shift"),
+        ("hf_labels_unshifted_aligned_criterion", L,
+         {"criterion": _HFObject("amid_loss", alpha=0.0, lam=0.1)}, ValueError,
+         "shift_labels=True"),
+        # --- AMiDSchedule --------------------------------------------------------------------
+        ("hf_schedule_lam_constant", S, {"lam": 0.5}, None, ""),
+        ("hf_schedule_alpha_constant_inf", S, {"alpha": -inf}, None, ""),
+        ("hf_schedule_alpha_from_inf", S, {"alpha": (-inf, 1.0)}, ValueError, "alpha"),
+        ("hf_schedule_alpha_nan", S, {"alpha": (nan, 1.0)}, ValueError, "alpha"),
+        ("hf_schedule_lam_above_one", S, {"lam": (0.0, 2.0)}, ValueError, "lam"),
+        ("hf_schedule_lam_str", S, {"lam": "0.5"}, TypeError, "lam"),
+        ("hf_schedule_lam_triple", S, {"lam": (0.0, 0.5, 1.0)}, ValueError, "lam"),
+        ("hf_schedule_num_steps_bool", S, {"num_steps": True}, TypeError, "num_steps"),
+        ("hf_schedule_num_steps_float", S, {"num_steps": 3.0}, TypeError, "num_steps"),
+        ("hf_schedule_num_steps_zero", S, {"num_steps": 0}, ValueError, "num_steps"),
+        ("hf_schedule_shape_unknown", S, {"shape": "step"}, ValueError, "shape"),
+        # --- AMiDTrainer -----------------------------------------------------------------------
+        ("hf_trainer_preset", T, {"criterion": _HFObject("preset", name="kd")}, None, ""),
+        ("hf_trainer_criterion_mse", T, {"criterion": mse}, TypeError, "criterion"),
+        ("hf_trainer_fused_str", T, {"fused": "yes"}, TypeError, "fused"),
+        ("hf_trainer_ce_weight_str", T, {"ce_weight": "0.5"}, TypeError, "ce_weight"),
+        ("hf_trainer_ce_weight_nan", T, {"ce_weight": nan}, ValueError, "ce_weight"),
+        ("hf_trainer_ce_weight_negative", T, {"ce_weight": -1.0}, ValueError, "ce_weight"),
+        ("hf_trainer_schedule_not_schedule", T, {"schedule": {"lam": (0, 1)}}, TypeError,
+         "schedule"),
+        ("hf_trainer_no_teacher", T, {"teacher_model": None}, TypeError, "teacher_model"),
+        ("hf_trainer_ignore_index", T,
+         {"criterion": _HFObject("amid_loss", alpha=0.0, lam=0.1, ignore_index=-1,
+                                 shift_labels=True)}, ValueError, "ignore_index"),
+        ("hf_trainer_config_type", T, {"amid_config": {"alpha": -5.0}}, TypeError,
+         "amid_config"),
+        ("hf_trainer_config_and_criterion", T,
+         {"amid_config": _HFObject("config", alpha=-5.0),
+          "criterion": _HFObject("preset", name="kd")}, TypeError, "amid_config"),
+        # --- AMiDConfig --------------------------------------------------------------------------
+        ("hf_config_taid_schedule", C, {"preset": "taid", "lam": 0.4, "lam_end": 1.0}, None, ""),
+        ("hf_config_alpha_neg_inf", C, {"alpha": -inf}, None, ""),
+        ("hf_config_preset_unknown", C, {"preset": "taid2"}, ValueError, "preset"),
+        ("hf_config_preset_with_order", C, {"preset": "kd", "order": "rp"}, ValueError, "order"),
+        ("hf_config_alpha_nan", C, {"alpha": nan}, ValueError, "alpha"),
+        ("hf_config_lam_above_one", C, {"lam": 2.0}, ValueError, "lam"),
+        ("hf_config_divergence_unknown", C, {"divergence": "kld"}, ValueError, "divergence"),
+        ("hf_config_div_params_json", C, {"div_params": "{beta: 1}"}, ValueError, "div_params"),
+        ("hf_config_temperature_zero", C, {"kd_temperature": 0.0}, ValueError, "temperature"),
+        ("hf_config_temperature_scaling", C, {"kd_temperature_scaling": "T3"}, ValueError,
+         "temperature_scaling"),
+        ("hf_config_ce_weight_negative", C, {"ce_weight": -1.0}, ValueError, "ce_weight"),
+        ("hf_config_lam_end_above_one", C, {"lam_end": 2.0}, ValueError, "lam_end"),
+        ("hf_config_alpha_end_from_inf", C, {"alpha": -inf, "alpha_end": 1.0}, ValueError,
+         "alpha"),
+        ("hf_config_schedule_shape", C, {"lam_end": 1.0, "schedule_shape": "step"}, ValueError,
+         "schedule_shape"),
+        ("hf_config_schedule_steps_zero", C, {"lam_end": 1.0, "schedule_steps": 0}, ValueError,
+         "schedule_steps"),
+        ("hf_config_schedule_steps_alone", C, {"schedule_steps": 5}, ValueError,
+         "schedule_steps"),
+        ("hf_config_fused_str", C, {"fused": "yes"}, TypeError, "fused"),
+    ]  # fmt: skip
+    return tuple(
+        BadInput(case_id, overrides, exc, match, function=function, only=_HF)
+        for case_id, function, overrides, exc, match in rows
     )
 
 
@@ -307,10 +511,24 @@ BAD_INPUTS: tuple[BadInput, ...] = (
         ("f",),
     ),
     _cli("cli_plot_unknown_figure", ["plot", "nope", "--out", "{tmp}"], r"figure 'nope'"),
+    *_hf_rows(),
 )
 
 
 def _base(function: str) -> dict[str, Any]:
+    if function == "amid_compute_loss":
+        return {
+            "model": _HFObject("lm", seed=0),
+            "teacher_model": _HFObject("lm", seed=1),
+            "inputs": _HFObject("inputs"),
+            "criterion": _HFObject("amid_loss", alpha=0.0, lam=0.1, shift_labels=True),
+        }
+    if function == "AMiDSchedule":
+        return {"lam": (0.0, 1.0)}
+    if function == "AMiDTrainer":
+        return {"model": _HFObject("lm", seed=0), "teacher_model": _HFObject("lm", seed=1)}
+    if function == "AMiDConfig":
+        return {}
     if function == _D:
         return {"a": _P, "b": _Q, "name": "kl"}
     return {
@@ -326,7 +544,7 @@ def _base(function: str) -> dict[str, Any]:
 
 
 def _materialize(value, *, for_gpu: bool):
-    if isinstance(value, _Torch):
+    if isinstance(value, (_Torch, _HFObject)):
         return value.build()
     if isinstance(value, dict):
         return {k: _materialize(v, for_gpu=for_gpu) for k, v in value.items()}
@@ -376,6 +594,8 @@ def call(case: BadInput, implementation: str):
     if case.function == _CLI:
         return _run_command(case.overrides["argv"], case.overrides["files"])
     args = {**_base(case.function), **case.overrides}
+    if implementation == "gpu.hf":
+        return _call_hf(case.function, {k: _materialize(v, for_gpu=False) for k, v in args.items()})
     for_gpu = implementation == "gpu"
     args = {k: _materialize(v, for_gpu=for_gpu) for k, v in args.items()}
     if implementation == "amid_ref":
@@ -400,3 +620,24 @@ def call(case: BadInput, implementation: str):
             extra["labels"] = torch.zeros(leading, dtype=getattr(torch, extra["labels"]))
         args.update(extra)
     return mod.amid_loss(*pos, **args)
+
+
+def _call_hf(function: str, args: dict[str, Any]):
+    """Run a :mod:`gpu.hf` entry point on the built arguments."""
+    from gpu import hf  # heavy (optional: torch, the gpu extra)
+
+    if function == "amid_compute_loss":
+        model, teacher = args.pop("model"), args.pop("teacher_model")
+        inputs, criterion = args.pop("inputs"), args.pop("criterion")
+        return hf.amid_compute_loss(model, teacher, inputs, criterion, **args)
+    if function == "AMiDSchedule":
+        return hf.AMiDSchedule(**args)
+    if function == "AMiDConfig":
+        return hf.AMiDConfig(**args)
+    if function == "AMiDTrainer":
+        import transformers  # heavy (optional: the hf extra)
+
+        with tempfile.TemporaryDirectory() as out:
+            training = transformers.TrainingArguments(output_dir=out, use_cpu=True, report_to=[])
+            return hf.AMiDTrainer(args=training, **args)
+    raise ValueError(f"unknown gpu.hf function {function!r}")  # pragma: no cover

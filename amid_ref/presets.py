@@ -25,7 +25,7 @@ import numpy as np
 from amid_ref._loss import grad_of, loss_of
 from amid_ref._specs import Objective
 
-__all__ = ["PRESETS", "Preset", "get"]
+__all__ = ["LAMBDA_PARAMETERS", "PRESETS", "Preset", "get"]
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,11 @@ PRESETS: dict[str, Preset] = {
         reference="Wang et al. 2025, ABKD",
     ),
 }
+
+
+#: The named parameter that a preset takes in place of λ (``get("taid", t=0.4)``); for
+#: ``gkd_jsd`` it also sets the term weights (β, 1 − β).
+LAMBDA_PARAMETERS: dict[str, str] = {"gkd_jsd": "beta", "taid": "t"}
 
 
 def get(name: str, **overrides: Any) -> Preset:

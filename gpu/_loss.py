@@ -791,6 +791,13 @@ def amid_loss(
 ) -> torch.Tensor:
     r"""Batched AMiD distillation loss with a memory-efficient closed-form gradient.
 
+    Torch convention for ``labels``: ``labels[..., t]`` masks the logits at position t, as
+    in ``torch.nn.CrossEntropyLoss`` (``shift_labels=False``, the default). Hugging Face
+    causal-LM labels are *unshifted* (``labels[:, t]`` is token t, predicted at position
+    t − 1): pass ``shift_labels=True`` with them, or use :func:`gpu.hf.amid_compute_loss`,
+    whose entry points default to them. Nothing is inferred from the shapes, which are the
+    same in both conventions.
+
     .. math::
 
         p = \mathrm{softmax}(t/T),\quad q = \mathrm{softmax}(s/T),\quad

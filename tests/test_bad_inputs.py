@@ -1,6 +1,6 @@
-"""amid_ref, amid_ref.precise and gpu hold to one table of bad inputs
-(:data:`amid_ref._bad_inputs.BAD_INPUTS`): the same inputs accepted or refused, with the same
-exception type and a message naming the parameter."""
+"""amid_ref, amid_ref.precise, gpu and the Hugging Face entry points of gpu.hf hold to one
+table of bad inputs (:data:`amid_ref._bad_inputs.BAD_INPUTS`): the same inputs accepted or
+refused, with the same exception type and a message naming the parameter."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ CASES = [(c, impl) for c in BAD_INPUTS for impl in IMPLEMENTATIONS if impl in c.
 
 @pytest.mark.parametrize("case,impl", CASES, ids=[f"{c.id}-{i}" for c, i in CASES])
 def test_bad_input(case, impl):
-    if impl == "gpu":
+    if impl in ("gpu", "gpu.hf"):
         pytest.importorskip("torch")
+    if case.function == "AMiDTrainer":
+        pytest.importorskip("transformers")
     if case.exception is None:
         with warnings.catch_warnings():
             warnings.simplefilter("error")

@@ -17,7 +17,7 @@ import pytest
 griffe = pytest.importorskip("griffe")
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("amid_ref", "amid_ref.precise", "gpu", "proofs_check")
+PACKAGES = ("amid_ref", "amid_ref.precise", "gpu", "gpu.hf", "proofs_check")
 
 _VARIADIC = ("variadic positional", "variadic keyword")
 # "default 0.5", "default: 0.5", "default=0.5" in the type of a parameter

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             t0 = time.perf_counter()
             student = gpt2(10 + seed, 32, 1, vocab, seq)
             opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
-            crit = gpu.AMiDFusedLinearLoss(alpha, lam)
+            crit = gpu.AMiDFusedLinearLoss(alpha, lam, shift_labels=True)  # HF labels
             gen = torch.Generator().manual_seed(seed)
             for _ in range(args.steps):
                 idx = torch.randint(0, train.shape[0], (16,), generator=gen)
