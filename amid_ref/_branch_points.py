@@ -39,6 +39,9 @@ SCANNED_MODULES = (
     "gpu._mixture",
     "gpu._divergences",
     "gpu._loss",
+    "gpu._engine",
+    "gpu._flags",
+    "gpu._torch_kernel",
     "gpu._validation",
 )
 
@@ -46,18 +49,18 @@ SCANNED_MODULES = (
 NOT_BRANCH_POINTS: dict[tuple[str, str], str] = {
     ("amid_ref._validation", "NORMALIZATION_TOL"): "input check (refusal), tested by "
     "tests/test_validation.py and the bad-input table",
-    ("gpu._loss", "_CPU_CHUNK_ELEMENTS"): "rows per chunk: the result does not depend on it "
+    ("gpu._engine", "_CPU_CHUNK_ELEMENTS"): "rows per chunk: the result does not depend on it "
     "(tests/test_gpu.py::test_chunking_is_invisible)",
-    ("gpu._loss", "_CUDA_CHUNK_ELEMENTS"): "rows per chunk on CUDA (as above)",
-    ("gpu._loss", "_BAD_STUDENT"): "row flag bit",
-    ("gpu._loss", "_BAD_TEACHER"): "row flag bit",
-    ("gpu._loss", "_EMPTY_SUPPORT"): "row flag bit",
-    ("gpu._loss", "_INF_LOSS"): "row flag bit",
-    ("gpu._loss", "_NAN_LOSS"): "row flag bit",
-    ("gpu._loss", "_TEMPERATURE_STUDENT"): "row flag bit",
-    ("gpu._loss", "_TEMPERATURE_TEACHER"): "row flag bit",
-    ("gpu._loss", "_NAN_GRAD"): "row flag bit",
-    ("gpu._loss", "_INF_GRAD"): "row flag bit",
+    ("gpu._engine", "_CUDA_CHUNK_ELEMENTS"): "rows per chunk on CUDA (as above)",
+    ("gpu._flags", "_BAD_STUDENT"): "row flag bit",
+    ("gpu._flags", "_BAD_TEACHER"): "row flag bit",
+    ("gpu._flags", "_EMPTY_SUPPORT"): "row flag bit",
+    ("gpu._flags", "_INF_LOSS"): "row flag bit",
+    ("gpu._flags", "_NAN_LOSS"): "row flag bit",
+    ("gpu._flags", "_TEMPERATURE_STUDENT"): "row flag bit",
+    ("gpu._flags", "_TEMPERATURE_TEACHER"): "row flag bit",
+    ("gpu._flags", "_NAN_GRAD"): "row flag bit",
+    ("gpu._flags", "_INF_GRAD"): "row flag bit",
     ("amid_ref._mixture", "NEG_INF"): "the value -inf, not a threshold",
     ("gpu._mixture", "NEG_INF"): "the value -inf, not a threshold",
     ("gpu._mixture", "INF"): "the value +inf, not a threshold",
@@ -312,13 +315,5 @@ BRANCH_POINTS: tuple[BranchPoint, ...] = (
             )
         ],
         refuses_above=True,
-    ),
-    BranchPoint(
-        "gpu.temperature_two_step",
-        1e30,
-        "gpu._loss",
-        None,
-        "_chunk: 1/T ≥ 1e30 is applied in two factors √(1/T)",
-        lambda x: [_loss("gpu", -0.5, -2.0, "kl", temperature=1.0 / x, lam=0.3)],
     ),
 )

@@ -473,37 +473,50 @@ GPU_DIVERGENCES: dict[str, Kernel] = {
 def _weighted_coefficient(c0: float, c1: float, w, w_bar, w_diff) -> torch.Tensor:
     """``c0 + c1·w`` around the anchor 0, ½ or 1 nearest to w (twin of
     :func:`amid_ref._divergences._weighted_coefficient`)."""
-    mid = w_diff * (c1 / 2.0) + (c0 + c1 / 2.0)
-    high = w_bar * -c1 + (c0 + c1)
-    return torch.where(w < 0.25, w * c1 + c0, torch.where(w > 0.75, high, mid))
+    out = w_diff * (c1 / 2.0)
+    out.add_(c0 + c1 / 2.0)
+    torch.where(w > 0.75, w_bar * -c1 + (c0 + c1), out, out=out)
+    return torch.where(w < 0.25, w * c1 + c0, out, out=out)
 
 
-def _ab_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum):
-    r"""``g_direct + w·g_other`` for D(r‖q) (``direct="b"``) or D(q‖r) (``"a"``), from the
-    kernel's gradients and their closed-form sum ``g_sum``; twin of
+def _ab_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum, scale=1.0):
+    r"""``scale·(g_direct + w·g_other)`` for D(r‖q) (``direct="b"``) or D(q‖r) (``"a"``),
+    from the kernel's gradients and their closed-form sum ``g_sum`` (all ``scale`` times
+    the AB parameters' own: χ² is 2·AB(2, −1)); twin of
     :func:`amid_ref._divergences._ab_pair` (the three powers X, P, Y where
-    |a_ δ|, |b_ δ| ≥ 1; ``G − w̄·g_other`` where w > ½; the plain sum below)."""
+    |a_ δ|, |b_ δ| ≥ 1; ``G − w̄·g_other`` where w > ½; the plain sum below). Formed with
+    few (n, V) temporaries: chunk scratch is the fused loss's memory."""
     a_, b_ = params["alpha"], params["beta"]
     lam = a_ + b_
     w, w_bar, w_diff = weights
     g_direct, g_other = (gb, ga) if direct == "b" else (ga, gb)
-    near = torch.where(w > 0.5, g_sum - w_bar * g_other, g_direct + w * g_other)
+    out = torch.sub(g_sum, w_bar * g_other)
+    torch.where(w > 0.5, out, torch.addcmul(g_direct, w, g_other), out=out)
     if a_ == 0.0 or b_ == 0.0:
-        return near
+        return out
     both = (la != NEG_INF) & (lb != NEG_INF)
-    lx = torch.where(both, la, 0.0)
-    ly = torch.where(both, lb, 0.0)
     d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
     far = both & ((a_ * d).abs() >= 1.0) & ((b_ * d).abs() >= 1.0)
-    x_l, y_l = torch.exp(lx * lam), torch.exp(ly * lam)
-    p_l = torch.exp(lx * a_ + ly * b_)
-    if direct == "b":  # D(r‖q): y = q
+    del d
+    if not bool(far.any()):
+        return out
+    lx = torch.where(both, la, 0.0)
+    ly = torch.where(both, lb, 0.0)
+    del both
+    if direct == "b":  # D(r‖q), y = q: (w/b_)·X − k/(a_ b_)·P + Y/a_, k = w a_ + b_
+        three = torch.exp(lx * lam).mul_(w).div_(b_)
         k = _weighted_coefficient(b_, a_, w, w_bar, w_diff)
-        three = (w / b_) * x_l - (k / (a_ * b_)) * p_l + y_l / a_
-    else:  # D(q‖r): x = q
+        three.add_(torch.exp(ly * lam).div_(a_))
+    else:  # D(q‖r), x = q: X/b_ − k/(a_ b_)·P + (w/a_)·Y, k = a_ + w b_
+        three = torch.exp(lx * lam).div_(b_)
         k = _weighted_coefficient(a_, b_, w, w_bar, w_diff)
-        three = x_l / b_ - (k / (a_ * b_)) * p_l + (w / a_) * y_l
-    return torch.where(far & torch.isfinite(three), three, near)
+        three.add_(torch.exp(ly * lam).mul_(w).div_(a_))
+    three.sub_(k.mul_(torch.exp(lx.mul_(a_).add_(ly.mul_(b_)))).div_(a_ * b_))
+    del k, lx, ly
+    if scale != 1.0:
+        three.mul_(scale)
+    keep = far & torch.isfinite(three)
+    return torch.where(keep, three, out, out=out)
 
 
 def _amari_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum):
@@ -516,11 +529,14 @@ _CHI2_AS_AB = {"alpha": 2.0, "beta": -1.0}
 
 
 def _chi2_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum):
-    # χ² = 2·AB(2, −1) where both are positive (twin of amid_ref._divergences._chi2_pair)
+    # χ² = 2·AB(2, −1) where both are positive (twin of amid_ref._divergences._chi2_pair);
+    # its own gradients elsewhere (a zero of one argument)
+    out = _ab_pair(la, lb, _CHI2_AS_AB, log_ratio, weights, direct, ga, gb, g_sum, 2.0)
     both = (la != NEG_INF) & (lb != NEG_INF)
+    if bool(both.all()):
+        return out
     g_direct, g_other = (gb, ga) if direct == "b" else (ga, gb)
-    half = _ab_pair(la, lb, _CHI2_AS_AB, log_ratio, weights, direct, ga / 2, gb / 2, g_sum / 2)
-    return torch.where(both, 2.0 * half, g_direct + weights[0] * g_other)
+    return torch.where(both, out, torch.addcmul(g_direct, weights[0], g_other), out=out)
 
 
 #: ``g_direct + w·g_other`` in closed form (``pair(la, lb, params, log_ratio, (w, w̄, w − w̄),

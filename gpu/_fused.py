@@ -5,7 +5,7 @@ r"""The fused lm_head + AMiD loss: hidden states in, loss and parameter gradient
 :math:`s = hW^\top + b` (in the weight's dtype, as :func:`torch.nn.functional.linear`
 would) and the teacher logits (under ``no_grad``, or a slice of precomputed teacher
 logits), then calls the *same* per-chunk kernel as :func:`gpu.amid_loss`
-(:func:`gpu._loss._chunk`: loss per row and :math:`G = \partial L/\partial s` in closed
+(:func:`gpu._torch_kernel.chunk`: loss per row and :math:`G = \partial L/\partial s` in closed
 form), and accumulates
 
 .. math::
@@ -30,17 +30,17 @@ import torch
 import torch.nn.functional as F
 
 from gpu._autograd import _refuse_double_backward
-from gpu._loss import (
+from gpu._engine import (
     _FLAG_DTYPE,
-    AMiDLoss,
     _build_spec,
-    _chunk,
     _for_each_chunk,
     _raise_for_flags,
     _reduce,
     _select_kernel,
     _valid_rows,
 )
+from gpu._loss import AMiDLoss
+from gpu._torch_kernel import chunk as torch_chunk
 from gpu._validation import (
     check_float_tensor,
     check_ignore_index,
@@ -95,11 +95,11 @@ def _fused_run(
     ``grad_scale`` multiplies every gradient; ``row_weights`` (N,), when given, multiplies
     row i's contribution (the upstream gradient of ``reduction="none"``). The W and b
     gradients are one accumulator each, added to by every chunk in chunk order (the
-    chunk's *commit*, :func:`gpu._loss._for_each_chunk`), whatever the number of CPU
+    chunk's *commit*, :func:`gpu._engine._for_each_chunk`), whatever the number of CPU
     chunk workers: extra memory is one V·H buffer, and the sums do not depend on the
     thread count's scheduling.
     """
-    kernel = kernel or _chunk
+    kernel = kernel or torch_chunk
     n = h2.shape[0]
     v, hdim = weight.shape
     cdt = spec.cdtype
@@ -136,7 +136,9 @@ def _fused_run(
 
         return commit
 
-    _for_each_chunk(n_rows, spec.chunk_size, device, body, parallel=kernel is _chunk)
+    _for_each_chunk(
+        n_rows, spec.chunk_size, device, body, parallel=getattr(kernel, "parallel_chunks", False)
+    )
     _raise_for_flags(flags, leading, spec)
     return row_loss, gh, gw, gb
 
@@ -257,6 +259,7 @@ def amid_fused_linear_loss(
     detach_assistant: bool = False,
     chunk_size: int | None = None,
     compile: bool | str = False,
+    backend: str = "auto",
 ) -> torch.Tensor:
     r"""AMiD loss of the lm_head outputs, without materializing the (N, V) logits.
 
@@ -307,6 +310,8 @@ def amid_fused_linear_loss(
     compile : bool or str
         Compile the per-chunk loss kernel with ``torch.compile``, as in
         :func:`gpu.amid_loss` (clean fallback with a ``RuntimeWarning``).
+    backend : {"auto", "torch", "triton"}
+        The per-chunk loss kernel, as in :func:`gpu.amid_loss`.
 
     Returns
     -------
@@ -390,7 +395,7 @@ def amid_fused_linear_loss(
     reduction = check_reduction(reduction)
     k = check_temperature_scaling(temperature_scaling, spec.temperature)
     rows, n_valid = _valid_rows(labels, leading, device, ignore_index, shift_labels)
-    kernel = _select_kernel(compile)
+    kernel = _select_kernel(compile, backend, device)
     teacher_args = (teacher_hidden, teacher_weight, teacher_bias, teacher_logits)
     differentiable = [x for x in (student_hidden, student_weight, student_bias) if x is not None]
     if torch.is_grad_enabled() and any(x.requires_grad for x in differentiable):
@@ -456,6 +461,8 @@ class AMiDFusedLinearLoss(torch.nn.Module):
         As in :func:`amid_fused_linear_loss`.
     compile : bool or str
         As in :func:`amid_fused_linear_loss`.
+    backend : {"auto", "torch", "triton"}
+        As in :func:`amid_fused_linear_loss`.
 
     Examples
     --------
@@ -483,13 +490,14 @@ class AMiDFusedLinearLoss(torch.nn.Module):
         shift_labels: bool = False,
         temperature_scaling: str | None = None,
         compile: bool | str = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         # The configuration and its checks are those of AMiDLoss (one place).
         self.config = AMiDLoss(
             alpha, lam, divergence, order, div_params, temperature, ignore_index, reduction,
             detach_assistant, chunk_size, shift_labels=shift_labels,
-            temperature_scaling=temperature_scaling, compile=compile,
+            temperature_scaling=temperature_scaling, compile=compile, backend=backend,
         )  # fmt: skip
 
     def __getattr__(self, name: str) -> Any:

@@ -7,29 +7,15 @@ reductions, so the loss needs only a few per-row scalars exchanged, never an (N,
 Everything elementwise (the log-softmaxes, :func:`gpu._mixture.log_alpha_mean_and_weight`, the
 divergence kernels of :mod:`gpu._divergences`, the gradient) runs on the local slice.
 
-Per chunk of rows, with the global row maxima :math:`M_s, M_t` known (one max all-reduce
-for the whole batch, which also flags NaN/±inf rows):
-
-1. sum all-reduce of :math:`(\sum_x e^{s'_x}, \sum_x e^{t'_x})`, :math:`s' = (s - M_s)/T`:
-   the two log-normalizers, hence :math:`\ell_q, \ell_p` on the slice;
-2. sum all-reduce of :math:`\sum_x m_x` (:math:`m \le \max(p, q) \le 1`, no shift needed):
-   :math:`\log Z`. Where :math:`Z < e^{-40}` (float32; :math:`e^{-600}` in float64) the
-   terms could underflow, and those chunks add a max all-reduce of :math:`\log m` and a
-   sum all-reduce of :math:`\sum e^{\log m - \max}` (the all-reduced Z is bitwise the
-   same on every rank, so every rank takes the same branch);
-3. sum all-reduce of the divergence's partial sum (divergences that are sums of elementwise
-   terms, :data:`gpu._divergences.SUM_OF_TERMS`) and of the three sums the gradient needs,
-   :math:`C = \sum g_r`, :math:`B = \sum w r`, :math:`A = \sum (g_q + w g_r)`; the exact
-   student gradient on the slice is then
-
-   .. math::
-
-       \frac{\partial D}{\partial s} = \frac1T\Big(g_q + w\odot(g_r - rC)
-           - q\,(A - CB)\Big).
-
-   Rényi of order ρ ≠ 1 is a log-sum-exp over the row: its kernel takes a
-   :class:`gpu._divergences.RowReduce`, which here adds a max and a sum all-reduce (and one
-   more sum all-reduce in its series regime :math:`|\rho - 1| < \tfrac12`).
+The kernel is the engine's torch kernel itself (:func:`gpu._torch_kernel.chunk`, with the
+same numerics as :func:`gpu.amid_loss`: the exact log-softmax, the pivoted mixture, the
+dominant-entry projections, the closed-form pairs), run with a reducer (:class:`_ShardReduce`)
+that completes each of its row reductions by a collective over the group: the row maxima
+(max all-reduce), the sums (one sum all-reduce per group of sums: the log-normalizers'
+"other entries" and ties, the mixture's normalizer and log-ratio sums, the divergence's
+partial sum, the gradient's sums), and each projection's dominant entry (the first global
+occurrence of the row's largest weight: a max and a min all-reduce, then its value and the
+others' sum). The chunks run one after the other, in the same order on every rank.
 """
 
 from __future__ import annotations
@@ -44,22 +30,18 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from amid_ref._specs import Objective
-from gpu._divergences import GPU_DIVERGENCES, RowReduce, is_sum_of_terms
-from gpu._loss import (
-    _BAD_STUDENT,
-    _BAD_TEACHER,
-    _EMPTY_SUPPORT,
-    _FLAG_DTYPE,
-    _INF_LOSS,
-    _NAN_LOSS,
-    _raise_for_flags,
+from gpu._divergences import GPU_DIVERGENCES
+from gpu._engine import (
     _reduce,
+    _run,
     _scale_by_upstream,
     _Spec,
     _valid_rows,
     default_chunk_size,
 )
-from gpu._mixture import NEG_INF, log_alpha_mean_and_weight
+from gpu._flags import _INF_GRAD, _NAN_GRAD
+from gpu._mixture import NEG_INF
+from gpu._torch_kernel import LocalReduce
 from gpu._validation import (
     ORDERS,
     REDUCTIONS,
@@ -97,199 +79,90 @@ def _dist():
     return dist
 
 
-class _ShardReduce(RowReduce):
-    """Row reductions of one vocabulary slice, completed by all-reduces over the group."""
+class _ShardReduce(LocalReduce):
+    """The row reductions of :func:`gpu._torch_kernel.chunk` on one slice of the vocabulary,
+    each completed by a collective over the group (so the kernel's chunks run one after the
+    other, in the same order on every rank). ``start`` is this slice's first vocabulary id
+    (the global order of the ids decides the first occurrence of a row's maximum)."""
+
+    local = False
 
     def __init__(self, group: Any) -> None:
         self.group = group
+        self.start = 0
         self.calls = 0
         self.elements = 0
-        self._last_max: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._known_max: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def note_max(self, x: torch.Tensor, top: torch.Tensor) -> None:
+        self._known_max = [*self._known_max[-1:], (x, top)]  # the chunk's log q and log r
 
     def all_reduce(self, x: torch.Tensor, op: str) -> torch.Tensor:
         dist = _dist()
         x = x.contiguous()
-        dist.all_reduce(
-            x, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=self.group
-        )
+        ops = {"max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN, "sum": dist.ReduceOp.SUM}
+        dist.all_reduce(x, op=ops[op], group=self.group)
         self.calls += 1
         self.elements += x.numel()
         return x
 
     def max(self, x: torch.Tensor) -> torch.Tensor:
-        if self._last_max is not None and self._last_max[0] is x:
-            return self._last_max[1]
-        return self.all_reduce(x.amax(-1), "max")
+        # A NaN entry is sent as +inf (the row is then flagged on every rank).
+        local = x.amax(-1).nan_to_num_(nan=math.inf, posinf=math.inf, neginf=NEG_INF)
+        return self.all_reduce(local, "max")
 
     def sum(self, x: torch.Tensor) -> torch.Tensor:
         return self.all_reduce(x.sum(-1), "sum")
 
+    def complete(self, *partials: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        local = torch.cat(partials, -1)
+        return tuple(self.all_reduce(local, "sum").split(1, -1))
+
+    def sums(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        dtype = next((x.dtype for x in xs if x.is_floating_point()), torch.float64)
+        return self.complete(*(x.sum(-1, keepdim=True, dtype=dtype) for x in xs))
+
+    def row_sum(self, x: torch.Tensor) -> torch.Tensor:
+        return self.all_reduce(x.clone(), "sum")
+
+    def any(self, mask: torch.Tensor) -> bool:
+        hit = torch.tensor([float(bool(mask.any()))], device=mask.device)
+        return bool(self.all_reduce(hit, "max")[0] > 0)
+
+    def flags(self, f: torch.Tensor) -> torch.Tensor:
+        # Every flag but the gradient's comes from all-reduced quantities (the same on every
+        # rank); the gradient's two bits are local: one max all-reduce of them as bytes.
+        bits = torch.tensor([_NAN_GRAD, _INF_GRAD], device=f.device, dtype=f.dtype)
+        hit = self.all_reduce(((f.unsqueeze(-1) & bits) != 0).to(torch.uint8), "max")
+        return f | (hit.to(f.dtype) * bits).sum(-1).to(f.dtype)
+
+    def maxes(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        local = torch.stack([x.amax(-1) for x in xs], -1)
+        local = local.nan_to_num_(nan=math.inf, posinf=math.inf, neginf=NEG_INF)
+        return tuple(self.all_reduce(local, "max").unbind(-1))
+
     def logsumexp(self, x: torch.Tensor) -> torch.Tensor:
         top = self.max(x)
-        self._last_max = (x, top)
         shift = top.masked_fill(top.isinf(), 0.0)  # as torch.logsumexp: ±inf rows unshifted
         return self.sum(torch.exp(x - shift.unsqueeze(-1))).log_().add_(shift)
 
-
-def _chunk(
-    s: torch.Tensor,
-    t: torch.Tensor,
-    top: torch.Tensor,
-    spec: Any,
-    want_grad: bool,
-    grad_scale: float,
-    red: _ShardReduce,
-    out: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Global loss per row, local gradient slice (written into ``out`` if given), row flags.
-
-    ``top`` (n, 2) holds the global row maxima of the student and teacher logits (finite).
-    """
-    inv_t = 1.0 / spec.temperature
-    cdt = spec.cdtype
-    s = s.to(cdt) - top[:, :1]
-    t = t.to(cdt) - top[:, 1:]
-    if inv_t != 1.0:
-        s.mul_(inv_t)
-        t.mul_(inv_t)
-    norm = red.all_reduce(torch.stack((s.exp().sum(-1), t.exp().sum(-1)), -1), "sum")
-    lq = s.sub_(norm[:, :1].log())
-    lp = t.sub_(norm[:, 1:].log())
-    del s, t
-    through_r = want_grad and not spec.detach_assistant
-    lm, w = log_alpha_mean_and_weight(lp, lq, spec.alpha, spec.lam, want_weight=through_r)
-    z = red.all_reduce(lm.exp().sum(-1), "sum")
-    lz = z.log()
-    low = z < _Z_SHIFT_BELOW[cdt]
-    if bool(low.any()):  # z is the all-reduced sum: the same branch on every rank
-        lz = torch.where(low, red.logsumexp(lm), lz)
-    flags = (lz == NEG_INF).to(_FLAG_DTYPE) * _EMPTY_SUPPORT
-    lz = lz.unsqueeze(-1)
-    lr = lm - lz if (lm is lp or lm is lq) else lm.sub_(lz)
-    del lm, lz
-    dist = {"p": lp, "q": lq, "r": lr}
-    first, second = spec.first, spec.second
-    need = {"p": False, "q": want_grad, "r": through_r}
-    kernel = GPU_DIVERGENCES[spec.divergence]
-    summed = is_sum_of_terms(spec.divergence, spec.params)
-    args = (dist[first], dist[second], spec.params, need[first], need[second])
-    value, g_first, g_second = kernel(*args) if summed else kernel(*args, reduce=red)
-    red._last_max = None  # drop the chunk's ω held for the max
-    del args, dist, lp  # the teacher's log-probabilities are not needed for the gradient
-    g = {"p": None, "q": None, "r": None}
-    g[first], g[second] = g_first, g_second
-    g_q, g_r, r = g["q"], None, None
-    cols = [value] if summed else []
-    terms = None
-    if want_grad:
-        if through_r:
-            g_r = g["r"]
-            r = torch.exp(lr)
-            del lr
-            cols += [g_r.sum(-1), (w * r).sum(-1)]
-            terms = w * g_r
-            if g_q is not None:
-                terms.add_(g_q)
-        elif g_q is not None:
-            terms = g_q
-        if terms is not None:
-            cols.append(terms.sum(-1))
-        del terms
-    if cols:
-        sums = red.all_reduce(torch.stack(cols, -1), "sum").unbind(-1)
-        if summed:
-            value, sums = sums[0], sums[1:]
-    flags |= torch.isnan(value).to(_FLAG_DTYPE) * _NAN_LOSS
-    if not want_grad:
-        return value, None, flags
-    flags |= torch.isinf(value).to(_FLAG_DTYPE) * _INF_LOSS
-    if through_r:
-        c_sum, b_sum, a_sum = (x.unsqueeze(-1) for x in sums)
-        g_q_total = g_r.sub_(r.mul_(c_sum)).mul_(w)  # w ⊙ ∂D/∂log m
-        if g_q is not None:
-            g_q_total.add_(g_q)
-        total = a_sum - c_sum * b_sum
-        del r, w
-    elif g_q is not None:
-        g_q_total, total = g_q, sums[0].unsqueeze(-1)
-    else:  # D(p‖r) or D(r‖p) with the assistant detached: no path to the student
-        if out is not None:
-            return value, out.zero_(), flags
-        return value, torch.zeros_like(lq), flags
-    grad = g_q_total.sub_(lq.exp_().mul_(total))
-    if out is not None:
-        return value, torch.mul(grad, grad_scale * inv_t, out=out), flags
-    return value, grad.mul_(grad_scale * inv_t), flags
-
-
-def _run(
-    s2: torch.Tensor,
-    t2: torch.Tensor,
-    rows: torch.Tensor | None,
-    spec: Any,
-    want_grad: bool,
-    grad_scale: float,
-    leading: tuple[int, ...],
-    red: _ShardReduce,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """All chunks of this rank: per-row loss (N,) and the local gradient slice (N, V_k)."""
-    n, _ = s2.shape
-    row_loss = torch.zeros(n, dtype=spec.cdtype, device=s2.device)
-    flags = torch.zeros(n, dtype=_FLAG_DTYPE, device=s2.device)
-    grad = None
-    if want_grad:
-        grad = torch.empty_like(s2) if rows is None else torch.zeros_like(s2)
-    n_rows = n if rows is None else rows.numel()
-    if n_rows == 0:
-        return row_loss, grad
-    step = spec.chunk_size
-    # The global row maxima for the whole batch in one max all-reduce. A NaN or +inf entry
-    # is sent as +inf and a row of only -inf stays -inf: a non-finite maximum flags the row.
-    top = torch.empty(n_rows, 2, dtype=spec.cdtype, device=s2.device)
-    for start in range(0, n_rows, step):
-        stop = min(start + step, n_rows)
-        sl = slice(start, stop) if rows is None else rows[start:stop]
-        top[start:stop, 0] = s2[sl].amax(-1)
-        top[start:stop, 1] = t2[sl].amax(-1)
-    top = red.all_reduce(top.nan_to_num_(nan=math.inf, posinf=math.inf, neginf=NEG_INF), "max")
-    bad = ~torch.isfinite(top)
-    if bool(bad.any()):
-        row_flags = (
-            bad[:, 0].to(_FLAG_DTYPE) * _BAD_STUDENT | bad[:, 1].to(_FLAG_DTYPE) * _BAD_TEACHER
-        )
-        if rows is None:
-            flags = row_flags
-        else:
-            flags.index_copy_(0, rows, row_flags)
-        _raise_for_flags(flags, leading, spec)
-    for start in range(0, n_rows, step):
-        stop = min(start + step, n_rows)
-        if rows is None:
-            out = grad[start:stop] if grad is not None else None
-            value, g, f = _chunk(
-                s2[start:stop],
-                t2[start:stop],
-                top[start:stop],
-                spec,
-                want_grad,
-                grad_scale,
-                red,
-                out,
-            )
-            row_loss[start:stop] = value
-            flags[start:stop] = f
-        else:
-            idx = rows[start:stop]
-            value, g, f = _chunk(
-                s2[idx], t2[idx], top[start:stop], spec, want_grad, grad_scale, red
-            )
-            row_loss.index_copy_(0, idx, value)
-            flags.index_copy_(0, idx, f)
-            if grad is not None:
-                grad.index_copy_(0, idx, g.to(grad.dtype))
-        del value, g, f
-    _raise_for_flags(flags, leading, spec)  # the flags come from all-reduced sums: every rank
-    return row_loss, grad
+    def project_(self, g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+        """:meth:`gpu._torch_kernel.LocalReduce.project_` over the shards: the dominant entry is the
+        first occurrence (in global ids) of the row's largest weight, on one rank."""
+        v = g.shape[-1]
+        known = [top for x, top in self._known_max if x is log_w]
+        top = known[0] if known else self.max(log_w).unsqueeze(-1)
+        # global ids as float32 where exact (V < 2^24), else float64
+        id_dtype = torch.float32 if self.start + v < 2**24 else torch.float64
+        ids = torch.arange(self.start, self.start + v, device=g.device, dtype=id_dtype)
+        first = torch.where(log_w == top, ids, math.inf).amin(-1)
+        k = self.all_reduce(first, "min").unsqueeze(-1)
+        is_k = ids == k
+        g_k, others = self.sums(torch.where(is_k, g, 0.0), torch.where(is_k, 0.0, g))
+        top = top.masked_fill(top.isnan(), NEG_INF)
+        dominant = g_k * torch.expm1(top).neg_() - torch.exp(top) * others
+        out = g.sub_(torch.exp(log_w).mul_(others + g_k))
+        return torch.where(is_k, dominant, out)
 
 
 class _VocabParallelFunction(torch.autograd.Function):
@@ -300,8 +173,9 @@ class _VocabParallelFunction(torch.autograd.Function):
         v = student.shape[-1]
         scale = 1.0 / n_valid if (reduction == "mean" and n_valid > 0) else 1.0
         row_loss, grad = _run(
-            student.reshape(-1, v), teacher.reshape(-1, v), rows, spec, True, scale, leading, red
-        )
+            student.reshape(-1, v), teacher.reshape(-1, v), rows, spec, True, scale, leading,
+            red=red,
+        )  # fmt: skip
         ctx.save_for_backward(student, teacher)
         ctx.rows, ctx.spec, ctx.reduction, ctx.scale = rows, spec, reduction, scale
         ctx.leading, ctx.red, ctx.grad_buffer = leading, red, grad
@@ -323,7 +197,7 @@ class _VocabParallelFunction(torch.autograd.Function):
                 True,
                 ctx.scale,
                 ctx.leading,
-                ctx.red,
+                red=ctx.red,
             )
         _scale_by_upstream(grad, grad_output, ctx.spec, ctx.reduction)
         return grad.view(student.shape), None, None, None, None, None, None, None
@@ -532,18 +406,14 @@ def vocab_parallel_amid_loss(
     * 1 max all-reduce of 2·(12 + world) float64 (the arguments' agreement check), and,
       when ``labels`` leave rows out, 1 max all-reduce of 2·⌈N/52⌉ float64 (the valid-row
       masks compared exactly, 52 rows to a float64);
-    * 1 max all-reduce of (N_valid, 2): the row maxima of s and t (skipped if N_valid = 0);
-    * per chunk, 3 sum all-reduces: (rows, 2) normalizers, (rows,) Z, and (rows, k) with
-      k = 4 (divergence partial sum, C, B, A; k = 2 with ``detach_assistant`` on a
-      ``qr``/``rq`` order, 1 without gradient);
-    * Rényi with ρ ≠ 1 adds per chunk a max and a sum all-reduce of (rows,) (and one more
-      sum if :math:`|\rho - 1| < \tfrac12`) and drops its value from the k;
-    * a chunk where some row's :math:`Z < e^{-40}` (float32; :math:`e^{-600}` float64, e.g.
-      nearly disjoint p and q at α ≥ 1) adds a max and a sum all-reduce of (rows,).
+    * per chunk of rows, the kernel's reductions: 15 collectives of (rows,)–(rows, 2)
+      numbers for KL(p‖r) with a gradient (6 max, 7 sum, 2 min), 17 with a temperature
+      ≠ 1 (its overflow check), 18 for Rényi (counted by ``gpu._vocab_parallel``'s
+      reducer, ``calls``); each a few numbers per row.
 
-    So 2 + 3n collectives and 9 numbers per row (36 bytes in float32) for the sum-type
-    divergences; a second backward (``retain_graph=True``) repeats the forward's. Every rank
-    must call the loss (and each backward) the same number of times with the same rows.
+    So about 1 + 15n small collectives: latency rather than bandwidth; a second backward
+    (``retain_graph=True``) repeats the forward's. Every rank must call the loss (and each
+    backward) the same number of times with the same rows.
 
     Examples
     --------
@@ -701,9 +571,10 @@ def _apply(
     device = student_logits_shard.device
     rank = dist.get_rank(group=group)
     world = dist.get_world_size(group=group)
-    widths, _ = _agree(
+    widths, starts = _agree(
         red, rank, world, fields, student_logits_shard.shape[-1], vocab_start, device
     )
+    red.start = starts[rank]
     _agree_on_rows(red, rows, math.prod(leading), device)
     if not spec.chunk_size:
         spec = dataclasses.replace(spec, chunk_size=default_chunk_size(sum(widths), device))
@@ -722,7 +593,7 @@ def _apply(
             False,
             1.0,
             leading,
-            red,
+            red=red,
         )
         return _reduce(row_loss, reduction, n_valid, leading)
 

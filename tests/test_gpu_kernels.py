@@ -27,7 +27,7 @@ import amid_ref  # noqa: E402
 import gpu  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 from gpu._elementwise import _expm1_traced  # noqa: E402
-from gpu._loss import _COMPILED, _for_each_chunk, _recompile_limit  # noqa: E402
+from gpu._engine import _COMPILED, _for_each_chunk, _recompile_limit  # noqa: E402
 
 
 @pytest.fixture

@@ -1,0 +1,382 @@
+r"""The torch backend of the AMiD engine: one chunk of rows in eager torch.
+
+:func:`chunk` computes, for a chunk of rows, in float32 (float64 for float64 inputs), the
+log-softmaxes, the log α-mixture, the per-row divergence and -- when the student needs a
+gradient -- the gradient with respect to the student logits by the chain rule below. It is
+the CPU path, the fallback of the Triton kernel, and the reference that kernel is written
+against: every numerical form here has a float64 twin in :mod:`amid_ref` (named at each
+function) and a streaming twin in :mod:`gpu._triton_kernel`.
+
+Every row reduction goes through a reducer (``red``, :class:`LocalReduce` for
+whole rows), so that :mod:`gpu._vocab_parallel` runs this same kernel on one slice of the
+vocabulary, completing each reduction across the shards.
+
+Gradient (Proposition 3.5 and its analogues). With ℓ_p, ℓ_q, ℓ_r the log-probabilities,
+:math:`g_A = \partial D/\partial \log A` from the divergence kernel (:mod:`gpu._divergences`)
+and :math:`w = \partial\log m/\partial\log q` (:mod:`gpu._mixture`):
+
+.. math::
+
+    \frac{\partial D}{\partial \log m} = g_r - r\textstyle\sum_x g_{r,x},\qquad
+    g_q = [\text{direct } g_q] + w\odot\frac{\partial D}{\partial \log m},\qquad
+    \frac{\partial D}{\partial s} = \frac1T\Big(g_q - q\textstyle\sum_x g_{q,x}\Big),
+
+each projection :math:`g - w\sum g` formed with its dominant-entry form
+(:meth:`LocalReduce.project_`); where the divergence's two gradients are powers of
+r/q (χ², Amari, AB), :math:`g_q + w\,g_r` in closed form (:data:`gpu._divergences.GPU_PAIR`);
+entries with w = 0 reach the student only through log Z (:func:`_normalizer_gradient`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gpu._divergences import GPU_DIVERGENCES, GPU_PAIR, GRAD_SUM, SUM_OF_TERMS, RowReduce
+from gpu._elementwise import expm1
+from gpu._flags import (
+    _BAD_STUDENT,
+    _BAD_TEACHER,
+    _EMPTY_SUPPORT,
+    _FLAG_DTYPE,
+    _INF_GRAD,
+    _INF_LOSS,
+    _NAN_GRAD,
+    _NAN_LOSS,
+    _TEMPERATURE_STUDENT,
+    _TEMPERATURE_TEACHER,
+)
+from gpu._mixture import _BETA_CLAMP, INF, NEG_INF, log_alpha_mean_and_weight
+
+__all__ = ["LOCAL", "LocalReduce", "chunk"]
+
+
+class LocalReduce(RowReduce):
+    """The row reductions of a kernel over whole rows (the last dimension).
+
+    Every reduction of :func:`gpu._torch_kernel.chunk` goes through one of these methods,
+    so that :mod:`gpu._vocab_parallel` can run the same kernel on one slice of the
+    vocabulary with a reducer that completes each reduction across the shards.
+    """
+
+    #: Whether the rows are whole (chunks may then run on parallel CPU workers).
+    local = True
+
+    def complete(self, *partials: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Complete per-row partial sums (keepdim, over this slice of the row): here they
+        are whole."""
+        return partials
+
+    def sums(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Row sums over the last dim, keepdim (booleans counted), one per argument."""
+        return tuple(x.sum(-1, keepdim=True, dtype=None if x.is_floating_point() else torch.int64)
+                     for x in xs)  # fmt: skip
+
+    def note_max(self, x: torch.Tensor, top: torch.Tensor) -> None:
+        """Record ``top`` (keepdim) as the row maxima of ``x``, known exactly by the caller
+        (a sharded reducer then spares a collective in :meth:`project_`)."""
+
+    def maxes(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Row maxima over the last dim (shape (...)), one per argument."""
+        return tuple(x.amax(-1) for x in xs)
+
+    def row_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Complete a per-row partial sum (shape (n,)): here it is already whole."""
+        return x
+
+    def any(self, mask: torch.Tensor) -> bool:
+        return bool(mask.any())
+
+    def flags(self, f: torch.Tensor) -> torch.Tensor:
+        return f
+
+    def project_(self, g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+        r"""In place: :math:`g_j - w_j\sum_x g_x` (``w = exp(log_w)``), without cancellation.
+
+        For the row's largest weight :math:`w_k` (≈ 1 for a near one-hot distribution) the
+        difference is formed as :math:`g_k(1 - w_k) - w_k\sum_{x\ne k} g_x` with
+        :math:`1 - w_k = -\operatorname{expm1}(\log w_k)` (exact: the log-softmax keeps the
+        largest entry exact); the other entries have :math:`w_j \le \tfrac12` and do not
+        cancel. Twin of :func:`amid_ref._loss._project`.
+        """
+        k = log_w.argmax(-1, keepdim=True)
+        g_k = g.gather(-1, k)
+        lw_k = log_w.gather(-1, k)
+        others = g.scatter_(-1, k, 0.0).sum(-1, keepdim=True)
+        dominant = g_k * torch.expm1(lw_k).neg_() - torch.exp(lw_k) * others
+        out = g.sub_(torch.exp(log_w).mul_(others + g_k))
+        return out.scatter_(-1, k, dominant)
+
+
+#: The reducer of whole rows.
+LOCAL = LocalReduce()
+
+
+def _log_ratio_to_mixture(
+    lm: torch.Tensor,
+    l_ref: torch.Tensor,
+    u: torch.Tensor,
+    lse_m: torch.Tensor,
+    red: LocalReduce = LOCAL,
+) -> torch.Tensor:
+    r"""``log(r/ŝ)`` for the reference ``s = exp(l_ref)`` normalized to ``ŝ``, from
+    ``u = log m − log s``: ``u − log1p(Σ ŝ·expm1(u))`` while that argument is in [−½, ½]
+    (exact to a few ulps of itself), ``u − (logsumexp(lm) − log Σ s)`` otherwise
+    (``lse_m`` = logsumexp(lm), the caller's). Twin of
+    :func:`amid_ref._mixture._log_ratio_to_mixture`."""
+    s = torch.exp(l_ref)
+    terms = torch.where(u <= 1.0, expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
+    terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    total, terms_sum = red.sums(s, terms)
+    frac = terms_sum / total
+    direct = lse_m - torch.log(total)
+    log_z = torch.where(frac.abs() <= 0.5, torch.log1p(frac.clamp(-0.5, 0.5)), direct)
+    return u - log_z
+
+
+def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL) -> torch.Tensor:
+    r"""``K = r ⊙ w − q Σ r ⊙ w`` (∂ log Z/∂ s up to 1/T), exact to a few ulps of itself:
+    :math:`K = \frac{1-\lambda}{Z}\,P_q(q \odot \operatorname{expm1}((1-\beta)u))`,
+    u = log m − log q (the part of r ⊙ w proportional to q cancels analytically); at
+    α = ±inf, :math:`P_q(r \odot w - q)`. Twin of :func:`amid_ref._loss._normalizer_gradient`.
+    """
+    if spec.lam == 1.0:  # w = 0: r does not depend on the student
+        return torch.zeros_like(lq)
+    if math.isinf(spec.alpha):
+        h = torch.exp(lr).mul_(w).sub_(torch.exp(lq))
+        return red.project_(
+            h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF), lq
+        )
+    beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - spec.alpha) / 2.0))  # as the mixture
+    # h = (1−λ)/Z · q · expm1(x), x = (1−β)u, formed in the log domain (1/Z overflows where
+    # Z is tiny): log c = log((1−λ) q / Z); for x > 1, e^(x + log c) − e^(log c).
+    log_scale = math.log1p(-spec.lam) - log_z
+    log_c = lq + log_scale
+    x = u_q * (1.0 - beta)
+    small = x <= 1.0
+    h = torch.where(
+        small,
+        expm1(x.clamp(max=1.0)) * torch.exp(log_c),
+        torch.exp(x + log_c) - torch.exp(log_c),
+    )
+    # Rows where (1−λ)/Z would overflow the dtype: h = r ⊙ w itself (it differs from the
+    # form above by a multiple of q, which the projection removes; |r ⊙ w| ≤ 1).
+    safe = 80.0 if lq.dtype != torch.float64 else 700.0
+    h = torch.where(log_scale > safe, torch.exp(x + log_c), h)
+    h = h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    return red.project_(h, lq)
+
+
+def _scale_(s: torch.Tensor, t: torch.Tensor, inv_t: float, red: LocalReduce = LOCAL):
+    """In place: the row-shifted logits ``s``, ``t`` (maximum 0) times 1/T; returns the row
+    flags ``_TEMPERATURE_STUDENT`` / ``_TEACHER`` where a finite entry left the dtype's range
+    and became ``-inf`` (the support would change,
+    :func:`amid_ref._validation.temperature_overflow_message`). A factor beyond the dtype's
+    range (T = 1e-300 in float32) keeps the maxima at 0 (not 0·inf)."""
+    before = red.sums(s == NEG_INF, t == NEG_INF)
+    for x in (s, t):
+        if inv_t <= torch.finfo(x.dtype).max:
+            x.mul_(inv_t)
+        else:
+            top = x == 0.0
+            x.mul_(INF).masked_fill_(top, 0.0)
+    after = red.sums(s == NEG_INF, t == NEG_INF)
+    lost_s = (after[0] != before[0])[..., 0].to(_FLAG_DTYPE) * _TEMPERATURE_STUDENT
+    return lost_s | (after[1] != before[1])[..., 0].to(_FLAG_DTYPE) * _TEMPERATURE_TEACHER
+
+
+def _others_and_ties(x: torch.Tensor, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local row sums of a row-shifted ``x`` (maximum 0): Σ e^x over the entries below the
+    maximum, and the number of entries at it (keepdim). One (n, V) temporary, or none with
+    ``inplace`` (``x`` is then overwritten)."""
+    top = x == 0.0
+    e = x.exp_() if inplace else torch.exp(x)
+    return e.masked_fill_(top, 0.0).sum(-1, keepdim=True), top.sum(-1, keepdim=True, dtype=x.dtype)
+
+
+def _log_sum_exps_shifted(red: LocalReduce, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``logsumexp(x, -1)`` (keepdim) of rows whose maximum is 0 (or NaN: bad rows), for each
+    ``x`` (their sums completed in one reduction), as ``log1p`` of the other entries' sum
+    :math:`S_o` (one occurrence of the maximum left out, ties counted): ``x − log1p(S_o)``
+    keeps the largest entry's log-probability exact where ``log(1 + S_o)`` rounds it to 0
+    (S_o < eps, a confident row), and with it ``1 − q_k``, which the gradient's projection
+    needs there. Twin of :func:`amid_ref._special.log_normalize`."""
+    sums = red.complete(*(part for x in xs for part in _others_and_ties(x)))
+    pairs = zip(sums[::2], sums[1::2], strict=True)
+    return tuple(others.add_(ties.sub_(1)).log1p_() for others, ties in pairs)
+
+
+def _log_normalizer(x: torch.Tensor, red: LocalReduce = LOCAL):
+    """``(shift, corr)`` with ``logsumexp(x) = shift + corr`` along the last dim (keepdim):
+    the row maximum M (0 for rows of only ``-inf``) and ``log1p(S_o)``
+    (:func:`_log_sum_exps_shifted`), so that ``(x − shift) − corr`` keeps the largest entry
+    exact (:func:`_normalize_`). One (n, V) temporary."""
+    top = red.max(x).unsqueeze(-1)
+    shift = top.masked_fill(top == NEG_INF, 0.0)
+    others, ties = red.complete(*_others_and_ties(x - shift, inplace=True))
+    return shift, others.add_(ties.sub_(1)).log1p_().masked_fill_(top == NEG_INF, NEG_INF)
+
+
+def _normalize_(x, shift, corr, red: LocalReduce = LOCAL, inplace: bool = True):
+    """``(x − shift) − corr``, in place unless ``inplace`` is False (the row maximum noted
+    for the reducer: ``−corr`` exactly)."""
+    out = x.sub_(shift) if inplace else x - shift
+    out = out.sub_(corr)
+    red.note_max(out, corr.neg())
+    return out
+
+
+def chunk(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    spec,
+    want_grad: bool,
+    grad_scale: float,
+    out: torch.Tensor | None = None,
+    branchless: bool = False,
+    red: LocalReduce = LOCAL,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Loss per row, gradient w.r.t. the student logits (compute dtype) and row flags.
+
+    When ``out`` is given the scaled gradient is written into it (cast to its dtype) and
+    ``out`` is returned in place of a new tensor. ``branchless=True`` (the compiled
+    kernel) takes no branch on tensor values: terms that are zero for a chunk are formed
+    anyway, with the same results. ``red`` completes the row reductions (whole rows by
+    default; the vocabulary-parallel loss passes one that all-reduces over the shards).
+    """
+    inv_t = 1.0 / spec.temperature
+    s = s.to(spec.cdtype)
+    t = t.to(spec.cdtype)
+    # Shift by the row maximum before scaling: scaling logits with a large common offset
+    # first rounds them at ulp(offset/T) (2e-3 relative in fp32 at offset 2e4, T = 0.3).
+    top_s, top_t = red.maxes(s, t)
+    s = s - top_s.unsqueeze(-1)
+    t = t - top_t.unsqueeze(-1)
+    lost = None
+    if inv_t != 1.0:
+        lost = _scale_(s, t, inv_t, red)
+    # log q = x − logsumexp(x), not torch.log_softmax: measured on CPU in float32 at
+    # V = 128256 on rows N(0, 2) − 1.1·log(rank), log_softmax is off by up to 3e-5 in log q
+    # where this form is off by 1e-6 (gpu.accuracy.kernel_accuracy measures both).
+    # Each row's maximum is 0 here, so logsumexp is log Σ exp (what torch.logsumexp forms
+    # after subtracting that 0: the same numbers, two passes fewer).
+    corr_s, corr_t = _log_sum_exps_shifted(red, s, t)
+    lq = s.sub_(corr_s)
+    lp = t.sub_(corr_t)
+    red.note_max(lq, corr_s.neg())  # the row maximum of log q, exactly
+    del s, t
+    # A row with a NaN or +inf logit, or with only -inf logits, has an all-NaN log-softmax:
+    # one column is enough to flag it (no extra pass over the logits).
+    flags = torch.isnan(lq[..., 0]).to(_FLAG_DTYPE) * _BAD_STUDENT
+    if lost is not None:
+        flags |= lost
+    flags |= torch.isnan(lp[..., 0]).to(_FLAG_DTYPE) * _BAD_TEACHER
+    through_r = want_grad and not spec.detach_assistant
+    first, second = spec.first, spec.second
+    uses_r = "r" in (first, second)
+    ratios: list | None = [] if uses_r else None
+    # D(r‖q) and D(q‖r) of the divergences whose two gradients are powers of r/q: their
+    # sum is formed in closed form where w > ½ (below), which needs w̄ = 1 − w exactly.
+    paired = through_r and "q" in (first, second) and spec.divergence in GRAD_SUM
+    weight_bar: list | None = [] if paired else None
+    lm, w = log_alpha_mean_and_weight(
+        lp, lq, spec.alpha, spec.lam, want_weight=through_r, ratios=ratios, weight_bar=weight_bar
+    )
+    shift, corr = _log_normalizer(lm, red)
+    lz = shift + corr  # log Z (−inf: the assistant's support is empty)
+    flags |= (lz[..., 0] == NEG_INF).to(_FLAG_DTYPE) * _EMPTY_SUPPORT
+    log_ratio = None
+    if uses_r:  # log(first/second) from the mixture's own ratio to p or q
+        other = second if first == "r" else first
+        l_ref, u = (lp, ratios[0]) if other == "p" else (lq, ratios[1])
+        log_ratio = _log_ratio_to_mixture(lm, l_ref, u, lz, red)
+        if first != "r":
+            log_ratio.neg_()
+    u_q = ratios[1] if through_r else None  # log m − log q, for ∂ log Z/∂ s below
+    del ratios
+    # log r = (log m − M) − log1p(S_o): the largest entry exact; in place on log m, which
+    # is needed no more (unless it is log p or log q itself, λ ∈ {0, 1})
+    lr = _normalize_(lm, shift, corr, red, inplace=lm is not lp and lm is not lq)
+    log_z = lz
+    del lm, lz, shift, corr
+    dist = {"p": lp, "q": lq, "r": lr}
+    need = {"p": False, "q": want_grad, "r": through_r}
+    kernel = GPU_DIVERGENCES[spec.divergence]
+    args = (dist[first], dist[second], spec.params, need[first], need[second], log_ratio)
+    extra = {} if spec.divergence in SUM_OF_TERMS else {"reduce": red}  # Rényi reduces itself
+    pair = None
+    if paired:
+        value, g_first, g_second, g_sum = kernel(*args, want_sum=True)
+        # g_q + w·g_r in closed form (its terms, powers of r/q, may cancel): D.pair
+        weights = (w, *weight_bar)
+        direct = "a" if first == "q" else "b"
+        pair = GPU_PAIR[spec.divergence](*args[:3], log_ratio, weights, direct,
+                                         g_first, g_second, g_sum)  # fmt: skip
+        del weights, weight_bar, g_sum
+    else:
+        value, g_first, g_second = kernel(*args, **extra)
+    if spec.divergence in SUM_OF_TERMS:  # a partial sum over this slice of the vocabulary
+        value = red.row_sum(value)
+    del log_ratio, args
+    flags |= torch.isnan(value).to(_FLAG_DTYPE) * _NAN_LOSS
+    if not want_grad:
+        return value, None, flags
+    flags |= torch.isinf(value).to(_FLAG_DTYPE) * _INF_LOSS
+    g = {"p": None, "q": None, "r": None}
+    g[first], g[second] = g_first, g_second
+    g_q = g["q"]
+    through_z = None
+    if through_r:
+        # Entries with w = 0 (zeros of q or of m) reach the student only through log Z:
+        # P_q(w ⊙ P_r(g_A)) = −(Σ g_A)·K, K = P_q(r ⊙ w), formed exactly so that their
+        # (possibly huge, ~1/(a_(a_+b_))) terms cancel analytically (amid_ref._loss).
+        g_r = g["r"]
+        silent = w == 0
+        # Compiled: no data-dependent branch (a graph break); the term is 0 when no entry
+        # is silent (g_silent = 0; the where keeps a non-finite K from turning it NaN).
+        if branchless or red.any(silent):
+            (g_silent,) = red.sums(torch.where(silent, g_r, 0.0))
+            g_r = g_r.masked_fill_(silent, 0.0)
+            k_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red)
+            through_z = torch.where(g_silent != 0, k_z.mul_(g_silent), 0.0)
+            del k_z
+        if pair is not None:
+            # g_q + w·P_r(g_r) = pair − w·(g_r − P_r(g_r)), pair = g_q + w·g_r in closed
+            # form (twin of amid_ref._loss.grad_of)
+            g_logm = red.project_(g_r.clone(), lr)
+            g_q = pair.sub_(g_r.sub_(g_logm).mul_(w))
+            del pair
+        else:
+            g_logm = red.project_(g_r, lr)  # ∂D/∂log m
+            g_logm.mul_(w)
+            g_q = g_logm if g_q is None else g_q.add_(g_logm)
+        del g_logm, w, g_r, u_q
+    if g_q is None:  # D(p‖r) or D(r‖p) with the assistant detached: no path to the student
+        if out is not None:
+            return value, out.zero_(), flags
+        return value, torch.zeros_like(lq), flags
+    grad = red.project_(g_q, lq)
+    if through_z is not None:
+        grad.sub_(through_z)
+        del through_z
+    if out is not None:  # scale and cast in one pass, straight into the gradient buffer
+        grad = torch.mul(grad, grad_scale * inv_t, out=out)
+    else:
+        grad = grad.mul_(grad_scale * inv_t)
+    return value, grad, red.flags(flags | _grad_flags(grad))
+
+
+#: The engine may share this kernel's chunks among CPU worker threads.
+chunk.parallel_chunks = True
+
+
+def _grad_flags(g: torch.Tensor) -> torch.Tensor:
+    """Row flags of a finished gradient chunk: ``_NAN_GRAD`` (a kernel bug) or
+    ``_INF_GRAD`` (an entry beyond the range of the gradient's dtype, e.g. float16)."""
+    bad = ~torch.isfinite(g).all(-1)
+    flags = torch.zeros(bad.shape, dtype=_FLAG_DTYPE, device=g.device)
+    if bool(bad.any()):  # rare: tell NaN from overflow
+        flags |= torch.isnan(g).any(-1).to(_FLAG_DTYPE) * _NAN_GRAD
+        flags |= (bad & ~torch.isnan(g).any(-1)).to(_FLAG_DTYPE) * _INF_GRAD
+    return flags

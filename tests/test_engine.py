@@ -1,0 +1,57 @@
+"""The engine's kernel selection: ``backend="auto" | "torch" | "triton"``."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import gpu  # noqa: E402
+from gpu import _engine  # noqa: E402
+from gpu._torch_kernel import chunk as torch_chunk  # noqa: E402
+
+
+def test_backend_is_validated_everywhere():
+    s, t = torch.zeros(2, 5), torch.zeros(2, 5)
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'torch', 'triton'"):
+        gpu.amid_loss(s, t, -5.0, 0.1, backend="cuda")
+    with pytest.raises(ValueError, match="backend"):
+        gpu.AMiDLoss(-5.0, 0.1, backend=None)
+    with pytest.raises(ValueError, match="compile applies to the torch kernel"):
+        gpu.amid_loss(s, t, -5.0, 0.1, backend="triton", compile=True)
+
+
+def test_auto_picks_torch_on_cpu():
+    assert _engine._select_kernel(False, "auto", torch.device("cpu")) is torch_chunk
+    assert _engine._select_kernel(False, "torch", torch.device("cpu")) is torch_chunk
+
+
+def test_triton_where_it_cannot_run_warns_once_and_uses_torch(monkeypatch):
+    monkeypatch.setattr(_engine, "_WARNED", set())
+    monkeypatch.setattr(_engine, "_triton_usable", lambda device: "no triton here (test)")
+    with pytest.warns(RuntimeWarning, match="backend='triton': no triton here"):
+        kernel = _engine._select_kernel(False, "triton", torch.device("cpu"))
+    assert kernel is torch_chunk
+    # once: a second selection says nothing more
+    assert _engine._select_kernel(False, "triton", torch.device("cpu")) is torch_chunk
+
+
+def test_failing_triton_kernel_falls_back_once_with_the_same_result(monkeypatch):
+    """A kernel that fails to compile or run: one RuntimeWarning, then the torch kernel."""
+    import sys
+    import types
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PTX compilation failed (test)")
+
+    fake = types.ModuleType("gpu._triton_kernel")
+    fake.triton_chunk = broken
+    monkeypatch.setitem(sys.modules, "gpu._triton_kernel", fake)
+    monkeypatch.setattr(_engine, "_TRITON", [])
+    monkeypatch.setattr(_engine, "_WARNED", set())
+    monkeypatch.setattr(_engine, "_triton_usable", lambda device: None)
+    s = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(3, 7, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="Triton AMiD kernel failed.*PTX"):
+        got = gpu.amid_loss(s, t, -5.0, 0.1, backend="triton")
+    want = gpu.amid_loss(s, t, -5.0, 0.1, backend="torch")
+    assert torch.equal(got, want)
