@@ -40,7 +40,7 @@ import torch
 from amid_ref._specs import SPECS
 from amid_ref._validation import NORMALIZATION_TOL
 from gpu._autograd import _refuse_double_backward
-from gpu._elementwise import expm1, expm1_
+from gpu._elementwise import expm1, expm1_, where
 from gpu._mixture import _check_log_pair
 from gpu._validation import check_bool, compute_dtype, resolve_div_params
 
@@ -74,12 +74,12 @@ def _expm1mx(z: torch.Tensor) -> torch.Tensor:
     """``e^z − 1 − z`` to a few ulps for every finite z (Taylor near 0)."""
     n_terms = 22 if z.dtype == torch.float64 else 12
     small = z.abs() < _EXPM1MX_CUTOFF
-    zs = torch.where(small, z, 0.0)
+    zs = where(small, z, 0.0)
     acc = torch.full_like(z, _EXPM1MX_COEFFS[n_terms - 1])
     for c in reversed(_EXPM1MX_COEFFS[: n_terms - 1]):
         acc.mul_(zs).add_(c)
     series = acc.mul_(zs).mul_(zs)
-    return torch.where(small, series, expm1(z) - z)
+    return where(small, series, expm1(z) - z)
 
 
 def _times_exp(x: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
@@ -89,7 +89,7 @@ def _times_exp(x: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
     safe = 80.0 if x.dtype != torch.float64 else 700.0
     direct = x * torch.exp(log_s.clamp(-safe, safe))
     far = torch.sign(x) * torch.exp(torch.log(x.abs()) + log_s)
-    out = torch.where(log_s.abs() <= safe, direct, far)
+    out = where(log_s.abs() <= safe, direct, far)
     return out.masked_fill_(x == 0.0, 0.0)
 
 
@@ -106,8 +106,8 @@ def _scaled_expm1_ratio(
     big = cz > _BIG
     top = log_s + cz if log_top is None else log_top
     direct = (torch.exp(top) - s) / c
-    near = _times_exp(expm1(torch.where(big, 0.0, cz)) / c, log_s)
-    return torch.where(big, direct, near)
+    near = _times_exp(expm1(where(big, 0.0, cz)) / c, log_s)
+    return where(big, direct, near)
 
 
 def _expm1mx_ratio(c: float, z: torch.Tensor) -> torch.Tensor:
@@ -127,13 +127,13 @@ def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom):
     their −z parts after rounding: at z = −1e9 (a teacher token masked by −1e9) the term
     lost all its digits."""
     second = torch.maximum((lam * z).abs(), (c * z).abs()) <= 1.0
-    zs = torch.where(second, z, 0.0)
-    zl = torch.where(second, 0.0, z)
+    zs = where(second, z, 0.0)
+    zl = where(second, 0.0, z)
     near = _times_exp(_expm1mx_ratio(lam, zs) - _expm1mx_ratio(c, zs), log_s)
     far = _scaled_expm1_ratio(log_s, lam, zl, log_top_lam) - _scaled_expm1_ratio(
         log_s, c, zl, log_top_c
     )
-    return torch.where(second, near, far).div_(denom)
+    return where(second, near, far).div_(denom)
 
 
 def _delta(la: torch.Tensor, lb: torch.Tensor, log_ratio: torch.Tensor | None) -> torch.Tensor:
@@ -150,7 +150,7 @@ def _kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     # A NaN term can only be 0·(±inf or NaN), i.e. a = 0: it is 0 by convention.
     a = torch.exp(la)
     d = _delta(la, lb, log_ratio)
-    terms = torch.where(lb == NEG_INF, la - lb, d).mul_(a)
+    terms = where(lb == NEG_INF, la - lb, d).mul_(a)
     terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     value = terms.sum(-1)
     ga = terms if need_ga else None  # a(δ + 1) ≡ aδ modulo a
@@ -177,9 +177,9 @@ def _js(la, lb, params, need_ga, need_gb, log_ratio=None):
     del lm
     if log_ratio is not None:  # |δ| ≤ 1: log a − log m = −log1p((1−β)·expm1(−δ)), no ulp of |lm|
         near = log_ratio.abs() <= 1.0
-        dn = torch.where(near, log_ratio, 0.0)
-        torch.where(near, torch.log1p(expm1(-dn).mul_(1.0 - beta)).neg_(), ra, out=ra)
-        torch.where(near, expm1_(dn).mul_(beta).log1p_().neg_(), rb, out=rb)
+        dn = where(near, log_ratio, 0.0)
+        where(near, torch.log1p(expm1(-dn).mul_(1.0 - beta)).neg_(), ra, out=ra)
+        where(near, expm1_(dn).mul_(beta).log1p_().neg_(), rb, out=rb)
         del near, dn
     a = torch.exp(la)
     ta = ra.mul_(a).mul_(beta).masked_fill_(a == 0, 0.0)
@@ -201,7 +201,7 @@ def _tv(la, lb, params, need_ga, need_gb, log_ratio=None):
     diff = a - b
     if log_ratio is not None:  # |δ| ≤ 1: a − b = b·expm1(δ), relative accuracy where a ≈ b
         near = log_ratio.abs() <= 1.0
-        diff = torch.where(near, expm1(torch.where(near, log_ratio, 0.0)).mul_(b), diff)
+        diff = where(near, expm1(where(near, log_ratio, 0.0)).mul_(b), diff)
     value = 0.5 * diff.abs().sum(-1)
     s = torch.sign(diff)
     ga = (0.5 * s).mul_(a) if need_ga else None
@@ -213,10 +213,10 @@ def _sqrt_diff(la, lb, log_ratio=None):
     """√a − √b = sgn(δ)·e^(max/2)·(−expm1(−|δ|/2)) without cancellation (0 if both zero)."""
     hi = torch.maximum(la, lb)
     lo = torch.minimum(la, lb)
-    gap = (lo - hi) if log_ratio is None else torch.where(hi == NEG_INF, 0.0, -log_ratio.abs())
+    gap = (lo - hi) if log_ratio is None else where(hi == NEG_INF, 0.0, -log_ratio.abs())
     mag = torch.exp(hi / 2.0) * -expm1(gap / 2.0)
     mag = mag.masked_fill_(hi == NEG_INF, 0.0)
-    return torch.where(la >= lb, mag, -mag)
+    return where(la >= lb, mag, -mag)
 
 
 def _hellinger(la, lb, params, need_ga, need_gb, log_ratio=None):
@@ -233,21 +233,21 @@ def _chi2(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     a_pos = la != NEG_INF
     b_pos = lb != NEG_INF
     both = a_pos & b_pos
-    d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
-    lb0 = torch.where(both, lb, 0.0)
+    d = where(both, _delta(la, lb, log_ratio), 0.0)
+    lb0 = where(both, lb, 0.0)
     terms = torch.exp(lb0 + 2.0 * _log_abs_expm1(d))
-    terms = torch.where(both, terms, torch.where(a_pos, INF, torch.exp(lb)))
+    terms = where(both, terms, where(a_pos, INF, torch.exp(lb)))
     value = terms.sum(-1)
     ga = gb = None
     if need_ga:  # ∂/∂la (a²/b − 2a + b) = 2a·expm1(δ)
-        la0 = torch.where(both, la, 0.0)
+        la0 = where(both, la, 0.0)
         ga = 2.0 * torch.sign(d) * torch.exp(la0 + _log_abs_expm1(d))
-        ga = torch.where(both, ga, torch.where(a_pos, INF, 0.0))
+        ga = where(both, ga, where(a_pos, INF, 0.0))
     if need_gb:  # ∂/∂lb (a²/b − 2a + b) = −b·expm1(2δ)
         gb = -torch.sign(d) * torch.exp(lb0 + _log_abs_expm1(2.0 * d))
-        gb = torch.where(both, gb, torch.where(b_pos, torch.exp(lb), 0.0))
+        gb = where(both, gb, where(b_pos, torch.exp(lb), 0.0))
     if want_sum:  # ∂/∂la + ∂/∂lb = the term itself (degree-1 homogeneous), where both > 0
-        return value, ga, gb, torch.where(both, terms, ga + gb)
+        return value, ga, gb, where(both, terms, ga + gb)
     return value, ga, gb
 
 
@@ -270,9 +270,9 @@ def _ab(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     x0 = la == NEG_INF
     y0 = lb == NEG_INF
     both = ~x0 & ~y0
-    d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
-    lx = torch.where(both, la, 0.0)
-    ly = torch.where(both, lb, 0.0)
+    d = where(both, _delta(la, lb, log_ratio), 0.0)
+    lx = where(both, la, 0.0)
+    ly = where(both, lb, 0.0)
     lxy = lx * a_ + ly * b_  # log(x^a_ y^b_), not λ log y + a_ δ (an ulp of the larger log)
     if a_ == 0.0 and b_ == 0.0:
         terms = 0.5 * d * d  # ½ Σ (log x − log y)²
@@ -282,7 +282,7 @@ def _ab(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
         terms = _ab_pivot_terms(lam * lx, lam, b_, -d, lam * ly, lxy, a_)
     # inf − inf: a term beyond the floating range is +inf (not nan_to_num, which would
     # also clamp a +inf term to the dtype's largest number).
-    terms = torch.where(terms.isnan(), INF, terms)
+    terms = where(terms.isnan(), INF, terms)
     # Zero entries, from the general formula (+inf where it diverges); y^λ/(a_ λ) as one
     # exponential (a_·λ may underflow).
     t_only_y = (
@@ -295,21 +295,21 @@ def _ab(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
         if (b_ > 0 and lam > 0)
         else torch.full_like(la, INF)
     )
-    terms = torch.where(x0 & ~y0, t_only_y, terms)
-    terms = torch.where(y0 & ~x0, t_only_x, terms)
+    terms = where(x0 & ~y0, t_only_y, terms)
+    terms = where(y0 & ~x0, t_only_x, terms)
     terms = terms.masked_fill_(x0 & y0, 0.0)
     value = terms.sum(-1)
     ga = gb = None
     if need_ga:  # ∂/∂log x = x^λ (1 − e^(−b_ δ))/b_
         ga = _scaled_expm1_ratio(lam * lx, -b_, d, lxy)
         only_x = torch.exp(lam * la) / b_ if b_ != 0 else torch.full_like(la, INF)
-        ga = torch.where(both, ga, torch.where(y0 & ~x0, only_x, 0.0))
+        ga = where(both, ga, where(y0 & ~x0, only_x, 0.0))
     if need_gb:  # ∂/∂log y = −y^λ expm1(a_ δ)/a_
         gb = -_scaled_expm1_ratio(lam * ly, a_, d, lxy)
         only_y = torch.exp(lam * lb) / a_ if a_ != 0 else torch.full_like(lb, INF)
-        gb = torch.where(both, gb, torch.where(x0 & ~y0, only_y, 0.0))
+        gb = where(both, gb, where(x0 & ~y0, only_y, 0.0))
     if want_sum:  # ∂/∂log x + ∂/∂log y = λ·term (homogeneous of degree λ), where both > 0
-        return value, ga, gb, torch.where(both, terms * lam, ga + gb)
+        return value, ga, gb, where(both, terms * lam, ga + gb)
     return value, ga, gb
 
 
@@ -352,29 +352,27 @@ def _renyi(la, lb, params, need_ga, need_gb, log_ratio=None, *, reduce=None):
     a = torch.exp(la)
     # Positivity from the log: a may underflow while a^ρ b^(1−ρ) does not.
     a_pos = la != NEG_INF
-    d = torch.where(a_pos, _delta(la, lb, log_ratio), 0.0)  # +inf where b = 0 < a
-    omega = torch.where(a_pos, la + c * d, NEG_INF)  # log(a^ρ b^(1−ρ))
+    d = where(a_pos, _delta(la, lb, log_ratio), 0.0)  # +inf where b = 0 < a
+    omega = where(a_pos, la + c * d, NEG_INF)  # log(a^ρ b^(1−ρ))
     lse = torch.logsumexp(omega, dim=-1) if reduce is None else reduce.logsumexp(omega)
     overflow_log = 80.0 if la.dtype != torch.float64 else 700.0
-    cd = torch.where(a_pos, c * d, 0.0)
+    cd = where(a_pos, c * d, 0.0)
     small = cd.abs() <= 1.0
-    a_e = torch.where(
-        small, a * (expm1(torch.where(small, cd, 0.0)) / c), (torch.exp(omega) - a) / c
-    )
+    a_e = where(small, a * (expm1(where(small, cd, 0.0)) / c), (torch.exp(omega) - a) / c)
     a_e = a_e.masked_fill_(~a_pos, 0.0)
     m = a_e.sum(-1, keepdim=True) if reduce is None else reduce.sum(a_e).unsqueeze(-1)
     top = omega.amax(-1, keepdim=True) if reduce is None else reduce.max(omega).unsqueeze(-1)
     series = (top <= overflow_log) & ((c * m).abs() <= _RENYI_SERIES_CM)
-    m = torch.where(series, m, 0.0)
+    m = where(series, m, 0.0)
     denom = 1.0 + c * m
-    value = torch.where(series[..., 0], torch.log1p(c * m[..., 0]) / c, lse / c)
+    value = where(series[..., 0], torch.log1p(c * m[..., 0]) / c, lse / c)
     ga = gb = None
     if need_ga or need_gb:
         pi = torch.exp(omega - lse.unsqueeze(-1)).nan_to_num_(nan=0.0)
         if need_ga:
-            ga = torch.where(series, rho * (a_e - a * m) / denom, (rho / c) * pi)
+            ga = where(series, rho * (a_e - a * m) / denom, (rho / c) * pi)
         if need_gb:
-            gb = torch.where(series, -(a + c * a_e) / denom, -pi)
+            gb = where(series, -(a + c * a_e) / denom, -pi)
     return value, ga, gb
 
 
@@ -387,17 +385,17 @@ def _jeffreys(la, lb, params, need_ga, need_gb, log_ratio=None):
     a0 = la == NEG_INF
     b0 = lb == NEG_INF
     both = ~a0 & ~b0
-    d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
-    hi = torch.where(both, torch.maximum(la, lb), 0.0)
+    d = where(both, _delta(la, lb, log_ratio), 0.0)
+    hi = where(both, torch.maximum(la, lb), 0.0)
     abs_diff = torch.exp(hi) * -expm1(-d.abs())
     terms = (abs_diff * d.abs()).masked_fill_(a0 != b0, INF)
     value = terms.sum(-1)
     diff = torch.sign(d) * abs_diff  # a − b (0 where either is zero: masked below)
     ga = gb = None
     if need_ga:  # ∂/∂la = aδ + (a − b)
-        ga = torch.where(both, torch.exp(la) * d + diff, 0.0)
+        ga = where(both, torch.exp(la) * d + diff, 0.0)
     if need_gb:  # ∂/∂lb = −bδ − (a − b)
-        gb = torch.where(both, -torch.exp(lb) * d - diff, 0.0)
+        gb = where(both, -torch.exp(lb) * d - diff, 0.0)
     return value, ga, gb
 
 
@@ -412,8 +410,8 @@ def _skew_kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     pos = la != NEG_INF
     d = _delta(la, lb, log_ratio)
     near = d.abs() <= 1.0
-    dn = torch.where(near, d, 0.0)
-    dm = torch.where(near, torch.log1p(expm1(-dn).mul_(1.0 - skew)).neg_(), la - lm)
+    dn = where(near, d, 0.0)
+    dm = where(near, torch.log1p(expm1(-dn).mul_(1.0 - skew)).neg_(), la - lm)
     dm = dm.masked_fill_(~pos, 0.0)
     del lm, near, dn
     a = torch.exp(la)
@@ -475,8 +473,8 @@ def _weighted_coefficient(c0: float, c1: float, w, w_bar, w_diff) -> torch.Tenso
     :func:`amid_ref._divergences._weighted_coefficient`)."""
     out = w_diff * (c1 / 2.0)
     out.add_(c0 + c1 / 2.0)
-    torch.where(w > 0.75, w_bar * -c1 + (c0 + c1), out, out=out)
-    return torch.where(w < 0.25, w * c1 + c0, out, out=out)
+    where(w > 0.75, w_bar * -c1 + (c0 + c1), out, out=out)
+    return where(w < 0.25, w * c1 + c0, out, out=out)
 
 
 def _ab_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum, scale=1.0):
@@ -491,17 +489,17 @@ def _ab_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum, scale=1.
     w, w_bar, w_diff = weights
     g_direct, g_other = (gb, ga) if direct == "b" else (ga, gb)
     out = torch.sub(g_sum, w_bar * g_other)
-    torch.where(w > 0.5, out, torch.addcmul(g_direct, w, g_other), out=out)
+    where(w > 0.5, out, torch.addcmul(g_direct, w, g_other), out=out)
     if a_ == 0.0 or b_ == 0.0:
         return out
     both = (la != NEG_INF) & (lb != NEG_INF)
-    d = torch.where(both, _delta(la, lb, log_ratio), 0.0)
+    d = where(both, _delta(la, lb, log_ratio), 0.0)
     far = both & ((a_ * d).abs() >= 1.0) & ((b_ * d).abs() >= 1.0)
     del d
     if not bool(far.any()):
         return out
-    lx = torch.where(both, la, 0.0)
-    ly = torch.where(both, lb, 0.0)
+    lx = where(both, la, 0.0)
+    ly = where(both, lb, 0.0)
     del both
     if direct == "b":  # D(r‖q), y = q: (w/b_)·X − k/(a_ b_)·P + Y/a_, k = w a_ + b_
         three = torch.exp(lx * lam).mul_(w).div_(b_)
@@ -516,7 +514,7 @@ def _ab_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum, scale=1.
     if scale != 1.0:
         three.mul_(scale)
     keep = far & torch.isfinite(three)
-    return torch.where(keep, three, out, out=out)
+    return where(keep, three, out, out=out)
 
 
 def _amari_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum):
@@ -536,7 +534,7 @@ def _chi2_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum):
     if bool(both.all()):
         return out
     g_direct, g_other = (gb, ga) if direct == "b" else (ga, gb)
-    return torch.where(both, out, torch.addcmul(g_direct, weights[0], g_other), out=out)
+    return where(both, out, torch.addcmul(g_direct, weights[0], g_other), out=out)
 
 
 #: ``g_direct + w·g_other`` in closed form (``pair(la, lb, params, log_ratio, (w, w̄, w − w̄),
@@ -711,4 +709,4 @@ class _LogOfProbabilities(torch.autograd.Function):
 
 def _log_backward(ctx, grad):
     (a,) = ctx.saved_tensors
-    return torch.where(a > 0, grad / a, 0.0)
+    return where(a > 0, grad / a, 0.0)

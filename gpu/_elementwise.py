@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["expm1", "expm1_"]
+__all__ = ["expm1", "expm1_", "masked_fill_", "where"]
 
 
 def _compiling() -> bool:
@@ -50,3 +50,71 @@ def expm1_(x: torch.Tensor) -> torch.Tensor:
     if _compiling():
         return _expm1_traced(x)
     return x.expm1_()
+
+
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def _blendable(cond: torch.Tensor, *xs) -> bool:
+    return (
+        cond.device.type == "cpu"
+        and cond.dtype == torch.bool
+        and not _compiling()
+        and all(
+            isinstance(x, torch.Tensor)
+            and x.dtype in _BITS
+            and x.shape == cond.shape
+            and x.device == cond.device
+            for x in xs
+        )
+        and len({x.dtype for x in xs}) == 1
+    )
+
+
+def _as_tensor(x, like: torch.Tensor) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.full_like(like, x)
+
+
+def where(cond: torch.Tensor, a, b, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.where(cond, a, b)`` (bit-exact; branch-free on CPU, module docstring). A
+    number for ``a`` or ``b`` takes the other operand's dtype, as ``torch.where`` does
+    with a floating tensor."""
+    like = a if isinstance(a, torch.Tensor) else b
+    if out is None and isinstance(like, torch.Tensor) and _blendable(cond, like):
+        # a zero on one side (+0.0: all bits clear) is a mask of the other's bits
+        if not isinstance(b, torch.Tensor) and b == 0.0 and str(b) != "-0.0":
+            ints = _BITS[a.dtype]
+            mask = cond.to(ints).neg_()
+            return mask.bitwise_and_(a.contiguous().view(ints)).view(a.dtype)
+        if not isinstance(a, torch.Tensor) and a == 0.0 and str(a) != "-0.0":
+            ints = _BITS[b.dtype]
+            mask = cond.to(ints).sub_(1)  # all ones where the condition fails
+            return mask.bitwise_and_(b.contiguous().view(ints)).view(b.dtype)
+    if isinstance(like, torch.Tensor):
+        a_t, b_t = _as_tensor(a, like), _as_tensor(b, like)
+        if _blendable(cond, a_t, b_t) and (out is None or _blendable(cond, out)):
+            ints = _BITS[a_t.dtype]
+            mask = cond.to(ints).neg_()
+            ai, bi = a_t.contiguous().view(ints), b_t.contiguous().view(ints)
+            blended = torch.bitwise_xor(ai, bi).bitwise_and_(mask).bitwise_xor_(bi)
+            result = blended.view(a_t.dtype)
+            if out is not None:
+                return out.copy_(result)
+            return result
+    if out is not None:
+        return torch.where(cond, a, b, out=out)
+    return torch.where(cond, a, b)
+
+
+def masked_fill_(x: torch.Tensor, cond: torch.Tensor, value: float) -> torch.Tensor:
+    """``x.masked_fill_(cond, value)`` (bit-exact; branch-free on CPU for a same-shape mask)."""
+    if _blendable(cond, x) and x.is_contiguous():
+        ints = _BITS[x.dtype]
+        xi = x.view(ints)
+        mask = cond.to(ints).neg_()
+        if value == 0.0 and str(value) != "-0.0":
+            return xi.bitwise_and_(mask.bitwise_not_()).view(x.dtype)
+        fill = torch.full_like(x, value).view(ints)
+        xi.bitwise_xor_(fill.bitwise_xor_(xi).bitwise_and_(mask))
+        return x
+    return x.masked_fill_(cond, value)

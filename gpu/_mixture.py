@@ -30,7 +30,7 @@ import math
 import torch
 
 from gpu._autograd import _refuse_double_backward
-from gpu._elementwise import expm1, expm1_
+from gpu._elementwise import expm1, expm1_, where
 from gpu._validation import check_alpha, check_float_tensor, check_lam, check_pair, compute_dtype
 
 NEG_INF = float("-inf")
@@ -82,19 +82,19 @@ def _ratios(
     rb = corr + log_1m_lam * inv_beta  # ratio to b where b dominates
     ra = rb - d
     corr.add_(log_lam * inv_beta)  # ratio to a where a dominates
-    torch.where(a_dom, corr, ra, out=ra)
-    torch.where(a_dom, corr.add_(d), rb, out=rb)
+    where(a_dom, corr, ra, out=ra)
+    where(a_dom, corr.add_(d), rb, out=rb)
     del corr
     if lam <= 0.5:  # near is the ratio to b
-        torch.where(small, near, rb, out=rb)
-        torch.where(small, near.sub_(d), ra, out=ra)
+        where(small, near, rb, out=rb)
+        where(small, near.sub_(d), ra, out=ra)
     else:  # near is the ratio to a
-        torch.where(small, near, ra, out=ra)
-        torch.where(small, near.add_(d), rb, out=rb)
+        where(small, near, ra, out=ra)
+        where(small, near.add_(d), rb, out=rb)
     del near, d
     plain = (lm == NEG_INF) | ((la == NEG_INF) & (lb == NEG_INF))
-    torch.where(plain, lm - la, ra, out=ra)
-    torch.where(plain, lm - lb, rb, out=rb)
+    where(plain, lm - la, ra, out=ra)
+    where(plain, lm - lb, rb, out=rb)
     return [ra, rb]
 
 
@@ -158,7 +158,7 @@ def log_alpha_mean_and_weight(
             pick_b = lb < la
         w = None
         if want_weight:
-            w = torch.where(pick_b, 1.0, torch.where(lb == la, 0.5, 0.0)).to(la.dtype)
+            w = where(pick_b, 1.0, where(lb == la, 0.5, 0.0)).to(la.dtype)
             w.masked_fill_(lm == NEG_INF, 0.0)
             if weight_bar is not None:  # 1 − w is exact for w ∈ {0, ½, 1}
                 w_bar = (1.0 - w).masked_fill_(lm == NEG_INF, 0.0)
@@ -181,7 +181,7 @@ def log_alpha_mean_and_weight(
         zero = (la == NEG_INF) | (lb == NEG_INF)
         lm.masked_fill_(zero, NEG_INF)
         if ratios is not None:  # at a zero argument, the plain differences (−inf, NaN)
-            ratios += [torch.where(zero, lm - la, ra), torch.where(zero, lm - lb, rb)]
+            ratios += [where(zero, lm - la, ra), where(zero, lm - lb, rb)]
         w = None
         if want_weight:
             w = torch.full_like(la, 1.0 - lam).masked_fill_(lm == NEG_INF, 0.0)
@@ -220,7 +220,7 @@ def log_alpha_mean_and_weight(
         small = bd.abs() <= 1.0
         near_r = _near_correction(bd, lam, inv_beta)
         near = near_r + (lb if lam <= 0.5 else la)
-        lm = torch.where(small, near, lm)
+        lm = where(small, near, lm)
         del near, bd, d
         if ratios is not None:
             ratios += _ratios(la, lb, lm, beta_f, lam, parts=(corr, near_r, small, t >= 0))
@@ -367,8 +367,8 @@ class _MixtureFunction(torch.autograd.Function):
 def _mixture_backward(ctx, grad):
     lr, w = ctx.saved_tensors
     support = lr != NEG_INF
-    grad = torch.where(support, grad, 0.0)
+    grad = where(support, grad, 0.0)
     g_m = grad - torch.exp(lr) * grad.sum(-1, keepdim=True)
-    g_q = torch.where(support, w * g_m, 0.0) if ctx.needs_input_grad[1] else None
-    g_p = torch.where(support, (1.0 - w) * g_m, 0.0) if ctx.needs_input_grad[0] else None
+    g_q = where(support, w * g_m, 0.0) if ctx.needs_input_grad[1] else None
+    g_p = where(support, (1.0 - w) * g_m, 0.0) if ctx.needs_input_grad[0] else None
     return g_p, g_q, None, None

@@ -34,7 +34,7 @@ import math
 import torch
 
 from gpu._divergences import GPU_DIVERGENCES, GPU_PAIR, GRAD_SUM, SUM_OF_TERMS, RowReduce
-from gpu._elementwise import expm1
+from gpu._elementwise import expm1, where
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
@@ -73,13 +73,31 @@ class LocalReduce(RowReduce):
         return tuple(x.sum(-1, keepdim=True, dtype=None if x.is_floating_point() else torch.int64)
                      for x in xs)  # fmt: skip
 
-    def note_max(self, x: torch.Tensor, top: torch.Tensor) -> None:
-        """Record ``top`` (keepdim) as the row maxima of ``x``, known exactly by the caller
-        (a sharded reducer then spares a collective in :meth:`project_`)."""
+    def note_max(self, x: torch.Tensor, top: torch.Tensor, index=None) -> None:
+        """Record ``top`` (keepdim) as the row maxima of ``x`` and ``index`` (keepdim, from
+        :meth:`row_maxima`) as where they are, known exactly by the caller:
+        :meth:`project_` then spares their search (a collective when sharded)."""
+        self._noted = (x, top, index)
+
+    def _known(self, x: torch.Tensor):
+        noted = getattr(self, "_noted", None)
+        return noted if noted is not None and noted[0] is x else None
 
     def maxes(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Row maxima over the last dim (shape (...)), one per argument."""
         return tuple(x.amax(-1) for x in xs)
+
+    def row_maxima(self, *xs: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """``(max, index)`` per row (keepdim) for each argument; ``index`` is the position of
+        the first maximum in this slice (``None`` where the reducer cannot tell it: sharded)."""
+        return [tuple(torch.max(x, -1, keepdim=True)) for x in xs]
+
+    def others(self, *pairs) -> tuple[torch.Tensor, ...]:
+        r"""For each ``(x, index)``, ``x`` row-shifted (maximum 0) and ``index`` from
+        :meth:`row_maxima`: :math:`S_o = \sum_{j \ne k} e^{x_j}` (keepdim), every entry
+        but that one occurrence of the maximum (ties counted), formed without the 1 of
+        the maximum (which would round S_o < eps away): ``e^x`` with that entry set to 0."""
+        return tuple(torch.exp(x).scatter_(-1, k, 0.0).sum(-1, keepdim=True) for x, k in pairs)
 
     def row_sum(self, x: torch.Tensor) -> torch.Tensor:
         """Complete a per-row partial sum (shape (n,)): here it is already whole."""
@@ -100,9 +118,13 @@ class LocalReduce(RowReduce):
         largest entry exact); the other entries have :math:`w_j \le \tfrac12` and do not
         cancel. Twin of :func:`amid_ref._loss._project`.
         """
-        k = log_w.argmax(-1, keepdim=True)
+        known = self._known(log_w)
+        if known is not None and known[2] is not None:
+            _, lw_k, k = known
+        else:
+            k = log_w.argmax(-1, keepdim=True)
+            lw_k = log_w.gather(-1, k)
         g_k = g.gather(-1, k)
-        lw_k = log_w.gather(-1, k)
         others = g.scatter_(-1, k, 0.0).sum(-1, keepdim=True)
         dominant = g_k * torch.expm1(lw_k).neg_() - torch.exp(lw_k) * others
         out = g.sub_(torch.exp(log_w).mul_(others + g_k))
@@ -126,12 +148,12 @@ def _log_ratio_to_mixture(
     (``lse_m`` = logsumexp(lm), the caller's). Twin of
     :func:`amid_ref._mixture._log_ratio_to_mixture`."""
     s = torch.exp(l_ref)
-    terms = torch.where(u <= 1.0, expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
+    terms = where(u <= 1.0, expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
     terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     total, terms_sum = red.sums(s, terms)
     frac = terms_sum / total
     direct = lse_m - torch.log(total)
-    log_z = torch.where(frac.abs() <= 0.5, torch.log1p(frac.clamp(-0.5, 0.5)), direct)
+    log_z = where(frac.abs() <= 0.5, torch.log1p(frac.clamp(-0.5, 0.5)), direct)
     return u - log_z
 
 
@@ -155,7 +177,7 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL) 
     log_c = lq + log_scale
     x = u_q * (1.0 - beta)
     small = x <= 1.0
-    h = torch.where(
+    h = where(
         small,
         expm1(x.clamp(max=1.0)) * torch.exp(log_c),
         torch.exp(x + log_c) - torch.exp(log_c),
@@ -163,7 +185,7 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL) 
     # Rows where (1−λ)/Z would overflow the dtype: h = r ⊙ w itself (it differs from the
     # form above by a multiple of q, which the projection removes; |r ⊙ w| ≤ 1).
     safe = 80.0 if lq.dtype != torch.float64 else 700.0
-    h = torch.where(log_scale > safe, torch.exp(x + log_c), h)
+    h = where(log_scale > safe, torch.exp(x + log_c), h)
     h = h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     return red.project_(h, lq)
 
@@ -186,44 +208,23 @@ def _scale_(s: torch.Tensor, t: torch.Tensor, inv_t: float, red: LocalReduce = L
     return lost_s | (after[1] != before[1])[..., 0].to(_FLAG_DTYPE) * _TEMPERATURE_TEACHER
 
 
-def _others_and_ties(x: torch.Tensor, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Local row sums of a row-shifted ``x`` (maximum 0): Σ e^x over the entries below the
-    maximum, and the number of entries at it (keepdim). One (n, V) temporary, or none with
-    ``inplace`` (``x`` is then overwritten)."""
-    top = x == 0.0
-    e = x.exp_() if inplace else torch.exp(x)
-    return e.masked_fill_(top, 0.0).sum(-1, keepdim=True), top.sum(-1, keepdim=True, dtype=x.dtype)
-
-
-def _log_sum_exps_shifted(red: LocalReduce, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``logsumexp(x, -1)`` (keepdim) of rows whose maximum is 0 (or NaN: bad rows), for each
-    ``x`` (their sums completed in one reduction), as ``log1p`` of the other entries' sum
-    :math:`S_o` (one occurrence of the maximum left out, ties counted): ``x − log1p(S_o)``
-    keeps the largest entry's log-probability exact where ``log(1 + S_o)`` rounds it to 0
-    (S_o < eps, a confident row), and with it ``1 − q_k``, which the gradient's projection
-    needs there. Twin of :func:`amid_ref._special.log_normalize`."""
-    sums = red.complete(*(part for x in xs for part in _others_and_ties(x)))
-    pairs = zip(sums[::2], sums[1::2], strict=True)
-    return tuple(others.add_(ties.sub_(1)).log1p_() for others, ties in pairs)
-
-
 def _log_normalizer(x: torch.Tensor, red: LocalReduce = LOCAL):
-    """``(shift, corr)`` with ``logsumexp(x) = shift + corr`` along the last dim (keepdim):
-    the row maximum M (0 for rows of only ``-inf``) and ``log1p(S_o)``
-    (:func:`_log_sum_exps_shifted`), so that ``(x − shift) − corr`` keeps the largest entry
-    exact (:func:`_normalize_`). One (n, V) temporary."""
-    top = red.max(x).unsqueeze(-1)
+    """``(shift, corr, index)`` with ``logsumexp(x) = shift + corr`` along the last dim
+    (keepdim): the row maximum M (0 for rows of only ``-inf``), ``log1p(S_o)``
+    (:meth:`LocalReduce.others`) and where the maximum is, so that ``(x − shift) − corr``
+    keeps the largest entry exact (:func:`_normalize_`). One (n, V) temporary."""
+    ((top, index),) = red.row_maxima(x)
     shift = top.masked_fill(top == NEG_INF, 0.0)
-    others, ties = red.complete(*_others_and_ties(x - shift, inplace=True))
-    return shift, others.add_(ties.sub_(1)).log1p_().masked_fill_(top == NEG_INF, NEG_INF)
+    (others,) = red.others((x - shift, index))
+    return shift, others.log1p_().masked_fill_(top == NEG_INF, NEG_INF), index
 
 
-def _normalize_(x, shift, corr, red: LocalReduce = LOCAL, inplace: bool = True):
+def _normalize_(x, shift, corr, index, red: LocalReduce = LOCAL, inplace: bool = True):
     """``(x − shift) − corr``, in place unless ``inplace`` is False (the row maximum noted
-    for the reducer: ``−corr`` exactly)."""
+    for the reducer: ``−corr`` exactly, at ``index``)."""
     out = x.sub_(shift) if inplace else x - shift
     out = out.sub_(corr)
-    red.note_max(out, corr.neg())
+    red.note_max(out, corr.neg(), index)
     return out
 
 
@@ -245,33 +246,37 @@ def chunk(
     anyway, with the same results. ``red`` completes the row reductions (whole rows by
     default; the vocabulary-parallel loss passes one that all-reduces over the shards).
     """
+    if red is LOCAL:  # a reducer of its own: it notes this chunk's row maxima
+        red = LocalReduce()
     inv_t = 1.0 / spec.temperature
     s = s.to(spec.cdtype)
     t = t.to(spec.cdtype)
     # Shift by the row maximum before scaling: scaling logits with a large common offset
     # first rounds them at ulp(offset/T) (2e-3 relative in fp32 at offset 2e4, T = 0.3).
-    top_s, top_t = red.maxes(s, t)
-    s = s - top_s.unsqueeze(-1)
-    t = t - top_t.unsqueeze(-1)
+    (top_s, k_s), (top_t, k_t) = red.row_maxima(s, t)
+    s = s - top_s
+    t = t - top_t
     lost = None
     if inv_t != 1.0:
         lost = _scale_(s, t, inv_t, red)
-    # log q = x − logsumexp(x), not torch.log_softmax: measured on CPU in float32 at
-    # V = 128256 on rows N(0, 2) − 1.1·log(rank), log_softmax is off by up to 3e-5 in log q
-    # where this form is off by 1e-6 (gpu.accuracy.kernel_accuracy measures both).
-    # Each row's maximum is 0 here, so logsumexp is log Σ exp (what torch.logsumexp forms
-    # after subtracting that 0: the same numbers, two passes fewer).
-    corr_s, corr_t = _log_sum_exps_shifted(red, s, t)
+    # Not torch.log_softmax: measured on CPU in float32 at V = 128256 on rows N(0, 2) −
+    # 1.1·log(rank), log_softmax is off by up to 3e-5 in log q where this form is off by
+    # 1e-6 (gpu.accuracy.kernel_accuracy measures both).
+    # log q = (s − M) − log1p(S_o), S_o the other entries' sum (LocalReduce.others): the
+    # largest entry's log-probability stays exact where log(1 + S_o) would round it to 0
+    # (a confident row, S_o < eps), and with it 1 − q_k, which the gradient's projection
+    # multiplies by terms up to 1e14 there. Twin of amid_ref._special.log_normalize.
+    corr_s, corr_t = (o.log1p_() for o in red.others((s, k_s), (t, k_t)))
     lq = s.sub_(corr_s)
     lp = t.sub_(corr_t)
-    red.note_max(lq, corr_s.neg())  # the row maximum of log q, exactly
+    red.note_max(lq, corr_s.neg(), k_s)  # the row maximum of log q, exactly, and where
     del s, t
-    # A row with a NaN or +inf logit, or with only -inf logits, has an all-NaN log-softmax:
-    # one column is enough to flag it (no extra pass over the logits).
-    flags = torch.isnan(lq[..., 0]).to(_FLAG_DTYPE) * _BAD_STUDENT
+    # A row with a NaN or +inf logit, or with only -inf logits, has a row maximum that is
+    # not finite (torch.max propagates NaN; a sharded reducer sends NaN as +inf).
+    flags = (~torch.isfinite(top_s[..., 0])).to(_FLAG_DTYPE) * _BAD_STUDENT
+    flags |= (~torch.isfinite(top_t[..., 0])).to(_FLAG_DTYPE) * _BAD_TEACHER
     if lost is not None:
         flags |= lost
-    flags |= torch.isnan(lp[..., 0]).to(_FLAG_DTYPE) * _BAD_TEACHER
     through_r = want_grad and not spec.detach_assistant
     first, second = spec.first, spec.second
     uses_r = "r" in (first, second)
@@ -283,7 +288,7 @@ def chunk(
     lm, w = log_alpha_mean_and_weight(
         lp, lq, spec.alpha, spec.lam, want_weight=through_r, ratios=ratios, weight_bar=weight_bar
     )
-    shift, corr = _log_normalizer(lm, red)
+    shift, corr, k_m = _log_normalizer(lm, red)
     lz = shift + corr  # log Z (−inf: the assistant's support is empty)
     flags |= (lz[..., 0] == NEG_INF).to(_FLAG_DTYPE) * _EMPTY_SUPPORT
     log_ratio = None
@@ -297,7 +302,7 @@ def chunk(
     del ratios
     # log r = (log m − M) − log1p(S_o): the largest entry exact; in place on log m, which
     # is needed no more (unless it is log p or log q itself, λ ∈ {0, 1})
-    lr = _normalize_(lm, shift, corr, red, inplace=lm is not lp and lm is not lq)
+    lr = _normalize_(lm, shift, corr, k_m, red, inplace=lm is not lp and lm is not lq)
     log_z = lz
     del lm, lz, shift, corr
     dist = {"p": lp, "q": lq, "r": lr}
@@ -336,10 +341,10 @@ def chunk(
         # Compiled: no data-dependent branch (a graph break); the term is 0 when no entry
         # is silent (g_silent = 0; the where keeps a non-finite K from turning it NaN).
         if branchless or red.any(silent):
-            (g_silent,) = red.sums(torch.where(silent, g_r, 0.0))
+            (g_silent,) = red.sums(where(silent, g_r, 0.0))
             g_r = g_r.masked_fill_(silent, 0.0)
             k_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red)
-            through_z = torch.where(g_silent != 0, k_z.mul_(g_silent), 0.0)
+            through_z = where(g_silent != 0, k_z.mul_(g_silent), 0.0)
             del k_z
         if pair is not None:
             # g_q + w·P_r(g_r) = pair − w·(g_r − P_r(g_r)), pair = g_q + w·g_r in closed
@@ -374,8 +379,13 @@ chunk.parallel_chunks = True
 def _grad_flags(g: torch.Tensor) -> torch.Tensor:
     """Row flags of a finished gradient chunk: ``_NAN_GRAD`` (a kernel bug) or
     ``_INF_GRAD`` (an entry beyond the range of the gradient's dtype, e.g. float16)."""
-    bad = ~torch.isfinite(g).all(-1)
-    flags = torch.zeros(bad.shape, dtype=_FLAG_DTYPE, device=g.device)
+    # A row sum is NaN or ±inf when an entry is (or, rarely, when finite entries overflow
+    # it): one reduction; the rows it suspects are then looked at entry by entry.
+    suspect = ~torch.isfinite(
+        g.sum(-1, dtype=torch.float64 if g.dtype == torch.float64 else torch.float32)
+    )
+    flags = torch.zeros(suspect.shape, dtype=_FLAG_DTYPE, device=g.device)
+    bad = suspect & ~torch.isfinite(g).all(-1) if bool(suspect.any()) else suspect
     if bool(bad.any()):  # rare: tell NaN from overflow
         flags |= torch.isnan(g).any(-1).to(_FLAG_DTYPE) * _NAN_GRAD
         flags |= (bad & ~torch.isnan(g).any(-1)).to(_FLAG_DTYPE) * _INF_GRAD

@@ -94,8 +94,25 @@ class _ShardReduce(LocalReduce):
         self.elements = 0
         self._known_max: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def note_max(self, x: torch.Tensor, top: torch.Tensor) -> None:
+    def note_max(self, x: torch.Tensor, top: torch.Tensor, index=None) -> None:
         self._known_max = [*self._known_max[-1:], (x, top)]  # the chunk's log q and log r
+
+    def row_maxima(self, *xs: torch.Tensor) -> list[tuple[torch.Tensor, None]]:
+        return [(top.unsqueeze(-1), None) for top in self.maxes(*xs)]
+
+    def others(self, *pairs) -> tuple[torch.Tensor, ...]:
+        # which rank holds the first maximum is not known here: the entries below the
+        # maximum and the ties at it are summed over the shards (one collective for all),
+        # S_o = Σ_{x<0} e^x + (ties − 1)
+        parts = []
+        for x, _ in pairs:
+            top = x == 0.0
+            parts += [
+                torch.exp(x).masked_fill_(top, 0.0).sum(-1, keepdim=True),
+                top.sum(-1, keepdim=True, dtype=x.dtype),
+            ]
+        sums = self.complete(*parts)
+        return tuple(o.add_(t.sub_(1)) for o, t in zip(sums[::2], sums[1::2], strict=True))
 
     def all_reduce(self, x: torch.Tensor, op: str) -> torch.Tensor:
         dist = _dist()
