@@ -30,7 +30,13 @@ exits non-zero on any failure. In Python, :func:`conform` returns a :class:`Repo
 
 from __future__ import annotations
 
-from amid_ref.conformance._adapters import LossAdapter, MixtureAdapter, Support, Unsupported
+from amid_ref.conformance._adapters import (
+    LossAdapter,
+    MixtureAdapter,
+    Support,
+    Unsupported,
+    labels_in,
+)
 from amid_ref.conformance._cases import (
     DTYPES,
     FAMILIES,
@@ -79,6 +85,7 @@ __all__ = [
     "conform",
     "conform_peer",
     "get_case",
+    "labels_in",
     "load_target",
     "round_to_dtype",
     "run",

@@ -59,13 +59,14 @@ def _rms_error(got: np.ndarray, cand: np.ndarray, want: np.ndarray, failing: np.
 def _systematic(got: np.ndarray, want: np.ndarray, failing: np.ndarray) -> bool:
     """Whether the failing entries' errors look deterministic rather than rounding noise.
 
-    True when there are at least two finite failing entries and their relative errors, or
-    their absolute errors, all have one sign and agree within a factor of 1.5 (a scaled or
-    shifted loss, say): rounding noise does not line up across rows like that.
+    True when there are at least three finite failing entries and their relative errors,
+    or their absolute errors, all have one sign and agree within a factor of 1.5 (a scaled
+    or shifted loss, say): rounding noise does not line up across rows like that (two
+    entries can, by chance).
     """
     g, r = got[failing], want[failing]
     fin = np.isfinite(g) & np.isfinite(r) & (r != 0)
-    if fin.sum() < 2:
+    if fin.sum() < 3:
         return False
     err = g[fin] - r[fin]
     for e in (err / np.abs(r[fin]), err):
@@ -410,6 +411,64 @@ def _low_precision_grad(ctx: DiagnosisContext, got, want, tol: Tolerance) -> lis
     return [Diagnosis("input_dtype_arithmetic", message, "noise", "grad")]
 
 
+def _explicit(case, s: np.ndarray, t: np.ndarray):
+    """``case``'s parameters (and labels: the same seed) on the logits ``s``, ``t``."""
+    from amid_ref.conformance._cases import Case
+
+    return Case(
+        "control", case.kind, alpha=case.alpha, lam=case.lam, divergence=case.divergence,
+        order=case.order, div_params=dict(case.div_params), temperature=case.temperature,
+        mask=case.mask, reduction=case.reduction, name=case.name + "/shifted", seed=case.seed,
+        student_logits=s, teacher_logits=t, preset=case.preset,
+        preset_params=dict(case.preset_params),
+    )  # fmt: skip
+
+
+def _row_max(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        top = np.max(np.where(np.isfinite(x), x, -np.inf), axis=-1, keepdims=True)
+    return np.where(np.isfinite(top), top, 0.0)
+
+
+def _offset_rounding(ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str):
+    """An error that the logits' common offset causes: the same distributions with each
+    row's maximum subtracted from the logits first (an exact shift) give the reference, and
+    the error is within 64 units of float32 roundoff of the offset's magnitude M (value:
+    64·u·M·max(1, |want|); gradient: 64·u·M·weight·(p + q)/T). A log-normalizer (or
+    logits/T) formed at the magnitude of the logits loses the low bits the loss needs."""
+    if ctx.probe is None or ctx.kind == "mixture" or ctx.case.inputs == "explicit":
+        return []
+    s, t = ctx.ref.s, ctx.ref.t
+    fin = np.concatenate([np.abs(s[np.isfinite(s)]), np.abs(t[np.isfinite(t)])])
+    big = float(fin.max()) if fin.size else 0.0
+    if big < 64.0:
+        return []
+    shifted = _explicit(ctx.case, s - _row_max(s), t - _row_max(t))
+    probed = ctx.probe(shifted, None, quantity == "grad")
+    if probed is None or fails(probed[0], probed[1], tol).any():
+        return []
+    u = _UNIT_ROUNDOFF["float64" if ctx.dtype == "float64" else "float32"]
+    temp = float(ctx.case.temperature)
+    if quantity == "grad":
+        log_p, log_q = ctx.ref.log_pq()
+        per_t = temp if ctx.ref.temperature_squared else 1.0 / temp
+        scale = reduce_grad(np.exp(log_p) + np.exp(log_q), ctx.mask, ctx.reduction, ctx.upstream)
+        bound = 64 * u * big / temp * np.abs(scale) * per_t + tol.atol
+    else:
+        bound = 64 * u * big / temp * np.maximum(1.0, np.abs(want)) + tol.atol
+    with np.errstate(invalid="ignore"):
+        if not np.all(np.abs(np.asarray(got, dtype=np.float64) - want) <= bound):
+            return []
+    message = (
+        f"rounding at the logits' magnitude (|logit| up to {big:.3g}): the same distributions "
+        "with each row's maximum subtracted from the logits give the reference, and the error "
+        f"is within 64 units of {'float64' if u < 1e-10 else 'float32'} roundoff of that "
+        "magnitude: a log-normalizer (or logits/T) formed at the offset loses the low bits "
+        "the loss needs (subtract the row maximum first)"
+    )
+    return [Diagnosis("logit_offset_rounding", message, "exact", quantity)]
+
+
 def diagnose(
     ctx: DiagnosisContext,
     *,
@@ -439,4 +498,6 @@ def diagnose(
         exact = _pairs(ctx, got, want, tol, quantity)
     if not exact and not noisy and quantity == "grad":
         exact = _low_precision_grad(ctx, got, want, tol)
+    if not exact and not noisy:
+        exact = _offset_rounding(ctx, got, want, tol, quantity)
     return exact + [d for _, _, d in sorted(noisy, key=lambda x: (x[0], x[1]))]
