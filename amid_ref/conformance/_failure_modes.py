@@ -74,7 +74,9 @@ class DiagnosisContext:
             detach_assistant=self.ref.detach_assistant,
             temperature_squared=self.ref.temperature_squared,
         )
-        return DiagnosisContext(ref, self.dtype, self.reduction, self.mask, None, False, None)
+        labels = case.labels()  # the moved case's own labels (its seed may differ)
+        mask = None if labels is None else labels != -100
+        return DiagnosisContext(ref, self.dtype, self.reduction, mask, None, False, None)
 
     def with_dtype(self, dtype: str) -> DiagnosisContext:
         """The same case and inputs, with the implementation computing in ``dtype``."""
