@@ -586,9 +586,38 @@ def test_the_peers_page_is_generated_from_the_json_reports():
     assert {json.loads(p.read_text())["settings"]["peer"]["name"] for p in reports} == set(PEERS)
     assert audit_page.build_page() == audit_page.PAGE.read_text(encoding="utf-8")
     text = audit_page.PAGE.read_text(encoding="utf-8")
-    assert text.count("**Differs from the reference by design.**") == 3  # TRL, both liger
+    by_design = sum(bool(p.by_design) for p in PEERS.values())  # TRL's JSDs, liger's JSDs
+    assert by_design == 5
+    assert text.count("**Differs from the reference by design.**") == by_design
     for name in PEERS:
         assert f"$ amid-ref conform --peer {name} --dtype float32 --json" in text
+
+
+def test_the_mapping_page_is_generated_from_the_records():
+    """docs/mapping.md: one row per Peer record, with its parameters, AMiD setting,
+    temperature, reduction, label shift and masking as the record states them, and the
+    endpoint and bf16 behaviour as the reports measured them."""
+    from amid_ref.conformance import audit_page
+
+    text = audit_page.MAPPING.read_text(encoding="utf-8")
+    assert audit_page.build_mapping_page() == text
+    rows = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("| [`")}
+    assert list(rows) == list(PEERS)
+    for name, peer in PEERS.items():
+        row = rows[name]
+        cells = [c.strip() for c in row.strip("|").split(" | ")]
+        assert peer.amid and peer.amid.replace("|", "\\|") == cells[3]
+        for param, meaning in peer.params:
+            assert f"`{param}`: {meaning}".replace("|", "\\|") in cells[2]
+        assert cells[4] == ("T² applied" if peer.support.temperature_squared else
+                            "no T" if peer.support.temperature is False else "no T²")  # fmt: skip
+        assert cells[5] == audit_page._REDUCTION_WORDS[peer.reduction]
+        assert cells[6] == peer.label_shift and cells[7] == peer.masking
+        report = json.loads((audit_page.REPORTS / f"{name}.float32.json").read_text())
+        for mode in report["diagnoses"]:
+            if mode in peer.by_design_modes:  # an endpoint difference, measured and named
+                assert f"`{mode}`" in cells[8] and "(by design)" in cells[8]
+    assert "[docs/mapping.md](docs/mapping.md)" in (audit_page.ROOT / "README.md").read_text()
 
 
 def test_a_jsd_peer_maps_to_the_gkd_preset_too():

@@ -1092,7 +1092,7 @@ def _low_precision_probabilities(ctx: DiagnosisContext) -> list[Wrong]:
     for dt in dtypes:
         for tf in forms:
             for sf in forms:
-                if tf is None and sf is None or (tf == "model") + (sf == "model") > 1:
+                if (tf is None and sf is None) or (tf == "model") + (sf == "model") > 1:
                     continue
                 lp = log_p if tf is None else _rounded_side(log_p, tf, dt, ctx.ref.t / temp)
                 lq = log_q if sf is None else _rounded_side(log_q, sf, dt, ctx.ref.s / temp)

@@ -377,10 +377,12 @@ class Report:
             lines.append(f"  parameters passed as: {pairs}")
         peer = s.get("peer")
         if peer:
+            maps = f"{peer['divergence']} {peer['direction']} at λ = 0 (preset {peer['preset']})"
+            if peer.get("kind") == "preset":
+                maps = f"the preset {peer['preset']}"
             lines.append(
                 f"  peer: {peer['source']} ({peer['distribution']} {peer['version']}), "
-                f"mapped to {peer['divergence']} {peer['direction']} at λ = 0 "
-                f"(preset {peer['preset']})"
+                f"mapped to {maps}"
             )
         sup = s.get("support", {})
 
