@@ -262,6 +262,12 @@ def _prob_space_log_m(lp, lq, alpha: float, lam: float, npdt) -> np.ndarray:
         return np.log(r.astype(np.float64))
 
 
+def _single_mixture_term(ctx: DiagnosisContext) -> bool:
+    """A preset of one term with a mixture (DistiLLM's skews: λ ∉ {0, 1})."""
+    rec = ctx.case.preset_record()
+    return len([w for _, w in rec.terms if w]) == 1 and 0.0 < rec.lam < 1.0
+
+
 def _probability_space(ctx: DiagnosisContext) -> list[Wrong]:
     log_p, log_q = ctx.ref.log_pq()
     out = []
@@ -1560,8 +1566,13 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
         "matches a mixture formed in probability space ({variant}) and then logged: where p "
         "and q underflow, log r = −inf and the loss is inf/NaN",
         "exact",
-        lambda c: c.got is not None and bool((~np.isfinite(c.got)).any()),
+        lambda c: (
+            c.got is not None
+            and bool((~np.isfinite(c.got)).any())
+            and (c.kind != "preset" or _single_mixture_term(c))
+        ),
         _probability_space,
+        ("loss", "mixture", "preset"),
         nonfinite_symptom=True,
     ),
     FailureMode(

@@ -276,24 +276,27 @@ class Report:
         return c["pass"] == 0 and c["fail"] == 0
 
     def hints(self) -> list[str]:
-        """What to add or map when cases were skipped for a parameter the function lacks."""
-        out = []
-        seen = set()
+        """What to add or map, for the parameters the function lacks that skipped the most
+        cases (at least half as many as the most frequent one)."""
+        counts: Counter = Counter()
+        names: dict[str, str] = {}
         for r in self.results:
             if r.status != "skip" or not r.reason.startswith("function has no '"):
                 continue
-            name = r.reason.split("'")[1]
-            mapped = "(mapped from '" in r.reason
-            if name in seen or name in ("labels'/'ignore_index",):
+            parts = r.reason.split("'")
+            if parts[1] == "labels":  # the labels/ignore_index pair: not a parameter map
                 continue
-            seen.add(name)
-            check_name = r.reason.split("'")[3] if mapped else name
-            out.append(
-                f"add a {name!r} parameter to the function, or map the one it has: "
-                f"--map {check_name}=YOUR_NAME (Python: param_map={{{check_name!r}: "
-                f"'your_name'}})"
-            )
-        return out
+            counts[parts[1]] += 1
+            names[parts[1]] = parts[3] if "(mapped from '" in r.reason else parts[1]
+        if not counts:
+            return []
+        top = max(counts.values())
+        return [
+            f"add a {name!r} parameter to the function, or map the one it has: "
+            f"--map {names[name]}=YOUR_NAME (Python: param_map={{{names[name]!r}: 'your_name'}})"
+            for name, n in counts.most_common()
+            if 2 * n >= top
+        ]
 
     @property
     def failures(self) -> list[CaseResult]:
