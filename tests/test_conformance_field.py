@@ -191,8 +191,8 @@ def amid_sign_slip(student_logits, teacher_logits, alpha, lam):
     lp, lq = _logs(student_logits, teacher_logits)
     if alpha == 1 or lam in (0, 1) or math.isinf(alpha):
         return gpu.amid_loss(student_logits, teacher_logits, alpha, lam, reduction="none")
-    beta = (alpha - 1) / 2  # the slip
-    log_m = torch.logaddexp(math.log(lam) + beta * lp, math.log1p(-lam) + beta * lq) / beta
+    # the slip β = (α − 1)/2 is the naive formula's β = (1 − α')/2 at α' = 2 − α
+    log_m = naive_log_alpha_mean(lp, lq, 2.0 - alpha, lam, logaddexp=torch.logaddexp)
     lr = log_m - torch.logsumexp(log_m, -1, keepdim=True)
     x, y = order_arguments("pr", lp, lq, lr)
     return torch.where(torch.isneginf(x), 0.0, x.exp() * (x - y)).sum(-1)

@@ -42,6 +42,7 @@ from amid_ref.conformance._adapters import (
     Unsupported,
     labels_in,
 )
+from amid_ref.conformance._assert import assert_conforms
 from amid_ref.conformance._cases import (
     DTYPES,
     FAMILIES,
@@ -60,7 +61,6 @@ from amid_ref.conformance._reference import PROPOSED_TOLERANCES, tolerance_for
 from amid_ref.conformance._runner import (
     CaseResult,
     Report,
-    assert_conforms,
     check_case,
     conform,
 )

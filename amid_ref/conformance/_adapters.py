@@ -15,6 +15,7 @@ import numpy as np
 from amid_ref._case import IGNORE_INDEX, Case, canonical_dtype
 from amid_ref._compare import passes, tolerance_for
 from amid_ref._specs import ORDERS
+from amid_ref.conformance._cases import PRESET_PARAM_ALIASES
 from amid_ref.conformance._reference import reduce_rows
 
 __all__ = ["LossAdapter", "MixtureAdapter", "Outputs", "Support", "Unsupported", "labels_in"]
@@ -307,9 +308,6 @@ class _BaseAdapter:
             return self.param_map[name]
         if name in self.params or case is None or case.kind != "preset":
             return name
-        # preset parameter aliases: imported here (the cases module imports the presets)
-        from amid_ref.conformance._cases import PRESET_PARAM_ALIASES
-
         for alias in PRESET_PARAM_ALIASES.get(case.preset, {}).get(name, ()):
             if alias in self.params:
                 self.aliased[name] = alias
@@ -748,7 +746,7 @@ def labels_in(fn: Callable, name: str = "no_model_batch", key: str = "label") ->
             logits = args[0] if args else kw[first]
             lead = tuple(logits.shape[:-1])
             if hasattr(logits, "new_zeros"):
-                # torch: the logits are a tensor
+                # torch: optional (the gpu extra); here the logits are a tensor
                 import torch
 
                 labels = logits.new_zeros(lead, dtype=torch.long)

@@ -34,6 +34,8 @@ from amid_ref.conformance._failure_modes import (
     FailureMode,
     Wrong,
     _jitter,
+    _noise_distance,
+    _systematic,
 )
 from amid_ref.conformance._reference import reduce_grad, reduce_rows
 
@@ -806,8 +808,6 @@ def _confirm_internal_low_precision(ctx: DiagnosisContext, variant: str, tol) ->
     output still has the error size of the computation in ``variant``, on this case and on
     two others (other inputs, same parameters); and the relative errors at these points do
     not line up (one relative error everywhere is a scaled loss, not rounding)."""
-    from amid_ref.conformance._diagnoses import _noise_distance, _systematic
-
     if ctx.probe is None:
         return False
     first = _control_inputs(ctx)

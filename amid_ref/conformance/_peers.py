@@ -21,11 +21,16 @@ my_module:MY_PEER``.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+import os
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from amid_ref.conformance._adapters import Support, Unsupported
 from amid_ref.conformance._runner import conform
@@ -216,8 +221,6 @@ def _torch_kd(reverse: bool, log_target: bool) -> Callable[[], Callable]:
 def _quiet_import(module: str):
     """Import ``module`` with its import-time warnings silenced (torchtune, ModelOpt and
     TRL warn about versions of their optional dependencies)."""
-    import importlib
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return importlib.import_module(module)
@@ -312,9 +315,6 @@ def _triton_runtime() -> str:
     (liger's ``eps.to(tl.float32)`` then raises): such arguments are passed as fp32 scalars,
     as compiled Triton does. Nothing else of the interpreter or of the kernels is changed.
     """
-    import os
-    import sys
-
     # torch: optional (the peers extra)
     import torch
 
@@ -333,8 +333,6 @@ def _triton_runtime() -> str:
 
 
 def _fp32_float_scalars() -> None:
-    import numpy as np
-
     # triton: optional (comes with torch on Linux)
     import triton.language as tl
     import triton.runtime.interpreter as interpreter

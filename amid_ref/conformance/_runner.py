@@ -14,20 +14,22 @@ from typing import Any
 import numpy as np
 
 from amid_ref._compare import Summary, passes, tolerance_for
+from amid_ref._specs import SPECS
 from amid_ref.conformance._adapters import (
     LossAdapter,
     MixtureAdapter,
     Outputs,
     Support,
     Unsupported,
+    _signature,
     make_adapter,
 )
 from amid_ref.conformance._cases import FAMILIES, PRESET_PARAM_GRIDS, Case, battery, iter_names
 from amid_ref.conformance._diagnoses import Diagnosis, DiagnosisContext, diagnose
 from amid_ref.conformance._reference import ReferenceInputs, reduce_grad, reduce_rows
-from amid_ref.tolerances import Tolerance
+from amid_ref.tolerances import TOLERANCES, Tolerance
 
-__all__ = ["CaseResult", "Report", "assert_conforms", "check_case", "conform"]
+__all__ = ["CaseResult", "Report", "check_case", "conform"]
 
 
 def _tolerance(quantity: str, dtype: str, chosen: Mapping[str, Any] | None = None) -> Tolerance:
@@ -47,8 +49,6 @@ def _tolerance_row(
 def _resolve_tolerances(tolerances: Mapping[str, Any] | None) -> dict[str, tuple]:
     """``tolerances=`` as ``{quantity: (Tolerance, row key)}``; a bad key or row is an error
     naming it."""
-    from amid_ref.tolerances import TOLERANCES
-
     out: dict[str, tuple] = {}
     for quantity, row in dict(tolerances or {}).items():
         if quantity not in ("loss", "grad", "log_mixture"):
@@ -73,9 +73,6 @@ def _check_param_map(
     ``fn``; either side may be written first (``skew=lam`` or ``lam=skew``)."""
     if not param_map:
         return {}
-    from amid_ref._specs import SPECS
-    from amid_ref.conformance._adapters import _signature
-
     own = {"alpha", "lam", "temperature", "labels"}
     if kind == "preset" and preset in PRESET_PARAM_GRIDS:
         own |= set(PRESET_PARAM_GRIDS[preset][0])
@@ -948,54 +945,3 @@ def check_case(fn: Callable, case: Case, **options: Any) -> CaseResult:
     """
     report = conform(fn, case.kind, cases=[case], **options)
     return report.results[0]
-
-
-def assert_conforms(
-    fn: Callable | str, kind: str | None = None, *, allow: Iterable[str] = (), **options: Any
-) -> Report:
-    """Assert that ``fn`` passes the conformance battery; for use inside a user's pytest.
-
-    Takes the options of :func:`conform` (the families to run, ``tolerances=`` rows,
-    ``dtype``, ``grad``, ...) and raises ``AssertionError`` carrying the text report
-    (per-family results, worst case with its seed and parameters, diagnosis) when a case
-    fails that ``allow`` does not cover, or when no case ran. Returns the :class:`Report`
-    otherwise.
-
-    ``fn`` may also be a :class:`~amid_ref.conformance.Peer` or a peer's name (its mapped
-    battery, :func:`~amid_ref.conformance.conform_peer`); its documented differences
-    (``by_design_modes``) are then allowed unless ``allow`` is given.
-
-    Parameters
-    ----------
-    allow : iterable of str
-        Failure modes (:data:`~amid_ref.conformance.FAILURE_MODES` ids) accepted: a failing
-        case whose first diagnosis is one of them does not fail the assertion (a documented
-        difference, e.g. ``jsd_endpoint_kl`` for TRL's JSD).
-
-    Examples
-    --------
-    >>> import amid_ref
-    >>> from amid_ref.conformance import assert_conforms
-    >>> report = assert_conforms(amid_ref.amid_loss, dtype="float64", families=["shapes"])
-    >>> report.passed
-    True
-    """
-    __tracebackhide__ = True  # pytest: show the caller's frame and the report, not this one
-    from amid_ref.conformance._peers import PEERS, Peer, conform_peer
-
-    allowed = set(allow)
-    if isinstance(fn, Peer) or (isinstance(fn, str) and fn in PEERS):
-        rec = fn if isinstance(fn, Peer) else PEERS[fn]
-        allowed = allowed or set(rec.by_design_modes)
-        report = conform_peer(rec, kind=kind, **options)
-    else:
-        report = conform(fn, kind or "loss", **options)
-    unexplained = [r for r in report.failures if not (r.diagnoses and r.diagnoses[0].id in allowed)]
-    if report.nothing_checked or unexplained:
-        head = "implementation does not conform to amid_ref"
-        if report.nothing_checked:
-            head = "nothing was checked (every case skipped)"
-        elif allowed:
-            head += f" ({len(unexplained)} failing case(s) not allowed by {sorted(allowed)})"
-        raise AssertionError(head + "\n" + report.text())
-    return report
