@@ -274,12 +274,15 @@ def run(args: argparse.Namespace) -> int:
     if args.peer is not None:
         peer = get_peer(args.peer)
         common["grad"] = True  # a peer's gradients are always compared
-        report = conform_peer(
-            peer,
-            kind=args.kind or ("preset" if args.preset else None),
-            support=replace(peer.support, **support),
-            **common,
-        )
+        try:
+            report = conform_peer(
+                peer,
+                kind=args.kind or ("preset" if args.preset else None),
+                support=replace(peer.support, **support),
+                **common,
+            )
+        except ImportError as exc:  # not installed, or cannot run in this process
+            raise ValueError(f"peer: {exc}") from None
     else:
         fn = load_target(args.target)
         if args.labels_in:

@@ -909,12 +909,14 @@ def conform_peer(peer: str | Peer, **options: Any):
     """Run the peer's mapped battery (its divergence at λ = 0, with gradients) and return
     the :class:`~amid_ref.conformance.Report`; ``options`` are :func:`conform`'s.
 
-    Raises ``ImportError`` naming the package when the peer is not installed.
+    Raises ``ImportError`` naming the package when the peer is not installed, or saying why
+    it cannot run in this process (liger-kernel's Triton kernels already defined without the
+    interpreter, on a machine without CUDA).
     """
     rec = get_peer(peer)
     try:
         fn = rec.load()
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         raise ImportError(
             f"peer {rec.name!r} needs the package {rec.distribution!r} "
             f"(pip install 'amid-ref[peers]'): {exc}"
