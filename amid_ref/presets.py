@@ -11,6 +11,7 @@ preset             AMiD setting
 ``gkd_jsd``        α = −1, λ = β: β·KL(p‖r) + (1−β)·KL(q‖r) = JSD_β(p‖q)
 ``taid``           α = 1, λ = t, KL, ``rq``, assistant detached
 ``abkd``           λ = 0, AB-divergence (a_, b_) = (0.2, 0.7), ``pr``: D_AB(p‖q)
+``symmetric_kl``   λ = 0, KL: ρ·KL(p‖q) + (1−ρ)·KL(q‖p), ρ = ½ by default
 =================  ==========================================================
 """
 
@@ -93,6 +94,19 @@ def _gkd(beta: float = 0.5) -> Preset:
     )
 
 
+def _symmetric(ratio: float = 0.5) -> Preset:
+    return Preset(
+        "symmetric_kl",
+        -1.0,
+        0.0,
+        "kl",
+        (("pr", ratio), ("rp", 1.0 - ratio)),
+        description="Symmetric KL ρ·KL(p‖q) + (1−ρ)·KL(q‖p) (λ = 0, orders pr and rp); "
+        "ρ = ½ is half the Jeffreys divergence.",
+        reference="torchtune SymmetricKLLoss (sym_kd_ratio = ρ), after DistiLLM's losses",
+    )
+
+
 PRESETS: dict[str, Preset] = {
     "kd": Preset(
         "kd",
@@ -154,6 +168,7 @@ PRESETS: dict[str, Preset] = {
         "paper's experiments.",
         reference="Wang et al. 2025, ABKD",
     ),
+    "symmetric_kl": _symmetric(0.5),
 }
 
 
@@ -166,13 +181,18 @@ def get(name: str, **overrides: Any) -> Preset:
     """The preset ``name`` with fields replaced by ``overrides``.
 
     ``gkd_jsd`` accepts ``beta=`` (sets λ and the term weights together); ``taid`` accepts
-    ``t=`` (sets λ). Other overrides replace fields of :class:`Preset` directly.
+    ``t=`` (sets λ); ``distillm_skl`` and ``distillm_srkl`` accept DistiLLM's ``skew=`` s,
+    the weight of the divergence's first argument in the mixture (λ = s for the skew KL,
+    λ = 1 − s for the skew reverse KL); ``symmetric_kl`` accepts ``ratio=`` ρ. Other
+    overrides replace fields of :class:`Preset` directly.
 
     Examples
     --------
     >>> from amid_ref import presets
     >>> presets.get("gkd_jsd", beta=0.1).terms
     (('pr', 0.1), ('qr', 0.9))
+    >>> presets.get("distillm_srkl", skew=0.1).lam
+    0.9
     """
     if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
@@ -181,8 +201,18 @@ def get(name: str, **overrides: Any) -> Preset:
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"gkd_jsd beta must lie in [0, 1], got {beta!r}")
         base = _gkd(beta)
+    elif name == "symmetric_kl" and "ratio" in overrides:
+        ratio = float(overrides.pop("ratio"))
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"symmetric_kl ratio must lie in [0, 1], got {ratio!r}")
+        base = _symmetric(ratio)
     else:
         base = PRESETS[name]
+    if name in ("distillm_skl", "distillm_srkl") and "skew" in overrides:
+        skew = float(overrides.pop("skew"))
+        if not 0.0 <= skew <= 1.0:
+            raise ValueError(f"{name} skew must lie in [0, 1], got {skew!r}")
+        overrides["lam"] = skew if name == "distillm_skl" else 1.0 - skew
     if name == "taid" and "t" in overrides:
         overrides["lam"] = overrides.pop("t")
     bad = sorted(set(overrides) - set(Preset.__dataclass_fields__))

@@ -581,7 +581,9 @@ def test_mutant_is_flagged_with_the_right_diagnosis(fn, kind, options, expected)
     # the expected diagnosis explains the failures: most of them, and nothing else competes
     assert primary.most_common(1)[0][0] == expected, primary
     assert primary[expected] >= 0.6 * len(failures), (primary, len(failures))
-    assert primary[expected] >= 0.9 * len(diagnosed), primary
+    # A mutant computing its mixture in bf16 also computes "in bf16 inside": true, generic.
+    accepted = {expected} | ({"low_precision_arithmetic"} if "bf16" in str(options) else set())
+    assert sum(primary[k] for k in accepted) >= 0.9 * len(diagnosed), primary
     # ... including the case the report shows for each failing family (or its best example)
     text = report.text()
     assert f"[{expected}" in text

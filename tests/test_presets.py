@@ -37,6 +37,7 @@ def direct_ab(x, y, a, b):
         ("distillm_srkl", lambda: kl(Q, 0.9 * P + 0.1 * Q)),
         ("gkd_jsd", lambda: 0.5 * kl(P, 0.5 * (P + Q)) + 0.5 * kl(Q, 0.5 * (P + Q))),
         ("abkd", lambda: direct_ab(P, Q, 0.2, 0.7)),
+        ("symmetric_kl", lambda: 0.5 * kl(P, Q) + 0.5 * kl(Q, P)),
     ],
 )
 def test_preset_loss_equals_the_method_formula(name, direct):
@@ -84,6 +85,27 @@ def test_registry_lists_every_method():
         "gkd_jsd",
         "taid",
         "abkd",
+        "symmetric_kl",
     }
     for p in presets.PRESETS.values():
         assert p.description and p.reference
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 1.0])
+def test_symmetric_kl_with_ratio(ratio):
+    want = ratio * kl(P, Q) + (1 - ratio) * kl(Q, P)
+    got = presets.get("symmetric_kl", ratio=ratio).loss(S, T)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("skew", [0.1, 0.25])
+def test_distillm_skew_is_the_weight_of_the_first_argument(skew):
+    # DistiLLM: KL(p‖s·p + (1−s)·q) and KL(q‖s·q + (1−s)·p), s the skew
+    skl = presets.get("distillm_skl", skew=skew).loss(S, T)
+    srkl = presets.get("distillm_srkl", skew=skew).loss(S, T)
+    np.testing.assert_allclose(skl, kl(P, skew * P + (1 - skew) * Q), rtol=1e-12)
+    np.testing.assert_allclose(srkl, kl(Q, skew * Q + (1 - skew) * P), rtol=1e-12)
+    with pytest.raises(ValueError, match="skew must lie in"):
+        presets.get("distillm_srkl", skew=1.5)
+    with pytest.raises(ValueError, match="ratio must lie in"):
+        presets.get("symmetric_kl", ratio=-0.1)

@@ -10,10 +10,13 @@ collapse for α ≥ 1, logaddexp/β in bf16, probability-space mixtures, AB 1/a_
 cancellation, swapped Amari limits, padded logits set to 0, 0/0 masks, λ on the student)
 on the failing case.
 
-Published implementations (TRL's generalized JSD, liger-kernel's JSD, torch's ``kl_div``
+Published implementations (TRL's GKD JSD and DistillationTrainer loss, liger-kernel's JSD
+and Triton kernels, torchtune's KD losses, NVIDIA ModelOpt's logits loss, torch's ``kl_div``
 used for KD) are checked with their built-in adapters (:data:`PEERS`), mapped to the
 reference: a plain divergence at λ = 0 (``kind="divergence"``) or a prior method of
-:mod:`amid_ref.presets` (``kind="preset"``).
+:mod:`amid_ref.presets` (``kind="preset"``). A user's function is checked as it is written:
+``param_map`` (``--map skew=lam``) renames parameters, :func:`labels_in` takes labels out of
+a dict argument, and a run where no case ran is "nothing checked" (exit code 3).
 
 Examples::
 
@@ -23,14 +26,23 @@ Examples::
     amid-ref conform --peer list
     amid-ref conform --peer trl-gjsd --dtype bf16
     amid-ref conform my_pkg.losses:gkd --preset gkd_jsd --set beta=0.1
+    amid-ref conform my_pkg.losses:srkl --preset distillm_srkl --map skew=s
 
-exits non-zero on any failure. In Python, :func:`conform` returns a :class:`Report` and
-:func:`assert_conforms` raises ``AssertionError`` with the report for use inside pytest.
+exits 1 on any failure, 3 when nothing was checked. In Python, :func:`conform` returns a
+:class:`Report` and :func:`assert_conforms` raises ``AssertionError`` with the report for use
+inside pytest (``allow=`` the failure modes a library documents, ``tolerances=`` the rows).
 """
 
 from __future__ import annotations
 
-from amid_ref.conformance._adapters import LossAdapter, MixtureAdapter, Support, Unsupported
+from amid_ref.conformance._adapters import (
+    LossAdapter,
+    MixtureAdapter,
+    Support,
+    Unsupported,
+    labels_in,
+)
+from amid_ref.conformance._assert import assert_conforms
 from amid_ref.conformance._cases import (
     DTYPES,
     FAMILIES,
@@ -49,7 +61,6 @@ from amid_ref.conformance._reference import PROPOSED_TOLERANCES, tolerance_for
 from amid_ref.conformance._runner import (
     CaseResult,
     Report,
-    assert_conforms,
     check_case,
     conform,
 )
@@ -79,6 +90,7 @@ __all__ = [
     "conform",
     "conform_peer",
     "get_case",
+    "labels_in",
     "load_target",
     "round_to_dtype",
     "run",

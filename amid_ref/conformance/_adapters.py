@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import sys
@@ -14,9 +15,10 @@ import numpy as np
 from amid_ref._case import IGNORE_INDEX, Case, canonical_dtype
 from amid_ref._compare import passes, tolerance_for
 from amid_ref._specs import ORDERS
+from amid_ref.conformance._cases import PRESET_PARAM_ALIASES
 from amid_ref.conformance._reference import reduce_rows
 
-__all__ = ["LossAdapter", "MixtureAdapter", "Outputs", "Support", "Unsupported"]
+__all__ = ["LossAdapter", "MixtureAdapter", "Outputs", "Support", "Unsupported", "labels_in"]
 
 _REDUCTIONS = ("auto", "none", "mean", "sum", "batchmean")
 
@@ -197,6 +199,7 @@ class _BaseAdapter:
         device: str = "cpu",
         convention: str = "auto",
         kwargs: Mapping[str, Any] | None = None,
+        param_map: Mapping[str, str] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
@@ -229,6 +232,10 @@ class _BaseAdapter:
         self.convention_source = "declared"
         self.kwargs = dict(kwargs or {})
         self.params, self.var_kw = _signature(fn)
+        # The check's parameter name -> the function's (--map skew=lam); filled further by
+        # the published aliases of a preset's parameters (PRESET_PARAM_ALIASES).
+        self.param_map = dict(param_map or {})
+        self.aliased: dict[str, str] = {}
         self.name = getattr(fn, "__qualname__", None) or type(fn).__name__
         self.target = f"{getattr(fn, '__module__', '?')}:{self.name}"
 
@@ -293,13 +300,28 @@ class _BaseAdapter:
             return x.detach().to(device="cpu", dtype=torch.float64).numpy()
         return np.asarray(x, dtype=np.float64)
 
+    def fn_name(self, name: str, case: Case | None = None) -> str:
+        """The function's name for the check's parameter ``name``: mapped by ``param_map``,
+        else its own name if the function takes it, else a published alias the function
+        takes (DistiLLM's ``lam`` for a DistiLLM preset's ``skew``), else ``name``."""
+        if name in self.param_map:
+            return self.param_map[name]
+        if name in self.params or case is None or case.kind != "preset":
+            return name
+        for alias in PRESET_PARAM_ALIASES.get(case.preset, {}).get(name, ()):
+            if alias in self.params:
+                self.aliased[name] = alias
+                return alias
+        return name
+
     def _alpha_lam(self, case: Case) -> tuple[tuple, dict]:
         if case.kind == "divergence":  # the divergence's own parameters, by name
-            return (), {k: float(v) for k, v in case.div_params.items()}
+            return (), {self.fn_name(k, case): float(v) for k, v in case.div_params.items()}
         if case.kind == "preset":  # the preset's own parameters, by name
-            return (), {k: float(v) for k, v in case.preset_params.items()}
-        if "alpha" in self.params and "lam" in self.params:
-            return (), {"alpha": float(case.alpha), "lam": float(case.lam)}
+            return (), {self.fn_name(k, case): float(v) for k, v in case.preset_params.items()}
+        alpha, lam = self.fn_name("alpha"), self.fn_name("lam")
+        if alpha in self.params and lam in self.params:
+            return (), {alpha: float(case.alpha), lam: float(case.lam)}
         return (float(case.alpha), float(case.lam)), {}
 
     def describe(self) -> dict[str, Any]:
@@ -310,7 +332,12 @@ class _BaseAdapter:
             "dtype": self.dtype,
             "device": self.device,
             "convention": f"{self.convention} ({self.convention_source})",
+            **({"param_map": self.mapped()} if self.mapped() else {}),
         }
+
+    def mapped(self) -> dict[str, str]:
+        """The parameters passed under another name: ``param_map`` and the aliases used."""
+        return {**self.aliased, **self.param_map}
 
 
 class LossAdapter(_BaseAdapter):
@@ -469,18 +496,26 @@ class LossAdapter(_BaseAdapter):
                 ("div_params", bool(case.div_params)),
                 ("temperature", case.temperature != 1.0),
             )
-        else:  # a divergence's or preset's parameters are passed by their own names
+        elif case.kind == "divergence":  # its parameters are passed by their own names
             declared = support is not None and support.divergences is not None
             checks = (
                 ("divergence", case.divergence != "kl" and not declared),
                 ("direction", case.order != "pr" and not (support and support.orders)),
                 ("temperature", case.temperature != 1.0),
-                *((k, True) for k in self._alpha_lam(case)[1]),
+                *((k, True) for k in case.div_params),
+            )
+        else:  # a preset: its own parameters by name; its direction is the preset's own
+            checks = (
+                ("temperature", case.temperature != 1.0),
+                *((k, True) for k in case.preset_params),
             )
         for name, needed in checks:
-            if needed and not self.accepts(name):
+            fn_name = self.fn_name(name, case)
+            if needed and not self.accepts(fn_name):
+                if fn_name != name:
+                    return f"function has no {fn_name!r} parameter (mapped from {name!r})"
                 return f"function has no {name!r} parameter"
-        named = "labels" in self.params
+        named = self.fn_name("labels") in self.params
         if case.mask is not None and not (named or (self.var_kw and self.ignore_index_declared)):
             return "function has no 'labels'/'ignore_index' parameters"
         names = self.reduction_names
@@ -525,7 +560,7 @@ class LossAdapter(_BaseAdapter):
             ("divergence", case.divergence, "kl"),
             ("order", case.order, "pr"),
             ("div_params", dict(case.div_params) or None, None),
-            ("temperature", float(case.temperature), 1.0),
+            (self.fn_name("temperature"), float(case.temperature), 1.0),
         )
         if case.kind == "divergence":  # the direction by its own name: Rényi has an "order"
             direction = ("direction", {"pr": "pq", "rp": "qp"}[case.order], "pq")
@@ -536,7 +571,7 @@ class LossAdapter(_BaseAdapter):
             if name in self.params or (self.var_kw and value != default):
                 kw[name] = value
         if labels is not None:
-            kw["labels"] = self._labels(labels)
+            kw[self.fn_name("labels")] = self._labels(labels)
             if "ignore_index" in self.params or self.var_kw:
                 kw["ignore_index"] = IGNORE_INDEX
         if reduction is not None and self.passes_reduction(reduction):
@@ -662,3 +697,63 @@ def make_adapter(fn: Callable, kind: str, **options: Any) -> _BaseAdapter:
         options.pop("reduction_names", None)
         return MixtureAdapter(fn, **options)
     raise ValueError(f"kind: expected 'loss' or 'mixture', got {kind!r}")
+
+
+def labels_in(fn: Callable, name: str = "no_model_batch", key: str = "label") -> Callable:
+    """``fn`` taking its labels as ``labels=`` instead of inside a dict argument.
+
+    Distillation code often takes the labels in a batch dict, e.g. DistiLLM's
+    ``skewed_reverse_kl(logits, teacher_logits, no_model_batch, lam=0.1)`` reads
+    ``no_model_batch["label"]`` (−100 = ignored). The battery passes ``labels=``; this
+    wrapper puts them at ``name[key]`` (all positions kept when a case has no labels) and
+    otherwise calls ``fn`` unchanged. Its signature is ``fn``'s without ``name``, plus
+    ``labels=None``, so the battery still sees the function's own parameters.
+
+    Parameters
+    ----------
+    fn : callable
+        The loss, e.g. ``distillm.losses.skewed_reverse_kl``.
+    name : str
+        The dict parameter of ``fn`` (default ``"no_model_batch"``).
+    key : str
+        The labels' key in it (default ``"label"``).
+
+    Returns
+    -------
+    callable
+
+    Examples
+    --------
+    The one-line adapter (``amid-ref conform my_adapters:srkl --preset distillm_srkl``)::
+
+        srkl = labels_in(distillm.losses.skewed_reverse_kl, "no_model_batch", "label")
+    """
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+    sig = inspect.signature(fn)
+    if name not in sig.parameters:
+        raise ValueError(f"name: {getattr(fn, '__qualname__', fn)!r} has no parameter {name!r}")
+    kinds = inspect.Parameter
+    params = [p for p in sig.parameters.values() if p.name != name]
+    var_kw = [p for p in params if p.kind is kinds.VAR_KEYWORD]
+    params = [p for p in params if p.kind is not kinds.VAR_KEYWORD]
+    params.append(kinds("labels", kinds.KEYWORD_ONLY, default=None))
+    first = next(iter(sig.parameters))
+
+    @functools.wraps(fn)
+    def wrapper(*args, labels=None, **kw):
+        if labels is None:  # every position kept
+            logits = args[0] if args else kw[first]
+            lead = tuple(logits.shape[:-1])
+            if hasattr(logits, "new_zeros"):
+                # torch: optional (the gpu extra); here the logits are a tensor
+                import torch
+
+                labels = logits.new_zeros(lead, dtype=torch.long)
+            else:
+                labels = np.zeros(lead, dtype=np.int64)
+        kw[name] = {key: labels}
+        return fn(*args, **kw)
+
+    wrapper.__signature__ = sig.replace(parameters=params + var_kw)
+    return wrapper

@@ -25,6 +25,7 @@ __all__ = [
     "FAMILIES",
     "IGNORE_INDEX",
     "KINDS",
+    "PRESET_PARAM_ALIASES",
     "PRESET_PARAM_GRIDS",
     "Case",
     "battery",
@@ -72,11 +73,22 @@ JS_BETA_GRID: tuple[float, ...] = (0.0, 1e-15, 1e-6, 0.1, 0.5, 0.9, 1 - 1e-6, 1 
 PRESET_PARAM_GRIDS: dict[str, tuple[dict[str, float], ...]] = {
     "kd": ({},),
     "rkl": ({},),
-    "distillm_skl": tuple({"lam": x} for x in (0.1, 0.0, 1e-6, 0.01, 0.5, 0.9, 1.0)),
-    "distillm_srkl": tuple({"lam": x} for x in (0.9, 0.0, 0.1, 0.5, 0.99, 1 - 1e-6, 1.0)),
+    # DistiLLM's skew s (its code calls it ``lam``): the weight of the divergence's first
+    # argument in the mixture, λ = s for the skew KL and λ = 1 − s for the skew reverse KL.
+    "distillm_skl": tuple({"skew": x} for x in (0.1, 0.0, 1e-6, 0.01, 0.5, 0.9, 1.0)),
+    "distillm_srkl": tuple({"skew": x} for x in (0.1, 0.0, 1e-6, 0.01, 0.5, 0.9, 1.0)),
     "gkd_jsd": tuple({"beta": x} for x in (0.5, *JS_BETA_GRID[:4], *JS_BETA_GRID[5:])),
     "taid": tuple({"t": x} for x in (0.5, 0.0, 1e-6, 0.1, 0.9, 1 - 1e-6, 1.0)),
     "abkd": tuple({"alpha": a, "beta": b} for a, b in _S.AB_PARAMS),
+    "symmetric_kl": tuple({"ratio": x} for x in (0.5, 0.0, 1e-6, 0.1, 0.9, 1 - 1e-6, 1.0)),
+}
+
+#: Other names published code gives a preset's parameter (DistiLLM's functions call the skew
+#: ``lam``): a function without the parameter's own name but with one of these gets it there.
+PRESET_PARAM_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "distillm_skl": {"skew": ("lam",)},
+    "distillm_srkl": {"skew": ("lam",)},
+    "symmetric_kl": {"ratio": ("sym_kd_ratio",)},
 }
 
 

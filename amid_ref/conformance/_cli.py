@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from amid_ref.conformance._adapters import Support
+from amid_ref.conformance._adapters import Support, labels_in
 from amid_ref.conformance._cases import iter_names
 from amid_ref.conformance._peers import Peer, conform_peer, get_peer, peer_table
 from amid_ref.conformance._runner import conform
@@ -130,10 +130,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--reduction",
-        choices=("auto", "none", "mean", "sum"),
+        choices=("auto", "none", "mean", "sum", "batchmean"),
         default="auto",
         help="what a loss returns (default auto: reduction='none' if it takes a "
-        "'reduction' keyword, else probed)",
+        "'reduction' keyword, else probed; batchmean: the sum over the first dimension's "
+        "size)",
+    )
+    parser.add_argument(
+        "--map",
+        action="append",
+        metavar="CHECK=FUNCTION",
+        help="pass the check's parameter CHECK under the function's name FUNCTION, e.g. "
+        "--map skew=lam (a preset's or divergence's parameter, alpha, lam, temperature, "
+        "labels); repeatable",
+    )
+    parser.add_argument(
+        "--labels-in",
+        metavar="NAME[.KEY]",
+        help="the function takes its labels in a dict argument NAME under KEY (default "
+        "label), e.g. --labels-in no_model_batch.label (DistiLLM's losses)",
     )
     parser.add_argument(
         "--backend",
@@ -188,6 +203,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _pairs(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"--map: expected CHECK=FUNCTION (e.g. skew=lam), got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+#: Exit codes of ``amid-ref conform``: passed, failed, bad arguments, nothing checked.
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NOTHING_CHECKED = 0, 1, 2, 3
+
+
 def _environment() -> dict[str, str]:
     """Where a report was measured: machine, Python and the numerical packages."""
     env = {
@@ -204,7 +233,8 @@ def _environment() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the battery; print the report; exit code 0 iff it passes."""
+    """Run the battery; print the report. Exit code 0: passed; 1: a case failed; 3: nothing
+    checked (every case skipped); bad arguments raise (the CLI's exit code 2)."""
     if args.peer == "list":
         print(peer_table())
         return 0
@@ -244,14 +274,20 @@ def run(args: argparse.Namespace) -> int:
     if args.peer is not None:
         peer = get_peer(args.peer)
         common["grad"] = True  # a peer's gradients are always compared
-        report = conform_peer(
-            peer,
-            kind=args.kind or ("preset" if args.preset else "divergence"),
-            support=replace(peer.support, **support),
-            **common,
-        )
+        try:
+            report = conform_peer(
+                peer,
+                kind=args.kind or ("preset" if args.preset else None),
+                support=replace(peer.support, **support),
+                **common,
+            )
+        except ImportError as exc:  # not installed, or cannot run in this process
+            raise ValueError(f"peer: {exc}") from None
     else:
         fn = load_target(args.target)
+        if args.labels_in:
+            name, _, key = args.labels_in.partition(".")
+            fn = labels_in(fn, name, key or "label")
         report = conform(
             fn,
             args.kind or ("preset" if args.preset else "loss"),
@@ -262,9 +298,12 @@ def run(args: argparse.Namespace) -> int:
             normalized=not args.unnormalized,
             target=args.target,
             preset=args.preset,
+            param_map=_pairs(args.map),
             **common,
         )
     if args.json:
         report.settings["environment"] = _environment()
     print(report.to_json() if args.json else report.text())
-    return 0 if report.passed else 1
+    if report.nothing_checked:
+        return EXIT_NOTHING_CHECKED
+    return EXIT_PASS if report.passed else EXIT_FAIL

@@ -13,16 +13,19 @@ so they match when the implementation's error has the size of the wrong formula'
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from amid_ref._compare import agrees, fails, tolerance_for
+from amid_ref.conformance._cases import Case
 from amid_ref.conformance._failure_modes import (
     _UNIT_ROUNDOFF,
     Diagnosis,
     DiagnosisContext,
     FailureMode,
     Wrong,
+    _noise_distance,
 )
 from amid_ref.conformance._mutants import FAILURE_MODES
 from amid_ref.conformance._reference import reduce_grad
@@ -30,87 +33,10 @@ from amid_ref.tolerances import Tolerance
 
 __all__ = ["Diagnosis", "DiagnosisContext", "FailureMode", "diagnose"]
 
-#: How far (a factor) a noise mode's error size may be from the implementation's.
-_NOISE_FACTOR = 10.0
-
 
 # --------------------------------------------------------------------------------------
 # Matching
 # --------------------------------------------------------------------------------------
-
-
-def _rms_error(got: np.ndarray, cand: np.ndarray, want: np.ndarray, failing: np.ndarray, tol):
-    """RMS error of ``cand`` over the finite failing entries of ``got`` (None: incompatible)."""
-    g, w, r = got[failing], cand[failing], want[failing]
-    nf_g, nf_w = ~np.isfinite(g), ~np.isfinite(w)
-    if (nf_g & ~nf_w).any():
-        return None
-    fin = ~nf_g
-    if not fin.any():
-        return 0.0, False
-    if nf_w[fin].any() or not fails(cand, want, tol)[failing][fin].any():
-        return None
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        e_w = np.abs(w - r)[fin]
-        size = np.maximum(np.abs(r[fin]), 1e-300)
-        return float(np.sqrt(np.mean(e_w**2))), bool(np.median(e_w / size) >= 0.3)
-
-
-def _systematic(got: np.ndarray, want: np.ndarray, failing: np.ndarray) -> bool:
-    """Whether the failing entries' errors look deterministic rather than rounding noise.
-
-    True when there are at least two finite failing entries and their relative errors, or
-    their absolute errors, all have one sign and agree within a factor of 1.5 (a scaled or
-    shifted loss, say): rounding noise does not line up across rows like that.
-    """
-    g, r = got[failing], want[failing]
-    fin = np.isfinite(g) & np.isfinite(r) & (r != 0)
-    if fin.sum() < 2:
-        return False
-    err = g[fin] - r[fin]
-    for e in (err / np.abs(r[fin]), err):
-        same_sign = bool(np.all(e > 0) or np.all(e < 0))
-        if same_sign and np.max(np.abs(e)) <= 1.5 * np.min(np.abs(e)):
-            return True
-    return False
-
-
-def _noise_distance(
-    got: np.ndarray, samples: list[np.ndarray], want: np.ndarray, tol: Tolerance
-) -> float:
-    """How far ``got``'s error is from the wrong formula's, in decades (inf: no match).
-
-    Rounding noise differs entry by entry with the operation order, so error sizes are
-    compared in aggregate over the entries where ``got`` fails: non-finite entries must be
-    non-finite in the wrong formula too; over the finite ones, the root-mean-square error of
-    ``got`` must lie within a factor of 10 of the range spanned by the noise ``samples`` of
-    the wrong formula (:data:`NOISE_SAMPLES`), or both be O(1) relative (median relative
-    error ≥ 0.3: garbage, whatever its exact value). Errors that line up across rows
-    (:func:`_systematic`) do not match a wrong formula whose errors do not.
-    """
-    failing = fails(got, want, tol)
-    if not failing.any():
-        return math.inf
-    samples = [c for c in samples if c.shape == got.shape]
-    n_systematic = sum(_systematic(c, want, failing) for c in samples)
-    if _systematic(got, want, failing) and 2 * n_systematic <= len(samples):
-        return math.inf  # a deterministic error, while the wrong formula's is noise
-    own = _rms_error(got, got, want, failing, tol)
-    stats = [_rms_error(got, c, want, failing, tol) for c in samples]
-    stats = [x for x in stats if x is not None]
-    if own is None or not stats:
-        return math.inf
-    rms_g = own[0]
-    if rms_g == 0.0:
-        return 0.0  # every failing entry is non-finite, as in the wrong formula
-    lo = min(x[0] for x in stats)
-    hi = max(x[0] for x in stats)
-    if lo <= 0.0:
-        return math.inf
-    decades = (
-        0.0 if lo <= rms_g <= hi else min(abs(math.log10(rms_g / lo)), abs(math.log10(rms_g / hi)))
-    )
-    return decades if decades <= math.log10(_NOISE_FACTOR) else math.inf
 
 
 def _all_nonfinite_failures(got: np.ndarray, want: np.ndarray, tol: Tolerance) -> bool:
@@ -328,11 +254,78 @@ def _pairs(ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str) -> l
                             c, want, tol
                         ).any():
                             continue
-                        if agrees(got, c, tol, any_nonfinite=loose):
-                            msg_b = b.message.format(variant=vb or (cands[0].variant), flag="")
-                            message = a.message.format(variant=va, flag="") + "; and " + msg_b
-                            return [Diagnosis(f"{a.id}+{b.id}", message, "exact", quantity)]
+                        if not agrees(got, c, tol, any_nonfinite=loose):
+                            continue
+                        if _one_suffices(ctx, got, tol, quantity, oa, ob, b, loose):
+                            continue  # one of the two explains it alone: no evidence of a pair
+                        if not _pair_on_control(ctx, tol, quantity, (a, va), (b, vb), loose):
+                            continue
+                        msg_b = b.message.format(variant=vb or (cands[0].variant), flag="")
+                        message = a.message.format(variant=va, flag="") + "; and " + msg_b
+                        return [Diagnosis(f"{a.id}+{b.id}", message, "exact", quantity)]
     return []
+
+
+def _pick(values: dict, quantity: str):
+    w = values.grad if quantity == "grad" else values.value
+    return None if w is None else np.asarray(w, dtype=np.float64)
+
+
+def _one_suffices(ctx, got, tol, quantity, oa, ob, b, loose) -> bool:
+    """Whether either override alone already reproduces ``got`` (then the pair is no
+    evidence of two defects: near α = 1, say, the α sign slip changes nothing)."""
+    singles = [oa] + ([ob] if b.overrides is not None else [])
+    for ov in singles:
+        try:
+            w = _pick(ctx.reference(**ov), quantity)
+        except _EXPECTED:
+            continue
+        if w is not None and w.shape == np.shape(got) and agrees(got, w, tol, any_nonfinite=loose):
+            return True
+    return False
+
+
+def _pair_on_control(ctx, tol, quantity, a_variant, b_variant, loose) -> bool:
+    """The same pair reproduces the implementation on a second case: the case's
+    parameters on other inputs of the same kind (another seed)."""
+    c = ctx.case
+    if ctx.probe is None or c.inputs == "explicit":
+        return False
+    control = replace(c, family="control", name=c.name + "/pair", seed=(c.seed + 104729) % 2**31)
+    moved = ctx.moved(control)
+    moved.want_grad = quantity == "grad"
+    if quantity == "grad" and ctx.reduction == "none":
+        moved.upstream = control.upstream(tuple(control.shape[:-1]))
+    picked = []
+    for mode, variant in (a_variant, b_variant):
+        if mode.overrides is None:
+            picked.append((mode, {}))
+            continue
+        try:
+            ov = dict(mode.overrides(moved)).get(variant)
+        except _EXPECTED:
+            return False
+        if ov is None:
+            return False
+        picked.append((mode, ov))
+    (_, oa), (b, ob) = picked
+    try:
+        w = moved.reference(**oa, **ob)
+        cands = [w] if b.overrides is not None else b.transform(moved, w)
+    except _EXPECTED:
+        return False
+    probed = ctx.probe(control, None, quantity == "grad")
+    if probed is None:
+        return False
+    got_c, want_c = probed
+    for cand in cands:
+        x = _pick(cand, quantity)
+        if x is None:
+            continue
+        x = np.broadcast_to(x, np.shape(got_c))
+        if fails(x, want_c, tol).any() and agrees(got_c, x, tol, any_nonfinite=loose):
+            return True
+    return False
 
 
 def _rms(x: np.ndarray) -> float:
@@ -410,6 +403,62 @@ def _low_precision_grad(ctx: DiagnosisContext, got, want, tol: Tolerance) -> lis
     return [Diagnosis("input_dtype_arithmetic", message, "noise", "grad")]
 
 
+def _explicit(case, s: np.ndarray, t: np.ndarray):
+    """``case``'s parameters (and labels: the same seed) on the logits ``s``, ``t``."""
+    return Case(
+        "control", case.kind, alpha=case.alpha, lam=case.lam, divergence=case.divergence,
+        order=case.order, div_params=dict(case.div_params), temperature=case.temperature,
+        mask=case.mask, reduction=case.reduction, name=case.name + "/shifted", seed=case.seed,
+        student_logits=s, teacher_logits=t, preset=case.preset,
+        preset_params=dict(case.preset_params),
+    )  # fmt: skip
+
+
+def _row_max(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        top = np.max(np.where(np.isfinite(x), x, -np.inf), axis=-1, keepdims=True)
+    return np.where(np.isfinite(top), top, 0.0)
+
+
+def _offset_rounding(ctx: DiagnosisContext, got, want, tol: Tolerance, quantity: str):
+    """An error that the logits' common offset causes: the same distributions with each
+    row's maximum subtracted from the logits first (an exact shift) give the reference, and
+    the error is within 64 units of float32 roundoff of the offset's magnitude M (value:
+    64·u·M·max(1, |want|); gradient: 64·u·M·weight·(p + q)/T). A log-normalizer (or
+    logits/T) formed at the magnitude of the logits loses the low bits the loss needs."""
+    if ctx.probe is None or ctx.kind == "mixture" or ctx.case.inputs == "explicit":
+        return []
+    s, t = ctx.ref.s, ctx.ref.t
+    fin = np.concatenate([np.abs(s[np.isfinite(s)]), np.abs(t[np.isfinite(t)])])
+    big = float(fin.max()) if fin.size else 0.0
+    if big < 64.0:
+        return []
+    shifted = _explicit(ctx.case, s - _row_max(s), t - _row_max(t))
+    probed = ctx.probe(shifted, None, quantity == "grad")
+    if probed is None or fails(probed[0], probed[1], tol).any():
+        return []
+    u = _UNIT_ROUNDOFF["float64" if ctx.dtype == "float64" else "float32"]
+    temp = float(ctx.case.temperature)
+    if quantity == "grad":
+        log_p, log_q = ctx.ref.log_pq()
+        per_t = temp if ctx.ref.temperature_squared else 1.0 / temp
+        scale = reduce_grad(np.exp(log_p) + np.exp(log_q), ctx.mask, ctx.reduction, ctx.upstream)
+        bound = 64 * u * big / temp * np.abs(scale) * per_t + tol.atol
+    else:
+        bound = 64 * u * big / temp * np.maximum(1.0, np.abs(want)) + tol.atol
+    with np.errstate(invalid="ignore"):
+        if not np.all(np.abs(np.asarray(got, dtype=np.float64) - want) <= bound):
+            return []
+    message = (
+        f"rounding at the logits' magnitude (|logit| up to {big:.3g}): the same distributions "
+        "with each row's maximum subtracted from the logits give the reference, and the error "
+        f"is within 64 units of {'float64' if u < 1e-10 else 'float32'} roundoff of that "
+        "magnitude: a log-normalizer (or logits/T) formed at the offset loses the low bits "
+        "the loss needs (subtract the row maximum first)"
+    )
+    return [Diagnosis("logit_offset_rounding", message, "exact", quantity)]
+
+
 def diagnose(
     ctx: DiagnosisContext,
     *,
@@ -439,4 +488,9 @@ def diagnose(
         exact = _pairs(ctx, got, want, tol, quantity)
     if not exact and not noisy and quantity == "grad":
         exact = _low_precision_grad(ctx, got, want, tol)
+    if not exact and not noisy:
+        exact = _offset_rounding(ctx, got, want, tol, quantity)
+    # The generic "bf16 inside" mode only when no more specific noise mode explains it
+    specific = [x for x in noisy if x[2].id != "low_precision_arithmetic"]
+    noisy = specific or noisy
     return exact + [d for _, _, d in sorted(noisy, key=lambda x: (x[0], x[1]))]

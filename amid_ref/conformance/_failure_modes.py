@@ -8,12 +8,14 @@ the matching of an implementation's output against them is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from amid_ref._case import Case
+from amid_ref._compare import fails
 from amid_ref.conformance._reference import ReferenceInputs, reduce_grad, reduce_rows
 from amid_ref.tolerances import Tolerance
 
@@ -74,7 +76,9 @@ class DiagnosisContext:
             detach_assistant=self.ref.detach_assistant,
             temperature_squared=self.ref.temperature_squared,
         )
-        return DiagnosisContext(ref, self.dtype, self.reduction, self.mask, None, False, None)
+        labels = case.labels()  # the moved case's own labels (its seed may differ)
+        mask = None if labels is None else labels != -100
+        return DiagnosisContext(ref, self.dtype, self.reduction, mask, None, False, None)
 
     def with_dtype(self, dtype: str) -> DiagnosisContext:
         """The same case and inputs, with the implementation computing in ``dtype``."""
@@ -160,3 +164,86 @@ def _jitter(x: np.ndarray, dtype: str, sample: int) -> np.ndarray:
     u = rng.integers(-1, 2, np.shape(x)).astype(np.float64)
     with np.errstate(invalid="ignore"):
         return np.where(np.isfinite(x), x * (1.0 + u * _UNIT_ROUNDOFF[dtype]), x)
+
+
+# --------------------------------------------------------------------------------------
+# Matching noise: how far an implementation's error is from a wrong formula's
+# --------------------------------------------------------------------------------------
+
+#: How far (a factor) a noise mode's error size may be from the implementation's.
+_NOISE_FACTOR = 10.0
+
+
+def _rms_error(got: np.ndarray, cand: np.ndarray, want: np.ndarray, failing: np.ndarray, tol):
+    """RMS error of ``cand`` over the finite failing entries of ``got`` (None: incompatible)."""
+    g, w, r = got[failing], cand[failing], want[failing]
+    nf_g, nf_w = ~np.isfinite(g), ~np.isfinite(w)
+    if (nf_g & ~nf_w).any():
+        return None
+    fin = ~nf_g
+    if not fin.any():
+        return 0.0, False
+    if nf_w[fin].any() or not fails(cand, want, tol)[failing][fin].any():
+        return None
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        e_w = np.abs(w - r)[fin]
+        size = np.maximum(np.abs(r[fin]), 1e-300)
+        return float(np.sqrt(np.mean(e_w**2))), bool(np.median(e_w / size) >= 0.3)
+
+
+def _systematic(got: np.ndarray, want: np.ndarray, failing: np.ndarray) -> bool:
+    """Whether the failing entries' errors look deterministic rather than rounding noise.
+
+    True when there are at least three finite failing entries and their relative errors,
+    or their absolute errors, all have one sign and agree within a factor of 1.5 (a scaled
+    or shifted loss, say): rounding noise does not line up across rows like that (two
+    entries can, by chance).
+    """
+    g, r = got[failing], want[failing]
+    fin = np.isfinite(g) & np.isfinite(r) & (r != 0)
+    if fin.sum() < 3:
+        return False
+    err = g[fin] - r[fin]
+    for e in (err / np.abs(r[fin]), err):
+        same_sign = bool(np.all(e > 0) or np.all(e < 0))
+        if same_sign and np.max(np.abs(e)) <= 1.5 * np.min(np.abs(e)):
+            return True
+    return False
+
+
+def _noise_distance(
+    got: np.ndarray, samples: list[np.ndarray], want: np.ndarray, tol: Tolerance
+) -> float:
+    """How far ``got``'s error is from the wrong formula's, in decades (inf: no match).
+
+    Rounding noise differs entry by entry with the operation order, so error sizes are
+    compared in aggregate over the entries where ``got`` fails: non-finite entries must be
+    non-finite in the wrong formula too; over the finite ones, the root-mean-square error of
+    ``got`` must lie within a factor of 10 of the range spanned by the noise ``samples`` of
+    the wrong formula (:data:`NOISE_SAMPLES`), or both be O(1) relative (median relative
+    error ≥ 0.3: garbage, whatever its exact value). Errors that line up across rows
+    (:func:`_systematic`) do not match a wrong formula whose errors do not.
+    """
+    failing = fails(got, want, tol)
+    if not failing.any():
+        return math.inf
+    samples = [c for c in samples if c.shape == got.shape]
+    n_systematic = sum(_systematic(c, want, failing) for c in samples)
+    if _systematic(got, want, failing) and 2 * n_systematic <= len(samples):
+        return math.inf  # a deterministic error, while the wrong formula's is noise
+    own = _rms_error(got, got, want, failing, tol)
+    stats = [_rms_error(got, c, want, failing, tol) for c in samples]
+    stats = [x for x in stats if x is not None]
+    if own is None or not stats:
+        return math.inf
+    rms_g = own[0]
+    if rms_g == 0.0:
+        return 0.0  # every failing entry is non-finite, as in the wrong formula
+    lo = min(x[0] for x in stats)
+    hi = max(x[0] for x in stats)
+    if lo <= 0.0:
+        return math.inf
+    decades = (
+        0.0 if lo <= rms_g <= hi else min(abs(math.log10(rms_g / lo)), abs(math.log10(rms_g / hi)))
+    )
+    return decades if decades <= math.log10(_NOISE_FACTOR) else math.inf

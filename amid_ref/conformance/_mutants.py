@@ -18,6 +18,7 @@ from scipy.special import logsumexp
 
 import amid_ref
 from amid_ref._compare import agrees, fails, tolerance_for
+from amid_ref._divergences import get_divergence
 from amid_ref._mutants import naive_log_alpha_mean
 from amid_ref._specs import ORDERS, SPECS, order_arguments
 from amid_ref.conformance._cases import (
@@ -33,6 +34,8 @@ from amid_ref.conformance._failure_modes import (
     FailureMode,
     Wrong,
     _jitter,
+    _noise_distance,
+    _systematic,
 )
 from amid_ref.conformance._reference import reduce_grad, reduce_rows
 
@@ -165,14 +168,23 @@ def _swapped_roles(ctx: DiagnosisContext) -> list[Wrong]:
 
 def _temperature(ctx: DiagnosisContext) -> list[Wrong]:
     temp = float(ctx.case.temperature)
-    sq = ctx.reference()
-    sq.value = sq.value * temp**2
-    if sq.grad is not None:
-        sq.grad = sq.grad * temp**2
-    sq.variant = "T^2 * loss (Hinton scaling)"
+    out = []
+    factors = (("T² missing", temp**-2), ("T² applied twice", temp**2))
+    if not ctx.ref.temperature_squared:
+        factors = (("T² * loss (Hinton scaling, not declared)", temp**2),)
+    for variant, factor in factors:
+        w = ctx.reference()
+        w.value = w.value * factor
+        if w.grad is not None:
+            w.grad = w.grad * factor
+        w.variant = variant
+        out.append(w)
     ignored = ctx.reference(temperature=1.0)
-    ignored.variant = "temperature ignored"
-    return [sq, ignored]
+    if ctx.ref.temperature_squared:  # the reference at T = 1 has no T² left: put it back
+        ignored.value = ignored.value * temp**2
+        ignored.grad = None
+    ignored.variant = "temperature ignored (applied to sampling only, not to the loss)"
+    return [*out, ignored]
 
 
 def _scaled_before_max(ctx: DiagnosisContext) -> list[Wrong]:
@@ -189,11 +201,36 @@ def _scaled_before_max(ctx: DiagnosisContext) -> list[Wrong]:
 
 
 def _other_reduction(ctx: DiagnosisContext) -> list[Wrong]:
-    other = "sum" if ctx.reduction == "mean" else "mean"
+    """The per-row losses reduced another way: mean ↔ sum, the sum divided by the batch
+    size B (the first dimension) where the mean over B·T positions was meant or the reverse,
+    and torch's kl_div 'mean' (the sum over rows × V)."""
     rows, g = ctx.ref.rows(grad=ctx.want_grad)
-    value = reduce_rows(rows, ctx.mask, other)
-    grad = reduce_grad(g, ctx.mask, other, ctx.upstream) if g is not None else None
-    return [Wrong(other, value, grad)]
+    mask = ctx.mask
+    kept = np.where(mask, rows, 0.0) if mask is not None else rows
+    n_rows = int(mask.sum()) if mask is not None else int(np.size(rows))
+    batch = rows.shape[0] if np.ndim(rows) else 1
+    vocab = ctx.ref.s.shape[-1]
+    total = float(np.sum(kept))
+    options = {
+        "sum": (total, 1.0),
+        "mean": (total / n_rows if n_rows else 0.0, 1.0 / n_rows if n_rows else 0.0),
+        "batchmean": (total / batch, 1.0 / batch),
+        "elementwise mean": (total / (np.size(rows) * vocab), 1.0 / (np.size(rows) * vocab)),
+    }
+    declared = ctx.reduction
+    want = reduce_rows(rows, mask, declared)
+    out = []
+    for name, (value, weight) in options.items():
+        if name == declared or (np.ndim(rows) == 0 and name != "elementwise mean"):
+            continue
+        if np.allclose(value, want, rtol=1e-12, atol=0.0):
+            continue  # the same number here (e.g. batchmean = mean for 2-D inputs)
+        grad = None
+        if g is not None:
+            w = np.ones(np.shape(rows)) if mask is None else mask.astype(np.float64)
+            grad = np.asarray(g) * (w * weight)[..., None]
+        out.append(Wrong(name, np.asarray(value), grad))
+    return out
 
 
 def _unnormalized(ctx: DiagnosisContext) -> list[Wrong]:
@@ -225,6 +262,12 @@ def _prob_space_log_m(lp, lq, alpha: float, lam: float, npdt) -> np.ndarray:
             m = (lam_ * p**beta + mu_ * q**beta) ** (npdt(1.0) / beta)
         r = m / np.sum(m, axis=-1, keepdims=True)
         return np.log(r.astype(np.float64))
+
+
+def _single_mixture_term(ctx: DiagnosisContext) -> bool:
+    """A preset of one term with a mixture (DistiLLM's skews: λ ∉ {0, 1})."""
+    rec = ctx.case.preset_record()
+    return len([w for _, w in rec.terms if w]) == 1 and 0.0 < rec.lam < 1.0
 
 
 def _probability_space(ctx: DiagnosisContext) -> list[Wrong]:
@@ -604,19 +647,30 @@ def _entropy_of_first(ctx: DiagnosisContext) -> np.ndarray | None:
 
 
 def _cross_entropy(ctx: DiagnosisContext) -> list[Wrong]:
-    h = _entropy_of_first(ctx)
-    if h is None:
+    """−Σ a·log b for KL(a‖b) on every term, or only on the terms whose first distribution
+    is the teacher p (a forward KL written as a cross-entropy next to a true reverse KL)."""
+    pairs = _order_pairs(ctx)
+    if pairs is None or ctx.case.divergence != "kl":
         return []
-    w = ctx.reference()
-    c = ctx.case
-    orders = [o for o, _ in c.preset_record().terms] if c.kind == "preset" else [c.order]
-    # H(a) is constant in the student only when every term's first distribution is p.
-    student_free = all(o == "pr" for o in orders)
-    w.value = w.value + ctx.reduce(_scaled(ctx, np.asarray(h, dtype=np.float64)))
-    if not student_free:
-        w.grad = None
-    w.variant = "H(" + ORDERS[orders[0]][0] + ")"
-    return [w]
+    out = []
+    orders = [o for _, o, _, _ in pairs]
+    subsets = [("every term", orders)]
+    if "pr" in orders and any(o != "pr" for o in orders):
+        subsets.append(("the KL(p‖·) terms", ["pr"]))
+    for label, chosen in subsets:
+        h = sum(w * -_kl_terms(x, np.zeros_like(x)).sum(axis=-1)
+                for w, o, x, _ in pairs if o in chosen)  # fmt: skip
+        w = ctx.reference()
+        w.value = w.value + ctx.reduce(_scaled(ctx, np.asarray(h, dtype=np.float64)))
+        # H(a) is constant in the student only when every such term's first argument is p.
+        if not all(o == "pr" for o in chosen):
+            w.grad = None
+        firsts = sorted({ORDERS[o][0] for o in chosen})
+        w.variant = " + ".join(f"H({a})" for a in firsts)
+        if len(subsets) > 1:
+            w.variant += f" on {label}"
+        out.append(w)
+    return out
 
 
 def _jsd_endpoint(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
@@ -667,17 +721,24 @@ def _emulated_rows(
     if ctx.kind == "mixture" or c.divergence not in ("kl", "js"):
         return None
 
-    def log_softmax(x):
+    def log_softmax(x, raw=False):
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             x32 = rnd(x).astype(np.float32)
             top = np.max(x32, axis=-1, keepdims=True)
             top = np.where(np.isfinite(top), top, 0)
             lse = np.log(np.sum(np.exp(x32 - top), axis=-1, keepdims=True, dtype=np.float32))
+            if raw:  # the fp32 log-softmax before its rounding to dt
+                return (x32 - top).astype(np.float64) - lse.astype(np.float64)
             return rnd((x32 - top).astype(np.float64) - rnd(lse.astype(np.float64)))
 
     temp = float(c.temperature)
     lp = rnd(_jitter(log_softmax(rnd(ctx.ref.t / temp)), dt, sample))
     lq = rnd(_jitter(log_softmax(rnd(ctx.ref.s / temp)), dt, sample))
+    # softmax in dt: the fp32 probabilities rounded once (not exp of the rounded log)
+    softmax = {
+        id(lp): rnd(np.exp(_jitter(log_softmax(rnd(ctx.ref.t / temp), raw=True), dt, sample))),
+        id(lq): rnd(np.exp(_jitter(log_softmax(rnd(ctx.ref.s / temp), raw=True), dt, sample))),
+    }
     if c.lam == 0.0:
         lr = lq
     elif math.isfinite(c.alpha) and c.alpha != 1.0:
@@ -692,7 +753,11 @@ def _emulated_rows(
             a = rnd(np.exp(x))
             if form == "probabilities":  # kl_div(log b, a): a·(log a − log b), log a recomputed
                 x = rnd(np.log(a))
-            terms = rnd(a * rnd(x - y))
+            if form == "xlogy":  # F.kl_div(log b, softmax(a)) as torch evaluates it:
+                a = softmax.get(id(x), a)  # xlogy(a, a) − a·log b
+                terms = rnd(rnd(a * np.log(np.where(a > 0, a, 1.0))) - rnd(a * y))
+            else:
+                terms = rnd(a * rnd(x - y))
         terms = np.where(np.isneginf(x), 0.0, terms)
         return rnd(np.sum(terms.astype(np.float32), axis=-1, dtype=np.float32).astype(np.float64))
 
@@ -714,18 +779,61 @@ def _emulated_rows(
     return _scaled(ctx, np.asarray(rows, dtype=np.float64) + np.zeros(ctx.ref.s.shape[:-1]))
 
 
-def _input_dtype(ctx: DiagnosisContext) -> list[Wrong]:
+def _emulations(ctx: DiagnosisContext, dtypes: tuple[str, ...]) -> list[Wrong]:
     out = []
-    for form in ("logs", "probabilities"):
-        for k in range(NOISE_SAMPLES // 2):
-            rows = _emulated_rows(ctx, ctx.dtype, k, form)
-            if rows is None:
-                return []
-            out.append(Wrong(ctx.dtype, ctx.reduce(rows)))
-            # ... and with the scaled rows and the reduced loss rounded too
-            rounded = round_to_dtype(ctx.reduce(round_to_dtype(rows, ctx.dtype)), ctx.dtype)
-            out.append(Wrong(ctx.dtype, rounded))
+    for dt in dtypes:
+        for form in ("logs", "probabilities", "xlogy"):
+            for k in range(NOISE_SAMPLES // 2):
+                rows = _emulated_rows(ctx, dt, k, form)
+                if rows is None:
+                    return []
+                out.append(Wrong(dt, ctx.reduce(rows)))
+                # ... and with the scaled rows and the reduced loss rounded too
+                rounded = round_to_dtype(ctx.reduce(round_to_dtype(rows, dt)), dt)
+                out.append(Wrong(dt, rounded))
     return out
+
+
+def _input_dtype(ctx: DiagnosisContext) -> list[Wrong]:
+    return _emulations(ctx, (ctx.dtype,))
+
+
+def _internal_low_precision(ctx: DiagnosisContext) -> list[Wrong]:
+    return _emulations(ctx, ("bfloat16", "float16"))
+
+
+def _confirm_internal_low_precision(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """A cast to ``variant`` inside the function: with float32 inputs (the declared
+    dtype's inputs passed as float32, or the case itself when float32 is declared) the
+    output still has the error size of the computation in ``variant``, on this case and on
+    two others (other inputs, same parameters); and the relative errors at these points do
+    not line up (one relative error everywhere is a scaled loss, not rounding)."""
+    if ctx.probe is None:
+        return False
+    first = _control_inputs(ctx)
+    if first is None:
+        return False
+    second = replace(first, name=first.name + "b", seed=(first.seed + 7919) % 2**31)
+    tol32 = tolerance_for("loss", "float32")[0]
+    errors, wants = [], []
+    for case in (ctx.case, first, second):
+        probed = ctx.probe(case, "float32")
+        if probed is None:
+            return False
+        got, want = probed
+        c32 = (ctx if case is ctx.case else ctx.moved(case)).with_dtype("float32")
+        samples = [
+            np.broadcast_to(np.asarray(w.value, dtype=np.float64), np.shape(want))
+            for w in _internal_low_precision(c32)
+            if w.variant == variant and w.value is not None
+        ]
+        if not samples or not math.isfinite(_noise_distance(got, samples, want, tol32)):
+            return False
+        failing = fails(got, want, tol32)
+        errors.append(np.ravel(np.asarray(got, dtype=np.float64)[failing]))
+        wants.append(np.ravel(np.asarray(want, dtype=np.float64)[failing]))
+    got_all, want_all = np.concatenate(errors), np.concatenate(wants)
+    return not _systematic(got_all, want_all, np.ones(got_all.shape, dtype=bool))
 
 
 def _confirm_input_dtype(ctx: DiagnosisContext, variant: str, tol) -> bool:
@@ -739,6 +847,374 @@ def _confirm_input_dtype(ctx: DiagnosisContext, variant: str, tol) -> bool:
         return False
     got32, want = probed
     return not fails(got32, want, tolerance_for("loss", "float32")[0]).any()
+
+
+# --- modes of the distillation code people train with (and of hand-written slips) ---------
+
+
+def _entry_terms(name: str, params, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """Per-entry terms of D(x‖y) from logs, whose sum over the last axis is the divergence
+    (the registry's own kernel on a trailing axis of size 1). None for Rényi, which is not a
+    sum of entries."""
+    if name in ("renyi", "f"):
+        return None
+    rec = get_divergence(name)
+    resolved = rec.resolve_params(dict(params or {}))
+    with np.errstate(all="ignore"):
+        return np.asarray(rec.value(x[..., None], y[..., None], -1, resolved), dtype=np.float64)
+
+
+def _order_pairs(
+    ctx: DiagnosisContext,
+    log_p: np.ndarray | None = None,
+    log_q: np.ndarray | None = None,
+    *,
+    normalized: bool = True,
+) -> list[tuple[float, str, np.ndarray, np.ndarray]] | None:
+    """The loss as Σ weight·D(x‖y) over ``(weight, order, log x, log y)``: one term per
+    order (a preset's terms, else the case's order), r the α-mixture of ``log_p``,
+    ``log_q`` (default the case's), normalized or not. None for a mixture case."""
+    c = ctx.case
+    if ctx.kind == "mixture":
+        return None
+    if log_p is None or log_q is None:
+        lp0, lq0 = ctx.ref.log_pq()
+        log_p = lp0 if log_p is None else log_p
+        log_q = lq0 if log_q is None else log_q
+    terms = c.preset_record().terms if c.kind == "preset" else ((c.order, 1.0),)
+    if c.lam == 0.0:
+        log_r = log_q
+    elif normalized:
+        log_r = np.asarray(amid_ref.log_alpha_mixture(log_p, log_q, c.alpha, c.lam))
+    else:
+        log_r = np.asarray(amid_ref.log_alpha_mean(log_p, log_q, c.alpha, c.lam))
+    out = []
+    for order, weight in terms:
+        if weight != 0.0:
+            x, y = order_arguments(order, log_p, log_q, log_r)
+            out.append((float(weight), order, x, y))
+    return out
+
+
+def _rows_from_entries(ctx: DiagnosisContext, pairs, keep=None) -> np.ndarray | None:
+    """Σ_terms weight·Σ_entries (the per-entry terms where ``keep``), scaled by T² when
+    declared; None if the divergence is not a sum of entries."""
+    c = ctx.case
+    rows = 0.0
+    for weight, _, x, y in pairs:
+        t = _entry_terms(c.divergence, c.div_params, x, y)
+        if t is None:
+            return None
+        if keep is not None:
+            t = np.where(keep, t, 0.0)
+        rows = rows + weight * t.sum(axis=-1)
+    rows = np.asarray(rows, dtype=np.float64) + np.zeros(ctx.ref.s.shape[:-1])
+    return _scaled(ctx, rows)
+
+
+def _isinf_dropped(ctx: DiagnosisContext) -> list[Wrong]:
+    """The per-entry sum without the entries where the teacher's, the student's or either
+    side's logit is −inf: ``masked_fill(isinf(student) | isinf(teacher), 0)`` on the terms."""
+    pairs = _order_pairs(ctx)
+    if pairs is None:
+        return []
+    s_inf, t_inf = np.isneginf(ctx.ref.s), np.isneginf(ctx.ref.t)
+    out, seen = [], []
+    for side, dropped in (
+        ("teacher", t_inf),
+        ("student", s_inf),
+        ("teacher or student", s_inf | t_inf),
+    ):
+        if not dropped.any() or any(np.array_equal(dropped, d) for d in seen):
+            continue
+        seen.append(dropped)
+        rows = _rows_from_entries(ctx, pairs, keep=~dropped)
+        if rows is not None:
+            out.append(Wrong(side, ctx.reduce(rows)))
+    return out
+
+
+def _low_precision_logits(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
+    """The logits rounded to bf16/fp16 before an fp32 computation (an lm_head GEMM whose
+    output is bf16, cast to fp32 afterwards): on the student, the teacher or both."""
+    if ctx.dtype not in ("float32", "float64"):
+        return []
+    s, t = ctx.ref.s, ctx.ref.t
+    out = []
+    for dt in ("bfloat16", "float16"):
+        with np.errstate(over="ignore"):
+            rs, rt = round_to_dtype(s, dt), round_to_dtype(t, dt)
+        if not (
+            np.all(np.isfinite(rs) | np.isneginf(s)) and np.all(np.isfinite(rt) | np.isneginf(t))
+        ):
+            continue  # beyond the fp16 range
+        for side, ss, tt in (("both", rs, rt), ("student", rs, t), ("teacher", s, rt)):
+            if np.array_equal(ss, s) and np.array_equal(tt, t):
+                continue
+            out.append((f"{side} logits in {dt}", {"s": ss, "t": tt}))
+    return out
+
+
+def _confirm_low_precision_logits(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """The same rounding explains a second case: the implementation on other (realistic)
+    inputs with the same parameters agrees with the reference on those inputs rounded the
+    same way, and fails."""
+    control = _control_inputs(ctx)
+    if control is None:
+        return False
+    moved = ctx.moved(control)
+    ov = dict(_low_precision_logits(moved)).get(variant)
+    if ov is None:
+        return False
+    return _agrees_on(ctx, control, moved.reference(**ov).value, tol)
+
+
+def _control_inputs(ctx: DiagnosisContext) -> Case | None:
+    """The case's parameters on other inputs: realistic logits of the same shape, another
+    seed (None for explicit inputs or masked cases, whose labels belong to the inputs)."""
+    c = ctx.case
+    if ctx.probe is None or c.inputs == "explicit":
+        return None
+    seed = (c.seed + 7919) % 2**31
+    return replace(
+        c, family="control", inputs="realistic", name=c.name + "/control2", seed=seed,
+        student_logits=None, teacher_logits=None,
+    )  # fmt: skip
+
+
+def _agrees_on(ctx: DiagnosisContext, case: Case, wrong, tol) -> bool:
+    """The implementation on ``case`` agrees with ``wrong`` there, and ``wrong`` fails."""
+    probed = ctx.probe(case)
+    if probed is None or wrong is None:
+        return False
+    got, want = probed
+    wrong = np.broadcast_to(np.asarray(wrong, dtype=np.float64), np.shape(want))
+    return bool(fails(wrong, want, tol).any() and agrees(got, wrong, tol))
+
+
+_CLAMP_EPS = (1e-4, 1e-3, 1e-2, 0.05, 0.1)
+
+
+def _js_beta(ctx: DiagnosisContext) -> float | None:
+    c = ctx.case
+    if c.kind == "preset":
+        return float(c.preset_params.get("beta", 0.5)) if c.preset == "gkd_jsd" else None
+    if c.divergence == "js":
+        return float(c.div_params.get("beta", 0.5))
+    return None
+
+
+def _beta_clamped(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
+    """The JSD's β clamped into [ε, 1 − ε] (so β = 0 and 1 are never reached)."""
+    beta = _js_beta(ctx)
+    if beta is None:
+        return []
+    out = []
+    for eps in _CLAMP_EPS:
+        clamped = min(max(beta, eps), 1.0 - eps)
+        if clamped == beta:
+            continue
+        label = f"beta clamped to [{eps:g}, {1 - eps:g}]"
+        if ctx.case.kind == "preset":
+            rec = amid_ref.presets.get("gkd_jsd", beta=clamped)
+            out.append((label, {"terms": rec.terms, "lam": rec.lam}))
+        else:
+            out.append((label, {"div_params": {**ctx.case.div_params, "beta": clamped}}))
+    return out
+
+
+def _confirm_beta_clamped(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """The same ε at the other end: with β mirrored (1 − β) on the same inputs, the output
+    is the JSD at the other clamp."""
+    beta = _js_beta(ctx)
+    if beta is None or ctx.probe is None or ctx.case.mask is not None:
+        return False
+    c = ctx.case
+    if c.kind == "preset":
+        moved = _same_preset(c, beta=1.0 - beta)
+    else:
+        moved = _same_inputs(c, div_params={**c.div_params, "beta": 1.0 - beta})
+    mctx = ctx.moved(moved)
+    ov = dict(_beta_clamped(mctx)).get(variant)
+    return ov is not None and _agrees_on(ctx, moved, mctx.reference(**ov).value, tol)
+
+
+def _same_preset(case: Case, **params) -> Case:
+    s, t = case.logits()
+    return Case("control", "preset", preset=case.preset,
+                preset_params={**case.preset_params, **params}, temperature=case.temperature,
+                name=case.name + "/control", student_logits=s, teacher_logits=t)  # fmt: skip
+
+
+def _rounded_side(log_x: np.ndarray, form: str, dt: str, logits=None) -> np.ndarray:
+    """log of a distribution handed over in ``dt``: ``softmax`` rounded (probabilities in
+    dt), ``log_softmax`` rounded (log-probabilities in dt), ``exp`` of the rounded
+    log-softmax rounded again (a bf16 ``.exp()``), or ``model`` (the softmax in dt of the
+    ``logits`` rounded to dt: a bf16 model's output)."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        if form == "model":
+            z = round_to_dtype(logits, dt)
+            top = np.max(np.where(np.isfinite(z), z, -np.inf), axis=-1, keepdims=True)
+            z = z - np.where(np.isfinite(top), top, 0.0)
+            log_x = z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+            return np.log(round_to_dtype(np.exp(log_x), dt))
+        if form == "softmax":
+            return np.log(round_to_dtype(np.exp(log_x), dt))
+        if form == "log_softmax":
+            return round_to_dtype(log_x, dt)
+        return np.log(round_to_dtype(np.exp(round_to_dtype(log_x, dt)), dt))
+
+
+def _mixture_unnormalized(log_p, log_q, alpha, lam):
+    """The m-mixture λp + (1−λ)q of (possibly unnormalized) p, q, as code writes it."""
+    with np.errstate(divide="ignore"):
+        return np.logaddexp(np.log(lam) + log_p, np.log1p(-lam) + log_q)
+
+
+_FORM_WORDS = {
+    "softmax": "probabilities",
+    "log_softmax": "log-probabilities",
+    "exp": "probabilities (exp of log-probabilities)",
+    "model": "logits and probabilities",
+}
+
+
+def _low_precision_probabilities(ctx: DiagnosisContext) -> list[Wrong]:
+    """The divergence of probabilities (or log-probabilities) rounded to bf16/fp16 on one
+    side or both: they no longer sum to 1, so the loss is off (a JSD of a bf16 teacher and
+    an fp32 student mixed in one mixture can be negative). The mixture, if any, is the
+    m-mixture (α = −1) of the rounded distributions; the output optionally rounded to the
+    input dtype."""
+    c = ctx.case
+    if ctx.kind == "mixture" or c.divergence not in ("kl", "js", "tv", "skew_kl", "jeffreys"):
+        return []
+    if c.lam != 0.0 and c.alpha != -1.0:
+        return []
+    log_p, log_q = ctx.ref.log_pq()
+    dtypes = ("bfloat16", "float16") if ctx.dtype != "float16" else ("float16",)
+    forms = (None, "softmax", "log_softmax", "exp", "model")
+    temp = float(c.temperature)
+    out = []
+    for dt in dtypes:
+        for tf in forms:
+            for sf in forms:
+                if (tf is None and sf is None) or (tf == "model") + (sf == "model") > 1:
+                    continue
+                lp = log_p if tf is None else _rounded_side(log_p, tf, dt, ctx.ref.t / temp)
+                lq = log_q if sf is None else _rounded_side(log_q, sf, dt, ctx.ref.s / temp)
+                terms = c.preset_record().terms if c.kind == "preset" else ((c.order, 1.0),)
+                lr = lq if c.lam == 0.0 else _mixture_unnormalized(lp, lq, c.alpha, c.lam)
+                rows = 0.0
+                for order, weight in terms:
+                    if weight == 0.0:
+                        continue
+                    x, y = order_arguments(order, lp, lq, lr)
+                    t = _entry_terms(c.divergence, c.div_params, x, y)
+                    rows = rows + weight * np.where(np.isneginf(x) & np.isneginf(y), 0.0, t).sum(-1)
+                rows = _scaled(ctx, np.asarray(rows, dtype=np.float64) + np.zeros(lp.shape[:-1]))
+                label = ", ".join(
+                    f"{who} {_FORM_WORDS[form]} in {dt}"
+                    for who, form in (("teacher", tf), ("student", sf))
+                    if form is not None
+                )
+                value = ctx.reduce(rows)
+                out.append(Wrong(label, value))
+                if ctx.dtype in ("bfloat16", "float16"):
+                    out.append(Wrong(label + ", loss returned in " + ctx.dtype,
+                                     round_to_dtype(value, ctx.dtype)))  # fmt: skip
+    return out
+
+
+def _confirm_on_control(evaluate):
+    """Confirmation by a second case: the same variant of the wrong formula reproduces the
+    implementation's output on other inputs with the same parameters."""
+
+    def confirm(ctx: DiagnosisContext, variant: str, tol) -> bool:
+        control = _control_inputs(ctx)
+        if control is None:
+            return False
+        for w in evaluate(ctx.moved(control)):
+            if w.variant == variant:
+                return _agrees_on(ctx, control, w.value, tol)
+        return False
+
+    return confirm
+
+
+def _temperature_one_side(ctx: DiagnosisContext) -> list[Wrong]:
+    """T dividing only the student's logits, or only the teacher's."""
+    temp = float(ctx.case.temperature)
+    s, t = ctx.ref.s, ctx.ref.t
+    out = []
+    for side, ss, tt in (("student", s / temp, t), ("teacher", s, t / temp)):
+        w = ctx.reference(s=ss, t=tt, temperature=1.0)
+        if ctx.ref.temperature_squared:
+            w.value = w.value * temp**2
+        w.variant, w.grad = f"T on the {side}'s logits only", None
+        out.append(w)
+    return out
+
+
+def _shifted_masks(ctx: DiagnosisContext) -> list[tuple[str, np.ndarray]]:
+    """The label mask shifted by one position along the sequence axis (labels[..., 1:]
+    against logits[..., :-1], or the reverse), the vacated position dropped."""
+    mask = ctx.mask
+    if mask is None or mask.ndim < 2 or mask.shape[-1] < 2:
+        return []
+    left = np.zeros_like(mask)
+    left[..., :-1] = mask[..., 1:]
+    right = np.zeros_like(mask)
+    right[..., 1:] = mask[..., :-1]
+    return [
+        ("labels[..., 1:] against logits[..., :-1] (a shift of labels already aligned)", left),
+        ("labels[..., :-1] against logits[..., 1:]", right),
+    ]
+
+
+def _labels_shifted(ctx: DiagnosisContext) -> list[Wrong]:
+    rows, g = ctx.ref.rows(grad=ctx.want_grad)
+    out = []
+    for variant, mask in _shifted_masks(ctx):
+        if np.array_equal(mask, ctx.mask):
+            continue
+        value = reduce_rows(rows, mask, ctx.reduction)
+        grad = reduce_grad(g, mask, ctx.reduction, ctx.upstream) if g is not None else None
+        out.append(Wrong(variant, value, grad))
+    return out
+
+
+def _unnormalized_assistant(ctx: DiagnosisContext) -> list[Wrong]:
+    """The loss with the unnormalized mixture m in place of r = m/Z (a forgotten
+    normalization: for KL(p‖r) the error is exactly −log Z per row)."""
+    c = ctx.case
+    if c.lam in (0.0, 1.0) or c.alpha == -1.0:
+        return []  # Z = 1: m is r
+    pairs = _order_pairs(ctx, normalized=False)
+    if pairs is None:
+        return []
+    rows = _rows_from_entries(ctx, pairs)
+    if rows is None:
+        return []
+    return [Wrong("log m for log r (Z left out)", ctx.reduce(rows))]
+
+
+def _alpha_sign_slip(ctx: DiagnosisContext) -> list[tuple[str, dict]]:
+    """β = (α − 1)/2 for (1 − α)/2: the mixture at 2 − α."""
+    a = ctx.case.alpha
+    if not math.isfinite(a) or a == 1.0 or ctx.case.kind in ("divergence",):
+        return []
+    if ctx.case.kind == "preset" or not 0.0 < ctx.case.lam < 1.0:
+        return []
+    return [(f"alpha={2.0 - a!r} (beta={(a - 1.0) / 2.0:g})", {"alpha": 2.0 - a})]
+
+
+def _confirm_alpha_sign_slip(ctx: DiagnosisContext, variant: str, tol) -> bool:
+    """The same slip at another α on the same inputs, one far from 1 (α = −3, or 3)."""
+    if ctx.probe is None or ctx.case.mask is not None:
+        return False
+    other = -3.0 if ctx.case.alpha > -2.0 else 3.0
+    moved = _same_inputs(ctx.case, alpha=other)
+    return _agrees_on(ctx, moved, ctx.moved(moved).reference(alpha=2.0 - other).value, tol)
 
 
 # --------------------------------------------------------------------------------------
@@ -757,6 +1233,18 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
         _from_overrides(_jsd_endpoint),
         _LOGITS,
         overrides=_jsd_endpoint,
+    ),
+    FailureMode(
+        "beta_clamped",
+        "the JSD's β clamped into [ε, 1 − ε], so β = 0 and 1 are never reached",
+        "matches the generalized JSD with {variant}: near the endpoints the loss is the "
+        "JSD at the clamp, not at the β asked (β = 0 and 1 do nothing of their own)",
+        "exact",
+        lambda c: c.kind != "mixture" and bool(_beta_clamped(c)),
+        _from_overrides(_beta_clamped),
+        _LOGITS,
+        confirm=_confirm_beta_clamped,
+        overrides=_beta_clamped,
     ),
     FailureMode(
         "infinite_alpha_nan",
@@ -785,12 +1273,13 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
     FailureMode(
         "neg_inf_dropped",
         "−inf (masked) entries dropped from the divergence's sum",
-        "matches the sum with the entries where the {variant} logit is −inf left out: those "
-        "entries still carry mass in the other distributions (their terms are not 0), so "
-        "the divergence is wrong and can be negative",
+        "matches the sum with the entries where the {variant} logit is −inf left out (the "
+        "masked_fill(isinf(student) | isinf(teacher), 0) idiom on the terms): those entries "
+        "still carry mass in the other distributions (their terms are not 0), so the "
+        "divergence is wrong and can be negative",
         "exact",
         lambda c: c.kind != "mixture" and _has_neg_inf(c),
-        _neg_inf_dropped,
+        _isinf_dropped,
         _LOGITS,
     ),
     FailureMode(
@@ -820,6 +1309,19 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
         overrides=_rounded_params,
     ),
     FailureMode(
+        "logits_in_low_precision",
+        "logits formed in bf16/fp16 and cast to fp32 afterwards",
+        "matches the reference on the {variant}: the logits were rounded to that dtype (e.g. "
+        "an lm_head GEMM with a bf16 output, cast to fp32 afterwards) before an otherwise "
+        "exact computation; form them in fp32 (an fp32-output GEMM)",
+        "exact",
+        lambda c: c.kind != "mixture" and bool(_low_precision_logits(c)),
+        _from_overrides(_low_precision_logits),
+        _LOGITS,
+        confirm=_confirm_low_precision_logits,
+        overrides=_low_precision_logits,
+    ),
+    FailureMode(
         "preset_params_ignored",
         "a preset's parameters ignored (its default used)",
         "matches the preset at its default {variant} whatever is asked: the parameter is ignored",
@@ -838,6 +1340,40 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
         lambda c: c.kind != "mixture" and c.case.divergence == "kl",
         _cross_entropy,
         _LOGITS,
+    ),
+    FailureMode(
+        "low_precision_probabilities",
+        "probabilities rounded to bf16/fp16 before the divergence (one side or both)",
+        "matches the divergence of the {variant}: rounded, a distribution no longer sums to "
+        "1, so the divergence is off and can be negative (a bf16 teacher mixed with an fp32 "
+        "student gives a negative JSD); form both distributions in fp32",
+        "exact",
+        lambda c: c.kind != "mixture" and c.dtype != "float64",
+        _low_precision_probabilities,
+        _LOGITS,
+        confirm=_confirm_on_control(_low_precision_probabilities),
+    ),
+    FailureMode(
+        "unnormalized_assistant",
+        "the mixture m used unnormalized in place of r = m/Z",
+        "matches the loss with {variant}: the α-mixture must be normalized (for KL(p‖r) the "
+        "error is exactly −log Z per row; Z = 1 only at α = −1)",
+        "exact",
+        lambda c: c.kind in ("loss", "preset"),
+        _unnormalized_assistant,
+        ("loss", "preset"),
+        confirm=_confirm_on_control(_unnormalized_assistant),
+    ),
+    FailureMode(
+        "alpha_sign_slip",
+        "β = (α − 1)/2 instead of (1 − α)/2 (the mixture at 2 − α)",
+        "matches the α-mixture at {variant}: the exponent's sign is flipped, β = (α − 1)/2 "
+        "for (1 − α)/2 (α = −1 becomes harmonic, α = 3 arithmetic)",
+        "exact",
+        lambda c: bool(_alpha_sign_slip(c)),
+        _from_overrides(_alpha_sign_slip),
+        confirm=_confirm_alpha_sign_slip,
+        overrides=_alpha_sign_slip,
     ),
     FailureMode(
         "geometric_collapse",
@@ -943,13 +1479,37 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
     ),
     FailureMode(
         "temperature",
-        "temperature handled differently (T² scaling, or ignored)",
-        "matches {variant}: the reference loss is D at temperature T without T² scaling",
+        "temperature handled differently (T² missing, twice or undeclared; T ignored)",
+        "matches {variant}: the reference loss is D at temperature T (softmax of logits/T on "
+        "both sides), times T² only where declared (--temperature-squared)",
         "exact",
         lambda c: c.kind != "mixture" and c.case.temperature != 1.0,
         _temperature,
         _LOGITS,
-        overrides=lambda c: [("temperature ignored", {"temperature": 1.0})],
+        overrides=lambda c: (
+            [] if c.ref.temperature_squared else [("temperature ignored", {"temperature": 1.0})]
+        ),
+    ),
+    FailureMode(
+        "temperature_one_side",
+        "temperature dividing one side's logits only",
+        "matches {variant}: T must divide both the student's and the teacher's logits",
+        "exact",
+        lambda c: c.kind != "mixture" and c.case.temperature != 1.0,
+        _temperature_one_side,
+        _LOGITS,
+        confirm=_confirm_on_control(_temperature_one_side),
+    ),
+    FailureMode(
+        # Diagnosed by its control only (amid_ref.conformance._diagnoses._offset_rounding):
+        # the same distributions with the row maximum subtracted first pass.
+        "logit_offset_rounding",
+        "rounding at the magnitude of a large common logit offset",
+        "rounding at the logits' magnitude: subtract the row maximum first",
+        "exact",
+        lambda c: False,
+        lambda c: [],
+        _LOGITS,
     ),
     FailureMode(
         "temperature_before_max",
@@ -962,11 +1522,23 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
         _LOGITS,
     ),
     FailureMode(
-        "reduction_mismatch",
-        "reduced with mean where sum was declared, or the reverse",
-        "matches reduction={variant}: declare --reduction {variant}",
+        "labels_shifted",
+        "labels shifted by one position against the logits",
+        "matches the loss masked by {variant}: the labels were shifted once too often (or "
+        "not at all); the mask must be that of the same positions as the logits",
         "exact",
-        lambda c: c.kind != "mixture" and c.reduction in ("mean", "sum"),
+        lambda c: c.kind != "mixture" and c.case.mask in ("some", "all", "none"),
+        _labels_shifted,
+        _LOGITS,
+    ),
+    FailureMode(
+        "reduction_mismatch",
+        "reduced another way than declared (mean, sum, by the batch size, by rows × V)",
+        "matches reduction={variant} (batchmean: the sum divided by the batch size, the "
+        "first dimension; mean: by the number of kept positions; elementwise mean: by rows × "
+        "V, torch's kl_div 'mean'): declare it, or reduce as intended",
+        "exact",
+        lambda c: c.kind != "mixture" and c.reduction in ("mean", "sum", "batchmean"),
         _other_reduction,
         _LOGITS,
     ),
@@ -994,8 +1566,13 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
         "matches a mixture formed in probability space ({variant}) and then logged: where p "
         "and q underflow, log r = −inf and the loss is inf/NaN",
         "exact",
-        lambda c: c.got is not None and bool((~np.isfinite(c.got)).any()),
+        lambda c: (
+            c.got is not None
+            and bool((~np.isfinite(c.got)).any())
+            and (c.kind != "preset" or _single_mixture_term(c))
+        ),
         _probability_space,
+        ("loss", "mixture", "preset"),
         nonfinite_symptom=True,
     ),
     FailureMode(
@@ -1034,5 +1611,19 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
         _input_dtype,
         _LOGITS,
         confirm=_confirm_input_dtype,
+    ),
+    FailureMode(
+        "low_precision_arithmetic",
+        "arithmetic in bf16/fp16 inside the function (a cast or autocast), whatever the "
+        "input dtype",
+        "matches the loss computed in {variant} throughout (log-softmax, mixture, per-entry "
+        "terms; sums in fp32) although the inputs are not {variant}: float32 inputs give "
+        "the same size of error on this case and on another, so the function casts to "
+        "{variant} inside (remove the cast, or compute the loss in fp32)",
+        "noise",
+        lambda c: c.kind != "mixture" and c.dtype != "float16",
+        _internal_low_precision,
+        _LOGITS,
+        confirm=_confirm_internal_low_precision,
     ),
 )

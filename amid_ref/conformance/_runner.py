@@ -15,20 +15,22 @@ import numpy as np
 from scipy.special import log_softmax
 
 from amid_ref._compare import Summary, passes, tolerance_for
+from amid_ref._specs import SPECS
 from amid_ref.conformance._adapters import (
     LossAdapter,
     MixtureAdapter,
     Outputs,
     Support,
     Unsupported,
+    _signature,
     make_adapter,
 )
 from amid_ref.conformance._cases import FAMILIES, PRESET_PARAM_GRIDS, Case, battery, iter_names
 from amid_ref.conformance._diagnoses import Diagnosis, DiagnosisContext, diagnose
 from amid_ref.conformance._reference import ReferenceInputs, reduce_grad, reduce_rows
-from amid_ref.tolerances import Tolerance, indicator_ties
+from amid_ref.tolerances import TOLERANCES, Tolerance, indicator_ties
 
-__all__ = ["CaseResult", "Report", "assert_conforms", "check_case", "conform"]
+__all__ = ["CaseResult", "Report", "check_case", "conform"]
 
 
 #: Why a case's gradient is not checked at α = ±inf (its value is).
@@ -38,8 +40,69 @@ GRAD_TIE_NOTE = (
 )
 
 
-def _tolerance(quantity: str, dtype: str) -> Tolerance:
-    return tolerance_for(quantity, dtype)[0]
+def _tolerance(quantity: str, dtype: str, chosen: Mapping[str, Any] | None = None) -> Tolerance:
+    return _tolerance_row(quantity, dtype, chosen)[0]
+
+
+def _tolerance_row(
+    quantity: str, dtype: str, chosen: Mapping[str, Any] | None = None
+) -> tuple[Tolerance, str]:
+    """The tolerance of ``quantity`` and its row key: the chosen one (``tolerances=``), else
+    the declared dtype's (:func:`amid_ref._compare.tolerance_for`)."""
+    if chosen and quantity in chosen:
+        return chosen[quantity]
+    return tolerance_for(quantity, dtype)
+
+
+def _resolve_tolerances(tolerances: Mapping[str, Any] | None) -> dict[str, tuple]:
+    """``tolerances=`` as ``{quantity: (Tolerance, row key)}``; a bad key or row is an error
+    naming it."""
+    out: dict[str, tuple] = {}
+    for quantity, row in dict(tolerances or {}).items():
+        if quantity not in ("loss", "grad", "log_mixture"):
+            raise ValueError(
+                f"tolerances: unknown quantity {quantity!r}; expected loss, grad or log_mixture"
+            )
+        if isinstance(row, Tolerance):
+            out[quantity] = (row, "given")
+            continue
+        key = tuple(row.split("/")) if isinstance(row, str) else tuple(row)
+        if key not in TOLERANCES:
+            rows = ", ".join("/".join(k) for k in TOLERANCES if k[1] == quantity)
+            raise ValueError(f"tolerances: no row {row!r} for {quantity}; rows: {rows}")
+        out[quantity] = (TOLERANCES[key], "/".join(key))
+    return out
+
+
+def _check_param_map(
+    param_map: Mapping[str, str] | None, kind: str, preset: str | None, fn: Callable
+) -> dict[str, str]:
+    """``param_map`` validated: each entry maps a parameter of the check to a parameter of
+    ``fn``; either side may be written first (``skew=lam`` or ``lam=skew``)."""
+    if not param_map:
+        return {}
+    own = {"alpha", "lam", "temperature", "labels"}
+    if kind == "preset" and preset in PRESET_PARAM_GRIDS:
+        own |= set(PRESET_PARAM_GRIDS[preset][0])
+    own |= {p.name for spec in SPECS.values() for p in spec.params}
+    names, var_kw = _signature(fn)
+    out = {}
+    for a, b in dict(param_map).items():
+        if a in own and (b in names or var_kw or b not in own):
+            out[a] = b
+        elif b in own:
+            out[b] = a
+        else:
+            raise ValueError(
+                f"param_map: neither {a!r} nor {b!r} is a parameter of this check "
+                f"({', '.join(sorted(own))})"
+            )
+        target = out[a] if a in out else out[b]
+        if names and not var_kw and target not in names:
+            raise ValueError(
+                f"param_map: the function has no parameter {target!r} (it has {', '.join(names)})"
+            )
+    return out
 
 
 @dataclass
@@ -212,6 +275,35 @@ class Report:
         return c["fail"] == 0 and c["pass"] > 0
 
     @property
+    def nothing_checked(self) -> bool:
+        """True iff no case ran (every case skipped): neither a pass nor a failure."""
+        c = self.counts
+        return c["pass"] == 0 and c["fail"] == 0
+
+    def hints(self) -> list[str]:
+        """What to add or map, for the parameters the function lacks that skipped the most
+        cases (at least half as many as the most frequent one)."""
+        counts: Counter = Counter()
+        names: dict[str, str] = {}
+        for r in self.results:
+            if r.status != "skip" or not r.reason.startswith("function has no '"):
+                continue
+            parts = r.reason.split("'")
+            if parts[1] == "labels":  # the labels/ignore_index pair: not a parameter map
+                continue
+            counts[parts[1]] += 1
+            names[parts[1]] = parts[3] if "(mapped from '" in r.reason else parts[1]
+        if not counts:
+            return []
+        top = max(counts.values())
+        return [
+            f"add a {name!r} parameter to the function, or map the one it has: "
+            f"--map {names[name]}=YOUR_NAME (Python: param_map={{{names[name]!r}: 'your_name'}})"
+            for name, n in counts.most_common()
+            if 2 * n >= top
+        ]
+
+    @property
     def failures(self) -> list[CaseResult]:
         return [r for r in self.results if r.status == "fail"]
 
@@ -266,6 +358,7 @@ class Report:
         skipped = Counter(r.reason for r in self.results if r.status == "skip")
         return {
             "passed": self.passed,
+            "nothing_checked": self.nothing_checked,
             "settings": self.settings,
             "tolerances": self.tolerances,
             "counts": {"pass": c["pass"], "fail": c["fail"], "skip": c["skip"]},
@@ -287,12 +380,17 @@ class Report:
         lines.append("  " + "  ".join(f"{k}={s[k]}" for k in keys if k in s))
         if "normalized" in s:
             lines.append(f"  normalized={s['normalized']}")
+        if s.get("param_map"):
+            pairs = ", ".join(f"{k} -> {v}" for k, v in s["param_map"].items())
+            lines.append(f"  parameters passed as: {pairs}")
         peer = s.get("peer")
         if peer:
+            maps = f"{peer['divergence']} {peer['direction']} at λ = 0 (preset {peer['preset']})"
+            if peer.get("kind") == "preset":
+                maps = f"the preset {peer['preset']}"
             lines.append(
                 f"  peer: {peer['source']} ({peer['distribution']} {peer['version']}), "
-                f"mapped to {peer['divergence']} {peer['direction']} at λ = 0 "
-                f"(preset {peer['preset']})"
+                f"mapped to {maps}"
             )
         sup = s.get("support", {})
 
@@ -351,8 +449,13 @@ class Report:
                 )
         c = self.counts
         verdict = "PASS" if self.passed else "FAIL"
-        if c["pass"] == 0 and c["fail"] == 0:
-            verdict = "FAIL (no case ran)"
+        if self.nothing_checked:
+            verdict = "NOTHING CHECKED (no case ran)"
+            hints = self.hints()
+            if hints:
+                lines.append("")
+                lines.append("to check it:")
+                lines.extend(f"  {h}" for h in hints)
         lines.append("")
         lines.append(
             f"RESULT: {verdict}  ({c['pass']} passed, {c['fail']} failed, {c['skip']} skipped; "
@@ -487,7 +590,8 @@ def _run_case(
             check_grad = False
             grad_note = GRAD_TIE_NOTE
     quantity = "log_mixture" if case.kind == "mixture" else "loss"
-    tol = _tolerance(quantity, dtype)
+    chosen = getattr(adapter, "tolerances", None)
+    tol = _tolerance(quantity, dtype, chosen)
     result = CaseResult(case, "pass", dtype=dtype)
     if grad_note is not None:
         result.reason = grad_note
@@ -498,6 +602,16 @@ def _run_case(
     except Exception as exc:  # any exception of the implementation is a failure
         result.status, result.quantity = "fail", "error"
         result.reason = f"raised {type(exc).__name__}: {exc}"
+        if diagnose_failures and case.mask == "all" and isinstance(exc, ZeroDivisionError):
+            result.diagnoses = [
+                Diagnosis(
+                    "mask_divide_by_zero",
+                    "raises ZeroDivisionError when every position is ignored: the mean "
+                    "divides by the number of kept positions, 0 (return 0)",
+                    "exact",
+                    "error",
+                )
+            ]
         result.seconds = time.perf_counter() - t0
         return result
     got = out.value
@@ -518,7 +632,7 @@ def _run_case(
             failed_on = "value"
     want_grad = None
     if check_grad:
-        gtol = _tolerance("grad", dtype)
+        gtol = _tolerance("grad", dtype, chosen)
         want_grad = reduce_grad(grad_rows, mask, reduction, out.upstream)
         if out.grad is None or out.grad.shape != want_grad.shape:
             result.reason = "no gradient"
@@ -553,7 +667,7 @@ def _run_case(
                     ctx,
                     got=out.grad,
                     want=want_grad,
-                    tol=_tolerance("grad", dtype),
+                    tol=_tolerance("grad", dtype, chosen),
                     quantity="grad",
                 )
     result.seconds = time.perf_counter() - t0
@@ -665,6 +779,8 @@ def conform(
     detach_assistant: bool | None = None,
     temperature_squared: bool | None = None,
     reduction_names: Mapping[str, str] | None = None,
+    param_map: Mapping[str, str] | None = None,
+    tolerances: Mapping[str, Any] | None = None,
 ) -> Report:
     r"""Run the conformance battery against ``fn`` and return the :class:`Report`.
 
@@ -727,6 +843,16 @@ def conform(
     reduction_names : mapping, optional
         The function's own ``reduction=`` word for each reduction a case asks for (e.g.
         ``{"mean": "batchmean", "sum": "sum"}``); cases asking for another are skipped.
+    param_map : mapping, optional
+        The check's parameter name -> the function's, where they differ (the CLI's
+        ``--map skew=lam``): a preset's or divergence's parameters (``skew``, ``beta``,
+        ``t``, ...), ``alpha``, ``lam``, ``temperature``, ``labels``. A preset parameter's
+        published alias is used without a map when the function has it (DistiLLM's ``lam``
+        for the skew of ``distillm_skl`` / ``distillm_srkl``).
+    tolerances : mapping, optional
+        The tolerance row for a quantity (``"loss"``, ``"grad"``, ``"log_mixture"``) instead
+        of the declared dtype's: a row key of :mod:`amid_ref.tolerances` (``"gpu/loss/bfloat16"``
+        or a tuple) or a :class:`~amid_ref.tolerances.Tolerance`.
 
     Returns
     -------
@@ -768,7 +894,9 @@ def conform(
         normalized=normalized,
         kwargs=kwargs,
         reduction_names=reduction_names,
+        param_map=_check_param_map(param_map, kind, preset, fn),
     )
+    adapter.tolerances = _resolve_tolerances(tolerances)
     sup = _make_support(support, adapter)
     given = {k: v for k, v in fields.items() if v is not None}
     if given:
@@ -824,7 +952,7 @@ def conform(
         quantities.append("grad")
     tolerances = {}
     for q in quantities:
-        tol, row = tolerance_for(q, dtype)
+        tol, row = _tolerance_row(q, dtype, adapter.tolerances)
         tolerances[q] = {"rtol": tol.rtol, "atol": tol.atol, "row": row, "reason": tol.reason}
     return Report(settings, tolerances, results, time.perf_counter() - t0)
 
@@ -836,25 +964,3 @@ def check_case(fn: Callable, case: Case, **options: Any) -> CaseResult:
     """
     report = conform(fn, case.kind, cases=[case], **options)
     return report.results[0]
-
-
-def assert_conforms(fn: Callable, kind: str = "loss", **options: Any) -> Report:
-    """Assert that ``fn`` passes the conformance battery; for use inside a user's pytest.
-
-    Takes the options of :func:`conform` and raises ``AssertionError`` carrying the text
-    report (per-family results, worst case with its seed and parameters, diagnosis) when
-    any case fails or none ran. Returns the :class:`Report` otherwise.
-
-    Examples
-    --------
-    >>> import amid_ref
-    >>> from amid_ref.conformance import assert_conforms
-    >>> report = assert_conforms(amid_ref.amid_loss, dtype="float64", families=["shapes"])
-    >>> report.passed
-    True
-    """
-    __tracebackhide__ = True  # pytest: show the caller's frame and the report, not this one
-    report = conform(fn, kind, **options)
-    if not report.passed:
-        raise AssertionError("implementation does not conform to amid_ref\n" + report.text())
-    return report
