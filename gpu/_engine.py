@@ -399,9 +399,9 @@ def _compiled_kernel(backend: str):
     working = [True]
     objectives: set[str] = set()
 
-    def kernel(s, t, spec, want_grad, grad_scale, out=None):
-        if not working[0]:
-            return torch_chunk(s, t, spec, want_grad, grad_scale, out)
+    def kernel(s, t, spec, want_grad, grad_scale, out=None, out_lo=None):
+        if not working[0] or out_lo is not None:  # the residual: the eager kernel's
+            return torch_chunk(s, t, spec, want_grad, grad_scale, out, out_lo=out_lo)
         key = repr(spec.objective)
         if key not in objectives:
             objectives.add(key)
@@ -511,17 +511,17 @@ def _triton_kernel():
         return None
     working = [True]
 
-    def kernel(s, t, spec, want_grad, grad_scale, out=None):
+    def kernel(s, t, spec, want_grad, grad_scale, out=None, out_lo=None):
         if working[0]:
             try:
-                return triton_chunk(s, t, spec, want_grad, grad_scale, out)
+                return triton_chunk(s, t, spec, want_grad, grad_scale, out, out_lo=out_lo)
             except Exception as exc:  # a compiler or launch failure: fall back, once, loudly
                 working[0] = False
                 _warn_once(
                     f"the Triton AMiD kernel failed ({type(exc).__name__}: {str(exc)[:300]}); "
                     "using the torch kernel from now on"
                 )
-        return torch_chunk(s, t, spec, want_grad, grad_scale, out)
+        return torch_chunk(s, t, spec, want_grad, grad_scale, out, out_lo=out_lo)
 
     kernel.backend = "triton"
     _TRITON.append(kernel)

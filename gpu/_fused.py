@@ -87,6 +87,30 @@ def _times_weight(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (hi @ weight).to(g.dtype).add_((lo @ weight).to(g.dtype)).mul_(scale)
 
 
+def _mm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``a @ b`` in ``dtype``: for bf16 operands on CUDA one tensor-core product with a
+    float32 output (``out_dtype``), else the product in the operands' dtype, cast."""
+    if a.dtype != dtype and a.is_cuda:
+        try:
+            return torch.mm(a, b, out_dtype=dtype)
+        except (RuntimeError, TypeError):  # a torch without mm.dtype: below
+            pass
+    return (a @ b).to(dtype) if a.dtype == b.dtype else a.to(dtype) @ b.to(dtype)
+
+
+def _addmm_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b`` accumulated in ``acc``'s dtype (float32): for bf16 operands on
+    CUDA one tensor-core product into the float32 accumulator (``out_dtype``), else the
+    operands converted."""
+    if a.dtype != acc.dtype and a.is_cuda:
+        try:
+            torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+            return
+        except (RuntimeError, TypeError):  # a torch without addmm.dtype: below
+            pass
+    acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
+
+
 def _fused_run(
     h2, weight, bias, teacher, rows, spec, leading, need, grad_scale, row_weights, kernel=None
 ):
@@ -109,6 +133,12 @@ def _fused_run(
     need_h, need_w, need_b = need
     want = need_h or need_w or need_b
     gh = torch.zeros_like(h2) if need_h else None
+    # The kernel writes ∂L/∂s into the logits buffer (no float32 (chunk, V) copy) unless
+    # per-row upstream weights follow or the weight is float16 (its range: the gradient
+    # is then formed in float32 and split, _times_weight). The weight gradient is
+    # accumulated in float32: accumulated in bfloat16 over the chunks, it lost 7 of its 8
+    # bits where the chunks' contributions cancel (tests/test_gpu_fused.py).
+    in_place = want and row_weights is None and weight.dtype != torch.float16
     gw = torch.zeros(v, hdim, dtype=cdt, device=device) if need_w else None
     gb = torch.zeros(v, dtype=cdt, device=device) if need_b else None
     n_rows = n if rows is None else rows.numel()
@@ -116,7 +146,16 @@ def _fused_run(
     def body(start, stop):
         idx = slice(start, stop) if rows is None else rows[start:stop]
         hs = h2[idx]
-        value, g, f = kernel(F.linear(hs, weight, bias), teacher(idx), spec, want, grad_scale)
+        logits = F.linear(hs, weight, bias)
+        lo = None
+        if in_place:
+            # ∂L/∂s written into the chunk's logits buffer; for bf16 its rounding residual
+            # into a second buffer (G·W cancels: G sums to ~0 along V)
+            if weight.dtype == torch.bfloat16:
+                lo = torch.empty_like(logits)
+            value, g, f = kernel(logits, teacher(idx), spec, want, grad_scale, logits, out_lo=lo)
+        else:
+            value, g, f = kernel(logits, teacher(idx), spec, want, grad_scale)
         row_loss[idx] = value
         flags[idx] = f
         if not want:
@@ -124,15 +163,22 @@ def _fused_run(
         if row_weights is not None:
             g.mul_(row_weights[idx].to(cdt).unsqueeze(-1))
         if need_h:
-            gh[idx] = _times_weight(g, weight).to(gh.dtype)
+            if lo is not None:  # G·W as two products in the weight dtype, summed in float32
+                gh[idx] = _mm(g, weight, cdt).add_(_mm(lo, weight, cdt)).to(gh.dtype)
+            else:
+                gh[idx] = _times_weight(g, weight).to(gh.dtype)
         if not (need_w or need_b):
             return None
 
         def commit():
             if need_w:
-                gw.addmm_(g.T, hs.to(cdt))
+                _addmm_(gw, g.T, hs)
+                if lo is not None:
+                    _addmm_(gw, lo.T, hs)
             if need_b:
-                gb.add_(g.sum(0))
+                gb.add_(g.sum(0, dtype=cdt))
+                if lo is not None:
+                    gb.add_(lo.sum(0, dtype=cdt))
 
         return commit
 

@@ -237,11 +237,16 @@ def chunk(
     out: torch.Tensor | None = None,
     branchless: bool = False,
     red: LocalReduce = LOCAL,
+    out_lo: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Loss per row, gradient w.r.t. the student logits (compute dtype) and row flags.
 
     When ``out`` is given the scaled gradient is written into it (cast to its dtype) and
-    ``out`` is returned in place of a new tensor. ``branchless=True`` (the compiled
+    ``out`` is returned in place of a new tensor; ``out`` may be ``s`` itself (the logits
+    are read before the gradient is written). ``out_lo`` (with ``out``, same dtype) receives
+    the rounding residual ``grad − out``, also cast: ``out + out_lo`` carries the gradient
+    to twice the dtype's precision (the fused loss's ``G·W`` needs it; ``out_lo`` may be
+    ``t`` itself). ``branchless=True`` (the compiled
     kernel) takes no branch on tensor values: terms that are zero for a chunk are formed
     anyway, with the same results. ``red`` completes the row reductions (whole rows by
     default; the vocabulary-parallel loss passes one that all-reduces over the shards).
@@ -359,13 +364,20 @@ def chunk(
         del g_logm, w, g_r, u_q
     if g_q is None:  # D(p‖r) or D(r‖p) with the assistant detached: no path to the student
         if out is not None:
+            if out_lo is not None:
+                out_lo.zero_()
             return value, out.zero_(), flags
         return value, torch.zeros_like(lq), flags
     grad = red.project_(g_q, lq)
     if through_z is not None:
         grad.sub_(through_z)
         del through_z
-    if out is not None:  # scale and cast in one pass, straight into the gradient buffer
+    if out is not None and out_lo is not None:
+        grad = grad.mul_(grad_scale * inv_t)
+        out.copy_(grad)
+        out_lo.copy_(grad.sub_(out.to(grad.dtype)))
+        grad = out
+    elif out is not None:  # scale and cast in one pass, straight into the gradient buffer
         grad = torch.mul(grad, grad_scale * inv_t, out=out)
     else:
         grad = grad.mul_(grad_scale * inv_t)
