@@ -357,6 +357,26 @@ BAD_INPUTS: tuple[BadInput, ...] = (
     BadInput("temperature_negative", {"temperature": -1.0}, ValueError, "temperature"),
     BadInput("temperature_inf", {"temperature": np.inf}, ValueError, "temperature"),
     BadInput("temperature_str", {"temperature": "1"}, TypeError, "temperature"),
+    # (logit − max)/T beyond the dtype's range would turn finite logits into masked tokens
+    # and change the support (α ≥ 1): refused naming temperature (the oracle computes it)
+    BadInput(
+        "temperature_overflows_float64",
+        {"temperature": 1e-310},
+        ValueError,
+        r"temperature=1e-310 is too small for student_logits",
+        only=("amid_ref", "gpu"),
+    ),
+    BadInput(
+        "temperature_overflows_float32",
+        {
+            "student_logits": _Torch(_S, dtype="float32"),
+            "teacher_logits": _Torch(_T, dtype="float32"),
+            "temperature": 1e-300,
+        },
+        ValueError,
+        r"temperature=1e-300 is too small for student_logits.*float32 range",
+        only=("gpu",),
+    ),
     # --- divergence, order, parameters ----------------------------------------------------
     BadInput("divergence_unknown", {"divergence": "kld"}, ValueError, "divergence"),
     BadInput("divergence_not_str", {"divergence": 3}, TypeError, "divergence"),
