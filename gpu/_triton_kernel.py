@@ -1,0 +1,983 @@
+r"""The Triton backend of the AMiD engine: one chunk of rows streamed over V in tiles.
+
+:func:`triton_chunk` has the contract of :func:`gpu._torch_kernel.chunk` (loss per row in
+float32, the gradient written in the student's dtype or returned in float32, the row flags
+of :mod:`gpu._flags`) and follows its numerics form for form: every elementwise helper
+below names the torch function it mirrors, and that function's comment says why the form
+is there. Each program owns ``BLOCK_R`` rows and walks the vocabulary in ``BLOCK_V``
+tiles, holding a (BLOCK_R, BLOCK_V) tile in float32 registers; nothing of size (rows, V)
+is ever written but the gradient.
+
+Passes. Each pass is one ``@triton.jit`` kernel; between passes only per-row statistics
+travel, as (rows,) float32/int32 tensors, so that a caller holding one slice of the
+vocabulary could all-reduce each partial sum between the passes (the sharded loss keeps
+the torch kernel today). Every pass re-reads the two logit rows and recomputes the
+elementwise quantities it needs from them and the statistics (recomputing is cheaper than
+storing (rows, V) intermediates).
+
+====  =====================  =============================================  ============
+pass  kernel                 per-row output                                 reads / el.
+====  =====================  =============================================  ============
+a1    ``_max_pass``          max and first arg-max of s, t; bad-row flags    2 logits
+a2    ``_lse_pass``          ``log1p`` of the others' sum of (x−max)/T       2 logits
+                             (log-normalizer with the top entry exact);
+                             temperature flags
+b1    ``_mixture_max_pass``  max and arg-max of log m                       2 logits
+b2    ``_mixture_lse_pass``  log Z = shift + log1p(others), the sums of     2 logits
+                             log(r/ŝ) (:func:`gpu._torch_kernel.
+                             _log_ratio_to_mixture`); empty-support flag
+c     ``_divergence_pass``   the loss; Σ and top entry of g_r (for          2 logits
+                             P_r), of the normalizer term h (for P_q), the
+                             silent entries' Σ g_r; loss flags
+c2    ``_gradient_sum_pass`` Σ and top entry of g_q + w·P_r(g_r)            2 logits
+d     ``_gradient_pass``     the gradient, scaled, cast, written (and the   2 logits +
+                             rounding residual into ``out_lo``); grad flags 1–2 writes
+====  =====================  =============================================  ============
+
+Bytes per element: 7 passes × 2 logits (2 B each in bfloat16) read + 2 B written = 30 B
+in bfloat16 with a gradient (16 B without: passes c2 and d are skipped, a loss alone
+stops after c). The passes that need no gradient are skipped when ``want_grad`` is
+False; c2 is skipped when the student gets no gradient through q directly and r alike.
+
+Specialization. The divergence, the argument order, the mixture regime (λ = 0, λ = 1,
+α = −∞, α = +∞, α = 1 geometric, |β| ≥ ½ one-kernel form, |β| < ½ pivoted form with
+its α → 1 series), λ ≤ ½, the sign of β, ``want_grad`` and the detached assistant are
+``tl.constexpr``: each compiled variant holds only its own branch. α, λ, the divergence
+parameters and 1/T enter as runtime float32 scalars formed in double precision (the
+torch kernel's Python constants).
+
+Elementary functions. Compiled on CUDA, ``exp``/``log``/``log1p``/``expm1`` are
+libdevice's (a few ulps over the whole range; ``tl.exp`` is the approximate ``ex2``).
+Under the interpreter (``TRITON_INTERPRET=1``: numpy) ``log1p`` and ``expm1`` are formed
+from ``log``/``exp`` by Goldberg's and Kahan's identities (``log(u)·x/(u−1)``, u = 1 + x;
+``(u−1)·x/log u``, u = eˣ), exact to a few ulps.
+
+What runs where (:data:`TRITON_DIVERGENCES`): the divergences in that set run in Triton
+for every order, α, λ, temperature and ``detach_assistant``; the rest (χ², Amari, AB and
+Rényi: their closed-form pair gradients and Rényi's row log-sum-exp are not ported yet),
+float64 inputs (float64 is the torch kernel's, exact to its ulps) and a temperature whose
+1/T exceeds float32 are computed by :func:`gpu._torch_kernel.chunk`, deliberately and
+with the same contract (:func:`runs_in_triton` says which).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from gpu._flags import (
+    _BAD_STUDENT,
+    _BAD_TEACHER,
+    _EMPTY_SUPPORT,
+    _FLAG_DTYPE,
+    _INF_GRAD,
+    _INF_LOSS,
+    _NAN_GRAD,
+    _NAN_LOSS,
+    _TEMPERATURE_STUDENT,
+    _TEMPERATURE_TEACHER,
+)
+from gpu._mixture import _BETA_CLAMP, _FAST_BETA
+from gpu._torch_kernel import chunk as torch_chunk
+
+__all__ = ["TRITON_DIVERGENCES", "runs_in_triton", "triton_chunk"]
+
+try:  # compiled on CUDA: libdevice's accurate elementary functions
+    from triton.language.extra import libdevice
+except ImportError:  # pragma: no cover - older triton
+    libdevice = None
+
+#: The divergences whose every spec (order, α, λ, T, detach) runs in Triton.
+TRITON_DIVERGENCES = frozenset({"kl", "js", "tv", "hellinger", "jeffreys", "skew_kl"})
+
+_DIV_ID = {"kl": 0, "js": 1, "tv": 2, "hellinger": 3, "jeffreys": 4, "skew_kl": 5}
+
+# mixture regimes (constexpr MIX)
+_MIX_Q, _MIX_P, _MIX_MAX, _MIX_MIN, _MIX_GEO, _MIX_FAST, _MIX_PIVOT = range(7)
+
+_F32_MAX = float(torch.finfo(torch.float32).max)
+_INT_BIG = 2**30
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def runs_in_triton(spec, dtype: torch.dtype) -> bool:
+    """Whether :func:`triton_chunk` computes ``spec`` on inputs of ``dtype`` in Triton
+    (``False``: it hands the chunk to :func:`gpu._torch_kernel.chunk`; module docstring)."""
+    return (
+        spec.divergence in TRITON_DIVERGENCES
+        and spec.cdtype == torch.float32
+        and dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and 1.0 / spec.temperature <= _F32_MAX
+    )
+
+
+# --- elementary functions ------------------------------------------------------------------
+
+
+@triton.jit
+def _exp(x, ACCURATE: tl.constexpr):
+    if ACCURATE:
+        return libdevice.exp(x)
+    else:
+        return tl.exp(x)
+
+
+@triton.jit
+def _log(x, ACCURATE: tl.constexpr):
+    if ACCURATE:
+        return libdevice.log(x)
+    else:
+        return tl.log(x)
+
+
+@triton.jit
+def _log1p(x, ACCURATE: tl.constexpr):
+    if ACCURATE:
+        return libdevice.log1p(x)
+    else:
+        u = 1.0 + x
+        d = u - 1.0
+        big = tl.where(d == 0.0, 1.0, d)
+        out = tl.log(u) * (x / big)
+        out = tl.where(d == 0.0, x, out)
+        return tl.where(u == float("inf"), u, out)
+
+
+@triton.jit
+def _expm1(x, ACCURATE: tl.constexpr):
+    if ACCURATE:
+        return libdevice.expm1(x)
+    else:
+        u = tl.exp(x)
+        lu = tl.log(u)
+        safe = tl.where((lu == 0.0) | (u == float("inf")), 1.0, lu)
+        out = (u - 1.0) * (x / safe)
+        out = tl.where(u == 1.0, x, out)
+        out = tl.where(u - 1.0 == -1.0, -1.0, out)
+        return tl.where(u == float("inf"), u, out)
+
+
+@triton.jit
+def _logaddexp(x, y, ACC: tl.constexpr):
+    """torch.logaddexp: max + log1p(e^(−|x−y|)); equal infinities give themselves."""
+    hi = tl.maximum(x, y)
+    lo = tl.minimum(x, y)
+    same_inf = (hi == lo) & ((hi == float("inf")) | (hi == float("-inf")))
+    gap = tl.where(same_inf, 0.0, lo - hi)
+    out = hi + _log1p(_exp(gap, ACC), ACC)
+    return tl.where(same_inf, hi, out)
+
+
+@triton.jit
+def _sign(x):
+    return tl.where(x > 0.0, 1.0, tl.where(x < 0.0, -1.0, 0.0))
+
+
+@triton.jit
+def _nan_to_zero(x):
+    return tl.where(x != x, 0.0, x)
+
+
+# --- per element: log-probabilities, the mixture, the divergences ----------------------------
+
+
+@triton.jit
+def _load(ptr, rows, cols, stride, mask):
+    x = tl.load(ptr + rows[:, None] * stride + cols[None, :], mask=mask, other=float("-inf"))
+    return x.to(tl.float32)
+
+
+@triton.jit
+def _scaled(x, top, inv_t):
+    """(x − max)/T, the max first (gpu._torch_kernel.chunk)."""
+    return (x - top[:, None]) * inv_t
+
+
+@triton.jit
+def _near_correction(bd, lam, one_m_lam, inv_beta, LAM_LOW: tl.constexpr, ACC: tl.constexpr):
+    """gpu._mixture._near_correction."""
+    if LAM_LOW:
+        return _log1p(_expm1(bd, ACC) * lam, ACC) * inv_beta
+    else:
+        return _log1p(_expm1(-bd, ACC) * one_m_lam, ACC) * inv_beta
+
+
+@triton.jit
+def _ratios(la, lb, lm, corr, near, small, a_dom, c_a, c_b, LAM_LOW: tl.constexpr):
+    """gpu._mixture._ratios: [log m − log a, log m − log b] from the pivot's corrections
+    (c_a = log λ/β, c_b = log(1−λ)/β)."""
+    d = la - lb
+    rb = corr + c_b
+    ra = rb - d
+    corr_a = corr + c_a
+    ra = tl.where(a_dom, corr_a, ra)
+    rb = tl.where(a_dom, corr_a + d, rb)
+    if LAM_LOW:
+        rb = tl.where(small, near, rb)
+        ra = tl.where(small, near - d, ra)
+    else:
+        ra = tl.where(small, near, ra)
+        rb = tl.where(small, near + d, rb)
+    plain = (lm == float("-inf")) | ((la == float("-inf")) & (lb == float("-inf")))
+    ra = tl.where(plain, lm - la, ra)
+    rb = tl.where(plain, lm - lb, rb)
+    return ra, rb
+
+
+@triton.jit
+def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+             MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+             ACC: tl.constexpr):  # fmt: skip
+    """gpu._mixture.log_alpha_mean_and_weight: (log m, log m − log p, log m − log q, w)."""
+    NEG = float("-inf")
+    if MIX == 0:  # λ = 0
+        lm = lq
+        ra = lq - lp
+        rb = tl.zeros_like(lq)
+        w = tl.where(lq != NEG, 1.0, 0.0)
+    elif MIX == 1:  # λ = 1
+        lm = lp
+        ra = tl.zeros_like(lp)
+        rb = lp - lq
+        w = tl.zeros_like(lp)
+    elif MIX == 2 or MIX == 3:  # α = −inf (max), +inf (min)
+        if MIX == 2:
+            lm = tl.maximum(lp, lq)
+            pick_b = lq > lp
+        else:
+            lm = tl.minimum(lp, lq)
+            pick_b = lq < lp
+        w = tl.where(pick_b, 1.0, tl.where(lq == lp, 0.5, 0.0))
+        w = tl.where(lm == NEG, 0.0, w)
+        ra = lm - lp
+        rb = lm - lq
+    elif MIX == 4:  # α = 1: the geometric mean, pivoted on the heavier argument
+        if LAM_LOW:
+            rb = lam * (lp - lq)
+            ra = rb - (lp - lq)
+            lm = lq + rb
+        else:
+            ra = one_m_lam * (lq - lp)
+            rb = ra + (lp - lq)
+            lm = lp + ra
+        zero = (lp == NEG) | (lq == NEG)
+        lm = tl.where(zero, NEG, lm)
+        ra = tl.where(zero, lm - lp, ra)
+        rb = tl.where(zero, lm - lq, rb)
+        w = tl.where(lm == NEG, 0.0, one_m_lam)
+    else:
+        bd = (lp - lq) * beta
+        t = bd + t_off
+        small = tl.abs(bd) <= 1.0
+        near_r = _near_correction(bd, lam, one_m_lam, inv_beta, LAM_LOW, ACC)
+        corr = _log1p(_exp(-tl.abs(t), ACC), ACC) * inv_beta
+        if MIX == 5:  # |β| ≥ ½: the one-kernel logaddexp form
+            lm = _logaddexp(lp * beta + log_lam, lq * beta + log_1m_lam, ACC) * inv_beta
+        else:  # |β| < ½: pivot on the dominant weighted term, or log1p/expm1 near it
+            if BETA_NEG:
+                lm = tl.minimum(lp + c_a, lq + c_b)
+            else:
+                lm = tl.maximum(lp + c_a, lq + c_b)
+            lm = lm + corr
+            if LAM_LOW:
+                near = near_r + lq
+            else:
+                near = near_r + lp
+            lm = tl.where(small, near, lm)
+        ra, rb = _ratios(lp, lq, lm, corr, near_r, small, t >= 0.0, c_a, c_b, LAM_LOW)
+        lm = tl.where(lm != lm, NEG, lm)
+        w = 1.0 / (_exp(t, ACC) + 1.0)
+        if BETA_NEG:
+            w = tl.where(lm == NEG, 0.0, w)
+        else:
+            w = _nan_to_zero(w)
+    return lm, ra, rb, w
+
+
+@triton.jit
+def _divergence(la, lb, lr, prm, prm_log, prm_log1m, DIV: tl.constexpr, ACC: tl.constexpr):
+    """(term, ∂/∂log a, ∂/∂log b) per element, lr = log(a/b) formed from the mixture:
+    twins of gpu._divergences._kl, _js, _tv, _hellinger, _jeffreys, _skew_kl."""
+    NEG = float("-inf")
+    if DIV == 0:  # KL
+        a = _exp(la, ACC)
+        terms = _nan_to_zero(tl.where(lb == NEG, la - lb, lr) * a)
+        ga = terms
+        gb = -a
+    elif DIV == 1:  # JS(β = prm); β ∈ {0, 1} gives zeros (prm_log = nan flags it)
+        lm = _logaddexp(la + prm_log, lb + prm_log1m, ACC)
+        ra = la - lm
+        rb = lb - lm
+        near = tl.abs(lr) <= 1.0
+        dn = tl.where(near, lr, 0.0)
+        ra = tl.where(near, -_log1p(_expm1(-dn, ACC) * (1.0 - prm), ACC), ra)
+        rb = tl.where(near, -_log1p(_expm1(dn, ACC) * prm, ACC), rb)
+        a = _exp(la, ACC)
+        b = _exp(lb, ACC)
+        ga = tl.where(a == 0.0, 0.0, ra * a * prm)
+        gb = tl.where(b == 0.0, 0.0, rb * b * (1.0 - prm))
+        terms = ga + gb
+    elif DIV == 2:  # TV
+        a = _exp(la, ACC)
+        b = _exp(lb, ACC)
+        near = tl.abs(lr) <= 1.0
+        diff = tl.where(near, _expm1(tl.where(near, lr, 0.0), ACC) * b, a - b)
+        terms = 0.5 * tl.abs(diff)
+        sg = _sign(diff)
+        ga = (0.5 * sg) * a
+        gb = (-0.5 * sg) * b
+    elif DIV == 3:  # Hellinger
+        hi = tl.maximum(la, lb)
+        gap = tl.where(hi == NEG, 0.0, -tl.abs(lr))
+        mag = _exp(hi / 2.0, ACC) * -_expm1(gap / 2.0, ACC)
+        mag = tl.where(hi == NEG, 0.0, mag)
+        d = tl.where(la >= lb, mag, -mag)
+        terms = 0.5 * (d * d)
+        ga = (0.5 * d) * _exp(la / 2.0, ACC)
+        gb = (-0.5 * d) * _exp(lb / 2.0, ACC)
+    elif DIV == 4:  # Jeffreys
+        a0 = la == NEG
+        b0 = lb == NEG
+        both = (la != NEG) & (lb != NEG)
+        d = tl.where(both, lr, 0.0)
+        hi = tl.where(both, tl.maximum(la, lb), 0.0)
+        abs_diff = _exp(hi, ACC) * -_expm1(-tl.abs(d), ACC)
+        terms = tl.where(a0 != b0, float("inf"), abs_diff * tl.abs(d))
+        diff = _sign(d) * abs_diff
+        ga = tl.where(both, _exp(la, ACC) * d + diff, 0.0)
+        gb = tl.where(both, -_exp(lb, ACC) * d - diff, 0.0)
+    else:  # skew KL(a‖s·a + (1 − s)·b), s = prm > 0 (s = 0 runs as KL)
+        lm = _logaddexp(la + prm_log, lb + prm_log1m, ACC)
+        pos = la != NEG
+        near = tl.abs(lr) <= 1.0
+        dn = tl.where(near, lr, 0.0)
+        dm = tl.where(near, -_log1p(_expm1(-dn, ACC) * (1.0 - prm), ACC), la - lm)
+        dm = tl.where(pos, dm, 0.0)
+        a = _exp(la, ACC)
+        terms = a * dm
+        ratio = tl.where(pos, _exp(dm, ACC), 0.0)
+        ga = a * (dm - prm * ratio)
+        gb = -(1.0 - prm) * _exp(lb, ACC) * ratio
+    return terms, ga, gb
+
+
+@triton.jit
+def _log_probs(s_ptr, t_ptr, rows, cols, stride, mask, top_s, top_t, corr_s, corr_t, inv_t):
+    s = _scaled(_load(s_ptr, rows, cols, stride, mask), top_s, inv_t)
+    t = _scaled(_load(t_ptr, rows, cols, stride, mask), top_t, inv_t)
+    return s - corr_s[:, None], t - corr_t[:, None]
+
+
+@triton.jit
+def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+          inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+          MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+          ACC: tl.constexpr):  # fmt: skip
+    """log p, log q and the mixture of one tile (the row statistics of passes a1–a2)."""
+    rmask = rows < n_rows
+    top_s = tl.load(stats_ptr + 0 * n_rows + rows, mask=rmask, other=0.0)
+    top_t = tl.load(stats_ptr + 1 * n_rows + rows, mask=rmask, other=0.0)
+    corr_s = tl.load(stats_ptr + 2 * n_rows + rows, mask=rmask, other=0.0)
+    corr_t = tl.load(stats_ptr + 3 * n_rows + rows, mask=rmask, other=0.0)
+    lq, lp = _log_probs(s_ptr, t_ptr, rows, cols, stride, mask, top_s, top_t, corr_s, corr_t,
+                        inv_t)  # fmt: skip
+    lm, ra, rb, w = _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam,
+                             log_1m_lam, MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
+    return lp, lq, lm, ra, rb, w
+
+
+# Row statistics (float32 rows of `stats`, int32 rows of `idx`), by row of the table:
+_TOP_S, _TOP_T, _CORR_S, _CORR_T, _SHIFT_M, _CORR_M, _LOG_ZR = range(7)
+_R_OTHERS, _R_TOP, _G_SILENT, _H_OTHERS, _H_TOP, _Q_OTHERS, _Q_TOP = range(7, 14)
+_N_STATS = 14
+_K_S, _K_T, _K_M = range(3)
+
+
+@triton.jit
+def _max_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
+              BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+    """Pass a1: row max and first arg-max of s and t; _BAD_* where a row has NaN, +inf or
+    only −inf (the torch kernel's non-finite row maximum)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < n_rows
+    NEG = float("-inf")
+    m_s = tl.full([BLOCK_R], NEG, tl.float32)
+    m_t = tl.full([BLOCK_R], NEG, tl.float32)
+    k_s = tl.zeros([BLOCK_R], tl.int32)
+    k_t = tl.zeros([BLOCK_R], tl.int32)
+    bad_s = tl.zeros([BLOCK_R], tl.int32)
+    bad_t = tl.zeros([BLOCK_R], tl.int32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        mask = rmask[:, None] & (cols < V)[None, :]
+        for which in tl.static_range(2):
+            if which == 0:
+                x = _load(s_ptr, rows, cols, stride, mask)
+            else:
+                x = _load(t_ptr, rows, cols, stride, mask)
+            bad = tl.max(((x != x) | (x == float("inf"))).to(tl.int32), 1)
+            xm = tl.where(x != x, NEG, x)
+            tile_max = tl.max(xm, 1)
+            pos = tl.min(tl.where(xm == tile_max[:, None], cols[None, :], 2**30), 1)
+            if which == 0:
+                better = tile_max > m_s
+                k_s = tl.where(better, pos, k_s)
+                m_s = tl.where(better, tile_max, m_s)
+                bad_s = bad_s | bad
+            else:
+                better = tile_max > m_t
+                k_t = tl.where(better, pos, k_t)
+                m_t = tl.where(better, tile_max, m_t)
+                bad_t = bad_t | bad
+    flags = tl.where((bad_s != 0) | (m_s == NEG), 1, 0) | tl.where((bad_t != 0) | (m_t == NEG), 2, 0)
+    tl.store(stats_ptr + 0 * n_rows + rows, m_s, mask=rmask)
+    tl.store(stats_ptr + 1 * n_rows + rows, m_t, mask=rmask)
+    tl.store(idx_ptr + 0 * n_rows + rows, k_s, mask=rmask)
+    tl.store(idx_ptr + 1 * n_rows + rows, k_t, mask=rmask)
+    tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
+
+
+@triton.jit
+def _lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, inv_t,
+              ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+    """Pass a2: log1p(S_o) of (x − max)/T, S_o the sum of every entry but the first maximum
+    (gpu._torch_kernel.LocalReduce.others); temperature flags where a finite entry became
+    −inf."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < n_rows
+    NEG = float("-inf")
+    top_s = tl.load(stats_ptr + 0 * n_rows + rows, mask=rmask, other=0.0)
+    top_t = tl.load(stats_ptr + 1 * n_rows + rows, mask=rmask, other=0.0)
+    k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
+    k_t = tl.load(idx_ptr + 1 * n_rows + rows, mask=rmask, other=0)
+    o_s = tl.zeros([BLOCK_R], tl.float32)
+    o_t = tl.zeros([BLOCK_R], tl.float32)
+    lost_s = tl.zeros([BLOCK_R], tl.int32)
+    lost_t = tl.zeros([BLOCK_R], tl.int32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        mask = rmask[:, None] & (cols < V)[None, :]
+        xs = _load(s_ptr, rows, cols, stride, mask)
+        xt = _load(t_ptr, rows, cols, stride, mask)
+        ys = _scaled(xs, top_s, inv_t)
+        yt = _scaled(xt, top_t, inv_t)
+        keep_s = mask & (cols[None, :] != k_s[:, None])
+        keep_t = mask & (cols[None, :] != k_t[:, None])
+        o_s += tl.sum(tl.where(keep_s, _exp(ys, ACC), 0.0), 1)
+        o_t += tl.sum(tl.where(keep_t, _exp(yt, ACC), 0.0), 1)
+        lost_s = lost_s | tl.max((mask & (xs != NEG) & (ys == NEG)).to(tl.int32), 1)
+        lost_t = lost_t | tl.max((mask & (xt != NEG) & (yt == NEG)).to(tl.int32), 1)
+    tl.store(stats_ptr + 2 * n_rows + rows, _log1p(o_s, ACC), mask=rmask)
+    tl.store(stats_ptr + 3 * n_rows + rows, _log1p(o_t, ACC), mask=rmask)
+    flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
+    flags = flags | tl.where(lost_s != 0, 32, 0) | tl.where(lost_t != 0, 64, 0)
+    tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
+
+
+@triton.jit
+def _mixture_max_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
+                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+                      MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+                      ACC: tl.constexpr, BLOCK_R: tl.constexpr,
+                      BLOCK_V: tl.constexpr):  # fmt: skip
+    """Pass b1: the row max of log m and where it first is (0 for a row of only −inf)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < n_rows
+    NEG = float("-inf")
+    m = tl.full([BLOCK_R], NEG, tl.float32)
+    k = tl.zeros([BLOCK_R], tl.int32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        mask = rmask[:, None] & (cols < V)[None, :]
+        lp, lq, lm, ra, rb, w = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+                                      MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
+        lm = tl.where(mask & (lm == lm), lm, NEG)
+        tile_max = tl.max(lm, 1)
+        pos = tl.min(tl.where(lm == tile_max[:, None], cols[None, :], 2**30), 1)
+        better = tile_max > m
+        k = tl.where(better, pos, k)
+        m = tl.where(better, tile_max, m)
+    tl.store(stats_ptr + 4 * n_rows + rows, tl.where(m == NEG, 0.0, m), mask=rmask)
+    tl.store(idx_ptr + 2 * n_rows + rows, k, mask=rmask)
+
+
+@triton.jit
+def _mixture_lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
+                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+                      MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+                      REF_P: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
+                      BLOCK_V: tl.constexpr):  # fmt: skip
+    """Pass b2: log Z = shift + log1p(S_o) of log m (gpu._torch_kernel._log_normalizer) and
+    log Z's ratio form of gpu._torch_kernel._log_ratio_to_mixture against the reference
+    (p if REF_P else q): ``log1p(Σ ŝ·expm1(u)/Σ ŝ)`` or ``log Z − log Σ ŝ``."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < n_rows
+    NEG = float("-inf")
+    shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
+    k = tl.load(idx_ptr + 2 * n_rows + rows, mask=rmask, other=0)
+    others = tl.zeros([BLOCK_R], tl.float32)
+    total = tl.zeros([BLOCK_R], tl.float32)
+    terms_sum = tl.zeros([BLOCK_R], tl.float32)
+    any_finite = tl.zeros([BLOCK_R], tl.int32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        mask = rmask[:, None] & (cols < V)[None, :]
+        lp, lq, lm, ra, rb, w = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+                                      MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
+        keep = mask & (cols[None, :] != k[:, None])
+        others += tl.sum(tl.where(keep, _exp(lm - shift[:, None], ACC), 0.0), 1)
+        any_finite = any_finite | tl.max((mask & (lm != NEG) & (lm == lm)).to(tl.int32), 1)
+        if REF_P:
+            l_ref = lp
+            u = ra
+        else:
+            l_ref = lq
+            u = rb
+        s = _exp(l_ref, ACC)
+        terms = tl.where(u <= 1.0, _expm1(tl.minimum(u, 1.0), ACC) * s, _exp(lm, ACC) - s)
+        terms = _nan_to_zero(terms)
+        total += tl.sum(tl.where(mask, s, 0.0), 1)
+        terms_sum += tl.sum(tl.where(mask, terms, 0.0), 1)
+    corr = tl.where(any_finite != 0, _log1p(others, ACC), NEG)
+    lz = shift + corr
+    frac = terms_sum / total
+    direct = lz - _log(total, ACC)
+    log_zr = tl.where(tl.abs(frac) <= 0.5,
+                      _log1p(tl.minimum(tl.maximum(frac, -0.5), 0.5), ACC), direct)  # fmt: skip
+    tl.store(stats_ptr + 5 * n_rows + rows, corr, mask=rmask)
+    tl.store(stats_ptr + 6 * n_rows + rows, log_zr, mask=rmask)
+    flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
+    flags = flags | tl.where(lz == NEG, 4, 0)
+    tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
+
+
+@triton.jit
+def _project(g, lw, cols, k, lw_k, others, g_k, ACC: tl.constexpr):
+    """gpu._torch_kernel.LocalReduce.project_: g_j − w_j Σg, the top entry k as
+    g_k(1 − w_k) − w_k Σ_{x≠k} g_x (1 − w_k = −expm1(log w_k))."""
+    out = g - _exp(lw, ACC) * (others + g_k)[:, None]
+    dominant = g_k * -_expm1(lw_k, ACC) - _exp(lw_k, ACC) * others
+    return tl.where(cols[None, :] == k[:, None], dominant[:, None], out)
+
+
+@triton.jit
+def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+              inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+              prm, prm_log, prm_log1m,
+              MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+              DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
+              THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """Everything elementwise of one tile after passes a–b: the divergence's terms, the
+    direct g_q (0 when q is not an argument), g_r with its silent entries (w = 0) apart,
+    the normalizer term h (gpu._torch_kernel._normalizer_gradient before its projection),
+    w, log q, log r."""
+    NEG = float("-inf")
+    rmask = rows < n_rows
+    lp, lq, lm, ra, rb, w = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+                                  inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+                                  MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
+    shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
+    corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
+    log_zr = tl.load(stats_ptr + 6 * n_rows + rows, mask=rmask, other=0.0)
+    lr = (lm - shift[:, None]) - corr_m[:, None]
+    if REF_P:
+        u = ra
+        l_other = lp
+    else:
+        u = rb
+        l_other = lq
+    log_ratio = u - log_zr[:, None]  # log(r/other)
+    if FIRST_R:
+        terms, ga, gb = _divergence(lr, l_other, log_ratio, prm, prm_log, prm_log1m, DIV, ACC)
+        g_r = ga
+        if REF_P:
+            g_q = tl.zeros_like(ga)
+        else:
+            g_q = gb
+    else:
+        terms, ga, gb = _divergence(l_other, lr, -log_ratio, prm, prm_log, prm_log1m, DIV, ACC)
+        g_r = gb
+        if REF_P:
+            g_q = tl.zeros_like(ga)
+        else:
+            g_q = ga
+    silent = w == 0.0
+    h = tl.zeros_like(lq)
+    if THROUGH_R:
+        if H_MODE == 0:  # λ = 1: r does not depend on the student
+            h = tl.zeros_like(lq)
+        elif H_MODE == 1:  # α = ±inf
+            h = _exp(lr, ACC) * w - _exp(lq, ACC)
+        else:
+            lz = shift + corr_m
+            log_scale = log_1m_lam - lz
+            log_c = lq + log_scale[:, None]
+            x = rb * (1.0 - beta_h)
+            e_c = _exp(log_c, ACC)
+            h = tl.where(x <= 1.0, _expm1(tl.minimum(x, 1.0), ACC) * e_c,
+                         _exp(x + log_c, ACC) - e_c)  # fmt: skip
+            h = tl.where((log_scale > 80.0)[:, None], _exp(x + log_c, ACC), h)
+        h = _nan_to_zero(tl.where(lq == NEG, 0.0, h))
+    return terms, g_q, g_r, silent, h, w, lq, lr
+
+
+@triton.jit
+def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, loss_ptr,
+                     inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+                     prm, prm_log, prm_log1m,
+                     MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+                     DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
+                     THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, WANT_GRAD: tl.constexpr, ACC: tl.constexpr,
+                     BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+    """Pass c: the loss per row and the sums the projections need: Σ_{x≠k_m} g_r and
+    g_r at k_m (P_r), Σ of g_r over the silent entries, Σ_{x≠k_s} h and h at k_s (P_q)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < n_rows
+    k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
+    k_m = tl.load(idx_ptr + 2 * n_rows + rows, mask=rmask, other=0)
+    value = tl.zeros([BLOCK_R], tl.float32)
+    r_others = tl.zeros([BLOCK_R], tl.float32)
+    r_top = tl.zeros([BLOCK_R], tl.float32)
+    g_silent = tl.zeros([BLOCK_R], tl.float32)
+    h_others = tl.zeros([BLOCK_R], tl.float32)
+    h_top = tl.zeros([BLOCK_R], tl.float32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        mask = rmask[:, None] & (cols < V)[None, :]
+        terms, g_q, g_r, silent, h, w, lq, lr = _elements(
+            s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+            prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+            ACC)  # fmt: skip
+        value += tl.sum(tl.where(mask, terms, 0.0), 1)
+        if THROUGH_R:
+            at_m = cols[None, :] == k_m[:, None]
+            at_s = cols[None, :] == k_s[:, None]
+            g_silent += tl.sum(tl.where(mask & silent, g_r, 0.0), 1)
+            g_r = tl.where(silent, 0.0, g_r)
+            r_others += tl.sum(tl.where(mask & ~at_m, g_r, 0.0), 1)
+            r_top += tl.sum(tl.where(mask & at_m, g_r, 0.0), 1)
+            h_others += tl.sum(tl.where(mask & ~at_s, h, 0.0), 1)
+            h_top += tl.sum(tl.where(mask & at_s, h, 0.0), 1)
+    tl.store(loss_ptr + rows, value, mask=rmask)
+    if THROUGH_R:
+        tl.store(stats_ptr + 7 * n_rows + rows, r_others, mask=rmask)
+        tl.store(stats_ptr + 8 * n_rows + rows, r_top, mask=rmask)
+        tl.store(stats_ptr + 9 * n_rows + rows, g_silent, mask=rmask)
+        tl.store(stats_ptr + 10 * n_rows + rows, h_others, mask=rmask)
+        tl.store(stats_ptr + 11 * n_rows + rows, h_top, mask=rmask)
+    flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
+    flags = flags | tl.where(value != value, 16, 0)
+    if WANT_GRAD:
+        flags = flags | tl.where(tl.abs(value) == float("inf"), 8, 0)
+    tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
+
+
+@triton.jit
+def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+                       prm, prm_log, prm_log1m,
+                       MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+                       DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
+                       THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """G = g_q + w·P_r(g_r) (before its projection P_q), the through-Z term g_silent·P_q(h)
+    and log q of one tile."""
+    rmask = rows < n_rows
+    terms, g_q, g_r, silent, h, w, lq, lr = _elements(
+        s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+        prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+        ACC)  # fmt: skip
+    through_z = tl.zeros_like(g_q)
+    if THROUGH_R:
+        k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
+        k_m = tl.load(idx_ptr + 2 * n_rows + rows, mask=rmask, other=0)
+        corr_s = tl.load(stats_ptr + 2 * n_rows + rows, mask=rmask, other=0.0)
+        corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
+        r_others = tl.load(stats_ptr + 7 * n_rows + rows, mask=rmask, other=0.0)
+        r_top = tl.load(stats_ptr + 8 * n_rows + rows, mask=rmask, other=0.0)
+        g_silent = tl.load(stats_ptr + 9 * n_rows + rows, mask=rmask, other=0.0)
+        h_others = tl.load(stats_ptr + 10 * n_rows + rows, mask=rmask, other=0.0)
+        h_top = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
+        g_r = tl.where(silent, 0.0, g_r)
+        g_logm = _project(g_r, lr, cols, k_m, -corr_m, r_others, r_top, ACC)
+        g_q = g_q + g_logm * w
+        k_z = _project(h, lq, cols, k_s, -corr_s, h_others, h_top, ACC)
+        through_z = tl.where((g_silent != 0.0)[:, None], k_z * g_silent[:, None], 0.0)
+    return g_q, through_z, lq
+
+
+@triton.jit
+def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
+                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+                       prm, prm_log, prm_log1m,
+                       MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+                       DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
+                       THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
+                       BLOCK_V: tl.constexpr):  # fmt: skip
+    """Pass c2: Σ_{x≠k_s} G and G at k_s, G = g_q + w·P_r(g_r) (for P_q)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < n_rows
+    k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
+    q_others = tl.zeros([BLOCK_R], tl.float32)
+    q_top = tl.zeros([BLOCK_R], tl.float32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        mask = rmask[:, None] & (cols < V)[None, :]
+        g, through_z, lq = _student_direction(
+            s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+            prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+            ACC)  # fmt: skip
+        at_s = cols[None, :] == k_s[:, None]
+        q_others += tl.sum(tl.where(mask & ~at_s, g, 0.0), 1)
+        q_top += tl.sum(tl.where(mask & at_s, g, 0.0), 1)
+    tl.store(stats_ptr + 12 * n_rows + rows, q_others, mask=rmask)
+    tl.store(stats_ptr + 13 * n_rows + rows, q_top, mask=rmask)
+
+
+@triton.jit
+def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
+                   out_ptr, out_stride, lo_ptr, lo_stride, scale,
+                   inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+                   prm, prm_log, prm_log1m,
+                   MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+                   DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
+                   THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, HAS_LO: tl.constexpr, ACC: tl.constexpr,
+                   BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+    """Pass d: ∂loss/∂s = (P_q(G) − g_silent·P_q(h))·scale, written in the output's dtype
+    (the residual of that rounding into ``lo`` when HAS_LO); _NAN_GRAD / _INF_GRAD from the
+    written values (gpu._torch_kernel._grad_flags)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < n_rows
+    k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
+    corr_s = tl.load(stats_ptr + 2 * n_rows + rows, mask=rmask, other=0.0)
+    q_others = tl.load(stats_ptr + 12 * n_rows + rows, mask=rmask, other=0.0)
+    q_top = tl.load(stats_ptr + 13 * n_rows + rows, mask=rmask, other=0.0)
+    nan = tl.zeros([BLOCK_R], tl.int32)
+    inf = tl.zeros([BLOCK_R], tl.int32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        mask = rmask[:, None] & (cols < V)[None, :]
+        g, through_z, lq = _student_direction(
+            s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+            prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+            ACC)  # fmt: skip
+        grad = _project(g, lq, cols, k_s, -corr_s, q_others, q_top, ACC)
+        grad = (grad - through_z) * scale
+        ptrs = out_ptr + rows[:, None] * out_stride + cols[None, :]
+        written = grad.to(out_ptr.dtype.element_ty)
+        tl.store(ptrs, written, mask=mask)
+        back = written.to(tl.float32)
+        if HAS_LO:
+            lo_ptrs = lo_ptr + rows[:, None] * lo_stride + cols[None, :]
+            tl.store(lo_ptrs, (grad - back).to(lo_ptr.dtype.element_ty), mask=mask)
+        nan = nan | tl.max((mask & (back != back)).to(tl.int32), 1)
+        inf = inf | tl.max((mask & (tl.abs(back) == float("inf"))).to(tl.int32), 1)
+    flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
+    flags = flags | tl.where(nan != 0, 128, 0) | tl.where(inf != 0, 256, 0)
+    tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
+
+
+# --- host side -----------------------------------------------------------------------------
+
+
+def _mixture_constants(alpha: float, lam: float) -> dict:
+    """The regime (constexpr) and the float constants of the mixture, in double precision
+    as gpu._mixture forms them."""
+    if lam == 0.0:
+        mix = _MIX_Q
+    elif lam == 1.0:
+        mix = _MIX_P
+    elif math.isinf(alpha):
+        mix = _MIX_MAX if alpha < 0 else _MIX_MIN
+    elif (1.0 - alpha) / 2.0 == 0.0:
+        mix = _MIX_GEO
+    elif abs((1.0 - alpha) / 2.0) >= _FAST_BETA:
+        mix = _MIX_FAST
+    else:
+        mix = _MIX_PIVOT
+    beta = (1.0 - alpha) / 2.0 if not math.isinf(alpha) else 0.0
+    beta_f = max(-_BETA_CLAMP, min(_BETA_CLAMP, beta))
+    inv_beta = 1.0 / beta_f if beta_f != 0.0 else 0.0
+    interior = 0.0 < lam < 1.0
+    log_lam = math.log(lam) if interior else 0.0
+    log_1m_lam = math.log1p(-lam) if lam < 1.0 else 0.0
+    # β of the normalizer gradient: clamped as the mixture's (0 at α = ±inf: unused there)
+    return {
+        "consts": dict(
+            beta=beta_f,
+            inv_beta=inv_beta,
+            lam=lam,
+            one_m_lam=1.0 - lam,
+            t_off=log_lam - log_1m_lam,
+            c_a=log_lam * inv_beta,
+            c_b=log_1m_lam * inv_beta,
+            log_lam=log_lam,
+            log_1m_lam=log_1m_lam,
+            beta_h=beta_f,
+        ),
+        "MIX": mix,
+        "LAM_LOW": lam <= 0.5,
+        "BETA_NEG": beta < 0,
+    }
+
+
+def _divergence_constants(name: str, params: dict) -> tuple[int, dict]:
+    """DIV id and (prm, log prm, log(1 − prm)); JS with β ∈ {0, 1} and skew 0 map to the
+    forms the torch kernel uses for them (zero, KL)."""
+    div = _DIV_ID[name]
+    prm = 0.0
+    if name == "js":
+        prm = float(params["beta"])
+    elif name == "skew_kl":
+        prm = float(params["skew"])
+        if prm == 0.0:
+            div = _DIV_ID["kl"]
+    logs = (math.log(prm) if prm > 0 else 0.0, math.log1p(-prm) if prm < 1 else 0.0)
+    return div, {"prm": prm, "prm_log": logs[0], "prm_log1m": logs[1]}
+
+
+def _blocks(n: int, v: int) -> tuple[int, int, int]:
+    """(BLOCK_R, BLOCK_V, num_warps): a row per program on CUDA with wide tiles; under the
+    interpreter (numpy) many rows per program and narrow tiles."""
+    if _interpreted():
+        return min(32, triton.next_power_of_2(max(n, 1))), min(64, triton.next_power_of_2(v)), 1
+    block_v = min(4096, triton.next_power_of_2(v))
+    return 1, block_v, 8 if block_v >= 2048 else 4
+
+
+def triton_chunk(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    spec,
+    want_grad: bool,
+    grad_scale: float,
+    out: torch.Tensor | None = None,
+    out_lo: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Loss per row (float32), gradient w.r.t. the student logits and row flags, as
+    :func:`gpu._torch_kernel.chunk` (same arguments, outputs, dtypes and flag bits).
+
+    ``out`` (optional, rows × V, any floating dtype) receives the scaled gradient, cast,
+    and is returned; it may be ``s`` itself (each tile is read before it is written).
+    ``out_lo`` (with ``out``) receives the rounding residual ``grad − out``; it may be
+    ``t``. Without ``out`` the gradient is returned in float32.
+
+    Specs outside :func:`runs_in_triton` (float64 inputs, the divergences not in
+    :data:`TRITON_DIVERGENCES`, 1/T beyond float32) are computed by
+    :func:`gpu._torch_kernel.chunk`, the reference this kernel follows.
+    """
+    if not _interpreted():
+        return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo)
+    import numpy as np  # the interpreter runs the kernels in numpy: IEEE results, no warnings
+
+    with np.errstate(all="ignore"):
+        return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo)
+
+
+def _chunk(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    spec,
+    want_grad: bool,
+    grad_scale: float,
+    out: torch.Tensor | None = None,
+    out_lo: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Loss per row (float32), gradient w.r.t. the student logits and row flags, as
+    :func:`gpu._torch_kernel.chunk` (same arguments, outputs, dtypes and flag bits).
+
+    ``out`` (optional, rows × V, any floating dtype) receives the scaled gradient, cast,
+    and is returned; it may be ``s`` itself (each tile is read before it is written).
+    ``out_lo`` (with ``out``) receives the rounding residual ``grad − out``; it may be
+    ``t``. Without ``out`` the gradient is returned in float32.
+
+    Specs outside :func:`runs_in_triton` (float64 inputs, the divergences not in
+    :data:`TRITON_DIVERGENCES`, 1/T beyond float32) are computed by
+    :func:`gpu._torch_kernel.chunk`, the reference this kernel follows.
+    """
+    if not runs_in_triton(spec, s.dtype) or t.dtype not in (
+        torch.float32,
+        torch.bfloat16,
+        torch.float16,
+    ):
+        return torch_chunk(s, t, spec, want_grad, grad_scale, out, out_lo=out_lo)
+    n, v = s.shape
+    device = s.device
+    s = s if s.stride(-1) == 1 else s.contiguous()
+    t = t if t.stride(-1) == 1 else t.contiguous()
+    if t.stride(0) != s.stride(0):
+        t = t.contiguous()
+        s = s.contiguous()
+    loss = torch.zeros(n, dtype=torch.float32, device=device)
+    flags = torch.zeros(n, dtype=_FLAG_DTYPE, device=device)
+    if n == 0:
+        grad = None
+        if want_grad:
+            grad = out if out is not None else torch.zeros(0, v, dtype=torch.float32, device=device)
+        return loss, grad, flags
+    stats = torch.zeros(_N_STATS, n, dtype=torch.float32, device=device)
+    idx = torch.zeros(3, n, dtype=torch.int32, device=device)
+    inv_t = 1.0 / spec.temperature
+    mix = _mixture_constants(spec.alpha, spec.lam)
+    consts = mix["consts"]
+    div, prm = _divergence_constants(spec.divergence, spec.params)
+    first, second = spec.first, spec.second
+    first_r = first == "r"
+    ref_p = (second if first_r else first) == "p"
+    through_r = want_grad and not spec.detach_assistant
+    acc = not _interpreted() and libdevice is not None
+    block_r, block_v, warps = _blocks(n, v)
+    grid = (triton.cdiv(n, block_r),)
+    blocks = dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps)
+    stride = s.stride(0)
+    _max_pass[grid](s, t, stride, n, v, stats, idx, flags, **blocks)
+    _lse_pass[grid](s, t, stride, n, v, stats, idx, flags, inv_t, ACC=acc, **blocks)
+    regime = dict(MIX=mix["MIX"], LAM_LOW=mix["LAM_LOW"], BETA_NEG=mix["BETA_NEG"], ACC=acc)
+    mix_args = (inv_t, consts["beta"], consts["inv_beta"], consts["lam"], consts["one_m_lam"],
+                consts["t_off"], consts["c_a"], consts["c_b"], consts["log_lam"],
+                consts["log_1m_lam"])  # fmt: skip
+    _mixture_max_pass[grid](s, t, stride, n, v, stats, idx, *mix_args, **regime, **blocks)
+    _mixture_lse_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
+                            **regime, **blocks)  # fmt: skip
+    js_trivial = spec.divergence == "js" and prm["prm"] in (0.0, 1.0)
+    all_args = (*mix_args, consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"])
+    h_mode = 0 if spec.lam == 1.0 else (1 if math.isinf(spec.alpha) else 2)
+    shape = dict(DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=through_r and not js_trivial,
+                 H_MODE=h_mode)
+    _divergence_pass[grid](s, t, stride, n, v, stats, idx, flags, loss, *all_args,
+                           WANT_GRAD=want_grad, **shape, **regime, **blocks)  # fmt: skip
+    if js_trivial:  # m equals one argument: both KL terms vanish identically
+        loss.zero_()
+        flags &= ~(_NAN_LOSS | _INF_LOSS)
+    if not want_grad:
+        return loss, None, flags
+    has_q = "q" in (first, second)
+    if js_trivial or not (has_q or through_r):  # no path to the student: a zero gradient
+        if out is not None:
+            if out_lo is not None:
+                out_lo.zero_()
+            return loss, out.zero_(), flags
+        return loss, torch.zeros(n, v, dtype=torch.float32, device=device), flags
+    grad = out if out is not None else torch.empty(n, v, dtype=torch.float32, device=device)
+    if grad.stride(-1) != 1:
+        raise ValueError("out must have a unit stride along the vocabulary")
+    _gradient_sum_pass[grid](s, t, stride, n, v, stats, idx, *all_args, **shape, **regime,
+                             **blocks)  # fmt: skip
+    lo = out_lo if (out is not None and out_lo is not None) else grad
+    scale = grad_scale * inv_t
+    _gradient_pass[grid](s, t, stride, n, v, stats, idx, flags, grad, grad.stride(0), lo,
+                         lo.stride(0), scale, *all_args, **shape, HAS_LO=lo is not grad,
+                         **regime, **blocks)  # fmt: skip
+    return loss, grad, flags
