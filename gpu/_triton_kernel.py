@@ -107,6 +107,12 @@ def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+#: Device functions: ``triton.jit`` compiled; under the interpreter plain Python (called
+#: while their kernel runs, with its ``tl``), which spares the interpreter re-patching the
+#: language at every nested call (measured: half of an interpreted launch).
+_device = triton.jit if not _interpreted() else (lambda fn: fn)
+
+
 def runs_in_triton(spec, dtype: torch.dtype) -> bool:
     """Whether :func:`triton_chunk` computes ``spec`` on inputs of ``dtype`` in Triton
     (``False``: it hands the chunk to :func:`gpu._torch_kernel.chunk`; module docstring)."""
@@ -121,7 +127,7 @@ def runs_in_triton(spec, dtype: torch.dtype) -> bool:
 # --- elementary functions ------------------------------------------------------------------
 
 
-@triton.jit
+@_device
 def _exp(x, ACCURATE: tl.constexpr):
     if ACCURATE:
         return libdevice.exp(x)
@@ -129,7 +135,7 @@ def _exp(x, ACCURATE: tl.constexpr):
         return tl.exp(x)
 
 
-@triton.jit
+@_device
 def _log(x, ACCURATE: tl.constexpr):
     if ACCURATE:
         return libdevice.log(x)
@@ -137,7 +143,7 @@ def _log(x, ACCURATE: tl.constexpr):
         return tl.log(x)
 
 
-@triton.jit
+@_device
 def _log1p(x, ACCURATE: tl.constexpr):
     if ACCURATE:
         return libdevice.log1p(x)
@@ -150,7 +156,7 @@ def _log1p(x, ACCURATE: tl.constexpr):
         return tl.where(u == float("inf"), u, out)
 
 
-@triton.jit
+@_device
 def _expm1(x, ACCURATE: tl.constexpr):
     if ACCURATE:
         return libdevice.expm1(x)
@@ -164,7 +170,7 @@ def _expm1(x, ACCURATE: tl.constexpr):
         return tl.where(u == float("inf"), u, out)
 
 
-@triton.jit
+@_device
 def _logaddexp(x, y, ACC: tl.constexpr):
     """torch.logaddexp: max + log1p(e^(−|x−y|)); equal infinities give themselves."""
     hi = tl.maximum(x, y)
@@ -175,12 +181,12 @@ def _logaddexp(x, y, ACC: tl.constexpr):
     return tl.where(same_inf, hi, out)
 
 
-@triton.jit
+@_device
 def _sign(x):
     return tl.where(x > 0.0, 1.0, tl.where(x < 0.0, -1.0, 0.0))
 
 
-@triton.jit
+@_device
 def _nan_to_zero(x):
     return tl.where(x != x, 0.0, x)
 
@@ -188,19 +194,19 @@ def _nan_to_zero(x):
 # --- per element: log-probabilities, the mixture, the divergences ----------------------------
 
 
-@triton.jit
+@_device
 def _load(ptr, rows, cols, stride, mask):
     x = tl.load(ptr + rows[:, None] * stride + cols[None, :], mask=mask, other=float("-inf"))
     return x.to(tl.float32)
 
 
-@triton.jit
+@_device
 def _scaled(x, top, inv_t):
     """(x − max)/T, the max first (gpu._torch_kernel.chunk)."""
     return (x - top[:, None]) * inv_t
 
 
-@triton.jit
+@_device
 def _near_correction(bd, lam, one_m_lam, inv_beta, LAM_LOW: tl.constexpr, ACC: tl.constexpr):
     """gpu._mixture._near_correction."""
     if LAM_LOW:
@@ -209,7 +215,7 @@ def _near_correction(bd, lam, one_m_lam, inv_beta, LAM_LOW: tl.constexpr, ACC: t
         return _log1p(_expm1(-bd, ACC) * one_m_lam, ACC) * inv_beta
 
 
-@triton.jit
+@_device
 def _ratios(la, lb, lm, corr, near, small, a_dom, c_a, c_b, LAM_LOW: tl.constexpr):
     """gpu._mixture._ratios: [log m − log a, log m − log b] from the pivot's corrections
     (c_a = log λ/β, c_b = log(1−λ)/β)."""
@@ -231,7 +237,7 @@ def _ratios(la, lb, lm, corr, near, small, a_dom, c_a, c_b, LAM_LOW: tl.constexp
     return ra, rb
 
 
-@triton.jit
+@_device
 def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
              MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
              ACC: tl.constexpr):  # fmt: skip
@@ -301,7 +307,7 @@ def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, l
     return lm, ra, rb, w
 
 
-@triton.jit
+@_device
 def _divergence(la, lb, lr, prm, prm_log, prm_log1m, DIV: tl.constexpr, ACC: tl.constexpr):
     """(term, ∂/∂log a, ∂/∂log b) per element, lr = log(a/b) formed from the mixture:
     twins of gpu._divergences._kl, _js, _tv, _hellinger, _jeffreys, _skew_kl."""
@@ -368,14 +374,14 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, DIV: tl.constexpr, ACC: tl.
     return terms, ga, gb
 
 
-@triton.jit
+@_device
 def _log_probs(s_ptr, t_ptr, rows, cols, stride, mask, top_s, top_t, corr_s, corr_t, inv_t):
     s = _scaled(_load(s_ptr, rows, cols, stride, mask), top_s, inv_t)
     t = _scaled(_load(t_ptr, rows, cols, stride, mask), top_t, inv_t)
     return s - corr_s[:, None], t - corr_t[:, None]
 
 
-@triton.jit
+@_device
 def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
           inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
           MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
@@ -560,7 +566,7 @@ def _mixture_lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags
     tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
 
 
-@triton.jit
+@_device
 def _project(g, lw, cols, k, lw_k, others, g_k, ACC: tl.constexpr):
     """gpu._torch_kernel.LocalReduce.project_: g_j − w_j Σg, the top entry k as
     g_k(1 − w_k) − w_k Σ_{x≠k} g_x (1 − w_k = −expm1(log w_k))."""
@@ -569,7 +575,7 @@ def _project(g, lw, cols, k, lw_k, others, g_k, ACC: tl.constexpr):
     return tl.where(cols[None, :] == k[:, None], dominant[:, None], out)
 
 
-@triton.jit
+@_device
 def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
               inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
               prm, prm_log, prm_log1m,
@@ -682,7 +688,7 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
     tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
 
 
-@triton.jit
+@_device
 def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
                        prm, prm_log, prm_log1m,

@@ -6,6 +6,9 @@ Hypothesis profiles (select with ``HYPOTHESIS_PROFILE``):
 * ``ci``: derandomized (reproducible on every CI run), no deadline, more examples.
 * ``deep``: opt-in exhaustive search for local investigation.
 
+Where CUDA is absent, ``TRITON_INTERPRET=1`` is set (unless already set) so that the Triton
+backend runs under triton's interpreter.
+
 Tests marked ``gpu`` are skipped here when CUDA is absent; the check runs at collection
 time only, never at import or parametrization time, so collection never touches CUDA when
 torch is not installed.
@@ -16,6 +19,8 @@ from __future__ import annotations
 import os
 
 import pytest
+
+
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", max_examples=25, deadline=None)
@@ -46,3 +51,23 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="CUDA is not available on this machine")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+def pytest_configure(config):
+    _set_triton_interpreter()
+
+
+def _set_triton_interpreter() -> None:
+    """``TRITON_INTERPRET=1`` where there is no CUDA device and the variable is unset, before
+    the test modules are collected and import triton (it is read when kernels are
+    defined): ``backend="triton"`` then runs the Triton kernels in numpy on the CPU
+    (tests/test_triton_kernel.py). Nothing else changes: ``backend="auto"`` still picks the torch kernel on CPU, and a peer's Triton
+    kernels choose the interpreter themselves on a machine without CUDA."""
+    if "TRITON_INTERPRET" in os.environ:
+        return
+    try:
+        import torch
+    except ImportError:
+        return
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
