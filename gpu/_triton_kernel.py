@@ -858,7 +858,7 @@ def _blocks(n: int, v: int) -> tuple[int, int, int]:
     """(BLOCK_R, BLOCK_V, num_warps): a row per program on CUDA with wide tiles; under the
     interpreter (numpy) many rows per program and narrow tiles."""
     if _interpreted():
-        return min(32, triton.next_power_of_2(max(n, 1))), min(64, triton.next_power_of_2(v)), 1
+        return min(32, triton.next_power_of_2(max(n, 1))), min(32, triton.next_power_of_2(v)), 1
     block_v = min(4096, triton.next_power_of_2(v))
     return 1, block_v, 8 if block_v >= 2048 else 4
 

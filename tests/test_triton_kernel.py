@@ -1,0 +1,289 @@
+"""The Triton backend of :func:`gpu.amid_loss` held to :mod:`amid_ref` in float64.
+
+On a machine without CUDA the kernels run under triton's interpreter (``TRITON_INTERPRET=1``,
+set by ``tests/conftest.py`` before triton is imported), in numpy: the same kernel source,
+the same float32 arithmetic, the elementary functions formed as the module docstring of
+:mod:`gpu._triton_kernel` says. Loss and gradient are compared with the reference on the
+same dtype-rounded logits with the ``"gpu"`` rows of :mod:`amid_ref.tolerances`, through the
+helpers of ``tests/test_gpu.py`` (:func:`compare_with_reference`).
+
+Every check asserts that the Triton passes really ran (a launch counter on the first pass;
+a fallback to the torch kernel would also warn, and warnings are errors here). The
+interpreter costs about 0.1 s per launch whatever the rows, so each check batches its rows
+into one launch per spec and keeps V small (two tiles of the interpreter's 32 columns).
+Tests marked ``gpu`` run the compiled kernels on CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+import amid_ref  # noqa: E402
+import gpu  # noqa: E402
+from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
+from gpu import _engine  # noqa: E402
+from gpu import _triton_kernel as tk  # noqa: E402
+from gpu._torch_kernel import chunk as torch_chunk  # noqa: E402
+from test_gpu import (  # noqa: E402
+    ALPHAS,
+    GRID_DIVERGENCES,
+    LAMS,
+    ORDERS,
+    assert_grad_within,
+    compare_with_reference,
+    realistic_logits,
+)
+
+INF = math.inf
+#: The grid divergences the Triton kernel computes itself (the rest hand the chunk over).
+TRITON_GRID = tuple((d, p) for d, p in GRID_DIVERGENCES if d in tk.TRITON_DIVERGENCES)
+#: KL and JS (the most used) on the whole α × λ grid; the others on every α, λ cycling.
+FULL_GRID = ("kl", "js")
+
+interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+needs_a_runtime = pytest.mark.skipif(
+    not (interpreted or torch.cuda.is_available()),
+    reason="the Triton kernels need CUDA or TRITON_INTERPRET=1",
+)
+pytestmark = needs_a_runtime
+
+
+class _Launches:
+    """Counts launches of the first pass (``_max_pass[grid](...)``)."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.count = 0
+
+    def __getitem__(self, grid):
+        self.count += 1
+        return self.kernel[grid]
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """The Triton backend, fresh (no earlier fallback), with its launches counted; the test
+    must launch it at least once."""
+    monkeypatch.setattr(_engine, "_TRITON", [])
+    monkeypatch.setattr(_engine, "_WARNED", set())
+    spy = _Launches(tk._max_pass)
+    monkeypatch.setattr(tk, "_max_pass", spy)
+    yield spy
+    assert spy.count > 0, "the Triton kernel did not run"
+
+
+@pytest.fixture
+def triton_backend(monkeypatch, launches):
+    """``gpu.amid_loss`` with ``backend="triton"`` inside the shared reference helpers."""
+    original = gpu.amid_loss
+
+    def amid_loss(*args, **kwargs):
+        kwargs.setdefault("backend", "triton")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gpu, "amid_loss", amid_loss)
+    return launches
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _grid(div: str):
+    """(α, λ) pairs: the whole grid for FULL_GRID, else every α once with λ cycling through
+    the interior values and the endpoints at two α."""
+    if div in FULL_GRID:
+        return [(a, lam) for a in ALPHAS for lam in LAMS]
+    inner = [(a, (0.1, 0.5)[i % 2]) for i, a in enumerate(ALPHAS)]
+    return inner + [(-5.0, 0.0), (0.5, 1.0), (INF, 0.0), (1.0, 1.0)]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("div,params", TRITON_GRID, ids=[d for d, _ in TRITON_GRID])
+def test_grid_float32(triton_backend, div, params, order):
+    s_np, t_np = realistic_logits(7, 8, 48, masked=4)
+    for alpha, lam in _grid(div):
+        compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("div,params", TRITON_GRID, ids=[d for d, _ in TRITON_GRID])
+def test_grid_bfloat16(triton_backend, div, params, order):
+    s_np, t_np = realistic_logits(11, 8, 48, masked=4)
+    for alpha, lam in ((-INF, 0.5), (-5.0, 0.1), (1.0 - 1e-6, 0.5), (3.0, 0.1)):
+        compare_with_reference(s_np, t_np, torch.bfloat16, alpha, lam, div, order, params)
+
+
+def test_edge_rows(triton_backend):
+    """One-hot teacher, student-only −inf entries, p = q, logits ±1e4, |α| huge, λ 1e-15
+    from its ends: every row kind of the torch kernel's edge tests, batched."""
+    rng = np.random.default_rng(5)
+    s_np, t_np = realistic_logits(23, 8, 40, masked=3)
+    s_np[0], t_np[0] = rng.normal(0.0, 2.0, 40), np.full(40, -INF)
+    t_np[0, 7] = 0.0  # one-hot teacher
+    s_np[1, :5] = -INF  # tokens masked for the student only
+    s_np[2] = t_np[2]  # p = q
+    s_np[3] = rng.choice([-1e4, 1e4], 40) + rng.normal(0.0, 1.0, 40)  # logits ±1e4
+    t_np[3] = rng.choice([-1e4, 1e4], 40)
+    s_np[4] = t_np[4] + rng.normal(0.0, 1e-4, 40)  # the loss near 0
+    for div, order in (("kl", "pr"), ("kl", "rq"), ("js", "qr"), ("skew_kl", "rp")):
+        params = dict(GRID_DIVERGENCES)[div]
+        for alpha, lam in ((-5.0, 0.1), (0.0, 0.3), (1.0, 0.5), (3.0, 0.3), (INF, 0.5),
+                           (-1e6, 1e-15), (1e300, 1.0 - 1e-15)):  # fmt: skip
+            compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params)
+    # α = 1 ± 1e-7 (the textbook logaddexp/β form has O(1) errors there), unmasked rows
+    s_np, t_np = realistic_logits(9, 8, 40)
+    for alpha in (1.0 - 1e-7, 1.0 + 1e-7, 1.0 + 3e-3):
+        compare_with_reference(s_np, t_np, torch.float32, alpha, 0.2, "kl", "pr", {})
+        compare_with_reference(s_np, t_np, torch.bfloat16, alpha, 0.8, "js", "rq", {"beta": 0.3})
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_temperature_and_detached_assistant(triton_backend, order):
+    s_np, t_np = realistic_logits(19, 8, 40, masked=2)
+    for temperature in (0.5, 2.0):
+        compare_with_reference(s_np, t_np, torch.float32, -2.0, 0.3, "kl", order, {},
+                               temperature=temperature)  # fmt: skip
+    compare_with_reference(s_np, t_np, torch.float32, 1.0, 0.6, "js", order, {"beta": 0.3},
+                           temperature=0.7, detach_assistant=True)  # fmt: skip
+    compare_with_reference(s_np, t_np, torch.float32, -5.0, 0.1, "kl", order, {},
+                           detach_assistant=True)  # fmt: skip
+
+
+def test_ignore_index_labels_and_mean(launches):
+    s_np, t_np = realistic_logits(17, 8, 40, masked=3)
+    labels = torch.tensor([[3, -100, 5, 1], [-100, -100, 0, 9]])
+    s = torch.tensor(s_np.reshape(2, 4, 40), dtype=torch.float32, requires_grad=True)
+    t = torch.tensor(t_np.reshape(2, 4, 40), dtype=torch.float32)
+    s.data[0, 1] = torch.nan  # an ignored row is never read
+    loss = gpu.amid_loss(s, t, -5.0, 0.1, "kl", "rq", labels=labels, backend="triton")
+    loss.backward()
+    valid = (labels != -100).numpy()
+    s64 = s.detach().double().numpy()[valid]
+    t64 = t.double().numpy()[valid]
+    want = amid_ref.amid_loss(s64, t64, -5.0, 0.1, "kl", "rq").mean()
+    assert_within(loss.item(), want, tolerance("gpu", "loss", "float32"), what="mean")
+    grad = s.grad.double().numpy()
+    assert np.all(grad[~valid] == 0.0)
+    want_grad = amid_ref.amid_grad(s64, t64, -5.0, 0.1, "kl", "rq") / valid.sum()
+    assert_grad_within(grad[valid], want_grad, "float32", "valid rows")
+
+
+def test_rounding_residual_and_out_buffer(launches):
+    """``out`` in bfloat16 with ``out_lo``: out + out_lo carries the float32 gradient (the
+    fused loss's contract); ``out`` may be the student logits themselves."""
+    s_np, t_np = realistic_logits(29, 8, 40, masked=2)
+    s = torch.tensor(s_np, dtype=torch.bfloat16)
+    t = torch.tensor(t_np, dtype=torch.bfloat16)
+    spec = _engine._build_spec(torch.float32, 40, torch.device("cpu"), -5.0, 0.1, "kl", "pr",
+                               None, 1.0, False, None)  # fmt: skip
+    want = amid_ref.amid_grad(s.double().numpy(), t.double().numpy(), -5.0, 0.1, "kl", "pr")
+    out, lo = s.clone(), t.clone()
+    value, grad, flags = tk.triton_chunk(out, lo, spec, True, 1.0, out, out_lo=lo)
+    assert grad is out and not bool(flags.any())
+    both = out.double().numpy() + lo.double().numpy()
+    assert_grad_within(both, want, "float32", "out + out_lo")
+    want_loss = amid_ref.amid_loss(s.double().numpy(), t.double().numpy(), -5.0, 0.1, "kl", "pr")
+    assert_within(value.numpy(), want_loss, tolerance("gpu", "loss", "float32"), what="loss")
+
+
+@pytest.mark.parametrize("which", ["student_logits", "teacher_logits"])
+@pytest.mark.parametrize("bad", [math.nan, INF, "all_neg_inf"])
+def test_bad_rows_raise_the_same_words(launches, which, bad):
+    s = torch.randn(2, 3, 10, requires_grad=True)
+    t = torch.randn(2, 3, 10)
+    target = s.data if which == "student_logits" else t
+    if bad == "all_neg_inf":
+        target[1, 2] = -INF
+    else:
+        target[1, 2, 4] = bad
+    with pytest.raises(ValueError, match=rf"{which}.*\(1, 2\)"):
+        gpu.amid_loss(s, t, -5.0, 0.1, backend="triton")
+
+
+def test_empty_support_infinite_loss_and_temperature_flags(launches):
+    s = torch.randn(3, 6, requires_grad=True)
+    t = torch.randn(3, 6)
+    s.data[1, :3] = -INF
+    t[1, 3:] = -INF
+    with pytest.raises(ValueError, match=r"undefined on row\(s\) \[\(1,\)\]"):
+        gpu.amid_loss(s, t, 1.0, 0.5, backend="triton")
+    gpu.amid_loss(s, t, 0.5, 0.5, backend="triton")  # α < 1: union support, fine
+    s2 = torch.randn(2, 6, requires_grad=True)
+    t2 = torch.randn(2, 6)
+    s2.data[0, 0] = -INF  # teacher mass where r = 0 for α ≥ 1: KL(p‖r) = +inf
+    with pytest.raises(ValueError, match="inf"):
+        gpu.amid_loss(s2, t2, 3.0, 0.5, "kl", "pr", backend="triton")
+    s3 = torch.tensor([[0.0, -3e38, 1.0]], requires_grad=True)
+    with pytest.raises(ValueError, match="temperature"):
+        gpu.amid_loss(s3, torch.zeros(1, 3), -5.0, 0.1, temperature=0.5, backend="triton")
+
+
+def test_delegated_specs_run_the_torch_kernel(monkeypatch):
+    """float64 inputs and the divergences outside TRITON_DIVERGENCES go to the torch kernel
+    (no Triton launch), with the reference's values."""
+    monkeypatch.setattr(_engine, "_TRITON", [])
+    spy = _Launches(tk._max_pass)
+    monkeypatch.setattr(tk, "_max_pass", spy)
+    s_np, t_np = realistic_logits(31, 4, 40, masked=2)
+    others = [(d, p) for d, p in GRID_DIVERGENCES if d not in tk.TRITON_DIVERGENCES]
+    for div, params in others:
+        s = torch.tensor(s_np, dtype=torch.float32, requires_grad=True)
+        loss = gpu.amid_loss(s, torch.tensor(t_np, dtype=torch.float32), -5.0, 0.1, div, "rq",
+                             params, reduction="none", backend="triton")  # fmt: skip
+        want = amid_ref.amid_loss(s.detach().double().numpy(), t_np.astype(np.float32)
+                                  .astype(np.float64), -5.0, 0.1, div, "rq", params)  # fmt: skip
+        assert_within(loss.detach().numpy(), want, tolerance("gpu", "loss", "float32"), what=div)
+    gpu.amid_loss(torch.tensor(s_np), torch.tensor(t_np), -5.0, 0.1, backend="triton")
+    assert spy.count == 0
+
+
+def test_auto_picks_torch_on_cpu(monkeypatch):
+    spy = _Launches(tk._max_pass)
+    monkeypatch.setattr(tk, "_max_pass", spy)
+    assert _engine._select_kernel(False, "auto", torch.device("cpu")) is torch_chunk
+    gpu.amid_loss(torch.randn(2, 9, requires_grad=True), torch.randn(2, 9), -5.0, 0.1)
+    assert spy.count == 0
+
+
+# --- compiled, on CUDA ----------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_cuda_auto_picks_triton():
+    kernel = _engine._select_kernel(False, "auto", torch.device("cuda"))
+    assert getattr(kernel, "backend", None) == "triton"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("vocab", [32000, 151936])
+def test_cuda_triton_matches_reference(triton_backend, vocab):
+    s_np, t_np = realistic_logits(3, 4, vocab, masked=64)
+    for div, order, alpha, lam in (("kl", "pr", -5.0, 0.1), ("js", "rq", 1.0 - 1e-6, 0.5),
+                                   ("kl", "rq", INF, 0.5), ("tv", "qr", 3.0, 0.3)):  # fmt: skip
+        params = dict(GRID_DIVERGENCES)[div]
+        for dtype in (torch.float32, torch.bfloat16):
+            compare_with_reference(s_np, t_np, dtype, alpha, lam, div, order, params,
+                                   device="cuda")  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("order", ORDERS)
+def test_cuda_small_grid(triton_backend, order):
+    s_np, t_np = realistic_logits(7, 8, 96, masked=8)
+    for div, params in TRITON_GRID:
+        for alpha in ALPHAS:
+            for lam in LAMS:
+                compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params,
+                                       device="cuda")  # fmt: skip
