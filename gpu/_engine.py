@@ -83,9 +83,31 @@ _CPU_CHUNK_ELEMENTS = 1 << 21
 _CUDA_CHUNK_ELEMENTS = 1 << 23
 
 
-def default_chunk_size(vocab_size: int, device: torch.device | str = "cpu") -> int:
-    """Rows per chunk chosen from V: ``max(1, E // V)`` with E = 2^21 on CPU, 2^23 on CUDA."""
-    elements = _CUDA_CHUNK_ELEMENTS if torch.device(device).type == "cuda" else _CPU_CHUNK_ELEMENTS
+#: On CUDA with the Triton kernel: it keeps no (chunk, V) temporaries of its own (per-row
+#: statistics only, the gradient written straight into its buffer), so a chunk is as large
+#: as the rows gathered for labelled batches allow (below).
+_TRITON_CHUNK_ELEMENTS = 1 << 26
+
+
+def default_chunk_size(
+    vocab_size: int, device: torch.device | str = "cpu", backend: str = "torch"
+) -> int:
+    """Rows per chunk chosen from V: ``max(1, E // V)``.
+
+    E = 2^21 elements on CPU and 2^23 on CUDA for the torch kernel (each of its ~10
+    (chunk, V) float32 temporaries is then 8 or 32 MB). With ``backend="triton"`` on CUDA
+    E = 2^26: the Triton kernel allocates nothing of size (chunk, V) when every row counts
+    (it writes the gradient buffer in place); with labels that drop rows the engine gathers
+    the chunk's rows (two copies in the logits' dtype) and the kernel returns a float32
+    gradient, 4 + 2·b bytes per element (b the logits' bytes), 512 MiB for bfloat16 at
+    2^26 elements, against 2·b·N·V for the logits themselves.
+    """
+    if torch.device(device).type != "cuda":
+        elements = _CPU_CHUNK_ELEMENTS
+    elif backend == "triton":
+        elements = _TRITON_CHUNK_ELEMENTS
+    else:
+        elements = _CUDA_CHUNK_ELEMENTS
     return max(1, elements // int(vocab_size))
 
 

@@ -10,6 +10,7 @@ graph (``retain_graph=True``) recomputes the gradient from the saved logits.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -168,7 +169,8 @@ def amid_loss(
         Treat r as a constant (TAID, DistiLLM-2): the gradient flows only through a direct
         occurrence of q (orders ``qr``, ``rq``).
     chunk_size : int, optional
-        Rows per chunk; ``None`` picks :func:`default_chunk_size` from V and the device.
+        Rows per chunk; ``None`` picks :func:`default_chunk_size` from V, the device and the
+        kernel (larger chunks for the Triton kernel on CUDA).
         The result does not depend on it beyond summation order.
     shift_labels : bool
         False (default): ``labels[..., t]`` masks the logits at position t (the convention
@@ -266,6 +268,8 @@ def amid_loss(
     factor = check_temperature_scaling(temperature_scaling, spec.temperature)
     rows, n_valid = _valid_rows(labels, leading, device, ignore_index, shift_labels)
     kernel = _select_kernel(compile, backend, device)
+    if chunk_size is None and getattr(kernel, "backend", None) == "triton":
+        spec = dataclasses.replace(spec, chunk_size=default_chunk_size(v, device, "triton"))
     teacher = teacher_logits.detach()
     if torch.is_grad_enabled() and student_logits.requires_grad:
         return _AMiDFunction.apply(

@@ -1,3 +1,4 @@
+# ruff: noqa: E501, RUF059  -- kernel signatures list every runtime scalar and constexpr; passes unpack the shared tile helpers whole
 r"""The Triton backend of the AMiD engine: one chunk of rows streamed over V in tiles.
 
 :func:`triton_chunk` has the contract of :func:`gpu._torch_kernel.chunk` (loss per row in
@@ -65,21 +66,24 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
 
+from gpu._divergences import (
+    GPU_DIVERGENCES,
+    _hellinger,
+    _jeffreys,
+    _js,
+    _kl,
+    _skew_kl,
+    _tv,
+)
 from gpu._flags import (
-    _BAD_STUDENT,
-    _BAD_TEACHER,
-    _EMPTY_SUPPORT,
     _FLAG_DTYPE,
-    _INF_GRAD,
     _INF_LOSS,
-    _NAN_GRAD,
     _NAN_LOSS,
-    _TEMPERATURE_STUDENT,
-    _TEMPERATURE_TEACHER,
 )
 from gpu._mixture import _BETA_CLAMP, _FAST_BETA
 from gpu._torch_kernel import chunk as torch_chunk
@@ -91,10 +95,11 @@ try:  # compiled on CUDA: libdevice's accurate elementary functions
 except ImportError:  # pragma: no cover - older triton
     libdevice = None
 
-#: The divergences whose every spec (order, α, λ, T, detach) runs in Triton.
-TRITON_DIVERGENCES = frozenset({"kl", "js", "tv", "hellinger", "jeffreys", "skew_kl"})
+#: The torch kernels (gpu._divergences) that :func:`_divergence` ports, by its DIV id.
+_PORTED = {_kl: 0, _js: 1, _tv: 2, _hellinger: 3, _jeffreys: 4, _skew_kl: 5}
 
-_DIV_ID = {"kl": 0, "js": 1, "tv": 2, "hellinger": 3, "jeffreys": 4, "skew_kl": 5}
+#: The divergences whose every spec (order, α, λ, T, detach) runs in Triton.
+TRITON_DIVERGENCES = frozenset(n for n, k in GPU_DIVERGENCES.items() if k in _PORTED)
 
 # mixture regimes (constexpr MIX)
 _MIX_Q, _MIX_P, _MIX_MAX, _MIX_MIN, _MIX_GEO, _MIX_FAST, _MIX_PIVOT = range(7)
@@ -442,7 +447,9 @@ def _max_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
                 k_t = tl.where(better, pos, k_t)
                 m_t = tl.where(better, tile_max, m_t)
                 bad_t = bad_t | bad
-    flags = tl.where((bad_s != 0) | (m_s == NEG), 1, 0) | tl.where((bad_t != 0) | (m_t == NEG), 2, 0)
+    flags = tl.where((bad_s != 0) | (m_s == NEG), 1, 0) | tl.where(
+        (bad_t != 0) | (m_t == NEG), 2, 0
+    )
     tl.store(stats_ptr + 0 * n_rows + rows, m_s, mask=rmask)
     tl.store(stats_ptr + 1 * n_rows + rows, m_t, mask=rmask)
     tl.store(idx_ptr + 0 * n_rows + rows, k_s, mask=rmask)
@@ -842,14 +849,15 @@ def _mixture_constants(alpha: float, lam: float) -> dict:
 def _divergence_constants(name: str, params: dict) -> tuple[int, dict]:
     """DIV id and (prm, log prm, log(1 − prm)); JS with β ∈ {0, 1} and skew 0 map to the
     forms the torch kernel uses for them (zero, KL)."""
-    div = _DIV_ID[name]
+    kernel = GPU_DIVERGENCES[name]
+    div = _PORTED[kernel]
     prm = 0.0
-    if name == "js":
+    if kernel is _js:
         prm = float(params["beta"])
-    elif name == "skew_kl":
+    elif kernel is _skew_kl:
         prm = float(params["skew"])
         if prm == 0.0:
-            div = _DIV_ID["kl"]
+            div = _PORTED[_kl]
     logs = (math.log(prm) if prm > 0 else 0.0, math.log1p(-prm) if prm < 1 else 0.0)
     return div, {"prm": prm, "prm_log": logs[0], "prm_log1m": logs[1]}
 
@@ -886,8 +894,6 @@ def triton_chunk(
     """
     if not _interpreted():
         return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo)
-    import numpy as np  # the interpreter runs the kernels in numpy: IEEE results, no warnings
-
     with np.errstate(all="ignore"):
         return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo)
 
@@ -957,11 +963,12 @@ def _chunk(
     _mixture_max_pass[grid](s, t, stride, n, v, stats, idx, *mix_args, **regime, **blocks)
     _mixture_lse_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
                             **regime, **blocks)  # fmt: skip
-    js_trivial = spec.divergence == "js" and prm["prm"] in (0.0, 1.0)
+    js_trivial = GPU_DIVERGENCES[spec.divergence] is _js and prm["prm"] in (0.0, 1.0)
     all_args = (*mix_args, consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"])
     h_mode = 0 if spec.lam == 1.0 else (1 if math.isinf(spec.alpha) else 2)
-    shape = dict(DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=through_r and not js_trivial,
-                 H_MODE=h_mode)
+    shape = dict(
+        DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=through_r and not js_trivial, H_MODE=h_mode
+    )
     _divergence_pass[grid](s, t, stride, n, v, stats, idx, flags, loss, *all_args,
                            WANT_GRAD=want_grad, **shape, **regime, **blocks)  # fmt: skip
     if js_trivial:  # m equals one argument: both KL terms vanish identically

@@ -19,8 +19,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
-
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", max_examples=25, deadline=None)
@@ -61,8 +59,9 @@ def _set_triton_interpreter() -> None:
     """``TRITON_INTERPRET=1`` where there is no CUDA device and the variable is unset, before
     the test modules are collected and import triton (it is read when kernels are
     defined): ``backend="triton"`` then runs the Triton kernels in numpy on the CPU
-    (tests/test_triton_kernel.py). Nothing else changes: ``backend="auto"`` still picks the torch kernel on CPU, and a peer's Triton
-    kernels choose the interpreter themselves on a machine without CUDA."""
+    (tests/test_triton_kernel.py). Nothing else changes: ``backend="auto"`` still picks
+    the torch kernel on CPU, and a peer's Triton kernels choose the interpreter themselves
+    on a machine without CUDA."""
     if "TRITON_INTERPRET" in os.environ:
         return
     try:

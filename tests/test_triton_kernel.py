@@ -25,12 +25,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-import amid_ref  # noqa: E402
-import gpu  # noqa: E402
-from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
-from gpu import _engine  # noqa: E402
-from gpu import _triton_kernel as tk  # noqa: E402
-from gpu._torch_kernel import chunk as torch_chunk  # noqa: E402
 from test_gpu import (  # noqa: E402
     ALPHAS,
     GRID_DIVERGENCES,
@@ -40,6 +34,13 @@ from test_gpu import (  # noqa: E402
     compare_with_reference,
     realistic_logits,
 )
+
+import amid_ref  # noqa: E402
+import gpu  # noqa: E402
+from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
+from gpu import _engine  # noqa: E402
+from gpu import _triton_kernel as tk  # noqa: E402
+from gpu._torch_kernel import chunk as torch_chunk  # noqa: E402
 
 INF = math.inf
 #: The grid divergences the Triton kernel computes itself (the rest hand the chunk over).
@@ -106,7 +107,7 @@ def _grid(div: str):
     if div in FULL_GRID:
         return [(a, lam) for a in ALPHAS for lam in LAMS]
     inner = [(a, (0.1, 0.5)[i % 2]) for i, a in enumerate(ALPHAS)]
-    return inner + [(-5.0, 0.0), (0.5, 1.0), (INF, 0.0), (1.0, 1.0)]
+    return [*inner, (-5.0, 0.0), (0.5, 1.0), (INF, 0.0), (1.0, 1.0)]
 
 
 @pytest.mark.parametrize("order", ORDERS)
