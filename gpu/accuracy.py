@@ -26,10 +26,15 @@ Only the raw compiled ``expm1`` row is allowed to fail: the loss does not call i
 from __future__ import annotations
 
 import argparse
+import warnings
 
+import numpy as np
 import torch
 
+import amid_ref
+from amid_ref.tolerances import tolerance
 from gpu._elementwise import expm1 as traced_expm1
+from gpu._loss import amid_loss
 
 #: Error budget per kernel in units of the working dtype's eps, as assumed by the loss's
 #: tolerance rows (amid_ref/tolerances.py, "gpu"/*/float32): elementwise kernels a few ulps,
@@ -153,6 +158,130 @@ def kernel_accuracy(
         k: {"error_eps": v, "budget_eps": budget[k], "holds": v <= budget[k]}
         for k, v in out.items()
     }
+
+
+#: The objectives whose loss and gradient :func:`backend_accuracy` holds to amid_ref:
+#: (divergence, parameters, order, α, λ).
+ACCURACY_OBJECTIVES = (
+    ("kl", None, "pr", -5.0, 0.1),
+    ("js", {"beta": 0.5}, "pr", 0.0, 0.0),
+    ("ab", {"alpha": 0.2, "beta": 0.7}, "rq", -5.0, 0.1),
+    ("kl", None, "rp", 1.0, 0.5),
+    ("kl", None, "qr", float("inf"), 0.3),
+)
+
+
+def _bound_fraction(got, want, tol, row_scaled: bool = False) -> float:
+    """max |got − want| / (atol + rtol·scale) over the finite entries (≤ 1: within the row);
+    ``row_scaled``: both divided by max(1, max |want|) per row first (the gradient check)."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    if row_scaled:
+        scale = np.maximum(1.0, np.max(np.abs(want), axis=-1, keepdims=True))
+        got, want = got / scale, want / scale
+    if np.isnan(got).any():
+        return float("inf")
+    scale = np.abs(want)
+    if tol.log_scaled:
+        scale = np.maximum(1.0, scale)
+    finite = np.isfinite(want)
+    if (np.isinf(got) != np.isinf(want)).any():
+        return float("inf")
+    err = np.abs(np.where(finite, got - want, 0.0))
+    return float(np.max(err / (tol.atol + tol.rtol * scale)))
+
+
+def backend_accuracy(
+    vocab: int = 151936,
+    rows: int = 4,
+    dtypes=(torch.float32, torch.bfloat16),
+    backends=("torch", "triton"),
+    device: str | torch.device = "cpu",
+    objectives=ACCURACY_OBJECTIVES,
+    seed: int = 0,
+) -> list[dict]:
+    """The loss and gradient of :func:`gpu.amid_loss` per backend and dtype against
+    :mod:`amid_ref` in float64 on the same (rounded) logits, as fractions of the "gpu"
+    tolerance rows (``holds``: both ≤ 1).
+
+    Realistic rows (:func:`realistic_rows`, student and teacher from two seeds). A backend
+    that cannot run here (``backend="triton"`` without CUDA or ``TRITON_INTERPRET=1``, no
+    Triton kernel) gives a row ``{"status": "not available", "why": ...}``; a fallback to
+    another kernel counts as not available, never as a measurement of this backend.
+
+    Returns
+    -------
+    list of dict
+        One row per (backend, dtype, objective): ``loss_fraction``, ``grad_fraction``,
+        ``holds`` (or ``status`` and ``why``).
+    """
+    t64 = realistic_rows(rows, vocab, seed)
+    s64 = realistic_rows(rows, vocab, seed + 1)
+    out = []
+    for backend in backends:
+        why = None
+        for dtype in dtypes:
+            name = str(dtype).removeprefix("torch.")
+            s = s64.to(dtype).to(device)
+            t = t64.to(dtype).to(device)
+            sr, tr = s.double().cpu().numpy(), t.double().cpu().numpy()
+            for div, params, order, alpha, lam in objectives:
+                row = {"backend": backend, "dtype": name, "vocab": vocab, "divergence": div,
+                       "params": params, "order": order, "alpha": alpha, "lam": lam}  # fmt: skip
+                if why is not None:
+                    out.append({**row, "status": "not available", "why": why})
+                    continue
+                x = s.clone().requires_grad_()
+                try:
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("error", message=".*using the torch kernel.*")
+                        loss = amid_loss(x, t, alpha, lam, div, order, params,
+                                             reduction="none", backend=backend)  # fmt: skip
+                        loss.sum().backward()
+                except RuntimeWarning as exc:  # the engine fell back to the torch kernel
+                    why = str(exc)[:300]
+                    out.append({**row, "status": "not available", "why": why})
+                    continue
+                want = amid_ref.amid_loss(sr, tr, alpha, lam, div, order, params)
+                gwant = amid_ref.amid_grad(sr, tr, alpha, lam, div, order, params)
+                lf = _bound_fraction(loss.detach().double().cpu().numpy(), want,
+                                     tolerance("gpu", "loss", name))  # fmt: skip
+                gf = _bound_fraction(x.grad.double().cpu().numpy(), gwant,
+                                     tolerance("gpu", "grad", name), row_scaled=True)  # fmt: skip
+                out.append({**row, "status": "ok", "loss_fraction": lf, "grad_fraction": gf,
+                            "holds": lf <= 1.0 and gf <= 1.0})  # fmt: skip
+    return out
+
+
+def sigmoid_accuracy(device: str | torch.device = "cpu", compiled: bool = True) -> dict:
+    """Is ``torch.sigmoid`` through ``torch.compile`` off by more than 4 eps on ``device``?
+
+    Measured on t ∈ [−88, 88] (float32; 200001 points) against float64, relative to the
+    result (results below float32's normal range excluded), for eager ``torch.sigmoid``,
+    compiled ``torch.sigmoid``, and the form the mixture weight uses, ``1/(1 + e^(−t))``
+    compiled. In units of float32 eps; the loss's error analysis assumes ≤ 4
+    (:data:`BUDGET_EPS`).
+    """
+    eps = torch.finfo(torch.float32).eps
+    tiny = torch.finfo(torch.float32).tiny
+    arg = torch.linspace(-88.0, 88.0, 200001, dtype=torch.float64).float()
+    want = torch.sigmoid(arg.double())
+    keep = want.abs() >= tiny
+
+    def err(fn) -> float:
+        got = fn(arg.to(device)).cpu().double()
+        return float(((got - want).abs() / want.abs())[keep].max()) / eps
+
+    def reciprocal_form(t):
+        return 1.0 / (1.0 + torch.exp(-t))
+
+    out: dict = {"device": str(device), "budget_eps": BUDGET_EPS["sigmoid"],
+                 "eager_sigmoid_eps": err(torch.sigmoid)}  # fmt: skip
+    if compiled:
+        out["compiled_sigmoid_eps"] = err(torch.compile(torch.sigmoid))
+        out["compiled_reciprocal_form_eps"] = err(torch.compile(reciprocal_form))
+        out["compiled_sigmoid_over_budget"] = out["compiled_sigmoid_eps"] > out["budget_eps"]
+    return out
 
 
 def format_table(result: dict[str, dict[str, float | bool]]) -> str:

@@ -1,32 +1,34 @@
-r"""One-shot check of the gpu package on a CUDA machine, written to one JSON file.
+r"""One prepared check of the gpu package on a CUDA machine, written to one JSON file.
 
 Usage::
 
-    python -m gpu.device_check                      # on a CUDA machine: everything, < 8 min
+    python -m gpu.device_check                      # on a CUDA machine: every stage, ≤ 6 min
     python -m gpu.device_check --out check.json     # choose the output file
-    python -m gpu.device_check --cpu-dry-run        # the same stages at tiny sizes on CPU
+    python -m gpu.device_check --cpu-dry-run        # every stage at tiny sizes on the CPU
 
-Stages (each with its own time limit, recorded with its wall time; a failing stage is
-recorded and the next one runs):
+Each stage runs in its own subprocess with its own time limit (:data:`STAGE_LIMITS`, 340 s
+in all); its status (``ok``, ``failed``, ``timeout``, ``error``), wall time and result are
+recorded, and the JSON file is rewritten after every stage, so a stage that times out or
+crashes loses nothing of the ones before and the next one still runs.
 
 1. ``tests`` -- ``pytest -m gpu`` over the gpu test files (the CUDA copies of the checks
-   against :mod:`amid_ref`).
-2. ``kernels`` -- the accuracy of every framework kernel the loss relies on, on the device,
-   against float64 on the CPU, at V = 151936 (and 128256): ``log_softmax``,
-   ``logsumexp``, ``softmax``, ``exp``, ``expm1``, ``log1p``, ``logaddexp``, ``sigmoid``,
-   a row ``sum``, and the bf16 ``matmul`` of the fused backward (``G·W`` as two bf16
-   products of G's rounded part and residual), as max relative errors in units of the
-   compute dtype's epsilon; and the elementwise kernels through ``torch.compile``
-   (:func:`gpu.accuracy.kernel_accuracy` with ``compiled=True``).
-3. ``bench`` -- ``python -m gpu.bench --device cuda --configs 128256:8192 --json`` (the
-   logits loss against the straightforward one: time, peak memory, roofline fraction).
-4. ``bench_fused`` -- ``python -m gpu.bench --fused --device cuda --fused-configs
-   128256:8192:4096 --compile --json --impls`` :data:`CUDA_FUSED_IMPLS` (fused vs
-   unfused vs naive vs liger-kernel at the same chunk, and the loss alone on logits).
+   against :mod:`amid_ref`), with pytest's summary.
+2. ``accuracy`` -- :func:`gpu.accuracy.backend_accuracy`: the loss and gradient of both
+   backends (``torch``, ``triton``) in float32 and bfloat16 at V = 151936 against
+   :mod:`amid_ref` in float64, as fractions of the "gpu" tolerance rows.
+3. ``kernels`` -- the accuracy of the framework kernels the loss relies on, against float64
+   on the CPU, at V = 151936 (:func:`kernel_accuracy`).
+4. ``sigmoid`` -- :func:`gpu.accuracy.sigmoid_accuracy`: is ``torch.sigmoid`` through
+   ``torch.compile`` off by more than 4 eps on this device (and the reciprocal form the
+   mixture weight uses)?
+5. ``bench`` -- ``python -m gpu.bench --targets`` (shortened: 5 timed passes, 40 s per
+   implementation): the logits targets (KL, JS, AB at N = 8192, V = 128256, bf16) and the
+   fused target against liger-kernel, each MET / NOT MET with its ratio. The benchmark
+   writes its own JSON after every implementation; on a timeout the rows it had are kept.
 
-Without CUDA it says so, runs the CPU-measurable stage (``kernels`` on the CPU, small V)
-and exits 0; ``--cpu-dry-run`` runs every stage at tiny sizes on the CPU, in process, to
-check the script itself.
+Without CUDA it says so, runs the CPU-measurable stages (``accuracy``, ``kernels`` and
+``sigmoid`` on the CPU) and exits 0; ``--cpu-dry-run`` runs every stage at tiny sizes on
+the CPU, through the same subprocesses, to prove the script before a GPU is lent.
 """
 
 from __future__ import annotations
@@ -37,26 +39,32 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gpu import accuracy, bench
+from gpu import accuracy
 from gpu._fused import _times_weight
+from gpu.bench import format_targets
 
-#: Seconds per stage on CUDA (sum < 8 minutes, leaving room for start-up).
-STAGE_LIMITS = {"tests": 120, "kernels": 30, "bench": 90, "bench_fused": 210}
-#: The fused-mode implementations timed on CUDA (each in its own process, ≤ 45 s each).
-CUDA_FUSED_IMPLS = "naive,unfused,fused,fused_compiled,liger_chunk,logits_naive,logits_chunked"
+#: Seconds per stage on CUDA (340 s in all: the check fits in 6 minutes with start-up).
+STAGE_LIMITS = {"tests": 100, "accuracy": 45, "kernels": 25, "sigmoid": 20, "bench": 150}
+#: Seconds per stage in the CPU dry run.
+DRY_RUN_LIMITS = {"tests": 60, "accuracy": 60, "kernels": 60, "sigmoid": 90, "bench": 240}
+STAGES = tuple(STAGE_LIMITS)
+#: The gpu test files whose ``gpu``-marked tests the ``tests`` stage runs.
+TEST_FILES = ("test_gpu.py", "test_gpu_fused.py", "test_gpu_kernels.py")
 
 
 def _eps(dtype) -> float:
     return float(torch.finfo(dtype).eps)
 
 
-def kernel_accuracy(device: str, vocabs=(151936, 128256), rows: int = 8) -> dict[str, Any]:
+def kernel_accuracy(device: str, vocabs=(151936,), rows: int = 8) -> dict[str, Any]:
     """Max relative error (in eps of the compute dtype) of each kernel vs float64 on CPU."""
 
     gen = torch.Generator().manual_seed(0)
@@ -100,7 +108,6 @@ def kernel_accuracy(device: str, vocabs=(151936, 128256), rows: int = 8) -> dict
         }
         out[str(vocab)] = entry
     # bf16 G·W of the fused backward (gpu._fused._times_weight), H = 512
-
     g64 = torch.randn(rows, vocabs[-1], generator=gen, dtype=torch.float64)
     g64 -= g64.mean(-1, keepdim=True)  # sums to 0 along V, as a projected gradient does
     w64 = torch.randn(vocabs[-1], 512, generator=gen, dtype=torch.float64) * 0.02
@@ -114,12 +121,6 @@ def kernel_accuracy(device: str, vocabs=(151936, 128256), rows: int = 8) -> dict
         "max_abs_error_over_max_result": float(err.max() / want.abs().max()),
         "bf16_ulp_at_1": 2.0**-7,
     }
-    # The elementwise kernels as torch.compile generates them (what compile=True runs).
-    try:
-        measured = accuracy.kernel_accuracy(vocabs[-1], 2, device=device, compiled=True)
-        out["compiled"] = {k: v for k, v in measured.items() if k.endswith("(compiled)")}
-    except Exception as exc:  # no working compiler: recorded, the other entries stand
-        out["compiled"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     out["unit"] = "max error / float32 eps (rel., or abs. over the stated scale)"
     out["note"] = (
         "softmax is compared relatively: a log-probability rounded at eps·|log p| gives a "
@@ -129,116 +130,182 @@ def kernel_accuracy(device: str, vocabs=(151936, 128256), rows: int = 8) -> dict
     return out
 
 
-def _run(cmd: list[str], limit: float) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
-    except subprocess.TimeoutExpired as exc:
-        tail = exc.stdout[-2000:] if isinstance(exc.stdout, str) else ""
-        return {"cmd": " ".join(cmd), "status": "timeout", "limit_s": limit, "tail": tail}
+# --- the stages (each runs in its own subprocess: ``--_stage NAME``) ---------------------------
+
+
+def _stage_accuracy(device: str, dry: bool) -> dict:
+    vocab, rows = (3001, 2) if dry else (151936, 4)
+    found = accuracy.backend_accuracy(vocab, rows, device=device)
+    measured = [r for r in found if r["status"] == "ok"]
     return {
-        "cmd": " ".join(cmd),
-        "status": "ok" if proc.returncode == 0 else f"exit {proc.returncode}",
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "stdout": proc.stdout[-20000:],
-        "stderr_tail": proc.stderr[-3000:],
+        "status": "ok" if all(r["holds"] for r in measured) else "failed",
+        "vocab": vocab,
+        "all_within_tolerance": all(r["holds"] for r in measured),
+        "worst_loss_fraction": max((r["loss_fraction"] for r in measured), default=None),
+        "worst_grad_fraction": max((r["grad_fraction"] for r in measured), default=None),
+        "rows": found,
     }
 
 
-def _json_of(result: dict[str, Any]) -> Any:
-    try:
-        return json.loads(result.get("stdout", ""))
-    except json.JSONDecodeError:
-        return None
+def _stage_kernels(device: str, dry: bool) -> dict:
+    return {
+        "status": "ok",
+        **kernel_accuracy(device, (4099,) if dry else (151936,), 2 if dry else 8),
+    }
 
 
-def _stage(report: dict, name: str, fn) -> None:
-    t0 = time.perf_counter()
-    try:
-        report["stages"][name] = fn()
-    except Exception as exc:  # recorded; the next stage still runs
-        report["stages"][name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-    report["stages"][name] = {"wall_s": round(time.perf_counter() - t0, 1),
-                              **report["stages"][name]}  # fmt: skip
-    print(f"[device_check] {name}: {report['stages'][name].get('status', 'done')} "
-          f"({report['stages'][name]['wall_s']} s)", file=sys.stderr, flush=True)  # fmt: skip
+def _stage_sigmoid(device: str, dry: bool) -> dict:
+    return {"status": "ok", **accuracy.sigmoid_accuracy(device)}
+
+
+_IN_PROCESS = {"accuracy": _stage_accuracy, "kernels": _stage_kernels, "sigmoid": _stage_sigmoid}
+
+
+def _bench_command(dry: bool, out: str) -> list[str]:
+    cmd = [sys.executable, "-m", "gpu.bench", "--targets", "--out", out]
+    if dry:  # the CUDA plan at tiny sizes on the CPU: every code path, no timing
+        return [*cmd, "--device", "cpu", "--target-plan", "cuda", "--configs", "300:16",
+                "--fused-configs", "300:16:8", "--dtype", "float32", "--reps", "1",
+                "--timeout", "60", "--threads", "1"]  # fmt: skip
+    return [*cmd, "--device", "cuda", "--reps", "5", "--timeout", "40"]
+
+
+def _tests_command(root: Path) -> list[str]:
+    files = [str(root / "tests" / f) for f in TEST_FILES]
+    return [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "-p", "no:cacheprovider",
+            *files]  # fmt: skip
+
+
+def _run_stage(name: str, limit: float, dry: bool, device: str, root: Path) -> dict:
+    """Run stage ``name`` in a subprocess within ``limit`` seconds; its record."""
+    with tempfile.TemporaryDirectory() as tmp:
+        part = os.path.join(tmp, f"{name}.json")
+        if name == "tests":
+            cmd = _tests_command(root)
+            if dry:  # collection only: the gpu-marked tests need CUDA
+                cmd = [*cmd[: -len(TEST_FILES)], str(root / "tests" / "test_gpu_fused.py"), "--co"]
+        elif name == "bench":
+            cmd = _bench_command(dry, part)
+        else:
+            cmd = [sys.executable, "-m", "gpu.device_check", "--_stage", name, "--_part", part,
+                   "--_device", device, *(["--cpu-dry-run"] if dry else [])]  # fmt: skip
+        t0 = time.perf_counter()
+        record: dict[str, Any] = {"cmd": " ".join(cmd[1:]), "limit_s": limit}
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit,
+                                  cwd=root)  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            record.update(status="timeout", why=f"over the stage's {limit:g} s limit",
+                          stdout_tail=_text(exc.stdout)[-3000:],
+                          stderr_tail=_text(exc.stderr)[-3000:])  # fmt: skip
+        else:
+            record["returncode"] = proc.returncode
+            record["stderr_tail"] = proc.stderr[-3000:]
+            if name == "tests":
+                record["status"] = "ok" if proc.returncode in (0, 5) else "failed"
+                record["summary"] = proc.stdout.strip().splitlines()[-1:] or [""]
+                record["stdout_tail"] = proc.stdout[-6000:]
+            elif proc.returncode != 0:
+                record.update(status="error", why=_last_line(proc.stderr))
+            else:
+                record["status"] = "ok"
+        record["wall_s"] = round(time.perf_counter() - t0, 1)
+        if os.path.exists(part):  # what the stage wrote, even when it timed out
+            try:
+                got = json.loads(Path(part).read_text())
+            except json.JSONDecodeError as exc:
+                record["result_error"] = f"unreadable stage JSON: {exc}"
+            else:
+                if name == "bench":
+                    record["result"] = got
+                    record["targets"] = got.get("targets", [])
+                else:
+                    status = got.pop("status", None)
+                    if record.get("status") == "ok" and status:
+                        record["status"] = status
+                    record["result"] = got
+        return record
+
+
+def _text(x) -> str:
+    if isinstance(x, bytes):
+        return x.decode(errors="replace")
+    return x or ""
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def _write(report: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpu.device_check", description=__doc__)
     parser.add_argument("--out", default="device_check.json", help="the JSON file written")
     parser.add_argument("--cpu-dry-run", action="store_true", help="tiny sizes, on the CPU")
+    parser.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--_stage", help=argparse.SUPPRESS)
+    parser.add_argument("--_part", help=argparse.SUPPRESS)
+    parser.add_argument("--_device", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args._stage:  # one stage, in its own subprocess
+        result = _IN_PROCESS[args._stage](args._device, args.cpu_dry_run)
+        Path(args._part).write_text(json.dumps(result, indent=2, default=str))
+        return 0
+
     cuda = torch.cuda.is_available() and not args.cpu_dry_run
+    dry = args.cpu_dry_run
+    device = "cuda" if cuda else "cpu"
     report: dict[str, Any] = {
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "triton": _version("triton"),
+        "liger_kernel": _version("liger_kernel"),
         "cuda": cuda,
         "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
-        "mode": "cuda" if cuda else ("cpu-dry-run" if args.cpu_dry_run else "cpu"),
+        "mode": "cuda" if cuda else ("cpu-dry-run" if dry else "cpu"),
         "stages": {},
     }
-    py = sys.executable
+    out = Path(args.out)
     root = Path(__file__).resolve().parent.parent
-    if cuda:
-        report["hbm_tbps_assumed"] = 4.8
-        tests = [str(root / "tests" / f) for f in ("test_gpu.py", "test_gpu_fused.py")]
-        _stage(report, "tests", lambda: _run(
-            [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", *tests],
-            STAGE_LIMITS["tests"]))  # fmt: skip
-        _stage(report, "kernels", lambda: {"status": "ok", **kernel_accuracy("cuda")})
-        for name, cmd in (
-            ("bench", [py, "-m", "gpu.bench", "--device", "cuda", "--configs", "128256:8192",
-                       "--json", "--reps", "5"]),
-            ("bench_fused", [py, "-m", "gpu.bench", "--fused", "--device", "cuda",
-                             "--fused-configs", "128256:8192:4096", "--compile", "--json",
-                             "--reps", "5", "--timeout", "45", "--impls", CUDA_FUSED_IMPLS]),
-        ):  # fmt: skip
-
-            def stage(cmd=cmd, name=name):
-                result = _run(cmd, STAGE_LIMITS[name])
-                parsed = _json_of(result)
-                if parsed is not None:
-                    result["result"] = parsed
-                    result.pop("stdout", None)
-                return result
-
-            _stage(report, name, stage)
-    elif args.cpu_dry_run:
-        _stage(report, "tests", lambda: {"status": "skipped (dry run: pytest -m gpu needs CUDA)"})
-        _stage(report, "kernels", lambda: {"status": "ok", **kernel_accuracy("cpu", (4099,), 2)})
-
-        def tiny_bench():
-            spec = {"device": "cpu", "dtype": "float32", "rows": 16, "vocab": 300,
-                    "alpha": -5.0, "lam": 0.1, "reps": 1, "chunk_size": 4, "threads": 0,
-                    "hbm_tbps": 4.8}  # fmt: skip
-            impls = ("straightforward", "chunked")
-            return {"status": "ok", "result": [bench._worker({**spec, "impl": i}) for i in impls]}
-
-        def tiny_fused():
-            spec = {"mode": "fused", "device": "cpu", "dtype": "float32", "rows": 16,
-                    "vocab": 300, "hidden": 8, "beta": 0.5, "reps": 1, "threads": 0,
-                    "chunk_size": 4, "our_chunk": 4, "hbm_tbps": 4.8}  # fmt: skip
-            impls = ("naive", "unfused", "fused")
-            runs = [bench._fused_worker({**spec, "impl": i}) for i in impls]
-            return {"status": "ok", "result": runs}
-
-        _stage(report, "bench", tiny_bench)
-        _stage(report, "bench_fused", tiny_fused)
-    else:
-        print("CUDA is absent: running the CPU-measurable stage only (kernel accuracy on "
-              "the CPU); use --cpu-dry-run to exercise every stage at tiny sizes",
+    limits = DRY_RUN_LIMITS if dry else STAGE_LIMITS
+    stages = list(STAGES) if (cuda or dry) else ["accuracy", "kernels", "sigmoid"]
+    if not (cuda or dry):
+        print("CUDA is absent: running the CPU-measurable stages only (accuracy, kernels, "
+              "sigmoid on the CPU); use --cpu-dry-run to exercise every stage at tiny sizes",
               file=sys.stderr)  # fmt: skip
-        _stage(report, "kernels", lambda: {"status": "ok", **kernel_accuracy("cpu", (32000,), 2)})
-    Path(args.out).write_text(json.dumps(report, indent=2, default=_default))
-    print(f"[device_check] wrote {os.path.abspath(args.out)}", file=sys.stderr)
+    if args.stages:
+        wanted = args.stages.split(",")
+        unknown = sorted(set(wanted) - set(STAGES))
+        if unknown:
+            raise SystemExit(f"unknown --stages {unknown}; known: {', '.join(STAGES)}")
+        stages = [s for s in stages if s in wanted]
+    _write(report, out)
+    for name in stages:
+        record = _run_stage(name, limits[name], dry, device, root)
+        report["stages"][name] = record
+        _write(report, out)
+        print(f"[device_check] {name}: {record['status']} ({record['wall_s']} s)",
+              file=sys.stderr, flush=True)  # fmt: skip
+    targets = report["stages"].get("bench", {}).get("targets", [])
+    if targets:
+        print(format_targets(targets), file=sys.stderr)
+    print(f"[device_check] wrote {out.resolve()}", file=sys.stderr)
     return 0
 
 
-def _default(x):
-    return str(x)
+def _version(module: str) -> str | None:
+    try:
+        return version(module.replace("_", "-"))
+    except Exception:  # not installed
+        return None
 
 
 if __name__ == "__main__":

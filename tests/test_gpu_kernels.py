@@ -178,8 +178,6 @@ def test_bench_fused_mode_smoke():
     every implementation computes the same JSD; the busy-load context manager starts and stops its
     process; the report formats. The ratios at real sizes are read off the benchmark's
     output (docs/gpu.md), never asserted here."""
-    import argparse
-
     from gpu import bench
 
     spec = {"mode": "fused", "device": "cpu", "dtype": "float32", "rows": 24, "vocab": 400,
@@ -194,18 +192,16 @@ def test_bench_fused_mode_smoke():
     with bench._BusyLoad() as load:
         assert load.proc.poll() is None
     assert load.proc.poll() is not None
-    parser = argparse.ArgumentParser()
-    bench.configure_parser(parser)
-    args = parser.parse_args(["--fused", "--reps", "1"])
-    report = {"beta": 0.5, "device": "cpu", "dtype": "float32", "skipped": [],
-              "configs": [{"vocab": 400, "rows": 24, "hidden": 8, "our_chunk": 5,
-                           "quiet": got, "loaded": got}]}  # fmt: skip
-    text = bench._format_fused(report, args)
+    rows = [{**r, "condition": c, "our_chunk": 5} for c in ("quiet", "loaded")
+            for r in got.values()]  # fmt: skip
+    text = bench.format_fused({"beta": 0.5, "results": rows}, reps=1)
     assert "target fused peak ≤ 0.3× unfused" in text and "×ref" in text
 
 
+@pytest.mark.slow
 def test_device_check_cpu_dry_run(tmp_path):
-    """``python -m gpu.device_check --cpu-dry-run``: every stage at tiny sizes, one JSON."""
+    """``python -m gpu.device_check --cpu-dry-run``: every stage at tiny sizes on the CPU,
+    through the same subprocesses as on CUDA, one JSON (about 40 s on 2 cores)."""
     import json
 
     from gpu import device_check
@@ -215,12 +211,22 @@ def test_device_check_cpu_dry_run(tmp_path):
     report = json.loads(out.read_text())
     assert report["mode"] == "cpu-dry-run" and report["cuda"] is False
     stages = report["stages"]
-    assert set(stages) == {"tests", "kernels", "bench", "bench_fused"}
-    assert all(stages[s]["status"] == "ok" for s in ("kernels", "bench", "bench_fused"))
-    kernels = stages["kernels"]["4099"]
+    assert list(stages) == list(device_check.STAGES)
+    assert all(stages[s]["status"] == "ok" for s in stages), stages
+    kernels = stages["kernels"]["result"]["4099"]
     assert kernels["log_softmax"] < 64 and kernels["logsumexp"] < 64  # in float32 eps
-    losses = [r["loss"] for r in stages["bench_fused"]["result"]]
-    assert max(losses) - min(losses) < 1e-5
+    torch_rows = [r for r in stages["accuracy"]["result"]["rows"] if r["backend"] == "torch"]
+    assert torch_rows and all(r["holds"] for r in torch_rows)
+    sigmoid = stages["sigmoid"]["result"]
+    assert sigmoid["eager_sigmoid_eps"] <= sigmoid["budget_eps"]
+    bench = stages["bench"]["result"]
+    ok = [r for r in bench["results"] if r["status"] == "ok"]
+    assert {r["impl"] for r in ok} >= {"textbook", "torch", "fused"}
+    assert {r.get("objective") for r in ok if r["impl"] == "textbook"} == {"kl", "js", "ab"}
+    pair = [r["loss"] for r in ok if r.get("objective") == "kl"]  # textbook and torch
+    assert len(pair) == 2 and abs(pair[0] - pair[1]) < 1e-5, pair
+    verdicts = {t["verdict"] for t in stages["bench"]["targets"]}
+    assert verdicts <= {"MET", "NOT MET", "NOT MEASURED"} and len(stages["bench"]["targets"]) == 8
 
 
 def test_traced_expm1_is_accurate_everywhere():
