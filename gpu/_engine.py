@@ -60,6 +60,8 @@ from gpu._flags import (
     _NAN_LOSS,
     _TEMPERATURE_STUDENT,
     _TEMPERATURE_TEACHER,
+    _TRUNCATED_STUDENT,
+    _TRUNCATED_TEACHER,
 )
 from gpu._torch_kernel import LOCAL, LocalReduce, _grad_flags
 from gpu._torch_kernel import chunk as torch_chunk
@@ -123,11 +125,17 @@ def _build_spec(
     temperature: Any,
     detach_assistant: Any,
     chunk_size: Any,
+    **teaching: Any,
 ) -> _Spec:
-    """Validate the objective's arguments (naming the bad one) and build the chunk spec."""
+    """Validate the objective's arguments (naming the bad one) and build the chunk spec;
+    ``teaching``: the teacher-side fields of :meth:`Objective.of` (``leftover``,
+    ``vocab_alignment``, ``softcap``, ``logit_scale``, ``temperature_applies_to``)."""
+    defaults = {"leftover": "bucket", "vocab_alignment": "error", "softcap": None,
+                "logit_scale": None, "temperature_applies_to": "both"}  # fmt: skip
+    teaching = {k: v for k, v in teaching.items() if not (isinstance(v, str | None) and v == defaults[k])}
     objective = Objective.of(
         alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-        implementation="gpu",
+        implementation="gpu", **teaching,
     )  # fmt: skip
     chunk_size = check_chunk_size(chunk_size)
     return _Spec(
@@ -220,6 +228,15 @@ def _raise_for_flags(flags: torch.Tensor, leading: tuple[int, ...], spec: _Spec)
             f"teacher_logits has NaN, +inf, or only -inf entries in row(s) {bad} (leading "
             "index); every row needs finite logits (-inf marks masked tokens)"
         )
+    for bit, side in ((_TRUNCATED_TEACHER, "teacher"), (_TRUNCATED_STUDENT, "student")):
+        if (bad := rows(bit)) is not None:
+            from amid_ref.tolerances import VOCAB_TRUNCATE_MAX_DROPPED
+
+            raise ValueError(
+                f"vocab_alignment='truncate' drops more than {VOCAB_TRUNCATE_MAX_DROPPED:g} of "
+                f"the {side}'s probability on row(s) {bad}: the ids beyond the shared "
+                "vocabulary carry mass (they are not padding)"
+            )
     if (bad := rows(_EMPTY_SUPPORT)) is not None:
         raise ValueError(
             f"the assistant r is undefined on row(s) {bad}: alpha={spec.alpha} ≥ 1 keeps only "

@@ -17,6 +17,7 @@ import torch
 
 from amid_ref._specs import Objective
 from gpu._autograd import _refuse_double_backward
+from gpu._teachers import prepare_teacher, teaching_fields, teaching_kernel
 from gpu._engine import (
     _build_spec,
     _reduce,
@@ -34,7 +35,6 @@ from gpu._validation import (
     check_float_tensor,
     check_ignore_index,
     check_lam,
-    check_pair,
     check_reduction,
     check_temperature_scaling,
     compute_dtype,
@@ -52,12 +52,12 @@ class _AMiDFunction(torch.autograd.Function):
     ):
         v = student.shape[-1]
         s2 = student.reshape(-1, v)
-        t2 = teacher.reshape(-1, v)
         scale = factor / n_valid if (reduction == "mean" and n_valid > 0) else factor
-        row_loss, grad = _run(s2, t2, rows, spec, True, scale, leading, kernel)
+        row_loss, grad = _run(s2, teacher, rows, spec, True, scale, leading, kernel)
         if factor != 1.0:
             row_loss.mul_(factor)
-        ctx.save_for_backward(student, teacher)
+        ctx.save_for_backward(student)
+        ctx.teacher = teacher  # (N, V_t) logits or a SparseTeacher, never differentiated
         ctx.rows = rows
         ctx.spec = spec
         ctx.reduction = reduction
@@ -72,12 +72,12 @@ class _AMiDFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         grad = ctx.grad_buffer
         ctx.grad_buffer = None  # hand the buffer to autograd (no copy)
-        student, teacher = ctx.saved_tensors
+        (student,) = ctx.saved_tensors
         v = student.shape[-1]
         if grad is None:  # second backward (retain_graph=True): recompute from the logits
             _, grad = _run(
                 student.reshape(-1, v),
-                teacher.reshape(-1, v),
+                ctx.teacher,
                 ctx.rows,
                 ctx.spec,
                 True,
@@ -91,7 +91,7 @@ class _AMiDFunction(torch.autograd.Function):
 
 def amid_loss(
     student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
     alpha: float,
     lam: float,
     divergence: str = "kl",
@@ -108,6 +108,12 @@ def amid_loss(
     temperature_scaling: str | None = None,
     compile: bool | str = False,
     backend: str = "auto",
+    teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
+    leftover: str = "bucket",
+    vocab_alignment: str = "error",
+    softcap: float | tuple[float | None, float | None] | None = None,
+    logit_scale: float | tuple[float, float] | None = None,
+    temperature_applies_to: str = "both",
 ) -> torch.Tensor:
     r"""Batched AMiD distillation loss with a memory-efficient closed-form gradient.
 
@@ -243,13 +249,13 @@ def amid_loss(
     torch.Size([1, 3])
     """
     check_float_tensor(student_logits, "student_logits")
-    check_float_tensor(teacher_logits, "teacher_logits")
-    check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
     leading = tuple(student_logits.shape[:-1])
     v = student_logits.shape[-1]
     device = student_logits.device
+    teacher_dtype = (teacher_topk[1] if _is_pair(teacher_topk) else teacher_logits).dtype \
+        if (teacher_logits is not None or _is_pair(teacher_topk)) else student_logits.dtype
     spec = _build_spec(
-        compute_dtype(student_logits.dtype, teacher_logits.dtype),
+        compute_dtype(student_logits.dtype, teacher_dtype),
         v,
         device,
         alpha,
@@ -260,23 +266,28 @@ def amid_loss(
         temperature,
         detach_assistant,
         chunk_size,
+        **teaching_fields(leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to),
     )
+    teacher = prepare_teacher(student_logits, teacher_logits, teacher_topk, spec.objective)
     ignore_index = check_ignore_index(ignore_index)
     reduction = check_reduction(reduction)
     factor = check_temperature_scaling(temperature_scaling, spec.temperature)
     rows, n_valid = _valid_rows(labels, leading, device, ignore_index, shift_labels)
-    kernel = _select_kernel(compile, backend, device)
-    teacher = teacher_logits.detach()
+    kernel = teaching_kernel(_select_kernel(compile, backend, device), spec)
     if torch.is_grad_enabled() and student_logits.requires_grad:
         return _AMiDFunction.apply(
             student_logits, teacher, rows, spec, reduction, n_valid, leading, factor, kernel
         )
     with torch.no_grad():
-        s2, t2 = student_logits.reshape(-1, v), teacher.reshape(-1, v)
-        row_loss, _ = _run(s2, t2, rows, spec, False, 1.0, leading, kernel)
+        s2 = student_logits.reshape(-1, v)
+        row_loss, _ = _run(s2, teacher, rows, spec, False, 1.0, leading, kernel)
         if factor != 1.0:
             row_loss.mul_(factor)
         return _reduce(row_loss, reduction, n_valid, leading)
+
+
+def _is_pair(x) -> bool:
+    return isinstance(x, tuple | list) and len(x) == 2 and isinstance(x[1], torch.Tensor)
 
 
 #: The module's scalars kept as buffers (in ``state_dict``), with their checks.
