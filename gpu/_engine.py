@@ -102,6 +102,9 @@ class _Spec:
     objective: Objective
     cdtype: torch.dtype
     chunk_size: int
+    #: The teacher-side configuration (:class:`gpu._teachers.Teaching`), read by
+    #: :func:`gpu._teachers.teaching_kernel`.
+    teaching: Any = None
 
     alpha = property(lambda self: self.objective.alpha)
     lam = property(lambda self: self.objective.lam)
@@ -130,16 +133,24 @@ def _build_spec(
     """Validate the objective's arguments (naming the bad one) and build the chunk spec;
     ``teaching``: the teacher-side fields of :meth:`Objective.of` (``leftover``,
     ``vocab_alignment``, ``softcap``, ``logit_scale``, ``temperature_applies_to``)."""
-    defaults = {"leftover": "bucket", "vocab_alignment": "error", "softcap": None,
-                "logit_scale": None, "temperature_applies_to": "both"}  # fmt: skip
-    teaching = {k: v for k, v in teaching.items() if not (isinstance(v, str | None) and v == defaults[k])}
-    objective = Objective.of(
-        alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-        implementation="gpu", **teaching,
-    )  # fmt: skip
+    from gpu._teachers import Teaching
+
+    if "leftover" in Objective.__dataclass_fields__:  # the objective carries them
+        objective = Objective.of(
+            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+            implementation="gpu", **teaching,
+        )  # fmt: skip
+        fields = Teaching.of(objective)
+    else:
+        objective = Objective.of(
+            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+            implementation="gpu",
+        )  # fmt: skip
+        fields = Teaching.check(**teaching) if teaching else Teaching()
     chunk_size = check_chunk_size(chunk_size)
     return _Spec(
         objective=objective,
+        teaching=fields,
         cdtype=cdtype,
         chunk_size=chunk_size or default_chunk_size(vocab, device),
     )
@@ -230,10 +241,11 @@ def _raise_for_flags(flags: torch.Tensor, leading: tuple[int, ...], spec: _Spec)
         )
     for bit, side in ((_TRUNCATED_TEACHER, "teacher"), (_TRUNCATED_STUDENT, "student")):
         if (bad := rows(bit)) is not None:
-            from amid_ref.tolerances import VOCAB_TRUNCATE_MAX_DROPPED
+            from gpu._teachers import _limit
 
+            most = _limit("VOCAB_TRUNCATE_MAX_DROPPED")
             raise ValueError(
-                f"vocab_alignment='truncate' drops more than {VOCAB_TRUNCATE_MAX_DROPPED:g} of "
+                f"vocab_alignment='truncate' drops more than {most:g} of "
                 f"the {side}'s probability on row(s) {bad}: the ids beyond the shared "
                 "vocabulary carry mass (they are not padding)"
             )

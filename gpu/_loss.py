@@ -15,9 +15,7 @@ from typing import Any
 
 import torch
 
-from amid_ref._specs import Objective
 from gpu._autograd import _refuse_double_backward
-from gpu._teachers import prepare_teacher, teaching_fields, teaching_kernel
 from gpu._engine import (
     _build_spec,
     _reduce,
@@ -28,6 +26,7 @@ from gpu._engine import (
     check_backend,
     default_chunk_size,
 )
+from gpu._teachers import prepare_teacher, teaching_fields, teaching_kernel
 from gpu._validation import (
     check_alpha,
     check_bool,
@@ -252,8 +251,13 @@ def amid_loss(
     leading = tuple(student_logits.shape[:-1])
     v = student_logits.shape[-1]
     device = student_logits.device
-    teacher_dtype = (teacher_topk[1] if _is_pair(teacher_topk) else teacher_logits).dtype \
-        if (teacher_logits is not None or _is_pair(teacher_topk)) else student_logits.dtype
+    if teacher_logits is not None:
+        check_float_tensor(teacher_logits, "teacher_logits")
+        teacher_dtype = teacher_logits.dtype
+    elif _is_pair(teacher_topk):
+        teacher_dtype = teacher_topk[1].dtype
+    else:
+        teacher_dtype = student_logits.dtype
     spec = _build_spec(
         compute_dtype(student_logits.dtype, teacher_dtype),
         v,
@@ -268,7 +272,7 @@ def amid_loss(
         chunk_size,
         **teaching_fields(leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to),
     )
-    teacher = prepare_teacher(student_logits, teacher_logits, teacher_topk, spec.objective)
+    teacher = prepare_teacher(student_logits, teacher_logits, teacher_topk, spec)
     ignore_index = check_ignore_index(ignore_index)
     reduction = check_reduction(reduction)
     factor = check_temperature_scaling(temperature_scaling, spec.temperature)
@@ -335,6 +339,9 @@ class AMiDLoss(torch.nn.Module):
         As in :func:`amid_loss`.
     backend : {"auto", "torch", "triton"}
         As in :func:`amid_loss`.
+    leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+        As in :func:`amid_loss` (the teacher-side configuration; the sparse teacher itself
+        is data, ``forward(..., teacher_topk=(indices, logprobs))``).
 
     See Also
     --------
@@ -371,12 +378,21 @@ class AMiDLoss(torch.nn.Module):
         temperature_scaling: str | None = None,
         compile: bool | str = False,
         backend: str = "auto",
+        leftover: str = "bucket",
+        vocab_alignment: str = "error",
+        softcap: float | tuple[float | None, float | None] | None = None,
+        logit_scale: float | tuple[float, float] | None = None,
+        temperature_applies_to: str = "both",
     ) -> None:
         super().__init__()
-        objective = Objective.of(
-            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-            implementation="gpu",
-        )  # fmt: skip
+        teaching = teaching_fields(
+            leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+        )
+        objective = _build_spec(
+            torch.float32, 1, "cpu", alpha, lam, divergence, order, div_params, temperature,
+            detach_assistant, None, **teaching,
+        ).objective  # fmt: skip
+        self.teaching = teaching
         # Buffers stay float64 and on the CPU for exact Python floats: ``_apply`` (used by
         # ``.to``, ``.cuda``, ``.half``) is overridden below to leave them alone.
         self.register_buffer("alpha", torch.tensor(objective.alpha, dtype=torch.float64))
@@ -417,10 +433,15 @@ class AMiDLoss(torch.nn.Module):
     def forward(
         self,
         student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        *,
+        teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        return amid_loss(student_logits, teacher_logits, labels=labels, **self._loss_kwargs())
+        return amid_loss(
+            student_logits, teacher_logits, labels=labels, teacher_topk=teacher_topk,
+            **self._loss_kwargs(),
+        )  # fmt: skip
 
     def _loss_kwargs(self) -> dict[str, Any]:
         """The configuration as keyword arguments of :func:`amid_loss` (and of
@@ -441,6 +462,7 @@ class AMiDLoss(torch.nn.Module):
             "temperature_scaling": self.temperature_scaling,
             "compile": self.compile,
             "backend": self.backend,
+            **self.teaching,
         }
 
     def extra_repr(self) -> str:

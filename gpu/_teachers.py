@@ -106,9 +106,66 @@ class Teaching:
                   if hasattr(objective, f.name)}  # fmt: skip
         return cls(**fields)
 
+    @classmethod
+    def check(cls, leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to):
+        """Validate and normalize the teacher-side keyword arguments (errors name them):
+        used where the objective does not carry these fields itself."""
+        for name, value, allowed in (
+            ("leftover", leftover, LEFTOVERS),
+            ("vocab_alignment", vocab_alignment, VOCAB_ALIGNMENTS),
+            ("temperature_applies_to", temperature_applies_to, ("both", "student")),
+        ):
+            if not isinstance(value, str) or value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
+        return cls(
+            leftover,
+            vocab_alignment,
+            _pair(softcap, "softcap", None),
+            _pair(logit_scale, "logit_scale", 1.0),
+            temperature_applies_to,
+        )
+
     @property
     def transforms(self) -> bool:
         return self.softcap != (None, None) or self.logit_scale != (1.0, 1.0)
+
+
+#: The leftover policies of a sparse teacher (MATH.md table).
+LEFTOVERS = ("bucket", "renormalize", "uniform")
+#: The vocabulary alignments of a dense teacher.
+VOCAB_ALIGNMENTS = ("error", "pad", "truncate")
+
+
+def _positive(value, name: str) -> float:
+    from amid_ref._specs import as_real_scalar
+
+    x = as_real_scalar(value, name, "a positive real number")
+    if not (x > 0.0 and math.isfinite(x)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return x
+
+
+def _pair(value, name: str, none):
+    """``None``, one value for both sides, or ``(student, teacher)`` with ``None`` = none."""
+    if value is None:
+        return (none, none)
+    if isinstance(value, tuple | list):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be a number or a pair (student, teacher), got {value!r}")
+        return tuple(none if v is None else _positive(v, name) for v in value)
+    x = _positive(value, name)
+    return (x, x)
+
+
+#: Stand-ins for the limits of :mod:`amid_ref.tolerances` where that module predates them.
+_LIMIT_FALLBACKS = {"SPARSE_MASS_TOL": 1e-6, "VOCAB_TRUNCATE_MAX_DROPPED": 1e-6}
+
+
+def _limit(name: str) -> float:
+    """A limit of the sparse/aligned inputs, from :mod:`amid_ref.tolerances` (one table)."""
+    from amid_ref import tolerances
+
+    return getattr(tolerances, name, _LIMIT_FALLBACKS[name])
 
 
 def _transform(x: torch.Tensor, scale: float, cap: float | None, want_derivative: bool):
@@ -160,7 +217,7 @@ def _with_sink(x: torch.Tensor, fill: float | torch.Tensor) -> torch.Tensor:
 def _sparse_chunk(kernel, z, teacher: SparseTeacher, spec, inner, leftover, want_grad, grad_scale):
     """Loss per row, ∂L/∂z (n, V) and flags for the student's chunk logits z (tempered,
     transformed; compute dtype) against a sparse teacher."""
-    n, v = z.shape
+    v = z.shape[-1]
     idx = teacher.indices
     lp = teacher.logprobs.to(z.dtype)
     valid = idx >= 0
@@ -200,9 +257,9 @@ def _truncated_mass(x: torch.Tensor, keep: int) -> torch.Tensor:
 
 def teaching_kernel(kernel, spec):
     """``kernel`` wrapped for the teacher-side configuration of ``spec`` (see the module
-    docstring), or ``kernel`` itself when there is nothing to do for a dense teacher of
-    the student's vocabulary (the wrapper checks that per chunk)."""
-    teaching = Teaching.of(spec.objective)
+    docstring); for a dense teacher of the student's vocabulary and no transform the
+    wrapper calls ``kernel`` as it is (checked per chunk)."""
+    teaching = spec.teaching
     temperature = spec.temperature
     # The wrapper applies the temperature itself when it does not divide both sides.
     own_temperature = teaching.temperature_applies_to == "student"
@@ -210,15 +267,18 @@ def teaching_kernel(kernel, spec):
     if hasattr(inner_objective, "temperature_applies_to"):
         inner_objective = dataclasses.replace(inner_objective, temperature_applies_to="both")
     inner_student_t = dataclasses.replace(
-        spec, objective=dataclasses.replace(inner_objective, temperature=1.0)
+        spec, objective=dataclasses.replace(inner_objective, temperature=1.0), teaching=Teaching()
     )
-    inner_both = dataclasses.replace(spec, objective=inner_objective)
+    inner_both = dataclasses.replace(spec, objective=inner_objective, teaching=Teaching())
     (scale_s, scale_t), (cap_s, cap_t) = teaching.logit_scale, teaching.softcap
 
     def wrapped(s, t, _spec, want_grad, grad_scale, out=None, out_lo=None):
         sparse = isinstance(t, SparseTeacher)
-        if not sparse and not teaching.transforms and not own_temperature and (
-            t.shape[-1] == s.shape[-1]
+        if (
+            not sparse
+            and not teaching.transforms
+            and not own_temperature
+            and (t.shape[-1] == s.shape[-1])
         ):
             return kernel(s, t, _spec, want_grad, grad_scale, out, out_lo=out_lo)
         cdt = spec.cdtype
@@ -242,12 +302,11 @@ def teaching_kernel(kernel, spec):
             elif v_s > v_t and teaching.vocab_alignment == "pad":
                 tz = torch.cat([tz, tz.new_full((tz.shape[0], v_s - v_t), NEG_INF)], -1)
             elif v_t != v_s:  # truncate (the other values were refused before the pass)
-                from amid_ref.tolerances import VOCAB_TRUNCATE_MAX_DROPPED
-
+                VOCAB_TRUNCATE_MAX_DROPPED = _limit("VOCAB_TRUNCATE_MAX_DROPPED")
                 keep = min(v_s, v_t)
                 big, bit = (tz, _TRUNCATED_TEACHER) if v_t > v_s else (z, _TRUNCATED_STUDENT)
-                t_big = 1.0 if (big is z and mine) or (big is tz and own_temperature) else (
-                    temperature
+                t_big = (
+                    1.0 if (big is z and mine) or (big is tz and own_temperature) else (temperature)
                 )
                 dropped = _truncated_mass(big / t_big if t_big != 1.0 else big, keep)
                 flags |= (dropped > VOCAB_TRUNCATE_MAX_DROPPED).to(_FLAG_DTYPE) * bit
@@ -282,7 +341,7 @@ def teaching_kernel(kernel, spec):
     return wrapped
 
 
-def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, objective):
+def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, spec):
     """``teacher_topk`` validated and flattened to a :class:`SparseTeacher` of (N, k).
 
     The errors of :mod:`amid_ref` (bad-input table): types, shapes, indices out of range or
@@ -291,16 +350,17 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
     :data:`amid_ref.tolerances.SPARSE_MASS_TOL`, ``uniform`` with k = V and ε > 0, and a
     temperature ≠ 1 that would divide the teacher too. One O(N·k) pass, one device sync.
     """
-    from amid_ref.tolerances import SPARSE_MASS_TOL
-
+    SPARSE_MASS_TOL = _limit("SPARSE_MASS_TOL")
     if not (isinstance(teacher_topk, tuple | list) and len(teacher_topk) == 2):
         raise TypeError(
             "teacher_topk must be a pair (indices, logprobs) of tensors of shape (..., k), "
             f"got {type(teacher_topk).__name__}"
         )
     indices, logprobs = teacher_topk
-    if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or (
-        indices.is_complex() or indices.dtype == torch.bool
+    if (
+        not isinstance(indices, torch.Tensor)
+        or indices.is_floating_point()
+        or (indices.is_complex() or indices.dtype == torch.bool)
     ):
         raise TypeError("teacher_topk indices must be an integer tensor of shape (..., k)")
     if not isinstance(logprobs, torch.Tensor) or not logprobs.is_floating_point():
@@ -318,8 +378,8 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
         raise ValueError(f"teacher_topk has k = {k} slots, more than the vocabulary V = {vocab}")
     idx = indices.detach().reshape(-1, k).to(torch.int64)
     lp = logprobs.detach().reshape(-1, k)
-    temperature = objective.temperature
-    if temperature != 1.0 and getattr(objective, "temperature_applies_to", "both") == "both":
+    temperature = spec.temperature
+    if temperature != 1.0 and spec.teaching.temperature_applies_to == "both":
         raise ValueError(
             f"temperature={temperature} with teacher_topk: a sparse teacher's "
             "log-probabilities are used as given; pass temperature_applies_to='student' to "
@@ -342,7 +402,7 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
             f"{SPARSE_MASS_TOL:g}) in a row: they must be log-probabilities of the teacher's "
             "full distribution"
         )
-    if getattr(objective, "leftover", "bucket") == "uniform":
+    if spec.teaching.leftover == "uniform":
         full = (~pad).sum(-1) == vocab
         if bool((full & (torch.expm1(lse) < 0)).any()):
             raise ValueError(
@@ -364,14 +424,14 @@ def vocab_mismatch_message(name_s: str, v_s: int, name_t: str, v_t: int) -> str:
     )
 
 
-def check_vocab_alignment(v_s: int, v_t: int, objective, name_s="student_logits",
+def check_vocab_alignment(v_s: int, v_t: int, spec, name_s="student_logits",
                           name_t="teacher_logits") -> None:  # fmt: skip
     """Refuse V_t ≠ V_s under ``vocab_alignment="error"`` (the default)."""
-    if v_s != v_t and getattr(objective, "vocab_alignment", "error") == "error":
+    if v_s != v_t and spec.teaching.vocab_alignment == "error":
         raise ValueError(vocab_mismatch_message(name_s, v_s, name_t, v_t))
 
 
-def prepare_teacher(student: torch.Tensor, teacher_logits, teacher_topk, objective):
+def prepare_teacher(student: torch.Tensor, teacher_logits, teacher_topk, spec):
     """The teacher flattened to rows: an (N, V_t) tensor (no grad) or a
     :class:`SparseTeacher`, after the checks every front-end shares."""
     from gpu._validation import check_float_tensor
@@ -383,7 +443,7 @@ def prepare_teacher(student: torch.Tensor, teacher_logits, teacher_topk, objecti
             "logprobs), not both or neither"
         )
     if teacher_topk is not None:
-        return check_topk(teacher_topk, leading, student.shape[-1], student.device, objective)
+        return check_topk(teacher_topk, leading, student.shape[-1], student.device, spec)
     check_float_tensor(teacher_logits, "teacher_logits")
     if tuple(teacher_logits.shape[:-1]) != leading:
         raise ValueError(
@@ -395,7 +455,7 @@ def prepare_teacher(student: torch.Tensor, teacher_logits, teacher_topk, objecti
             f"student_logits is on {student.device} but teacher_logits is on "
             f"{teacher_logits.device}"
         )
-    check_vocab_alignment(student.shape[-1], teacher_logits.shape[-1], objective)
+    check_vocab_alignment(student.shape[-1], teacher_logits.shape[-1], spec)
     return teacher_logits.detach().reshape(-1, teacher_logits.shape[-1])
 
 
