@@ -63,6 +63,7 @@ from gpu._flags import (
     _TRUNCATED_STUDENT,
     _TRUNCATED_TEACHER,
 )
+from gpu._teachers import Teaching, _limit
 from gpu._torch_kernel import LOCAL, LocalReduce, _grad_flags
 from gpu._torch_kernel import chunk as torch_chunk
 from gpu._validation import (
@@ -133,8 +134,6 @@ def _build_spec(
     """Validate the objective's arguments (naming the bad one) and build the chunk spec;
     ``teaching``: the teacher-side fields of :meth:`Objective.of` (``leftover``,
     ``vocab_alignment``, ``softcap``, ``logit_scale``, ``temperature_applies_to``)."""
-    from gpu._teachers import Teaching
-
     if "leftover" in Objective.__dataclass_fields__:  # the objective carries them
         objective = Objective.of(
             alpha, lam, divergence, order, div_params, temperature, detach_assistant,
@@ -241,8 +240,6 @@ def _raise_for_flags(flags: torch.Tensor, leading: tuple[int, ...], spec: _Spec)
         )
     for bit, side in ((_TRUNCATED_TEACHER, "teacher"), (_TRUNCATED_STUDENT, "student")):
         if (bad := rows(bit)) is not None:
-            from gpu._teachers import _limit
-
             most = _limit("VOCAB_TRUNCATE_MAX_DROPPED")
             raise ValueError(
                 f"vocab_alignment='truncate' drops more than {most:g} of "

@@ -48,6 +48,8 @@ from typing import Any
 
 import torch
 
+from amid_ref import tolerances
+from amid_ref._specs import as_real_scalar
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
@@ -56,6 +58,8 @@ from gpu._flags import (
     _TRUNCATED_STUDENT,
     _TRUNCATED_TEACHER,
 )
+from gpu._torch_kernel import _grad_flags
+from gpu._validation import check_float_tensor
 
 __all__ = ["SparseTeacher", "Teaching", "teaching_kernel"]
 
@@ -137,8 +141,6 @@ VOCAB_ALIGNMENTS = ("error", "pad", "truncate")
 
 
 def _positive(value, name: str) -> float:
-    from amid_ref._specs import as_real_scalar
-
     x = as_real_scalar(value, name, "a positive real number")
     if not (x > 0.0 and math.isfinite(x)):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -163,8 +165,6 @@ _LIMIT_FALLBACKS = {"SPARSE_MASS_TOL": 1e-6, "VOCAB_TRUNCATE_MAX_DROPPED": 1e-6}
 
 def _limit(name: str) -> float:
     """A limit of the sparse/aligned inputs, from :mod:`amid_ref.tolerances` (one table)."""
-    from amid_ref import tolerances
-
     return getattr(tolerances, name, _LIMIT_FALLBACKS[name])
 
 
@@ -227,7 +227,9 @@ def _sparse_chunk(kernel, z, teacher: SparseTeacher, spec, inner, leftover, want
         lse_off = torch.logsumexp(off, -1, keepdim=True)
         z_s = z.gather(-1, idx.clamp(min=0)).masked_fill_(~valid, NEG_INF)
         coarse_s = torch.cat([z_s, lse_off], dim=-1)
-        coarse_t = torch.cat([lp, _log_leftover(lp)], dim=-1)
+        # k = V (no id off S): ★ is empty, ε = 0 (MATH.md), whatever the rounding of ℓ_S
+        log_eps = _log_leftover(lp).masked_fill_((valid.sum(-1, keepdim=True) == v), NEG_INF)
+        coarse_t = torch.cat([lp, log_eps], dim=-1)
         value, g_c, flags = kernel(coarse_s, coarse_t, inner, want_grad, grad_scale)
         if not want_grad:
             return value, None, flags
@@ -331,8 +333,6 @@ def teaching_kernel(kernel, spec):
             if out_lo is not None:
                 out_lo.copy_(g - out.to(g.dtype))
             g = out
-        from gpu._torch_kernel import _grad_flags
-
         return value, g, flags | _grad_flags(g)
 
     wrapped.parallel_chunks = getattr(kernel, "parallel_chunks", False)
@@ -440,8 +440,6 @@ def check_vocab_alignment(v_s: int, v_t: int, spec, name_s="student_logits",
 def prepare_teacher(student: torch.Tensor, teacher_logits, teacher_topk, spec):
     """The teacher flattened to rows: an (N, V_t) tensor (no grad) or a
     :class:`SparseTeacher`, after the checks every front-end shares."""
-    from gpu._validation import check_float_tensor
-
     leading = tuple(student.shape[:-1])
     if (teacher_logits is None) == (teacher_topk is None):
         raise ValueError(

@@ -43,8 +43,8 @@ def test_top_v_equals_the_dense_run(fused):
     want, _ = gpu.hf.amid_compute_loss(dense, teacher.double(), data, crit, fused=fused)
     want.backward()
     feats = _features(teacher.double(), data, VOCAB, ragged=False)
-    got, info = gpu.hf.amid_compute_loss(sparse, None, gpu.hf.collate_topk(feats, logprob_dtype=torch.float64), crit,
-                                         fused=fused)  # fmt: skip
+    batch_k = gpu.hf.collate_topk(feats, logprob_dtype=torch.float64)
+    got, info = gpu.hf.amid_compute_loss(sparse, None, batch_k, crit, fused=fused)
     got.backward()
     assert info["fused"] == fused
     tol = tolerance("gpu", "loss", "float64")

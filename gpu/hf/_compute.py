@@ -386,14 +386,12 @@ def amid_compute_loss(
         (model, "model"), (teacher_model, "teacher_model"))  # fmt: skip
     for value, name in pairs:
         if not isinstance(value, torch.nn.Module):
-            raise TypeError(
-                f"{name} must be a torch.nn.Module, got {type(value).__name__}"
-                + (
-                    " (or pass teacher_topk_indices/teacher_topk_logprobs in inputs)"
-                    if name == "teacher_model"
-                    else ""
-                )  # fmt: skip
+            hint = (
+                " (or pass the teacher's top-k columns in inputs)"
+                if name == "teacher_model"
+                else ""
             )
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}{hint}")
     if topk is not None and teacher_model is not None:
         raise ValueError(
             "give the teacher either as teacher_model or as inputs['teacher_topk_indices'] "

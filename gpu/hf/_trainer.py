@@ -88,7 +88,7 @@ class AMiDTrainer(AMiDTrainerMixin, Trainer):
         **trainer_kwargs: Any,
     ) -> None:
         options = _resolve_options(criterion, schedule, ce_weight, fused, amid_config)
-        if teacher_model is not None and not isinstance(teacher_model, torch.nn.Module):
+        if not isinstance(teacher_model, torch.nn.Module):
             raise TypeError(
                 "AMiDTrainer needs teacher_model=, a torch.nn.Module (the teacher causal LM), "
                 f"got {type(teacher_model).__name__}"
@@ -99,7 +99,6 @@ class AMiDTrainer(AMiDTrainerMixin, Trainer):
         self.teacher_model = teacher_model
         super().__init__(model=model, args=args, **trainer_kwargs)
         self._amid_setup(options)
-        if self.teacher_model is not None:  # None: the batches carry the teacher's top-k
-            self.teacher_model.eval()
-            for p in self.teacher_model.parameters():
-                p.requires_grad_(False)
+        self.teacher_model.eval()
+        for p in self.teacher_model.parameters():
+            p.requires_grad_(False)
