@@ -60,7 +60,10 @@ from gpu._flags import (
     _NAN_LOSS,
     _TEMPERATURE_STUDENT,
     _TEMPERATURE_TEACHER,
+    _TRUNCATED_STUDENT,
+    _TRUNCATED_TEACHER,
 )
+from gpu._teachers import Teaching, _limit
 from gpu._torch_kernel import LOCAL, LocalReduce, _grad_flags
 from gpu._torch_kernel import chunk as torch_chunk
 from gpu._validation import (
@@ -122,6 +125,9 @@ class _Spec:
     objective: Objective
     cdtype: torch.dtype
     chunk_size: int
+    #: The teacher-side configuration (:class:`gpu._teachers.Teaching`), read by
+    #: :func:`gpu._teachers.teaching_kernel`.
+    teaching: Any = None
 
     alpha = property(lambda self: self.objective.alpha)
     lam = property(lambda self: self.objective.lam)
@@ -145,15 +151,27 @@ def _build_spec(
     temperature: Any,
     detach_assistant: Any,
     chunk_size: Any,
+    **teaching: Any,
 ) -> _Spec:
-    """Validate the objective's arguments (naming the bad one) and build the chunk spec."""
-    objective = Objective.of(
-        alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-        implementation="gpu",
-    )  # fmt: skip
+    """Validate the objective's arguments (naming the bad one) and build the chunk spec;
+    ``teaching``: the teacher-side fields of :meth:`Objective.of` (``leftover``,
+    ``vocab_alignment``, ``softcap``, ``logit_scale``, ``temperature_applies_to``)."""
+    if "leftover" in Objective.__dataclass_fields__:  # the objective carries them
+        objective = Objective.of(
+            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+            implementation="gpu", **teaching,
+        )  # fmt: skip
+        fields = Teaching.of(objective)
+    else:
+        objective = Objective.of(
+            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+            implementation="gpu",
+        )  # fmt: skip
+        fields = Teaching.check(**teaching) if teaching else Teaching()
     chunk_size = check_chunk_size(chunk_size)
     return _Spec(
         objective=objective,
+        teaching=fields,
         cdtype=cdtype,
         chunk_size=chunk_size or default_chunk_size(vocab, device),
     )
@@ -242,6 +260,14 @@ def _raise_for_flags(flags: torch.Tensor, leading: tuple[int, ...], spec: _Spec)
             f"teacher_logits has NaN, +inf, or only -inf entries in row(s) {bad} (leading "
             "index); every row needs finite logits (-inf marks masked tokens)"
         )
+    for bit, side in ((_TRUNCATED_TEACHER, "teacher"), (_TRUNCATED_STUDENT, "student")):
+        if (bad := rows(bit)) is not None:
+            most = _limit("VOCAB_TRUNCATE_MAX_DROPPED")
+            raise ValueError(
+                f"vocab_alignment='truncate' drops more than {most:g} of "
+                f"the {side}'s probability on row(s) {bad}: the ids beyond the shared "
+                "vocabulary carry mass (they are not padding)"
+            )
     if (bad := rows(_EMPTY_SUPPORT)) is not None:
         raise ValueError(
             f"the assistant r is undefined on row(s) {bad}: alpha={spec.alpha} ≥ 1 keeps only "

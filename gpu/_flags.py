@@ -13,5 +13,8 @@ _TEMPERATURE_STUDENT = 32
 _TEMPERATURE_TEACHER = 64
 _NAN_GRAD = 128
 _INF_GRAD = 256
-#: Row flags need 9 bits.
+#: vocab_alignment="truncate" dropped more teacher (student) probability than allowed.
+_TRUNCATED_TEACHER = 512
+_TRUNCATED_STUDENT = 1024
+#: Row flags need 11 bits.
 _FLAG_DTYPE = torch.int16

@@ -40,6 +40,7 @@ from gpu._engine import (
     _valid_rows,
 )
 from gpu._loss import AMiDLoss
+from gpu._teachers import check_topk, check_vocab_alignment, teaching_fields, teaching_kernel
 from gpu._torch_kernel import chunk as torch_chunk
 from gpu._validation import (
     check_float_tensor,
@@ -54,8 +55,11 @@ __all__ = ["AMiDFusedLinearLoss", "amid_fused_linear_loss"]
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _teacher_source(teacher_hidden, teacher_weight, teacher_bias, teacher_logits):
-    """A function rows -> teacher logits of those rows (no grad), and the teacher dtype."""
+def _teacher_source(teacher_hidden, teacher_weight, teacher_bias, teacher_logits, topk=None):
+    """A function rows -> teacher logits of those rows (no grad; a
+    :class:`gpu._teachers.SparseTeacher` for a sparse teacher), and the teacher dtype."""
+    if topk is not None:
+        return (lambda idx: topk[idx]), topk.dtype
     if teacher_logits is not None:
         t2 = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1])
         return (lambda idx: t2[idx]), t2.dtype
@@ -306,6 +310,12 @@ def amid_fused_linear_loss(
     chunk_size: int | None = None,
     compile: bool | str = False,
     backend: str = "auto",
+    teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
+    leftover: str = "bucket",
+    vocab_alignment: str = "error",
+    softcap: float | tuple[float | None, float | None] | None = None,
+    logit_scale: float | tuple[float, float] | None = None,
+    temperature_applies_to: str = "both",
 ) -> torch.Tensor:
     r"""AMiD loss of the lm_head outputs, without materializing the (N, V) logits.
 
@@ -400,14 +410,20 @@ def amid_fused_linear_loss(
     vocab = student_weight.shape[0]
     device = student_hidden.device
     has_hidden = teacher_hidden is not None or teacher_weight is not None
-    if has_hidden == (teacher_logits is not None):
+    given = int(has_hidden) + int(teacher_logits is not None) + int(teacher_topk is not None)
+    if given != 1:
         raise ValueError(
-            "give the teacher either as teacher_hidden and teacher_weight, or as "
-            "teacher_logits (logits or log-probabilities), not both or neither"
+            "give the teacher either as teacher_hidden and teacher_weight, as "
+            "teacher_logits (logits or log-probabilities), or as teacher_topk=(indices, "
+            "logprobs), not both or neither"
         )
-    if teacher_logits is not None:
+    if teacher_topk is not None:
+        if not (isinstance(teacher_topk, tuple | list) and len(teacher_topk) == 2):
+            raise TypeError("teacher_topk must be a pair (indices, logprobs) of tensors")
+        teacher_dtype = getattr(teacher_topk[1], "dtype", student_weight.dtype)
+    elif teacher_logits is not None:
         check_float_tensor(teacher_logits, "teacher_logits")
-        if tuple(teacher_logits.shape) != (*leading, vocab):
+        if tuple(teacher_logits.shape[:-1]) != leading:
             raise ValueError(
                 f"teacher_logits must have shape {(*leading, vocab)} (the student's leading "
                 f"shape and V), got {tuple(teacher_logits.shape)}"
@@ -418,7 +434,7 @@ def amid_fused_linear_loss(
     else:
         if teacher_hidden is None or teacher_weight is None:
             raise ValueError("teacher_hidden and teacher_weight must be given together")
-        _check_matrix(teacher_weight, "teacher_weight", vocab)
+        _check_matrix(teacher_weight, "teacher_weight")
         _check_hidden(teacher_hidden, "teacher_hidden", teacher_weight, "teacher_weight", leading)
         _check_bias(teacher_bias, "teacher_bias", teacher_weight, "teacher_weight")
         if teacher_weight.device != device:
@@ -436,13 +452,21 @@ def amid_fused_linear_loss(
         temperature,
         detach_assistant,
         chunk_size,
+        **teaching_fields(leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to),
     )
+    topk = None
+    if teacher_topk is not None:
+        topk = check_topk(teacher_topk, leading, vocab, device, spec)
+    else:  # teacher logits of V_t columns: the lm_head's rows, or the given logits'
+        v_t = teacher_weight.shape[0] if teacher_logits is None else teacher_logits.shape[-1]
+        name_t = "teacher_weight" if teacher_logits is None else "teacher_logits"
+        check_vocab_alignment(vocab, v_t, spec, "student_weight", name_t)
     ignore_index = check_ignore_index(ignore_index)
     reduction = check_reduction(reduction)
     k = check_temperature_scaling(temperature_scaling, spec.temperature)
     rows, n_valid = _valid_rows(labels, leading, device, ignore_index, shift_labels)
-    kernel = _select_kernel(compile, backend, device)
-    teacher_args = (teacher_hidden, teacher_weight, teacher_bias, teacher_logits)
+    kernel = teaching_kernel(_select_kernel(compile, backend, device), spec)
+    teacher_args = (teacher_hidden, teacher_weight, teacher_bias, teacher_logits, topk)
     differentiable = [x for x in (student_hidden, student_weight, student_bias) if x is not None]
     if torch.is_grad_enabled() and any(x.requires_grad for x in differentiable):
         return _FusedFunction.apply(
@@ -509,6 +533,8 @@ class AMiDFusedLinearLoss(torch.nn.Module):
         As in :func:`amid_fused_linear_loss`.
     backend : {"auto", "torch", "triton"}
         As in :func:`amid_fused_linear_loss`.
+    leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+        As in :func:`gpu.amid_loss` (the teacher-side configuration).
 
     Examples
     --------
@@ -537,6 +563,11 @@ class AMiDFusedLinearLoss(torch.nn.Module):
         temperature_scaling: str | None = None,
         compile: bool | str = False,
         backend: str = "auto",
+        leftover: str = "bucket",
+        vocab_alignment: str = "error",
+        softcap: float | tuple[float | None, float | None] | None = None,
+        logit_scale: float | tuple[float, float] | None = None,
+        temperature_applies_to: str = "both",
     ) -> None:
         super().__init__()
         # The configuration and its checks are those of AMiDLoss (one place).
@@ -544,6 +575,8 @@ class AMiDFusedLinearLoss(torch.nn.Module):
             alpha, lam, divergence, order, div_params, temperature, ignore_index, reduction,
             detach_assistant, chunk_size, shift_labels=shift_labels,
             temperature_scaling=temperature_scaling, compile=compile, backend=backend,
+            leftover=leftover, vocab_alignment=vocab_alignment, softcap=softcap,
+            logit_scale=logit_scale, temperature_applies_to=temperature_applies_to,
         )  # fmt: skip
 
     def __getattr__(self, name: str) -> Any:
@@ -568,6 +601,7 @@ class AMiDFusedLinearLoss(torch.nn.Module):
         student_bias: torch.Tensor | None = None,
         teacher_bias: torch.Tensor | None = None,
         teacher_logits: torch.Tensor | None = None,
+        teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         return amid_fused_linear_loss(
             student_hidden,
@@ -577,6 +611,7 @@ class AMiDFusedLinearLoss(torch.nn.Module):
             student_bias=student_bias,
             teacher_bias=teacher_bias,
             teacher_logits=teacher_logits,
+            teacher_topk=teacher_topk,
             labels=labels,
             **self.config._loss_kwargs(),
         )

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from amid_ref._specs import Objective
 from gpu._autograd import _refuse_double_backward
 from gpu._engine import (
     _build_spec,
@@ -28,6 +27,7 @@ from gpu._engine import (
     check_backend,
     default_chunk_size,
 )
+from gpu._teachers import prepare_teacher, teaching_fields, teaching_kernel
 from gpu._validation import (
     check_alpha,
     check_bool,
@@ -35,7 +35,6 @@ from gpu._validation import (
     check_float_tensor,
     check_ignore_index,
     check_lam,
-    check_pair,
     check_reduction,
     check_temperature_scaling,
     compute_dtype,
@@ -53,12 +52,12 @@ class _AMiDFunction(torch.autograd.Function):
     ):
         v = student.shape[-1]
         s2 = student.reshape(-1, v)
-        t2 = teacher.reshape(-1, v)
         scale = factor / n_valid if (reduction == "mean" and n_valid > 0) else factor
-        row_loss, grad = _run(s2, t2, rows, spec, True, scale, leading, kernel)
+        row_loss, grad = _run(s2, teacher, rows, spec, True, scale, leading, kernel)
         if factor != 1.0:
             row_loss.mul_(factor)
-        ctx.save_for_backward(student, teacher)
+        ctx.save_for_backward(student)
+        ctx.teacher = teacher  # (N, V_t) logits or a SparseTeacher, never differentiated
         ctx.rows = rows
         ctx.spec = spec
         ctx.reduction = reduction
@@ -73,12 +72,12 @@ class _AMiDFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         grad = ctx.grad_buffer
         ctx.grad_buffer = None  # hand the buffer to autograd (no copy)
-        student, teacher = ctx.saved_tensors
+        (student,) = ctx.saved_tensors
         v = student.shape[-1]
         if grad is None:  # second backward (retain_graph=True): recompute from the logits
             _, grad = _run(
                 student.reshape(-1, v),
-                teacher.reshape(-1, v),
+                ctx.teacher,
                 ctx.rows,
                 ctx.spec,
                 True,
@@ -92,7 +91,7 @@ class _AMiDFunction(torch.autograd.Function):
 
 def amid_loss(
     student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
     alpha: float,
     lam: float,
     divergence: str = "kl",
@@ -109,6 +108,12 @@ def amid_loss(
     temperature_scaling: str | None = None,
     compile: bool | str = False,
     backend: str = "auto",
+    teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
+    leftover: str = "bucket",
+    vocab_alignment: str = "error",
+    softcap: float | tuple[float | None, float | None] | None = None,
+    logit_scale: float | tuple[float, float] | None = None,
+    temperature_applies_to: str = "both",
 ) -> torch.Tensor:
     r"""Batched AMiD distillation loss with a memory-efficient closed-form gradient.
 
@@ -245,13 +250,18 @@ def amid_loss(
     torch.Size([1, 3])
     """
     check_float_tensor(student_logits, "student_logits")
-    check_float_tensor(teacher_logits, "teacher_logits")
-    check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
     leading = tuple(student_logits.shape[:-1])
     v = student_logits.shape[-1]
     device = student_logits.device
+    if teacher_logits is not None:
+        check_float_tensor(teacher_logits, "teacher_logits")
+        teacher_dtype = teacher_logits.dtype
+    elif _is_pair(teacher_topk):
+        teacher_dtype = teacher_topk[1].dtype
+    else:
+        teacher_dtype = student_logits.dtype
     spec = _build_spec(
-        compute_dtype(student_logits.dtype, teacher_logits.dtype),
+        compute_dtype(student_logits.dtype, teacher_dtype),
         v,
         device,
         alpha,
@@ -262,7 +272,9 @@ def amid_loss(
         temperature,
         detach_assistant,
         chunk_size,
+        **teaching_fields(leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to),
     )
+    teacher = prepare_teacher(student_logits, teacher_logits, teacher_topk, spec)
     ignore_index = check_ignore_index(ignore_index)
     reduction = check_reduction(reduction)
     factor = check_temperature_scaling(temperature_scaling, spec.temperature)
@@ -270,17 +282,21 @@ def amid_loss(
     kernel = _select_kernel(compile, backend, device)
     if chunk_size is None and getattr(kernel, "backend", None) == "triton":
         spec = dataclasses.replace(spec, chunk_size=default_chunk_size(v, device, "triton"))
-    teacher = teacher_logits.detach()
+    kernel = teaching_kernel(kernel, spec)
     if torch.is_grad_enabled() and student_logits.requires_grad:
         return _AMiDFunction.apply(
             student_logits, teacher, rows, spec, reduction, n_valid, leading, factor, kernel
         )
     with torch.no_grad():
-        s2, t2 = student_logits.reshape(-1, v), teacher.reshape(-1, v)
-        row_loss, _ = _run(s2, t2, rows, spec, False, 1.0, leading, kernel)
+        s2 = student_logits.reshape(-1, v)
+        row_loss, _ = _run(s2, teacher, rows, spec, False, 1.0, leading, kernel)
         if factor != 1.0:
             row_loss.mul_(factor)
         return _reduce(row_loss, reduction, n_valid, leading)
+
+
+def _is_pair(x) -> bool:
+    return isinstance(x, tuple | list) and len(x) == 2 and isinstance(x[1], torch.Tensor)
 
 
 #: The module's scalars kept as buffers (in ``state_dict``), with their checks.
@@ -328,6 +344,9 @@ class AMiDLoss(torch.nn.Module):
         As in :func:`amid_loss`.
     backend : {"auto", "torch", "triton"}
         As in :func:`amid_loss`.
+    leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+        As in :func:`amid_loss` (the teacher-side configuration; the sparse teacher itself
+        is data, ``forward(..., teacher_topk=(indices, logprobs))``).
 
     See Also
     --------
@@ -364,12 +383,21 @@ class AMiDLoss(torch.nn.Module):
         temperature_scaling: str | None = None,
         compile: bool | str = False,
         backend: str = "auto",
+        leftover: str = "bucket",
+        vocab_alignment: str = "error",
+        softcap: float | tuple[float | None, float | None] | None = None,
+        logit_scale: float | tuple[float, float] | None = None,
+        temperature_applies_to: str = "both",
     ) -> None:
         super().__init__()
-        objective = Objective.of(
-            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-            implementation="gpu",
-        )  # fmt: skip
+        teaching = teaching_fields(
+            leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+        )
+        objective = _build_spec(
+            torch.float32, 1, "cpu", alpha, lam, divergence, order, div_params, temperature,
+            detach_assistant, None, **teaching,
+        ).objective  # fmt: skip
+        self.teaching = teaching
         # Buffers stay float64 and on the CPU for exact Python floats: ``_apply`` (used by
         # ``.to``, ``.cuda``, ``.half``) is overridden below to leave them alone.
         self.register_buffer("alpha", torch.tensor(objective.alpha, dtype=torch.float64))
@@ -410,10 +438,15 @@ class AMiDLoss(torch.nn.Module):
     def forward(
         self,
         student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        *,
+        teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        return amid_loss(student_logits, teacher_logits, labels=labels, **self._loss_kwargs())
+        return amid_loss(
+            student_logits, teacher_logits, labels=labels, teacher_topk=teacher_topk,
+            **self._loss_kwargs(),
+        )  # fmt: skip
 
     def _loss_kwargs(self) -> dict[str, Any]:
         """The configuration as keyword arguments of :func:`amid_loss` (and of
@@ -434,6 +467,7 @@ class AMiDLoss(torch.nn.Module):
             "temperature_scaling": self.temperature_scaling,
             "compile": self.compile,
             "backend": self.backend,
+            **self.teaching,
         }
 
     def extra_repr(self) -> str:

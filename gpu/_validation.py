@@ -125,8 +125,8 @@ def check_pair(
         if vocab and a.shape[:-1] == b.shape[:-1]:
             raise ValueError(
                 f"vocabulary sizes differ: {name_a} has V = {a.shape[-1]}, {name_b} has "
-                f"V = {b.shape[-1]}; teacher and student must share one vocabulary (pad the "
-                "smaller one with -inf logits)"
+                f"V = {b.shape[-1]}; pass vocab_alignment='pad' or 'truncate' where one "
+                "vocabulary is a padded copy of the other"
             )
         raise ValueError(
             f"shape mismatch: {name_a} has shape {tuple(a.shape)}, {name_b} has {tuple(b.shape)}"

@@ -2,6 +2,7 @@ r"""The loss of one causal-LM batch for a student and a teacher (:func:`amid_com
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -190,6 +191,113 @@ def _check_targets(targets: torch.Tensor, vocab: int) -> None:
         )
 
 
+#: The input columns of a sparse teacher (a cached or served top-k).
+TOPK_COLUMNS = ("teacher_topk_indices", "teacher_topk_logprobs")
+
+
+def _topk_of(inputs: Any):
+    """``(indices, logprobs)`` from ``inputs``' top-k columns, or ``None``."""
+    if not isinstance(inputs, Mapping) or not any(k in inputs for k in TOPK_COLUMNS):
+        return None
+    if not all(k in inputs for k in TOPK_COLUMNS):
+        raise ValueError(f"a sparse teacher needs both inputs columns {TOPK_COLUMNS}")
+    return inputs[TOPK_COLUMNS[0]], inputs[TOPK_COLUMNS[1]]
+
+
+def _sparse_loss(model, s_head, input_ids, attention_mask, topk, terms, kwargs, fused,
+                 ce_weight, mask, targets, settings, divisor, n_tokens, criterion):  # fmt: skip
+    """The branch of :func:`amid_compute_loss` for a sparse teacher (no teacher model)."""
+    kd_sum = ce_sum = None
+    if fused:
+        s_hidden = _last_hidden(model, input_ids, attention_mask)
+        for order, weight in terms:
+            term = weight * amid_fused_linear_loss(
+                s_hidden, s_head.weight, None, None, student_bias=s_head.bias,
+                teacher_topk=topk, order=order, **kwargs,
+            )  # fmt: skip
+            kd_sum = term if kd_sum is None else kd_sum + term
+        if ce_weight:
+            _check_targets(targets[mask], s_head.weight.shape[0])
+            chunk = settings.chunk_size or max(1, (1 << 21) // s_head.weight.shape[0])
+            ce_sum = _chunked_cross_entropy(s_hidden[mask], s_head, targets[mask], chunk)
+    else:
+        s_logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        for order, weight in terms:
+            term = weight * amid_loss(s_logits, None, teacher_topk=topk, order=order, **kwargs)
+            kd_sum = term if kd_sum is None else kd_sum + term
+        if ce_weight:
+            _check_targets(targets[mask], s_logits.shape[-1])
+            ce_sum = F.cross_entropy(s_logits[mask].float(), targets[mask], reduction="sum")
+    total = kd_sum if ce_sum is None else kd_sum + ce_weight * ce_sum
+    loss = total / divisor if divisor > 0 else total * 0.0
+    info = {
+        "n_tokens": n_tokens,
+        "divisor": divisor,
+        "kd_sum": float(kd_sum.detach()),
+        "ce_sum": None if ce_sum is None else float(ce_sum.detach()),
+        "fused": bool(fused),
+        "alpha": float(criterion.alpha),
+        "lam": float(criterion.lam),
+        "parameter": parameter_of(criterion),
+    }
+    return loss, info
+
+
+def collate_topk(
+    features, pad_token_id: int = 0, ignore_index: int = -100, logprob_dtype=torch.float32
+):
+    """Collate examples with a cached or served teacher's top-k into a batch.
+
+    Each feature holds ``input_ids`` (T_i,), optional ``labels`` (T_i,), and
+    ``teacher_topk_indices`` / ``teacher_topk_logprobs`` (T_i, k_i) (lists or tensors):
+    the teacher's top-k ids and log-probabilities of its *full* distribution at each
+    position. Sequences are right-padded to the longest (``pad_token_id``, labels
+    ``ignore_index``, ``attention_mask`` 0) and k to the largest with index −1 and
+    log-probability ``-inf`` (slots every loss ignores), so rows of different k share
+    one batch. The log-probabilities are stored as ``logprob_dtype`` (float32: 4 bytes a
+    slot; their rounding is allowed for by the mass check).
+
+    Returns
+    -------
+    dict
+        ``input_ids``, ``attention_mask``, ``labels`` (B, T) and the two top-k columns
+        (B, T, k), ready for :func:`amid_compute_loss` with ``teacher_model=None``.
+    """
+    rows = [
+        {k: torch.as_tensor(v, dtype=logprob_dtype if k == TOPK_COLUMNS[1] else None)
+         for k, v in f.items()}
+        for f in features
+    ]  # fmt: skip
+    t_max = max(int(r["input_ids"].shape[0]) for r in rows)
+    k_max = max(int(r[TOPK_COLUMNS[0]].shape[-1]) for r in rows)
+    b = len(rows)
+    ids = torch.full((b, t_max), pad_token_id, dtype=torch.long)
+    att = torch.zeros((b, t_max), dtype=torch.long)
+    labels = torch.full((b, t_max), ignore_index, dtype=torch.long)
+    idx = torch.full((b, t_max, k_max), -1, dtype=torch.long)
+    lp = torch.full((b, t_max, k_max), -math.inf, dtype=logprob_dtype)
+    for i, r in enumerate(rows):
+        n = r["input_ids"].shape[0]
+        k = r[TOPK_COLUMNS[0]].shape[-1]
+        ids[i, :n] = r["input_ids"]
+        att[i, :n] = 1
+        labels[i, :n] = r["labels"] if "labels" in r else r["input_ids"]
+        idx[i, :n, :k] = r[TOPK_COLUMNS[0]]
+        lp[i, :n, :k] = r[TOPK_COLUMNS[1]]
+    return {"input_ids": ids, "attention_mask": att, "labels": labels,
+            TOPK_COLUMNS[0]: idx, TOPK_COLUMNS[1]: lp}  # fmt: skip
+
+
+@torch.no_grad()
+def teacher_topk_of(teacher_model, input_ids, k: int, attention_mask=None):
+    """A teacher's top-k ``(indices, logprobs)`` of shape (B, T, k), computed once (to
+    cache in a dataset column, or as a serving engine returns them)."""
+    logits = teacher_model(input_ids=input_ids, attention_mask=attention_mask).logits
+    lp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+    values, indices = lp.topk(k, dim=-1)
+    return indices, values
+
+
 def amid_compute_loss(
     model: torch.nn.Module,
     teacher_model: torch.nn.Module,
@@ -199,6 +307,7 @@ def amid_compute_loss(
     num_items_in_batch: torch.Tensor | float | None = None,
     ce_weight: float = 0.0,
     fused: bool | None = None,
+    vocab_alignment: str | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     r"""AMiD loss of one causal-LM batch, normalized per counted token.
 
@@ -228,12 +337,16 @@ def amid_compute_loss(
     ----------
     model : torch.nn.Module
         The student, a causal LM returning ``.logits`` (B, T, V).
-    teacher_model : torch.nn.Module
-        A causal LM with the student's vocabulary; put in eval mode and run under
-        ``torch.no_grad``.
+    teacher_model : torch.nn.Module or None
+        A causal LM (put in eval mode and run under ``torch.no_grad``) whose vocabulary is
+        the student's, or another size with ``vocab_alignment``. ``None`` for a cached or
+        served teacher: ``inputs`` then carries its top-k.
     inputs : mapping
         ``input_ids`` (B, T), optional ``attention_mask`` (B, T) and ``labels`` (B, T) of
-        token ids, ``ignore_index`` where a position has no target.
+        token ids, ``ignore_index`` where a position has no target. A sparse teacher:
+        ``teacher_topk_indices`` and ``teacher_topk_logprobs`` of shape (B, T, k) (slot −1
+        / ``-inf``: padding, :func:`gpu.hf.collate_topk`); the criterion's ``leftover``
+        policy applies.
     criterion : gpu.AMiDLoss, gpu.AMiDFusedLinearLoss, preset or gpu.presets.PresetLoss
         The objective: α, λ, divergence, order (or a preset's terms), temperature,
         ``temperature_scaling``, labels (``shift_labels``, ``ignore_index``). Its
@@ -247,7 +360,11 @@ def amid_compute_loss(
         distillation term.
     fused : bool, optional
         Use :func:`gpu.amid_fused_linear_loss` on the last hidden states and lm_head
-        weights (no (B, T, V) logits). ``None``: when both models pass :func:`lm_head_of`.
+        weights (no (B, T, V) logits). ``None``: when both models pass :func:`lm_head_of`
+        (with a sparse teacher: when the student does).
+    vocab_alignment : {"error", "pad", "truncate"}, optional
+        Overrides the criterion's: how teacher and student vocabularies of different sizes
+        (one padded, e.g. 50304 and 50257) are aligned (:func:`gpu.amid_loss`).
 
     Returns
     -------
@@ -264,9 +381,22 @@ def amid_compute_loss(
         For a bad argument, naming it; for labels that contradict the criterion's
         ``shift_labels`` (above).
     """
-    for value, name in ((model, "model"), (teacher_model, "teacher_model")):
+    topk = _topk_of(inputs)
+    pairs = ((model, "model"),) if topk is not None and teacher_model is None else (
+        (model, "model"), (teacher_model, "teacher_model"))  # fmt: skip
+    for value, name in pairs:
         if not isinstance(value, torch.nn.Module):
-            raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+            hint = (
+                " (or pass the teacher's top-k columns in inputs)"
+                if name == "teacher_model"
+                else ""
+            )
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}{hint}")
+    if topk is not None and teacher_model is not None:
+        raise ValueError(
+            "give the teacher either as teacher_model or as inputs['teacher_topk_indices'] "
+            "and inputs['teacher_topk_logprobs'], not both"
+        )
     criterion = as_criterion(criterion)
     ce_weight = check_ce_weight(ce_weight)
     fused = check_fused(fused)
@@ -288,17 +418,24 @@ def amid_compute_loss(
     else:
         divisor = check_num_items_in_batch(num_items_in_batch, n_tokens)
 
-    s_head, t_head = lm_head_of(model), lm_head_of(teacher_model)
+    s_head = lm_head_of(model)
+    t_head = None if teacher_model is None else lm_head_of(teacher_model)
     if fused is None:
-        fused = s_head is not None and t_head is not None
-    if fused and (s_head is None or t_head is None):
+        fused = s_head is not None and (t_head is not None or topk is not None)
+    if fused and (s_head is None or (t_head is None and topk is None)):
         raise ValueError("fused=True needs both models to expose a plain nn.Linear lm_head")
     kwargs = settings._loss_kwargs()
     for key in ("order", "ignore_index", "shift_labels"):
         kwargs.pop(key)
     kwargs.update(labels=mask, reduction="sum")
+    if vocab_alignment is not None:
+        kwargs["vocab_alignment"] = vocab_alignment
     terms = terms_of(criterion)
 
+    if topk is not None:
+        return _sparse_loss(model, s_head, input_ids, attention_mask, topk, terms, kwargs,
+                            fused, ce_weight, mask, targets, settings, divisor, n_tokens,
+                            criterion)  # fmt: skip
     teacher_model.eval()
     ce_sum = None
     kd_sum = None

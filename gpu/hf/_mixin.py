@@ -176,7 +176,10 @@ class AMiDTrainerMixin:
         if schedule is not None:
             schedule.apply(self.criterion)
         teacher = self.teacher_model
-        if next(teacher.parameters()).device != next(model.parameters()).device:
+        if (
+            teacher is not None
+            and next(teacher.parameters()).device != next(model.parameters()).device
+        ):
             teacher.to(next(model.parameters()).device)
         loss, info = amid_compute_loss(
             model, teacher, inputs, self.criterion, num_items_in_batch=num_items_in_batch,

@@ -1,0 +1,382 @@
+"""Sparse (top-k) teachers, vocabulary alignment and logit transforms in :mod:`gpu`, held to
+:mod:`amid_ref` in float64.
+
+The oracle is the float64 reference applied to the definitions of MATH.md (*Sparse
+teachers, vocabulary alignment, logit transforms*), formed here in NumPy float64 from the
+inputs: ``bucket`` is :func:`amid_ref.amid_loss` on the (k+1)-category coarse-grained pair
+(its gradient chained back by q_j/q̂_★ off S), ``renormalize`` and ``uniform`` are
+:func:`amid_ref.amid_loss` on the dense teacher of the table, ``pad``/``truncate`` on the
+padded or cut logits, softcap and logit scale on the transformed logits (gradient times
+the transform's derivative). Where :func:`amid_ref.amid_loss` takes ``teacher_topk``
+itself, it is compared directly as well. Tolerances: the ``"gpu"`` rows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import amid_ref  # noqa: E402
+import gpu  # noqa: E402
+from amid_ref._specs import SPECS  # noqa: E402
+from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
+
+INF = math.inf
+NAMES = {torch.float64: "float64", torch.float32: "float32", torch.bfloat16: "bfloat16"}
+#: (divergence, order, α, λ): forward/reverse KL, the paper's setting, TAID-type, bounded ones.
+_GPU_DIVS = [
+    name
+    for name, spec in SPECS.items()
+    if spec.offered_by("gpu") and not any(p.required for p in spec.params)
+]
+#: (divergence, order, α, λ), the divergences read from the records (the first is KL).
+OBJECTIVES = tuple(
+    (_GPU_DIVS[i % len(_GPU_DIVS)], order, alpha, lam)
+    for i, (order, alpha, lam) in enumerate(
+        [("pr", -5.0, 0.1), ("rq", 1.0, 0.5), ("qr", -1.0, 0.9), ("pr", 0.0, 0.3),
+         ("rp", 3.0, 0.5), ("qr", -INF, 0.5)]
+    )
+)  # fmt: skip
+POLICIES = ("bucket", "renormalize", "uniform")
+
+
+def _log_softmax(x):
+    m = np.max(x, -1, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), -1, keepdims=True))
+
+
+def _logsumexp(x):
+    m = np.max(x, -1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return m + np.log(np.sum(np.exp(x - m), -1, keepdims=True))
+
+
+def _rows(rng, n, v, spread=2.0):
+    s = rng.normal(size=(n, v)) * spread
+    t = rng.normal(size=(n, v)) * spread
+    return s, t
+
+
+def _topk(t, k, pad_rows=()):
+    """Top-k ids and log-probabilities of softmax(t); in ``pad_rows`` the last slot is
+    padding (−1, −inf)."""
+    lp = _log_softmax(t)
+    idx = np.argsort(-lp, -1, kind="stable")[:, :k].copy()
+    vals = np.take_along_axis(lp, idx, -1)
+    for r in pad_rows:
+        idx[r, -1], vals[r, -1] = -1, -INF
+    return idx, vals
+
+
+def oracle(s, idx, lp, policy, alpha, lam, div, order):
+    """amid_ref float64 loss and gradient of the sparse objective, from the definitions."""
+    n, v = s.shape
+    mask = np.zeros((n, v), bool)
+    for r in range(n):
+        mask[r, idx[r][idx[r] >= 0]] = True
+    k = mask.sum(-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        log_eps = np.log(np.maximum(-np.expm1(_logsumexp(lp)), 0.0))
+    if policy == "bucket":
+        safe = np.where(idx >= 0, idx, 0)
+        s_S = np.where(idx >= 0, np.take_along_axis(s, safe, -1), -INF)
+        coarse_s = np.concatenate([s_S, _logsumexp(np.where(mask, -INF, s))], -1)
+        coarse_t = np.concatenate([lp, np.where(k == v, -INF, log_eps)], -1)  # k = V: ε = 0
+        loss = amid_ref.amid_loss(coarse_s, coarse_t, alpha, lam, div, order)
+        g_c = amid_ref.amid_grad(coarse_s, coarse_t, alpha, lam, div, order)
+        q_off = np.where(mask, 0.0, np.exp(_log_softmax(s)))
+        tot = q_off.sum(-1, keepdims=True)
+        grad = np.where(tot > 0, q_off / np.where(tot > 0, tot, 1.0), 0.0) * g_c[:, -1:]
+        for r in range(n):
+            keep = idx[r] >= 0
+            grad[r, idx[r][keep]] = g_c[r, :-1][keep]
+        return loss, grad
+    if policy == "renormalize":
+        fill = np.full((n, 1), -INF)
+    else:
+        with np.errstate(divide="ignore"):
+            fill = np.where(k < v, log_eps - np.log(np.maximum(v - k, 1)), -INF)
+    t = np.where(mask, 0.0, fill + np.zeros((n, v)))
+    for r in range(n):
+        keep = idx[r] >= 0
+        t[r, idx[r][keep]] = lp[r][keep]
+    return (
+        amid_ref.amid_loss(s, t, alpha, lam, div, order),
+        amid_ref.amid_grad(s, t, alpha, lam, div, order),
+    )
+
+
+def _assert_grad(got, want, name, what):
+    scale = np.maximum(1.0, np.max(np.abs(want), axis=-1, keepdims=True))
+    assert_within(got / scale, want / scale, tolerance("gpu", "grad", name), what=what)
+
+
+def check_sparse(s_np, idx, lp_np, dtype, policy, alpha, lam, div, order, **kwargs):
+    name = NAMES[dtype]
+    s = torch.tensor(s_np).to(dtype).requires_grad_()
+    lp = torch.tensor(lp_np).to(dtype)
+    s64, lp64 = s.detach().double().numpy(), lp.double().numpy()
+    want, want_g = oracle(s64, idx, lp64, policy, alpha, lam, div, order)
+    loss = gpu.amid_loss(
+        s, None, alpha, lam, div, order, reduction="none",
+        teacher_topk=(torch.tensor(idx), lp), leftover=policy, **kwargs,
+    )  # fmt: skip
+    loss.sum().backward()
+    what = f"{policy} {div} {order} alpha={alpha} lam={lam} {name}"
+    assert_within(loss.detach().double().numpy(), want, tolerance("gpu", "loss", name), what=what)
+    _assert_grad(s.grad.double().numpy(), want_g, name, what)
+    return want, want_g
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=NAMES.get)
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("k", [1, 5, 16, 17])
+def test_sparse_grid_small_vocab(dtype, policy, k):
+    """Every policy × k ∈ {1, 5, V−1, V} × the objectives, padded slots in one row."""
+    rng = np.random.default_rng(100 + k)
+    s, t = _rows(rng, 3, 17)
+    idx, lp = _topk(t, k, pad_rows=(1,) if k > 1 else ())
+    if policy == "uniform" and k == 17:  # k = V with ε > 0 is refused (tested below)
+        lp = _log_softmax(t)
+        idx = np.tile(np.arange(17), (3, 1))
+    for div, order, alpha, lam in OBJECTIVES:
+        check_sparse(s, idx, lp, dtype, policy, alpha, lam, div, order)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_top_v_is_the_dense_loss(policy):
+    """At k = V every policy is the dense loss (MATH.md): amid_ref's dense loss is the oracle."""
+    rng = np.random.default_rng(7)
+    s, t = _rows(rng, 3, 23)
+    lp = _log_softmax(t)
+    idx = np.argsort(rng.random((3, 23)), -1)  # every id, in any order
+    lp_sorted = np.take_along_axis(lp, idx, -1)
+    st = torch.tensor(s, requires_grad=True)
+    loss = gpu.amid_loss(
+        st, None, -3.0, 0.2, reduction="none",
+        teacher_topk=(torch.tensor(idx), torch.tensor(lp_sorted)), leftover=policy,
+    )  # fmt: skip
+    loss.sum().backward()
+    tol = tolerance("gpu", "loss", "float64")
+    assert_within(loss.detach().numpy(), amid_ref.amid_loss(s, t, -3.0, 0.2), tol)
+    _assert_grad(st.grad.numpy(), amid_ref.amid_grad(s, t, -3.0, 0.2), "float64", policy)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "policy"),
+    [
+        (torch.float64, "bucket"),
+        (torch.float32, "bucket"),
+        (torch.bfloat16, "bucket"),
+        (torch.float32, "uniform"),
+        (torch.float32, "renormalize"),
+    ],
+    ids=str,
+)
+def test_sparse_at_151936(dtype, policy):
+    """Two rows at V = 151936, k = 64 (a Qwen-size vocabulary), chunked one row at a time."""
+    rng = np.random.default_rng(151936)
+    v = 151936
+    s = rng.normal(size=(2, v)) * 2.0 - 1.1 * np.log1p(np.arange(v))
+    t = rng.normal(size=(2, v)) * 2.0 - 1.1 * np.log1p(rng.permutation(v))
+    idx, lp = _topk(t, 64)
+    check_sparse(s, idx, lp, dtype, policy, -5.0, 0.1, "kl", "pr", chunk_size=1)
+
+
+def test_softcap_scale_temperature_dense_and_sparse():
+    """Scale, then cap, then temperature (MATH.md), with the transform's derivative; the
+    sparse teacher's log-probabilities are used as given."""
+    rng = np.random.default_rng(3)
+    s, t = _rows(rng, 3, 31, spread=8.0)
+    c_s, c_t, k_s, k_t, temp = 5.0, 7.0, 0.8, 1.3, 1.7
+
+    def tr(x, k, c):
+        return c * np.tanh(k * x / c)
+
+    ds = k_s * (1.0 - np.tanh(k_s * s / c_s) ** 2)
+    for div, order, alpha, lam in OBJECTIVES[:3]:
+        div, order = "kl", order  # the transforms on KL in each order
+        st = torch.tensor(s, requires_grad=True)
+        loss = gpu.amid_loss(
+            st, torch.tensor(t), alpha, lam, div, order, temperature=temp, reduction="none",
+            softcap=(c_s, c_t), logit_scale=(k_s, k_t),
+        )  # fmt: skip
+        loss.sum().backward()
+        zs, zt = tr(s, k_s, c_s), tr(t, k_t, c_t)
+        want = amid_ref.amid_loss(zs, zt, alpha, lam, div, order, temperature=temp)
+        want_g = amid_ref.amid_grad(zs, zt, alpha, lam, div, order, temperature=temp) * ds
+        assert_within(loss.detach().numpy(), want, tolerance("gpu", "loss", "float64"))
+        _assert_grad(st.grad.numpy(), want_g, "float64", f"softcap {div}")
+        # temperature on the student only, dense teacher
+        st.grad = None
+        loss = gpu.amid_loss(
+            st, torch.tensor(t), alpha, lam, div, order, temperature=temp, reduction="none",
+            temperature_applies_to="student",
+        )  # fmt: skip
+        loss.sum().backward()
+        want = amid_ref.amid_loss(s / temp, t, alpha, lam, div, order)
+        want_g = amid_ref.amid_grad(s / temp, t, alpha, lam, div, order) / temp
+        assert_within(loss.detach().numpy(), want, tolerance("gpu", "loss", "float64"))
+        _assert_grad(st.grad.numpy(), want_g, "float64", f"student temperature {div}")
+    # sparse teacher, softcapped and tempered student
+    idx, lp = _topk(t, 6)
+    st = torch.tensor(s, requires_grad=True)
+    loss = gpu.amid_loss(
+        st, None, -5.0, 0.1, reduction="none", teacher_topk=(torch.tensor(idx), torch.tensor(lp)),
+        softcap=c_s, temperature=temp, temperature_applies_to="student",
+    )  # fmt: skip
+    loss.sum().backward()
+    z = tr(s, 1.0, c_s) / temp
+    want, want_g = oracle(z, idx, lp, "bucket", -5.0, 0.1, "kl", "pr")
+    assert_within(loss.detach().numpy(), want, tolerance("gpu", "loss", "float64"))
+    dz = (1.0 - np.tanh(s / c_s) ** 2) / temp
+    _assert_grad(st.grad.numpy(), want_g * dz, "float64", "sparse softcap")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=NAMES.get)
+def test_vocab_alignment(dtype):
+    """``pad``: −inf columns on the side with fewer ids; ``truncate``: the shared ids,
+    refused when the dropped ids carry probability. The default names the parameter."""
+    rng = np.random.default_rng(5)
+    s, t = _rows(rng, 3, 40)
+    name = NAMES[dtype]
+    t_big = np.concatenate([t, np.full((3, 7), -INF)], -1)  # a teacher padded to 47
+    st = torch.tensor(s).to(dtype).requires_grad_()
+    s64 = st.detach().double().numpy()
+    s_pad = np.concatenate([s64, np.full((3, 7), -INF)], -1)
+    for alignment, want, want_g in (
+        ("pad", amid_ref.amid_loss(s_pad, t_big, -3.0, 0.2),
+         amid_ref.amid_grad(s_pad, t_big, -3.0, 0.2)[:, :40]),
+        ("truncate", amid_ref.amid_loss(s64, t, -3.0, 0.2), amid_ref.amid_grad(s64, t, -3.0, 0.2)),
+    ):  # fmt: skip
+        st.grad = None
+        loss = gpu.amid_loss(
+            st, torch.tensor(t_big).to(dtype), -3.0, 0.2, reduction="none",
+            vocab_alignment=alignment,
+        )  # fmt: skip
+        loss.sum().backward()
+        assert_within(loss.detach().double().numpy(), want, tolerance("gpu", "loss", name))
+        _assert_grad(st.grad.double().numpy(), want_g, name, alignment)
+    # a student padded instead: the teacher gets −inf columns
+    loss = gpu.amid_loss(
+        torch.tensor(t_big), torch.tensor(s), 0.5, 0.5, reduction="none", vocab_alignment="pad"
+    )
+    want = amid_ref.amid_loss(t_big, np.concatenate([s, np.full((3, 7), -INF)], -1), 0.5, 0.5)
+    assert_within(loss.numpy(), want, tolerance("gpu", "loss", "float64"))
+    with pytest.raises(ValueError, match=r"vocab_alignment='pad'"):
+        gpu.amid_loss(st, torch.tensor(t_big).to(dtype), -3.0, 0.2)
+    t_mass = np.concatenate([t, np.zeros((3, 7))], -1)  # the extra ids carry mass
+    with pytest.raises(ValueError, match=r"truncate.*teacher"):
+        gpu.amid_loss(st, torch.tensor(t_mass).to(dtype), -3.0, 0.2, vocab_alignment="truncate")
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_fused_sparse_and_aligned(policy):
+    """The fused loss with a sparse teacher (no teacher hidden states or weight), softcapped
+    inside the chunk loop, equals the loss on its logits; a teacher lm_head with more rows
+    is aligned per chunk."""
+    rng = np.random.default_rng(11)
+    n, v, h = 5, 29, 6
+    hid = torch.tensor(rng.normal(size=(n, h)), requires_grad=True)
+    w = torch.tensor(rng.normal(size=(v, h)), requires_grad=True)
+    idx, lp = _topk(rng.normal(size=(n, v)) * 2, 4, pad_rows=(2,))
+    loss = gpu.amid_fused_linear_loss(
+        hid, w, None, None, -5.0, 0.1, teacher_topk=(torch.tensor(idx), torch.tensor(lp)),
+        leftover=policy, softcap=3.0, reduction="sum", chunk_size=2,
+    )  # fmt: skip
+    loss.backward()
+    logits = (hid @ w.T).detach().numpy()
+    want, g = oracle(3.0 * np.tanh(logits / 3.0), idx, lp, policy, -5.0, 0.1, "kl", "pr")
+    g = g * (1.0 - np.tanh(logits / 3.0) ** 2)
+    tol = tolerance("gpu", "loss", "float64")
+    assert_within(loss.item(), want.sum(), tol)
+    _assert_grad(hid.grad.numpy(), g @ w.detach().numpy(), "float64", "fused hidden grad")
+    _assert_grad(w.grad.numpy(), g.T @ hid.detach().numpy(), "float64", "fused weight grad")
+    # teacher lm_head padded to more rows (zero-mass rows: -inf bias), pad and truncate
+    th, tw = torch.tensor(rng.normal(size=(n, h))), torch.tensor(rng.normal(size=(v + 3, h)))
+    tb = torch.cat([torch.zeros(v), torch.full((3,), -INF)]).double()
+    t_logits = (th @ tw.T + tb).numpy()
+    for alignment in ("pad", "truncate"):
+        got = gpu.amid_fused_linear_loss(
+            hid, w, th, tw, 0.0, 0.5, teacher_bias=tb, vocab_alignment=alignment,
+            reduction="none",
+        )  # fmt: skip
+        want = amid_ref.amid_loss(logits, t_logits[:, :v], 0.0, 0.5)
+        assert_within(got.detach().numpy(), want, tol, what=alignment)
+    with pytest.raises(ValueError, match="vocab_alignment"):
+        gpu.amid_fused_linear_loss(hid, w, th, tw, 0.0, 0.5, teacher_bias=tb)
+
+
+def test_module_takes_the_configuration():
+    rng = np.random.default_rng(2)
+    s, t = _rows(rng, 2, 13)
+    idx, lp = _topk(t, 3)
+    crit = gpu.AMiDLoss(-5.0, 0.1, leftover="uniform", reduction="none")
+    got = crit(torch.tensor(s), teacher_topk=(torch.tensor(idx), torch.tensor(lp)))
+    want, _ = oracle(s, idx, lp, "uniform", -5.0, 0.1, "kl", "pr")
+    assert_within(got.numpy(), want, tolerance("gpu", "loss", "float64"))
+
+
+def test_reference_takes_teacher_topk():
+    """Where amid_ref has the sparse API, gpu equals it directly (every policy)."""
+    if "teacher_topk" not in inspect.signature(amid_ref.amid_loss).parameters:
+        pytest.skip("amid_ref.amid_loss has no teacher_topk parameter in this tree")
+    rng = np.random.default_rng(9)
+    s, t = _rows(rng, 3, 19)
+    idx, lp = _topk(t, 5, pad_rows=(0,))
+    for policy in POLICIES:
+        want = amid_ref.amid_loss(s, None, -5.0, 0.1, teacher_topk=(idx, lp), leftover=policy)
+        got = gpu.amid_loss(
+            torch.tensor(s), None, -5.0, 0.1, reduction="none",
+            teacher_topk=(torch.tensor(idx), torch.tensor(lp)), leftover=policy,
+        )  # fmt: skip
+        assert_within(got.numpy(), want, tolerance("gpu", "loss", "float64"), what=policy)
+
+
+def _bad(**kwargs):
+    s = torch.zeros(2, 6)
+    idx = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    lp = torch.full((2, 3), math.log(0.2))
+    args = {"teacher_topk": (idx, lp)}
+    args.update(kwargs)
+    return gpu.amid_loss(s, args.pop("teacher_logits", None), 0.0, 0.5, **args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"teacher_topk": (torch.tensor([[0, 0, 2], [3, 4, 5]]), torch.full((2, 3), -2.0))},
+         ValueError, "duplicate"),
+        ({"teacher_topk": (torch.tensor([[0, 6, 2], [3, 4, 5]]), torch.full((2, 3), -2.0))},
+         ValueError, "indices must lie"),
+        ({"teacher_topk": (torch.tensor([[0, 1, 2], [3, 4, 5]]), torch.full((2, 3), -0.5))},
+         ValueError, "sum above 1"),
+        ({"teacher_topk": (torch.arange(7).repeat(2, 1), torch.full((2, 7), -3.0))},
+         ValueError, "more than the vocabulary"),
+        ({"teacher_topk": (torch.tensor([[0, 1, 2], [3, 4, 5]]),
+                           torch.tensor([[-2.0, math.nan, -2.0], [-2.0, -2.0, -2.0]]))},
+         ValueError, "NaN"),
+        ({"teacher_topk": (torch.tensor([[0, 1, -1], [3, 4, 5]]), torch.full((2, 3), -2.0))},
+         ValueError, "padded slot"),
+        ({"teacher_topk": (torch.tensor([[0, 1]]), torch.full((1, 2), -2.0))},
+         ValueError, "shape"),
+        ({"teacher_logits": torch.zeros(2, 6)}, ValueError, "not both"),
+        ({"teacher_topk": None}, ValueError, "not both"),
+        ({"leftover": "zero"}, ValueError, "leftover"),
+        ({"softcap": 0.0}, ValueError, "softcap"),
+        ({"logit_scale": -1.0}, ValueError, "logit_scale"),
+        ({"temperature": 2.0}, ValueError, "temperature_applies_to='student'"),
+        ({"teacher_topk": (torch.arange(6).repeat(2, 1), torch.full((2, 6), -2.0)),
+          "leftover": "uniform"}, ValueError, "uniform"),
+    ],
+    ids=lambda x: x if isinstance(x, str) else "",
+)  # fmt: skip
+def test_bad_sparse_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _bad(**kwargs)
