@@ -257,3 +257,23 @@ def test_sparse_grad_random_rows(seed, k, log10_eps, alpha, lam, leftover, detac
     got = amid_grad(s, None, alpha, lam, "kl", order, teacher_topk=topk, **kw)
     bound = GRAD_TOL.atol + GRAD_TOL.rtol * np.abs(want).max() + allowance
     assert np.abs(got - want).max() <= bound
+
+
+@pytest.mark.parametrize("name", ["taid", "distillm_skl", "distillm_srkl"])
+def test_presets_pass_the_sparse_teacher_through(name):
+    """TAID and DistiLLM with a sparse teacher: each term is the oracle's sparse loss."""
+    from amid_ref import presets
+
+    preset = presets.get(name)
+    s, topk = _sparse_teacher(31, 3, 0.25)
+    kw = {"teacher_topk": topk, "leftover": "bucket", "softcap": (2.0, None)}
+    want = sum(
+        weight
+        * precise.to_float(
+            precise.amid_loss(s, None, preset.alpha, preset.lam, preset.divergence, order,
+                              dict(preset.div_params), **kw)
+        )
+        for order, weight in preset.terms
+    )  # fmt: skip
+    assert_within(preset.loss(s, None, **kw), want, LOSS_TOL)
+    assert preset.grad(s, None, **kw).shape == s.shape
