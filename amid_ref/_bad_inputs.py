@@ -311,6 +311,125 @@ def _hf_rows() -> tuple[BadInput, ...]:
     )
 
 
+# The implementations that take a sparse teacher, vocabulary alignment and logit transforms
+# (gpu joins when its entry points have them).
+_FORM = ("amid_ref", "precise")
+_LOG = [float(np.log(0.5)), float(np.log(0.2))]  # P_S = 0.7, ε = 0.3
+
+
+def _topk(indices, logprobs):
+    return (np.asarray(indices, dtype=np.int64), np.asarray(logprobs, dtype=np.float64))
+
+
+def _form_rows() -> tuple[BadInput, ...]:
+    """Sparse teacher, vocabulary alignment, logit transforms: ``(id, overrides, exception,
+    match)``; a sparse teacher replaces ``teacher_logits`` unless the row gives both."""
+    ninf, nan, inf = -np.inf, np.nan, np.inf
+    sparse = {"teacher_logits": None}
+    rows = [
+        # --- configuration, refused -----------------------------------------------------
+        ("leftover_unknown", {"leftover": "ghost"}, ValueError, "leftover"),
+        ("leftover_not_str", {"leftover": 1}, TypeError, "leftover"),
+        ("vocab_alignment_unknown", {"vocab_alignment": "slice"}, ValueError,
+         "vocab_alignment"),
+        ("temperature_applies_to_unknown", {"temperature_applies_to": "teacher"}, ValueError,
+         "temperature_applies_to"),
+        ("softcap_zero", {"softcap": 0.0}, ValueError, "softcap"),
+        ("softcap_negative_teacher", {"softcap": (30.0, -1.0)}, ValueError, r"softcap\[1\]"),
+        ("softcap_nan", {"softcap": nan}, ValueError, "softcap"),
+        ("softcap_inf", {"softcap": inf}, ValueError, "softcap"),
+        ("softcap_str", {"softcap": "30"}, TypeError, "softcap"),
+        ("softcap_bool", {"softcap": True}, TypeError, "softcap"),
+        ("softcap_three", {"softcap": (1.0, 2.0, 3.0)}, ValueError, "softcap"),
+        ("logit_scale_zero", {"logit_scale": 0.0}, ValueError, "logit_scale"),
+        ("logit_scale_negative_student", {"logit_scale": (-2.0, 1.0)}, ValueError,
+         r"logit_scale\[0\]"),
+        ("logit_scale_inf", {"logit_scale": inf}, ValueError, "logit_scale"),
+        # --- sparse teacher, refused ----------------------------------------------------
+        ("topk_and_teacher_logits", {"teacher_topk": _topk([0, 1], _LOG)}, ValueError,
+         "teacher_logits and teacher_topk"),
+        ("teacher_neither", {"teacher_logits": None}, ValueError, "teacher_logits.*teacher_topk"),
+        ("topk_not_pair", {**sparse, "teacher_topk": _topk([0, 1], _LOG)[0]}, TypeError,
+         "teacher_topk"),
+        ("topk_float_indices", {**sparse, "teacher_topk": (np.array([0.0, 1.0]),
+         np.array(_LOG))}, TypeError, "teacher_topk indices"),
+        ("topk_int_logprobs", {**sparse, "teacher_topk": (np.array([0, 1]),
+         np.array([-1, -2]))}, TypeError, "teacher_topk logprobs"),
+        ("topk_duplicate", {**sparse, "teacher_topk": _topk([1, 1], _LOG)}, ValueError,
+         "teacher_topk.*duplicate"),
+        ("topk_out_of_range", {**sparse, "teacher_topk": _topk([0, 3], _LOG)}, ValueError,
+         "teacher_topk.*out of range"),
+        ("topk_negative_index", {**sparse, "teacher_topk": _topk([-2, 0], _LOG)}, ValueError,
+         "teacher_topk.*out of range"),
+        ("topk_padded_slot_finite", {**sparse, "teacher_topk": _topk([-1, 0], _LOG)},
+         ValueError, "teacher_topk.*padded"),
+        ("topk_mass_above_one", {**sparse, "teacher_topk": _topk([0, 1], np.log([0.7, 0.6]))},
+         ValueError, "teacher_topk.*above 1"),
+        ("topk_k_exceeds_v", {**sparse, "teacher_topk": _topk([0, 1, 2, -1],
+         [*np.log([0.2, 0.3, 0.4]), ninf])}, ValueError, "teacher_topk.*exceeds"),
+        ("topk_nan_logprob", {**sparse, "teacher_topk": _topk([0, 1], [nan, -1.0])},
+         ValueError, "teacher_topk logprobs"),
+        ("topk_pos_inf_logprob", {**sparse, "teacher_topk": _topk([0, 1], [inf, -1.0])},
+         ValueError, "teacher_topk logprobs"),
+        ("topk_shapes_disagree", {**sparse, "teacher_topk": _topk([0, 1], [-1.0, -2.0, -3.0])},
+         ValueError, "teacher_topk.*shape"),
+        ("topk_leading_shape", {**sparse, "teacher_topk": _topk([[0, 1]], [_LOG])}, ValueError,
+         "teacher_topk.*leading shape"),
+        ("topk_uniform_full_leftover", {**sparse, "leftover": "uniform",
+         "teacher_topk": _topk([0, 1, 2], np.log([0.5, 0.2, 0.1]))}, ValueError,
+         "leftover='uniform'"),
+        ("topk_renormalize_no_mass", {**sparse, "leftover": "renormalize",
+         "teacher_topk": _topk([0, 1], [ninf, ninf])}, ValueError, "leftover='renormalize'"),
+        ("topk_temperature_both", {**sparse, "temperature": 2.0,
+         "teacher_topk": _topk([0, 1], _LOG)}, ValueError, "temperature_applies_to='student'"),
+        ("topk_teacher_softcap", {**sparse, "softcap": 30.0,
+         "teacher_topk": _topk([0, 1], _LOG)}, ValueError, "softcap"),
+        ("topk_teacher_logit_scale", {**sparse, "logit_scale": (1.0, 2.0),
+         "teacher_topk": _topk([0, 1], _LOG)}, ValueError, "logit_scale"),
+        ("topk_beyond_v_pad", {**sparse, "vocab_alignment": "pad",
+         "teacher_topk": _topk([0, 4], _LOG)}, ValueError, "teacher_topk.*out of range"),
+        ("topk_truncate_drops_too_much", {**sparse, "vocab_alignment": "truncate",
+         "teacher_topk": _topk([0, 4], _LOG)}, ValueError, "vocab_alignment='truncate'"),
+        # --- vocabulary alignment, refused ----------------------------------------------
+        ("vocab_mismatch_error", {"teacher_logits": [*_T, 0.2]}, ValueError, "vocab_alignment"),
+        ("vocab_truncate_drops_too_much", {"vocab_alignment": "truncate",
+         "teacher_logits": [*_T, 3.0]}, ValueError, "vocab_alignment='truncate'.*teacher"),
+        ("vocab_truncate_student_drops_too_much", {"vocab_alignment": "truncate",
+         "teacher_logits": _T[:2]}, ValueError, "vocab_alignment='truncate'.*student"),
+        # --- accepted -------------------------------------------------------------------
+        ("leftover_with_dense_teacher", {"leftover": "uniform"}, None, ""),
+        ("vocab_pad_same_v", {"vocab_alignment": "pad"}, None, ""),
+        ("vocab_pad_teacher_longer", {"vocab_alignment": "pad", "teacher_logits": [*_T, 0.2]},
+         None, ""),
+        ("vocab_truncate_padding", {"vocab_alignment": "truncate",
+         "teacher_logits": [*_T, -40.0]}, None, ""),
+        ("softcap_pair_none", {"softcap": (None, 2.0)}, None, ""),
+        ("logit_scale_pair", {"logit_scale": (2.0, 0.5)}, None, ""),
+        ("temperature_student_only", {"temperature": 2.0, "temperature_applies_to": "student"},
+         None, ""),
+        ("topk_bucket", {**sparse, "teacher_topk": _topk([2, 0], _LOG)}, None, ""),
+        ("topk_renormalize", {**sparse, "leftover": "renormalize",
+         "teacher_topk": _topk([2, 0], _LOG)}, None, ""),
+        ("topk_uniform", {**sparse, "leftover": "uniform", "teacher_topk": _topk([2, 0], _LOG)},
+         None, ""),
+        ("topk_padded_slot", {**sparse, "teacher_topk": _topk([1, -1], [-1.0, ninf])}, None, ""),
+        ("topk_mass_rounding_above_one", {**sparse,
+         "teacher_topk": _topk([0, 1, 2], [*np.log([0.5, 0.2]), float(np.log(0.30001))])},
+         None, ""),
+        ("topk_full_tiny_leftover_uniform", {**sparse, "leftover": "uniform",
+         "teacher_topk": _topk([0, 1, 2], np.log([0.5, 0.2, 0.29999]))}, None, ""),
+        ("topk_student_temperature", {**sparse, "temperature": 2.0,
+         "temperature_applies_to": "student", "teacher_topk": _topk([0, 1], _LOG)}, None, ""),
+        ("topk_student_softcap", {**sparse, "softcap": (2.0, None),
+         "teacher_topk": _topk([0, 1], _LOG)}, None, ""),
+        ("topk_tensor_indices", {**sparse, "teacher_topk": (_Torch([0, 1], dtype="int64"),
+         _Torch(_LOG))}, None, ""),
+        ("topk_truncate_padding_id", {**sparse, "vocab_alignment": "truncate",
+         "teacher_topk": _topk([0, 4], [float(np.log(0.5)), -30.0])}, None, ""),
+    ]  # fmt: skip
+    return tuple(BadInput(case_id, o, exc, match, only=_FORM) for case_id, o, exc, match in rows)
+
+
 BAD_INPUTS: tuple[BadInput, ...] = (
     # --- accepted everywhere -------------------------------------------------------------
     BadInput("alpha_0d_int_array", {"alpha": np.array(1)}, None),
@@ -532,6 +651,7 @@ BAD_INPUTS: tuple[BadInput, ...] = (
     ),
     _cli("cli_plot_unknown_figure", ["plot", "nope", "--out", "{tmp}"], r"figure 'nope'"),
     *_hf_rows(),
+    *_form_rows(),
 )
 
 
@@ -568,6 +688,16 @@ def _materialize(value, *, for_gpu: bool):
         return value.build()
     if isinstance(value, dict):
         return {k: _materialize(v, for_gpu=for_gpu) for k, v in value.items()}
+    if isinstance(value, tuple):  # a sparse teacher (indices, logprobs): gpu gets int64 ids
+        out = []
+        for v in value:
+            if for_gpu and isinstance(v, np.ndarray) and v.dtype.kind in "iu":
+                import torch  # heavy (optional: the gpu extra)
+
+                out.append(torch.tensor(v, dtype=torch.int64))
+            else:
+                out.append(_materialize(v, for_gpu=for_gpu))
+        return tuple(out)
     if for_gpu and isinstance(value, list | np.ndarray):
         arr = np.asarray(value)
         if arr.dtype.kind == "f":

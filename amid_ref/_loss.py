@@ -13,6 +13,17 @@ from amid_ref._mixture import (
     _log_alpha_mean_ratios,
     _log_ratio_to_mixture,
 )
+from amid_ref._sparse import (
+    SPARSE_EPS_ROUNDING,
+    check_teacher_source,
+    check_teacher_topk,
+    leftover_needs_mass_message,
+    log1p_tol,
+    mass_above_one_message,
+    sparse_transform_message,
+    truncate_dropped_message,
+    vocab_mismatch_message,
+)
 from amid_ref._special import _EXP_SAFE, log_normalize
 from amid_ref._specs import ORDERS, Objective
 from amid_ref._validation import (
@@ -20,6 +31,7 @@ from amid_ref._validation import (
     check_same_shape,
     temperature_overflow_message,
 )
+from amid_ref.tolerances import SPARSE_MASS_TOL, VOCAB_TRUNCATE_MAX_DROPPED
 
 __all__ = ["ORDERS", "Objective", "amid_grad", "amid_loss", "grad_of", "loss_of"]
 
@@ -37,33 +49,245 @@ def _check_logits(x, name: str) -> np.ndarray:
     return arr
 
 
-def _scaled_log_softmax(x: np.ndarray, temperature: float, name: str) -> np.ndarray:
-    """log softmax(x/T) of checked logits; offsets (x − max)/T beyond float64 are refused
-    (:func:`amid_ref._validation.temperature_overflow_message`)."""
+def _tempered(x: np.ndarray, temperature: float, name: str) -> np.ndarray:
+    """(x − max)/T of checked logits (the argument of their log-softmax); offsets beyond
+    float64 are refused (:func:`amid_ref._validation.temperature_overflow_message`)."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         y = (x - x.max(axis=-1, keepdims=True)) / temperature
     lost = np.isfinite(x) & ~np.isfinite(y)
     if lost.any():
         row = tuple(int(i) for i in np.argwhere(lost)[0][:-1])
         raise ValueError(temperature_overflow_message(name, temperature, f"row {row}"))
-    return log_normalize(y)[0]
+    return y
 
 
-def _prepare(student_logits, teacher_logits, objective: Objective) -> dict[str, np.ndarray]:
-    """The log-probabilities p, q and r of validated logits under ``objective``."""
+def _transform(x: np.ndarray, scale: float, cap: float | None) -> tuple[np.ndarray, np.ndarray]:
+    r"""Logit scale then softcap, :math:`z \mapsto c\tanh(\kappa z / c)`, and its derivative
+    :math:`\kappa\,(1 - \tanh^2(\kappa z/c))`; ``-inf`` entries (masked tokens) stay ``-inf``
+    with derivative 0."""
+    masked = np.isneginf(x)
+    with np.errstate(invalid="ignore"):
+        y = x * scale if scale != 1.0 else x.copy()
+        if cap is None:
+            return y, np.where(masked, 0.0, scale)
+        th = np.tanh(y / cap)
+        out = np.where(masked, -np.inf, cap * th)
+        # 1 − tanh² without cancellation where |tanh| → 1: 1/cosh² (4e^(−2|u|) for large |u|)
+        u = np.abs(np.where(masked, 0.0, y / cap))
+        sech2 = np.where(u < 20.0, 1.0 / np.cosh(np.minimum(u, 20.0)) ** 2, 4.0 * np.exp(-2 * u))
+        return out, np.where(masked, 0.0, scale * sech2)
+
+
+def _logsumexp(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """logsumexp along the last axis (keepdims) of the entries where ``mask``; −inf if none."""
+    if mask is not None:
+        x = np.where(mask, x, -np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return log_normalize(x)[1]
+
+
+class _Front:
+    """The student and teacher log-probabilities the core sees, and the way back from the
+    core's gradient (w.r.t. its student logits) to the caller's student logits."""
+
+    def __init__(self, lq, lp, back):
+        self.lq, self.lp, self.back = lq, lp, back
+
+
+def _front(objective: Objective, student_logits, teacher_logits, teacher_topk) -> _Front:
+    """Apply the teacher's form: logit transforms, temperature, vocabulary alignment and the
+    sparse teacher's leftover policy (MATH.md), to the arguments of the core."""
     s = _check_logits(student_logits, "student_logits")
+    check_teacher_source(teacher_logits, teacher_topk)
+    (scale_s, scale_t), (cap_s, cap_t) = objective.logit_scale, objective.softcap
+    temperature = objective.temperature
+    s_x, ds = _transform(s, scale_s, cap_s)
+    v_s = s.shape[-1]
+    if teacher_topk is not None:
+        objective.check_sparse_temperature()
+        if cap_t is not None:
+            raise ValueError(sparse_transform_message("softcap"))
+        if scale_t != 1.0:
+            raise ValueError(sparse_transform_message("logit_scale"))
+        z = _tempered(s_x, temperature, "student_logits")
+        sparse = check_teacher_topk(teacher_topk, s.shape, objective.vocab_alignment)
+        lq = log_normalize(z)[0]
+        lq_core, lp_core, to_dense = _sparse_pair(objective.leftover, sparse, lq)
+
+        def back(g):
+            return to_dense(g) * ds / temperature
+
+        return _Front(lq_core, lp_core, back)
     t = _check_logits(teacher_logits, "teacher_logits")
-    check_same_shape(s, t, "student_logits", "teacher_logits")
-    alpha, lam, temperature = objective.alpha, objective.lam, objective.temperature
-    # log_softmax shifts by the row maximum first: entries near the maximum then carry an
-    # absolute error of a few ulps of |x − max| (not of |x|, ~1e-12 for logits near ±1e4),
-    # so the row is normalized to O(eps) and D(q‖q) is 0 to O(eps).
-    # The shift comes before the division by T: dividing logits with a large common offset
-    # first would round them at ulp(offset/T).
+    if s.shape[:-1] != t.shape[:-1]:
+        check_same_shape(s, t, "student_logits", "teacher_logits")
+    t_x, _ = _transform(t, scale_t, cap_t)
+    t_temperature = temperature if objective.temperature_applies_to == "both" else 1.0
+    z = _tempered(s_x, temperature, "student_logits")
+    y = _tempered(t_x, t_temperature, "teacher_logits")
+    v_t = t.shape[-1]
+    shared = min(v_s, v_t)
+    if v_s != v_t:
+        if objective.vocab_alignment == "error":
+            raise ValueError(vocab_mismatch_message(v_s, v_t))
+        if objective.vocab_alignment == "pad":
+            width = max(v_s, v_t)
+            z = _pad_neg_inf(z, width)
+            y = _pad_neg_inf(y, width)
+        else:
+            z = _truncate(z, shared, "student")
+            y = _truncate(y, shared, "teacher")
+
+    def back_dense(g):
+        g = g[..., :v_s]
+        if g.shape[-1] < v_s:  # truncated student: the cut ids do not reach the loss
+            g = np.concatenate([g, np.zeros((*g.shape[:-1], v_s - g.shape[-1]))], axis=-1)
+        return g * ds / temperature
+
+    return _Front(z, y, back_dense)
+
+
+def _pad_neg_inf(x: np.ndarray, width: int) -> np.ndarray:
+    extra = width - x.shape[-1]
+    if extra == 0:
+        return x
+    return np.concatenate([x, np.full((*x.shape[:-1], extra), -np.inf)], axis=-1)
+
+
+def _truncate(x: np.ndarray, shared: int, side: str) -> np.ndarray:
+    """The first ``shared`` entries of the (tempered) logits ``x``, after checking that the
+    probability of the others is at most VOCAB_TRUNCATE_MAX_DROPPED."""
+    if x.shape[-1] == shared:
+        return x
+    total = _logsumexp(x)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        dropped = np.exp(_logsumexp(x[..., shared:]) - total)[..., 0]
+    over = dropped > VOCAB_TRUNCATE_MAX_DROPPED
+    if over.any():
+        row = tuple(int(i) for i in np.argwhere(over)[0]) if over.ndim else ()
+        raise ValueError(
+            truncate_dropped_message(side, float(dropped[row]), row, VOCAB_TRUNCATE_MAX_DROPPED)
+        )
+    kept = x[..., :shared]
+    if np.all(np.isneginf(kept), axis=-1).any():  # pragma: no cover - dropped mass would be 1
+        raise ValueError(f"vocab_alignment='truncate' leaves a {side} row with no mass")
+    return kept
+
+
+def _sparse_mass(leftover: str, sparse) -> tuple[np.ndarray, np.ndarray]:
+    """The kept log-probabilities after the mass rule of :mod:`amid_ref._sparse` and the
+    leftover ε per row (shape (..., 1)), in float64."""
+    lp = sparse.logprobs
+    vocab = sparse.vocab
+    if sparse.dropped.any():  # truncate: the ids beyond the student's vocabulary
+        dropped = np.exp(_logsumexp(sparse.dropped_logprobs))
+        over = dropped[..., 0] > VOCAB_TRUNCATE_MAX_DROPPED
+        if over.any():
+            row = tuple(int(i) for i in np.argwhere(over)[0])
+            raise ValueError(
+                truncate_dropped_message(
+                    "teacher", float(dropped[..., 0][row]), row, VOCAB_TRUNCATE_MAX_DROPPED
+                )
+            )
+        with np.errstate(invalid="ignore"):
+            lp = lp - np.log1p(-dropped)
+    lse = _logsumexp(lp)
+    above = lse[..., 0] > log1p_tol()
+    if above.any():
+        row = tuple(int(i) for i in np.argwhere(above)[0])
+        raise ValueError(mass_above_one_message(float(np.exp(lse[..., 0][row])), row))
+    with np.errstate(invalid="ignore", over="ignore"):
+        eps = -np.expm1(lse)
+    full = (sparse.counts == vocab)[..., None]
+    rounding = (eps <= SPARSE_EPS_ROUNDING) | (full & (eps <= SPARSE_MASS_TOL))
+    rounding &= ~np.isneginf(lse)
+    lp = np.where(rounding, lp - np.where(rounding, lse, 0.0), lp)
+    eps = np.where(rounding, 0.0, eps)
+    if leftover == "uniform":
+        bad = full & (eps > 0)
+        if bad.any():
+            row = tuple(int(i) for i in np.argwhere(bad[..., 0])[0])
+            raise ValueError(leftover_needs_mass_message("uniform", row, float(eps[row][0])))
+    if leftover == "renormalize":
+        bad = np.isneginf(lse[..., 0])
+        if bad.any():
+            row = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(leftover_needs_mass_message("renormalize", row))
+    return lp, eps
+
+
+def _sparse_pair(leftover: str, sparse, lq: np.ndarray):
+    r"""The pair ``(log q̂, log p̂)`` of a leftover policy (MATH.md table) and the map from
+    the core's gradient back to the dense student logits.
+
+    ``bucket``: k + 1 categories (the k slots, padded ones −inf on both sides, then ★) with
+    :math:`\log q_\star = \operatorname{logsumexp}_{j \notin S} \log q_j`; since q̂ is the
+    softmax of the coarse logits :math:`(z_S, \operatorname{logsumexp}_{j\notin S} z_j)`,
+    the gradient of an id off S is ★'s times :math:`q_j / q_\star`.
+    ``renormalize``, ``uniform``: p̂ written densely over V, q̂ = q (the gradient is the core's).
+    """
+    lp, eps = _sparse_mass(leftover, sparse)
+    idx, kept = sparse.indices, sparse.kept
+    safe = np.where(kept, idx, 0)
+    vocab = sparse.vocab
+    with np.errstate(divide="ignore"):
+        log_eps = np.log(eps)
+    if leftover == "bucket":
+        # slot by slot: padded slots point at id 0 and must not mark it
+        on_s = np.zeros(lq.shape, dtype=bool)
+        for pos in range(idx.shape[-1]):
+            col = (
+                np.take_along_axis(on_s, safe[..., pos : pos + 1], axis=-1)
+                | kept[..., pos : pos + 1]
+            )
+            np.put_along_axis(on_s, safe[..., pos : pos + 1], col, axis=-1)
+        lq_star = _logsumexp(lq, ~on_s)
+        lq_s = np.where(kept, np.take_along_axis(lq, safe, axis=-1), -np.inf)
+        lq_hat = np.concatenate([lq_s, lq_star], axis=-1)
+        lp_hat = np.concatenate([lp, log_eps], axis=-1)
+
+        def to_dense(g):
+            with np.errstate(invalid="ignore", over="ignore"):
+                share = np.where(np.isneginf(lq_star), 0.0, np.exp(lq - lq_star))
+            out = np.where(on_s, 0.0, g[..., -1:] * share)
+            contrib = np.where(kept, g[..., :-1], 0.0)
+            for pos in range(idx.shape[-1]):
+                col = np.take_along_axis(out, safe[..., pos : pos + 1], axis=-1)
+                np.put_along_axis(
+                    out, safe[..., pos : pos + 1], col + contrib[..., pos : pos + 1], axis=-1
+                )
+            return out
+
+        return lq_hat, lp_hat, to_dense
+    if leftover == "renormalize":
+        base = np.full(lq.shape, -np.inf)
+        lp = lp - _logsumexp(lp)
+    else:
+        n = sparse.counts[..., None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fill = np.where(eps > 0, log_eps - np.log(np.maximum(vocab - n, 1)), -np.inf)
+        base = np.broadcast_to(fill, lq.shape).copy()
+    for pos in range(idx.shape[-1]):
+        sl = slice(pos, pos + 1)
+        cur = np.take_along_axis(base, safe[..., sl], axis=-1)
+        np.put_along_axis(base, safe[..., sl], np.where(kept[..., sl], lp[..., sl], cur), axis=-1)
+    return lq, base, lambda g: g
+
+
+def _prepare(lq: np.ndarray, lp: np.ndarray, objective: Objective) -> dict[str, np.ndarray]:
+    """The log-probabilities p, q and r under ``objective`` of the final student and teacher
+    logits (after the logit transforms, the temperature and the teacher's form; see
+    :func:`_front`), normalized here by :func:`amid_ref._special.log_normalize`."""
+    alpha, lam = objective.alpha, objective.lam
+    # log_softmax shifts by the row maximum first (done by _front, before the division by
+    # T): entries near the maximum then carry an absolute error of a few ulps of |x − max|
+    # (not of |x|, ~1e-12 for logits near ±1e4), so the row is normalized to O(eps) and
+    # D(q‖q) is 0 to O(eps). Dividing logits with a large common offset by T first would
+    # round them at ulp(offset/T).
     # The log-softmax keeps the largest entry exact too (log_normalize): 1 − q_k of a
     # confident student is what the gradient's projection needs on that entry.
-    lq = _scaled_log_softmax(s, temperature, "student_logits")
-    lp = _scaled_log_softmax(t, temperature, "teacher_logits")
+    lq = log_normalize(lq)[0]
+    lp = log_normalize(lp)[0]
     lm, u_p, u_q = _log_alpha_mean_ratios(lp, lq, alpha, lam)
     lr, log_z = log_normalize(lm)
     empty = np.isneginf(log_z[..., 0])
@@ -93,7 +317,6 @@ def _prepare(student_logits, teacher_logits, objective: Objective) -> dict[str, 
         "params": objective.params,
         "first": first,
         "second": second,
-        "temperature": temperature,
     }
 
 
@@ -169,6 +392,13 @@ def amid_loss(
     order: str = "pr",
     div_params: Mapping[str, Any] | None = None,
     temperature: float = 1.0,
+    *,
+    teacher_topk=None,
+    leftover: str = "bucket",
+    vocab_alignment: str = "error",
+    softcap=None,
+    logit_scale=None,
+    temperature_applies_to: str = "both",
 ):
     r"""Per-row AMiD loss :math:`D(p\,\|\,r)`, :math:`D(q\,\|\,r)`, :math:`D(r\,\|\,p)` or
     :math:`D(r\,\|\,q)`.
@@ -194,7 +424,31 @@ def amid_loss(
     div_params : mapping, optional
         Parameters of the divergence (e.g. ``{"alpha": 0.2, "beta": 0.7}`` for ``"ab"``).
     temperature : float
-        Softmax temperature T > 0 applied to both logits.
+        Softmax temperature T > 0 (applied to both logits unless
+        ``temperature_applies_to="student"``).
+    teacher_topk : pair of arrays, optional
+        A sparse teacher ``(indices, logprobs)``, both of shape (..., k): integer ids in
+        [0, V), distinct per row, and the teacher's log-probabilities of its full
+        distribution at them (padded slots: index −1, logprob −inf). ``teacher_logits``
+        must then be ``None``. The leftover mass is
+        :math:`\varepsilon = -\operatorname{expm1}(\operatorname{logsumexp}\,\ell_S)`.
+    leftover : {"bucket", "renormalize", "uniform"}
+        What a sparse teacher's leftover becomes (MATH.md): one extra category ★ (teacher
+        ε, student :math:`\sum_{j\notin S} q_j`), the teacher renormalized on S, or ε
+        spread evenly over the V − k other ids.
+    vocab_alignment : {"error", "pad", "truncate"}
+        A dense teacher whose V differs from the student's: refused, the shorter side
+        extended with −inf logits, or the longer side cut to the shared ids (refused when it
+        drops more than :data:`amid_ref.tolerances.VOCAB_TRUNCATE_MAX_DROPPED`).
+    softcap : float or pair, optional
+        :math:`z \mapsto c\tanh(z/c)` with c > 0 for both, or ``(student_cap,
+        teacher_cap)`` with ``None`` for none; −inf logits stay −inf.
+    logit_scale : float or pair, optional
+        :math:`z \mapsto \kappa z` (κ > 0), for both or ``(student_scale, teacher_scale)``.
+        Order: scale, then cap, then temperature.
+    temperature_applies_to : {"both", "student"}
+        With ``teacher_topk`` a temperature ≠ 1 needs ``"student"`` (the log-probabilities
+        are used as given).
 
     Returns
     -------
@@ -228,13 +482,26 @@ def amid_loss(
     >>> abs(float(amid_loss(t, t, alpha=-5.0, lam=0.1))) < 1e-15
     True
     """
-    objective = Objective.of(alpha, lam, divergence, order, div_params, temperature)
-    return loss_of(objective, student_logits, teacher_logits)
+    objective = Objective.of(
+        alpha,
+        lam,
+        divergence,
+        order,
+        div_params,
+        temperature,
+        leftover=leftover,
+        vocab_alignment=vocab_alignment,
+        softcap=softcap,
+        logit_scale=logit_scale,
+        temperature_applies_to=temperature_applies_to,
+    )
+    return loss_of(objective, student_logits, teacher_logits, teacher_topk=teacher_topk)
 
 
-def loss_of(objective: Objective, student_logits, teacher_logits):
+def loss_of(objective: Objective, student_logits, teacher_logits, *, teacher_topk=None):
     """:func:`amid_loss` of an already validated :class:`~amid_ref._specs.Objective`."""
-    ctx = _prepare(student_logits, teacher_logits, objective)
+    front = _front(objective, student_logits, teacher_logits, teacher_topk)
+    ctx = _prepare(front.lq, front.lp, objective)
     rec = ctx["rec"]
     out = np.asarray(
         rec.value(ctx[ctx["first"]], ctx[ctx["second"]], -1, ctx["params"], ctx["log_ratio"])
@@ -254,6 +521,13 @@ def amid_grad(
     div_params: Mapping[str, Any] | None = None,
     temperature: float = 1.0,
     detach_assistant: bool = False,
+    *,
+    teacher_topk=None,
+    leftover: str = "bucket",
+    vocab_alignment: str = "error",
+    softcap=None,
+    logit_scale=None,
+    temperature_applies_to: str = "both",
 ):
     r"""Gradient of the per-row AMiD loss with respect to the student logits.
 
@@ -279,6 +553,10 @@ def amid_grad(
     ----------
     student_logits, teacher_logits, alpha, lam, divergence, order, div_params, temperature
         As in :func:`amid_loss`.
+    teacher_topk, leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+        As in :func:`amid_loss`. The transforms enter by their derivatives
+        (:math:`\kappa` and :math:`1 - \tanh^2(\kappa z/c)`); with ``leftover="bucket"``
+        the ids off S share ★'s gradient in proportion to :math:`q_j`.
     detach_assistant : bool
         Treat r as a constant (TAID, DistiLLM-2); AMiD itself does not detach.
 
@@ -309,14 +587,26 @@ def amid_grad(
     gpu.amid_loss : its backward pass is this closed form, chunked.
     """
     objective = Objective.of(
-        alpha, lam, divergence, order, div_params, temperature, detach_assistant
+        alpha,
+        lam,
+        divergence,
+        order,
+        div_params,
+        temperature,
+        detach_assistant,
+        leftover=leftover,
+        vocab_alignment=vocab_alignment,
+        softcap=softcap,
+        logit_scale=logit_scale,
+        temperature_applies_to=temperature_applies_to,
     )
-    return grad_of(objective, student_logits, teacher_logits)
+    return grad_of(objective, student_logits, teacher_logits, teacher_topk=teacher_topk)
 
 
-def grad_of(objective: Objective, student_logits, teacher_logits):
+def grad_of(objective: Objective, student_logits, teacher_logits, *, teacher_topk=None):
     """:func:`amid_grad` of an already validated :class:`~amid_ref._specs.Objective`."""
-    ctx = _prepare(student_logits, teacher_logits, objective)
+    front = _front(objective, student_logits, teacher_logits, teacher_topk)
+    ctx = _prepare(front.lq, front.lp, objective)
     rec = get_divergence(objective.divergence)
     if rec.grad is None:  # pragma: no cover - every registered divergence has one
         raise ValueError(f"divergence {objective.divergence!r} has no gradient")
@@ -360,8 +650,8 @@ def grad_of(objective: Objective, student_logits, teacher_logits):
     grad = _project(g_q, ctx["q"])
     if through_r is not None:
         grad = grad - through_r
-    grad = grad / ctx["temperature"]
     grad = np.where(np.isneginf(ctx["q"]), 0.0, grad)
+    grad = front.back(grad)
     if not np.isfinite(grad).all():  # pragma: no cover - kernel bug guard
         raise FloatingPointError("amid_grad produced a non-finite gradient; please report")
     return grad

@@ -20,7 +20,10 @@ Also here, because every implementation validates the same way:
 * :data:`ORDERS` and :func:`order_arguments` (the ``{"pr": (p, r), ...}`` lookup, once);
 * the scalar checks (:func:`check_alpha`, :func:`check_lam`, :func:`check_real`, ...), which
   accept Python and NumPy scalars and single-element torch tensors without importing torch;
+* the teacher-form checks (:func:`check_leftover`, :func:`check_vocab_alignment`,
+  :func:`check_softcap`, :func:`check_logit_scale`, :func:`check_temperature_applies_to`);
 * :class:`Objective`, the frozen, validated ``(α, λ, divergence, order, params, T, detach)``
+  plus the teacher's form (leftover policy, vocabulary alignment, logit transforms)
   that flows inside :func:`amid_ref.amid_loss`, :func:`amid_ref.amid_grad`, the presets, the
   analysis studies and :func:`gpu.amid_loss`;
 * the α and λ grids (:func:`alpha_grid`, :func:`lambda_grid`) at a quick and a full density.
@@ -51,9 +54,12 @@ from amid_ref._special import call_generator
 __all__ = [
     "DIVERGENCES",
     "IMPLEMENTATIONS",
+    "LEFTOVER_POLICIES",
     "ORDERS",
     "REQUIRED",
     "SPECS",
+    "TEMPERATURE_TARGETS",
+    "VOCAB_ALIGNMENTS",
     "DivergenceSpec",
     "Objective",
     "Param",
@@ -62,9 +68,14 @@ __all__ = [
     "check_alpha",
     "check_bool",
     "check_lam",
+    "check_leftover",
+    "check_logit_scale",
     "check_order",
     "check_real",
+    "check_softcap",
     "check_temperature",
+    "check_temperature_applies_to",
+    "check_vocab_alignment",
     "get_spec",
     "lambda_grid",
     "order_arguments",
@@ -170,6 +181,92 @@ def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {value!r}")
     return value
+
+
+# --------------------------------------------------------------------------------------
+# the teacher's form: sparse leftover policy, vocabulary alignment, logit transforms
+# (MATH.md "Sparse teachers, vocabulary alignment, logit transforms")
+# --------------------------------------------------------------------------------------
+
+#: Leftover policies of a sparse (top-k) teacher: what becomes of the mass ε outside the k ids.
+#: ``bucket``: one extra category ★ (teacher ε, student Σ_{j∉S} q_j); ``renormalize``: the
+#: teacher restricted to S and renormalized; ``uniform``: ε spread evenly over the V − k ids.
+LEFTOVER_POLICIES: tuple[str, ...] = ("bucket", "renormalize", "uniform")
+
+#: Vocabulary alignments of a dense teacher whose V differs from the student's: refuse, pad
+#: the shorter side with −inf logits, or cut the longer side to the shared ids (renormalized).
+VOCAB_ALIGNMENTS: tuple[str, ...] = ("error", "pad", "truncate")
+
+#: What the temperature divides: both logits, or the student's only (a sparse teacher's
+#: log-probabilities are used as given).
+TEMPERATURE_TARGETS: tuple[str, ...] = ("both", "student")
+
+
+def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {', '.join(choices)}; got {value!r}")
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+    return value
+
+
+def check_leftover(leftover: Any) -> str:
+    """The leftover policy of a sparse teacher, one of :data:`LEFTOVER_POLICIES`."""
+    return _check_choice(leftover, "leftover", LEFTOVER_POLICIES)
+
+
+def check_vocab_alignment(vocab_alignment: Any) -> str:
+    """The vocabulary alignment, one of :data:`VOCAB_ALIGNMENTS`."""
+    return _check_choice(vocab_alignment, "vocab_alignment", VOCAB_ALIGNMENTS)
+
+
+def check_temperature_applies_to(target: Any) -> str:
+    """What the temperature divides, one of :data:`TEMPERATURE_TARGETS`."""
+    return _check_choice(target, "temperature_applies_to", TEMPERATURE_TARGETS)
+
+
+def _positive_or_none(value: Any, name: str, *, allow_none: bool) -> float | None:
+    if value is None and allow_none:
+        return None
+    x = as_real_scalar(value, name, "a real number > 0" + (" or None" if allow_none else ""))
+    if math.isnan(x) or not 0.0 < x < math.inf:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return x
+
+
+def _pair(value: Any, name: str, *, allow_none: bool) -> tuple[Any, Any]:
+    if isinstance(value, tuple | list):
+        if len(value) != 2:
+            raise ValueError(
+                f"{name} must be one value or a pair (student, teacher), got {len(value)} values"
+            )
+        return (
+            _positive_or_none(value[0], f"{name}[0] (student)", allow_none=allow_none),
+            _positive_or_none(value[1], f"{name}[1] (teacher)", allow_none=allow_none),
+        )
+    one = _positive_or_none(value, name, allow_none=allow_none)
+    return one, one
+
+
+def check_softcap(softcap: Any) -> tuple[float | None, float | None]:
+    r"""Softcaps :math:`z \mapsto c\tanh(z/c)` as ``(student_cap, teacher_cap)``.
+
+    ``None`` (no cap), one cap c > 0 for both, or a pair whose entries are caps or ``None``.
+    """
+    if softcap is None:
+        return None, None
+    return _pair(softcap, "softcap", allow_none=True)
+
+
+def check_logit_scale(logit_scale: Any) -> tuple[float, float]:
+    r"""Logit scales :math:`z \mapsto \kappa z` as ``(student_scale, teacher_scale)`` floats.
+
+    ``None`` (1.0, no scale), one κ > 0 for both, or a pair of scales (``None`` in a pair is 1).
+    """
+    if logit_scale is None:
+        return 1.0, 1.0
+    s, t = _pair(logit_scale, "logit_scale", allow_none=True)
+    return (1.0 if s is None else s), (1.0 if t is None else t)
 
 
 # --------------------------------------------------------------------------------------
@@ -778,6 +875,13 @@ class Objective:
 
     Build it with :meth:`of` (which checks every field once); the public functions keep
     their keyword arguments and build one internally.
+
+    Besides ``(α, λ, divergence, order, params, T, detach)`` it carries the teacher's form
+    (MATH.md "Sparse teachers, vocabulary alignment, logit transforms"): ``leftover`` (one of
+    :data:`LEFTOVER_POLICIES`, used with a sparse teacher), ``vocab_alignment`` (one of
+    :data:`VOCAB_ALIGNMENTS`), ``softcap`` ``(c_s | None, c_t | None)``, ``logit_scale``
+    ``(κ_s, κ_t)`` (1.0 = none) and ``temperature_applies_to`` (``"both"`` or
+    ``"student"``). The logit transforms apply in the order scale, cap, temperature.
     """
 
     alpha: float
@@ -787,6 +891,11 @@ class Objective:
     params: Mapping[str, Any]
     temperature: float = 1.0
     detach_assistant: bool = False
+    leftover: str = "bucket"
+    vocab_alignment: str = "error"
+    softcap: tuple[float | None, float | None] = (None, None)
+    logit_scale: tuple[float, float] = (1.0, 1.0)
+    temperature_applies_to: str = "both"
 
     @classmethod
     def of(
@@ -799,9 +908,18 @@ class Objective:
         temperature: Any = 1.0,
         detach_assistant: Any = False,
         *,
+        leftover: Any = "bucket",
+        vocab_alignment: Any = "error",
+        softcap: Any = None,
+        logit_scale: Any = None,
+        temperature_applies_to: Any = "both",
         implementation: str | None = None,
     ) -> Objective:
-        """Validate the arguments of ``amid_loss``/``amid_grad`` (float path) into an Objective."""
+        """Validate the arguments of ``amid_loss``/``amid_grad`` (float path) into an Objective.
+
+        Every error names the parameter. ``softcap`` and ``logit_scale`` are normalized to
+        pairs (:func:`check_softcap`, :func:`check_logit_scale`).
+        """
         alpha = check_alpha(alpha)
         lam = check_lam(lam)
         spec = get_spec(divergence, implementation)
@@ -810,7 +928,18 @@ class Objective:
         temperature = check_temperature(temperature)
         detach_assistant = check_bool(detach_assistant, "detach_assistant")
         return cls(
-            alpha, lam, divergence, order, MappingProxyType(params), temperature, detach_assistant
+            alpha,
+            lam,
+            divergence,
+            order,
+            MappingProxyType(params),
+            temperature,
+            detach_assistant,
+            check_leftover(leftover),
+            check_vocab_alignment(vocab_alignment),
+            check_softcap(softcap),
+            check_logit_scale(logit_scale),
+            check_temperature_applies_to(temperature_applies_to),
         )
 
     @property
@@ -824,6 +953,22 @@ class Objective:
     @property
     def second(self) -> str:
         return ORDERS[self.order][1]
+
+    @property
+    def transforms_logits(self) -> bool:
+        """Whether a softcap or a logit scale is set (on either side)."""
+        return self.softcap != (None, None) or self.logit_scale != (1.0, 1.0)
+
+    def check_sparse_temperature(self) -> None:
+        """Refuse a temperature ≠ 1 applied to a sparse teacher's log-probabilities (which
+        are used as given): the caller must say ``temperature_applies_to="student"``."""
+        if self.temperature != 1.0 and self.temperature_applies_to == "both":
+            raise ValueError(
+                f"temperature={self.temperature} with teacher_topk: a sparse teacher's "
+                "log-probabilities are used as given, so the temperature can divide the "
+                "student's logits only; pass temperature_applies_to='student' (or give "
+                "tempered log-probabilities)"
+            )
 
     def inf_loss_message(self, where: str, dtype: str = "float64") -> str:
         """The error for a ``+inf`` loss where a gradient is asked for (the same words in
@@ -850,12 +995,26 @@ class Objective:
     def __reduce__(self):
         # Picklable (worker processes): the read-only params travel as a plain dict.
         fields = (self.alpha, self.lam, self.divergence, self.order, dict(self.params))
-        return (_objective, (*fields, self.temperature, self.detach_assistant))
+        form = (
+            self.leftover,
+            self.vocab_alignment,
+            self.softcap,
+            self.logit_scale,
+            self.temperature_applies_to,
+        )
+        return (_objective, (*fields, self.temperature, self.detach_assistant, *form))
 
 
-def _objective(alpha, lam, divergence, order, params, temperature, detach_assistant):
+def _objective(alpha, lam, divergence, order, params, temperature, detach_assistant, *form):
     return Objective(
-        alpha, lam, divergence, order, MappingProxyType(params), temperature, detach_assistant
+        alpha,
+        lam,
+        divergence,
+        order,
+        MappingProxyType(params),
+        temperature,
+        detach_assistant,
+        *form,
     )
 
 

@@ -56,27 +56,78 @@ class Preset:
                 total = total + weight * np.asarray(term(order))
         return np.asarray(total, dtype=np.float64)
 
-    def objective(self, order: str, temperature: float = 1.0) -> Objective:
-        """The validated AMiD objective of the term with argument order ``order``."""
+    def objective(self, order: str, temperature: float = 1.0, **form: Any) -> Objective:
+        """The validated AMiD objective of the term with argument order ``order``; ``form``
+        holds the teacher's form (``leftover``, ``vocab_alignment``, ``softcap``,
+        ``logit_scale``, ``temperature_applies_to``) as in :func:`amid_ref.amid_loss`."""
         return Objective.of(
             self.alpha, self.lam, self.divergence, order, dict(self.div_params), temperature,
-            self.detach_assistant,
+            self.detach_assistant, **form,
         )  # fmt: skip
 
-    def loss(self, student_logits, teacher_logits, temperature: float = 1.0):
-        """Per-row loss of the method, shape = leading dims of the logits."""
+    def loss(
+        self,
+        student_logits,
+        teacher_logits,
+        temperature: float = 1.0,
+        *,
+        teacher_topk=None,
+        leftover: str = "bucket",
+        vocab_alignment: str = "error",
+        softcap=None,
+        logit_scale=None,
+        temperature_applies_to: str = "both",
+    ):
+        """Per-row loss of the method, shape = leading dims of the logits.
+
+        The keyword-only parameters (a sparse teacher, vocabulary alignment, logit
+        transforms) pass through to every term, as in :func:`amid_ref.amid_loss`.
+        """
+        form = {
+            "leftover": leftover,
+            "vocab_alignment": vocab_alignment,
+            "softcap": softcap,
+            "logit_scale": logit_scale,
+            "temperature_applies_to": temperature_applies_to,
+        }
         out = self._weighted_sum(
             lambda order: loss_of(
-                self.objective(order, temperature), student_logits, teacher_logits
+                self.objective(order, temperature, **form),
+                student_logits,
+                teacher_logits,
+                teacher_topk=teacher_topk,
             )
         )
         return out[()] if out.ndim == 0 else out
 
-    def grad(self, student_logits, teacher_logits, temperature: float = 1.0):
-        """Gradient of :meth:`loss` per row with respect to the student logits."""
+    def grad(
+        self,
+        student_logits,
+        teacher_logits,
+        temperature: float = 1.0,
+        *,
+        teacher_topk=None,
+        leftover: str = "bucket",
+        vocab_alignment: str = "error",
+        softcap=None,
+        logit_scale=None,
+        temperature_applies_to: str = "both",
+    ):
+        """Gradient of :meth:`loss` per row with respect to the student logits (the same
+        keyword-only parameters)."""
+        form = {
+            "leftover": leftover,
+            "vocab_alignment": vocab_alignment,
+            "softcap": softcap,
+            "logit_scale": logit_scale,
+            "temperature_applies_to": temperature_applies_to,
+        }
         return self._weighted_sum(
             lambda order: grad_of(
-                self.objective(order, temperature), student_logits, teacher_logits
+                self.objective(order, temperature, **form),
+                student_logits,
+                teacher_logits,
+                teacher_topk=teacher_topk,
             )
         )
 

@@ -25,7 +25,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TOLERANCES", "Tolerance", "assert_within", "indicator_ties", "tolerance"]
+__all__ = [
+    "SPARSE_MASS_TOL",
+    "TOLERANCES",
+    "VOCAB_TRUNCATE_MAX_DROPPED",
+    "Tolerance",
+    "assert_within",
+    "indicator_ties",
+    "tolerance",
+]
+
+#: How far above 1 the probabilities of a sparse teacher's k ids may sum (P_S ≤ 1 + this)
+#: before they are refused: log-probabilities served in float32 (vLLM, SGLang) carry a
+#: relative error of ~6e-8 each after their own log-softmax, and a top-k that holds nearly
+#: all the mass then sums to 1 + O(k·6e-8); 1e-4 leaves room for k up to ~1000 while a
+#: genuinely wrong input (probabilities instead of log-probabilities, an unnormalized row)
+#: exceeds it by orders of magnitude. Within it the row's mass is rounding: the
+#: log-probabilities are renormalized to sum to 1 and ε = 0 (likewise for a row that keeps
+#: every id, k = V, with ε ≤ this).
+SPARSE_MASS_TOL: float = 1e-4
+
+#: The largest probability ``vocab_alignment="truncate"`` may drop (the teacher's or the
+#: student's mass on the ids beyond the shared ones) before refusing: padded ids of a
+#: trained model carry ~e^-20 or less; 1e-4 refuses a genuine vocabulary mismatch (real
+#: tokens cut off) while accepting padding. Below it the kept ids are renormalized.
+VOCAB_TRUNCATE_MAX_DROPPED: float = 1e-4
 
 
 @dataclass(frozen=True)

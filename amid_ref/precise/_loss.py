@@ -13,8 +13,25 @@ import mpmath
 import numpy as np
 from mpmath import mp, mpf
 
+from amid_ref._sparse import (
+    SPARSE_EPS_ROUNDING,
+    check_teacher_source,
+    check_teacher_topk,
+    leftover_needs_mass_message,
+    mass_above_one_message,
+    sparse_transform_message,
+    truncate_dropped_message,
+    vocab_mismatch_message,
+)
 from amid_ref._specs import ORDERS as _CONTRACT_ORDERS
-from amid_ref._specs import order_arguments
+from amid_ref._specs import (
+    check_leftover,
+    check_logit_scale,
+    check_softcap,
+    check_temperature_applies_to,
+    check_vocab_alignment,
+    order_arguments,
+)
 from amid_ref.precise._common import (
     _NINF,
     DIVERGENCE_GUARD_DIGITS,
@@ -30,6 +47,7 @@ from amid_ref.precise._common import (
 )
 from amid_ref.precise._divergences import _divergence_row_fn
 from amid_ref.precise._mixture import _beta, _log_mean_kernel, _log_mixture_row, _mean_extra_digits
+from amid_ref.tolerances import SPARSE_MASS_TOL, VOCAB_TRUNCATE_MAX_DROPPED
 
 ORDERS: tuple[str, ...] = tuple(_CONTRACT_ORDERS)
 """The argument orders of the contract: the loss is D(first ‖ second) with ``"pr"`` = D(p‖r),
@@ -53,11 +71,43 @@ def _log_softmax(x: list, inv_t: mpf) -> list:
     return [v - lse if v != _NINF else _NINF for v in z]
 
 
+class _TeacherForm:
+    """The teacher's form (sparse teacher, vocabulary alignment, logit transforms), checked
+    with the contract's validators (:mod:`amid_ref._specs`), the same words everywhere."""
+
+    def __init__(
+        self,
+        teacher_topk=None,
+        leftover="bucket",
+        vocab_alignment="error",
+        softcap=None,
+        logit_scale=None,
+        temperature_applies_to="both",
+    ):
+        self.teacher_topk = teacher_topk
+        self.leftover = check_leftover(leftover)
+        self.vocab_alignment = check_vocab_alignment(vocab_alignment)
+        self.softcap = check_softcap(softcap)
+        self.logit_scale = check_logit_scale(logit_scale)
+        self.temperature_applies_to = check_temperature_applies_to(temperature_applies_to)
+
+    @property
+    def default(self) -> bool:
+        return (
+            self.teacher_topk is None
+            and self.softcap == (None, None)
+            and self.logit_scale == (1.0, 1.0)
+            and self.temperature_applies_to == "both"
+            and self.vocab_alignment == "error"
+        )
+
+
 class _LossSetup:
     """Validated parameters of :func:`amid_loss` / :func:`amid_grad`."""
 
-    def __init__(self, alpha, lam, divergence, order, div_params, temperature, dps):
+    def __init__(self, alpha, lam, divergence, order, div_params, temperature, dps, form=None):
         self.dps = _check_dps(dps)
+        self.form = _TeacherForm(**(form or {}))
         self.alpha = _param(alpha, "alpha", allow_inf=True)
         self.lam = _lam_param(lam)
         if order not in ORDERS:
@@ -95,6 +145,8 @@ class _LossSetup:
     def rows(self, student_logits, teacher_logits):
         s = _mpf_array(student_logits, "student_logits", log_domain=True)
         t = _mpf_array(teacher_logits, "teacher_logits", log_domain=True)
+        if s.ndim and t.ndim and s.shape[:-1] == t.shape[:-1] and s.shape != t.shape:
+            raise ValueError(vocab_mismatch_message(s.shape[-1], t.shape[-1]))
         if s.shape != t.shape:
             raise ValueError(
                 f"shape mismatch: student_logits has shape {s.shape}, teacher_logits has {t.shape}"
@@ -215,6 +267,12 @@ def amid_loss(
     div_params: dict | None = None,
     temperature=1.0,
     *,
+    teacher_topk=None,
+    leftover: str = "bucket",
+    vocab_alignment: str = "error",
+    softcap=None,
+    logit_scale=None,
+    temperature_applies_to: str = "both",
     dps: int = 50,
 ):
     r"""AMiD loss per row, to ``dps`` digits.
@@ -241,6 +299,12 @@ def amid_loss(
         Parameters of the divergence (see :func:`divergence`).
     temperature : float
         Softmax temperature ``T > 0``.
+    teacher_topk, leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+        The teacher's form, as in :func:`amid_ref.amid_loss` (MATH.md "Sparse teachers,
+        vocabulary alignment, logit transforms"), transcribed from the definitions: the
+        pair (p̂, q̂) of the leftover policy is formed from exact sums (the leftover
+        ε = 1 − Σ_S p_i, the student's mass off S as Σ_{j∉S} q_j), the transforms as
+        c·tanh(κz/c) at working precision.
     dps : int
         Decimal digits.
 
@@ -276,7 +340,18 @@ def amid_loss(
     >>> precise.amid_loss(t, t, alpha=-5.0, lam=0.1) == 0
     True
     """
-    setup = _LossSetup(alpha, lam, divergence, order, div_params, temperature, dps)
+    form = dict(
+        teacher_topk=teacher_topk,
+        leftover=leftover,
+        vocab_alignment=vocab_alignment,
+        softcap=softcap,
+        logit_scale=logit_scale,
+        temperature_applies_to=temperature_applies_to,
+    )
+    setup = _LossSetup(alpha, lam, divergence, order, div_params, temperature, dps, form)
+    check_teacher_source(teacher_logits, teacher_topk)
+    if not setup.form.default:
+        return _form_loss(setup, student_logits, teacher_logits)
     with mp.workdps(setup.digits):
         rows_s, rows_t, shape = setup.rows(student_logits, teacher_logits)
     with mp.workdps(setup.digits + setup.input_digits(rows_s, rows_t)):
@@ -295,6 +370,12 @@ def amid_grad(
     temperature=1.0,
     detach_assistant: bool = False,
     *,
+    teacher_topk=None,
+    leftover: str = "bucket",
+    vocab_alignment: str = "error",
+    softcap=None,
+    logit_scale=None,
+    temperature_applies_to: str = "both",
     dps: int = 50,
 ):
     r"""Gradient of the per-row AMiD loss with respect to the student logits.
@@ -322,6 +403,9 @@ def amid_grad(
         Logits, same shape; ``-inf`` entries allowed.
     alpha, lam, divergence, order, div_params, temperature, dps
         As in :func:`amid_loss`.
+    teacher_topk, leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+        As in :func:`amid_loss`; the differences are taken in the caller's student logits,
+        through the transforms, the temperature and the leftover policy.
     detach_assistant : bool
         Treat ``r`` as a constant (TAID / DistiLLM-2 style).
 
@@ -357,9 +441,20 @@ def amid_grad(
     >>> g.shape, abs(float(g.sum())) < 1e-15  # a softmax gradient sums to 0
     ((3,), True)
     """
-    setup = _LossSetup(alpha, lam, divergence, order, div_params, temperature, dps)
+    form = dict(
+        teacher_topk=teacher_topk,
+        leftover=leftover,
+        vocab_alignment=vocab_alignment,
+        softcap=softcap,
+        logit_scale=logit_scale,
+        temperature_applies_to=temperature_applies_to,
+    )
+    setup = _LossSetup(alpha, lam, divergence, order, div_params, temperature, dps, form)
     if not isinstance(detach_assistant, bool | np.bool_):
         raise TypeError(f"detach_assistant must be a bool, got {detach_assistant!r}")
+    check_teacher_source(teacher_logits, teacher_topk)
+    if not setup.form.default:
+        return _form_grad(setup, student_logits, teacher_logits, bool(detach_assistant))
     step_digits = setup.dps // 2 + 10
     rows_s, rows_t, shape = setup.rows(student_logits, teacher_logits)
     more = setup.input_digits(rows_s, rows_t)
@@ -382,3 +477,241 @@ def amid_grad(
             )
     shape_full = (*shape, len(rows_s[0]))
     return _object_array([g for row in grads for g in row], shape_full)
+
+
+# --------------------------------------------------------------------------------------
+# the teacher's form: sparse teacher, vocabulary alignment, logit transforms (MATH.md),
+# transcribed from the definitions in exact arithmetic
+# --------------------------------------------------------------------------------------
+
+
+def _transformed(row: list, scale: mpf, cap) -> list:
+    """κ·z then c·tanh(z/c) of one row; −inf (masked) stays −inf."""
+    out = []
+    for v in row:
+        if v == _NINF:
+            out.append(_NINF)
+            continue
+        z = scale * v
+        out.append(cap * mpmath.tanh(z / cap) if cap is not None else z)
+    return out
+
+
+def _log_sum(values: list) -> mpf:
+    finite = [v for v in values if v != _NINF]
+    if not finite:
+        return _NINF
+    top = max(finite)
+    return top + mpmath.log(mpmath.fsum(mpmath.exp(v - top) for v in finite))
+
+
+class _FormRow:
+    """One row of the teacher's form: the teacher part (dense logits or sparse slots) and
+    ``loss(s, r_fixed)`` of student logits ``s``, returning the loss and the assistant."""
+
+    def __init__(self, setup, teacher, vocab: int, row_index):
+        self.setup, self.teacher, self.vocab, self.row = setup, teacher, vocab, row_index
+        form = setup.form
+        self.scale_s, self.cap_s = (
+            mpf(x) if x is not None else None for x in (form.logit_scale[0], form.softcap[0])
+        )
+        self.scale_t, self.cap_t = (
+            mpf(x) if x is not None else None for x in (form.logit_scale[1], form.softcap[1])
+        )
+        self.inv_t = 1 / setup.temperature
+        self.inv_t_teacher = self.inv_t if form.temperature_applies_to == "both" else mpf(1)
+        if form.teacher_topk is not None:
+            self.sparse = self._sparse_teacher()
+        else:
+            self.sparse = None
+            self.lp_dense = self._dense_teacher()
+
+    # -- teacher ---------------------------------------------------------------------
+    def _dense_teacher(self) -> list:
+        t = _transformed(self.teacher, self.scale_t, self.cap_t)
+        lp = _log_softmax(t, self.inv_t_teacher)
+        v_t, v_s = len(lp), self.vocab
+        if v_t > v_s:
+            if self.setup.form.vocab_alignment == "pad":
+                return lp
+            return self._truncate(lp, v_s, "teacher")
+        if v_t < v_s and self.setup.form.vocab_alignment == "pad":
+            return lp + [_NINF] * (v_s - v_t)
+        return lp  # a longer student is cut by log_pair
+
+    def _truncate(self, lp: list, shared: int, side: str) -> list:
+        dropped = mpmath.fsum(mpmath.exp(v) for v in lp[shared:] if v != _NINF)
+        if dropped > VOCAB_TRUNCATE_MAX_DROPPED:
+            raise ValueError(
+                truncate_dropped_message(side, float(dropped), self.row, VOCAB_TRUNCATE_MAX_DROPPED)
+            )
+        kept = lp[:shared]
+        total = _log_sum(kept)
+        return [v - total if v != _NINF else _NINF for v in kept]
+
+    def _sparse_teacher(self):
+        ids, lps, dropped_lps = self.teacher
+        form, vocab = self.setup.form, self.vocab
+        if dropped_lps:
+            dropped = mpmath.fsum(mpmath.exp(v) for v in dropped_lps)
+            if dropped > VOCAB_TRUNCATE_MAX_DROPPED:
+                raise ValueError(
+                    truncate_dropped_message(
+                        "teacher", float(dropped), self.row, VOCAB_TRUNCATE_MAX_DROPPED
+                    )
+                )
+            shift = mpmath.log(1 - dropped)
+            lps = [v - shift if v != _NINF else _NINF for v in lps]
+        p_s = mpmath.fsum(mpmath.exp(v) for v in lps if v != _NINF)
+        if p_s > 1 + mpf(SPARSE_MASS_TOL):
+            raise ValueError(mass_above_one_message(float(p_s), self.row))
+        eps = 1 - p_s
+        full = len(ids) == vocab
+        if p_s > 0 and (eps <= mpf(SPARSE_EPS_ROUNDING) or (full and eps <= mpf(SPARSE_MASS_TOL))):
+            log_total = mpmath.log(p_s)
+            lps = [v - log_total if v != _NINF else _NINF for v in lps]
+            eps = mpf(0)
+        if form.leftover == "uniform" and full and eps > 0:
+            raise ValueError(leftover_needs_mass_message("uniform", self.row, float(eps)))
+        if form.leftover == "renormalize" and p_s == 0:
+            raise ValueError(leftover_needs_mass_message("renormalize", self.row))
+        return ids, lps, eps
+
+    # -- the pair (p̂, q̂) and the loss -------------------------------------------------
+    def log_pair(self, s: list) -> tuple[list, list]:
+        """``(log p̂, log q̂)`` for student logits ``s`` (MATH.md table)."""
+        x = _transformed(s, self.scale_s, self.cap_s)
+        lq = _log_softmax(x, self.inv_t)
+        if self.sparse is None:
+            v_t = len(self.lp_dense)
+            if v_t > len(lq):  # pad the student
+                return self.lp_dense, lq + [_NINF] * (v_t - len(lq))
+            if v_t < len(lq):  # truncate the student
+                return self.lp_dense, self._truncate(lq, v_t, "student")
+            return self.lp_dense, lq
+        ids, lps, eps = self.sparse
+        leftover = self.setup.form.leftover
+        log_eps = mpmath.log(eps) if eps > 0 else _NINF
+        if leftover == "bucket":
+            on_s = set(ids)
+            off = [lq[j] for j in range(len(lq)) if j not in on_s]
+            return [*lps, log_eps], [lq[i] for i in ids] + [_log_sum(off)]
+        vocab = len(lq)
+        if leftover == "renormalize":
+            log_total = _log_sum(lps)
+            lp = [_NINF] * vocab
+            for i, v in zip(ids, lps, strict=True):
+                lp[i] = v - log_total if v != _NINF else _NINF
+            return lp, lq
+        fill = log_eps - mpmath.log(vocab - len(ids)) if eps > 0 else _NINF
+        lp = [fill] * vocab
+        for i, v in zip(ids, lps, strict=True):
+            lp[i] = v
+        return lp, lq
+
+    def loss(self, s: list, r_fixed=None):
+        lp, lq = self.log_pair(s)
+        exp = mpmath.exp
+        p = [exp(v) if v != _NINF else mpf(0) for v in lp]
+        q = [exp(v) if v != _NINF else mpf(0) for v in lq]
+        r = r_fixed if r_fixed is not None else self.setup.mixture(lp, lq)
+        return self.setup.divergence_of(p, q, r), r
+
+
+def _form_rows(setup, student_logits, teacher_logits):
+    """The rows of the teacher's form, checked (the same errors as amid_ref)."""
+    form = setup.form
+    s = _mpf_array(student_logits, "student_logits", log_domain=True)
+    if s.ndim == 0:
+        raise ValueError("student_logits must have a vocabulary axis (shape (..., V))")
+    rows_s, moved = _rows(s, -1)
+    if any(all(v == _NINF for v in row) for row in rows_s):
+        raise ValueError("student_logits has a row whose logits are all -inf: no distribution")
+    vocab = len(rows_s[0])
+    leading = moved[:-1]
+    if form.teacher_topk is not None:
+        if form.temperature_applies_to == "both" and setup.temperature != 1:
+            raise ValueError(
+                f"temperature={float(setup.temperature)} with teacher_topk: a sparse teacher's "
+                "log-probabilities are used as given, so the temperature can divide the "
+                "student's logits only; pass temperature_applies_to='student' (or give "
+                "tempered log-probabilities)"
+            )
+        if form.softcap[1] is not None:
+            raise ValueError(sparse_transform_message("softcap"))
+        if form.logit_scale[1] != 1.0:
+            raise ValueError(sparse_transform_message("logit_scale"))
+        sparse = check_teacher_topk(form.teacher_topk, s.shape, form.vocab_alignment)
+        k = sparse.indices.shape[-1]
+        idx = sparse.indices.reshape(-1, k)
+        lps = sparse.logprobs.reshape(-1, k)
+        kept = sparse.kept.reshape(-1, k)
+        dropped = sparse.dropped.reshape(-1, k)
+        dropped_lps = sparse.dropped_logprobs.reshape(-1, k)
+        teachers = [
+            (
+                [int(i) for i, c in zip(idx[n], kept[n], strict=True) if c],
+                [mpf(float(v)) for v, c in zip(lps[n], kept[n], strict=True) if c],
+                [mpf(float(v)) for v, c in zip(dropped_lps[n], dropped[n], strict=True) if c],
+            )
+            for n in range(len(rows_s))
+        ]
+    else:
+        t = _mpf_array(teacher_logits, "teacher_logits", log_domain=True)
+        if t.ndim == 0 or t.shape[:-1] != s.shape[:-1]:
+            raise ValueError(
+                f"shape mismatch: student_logits has shape {s.shape}, teacher_logits has {t.shape}"
+            )
+        teachers, _ = _rows(t, -1)
+        if any(all(v == _NINF for v in row) for row in teachers):
+            raise ValueError("teacher_logits has a row whose logits are all -inf: no distribution")
+        if len(teachers[0]) != vocab and form.vocab_alignment == "error":
+            raise ValueError(vocab_mismatch_message(vocab, len(teachers[0])))
+    index = list(np.ndindex(*leading)) if leading else [()]
+    return rows_s, teachers, vocab, index, leading
+
+
+def _form_loss(setup, student_logits, teacher_logits):
+    with mp.workdps(setup.digits):
+        rows_s, teachers, vocab, index, leading = _form_rows(setup, student_logits, teacher_logits)
+        dense_t = [t for t in teachers if isinstance(t, list)]
+        more = setup.input_digits(rows_s, dense_t or rows_s)
+    with mp.workdps(setup.digits + more):
+        out = [
+            _FormRow(setup, t, vocab, row).loss(s)[0]
+            for s, t, row in zip(rows_s, teachers, index, strict=True)
+        ]
+    return _scalar_or_array(_object_array(out, leading))
+
+
+def _form_grad(setup, student_logits, teacher_logits, detach):
+    """Central differences of the form's loss in the caller's student logits (through the
+    transforms, the temperature and the leftover policy), as :func:`amid_grad`."""
+    step_digits = setup.dps // 2 + 10
+    with mp.workdps(setup.digits):
+        rows_s, teachers, vocab, index, leading = _form_rows(setup, student_logits, teacher_logits)
+        dense_t = [t for t in teachers if isinstance(t, list)]
+        more = setup.input_digits(rows_s, dense_t or rows_s)
+    digits = setup.dps + step_digits + GRADIENT_GUARD_DIGITS + setup.extra_digits + more
+    with mp.workdps(digits):
+        h = mpf(10) ** (-step_digits)
+        grads = []
+        for s, t, row in zip(rows_s, teachers, index, strict=True):
+            form_row = _FormRow(setup, t, vocab, row)
+            base, r = form_row.loss(s)
+            if mpmath.isinf(base):
+                grads.append([mpmath.nan] * len(s))
+                continue
+            fixed = r if detach else None
+            out = []
+            for j, sj in enumerate(s):
+                if sj == _NINF:
+                    out.append(mpf(0))
+                    continue
+                up = list(s)
+                down = list(s)
+                up[j] = sj + h
+                down[j] = sj - h
+                out.append((form_row.loss(up, fixed)[0] - form_row.loss(down, fixed)[0]) / (2 * h))
+            grads.append(out)
+    return _object_array([g for row in grads for g in row], (*leading, vocab))
