@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from amid_ref import tolerances
 from amid_ref._specs import Objective
 from amid_ref._validation import temperature_overflow_message
 from gpu._flags import (
@@ -63,7 +64,7 @@ from gpu._flags import (
     _TRUNCATED_STUDENT,
     _TRUNCATED_TEACHER,
 )
-from gpu._teachers import Teaching, _limit
+from gpu._teachers import Teaching
 from gpu._torch_kernel import LOCAL, LocalReduce, _grad_flags
 from gpu._torch_kernel import chunk as torch_chunk
 from gpu._validation import (
@@ -156,18 +157,11 @@ def _build_spec(
     """Validate the objective's arguments (naming the bad one) and build the chunk spec;
     ``teaching``: the teacher-side fields of :meth:`Objective.of` (``leftover``,
     ``vocab_alignment``, ``softcap``, ``logit_scale``, ``temperature_applies_to``)."""
-    if "leftover" in Objective.__dataclass_fields__:  # the objective carries them
-        objective = Objective.of(
-            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-            implementation="gpu", **teaching,
-        )  # fmt: skip
-        fields = Teaching.of(objective)
-    else:
-        objective = Objective.of(
-            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-            implementation="gpu",
-        )  # fmt: skip
-        fields = Teaching.check(**teaching) if teaching else Teaching()
+    objective = Objective.of(
+        alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+        implementation="gpu", **teaching,
+    )  # fmt: skip
+    fields = Teaching.of(objective)
     chunk_size = check_chunk_size(chunk_size)
     return _Spec(
         objective=objective,
@@ -262,7 +256,7 @@ def _raise_for_flags(flags: torch.Tensor, leading: tuple[int, ...], spec: _Spec)
         )
     for bit, side in ((_TRUNCATED_TEACHER, "teacher"), (_TRUNCATED_STUDENT, "student")):
         if (bad := rows(bit)) is not None:
-            most = _limit("VOCAB_TRUNCATE_MAX_DROPPED")
+            most = tolerances.VOCAB_TRUNCATE_MAX_DROPPED
             raise ValueError(
                 f"vocab_alignment='truncate' drops more than {most:g} of "
                 f"the {side}'s probability on row(s) {bad}: the ids beyond the shared "

@@ -49,7 +49,6 @@ from typing import Any
 import torch
 
 from amid_ref import tolerances
-from amid_ref._specs import as_real_scalar
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
@@ -105,67 +104,12 @@ class Teaching:
 
     @classmethod
     def of(cls, objective: Any) -> Teaching:
-        """The fields of an :class:`amid_ref._specs.Objective` (defaults where absent)."""
-        fields = {f.name: getattr(objective, f.name) for f in dataclasses.fields(cls)
-                  if hasattr(objective, f.name)}  # fmt: skip
-        return cls(**fields)
-
-    @classmethod
-    def check(cls, leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to):
-        """Validate and normalize the teacher-side keyword arguments (errors name them):
-        used where the objective does not carry these fields itself."""
-        for name, value, allowed in (
-            ("leftover", leftover, LEFTOVERS),
-            ("vocab_alignment", vocab_alignment, VOCAB_ALIGNMENTS),
-            ("temperature_applies_to", temperature_applies_to, ("both", "student")),
-        ):
-            if not isinstance(value, str) or value not in allowed:
-                raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
-        return cls(
-            leftover,
-            vocab_alignment,
-            _pair(softcap, "softcap", None),
-            _pair(logit_scale, "logit_scale", 1.0),
-            temperature_applies_to,
-        )
+        """The teacher-side fields of an :class:`amid_ref._specs.Objective` (validated there)."""
+        return cls(**{f.name: getattr(objective, f.name) for f in dataclasses.fields(cls)})
 
     @property
     def transforms(self) -> bool:
         return self.softcap != (None, None) or self.logit_scale != (1.0, 1.0)
-
-
-#: The leftover policies of a sparse teacher (MATH.md table).
-LEFTOVERS = ("bucket", "renormalize", "uniform")
-#: The vocabulary alignments of a dense teacher.
-VOCAB_ALIGNMENTS = ("error", "pad", "truncate")
-
-
-def _positive(value, name: str) -> float:
-    x = as_real_scalar(value, name, "a positive real number")
-    if not (x > 0.0 and math.isfinite(x)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return x
-
-
-def _pair(value, name: str, none):
-    """``None``, one value for both sides, or ``(student, teacher)`` with ``None`` = none."""
-    if value is None:
-        return (none, none)
-    if isinstance(value, tuple | list):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be a number or a pair (student, teacher), got {value!r}")
-        return tuple(none if v is None else _positive(v, name) for v in value)
-    x = _positive(value, name)
-    return (x, x)
-
-
-#: Stand-ins for the limits of :mod:`amid_ref.tolerances` where that module predates them.
-_LIMIT_FALLBACKS = {"SPARSE_MASS_TOL": 1e-6, "VOCAB_TRUNCATE_MAX_DROPPED": 1e-6}
-
-
-def _limit(name: str) -> float:
-    """A limit of the sparse/aligned inputs, from :mod:`amid_ref.tolerances` (one table)."""
-    return getattr(tolerances, name, _LIMIT_FALLBACKS[name])
 
 
 def _transform(x: torch.Tensor, scale: float, cap: float | None, want_derivative: bool):
@@ -304,7 +248,7 @@ def teaching_kernel(kernel, spec):
             elif v_s > v_t and teaching.vocab_alignment == "pad":
                 tz = torch.cat([tz, tz.new_full((tz.shape[0], v_s - v_t), NEG_INF)], -1)
             elif v_t != v_s:  # truncate (the other values were refused before the pass)
-                VOCAB_TRUNCATE_MAX_DROPPED = _limit("VOCAB_TRUNCATE_MAX_DROPPED")
+                VOCAB_TRUNCATE_MAX_DROPPED = tolerances.VOCAB_TRUNCATE_MAX_DROPPED
                 keep = min(v_s, v_t)
                 big, bit = (tz, _TRUNCATED_TEACHER) if v_t > v_s else (z, _TRUNCATED_STUDENT)
                 t_big = (
@@ -350,7 +294,7 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
     :data:`amid_ref.tolerances.SPARSE_MASS_TOL`, ``uniform`` with k = V and ε > 0, and a
     temperature ≠ 1 that would divide the teacher too. One O(N·k) pass, one device sync.
     """
-    SPARSE_MASS_TOL = _limit("SPARSE_MASS_TOL")
+    SPARSE_MASS_TOL = tolerances.SPARSE_MASS_TOL
     if not (isinstance(teacher_topk, tuple | list) and len(teacher_topk) == 2):
         raise TypeError(
             "teacher_topk must be a pair (indices, logprobs) of tensors of shape (..., k), "
