@@ -23,6 +23,7 @@ weight's dtype as two matmuls of ``G``'s rounded part and its residual (see
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +54,14 @@ from gpu._validation import (
 __all__ = ["AMiDFusedLinearLoss", "amid_fused_linear_loss"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+#: Elements per chunk of the fused loss with the Triton kernel on CUDA (2^25: 256 rows at
+#: V = 128256, the rows liger-kernel's fused losses take at H = 4096): the chunk's student
+#: and teacher logits and the gradient's bf16 residual, 3·2 bytes per element, 192 MiB in
+#: bfloat16; the torch kernel keeps :func:`gpu.default_chunk_size`, its float32 temporaries
+#: being ~10 of those.
+_TRITON_FUSED_CHUNK_ELEMENTS = 2**25
 
 
 def _teacher_source(teacher_hidden, teacher_weight, teacher_bias, teacher_logits, topk=None):
@@ -465,7 +474,10 @@ def amid_fused_linear_loss(
     reduction = check_reduction(reduction)
     k = check_temperature_scaling(temperature_scaling, spec.temperature)
     rows, n_valid = _valid_rows(labels, leading, device, ignore_index, shift_labels)
-    kernel = teaching_kernel(_select_kernel(compile, backend, device), spec)
+    kernel = _select_kernel(compile, backend, device)
+    if chunk_size is None and getattr(kernel, "backend", None) == "triton":
+        spec = dataclasses.replace(spec, chunk_size=max(1, _TRITON_FUSED_CHUNK_ELEMENTS // vocab))
+    kernel = teaching_kernel(kernel, spec)
     teacher_args = (teacher_hidden, teacher_weight, teacher_bias, teacher_logits, topk)
     differentiable = [x for x in (student_hidden, student_weight, student_bias) if x is not None]
     if torch.is_grad_enabled() and any(x.requires_grad for x in differentiable):
