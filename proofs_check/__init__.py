@@ -38,6 +38,7 @@ from proofs_check import (
     claims_divergences,
     claims_means,
     claims_presets,
+    claims_sparse,
     claims_theorems,
     negative_controls,
 )
@@ -83,6 +84,7 @@ CLAIMS.update(
         claims_theorems.CLAIMS,
         claims_divergences.CLAIMS,
         claims_presets.CLAIMS,
+        claims_sparse.CLAIMS,
     )
 )
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amid_ref import amid_grad, amid_loss, precise
+from amid_ref import amid_grad, amid_loss, precise, presets
 from amid_ref._specs import LEFTOVER_POLICIES, ORDERS, SPECS
 from amid_ref.tolerances import assert_within, tolerance
 
@@ -262,8 +262,6 @@ def test_sparse_grad_random_rows(seed, k, log10_eps, alpha, lam, leftover, detac
 @pytest.mark.parametrize("name", ["taid", "distillm_skl", "distillm_srkl"])
 def test_presets_pass_the_sparse_teacher_through(name):
     """TAID and DistiLLM with a sparse teacher: each term is the oracle's sparse loss."""
-    from amid_ref import presets
-
     preset = presets.get(name)
     s, topk = _sparse_teacher(31, 3, 0.25)
     kw = {"teacher_topk": topk, "leftover": "bucket", "softcap": (2.0, None)}
