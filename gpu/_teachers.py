@@ -49,6 +49,7 @@ from typing import Any
 import torch
 
 from amid_ref import tolerances
+from amid_ref._sparse import sparse_transform_message
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
@@ -295,6 +296,11 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
     temperature ≠ 1 that would divide the teacher too. One O(N·k) pass, one device sync.
     """
     SPARSE_MASS_TOL = tolerances.SPARSE_MASS_TOL
+    # The log-probabilities are used as given: no teacher-side transform applies (amid_ref).
+    if spec.teaching.softcap[1] is not None:
+        raise ValueError(sparse_transform_message("softcap"))
+    if spec.teaching.logit_scale[1] != 1.0:
+        raise ValueError(sparse_transform_message("logit_scale"))
     if not (isinstance(teacher_topk, tuple | list) and len(teacher_topk) == 2):
         raise TypeError(
             "teacher_topk must be a pair (indices, logprobs) of tensors of shape (..., k), "
