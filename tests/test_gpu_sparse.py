@@ -229,7 +229,7 @@ def test_softcap_scale_temperature_dense_and_sparse():
     st = torch.tensor(s, requires_grad=True)
     loss = gpu.amid_loss(
         st, None, -5.0, 0.1, reduction="none", teacher_topk=(torch.tensor(idx), torch.tensor(lp)),
-        softcap=c_s, temperature=temp, temperature_applies_to="student",
+        softcap=(c_s, None), temperature=temp, temperature_applies_to="student",
     )  # fmt: skip
     loss.sum().backward()
     z = tr(s, 1.0, c_s) / temp
@@ -288,7 +288,7 @@ def test_fused_sparse_and_aligned(policy):
     idx, lp = _topk(rng.normal(size=(n, v)) * 2, 4, pad_rows=(2,))
     loss = gpu.amid_fused_linear_loss(
         hid, w, None, None, -5.0, 0.1, teacher_topk=(torch.tensor(idx), torch.tensor(lp)),
-        leftover=policy, softcap=3.0, reduction="sum", chunk_size=2,
+        leftover=policy, softcap=(3.0, None), reduction="sum", chunk_size=2,
     )  # fmt: skip
     loss.backward()
     logits = (hid @ w.T).detach().numpy()
