@@ -52,9 +52,13 @@ NOT_BRANCH_POINTS: dict[tuple[str, str], str] = {
     ("gpu._engine", "_CPU_CHUNK_ELEMENTS"): "rows per chunk: the result does not depend on it "
     "(tests/test_gpu.py::test_chunking_is_invisible)",
     ("gpu._engine", "_CUDA_CHUNK_ELEMENTS"): "rows per chunk on CUDA (as above)",
+    ("gpu._engine", "_TRITON_CHUNK_ELEMENTS"): "rows per chunk of the Triton kernel on CUDA (memory)",
+    ("gpu._fused", "_TRITON_FUSED_CHUNK_ELEMENTS"): "rows per chunk of the fused loss with Triton (memory)",
     ("gpu._flags", "_BAD_STUDENT"): "row flag bit",
     ("gpu._flags", "_BAD_TEACHER"): "row flag bit",
     ("gpu._flags", "_EMPTY_SUPPORT"): "row flag bit",
+    ("gpu._flags", "_TRUNCATED_TEACHER"): "row flag bit",
+    ("gpu._flags", "_TRUNCATED_STUDENT"): "row flag bit",
     ("gpu._flags", "_INF_LOSS"): "row flag bit",
     ("gpu._flags", "_NAN_LOSS"): "row flag bit",
     ("gpu._flags", "_TEMPERATURE_STUDENT"): "row flag bit",
