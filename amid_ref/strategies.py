@@ -6,7 +6,7 @@ makes, so that the fixed battery and a property-based search draw from the same 
 * **Grids** (plain tuples, no dependency): the α values, λ values, vocabulary sizes and
   divergence parameters the battery enumerates. Each carries a comment saying which known
   failure it is there to expose.
-* **Generators** (NumPy only, in :mod:`amid_ref._logits`): :func:`logits_pair` turns
+* **Generators** (NumPy only, in :mod:`amid_ref._battery._logits`): :func:`logits_pair` turns
   ``(kind, shape, seed)`` into a reproducible pair of student/teacher logits. A battery case
   stores only those three values, so a failing case is reproduced exactly from what the
   report prints.
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from amid_ref._case import Case
-from amid_ref._logits import LOGIT_KINDS, logits_pair
+from amid_ref._battery._logits import LOGIT_KINDS, logits_pair
 from amid_ref._specs import ORDERS, SPECS, alpha_grid, lambda_grid
 
 if TYPE_CHECKING:  # pragma: no cover
