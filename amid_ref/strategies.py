@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from amid_ref._case import Case
+from amid_ref._battery._case import Case
 from amid_ref._battery._logits import LOGIT_KINDS, logits_pair
 from amid_ref._specs import ORDERS, SPECS, alpha_grid, lambda_grid
 
