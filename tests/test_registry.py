@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 import amid_ref
-from amid_ref import _compare, _divergences, analysis, precise, strategies
+from amid_ref import _divergences, analysis, precise, strategies
+from amid_ref._battery import _compare
 from amid_ref._specs import (
     DIVERGENCES,
     IMPLEMENTATIONS,

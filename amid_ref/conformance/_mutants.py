@@ -17,7 +17,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 import amid_ref
-from amid_ref._compare import agrees, fails, tolerance_for
+from amid_ref._battery._compare import agrees, fails, tolerance_for
 from amid_ref._divergences import get_divergence
 from amid_ref._mutants import naive_log_alpha_mean
 from amid_ref._specs import ORDERS, SPECS, order_arguments
