@@ -390,10 +390,10 @@ _ORDERS_ALLOWED = {
     "amid_ref/_specs.py": "the contract itself",
     "tests/test_validation.py": "asserts the public value of amid_ref.ORDERS",
 }
-#: The naive log α-mean (1/β)·logaddexp(...) written out; amid_ref._mutants holds it once.
+#: The naive log α-mean (1/β)·logaddexp(...) written out; amid_ref._battery._known_wrong holds it once.
 _NAIVE_LOG_MEAN = re.compile(r"logaddexp\(.*\)\s*/\s*beta\b")
 _NAIVE_ALLOWED = {
-    "amid_ref/_mutants.py": "the known-wrong formulas, each written once",
+    "amid_ref/_battery/_known_wrong.py": "the known-wrong formulas, each written once",
     "tests/test_registry.py": "this check",
 }
 _PY_SCANNED = tuple(p for p in _SCANNED if p.endswith(".py"))
@@ -440,7 +440,7 @@ def test_the_naive_log_mean_is_written_once():
             hits = [i + 1 for i, line in enumerate(lines) if _NAIVE_LOG_MEAN.search(line)]
             if hits:
                 found[rel] = hits
-    assert found == {}, f"use amid_ref._mutants.naive_log_alpha_mean: {found}"
+    assert found == {}, f"use amid_ref._battery._known_wrong.naive_log_alpha_mean: {found}"
 
 
 def test_the_copy_checks_find_copies():

@@ -15,7 +15,7 @@ import pytest
 
 import amid_ref
 from amid_ref import analysis, verify
-from amid_ref._mutants import naive_log_alpha_mean
+from amid_ref._battery._known_wrong import naive_log_alpha_mean
 from amid_ref.cli import main
 from amid_ref.tolerances import Tolerance
 
