@@ -56,7 +56,7 @@ from amid_ref._cli_util import (
     stop_workers,
 )
 from amid_ref._document import Document, status_word
-from amid_ref._text import latex_to_text
+from amid_ref._cli._text import latex_to_text
 from amid_ref._verify_steps import (
     StepResult,
     _step_figures,
