@@ -55,7 +55,7 @@ from amid_ref._cli_util import (
     starting_workers,
     stop_workers,
 )
-from amid_ref._document import Document, status_word
+from amid_ref._cli._document import Document, status_word
 from amid_ref._cli._text import latex_to_text
 from amid_ref._verify_steps import (
     StepResult,
@@ -68,7 +68,7 @@ from amid_ref._verify_steps import (
 __all__ = ["Report", "StepResult", "configure_parser", "resolve_out_dir", "run", "run_verify"]
 
 
-#: The report's document model (:class:`amid_ref._document.Document`), under its name here.
+#: The report's document model (:class:`amid_ref._cli._document.Document`), under its name here.
 Report = Document
 _status = status_word
 

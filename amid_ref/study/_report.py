@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from amid_ref._document import Document
+from amid_ref._cli._document import Document
 from amid_ref.study._metrics import METRIC_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -247,7 +247,7 @@ def _spread(row: dict[str, Any], name: str) -> str:
 
 
 def summary_document(study: StudyResult, computed: dict[str, Any] | None = None) -> Document:
-    """The answers as a :class:`amid_ref._document.Document` (tables of means over seeds,
+    """The answers as a :class:`amid_ref._cli._document.Document` (tables of means over seeds,
     [min, max] in brackets): the renderer of ``amid-ref verify``'s report."""
     a = answers(study) if computed is None else computed
     cfg = study.config
