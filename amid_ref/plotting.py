@@ -34,7 +34,7 @@ from scipy.special import log_softmax
 
 import amid_ref
 from amid_ref import analysis
-from amid_ref._cli_util import staged_output, writable_dir
+from amid_ref._cli._util import staged_output, writable_dir
 
 __all__ = [
     "FIGURES",

@@ -46,7 +46,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from amid_ref._cli_util import (
+from amid_ref._cli._util import (
     Progress,
     Task,
     ignore_interrupts,

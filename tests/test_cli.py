@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from amid_ref import _cli_util
+from amid_ref._cli import _util as _cli_util
 from amid_ref.cli import SUBCOMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[1]

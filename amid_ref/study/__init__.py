@@ -21,7 +21,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from amid_ref._cli_util import float_list, int_list, prepare_out_dir
+from amid_ref._cli._util import float_list, int_list, prepare_out_dir
 from amid_ref._specs import ORDERS
 from amid_ref.study._metrics import METRIC_NAMES, HeldOutEvaluator, exact_metrics
 from amid_ref.study._sweep import (

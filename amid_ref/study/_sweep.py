@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from amid_ref._cli_util import (
+from amid_ref._cli._util import (
     Progress,
     ignore_interrupts,
     staged_output,
@@ -359,7 +359,7 @@ class StudyResult:
 
 
 class _Progress:
-    """One display line for the runs (:class:`amid_ref._cli_util.Progress`) and one log
+    """One display line for the runs (:class:`amid_ref._cli._util.Progress`) and one log
     line per finished run; ETAs appear once a few runs have finished."""
 
     def __init__(self, total: int, stream: TextIO | None) -> None:
