@@ -57,7 +57,7 @@ from amid_ref._cli._util import (
 )
 from amid_ref._cli._document import Document, status_word
 from amid_ref._cli._text import latex_to_text
-from amid_ref._verify_steps import (
+from amid_ref._cli._verify_steps import (
     StepResult,
     _step_figures,
     _step_limits,
