@@ -22,7 +22,10 @@ from amid_ref._version import __version__
 
 # name -> (module, one-line help). One registry for the subcommands.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "mixture": ("amid_ref._cli._mixture_command", "print r^(α,λ), Z_α and divergences over an α grid"),
+    "mixture": (
+        "amid_ref._cli._mixture_command",
+        "print r^(α,λ), Z_α and divergences over an α grid",
+    ),
     "verify": ("amid_ref.verify", "run every check and write a report with figures"),
     "plot": ("amid_ref.plotting", "render the figures (interpolation paths, limits, ...)"),
     "conform": ("amid_ref.conformance", "hold an external AMiD implementation to the reference"),

@@ -46,6 +46,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from amid_ref._cli._document import Document, status_word
+from amid_ref._cli._text import latex_to_text
 from amid_ref._cli._util import (
     Progress,
     Task,
@@ -55,8 +57,6 @@ from amid_ref._cli._util import (
     starting_workers,
     stop_workers,
 )
-from amid_ref._cli._document import Document, status_word
-from amid_ref._cli._text import latex_to_text
 from amid_ref._cli._verify_steps import (
     StepResult,
     _step_figures,

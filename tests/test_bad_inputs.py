@@ -7,7 +7,6 @@ from __future__ import annotations
 import warnings
 
 import pytest
-
 from _bad_inputs import BAD_INPUTS, IMPLEMENTATIONS, call
 
 CASES = [(c, impl) for c in BAD_INPUTS for impl in IMPLEMENTATIONS if impl in c.only]

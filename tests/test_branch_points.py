@@ -10,13 +10,13 @@ import inspect
 
 import numpy as np
 import pytest
-
-from amid_ref import alpha_mixture_weight, amid_grad, amid_loss, log_alpha_mean, precise
 from _branch_points import (
     BRANCH_POINTS,
     NOT_BRANCH_POINTS,
     SCANNED_MODULES,
 )
+
+from amid_ref import alpha_mixture_weight, amid_grad, amid_loss, log_alpha_mean, precise
 from amid_ref.tolerances import assert_within, tolerance
 
 FACTORS = (1.0 - 1e-9, 1.0, 1.0 + 1e-9, 0.5, 2.0)

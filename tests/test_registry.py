@@ -390,7 +390,8 @@ _ORDERS_ALLOWED = {
     "amid_ref/_specs.py": "the contract itself",
     "tests/test_validation.py": "asserts the public value of amid_ref.ORDERS",
 }
-#: The naive log α-mean (1/β)·logaddexp(...) written out; amid_ref._battery._known_wrong holds it once.
+#: The naive log α-mean (1/β)·logaddexp(...) written out; amid_ref._battery._known_wrong holds
+#: it once.
 _NAIVE_LOG_MEAN = re.compile(r"logaddexp\(.*\)\s*/\s*beta\b")
 _NAIVE_ALLOWED = {
     "amid_ref/_battery/_known_wrong.py": "the known-wrong formulas, each written once",

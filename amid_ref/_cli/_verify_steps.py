@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amid_ref import analysis, plotting
-from amid_ref._cli._util import Progress, Task
 from amid_ref._cli._document import status_word
+from amid_ref._cli._util import Progress, Task
 
 __all__ = ["StepResult"]
 

@@ -1,4 +1,5 @@
-"""Battery families and the cases they generate (the case type is :mod:`amid_ref._battery._case`)."""
+"""Battery families and the cases they generate (the case type is
+:mod:`amid_ref._battery._case`)."""
 
 from __future__ import annotations
 
