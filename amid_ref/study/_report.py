@@ -11,8 +11,7 @@ from amid_ref._cli._document import Document
 from amid_ref.study._metrics import METRIC_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from amid_ref.study._sweep import RunSpec, StudyResult
-    from amid_ref.study._train import RunResult
+    from amid_ref.study._records import RunResult, RunSpec, StudyResult
 
 __all__ = ["aggregate", "answers", "spearman", "summary_markdown", "trend"]
 
