@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 
-from amid_ref._specs import SPECS
-from amid_ref._validation import NORMALIZATION_TOL
+from amid_ref.contract import SPECS
+from amid_ref.contract import NORMALIZATION_TOL
 from gpu._autograd import _refuse_double_backward
 from gpu._elementwise import expm1, expm1_, where
 from gpu._mixture import _check_log_pair

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from amid_ref._specs import Objective
+from amid_ref.contract import Objective
 from gpu._autograd import _refuse_double_backward
 from gpu._engine import (
     _build_spec,

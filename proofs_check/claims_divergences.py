@@ -13,7 +13,7 @@ import sympy as sp
 
 import amid_ref
 from amid_ref import presets
-from amid_ref._specs import SPECS
+from amid_ref.contract import SPECS
 from amid_ref.tolerances import tolerance
 from proofs_check._core import PROVED, PROVED_FOR_CASES, Claim
 from proofs_check._numeric import check, distribution_pairs

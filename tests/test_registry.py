@@ -531,17 +531,19 @@ def _is_type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def _imports(tree: ast.AST, module: str, is_package: bool):
-    """(imported module name, line, inside a function) for every runtime import."""
+def _imports(tree: ast.AST, module: str, is_package: bool, type_checking: bool = False):
+    """(imported module name, line, inside a function, a module rather than a name in one)
+    for every runtime import, and with ``type_checking`` also those under
+    ``if TYPE_CHECKING:``."""
     out = []
 
     def visit(node, in_function):
         for child in ast.iter_child_nodes(node):
-            if _is_type_checking(child):
+            if _is_type_checking(child) and not type_checking:
                 continue
             inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
             if isinstance(child, ast.Import):
-                out.extend((a.name, child.lineno, in_function) for a in child.names)
+                out.extend((a.name, child.lineno, in_function, True) for a in child.names)
             elif isinstance(child, ast.ImportFrom):
                 if child.level:
                     base = module.split(".")
@@ -549,31 +551,40 @@ def _imports(tree: ast.AST, module: str, is_package: bool):
                     name = ".".join(base + ([child.module] if child.module else []))
                 else:
                     name = child.module
-                out.append((name, child.lineno, in_function))
-                out.extend((f"{name}.{a.name}", child.lineno, in_function) for a in child.names)
+                out.append((name, child.lineno, in_function, True))
+                out.extend(
+                    (f"{name}.{a.name}", child.lineno, in_function, False) for a in child.names
+                )
             visit(child, inside)
 
     visit(tree, False)
     return out
 
 
-def _resolve(name: str, modules: Mapping[str, Path]) -> str | None:
-    while name and name not in modules:
-        name = name.rpartition(".")[0]
-    return name or None
+def _resolve(name: str, modules: Mapping[str, Path], is_module: bool = False) -> str | None:
+    """The project module that importing ``name`` reads. A module of the project that is not
+    in the tree (an optional module imported under ``try``) is no edge; outside the project,
+    ``None``."""
+    if name in modules:
+        return name
+    if not is_module:  # a name imported from a module: that module
+        return _resolve(name.rpartition(".")[0], modules, True)
+    return None
 
 
 @functools.cache
-def _import_graph():
+def _import_graph(type_checking: bool = False):
+    """(module → the project modules it imports, function-local imports), with
+    ``type_checking`` counting the imports under ``if TYPE_CHECKING:`` too."""
     modules = _modules()
     graph, local = {}, []
     for module, path in modules.items():
         text = path.read_text(encoding="utf-8")
         edges = set()
-        for name, line, in_function in _imports(
-            ast.parse(text), module, path.name == "__init__.py"
+        for name, line, in_function, is_module in _imports(
+            ast.parse(text), module, path.name == "__init__.py", type_checking
         ):
-            target = _resolve(name, modules)
+            target = _resolve(name, modules, is_module)
             if target and target != module:
                 edges.add(target)
             if in_function:
@@ -641,3 +652,142 @@ def test_function_local_imports_are_optional_or_heavy_dependencies_with_a_commen
         "function-local imports need a comment naming the optional or heavy dependency: "
         + ", ".join(sorted(set(bad)))
     )
+
+
+def test_no_cycle_even_through_type_checking_imports():
+    assert _cycles(_import_graph(type_checking=True)[0]) == []
+
+
+# --- layers: the reference at the bottom, the tools above it -------------------------------
+
+#: The layers of the project, bottom first (module name prefixes): a module imports only
+#: modules of its own layer or of one below, counting function-local and ``TYPE_CHECKING``
+#: imports. ``docs/contributing.md`` shows the same map.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "reference": (
+        "amid_ref",
+        "amid_ref._specs",
+        "amid_ref._special",
+        "amid_ref._validation",
+        "amid_ref._mixture",
+        "amid_ref._divergences",
+        "amid_ref._loss",
+        "amid_ref.presets",
+        "amid_ref.tolerances",
+        "amid_ref.contract",
+        "amid_ref._version",
+    ),
+    "oracle": ("amid_ref.precise",),
+    "battery": (
+        "amid_ref._battery",
+        "amid_ref.strategies",
+        "amid_ref.analysis",
+        "amid_ref.conformance",
+    ),
+    "siblings": ("gpu", "proofs_check"),
+    "tools": (
+        "amid_ref._cli",
+        "amid_ref.cli",
+        "amid_ref.__main__",
+        "amid_ref.verify",
+        "amid_ref.plotting",
+        "amid_ref.study",
+    ),
+}
+
+#: Imports of a higher layer, each with the reason it cannot go yet.
+_LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("gpu.bench", "amid_ref._battery._known_wrong"): (
+        "the benchmark times the naive log α-mean (a known-wrong formula of the battery "
+        "engine) as the baseline a user would write; it is a script, not the gpu library"
+    ),
+}
+
+
+def _layer(module: str) -> str:
+    """The layer of a module: the layer of its longest matching prefix."""
+    best = ("", "")
+    for layer, prefixes in LAYERS.items():
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best[1]):
+                best = (layer, prefix)
+    assert best[0], f"{module} is in no layer: add it to tests/test_registry.py LAYERS"
+    return best[0]
+
+
+def _upward_imports(graph: Mapping[str, set]) -> list[str]:
+    order = list(LAYERS)
+    return sorted(
+        f"{a} ({_layer(a)}) → {b} ({_layer(b)})"
+        for a, targets in graph.items()
+        for b in targets
+        if order.index(_layer(b)) > order.index(_layer(a)) and (a, b) not in _LAYER_EXCEPTIONS
+    )
+
+
+def test_every_module_imports_only_its_layer_and_those_below():
+    graph = _import_graph(type_checking=True)[0]
+    for (a, b), reason in _LAYER_EXCEPTIONS.items():
+        assert b in graph[a], f"{a} → {b} is gone: remove it from _LAYER_EXCEPTIONS ({reason})"
+    assert _upward_imports(graph) == []
+
+
+def test_the_reference_imports_nothing_outside_itself():
+    graph = _import_graph(type_checking=True)[0]
+    reference = [m for m in graph if _layer(m) == "reference"]
+    assert "amid_ref._loss" in reference and "amid_ref.precise" not in reference
+    outside = {m: sorted(b for b in graph[m] if _layer(b) != "reference") for m in reference}
+    assert {m: b for m, b in outside.items() if b} == {}
+    # gpu and proofs_check, even lazily, only from the tools at the top
+    siblings = sorted(
+        f"{a} → {b}"
+        for a, targets in graph.items()
+        if a.startswith("amid_ref")
+        for b in targets
+        if _layer(b) == "siblings"
+    )
+    assert all(_layer(line.split(" → ")[0]) == "tools" for line in siblings), siblings
+
+
+def test_the_layer_check_finds_an_upward_import():
+    graph = {"amid_ref._loss": {"amid_ref._battery._case"}, "amid_ref._battery._case": set()}
+    assert _upward_imports(graph) == [
+        "amid_ref._loss (reference) → amid_ref._battery._case (battery)"
+    ]
+    assert _upward_imports({"amid_ref.verify": {"proofs_check"}}) == []
+    assert _upward_imports({"amid_ref.conformance._peers": {"gpu"}}) == [
+        "amid_ref.conformance._peers (battery) → gpu (siblings)"
+    ]
+
+
+# --- the public contract: the sibling packages import public modules of amid_ref only -------
+
+#: Sibling modules that still import a private module of amid_ref, each with the reason.
+_PRIVATE_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
+    ("gpu.bench", "amid_ref._battery._known_wrong"): _LAYER_EXCEPTIONS[
+        ("gpu.bench", "amid_ref._battery._known_wrong")
+    ],
+}
+
+
+def _private(module: str) -> bool:
+    return any(part.startswith("_") for part in module.split(".")[1:])
+
+
+def _private_imports(graph: Mapping[str, set]) -> list[str]:
+    return sorted(
+        f"{a} → {b}"
+        for a, targets in graph.items()
+        if not a.startswith("amid_ref")
+        for b in targets
+        if b.startswith("amid_ref") and _private(b) and (a, b) not in _PRIVATE_IMPORTS_ALLOWED
+    )
+
+
+def test_sibling_packages_import_no_private_module_of_amid_ref():
+    graph = _import_graph(type_checking=True)[0]
+    for (a, b), reason in _PRIVATE_IMPORTS_ALLOWED.items():
+        assert b in graph[a], f"{a} → {b} is gone: remove it from the exemptions ({reason})"
+    assert _private_imports(graph) == [], "import the contract from amid_ref.contract"
+    assert _private_imports({"gpu._loss": {"amid_ref._specs"}}) == ["gpu._loss → amid_ref._specs"]
+    assert _private_imports({"gpu._loss": {"amid_ref.contract"}}) == []
