@@ -71,6 +71,20 @@ def _claims() -> Mapping[str, object]:
     return proofs_check.CLAIMS
 
 
+def _textbook() -> Mapping[str, object]:
+    pytest.importorskip("torch")
+    from _textbook import TEXTBOOK  # torch: optional (the gpu extra)
+
+    return TEXTBOOK
+
+
+def _zero_generators() -> Mapping[str, object]:
+    pytest.importorskip("sympy")
+    from proofs_check.claims_divergences import ZERO_GENERATORS  # sympy: optional
+
+    return ZERO_GENERATORS
+
+
 def registrations() -> dict:
     """Everything that registers against the records, by kind."""
     return {
@@ -82,6 +96,8 @@ def registrations() -> dict:
         "strategies": strategies.PARAM_STRATEGIES,
         "no_strategy": strategies.NO_STRATEGY,
         "claims": _claims(),
+        "textbook": _textbook(),
+        "zero_generators": _zero_generators(),
         "docs_rows": _load_docs_tables().page_block(
             (ROOT / "docs" / "mathematics.md").read_text(encoding="utf-8")
         )
@@ -95,6 +111,10 @@ def registry_problems(specs: Mapping[str, DivergenceSpec], reg: dict) -> list[st
     for impl, table in reg["kernels"].items():
         problems += [f"{impl}: kernel {n!r} has no record" for n in table if n not in specs]
     problems += [f"strategy {n!r} has no record" for n in reg["strategies"] if n not in specs]
+    problems += [f"textbook form {n!r} has no record" for n in reg["textbook"] if n not in specs]
+    problems += [
+        f"zero generator {n!r} has no record" for n in reg["zero_generators"] if n not in specs
+    ]
     for name, spec in specs.items():
         for impl in IMPLEMENTATIONS:
             has = name in reg["kernels"][impl]
@@ -107,6 +127,13 @@ def registry_problems(specs: Mapping[str, DivergenceSpec], reg: dict) -> list[st
                 problems.append(f"{name}: no {use!r} parameter set and no stated reason")
         if spec.params and name not in reg["strategies"] and name not in reg["no_strategy"]:
             problems.append(f"{name}: parameters but no strategy (strategies.PARAM_STRATEGIES)")
+        if spec.offered_by("gpu") and name not in reg["textbook"]:
+            problems.append(f"{name}: no textbook form (tests/_textbook.py TEXTBOOK)")
+        if not spec.no_cases and name not in reg["zero_generators"]:
+            problems.append(
+                f"{name}: no zero-iff-equal generator (proofs_check.claims_divergences."
+                "ZERO_GENERATORS)"
+            )
         if not spec.claims and not spec.no_cases:
             problems.append(f"{name}: no proofs_check claim")
         for claim in spec.claims:
@@ -148,6 +175,8 @@ def _toy_registrations(reg: dict) -> tuple[dict, dict]:
         "strategies": {**reg["strategies"], "toy": object()},
         "no_strategy": reg["no_strategy"],
         "claims": {**reg["claims"], "divergence.toy.claim": object()},
+        "textbook": {**reg["textbook"], "toy": object()},
+        "zero_generators": {**reg["zero_generators"], "toy": object()},
         "docs_rows": reg["docs_rows"] + "\n| `toy` | ... |",
     }
     return specs, full
@@ -174,6 +203,8 @@ def _without(reg: dict, path: tuple) -> dict:
         (("kernels", "gpu"), "no gpu kernel"),
         (("strategies", "toy"), "no strategy"),
         (("claims", "divergence.toy.claim"), "not in proofs_check.CLAIMS"),
+        (("textbook", "toy"), "no textbook form"),
+        (("zero_generators", "toy"), "no zero-iff-equal generator"),
         (("docs_rows",), "no row in the divergence table"),
     ],
 )
