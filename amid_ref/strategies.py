@@ -49,6 +49,7 @@ __all__ = [
     "JS_BETAS",
     "LAMBDA_GRID",
     "LOGIT_KINDS",
+    "LOSS_ALPHAS",
     "NO_STRATEGY",
     "PARAM_STRATEGIES",
     "RENYI_ORDERS",
@@ -116,6 +117,12 @@ CONTRACT_ALPHAS: tuple[float, ...] = alpha_grid("contract")
 
 #: The λ grid of the same contract: the endpoints, 1e-15 from them, and the interior.
 CONTRACT_LAMBDAS: tuple[float, ...] = lambda_grid("full")
+
+#: One α per regime of the loss and its gradient, for the grids that multiply α by
+#: divergences, orders and λ (the float64 loss and gradient against the oracle, gpu against
+#: amid_ref): ±∞ (max/min), −5 (the paper's best), −1 (the m-mixture), 0 and 0.5, 1 − 1e-6
+#: and 1 (the e-mixture and its neighbourhood), 3 (α > 1).
+LOSS_ALPHAS: tuple[float, ...] = (-_INF, -5.0, -1.0, 0.0, 0.5, 1.0 - 1e-6, 1.0, 3.0, _INF)
 
 #: α values within 1e-2 of the pole β = 0 (α = 1) used by the ``low_precision`` family: the
 #: bracket of ``(1/β)·logaddexp(log λ + β log p, log(1−λ) + β log q)`` is O(β) while its

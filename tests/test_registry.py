@@ -363,6 +363,21 @@ _ENUMERATION_ALLOWED = {
         "BIG_CASES: hand-picked (divergence, order, α, λ, dtype) rows for the real "
         "vocabularies (one row per combination worth its cost at V = 151936), not a registry"
     ),
+    "amid_ref/conformance/_mutants.py": (
+        "the low-precision failure mode applies to the divergences computed from probabilities "
+        "that must sum to 1 (kl, js, tv, skew_kl, jeffreys): a property of that wrong formula, "
+        "which no record states"
+    ),
+}
+#: Dicts keyed by divergence name that are registrations, (file, variable): each is checked
+#: against the records by test_every_record_is_registered_everywhere.
+_CHECKED_REGISTRIES = {
+    ("amid_ref/_divergences.py", "KERNELS"),
+    ("amid_ref/precise/_divergences.py", "ROW_FUNCTIONS"),
+    ("gpu/_divergences.py", "GPU_DIVERGENCES"),
+    ("amid_ref/strategies.py", "PARAM_STRATEGIES"),
+    ("tests/_textbook.py", "TEXTBOOK"),
+    ("proofs_check/claims_divergences.py", "ZERO_GENERATORS"),
 }
 _SCANNED = (
     "amid_ref/**/*.py",
@@ -393,15 +408,49 @@ def _enumerations(text: str) -> list[str]:
     return hits
 
 
-def test_no_hand_written_list_of_divergence_names_outside_the_contract():
-    found = {}
+def _keyed_rows(text: str) -> list[tuple[str, int, list[str]]]:
+    """Dict literals keyed by ≥ 4 divergence names other than f: (the variable it is assigned
+    to, or "", line, the names)."""
+    tree = ast.parse(text)
+    assigned = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Dict):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            assigned[id(node.value)] = ast.unparse(target)
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+            names = sorted(keys & set(_NAMES))
+            if len(names) >= 4:
+                hits.append((assigned.get(id(node), ""), node.lineno, names))
+    return hits
+
+
+def _hand_lists() -> dict[str, list[str]]:
+    found, registries = {}, set()
     for pattern in _SCANNED:
         for path in ROOT.glob(pattern):
             rel = path.relative_to(ROOT).as_posix()
-            if rel in _ENUMERATION_ALLOWED or "/conformance/" in rel or "/.venv/" in rel:
+            if rel in _ENUMERATION_ALLOWED or "/.venv/" in rel:
                 continue
-            if hits := _enumerations(path.read_text(encoding="utf-8")):
+            text = path.read_text(encoding="utf-8")
+            hits = _enumerations(text)
+            if rel.endswith(".py"):
+                for name, line, names in _keyed_rows(text):
+                    if (rel, name) in _CHECKED_REGISTRIES:
+                        registries.add((rel, name))
+                    else:
+                        hits.append(f"line {line}: {name or 'a dict'} keyed by {names}")
+            if hits:
                 found[rel] = hits
+    missing = _CHECKED_REGISTRIES - registries
+    assert not missing, f"registries listed in _CHECKED_REGISTRIES but not found: {missing}"
+    return found
+
+
+def test_no_hand_written_list_of_divergence_names_outside_the_contract():
+    found = _hand_lists()
     assert found == {}, f"divergence names listed by hand (read them from the records): {found}"
 
 
@@ -410,6 +459,14 @@ def test_the_enumeration_check_finds_a_list():
     assert _enumerations('CASES = [\n    ("kl", {}),\n    ("js", {}),\n    ("tv", {}),\n'
                          '    ("chi2", {}),\n]\n')  # fmt: skip
     assert not _enumerations('loss = amid_loss(s, t, 0.5, 0.3, "js", "pr", {"beta": 0.3})\n')
+    rows = (
+        'P = {\n    "ab": {"alpha": 0.2},\n    "js": {},\n    "amari": {},\n    "renyi": {},\n}\n'
+    )
+    assert _keyed_rows(rows) == [("P", 1, ["ab", "amari", "js", "renyi"])]
+    assert _keyed_rows('f({"kl": 1, "js": 2, "tv": 3, "chi2": 4})\n') == [
+        ("", 1, ["chi2", "js", "kl", "tv"])
+    ]
+    assert not _keyed_rows('P = {"kl": 1, "js": 2, "tv": 3}\n')
 
 
 # --- one copy of the orders, of the order lookup and of the known-wrong formulas -----------

@@ -20,6 +20,7 @@ from amid_ref._cli._util import (
     starting_workers,
     stop_workers,
 )
+from amid_ref._specs import SPECS
 from amid_ref.study._metrics import METRIC_NAMES
 from amid_ref.study._plots import plot_all
 from amid_ref.study._records import (
@@ -53,13 +54,12 @@ __all__ = [
     "run_study",
 ]
 
-#: Divergence parameters used by the sweep when a divergence needs some (the AB values are
-#: the AMiD paper's (0.2, 0.7)).
+#: Divergence parameters used by the sweep for a divergence with parameters: its record's
+#: first "sweep" parameter set (for AB the AMiD paper's (0.2, 0.7)).
 DEFAULT_DIV_PARAMS: dict[str, dict[str, float]] = {
-    "ab": {"alpha": 0.2, "beta": 0.7},
-    "js": {"beta": 0.5},
-    "amari": {"alpha": 0.5},
-    "renyi": {"order": 0.5},
+    name: dict(spec.cases_for("sweep")[0])
+    for name, spec in SPECS.items()
+    if spec.params and spec.cases_for("sweep")
 }
 
 
