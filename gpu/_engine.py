@@ -47,8 +47,7 @@ from typing import Any
 
 import torch
 
-from amid_ref.contract import Objective
-from amid_ref.contract import temperature_overflow_message
+from amid_ref.contract import Objective, temperature_overflow_message
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
