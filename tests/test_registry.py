@@ -879,3 +879,98 @@ def test_sibling_packages_import_no_private_module_of_amid_ref():
     assert _private_imports(graph) == [], "import the contract from amid_ref.contract"
     assert _private_imports({"gpu._loss": {"amid_ref._specs"}}) == ["gpu._loss → amid_ref._specs"]
     assert _private_imports({"gpu._loss": {"amid_ref.contract"}}) == []
+
+
+# --- docs/contributing.md: the map of the layers and of the files to touch ----------------
+
+
+def _contributing_table(heading: str) -> dict[str, set[str]]:
+    """First cell → the backticked paths of the last cell, for the table under ``heading``."""
+    text = (ROOT / "docs" / "contributing.md").read_text(encoding="utf-8")
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if (
+            line.startswith("|")
+            and len(cells) >= 2
+            and cells[0] not in ("", "---", "layer", "to add")
+        ):
+            rows[cells[0]] = set(re.findall(r"`([^`]+)`", cells[-1]))
+    return rows
+
+
+def _path_of(prefix: str) -> str:
+    """``amid_ref._battery`` → ``amid_ref/_battery/``, ``amid_ref._specs`` → its file."""
+    if prefix in _PACKAGES and prefix != "amid_ref":
+        return f"{prefix}/"
+    if prefix == "amid_ref":
+        return "amid_ref/__init__.py"
+    path = prefix.replace(".", "/")
+    return f"{path}/" if (ROOT / path).is_dir() else f"{path}.py"
+
+
+def _source(obj) -> str:
+    return Path(inspect.getsourcefile(obj)).resolve().relative_to(ROOT).as_posix()
+
+
+def _registry_objects() -> dict[tuple[str, str], object]:
+    """The object each (file, variable) of _CHECKED_REGISTRIES names."""
+    out = {}
+    for rel, var in _CHECKED_REGISTRIES:
+        parts = Path(rel).with_suffix("").parts
+        module = parts[-1] if parts[0] == "tests" else ".".join(parts)
+        out[(rel, var)] = getattr(importlib.import_module(module), var)
+    return out
+
+
+def test_the_checked_registries_are_the_registrations():
+    reg = registrations()
+    registered = [*reg["kernels"].values(), reg["strategies"], reg["textbook"]]
+    registered.append(reg["zero_generators"])
+    objects = _registry_objects()
+    assert sorted(map(id, registered)) == sorted(map(id, objects.values())), (
+        "_CHECKED_REGISTRIES and registrations() name different registries"
+    )
+
+
+def test_the_contributing_map_lists_the_layers():
+    rows = _contributing_table("The layers")
+    assert rows == {layer: {_path_of(p) for p in prefixes} for layer, prefixes in LAYERS.items()}
+    assert all((ROOT / path).exists() for paths in rows.values() for path in paths)
+
+
+def test_the_contributing_map_lists_the_registrations():
+    import amid_ref.conformance.audit_page as audit_page
+    from amid_ref.conformance._peers import PEERS
+
+    pytest.importorskip("torch")
+    from gpu import _engine  # torch: optional (the gpu extra)
+
+    claims = _claims()
+    record_claims = {c for spec in SPECS.values() for c in spec.claims}
+    preset_claims = {c for c in claims if c.startswith("presets.")}
+    expected = {
+        "a divergence": {
+            _source(DivergenceSpec),
+            *(rel for rel, _ in _CHECKED_REGISTRIES),
+            *(_source(claims[c].symbolic) for c in record_claims),
+            "docs/mathematics.md",
+        },
+        "an order": {rel for rel in _ORDERS_ALLOWED},
+        "a preset": {
+            _source(amid_ref.presets.Preset),
+            *(_source(claims[c].symbolic) for c in preset_claims),
+            "tests/test_presets.py",
+        },
+        "a backend": {_source(_engine), "gpu/_torch_kernel.py"},
+        "a peer": {
+            _source(next(iter(PEERS.values())).__class__),
+            *(
+                p.relative_to(ROOT).as_posix() + ("/" if p.is_dir() else "")
+                for p in (audit_page.REPORTS, audit_page.PAGE, audit_page.MAPPING)
+            ),
+        },
+    }
+    assert _contributing_table("The files to touch") == expected
+    assert "BACKENDS" in vars(_engine) and (ROOT / "gpu" / "_torch_kernel.py").exists()
