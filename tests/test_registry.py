@@ -105,8 +105,17 @@ def registrations() -> dict:
     }
 
 
+#: Where each implementation registers its kernels: (file, variable).
+_KERNEL_REGISTRIES = {
+    "amid_ref": ("amid_ref/_divergences.py", "KERNELS"),
+    "precise": ("amid_ref/precise/_divergences.py", "ROW_FUNCTIONS"),
+    "gpu": ("gpu/_divergences.py", "GPU_DIVERGENCES"),
+}
+
+
 def registry_problems(specs: Mapping[str, DivergenceSpec], reg: dict) -> list[str]:
-    """What a set of records lacks (or has too much of) in the registrations ``reg``."""
+    """What a set of records lacks (or has too much of) in the registrations ``reg``; each
+    missing registration is named with its file."""
     problems = []
     for impl, table in reg["kernels"].items():
         problems += [f"{impl}: kernel {n!r} has no record" for n in table if n not in specs]
@@ -119,28 +128,37 @@ def registry_problems(specs: Mapping[str, DivergenceSpec], reg: dict) -> list[st
         for impl in IMPLEMENTATIONS:
             has = name in reg["kernels"][impl]
             if not has and spec.offered_by(impl):
-                problems.append(f"{name}: no {impl} kernel and no stated reason")
+                where = " ".join(_KERNEL_REGISTRIES[impl])
+                problems.append(f"{name}: no {impl} kernel and no stated reason ({where})")
             if has and not spec.offered_by(impl):
                 problems.append(f"{name}: a {impl} kernel although the record says not offered")
         for use in ("zero", "grid", "accuracy"):
             if not spec.cases_for(use) and not spec.no_cases:
                 problems.append(f"{name}: no {use!r} parameter set and no stated reason")
         if spec.params and name not in reg["strategies"] and name not in reg["no_strategy"]:
-            problems.append(f"{name}: parameters but no strategy (strategies.PARAM_STRATEGIES)")
+            problems.append(
+                f"{name}: parameters but no strategy (amid_ref/strategies.py PARAM_STRATEGIES)"
+            )
         if spec.offered_by("gpu") and name not in reg["textbook"]:
             problems.append(f"{name}: no textbook form (tests/_textbook.py TEXTBOOK)")
         if not spec.no_cases and name not in reg["zero_generators"]:
             problems.append(
-                f"{name}: no zero-iff-equal generator (proofs_check.claims_divergences."
+                f"{name}: no zero-iff-equal generator (proofs_check/claims_divergences.py "
                 "ZERO_GENERATORS)"
             )
         if not spec.claims and not spec.no_cases:
-            problems.append(f"{name}: no proofs_check claim")
+            problems.append(f"{name}: no proofs_check claim (proofs_check/claims_divergences.py)")
         for claim in spec.claims:
             if claim not in reg["claims"]:
-                problems.append(f"{name}: claim {claim!r} is not in proofs_check.CLAIMS")
+                problems.append(
+                    f"{name}: claim {claim!r} is not in proofs_check.CLAIMS "
+                    "(proofs_check/claims_divergences.py)"
+                )
         if f"| `{name}` |" not in reg["docs_rows"]:
-            problems.append(f"{name}: no row in the divergence table of docs/mathematics.md")
+            problems.append(
+                f"{name}: no row in the divergence table of docs/mathematics.md "
+                "(python docs/_contract_tables.py --write)"
+            )
     return problems
 
 
@@ -372,9 +390,7 @@ _ENUMERATION_ALLOWED = {
 #: Dicts keyed by divergence name that are registrations, (file, variable): each is checked
 #: against the records by test_every_record_is_registered_everywhere.
 _CHECKED_REGISTRIES = {
-    ("amid_ref/_divergences.py", "KERNELS"),
-    ("amid_ref/precise/_divergences.py", "ROW_FUNCTIONS"),
-    ("gpu/_divergences.py", "GPU_DIVERGENCES"),
+    *_KERNEL_REGISTRIES.values(),
     ("amid_ref/strategies.py", "PARAM_STRATEGIES"),
     ("tests/_textbook.py", "TEXTBOOK"),
     ("proofs_check/claims_divergences.py", "ZERO_GENERATORS"),
