@@ -1,12 +1,18 @@
-"""The divergence contract (amid_ref._specs) and what registers against it.
+"""The divergence contract (amid_ref.contract, defined in amid_ref._specs), what registers
+against it, and the layers of the project.
 
 * Every record has a kernel in amid_ref, precise and gpu (or the record states why not), a
-  zero case, a grid case, a strategy, its claims and a row in the generated docs table;
-  every kernel, strategy and claim belongs to a record. :func:`registry_problems` lists what
-  is missing, and a throw-away record shows it names each registration that is removed.
+  zero case, a grid case, a strategy, its claims, a textbook form, a zero-iff-equal generator
+  and a row in the generated docs table; every registration belongs to a record.
+  :func:`registry_problems` lists what is missing with its file, and a throw-away record
+  shows it names each registration that is removed.
 * The three implementations agree on signatures, parameter names, defaults and error types.
-* No hand-written list of divergence names remains outside the contract.
-* No import cycles; function-local imports only for optional or heavy dependencies.
+* No hand-written list or dict of divergence names remains outside the contract and the
+  registries.
+* No import cycles, TYPE_CHECKING imports included; function-local imports only for optional
+  or heavy dependencies; each module imports only its layer and those below (LAYERS); the
+  sibling packages import no private module of amid_ref.
+* docs/contributing.md shows LAYERS and the files of each registration.
 """
 
 from __future__ import annotations
