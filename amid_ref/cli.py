@@ -4,8 +4,8 @@ Subcommands live in their own modules, each exposing ``configure_parser(parser)`
 ``run(args) -> int``. The registry below is the one place that names them; a module that
 is not importable (an optional extra not installed) is reported when its subcommand is
 used, not at start-up. Every parser formats its help with
-:class:`amid_ref._cli_util.HelpFormatter` (docstring RST rendered as plain text, defaults
-shown), and every parser is :class:`amid_ref._cli_util.ArgumentParser`, whose options take
+:class:`amid_ref._cli._util.HelpFormatter` (docstring RST rendered as plain text, defaults
+shown), and every parser is :class:`amid_ref._cli._util.ArgumentParser`, whose options take
 negative numbers and lists as the docs print them (``--alphas -5,-1``). Errors of usage and
 of the options' values exit with code 2 and a one-line message; Ctrl-C exits with code 130
 and one line.
@@ -17,12 +17,15 @@ import argparse
 import importlib
 import sys
 
-from amid_ref._cli_util import ArgumentParser, HelpFormatter
+from amid_ref._cli._util import ArgumentParser, HelpFormatter
 from amid_ref._version import __version__
 
 # name -> (module, one-line help). One registry for the subcommands.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "mixture": ("amid_ref._cli_mixture", "print r^(α,λ), Z_α and divergences over an α grid"),
+    "mixture": (
+        "amid_ref._cli._mixture_command",
+        "print r^(α,λ), Z_α and divergences over an α grid",
+    ),
     "verify": ("amid_ref.verify", "run every check and write a report with figures"),
     "plot": ("amid_ref.plotting", "render the figures (interpolation paths, limits, ...)"),
     "conform": ("amid_ref.conformance", "hold an external AMiD implementation to the reference"),

@@ -34,11 +34,10 @@ from scipy.special import log_softmax
 
 import amid_ref
 from amid_ref import analysis
-from amid_ref._cli_util import staged_output, writable_dir
+from amid_ref._cli._util import staged_output, writable_dir
 
 __all__ = [
     "FIGURES",
-    "configure_parser",
     "convergence_figure",
     "figure_to_png",
     "landscape_figure",
@@ -47,7 +46,6 @@ __all__ = [
     "normalizer_figure",
     "paths_figure",
     "render",
-    "run",
     "weight_figure",
 ]
 

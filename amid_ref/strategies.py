@@ -6,7 +6,7 @@ makes, so that the fixed battery and a property-based search draw from the same 
 * **Grids** (plain tuples, no dependency): the α values, λ values, vocabulary sizes and
   divergence parameters the battery enumerates. Each carries a comment saying which known
   failure it is there to expose.
-* **Generators** (NumPy only, in :mod:`amid_ref._logits`): :func:`logits_pair` turns
+* **Generators** (NumPy only, in :mod:`amid_ref._battery._logits`): :func:`logits_pair` turns
   ``(kind, shape, seed)`` into a reproducible pair of student/teacher logits. A battery case
   stores only those three values, so a failing case is reproduced exactly from what the
   report prints.
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from amid_ref._case import Case
-from amid_ref._logits import LOGIT_KINDS, logits_pair
+from amid_ref._battery._case import Case
+from amid_ref._battery._logits import LOGIT_KINDS, logits_pair
 from amid_ref._specs import ORDERS, SPECS, alpha_grid, lambda_grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,6 +49,7 @@ __all__ = [
     "JS_BETAS",
     "LAMBDA_GRID",
     "LOGIT_KINDS",
+    "LOSS_ALPHAS",
     "NO_STRATEGY",
     "PARAM_STRATEGIES",
     "RENYI_ORDERS",
@@ -116,6 +117,12 @@ CONTRACT_ALPHAS: tuple[float, ...] = alpha_grid("contract")
 
 #: The λ grid of the same contract: the endpoints, 1e-15 from them, and the interior.
 CONTRACT_LAMBDAS: tuple[float, ...] = lambda_grid("full")
+
+#: One α per regime of the loss and its gradient, for the grids that multiply α by
+#: divergences, orders and λ (the float64 loss and gradient against the oracle, gpu against
+#: amid_ref): ±∞ (max/min), −5 (the paper's best), −1 (the m-mixture), 0 and 0.5, 1 − 1e-6
+#: and 1 (the e-mixture and its neighbourhood), 3 (α > 1).
+LOSS_ALPHAS: tuple[float, ...] = (-_INF, -5.0, -1.0, 0.0, 0.5, 1.0 - 1e-6, 1.0, 3.0, _INF)
 
 #: α values within 1e-2 of the pole β = 0 (α = 1) used by the ``low_precision`` family: the
 #: bracket of ``(1/β)·logaddexp(log λ + β log p, log(1−λ) + β log q)`` is O(β) while its

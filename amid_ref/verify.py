@@ -46,7 +46,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from amid_ref._cli_util import (
+from amid_ref._cli._document import Document, status_word
+from amid_ref._cli._text import latex_to_text
+from amid_ref._cli._util import (
     Progress,
     Task,
     ignore_interrupts,
@@ -55,9 +57,7 @@ from amid_ref._cli_util import (
     starting_workers,
     stop_workers,
 )
-from amid_ref._document import Document, status_word
-from amid_ref._text import latex_to_text
-from amid_ref._verify_steps import (
+from amid_ref._cli._verify_steps import (
     StepResult,
     _step_figures,
     _step_limits,
@@ -65,11 +65,9 @@ from amid_ref._verify_steps import (
     _step_sweep,
 )
 
-__all__ = ["Report", "StepResult", "configure_parser", "resolve_out_dir", "run", "run_verify"]
-
-
-#: The report's document model (:class:`amid_ref._document.Document`), under its name here.
-Report = Document
+#: The command-line plumbing (``configure_parser``, ``run``) is reached by ``amid-ref``
+#: through :data:`amid_ref.cli.SUBCOMMANDS`, not part of the public API.
+__all__ = ["Document", "StepResult", "resolve_out_dir", "run_verify"]
 _status = status_word
 
 
@@ -397,8 +395,8 @@ def _fork_pool():
     )
 
 
-def _build_report(results: list[StepResult], ok: bool, quick: bool, total: float) -> Report:
-    report = Report("amid-ref verification report")
+def _build_report(results: list[StepResult], ok: bool, quick: bool, total: float) -> Document:
+    report = Document("amid-ref verification report")
     mode = "quick" if quick else "full"
     report.p(
         f"**Overall: {_status(ok)}** — {mode} run, {total:.1f} s, "

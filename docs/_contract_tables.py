@@ -51,7 +51,7 @@ def _params(spec) -> str:
 
 
 def _offered(spec) -> str:
-    from amid_ref._specs import IMPLEMENTATIONS
+    from amid_ref.contract import IMPLEMENTATIONS
 
     missing = [f"not in `{impl}`: {_cell(spec.not_offered[impl])}" for impl in spec.not_offered]
     offered = [f"`{impl}`" for impl in IMPLEMENTATIONS if spec.offered_by(impl)]
@@ -60,7 +60,7 @@ def _offered(spec) -> str:
 
 def divergence_table() -> str:
     """The divergence table as Markdown: one row per record of the contract."""
-    from amid_ref._specs import SPECS
+    from amid_ref.contract import SPECS
 
     lines = [
         "| name | definition | parameters | $+\\infty$ where | limits | claims | implementations |",

@@ -18,6 +18,7 @@ the fused loss against liger-kernel), ``python -m gpu.device_check`` runs the CU
 :mod:`gpu.hf` the Hugging Face ``Trainer`` / TRL integration (optional extra ``hf``).
 """
 
+from amid_ref.contract import SPECS
 from gpu import presets
 from gpu._divergences import GPU_DIVERGENCES, divergence
 from gpu._fused import AMiDFusedLinearLoss, amid_fused_linear_loss
@@ -27,8 +28,11 @@ from gpu._validation import ORDERS
 from gpu._vocab_parallel import VocabParallelAMiDLoss, vocab_parallel_amid_loss
 from gpu.accuracy import kernel_accuracy
 
-#: Divergence names implemented by the gpu package (the reference's, without ``"f"``).
-DIVERGENCES: tuple[str, ...] = tuple(GPU_DIVERGENCES)
+#: Divergence names implemented by the gpu package, in the contract's order: every record of
+#: :data:`amid_ref.contract.SPECS` that gpu offers (all but ``"f"``, with the record's reason).
+DIVERGENCES: tuple[str, ...] = tuple(
+    name for name, spec in SPECS.items() if spec.offered_by("gpu") and name in GPU_DIVERGENCES
+)
 
 __all__ = [
     "DIVERGENCES",

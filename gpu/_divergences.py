@@ -8,21 +8,10 @@ The gradients are returned *modulo a multiple of a (resp. b) along the vocabular
 AMiD chain rule (:mod:`gpu._loss`) projects them onto the simplex's tangent space, which
 removes exactly such components.
 
-With :math:`\delta = \log a - \log b`:
-
-* ``kl``: :math:`\sum a\delta`; :math:`(a\delta,\ -a)`.
-* ``js`` (β): :math:`\beta\,KL(a\|m) + (1-\beta)\,KL(b\|m)`, :math:`m = \beta a + (1-\beta) b`;
-  :math:`(\beta a(\log a - \log m),\ (1-\beta) b(\log b - \log m))`.
-* ``tv``: :math:`\tfrac12\sum|a-b|`; :math:`(\tfrac12\,\mathrm{sgn}(a-b)\,a,\
-  -\tfrac12\,\mathrm{sgn}(a-b)\,b)`.
-* ``hellinger``: :math:`\tfrac12\sum(\sqrt a-\sqrt b)^2`;
-  :math:`((\sqrt a-\sqrt b)\sqrt a/2,\ -(\sqrt a-\sqrt b)\sqrt b/2)`.
-* ``chi2``: :math:`\sum(a-b)^2/b`;
-  :math:`(2a\,\mathrm{expm1}(\delta),\ -b\,\mathrm{expm1}(2\delta))`.
-* ``ab`` (a_, b_), λ = a_ + b_: :math:`-\frac{1}{a_* b_*}\sum(a^{a_*}b^{b_*} - \dots)`;
-  :math:`(a^\lambda(1-e^{-b_*\delta})/b_*,\ -b^\lambda\,\mathrm{expm1}(a_*\delta)/a_*)`.
-* ``amari`` (γ): AB(s, 1−s) with s = (1−γ)/2.
-* ``renyi`` (ρ): :math:`\log(\sum a^\rho b^{1-\rho})/(\rho-1)`; see :func:`_renyi`.
+The kernels are registered by record name in :data:`GPU_DIVERGENCES`; each divergence's
+definition is its record's (:data:`amid_ref.contract.SPECS`, the table of
+``docs/mathematics.md``), and the comment above each kernel gives the value it computes and,
+where short, its ``(g_a, g_b)``, with :math:`\delta = \log a - \log b`.
 
 Zero conventions are those of :func:`amid_ref.divergence`: terms with ``a = 0`` contribute 0
 and ``a > 0 = b`` gives ``+inf`` for KL-type divergences. Every formula is evaluated in a
@@ -37,8 +26,7 @@ from typing import Any
 
 import torch
 
-from amid_ref._specs import SPECS
-from amid_ref._validation import NORMALIZATION_TOL
+from amid_ref.contract import NORMALIZATION_TOL, SPECS
 from gpu._autograd import _refuse_double_backward
 from gpu._elementwise import expm1, expm1_, where
 from gpu._mixture import _check_log_pair
@@ -145,6 +133,7 @@ def _delta(la: torch.Tensor, lb: torch.Tensor, log_ratio: torch.Tensor | None) -
 # --- KL ----------------------------------------------------------------------------------
 
 
+# kl: Σ aδ; (aδ, −a).
 def _kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     # Σ a(la − lb); a = 0 terms are 0 even where lb = −inf; a > 0 = b gives +inf.
     # A NaN term can only be 0·(±inf or NaN), i.e. a = 0: it is 0 by convention.
@@ -161,6 +150,8 @@ def _kl(la, lb, params, need_ga, need_gb, log_ratio=None):
 # --- generalized Jensen-Shannon -----------------------------------------------------------
 
 
+# js (β): β·KL(a‖m) + (1−β)·KL(b‖m), m = βa + (1−β)b;
+# (βa(log a − log m), (1−β)b(log b − log m)).
 def _js(la, lb, params, need_ga, need_gb, log_ratio=None):
     beta = params["beta"]
     if beta in (0.0, 1.0):  # m equals one argument: both KL terms vanish identically
@@ -195,6 +186,7 @@ def _js(la, lb, params, need_ga, need_gb, log_ratio=None):
 # --- total variation, Hellinger, Pearson chi^2 ---------------------------------------------
 
 
+# tv: ½Σ|a − b|; (½·sgn(a − b)·a, −½·sgn(a − b)·b).
 def _tv(la, lb, params, need_ga, need_gb, log_ratio=None):
     a = torch.exp(la)
     b = torch.exp(lb)
@@ -219,6 +211,7 @@ def _sqrt_diff(la, lb, log_ratio=None):
     return where(la >= lb, mag, -mag)
 
 
+# hellinger: ½Σ(√a − √b)²; ((√a − √b)√a/2, −(√a − √b)√b/2).
 def _hellinger(la, lb, params, need_ga, need_gb, log_ratio=None):
     d = _sqrt_diff(la, lb, log_ratio)
     value = 0.5 * d.square().sum(-1)
@@ -227,6 +220,7 @@ def _hellinger(la, lb, params, need_ga, need_gb, log_ratio=None):
     return value, ga, gb
 
 
+# chi2: Σ(a − b)²/b; (2a·expm1(δ), −b·expm1(2δ)).
 def _chi2(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     # Σ (a − b)²/b = Σ b·expm1(δ)², formed as exp(lb + 2 log|expm1(δ)|): no overflow, no
     # cancellation. b = 0 < a gives +inf, a = 0 < b gives b, both 0 give 0.
@@ -254,6 +248,8 @@ def _chi2(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
 # --- AB-divergence and Amari's α-divergence --------------------------------------------------
 
 
+# ab (a_, b_), λ = a_ + b_: −(1/(a_ b_))·Σ(a^a_ b^b_ − ...);
+# (a^λ(1 − e^(−b_ δ))/b_, −b^λ·expm1(a_ δ)/a_).
 def _ab(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     r"""AB-divergence, continuous in (a_, b_) with no branch but (0, 0).
 
@@ -313,6 +309,7 @@ def _ab(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     return value, ga, gb
 
 
+# amari (γ): AB(s, 1 − s) with s = (1 − γ)/2.
 def _amari(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     # (1 ∓ γ)/2 separately: near γ = −1, 1 − s would carry the rounding of s (relative
     # 1e-7 of b_ at γ = −1 + 1e-9, where 1 + γ is exact).
@@ -327,6 +324,7 @@ def _amari(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
 _RENYI_SERIES_CM = 0.5
 
 
+# renyi (ρ): log(Σ a^ρ b^(1−ρ))/(ρ − 1).
 def _renyi(la, lb, params, need_ga, need_gb, log_ratio=None, *, reduce=None):
     r"""Rényi divergence of order ρ on normalized inputs, c = ρ − 1.
 
@@ -379,6 +377,7 @@ def _renyi(la, lb, params, need_ga, need_gb, log_ratio=None, *, reduce=None):
 # --- Jeffreys (symmetric KL) and skew KL ----------------------------------------------------
 
 
+# jeffreys: Σ(a − b)δ.
 def _jeffreys(la, lb, params, need_ga, need_gb, log_ratio=None):
     # Σ (a − b)·δ with |a − b| = e^max·(−expm1(−|δ|)): every term is ≥ 0 and free of
     # cancellation; a zero of exactly one argument gives +inf.
@@ -399,6 +398,7 @@ def _jeffreys(la, lb, params, need_ga, need_gb, log_ratio=None):
     return value, ga, gb
 
 
+# skew_kl (s): KL(a‖m), m = s·a + (1 − s)·b.
 def _skew_kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     # KL(a‖m), m = s·a + (1 − s)·b: log(a/m) = −log1p((1 − s)·expm1(−δ)) for |δ| ≤ 1 (exactly
     # 0 at δ = 0, no ulp of |log m|), la − log m beyond; ≤ −log s for s > 0. Twin of

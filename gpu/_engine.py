@@ -48,8 +48,7 @@ from typing import Any
 import torch
 
 from amid_ref import tolerances
-from amid_ref._specs import Objective
-from amid_ref._validation import temperature_overflow_message
+from amid_ref.contract import Objective, temperature_overflow_message
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,

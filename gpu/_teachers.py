@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from amid_ref import tolerances
-from amid_ref._sparse import sparse_transform_message
+from amid_ref.contract import sparse_transform_message
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-# The contract (amid_ref._specs) holds the orders, the scalar checks and the divergence
+# The contract (amid_ref.contract) holds the orders, the scalar checks and the divergence
 # parameter rules that the reference and this package share; this module imports no other
 # gpu module.
-from amid_ref._specs import (
+from amid_ref.contract import (
     ORDERS,
     check_alpha,
     check_bool,

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from amid_ref._specs import Objective
+from amid_ref.contract import Objective
 from gpu._divergences import GPU_DIVERGENCES
 from gpu._engine import (
     _reduce,

@@ -37,13 +37,13 @@ from scipy.special import logsumexp
 
 import amid_ref
 from amid_ref import precise
-from amid_ref._mutants import naive_log_alpha_mean
+from amid_ref._battery._known_wrong import naive_log_alpha_mean
 from amid_ref.tolerances import assert_within, tolerance
 
 
 # %% tags=["user-code"]
 # The implementation under test ("your code"): the textbook formula above, which amid-ref
-# keeps as a known-wrong formula (amid_ref._mutants) and never computes with.
+# keeps as a known-wrong formula (amid_ref._battery._known_wrong) and never computes with.
 def naive_log_alpha_mixture(log_p, log_q, alpha, lam):
     log_m = naive_log_alpha_mean(log_p, log_q, alpha, lam)
     return log_m - logsumexp(log_m)

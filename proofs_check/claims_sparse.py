@@ -11,9 +11,8 @@ import numpy as np
 import sympy as sp
 
 import amid_ref
-from amid_ref._loss import _sparse_pair
-from amid_ref._sparse import check_teacher_topk
-from amid_ref._specs import LEFTOVER_POLICIES, SPECS
+from amid_ref.contract import LEFTOVER_POLICIES, SPECS, check_teacher_topk
+from amid_ref.contract import sparse_pair as _sparse_pair
 from proofs_check._core import Claim
 from proofs_check._numeric import check
 from proofs_check._symbolic import prove_zero, require

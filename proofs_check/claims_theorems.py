@@ -8,7 +8,7 @@ import numpy as np
 import sympy as sp
 
 import amid_ref
-from amid_ref._specs import SPECS
+from amid_ref.contract import SPECS
 from amid_ref.tolerances import tolerance
 from proofs_check._core import PROVED, PROVED_FOR_CASES, Claim
 from proofs_check._numeric import (

@@ -1,5 +1,5 @@
 """amid_ref, amid_ref.precise, gpu and the Hugging Face entry points of gpu.hf hold to one
-table of bad inputs (:data:`amid_ref._bad_inputs.BAD_INPUTS`): the same inputs accepted or
+table of bad inputs (:data:`_bad_inputs.BAD_INPUTS`): the same inputs accepted or
 refused, with the same exception type and a message naming the parameter."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
-
-from amid_ref._bad_inputs import BAD_INPUTS, IMPLEMENTATIONS, call
+from _bad_inputs import BAD_INPUTS, IMPLEMENTATIONS, call
 
 CASES = [(c, impl) for c in BAD_INPUTS for impl in IMPLEMENTATIONS if impl in c.only]
 

@@ -1,4 +1,4 @@
-"""Every formula switch of amid_ref/_branch_points.py, evaluated just below, at, just above
+"""Every formula switch of tests/_branch_points.py, evaluated just below, at, just above
 and a factor 2 on either side of its threshold, against the mpmath oracle (value and
 gradient); and a guard that no module defines a numeric constant the list does not know."""
 
@@ -10,13 +10,13 @@ import inspect
 
 import numpy as np
 import pytest
-
-from amid_ref import alpha_mixture_weight, amid_grad, amid_loss, log_alpha_mean, precise
-from amid_ref._branch_points import (
+from _branch_points import (
     BRANCH_POINTS,
     NOT_BRANCH_POINTS,
     SCANNED_MODULES,
 )
+
+from amid_ref import alpha_mixture_weight, amid_grad, amid_loss, log_alpha_mean, precise
 from amid_ref.tolerances import assert_within, tolerance
 
 FACTORS = (1.0 - 1e-9, 1.0, 1.0 + 1e-9, 0.5, 2.0)
@@ -122,7 +122,7 @@ def test_every_numeric_constant_is_a_listed_branch_point(module_name):
     missing = [n for n in _numeric_constants(module_name) if (module_name, n) not in listed]
     assert not missing, (
         f"{module_name} defines numeric constant(s) {missing}: add each to "
-        "amid_ref/_branch_points.py (BRANCH_POINTS, with a builder) or NOT_BRANCH_POINTS "
+        "tests/_branch_points.py (BRANCH_POINTS, with a builder) or NOT_BRANCH_POINTS "
         "(with the reason it is not a formula switch)"
     )
 

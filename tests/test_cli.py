@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from amid_ref import _cli_util
+from amid_ref._cli import _util as _cli_util
 from amid_ref.cli import SUBCOMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def test_help_is_plain_text_about_the_project(command, capsys):
     text = _help(command, capsys)
     assert not RAW_RST.search(text), RAW_RST.search(text)
     assert not PROCESS_WORDS.search(text), PROCESS_WORDS.search(text)
-    # public names only: a reader cannot use amid_ref._verify_steps
+    # public names only: a reader cannot use amid_ref._cli._verify_steps
     private = re.findall(r"\b(?:amid_ref|gpu|proofs_check)(?:\.\w+)*\._[a-z]\w*", text)
     assert not private, private
 

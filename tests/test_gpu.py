@@ -25,10 +25,11 @@ torch = pytest.importorskip("torch")
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
 from amid_ref._specs import SPECS  # noqa: E402
+from amid_ref.strategies import LOSS_ALPHAS  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 
 INF = math.inf
-ALPHAS = (-INF, -5.0, -1.0, 0.0, 0.5, 1.0 - 1e-6, 1.0, 3.0, INF)
+ALPHAS = LOSS_ALPHAS
 LAMS = (0.0, 0.1, 0.5, 1.0)
 ORDERS = tuple(amid_ref.ORDERS)
 #: One parameter set per divergence the gpu package offers (the records' "grid" set; the

@@ -307,3 +307,25 @@ def test_amid_ref_does_not_import_sympy():
         [sys.executable, "-c", code], capture_output=True, timeout=120, check=False
     )
     assert proc.returncode == 0, "importing amid_ref pulled in sympy"
+
+
+#: Claims of the divergence records whose numeric check compares no value with the oracle,
+#: each with the reason.
+_NO_ORACLE_VALUE = {
+    "divergence.skew_kl.bounded": "an inequality (0 ≤ KL_s ≤ log(1/s)) on amid_ref's values",
+    "divergence.zero_iff_equal": "a sign property: amid_ref's D is 0 on equal pairs, > 0 otherwise",
+}
+
+
+def test_the_records_claims_check_amid_ref_against_the_mpmath_oracle():
+    """A divergence claim's numeric check takes its values from amid_ref.precise (the one
+    mpmath transcription of each record), not from a second transcription in the claims; a
+    claim that compares two forms (the Amari limit and KL) takes both from the oracle."""
+    from amid_ref.contract import SPECS
+    from proofs_check import claims_divergences
+
+    ids = {claim for spec in SPECS.values() for claim in spec.claims}
+    calls = {i: "_oracle(" in inspect.getsource(CLAIMS[i].numeric) for i in ids}
+    assert {i for i, c in calls.items() if not c} == set(_NO_ORACLE_VALUE)
+    own = [n for n in vars(claims_divergences) if n.startswith("_mp_")]
+    assert own == [], f"mpmath transcriptions outside amid_ref.precise: {own}"

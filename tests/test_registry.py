@@ -1,12 +1,18 @@
-"""The divergence contract (amid_ref._specs) and what registers against it.
+"""The divergence contract (amid_ref.contract, defined in amid_ref._specs), what registers
+against it, and the layers of the project.
 
 * Every record has a kernel in amid_ref, precise and gpu (or the record states why not), a
-  zero case, a grid case, a strategy, its claims and a row in the generated docs table;
-  every kernel, strategy and claim belongs to a record. :func:`registry_problems` lists what
-  is missing, and a throw-away record shows it names each registration that is removed.
+  zero case, a grid case, a strategy, its claims, a textbook form, a zero-iff-equal generator
+  and a row in the generated docs table; every registration belongs to a record.
+  :func:`registry_problems` lists what is missing with its file, and a throw-away record
+  shows it names each registration that is removed.
 * The three implementations agree on signatures, parameter names, defaults and error types.
-* No hand-written list of divergence names remains outside the contract.
-* No import cycles; function-local imports only for optional or heavy dependencies.
+* No hand-written list or dict of divergence names remains outside the contract and the
+  registries.
+* No import cycles, TYPE_CHECKING imports included; function-local imports only for optional
+  or heavy dependencies; each module imports only its layer and those below (LAYERS); the
+  sibling packages import no private module of amid_ref.
+* docs/contributing.md shows LAYERS and the files of each registration.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import numpy as np
 import pytest
 
 import amid_ref
-from amid_ref import _compare, _divergences, analysis, precise, strategies
+from amid_ref import _divergences, analysis, precise, strategies
+from amid_ref._battery import _compare
 from amid_ref._specs import (
     DIVERGENCES,
     IMPLEMENTATIONS,
@@ -70,6 +77,20 @@ def _claims() -> Mapping[str, object]:
     return proofs_check.CLAIMS
 
 
+def _textbook() -> Mapping[str, object]:
+    pytest.importorskip("torch")
+    from _textbook import TEXTBOOK  # torch: optional (the gpu extra)
+
+    return TEXTBOOK
+
+
+def _zero_generators() -> Mapping[str, object]:
+    pytest.importorskip("sympy")
+    from proofs_check.claims_divergences import ZERO_GENERATORS  # sympy: optional
+
+    return ZERO_GENERATORS
+
+
 def registrations() -> dict:
     """Everything that registers against the records, by kind."""
     return {
@@ -81,6 +102,8 @@ def registrations() -> dict:
         "strategies": strategies.PARAM_STRATEGIES,
         "no_strategy": strategies.NO_STRATEGY,
         "claims": _claims(),
+        "textbook": _textbook(),
+        "zero_generators": _zero_generators(),
         "docs_rows": _load_docs_tables().page_block(
             (ROOT / "docs" / "mathematics.md").read_text(encoding="utf-8")
         )
@@ -88,31 +111,60 @@ def registrations() -> dict:
     }
 
 
+#: Where each implementation registers its kernels: (file, variable).
+_KERNEL_REGISTRIES = {
+    "amid_ref": ("amid_ref/_divergences.py", "KERNELS"),
+    "precise": ("amid_ref/precise/_divergences.py", "ROW_FUNCTIONS"),
+    "gpu": ("gpu/_divergences.py", "GPU_DIVERGENCES"),
+}
+
+
 def registry_problems(specs: Mapping[str, DivergenceSpec], reg: dict) -> list[str]:
-    """What a set of records lacks (or has too much of) in the registrations ``reg``."""
+    """What a set of records lacks (or has too much of) in the registrations ``reg``; each
+    missing registration is named with its file."""
     problems = []
     for impl, table in reg["kernels"].items():
         problems += [f"{impl}: kernel {n!r} has no record" for n in table if n not in specs]
     problems += [f"strategy {n!r} has no record" for n in reg["strategies"] if n not in specs]
+    problems += [f"textbook form {n!r} has no record" for n in reg["textbook"] if n not in specs]
+    problems += [
+        f"zero generator {n!r} has no record" for n in reg["zero_generators"] if n not in specs
+    ]
     for name, spec in specs.items():
         for impl in IMPLEMENTATIONS:
             has = name in reg["kernels"][impl]
             if not has and spec.offered_by(impl):
-                problems.append(f"{name}: no {impl} kernel and no stated reason")
+                where = " ".join(_KERNEL_REGISTRIES[impl])
+                problems.append(f"{name}: no {impl} kernel and no stated reason ({where})")
             if has and not spec.offered_by(impl):
                 problems.append(f"{name}: a {impl} kernel although the record says not offered")
         for use in ("zero", "grid", "accuracy"):
             if not spec.cases_for(use) and not spec.no_cases:
                 problems.append(f"{name}: no {use!r} parameter set and no stated reason")
         if spec.params and name not in reg["strategies"] and name not in reg["no_strategy"]:
-            problems.append(f"{name}: parameters but no strategy (strategies.PARAM_STRATEGIES)")
+            problems.append(
+                f"{name}: parameters but no strategy (amid_ref/strategies.py PARAM_STRATEGIES)"
+            )
+        if spec.offered_by("gpu") and name not in reg["textbook"]:
+            problems.append(f"{name}: no textbook form (tests/_textbook.py TEXTBOOK)")
+        if not spec.no_cases and name not in reg["zero_generators"]:
+            problems.append(
+                f"{name}: no zero-iff-equal generator (proofs_check/claims_divergences.py "
+                "ZERO_GENERATORS)"
+            )
         if not spec.claims and not spec.no_cases:
-            problems.append(f"{name}: no proofs_check claim")
+            problems.append(f"{name}: no proofs_check claim (proofs_check/claims_divergences.py)")
         for claim in spec.claims:
             if claim not in reg["claims"]:
-                problems.append(f"{name}: claim {claim!r} is not in proofs_check.CLAIMS")
+                problems.append(
+                    f"{name}: claim {claim!r} is not in proofs_check.CLAIMS "
+                    "(proofs_check/claims_divergences.py)"
+                )
         if f"| `{name}` |" not in reg["docs_rows"]:
-            problems.append(f"{name}: no row in the divergence table of docs/mathematics.md")
+            problems.append(
+                f"{name}: no row in the divergence table of docs/mathematics.md "
+                "(python docs/_contract_tables.py --write)"
+            )
     return problems
 
 
@@ -147,6 +199,8 @@ def _toy_registrations(reg: dict) -> tuple[dict, dict]:
         "strategies": {**reg["strategies"], "toy": object()},
         "no_strategy": reg["no_strategy"],
         "claims": {**reg["claims"], "divergence.toy.claim": object()},
+        "textbook": {**reg["textbook"], "toy": object()},
+        "zero_generators": {**reg["zero_generators"], "toy": object()},
         "docs_rows": reg["docs_rows"] + "\n| `toy` | ... |",
     }
     return specs, full
@@ -173,6 +227,8 @@ def _without(reg: dict, path: tuple) -> dict:
         (("kernels", "gpu"), "no gpu kernel"),
         (("strategies", "toy"), "no strategy"),
         (("claims", "divergence.toy.claim"), "not in proofs_check.CLAIMS"),
+        (("textbook", "toy"), "no textbook form"),
+        (("zero_generators", "toy"), "no zero-iff-equal generator"),
         (("docs_rows",), "no row in the divergence table"),
     ],
 )
@@ -331,6 +387,19 @@ _ENUMERATION_ALLOWED = {
         "BIG_CASES: hand-picked (divergence, order, α, λ, dtype) rows for the real "
         "vocabularies (one row per combination worth its cost at V = 151936), not a registry"
     ),
+    "amid_ref/conformance/_mutants.py": (
+        "the low-precision failure mode applies to the divergences computed from probabilities "
+        "that must sum to 1 (kl, js, tv, skew_kl, jeffreys): a property of that wrong formula, "
+        "which no record states"
+    ),
+}
+#: Dicts keyed by divergence name that are registrations, (file, variable): each is checked
+#: against the records by test_every_record_is_registered_everywhere.
+_CHECKED_REGISTRIES = {
+    *_KERNEL_REGISTRIES.values(),
+    ("amid_ref/strategies.py", "PARAM_STRATEGIES"),
+    ("tests/_textbook.py", "TEXTBOOK"),
+    ("proofs_check/claims_divergences.py", "ZERO_GENERATORS"),
 }
 _SCANNED = (
     "amid_ref/**/*.py",
@@ -361,15 +430,49 @@ def _enumerations(text: str) -> list[str]:
     return hits
 
 
-def test_no_hand_written_list_of_divergence_names_outside_the_contract():
-    found = {}
+def _keyed_rows(text: str) -> list[tuple[str, int, list[str]]]:
+    """Dict literals keyed by ≥ 4 divergence names other than f: (the variable it is assigned
+    to, or "", line, the names)."""
+    tree = ast.parse(text)
+    assigned = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Dict):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            assigned[id(node.value)] = ast.unparse(target)
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+            names = sorted(keys & set(_NAMES))
+            if len(names) >= 4:
+                hits.append((assigned.get(id(node), ""), node.lineno, names))
+    return hits
+
+
+def _hand_lists() -> dict[str, list[str]]:
+    found, registries = {}, set()
     for pattern in _SCANNED:
         for path in ROOT.glob(pattern):
             rel = path.relative_to(ROOT).as_posix()
-            if rel in _ENUMERATION_ALLOWED or "/conformance/" in rel or "/.venv/" in rel:
+            if rel in _ENUMERATION_ALLOWED or "/.venv/" in rel:
                 continue
-            if hits := _enumerations(path.read_text(encoding="utf-8")):
+            text = path.read_text(encoding="utf-8")
+            hits = _enumerations(text)
+            if rel.endswith(".py"):
+                for name, line, names in _keyed_rows(text):
+                    if (rel, name) in _CHECKED_REGISTRIES:
+                        registries.add((rel, name))
+                    else:
+                        hits.append(f"line {line}: {name or 'a dict'} keyed by {names}")
+            if hits:
                 found[rel] = hits
+    missing = _CHECKED_REGISTRIES - registries
+    assert not missing, f"registries listed in _CHECKED_REGISTRIES but not found: {missing}"
+    return found
+
+
+def test_no_hand_written_list_of_divergence_names_outside_the_contract():
+    found = _hand_lists()
     assert found == {}, f"divergence names listed by hand (read them from the records): {found}"
 
 
@@ -378,6 +481,14 @@ def test_the_enumeration_check_finds_a_list():
     assert _enumerations('CASES = [\n    ("kl", {}),\n    ("js", {}),\n    ("tv", {}),\n'
                          '    ("chi2", {}),\n]\n')  # fmt: skip
     assert not _enumerations('loss = amid_loss(s, t, 0.5, 0.3, "js", "pr", {"beta": 0.3})\n')
+    rows = (
+        'P = {\n    "ab": {"alpha": 0.2},\n    "js": {},\n    "amari": {},\n    "renyi": {},\n}\n'
+    )
+    assert _keyed_rows(rows) == [("P", 1, ["ab", "amari", "js", "renyi"])]
+    assert _keyed_rows('f({"kl": 1, "js": 2, "tv": 3, "chi2": 4})\n') == [
+        ("", 1, ["chi2", "js", "kl", "tv"])
+    ]
+    assert not _keyed_rows('P = {"kl": 1, "js": 2, "tv": 3}\n')
 
 
 # --- one copy of the orders, of the order lookup and of the known-wrong formulas -----------
@@ -389,10 +500,11 @@ _ORDERS_ALLOWED = {
     "amid_ref/_specs.py": "the contract itself",
     "tests/test_validation.py": "asserts the public value of amid_ref.ORDERS",
 }
-#: The naive log α-mean (1/β)·logaddexp(...) written out; amid_ref._mutants holds it once.
+#: The naive log α-mean (1/β)·logaddexp(...) written out; amid_ref._battery._known_wrong holds
+#: it once.
 _NAIVE_LOG_MEAN = re.compile(r"logaddexp\(.*\)\s*/\s*beta\b")
 _NAIVE_ALLOWED = {
-    "amid_ref/_mutants.py": "the known-wrong formulas, each written once",
+    "amid_ref/_battery/_known_wrong.py": "the known-wrong formulas, each written once",
     "tests/test_registry.py": "this check",
 }
 _PY_SCANNED = tuple(p for p in _SCANNED if p.endswith(".py"))
@@ -439,7 +551,7 @@ def test_the_naive_log_mean_is_written_once():
             hits = [i + 1 for i, line in enumerate(lines) if _NAIVE_LOG_MEAN.search(line)]
             if hits:
                 found[rel] = hits
-    assert found == {}, f"use amid_ref._mutants.naive_log_alpha_mean: {found}"
+    assert found == {}, f"use amid_ref._battery._known_wrong.naive_log_alpha_mean: {found}"
 
 
 def test_the_copy_checks_find_copies():
@@ -529,17 +641,19 @@ def _is_type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def _imports(tree: ast.AST, module: str, is_package: bool):
-    """(imported module name, line, inside a function) for every runtime import."""
+def _imports(tree: ast.AST, module: str, is_package: bool, type_checking: bool = False):
+    """(imported module name, line, inside a function, a module rather than a name in one)
+    for every runtime import, and with ``type_checking`` also those under
+    ``if TYPE_CHECKING:``."""
     out = []
 
     def visit(node, in_function):
         for child in ast.iter_child_nodes(node):
-            if _is_type_checking(child):
+            if _is_type_checking(child) and not type_checking:
                 continue
             inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
             if isinstance(child, ast.Import):
-                out.extend((a.name, child.lineno, in_function) for a in child.names)
+                out.extend((a.name, child.lineno, in_function, True) for a in child.names)
             elif isinstance(child, ast.ImportFrom):
                 if child.level:
                     base = module.split(".")
@@ -547,31 +661,40 @@ def _imports(tree: ast.AST, module: str, is_package: bool):
                     name = ".".join(base + ([child.module] if child.module else []))
                 else:
                     name = child.module
-                out.append((name, child.lineno, in_function))
-                out.extend((f"{name}.{a.name}", child.lineno, in_function) for a in child.names)
+                out.append((name, child.lineno, in_function, True))
+                out.extend(
+                    (f"{name}.{a.name}", child.lineno, in_function, False) for a in child.names
+                )
             visit(child, inside)
 
     visit(tree, False)
     return out
 
 
-def _resolve(name: str, modules: Mapping[str, Path]) -> str | None:
-    while name and name not in modules:
-        name = name.rpartition(".")[0]
-    return name or None
+def _resolve(name: str, modules: Mapping[str, Path], is_module: bool = False) -> str | None:
+    """The project module that importing ``name`` reads. A module of the project that is not
+    in the tree (an optional module imported under ``try``) is no edge; outside the project,
+    ``None``."""
+    if name in modules:
+        return name
+    if not is_module:  # a name imported from a module: that module
+        return _resolve(name.rpartition(".")[0], modules, True)
+    return None
 
 
 @functools.cache
-def _import_graph():
+def _import_graph(type_checking: bool = False):
+    """(module → the project modules it imports, function-local imports), with
+    ``type_checking`` counting the imports under ``if TYPE_CHECKING:`` too."""
     modules = _modules()
     graph, local = {}, []
     for module, path in modules.items():
         text = path.read_text(encoding="utf-8")
         edges = set()
-        for name, line, in_function in _imports(
-            ast.parse(text), module, path.name == "__init__.py"
+        for name, line, in_function, is_module in _imports(
+            ast.parse(text), module, path.name == "__init__.py", type_checking
         ):
-            target = _resolve(name, modules)
+            target = _resolve(name, modules, is_module)
             if target and target != module:
                 edges.add(target)
             if in_function:
@@ -639,3 +762,237 @@ def test_function_local_imports_are_optional_or_heavy_dependencies_with_a_commen
         "function-local imports need a comment naming the optional or heavy dependency: "
         + ", ".join(sorted(set(bad)))
     )
+
+
+def test_no_cycle_even_through_type_checking_imports():
+    assert _cycles(_import_graph(type_checking=True)[0]) == []
+
+
+# --- layers: the reference at the bottom, the tools above it -------------------------------
+
+#: The layers of the project, bottom first (module name prefixes): a module imports only
+#: modules of its own layer or of one below, counting function-local and ``TYPE_CHECKING``
+#: imports. ``docs/contributing.md`` shows the same map.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "reference": (
+        "amid_ref",
+        "amid_ref._specs",
+        "amid_ref._special",
+        "amid_ref._validation",
+        "amid_ref._mixture",
+        "amid_ref._divergences",
+        "amid_ref._loss",
+        "amid_ref.presets",
+        "amid_ref.tolerances",
+        "amid_ref.contract",
+        "amid_ref._version",
+    ),
+    "oracle": ("amid_ref.precise",),
+    "battery": (
+        "amid_ref._battery",
+        "amid_ref.strategies",
+        "amid_ref.analysis",
+        "amid_ref.conformance",
+    ),
+    "siblings": ("gpu", "proofs_check"),
+    "tools": (
+        "amid_ref._cli",
+        "amid_ref.cli",
+        "amid_ref.__main__",
+        "amid_ref.verify",
+        "amid_ref.plotting",
+        "amid_ref.study",
+    ),
+}
+
+#: Imports of a higher layer, each with the reason it cannot go yet.
+_LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("gpu.bench", "amid_ref._battery._known_wrong"): (
+        "the benchmark times the naive log α-mean (a known-wrong formula of the battery "
+        "engine) as the baseline a user would write; it is a script, not the gpu library"
+    ),
+}
+
+
+def _layer(module: str) -> str:
+    """The layer of a module: the layer of its longest matching prefix."""
+    best = ("", "")
+    for layer, prefixes in LAYERS.items():
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best[1]):
+                best = (layer, prefix)
+    assert best[0], f"{module} is in no layer: add it to tests/test_registry.py LAYERS"
+    return best[0]
+
+
+def _upward_imports(graph: Mapping[str, set]) -> list[str]:
+    order = list(LAYERS)
+    return sorted(
+        f"{a} ({_layer(a)}) → {b} ({_layer(b)})"
+        for a, targets in graph.items()
+        for b in targets
+        if order.index(_layer(b)) > order.index(_layer(a)) and (a, b) not in _LAYER_EXCEPTIONS
+    )
+
+
+def test_every_module_imports_only_its_layer_and_those_below():
+    graph = _import_graph(type_checking=True)[0]
+    for (a, b), reason in _LAYER_EXCEPTIONS.items():
+        assert b in graph[a], f"{a} → {b} is gone: remove it from _LAYER_EXCEPTIONS ({reason})"
+    assert _upward_imports(graph) == []
+
+
+def test_the_reference_imports_nothing_outside_itself():
+    graph = _import_graph(type_checking=True)[0]
+    reference = [m for m in graph if _layer(m) == "reference"]
+    assert "amid_ref._loss" in reference and "amid_ref.precise" not in reference
+    outside = {m: sorted(b for b in graph[m] if _layer(b) != "reference") for m in reference}
+    assert {m: b for m, b in outside.items() if b} == {}
+    # gpu and proofs_check, even lazily, only from the tools at the top
+    siblings = sorted(
+        f"{a} → {b}"
+        for a, targets in graph.items()
+        if a.startswith("amid_ref")
+        for b in targets
+        if _layer(b) == "siblings"
+    )
+    assert all(_layer(line.split(" → ")[0]) == "tools" for line in siblings), siblings
+
+
+def test_the_layer_check_finds_an_upward_import():
+    graph = {"amid_ref._loss": {"amid_ref._battery._case"}, "amid_ref._battery._case": set()}
+    assert _upward_imports(graph) == [
+        "amid_ref._loss (reference) → amid_ref._battery._case (battery)"
+    ]
+    assert _upward_imports({"amid_ref.verify": {"proofs_check"}}) == []
+    assert _upward_imports({"amid_ref.conformance._peers": {"gpu"}}) == [
+        "amid_ref.conformance._peers (battery) → gpu (siblings)"
+    ]
+
+
+# --- the public contract: the sibling packages import public modules of amid_ref only -------
+
+#: Sibling modules that still import a private module of amid_ref, each with the reason.
+_PRIVATE_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
+    ("gpu.bench", "amid_ref._battery._known_wrong"): _LAYER_EXCEPTIONS[
+        ("gpu.bench", "amid_ref._battery._known_wrong")
+    ],
+}
+
+
+def _private(module: str) -> bool:
+    return any(part.startswith("_") for part in module.split(".")[1:])
+
+
+def _private_imports(graph: Mapping[str, set]) -> list[str]:
+    return sorted(
+        f"{a} → {b}"
+        for a, targets in graph.items()
+        if not a.startswith("amid_ref")
+        for b in targets
+        if b.startswith("amid_ref") and _private(b) and (a, b) not in _PRIVATE_IMPORTS_ALLOWED
+    )
+
+
+def test_sibling_packages_import_no_private_module_of_amid_ref():
+    graph = _import_graph(type_checking=True)[0]
+    for (a, b), reason in _PRIVATE_IMPORTS_ALLOWED.items():
+        assert b in graph[a], f"{a} → {b} is gone: remove it from the exemptions ({reason})"
+    assert _private_imports(graph) == [], "import the contract from amid_ref.contract"
+    assert _private_imports({"gpu._loss": {"amid_ref._specs"}}) == ["gpu._loss → amid_ref._specs"]
+    assert _private_imports({"gpu._loss": {"amid_ref.contract"}}) == []
+
+
+# --- docs/contributing.md: the map of the layers and of the files to touch ----------------
+
+
+def _contributing_table(heading: str) -> dict[str, set[str]]:
+    """First cell → the backticked paths of the last cell, for the table under ``heading``."""
+    text = (ROOT / "docs" / "contributing.md").read_text(encoding="utf-8")
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if (
+            line.startswith("|")
+            and len(cells) >= 2
+            and cells[0] not in ("", "---", "layer", "to add")
+        ):
+            rows[cells[0]] = set(re.findall(r"`([^`]+)`", cells[-1]))
+    return rows
+
+
+def _path_of(prefix: str) -> str:
+    """``amid_ref._battery`` → ``amid_ref/_battery/``, ``amid_ref._specs`` → its file."""
+    if prefix in _PACKAGES and prefix != "amid_ref":
+        return f"{prefix}/"
+    if prefix == "amid_ref":
+        return "amid_ref/__init__.py"
+    path = prefix.replace(".", "/")
+    return f"{path}/" if (ROOT / path).is_dir() else f"{path}.py"
+
+
+def _source(obj) -> str:
+    return Path(inspect.getsourcefile(obj)).resolve().relative_to(ROOT).as_posix()
+
+
+def _registry_objects() -> dict[tuple[str, str], object]:
+    """The object each (file, variable) of _CHECKED_REGISTRIES names."""
+    out = {}
+    for rel, var in _CHECKED_REGISTRIES:
+        parts = Path(rel).with_suffix("").parts
+        module = parts[-1] if parts[0] == "tests" else ".".join(parts)
+        out[(rel, var)] = getattr(importlib.import_module(module), var)
+    return out
+
+
+def test_the_checked_registries_are_the_registrations():
+    reg = registrations()
+    registered = [*reg["kernels"].values(), reg["strategies"], reg["textbook"]]
+    registered.append(reg["zero_generators"])
+    objects = _registry_objects()
+    assert sorted(map(id, registered)) == sorted(map(id, objects.values())), (
+        "_CHECKED_REGISTRIES and registrations() name different registries"
+    )
+
+
+def test_the_contributing_map_lists_the_layers():
+    rows = _contributing_table("The layers")
+    assert rows == {layer: {_path_of(p) for p in prefixes} for layer, prefixes in LAYERS.items()}
+    assert all((ROOT / path).exists() for paths in rows.values() for path in paths)
+
+
+def test_the_contributing_map_lists_the_registrations():
+    import amid_ref.conformance.audit_page as audit_page
+    from amid_ref.conformance._peers import PEERS
+
+    pytest.importorskip("torch")
+    from gpu import _engine  # torch: optional (the gpu extra)
+
+    claims = _claims()
+    record_claims = {c for spec in SPECS.values() for c in spec.claims}
+    preset_claims = {c for c in claims if c.startswith("presets.")}
+    expected = {
+        "a divergence": {
+            _source(DivergenceSpec),
+            *(rel for rel, _ in _CHECKED_REGISTRIES),
+            *(_source(claims[c].symbolic) for c in record_claims),
+            "docs/mathematics.md",
+        },
+        "an order": {rel for rel in _ORDERS_ALLOWED},
+        "a preset": {
+            _source(amid_ref.presets.Preset),
+            *(_source(claims[c].symbolic) for c in preset_claims),
+            "tests/test_presets.py",
+        },
+        "a backend": {_source(_engine), "gpu/_torch_kernel.py"},
+        "a peer": {
+            _source(next(iter(PEERS.values())).__class__),
+            *(
+                p.relative_to(ROOT).as_posix() + ("/" if p.is_dir() else "")
+                for p in (audit_page.REPORTS, audit_page.PAGE, audit_page.MAPPING)
+            ),
+        },
+    }
+    assert _contributing_table("The files to touch") == expected
+    assert "BACKENDS" in vars(_engine) and (ROOT / "gpu" / "_torch_kernel.py").exists()

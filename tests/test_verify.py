@@ -15,7 +15,7 @@ import pytest
 
 import amid_ref
 from amid_ref import analysis, verify
-from amid_ref._mutants import naive_log_alpha_mean
+from amid_ref._battery._known_wrong import naive_log_alpha_mean
 from amid_ref.cli import main
 from amid_ref.tolerances import Tolerance
 
@@ -71,7 +71,7 @@ def test_report_renders_markdown_and_escaped_html(tmp_path):
     fig.subplots().plot([0, 1], [1, 0])
     png = tmp_path / "f.png"
     png.write_bytes(figure_to_png(fig))
-    report = verify.Report("t <script>")
+    report = verify.Document("t <script>")
     report.h(1, "Section")
     report.p("a `code` and **bold** <b>x</b> PASS")
     report.table(["a|b", "c"], [[1, "FAIL"]])

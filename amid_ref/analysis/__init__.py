@@ -26,7 +26,7 @@ CLI does) stays cheap.
 
 from __future__ import annotations
 
-from amid_ref._compare import error_ratio as _error_ratio  # noqa: F401 (the tests' name)
+from amid_ref._battery._compare import error_ratio as _error_ratio  # noqa: F401 (the tests' name)
 from amid_ref.analysis._common import (
     EPS as EPS,
 )

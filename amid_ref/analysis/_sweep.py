@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import amid_ref
-from amid_ref._compare import Summary, error_ratio
+from amid_ref._battery._compare import Summary, error_ratio
 from amid_ref._specs import SPECS, alpha_grid, lambda_grid
 from amid_ref.analysis._common import (
     _fmt_alpha,

@@ -53,7 +53,10 @@ from amid_ref.conformance._cases import (
     get_case,
     round_to_dtype,
 )
-from amid_ref.conformance._cli import configure_parser, load_target, run
+
+# the command-line plumbing of `amid-ref conform`, reached through amid_ref.cli.SUBCOMMANDS
+# (not in __all__: not part of the public API)
+from amid_ref.conformance._cli import configure_parser, load_target, run  # noqa: F401
 from amid_ref.conformance._failure_modes import Diagnosis, FailureMode
 from amid_ref.conformance._mutants import FAILURE_MODES
 from amid_ref.conformance._peers import PEERS, Peer, conform_peer
@@ -86,13 +89,10 @@ __all__ = [
     "battery",
     "canonical_dtype",
     "check_case",
-    "configure_parser",
     "conform",
     "conform_peer",
     "get_case",
     "labels_in",
-    "load_target",
     "round_to_dtype",
-    "run",
     "tolerance_for",
 ]

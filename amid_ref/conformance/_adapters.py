@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from amid_ref._case import IGNORE_INDEX, Case, canonical_dtype
-from amid_ref._compare import passes, tolerance_for
+from amid_ref._battery._case import IGNORE_INDEX, Case, canonical_dtype
+from amid_ref._battery._compare import passes, tolerance_for
 from amid_ref._specs import ORDERS
 from amid_ref.conformance._cases import PRESET_PARAM_ALIASES
 from amid_ref.conformance._reference import reduce_rows

@@ -1,4 +1,5 @@
-"""Battery families and the cases they generate (the case type is :mod:`amid_ref._case`)."""
+"""Battery families and the cases they generate (the case type is
+:mod:`amid_ref._battery._case`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from functools import lru_cache
 
 from amid_ref import presets
 from amid_ref import strategies as _S
-from amid_ref._case import (
+from amid_ref._battery._case import (
     _DIRECTIONS,
     DTYPES,
     IGNORE_INDEX,

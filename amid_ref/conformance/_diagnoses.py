@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from amid_ref._compare import agrees, fails, tolerance_for
+from amid_ref._battery._compare import agrees, fails, tolerance_for
 from amid_ref.conformance._cases import Case
 from amid_ref.conformance._failure_modes import (
     _UNIT_ROUNDOFF,

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from amid_ref._case import Case
-from amid_ref._compare import fails
+from amid_ref._battery._case import Case
+from amid_ref._battery._compare import fails
 from amid_ref.conformance._reference import ReferenceInputs, reduce_grad, reduce_rows
 from amid_ref.tolerances import Tolerance
 

@@ -17,9 +17,9 @@ import numpy as np
 from scipy.special import logsumexp
 
 import amid_ref
-from amid_ref._compare import agrees, fails, tolerance_for
+from amid_ref._battery._compare import agrees, fails, tolerance_for
+from amid_ref._battery._known_wrong import naive_log_alpha_mean
 from amid_ref._divergences import get_divergence
-from amid_ref._mutants import naive_log_alpha_mean
 from amid_ref._specs import ORDERS, SPECS, order_arguments
 from amid_ref.conformance._cases import (
     DIVERGENCE_NAMES,
@@ -281,7 +281,8 @@ def _probability_space(ctx: DiagnosisContext) -> list[Wrong]:
 
 
 def _naive_log_m(lp, lq, alpha: float, lam: float, dtype: str) -> np.ndarray:
-    """:func:`amid_ref._mutants.naive_log_alpha_mean` with every result rounded to dtype."""
+    """:func:`amid_ref._battery._known_wrong.naive_log_alpha_mean` with every result rounded
+    to dtype."""
 
     def rnd(x):
         return round_to_dtype(x, dtype)

@@ -10,7 +10,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 import amid_ref
-from amid_ref._compare import PROPOSED_TOLERANCES, tolerance_for
+from amid_ref._battery._compare import PROPOSED_TOLERANCES, tolerance_for
 from amid_ref._loss import grad_of, loss_of
 from amid_ref._specs import Objective, order_arguments
 from amid_ref.conformance._cases import Case

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.special import log_softmax
 
-from amid_ref._compare import Summary, passes, tolerance_for
+from amid_ref._battery._compare import Summary, passes, tolerance_for
 from amid_ref._specs import SPECS
 from amid_ref.conformance._adapters import (
     LossAdapter,
@@ -48,7 +48,7 @@ def _tolerance_row(
     quantity: str, dtype: str, chosen: Mapping[str, Any] | None = None
 ) -> tuple[Tolerance, str]:
     """The tolerance of ``quantity`` and its row key: the chosen one (``tolerances=``), else
-    the declared dtype's (:func:`amid_ref._compare.tolerance_for`)."""
+    the declared dtype's (:func:`amid_ref._battery._compare.tolerance_for`)."""
     if chosen and quantity in chosen:
         return chosen[quantity]
     return tolerance_for(quantity, dtype)
@@ -233,7 +233,7 @@ class CaseResult:
 
 class FamilySummary(Summary):
     """The summary of one family of the battery: the battery's one summary type
-    (:class:`amid_ref._compare.Summary`; ``worst`` holds the family's worst
+    (:class:`amid_ref._battery._compare.Summary`; ``worst`` holds the family's worst
     :class:`CaseResult`, ``failures`` the failing case ids), with the counts also under
     their earlier names: ``cases`` (run and skipped), ``passed``, ``failed``, ``skipped``.
     The verdict is :attr:`status`."""

@@ -21,7 +21,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from amid_ref._cli_util import float_list, int_list, prepare_out_dir
+from amid_ref._cli._util import float_list, int_list, prepare_out_dir
 from amid_ref._specs import ORDERS
 from amid_ref.study._metrics import METRIC_NAMES, HeldOutEvaluator, exact_metrics
 from amid_ref.study._sweep import (
@@ -69,8 +69,6 @@ __all__ = [
     "auto_lam",
     "build_loss",
     "build_runs",
-    "config_from_args",
-    "configure_parser",
     "default_config",
     "exact_metrics",
     "load_study",
@@ -79,7 +77,6 @@ __all__ = [
     "preset_method",
     "quick_config",
     "replot",
-    "run",
     "run_rows",
     "run_study",
     "train_student",

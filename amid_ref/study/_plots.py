@@ -12,7 +12,7 @@ import numpy as np
 from amid_ref.study._report import _alpha_curves, aggregate, answers
 
 if TYPE_CHECKING:  # pragma: no cover
-    from amid_ref.study._sweep import StudyResult
+    from amid_ref.study._records import StudyResult
 
 __all__ = ["plot_all"]
 

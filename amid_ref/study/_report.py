@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from amid_ref._document import Document
+from amid_ref._cli._document import Document
 from amid_ref.study._metrics import METRIC_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from amid_ref.study._sweep import RunSpec, StudyResult
-    from amid_ref.study._train import RunResult
+    from amid_ref.study._records import RunResult, RunSpec, StudyResult
 
 __all__ = ["aggregate", "answers", "spearman", "summary_markdown", "trend"]
 
@@ -247,7 +246,7 @@ def _spread(row: dict[str, Any], name: str) -> str:
 
 
 def summary_document(study: StudyResult, computed: dict[str, Any] | None = None) -> Document:
-    """The answers as a :class:`amid_ref._document.Document` (tables of means over seeds,
+    """The answers as a :class:`amid_ref._cli._document.Document` (tables of means over seeds,
     [min, max] in brackets): the renderer of ``amid-ref verify``'s report."""
     a = answers(study) if computed is None else computed
     cfg = study.config

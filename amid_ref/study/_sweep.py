@@ -9,26 +9,32 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from amid_ref._cli_util import (
+from amid_ref._cli._util import (
     Progress,
     ignore_interrupts,
     staged_output,
     starting_workers,
     stop_workers,
 )
-from amid_ref._specs import ORDERS
+from amid_ref._specs import SPECS
 from amid_ref.study._metrics import METRIC_NAMES
 from amid_ref.study._plots import plot_all
+from amid_ref.study._records import (
+    EXPERIMENTS,
+    Method,
+    RunResult,
+    RunSpec,
+    StudyConfig,
+    StudyResult,
+    TrainConfig,
+)
 from amid_ref.study._report import answers, summary_markdown
 from amid_ref.study._teacher import TeacherConfig, make_teacher
 from amid_ref.study._train import (
-    Method,
-    RunResult,
-    TrainConfig,
     amid_method,
     preset_method,
     train_student,
@@ -48,28 +54,13 @@ __all__ = [
     "run_study",
 ]
 
-#: The three experiments of the study: the α sweep (questions 1 and 2), stability with
-#: near-zero teacher probabilities (question 3), prior methods' presets (question 4).
-EXPERIMENTS: tuple[str, ...] = ("alpha", "stability", "presets")
-
-#: Divergence parameters used by the sweep when a divergence needs some (the AB values are
-#: the AMiD paper's (0.2, 0.7)).
+#: Divergence parameters used by the sweep for a divergence with parameters: its record's
+#: first "sweep" parameter set (for AB the AMiD paper's (0.2, 0.7)).
 DEFAULT_DIV_PARAMS: dict[str, dict[str, float]] = {
-    "ab": {"alpha": 0.2, "beta": 0.7},
-    "js": {"beta": 0.5},
-    "amari": {"alpha": 0.5},
-    "renyi": {"order": 0.5},
+    name: dict(spec.cases_for("sweep")[0])
+    for name, spec in SPECS.items()
+    if spec.params and spec.cases_for("sweep")
 }
-
-_PRESETS: tuple[str, ...] = (
-    "kd",
-    "rkl",
-    "distillm_skl",
-    "distillm_srkl",
-    "gkd_jsd",
-    "taid",
-    "abkd",
-)
 
 
 def auto_lam(order: str) -> float:
@@ -84,130 +75,6 @@ def auto_lam(order: str) -> float:
     if order in ("qr", "rq"):
         return 0.9
     raise ValueError(f"order must be one of 'pr', 'qr', 'rp', 'rq', got {order!r}")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run: experiment, teacher variant, method and seed."""
-
-    experiment: str
-    teacher: str
-    method: Method
-    seed: int
-
-    @property
-    def run_id(self) -> str:
-        """Stable identifier ``experiment/teacher/label/seed``."""
-        return f"{self.experiment}/{self.teacher}/{self.method.label}/s{self.seed}"
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """Everything that determines a study (and therefore its results).
-
-    Parameters
-    ----------
-    name : str
-        ``"default"``, ``"quick"`` or a user label.
-    teacher : TeacherConfig
-        The base teacher.
-    teacher_seed : int
-        Seed of the teacher's weights and contexts.
-    teacher_variants : tuple of (str, tuple of (str, value))
-        Named teachers derived from the base one for the stability experiment, e.g.
-        ``("cold", (("temperature", 0.25),))``; ``"base"`` is always available.
-    train : TrainConfig
-        Student, optimiser and metric settings shared by every run (equal budget).
-    seeds : tuple of int
-        Seeds of the student initialisation and batch order; every method runs with each.
-    alphas : tuple of float
-        α grid of the sweep.
-    lams : tuple of float or None
-        λ grid of the sweep; ``None`` uses :func:`auto_lam` per order.
-    divergences, orders : tuple of str
-        Divergence × order grid of the sweep.
-    sweep_pairs : tuple of (str, str) or None
-        If set, the sweep uses only these (divergence, order) pairs instead of the full
-        product ``divergences × orders``.
-    stability_teachers : tuple of str
-        Teacher variants used by the stability experiment.
-    stability_methods : tuple of Method
-        Methods of the stability experiment.
-    presets : tuple of str
-        Preset names of the prior-methods experiment.
-    preset_extra : tuple of Method
-        AMiD settings run alongside the presets.
-    experiments : tuple of str
-        Subset of :data:`EXPERIMENTS` to run.
-    threads : int
-        ``torch.set_num_threads`` in every worker.
-    jobs : int
-        Worker processes (1 runs in this process). Results do not depend on it.
-    """
-
-    name: str = "default"
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    teacher_seed: int = 0
-    teacher_variants: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = (
-        ("cold", (("temperature", 0.25),)),
-        ("truncated", (("top_k", 20),)),
-    )
-    train: TrainConfig = field(default_factory=TrainConfig)
-    seeds: tuple[int, ...] = (0, 1)
-    alphas: tuple[float, ...] = (-5.0, -3.0, -1.0, 0.0, 0.5, 1.0, 3.0)
-    lams: tuple[float, ...] | None = None
-    divergences: tuple[str, ...] = ("kl",)
-    orders: tuple[str, ...] = tuple(ORDERS)
-    sweep_pairs: tuple[tuple[str, str], ...] | None = None
-    stability_teachers: tuple[str, ...] = ("cold", "truncated")
-    stability_methods: tuple[Method, ...] = ()
-    presets: tuple[str, ...] = _PRESETS
-    preset_extra: tuple[Method, ...] = ()
-    experiments: tuple[str, ...] = EXPERIMENTS
-    threads: int = 1
-    jobs: int = 1
-
-    def __post_init__(self) -> None:
-        unknown = set(self.experiments) - set(EXPERIMENTS)
-        if unknown:
-            raise ValueError(f"experiments: unknown {sorted(unknown)}; choose from {EXPERIMENTS}")
-        names = {"base"} | {name for name, _ in self.teacher_variants}
-        missing = set(self.stability_teachers) - names
-        if missing:
-            raise ValueError(f"stability_teachers: unknown teacher variants {sorted(missing)}")
-        if not self.seeds:
-            raise ValueError("seeds is empty")
-        if self.threads < 1 or self.jobs < 1:
-            raise ValueError(f"threads and jobs must be >= 1, got {self.threads}, {self.jobs}")
-        for lam in self.lams or ():
-            if not 0.0 <= lam <= 1.0:
-                raise ValueError(f"lams: every λ must lie in [0, 1], got {lam}")
-        for alpha in self.alphas:
-            if math.isnan(alpha):
-                raise ValueError("alphas contains NaN")
-
-    def teacher_config(self, variant: str) -> TeacherConfig:
-        """The :class:`TeacherConfig` of a named teacher variant (``"base"`` included)."""
-        if variant == "base":
-            return self.teacher
-        for name, changes in self.teacher_variants:
-            if name == variant:
-                return self.teacher.variant(**dict(changes))
-        raise ValueError(f"unknown teacher variant {variant!r}")
-
-    def pairs(self) -> tuple[tuple[str, str], ...]:
-        """The (divergence, order) pairs of the α sweep."""
-        if self.sweep_pairs is not None:
-            return self.sweep_pairs
-        return tuple((d, o) for d in self.divergences for o in self.orders)
-
-    def describe(self) -> dict[str, Any]:
-        """Plain-data description (for JSON)."""
-        out = asdict(self)
-        out["stability_methods"] = [m.describe() for m in self.stability_methods]
-        out["preset_extra"] = [m.describe() for m in self.preset_extra]
-        out["teacher_variants"] = {n: dict(c) for n, c in self.teacher_variants}
-        return out
 
 
 def _stability_methods() -> tuple[Method, ...]:
@@ -339,27 +206,8 @@ def _worker_init(threads: int) -> None:
     _configure_torch(threads)
 
 
-@dataclass
-class StudyResult:
-    """Results of a study: the configuration, one result per run and the wall time."""
-
-    config: StudyConfig
-    runs: list[tuple[RunSpec, RunResult]]
-    seconds: float = 0.0
-
-    def select(
-        self, experiment: str, teacher: str | None = None
-    ) -> list[tuple[RunSpec, RunResult]]:
-        """The runs of one experiment (optionally one teacher variant)."""
-        return [
-            (s, r)
-            for s, r in self.runs
-            if s.experiment == experiment and (teacher is None or s.teacher == teacher)
-        ]
-
-
 class _Progress:
-    """One display line for the runs (:class:`amid_ref._cli_util.Progress`) and one log
+    """One display line for the runs (:class:`amid_ref._cli._util.Progress`) and one log
     line per finished run; ETAs appear once a few runs have finished."""
 
     def __init__(self, total: int, stream: TextIO | None) -> None:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from amid_ref import presets
-from amid_ref._specs import ORDERS
 from amid_ref.study._metrics import HeldOutEvaluator
+from amid_ref.study._records import Method, RunResult, TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -37,107 +36,10 @@ __all__ = [
     "train_student",
 ]
 
-_ORDERS = tuple(ORDERS)
 
 #: TAID's default interpolation schedule (Shing et al., ICLR 2025: t_start = 0.4,
 #: t_end = 1.0); the study uses its non-adaptive (linear) form.
 TAID_SCHEDULE: tuple[float, float] = (0.4, 1.0)
-
-
-@dataclass(frozen=True)
-class Method:
-    """One distillation objective: ``Σ_i w_i · D(order_i)`` with the assistant ``r^(α,λ)``.
-
-    Parameters
-    ----------
-    label : str
-        Short unique name used in tables and plots.
-    alpha : float
-        α of the assistant (±inf allowed).
-    lam : float
-        λ ∈ [0, 1], the teacher's weight in the assistant.
-    divergence : str
-        Divergence name understood by :class:`gpu.AMiDLoss`.
-    terms : tuple of (str, float)
-        ``(order, weight)`` pairs; order in ``("pr", "qr", "rp", "rq")``.
-    div_params : tuple of (str, float)
-        Divergence parameters as sorted pairs (hashable), e.g. ``(("alpha", 0.2),
-        ("beta", 0.7))`` for ``"ab"``.
-    detach_assistant : bool
-        Stop gradients through ``r`` (TAID and DistiLLM-2 do; AMiD does not).
-    lam_schedule : tuple of (float, float) or None
-        If set, λ moves linearly from the first to the second value over training
-        (TAID's ``t``), overriding ``lam``.
-    preset : str or None
-        Name of the :mod:`amid_ref.presets` preset this method reproduces, if any.
-    """
-
-    label: str
-    alpha: float
-    lam: float
-    divergence: str = "kl"
-    terms: tuple[tuple[str, float], ...] = (("pr", 1.0),)
-    div_params: tuple[tuple[str, float], ...] = ()
-    detach_assistant: bool = False
-    lam_schedule: tuple[float, float] | None = None
-    preset: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.label, str) or not self.label:
-            raise ValueError(f"Method.label must be a non-empty str, got {self.label!r}")
-        if math.isnan(float(self.alpha)):
-            raise ValueError("Method.alpha is NaN")
-        if not 0.0 <= float(self.lam) <= 1.0:
-            raise ValueError(f"Method.lam must lie in [0, 1], got {self.lam!r}")
-        if not self.terms:
-            raise ValueError("Method.terms is empty")
-        for order, weight in self.terms:
-            if order not in _ORDERS:
-                raise ValueError(f"Method.terms: order must be one of {_ORDERS}, got {order!r}")
-            if not math.isfinite(float(weight)):
-                raise ValueError(f"Method.terms: weight must be finite, got {weight!r}")
-        if self.lam_schedule is not None:
-            a, b = self.lam_schedule
-            if not (0.0 <= a <= 1.0 and 0.0 <= b <= 1.0):
-                raise ValueError(
-                    f"Method.lam_schedule must lie in [0, 1]², got {self.lam_schedule}"
-                )
-
-    @property
-    def order(self) -> str:
-        """The orders of the terms joined by ``+`` (e.g. ``"pr+qr"`` for GKD's JSD)."""
-        return "+".join(order for order, _ in self.terms)
-
-    def lam_at(self, progress: float) -> float:
-        """λ at training progress ``progress ∈ [0, 1]`` (constant without a schedule)."""
-        if self.lam_schedule is None:
-            return float(self.lam)
-        a, b = self.lam_schedule
-        return float(a + (b - a) * min(max(progress, 0.0), 1.0))
-
-    def describe(self) -> dict[str, Any]:
-        """Plain-data description (for CSV/JSON); :meth:`from_description` inverts it."""
-        out = asdict(self)
-        out["terms"] = [list(t) for t in self.terms]
-        out["div_params"] = dict(self.div_params)
-        out["order"] = self.order
-        return out
-
-    @classmethod
-    def from_description(cls, data: dict[str, Any]) -> Method:
-        """The method that :meth:`describe` described (α may be the strings ``"±inf"``)."""
-        schedule = data.get("lam_schedule")
-        return cls(
-            label=data["label"],
-            alpha=float(data["alpha"]),
-            lam=float(data["lam"]),
-            divergence=data["divergence"],
-            terms=tuple((str(o), float(w)) for o, w in data["terms"]),
-            div_params=tuple(sorted((str(k), float(v)) for k, v in data["div_params"].items())),
-            detach_assistant=bool(data["detach_assistant"]),
-            lam_schedule=None if schedule is None else (float(schedule[0]), float(schedule[1])),
-            preset=data.get("preset"),
-        )
 
 
 def amid_method(
@@ -242,54 +144,6 @@ def build_loss(
     return loss
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Student size, optimiser and measurement settings of one training run.
-
-    The student maps a context ``x`` to logits ``E h(x) + b`` with
-    ``h = W₂ tanh(W₁ x)`` of dimension ``student_rank``: a rank-limited softmax that can
-    follow one teacher component but not the mixture of several.
-    """
-
-    steps: int = 300
-    batch_size: int = 128
-    lr: float = 1e-2
-    optimizer: str = "adam"
-    lr_schedule: str = "cosine"
-    grad_clip: float | None = None
-    eval_every: int = 50
-    student_hidden: int = 64
-    student_rank: int = 8
-    top_k: int = 10
-    mode_mass: float = 0.05
-    cover_mass: float = 0.01
-
-    def __post_init__(self) -> None:
-        for name in (
-            "steps",
-            "batch_size",
-            "eval_every",
-            "student_hidden",
-            "student_rank",
-            "top_k",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive int, got {value!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(
-                f"TrainConfig.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"
-            )
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(
-                f"TrainConfig.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"
-            )
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
-
-
 def make_student(context_dim: int, vocab_size: int, config: TrainConfig):
     """The low-capacity student network (a torch ``nn.Module``), float32.
 
@@ -304,29 +158,6 @@ def make_student(context_dim: int, vocab_size: int, config: TrainConfig):
         nn.Linear(config.student_hidden, config.student_rank),
         nn.Linear(config.student_rank, vocab_size),
     )
-
-
-@dataclass
-class RunResult:
-    """Everything measured in one training run.
-
-    ``initial`` and ``final`` are :func:`exact_metrics` dicts on the held-out contexts;
-    ``stability`` holds non-finite step counts and gradient-norm statistics; ``curve`` is a
-    list of dicts with ``step``, the metrics, the mean training loss over the preceding
-    window and the largest gradient norm in it; ``loss_error`` is the first error the loss
-    raised (e.g. ``gpu.AMiDLoss`` refusing an infinite loss), empty if none; ``seconds``
-    and ``cpu_seconds`` are the run's wall and process CPU time.
-    """
-
-    method: Method
-    seed: int
-    initial: dict[str, float]
-    final: dict[str, float]
-    stability: dict[str, float]
-    curve: list[dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-    loss_error: str = ""
 
 
 def _grad_norm(parameters) -> float:

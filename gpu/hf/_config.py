@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from amid_ref import presets as _reference_presets
-from amid_ref._specs import check_lam, check_real
+from amid_ref.contract import check_lam, check_real
 from gpu import presets as _presets
 from gpu._loss import AMiDLoss
 from gpu.hf._criterion import check_ce_weight, check_fused

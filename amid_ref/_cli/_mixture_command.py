@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 import amid_ref
-from amid_ref._cli_util import float_list
+from amid_ref._cli._util import float_list
 
 DEFAULT_ALPHAS = "-inf,-5,-3,-1,0,0.5,1,3,5,inf"
 _KEYS = ("D(p||r)", "D(q||r)", "D(r||p)", "D(r||q)")

@@ -2,7 +2,7 @@
 
 :class:`Case` is shared by the conformance battery (:mod:`amid_ref.conformance`, which
 re-exports it), the Hypothesis strategies (:func:`amid_ref.strategies.loss_cases`) and the
-validation sweeps; its inputs come from :func:`amid_ref._logits.logits_pair`.
+validation sweeps; its inputs come from :func:`amid_ref._battery._logits.logits_pair`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from amid_ref import presets
-from amid_ref._logits import _round_bf16, logits_pair
+from amid_ref._battery._logits import _round_bf16, logits_pair
 
 __all__ = ["DTYPES", "IGNORE_INDEX", "KINDS", "Case", "canonical_dtype", "round_to_dtype"]
 

@@ -55,7 +55,7 @@ def naive_log_alpha_mean(
     Examples
     --------
     >>> import numpy as np
-    >>> from amid_ref._mutants import naive_log_alpha_mean
+    >>> from amid_ref._battery._known_wrong import naive_log_alpha_mean
     >>> lp, lq = np.log([0.7, 0.3]), np.log([0.2, 0.8])
     >>> np.round(np.exp(naive_log_alpha_mean(lp, lq, -1.0, 0.5)), 12)  # arithmetic mean
     array([0.45, 0.55])

@@ -2,7 +2,7 @@
 the optimality check and the figures.
 
 Each step fills a :class:`StepResult` (verdict, one-line summary, failures, worst case and
-the blocks of its section of the report, a :class:`amid_ref._document.Document`);
+the blocks of its section of the report, a :class:`amid_ref._cli._document.Document`);
 :mod:`amid_ref.verify` runs them (with the symbolic claims) and renders the report.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amid_ref import analysis, plotting
-from amid_ref._cli_util import Progress, Task
-from amid_ref._document import status_word
+from amid_ref._cli._document import status_word
+from amid_ref._cli._util import Progress, Task
 
 __all__ = ["StepResult"]
 

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from amid_ref._text import latex_to_text
+from amid_ref._cli._text import latex_to_text
 
 # ---------------------------------------------------------------------------- help text
 

@@ -1,7 +1,7 @@
 """Reproducible student/teacher logit pairs (NumPy only): the generators of the input domains.
 
 :func:`logits_pair` turns ``(kind, shape, seed)`` into a pair of float64 logits; a battery
-case (:class:`amid_ref._case.Case`) stores only those three values, so a failing case is
+case (:class:`amid_ref._battery._case.Case`) stores only those three values, so a failing case is
 rebuilt exactly from what a report prints. :mod:`amid_ref.strategies` re-exports both names.
 """
 
