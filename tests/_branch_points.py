@@ -52,8 +52,8 @@ NOT_BRANCH_POINTS: dict[tuple[str, str], str] = {
     ("gpu._engine", "_CPU_CHUNK_ELEMENTS"): "rows per chunk: the result does not depend on it "
     "(tests/test_gpu.py::test_chunking_is_invisible)",
     ("gpu._engine", "_CUDA_CHUNK_ELEMENTS"): "rows per chunk on CUDA (as above)",
-    ("gpu._engine", "_TRITON_CHUNK_ELEMENTS"): "rows per chunk of the Triton kernel on CUDA (memory)",
-    ("gpu._fused", "_TRITON_FUSED_CHUNK_ELEMENTS"): "rows per chunk of the fused loss with Triton (memory)",
+    ("gpu._engine", "_TRITON_CHUNK_ELEMENTS"): "Triton rows per chunk (memory)",
+    ("gpu._fused", "_TRITON_FUSED_CHUNK_ELEMENTS"): "fused Triton rows per chunk",
     ("gpu._flags", "_BAD_STUDENT"): "row flag bit",
     ("gpu._flags", "_BAD_TEACHER"): "row flag bit",
     ("gpu._flags", "_EMPTY_SUPPORT"): "row flag bit",
