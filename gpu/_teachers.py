@@ -46,10 +46,17 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from amid_ref import tolerances
-from amid_ref.contract import sparse_transform_message
+from amid_ref.contract import (
+    check_teacher_source,
+    leftover_needs_mass_message,
+    mass_above_one_message,
+    sparse_transform_message,
+    truncate_dropped_message,
+)
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
@@ -325,7 +332,10 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
         raise ValueError(f"teacher_topk is on {logprobs.device}, the student on {device}")
     k = indices.shape[-1] if indices.dim() else 0
     if k > vocab:
-        raise ValueError(f"teacher_topk has k = {k} slots, more than the vocabulary V = {vocab}")
+        raise ValueError(
+            f"teacher_topk: k = {k} ids per row exceeds the vocabulary V = {vocab} of "
+            "student_logits"
+        )
     idx = indices.detach().reshape(-1, k).to(torch.int64)
     lp = logprobs.detach().reshape(-1, k)
     temperature = spec.temperature
@@ -335,36 +345,74 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
             "log-probabilities are used as given; pass temperature_applies_to='student' to "
             "divide the student's logits only (or give tempered log-probabilities)"
         )
-    pad = idx == -1
-    if bool(((idx < -1) | (idx >= vocab)).any()):
-        raise ValueError(f"teacher_topk indices must lie in [0, V = {vocab}) (−1 marks padding)")
+
+    def row_of(flat_mask):  # the first offending row, as amid_ref names it (leading index)
+        r = int(flat_mask.nonzero()[0, 0])
+        return tuple(int(i) for i in np.unravel_index(r, leading)) if leading else ()
+
     if bool((torch.isnan(lp) | (lp == math.inf)).any()):
         raise ValueError("teacher_topk logprobs has NaN or +inf entries")
+    pad = idx == -1
     if bool((pad & (lp != NEG_INF)).any()):
-        raise ValueError("teacher_topk has a padded slot (index −1) whose logprob is not -inf")
+        raise ValueError(
+            "teacher_topk: a padded slot (index -1) must have logprob -inf, got a finite one"
+        )
+    if bool((idx < -1).any()):
+        raise ValueError(
+            f"teacher_topk: index {int(idx[idx < -1][0])} out of range [0, V = {vocab}) "
+            "(-1 marks a padded slot)"
+        )
+    beyond = idx >= vocab
+    truncate = spec.teaching.vocab_alignment == "truncate"
+    if bool(beyond.any()) and not truncate:
+        raise ValueError(
+            f"teacher_topk: index {int(idx[beyond][0])} out of range [0, V = {vocab}) of "
+            "student_logits (vocab_alignment='truncate' drops the ids beyond the student's)"
+        )
     ordered = torch.where(pad, -1 - torch.arange(k, device=idx.device), idx).sort(-1).values
-    if k > 1 and bool((ordered[:, 1:] == ordered[:, :-1]).any()):
-        raise ValueError("teacher_topk has duplicate indices in a row")
+    same = ordered[:, 1:] == ordered[:, :-1]
+    if k > 1 and bool(same.any()):
+        r, c = (int(i) for i in same.nonzero()[0])
+        raise ValueError(
+            f"teacher_topk: duplicate index {int(ordered[r, c])} in row {r} "
+            "(the ids of a row must be distinct)"
+        )
+    lp64 = lp.to(torch.float64)
+    if bool(beyond.any()):  # truncate: the ids beyond the student's vocabulary are dropped
+        limit = tolerances.VOCAB_TRUNCATE_MAX_DROPPED
+        dropped = torch.where(beyond, lp64, NEG_INF).logsumexp(-1).exp()
+        if bool((dropped > limit).any()):
+            r = row_of(dropped > limit)
+            value = float(dropped.reshape(*leading)[r]) if leading else float(dropped[0])
+            raise ValueError(truncate_dropped_message("teacher", value, r, limit))
+        lp64 = torch.where(beyond, NEG_INF, lp64 - torch.log1p(-dropped)[:, None])
+        idx = torch.where(beyond, -1, idx)
+        pad = idx == -1
+        lp = lp64.to(lp.dtype)
     # The mass may exceed 1 by SPARSE_MASS_TOL plus the rounding of the given log-probs to
     # their dtype: |Δp_i| ≤ p_i·|ℓ_i|·eps/2 (nothing in float64, ~1e-2 in bfloat16).
-    lp64 = lp.to(torch.float64)
     lse = torch.logsumexp(lp64, -1)
     p_abs_l = torch.where(pad, 0.0, torch.exp(lp64) * lp64.abs()).sum(-1)
     allowed = SPARSE_MASS_TOL + 0.5 * torch.finfo(lp.dtype).eps * p_abs_l
     excess = torch.expm1(lse)  # P_S − 1
     if bool((excess > allowed).any()):
+        r = row_of(excess > allowed)
         raise ValueError(
-            "teacher_topk logprobs sum above 1 (beyond SPARSE_MASS_TOL = "
-            f"{SPARSE_MASS_TOL:g} and the rounding of their dtype) in a row: they must be "
-            "log-probabilities of the teacher's full distribution"
+            mass_above_one_message(
+                float(lse.exp()[int(np.ravel_multi_index(r, leading)) if leading else 0]), r
+            )
         )
     if spec.teaching.leftover == "uniform":
         full = (~pad).sum(-1) == vocab
-        if bool((full & (-excess > allowed)).any()):
-            raise ValueError(
-                "leftover='uniform' needs ids off the top-k to spread the leftover mass on, "
-                "but a row has k = V ids with leftover mass ε > 0"
-            )
+        bad = full & (-excess > allowed)
+        if bool(bad.any()):
+            r = row_of(bad)
+            eps = float(-excess[int(np.ravel_multi_index(r, leading)) if leading else 0])
+            raise ValueError(leftover_needs_mass_message("uniform", r, eps))
+    if spec.teaching.leftover == "renormalize":
+        bad = lse == NEG_INF
+        if bool(bad.any()):
+            raise ValueError(leftover_needs_mass_message("renormalize", row_of(bad)))
     return SparseTeacher(idx, lp)
 
 
@@ -391,11 +439,7 @@ def prepare_teacher(student: torch.Tensor, teacher_logits, teacher_topk, spec):
     """The teacher flattened to rows: an (N, V_t) tensor (no grad) or a
     :class:`SparseTeacher`, after the checks every front-end shares."""
     leading = tuple(student.shape[:-1])
-    if (teacher_logits is None) == (teacher_topk is None):
-        raise ValueError(
-            "give the teacher either as teacher_logits or as teacher_topk=(indices, "
-            "logprobs), not both or neither"
-        )
+    check_teacher_source(teacher_logits, teacher_topk)
     if teacher_topk is not None:
         return check_topk(teacher_topk, leading, student.shape[-1], student.device, spec)
     check_float_tensor(teacher_logits, "teacher_logits")

@@ -313,7 +313,7 @@ def _hf_rows() -> tuple[BadInput, ...]:
 
 # The implementations that take a sparse teacher, vocabulary alignment and logit transforms
 # (gpu joins when its entry points have them).
-_FORM = ("amid_ref", "precise")
+_FORM = ("amid_ref", "precise", "gpu")
 _LOG = [float(np.log(0.5)), float(np.log(0.2))]  # P_S = 0.7, ε = 0.3
 
 
