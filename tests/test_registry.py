@@ -996,3 +996,77 @@ def test_the_contributing_map_lists_the_registrations():
     }
     assert _contributing_table("The files to touch") == expected
     assert "BACKENDS" in vars(_engine) and (ROOT / "gpu" / "_torch_kernel.py").exists()
+
+
+# --- the Objective at every entry point: one parameter list, computed from Objective.of ---
+
+#: Parameters of Objective.of an entry point may leave out, each with its reason.
+_SIGNATURE_GAPS: dict[tuple[str, str], str] = {
+    ("amid_ref.amid_loss", "detach_assistant"): "the loss value does not depend on it",
+    ("amid_ref.precise.amid_loss", "detach_assistant"): "the loss value does not depend on it",
+    **{
+        (entry, name): "the vocabulary-parallel loss takes dense teachers of one vocabulary "
+        "without logit transforms (docs/sharded.md)"
+        for entry in ("gpu.vocab_parallel_amid_loss", "gpu.VocabParallelAMiDLoss")
+        for name in ("leftover", "vocab_alignment", "softcap", "logit_scale",
+                     "temperature_applies_to")
+    },
+}  # fmt: skip
+
+
+def _entry_points() -> dict[str, object]:
+    import amid_ref.precise
+    import gpu
+
+    return {
+        "amid_ref.amid_loss": amid_ref.amid_loss,
+        "amid_ref.amid_grad": amid_ref.amid_grad,
+        "amid_ref.precise.amid_loss": amid_ref.precise.amid_loss,
+        "amid_ref.precise.amid_grad": amid_ref.precise.amid_grad,
+        "gpu.amid_loss": gpu.amid_loss,
+        "gpu.AMiDLoss": gpu.AMiDLoss.__init__,
+        "gpu.amid_fused_linear_loss": gpu.amid_fused_linear_loss,
+        "gpu.AMiDFusedLinearLoss": gpu.AMiDFusedLinearLoss.__init__,
+        "gpu.vocab_parallel_amid_loss": gpu.vocab_parallel_amid_loss,
+        "gpu.VocabParallelAMiDLoss": gpu.VocabParallelAMiDLoss.__init__,
+    }
+
+
+def _signature_problems(objective_of, entry_points) -> list[str]:
+    """Each entry point lists Objective.of's parameters (but the gaps with a reason), in
+    its order, with its defaults."""
+    wanted = [
+        p
+        for p in inspect.signature(objective_of).parameters.values()
+        if p.name not in ("cls", "implementation")
+    ]
+    problems = []
+    for entry, fn in entry_points.items():
+        have = inspect.signature(fn).parameters
+        names = [p.name for p in wanted if (entry, p.name) not in _SIGNATURE_GAPS]
+        missing = [n for n in names if n not in have]
+        if missing:
+            problems.append(f"{entry} lacks {missing}")
+        listed = [n for n in have if n in names]
+        if listed != [n for n in names if n in have]:
+            problems.append(f"{entry} lists {listed} out of Objective.of's order")
+        for p in wanted:
+            if p.name in have and have[p.name].default != p.default:
+                problems.append(f"{entry}: {p.name} defaults to {have[p.name].default!r}")
+    return problems
+
+
+def test_every_entry_point_takes_the_objectives_parameters():
+    from amid_ref.contract import Objective
+
+    assert _signature_problems(Objective.of, _entry_points()) == []
+
+
+def test_a_new_objective_field_names_every_entry_point_to_change():
+    def of(cls, alpha, lam, divergence="kl", order="pr", div_params=None, temperature=1.0,
+           detach_assistant=False, *, leftover="bucket", vocab_alignment="error",
+           softcap=None, logit_scale=None, temperature_applies_to="both", toy=0.0,
+           implementation=None): ...  # fmt: skip
+
+    problems = _signature_problems(of, _entry_points())
+    assert len([p for p in problems if "lacks" in p and "'toy'" in p]) == len(_entry_points())
