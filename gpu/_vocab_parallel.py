@@ -41,6 +41,7 @@ from gpu._engine import (
 )
 from gpu._flags import _INF_GRAD, _NAN_GRAD
 from gpu._mixture import NEG_INF
+from gpu._teachers import Teaching, teaching_fields
 from gpu._torch_kernel import LocalReduce
 from gpu._validation import (
     ORDERS,
@@ -360,6 +361,12 @@ def vocab_parallel_amid_loss(
     chunk_size: int | None = None,
     group: Any = None,
     vocab_start: int | None = None,
+    *,
+    leftover: str = "bucket",
+    vocab_alignment: str = "error",
+    softcap: Any = None,
+    logit_scale: Any = None,
+    temperature_applies_to: str = "both",
 ) -> torch.Tensor:
     r"""The AMiD loss of :func:`gpu.amid_loss` on logits sharded along the vocabulary.
 
@@ -395,6 +402,15 @@ def vocab_parallel_amid_loss(
     vocab_start : int, optional
         Global index of this shard's first column; ``None`` on every rank means the shards
         follow the rank order. Used only to check that the shards tile the vocabulary.
+    leftover, vocab_alignment : str
+        As in :func:`gpu.amid_loss`; the shards are of a dense teacher of the student's
+        vocabulary, so ``leftover`` has nothing to act on and the alignment nothing to align
+        (shards of different widths are refused).
+    softcap, logit_scale : float or pair, optional
+        As in :func:`gpu.amid_loss`: applied to each shard elementwise (the transform needs
+        no other rank's columns), its derivative through autograd.
+    temperature_applies_to : {"both", "student"}
+        As in :func:`gpu.amid_loss`.
 
     Returns
     -------
@@ -462,6 +478,9 @@ def vocab_parallel_amid_loss(
             chunk_size,
             group,
             vocab_start,
+            teaching_fields(
+                leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+            ),
         )
     except (TypeError, ValueError) as exc:
         # optional: torch.distributed, as in _dist
@@ -502,8 +521,10 @@ def _checked_call(
     chunk_size,
     group,
     vocab_start,
+    teaching,
 ):
-    """Validated arguments (raises TypeError/ValueError before any collective)."""
+    """Validated arguments (raises TypeError/ValueError before any collective); the logit
+    transforms and a student-only temperature applied to the shards."""
     student_logits_shard, mesh_group = _as_local(student_logits_shard, "student_logits_shard")
     teacher_logits_shard, mesh_group_t = _as_local(teacher_logits_shard, "teacher_logits_shard")
     if mesh_group is not None or mesh_group_t is not None:
@@ -521,8 +542,11 @@ def _checked_call(
     )
     objective = Objective.of(
         alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-        implementation="gpu",
+        implementation="gpu", **teaching,
     )  # fmt: skip
+    student_logits_shard, teacher_logits_shard, objective = _transformed(
+        student_logits_shard, teacher_logits_shard, objective
+    )
     alpha, lam, params = objective.alpha, objective.lam, objective.params
     temperature = objective.temperature
     ignore_index = check_ignore_index(ignore_index)
@@ -550,6 +574,7 @@ def _checked_call(
         "reduction": float(REDUCTIONS.index(reduction)),
         "detach_assistant": float(detach_assistant),
         "chunk_size": float(chunk_size or 0),
+        "teacher form": float(zlib.crc32(repr(Teaching.of(objective)).encode())),
         "leading shape": float(zlib.crc32(repr(leading).encode())),
         "labels (valid rows)": float(n_valid),
         "dtype and gradient": float(cdtype == torch.float64) + 2.0 * want_grad,
@@ -568,6 +593,27 @@ def _checked_call(
         group,
         vocab_start,
     )
+
+
+def _transformed(s: torch.Tensor, t: torch.Tensor, objective):
+    """The shards after the objective's logit transforms (scale, then cap; elementwise,
+    differentiable for the student) and, with ``temperature_applies_to="student"``, the
+    student's shard divided by T and the objective's T set to 1; ``-inf`` stays ``-inf``."""
+    (scale_s, scale_t), (cap_s, cap_t) = objective.logit_scale, objective.softcap
+
+    def transform(x, scale, cap):
+        z = x * scale if scale != 1.0 else x
+        if cap is not None:
+            z = torch.where(x == NEG_INF, x, cap * torch.tanh(z / cap))
+        return z
+
+    s = transform(s, scale_s, cap_s)
+    t = transform(t.detach(), scale_t, cap_t)
+    if objective.temperature_applies_to == "student":
+        if objective.temperature != 1.0:
+            s = s / objective.temperature
+        objective = dataclasses.replace(objective, temperature=1.0, temperature_applies_to="both")
+    return s, t, objective
 
 
 def _apply(
@@ -631,6 +677,8 @@ class VocabParallelAMiDLoss(torch.nn.Module):
     detach_assistant, chunk_size, group
         As in :func:`vocab_parallel_amid_loss`; ``alpha`` and ``lam`` may be changed between
         steps (the same on every rank).
+    leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+        As in :func:`vocab_parallel_amid_loss`.
 
     Examples
     --------
@@ -652,8 +700,18 @@ class VocabParallelAMiDLoss(torch.nn.Module):
         detach_assistant: bool = False,
         chunk_size: int | None = None,
         group: Any = None,
+        *,
+        leftover: str = "bucket",
+        vocab_alignment: str = "error",
+        softcap: Any = None,
+        logit_scale: Any = None,
+        temperature_applies_to: str = "both",
     ) -> None:
         super().__init__()
+        self.teaching = teaching_fields(
+            leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+        )
+        Objective.of(alpha, lam, divergence, order, div_params, temperature, **self.teaching)
         self.alpha = check_alpha(alpha)
         self.lam = check_lam(lam)
         self.divergence = divergence
@@ -690,6 +748,7 @@ class VocabParallelAMiDLoss(torch.nn.Module):
             chunk_size=self.chunk_size,
             group=self.group,
             vocab_start=vocab_start,
+            **self.teaching,
         )
 
     def extra_repr(self) -> str:

@@ -1004,13 +1004,6 @@ def test_the_contributing_map_lists_the_registrations():
 _SIGNATURE_GAPS: dict[tuple[str, str], str] = {
     ("amid_ref.amid_loss", "detach_assistant"): "the loss value does not depend on it",
     ("amid_ref.precise.amid_loss", "detach_assistant"): "the loss value does not depend on it",
-    **{
-        (entry, name): "the vocabulary-parallel loss takes dense teachers of one vocabulary "
-        "without logit transforms (docs/sharded.md)"
-        for entry in ("gpu.vocab_parallel_amid_loss", "gpu.VocabParallelAMiDLoss")
-        for name in ("leftover", "vocab_alignment", "softcap", "logit_scale",
-                     "temperature_applies_to")
-    },
 }  # fmt: skip
 
 
