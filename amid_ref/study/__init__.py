@@ -69,6 +69,8 @@ __all__ = [
     "DEFAULT_DIV_PARAMS",
     "EXPERIMENTS",
     "METRIC_NAMES",
+    "TOPK_COLUMNS",
+    "TOPK_METHODS",
     "HeldOutEvaluator",
     "Method",
     "RunResult",
@@ -76,8 +78,6 @@ __all__ = [
     "StudyConfig",
     "StudyResult",
     "SyntheticTeacher",
-    "TOPK_COLUMNS",
-    "TOPK_METHODS",
     "TeacherConfig",
     "TopKRun",
     "TrainConfig",
@@ -325,9 +325,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.topk is not None:
             start = time.perf_counter()
-            rows = run_topk(
-                cfg, args.topk, args.leftovers or LEFTOVER_POLICIES, progress=progress
-            )
+            rows = run_topk(cfg, args.topk, args.leftovers or LEFTOVER_POLICIES, progress=progress)
             write_topk(rows, args.out, plots=not args.no_plots)
             if not args.quiet:
                 print(

@@ -27,7 +27,7 @@ import numpy as np
 from amid_ref._cli._util import staged_output
 from amid_ref._specs import LEFTOVER_POLICIES
 from amid_ref.study._records import Method, StudyConfig
-from amid_ref.study._teacher import SyntheticTeacher
+from amid_ref.study._teacher import SyntheticTeacher, make_teacher
 from amid_ref.study._train import amid_method, train_student
 
 __all__ = [
@@ -196,8 +196,6 @@ def run_topk(
     # torch: optional (the gpu extra)
     import torch
 
-    from amid_ref.study._teacher import make_teacher
-
     vocab = config.teacher.vocab_size
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab:
@@ -335,7 +333,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
                 m[name] > 4 * max(dense[name] if dense else 0, 1e-3) for m in mine
             ):
                 ax.set_yscale("log")
-            if i == 0 and j == len(panels) - 1 or (i == 0 and j == 0):
+            if (i == 0 and j == len(panels) - 1) or (i == 0 and j == 0):
                 ax.legend(fontsize=7)
     fig.savefig(path, dpi=110, metadata={"Software": None})
 
@@ -361,4 +359,3 @@ def write_topk(rows: list[dict[str, Any]], out_dir, *, plots: bool = True) -> Pa
             (work / "figures").mkdir(exist_ok=True)
             _plot(rows, work / "figures" / "topk.png")
     return out
-
