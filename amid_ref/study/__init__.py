@@ -11,6 +11,8 @@ mode covering with the divergence fixed? which α is best per divergence and ord
 stability under near-zero teacher probabilities, and presets vs AMiD at equal budget.
 Outputs: runs.csv, curves.csv, results.json, summary.md, timings.json, figures/*.png;
 ``--replot DIR`` re-renders a finished study's summary and figures without training.
+``--topk K1,K2,...`` runs the top-k comparison instead (dense teacher vs its top-k under
+each leftover policy): topk.csv, topk.md, figures/topk.png.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from amid_ref._cli._util import float_list, int_list, prepare_out_dir
-from amid_ref._specs import ORDERS
+from amid_ref._specs import LEFTOVER_POLICIES, ORDERS
 from amid_ref.study._metrics import METRIC_NAMES, HeldOutEvaluator, exact_metrics
 from amid_ref.study._sweep import (
     DEFAULT_DIV_PARAMS,
@@ -41,6 +44,16 @@ from amid_ref.study._sweep import (
     write_outputs,
 )
 from amid_ref.study._teacher import SyntheticTeacher, TeacherConfig, make_teacher
+from amid_ref.study._topk import (
+    TOPK_COLUMNS,
+    TOPK_METHODS,
+    TopKRun,
+    run_topk,
+    sparse_loss_class,
+    topk_markdown,
+    topk_metrics,
+    write_topk,
+)
 from amid_ref.study._train import (
     Method,
     RunResult,
@@ -56,6 +69,8 @@ __all__ = [
     "DEFAULT_DIV_PARAMS",
     "EXPERIMENTS",
     "METRIC_NAMES",
+    "TOPK_COLUMNS",
+    "TOPK_METHODS",
     "HeldOutEvaluator",
     "Method",
     "RunResult",
@@ -64,6 +79,7 @@ __all__ = [
     "StudyResult",
     "SyntheticTeacher",
     "TeacherConfig",
+    "TopKRun",
     "TrainConfig",
     "amid_method",
     "auto_lam",
@@ -79,8 +95,13 @@ __all__ = [
     "replot",
     "run_rows",
     "run_study",
+    "run_topk",
+    "sparse_loss_class",
+    "topk_markdown",
+    "topk_metrics",
     "train_student",
     "write_outputs",
+    "write_topk",
 ]
 
 
@@ -212,6 +233,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"torch threads per worker ({_both(lambda c: c.threads)})",
     )
+    parser.add_argument(
+        "--topk",
+        type=int_list,
+        default=None,
+        metavar="K1,K2,...",
+        help="run the top-k comparison instead of the study: the dense teacher and its top-k "
+        "for each k under each leftover policy (KD and AMiD α=-5 λ=0.1; the teacher, "
+        "steps and seeds of the configuration); writes topk.csv, topk.md, figures/topk.png",
+    )
+    parser.add_argument(
+        "--leftovers",
+        type=_names,
+        default=None,
+        help=f"leftover policies of --topk (default: {','.join(LEFTOVER_POLICIES)})",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
     parser.add_argument(
         "--replot",
@@ -281,10 +317,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     cfg = config_from_args(args)
+    if args.leftovers is not None and args.topk is None:
+        raise ValueError("--leftovers needs --topk")
     existed = Path(args.out).exists()
     prepare_out_dir(args.out, args.force)
     progress = None if args.quiet else sys.stderr
     try:
+        if args.topk is not None:
+            start = time.perf_counter()
+            rows = run_topk(cfg, args.topk, args.leftovers or LEFTOVER_POLICIES, progress=progress)
+            write_topk(rows, args.out, plots=not args.no_plots)
+            if not args.quiet:
+                print(
+                    f"amid-ref study --topk: {len(rows)} runs in "
+                    f"{time.perf_counter() - start:.1f} s; outputs in {args.out}",
+                    file=sys.stderr,
+                )
+            return 0
         study = run_study(cfg, args.out, progress=progress, plots=not args.no_plots)
     except BaseException:  # Ctrl-C included: the outputs are written only at the end
         if not existed:  # the folder made above, empty again: leave no trace

@@ -177,6 +177,7 @@ def train_student(
     seed: int = 0,
     *,
     loss_class: Callable[..., Any] | None = None,
+    extra_metrics: Callable[[np.ndarray], dict[str, float]] | None = None,
 ) -> RunResult:
     """Distill a fresh student from ``teacher`` with ``method`` and measure it.
 
@@ -198,7 +199,11 @@ def train_student(
     seed : int
         Seed of the student initialisation and of the batch order.
     loss_class : callable, optional
-        Replacement for :class:`gpu.AMiDLoss` (same signature); for tests.
+        Replacement for :class:`gpu.AMiDLoss` (same constructor; called as
+        ``module(student_logits, teacher_log_probs)``), e.g. a sparse-teacher loss.
+    extra_metrics : callable, optional
+        ``f(student_logits) → dict`` on the held-out contexts (float64, shape (N, V)),
+        merged into every evaluation (``initial``, ``final``, ``curve``).
 
     Returns
     -------
@@ -239,7 +244,10 @@ def train_student(
     def evaluate() -> dict[str, float]:
         with torch.no_grad():
             logits = student(x_test).double().numpy()
-        return evaluator(logits)
+        metrics = evaluator(logits)
+        if extra_metrics is not None:
+            metrics.update(extra_metrics(logits))
+        return metrics
 
     initial = evaluate()
     curve: list[dict[str, float]] = [
