@@ -704,3 +704,19 @@ def test_module_repr_and_names():
     assert "alpha=-5.0" in repr(crit)
     assert "vocab_parallel_amid_loss" in gpu.__all__
     assert "VocabParallelAMiDLoss" in gpu.__all__
+
+
+def test_logit_transforms_and_student_temperature(pools):
+    """softcap, logit_scale and a student-only temperature on the shards equal the unsharded
+    loss (held to amid_ref in tests/test_gpu_sparse.py)."""
+    vocab = 12
+    s, t = _logits(9, 4, vocab)
+    base = {"alpha": -5.0, "lam": 0.1, "divergence": "kl", "order": "pr"}
+    bounds = _bounds(vocab, 2)
+    cases = [
+        _case(s, t, bounds, **base, softcap=3.0),
+        _case(s, t, bounds, **{**base, "order": "rq"}, softcap=(2.0, None), logit_scale=1.5),
+        _case(s, t, bounds, **{**base, "divergence": "js"}, logit_scale=(0.5, 2.0)),
+        _case(s, t, bounds, **base, temperature=2.0, temperature_applies_to="student"),
+    ]
+    assert _check(pools[2], cases) == 0
