@@ -139,7 +139,7 @@ def _kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     # A NaN term can only be 0·(±inf or NaN), i.e. a = 0: it is 0 by convention.
     a = torch.exp(la)
     d = _delta(la, lb, log_ratio)
-    terms = where(lb == NEG_INF, la - lb, d).mul_(a)
+    terms = where(torch.isneginf(lb), la - lb, d).mul_(a)
     terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     value = terms.sum(-1)
     ga = terms if need_ga else None  # a(δ + 1) ≡ aδ modulo a
@@ -205,9 +205,9 @@ def _sqrt_diff(la, lb, log_ratio=None):
     """√a − √b = sgn(δ)·e^(max/2)·(−expm1(−|δ|/2)) without cancellation (0 if both zero)."""
     hi = torch.maximum(la, lb)
     lo = torch.minimum(la, lb)
-    gap = (lo - hi) if log_ratio is None else where(hi == NEG_INF, 0.0, -log_ratio.abs())
+    gap = (lo - hi) if log_ratio is None else where(torch.isneginf(hi), 0.0, -log_ratio.abs())
     mag = torch.exp(hi / 2.0) * -expm1(gap / 2.0)
-    mag = mag.masked_fill_(hi == NEG_INF, 0.0)
+    mag = mag.masked_fill_(torch.isneginf(hi), 0.0)
     return where(la >= lb, mag, -mag)
 
 
@@ -263,8 +263,8 @@ def _ab(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     """
     a_, b_ = params["alpha"], params["beta"]
     lam = a_ + b_
-    x0 = la == NEG_INF
-    y0 = lb == NEG_INF
+    x0 = torch.isneginf(la)
+    y0 = torch.isneginf(lb)
     both = ~x0 & ~y0
     d = where(both, _delta(la, lb, log_ratio), 0.0)
     lx = where(both, la, 0.0)
@@ -381,8 +381,8 @@ def _renyi(la, lb, params, need_ga, need_gb, log_ratio=None, *, reduce=None):
 def _jeffreys(la, lb, params, need_ga, need_gb, log_ratio=None):
     # Σ (a − b)·δ with |a − b| = e^max·(−expm1(−|δ|)): every term is ≥ 0 and free of
     # cancellation; a zero of exactly one argument gives +inf.
-    a0 = la == NEG_INF
-    b0 = lb == NEG_INF
+    a0 = torch.isneginf(la)
+    b0 = torch.isneginf(lb)
     both = ~a0 & ~b0
     d = where(both, _delta(la, lb, log_ratio), 0.0)
     hi = where(both, torch.maximum(la, lb), 0.0)

@@ -30,7 +30,7 @@ import math
 import torch
 
 from gpu._autograd import _refuse_double_backward
-from gpu._elementwise import expm1, expm1_, where
+from gpu._elementwise import expm1, expm1_, masked_fill_, where
 from gpu._validation import check_alpha, check_float_tensor, check_lam, check_pair, compute_dtype
 
 NEG_INF = float("-inf")
@@ -92,7 +92,7 @@ def _ratios(
         where(small, near, ra, out=ra)
         where(small, near.add_(d), rb, out=rb)
     del near, d
-    plain = (lm == NEG_INF) | ((la == NEG_INF) & (lb == NEG_INF))
+    plain = torch.isneginf(lm) | (torch.isneginf(la) & torch.isneginf(lb))
     where(plain, lm - la, ra, out=ra)
     where(plain, lm - lb, rb, out=rb)
     return [ra, rb]
@@ -159,9 +159,9 @@ def log_alpha_mean_and_weight(
         w = None
         if want_weight:
             w = where(pick_b, 1.0, where(lb == la, 0.5, 0.0)).to(la.dtype)
-            w.masked_fill_(lm == NEG_INF, 0.0)
+            w.masked_fill_(torch.isneginf(lm), 0.0)
             if weight_bar is not None:  # 1 − w is exact for w ∈ {0, ½, 1}
-                w_bar = (1.0 - w).masked_fill_(lm == NEG_INF, 0.0)
+                w_bar = (1.0 - w).masked_fill_(torch.isneginf(lm), 0.0)
                 weight_bar += [w_bar, w - w_bar]
         if ratios is not None:  # 0 or ±(la − lb): exact
             ratios += [lm - la, lm - lb]
@@ -178,15 +178,15 @@ def log_alpha_mean_and_weight(
             ra = (1.0 - lam) * (lb - la)
             rb = ra + (la - lb)
             lm = la + ra
-        zero = (la == NEG_INF) | (lb == NEG_INF)
+        zero = torch.isneginf(la) | torch.isneginf(lb)
         lm.masked_fill_(zero, NEG_INF)
         if ratios is not None:  # at a zero argument, the plain differences (−inf, NaN)
             ratios += [where(zero, lm - la, ra), where(zero, lm - lb, rb)]
         w = None
         if want_weight:
-            w = torch.full_like(la, 1.0 - lam).masked_fill_(lm == NEG_INF, 0.0)
+            w = torch.full_like(la, 1.0 - lam).masked_fill_(torch.isneginf(lm), 0.0)
             if weight_bar is not None:
-                zero = lm == NEG_INF
+                zero = torch.isneginf(lm)
                 weight_bar += [
                     torch.full_like(la, lam).masked_fill_(zero, 0.0),
                     torch.full_like(la, 1.0 - 2.0 * lam).masked_fill_(zero, 0.0),
@@ -239,7 +239,7 @@ def log_alpha_mean_and_weight(
                 continue
             if beta < 0:
                 # Intersection support: m = 0 wherever either argument is zero.
-                x.masked_fill_(lm == NEG_INF, 0.0)
+                masked_fill_(x, torch.isneginf(lm), 0.0)
             else:
                 x.nan_to_num_(nan=0.0)
         if w_bar is not None:
@@ -334,7 +334,7 @@ def _log_mixture(lp, lq, alpha, lam, *, want_weight):
     """log r on the last dim and, if asked, the weight w = ∂log m/∂log q."""
     lm, w = log_alpha_mean_and_weight(lp, lq, alpha, lam, want_weight=want_weight)
     lz = torch.logsumexp(lm, dim=-1, keepdim=True)
-    empty = lz == NEG_INF
+    empty = torch.isneginf(lz)
     if bool(empty.any()):
         rows = torch.nonzero(empty[..., 0])[:5].tolist()
         raise ValueError(

@@ -34,7 +34,7 @@ import math
 import torch
 
 from gpu._divergences import GPU_DIVERGENCES, GPU_PAIR, GRAD_SUM, SUM_OF_TERMS, RowReduce
-from gpu._elementwise import expm1, where
+from gpu._elementwise import expm1, masked_fill_, where
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
@@ -168,7 +168,7 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL) 
     if math.isinf(spec.alpha):
         h = torch.exp(lr).mul_(w).sub_(torch.exp(lq))
         return red.project_(
-            h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF), lq
+            masked_fill_(h, torch.isneginf(lq), 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF), lq
         )
     beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - spec.alpha) / 2.0))  # as the mixture
     # h = (1−λ)/Z · q · expm1(x), x = (1−β)u, formed in the log domain (1/Z overflows where
@@ -186,7 +186,7 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL) 
     # form above by a multiple of q, which the projection removes; |r ⊙ w| ≤ 1).
     safe = 80.0 if lq.dtype != torch.float64 else 700.0
     h = where(log_scale > safe, torch.exp(x + log_c), h)
-    h = h.masked_fill_(lq == NEG_INF, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    h = masked_fill_(h, torch.isneginf(lq), 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     return red.project_(h, lq)
 
 
@@ -196,14 +196,14 @@ def _scale_(s: torch.Tensor, t: torch.Tensor, inv_t: float, red: LocalReduce = L
     and became ``-inf`` (the support would change,
     :func:`amid_ref._validation.temperature_overflow_message`). A factor beyond the dtype's
     range (T = 1e-300 in float32) keeps the maxima at 0 (not 0·inf)."""
-    before = red.sums(s == NEG_INF, t == NEG_INF)
+    before = red.sums(torch.isneginf(s), torch.isneginf(t))
     for x in (s, t):
         if inv_t <= torch.finfo(x.dtype).max:
             x.mul_(inv_t)
         else:
             top = x == 0.0
             x.mul_(INF).masked_fill_(top, 0.0)
-    after = red.sums(s == NEG_INF, t == NEG_INF)
+    after = red.sums(torch.isneginf(s), torch.isneginf(t))
     lost_s = (after[0] != before[0])[..., 0].to(_FLAG_DTYPE) * _TEMPERATURE_STUDENT
     return lost_s | (after[1] != before[1])[..., 0].to(_FLAG_DTYPE) * _TEMPERATURE_TEACHER
 
@@ -214,9 +214,9 @@ def _log_normalizer(x: torch.Tensor, red: LocalReduce = LOCAL):
     (:meth:`LocalReduce.others`) and where the maximum is, so that ``(x − shift) − corr``
     keeps the largest entry exact (:func:`_normalize_`). One (n, V) temporary."""
     ((top, index),) = red.row_maxima(x)
-    shift = top.masked_fill(top == NEG_INF, 0.0)
+    shift = top.masked_fill(torch.isneginf(top), 0.0)
     (others,) = red.others((x - shift, index))
-    return shift, others.log1p_().masked_fill_(top == NEG_INF, NEG_INF), index
+    return shift, others.log1p_().masked_fill_(torch.isneginf(top), NEG_INF), index
 
 
 def _normalize_(x, shift, corr, index, red: LocalReduce = LOCAL, inplace: bool = True):
@@ -347,7 +347,7 @@ def chunk(
         # is silent (g_silent = 0; the where keeps a non-finite K from turning it NaN).
         if branchless or red.any(silent):
             (g_silent,) = red.sums(where(silent, g_r, 0.0))
-            g_r = g_r.masked_fill_(silent, 0.0)
+            g_r = masked_fill_(g_r, silent, 0.0)
             k_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red)
             through_z = where(g_silent != 0, k_z.mul_(g_silent), 0.0)
             del k_z
