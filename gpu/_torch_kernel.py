@@ -167,9 +167,8 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL) 
         return torch.zeros_like(lq)
     if math.isinf(spec.alpha):
         h = torch.exp(lr).mul_(w).sub_(torch.exp(lq))
-        return red.project_(
-            masked_fill_(h, torch.isneginf(lq), 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF), lq
-        )
+        h = masked_fill_(h, torch.isneginf(lq), 0.0)
+        return red.project_(h.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF), lq)
     beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - spec.alpha) / 2.0))  # as the mixture
     # h = (1−λ)/Z · q · expm1(x), x = (1−β)u, formed in the log domain (1/Z overflows where
     # Z is tiny): log c = log((1−λ) q / Z); for x > 1, e^(x + log c) − e^(log c).

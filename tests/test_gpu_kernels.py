@@ -224,7 +224,7 @@ def test_device_check_cpu_dry_run(tmp_path):
     assert {r["impl"] for r in ok} >= {"textbook", "torch", "fused"}
     assert {r.get("objective") for r in ok if r["impl"] == "textbook"} == {"kl", "js", "ab"}
     pair = [r["loss"] for r in ok if r.get("objective") == "kl"]  # textbook and torch
-    assert len(pair) == 2 and abs(pair[0] - pair[1]) < 1e-5, pair
+    assert len(pair) >= 2 and max(pair) - min(pair) < 1e-5, pair  # textbook, torch (triton)
     verdicts = {t["verdict"] for t in stages["bench"]["targets"]}
     assert verdicts <= {"MET", "NOT MET", "NOT MEASURED"} and len(stages["bench"]["targets"]) == 8
 
