@@ -377,25 +377,10 @@ def amid_fused_linear_loss(
         :func:`gpu.amid_loss` (clean fallback with a ``RuntimeWarning``).
     backend : {"auto", "torch", "triton"}
         The per-chunk loss kernel, as in :func:`gpu.amid_loss`.
-    teacher_topk : pair of torch.Tensor, optional
-        A sparse teacher ``(indices, logprobs)``, both of shape (..., k): int64 ids in
-        [0, V), distinct per row, and the teacher's log-probabilities of its full
-        distribution at them (padded slots: index −1, logprob −inf). ``teacher_logits``
-        must then be ``None``. No (N, V) teacher tensor is formed (``gpu._teachers``).
-    leftover : {"bucket", "renormalize", "uniform"}
-        What a sparse teacher's leftover becomes, as in :func:`amid_ref.amid_loss`.
-    vocab_alignment : {"error", "pad", "truncate"}
-        A dense teacher whose V differs from the student's, as in :func:`amid_ref.amid_loss`
-        (padding with −inf logits, or cutting to the shared ids, per chunk).
-    softcap : float or pair, optional
-        :math:`z \mapsto c\tanh(z/c)`, for both or ``(student_cap, teacher_cap)``; applied
-        inside the chunk loop with its derivative.
-    logit_scale : float or pair, optional
-        :math:`z \mapsto \kappa z`, for both or ``(student_scale, teacher_scale)``. Order:
-        scale, then cap, then temperature.
-    temperature_applies_to : {"both", "student"}
-        With ``teacher_topk`` a temperature ≠ 1 needs ``"student"`` (the log-probabilities
-        are used as given).
+    teacher_topk, leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+        As in :func:`gpu.amid_loss`: a sparse teacher needs no teacher hidden states or
+        weight; a teacher lm_head of another V is aligned per chunk (its rows sliced or
+        the logits padded with −inf), never forming full logits.
 
     Returns
     -------
