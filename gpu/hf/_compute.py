@@ -228,19 +228,7 @@ def _sparse_loss(model, s_head, input_ids, attention_mask, topk, terms, kwargs, 
         if ce_weight:
             _check_targets(targets[mask], s_logits.shape[-1])
             ce_sum = F.cross_entropy(s_logits[mask].float(), targets[mask], reduction="sum")
-    total = kd_sum if ce_sum is None else kd_sum + ce_weight * ce_sum
-    loss = total / divisor if divisor > 0 else total * 0.0
-    info = {
-        "n_tokens": n_tokens,
-        "divisor": divisor,
-        "kd_sum": float(kd_sum.detach()),
-        "ce_sum": None if ce_sum is None else float(ce_sum.detach()),
-        "fused": bool(fused),
-        "alpha": float(criterion.alpha),
-        "lam": float(criterion.lam),
-        "parameter": parameter_of(criterion),
-    }
-    return loss, info
+    return _loss_and_info(kd_sum, ce_sum, ce_weight, divisor, n_tokens, fused, criterion)
 
 
 def collate_topk(
@@ -463,6 +451,13 @@ def amid_compute_loss(
         if ce_weight:
             _check_targets(targets[mask], s_logits.shape[-1])
             ce_sum = F.cross_entropy(s_logits[mask].float(), targets[mask], reduction="sum")
+    return _loss_and_info(kd_sum, ce_sum, ce_weight, divisor, n_tokens, fused, criterion)
+
+
+def _loss_and_info(kd_sum, ce_sum, ce_weight, divisor, n_tokens, fused, criterion):
+    """The loss (KD sum plus the weighted cross-entropy sum, over the divisor; 0 with the
+    graph kept when nothing counts) and the values logged with it, for the dense and the
+    top-k teacher alike."""
     total = kd_sum if ce_sum is None else kd_sum + ce_weight * ce_sum
     loss = total / divisor if divisor > 0 else total * 0.0
     info = {
