@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from amid_ref._cli._util import ArgumentParser, HelpFormatter
@@ -74,11 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``amid-ref`` with ``argv`` (default: the command line); returns the exit code:
     0 success, 1 a check failed, 2 bad arguments, 130 interrupted (Ctrl-C, one line on
     stderr and no traceback)."""
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
         return _main(argv, command)
     except KeyboardInterrupt:
+        if as_program:  # the program ends here: a late SIGINT must not turn 130 into a kill
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         name = f"amid-ref {command}" if command in SUBCOMMANDS else "amid-ref"
         print(f"{name}: interrupted; its unfinished output was removed", file=sys.stderr)
         return 130
