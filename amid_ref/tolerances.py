@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "SPARSE_CONDITIONING_BELOW",
+    "SPARSE_LOGPROB_ROUNDING_ULPS",
     "SPARSE_MASS_TOL",
     "TOLERANCES",
     "VOCAB_TRUNCATE_MAX_DROPPED",
@@ -50,6 +52,19 @@ SPARSE_MASS_TOL: float = 1e-4
 #: trained model carry ~e^-20 or less; 1e-4 refuses a genuine vocabulary mismatch (real
 #: tokens cut off) while accepting padding. Below it the kept ids are renormalized.
 VOCAB_TRUNCATE_MAX_DROPPED: float = 1e-4
+
+#: Below this leftover mass ε a sparse teacher's loss is compared with the oracle with an
+#: extra allowance for the rounding of its inputs: float64 log-probabilities fix
+#: ε = 1 − Σ_S e^ℓ only to ~k ulps of 1 (a float64 log-sum-exp is off by a few ulps), a
+#: relative error of k·2⁻⁵³/ε in ε that no float64 evaluation avoids. Above 1e-6 that
+#: relative error is below 1e-8 and the loss rows apply unchanged.
+SPARSE_CONDITIONING_BELOW: float = 1e-6
+
+#: The input perturbation (in units of 2⁻⁵³, per kept id) by which the oracle measures that
+#: allowance: the oracle's own change when every ℓ moves by ±SPARSE_LOGPROB_ROUNDING_ULPS·k·2⁻⁵³
+#: (the conditioning of the loss in ε, measured by mpmath rather than by the code under
+#: test). 8 covers the few ulps of a log-sum-exp and of its complement, with a margin of 2.
+SPARSE_LOGPROB_ROUNDING_ULPS: int = 8
 
 
 @dataclass(frozen=True)

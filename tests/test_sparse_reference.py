@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 
 from amid_ref import amid_grad, amid_loss, precise, presets
 from amid_ref._specs import LEFTOVER_POLICIES, ORDERS, SPECS
-from amid_ref.tolerances import assert_within, tolerance
+from amid_ref.tolerances import (
+    SPARSE_CONDITIONING_BELOW,
+    SPARSE_LOGPROB_ROUNDING_ULPS,
+    assert_within,
+    tolerance,
+)
 
 V = 6
 ALPHAS = (-np.inf, -5.0, -1.0, 0.0, 1.0 - 1e-12, 1.0, 1.0 + 1e-12, 3.0, np.inf)
@@ -51,15 +56,16 @@ def _oracle(fn, s, topk, *args, **kw):
     """The oracle's value, and the allowance for the rounding of the inputs: the float64
     log-probabilities fix ε = 1 − Σ_S e^ℓ only to ~k ulps of 1 (a float64 log-sum-exp is
     off by a few ulps), a relative error of k·2⁻⁵³/ε that no float64 evaluation avoids. For
-    ε < 1e-6 the allowance is the oracle's own change when every ℓ moves by ±8k·2⁻⁵³ (zero
-    otherwise): the loss's conditioning in ε, measured by the oracle, not by the code under
-    test."""
+    ε below ``SPARSE_CONDITIONING_BELOW`` the allowance is the oracle's own change when every
+    ℓ moves by ±``SPARSE_LOGPROB_ROUNDING_ULPS``·k·2⁻⁵³ (zero otherwise): the loss's
+    conditioning in ε, measured by the oracle, not by the code under test (reasons in
+    amid_ref/tolerances.py)."""
     want = precise.to_float(fn(s, None, *args, teacher_topk=topk, **kw))
     ids, lp = topk
     eps = -np.expm1(np.logaddexp.reduce(lp[np.isfinite(lp)])) if np.isfinite(lp).any() else 1.0
-    if not 0 < eps < 1e-6 or not np.isfinite(want).all():
+    if not 0 < eps < SPARSE_CONDITIONING_BELOW or not np.isfinite(want).all():
         return want, 0.0
-    shift = 8 * len(ids) * 2.0**-53
+    shift = SPARSE_LOGPROB_ROUNDING_ULPS * len(ids) * 2.0**-53
     moved = [
         precise.to_float(fn(s, None, *args, teacher_topk=(ids, lp + d), **kw))
         for d in (shift, -shift)
