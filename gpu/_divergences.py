@@ -136,11 +136,14 @@ def _delta(la: torch.Tensor, lb: torch.Tensor, log_ratio: torch.Tensor | None) -
 # kl: Σ aδ; (aδ, −a).
 def _kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     # Σ a(la − lb); a = 0 terms are 0 even where lb = −inf; a > 0 = b gives +inf.
-    # A NaN term can only be 0·(±inf or NaN), i.e. a = 0: it is 0 by convention.
+    # A NaN term is 0·(±inf or NaN): 0 by convention where a = 0 (la = −inf), but +inf
+    # where a > 0 has underflowed (la finite, e.g. r ∝ λ^(1/β)·p near α = 1) and b = 0.
     a = torch.exp(la)
     d = _delta(la, lb, log_ratio)
-    terms = where(torch.isneginf(lb), la - lb, d).mul_(a)
+    b_zero = torch.isneginf(lb)
+    terms = where(b_zero, la - lb, d).mul_(a)
     terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    terms.masked_fill_(b_zero & ~torch.isneginf(la), INF)
     value = terms.sum(-1)
     ga = terms if need_ga else None  # a(δ + 1) ≡ aδ modulo a
     gb = a.neg_() if need_gb else None

@@ -319,7 +319,9 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, DIV: tl.constexpr, ACC: tl.
     NEG = float("-inf")
     if DIV == 0:  # KL
         a = _exp(la, ACC)
+        # a > 0 = b is +inf even where a underflows (la finite): not 0·inf = NaN → 0
         terms = _nan_to_zero(tl.where(lb == NEG, la - lb, lr) * a)
+        terms = tl.where((lb == NEG) & (la != NEG), float("inf"), terms)
         ga = terms
         gb = -a
     elif DIV == 1:  # JS(β = prm); β ∈ {0, 1} gives zeros (prm_log = nan flags it)

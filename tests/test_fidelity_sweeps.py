@@ -361,3 +361,41 @@ def test_gpu_equal_distributions_give_exact_zero(case, dtype):
             for lam in GPU_LAMS:
                 value = gpu.amid_loss(x, x, alpha, lam, name, order, params, reduction="none")
                 assert (value == 0.0).all(), (name, params, order, alpha, lam, value)
+
+
+# --- supports that differ, with an assistant mass that underflows ---------------------------
+
+
+def _support_mismatch_rows() -> tuple[np.ndarray, np.ndarray]:
+    """A student zero where the teacher has mass, and a teacher zero where the student has
+    mass. Near α = 1 the assistant keeps ~λ^(1/β)·p on the student's zero (β = (1−α)/2):
+    e^(−3219) at α = 0.999, λ = 0.2, below every float's range, yet positive."""
+    rng = np.random.default_rng(3)
+    s, t = rng.normal(size=(2, 12)), rng.normal(size=(2, 12))
+    s[:, 3] = -INF
+    t[:, 5] = -INF
+    return s, t
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("case", GPU_CASES, ids=_case_id)
+def test_gpu_support_mismatch_follows_reference(case, backend):
+    """+inf exactly where amid_ref has it (a > 0 = b), also where a underflowed (a KL term
+    of 0·inf read as 0 gave a finite loss near α = 1), and the same finite values elsewhere."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+    name, params = case
+    s, t = _support_mismatch_rows()
+    tol = tolerance("gpu", "loss", "float64")
+    for order in ORDERS:
+        for alpha in (0.999, 1.0 - 1e-7, 1.001, -0.999):
+            for lam in (0.2, 0.8):
+                want = amid_loss(s, t, alpha, lam, name, order, params)
+                got = gpu.amid_loss(
+                    torch.tensor(s), torch.tensor(t), alpha, lam, name, order, params,
+                    reduction="none", backend=backend,
+                ).numpy()  # fmt: skip
+                what = (name, params, order, alpha, lam, backend)
+                assert (np.isposinf(got) == np.isposinf(want)).all(), (what, got, want)
+                fin = np.isfinite(want)
+                assert_within(got[fin], want[fin], tol, what=str(what))
