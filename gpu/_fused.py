@@ -99,7 +99,7 @@ def _vocab_tiled_applies(kernel, spec, weight, teacher_args) -> bool:
     :func:`gpu._teachers.teaching_kernel` on whole rows)."""
     if getattr(kernel, "backend", None) != "triton":
         return False
-    from gpu._triton_kernel import runs_in_triton
+    from gpu._triton_kernel import runs_in_triton  # optional: triton (the triton extra)
 
     _, teacher_weight, _, teacher_logits, topk = teacher_args
     if topk is not None:
@@ -319,7 +319,7 @@ def _vocab_tiled_run(h2, weight, bias, teacher_args, rows, spec, leading, need, 
     _raise_for_flags(flags, leading, spec)
 
     def finish(factor: float):
-        from gpu._triton_kernel import gradient_tile
+        from gpu._triton_kernel import gradient_tile  # optional: triton (the triton extra)
 
         gw = torch.zeros_like(weight) if need_w else None
         gb = torch.zeros_like(bias) if need_b else None
