@@ -19,6 +19,16 @@ float32 weight gradient (V·H) plus the hidden-state gradient (N·H) plus O(chun
 scratch, independent of N·V. For bf16/fp16 weights the product :math:`G W` is taken in the
 weight's dtype as two matmuls of ``G``'s rounded part and its residual (see
 :func:`_times_weight`), so no float32 copy of W is ever made.
+
+With the Triton kernel (bf16/fp32 weights, a dense teacher of the same vocabulary, no
+teacher-side transform, a weight gradient wanted, a reduction other than ``"none"``) the
+weight and bias gradients are formed instead by a two-phase, vocabulary-tiled backward
+(:func:`_vocab_tiled_run`): row chunks over V for the loss, the row statistics and
+:math:`\partial L/\partial h`, then vocabulary tiles over all rows for
+:math:`\partial L/\partial W_{\text{tile}} = G_{\text{tile}}^\top h`, written once in the
+weight's dtype. No float32 V·H buffer: the extra memory is the weight gradient in its own
+dtype, the hidden-state gradient and O(tile) scratch (docs/gpu.md, *The fused lm_head
+loss*).
 """
 
 from __future__ import annotations
@@ -587,6 +597,9 @@ def amid_fused_linear_loss(
     -----
     Memory: the float32 (float64) weight gradient V·H, the hidden-state gradient, and
     O(chunk_size·V) scratch; neither the logits nor their gradient exist at full size.
+    With the Triton kernel the weight gradient is formed vocabulary tile by tile in the
+    weight's dtype (no float32 V·H buffer) where the two-phase backward applies (module
+    docstring); it recomputes both models' logits once more (six GEMMs of N·V·H, not four).
     The backward is differentiable once (``create_graph=True`` raises ``RuntimeError``).
 
     Examples
