@@ -229,3 +229,36 @@ def test_tiled_path_forms_no_float32_weight_sized_tensor(tiles):
     assert _largest_float32(rowwise.seen) >= VOCAB * HIDDEN  # the recorder catches it
     assert _largest_float32(tiled.seen) <= 32 * HIDDEN
     assert (tuple(w.shape), torch.bfloat16) in tiled.seen  # dW formed in the weight dtype
+
+
+def test_tiled_bad_rows_are_named(tiles):
+    """A NaN hidden state: the row is named after phase 1 (before any tile runs); a clean
+    call afterwards takes the tiled path."""
+    h, w, _b, th, tw, _tb = _problem(15, torch.bfloat16)
+    bad = h.detach().clone()
+    bad[1, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"\(1, 2\)"):
+        gpu.amid_fused_linear_loss(bad.requires_grad_(), w, th, tw, 0.0, 0.1, backend="triton")
+    assert tiles == []
+    torch.autograd.grad(gpu.amid_fused_linear_loss(h, w, th, tw, 0.0, 0.1, backend="triton"), w)
+
+
+def test_tiled_falls_back_with_the_kernel(monkeypatch):
+    """A Triton kernel that fails (a compiler error) warns once and the row-chunk path with
+    the torch kernel computes the loss and gradients, equal to the torch backend's (to the
+    float32 rows: the two runs split the rows into chunks differently)."""
+    monkeypatch.setattr(_engine, "_TRITON", [])
+    monkeypatch.setattr(_engine, "_WARNED", set())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(tk, "triton_chunk", broken)
+    h, w, _b, th, tw, _tb = _problem(16, torch.float32)
+    with pytest.warns(RuntimeWarning, match="Triton AMiD kernel failed"):
+        loss = gpu.amid_fused_linear_loss(h, w, th, tw, 0.5, 0.3, backend="triton")
+        got = torch.autograd.grad(loss, (h, w))
+    want_loss = gpu.amid_fused_linear_loss(h, w, th, tw, 0.5, 0.3, backend="torch")
+    want = torch.autograd.grad(want_loss, (h, w))
+    assert_within(loss.item(), want_loss.item(), tolerance("gpu", "loss", "float32"))
+    _assert_grads((*got, None), (*[x.double().numpy() for x in want], None), "float32", "fallback")
