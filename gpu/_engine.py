@@ -552,10 +552,12 @@ def _triton_kernel():
         return None
     working = [True]
 
-    def kernel(s, t, spec, want_grad, grad_scale, out=None, out_lo=None):
+    def kernel(s, t, spec, want_grad, grad_scale, out=None, out_lo=None, saved=None):
         if working[0]:
             try:
-                return triton_chunk(s, t, spec, want_grad, grad_scale, out, out_lo=out_lo)
+                return triton_chunk(
+                    s, t, spec, want_grad, grad_scale, out, out_lo=out_lo, saved=saved
+                )
             except Exception as exc:  # a compiler or launch failure: fall back, once, loudly
                 working[0] = False
                 _warn_once(

@@ -19,6 +19,16 @@ float32 weight gradient (V·H) plus the hidden-state gradient (N·H) plus O(chun
 scratch, independent of N·V. For bf16/fp16 weights the product :math:`G W` is taken in the
 weight's dtype as two matmuls of ``G``'s rounded part and its residual (see
 :func:`_times_weight`), so no float32 copy of W is ever made.
+
+With the Triton kernel (bf16/fp32 weights, a dense teacher of the same vocabulary, no
+teacher-side transform, a weight gradient wanted, a reduction other than ``"none"``) the
+weight and bias gradients are formed instead by a two-phase, vocabulary-tiled backward
+(:func:`_vocab_tiled_run`): row chunks over V for the loss, the row statistics and
+:math:`\partial L/\partial h`, then vocabulary tiles over all rows for
+:math:`\partial L/\partial W_{\text{tile}} = G_{\text{tile}}^\top h`, written once in the
+weight's dtype. No float32 V·H buffer: the extra memory is the weight gradient in its own
+dtype, the hidden-state gradient and O(tile) scratch (docs/gpu.md, *The fused lm_head
+loss*).
 """
 
 from __future__ import annotations
@@ -62,6 +72,66 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 #: bfloat16; the torch kernel keeps :func:`gpu.default_chunk_size`, its float32 temporaries
 #: being ~10 of those.
 _TRITON_FUSED_CHUNK_ELEMENTS = 2**25
+
+
+#: Elements of one vocabulary tile's logits in the second phase of the two-phase backward
+#: (:func:`_vocab_tiled_run`): 2^25, a tile of 4096 columns over 8192 rows. Its scratch is
+#: the tile's student and teacher logits (2 bytes each in bfloat16, the gradient and its
+#: rounding residual written over them) and the tile's float32 weight-gradient
+#: accumulator (T·H·4 bytes): 192 MiB at N = 8192, H = 4096 in bfloat16. Each of its
+#: GEMMs is then (8192 × 4096 × 4096), large enough to run at the tensor cores' rate.
+_VOCAB_TILE_ELEMENTS = 2**25
+
+#: Tile widths are multiples of this many columns (the GEMMs' tile; the last tile of V
+#: takes the rest).
+_VOCAB_TILE_QUANTUM = 256
+
+
+def _teacher_tile_source(teacher_hidden, teacher_weight, teacher_bias, teacher_logits):
+    """A function (rows, columns) -> a fresh contiguous tensor of the teacher logits of those
+    rows and columns (no grad): the two-phase path's teacher, dense and given as hidden
+    states + weight or as logits."""
+    if teacher_logits is not None:
+        t2 = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1])
+        return lambda idx, cols: t2[idx][:, cols].clone(memory_format=torch.contiguous_format)
+    th2 = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
+    tw = teacher_weight.detach()
+    tb = None if teacher_bias is None else teacher_bias.detach()
+    return lambda idx, cols: F.linear(th2[idx], tw[cols], None if tb is None else tb[cols])
+
+
+def _vocab_tiled_applies(kernel, spec, weight, teacher_args) -> bool:
+    """Whether the two-phase, vocabulary-tiled backward (:func:`_vocab_tiled_run`) computes
+    this loss: the Triton kernel computes the spec itself (:func:`gpu._triton_kernel.
+    runs_in_triton`), the weight is bfloat16 or float32 (float16: its range, see
+    :func:`_times_weight`), and the teacher is dense, of the student's vocabulary, with no
+    teacher-side transform and the temperature on both sides (these run in the wrapper of
+    :func:`gpu._teachers.teaching_kernel` on whole rows)."""
+    if getattr(kernel, "backend", None) != "triton":
+        return False
+    from gpu._triton_kernel import runs_in_triton  # optional: triton (the triton extra)
+
+    _, teacher_weight, _, teacher_logits, topk = teacher_args
+    if topk is not None:
+        return False
+    t_ref = teacher_weight if teacher_logits is None else teacher_logits
+    teaching = spec.teaching
+    return (
+        weight.dtype in (torch.bfloat16, torch.float32)
+        and t_ref.dtype in (torch.bfloat16, torch.float32, torch.float16)
+        and t_ref.shape[-1 if teacher_logits is not None else 0] == weight.shape[0]
+        and not teaching.transforms
+        and teaching.temperature_applies_to == "both"
+        and runs_in_triton(spec, weight.dtype)
+    )
+
+
+def _vocab_tile(n_rows: int, vocab: int) -> int:
+    """Columns per vocabulary tile: :data:`_VOCAB_TILE_ELEMENTS` over the rows, a multiple
+    of :data:`_VOCAB_TILE_QUANTUM`, at least one quantum, at most V."""
+    tile = _VOCAB_TILE_ELEMENTS // max(n_rows, 1)
+    tile = max(_VOCAB_TILE_QUANTUM, tile - tile % _VOCAB_TILE_QUANTUM)
+    return min(tile, vocab)
 
 
 def _teacher_source(teacher_hidden, teacher_weight, teacher_bias, teacher_logits, topk=None):
@@ -202,30 +272,156 @@ def _fused_run(
     return row_loss, gh, gw, gb
 
 
+def _vocab_tiled_run(h2, weight, bias, teacher_args, rows, spec, leading, need, grad_scale,
+                     kernel):  # fmt: skip
+    r"""The two-phase backward: the per-row loss (N,), ∂L/∂h, and a function ``finish(factor)``
+    returning (∂L/∂W, ∂L/∂b) scaled by ``factor`` (``None`` when the Triton kernel fell back
+    to torch on the first chunk: the caller runs :func:`_fused_run` instead).
+
+    Phase 1, row chunks over all V: the student and teacher logits, the Triton passes (their
+    row statistics kept, 68 bytes a row), the loss, and ∂L/∂h_c = G_c W (G written over the
+    logits, its bfloat16 rounding residual apart; both products in the weight dtype, summed
+    in float32). Phase 2 (``finish``), vocabulary tiles of all N rows: the tile's student
+    and teacher logits again, G of the tile from the saved row statistics
+    (:func:`gpu._triton_kernel.gradient_tile`), then ∂L/∂W_tile = G_tileᵀ h accumulated in
+    float32 by GEMM over the tile's rows and written once in the weight dtype, and ∂L/∂b
+    likewise. Extra memory: ∂L/∂W in the weight dtype, ∂L/∂h, and O(tile) scratch; no
+    float32 V×H buffer.
+    """
+    n = h2.shape[0]
+    v, hdim = weight.shape
+    cdt = spec.cdtype
+    device = h2.device
+    need_h, need_w, need_b = need
+    n_rows = n if rows is None else rows.numel()
+    row_loss = torch.zeros(n, dtype=cdt, device=device)
+    flags = torch.zeros(n, dtype=_FLAG_DTYPE, device=device)
+    gh = torch.zeros_like(h2) if need_h else None
+    stats = idx = launch = None
+    zero = n_rows == 0
+    low = weight.dtype == torch.bfloat16
+    teacher = _teacher_tile_source(*teacher_args[:4])
+    every = slice(None)
+    for start in range(0, n_rows, spec.chunk_size):  # phase 1
+        stop = min(start + spec.chunk_size, n_rows)
+        sel = slice(start, stop) if rows is None else rows[start:stop]
+        logits = F.linear(h2[sel], weight, bias)
+        lo = torch.empty_like(logits) if low else None
+        saved: dict = {}
+        value, g, f = kernel(
+            logits, teacher(sel, every), spec, True, grad_scale, logits, out_lo=lo, saved=saved
+        )
+        if not saved:  # the kernel fell back to torch (it warned)
+            return row_loss, gh, None
+        row_loss[sel] = value
+        flags[sel] = f
+        if stats is None:
+            stats = torch.empty(saved["stats"].shape[0], n_rows, dtype=torch.float32, device=device)
+            idx = torch.empty(saved["idx"].shape[0], n_rows, dtype=torch.int32, device=device)
+        stats[:, start:stop] = saved["stats"]
+        idx[:, start:stop] = saved["idx"]
+        launch, zero = saved["launch"], saved["zero"]
+        if need_h:
+            gh_c = _mm(g, weight, cdt)
+            if lo is not None:
+                gh_c.add_(_mm(lo, weight, cdt))
+            gh[sel] = gh_c.to(gh.dtype)
+    _raise_for_flags(flags, leading, spec)
+
+    def finish(factor: float):
+        from gpu._triton_kernel import gradient_tile  # optional: triton (the triton extra)
+
+        gw = torch.zeros_like(weight) if need_w else None
+        gb = torch.zeros_like(bias) if need_b else None
+        if zero or not (need_w or need_b):
+            return gw, gb
+        tile = _vocab_tile(n_rows, v)
+        block = max(1, _VOCAB_TILE_ELEMENTS // tile)  # rows per GEMM of a tile
+        tile_flags = torch.zeros(n_rows, dtype=_FLAG_DTYPE, device=device)
+        acc = torch.empty(tile, hdim, dtype=cdt, device=device) if need_w else None
+        acc_b = torch.empty(tile, dtype=cdt, device=device) if need_b else None
+        for c0 in range(0, v, tile):  # phase 2
+            c1 = min(c0 + tile, v)
+            cols = slice(c0, c1)
+            w_t = weight[cols]
+            b_t = None if bias is None else bias[cols]
+            a_w = None if acc is None else acc[: c1 - c0].zero_()
+            a_b = None if acc_b is None else acc_b[: c1 - c0].zero_()
+            for r0 in range(0, n_rows, block):
+                r1 = min(r0 + block, n_rows)
+                sel = slice(r0, r1) if rows is None else rows[r0:r1]
+                hs = h2[sel]
+                s_t = F.linear(hs, w_t, b_t)
+                t_t = teacher(sel, cols)
+                lo = None
+                if low:
+                    lo = t_t if t_t.dtype == weight.dtype else torch.empty_like(s_t)
+                st_r, idx_r = stats[:, r0:r1].contiguous(), idx[:, r0:r1].contiguous()
+                scale = grad_scale * factor
+                gradient_tile(s_t, t_t, st_r, idx_r, launch, c0, scale, s_t, lo, tile_flags[r0:r1])
+                if a_w is not None:
+                    _addmm_(a_w, s_t.T, hs)
+                    if lo is not None:
+                        _addmm_(a_w, lo.T, hs)
+                if a_b is not None:
+                    a_b.add_(s_t.sum(0, dtype=cdt))
+                    if lo is not None:
+                        a_b.add_(lo.sum(0, dtype=cdt))
+            if a_w is not None:
+                gw[cols] = a_w
+            if a_b is not None:
+                gb[cols] = a_b
+        if rows is None:
+            flags.bitwise_or_(tile_flags)
+        else:
+            flags[rows] |= tile_flags
+        _raise_for_flags(flags, leading, spec)
+        return gw, gb
+
+    return row_loss, gh, finish
+
+
 class _FusedFunction(torch.autograd.Function):
-    """Chunked forward that also forms the parameter gradients; backward scales them."""
+    """Chunked forward that also forms the parameter gradients; backward scales them (the
+    two-phase path forms the weight and bias gradients in backward, scaled there)."""
 
     @staticmethod
     def forward(
-        ctx, hidden, weight, bias, teacher_args, rows, spec, reduction, n_valid, lead, k, kernel
-    ):
-        teacher, _ = _teacher_source(*teacher_args)
+        ctx, hidden, weight, bias, teacher_args, rows, spec, reduction, n_valid, lead, k, kernel,
+        tiled,
+    ):  # fmt: skip
         h2 = hidden.reshape(-1, hidden.shape[-1])
         need = tuple(ctx.needs_input_grad[:3])
         scale = k / n_valid if (reduction == "mean" and n_valid > 0) else k
         # With reduction="none" the per-row upstream weights are only known in backward.
         now = need if reduction != "none" else (False, False, False)
-        row_loss, gh, gw, gb = _fused_run(
-            h2, weight, bias, teacher, rows, spec, lead, now, scale, None, kernel
-        )
-        if k != 1.0:
-            row_loss.mul_(k)
         ctx.save_for_backward(hidden, weight, bias)
         ctx.teacher_args = teacher_args
         ctx.rows, ctx.spec, ctx.reduction, ctx.scale, ctx.lead = rows, spec, reduction, scale, lead
-        ctx.kernel = kernel
-        ctx.grads = (gh, gw, gb) if reduction != "none" else None
+        ctx.kernel, ctx.tiled = kernel, tiled
+        row_loss, grads = _FusedFunction._run(ctx, h2, weight, bias, now, None)
+        if k != 1.0:
+            row_loss.mul_(k)
+        ctx.grads = grads if reduction != "none" else None
         return _reduce(row_loss, reduction, n_valid, lead)
+
+    @staticmethod
+    def _run(ctx, h2, weight, bias, need, row_weights):
+        """(row loss, (∂h, ∂W, ∂b, finish)): the two-phase path where it applies (``finish``
+        forms ∂W, ∂b), else the row-chunk path (``finish`` None)."""
+        if ctx.tiled is not None and row_weights is None and need[1]:
+            row_loss, gh, finish = _vocab_tiled_run(
+                h2, weight, bias, ctx.teacher_args, ctx.rows, ctx.spec, ctx.lead, need,
+                ctx.scale, ctx.tiled,
+            )  # fmt: skip
+            if finish is not None:
+                return row_loss, (gh, None, None, finish)
+        teacher, _ = _teacher_source(*ctx.teacher_args)
+        row_loss, gh, gw, gb = _fused_run(
+            h2, weight, bias, teacher, ctx.rows, ctx.spec, ctx.lead, need, ctx.scale,
+            row_weights, ctx.kernel,
+        )  # fmt: skip
+        return row_loss, (gh, gw, gb, None)
 
     @staticmethod
     @_refuse_double_backward
@@ -234,26 +430,26 @@ class _FusedFunction(torch.autograd.Function):
         need = tuple(ctx.needs_input_grad[:3])
         grads, ctx.grads = ctx.grads, None
         if grads is None:  # reduction="none", or a second backward (retain_graph=True)
-            teacher, _ = _teacher_source(*ctx.teacher_args)
             h2 = hidden.reshape(-1, hidden.shape[-1])
             weights = grad_output.reshape(-1) if ctx.reduction == "none" else None
-            _, gh, gw, gb = _fused_run(
-                h2, weight, bias, teacher, ctx.rows, ctx.spec, ctx.lead, need, ctx.scale, weights,
-                ctx.kernel,
-            )  # fmt: skip
+            _, grads = _FusedFunction._run(ctx, h2, weight, bias, need, weights)
             factor = 1.0 if ctx.reduction == "none" else grad_output
         else:
-            gh, gw, gb = grads
             factor = grad_output
+        gh, gw, gb, finish = grads
+        scaled = (False, False, False)
+        if finish is not None:  # phase 2 of the two-phase path, with the upstream factor
+            gw, gb = finish(float(factor))
+            scaled = (False, True, True)
         out = []
-        for g, x in zip((gh, gw, gb), (hidden, weight, bias), strict=True):
+        for g, x, done in zip((gh, gw, gb), (hidden, weight, bias), scaled, strict=True):
             if g is None:
                 out.append(None)
                 continue
-            if isinstance(factor, torch.Tensor) and bool(factor != 1):
+            if not done and isinstance(factor, torch.Tensor) and bool(factor != 1):
                 g = g.to(torch.promote_types(g.dtype, torch.float32)).mul_(factor)
             out.append(g.to(x.dtype).view(x.shape))
-        return (*out, None, None, None, None, None, None, None, None)
+        return (*out, None, None, None, None, None, None, None, None, None)
 
 
 def _check_matrix(w, name, vocab=None):
@@ -401,6 +597,9 @@ def amid_fused_linear_loss(
     -----
     Memory: the float32 (float64) weight gradient V·H, the hidden-state gradient, and
     O(chunk_size·V) scratch; neither the logits nor their gradient exist at full size.
+    With the Triton kernel the weight gradient is formed vocabulary tile by tile in the
+    weight's dtype (no float32 V·H buffer) where the two-phase backward applies (module
+    docstring); it recomputes both models' logits once more (six GEMMs of N·V·H, not four).
     The backward is differentiable once (``create_graph=True`` raises ``RuntimeError``).
 
     Examples
@@ -481,8 +680,10 @@ def amid_fused_linear_loss(
     kernel = _select_kernel(compile, backend, device)
     if chunk_size is None and getattr(kernel, "backend", None) == "triton":
         spec = dataclasses.replace(spec, chunk_size=max(1, _TRITON_FUSED_CHUNK_ELEMENTS // vocab))
-    kernel = teaching_kernel(kernel, spec)
     teacher_args = (teacher_hidden, teacher_weight, teacher_bias, teacher_logits, topk)
+    # the two-phase backward's kernel (the Triton one, unwrapped), where that path applies
+    tiled = kernel if _vocab_tiled_applies(kernel, spec, student_weight, teacher_args) else None
+    kernel = teaching_kernel(kernel, spec)
     differentiable = [x for x in (student_hidden, student_weight, student_bias) if x is not None]
     if torch.is_grad_enabled() and any(x.requires_grad for x in differentiable):
         return _FusedFunction.apply(
@@ -497,6 +698,7 @@ def amid_fused_linear_loss(
             leading,
             k,
             kernel,
+            tiled,
         )
     with torch.no_grad():
         teacher, _ = _teacher_source(*teacher_args)

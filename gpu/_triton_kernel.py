@@ -88,7 +88,7 @@ from gpu._flags import (
 from gpu._mixture import _BETA_CLAMP, _FAST_BETA
 from gpu._torch_kernel import chunk as torch_chunk
 
-__all__ = ["TRITON_DIVERGENCES", "runs_in_triton", "triton_chunk"]
+__all__ = ["TRITON_DIVERGENCES", "gradient_tile", "runs_in_triton", "triton_chunk"]
 
 try:  # compiled on CUDA: libdevice's accurate elementary functions
     from triton.language.extra import libdevice
@@ -881,6 +881,7 @@ def triton_chunk(
     grad_scale: float,
     out: torch.Tensor | None = None,
     out_lo: torch.Tensor | None = None,
+    saved: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Loss per row (float32), gradient w.r.t. the student logits and row flags, as
     :func:`gpu._torch_kernel.chunk` (same arguments, outputs, dtypes and flag bits).
@@ -890,14 +891,19 @@ def triton_chunk(
     ``out_lo`` (with ``out``) receives the rounding residual ``grad − out``; it may be
     ``t``. Without ``out`` the gradient is returned in float32.
 
+    ``saved`` (optional, a dict, with ``want_grad``) receives what :func:`gradient_tile`
+    needs to form the gradient of a column tile of these rows again: the row statistics
+    (``"stats"``, ``"idx"``), the launch constants (``"launch"``) and ``"zero"`` (True when
+    the gradient is identically zero). It stays empty when the chunk runs in torch.
+
     Specs outside :func:`runs_in_triton` (float64 inputs, the divergences not in
     :data:`TRITON_DIVERGENCES`, 1/T beyond float32) are computed by
     :func:`gpu._torch_kernel.chunk`, the reference this kernel follows.
     """
     if not _interpreted():
-        return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo)
+        return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo, saved)
     with np.errstate(all="ignore"):
-        return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo)
+        return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo, saved)
 
 
 def _chunk(
@@ -908,6 +914,7 @@ def _chunk(
     grad_scale: float,
     out: torch.Tensor | None = None,
     out_lo: torch.Tensor | None = None,
+    saved: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Loss per row (float32), gradient w.r.t. the student logits and row flags, as
     :func:`gpu._torch_kernel.chunk` (same arguments, outputs, dtypes and flag bits).
@@ -979,6 +986,10 @@ def _chunk(
     if not want_grad:
         return loss, None, flags
     has_q = "q" in (first, second)
+    if saved is not None:  # the gradient of a column tile, again (gradient_tile)
+        launch = dict(all_args=all_args, shape=shape, regime=regime, scale=inv_t)
+        zero = js_trivial or not (has_q or through_r)
+        saved.update(stats=stats, idx=idx, launch=launch, zero=zero)
     if js_trivial or not (has_q or through_r):  # no path to the student: a zero gradient
         if out is not None:
             if out_lo is not None:
@@ -996,3 +1007,45 @@ def _chunk(
                          lo.stride(0), scale, *all_args, **shape, HAS_LO=lo is not grad,
                          **regime, **blocks)  # fmt: skip
     return loss, grad, flags
+
+
+def gradient_tile(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    stats: torch.Tensor,
+    idx: torch.Tensor,
+    launch: dict,
+    col0: int,
+    grad_scale: float,
+    out: torch.Tensor,
+    out_lo: torch.Tensor | None,
+    flags: torch.Tensor,
+) -> None:
+    """Pass d alone on a column tile: ∂loss/∂s of columns ``col0 … col0 + T − 1`` of rows
+    whose whole-row statistics were saved by :func:`triton_chunk` (``saved``).
+
+    ``s``, ``t`` (rows × T, unit stride along V, one row stride) are those columns of the
+    student and teacher logits; ``stats`` (14, rows) float32 and ``idx`` (3, rows) int32
+    the rows' statistics (contiguous), ``launch`` their launch constants. The gradient
+    is written into ``out`` (rows × T; it may be ``s``) as pass d writes it, the rounding
+    residual into ``out_lo`` (it may be ``t``); the gradient's flags are or-ed into
+    ``flags`` (rows,). The pass compares the columns with the rows' top indices: they are
+    given to it relative to ``col0`` (a top index outside the tile matches no column).
+    """
+    n, v = s.shape
+    if n == 0 or v == 0:
+        return
+    if s.stride(-1) != 1 or t.stride(-1) != 1 or s.stride(0) != t.stride(0):
+        raise ValueError("s and t must share one row stride and have a unit stride along V")
+    if out.stride(-1) != 1 or (out_lo is not None and out_lo.stride(-1) != 1):
+        raise ValueError("out and out_lo must have a unit stride along the vocabulary")
+    local = (idx - col0).to(torch.int32)
+    block_r, block_v, warps = _blocks(n, v)
+    grid = (triton.cdiv(n, block_r),)
+    blocks = dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps)
+    lo = out if out_lo is None else out_lo
+    with np.errstate(all="ignore"):
+        _gradient_pass[grid](s, t, s.stride(0), n, v, stats, local, flags, out, out.stride(0), lo,
+                             lo.stride(0), grad_scale * launch["scale"], *launch["all_args"],
+                             **launch["shape"], HAS_LO=out_lo is not None, **launch["regime"],
+                             **blocks)  # fmt: skip

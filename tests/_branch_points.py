@@ -54,6 +54,9 @@ NOT_BRANCH_POINTS: dict[tuple[str, str], str] = {
     ("gpu._engine", "_CUDA_CHUNK_ELEMENTS"): "rows per chunk on CUDA (as above)",
     ("gpu._engine", "_TRITON_CHUNK_ELEMENTS"): "Triton rows per chunk (memory)",
     ("gpu._fused", "_TRITON_FUSED_CHUNK_ELEMENTS"): "fused Triton rows per chunk",
+    ("gpu._fused", "_VOCAB_TILE_ELEMENTS"): "fused two-phase vocabulary tile (memory; "
+    "tests/test_gpu_fused_tiled.py runs other sizes against amid_ref)",
+    ("gpu._fused", "_VOCAB_TILE_QUANTUM"): "fused two-phase tile width multiple (as above)",
     ("gpu._flags", "_BAD_STUDENT"): "row flag bit",
     ("gpu._flags", "_BAD_TEACHER"): "row flag bit",
     ("gpu._flags", "_EMPTY_SUPPORT"): "row flag bit",

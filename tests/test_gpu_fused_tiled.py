@@ -1,0 +1,264 @@
+"""The two-phase, vocabulary-tiled backward of :func:`gpu.amid_fused_linear_loss`.
+
+With the Triton kernel (here under triton's interpreter, ``backend="triton"``; compiled on
+CUDA) the fused loss forms the weight gradient vocabulary tile by vocabulary tile
+(``gpu._fused._vocab_tiled_run``): phase 1 walks row chunks over all V (loss, row
+statistics, ∂L/∂h), phase 2 walks vocabulary tiles over all rows (the tile's logits again,
+its gradient from the saved statistics, ∂L/∂W_tile = G_tileᵀ h). The tile width is shrunk
+here so that V = 96 makes three tiles (and, in one test, two tiles, the last one
+narrower).
+
+Oracle: :func:`amid_ref.amid_loss` and :func:`amid_ref.amid_grad` in float64 on the same
+dtype-rounded logits, chained by hand (∂h = G W, ∂W = Gᵀ h, ∂b = Σ G in float64, G the
+reference gradient times the reduction's row weights), to the ``"gpu"`` rows of the
+tolerance table; and the row-chunk path (the torch kernel), to the same rows.
+
+Every check asserts that the tiled pass ran (a counter on
+:func:`gpu._triton_kernel.gradient_tile`); the memory test records every tensor an aten op
+returns (a ``TorchDispatchMode``) and finds no float32 V×H tensor, where the row-chunk path
+has one. The interpreter costs ~0.1 s a launch: one row chunk (7 launches) and three tiles
+per call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+F = torch.nn.functional
+
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+import amid_ref  # noqa: E402
+import gpu  # noqa: E402
+from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
+from gpu import _engine, _fused  # noqa: E402
+from gpu import _triton_kernel as tk  # noqa: E402
+
+INF = math.inf
+interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+pytestmark = pytest.mark.skipif(
+    not interpreted, reason="the tiled path is checked here under TRITON_INTERPRET=1"
+)
+
+ROWS, HIDDEN, VOCAB, T_HIDDEN = 8, 32, 96, 12
+NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
+
+
+@pytest.fixture
+def tiles(monkeypatch):
+    """Tiles of 32 columns (three over V = 96) and of 4 rows (two GEMMs per tile over
+    8 rows), the Triton backend fresh (no earlier fallback: warnings are errors), and a
+    counter of the tiled gradient pass (the tile widths), which the test must run."""
+    monkeypatch.setattr(_fused, "_VOCAB_TILE_ELEMENTS", 4 * 32)
+    monkeypatch.setattr(_fused, "_VOCAB_TILE_QUANTUM", 32)
+    monkeypatch.setattr(_engine, "_TRITON", [])
+    monkeypatch.setattr(_engine, "_WARNED", set())
+    calls = []
+    real = tk.gradient_tile
+
+    def counted(s, *args):
+        calls.append(s.shape[-1])
+        return real(s, *args)
+
+    monkeypatch.setattr(tk, "gradient_tile", counted)
+    yield calls
+    assert calls, "the vocabulary-tiled gradient pass did not run"
+
+
+def _problem(seed, dtype, bias=True):
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+
+    h = draw(2, ROWS // 2, HIDDEN).requires_grad_()
+    w = draw(VOCAB, HIDDEN, scale=0.4).requires_grad_()
+    b = draw(VOCAB, scale=0.3).requires_grad_() if bias else None
+    th, tw = draw(2, ROWS // 2, T_HIDDEN), draw(VOCAB, T_HIDDEN, scale=0.8)
+    tb = draw(VOCAB, scale=0.3) if bias else None
+    return h, w, b, th, tw, tb
+
+
+def _chain_rule(h, w, b, th, tw, tb, row_weights, objective):
+    """Loss and (∂h, ∂W, ∂b) in float64 from amid_ref on the dtype-rounded logits."""
+    alpha, lam, div, order, params, temperature = objective
+    s = F.linear(h, w, b).detach().double().reshape(-1, VOCAB).numpy()
+    t = F.linear(th, tw, tb).double().reshape(-1, VOCAB).numpy()
+    loss = amid_ref.amid_loss(s, t, alpha, lam, div, order, params, temperature)
+    g = amid_ref.amid_grad(s, t, alpha, lam, div, order, params, temperature)
+    g = g * row_weights[:, None]
+    h64 = h.detach().double().reshape(-1, HIDDEN).numpy()
+    grads = (g @ w.detach().double().numpy(), g.T @ h64, g.sum(0))
+    return float(np.sum(loss * row_weights)), grads
+
+
+def _assert_grads(got, want, name, what):
+    for label, gf, gw_ in zip(("hidden", "weight", "bias"), got, want, strict=True):
+        if gf is None:
+            continue
+        gf = gf.detach().double().reshape(gw_.shape).numpy()
+        scale = max(1.0, float(np.abs(gw_).max()))  # row-scaled as in tests/test_gpu.py
+        tol = tolerance("gpu", "grad", name)
+        assert_within(gf / scale, gw_ / scale, tol, what=f"{what} {label}")
+
+
+#: (α, λ, divergence, order, params, T): the mixture's regimes, every Triton divergence.
+OBJECTIVES = (
+    (-5.0, 0.3, "kl", "pr", None, 1.0),
+    (0.5, 0.6, "js", "qr", {"beta": 0.5}, 1.3),
+    (-INF, 0.5, "tv", "rq", None, 1.0),
+    (3.0, 0.2, "jeffreys", "rp", None, 1.0),
+    (1.0, 0.4, "hellinger", "qr", None, 1.0),
+    (0.0, 0.1, "skew_kl", "pr", {"skew": 0.1}, 1.0),
+)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=[o[2] for o in OBJECTIVES])
+def test_tiled_equals_reference_and_row_chunks(tiles, objective, dtype):
+    """Mean over the labelled rows (shifted, two ignored), bias on both lm_heads."""
+    alpha, lam, div, order, params, temperature = objective
+    name = NAMES[dtype]
+    h, w, b, th, tw, tb = _problem(11, dtype)
+    labels = torch.tensor([[3, -100, 5, 7], [1, 2, -100, 9]])
+    valid = torch.zeros(2, ROWS // 2, dtype=torch.bool)
+    valid[:, :-1] = labels[:, 1:] != -100
+    kw = dict(labels=labels, shift_labels=True, temperature=temperature, student_bias=b,
+              teacher_bias=tb)  # fmt: skip
+    what = f"{div} {order} alpha={alpha} lam={lam} {name}"
+    fused = gpu.amid_fused_linear_loss(h, w, th, tw, alpha, lam, div, order, params,
+                                       backend="triton", **kw)  # fmt: skip
+    got = torch.autograd.grad(fused, (h, w, b))
+    assert [g.dtype for g in got] == [dtype] * 3
+    row_weights = valid.reshape(-1).double().numpy() / int(valid.sum())
+    want_loss, want = _chain_rule(h, w, b, th, tw, tb, row_weights, objective)
+    assert_within(fused.item(), want_loss, tolerance("gpu", "loss", name), what=what)
+    _assert_grads(got, want, name, what)
+    # the row-chunk path (torch kernel, float32 accumulator) agrees to the same rows
+    rowwise = gpu.amid_fused_linear_loss(h, w, th, tw, alpha, lam, div, order, params,
+                                         backend="torch", **kw)  # fmt: skip
+    assert_within(fused.item(), rowwise.item(), tolerance("gpu", "loss", name), what=what)
+    both = [g.double().numpy() for g in torch.autograd.grad(rowwise, (h, w, b))]
+    _assert_grads(got, [x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x for x in both], name,
+                  what + " vs row chunks")  # fmt: skip
+    assert tiles == [32, 32, 32]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_tiled_teacher_logits_sum_and_upstream(tiles, dtype, monkeypatch):
+    """A precomputed teacher (logits, float32), no bias, reduction='sum', an upstream
+    gradient of 0.25 (folded into the tiles' gradient scale), two row chunks, and an
+    uneven last tile (V = 96 in tiles of 64)."""
+    monkeypatch.setattr(_fused, "_VOCAB_TILE_ELEMENTS", ROWS * 64)
+    name = NAMES[dtype]
+    h, w, _b, th, tw, _tb = _problem(12, dtype, bias=False)
+    t_logits = F.linear(th, tw).float()
+    objective = (-1.0, 0.5, "js", "pr", {"beta": 0.5}, 1.0)
+    alpha, lam, div, order, params, _ = objective
+    loss = gpu.amid_fused_linear_loss(h, w, None, None, alpha, lam, div, order, params,
+                                      teacher_logits=t_logits, reduction="sum", chunk_size=5,
+                                      backend="triton")  # fmt: skip
+    got = torch.autograd.grad(loss * 0.25, (h, w))
+    s = F.linear(h, w).detach().double().reshape(-1, VOCAB).numpy()
+    t = t_logits.double().reshape(-1, VOCAB).numpy()
+    want_loss = amid_ref.amid_loss(s, t, alpha, lam, div, order, params).sum()
+    g = 0.25 * amid_ref.amid_grad(s, t, alpha, lam, div, order, params)
+    want = (g @ w.detach().double().numpy(), g.T @ h.detach().double().reshape(-1, HIDDEN).numpy())
+    assert_within(loss.item(), want_loss, tolerance("gpu", "loss", name), what=name)
+    _assert_grads((*got, None), (*want, None), name, f"teacher logits {name}")
+    assert tiles == [64, 32]
+
+
+def test_tiled_all_rows_ignored_and_frozen_weight(tiles):
+    """No labelled row: zero gradients (the tiles are skipped); a frozen weight takes the
+    row-chunk path (no weight gradient to tile), a trainable one the tiled path."""
+    h, w, b, th, tw, tb = _problem(13, torch.float32)
+    none = torch.full((2, ROWS // 2), -100)
+    loss = gpu.amid_fused_linear_loss(h, w, th, tw, 0.0, 0.1, labels=none, student_bias=b,
+                                      teacher_bias=tb, backend="triton")  # fmt: skip
+    for g in torch.autograd.grad(loss, (h, w, b)):
+        assert torch.all(g == 0)
+    assert tiles == []
+    w.requires_grad_(False)
+    loss = gpu.amid_fused_linear_loss(h, w, th, tw, 0.0, 0.1, backend="triton")
+    torch.autograd.grad(loss, h)
+    assert tiles == []
+    w.requires_grad_(True)
+    loss = gpu.amid_fused_linear_loss(h, w, th, tw, 0.0, 0.1, backend="triton")
+    torch.autograd.grad(loss, w)
+    assert tiles == [32] * 6
+
+
+class _Allocations(TorchDispatchMode):
+    """Records (shape, dtype) of every tensor an aten op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[tuple[tuple[int, ...], torch.dtype]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for x in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(x, torch.Tensor):
+                self.seen.append((tuple(x.shape), x.dtype))
+        return out
+
+
+def _largest_float32(seen):
+    return max((math.prod(shape) for shape, dt in seen if dt == torch.float32), default=0)
+
+
+def test_tiled_path_forms_no_float32_weight_sized_tensor(tiles):
+    """bf16 weights: the tiled path's largest float32 tensor is a tile's accumulator (32·H),
+    the row-chunk path's is the V×H weight gradient (the recorder sees it)."""
+    h, w, b, th, tw, tb = _problem(14, torch.bfloat16)
+    kw = dict(student_bias=b, teacher_bias=tb)
+    with _Allocations() as tiled:
+        loss = gpu.amid_fused_linear_loss(h, w, th, tw, -5.0, 0.1, backend="triton", **kw)
+        loss.backward()
+    with _Allocations() as rowwise:
+        loss = gpu.amid_fused_linear_loss(h, w, th, tw, -5.0, 0.1, backend="torch", **kw)
+        loss.backward()
+    assert tiles == [32] * 6
+    assert _largest_float32(rowwise.seen) >= VOCAB * HIDDEN  # the recorder catches it
+    assert _largest_float32(tiled.seen) <= 32 * HIDDEN
+    assert (tuple(w.shape), torch.bfloat16) in tiled.seen  # dW formed in the weight dtype
+
+
+def test_tiled_bad_rows_are_named(tiles):
+    """A NaN hidden state: the row is named after phase 1 (before any tile runs); a clean
+    call afterwards takes the tiled path."""
+    h, w, _b, th, tw, _tb = _problem(15, torch.bfloat16)
+    bad = h.detach().clone()
+    bad[1, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"\(1, 2\)"):
+        gpu.amid_fused_linear_loss(bad.requires_grad_(), w, th, tw, 0.0, 0.1, backend="triton")
+    assert tiles == []
+    torch.autograd.grad(gpu.amid_fused_linear_loss(h, w, th, tw, 0.0, 0.1, backend="triton"), w)
+
+
+def test_tiled_falls_back_with_the_kernel(monkeypatch):
+    """A Triton kernel that fails (a compiler error) warns once and the row-chunk path with
+    the torch kernel computes the loss and gradients, equal to the torch backend's (to the
+    float32 rows: the two runs split the rows into chunks differently)."""
+    monkeypatch.setattr(_engine, "_TRITON", [])
+    monkeypatch.setattr(_engine, "_WARNED", set())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(tk, "triton_chunk", broken)
+    h, w, _b, th, tw, _tb = _problem(16, torch.float32)
+    with pytest.warns(RuntimeWarning, match="Triton AMiD kernel failed"):
+        loss = gpu.amid_fused_linear_loss(h, w, th, tw, 0.5, 0.3, backend="triton")
+        got = torch.autograd.grad(loss, (h, w))
+    want_loss = gpu.amid_fused_linear_loss(h, w, th, tw, 0.5, 0.3, backend="torch")
+    want = torch.autograd.grad(want_loss, (h, w))
+    assert_within(loss.item(), want_loss.item(), tolerance("gpu", "loss", "float32"))
+    _assert_grads((*got, None), (*[x.double().numpy() for x in want], None), "float32", "fallback")
