@@ -27,9 +27,11 @@ Per chunk of n rows (V the student's vocabulary, k the teacher's slots):
   - ``bucket``: the objective on the (k+1)-category coarse-grained pair, O(k) per row:
     the student's logits at the ids and the log-sum-exp of its logits *off* S (one pass
     over the chunk; log q̂_★ is never formed as 1 − Σq), the teacher's ℓ_S and
-    log ε = log(−expm1(logsumexp ℓ_S)). The kernel runs on these (n, k+1) tensors; the
-    gradient is chained back: ids in S get theirs, ids off S get
-    :math:`g_\star\,q_j/\hat q_\star`, written in one pass.
+    log ε, ε = −expm1(logsumexp ℓ_S) after :mod:`amid_ref._sparse`'s mass rule (ε ≤
+    ``SPARSE_EPS_ROUNDING``, or ≤ ``SPARSE_MASS_TOL`` with k = V, is rounding: ε = 0),
+    formed once per row in float64 by :func:`check_topk` as amid_ref forms it. The
+    kernel runs on these (n, k+1) tensors; the gradient is chained back: ids in S get
+    theirs, ids off S get :math:`g_\star\,q_j/\hat q_\star`, written in one pass.
   - ``renormalize`` and ``uniform``: the teacher is densified for the chunk only,
     (n, V) in the compute dtype (``-inf`` off S, or log(ε/(V−k)) off S), and the dense
     kernel runs on it. This costs one (chunk, V) tensor and the dense kernel's O(V) work
