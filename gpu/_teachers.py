@@ -27,9 +27,11 @@ Per chunk of n rows (V the student's vocabulary, k the teacher's slots):
   - ``bucket``: the objective on the (k+1)-category coarse-grained pair, O(k) per row:
     the student's logits at the ids and the log-sum-exp of its logits *off* S (one pass
     over the chunk; log q̂_★ is never formed as 1 − Σq), the teacher's ℓ_S and
-    log ε = log(−expm1(logsumexp ℓ_S)). The kernel runs on these (n, k+1) tensors; the
-    gradient is chained back: ids in S get theirs, ids off S get
-    :math:`g_\star\,q_j/\hat q_\star`, written in one pass.
+    log ε, ε = −expm1(logsumexp ℓ_S) after :mod:`amid_ref._sparse`'s mass rule (ε ≤
+    ``SPARSE_EPS_ROUNDING``, or ≤ ``SPARSE_MASS_TOL`` with k = V, is rounding: ε = 0),
+    formed once per row in float64 by :func:`check_topk` as amid_ref forms it. The
+    kernel runs on these (n, k+1) tensors; the gradient is chained back: ids in S get
+    theirs, ids off S get :math:`g_\star\,q_j/\hat q_\star`, written in one pass.
   - ``renormalize`` and ``uniform``: the teacher is densified for the chunk only,
     (n, V) in the compute dtype (``-inf`` off S, or log(ε/(V−k)) off S), and the dense
     kernel runs on it. This costs one (chunk, V) tensor and the dense kernel's O(V) work
@@ -51,6 +53,7 @@ import torch
 
 from amid_ref import tolerances
 from amid_ref.contract import (
+    SPARSE_EPS_ROUNDING,
     check_teacher_source,
     leftover_needs_mass_message,
     mass_above_one_message,
@@ -74,15 +77,20 @@ NEG_INF = -math.inf
 
 
 class SparseTeacher:
-    """A sparse teacher's ``(indices, logprobs)`` flattened to (N, k); rows index both.
+    """A sparse teacher's ``(indices, logprobs)`` flattened to (N, k), with its leftover
+    ``log_leftover`` = log ε (N, 1) in float64 after :mod:`amid_ref._sparse`'s mass rule;
+    rows index all three.
 
     The engine slices the teacher by rows (``t[start:stop]``, ``t[rows]``): this is that
     object for a top-k teacher.
     """
 
-    def __init__(self, indices: torch.Tensor, logprobs: torch.Tensor) -> None:
+    def __init__(
+        self, indices: torch.Tensor, logprobs: torch.Tensor, log_leftover: torch.Tensor
+    ) -> None:
         self.indices = indices
         self.logprobs = logprobs
+        self.log_leftover = log_leftover
 
     @property
     def shape(self) -> torch.Size:
@@ -97,7 +105,7 @@ class SparseTeacher:
         return self.logprobs.device
 
     def __getitem__(self, rows) -> SparseTeacher:
-        return SparseTeacher(self.indices[rows], self.logprobs[rows])
+        return SparseTeacher(self.indices[rows], self.logprobs[rows], self.log_leftover[rows])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,11 +159,18 @@ def _tempered_(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return (finite & ~torch.isfinite(z)).any(-1)
 
 
-def _log_leftover(logprobs: torch.Tensor) -> torch.Tensor:
-    """``log ε`` per row (keepdim), ε = −expm1(logsumexp ℓ_S), ``-inf`` where ε ≤ 0."""
-    lse = torch.logsumexp(logprobs, -1, keepdim=True)
-    eps = torch.expm1(lse).neg_().clamp_(min=0.0)
-    return torch.log(eps)
+def _logsumexp_as_reference(x: torch.Tensor) -> torch.Tensor:
+    r"""logsumexp over the last axis as :func:`amid_ref._special.log_normalize` forms it:
+    :math:`M + \operatorname{log1p}(S_o)`, M the row's maximum and S_o the sum of
+    :math:`e^{x - M}` over the other entries (one occurrence of the maximum left out), so
+    that ε = −expm1 of it is exact to a few ulps of ε itself, not of 1; ``-inf`` for a row
+    of ``-inf`` only."""
+    top = x.amax(-1, keepdim=True)
+    empty = torch.isneginf(top)
+    e = torch.exp(x - top.masked_fill(empty, 0.0))
+    e.scatter_(-1, x.argmax(-1, keepdim=True), 0.0)
+    lse = top + torch.log1p(e.sum(-1, keepdim=True))
+    return lse.masked_fill_(empty, NEG_INF).squeeze(-1)
 
 
 def _with_sink(x: torch.Tensor, fill: float | torch.Tensor) -> torch.Tensor:
@@ -179,8 +194,8 @@ def _sparse_chunk(kernel, z, teacher: SparseTeacher, spec, inner, leftover, want
         lse_off = torch.logsumexp(off, -1, keepdim=True)
         z_s = z.gather(-1, idx.clamp(min=0)).masked_fill_(~valid, NEG_INF)
         coarse_s = torch.cat([z_s, lse_off], dim=-1)
-        # k = V (no id off S): ★ is empty, ε = 0 (MATH.md), whatever the rounding of ℓ_S
-        log_eps = _log_leftover(lp).masked_fill_((valid.sum(-1, keepdim=True) == v), NEG_INF)
+        # ε after the mass rule (check_topk); with k = V and ε kept, ★ is empty (q̂_★ = 0)
+        log_eps = teacher.log_leftover.to(z.dtype)
         coarse_t = torch.cat([lp, log_eps], dim=-1)
         value, g_c, flags = kernel(coarse_s, coarse_t, inner, want_grad, grad_scale)
         if not want_grad:
@@ -196,7 +211,7 @@ def _sparse_chunk(kernel, z, teacher: SparseTeacher, spec, inner, leftover, want
     else:  # uniform: ε/(V − k) off S (k counts the slots that are not padding)
         k = valid.sum(-1, keepdim=True)
         spread = torch.log((v - k).to(z.dtype))
-        fill = torch.where(k < v, _log_leftover(lp) - spread, NEG_INF)
+        fill = torch.where(k < v, teacher.log_leftover.to(z.dtype) - spread, NEG_INF)
     dense = torch.empty_like(z)
     dense.copy_(fill if isinstance(fill, torch.Tensor) else torch.full_like(z[:, :1], fill))
     dense = _with_sink(dense, NEG_INF).scatter_(-1, sink_idx, lp)[:, :v]
@@ -390,10 +405,13 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
         pad = idx == -1
         lp = lp64.to(lp.dtype)
     # The mass may exceed 1 by SPARSE_MASS_TOL plus the rounding of the given log-probs to
-    # their dtype: |Δp_i| ≤ p_i·|ℓ_i|·eps/2 (nothing in float64, ~1e-2 in bfloat16).
-    lse = torch.logsumexp(lp64, -1)
-    p_abs_l = torch.where(pad, 0.0, torch.exp(lp64) * lp64.abs()).sum(-1)
-    allowed = SPARSE_MASS_TOL + 0.5 * torch.finfo(lp.dtype).eps * p_abs_l
+    # their dtype: |Δp_i| ≤ p_i·|ℓ_i|·eps/2 (nothing in float64, amid_ref's own dtype, so
+    # that float64 input meets amid_ref's comparisons exactly; ~1e-2 in bfloat16).
+    lse = _logsumexp_as_reference(lp64)
+    allowed = torch.full_like(lse, SPARSE_MASS_TOL)
+    if lp.dtype != torch.float64:
+        p_abs_l = torch.where(pad, 0.0, torch.exp(lp64) * lp64.abs()).sum(-1)
+        allowed += 0.5 * torch.finfo(lp.dtype).eps * p_abs_l
     excess = torch.expm1(lse)  # P_S − 1
     if bool((excess > allowed).any()):
         r = row_of(excess > allowed)
@@ -402,18 +420,29 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
                 float(lse.exp()[int(np.ravel_multi_index(r, leading)) if leading else 0]), r
             )
         )
+    # The mass rule of amid_ref._sparse, on the same float64 ε = −expm1(logsumexp ℓ_S): at
+    # or below SPARSE_EPS_ROUNDING (or SPARSE_MASS_TOL when every id is kept) ε is rounding
+    # of the sum: the row is renormalized and ε = 0 (a sum above 1 that passed lands here).
+    # Log-probs in a narrower dtype than float64 widen the second threshold by their
+    # rounding, as above (a top-V teacher in bfloat16 sums to 1 within ~1e-2 only).
+    eps = -excess
+    full = (~pad).sum(-1) == vocab
+    rounding = ((eps <= SPARSE_EPS_ROUNDING) | (full & (eps <= allowed))) & (lse != NEG_INF)
+    if bool(rounding.any()):
+        lp64 = torch.where(rounding[:, None], lp64 - lse[:, None], lp64)
+        lp = lp64.to(lp.dtype)
+    eps = torch.where(rounding, 0.0, eps)
     if spec.teaching.leftover == "uniform":
-        full = (~pad).sum(-1) == vocab
-        bad = full & (-excess > allowed)
+        bad = full & (eps > 0.0)
         if bool(bad.any()):
             r = row_of(bad)
-            eps = float(-excess[int(np.ravel_multi_index(r, leading)) if leading else 0])
-            raise ValueError(leftover_needs_mass_message("uniform", r, eps))
+            value = float(eps[int(np.ravel_multi_index(r, leading)) if leading else 0])
+            raise ValueError(leftover_needs_mass_message("uniform", r, value))
     if spec.teaching.leftover == "renormalize":
         bad = lse == NEG_INF
         if bool(bad.any()):
             raise ValueError(leftover_needs_mass_message("renormalize", row_of(bad)))
-    return SparseTeacher(idx, lp)
+    return SparseTeacher(idx, lp, torch.log(eps)[:, None])
 
 
 def vocab_mismatch_message(name_s: str, v_s: int, name_t: str, v_t: int) -> str:

@@ -37,7 +37,7 @@ def offline(monkeypatch, tmp_path):
     torch.set_num_threads(before)
 
 
-N_RECIPES = 8
+N_RECIPES = 9
 
 
 def test_training_page_has_the_recipes():

@@ -402,7 +402,7 @@ def test_lm_head_detection_and_errors():
     assert hf.lm_head_of(student) is None
     with pytest.raises(ValueError, match="fused=True"):
         hf.amid_compute_loss(student, tiny_gpt2(2), batch(0), _hf_crit(), fused=True)
-    with pytest.raises(TypeError, match="teacher_model"):
+    with pytest.raises(TypeError, match=r"teacher_model=.*or teacher_topk_columns=.*neither"):
         hf.AMiDTrainer(model=tiny_gpt2(1), args=training_args("unused"))
     with pytest.raises(ValueError, match="shape"):
         hf.AMiDSchedule(lam=(0.0, 1.0), shape="step")
@@ -412,10 +412,12 @@ def test_trainer_signature_names_its_parameters():
     import inspect
 
     params = inspect.signature(hf.AMiDTrainer.__init__).parameters
-    for name in ("teacher_model", "criterion", "schedule", "ce_weight", "fused", "amid_config"):
+    names = ("teacher_model", "teacher_topk_columns", "criterion", "schedule", "ce_weight",
+             "fused", "vocab_alignment", "amid_config")  # fmt: skip
+    for name in names:
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
     doc = hf.AMiDTrainer.__doc__
-    assert all(f"{name} :" in doc for name in ("criterion", "schedule", "ce_weight", "fused"))
+    assert all(f"{name} :" in doc for name in names)
 
 
 def test_schedule_constants_and_infinite_ends():

@@ -24,7 +24,8 @@ torch = pytest.importorskip("torch")
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
 from amid_ref._specs import SPECS  # noqa: E402
-from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
+from amid_ref.contract import SPARSE_EPS_ROUNDING  # noqa: E402
+from amid_ref.tolerances import SPARSE_MASS_TOL, assert_within, tolerance  # noqa: E402
 
 INF = math.inf
 NAMES = {torch.float64: "float64", torch.float32: "float32", torch.bfloat16: "bfloat16"}
@@ -74,20 +75,31 @@ def _topk(t, k, pad_rows=()):
     return idx, vals
 
 
-def oracle(s, idx, lp, policy, alpha, lam, div, order):
-    """amid_ref float64 loss and gradient of the sparse objective, from the definitions."""
+def oracle(s, idx, lp, policy, alpha, lam, div, order, dtype=torch.float64):
+    """amid_ref float64 loss and gradient of the sparse objective, from the definitions
+    (``dtype``: the one the log-probabilities were rounded to, which widens the k = V
+    threshold of the mass rule by that rounding, as :mod:`gpu` documents)."""
     n, v = s.shape
     mask = np.zeros((n, v), bool)
     for r in range(n):
         mask[r, idx[r][idx[r] >= 0]] = True
     k = mask.sum(-1, keepdims=True)
+    # the mass rule (amid_ref._sparse): ε at or below SPARSE_EPS_ROUNDING, or at or below
+    # SPARSE_MASS_TOL with every id kept, is rounding of the sum: ε = 0
+    eps = -np.expm1(_logsumexp(lp))
+    full_tol = SPARSE_MASS_TOL
+    if dtype != torch.float64:
+        with np.errstate(invalid="ignore"):
+            p_abs_l = np.where(np.isneginf(lp), 0.0, np.exp(lp) * np.abs(lp)).sum(-1, keepdims=True)
+        full_tol = full_tol + 0.5 * torch.finfo(dtype).eps * p_abs_l
+    rounding = (eps <= SPARSE_EPS_ROUNDING) | ((k == v) & (eps <= full_tol))
     with np.errstate(divide="ignore"):
-        log_eps = np.log(np.maximum(-np.expm1(_logsumexp(lp)), 0.0))
+        log_eps = np.log(np.where(rounding, 0.0, eps))
     if policy == "bucket":
         safe = np.where(idx >= 0, idx, 0)
         s_S = np.where(idx >= 0, np.take_along_axis(s, safe, -1), -INF)
         coarse_s = np.concatenate([s_S, _logsumexp(np.where(mask, -INF, s))], -1)
-        coarse_t = np.concatenate([lp, np.where(k == v, -INF, log_eps)], -1)  # k = V: ε = 0
+        coarse_t = np.concatenate([lp, log_eps], -1)  # k = V and ε kept: ★ is empty
         loss = amid_ref.amid_loss(coarse_s, coarse_t, alpha, lam, div, order)
         g_c = amid_ref.amid_grad(coarse_s, coarse_t, alpha, lam, div, order)
         q_off = np.where(mask, 0.0, np.exp(_log_softmax(s)))
@@ -122,7 +134,7 @@ def check_sparse(s_np, idx, lp_np, dtype, policy, alpha, lam, div, order, **kwar
     s = torch.tensor(s_np).to(dtype).requires_grad_()
     lp = torch.tensor(lp_np).to(dtype)
     s64, lp64 = s.detach().double().numpy(), lp.double().numpy()
-    want, want_g = oracle(s64, idx, lp64, policy, alpha, lam, div, order)
+    want, want_g = oracle(s64, idx, lp64, policy, alpha, lam, div, order, dtype)
     loss = gpu.amid_loss(
         s, None, alpha, lam, div, order, reduction="none",
         teacher_topk=(torch.tensor(idx), lp), leftover=policy, **kwargs,
@@ -380,3 +392,59 @@ def _bad(**kwargs):
 def test_bad_sparse_input(kwargs, error, match):
     with pytest.raises(error, match=match):
         _bad(**kwargs)
+
+
+def _row_with_leftover(t, k, eps):
+    """Log-probabilities of the top-k of softmax(t) (one row) scaled to leave ε off S, and
+    the ε that amid_ref reads back from them (−expm1(logsumexp ℓ_S), float64)."""
+    idx = np.argsort(-t, kind="stable")[:k]
+    lp = _log_softmax(t[idx][None])[0] + math.log1p(-eps)
+    return idx, lp, float(-np.expm1(_logsumexp(lp[None]))[0, 0])
+
+
+@pytest.mark.parametrize(
+    ("threshold", "side"),
+    [(t, side) for t in ("SPARSE_EPS_ROUNDING", "SPARSE_MASS_TOL") for side in ("below", "above")],
+)
+def test_leftover_rounding_rule_is_the_reference(threshold, side):
+    """A leftover ε just below / above SPARSE_EPS_ROUNDING (k < V) and SPARSE_MASS_TOL
+    (k = V): at or below, ε is rounding and taken as 0, above it is kept (amid_ref's mass
+    rule; ε is computed as amid_ref computes it, in float64). Objectives that tell ε = 0
+    from ε > 0 by a +inf: KL(q̂‖p̂) (order ``qr``, λ = 1)
+    is +inf when the teacher's ★ is empty and the student's is not; KL(p̂‖q̂) (``pr``,
+    λ = 0) is +inf when the teacher keeps ε on the student's empty ★ (k = V)."""
+    rng = np.random.default_rng(21)
+    v = 9
+    s, t = rng.normal(size=(1, v)), rng.normal(size=v) * 2.0
+    factor = 0.75 if side == "below" else 1.25
+    if threshold == "SPARSE_EPS_ROUNDING":
+        k, limit, order, lam = v - 3, SPARSE_EPS_ROUNDING, "qr", 1.0
+    else:
+        k, limit, order, lam = v, SPARSE_MASS_TOL, "pr", 0.0
+        factor = 1.0 - 1e-6 if side == "below" else 1.0 + 1e-6
+    idx, lp, eps = _row_with_leftover(t, k, limit * factor)
+    # The student's mass off S is ~1e-11: the ★ term q̂_★·log(q̂_★/ε) is then finite and
+    # small for a kept ε, so that the few ulps by which two float64 ε may differ (relative
+    # 1e-2 of ε ~ 1e-14) stay below the loss tolerance, and +inf for ε = 0.
+    s[0, np.setdiff1d(np.arange(v), idx)] -= 25.0
+    assert (eps <= limit) == (side == "below"), (eps, limit)  # the row is where it should be
+    topk = (idx[None], lp[None])
+    for policy in ("bucket", "uniform", "renormalize"):
+        kwargs = dict(teacher_topk=topk, leftover=policy)
+        if policy == "uniform" and k == v and side == "above":
+            with pytest.raises(ValueError, match="uniform"):
+                amid_ref.amid_loss(s, None, 0.0, lam, "kl", order, **kwargs)
+            with pytest.raises(ValueError, match="uniform"):
+                gpu.amid_loss(torch.tensor(s), None, 0.0, lam, "kl", order,
+                              teacher_topk=(torch.tensor(idx[None]), torch.tensor(lp[None])),
+                              leftover=policy)  # fmt: skip
+            continue
+        want = amid_ref.amid_loss(s, None, 0.0, lam, "kl", order, **kwargs)
+        got = gpu.amid_loss(
+            torch.tensor(s), None, 0.0, lam, "kl", order, reduction="none",
+            teacher_topk=(torch.tensor(idx[None]), torch.tensor(lp[None])), leftover=policy,
+        )  # fmt: skip
+        what = f"{threshold} {side} {policy}"
+        assert_within(got.numpy(), want, tolerance("gpu", "loss", "float64"), what=what)
+        if policy == "bucket":  # the case that tells the two sides apart
+            assert bool(np.isinf(want[0])) == (side == ("below" if k < v else "above")), what

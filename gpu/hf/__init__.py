@@ -8,8 +8,9 @@ The pieces, each usable alone:
   mix, and the division by ``num_items_in_batch`` (the trainer's token count over all
   gradient-accumulation micro-batches);
 * :func:`collate_topk` and :func:`teacher_topk_of` -- a cached or served teacher: its
-  top-k ``(indices, logprobs)`` as dataset columns, padded across a batch, taken by
-  :func:`amid_compute_loss` with ``teacher_model=None`` (no teacher model in memory);
+  top-k ``(indices, logprobs)`` as dataset columns (:data:`TOPK_COLUMNS` by default),
+  padded across a batch, taken by :func:`amid_compute_loss` with ``teacher_model=None``
+  and by :class:`AMiDTrainer` with ``teacher_topk_columns`` (no teacher model in memory);
 * a *criterion*: a :class:`gpu.AMiDLoss`, a :class:`gpu.AMiDFusedLinearLoss`, a preset
   (``gpu.presets.get("taid", t=0.4)``, ``gpu.presets.get("kd")``, ...) or its module form
   :class:`gpu.presets.PresetLoss`: taken everywhere below;
@@ -57,7 +58,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gpu.hf._compute import amid_compute_loss, collate_topk, lm_head_of, teacher_topk_of
+from gpu.hf._compute import (
+    TOPK_COLUMNS,
+    amid_compute_loss,
+    collate_topk,
+    lm_head_of,
+    teacher_topk_of,
+)
 from gpu.hf._config import AMiDConfig
 from gpu.hf._mixin import AMiDTrainerMixin, amid_gkd_trainer
 from gpu.hf._schedule import AMiDSchedule
@@ -66,6 +73,7 @@ if TYPE_CHECKING:  # imported on first access (transformers is an optional extra
     from gpu.hf._trainer import AMiDTrainer
 
 __all__ = [
+    "TOPK_COLUMNS",
     "AMiDConfig",
     "AMiDSchedule",
     "AMiDTrainer",

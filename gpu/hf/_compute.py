@@ -22,7 +22,7 @@ from gpu.hf._criterion import (
     terms_of,
 )
 
-__all__ = ["amid_compute_loss", "lm_head_of"]
+__all__ = ["TOPK_COLUMNS", "amid_compute_loss", "collate_topk", "lm_head_of", "teacher_topk_of"]
 
 
 def lm_head_of(model: torch.nn.Module) -> torch.nn.Linear | None:
@@ -191,17 +191,44 @@ def _check_targets(targets: torch.Tensor, vocab: int) -> None:
         )
 
 
-#: The input columns of a sparse teacher (a cached or served top-k).
+#: The default names of a sparse teacher's input columns (a cached or served top-k): the
+#: teacher's top-k ids (integers) and their log-probabilities, shape (T, k) per example and
+#: (B, T, k) per batch.
 TOPK_COLUMNS = ("teacher_topk_indices", "teacher_topk_logprobs")
 
 
-def _topk_of(inputs: Any):
-    """``(indices, logprobs)`` from ``inputs``' top-k columns, or ``None``."""
-    if not isinstance(inputs, Mapping) or not any(k in inputs for k in TOPK_COLUMNS):
+def check_topk_columns(columns: Any, name: str = "teacher_topk_columns") -> tuple[str, str]:
+    """The names ``(indices column, logprobs column)`` of a sparse teacher: ``True`` for
+    :data:`TOPK_COLUMNS`, or a pair of two different strings."""
+    if columns is True:
+        return TOPK_COLUMNS
+    if (
+        isinstance(columns, (tuple, list))
+        and len(columns) == 2
+        and all(isinstance(c, str) and c for c in columns)
+        and columns[0] != columns[1]
+    ):
+        return (columns[0], columns[1])
+    raise TypeError(
+        f"{name} must be True (the columns {TOPK_COLUMNS}) or a pair of two different "
+        f"column names (indices, logprobs), got {columns!r}"
+    )
+
+
+def _topk_of(inputs: Any, columns: tuple[str, str], required: bool):
+    """``(indices, logprobs)`` from ``inputs``' top-k columns, or ``None`` when it has
+    neither (an error when ``required``)."""
+    present = [c for c in columns if isinstance(inputs, Mapping) and c in inputs]
+    if not present and not required:
         return None
-    if not all(k in inputs for k in TOPK_COLUMNS):
-        raise ValueError(f"a sparse teacher needs both inputs columns {TOPK_COLUMNS}")
-    return inputs[TOPK_COLUMNS[0]], inputs[TOPK_COLUMNS[1]]
+    if len(present) != 2:
+        keys = sorted(inputs) if isinstance(inputs, Mapping) else type(inputs).__name__
+        raise ValueError(
+            f"a sparse teacher needs both inputs columns {columns} (teacher_topk_columns), "
+            f"got {keys}: does the dataset carry them, and does the data_collator keep them "
+            "(gpu.hf.collate_topk)?"
+        )
+    return inputs[columns[0]], inputs[columns[1]]
 
 
 def _sparse_loss(model, s_head, input_ids, attention_mask, topk, terms, kwargs, fused,
@@ -232,32 +259,68 @@ def _sparse_loss(model, s_head, input_ids, attention_mask, topk, terms, kwargs, 
 
 
 def collate_topk(
-    features, pad_token_id: int = 0, ignore_index: int = -100, logprob_dtype=torch.float32
+    features,
+    pad_token_id: int = 0,
+    ignore_index: int = -100,
+    logprob_dtype=torch.float32,
+    columns: tuple[str, str] = TOPK_COLUMNS,
 ):
     """Collate examples with a cached or served teacher's top-k into a batch.
 
-    Each feature holds ``input_ids`` (T_i,), optional ``labels`` (T_i,), and
-    ``teacher_topk_indices`` / ``teacher_topk_logprobs`` (T_i, k_i) (lists or tensors):
-    the teacher's top-k ids and log-probabilities of its *full* distribution at each
-    position. Sequences are right-padded to the longest (``pad_token_id``, labels
-    ``ignore_index``, ``attention_mask`` 0) and k to the largest with index −1 and
-    log-probability ``-inf`` (slots every loss ignores), so rows of different k share
-    one batch. The log-probabilities are stored as ``logprob_dtype`` (float32: 4 bytes a
-    slot; their rounding is allowed for by the mass check).
+    Each feature holds ``input_ids`` (T_i,), optional ``labels`` (T_i,), and the two
+    top-k columns (T_i, k_i) (lists or tensors; by default ``teacher_topk_indices`` and
+    ``teacher_topk_logprobs``, :data:`gpu.hf.TOPK_COLUMNS`): the teacher's top-k ids and
+    log-probabilities of its *full* distribution at each position. Sequences are
+    right-padded to the longest (``pad_token_id``, labels ``ignore_index``,
+    ``attention_mask`` 0) and k to the largest with index −1 and log-probability
+    ``-inf`` (slots every loss ignores), so rows of different k share one batch. The
+    log-probabilities are stored as ``logprob_dtype`` (float32: 4 bytes a slot; their
+    rounding is allowed for by the mass check). Other keys of the features are dropped.
+
+    Parameters
+    ----------
+    features : sequence of mapping
+        The examples.
+    pad_token_id : int
+        The id written where a sequence is padded (masked by ``attention_mask``).
+    ignore_index : int
+        The label of padded positions.
+    logprob_dtype : torch.dtype
+        The dtype of the log-probability column.
+    columns : (str, str)
+        The names of the indices and log-probabilities columns, in and out.
 
     Returns
     -------
     dict
         ``input_ids``, ``attention_mask``, ``labels`` (B, T) and the two top-k columns
         (B, T, k), ready for :func:`amid_compute_loss` with ``teacher_model=None``.
+
+    Examples
+    --------
+    >>> from gpu import hf
+    >>> batch = hf.collate_topk([
+    ...     {"input_ids": [5, 6], "teacher_topk_indices": [[1, 2], [3, 4]],
+    ...      "teacher_topk_logprobs": [[-0.5, -1.5], [-0.1, -3.0]]},
+    ...     {"input_ids": [7], "teacher_topk_indices": [[2]], "teacher_topk_logprobs": [[-0.2]]}])
+    >>> batch["teacher_topk_indices"].shape, batch["teacher_topk_indices"][1].tolist()
+    (torch.Size([2, 2, 2]), [[2, -1], [-1, -1]])
     """
+    columns = check_topk_columns(columns, "columns")
+    keep = ("input_ids", "labels", *columns)
     rows = [
-        {k: torch.as_tensor(v, dtype=logprob_dtype if k == TOPK_COLUMNS[1] else None)
-         for k, v in f.items()}
+        {k: torch.as_tensor(v, dtype=logprob_dtype if k == columns[1] else None)
+         for k, v in f.items() if k in keep}
         for f in features
     ]  # fmt: skip
+    for r in rows:
+        missing = [c for c in ("input_ids", *columns) if c not in r]
+        if missing:
+            raise ValueError(
+                f"collate_topk: a feature lacks {missing} (columns={columns}; it has {sorted(r)})"
+            )
     t_max = max(int(r["input_ids"].shape[0]) for r in rows)
-    k_max = max(int(r[TOPK_COLUMNS[0]].shape[-1]) for r in rows)
+    k_max = max(int(r[columns[0]].shape[-1]) for r in rows)
     b = len(rows)
     ids = torch.full((b, t_max), pad_token_id, dtype=torch.long)
     att = torch.zeros((b, t_max), dtype=torch.long)
@@ -266,14 +329,14 @@ def collate_topk(
     lp = torch.full((b, t_max, k_max), -math.inf, dtype=logprob_dtype)
     for i, r in enumerate(rows):
         n = r["input_ids"].shape[0]
-        k = r[TOPK_COLUMNS[0]].shape[-1]
+        k = r[columns[0]].shape[-1]
         ids[i, :n] = r["input_ids"]
         att[i, :n] = 1
         labels[i, :n] = r["labels"] if "labels" in r else r["input_ids"]
-        idx[i, :n, :k] = r[TOPK_COLUMNS[0]]
-        lp[i, :n, :k] = r[TOPK_COLUMNS[1]]
+        idx[i, :n, :k] = r[columns[0]]
+        lp[i, :n, :k] = r[columns[1]]
     return {"input_ids": ids, "attention_mask": att, "labels": labels,
-            TOPK_COLUMNS[0]: idx, TOPK_COLUMNS[1]: lp}  # fmt: skip
+            columns[0]: idx, columns[1]: lp}  # fmt: skip
 
 
 @torch.no_grad()
@@ -296,6 +359,9 @@ def amid_compute_loss(
     ce_weight: float = 0.0,
     fused: bool | None = None,
     vocab_alignment: str | None = None,
+    leftover: str | None = None,
+    temperature_applies_to: str | None = None,
+    teacher_topk_columns: bool | tuple[str, str] | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     r"""AMiD loss of one causal-LM batch, normalized per counted token.
 
@@ -331,10 +397,10 @@ def amid_compute_loss(
         served teacher: ``inputs`` then carries its top-k.
     inputs : mapping
         ``input_ids`` (B, T), optional ``attention_mask`` (B, T) and ``labels`` (B, T) of
-        token ids, ``ignore_index`` where a position has no target. A sparse teacher:
-        ``teacher_topk_indices`` and ``teacher_topk_logprobs`` of shape (B, T, k) (slot −1
-        / ``-inf``: padding, :func:`gpu.hf.collate_topk`); the criterion's ``leftover``
-        policy applies.
+        token ids, ``ignore_index`` where a position has no target. A sparse teacher: its
+        top-k ids and log-probabilities of shape (B, T, k) in the columns named by
+        ``teacher_topk_columns`` (slot −1 / ``-inf``: padding,
+        :func:`gpu.hf.collate_topk`); the ``leftover`` policy applies.
     criterion : gpu.AMiDLoss, gpu.AMiDFusedLinearLoss, preset or gpu.presets.PresetLoss
         The objective: α, λ, divergence, order (or a preset's terms), temperature,
         ``temperature_scaling``, labels (``shift_labels``, ``ignore_index``). Its
@@ -352,7 +418,20 @@ def amid_compute_loss(
         (with a sparse teacher: when the student does).
     vocab_alignment : {"error", "pad", "truncate"}, optional
         Overrides the criterion's: how teacher and student vocabularies of different sizes
-        (one padded, e.g. 50304 and 50257) are aligned (:func:`gpu.amid_loss`).
+        (one padded, e.g. 50304 and 50257) are aligned (:func:`gpu.amid_loss`). With a
+        sparse teacher, ``"truncate"`` drops its ids beyond the student's vocabulary
+        (refused if they carry probability) and the other values refuse such ids.
+    leftover : {"bucket", "renormalize", "uniform"}, optional
+        Overrides the criterion's: what a sparse teacher's probability off its top-k
+        becomes (MATH.md; :func:`gpu.amid_loss`).
+    temperature_applies_to : {"both", "student"}, optional
+        Overrides the criterion's; a sparse teacher with a temperature ≠ 1 needs
+        ``"student"`` (its log-probabilities are used as given).
+    teacher_topk_columns : True or (str, str), optional
+        The names of the sparse teacher's columns in ``inputs``: ``True`` for
+        :data:`gpu.hf.TOPK_COLUMNS` (``teacher_topk_indices``, ``teacher_topk_logprobs``),
+        or a pair. Given, the columns are required (with ``teacher_model=None``);
+        ``None``: a sparse teacher is read from the default columns when present.
 
     Returns
     -------
@@ -369,21 +448,28 @@ def amid_compute_loss(
         For a bad argument, naming it; for labels that contradict the criterion's
         ``shift_labels`` (above).
     """
-    topk = _topk_of(inputs)
+    explicit = teacher_topk_columns is not None
+    columns = check_topk_columns(teacher_topk_columns) if explicit else TOPK_COLUMNS
+    if explicit and teacher_model is not None:
+        raise ValueError(
+            "give the teacher either as teacher_model or as teacher_topk_columns (a cached or "
+            "served top-k in inputs), not both"
+        )
+    topk = _topk_of(inputs, columns, required=explicit)
     pairs = ((model, "model"),) if topk is not None and teacher_model is None else (
         (model, "model"), (teacher_model, "teacher_model"))  # fmt: skip
     for value, name in pairs:
         if not isinstance(value, torch.nn.Module):
             hint = (
-                " (or pass the teacher's top-k columns in inputs)"
+                f" (or pass the teacher's top-k columns {columns} in inputs)"
                 if name == "teacher_model"
                 else ""
             )
             raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}{hint}")
     if topk is not None and teacher_model is not None:
         raise ValueError(
-            "give the teacher either as teacher_model or as inputs['teacher_topk_indices'] "
-            "and inputs['teacher_topk_logprobs'], not both"
+            f"give the teacher either as teacher_model or as inputs[{columns[0]!r}] and "
+            f"inputs[{columns[1]!r}] (teacher_topk_columns), not both"
         )
     criterion = as_criterion(criterion)
     ce_weight = check_ce_weight(ce_weight)
@@ -411,13 +497,15 @@ def amid_compute_loss(
     if fused is None:
         fused = s_head is not None and (t_head is not None or topk is not None)
     if fused and (s_head is None or (t_head is None and topk is None)):
-        raise ValueError("fused=True needs both models to expose a plain nn.Linear lm_head")
+        needs = "the student" if topk is not None else "both models"
+        raise ValueError(f"fused=True needs {needs} to expose a plain nn.Linear lm_head")
     kwargs = settings._loss_kwargs()
     for key in ("order", "ignore_index", "shift_labels"):
         kwargs.pop(key)
     kwargs.update(labels=mask, reduction="sum")
-    if vocab_alignment is not None:
-        kwargs["vocab_alignment"] = vocab_alignment
+    overrides = {"vocab_alignment": vocab_alignment, "leftover": leftover,
+                 "temperature_applies_to": temperature_applies_to}  # fmt: skip
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
     terms = terms_of(criterion)
 
     if topk is not None:

@@ -10,7 +10,13 @@ from typing import Any
 import torch
 
 from amid_ref import presets as _reference_presets
-from amid_ref.contract import check_lam, check_real
+from amid_ref.contract import (
+    check_lam,
+    check_leftover,
+    check_real,
+    check_temperature_applies_to,
+    check_vocab_alignment,
+)
 from gpu import presets as _presets
 from gpu._loss import AMiDLoss
 from gpu.hf._criterion import check_ce_weight, check_fused
@@ -74,6 +80,16 @@ class AMiDConfig:
         Steps of the schedule; ``None``: the run's ``max_steps``.
     fused : bool, optional
         The fused lm_head path; ``None``: automatic.
+    leftover : {"bucket", "renormalize", "uniform"}, optional
+        A sparse (top-k) teacher's policy for the probability off its top-k (MATH.md);
+        ``None``: ``"bucket"``.
+    vocab_alignment : {"error", "pad", "truncate"}, optional
+        Teacher and student vocabularies of different sizes (one padded), or a sparse
+        teacher's ids beyond the student's (``"truncate"`` drops them); ``None``:
+        ``"error"``.
+    temperature_applies_to : {"both", "student"}, optional
+        What ``kd_temperature`` divides; a sparse teacher's log-probabilities are used as
+        given, so a temperature ≠ 1 with one needs ``"student"``. ``None``: ``"both"``.
 
     Examples
     --------
@@ -122,12 +138,43 @@ class AMiDConfig:
     fused: bool | None = field(
         default=None, metadata=_help("fused lm_head loss (default: when both models allow it)")
     )
+    leftover: str | None = field(
+        default=None,
+        metadata=_help("top-k teacher: bucket, renormalize or uniform (default: bucket)"),
+    )
+    vocab_alignment: str | None = field(
+        default=None,
+        metadata=_help("vocabularies of different sizes: error, pad or truncate (default: error)"),
+    )
+    temperature_applies_to: str | None = field(
+        default=None,
+        metadata=_help("what kd_temperature divides: both or student (default: both)"),
+    )
 
     def __post_init__(self) -> None:
         self.ce_weight = check_ce_weight(self.ce_weight)
         self.fused = check_fused(self.fused)
         self.build_criterion()  # every objective field is checked here
         self.build_schedule()
+        self.teaching()
+
+    def teaching(self) -> dict[str, str]:
+        """The teacher-side settings that are set (``leftover``, ``vocab_alignment``,
+        ``temperature_applies_to``), as keyword arguments of
+        :func:`gpu.hf.amid_compute_loss`, which applies them over the criterion's.
+
+        Returns
+        -------
+        dict
+            The fields that are not ``None``, checked.
+        """
+        checks = {"leftover": check_leftover, "vocab_alignment": check_vocab_alignment,
+                  "temperature_applies_to": check_temperature_applies_to}  # fmt: skip
+        return {
+            name: check(getattr(self, name))
+            for name, check in checks.items()
+            if getattr(self, name) is not None
+        }
 
     def _div_params(self) -> dict[str, Any] | None:
         if self.div_params is None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import random
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from amid_ref.contract import check_vocab_alignment
 from gpu.hf._compute import amid_compute_loss
 from gpu.hf._config import AMiDConfig
 from gpu.hf._criterion import (
@@ -37,17 +38,21 @@ class _Options:
     schedule: AMiDSchedule | None
     ce_weight: float
     fused: bool | None
+    #: teacher-side settings that override the criterion's (``amid_compute_loss`` keywords)
+    teaching: dict[str, str] = field(default_factory=dict)
 
 
-def _resolve_options(criterion, schedule, ce_weight, fused, amid_config) -> _Options:
+def _resolve_options(criterion, schedule, ce_weight, fused, amid_config,
+                     vocab_alignment=None) -> _Options:  # fmt: skip
     """Check the AMiD arguments of a trainer (before the trainer itself is built)."""
+    teaching: dict[str, str] = {}
     if amid_config is not None:
         if not isinstance(amid_config, AMiDConfig):
             raise TypeError(
                 f"amid_config must be a gpu.hf.AMiDConfig, got {type(amid_config).__name__}"
             )
         named = {"criterion": criterion, "schedule": schedule, "ce_weight": ce_weight,
-                 "fused": fused}  # fmt: skip
+                 "fused": fused, "vocab_alignment": vocab_alignment}  # fmt: skip
         given = [name for name, value in named.items() if value is not None]
         if given:
             raise TypeError(
@@ -57,6 +62,9 @@ def _resolve_options(criterion, schedule, ce_weight, fused, amid_config) -> _Opt
         criterion = amid_config.build_criterion()
         schedule = amid_config.build_schedule()
         ce_weight, fused = amid_config.ce_weight, amid_config.fused
+        teaching = amid_config.teaching()
+    elif vocab_alignment is not None:
+        teaching = {"vocab_alignment": check_vocab_alignment(vocab_alignment)}
     criterion = default_criterion() if criterion is None else as_criterion(criterion)
     settings = settings_of(criterion)
     if settings.ignore_index != HF_IGNORE_INDEX:
@@ -74,7 +82,7 @@ def _resolve_options(criterion, schedule, ce_weight, fused, amid_config) -> _Opt
     if schedule is not None and not isinstance(schedule, AMiDSchedule):
         raise TypeError(f"schedule must be a gpu.hf.AMiDSchedule or None, got {schedule!r}")
     ce_weight = 0.0 if ce_weight is None else check_ce_weight(ce_weight)
-    return _Options(criterion, schedule, ce_weight, check_fused(fused))
+    return _Options(criterion, schedule, ce_weight, check_fused(fused), teaching)
 
 
 def _with_schedule(callbacks, schedule):
@@ -115,6 +123,9 @@ class AMiDTrainerMixin:
         self.criterion = options.criterion
         self.ce_weight = options.ce_weight
         self.fused = options.fused
+        self.teaching = dict(options.teaching)
+        if not hasattr(self, "teacher_topk_columns"):
+            self.teacher_topk_columns = None
         self.last_loss_info: dict[str, Any] | None = None
         self._amid_window = {"kd": 0.0, "ce": 0.0, "tokens": 0, "batches": 0, "ce_batches": 0}
         # The Trainer computes num_items_in_batch (over every accumulation micro-batch) only
@@ -161,7 +172,8 @@ class AMiDTrainerMixin:
         model : torch.nn.Module
             The student (possibly wrapped by the Trainer).
         inputs : dict
-            The collated batch: ``input_ids``, ``attention_mask``, ``labels``.
+            The collated batch: ``input_ids``, ``attention_mask``, ``labels`` (and a
+            sparse teacher's top-k columns).
         return_outputs : bool
             Also return ``{"loss": loss}`` (no logits: the fused path never forms them).
         num_items_in_batch : int or tensor, optional
@@ -184,6 +196,7 @@ class AMiDTrainerMixin:
         loss, info = amid_compute_loss(
             model, teacher, inputs, self.criterion, num_items_in_batch=num_items_in_batch,
             ce_weight=self.ce_weight, fused=self.fused,
+            teacher_topk_columns=self.teacher_topk_columns, **self.teaching,
         )  # fmt: skip
         if model.training:
             self._amid_check_count(num_items_in_batch, info)
