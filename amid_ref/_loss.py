@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -274,7 +275,47 @@ def _sparse_pair(leftover: str, sparse, lq: np.ndarray):
     return lq, base, lambda g: g
 
 
-def _prepare(lq: np.ndarray, lp: np.ndarray, objective: Objective) -> dict[str, np.ndarray]:
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What the loss and its gradient read, formed once by :func:`_prepare`.
+
+    Attributes
+    ----------
+    p, q, r : ndarray, shape (..., V)
+        log p, log q and log r (the teacher, the student and the assistant, normalized).
+    log_ratio : ndarray, shape (..., V)
+        log(first/second) of the objective's order, from the mixture's own log ratios.
+    u_q : ndarray, shape (..., V)
+        log m − log q (the unnormalized mixture over the student), formed directly.
+    log_z : ndarray, shape (..., 1)
+        log Z, the mixture's normalizer (r = m/Z).
+    objective : Objective
+        The validated objective (α, λ, divergence, order, parameters).
+    kernel : Divergence
+        The divergence's float64 kernels (:func:`amid_ref._divergences.get_divergence`).
+    """
+
+    p: np.ndarray
+    q: np.ndarray
+    r: np.ndarray
+    log_ratio: np.ndarray
+    u_q: np.ndarray
+    log_z: np.ndarray
+    objective: Objective
+    kernel: Any
+
+    @property
+    def arguments(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(log first, log second)`` of ``D(first ‖ second)``."""
+        return getattr(self, self.objective.first), getattr(self, self.objective.second)
+
+    def value(self) -> np.ndarray:
+        """The divergence per row, ``D(first ‖ second)``."""
+        a, b = self.arguments
+        return self.kernel.value(a, b, -1, self.objective.params, self.log_ratio)
+
+
+def _prepare(lq: np.ndarray, lp: np.ndarray, objective: Objective) -> _Prepared:
     """The log-probabilities p, q and r under ``objective`` of the final student and teacher
     logits (after the logit transforms, the temperature and the teacher's form; see
     :func:`_front`), normalized here by :func:`amid_ref._special.log_normalize`."""
@@ -299,25 +340,25 @@ def _prepare(lq: np.ndarray, lp: np.ndarray, objective: Objective) -> dict[str, 
         )
     # log(r/p) and log(r/q) from the mixture's own log ratios (not lr − lp, which carries an
     # ulp of |lp|): each divergence kernel gets log(first/second) from these.
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        r_over = {"p": _log_ratio_to_mixture(lm, lp, u_p, -1), "q": None}
-        r_over["q"] = _log_ratio_to_mixture(lm, lq, u_q, -1)
+    # The orders are D(p‖r), D(q‖r), D(r‖p), D(r‖q): log(first/second) is log(r/second) or
+    # −log(r/first).
     first, second = objective.first, objective.second
-    log_ratio = r_over[second] if first == "r" else -r_over[first]  # log(first/second)
-    return {
-        "p": lp,
-        "q": lq,
-        "r": lr,
-        "log_ratio": log_ratio,
-        "u_q": u_q,
-        "log_z": log_z,
-        "alpha": alpha,
-        "lam": lam,
-        "rec": get_divergence(objective.divergence),
-        "params": objective.params,
-        "first": first,
-        "second": second,
-    }
+    to_r = {"p": (lp, u_p), "q": (lq, u_q)}
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if first == "r":
+            log_ratio = _log_ratio_to_mixture(lm, *to_r[second], -1)
+        else:
+            log_ratio = -_log_ratio_to_mixture(lm, *to_r[first], -1)
+    return _Prepared(
+        p=lp,
+        q=lq,
+        r=lr,
+        log_ratio=log_ratio,
+        u_q=u_q,
+        log_z=log_z,
+        objective=objective,
+        kernel=get_divergence(objective.divergence),
+    )
 
 
 def _project(g: np.ndarray, log_w: np.ndarray) -> np.ndarray:
@@ -344,7 +385,7 @@ def _project(g: np.ndarray, log_w: np.ndarray) -> np.ndarray:
     return out
 
 
-def _normalizer_gradient(ctx: dict, w: np.ndarray) -> np.ndarray:
+def _normalizer_gradient(ctx: _Prepared, w: np.ndarray) -> np.ndarray:
     r"""``K_j = ∂ log Z/∂ s_j·T = r_j w_j − q_j Σ_x r_x w_x`` without cancellation.
 
     For finite α, :math:`r_x w_x / q_x = (1-\lambda)\,(m_x/q_x)^{1-\beta}/Z`, so with
@@ -360,20 +401,21 @@ def _normalizer_gradient(ctx: dict, w: np.ndarray) -> np.ndarray:
     :math:`\epsilon\, q` (times Σ g_r, up to 1e18 near the AB-divergence's origin). At
     α = ±inf (w an indicator) ``h = r ⊙ w − q`` is projected directly.
     """
-    lq = ctx["q"]
+    lq = ctx.q
+    alpha, lam = ctx.objective.alpha, ctx.objective.lam
     q_pos = ~np.isneginf(lq)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        if np.isinf(ctx["alpha"]):
-            h = np.exp(ctx["r"]) * w - np.exp(lq)
+        if np.isinf(alpha):
+            h = np.exp(ctx.r) * w - np.exp(lq)
             return _project(np.where(q_pos, h, 0.0), lq)
-        beta = (1.0 - ctx["alpha"]) / 2.0
+        beta = (1.0 - alpha) / 2.0
         # (1−λ)/Z · q · expm1(x), x = (1−β)u, in the log domain (1/Z overflows where Z is
         # tiny): log c = log((1−λ) q / Z); for x > 1, e^(x + log c) − e^(log c). Rows where
         # (1−λ)/Z itself overflows take h = r ⊙ w (a multiple of q apart, which the
         # projection removes; |r ⊙ w| ≤ 1).
-        log_scale = np.log1p(-ctx["lam"]) - ctx["log_z"]
+        log_scale = np.log1p(-lam) - ctx.log_z
         log_c = lq + log_scale
-        x = (1.0 - beta) * ctx["u_q"]
+        x = (1.0 - beta) * ctx.u_q
         h = np.where(
             x <= 1.0,
             np.expm1(np.minimum(x, 1.0)) * np.exp(log_c),
@@ -501,11 +543,7 @@ def amid_loss(
 def loss_of(objective: Objective, student_logits, teacher_logits, *, teacher_topk=None):
     """:func:`amid_loss` of an already validated :class:`~amid_ref._specs.Objective`."""
     front = _front(objective, student_logits, teacher_logits, teacher_topk)
-    ctx = _prepare(front.lq, front.lp, objective)
-    rec = ctx["rec"]
-    out = np.asarray(
-        rec.value(ctx[ctx["first"]], ctx[ctx["second"]], -1, ctx["params"], ctx["log_ratio"])
-    )
+    out = np.asarray(_prepare(front.lq, front.lp, objective).value())
     if np.isnan(out).any():  # pragma: no cover - kernel bug guard, never silent
         raise FloatingPointError("amid_loss produced NaN; please report this input")
     return out[()] if out.ndim == 0 else out
@@ -607,19 +645,20 @@ def grad_of(objective: Objective, student_logits, teacher_logits, *, teacher_top
     """:func:`amid_grad` of an already validated :class:`~amid_ref._specs.Objective`."""
     front = _front(objective, student_logits, teacher_logits, teacher_topk)
     ctx = _prepare(front.lq, front.lp, objective)
-    rec = get_divergence(objective.divergence)
+    rec, params = ctx.kernel, objective.params
     if rec.grad is None:  # pragma: no cover - every registered divergence has one
         raise ValueError(f"divergence {objective.divergence!r} has no gradient")
-    first, second = ctx["first"], ctx["second"]
-    value = rec.value(ctx[first], ctx[second], -1, ctx["params"], ctx["log_ratio"])
+    first, second = objective.first, objective.second
+    a, b = ctx.arguments
+    value = ctx.value()
     if np.isinf(value).any():
         where = f"{int(np.isinf(value).sum())} row(s)"
         raise ValueError(objective.inf_loss_message(where))
-    g_first, g_second = rec.grad(ctx[first], ctx[second], -1, ctx["params"], ctx["log_ratio"])
+    g_first, g_second = rec.grad(a, b, -1, params, ctx.log_ratio)
     grads = {"p": 0.0, "q": 0.0, "r": 0.0}
     grads[first] = grads[first] + g_first
     grads[second] = grads[second] + g_second
-    g_q = np.zeros_like(ctx["q"]) + grads["q"]
+    g_q = np.zeros_like(ctx.q) + grads["q"]
     through_r = None
     if not objective.detach_assistant and "r" in (first, second):
         # Chain rule through r: P_q(w ⊙ P_r(g_r)), P the tangent projections. Where w = 0
@@ -628,18 +667,18 @@ def grad_of(objective: Objective, student_logits, teacher_logits, *, teacher_top
         # P_q(w ⊙ P_r(g_A)) = −(Σ g_A)·K with K = P_q(r ⊙ w) = ∂ log Z/∂ s·T. That part is
         # formed from K computed exactly to a few ulps of itself (_normalizer_gradient), so
         # the huge terms cancel analytically instead of after rounding.
-        g_r = np.zeros_like(ctx["r"]) + grads["r"]
-        weights = _alpha_mixture_weights(ctx["p"], ctx["q"], ctx["alpha"], ctx["lam"])
+        g_r = np.zeros_like(ctx.r) + grads["r"]
+        weights = _alpha_mixture_weights(ctx.p, ctx.q, objective.alpha, objective.lam)
         w = np.exp(weights[0])
         silent = np.isneginf(weights[0])
         g_r_kept = np.where(silent, 0.0, g_r)
-        projected = _project(g_r_kept, ctx["r"])
+        projected = _project(g_r_kept, ctx.r)
         if rec.pair is not None and "q" in (first, second):
             # D(r‖q) or D(q‖r): g_q + w·g_r may cancel (each a power of r/q, 1e7, their
             # weighted sum 1e-19): the divergence forms it in closed form (Divergence.pair),
             # the projection's part w·(g_r − P_r(g_r)) apart.
             direct = "a" if first == "q" else "b"
-            args = (ctx[first], ctx[second], ctx["params"], ctx["log_ratio"], weights, direct)
+            args = (a, b, params, ctx.log_ratio, weights, direct)
             with np.errstate(invalid="ignore"):
                 g_q = rec.pair(*args) - w * (g_r_kept - projected)
         else:
@@ -647,10 +686,10 @@ def grad_of(objective: Objective, student_logits, teacher_logits, *, teacher_top
         if silent.any():
             g_silent = np.sum(np.where(silent, g_r, 0.0), axis=-1, keepdims=True)
             through_r = g_silent * _normalizer_gradient(ctx, w)
-    grad = _project(g_q, ctx["q"])
+    grad = _project(g_q, ctx.q)
     if through_r is not None:
         grad = grad - through_r
-    grad = np.where(np.isneginf(ctx["q"]), 0.0, grad)
+    grad = np.where(np.isneginf(ctx.q), 0.0, grad)
     grad = front.back(grad)
     if not np.isfinite(grad).all():  # pragma: no cover - kernel bug guard
         raise FloatingPointError("amid_grad produced a non-finite gradient; please report")

@@ -40,6 +40,8 @@ Examples
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -78,6 +80,7 @@ __all__ = [
     "check_vocab_alignment",
     "get_spec",
     "lambda_grid",
+    "objective_parameters",
     "order_arguments",
     "resolve_params",
 ]
@@ -992,6 +995,16 @@ class Objective:
         """``(first, second)`` picked from p, q, r."""
         return order_arguments(self.order, p, q, r)
 
+    def keywords(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`of` that rebuild this objective, in its order:
+        ``Objective.of(**objective.keywords()) == objective``. Each field is under the name of
+        its parameter (``params`` as ``div_params``, a dict); ``softcap`` and
+        ``logit_scale`` are the normalized pairs."""
+        return {
+            name: dict(self.params) if name == "div_params" else getattr(self, name)
+            for name in objective_parameters()
+        }
+
     def __reduce__(self):
         # Picklable (worker processes): the read-only params travel as a plain dict.
         fields = (self.alpha, self.lam, self.divergence, self.order, dict(self.params))
@@ -1003,6 +1016,15 @@ class Objective:
             self.temperature_applies_to,
         )
         return (_objective, (*fields, self.temperature, self.detach_assistant, *form))
+
+
+@functools.cache
+def objective_parameters() -> tuple[str, ...]:
+    """The names of :meth:`Objective.of`'s parameters, in its order (``implementation``,
+    which selects the checks rather than a field, apart): what an entry point that takes an
+    objective by keywords lists."""
+    names = inspect.signature(Objective.of).parameters
+    return tuple(name for name in names if name != "implementation")
 
 
 def _objective(alpha, lam, divergence, order, params, temperature, detach_assistant, *form):

@@ -4,8 +4,9 @@ Three front-ends run through it: :func:`gpu.amid_loss` (logits), :func:`gpu.amid
 (lm_head inputs) and :func:`gpu.vocab_parallel_amid_loss` (logits sharded along the vocabulary).
 The engine holds
 
-* the spec (:class:`_Spec`: the validated :class:`~amid_ref._specs.Objective`, the compute
-  dtype and the chunk size) and its validation (:func:`_build_spec`);
+* the spec (:class:`_Spec`: the validated :class:`~amid_ref.contract.Objective`, the compute
+  dtype, the chunk size and the teacher-side work) and its validation (:func:`_build_spec`
+  from keyword arguments, :func:`_spec_of` from an objective);
 * the label rule (:func:`_valid_rows`): which positions count;
 * the chunking (:func:`_run`, :func:`_for_each_chunk`): N = B·T rows ``chunk_size`` at a
   time, on CPU shared among worker threads;
@@ -116,19 +117,35 @@ def default_chunk_size(
 
 @dataclass(frozen=True)
 class _Spec:
-    """The validated :class:`~amid_ref._specs.Objective` plus the gpu-only fields.
+    """What a chunk kernel is run with: the objective and how the engine computes it.
 
-    The objective's fields are readable here under their own names (``spec.alpha``,
-    ``spec.params``, ``spec.first``, ...), which is what the chunk kernels use.
+    Attributes
+    ----------
+    objective : Objective
+        The validated :class:`amid_ref.contract.Objective` (α, λ, divergence, order,
+        parameters, temperature, detach flag, the teacher's form); the kernels read its
+        fields as ``spec.objective.alpha``, ``spec.objective.first``, ...
+    cdtype : torch.dtype
+        The compute dtype: float32 at least, float64 for float64 inputs
+        (:func:`gpu._validation.compute_dtype`).
+    chunk_size : int
+        Rows per chunk of the pass (:func:`default_chunk_size` when the caller gives none).
+    teaching : Teaching
+        The teacher-side work left to :func:`gpu._teachers.teaching_kernel` (logit
+        transforms, vocabulary alignment, a sparse teacher): the objective's own fields at
+        the front-end (:meth:`gpu._teachers.Teaching.of`), and the defaults (nothing left)
+        in the spec that wrapper hands to the kernel it wraps.
     """
 
     objective: Objective
     cdtype: torch.dtype
     chunk_size: int
-    #: The teacher-side configuration (:class:`gpu._teachers.Teaching`), read by
-    #: :func:`gpu._teachers.teaching_kernel`.
     teaching: Any = None
 
+    # Forwarded fields of the objective, kept for the kernels that still read
+    # ``spec.alpha``, ``spec.params``, ... (gpu/_triton_kernel.py, gpu/_fused.py,
+    # gpu/_vocab_parallel.py); every other reader uses ``spec.objective.<field>``.
+    # To be removed once those read ``spec.objective`` too.
     alpha = property(lambda self: self.objective.alpha)
     lam = property(lambda self: self.objective.lam)
     divergence = property(lambda self: self.objective.divergence)
@@ -137,6 +154,24 @@ class _Spec:
     second = property(lambda self: self.objective.second)
     temperature = property(lambda self: self.objective.temperature)
     detach_assistant = property(lambda self: self.objective.detach_assistant)
+
+
+def _spec_of(
+    objective: Objective,
+    cdtype: torch.dtype,
+    vocab: int,
+    device: torch.device,
+    chunk_size: Any,
+) -> _Spec:
+    """The chunk spec of a validated (gpu) ``objective``; ``chunk_size`` is checked here
+    (``None``: :func:`default_chunk_size` of ``vocab`` on ``device``)."""
+    chunk_size = check_chunk_size(chunk_size)
+    return _Spec(
+        objective=objective,
+        teaching=Teaching.of(objective),
+        cdtype=cdtype,
+        chunk_size=chunk_size or default_chunk_size(vocab, device),
+    )
 
 
 def _build_spec(
@@ -160,14 +195,7 @@ def _build_spec(
         alpha, lam, divergence, order, div_params, temperature, detach_assistant,
         implementation="gpu", **teaching,
     )  # fmt: skip
-    fields = Teaching.of(objective)
-    chunk_size = check_chunk_size(chunk_size)
-    return _Spec(
-        objective=objective,
-        teaching=fields,
-        cdtype=cdtype,
-        chunk_size=chunk_size or default_chunk_size(vocab, device),
-    )
+    return _spec_of(objective, cdtype, vocab, device, chunk_size)
 
 
 def _valid_rows(
@@ -240,7 +268,10 @@ def _raise_for_flags(flags: torch.Tensor, leading: tuple[int, ...], spec: _Spec)
         if (bad := rows(bit)) is not None:
             raise ValueError(
                 temperature_overflow_message(
-                    name, spec.temperature, f"row(s) {bad}", str(spec.cdtype).removeprefix("torch.")
+                    name,
+                    spec.objective.temperature,
+                    f"row(s) {bad}",
+                    str(spec.cdtype).removeprefix("torch."),
                 )
             )
     if (bad := rows(_BAD_STUDENT)) is not None:
@@ -263,9 +294,9 @@ def _raise_for_flags(flags: torch.Tensor, leading: tuple[int, ...], spec: _Spec)
             )
     if (bad := rows(_EMPTY_SUPPORT)) is not None:
         raise ValueError(
-            f"the assistant r is undefined on row(s) {bad}: alpha={spec.alpha} ≥ 1 keeps only "
-            "the intersection of the teacher's and student's supports (-inf logits), and it "
-            "is empty (Z = 0)"
+            f"the assistant r is undefined on row(s) {bad}: alpha={spec.objective.alpha} ≥ 1 "
+            "keeps only the intersection of the teacher's and student's supports (-inf logits), "
+            "and it is empty (Z = 0)"
         )
     if (bad := rows(_INF_LOSS)) is not None:
         raise ValueError(

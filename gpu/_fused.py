@@ -50,7 +50,7 @@ from gpu._engine import (
     _select_kernel,
     _valid_rows,
 )
-from gpu._loss import AMiDLoss
+from gpu._loss import AMiDLoss, _ObjectiveModule
 from gpu._teachers import check_topk, check_vocab_alignment, teaching_fields, teaching_kernel
 from gpu._torch_kernel import chunk as torch_chunk
 from gpu._validation import (
@@ -712,13 +712,17 @@ def amid_fused_linear_loss(
         return _reduce(row_loss, reduction, n_valid, leading)
 
 
-class AMiDFusedLinearLoss(torch.nn.Module):
+class AMiDFusedLinearLoss(_ObjectiveModule):
     r"""Module form of :func:`amid_fused_linear_loss` (the fused lm_head + AMiD loss).
 
     .. math::
 
         L\big(h W^\top + b,\ h_t W_t^\top + b_t\big) = \operatorname{reduce}_i
             D(\cdot\|\cdot)(p_i, q_i, r_i^{(\alpha,\lambda)})
+
+    Its configuration is a :class:`gpu.AMiDLoss` (``config``), which holds the objective and
+    the options: ``objective``, :meth:`from_objective` and the objective's fields as
+    attributes (read, and assigned with validation) behave as in :class:`gpu.AMiDLoss`.
 
     Parameters
     ----------
@@ -762,6 +766,9 @@ class AMiDFusedLinearLoss(torch.nn.Module):
     >>> th, tw = torch.randn(2, 4, 6), torch.randn(30, 6)
     >>> crit(h, w, th, tw, labels=torch.tensor([[1, 2, 3, 4], [5, 6, -100, -100]])).ndim
     0
+    >>> crit.lam = 0.3  # e.g. a schedule
+    >>> sorted(crit.state_dict()), crit.objective.lam
+    (['config.alpha', 'config.lam'], 0.3)
     """
 
     def __init__(
@@ -797,16 +804,14 @@ class AMiDFusedLinearLoss(torch.nn.Module):
             logit_scale=logit_scale, temperature_applies_to=temperature_applies_to,
         )  # fmt: skip
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("alpha", "lam"):
-            return getattr(self._modules["config"], name)
-        return super().__getattr__(name)
+    # The objective is held by the configuration (its α and λ are ``config.alpha`` and
+    # ``config.lam`` in ``state_dict``); the module reads and assigns it there.
+    def _held(self):
+        config = self.__dict__.get("_modules", {}).get("config")
+        return None if config is None else config.objective
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("alpha", "lam") and "config" in self.__dict__.get("_modules", {}):
-            setattr(self._modules["config"], name, value)
-            return
-        super().__setattr__(name, value)
+    def _hold(self, objective) -> None:
+        self._modules["config"]._hold(objective)
 
     def forward(
         self,

@@ -16,25 +16,24 @@ from typing import Any
 
 import torch
 
+from amid_ref.contract import Objective, objective_parameters
 from gpu._autograd import _refuse_double_backward
 from gpu._engine import (
-    _build_spec,
     _reduce,
     _run,
     _scale_by_upstream,
     _select_kernel,
+    _spec_of,
     _valid_rows,
     check_backend,
     default_chunk_size,
 )
-from gpu._teachers import prepare_teacher, teaching_fields, teaching_kernel
+from gpu._teachers import prepare_teacher, teaching_kernel
 from gpu._validation import (
-    check_alpha,
     check_bool,
     check_chunk_size,
     check_float_tensor,
     check_ignore_index,
-    check_lam,
     check_reduction,
     check_temperature_scaling,
     compute_dtype,
@@ -268,10 +267,24 @@ def amid_loss(
     >>> s.grad.shape
     torch.Size([1, 3])
     """
+    cdtype = _compute_dtype(student_logits, teacher_logits, teacher_topk)
+    objective = Objective.of(
+        alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+        leftover=leftover, vocab_alignment=vocab_alignment, softcap=softcap,
+        logit_scale=logit_scale, temperature_applies_to=temperature_applies_to,
+        implementation="gpu",
+    )  # fmt: skip
+    return _loss_of(
+        objective, cdtype, student_logits, teacher_logits, labels, teacher_topk,
+        ignore_index=ignore_index, reduction=reduction, chunk_size=chunk_size,
+        shift_labels=shift_labels, temperature_scaling=temperature_scaling, compile=compile,
+        backend=backend,
+    )  # fmt: skip
+
+
+def _compute_dtype(student_logits, teacher_logits, teacher_topk) -> torch.dtype:
+    """The compute dtype of the logits (checked as floating tensors with a vocabulary)."""
     check_float_tensor(student_logits, "student_logits")
-    leading = tuple(student_logits.shape[:-1])
-    v = student_logits.shape[-1]
-    device = student_logits.device
     if teacher_logits is not None:
         check_float_tensor(teacher_logits, "teacher_logits")
         teacher_dtype = teacher_logits.dtype
@@ -279,24 +292,35 @@ def amid_loss(
         teacher_dtype = teacher_topk[1].dtype
     else:
         teacher_dtype = student_logits.dtype
-    spec = _build_spec(
-        compute_dtype(student_logits.dtype, teacher_dtype),
-        v,
-        device,
-        alpha,
-        lam,
-        divergence,
-        order,
-        div_params,
-        temperature,
-        detach_assistant,
-        chunk_size,
-        **teaching_fields(leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to),
-    )
+    return compute_dtype(student_logits.dtype, teacher_dtype)
+
+
+def _loss_of(
+    objective: Objective,
+    cdtype: torch.dtype,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    teacher_topk: tuple[torch.Tensor, torch.Tensor] | None,
+    *,
+    ignore_index: int | None,
+    reduction: str,
+    chunk_size: int | None,
+    shift_labels: bool,
+    temperature_scaling: str | None,
+    compile: bool | str,
+    backend: str,
+) -> torch.Tensor:
+    """:func:`amid_loss` of a validated (gpu) ``objective`` on logits whose compute dtype is
+    ``cdtype`` (:func:`_compute_dtype`); the options are checked here."""
+    leading = tuple(student_logits.shape[:-1])
+    v = student_logits.shape[-1]
+    device = student_logits.device
+    spec = _spec_of(objective, cdtype, v, device, chunk_size)
     teacher = prepare_teacher(student_logits, teacher_logits, teacher_topk, spec)
     ignore_index = check_ignore_index(ignore_index)
     reduction = check_reduction(reduction)
-    factor = check_temperature_scaling(temperature_scaling, spec.temperature)
+    factor = check_temperature_scaling(temperature_scaling, objective.temperature)
     rows, n_valid = _valid_rows(labels, leading, device, ignore_index, shift_labels)
     kernel = _select_kernel(compile, backend, device)
     if chunk_size is None and getattr(kernel, "backend", None) == "triton":
@@ -318,17 +342,100 @@ def _is_pair(x) -> bool:
     return isinstance(x, tuple | list) and len(x) == 2 and isinstance(x[1], torch.Tensor)
 
 
-#: The module's scalars kept as buffers (in ``state_dict``), with their checks.
-_MODULE_SCALARS = {"alpha": check_alpha, "lam": check_lam}
+def _gpu_objective(objective: Any, **changes: Any) -> Objective:
+    """``objective`` validated for gpu (the divergences gpu offers), with ``changes`` (keyword
+    arguments of :meth:`Objective.of`) applied: errors name the parameter."""
+    if not isinstance(objective, Objective):
+        raise TypeError(
+            "objective must be an amid_ref.contract.Objective (built by Objective.of), "
+            f"got {type(objective).__name__}"
+        )
+    return Objective.of(**{**objective.keywords(), **changes}, implementation="gpu")
 
 
-class AMiDLoss(torch.nn.Module):
+class _ObjectiveModule(torch.nn.Module):
+    """A loss module that holds one validated :class:`amid_ref.contract.Objective` (for gpu)
+    and its own options (reduction, labels, chunking, backend...).
+
+    Each parameter of :meth:`Objective.of` reads as an attribute of the module: ``alpha``,
+    ``lam``, ..., ``div_params`` (the objective's read-only ``params``), ``softcap`` and
+    ``logit_scale`` (normalized pairs). Assigning one (``loss.lam = 0.3``, a schedule's step)
+    validates the objective anew with that value and replaces it: a bad value raises the
+    contract's error naming the parameter and leaves the module as it was. ``objective``
+    reads and assigns the whole objective (validated for gpu).
+    """
+
+    #: Objective.of's parameters, the attributes that read and assign the objective.
+    _objective_fields: tuple[str, ...] = objective_parameters()
+
+    @classmethod
+    def from_objective(cls, objective: Objective, **options: Any):
+        """The module of ``objective`` (an :class:`amid_ref.contract.Objective`) with the
+        module's own ``options`` as keywords: equal to the keyword constructor given the
+        objective's fields (:meth:`Objective.keywords`). A field of the objective among the
+        options raises ``TypeError``."""
+        objective = _gpu_objective(objective)
+        fields = [name for name in options if name in cls._objective_fields]
+        if fields:
+            raise TypeError(
+                f"{cls.__name__}.from_objective takes the objective's fields from the "
+                f"objective, not as options: {', '.join(fields)} (pass them to Objective.of)"
+            )
+        return cls(**objective.keywords(), **options)
+
+    def _held(self) -> Objective | None:
+        """The objective held (``None`` while the module is being built)."""
+        return self.__dict__.get("_objective")
+
+    def _hold(self, objective: Objective) -> None:
+        """Hold ``objective`` (validated by the caller)."""
+        self.__dict__["_objective"] = objective
+
+    @property
+    def objective(self) -> Objective:
+        """The objective (validated for gpu); assigning one replaces it."""
+        return self._held()
+
+    @objective.setter
+    def objective(self, objective: Objective) -> None:
+        self._hold(_gpu_objective(objective))
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _ObjectiveModule._objective_fields:
+            held = self._held()
+            if held is not None:
+                return held.params if name == "div_params" else getattr(held, name)
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _ObjectiveModule._objective_fields:
+            held = self._held()
+            if held is not None:
+                self._hold(_gpu_objective(held, **{name: value}))
+                return
+        super().__setattr__(name, value)
+
+
+#: The objective's scalars an :class:`AMiDLoss` keeps as buffers (in ``state_dict``).
+_MODULE_SCALARS = ("alpha", "lam")
+
+
+class AMiDLoss(_ObjectiveModule):
     r"""Module form of :func:`amid_loss` for training loops.
 
     .. math::
 
         \mathcal L = \operatorname{reduce}_{\text{valid positions}}
             D\big(\cdot\,\|\,\cdot\big)\ \text{over}\ \{p, q_\theta, r^{(\alpha,\lambda)}\}
+
+    The module holds one validated :class:`amid_ref.contract.Objective` (``objective``)
+    and its own options (``ignore_index``, ``reduction``, ``chunk_size``,
+    ``shift_labels``, ``temperature_scaling``, ``compile``, ``backend``);
+    :meth:`from_objective` builds it from an objective. The objective's fields read and
+    assign as attributes (``crit.lam = 0.3``): an assignment validates the objective anew
+    with that value (a bad one raises naming the parameter, and nothing changes);
+    ``div_params`` reads as the objective's read-only mapping. To change the divergence
+    and its parameters together, assign a new ``objective``.
 
     Parameters
     ----------
@@ -381,6 +488,10 @@ class AMiDLoss(torch.nn.Module):
     >>> crit.lam = 0.2  # e.g. a schedule
     >>> sorted(crit.state_dict())
     ['alpha', 'lam']
+    >>> from amid_ref.contract import Objective
+    >>> objective = Objective.of(alpha=0.0, lam=0.2, divergence="js")
+    >>> gpu.AMiDLoss.from_objective(objective, reduction="sum").objective == objective
+    True
     >>> crit(s, t, labels=torch.tensor([[1, 2, -100], [4, -100, -100]])).ndim
     0
     """
@@ -409,44 +520,42 @@ class AMiDLoss(torch.nn.Module):
         temperature_applies_to: str = "both",
     ) -> None:
         super().__init__()
-        teaching = teaching_fields(
-            leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
-        )
-        objective = _build_spec(
-            torch.float32, 1, "cpu", alpha, lam, divergence, order, div_params, temperature,
-            detach_assistant, None, **teaching,
-        ).objective  # fmt: skip
-        self.teaching = teaching
-        # Buffers stay float64 and on the CPU for exact Python floats: ``_apply`` (used by
-        # ``.to``, ``.cuda``, ``.half``) is overridden below to leave them alone.
-        self.register_buffer("alpha", torch.tensor(objective.alpha, dtype=torch.float64))
-        self.register_buffer("lam", torch.tensor(objective.lam, dtype=torch.float64))
-        self.divergence = objective.divergence
-        self.order = objective.order
-        self.div_params = dict(objective.params)
-        self.temperature = objective.temperature
+        objective = Objective.of(
+            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+            leftover=leftover, vocab_alignment=vocab_alignment, softcap=softcap,
+            logit_scale=logit_scale, temperature_applies_to=temperature_applies_to,
+            implementation="gpu",
+        )  # fmt: skip
+        # α and λ are also float64 buffers, for ``state_dict`` (a checkpoint restores a
+        # schedule); they stay on the CPU (``_apply``, used by ``.to``, ``.cuda``,
+        # ``.half``, is overridden below to leave them alone) and follow the objective.
+        for name in _MODULE_SCALARS:
+            value = getattr(objective, name)
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float64))
+        self._hold(objective)
         self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = check_reduction(reduction)
-        self.detach_assistant = objective.detach_assistant
         self.chunk_size = check_chunk_size(chunk_size)
         self.shift_labels = check_bool(shift_labels, "shift_labels")
+        check_temperature_scaling(temperature_scaling, objective.temperature)
         self.temperature_scaling = temperature_scaling
-        check_temperature_scaling(temperature_scaling, self.temperature)
         if not isinstance(compile, (bool, str)):
             raise TypeError(f"compile must be a bool or a backend name, got {compile!r}")
         self.compile = compile
         self.backend = check_backend(backend)
 
-    def __getattr__(self, name: str) -> Any:
-        if name in _MODULE_SCALARS and name in self.__dict__.get("_buffers", {}):
-            return float(self._buffers[name])
-        return super().__getattr__(name)
+    def _hold(self, objective: Objective) -> None:
+        super()._hold(objective)
+        for name in _MODULE_SCALARS:
+            self._buffers[name].fill_(getattr(objective, name))
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _MODULE_SCALARS and name in self.__dict__.get("_buffers", {}):
-            self._buffers[name].fill_(_MODULE_SCALARS[name](value))
-            return
-        super().__setattr__(name, value)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint's α and λ are validated before anything is loaded (a bad one raises
+        # naming it and leaves the module as it was), then held by the objective.
+        loaded = {n: state_dict[prefix + n] for n in _MODULE_SCALARS if prefix + n in state_dict}
+        objective = _gpu_objective(self.objective, **loaded)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._hold(objective)
 
     def _apply(self, fn, recurse=True):
         saved = {k: self._buffers[k] for k in _MODULE_SCALARS}
@@ -462,32 +571,30 @@ class AMiDLoss(torch.nn.Module):
         *,
         teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        return amid_loss(
-            student_logits, teacher_logits, labels=labels, teacher_topk=teacher_topk,
-            **self._loss_kwargs(),
+        cdtype = _compute_dtype(student_logits, teacher_logits, teacher_topk)
+        return _loss_of(
+            self.objective, cdtype, student_logits, teacher_logits, labels, teacher_topk,
+            **self._options(),
         )  # fmt: skip
 
-    def _loss_kwargs(self) -> dict[str, Any]:
-        """The configuration as keyword arguments of :func:`amid_loss` (and of
-        :func:`gpu.amid_fused_linear_loss`, whose module keeps an ``AMiDLoss`` as its
-        configuration)."""
+    def _options(self) -> dict[str, Any]:
+        """The module's own options (keyword arguments of :func:`amid_loss` beside the
+        objective's)."""
         return {
-            "alpha": self.alpha,
-            "lam": self.lam,
-            "divergence": self.divergence,
-            "order": self.order,
-            "div_params": self.div_params,
-            "temperature": self.temperature,
             "ignore_index": self.ignore_index,
             "reduction": self.reduction,
-            "detach_assistant": self.detach_assistant,
             "chunk_size": self.chunk_size,
             "shift_labels": self.shift_labels,
             "temperature_scaling": self.temperature_scaling,
             "compile": self.compile,
             "backend": self.backend,
-            **self.teaching,
         }
+
+    def _loss_kwargs(self) -> dict[str, Any]:
+        """The configuration as keyword arguments of :func:`amid_loss` (and of
+        :func:`gpu.amid_fused_linear_loss`, whose module keeps an ``AMiDLoss`` as its
+        configuration): the objective's (:meth:`Objective.keywords`) and the options."""
+        return {**self.objective.keywords(), **self._options()}
 
     def extra_repr(self) -> str:
         return (

@@ -229,7 +229,7 @@ def teaching_kernel(kernel, spec):
     docstring); for a dense teacher of the student's vocabulary and no transform the
     wrapper calls ``kernel`` as it is (checked per chunk)."""
     teaching = spec.teaching
-    temperature = spec.temperature
+    temperature = spec.objective.temperature
     # The wrapper applies the temperature itself when it does not divide both sides.
     own_temperature = teaching.temperature_applies_to == "student"
     inner_objective = spec.objective
@@ -353,7 +353,7 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
         )
     idx = indices.detach().reshape(-1, k).to(torch.int64)
     lp = logprobs.detach().reshape(-1, k)
-    temperature = spec.temperature
+    temperature = spec.objective.temperature
     if temperature != 1.0 and spec.teaching.temperature_applies_to == "both":
         raise ValueError(
             f"temperature={temperature} with teacher_topk: a sparse teacher's "

@@ -163,16 +163,17 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL) 
     u = log m − log q (the part of r ⊙ w proportional to q cancels analytically); at
     α = ±inf, :math:`P_q(r \odot w - q)`. Twin of :func:`amid_ref._loss._normalizer_gradient`.
     """
-    if spec.lam == 1.0:  # w = 0: r does not depend on the student
+    objective = spec.objective
+    if objective.lam == 1.0:  # w = 0: r does not depend on the student
         return torch.zeros_like(lq)
-    if math.isinf(spec.alpha):
+    if math.isinf(objective.alpha):
         h = torch.exp(lr).mul_(w).sub_(torch.exp(lq))
         h = masked_fill_(h, torch.isneginf(lq), 0.0)
         return red.project_(h.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF), lq)
-    beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - spec.alpha) / 2.0))  # as the mixture
+    beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - objective.alpha) / 2.0))  # as the mixture
     # h = (1−λ)/Z · q · expm1(x), x = (1−β)u, formed in the log domain (1/Z overflows where
     # Z is tiny): log c = log((1−λ) q / Z); for x > 1, e^(x + log c) − e^(log c).
-    log_scale = math.log1p(-spec.lam) - log_z
+    log_scale = math.log1p(-objective.lam) - log_z
     log_c = lq + log_scale
     x = u_q * (1.0 - beta)
     small = x <= 1.0
@@ -252,7 +253,8 @@ def chunk(
     """
     if red is LOCAL:  # a reducer of its own: it notes this chunk's row maxima
         red = LocalReduce()
-    inv_t = 1.0 / spec.temperature
+    objective = spec.objective
+    inv_t = 1.0 / objective.temperature
     s = s.to(spec.cdtype)
     t = t.to(spec.cdtype)
     # Shift by the row maximum before scaling: scaling logits with a large common offset
@@ -281,17 +283,18 @@ def chunk(
     flags |= (~torch.isfinite(top_t[..., 0])).to(_FLAG_DTYPE) * _BAD_TEACHER
     if lost is not None:
         flags |= lost
-    through_r = want_grad and not spec.detach_assistant
-    first, second = spec.first, spec.second
+    through_r = want_grad and not objective.detach_assistant
+    first, second = objective.first, objective.second
     uses_r = "r" in (first, second)
     ratios: list | None = [] if uses_r else None
     # D(r‖q) and D(q‖r) of the divergences whose two gradients are powers of r/q: their
     # sum is formed in closed form where w > ½ (below), which needs w̄ = 1 − w exactly.
-    paired = through_r and "q" in (first, second) and spec.divergence in GRAD_SUM
+    paired = through_r and "q" in (first, second) and objective.divergence in GRAD_SUM
     weight_bar: list | None = [] if paired else None
     lm, w = log_alpha_mean_and_weight(
-        lp, lq, spec.alpha, spec.lam, want_weight=through_r, ratios=ratios, weight_bar=weight_bar
-    )
+        lp, lq, objective.alpha, objective.lam,
+        want_weight=through_r, ratios=ratios, weight_bar=weight_bar,
+    )  # fmt: skip
     shift, corr, k_m = _log_normalizer(lm, red)
     lz = shift + corr  # log Z (−inf: the assistant's support is empty)
     flags |= (lz[..., 0] == NEG_INF).to(_FLAG_DTYPE) * _EMPTY_SUPPORT
@@ -311,21 +314,21 @@ def chunk(
     del lm, lz, shift, corr
     dist = {"p": lp, "q": lq, "r": lr}
     need = {"p": False, "q": want_grad, "r": through_r}
-    kernel = GPU_DIVERGENCES[spec.divergence]
-    args = (dist[first], dist[second], spec.params, need[first], need[second], log_ratio)
-    extra = {} if spec.divergence in SUM_OF_TERMS else {"reduce": red}  # Rényi reduces itself
+    kernel = GPU_DIVERGENCES[objective.divergence]
+    args = (dist[first], dist[second], objective.params, need[first], need[second], log_ratio)
+    extra = {} if objective.divergence in SUM_OF_TERMS else {"reduce": red}  # Rényi reduces itself
     pair = None
     if paired:
         value, g_first, g_second, g_sum = kernel(*args, want_sum=True)
         # g_q + w·g_r in closed form (its terms, powers of r/q, may cancel): D.pair
         weights = (w, *weight_bar)
         direct = "a" if first == "q" else "b"
-        pair = GPU_PAIR[spec.divergence](*args[:3], log_ratio, weights, direct,
-                                         g_first, g_second, g_sum)  # fmt: skip
+        pair = GPU_PAIR[objective.divergence](*args[:3], log_ratio, weights, direct,
+                                              g_first, g_second, g_sum)  # fmt: skip
         del weights, weight_bar, g_sum
     else:
         value, g_first, g_second = kernel(*args, **extra)
-    if spec.divergence in SUM_OF_TERMS:  # a partial sum over this slice of the vocabulary
+    if objective.divergence in SUM_OF_TERMS:  # a partial sum over this slice of the vocabulary
         value = red.row_sum(value)
     del log_ratio, args
     flags |= torch.isnan(value).to(_FLAG_DTYPE) * _NAN_LOSS

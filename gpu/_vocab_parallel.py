@@ -40,24 +40,19 @@ from gpu._engine import (
     default_chunk_size,
 )
 from gpu._flags import _INF_GRAD, _NAN_GRAD
+from gpu._loss import _ObjectiveModule
 from gpu._mixture import NEG_INF
 from gpu._teachers import Teaching, teaching_fields
 from gpu._torch_kernel import LocalReduce
 from gpu._validation import (
     ORDERS,
     REDUCTIONS,
-    check_alpha,
-    check_bool,
     check_chunk_size,
     check_float_tensor,
     check_ignore_index,
-    check_lam,
-    check_order,
     check_pair,
     check_reduction,
-    check_temperature,
     compute_dtype,
-    resolve_div_params,
 )
 
 __all__ = ["VocabParallelAMiDLoss", "vocab_parallel_amid_loss"]
@@ -661,7 +656,7 @@ def _apply(
         return _reduce(row_loss, reduction, n_valid, leading)
 
 
-class VocabParallelAMiDLoss(torch.nn.Module):
+class VocabParallelAMiDLoss(_ObjectiveModule):
     r"""Module form of :func:`vocab_parallel_amid_loss` (the vocabulary-sharded AMiD loss).
 
     .. math::
@@ -669,6 +664,12 @@ class VocabParallelAMiDLoss(torch.nn.Module):
         \mathcal L = \operatorname{reduce}_{\text{valid positions}}
             D\big(\cdot\,\|\,\cdot\big)\ \text{over}\ \{p, q_\theta, r^{(\alpha,\lambda)}\},
         \quad \text{logits sharded over the vocabulary}
+
+    The module holds one validated :class:`amid_ref.contract.Objective` (``objective``) and
+    its own options (``ignore_index``, ``reduction``, ``chunk_size``, ``group``):
+    :meth:`from_objective` and the objective's fields as attributes (read, and assigned with
+    validation) behave as in :class:`gpu.AMiDLoss`. It keeps no buffers (an empty
+    ``state_dict``).
 
     Parameters
     ----------
@@ -708,20 +709,16 @@ class VocabParallelAMiDLoss(torch.nn.Module):
         temperature_applies_to: str = "both",
     ) -> None:
         super().__init__()
-        self.teaching = teaching_fields(
-            leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
-        )
-        Objective.of(alpha, lam, divergence, order, div_params, temperature, **self.teaching)
-        self.alpha = check_alpha(alpha)
-        self.lam = check_lam(lam)
-        self.divergence = divergence
-        self.order = order
-        self.div_params = dict(resolve_div_params(divergence, div_params))
-        check_order(order)
-        self.temperature = check_temperature(temperature)
+        self._hold(
+            Objective.of(
+                alpha, lam, divergence, order, div_params, temperature, detach_assistant,
+                leftover=leftover, vocab_alignment=vocab_alignment, softcap=softcap,
+                logit_scale=logit_scale, temperature_applies_to=temperature_applies_to,
+                implementation="gpu",
+            )
+        )  # fmt: skip
         self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = check_reduction(reduction)
-        self.detach_assistant = check_bool(detach_assistant, "detach_assistant")
         self.chunk_size = check_chunk_size(chunk_size)
         self.group = group
 
@@ -735,20 +732,13 @@ class VocabParallelAMiDLoss(torch.nn.Module):
         return vocab_parallel_amid_loss(
             student_logits_shard,
             teacher_logits_shard,
-            self.alpha,
-            self.lam,
-            divergence=self.divergence,
-            order=self.order,
-            div_params=self.div_params,
             labels=labels,
             ignore_index=self.ignore_index,
             reduction=self.reduction,
-            temperature=self.temperature,
-            detach_assistant=self.detach_assistant,
             chunk_size=self.chunk_size,
             group=self.group,
             vocab_start=vocab_start,
-            **self.teaching,
+            **self.objective.keywords(),
         )
 
     def extra_repr(self) -> str:

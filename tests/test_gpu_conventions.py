@@ -10,6 +10,7 @@ finite differences and against float64 textbook autograd, ``tests/_textbook.py``
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -216,3 +217,168 @@ def test_gpu_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --- the loss modules hold an Objective ------------------------------------------------
+
+#: The loss modules, each with options of its own that differ from their defaults.
+MODULES = {
+    "AMiDLoss": (gpu.AMiDLoss, {"reduction": "sum", "chunk_size": 3, "ignore_index": None}),
+    "AMiDFusedLinearLoss": (gpu.AMiDFusedLinearLoss, {"reduction": "none", "shift_labels": True}),
+    "VocabParallelAMiDLoss": (gpu.VocabParallelAMiDLoss, {"reduction": "sum", "chunk_size": 5}),
+}
+
+#: Keyword arguments as users write them (a divergence's defaults left out, one softcap for
+#: both sides), one objective per divergence the gpu package offers, in the contract's order.
+USER_KEYWORDS = [
+    {"alpha": -5.0, "lam": 0.1},
+    {"alpha": 0.5, "lam": 0.3, "divergence": "js", "order": "rq", "temperature": 2.0,
+     "detach_assistant": True, "softcap": 30.0, "logit_scale": (2.0, None)},
+    {"alpha": INF, "lam": 0.7, "leftover": "uniform", "vocab_alignment": "pad",
+     "temperature_applies_to": "student"},
+    *({"alpha": 1.0 - 1e-12, "lam": 0.4, "divergence": name, "div_params": dict(params)}
+      for name, params in DIVS),
+]  # fmt: skip
+
+
+def _objective_bad_inputs():
+    """The rows of the bad-input table that change only the objective's fields of a gpu
+    call, with their values built as gpu receives them."""
+    from _bad_inputs import BAD_INPUTS, _materialize
+
+    from amid_ref.contract import objective_parameters
+
+    for case in BAD_INPUTS:
+        if case.function == "amid_loss" and "gpu" in case.only and not case.extra:
+            if set(case.overrides) <= set(objective_parameters()):
+                built = {k: _materialize(v, for_gpu=True) for k, v in case.overrides.items()}
+                yield pytest.param(case, built, id=case.id)
+
+
+def _outcome(fn):
+    try:
+        return fn(), None
+    except (TypeError, ValueError) as err:
+        return None, (type(err), str(err))
+
+
+@pytest.mark.parametrize("module", MODULES)
+@pytest.mark.parametrize("keywords", USER_KEYWORDS, ids=lambda k: k.get("divergence", "kl"))
+def test_from_objective_equals_the_keyword_constructor(module, keywords):
+    from amid_ref.contract import Objective
+
+    cls, options = MODULES[module]
+    objective = Objective.of(**keywords)
+    by_keywords = cls(**keywords, **options)
+    made = cls.from_objective(objective, **options)
+    assert made.objective == by_keywords.objective == objective
+    # the fused module's options are those of its configuration, an AMiDLoss
+    own = [getattr(m, "config", m) for m in (made, by_keywords)]
+    assert {k: getattr(own[0], k) for k in options} == {k: getattr(own[1], k) for k in options}
+    for name, value in objective.keywords().items():
+        got = getattr(made, name)
+        assert (dict(got) if name == "div_params" else got) == value, name
+    assert made.state_dict().keys() == by_keywords.state_dict().keys()
+    for key, value in made.state_dict().items():
+        assert value.dtype == torch.float64 and value.item() == by_keywords.state_dict()[key]
+    assert repr(made) == repr(by_keywords)
+
+
+def test_from_objective_refuses_what_is_not_an_objective_of_gpu():
+    from amid_ref.contract import Objective
+
+    for cls, options in MODULES.values():
+        with pytest.raises(TypeError, match=r"objective must be an amid_ref\.contract\.Objective"):
+            cls.from_objective({"alpha": 0.0, "lam": 0.1}, **options)
+        with pytest.raises(TypeError, match=r"from_objective.*: lam"):
+            cls.from_objective(Objective.of(0.0, 0.1), lam=0.2, **options)
+        f = Objective.of(0.0, 0.1, "f", div_params={"f": np.log, "f_prime": np.reciprocal})
+        with pytest.raises(ValueError, match="divergence 'f'"):
+            cls.from_objective(f, **options)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_objective_fields_assign_with_validation(module):
+    from amid_ref.contract import Objective
+
+    cls, options = MODULES[module]
+    crit = cls(alpha=0.0, lam=0.1, **options)
+    crit.lam = 0.3  # a schedule's step
+    crit.alpha = -INF
+    crit.softcap = 30.0
+    want = Objective.of(-INF, 0.3, softcap=30.0)
+    assert crit.objective == want
+    assert (crit.alpha, crit.lam, crit.softcap) == (-INF, 0.3, (30.0, 30.0))
+    crit.divergence = "js"  # its parameter takes the contract's default
+    assert crit.div_params == {"beta": 0.5}
+    with pytest.raises(TypeError):
+        crit.div_params["beta"] = 0.2  # read-only: assign div_params, or a new objective
+    crit.div_params = {"beta": 0.2}
+    assert crit.objective.params == {"beta": 0.2}
+    with pytest.raises(ValueError, match="alpha"):  # ab's parameters do not fit js
+        crit.divergence = "ab"
+    ab = Objective.of(0.5, 0.3, "ab", div_params={"alpha": 0.2, "beta": 0.7})
+    crit.objective = ab  # the divergence and its parameters together
+    assert crit.objective == ab and crit.divergence == "ab"
+    for key, value in crit.state_dict().items():  # the buffers follow the objective
+        assert value.item() == getattr(ab, key.rsplit(".", 1)[-1])
+    with pytest.raises(TypeError, match="objective must be"):
+        crit.objective = ab.keywords()
+    assert crit.objective == ab
+
+
+@pytest.mark.parametrize("module", MODULES)
+@pytest.mark.parametrize("case,built", list(_objective_bad_inputs()))
+def test_objective_fields_refuse_as_the_contract_does(module, case, built):
+    """A bad field is refused by the module, as assigned and as constructed, with the
+    error of Objective.of (naming the parameter); an assignment that fails changes
+    nothing."""
+    from amid_ref.contract import Objective
+
+    cls, options = MODULES[module]
+    base = {"alpha": 0.5, "lam": 0.3}
+    _, want = _outcome(lambda: Objective.of(**{**base, **built}, implementation="gpu"))
+    if want is not None and case.exception is not None:  # the table's own word
+        assert issubclass(want[0], case.exception) and re.search(case.match, want[1])
+    assert _outcome(lambda: cls(**{**base, **built}, **options))[1] == want
+    if len(built) == 1:
+        crit = cls(**base, **options)
+        before = crit.objective
+        assert _outcome(lambda: setattr(crit, *next(iter(built.items()))))[1] == want
+        if want is not None:
+            assert crit.objective == before
+            assert all(v.item() == getattr(before, k.rsplit(".", 1)[-1])
+                       for k, v in crit.state_dict().items())  # fmt: skip
+
+
+@pytest.mark.parametrize("module", ["AMiDLoss", "AMiDFusedLinearLoss"])
+def test_module_checkpoint_and_dtype_keep_the_objective(module, tmp_path):
+    cls, options = MODULES[module]
+    crit = cls(alpha=1.0, lam=0.1, **options)
+    crit.lam, crit.alpha = 0.35, -INF
+    torch.save(crit.state_dict(), tmp_path / "loss.pt")
+    fresh = cls(alpha=1.0, lam=0.1, **options)
+    fresh.load_state_dict(torch.load(tmp_path / "loss.pt"))
+    assert fresh.objective == crit.objective
+    fresh.half()  # the held floats and the buffers stay exact
+    assert fresh.lam == 0.35 and fresh.objective.lam == 0.35
+    bad = {k: torch.tensor(1.5 if k.endswith("lam") else 0.0, dtype=torch.float64)
+           for k in fresh.state_dict()}  # fmt: skip
+    with pytest.raises(ValueError, match="lam must lie in"):
+        fresh.load_state_dict(bad)  # refused before anything is loaded
+    assert fresh.objective == crit.objective
+    assert [v.item() for v in fresh.state_dict().values()] == [-INF, 0.35]
+
+
+def test_module_forward_runs_its_objective():
+    """The module's loss is gpu.amid_loss's with the objective's keywords and the options,
+    and follows an assigned field; both are held to amid_ref in float64."""
+    s_np, t_np = _data(9, (2, 4, 7))
+    s, t = torch.tensor(s_np), torch.tensor(t_np)
+    crit = gpu.AMiDLoss(alpha=-5.0, lam=0.1, divergence="js", reduction="none")
+    crit.lam = 0.6
+    want = amid_ref.amid_loss(s_np, t_np, -5.0, 0.6, "js")
+    assert_within(crit(s, t).numpy(), want, TOL_LOSS)
+    kwargs = crit._loss_kwargs()
+    assert kwargs["lam"] == 0.6 and kwargs["reduction"] == "none"
+    assert torch.equal(gpu.amid_loss(s, t, **kwargs), crit(s, t))

@@ -1063,3 +1063,23 @@ def test_a_new_objective_field_names_every_entry_point_to_change():
 
     problems = _signature_problems(of, _entry_points())
     assert len([p for p in problems if "lacks" in p and "'toy'" in p]) == len(_entry_points())
+
+
+def test_objective_keywords_rebuild_it():
+    """``Objective.keywords()`` lists exactly Objective.of's parameters, and rebuilds the
+    objective, for every record with parameter sets and every teacher form."""
+    from amid_ref.contract import SPECS, Objective, objective_parameters
+
+    wanted = [n for n in inspect.signature(Objective.of).parameters if n != "implementation"]
+    assert list(objective_parameters()) == wanted
+    forms = ({}, {"softcap": 30.0, "logit_scale": (2.0, None), "leftover": "uniform",
+                  "vocab_alignment": "pad", "temperature_applies_to": "student"})  # fmt: skip
+    built = 0
+    for name, spec in SPECS.items():
+        for params in spec.cases_for("battery")[:2]:
+            for form in forms:
+                obj = Objective.of(0.5, 0.3, name, "rq", params, 2.0, True, **form)
+                assert list(obj.keywords()) == wanted
+                assert Objective.of(**obj.keywords()) == obj, (name, params, form)
+                built += 1
+    assert built >= 2 * len([s for s in SPECS.values() if s.cases_for("battery")])
