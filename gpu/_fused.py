@@ -675,7 +675,7 @@ def amid_fused_linear_loss(
         check_vocab_alignment(vocab, v_t, spec, "student_weight", name_t)
     ignore_index = check_ignore_index(ignore_index)
     reduction = check_reduction(reduction)
-    k = check_temperature_scaling(temperature_scaling, spec.temperature)
+    k = check_temperature_scaling(temperature_scaling, spec.objective.temperature)
     rows, n_valid = _valid_rows(labels, leading, device, ignore_index, shift_labels)
     kernel = _select_kernel(compile, backend, device)
     if chunk_size is None and getattr(kernel, "backend", None) == "triton":
