@@ -22,10 +22,12 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():  # pragma: no cover
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
+# the worker pool and helpers of the dense vocabulary-parallel tests (tests/ is on sys.path)
+from test_vocab_parallel import Pool, _backward, _bounds, _grad_within, _logits  # noqa: E402
+
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
-from test_vocab_parallel import Pool, _backward, _bounds, _grad_within, _logits  # noqa: E402
 
 INF = math.inf
 POLICIES = ("bucket", "renormalize", "uniform")
@@ -85,25 +87,21 @@ def _outcome(fn, s, c):
         return ("raised", type(exc).__name__, str(exc))
 
 
-def _job(rank: int, world: int, cases: list[dict]) -> list:
-    out = []
-    for c in cases:
-        s, t, topk = _inputs(c, rank)
-        labels = None if c.get("labels") is None else torch.tensor(c["labels"])
+def _sharded(c: dict, rank: int):
+    """The outcome of the sharded loss (function or module form) on this rank."""
+    s, t, topk = _inputs(c, rank)
+    labels = None if c.get("labels") is None else torch.tensor(c["labels"])
+
+    def loss():
         if c.get("module"):
-            crit = gpu.VocabParallelAMiDLoss(**c["kw"])
-            out.append(_outcome(lambda: crit(s, t, labels, teacher_topk=topk), s, c))
-        else:
-            out.append(
-                _outcome(
-                    lambda: gpu.vocab_parallel_amid_loss(
-                        s, t, labels=labels, teacher_topk=topk, **c["kw"]
-                    ),
-                    s,
-                    c,
-                )
-            )
-    return out
+            return gpu.VocabParallelAMiDLoss(**c["kw"])(s, t, labels, teacher_topk=topk)
+        return gpu.vocab_parallel_amid_loss(s, t, labels=labels, teacher_topk=topk, **c["kw"])
+
+    return _outcome(loss, s, c)
+
+
+def _job(rank: int, world: int, cases: list[dict]) -> list:
+    return [_sharded(c, rank) for c in cases]
 
 
 # --- data and comparison --------------------------------------------------------------------
@@ -119,7 +117,7 @@ def _unsharded(c: dict):
 def _oracle(c: dict, loss, grad, what: str) -> None:
     """amid_ref float64 with the same ``teacher_topk`` (on the dtype-rounded inputs)."""
     kw = dict(c["kw"])
-    assert kw.pop("reduction") == "none" and c.get("labels") is None
+    assert kw.pop("reduction") == "none" and c.get("labels") is None and "upstream" not in c
     dtype = getattr(torch, c["dtype"])
     s = torch.tensor(c["s"], dtype=dtype).double().numpy()
     idx, lp = c["topk"]
@@ -164,7 +162,8 @@ def _check(pool: Pool, cases: list[dict]) -> int:
         if grad is not None:
             row_loss = want[1] if want[1].shape == want[2].shape[:-1] else None
             _grad_within(grad, want[2], tolerance(suite, "grad", c["dtype"]), what, row_loss)
-        if c["kw"].get("reduction") == "none" and c.get("labels") is None and "topk" in c:
+        plain = c.get("labels") is None and c.get("upstream") is None
+        if c["kw"].get("reduction") == "none" and plain and "topk" in c:
             try:
                 _oracle(c, losses[0], grad, what)
             except AssertionError:
@@ -229,9 +228,7 @@ def test_sparse_teacher_equals_unsharded_and_amid_ref(pools, world, widths):
         "k=V": _topk(t, vocab, pad_rows=(3,)),
     }
     cases = []
-    for j, (policy, (name, topk)) in enumerate(
-        (p, tk) for p in POLICIES for tk in teachers.items()
-    ):
+    for j, (policy, topk) in enumerate((p, tk) for p in POLICIES for tk in teachers.values()):
         for i in range(3):  # three objectives per pair, all of them over the pairs
             obj = _objective(3 * j + i + world)
             cases.append(_case(s, topk, bounds, leftover=policy, **obj))
@@ -245,7 +242,7 @@ def test_sparse_float32_masks_reductions_and_transforms(pools):
     module form, a student-only temperature and the student's softcap and logit scale."""
     vocab = 13
     s, t = _logits(41, 6, vocab)
-    s3, t3 = s.reshape(2, 3, vocab), t.reshape(2, 3, vocab)
+    s3 = s.reshape(2, 3, vocab)
     idx, lp = _topk(t, 4, pad_rows=(5,))
     topk3 = (idx.reshape(2, 3, 4), lp.reshape(2, 3, 4))
     labels = np.array([[1, -100, 2], [-100, 5, 6]])
@@ -254,8 +251,7 @@ def test_sparse_float32_masks_reductions_and_transforms(pools):
     for world in (2, 3):
         bounds = _bounds(vocab, world)
         cases = [
-            _case(s, (idx, lp), bounds, "float32", **base, leftover=policy)
-            for policy in POLICIES
+            _case(s, (idx, lp), bounds, "float32", **base, leftover=policy) for policy in POLICIES
         ]
         cases += [
             _case(s3, topk3, bounds, **base, reduction="mean", labels=labels),
@@ -264,9 +260,7 @@ def test_sparse_float32_masks_reductions_and_transforms(pools):
             _case(s3, topk3, bounds, **base, reduction="mean", chunk_size=2, module=True),
             _case(s3, topk3, bounds, "bfloat16", **{**base, "order": "rq"}, reduction="mean"),
             _case(s, (idx, lp), bounds, **base, grad=False),
-            _case(
-                s, (idx, lp), bounds, **base, temperature=2.0, temperature_applies_to="student"
-            ),
+            _case(s, (idx, lp), bounds, **base, temperature=2.0, temperature_applies_to="student"),
             _case(s, (idx, lp), bounds, **base, softcap=(3.0, None), logit_scale=(1.5, 1.0)),
         ]
         assert _check(pools[world], cases) == 0
