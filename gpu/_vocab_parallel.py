@@ -16,6 +16,13 @@ that completes each of its row reductions by a collective over the group: the ro
 partial sum, the gradient's sums), and each projection's dominant entry (the first global
 occurrence of the row's largest weight: a max and a min all-reduce, then its value and the
 others' sum). The chunks run one after the other, in the same order on every rank.
+
+A sparse teacher (``teacher_topk``, global ids, replicated) is never densified to (N, V):
+with ``leftover="bucket"`` (:func:`_sparse_kernel`) each rank gathers its student logits at
+the ids of its shard and its off-id log-sum-exp part, O(k) numbers per row are all-reduced,
+the (k+1)-category pair of :func:`gpu._teachers._sparse_chunk` is formed alike on every
+rank, and each rank writes the gradient of its own columns; ``renormalize`` and ``uniform``
+densify the teacher on the shard, one chunk at a time.
 """
 
 from __future__ import annotations
@@ -398,6 +405,7 @@ def vocab_parallel_amid_loss(
         between ranks (uneven shards; a shard may be entirely ``-inf`` on a row). A DTensor
         on a 1-D mesh with placement ``Shard(-1)`` is accepted too (its local shard and its
         mesh's group are used; ``group`` and ``vocab_start`` must then be left ``None``).
+        ``teacher_logits_shard`` is ``None`` with ``teacher_topk``.
     alpha, lam, divergence, order, div_params, labels, ignore_index, reduction
         As in :func:`gpu.amid_loss` (same ranges, ``alpha`` incl. ±inf); every rank passes
         the same values and the same ``labels`` (checked, see Raises).
@@ -411,10 +419,19 @@ def vocab_parallel_amid_loss(
     vocab_start : int, optional
         Global index of this shard's first column; ``None`` on every rank means the shards
         follow the rank order. Used only to check that the shards tile the vocabulary.
-    leftover, vocab_alignment : str
-        As in :func:`gpu.amid_loss`; the shards are of a dense teacher of the student's
-        vocabulary, so ``leftover`` has nothing to act on and the alignment nothing to align
-        (shards of different widths are refused).
+    teacher_topk : pair of torch.Tensor, optional
+        A sparse teacher ``(indices, logprobs)`` of shape (..., k) as in
+        :func:`gpu.amid_loss`, with *global* vocabulary ids, the same (replicated) on every
+        rank (checked: a hash of it joins the first collective). Never densified to
+        (N, V): each rank gathers its student logits at the ids of its shard (see Notes).
+    leftover : {"bucket", "renormalize", "uniform"}
+        As in :func:`gpu.amid_loss`, for ``teacher_topk``.
+    vocab_alignment : {"error", "pad", "truncate"}
+        As in :func:`gpu.amid_loss` for ``teacher_topk`` (``"truncate"`` drops the ids ≥ the
+        student's global V). Dense teacher shards must hold the student's columns: shards
+        of other widths are refused on every rank whatever the alignment (the columns of
+        two vocabularies of different sizes sharded over the same ranks do not line up;
+        docs/sharded.md).
     softcap, logit_scale : float or pair, optional
         As in :func:`gpu.amid_loss`: applied to each shard elementwise (the transform needs
         no other rank's columns), its derivative through autograd.
@@ -436,16 +453,18 @@ def vocab_parallel_amid_loss(
         rank and naming the global row: a NaN on one rank's shard flags the row on all
         (the flags travel in the all-reduced maxima and sums, so no rank is left waiting in
         a collective). Also when the ranks disagree on the arguments, the leading shape,
-        the labels' valid rows, the dtype or whether a gradient is needed, and on every
-        rank when one rank's arguments fail validation (it joins the first collective with
-        an error flag).
+        the labels' valid rows, the sparse teacher, the dtype or whether a gradient is
+        needed, and on every rank when one rank's arguments fail validation (it joins the
+        first collective with an error flag). A sparse teacher's errors that depend on V
+        (an id out of range, k > V, ``uniform`` with k = V) are raised on every rank once
+        the shards' widths are agreed.
 
     Notes
     -----
     Collectives per forward+backward (the backward communicates nothing; its gradient is
     formed in the forward as in :func:`gpu.amid_loss`), with n = ⌈N_valid/chunk_size⌉:
 
-    * 1 max all-reduce of 2·(12 + world) float64 (the arguments' agreement check), and,
+    * 1 max all-reduce of 2·15 + 3·world float64 (the arguments' agreement check), and,
       when ``labels`` leave rows out, 1 max all-reduce of 2·⌈N/52⌉ float64 (the valid-row
       masks compared exactly, 52 rows to a float64);
     * per chunk of rows, the kernel's reductions: 15 collectives of (rows,)–(rows, 2)
@@ -456,6 +475,15 @@ def vocab_parallel_amid_loss(
     So about 1 + 15n small collectives: latency rather than bandwidth; a second backward
     (``retain_graph=True``) repeats the forward's. Every rank must call the loss (and each
     backward) the same number of times with the same rows.
+
+    With ``teacher_topk`` and ``leftover="bucket"``, 3 collectives per chunk: a max
+    all-reduce of k + 2 numbers per row (the student's logits at the k ids, ``-inf`` from
+    the ranks that do not hold them; the maximum of the logits off the ids; the row's
+    maximum, for the bad-row check), a sum all-reduce of 1 (the off-id mass), and the
+    gradient's flag bits (2 bytes); the (k+1)-category pair is then formed alike on every
+    rank, O(k) per row, and each rank writes its own columns' gradient. With
+    ``"renormalize"`` or ``"uniform"`` the teacher is densified on the shard for the chunk
+    ((chunk, V_k), never (N, V)) and the collectives are the dense ones.
 
     Examples
     --------
