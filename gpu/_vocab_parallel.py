@@ -455,9 +455,9 @@ def vocab_parallel_amid_loss(
         a collective). Also when the ranks disagree on the arguments, the leading shape,
         the labels' valid rows, the sparse teacher, the dtype or whether a gradient is
         needed, and on every rank when one rank's arguments fail validation (it joins the
-        first collective with an error flag). A sparse teacher's errors that depend on V
-        (an id out of range, k > V, ``uniform`` with k = V) are raised on every rank once
-        the shards' widths are agreed.
+        first collective with an error flag). A sparse teacher's structure is checked
+        before the first collective, its values (ids out of range, duplicates, the mass,
+        k > V, ...) on every rank once the shards' widths, and with them V, are agreed.
 
     Notes
     -----
@@ -567,9 +567,13 @@ def _topk_fingerprint(teacher_topk, leading, device, spec) -> float:
     """A hash of the sparse teacher (its ids, the bits of its log-probabilities and its
     shape), an integer below 2^52 exact in float64: the ranks compare it in the first
     collective (the teacher is replicated), so a change of one id or of one log-probability
-    by one ulp on one rank is found. Checks the input first with
-    :func:`gpu._teachers.check_topk` as far as it does not depend on V."""
-    check_topk(teacher_topk, leading, _NO_VOCAB_LIMIT, device, spec)
+    by one ulp on one rank is found. A pair that cannot be hashed (not two tensors of one
+    shape (..., k) on the student's device) is refused here, by
+    :func:`gpu._teachers.check_topk`'s structural checks; its checks of the values (some
+    name V) run on every rank once the shards' widths are agreed."""
+    if not _hashable_topk(teacher_topk, leading, device):
+        check_topk(teacher_topk, leading, _NO_VOCAB_LIMIT, device, spec)
+        raise AssertionError("check_topk accepted a pair it cannot hash")  # pragma: no cover
     indices, logprobs = teacher_topk
     ids = indices.detach().reshape(-1).to(torch.int64)
     bits = logprobs.detach().reshape(-1).to(torch.float64).contiguous().view(torch.int64)
@@ -588,9 +592,29 @@ def _topk_fingerprint(teacher_topk, leading, device, spec) -> float:
 _HASH_MODULUS = 4503599627370449
 
 
-#: The vocabulary size that :func:`_topk_fingerprint`'s first check assumes (no id beyond it):
-#: the checks that need the global V run after the shards' widths are agreed.
+#: The vocabulary size passed to :func:`gpu._teachers.check_topk` where only its structural
+#: checks can fail (they come before those that read V).
 _NO_VOCAB_LIMIT = 2**62
+
+
+def _hashable_topk(teacher_topk, leading, device) -> bool:
+    """Whether ``teacher_topk`` passes :func:`gpu._teachers.check_topk`'s structural checks:
+    a pair of an integer and a floating-point tensor of one shape (*leading, k) on
+    ``device``."""
+    if not (isinstance(teacher_topk, tuple | list) and len(teacher_topk) == 2):
+        return False
+    indices, logprobs = teacher_topk
+    if not (isinstance(indices, torch.Tensor) and isinstance(logprobs, torch.Tensor)):
+        return False
+    integer = not (indices.is_floating_point() or indices.is_complex())
+    return (
+        integer
+        and indices.dtype != torch.bool
+        and logprobs.is_floating_point()
+        and indices.shape == logprobs.shape
+        and tuple(indices.shape[:-1]) == tuple(leading)
+        and indices.device == device == logprobs.device
+    )
 
 
 def _checked_call(

@@ -391,3 +391,66 @@ def test_dense_shards_of_different_widths_are_refused_everywhere(pools):
             assert status == "ok" and outcome[0] == "raised", (k, outcome)
             assert message in outcome[2] and "vocab_alignment" in outcome[2], outcome
         assert answers[0][1] == answers[1][1]
+
+
+# --- the bad-input table's sparse rows --------------------------------------------------------
+
+
+def _table_rows() -> list:
+    """The rows of the bad-input table (tests/_bad_inputs.py) about a sparse teacher that
+    gpu takes: each is run on the shards of its 3-id student as on the whole rows."""
+    from _bad_inputs import BAD_INPUTS
+
+    return [
+        c
+        for c in BAD_INPUTS
+        if "gpu" in c.only
+        and c.function == "amid_loss"
+        and ("teacher_topk" in c.overrides or c.overrides.get("teacher_logits", 0) is None)
+    ]
+
+
+def _job_table(rank: int, world: int, rows: list) -> list:
+    """Each table row's call to gpu.vocab_parallel_amid_loss on this rank's columns (the
+    student's [2, 1] ids on 2 ranks): ``("ok", loss)`` or ``("raised", type, message)``."""
+    import _bad_inputs
+
+    lo, hi = ((0, 2), (2, 3))[rank]
+    out = []
+    for case in rows:
+        args = {**_bad_inputs._base(case.function), **case.overrides}
+        args = {k: _bad_inputs._materialize(v, for_gpu=True) for k, v in args.items()}
+        s, t = args.pop("student_logits"), args.pop("teacher_logits")
+        s, t = s[..., lo:hi], t if t is None else t[..., lo:hi]
+        try:
+            loss = gpu.vocab_parallel_amid_loss(s, t, **args)
+            out.append(("ok", float(loss)))
+        except (ValueError, TypeError) as exc:
+            out.append(("raised", type(exc).__name__, str(exc)))
+    return out
+
+
+def test_bad_input_table_sparse_rows_on_the_shards(pools):
+    """Every sparse-teacher row of the bad-input table, on two ranks: accepted where
+    gpu.amid_loss accepts it (the same loss), else the same exception with the same
+    message on both ranks."""
+    from _bad_inputs import call
+
+    rows = _table_rows()
+    assert len(rows) > 20
+    answers = pools[2].run(_job_table, rows)
+    for k, a in enumerate(answers):
+        assert a[0] == "ok", f"rank {k} failed: {a}"
+    for i, case in enumerate(rows):
+        try:
+            want = ("ok", float(call(case, "gpu")))
+        except (ValueError, TypeError) as exc:
+            want = ("raised", type(exc).__name__, str(exc))
+        for k in range(2):
+            got = answers[k][1][i]
+            if want[0] == "ok":
+                assert got[0] == "ok", (case.id, k, got)
+                tol = tolerance("vocab_parallel", "loss", "float64")
+                assert_within(got[1], want[1], tol, what=case.id)
+            else:
+                assert got == want, (case.id, k, got, want)
