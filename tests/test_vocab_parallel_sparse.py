@@ -344,6 +344,15 @@ def test_bad_sparse_teacher_raises_the_same_error_on_every_rank(pools):
         _bad(s, (idx, lp), bounds, "cannot apply to teacher_topk", softcap=3.0),
         _bad(s, (idx, nan), bounds, "NaN or +inf"),
     ]
+    # a +inf student logit on the last rank's shard, which the softcap would map to its cap
+    s_inf = s.copy()
+    s_inf[1, -1] = INF
+    capped = _bad(s_inf, (idx, lp), bounds, "student_logits has NaN, +inf", softcap=(3.0, None))
+    cases.append(capped)
+    dense = {**_case(s_inf, None, bounds, alpha=-5.0, lam=0.1, softcap=3.0), "t": t}
+    del dense["topk"]
+    assert "student_logits has NaN, +inf" in _unsharded(dense)[2]
+    cases.append(dense)
     assert _check(pools[3], cases) == len(cases)
 
 
