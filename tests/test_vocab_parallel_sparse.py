@@ -463,3 +463,32 @@ def test_bad_input_table_sparse_rows_on_the_shards(pools):
                 assert_within(got[1], want[1], tol, what=case.id)
             else:
                 assert got == want, (case.id, k, got, want)
+
+
+def _job_dtensor_topk(rank: int, world: int, s_np, idx, lp) -> tuple:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (world,))
+    s = distribute_tensor(torch.tensor(s_np), mesh, [Shard(-1)]).requires_grad_()
+    topk = (torch.tensor(idx), torch.tensor(lp))
+    loss = gpu.vocab_parallel_amid_loss(s, None, 0.5, 0.3, "js", "qr", teacher_topk=topk)
+    loss.backward()
+    return float(loss.detach()), s.grad.full_tensor().numpy()
+
+
+def test_dtensor_student_with_a_sparse_teacher(pools):
+    """A DTensor student (Shard(-1), DTensor's uneven layout 4, 4, 3) with a plain,
+    replicated teacher_topk equals gpu.amid_loss."""
+    s, t = _logits(91, 5, 11)
+    idx, lp = _topk(t, 3, pad_rows=(2,))
+    s_t = torch.tensor(s, requires_grad=True)
+    topk = (torch.tensor(idx), torch.tensor(lp))
+    want = gpu.amid_loss(s_t, None, 0.5, 0.3, "js", "qr", teacher_topk=topk)
+    want.backward()
+    for k, (status, (loss, grad)) in enumerate(pools[3].run(_job_dtensor_topk, s, idx, lp)):
+        assert status == "ok", (k, loss)
+        tol = tolerance("vocab_parallel", "loss", "float64")
+        assert_within(loss, float(want.detach()), tol, what="dtensor loss")
+        tol = tolerance("vocab_parallel", "grad", "float64")
+        _grad_within(grad, s_t.grad.numpy(), tol, "dtensor grad")
