@@ -103,10 +103,12 @@ def _sharded(c: dict, rank: int):
     s, t, topk = _inputs(c, rank)
     labels = None if c.get("labels") is None else torch.tensor(c["labels"])
 
+    kw = c.get("kw_of_rank", {}).get(rank, c["kw"])
+
     def loss():
         if c.get("module"):
-            return gpu.VocabParallelAMiDLoss(**c["kw"])(s, t, labels, teacher_topk=topk)
-        return gpu.vocab_parallel_amid_loss(s, t, labels=labels, teacher_topk=topk, **c["kw"])
+            return gpu.VocabParallelAMiDLoss(**kw)(s, t, labels, teacher_topk=topk)
+        return gpu.vocab_parallel_amid_loss(s, t, labels=labels, teacher_topk=topk, **kw)
 
     return _outcome(loss, s, c)
 
@@ -357,8 +359,8 @@ def test_bad_sparse_teacher_raises_the_same_error_on_every_rank(pools):
 
 
 def test_ranks_disagreeing_on_the_sparse_teacher_raise_everywhere(pools):
-    """A teacher_topk that differs on one rank (one id, one log-probability, one dtype):
-    every rank raises, and the group keeps working."""
+    """A teacher_topk that differs on one rank (one id, one log-probability), or another
+    leftover policy there: every rank raises, and the group keeps working."""
     vocab = 9
     s, t = _logits(71, 2, vocab)
     idx, lp = _topk(t, 3)
@@ -373,7 +375,11 @@ def test_ranks_disagreeing_on_the_sparse_teacher_raise_everywhere(pools):
         c["topk_of_rank"] = {1: rank_1}
         c["want"] = ("raised", "ValueError", "disagree on teacher_topk")
         cases.append(c)
-    assert _check(pools[2], cases) == 2
+    c = _case(s, (idx, lp), bounds, alpha=-5.0, lam=0.1)
+    c["kw_of_rank"] = {1: {**c["kw"], "leftover": "uniform"}}
+    c["want"] = ("raised", "ValueError", "disagree on teacher form")
+    cases.append(c)
+    assert _check(pools[2], cases) == 3
     assert _check(pools[2], [_case(s, (idx, lp), bounds, alpha=-5.0, lam=0.1)]) == 0
 
 
