@@ -51,6 +51,7 @@ import torch
 
 from amid_ref import tolerances
 from amid_ref.contract import (
+    SPARSE_EPS_ROUNDING,
     check_teacher_source,
     leftover_needs_mass_message,
     mass_above_one_message,
@@ -74,15 +75,20 @@ NEG_INF = -math.inf
 
 
 class SparseTeacher:
-    """A sparse teacher's ``(indices, logprobs)`` flattened to (N, k); rows index both.
+    """A sparse teacher's ``(indices, logprobs)`` flattened to (N, k), and ``log_eps``
+    (N, 1) float64, log ε of each row (``-inf`` where ε is 0, by :mod:`amid_ref`'s rule:
+    see :func:`check_topk`); rows index all three.
 
     The engine slices the teacher by rows (``t[start:stop]``, ``t[rows]``): this is that
     object for a top-k teacher.
     """
 
-    def __init__(self, indices: torch.Tensor, logprobs: torch.Tensor) -> None:
+    def __init__(
+        self, indices: torch.Tensor, logprobs: torch.Tensor, log_eps: torch.Tensor
+    ) -> None:
         self.indices = indices
         self.logprobs = logprobs
+        self.log_eps = log_eps
 
     @property
     def shape(self) -> torch.Size:
@@ -97,7 +103,7 @@ class SparseTeacher:
         return self.logprobs.device
 
     def __getitem__(self, rows) -> SparseTeacher:
-        return SparseTeacher(self.indices[rows], self.logprobs[rows])
+        return SparseTeacher(self.indices[rows], self.logprobs[rows], self.log_eps[rows])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,11 +157,16 @@ def _tempered_(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return (finite & ~torch.isfinite(z)).any(-1)
 
 
-def _log_leftover(logprobs: torch.Tensor) -> torch.Tensor:
-    """``log ε`` per row (keepdim), ε = −expm1(logsumexp ℓ_S), ``-inf`` where ε ≤ 0."""
-    lse = torch.logsumexp(logprobs, -1, keepdim=True)
-    eps = torch.expm1(lse).neg_().clamp_(min=0.0)
-    return torch.log(eps)
+def _log_leftover(lse: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """``log ε`` per row (keepdim, float64) from ``lse`` = logsumexp ℓ_S (float64, (N,)),
+    ε = −expm1(lse), with :mod:`amid_ref`'s rule (:mod:`amid_ref._sparse`): ε is 0 where
+    it is rounding, ε ≤ ``SPARSE_EPS_ROUNDING``, or where every id is kept (``full``) and
+    ε ≤ ``SPARSE_MASS_TOL``. Formed once per call, in float64: recomputed from the
+    log-probabilities in float32 ε would be rounding of order 1e-7, not 0, and at α ≥ 1 a
+    zero and a tiny teacher mass give different supports."""
+    eps = torch.expm1(lse).neg_()
+    rounding = (eps <= SPARSE_EPS_ROUNDING) | (full & (eps <= tolerances.SPARSE_MASS_TOL))
+    return torch.log(eps.masked_fill_(rounding, 0.0)).unsqueeze(-1)
 
 
 def _with_sink(x: torch.Tensor, fill: float | torch.Tensor) -> torch.Tensor:
@@ -180,7 +191,9 @@ def _sparse_chunk(kernel, z, teacher: SparseTeacher, spec, inner, leftover, want
         z_s = z.gather(-1, idx.clamp(min=0)).masked_fill_(~valid, NEG_INF)
         coarse_s = torch.cat([z_s, lse_off], dim=-1)
         # k = V (no id off S): ★ is empty, ε = 0 (MATH.md), whatever the rounding of ℓ_S
-        log_eps = _log_leftover(lp).masked_fill_((valid.sum(-1, keepdim=True) == v), NEG_INF)
+        log_eps = teacher.log_eps.to(z.dtype).masked_fill_(
+            valid.sum(-1, keepdim=True) == v, NEG_INF
+        )
         coarse_t = torch.cat([lp, log_eps], dim=-1)
         value, g_c, flags = kernel(coarse_s, coarse_t, inner, want_grad, grad_scale)
         if not want_grad:
@@ -196,7 +209,7 @@ def _sparse_chunk(kernel, z, teacher: SparseTeacher, spec, inner, leftover, want
     else:  # uniform: ε/(V − k) off S (k counts the slots that are not padding)
         k = valid.sum(-1, keepdim=True)
         spread = torch.log((v - k).to(z.dtype))
-        fill = torch.where(k < v, _log_leftover(lp) - spread, NEG_INF)
+        fill = torch.where(k < v, teacher.log_eps.to(z.dtype) - spread, NEG_INF)
     dense = torch.empty_like(z)
     dense.copy_(fill if isinstance(fill, torch.Tensor) else torch.full_like(z[:, :1], fill))
     dense = _with_sink(dense, NEG_INF).scatter_(-1, sink_idx, lp)[:, :v]
@@ -413,7 +426,7 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
         bad = lse == NEG_INF
         if bool(bad.any()):
             raise ValueError(leftover_needs_mass_message("renormalize", row_of(bad)))
-    return SparseTeacher(idx, lp)
+    return SparseTeacher(idx, lp, _log_leftover(lse, (~pad).sum(-1) == vocab))
 
 
 def vocab_mismatch_message(name_s: str, v_s: int, name_t: str, v_t: int) -> str:

@@ -48,7 +48,7 @@ from gpu._engine import (
 )
 from gpu._flags import _BAD_STUDENT, _FLAG_DTYPE, _INF_GRAD, _NAN_GRAD
 from gpu._mixture import NEG_INF
-from gpu._teachers import Teaching, _log_leftover, check_topk, teaching_fields
+from gpu._teachers import Teaching, check_topk, teaching_fields
 from gpu._torch_kernel import LocalReduce, _grad_flags
 from gpu._torch_kernel import chunk as torch_chunk
 from gpu._validation import (
@@ -843,7 +843,7 @@ def _sparse_kernel(leftover: str, vocab: int):
             else:  # uniform: ε/(V − k) off S, k the slots that are not padding
                 k = valid.sum(-1, keepdim=True)
                 spread = torch.log((vocab - k).to(z.dtype))
-                fill = torch.where(k < vocab, _log_leftover(lp) - spread, NEG_INF)
+                fill = torch.where(k < vocab, t.log_eps.to(z.dtype) - spread, NEG_INF)
             dense = fill.expand(n, v + 1).clone().scatter_(-1, col, lp)[:, :v]
             return torch_chunk(z, dense, spec, want_grad, grad_scale, out, red=red)
         padded = torch.cat([z, z.new_full((n, 1), NEG_INF)], -1)
@@ -858,7 +858,7 @@ def _sparse_kernel(leftover: str, vocab: int):
         lse_off.add_(shift)
         coarse_s = torch.cat([z_s, lse_off], -1)
         # k = V (no id off S): ★ is empty, ε = 0 (MATH.md), whatever the rounding of ℓ_S
-        log_eps = _log_leftover(lp).masked_fill_(valid.sum(-1, keepdim=True) == vocab, NEG_INF)
+        log_eps = t.log_eps.to(z.dtype).masked_fill_(valid.sum(-1, keepdim=True) == vocab, NEG_INF)
         coarse_t = torch.cat([lp, log_eps], -1)
         value, g_c, flags = torch_chunk(coarse_s, coarse_t, spec, want_grad, grad_scale)
         flags = flags | (~torch.isfinite(top)).to(_FLAG_DTYPE) * _BAD_STUDENT
