@@ -157,6 +157,19 @@ def _tempered_(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return (finite & ~torch.isfinite(z)).any(-1)
 
 
+def _logsumexp_exact(x: torch.Tensor) -> torch.Tensor:
+    """logsumexp over the last axis of float64 ``x`` (N, k) as ``max + log1p(others)``, the
+    others' sum taken without one of the largest entries (:func:`amid_ref._special.
+    log_normalize`'s form): accurate to a few ulps of each term, so that ε = −expm1(lse)
+    keeps its relative accuracy when P_S is within 1e-12 of 1 (``torch.logsumexp`` rounds
+    lse to ~1e-16 absolute, ε then to ~1e-4 relative); ``-inf`` for rows of only ``-inf``."""
+    top, arg = x.max(-1, keepdim=True)
+    finite = torch.isfinite(top)
+    e = torch.exp(x - top.masked_fill(~finite, 0.0)).scatter_(-1, arg, 0.0)
+    lse = top + torch.log1p(e.sum(-1, keepdim=True))
+    return torch.where(finite, lse, top).squeeze(-1)
+
+
 def _log_leftover(lse: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
     """``log ε`` per row (keepdim, float64) from ``lse`` = logsumexp ℓ_S (float64, (N,)),
     ε = −expm1(lse), with :mod:`amid_ref`'s rule (:mod:`amid_ref._sparse`): ε is 0 where
@@ -404,7 +417,7 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
         lp = lp64.to(lp.dtype)
     # The mass may exceed 1 by SPARSE_MASS_TOL plus the rounding of the given log-probs to
     # their dtype: |Δp_i| ≤ p_i·|ℓ_i|·eps/2 (nothing in float64, ~1e-2 in bfloat16).
-    lse = torch.logsumexp(lp64, -1)
+    lse = _logsumexp_exact(lp64)
     p_abs_l = torch.where(pad, 0.0, torch.exp(lp64) * lp64.abs()).sum(-1)
     allowed = SPARSE_MASS_TOL + 0.5 * torch.finfo(lp.dtype).eps * p_abs_l
     excess = torch.expm1(lse)  # P_S − 1

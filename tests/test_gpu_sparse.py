@@ -410,3 +410,30 @@ def test_rounding_leftover_is_zero_as_in_amid_ref(dtype):
             )  # fmt: skip
             tol = tolerance("gpu", "loss", NAMES[dtype])
             assert_within(got.double().numpy(), want, tol, what=f"{alpha} {order} {policy}")
+
+
+def test_leftover_keeps_its_relative_accuracy_near_one():
+    """P_S within 1e-12 of 1 (a wide teacher row whose top-3 hold nearly all the mass):
+    ε = −expm1(logsumexp ℓ_S) is formed from an exact log-sum-exp (max + log1p(others)),
+    so log ε, and with it the loss at α = 1 (where ★'s assistant mass is ε^λ q★^(1−λ)),
+    equals amid_ref to the gpu rows; torch.logsumexp's rounding (~1e-16 absolute in lse)
+    put ε off by ~1e-5 relative and the loss by as much."""
+    t = np.array([[30.0, 4.0, 2.0, -5.0, -9.0, 3.0, -2.0]])
+    lp = _log_softmax(t)
+    idx = np.array([[0, 1, 5]])
+    eps = -np.expm1(_logsumexp(lp[:, [0, 1, 5]]))
+    assert 1e-13 < eps[0, 0] < 1e-10
+    s = np.array([[2.0, -1.0, 0.5, 9.0, 1.0, 0.0, 3.0]])
+    topk = (torch.tensor(idx), torch.tensor(lp[:, [0, 1, 5]]))
+    for policy in POLICIES:
+        for alpha, order in ((1.0, "rq"), (0.5, "pr")):
+            kw = {"leftover": policy}
+            want = amid_ref.amid_loss(
+                s, None, alpha, 0.5, "kl", order, teacher_topk=(idx, lp[:, [0, 1, 5]]), **kw
+            )
+            got = gpu.amid_loss(
+                torch.tensor(s), None, alpha, 0.5, "kl", order, reduction="none",
+                teacher_topk=topk, **kw,
+            )  # fmt: skip
+            tol = tolerance("gpu", "loss", "float64")
+            assert_within(got.numpy(), want, tol, what=f"{policy} {alpha} {order}")

@@ -53,8 +53,6 @@ SETTINGS = (
 OBJECTIVES = tuple(
     (*DIVERGENCES[i % len(DIVERGENCES)], *setting) for i, setting in enumerate(SETTINGS * 2)
 )
-#: Cases where the sharded and the unsharded loss both miss amid_ref (see _check).
-SHARED_MISSES: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -177,14 +175,7 @@ def _check(pool: Pool, cases: list[dict]) -> int:
             _grad_within(grad, want[2], tolerance(suite, "grad", c["dtype"]), what, row_loss)
         plain = c.get("labels") is None and c.get("upstream") is None
         if c["kw"].get("reduction") == "none" and plain and "topk" in c:
-            try:
-                _oracle(c, losses[0], grad, what)
-            except AssertionError:
-                # Held to amid_ref wherever the unsharded loss is: a miss that gpu.amid_loss
-                # shares is the single-device sparse path's (tests/test_gpu_sparse.py).
-                with pytest.raises(AssertionError):
-                    _oracle(c, want[1], want[2], what)
-                SHARED_MISSES.append(what)
+            _oracle(c, losses[0], grad, what)
     return n_raised
 
 
