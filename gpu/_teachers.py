@@ -27,7 +27,9 @@ Per chunk of n rows (V the student's vocabulary, k the teacher's slots):
   - ``bucket``: the objective on the (k+1)-category coarse-grained pair, O(k) per row:
     the student's logits at the ids and the log-sum-exp of its logits *off* S (one pass
     over the chunk; log q̂_★ is never formed as 1 − Σq), the teacher's ℓ_S and
-    log ε = log(−expm1(logsumexp ℓ_S)). The kernel runs on these (n, k+1) tensors; the
+    log ε = log(−expm1(logsumexp ℓ_S)) (formed once per call by :func:`check_topk`, in
+    float64, from an exact log-sum-exp, and 0 where :mod:`amid_ref` takes it as rounding).
+    The kernel runs on these (n, k+1) tensors; the
     gradient is chained back: ids in S get theirs, ids off S get
     :math:`g_\star\,q_j/\hat q_\star`, written in one pass.
   - ``renormalize`` and ``uniform``: the teacher is densified for the chunk only,
