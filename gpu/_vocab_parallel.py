@@ -16,6 +16,13 @@ that completes each of its row reductions by a collective over the group: the ro
 partial sum, the gradient's sums), and each projection's dominant entry (the first global
 occurrence of the row's largest weight: a max and a min all-reduce, then its value and the
 others' sum). The chunks run one after the other, in the same order on every rank.
+
+A sparse teacher (``teacher_topk``, global ids, replicated) is never densified to (N, V):
+with ``leftover="bucket"`` (:func:`_sparse_kernel`) each rank gathers its student logits at
+the ids of its shard and its off-id log-sum-exp part, O(k) numbers per row are all-reduced,
+the (k+1)-category pair of :func:`gpu._teachers._sparse_chunk` is formed alike on every
+rank, and each rank writes the gradient of its own columns; ``renormalize`` and ``uniform``
+densify the teacher on the shard, one chunk at a time.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from amid_ref.contract import Objective
+from amid_ref.contract import Objective, check_teacher_source
 from gpu._divergences import GPU_DIVERGENCES
 from gpu._engine import (
     _reduce,
@@ -39,11 +46,12 @@ from gpu._engine import (
     _valid_rows,
     default_chunk_size,
 )
-from gpu._flags import _INF_GRAD, _NAN_GRAD
+from gpu._flags import _BAD_STUDENT, _FLAG_DTYPE, _INF_GRAD, _NAN_GRAD
 from gpu._loss import _ObjectiveModule
 from gpu._mixture import NEG_INF
-from gpu._teachers import Teaching, teaching_fields
-from gpu._torch_kernel import LocalReduce
+from gpu._teachers import Teaching, check_topk, teaching_fields
+from gpu._torch_kernel import LocalReduce, _grad_flags
+from gpu._torch_kernel import chunk as torch_chunk
 from gpu._validation import (
     ORDERS,
     REDUCTIONS,
@@ -179,17 +187,18 @@ class _ShardReduce(LocalReduce):
 
 
 class _VocabParallelFunction(torch.autograd.Function):
-    """Chunked sharded forward that also produces the local gradient; backward scales it."""
+    """Chunked sharded forward that also produces the local gradient; backward scales it.
+    ``teacher``: the teacher's rows, (N, V_k) logits or a sparse teacher of (N, k)."""
 
     @staticmethod
-    def forward(ctx, student, teacher, rows, spec, reduction, n_valid, leading, red):
+    def forward(ctx, student, teacher, rows, spec, reduction, n_valid, leading, red, kernel):
         v = student.shape[-1]
         scale = 1.0 / n_valid if (reduction == "mean" and n_valid > 0) else 1.0
         row_loss, grad = _run(
-            student.reshape(-1, v), teacher.reshape(-1, v), rows, spec, True, scale, leading,
-            red=red,
-        )  # fmt: skip
-        ctx.save_for_backward(student, teacher)
+            student.reshape(-1, v), teacher, rows, spec, True, scale, leading, kernel, red=red
+        )
+        ctx.save_for_backward(student)
+        ctx.teacher, ctx.kernel = teacher, kernel
         ctx.rows, ctx.spec, ctx.reduction, ctx.scale = rows, spec, reduction, scale
         ctx.leading, ctx.red, ctx.grad_buffer = leading, red, grad
         return _reduce(row_loss, reduction, n_valid, leading)
@@ -199,21 +208,22 @@ class _VocabParallelFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         grad = ctx.grad_buffer
         ctx.grad_buffer = None  # hand the buffer to autograd (no copy)
-        student, teacher = ctx.saved_tensors
+        (student,) = ctx.saved_tensors
         v = student.shape[-1]
         if grad is None:  # second backward (retain_graph=True): every rank recomputes
             _, grad = _run(
                 student.reshape(-1, v),
-                teacher.reshape(-1, v),
+                ctx.teacher,
                 ctx.rows,
                 ctx.spec,
                 True,
                 ctx.scale,
                 ctx.leading,
+                ctx.kernel,
                 red=ctx.red,
             )
         _scale_by_upstream(grad, grad_output, ctx.spec, ctx.reduction)
-        return grad.view(student.shape), None, None, None, None, None, None, None
+        return grad.view(student.shape), None, None, None, None, None, None, None, None
 
 
 def _as_local(x: Any, name: str) -> tuple[torch.Tensor, Any]:
@@ -250,6 +260,8 @@ _FIELDS = (
     "reduction",
     "detach_assistant",
     "chunk_size",
+    "teacher form",
+    "teacher_topk",
     "leading shape",
     "labels (valid rows)",
     "dtype and gradient",
@@ -290,18 +302,20 @@ def _agree(
     rank: int,
     world: int,
     fields: dict[str, float],
-    width: int,
+    width: tuple[int, int],
     vocab_start: int | None,
     device: torch.device,
     error: Exception | None = None,
-) -> tuple[list[int], list[int]]:
-    """One max all-reduce checking that every rank passed the same call; returns the shard
-    widths and starts (in rank order, or from ``vocab_start``). A rank whose arguments
-    failed validation takes part with ``error`` set: then every rank raises."""
+) -> tuple[list[int], list[int], list[int]]:
+    """One max all-reduce checking that every rank passed the same call; returns the
+    student's shard widths and starts (in rank order, or from ``vocab_start``) and the
+    teacher's shard widths (``width``: this rank's student and teacher widths). A rank
+    whose arguments failed validation takes part with ``error`` set: then every rank
+    raises."""
     names = list(_FIELDS)
     vals = torch.tensor([fields.get(k, 0.0) for k in names], dtype=torch.float64)
-    slots = torch.zeros(2 * world, dtype=torch.float64)
-    slots[rank] = width
+    slots = torch.zeros(3 * world, dtype=torch.float64)
+    slots[rank], slots[2 * world + rank] = width
     # start + 1, so that 0 means "not given" (and the other ranks' slots, filled by the max)
     slots[world + rank] = 0.0 if vocab_start is None else vocab_start + 1.0
     packed = torch.cat((vals, -vals, slots)).to(device)
@@ -321,7 +335,8 @@ def _agree(
                 "same arguments, leading shape and labels; only the vocabulary is sharded)"
             )
     widths = [int(x) for x in got[2 * k : 2 * k + world]]
-    starts_given = [int(x) - 1 for x in got[2 * k + world :]]
+    starts_given = [int(x) - 1 for x in got[2 * k + world : 2 * k + 2 * world]]
+    widths_t = [int(x) for x in got[2 * k + 2 * world :]]
     if all(st < 0 for st in starts_given):
         starts = [sum(widths[:i]) for i in range(world)]
     elif any(st < 0 for st in starts_given):
@@ -337,12 +352,12 @@ def _agree(
                     "do not tile [0, V) without gaps or overlaps"
                 )
             end = st + wd
-    return widths, starts
+    return widths, starts, widths_t
 
 
 def vocab_parallel_amid_loss(
     student_logits_shard: torch.Tensor,
-    teacher_logits_shard: torch.Tensor,
+    teacher_logits_shard: torch.Tensor | None,
     alpha: float,
     lam: float,
     divergence: str = "kl",
@@ -357,6 +372,7 @@ def vocab_parallel_amid_loss(
     group: Any = None,
     vocab_start: int | None = None,
     *,
+    teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
     leftover: str = "bucket",
     vocab_alignment: str = "error",
     softcap: Any = None,
@@ -384,6 +400,7 @@ def vocab_parallel_amid_loss(
         between ranks (uneven shards; a shard may be entirely ``-inf`` on a row). A DTensor
         on a 1-D mesh with placement ``Shard(-1)`` is accepted too (its local shard and its
         mesh's group are used; ``group`` and ``vocab_start`` must then be left ``None``).
+        ``teacher_logits_shard`` is ``None`` with ``teacher_topk``.
     alpha, lam, divergence, order, div_params, labels, ignore_index, reduction
         As in :func:`gpu.amid_loss` (same ranges, ``alpha`` incl. ±inf); every rank passes
         the same values and the same ``labels`` (checked, see Raises).
@@ -397,10 +414,19 @@ def vocab_parallel_amid_loss(
     vocab_start : int, optional
         Global index of this shard's first column; ``None`` on every rank means the shards
         follow the rank order. Used only to check that the shards tile the vocabulary.
-    leftover, vocab_alignment : str
-        As in :func:`gpu.amid_loss`; the shards are of a dense teacher of the student's
-        vocabulary, so ``leftover`` has nothing to act on and the alignment nothing to align
-        (shards of different widths are refused).
+    teacher_topk : pair of torch.Tensor, optional
+        A sparse teacher ``(indices, logprobs)`` of shape (..., k) as in
+        :func:`gpu.amid_loss`, with *global* vocabulary ids, the same (replicated) on every
+        rank (checked: a hash of it joins the first collective). Never densified to
+        (N, V): each rank gathers its student logits at the ids of its shard (see Notes).
+    leftover : {"bucket", "renormalize", "uniform"}
+        As in :func:`gpu.amid_loss`, for ``teacher_topk``.
+    vocab_alignment : {"error", "pad", "truncate"}
+        As in :func:`gpu.amid_loss` for ``teacher_topk`` (``"truncate"`` drops the ids ≥ the
+        student's global V). Dense teacher shards must hold the student's columns: shards
+        of other widths are refused on every rank whatever the alignment (the columns of
+        two vocabularies of different sizes sharded over the same ranks do not line up;
+        docs/sharded.md).
     softcap, logit_scale : float or pair, optional
         As in :func:`gpu.amid_loss`: applied to each shard elementwise (the transform needs
         no other rank's columns), its derivative through autograd.
@@ -422,16 +448,18 @@ def vocab_parallel_amid_loss(
         rank and naming the global row: a NaN on one rank's shard flags the row on all
         (the flags travel in the all-reduced maxima and sums, so no rank is left waiting in
         a collective). Also when the ranks disagree on the arguments, the leading shape,
-        the labels' valid rows, the dtype or whether a gradient is needed, and on every
-        rank when one rank's arguments fail validation (it joins the first collective with
-        an error flag).
+        the labels' valid rows, the sparse teacher, the dtype or whether a gradient is
+        needed, and on every rank when one rank's arguments fail validation (it joins the
+        first collective with an error flag). A sparse teacher's structure is checked
+        before the first collective, its values (ids out of range, duplicates, the mass,
+        k > V, ...) on every rank once the shards' widths, and with them V, are agreed.
 
     Notes
     -----
     Collectives per forward+backward (the backward communicates nothing; its gradient is
     formed in the forward as in :func:`gpu.amid_loss`), with n = ⌈N_valid/chunk_size⌉:
 
-    * 1 max all-reduce of 2·(12 + world) float64 (the arguments' agreement check), and,
+    * 1 max all-reduce of 2·15 + 3·world float64 (the arguments' agreement check), and,
       when ``labels`` leave rows out, 1 max all-reduce of 2·⌈N/52⌉ float64 (the valid-row
       masks compared exactly, 52 rows to a float64);
     * per chunk of rows, the kernel's reductions: 15 collectives of (rows,)–(rows, 2)
@@ -442,6 +470,15 @@ def vocab_parallel_amid_loss(
     So about 1 + 15n small collectives: latency rather than bandwidth; a second backward
     (``retain_graph=True``) repeats the forward's. Every rank must call the loss (and each
     backward) the same number of times with the same rows.
+
+    With ``teacher_topk`` and ``leftover="bucket"``, 3 collectives per chunk: a max
+    all-reduce of k + 2 numbers per row (the student's logits at the k ids, ``-inf`` from
+    the ranks that do not hold them; the maximum of the logits off the ids; the row's
+    maximum, for the bad-row check), a sum all-reduce of 1 (the off-id mass), and the
+    gradient's flag bits (2 bytes); the (k+1)-category pair is then formed alike on every
+    rank, O(k) per row, and each rank writes its own columns' gradient. With
+    ``"renormalize"`` or ``"uniform"`` the teacher is densified on the shard for the chunk
+    ((chunk, V_k), never (N, V)) and the collectives are the dense ones.
 
     Examples
     --------
@@ -458,22 +495,23 @@ def vocab_parallel_amid_loss(
     """
     try:
         call = _checked_call(
-            student_logits_shard,
-            teacher_logits_shard,
-            alpha,
-            lam,
-            divergence,
-            order,
-            div_params,
-            labels,
-            ignore_index,
-            reduction,
-            temperature,
-            detach_assistant,
-            chunk_size,
-            group,
-            vocab_start,
-            teaching_fields(
+            student_logits_shard=student_logits_shard,
+            teacher_logits_shard=teacher_logits_shard,
+            teacher_topk=teacher_topk,
+            alpha=alpha,
+            lam=lam,
+            divergence=divergence,
+            order=order,
+            div_params=div_params,
+            labels=labels,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            temperature=temperature,
+            detach_assistant=detach_assistant,
+            chunk_size=chunk_size,
+            group=group,
+            vocab_start=vocab_start,
+            teaching=teaching_fields(
                 leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
             ),
         )
@@ -491,18 +529,94 @@ def vocab_parallel_amid_loss(
             dist.get_rank(group=group),
             dist.get_world_size(group=group),
             {"argument error": 1.0},
-            0,
+            (0, 0),
             None,
             device,
             exc,
         )
         raise  # pragma: no cover - _agree raises
-    return _apply(*call)
+    return _apply(call)
+
+
+@dataclasses.dataclass
+class _Call:
+    """A validated call, before any collective: the shards (transformed), the sparse
+    teacher as given (checked against the global V once the shards' widths are agreed)."""
+
+    student: torch.Tensor
+    teacher: torch.Tensor | None
+    teacher_topk: Any
+    topk_spec: Any
+    rows: torch.Tensor | None
+    spec: _Spec
+    reduction: str
+    n_valid: int
+    leading: tuple[int, ...]
+    want_grad: bool
+    fields: dict[str, float]
+    group: Any
+    vocab_start: int | None
+
+
+def _topk_fingerprint(teacher_topk, leading, device, spec) -> float:
+    """A hash of the sparse teacher (its ids, the bits of its log-probabilities and its
+    shape), an integer below 2^52 exact in float64: the ranks compare it in the first
+    collective (the teacher is replicated), so a change of one id or of one log-probability
+    by one ulp on one rank is found. A pair that cannot be hashed (not two tensors of one
+    shape (..., k) on the student's device) is refused here, by
+    :func:`gpu._teachers.check_topk`'s structural checks; its checks of the values (some
+    name V) run on every rank once the shards' widths are agreed."""
+    if not _hashable_topk(teacher_topk, leading, device):
+        check_topk(teacher_topk, leading, _NO_VOCAB_LIMIT, device, spec)
+        raise AssertionError("check_topk accepted a pair it cannot hash")  # pragma: no cover
+    indices, logprobs = teacher_topk
+    ids = indices.detach().reshape(-1).to(torch.int64)
+    bits = logprobs.detach().reshape(-1).to(torch.float64).contiguous().view(torch.int64)
+    # odd weights below 2^16 times 16-bit limbs: every product below 2^32, no overflow
+    weight = (2 * torch.arange(ids.numel(), device=ids.device, dtype=torch.int64) + 1) % 2**16
+    sums = torch.stack(
+        [((x >> (16 * j)) & 0xFFFF).mul_(weight).sum() for x in (ids, bits) for j in range(4)]
+    ).tolist()
+    value = zlib.crc32(repr(tuple(indices.shape)).encode())
+    for s in sums:
+        value = (value * 1_000_003 + s) % _HASH_MODULUS
+    return float(value)
+
+
+#: The modulus of :func:`_topk_fingerprint` (a prime below 2^52: every value exact in float64).
+_HASH_MODULUS = 4503599627370449
+
+
+#: The vocabulary size passed to :func:`gpu._teachers.check_topk` where only its structural
+#: checks can fail (they come before those that read V).
+_NO_VOCAB_LIMIT = 2**62
+
+
+def _hashable_topk(teacher_topk, leading, device) -> bool:
+    """Whether ``teacher_topk`` passes :func:`gpu._teachers.check_topk`'s structural checks:
+    a pair of an integer and a floating-point tensor of one shape (*leading, k) on
+    ``device``."""
+    if not (isinstance(teacher_topk, tuple | list) and len(teacher_topk) == 2):
+        return False
+    indices, logprobs = teacher_topk
+    if not (isinstance(indices, torch.Tensor) and isinstance(logprobs, torch.Tensor)):
+        return False
+    integer = not (indices.is_floating_point() or indices.is_complex())
+    return (
+        integer
+        and indices.dtype != torch.bool
+        and logprobs.is_floating_point()
+        and indices.shape == logprobs.shape
+        and tuple(indices.shape[:-1]) == tuple(leading)
+        and indices.device == device == logprobs.device
+    )
 
 
 def _checked_call(
+    *,
     student_logits_shard,
     teacher_logits_shard,
+    teacher_topk,
     alpha,
     lam,
     divergence,
@@ -517,13 +631,16 @@ def _checked_call(
     group,
     vocab_start,
     teaching,
-):
+) -> _Call:
     """Validated arguments (raises TypeError/ValueError before any collective); the logit
     transforms and a student-only temperature applied to the shards."""
+    check_teacher_source(teacher_logits_shard, teacher_topk)
     student_logits_shard, mesh_group = _as_local(student_logits_shard, "student_logits_shard")
-    teacher_logits_shard, mesh_group_t = _as_local(teacher_logits_shard, "teacher_logits_shard")
+    mesh_group_t = None
+    if teacher_topk is None:
+        teacher_logits_shard, mesh_group_t = _as_local(teacher_logits_shard, "teacher_logits_shard")
     if mesh_group is not None or mesh_group_t is not None:
-        if mesh_group is None or mesh_group_t is None:
+        if teacher_topk is None and (mesh_group is None or mesh_group_t is None):
             raise TypeError(
                 "student and teacher logits must both be DTensors or both plain tensors"
             )
@@ -531,14 +648,30 @@ def _checked_call(
             raise ValueError("group and vocab_start are taken from the DTensor; leave them None")
         group = mesh_group
     check_float_tensor(student_logits_shard, "student_logits_shard")
-    check_float_tensor(teacher_logits_shard, "teacher_logits_shard")
-    check_pair(
-        student_logits_shard, teacher_logits_shard, "student_logits_shard", "teacher_logits_shard"
-    )
+    if teacher_topk is None:
+        check_float_tensor(teacher_logits_shard, "teacher_logits_shard")
+        # the widths may differ (compared over the shards once they are agreed)
+        check_pair(
+            student_logits_shard[..., :0],
+            teacher_logits_shard[..., :0],
+            "student_logits_shard",
+            "teacher_logits_shard",
+            vocab=False,
+        )
     objective = Objective.of(
         alpha, lam, divergence, order, div_params, temperature, detach_assistant,
         implementation="gpu", **teaching,
     )  # fmt: skip
+    leading = tuple(student_logits_shard.shape[:-1])
+    device = student_logits_shard.device
+    topk_spec = None
+    topk_print = 0.0
+    if teacher_topk is not None:
+        # the checks of gpu.amid_loss read the objective as given (temperature, transforms)
+        topk_spec = _Spec(
+            objective=objective, cdtype=torch.float64, chunk_size=0, teaching=Teaching.of(objective)
+        )
+        topk_print = _topk_fingerprint(teacher_topk, leading, device, topk_spec)
     student_logits_shard, teacher_logits_shard, objective = _transformed(
         student_logits_shard, teacher_logits_shard, objective
     )
@@ -552,11 +685,10 @@ def _checked_call(
         isinstance(vocab_start, bool) or not isinstance(vocab_start, int) or vocab_start < 0
     ):
         raise TypeError(f"vocab_start must be a non-negative int or None, got {vocab_start!r}")
-    leading = tuple(student_logits_shard.shape[:-1])
-    device = student_logits_shard.device
     # The positions that count, by the rule of gpu.amid_loss (integer labels or a bool mask).
     rows, n_valid = _valid_rows(labels, leading, device, ignore_index, False)
-    cdtype = compute_dtype(student_logits_shard.dtype, teacher_logits_shard.dtype)
+    teacher_dtype = teacher_logits_shard.dtype if teacher_topk is None else teacher_topk[1].dtype
+    cdtype = compute_dtype(student_logits_shard.dtype, teacher_dtype)
     want_grad = torch.is_grad_enabled() and student_logits_shard.requires_grad
     spec = _Spec(objective=objective, cdtype=cdtype, chunk_size=chunk_size or 0)
     fields = {
@@ -570,40 +702,45 @@ def _checked_call(
         "detach_assistant": float(detach_assistant),
         "chunk_size": float(chunk_size or 0),
         "teacher form": float(zlib.crc32(repr(Teaching.of(objective)).encode())),
+        "teacher_topk": topk_print,
         "leading shape": float(zlib.crc32(repr(leading).encode())),
         "labels (valid rows)": float(n_valid),
         "dtype and gradient": float(cdtype == torch.float64) + 2.0 * want_grad,
     }
-    student = student_logits_shard
-    return (
-        student,
-        teacher_logits_shard,
-        rows,
-        spec,
-        reduction,
-        n_valid,
-        leading,
-        want_grad,
-        fields,
-        group,
-        vocab_start,
+    return _Call(
+        student=student_logits_shard,
+        teacher=teacher_logits_shard,
+        teacher_topk=teacher_topk,
+        topk_spec=topk_spec,
+        rows=rows,
+        spec=spec,
+        reduction=reduction,
+        n_valid=n_valid,
+        leading=leading,
+        want_grad=want_grad,
+        fields=fields,
+        group=group,
+        vocab_start=vocab_start,
     )
 
 
-def _transformed(s: torch.Tensor, t: torch.Tensor, objective):
+def _transformed(s: torch.Tensor, t: torch.Tensor | None, objective):
     """The shards after the objective's logit transforms (scale, then cap; elementwise,
     differentiable for the student) and, with ``temperature_applies_to="student"``, the
-    student's shard divided by T and the objective's T set to 1; ``-inf`` stays ``-inf``."""
+    student's shard divided by T and the objective's T set to 1; ``±inf`` and NaN stay
+    what they are (so that the kernel still flags a bad row). ``t`` is ``None`` for a
+    sparse teacher (its log-probabilities are used as given)."""
     (scale_s, scale_t), (cap_s, cap_t) = objective.logit_scale, objective.softcap
 
     def transform(x, scale, cap):
         z = x * scale if scale != 1.0 else x
         if cap is not None:
-            z = torch.where(x == NEG_INF, x, cap * torch.tanh(z / cap))
+            z = torch.where(torch.isinf(x), x, cap * torch.tanh(z / cap))
         return z
 
     s = transform(s, scale_s, cap_s)
-    t = transform(t.detach(), scale_t, cap_t)
+    if t is not None:
+        t = transform(t.detach(), scale_t, cap_t)
     if objective.temperature_applies_to == "student":
         if objective.temperature != 1.0:
             s = s / objective.temperature
@@ -611,49 +748,128 @@ def _transformed(s: torch.Tensor, t: torch.Tensor, objective):
     return s, t, objective
 
 
-def _apply(
-    student_logits_shard,
-    teacher_logits_shard,
-    rows,
-    spec,
-    reduction,
-    n_valid,
-    leading,
-    want_grad,
-    fields,
-    group,
-    vocab_start,
-):
+def _apply(call: _Call):
     dist = _dist()
+    group, student = call.group, call.student
     red = _ShardReduce(group)
-    device = student_logits_shard.device
+    device = student.device
     rank = dist.get_rank(group=group)
     world = dist.get_world_size(group=group)
-    widths, starts = _agree(
-        red, rank, world, fields, student_logits_shard.shape[-1], vocab_start, device
+    width_t = student.shape[-1] if call.teacher is None else call.teacher.shape[-1]
+    widths, starts, widths_t = _agree(
+        red,
+        rank,
+        world,
+        call.fields,
+        (student.shape[-1], width_t),
+        call.vocab_start,
+        device,
     )
     red.start = starts[rank]
-    _agree_on_rows(red, rows, math.prod(leading), device)
+    _agree_on_rows(red, call.rows, math.prod(call.leading), device)
+    vocab = sum(widths)
+    if widths_t != widths:  # the same on every rank: raised everywhere
+        raise ValueError(dense_width_message(vocab, sum(widths_t), widths, widths_t))
+    spec = call.spec
     if not spec.chunk_size:
-        spec = dataclasses.replace(spec, chunk_size=default_chunk_size(sum(widths), device))
-    teacher = teacher_logits_shard.detach()
-    if want_grad:
-        return _VocabParallelFunction.apply(
-            student_logits_shard, teacher, rows, spec, reduction, n_valid, leading, red
-        )
+        spec = dataclasses.replace(spec, chunk_size=default_chunk_size(vocab, device))
+    v = student.shape[-1]
+    if call.teacher_topk is not None:
+        # replicated and agreed: the checks against the global V raise on every rank alike
+        teacher = check_topk(call.teacher_topk, call.leading, vocab, device, call.topk_spec)
+        kernel = _sparse_kernel(call.topk_spec.teaching.leftover, vocab)
+    else:
+        teacher = call.teacher.detach().reshape(-1, v)
+        kernel = torch_chunk
+    args = (call.rows, spec, call.reduction, call.n_valid, call.leading, red, kernel)
+    if call.want_grad:
+        return _VocabParallelFunction.apply(student, teacher, *args)
     with torch.no_grad():
-        v = student_logits_shard.shape[-1]
         row_loss, _ = _run(
-            student_logits_shard.reshape(-1, v),
-            teacher.reshape(-1, v),
-            rows,
-            spec,
-            False,
-            1.0,
-            leading,
-            red=red,
-        )
-        return _reduce(row_loss, reduction, n_valid, leading)
+            student.reshape(-1, v), teacher, call.rows, spec, False, 1.0, call.leading,
+            kernel, red=red,
+        )  # fmt: skip
+        return _reduce(row_loss, call.reduction, call.n_valid, call.leading)
+
+
+def dense_width_message(v_s: int, v_t: int, widths, widths_t) -> str:
+    """The error for dense teacher shards whose widths differ from the student's."""
+    return (
+        f"vocabulary sizes differ: the student's shards have widths {widths} (V = {v_s}), "
+        f"the teacher's {widths_t} (V = {v_t}); vocab_parallel_amid_loss takes dense "
+        "teacher shards of the student's columns, so vocab_alignment does not apply to "
+        "them (the columns of two vocabularies sharded over the same ranks do not line up: "
+        "aligning them would move O(V) logits per row between ranks). Give each rank the "
+        "teacher's logits at its student columns (ids beyond the teacher's vocabulary as "
+        "-inf, as vocab_alignment='pad' does; ids beyond the student's dropped, as "
+        "'truncate' does), or a sparse teacher_topk with vocab_alignment='truncate'"
+    )
+
+
+def _sparse_kernel(leftover: str, vocab: int):
+    r"""The chunk kernel for a sparse teacher (:class:`gpu._teachers.SparseTeacher` of
+    global ids, replicated) against this rank's shard of the student's logits ``z``
+    (transformed; shape (n, V_k), columns ``[red.start, red.start + V_k)``).
+
+    ``bucket``: the (k+1)-category pair of :func:`gpu._teachers._sparse_chunk`, its student
+    side completed over the shards: one max all-reduce of (n, k+2) numbers (the student's
+    logits at the k ids, ``-inf`` on the ranks that do not hold them; the local maximum of
+    the logits off S; the local maximum of the row, NaN sent as ``+inf``) and one sum
+    all-reduce of (n,) (the off-S sum of :math:`e^{z - \max}`). Every rank then runs the
+    kernel on the same (n, k+1) pair (O(k) per row, no collective) and writes the gradient
+    of its own columns: ids of S get theirs, ids off S :math:`g_\star\,q_j/\hat q_\star`;
+    one max all-reduce of the gradient's two flag bits. ``renormalize`` and ``uniform``:
+    the teacher is densified on the shard for the chunk only ((n, V_k), ``-inf`` or
+    :math:`\log(\varepsilon/(V-k))` off S) and the sharded dense kernel runs on it.
+    """
+
+    def kernel(s, t, spec, want_grad, grad_scale, out=None, red=None):
+        z = s.to(spec.cdtype)
+        n, v = z.shape
+        lo = red.start
+        idx = t.indices
+        lp = t.logprobs.to(z.dtype)
+        valid = idx >= 0
+        here = valid & (idx >= lo) & (idx < lo + v)
+        col = torch.where(here, idx - lo, v)  # ids of other shards and padding: the sink
+        if leftover != "bucket":
+            if leftover == "renormalize":
+                fill = torch.full_like(lp[:, :1], NEG_INF)
+            else:  # uniform: ε/(V − k) off S, k the slots that are not padding
+                k = valid.sum(-1, keepdim=True)
+                spread = torch.log((vocab - k).to(z.dtype))
+                fill = torch.where(k < vocab, t.log_leftover.to(z.dtype) - spread, NEG_INF)
+            dense = fill.expand(n, v + 1).clone().scatter_(-1, col, lp)[:, :v]
+            return torch_chunk(z, dense, spec, want_grad, grad_scale, out, red=red)
+        padded = torch.cat([z, z.new_full((n, 1), NEG_INF)], -1)
+        z_s = padded.gather(-1, col).nan_to_num_(nan=math.inf)
+        off = padded.scatter_(-1, col, NEG_INF)  # z off S (n, V_k + 1)
+        top_off = off.amax(-1, keepdim=True).nan_to_num_(nan=math.inf)
+        top = z.amax(-1, keepdim=True).nan_to_num_(nan=math.inf) if v else top_off
+        got = red.all_reduce(torch.cat([z_s, top_off, top], -1), "max")
+        z_s, top_off, top = got[:, :-2], got[:, -2:-1], got[:, -1]
+        shift = top_off.masked_fill(top_off.isinf(), 0.0)  # as torch.logsumexp
+        lse_off = red.all_reduce(torch.exp(off - shift).sum(-1), "sum").log_().unsqueeze(-1)
+        lse_off.add_(shift)
+        coarse_s = torch.cat([z_s, lse_off], -1)
+        # ε after the mass rule (check_topk); with k = V and ε kept, ★ is empty (q̂_★ = 0)
+        log_eps = t.log_leftover.to(z.dtype)
+        coarse_t = torch.cat([lp, log_eps], -1)
+        value, g_c, flags = torch_chunk(coarse_s, coarse_t, spec, want_grad, grad_scale)
+        flags = flags | (~torch.isfinite(top)).to(_FLAG_DTYPE) * _BAD_STUDENT
+        if not want_grad:
+            return value, None, flags
+        g_c = g_c.to(z.dtype)
+        # ids off S: g_★ · q_j / q̂_★ = g_★ · exp(z_j − lse_off); no ids off S: 0
+        share = off.sub_(lse_off.masked_fill(lse_off == NEG_INF, 0.0)).exp_()
+        share.mul_(g_c[:, -1:])
+        share.scatter_(-1, col, g_c[:, :-1])
+        g = share[:, :v]
+        if out is not None:
+            g = out.copy_(g)
+        return value, g, red.flags(flags | _grad_flags(g))
+
+    return kernel
 
 
 class VocabParallelAMiDLoss(_ObjectiveModule):
@@ -725,9 +941,11 @@ class VocabParallelAMiDLoss(_ObjectiveModule):
     def forward(
         self,
         student_logits_shard: torch.Tensor,
-        teacher_logits_shard: torch.Tensor,
+        teacher_logits_shard: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         vocab_start: int | None = None,
+        *,
+        teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         return vocab_parallel_amid_loss(
             student_logits_shard,
@@ -738,6 +956,7 @@ class VocabParallelAMiDLoss(_ObjectiveModule):
             chunk_size=self.chunk_size,
             group=self.group,
             vocab_start=vocab_start,
+            teacher_topk=teacher_topk,
             **self.objective.keywords(),
         )
 

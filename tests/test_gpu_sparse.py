@@ -448,3 +448,60 @@ def test_leftover_rounding_rule_is_the_reference(threshold, side):
         assert_within(got.numpy(), want, tolerance("gpu", "loss", "float64"), what=what)
         if policy == "bucket":  # the case that tells the two sides apart
             assert bool(np.isinf(want[0])) == (side == ("below" if k < v else "above")), what
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rounding_leftover_is_zero_as_in_amid_ref(dtype):
+    """A leftover ε ≤ SPARSE_EPS_ROUNDING (here ~1e-15: an id whose probability is below
+    float64 rounding of the kept sum, left out) is 0, by amid_ref's rule: at α ≥ 1 the
+    assistant then has no mass off the kept ids, so D(q‖r) is +inf where amid_ref says so
+    (a tiny ε would give a finite loss), and α = 1 equals amid_ref too; in float32 as well
+    (ε recomputed there would be rounding of order 1e-7)."""
+    from amid_ref.contract import SPARSE_EPS_ROUNDING
+
+    t = np.array([[2.0, 1.0, 0.0, 0.5, -1.0, -32.0], [0.3, -0.2, 1.5, 0.0, 2.5, -32.0]])
+    lp = _log_softmax(t)
+    eps = np.exp(lp[:, -1])
+    assert (1e-16 < eps).all() and (eps < SPARSE_EPS_ROUNDING).all()
+    idx = np.tile(np.arange(5), (2, 1))
+    topk_np = (idx, lp[:, :5])
+    s = np.array([[0.1, 0.4, -0.3, 0.2, 0.0, 0.7], [1.0, 0.0, -1.0, 0.5, 0.2, -0.4]])
+    s = torch.tensor(s, dtype=dtype).double().numpy()  # the dtype-rounded student
+    topk = (torch.tensor(idx), torch.tensor(lp[:, :5], dtype=dtype))
+    for alpha, order in ((INF, "qr"), (1.0, "rq"), (1.0, "qr")):
+        for policy in POLICIES:
+            kw = {"leftover": policy}
+            want = amid_ref.amid_loss(s, None, alpha, 0.5, "kl", order, teacher_topk=topk_np, **kw)
+            got = gpu.amid_loss(
+                torch.tensor(s, dtype=dtype), None, alpha, 0.5, "kl", order,
+                reduction="none", teacher_topk=topk, **kw,
+            )  # fmt: skip
+            tol = tolerance("gpu", "loss", NAMES[dtype])
+            assert_within(got.double().numpy(), want, tol, what=f"{alpha} {order} {policy}")
+
+
+def test_leftover_keeps_its_relative_accuracy_near_one():
+    """P_S within 1e-12 of 1 (a wide teacher row whose top-3 hold nearly all the mass):
+    ε = −expm1(logsumexp ℓ_S) is formed from an exact log-sum-exp (max + log1p(others)),
+    so log ε, and with it the loss at α = 1 (where ★'s assistant mass is ε^λ q★^(1−λ)),
+    equals amid_ref to the gpu rows; torch.logsumexp's rounding (~1e-16 absolute in lse)
+    put ε off by ~1e-5 relative and the loss by as much."""
+    t = np.array([[30.0, 4.0, 2.0, -5.0, -9.0, 3.0, -2.0]])
+    lp = _log_softmax(t)
+    idx = np.array([[0, 1, 5]])
+    eps = -np.expm1(_logsumexp(lp[:, [0, 1, 5]]))
+    assert 1e-13 < eps[0, 0] < 1e-10
+    s = np.array([[2.0, -1.0, 0.5, 9.0, 1.0, 0.0, 3.0]])
+    topk = (torch.tensor(idx), torch.tensor(lp[:, [0, 1, 5]]))
+    for policy in POLICIES:
+        for alpha, order in ((1.0, "rq"), (0.5, "pr")):
+            kw = {"leftover": policy}
+            want = amid_ref.amid_loss(
+                s, None, alpha, 0.5, "kl", order, teacher_topk=(idx, lp[:, [0, 1, 5]]), **kw
+            )
+            got = gpu.amid_loss(
+                torch.tensor(s), None, alpha, 0.5, "kl", order, reduction="none",
+                teacher_topk=topk, **kw,
+            )  # fmt: skip
+            tol = tolerance("gpu", "loss", "float64")
+            assert_within(got.numpy(), want, tol, what=f"{policy} {alpha} {order}")

@@ -688,8 +688,6 @@ def test_bad_arguments_raise_before_any_collective():
         gpu.vocab_parallel_amid_loss(
             torch.zeros(2, 3), torch.zeros(2, 3), 1.0, 0.5, vocab_start=1.5
         )
-    with pytest.raises(ValueError, match="vocabulary sizes differ"):
-        gpu.vocab_parallel_amid_loss(torch.zeros(2, 3), torch.zeros(2, 4), 1.0, 0.5)
 
 
 def test_needs_an_initialized_group():
