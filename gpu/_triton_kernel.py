@@ -72,7 +72,11 @@ import triton
 import triton.language as tl
 
 from gpu._divergences import (
+    _BIG,
+    _EXPM1MX_CUTOFF,
     GPU_DIVERGENCES,
+    _ab,
+    _amari,
     _hellinger,
     _jeffreys,
     _js,
@@ -95,8 +99,25 @@ try:  # compiled on CUDA: libdevice's accurate elementary functions
 except ImportError:  # pragma: no cover - older triton
     libdevice = None
 
-#: The torch kernels (gpu._divergences) that :func:`_divergence` ports, by its DIV id.
-_PORTED = {_kl: 0, _js: 1, _tv: 2, _hellinger: 3, _jeffreys: 4, _skew_kl: 5}
+# DIV ids (constexpr): the AB family (AB, Amari as AB(s, 1 − s)) by its pivot, as
+# gpu._divergences._ab chooses it: |a_| ≤ |b_|, the mirrored form, and a_ = b_ = 0
+_KL, _JS, _TV, _HELLINGER, _JEFFREYS, _SKEW_KL, _AB, _AB_MIRROR, _AB_ZERO = range(9)
+#: The DIV ids whose g_q + w·g_r is formed in closed form (gpu._divergences.GPU_PAIR).
+_PAIR_FIRST, _PAIR_LAST = _AB, _AB_ZERO + 1
+# The jitted code spells these ids and the torch kernel's cut-offs as literals (triton
+# reads no global that is not a constexpr): they must stay these numbers.
+assert (_AB, _AB_ZERO, _PAIR_LAST, _EXPM1MX_CUTOFF, _BIG) == (6, 8, 9, 0.7, 40.0)
+
+#: The torch kernels (gpu._divergences) that :func:`_divergence` ports, by its DIV id (the
+#: AB family's id is the pivot's, chosen per spec by :func:`_divergence_constants`).
+_PORTED = {_kl: _KL, _js: _JS, _tv: _TV, _hellinger: _HELLINGER, _jeffreys: _JEFFREYS,
+           _skew_kl: _SKEW_KL, _ab: _AB, _amari: _AB}  # fmt: skip
+#: Slots of the divergence's constants (a float32 tensor, ``dprm_ptr``): AB's a_, b_,
+#: λ = a_ + b_, log(a_ λ) and log(b_ λ) (NaN where the zero-entry term is +inf), and the
+#: pair's coefficient c0 + c1/2 (gpu._divergences._weighted_coefficient), each formed in
+#: double precision.
+_P_A, _P_B, _P_LAM, _P_KY, _P_KX, _P_HALF = range(6)
+_N_DPRM = 8
 
 #: The divergences whose every spec (order, α, λ, T, detach) runs in Triton.
 TRITON_DIVERGENCES = frozenset(n for n, k in GPU_DIVERGENCES.items() if k in _PORTED)
@@ -313,10 +334,15 @@ def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, l
 
 
 @_device
-def _divergence(la, lb, lr, prm, prm_log, prm_log1m, DIV: tl.constexpr, ACC: tl.constexpr):
-    """(term, ∂/∂log a, ∂/∂log b) per element, lr = log(a/b) formed from the mixture:
-    twins of gpu._divergences._kl, _js, _tv, _hellinger, _jeffreys, _skew_kl."""
+def _divergence(la, lb, lr, prm, prm_log, prm_log1m, dprm_ptr, DIV: tl.constexpr,
+                ACC: tl.constexpr):  # fmt: skip
+    """(term, ∂/∂log a, ∂/∂log b, their sum) per element, lr = log(a/b) formed from the
+    mixture: twins of gpu._divergences._kl, _js, _tv, _hellinger, _jeffreys, _skew_kl, _ab
+    (and _amari through it); the sum is the closed form of the AB family
+    (``want_sum=True``), ga + gb for the others."""
     NEG = float("-inf")
+    if DIV >= 6 and DIV <= 8:  # _AB, _AB_MIRROR, _AB_ZERO
+        return _ab_elements(la, lb, lr, dprm_ptr, DIV, ACC)
     if DIV == 0:  # KL
         a = _exp(la, ACC)
         terms = _nan_to_zero(tl.where(lb == NEG, la - lb, lr) * a)
@@ -364,7 +390,7 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, DIV: tl.constexpr, ACC: tl.
         diff = _sign(d) * abs_diff
         ga = tl.where(both, _exp(la, ACC) * d + diff, 0.0)
         gb = tl.where(both, -_exp(lb, ACC) * d - diff, 0.0)
-    else:  # skew KL(a‖s·a + (1 − s)·b), s = prm > 0 (s = 0 runs as KL)
+    else:  # DIV == _SKEW_KL: KL(a‖s·a + (1 − s)·b), s = prm > 0 (s = 0 runs as KL)
         lm = _logaddexp(la + prm_log, lb + prm_log1m, ACC)
         pos = la != NEG
         near = tl.abs(lr) <= 1.0
@@ -376,7 +402,185 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, DIV: tl.constexpr, ACC: tl.
         ratio = tl.where(pos, _exp(dm, ACC), 0.0)
         ga = a * (dm - prm * ratio)
         gb = -(1.0 - prm) * _exp(lb, ACC) * ratio
-    return terms, ga, gb
+    return terms, ga, gb, ga + gb
+
+
+# --- the AB family (gpu._divergences._ab, _ab_pair) -------------------------------------------
+
+
+@_device
+def _expm1mx(z, ACC: tl.constexpr):
+    """gpu._divergences._expm1mx: e^z − 1 − z, Taylor to z¹³/13! (float32 accuracy) on
+    |z| < 0.7, nested as z²/2·(1 + z/3·(1 + … (1 + z/13)))."""
+    small = tl.abs(z) < 0.7  # _EXPM1MX_CUTOFF
+    zs = tl.where(small, z, 0.0)
+    acc = tl.zeros_like(zs) + 1.0
+    for k in tl.static_range(13, 2, -1):
+        acc = 1.0 + acc * zs * (1.0 / k)
+    return tl.where(small, acc * (zs * zs * 0.5), _expm1(z, ACC) - z)
+
+
+@_device
+def _times_exp(x, log_s, ACC: tl.constexpr):
+    """gpu._divergences._times_exp: x·e^(log_s), 0 where x = 0, one exponential beyond
+    the float32 range."""
+    direct = x * _exp(tl.minimum(tl.maximum(log_s, -80.0), 80.0), ACC)
+    far = _sign(x) * _exp(_log(tl.abs(x), ACC) + log_s, ACC)
+    out = tl.where(tl.abs(log_s) <= 80.0, direct, far)
+    return tl.where(x == 0.0, 0.0, out)
+
+
+@_device
+def _scaled_expm1_ratio(log_s, c, z, log_top, ACC: tl.constexpr):
+    """gpu._divergences._scaled_expm1_ratio: e^(log_s)·expm1(cz)/c (e^(log_s)·z at c = 0)."""
+    s = _exp(log_s, ACC)
+    cz = c * z
+    big = cz > 40.0  # _BIG
+    c_safe = tl.where(c == 0.0, 1.0, c)
+    direct = (_exp(log_top, ACC) - s) / c_safe
+    near = _times_exp(_expm1(tl.where(big, 0.0, cz), ACC) / c_safe, log_s, ACC)
+    out = tl.where(big, direct, near)
+    return tl.where(c == 0.0, _times_exp(z, log_s, ACC), out)
+
+
+@_device
+def _expm1mx_ratio(c, z, ACC: tl.constexpr):
+    """gpu._divergences._expm1mx_ratio: (e^(cz) − 1 − cz)/c, 0 at c = 0."""
+    c_safe = tl.where(c == 0.0, 1.0, c)
+    return tl.where(c == 0.0, 0.0, _expm1mx(c * z, ACC) / c_safe)
+
+
+@_device
+def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom, ACC: tl.constexpr):
+    """gpu._divergences._ab_pivot_terms: e^(log_s)·[F(λ) − F(c)]/denom."""
+    second = tl.maximum(tl.abs(lam * z), tl.abs(c * z)) <= 1.0
+    zs = tl.where(second, z, 0.0)
+    zl = tl.where(second, 0.0, z)
+    near = _times_exp(_expm1mx_ratio(lam, zs, ACC) - _expm1mx_ratio(c, zs, ACC), log_s, ACC)
+    far = _scaled_expm1_ratio(log_s, lam, zl, log_top_lam, ACC) - _scaled_expm1_ratio(
+        log_s, c, zl, log_top_c, ACC
+    )
+    return tl.where(second, near, far) / denom
+
+
+@_device
+def _ab_elements(la, lb, lr, dprm_ptr, DIV: tl.constexpr, ACC: tl.constexpr):
+    """gpu._divergences._ab with ``want_sum=True``: (term, g_a, g_b, g_a + g_b in closed
+    form); the pivot (DIV) as _ab chooses it."""
+    NEG = float("-inf")
+    INF = float("inf")
+    a_ = tl.load(dprm_ptr + 0)
+    b_ = tl.load(dprm_ptr + 1)
+    lam = tl.load(dprm_ptr + 2)
+    k_y = tl.load(dprm_ptr + 3)
+    k_x = tl.load(dprm_ptr + 4)
+    x0 = la == NEG
+    y0 = lb == NEG
+    both = (la != NEG) & (lb != NEG)
+    d = tl.where(both, lr, 0.0)
+    lx = tl.where(both, la, 0.0)
+    ly = tl.where(both, lb, 0.0)
+    lxy = lx * a_ + ly * b_
+    if DIV == 8:  # a_ = b_ = 0
+        terms = 0.5 * d * d
+    elif DIV == 6:  # |a_| ≤ |b_|
+        terms = _ab_pivot_terms(lam * ly, lam, a_, d, lam * lx, lxy, b_, ACC)
+    else:
+        terms = _ab_pivot_terms(lam * lx, lam, b_, -d, lam * ly, lxy, a_, ACC)
+    terms = tl.where(terms != terms, INF, terms)
+    # zero entries: y^λ/(a_ λ), x^λ/(b_ λ) as one exponential; +inf where they diverge
+    t_only_y = tl.where(k_y == k_y, _exp(lam * lb - k_y, ACC), INF)
+    t_only_x = tl.where(k_x == k_x, _exp(lam * la - k_x, ACC), INF)
+    terms = tl.where(x0 & ~y0, t_only_y, terms)
+    terms = tl.where(y0 & ~x0, t_only_x, terms)
+    terms = tl.where(x0 & y0, 0.0, terms)
+    ga = _scaled_expm1_ratio(lam * lx, -b_, d, lxy, ACC)
+    b_safe = tl.where(b_ == 0.0, 1.0, b_)
+    only_x = tl.where(b_ == 0.0, INF, _exp(lam * la, ACC) / b_safe)
+    ga = tl.where(both, ga, tl.where(y0 & ~x0, only_x, 0.0))
+    gb = -_scaled_expm1_ratio(lam * ly, a_, d, lxy, ACC)
+    a_safe = tl.where(a_ == 0.0, 1.0, a_)
+    only_y = tl.where(a_ == 0.0, INF, _exp(lam * lb, ACC) / a_safe)
+    gb = tl.where(both, gb, tl.where(x0 & ~y0, only_y, 0.0))
+    return terms, ga, gb, tl.where(both, terms * lam, ga + gb)
+
+
+@_device
+def _weight_parts(lp, lq, lm, w, beta, lam, one_m_lam, t_off, MIX: tl.constexpr,
+                  BETA_NEG: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """w̄ = 1 − w and w − w̄, each exact to a few ulps of itself (the ``weight_bar`` of
+    gpu._mixture.log_alpha_mean_and_weight: σ(t) itself, −tanh(t/2) by expm1)."""
+    NEG = float("-inf")
+    if MIX == 0:  # λ = 0
+        w_bar = tl.zeros_like(w)
+        w_diff = w
+    elif MIX == 1:  # λ = 1
+        w_bar = tl.where(lp != NEG, 1.0, 0.0)
+        w_diff = -w_bar
+    elif MIX == 2 or MIX == 3:  # 1 − w is exact for w ∈ {0, ½, 1}
+        w_bar = tl.where(lm == NEG, 0.0, 1.0 - w)
+        w_diff = w - w_bar
+    elif MIX == 4:
+        zero = lm == NEG
+        w_bar = tl.where(zero, 0.0, lam)
+        w_diff = tl.where(zero, 0.0, one_m_lam - lam)
+    else:
+        t = (lp - lq) * beta + t_off
+        w_bar = 1.0 / (_exp(-t, ACC) + 1.0)
+        e = _exp(-tl.abs(t), ACC)
+        w_diff = -_sign(t) * (-_expm1(-tl.abs(t), ACC) / (1.0 + e))
+        if BETA_NEG:
+            w_bar = tl.where(lm == NEG, 0.0, w_bar)
+            w_diff = tl.where(lm == NEG, 0.0, w_diff)
+        else:
+            w_bar = _nan_to_zero(w_bar)
+            w_diff = _nan_to_zero(w_diff)
+    return w_bar, w_diff
+
+
+@_device
+def _weighted_coefficient(c0, c1, lam, half, w, w_bar, w_diff):
+    """gpu._divergences._weighted_coefficient: c0 + c1·w around the anchor 0, ½ or 1
+    nearest to w (c0 + c1 = λ and c0 + c1/2 = ``half`` formed on the host)."""
+    out = w_diff * (c1 / 2.0) + half
+    out = tl.where(w > 0.75, w_bar * -c1 + lam, out)
+    return tl.where(w < 0.25, w * c1 + c0, out)
+
+
+@_device
+def _ab_pair(la, lb, lr, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R: tl.constexpr,
+             SCALE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """gpu._divergences._ab_pair: SCALE·(g_direct + w·g_other) for D(r‖q) (FIRST_R) or
+    D(q‖r), from the gradients and their closed-form sum (all SCALE times AB's own)."""
+    NEG = float("-inf")
+    a_ = tl.load(dprm_ptr + 0)
+    b_ = tl.load(dprm_ptr + 1)
+    lam = tl.load(dprm_ptr + 2)
+    half = tl.load(dprm_ptr + 5)
+    if FIRST_R:
+        g_direct = gb
+        g_other = ga
+    else:
+        g_direct = ga
+        g_other = gb
+    out = tl.where(w > 0.5, g_sum - w_bar * g_other, g_direct + w * g_other)
+    both = (la != NEG) & (lb != NEG)
+    d = tl.where(both, lr, 0.0)
+    far = both & (tl.abs(a_ * d) >= 1.0) & (tl.abs(b_ * d) >= 1.0)
+    lx = tl.where(far, la, 0.0)
+    ly = tl.where(far, lb, 0.0)
+    a_safe = tl.where(a_ == 0.0, 1.0, a_)
+    b_safe = tl.where(b_ == 0.0, 1.0, b_)
+    if FIRST_R:  # (w/b_)·X − k/(a_ b_)·P + Y/a_, k = w a_ + b_
+        three = _exp(lx * lam, ACC) * w / b_safe + _exp(ly * lam, ACC) / a_safe
+        k = _weighted_coefficient(b_, a_, lam, half, w, w_bar, w_diff)
+    else:  # X/b_ − k/(a_ b_)·P + (w/a_)·Y, k = a_ + w b_
+        three = _exp(lx * lam, ACC) / b_safe + _exp(ly * lam, ACC) * w / a_safe
+        k = _weighted_coefficient(a_, b_, lam, half, w, w_bar, w_diff)
+    three = three - k * _exp(lx * a_ + ly * b_, ACC) / (a_safe * b_safe)
+    three = three * SCALE
+    keep = far & (tl.abs(three) < float("inf"))
+    return tl.where(keep, three, out)
 
 
 @_device
@@ -489,6 +693,10 @@ def _lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, in
         lost_t = lost_t | tl.max((mask & (xt != NEG) & (yt == NEG)).to(tl.int32), 1)
     tl.store(stats_ptr + 2 * n_rows + rows, _log1p(o_s, ACC), mask=rmask)
     tl.store(stats_ptr + 3 * n_rows + rows, _log1p(o_t, ACC), mask=rmask)
+    # a row whose maximum is not finite is a bad row (pass a1), not a temperature overflow:
+    # the torch kernel's message names the bad logits
+    lost_s = tl.where(tl.abs(top_s) < float("inf"), lost_s, 0)
+    lost_t = tl.where(tl.abs(top_t) < float("inf"), lost_t, 0)
     flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
     flags = flags | tl.where(lost_s != 0, 32, 0) | tl.where(lost_t != 0, 64, 0)
     tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
@@ -585,12 +793,13 @@ def _project(g, lw, cols, k, lw_k, others, g_k, ACC: tl.constexpr):
 @_device
 def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
               inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-              prm, prm_log, prm_log1m,
+              prm, prm_log, prm_log1m, dprm_ptr,
               MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
               DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
               THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
     """Everything elementwise of one tile after passes a–b: the divergence's terms, the
-    direct g_q (0 when q is not an argument), g_r with its silent entries (w = 0) apart,
+    direct g_q (0 when q is not an argument; for the AB family with q an argument and the
+    assistant live, g_q + w·g_r in closed form), g_r with its silent entries (w = 0) apart,
     the normalizer term h (gpu._torch_kernel._normalizer_gradient before its projection),
     w, log q, log r."""
     NEG = float("-inf")
@@ -610,19 +819,31 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
         l_other = lq
     log_ratio = u - log_zr[:, None]  # log(r/other)
     if FIRST_R:
-        terms, ga, gb = _divergence(lr, l_other, log_ratio, prm, prm_log, prm_log1m, DIV, ACC)
+        la = lr
+        lb = l_other
+        d = log_ratio
+    else:
+        la = l_other
+        lb = lr
+        d = -log_ratio
+    terms, ga, gb, g_sum = _divergence(la, lb, d, prm, prm_log, prm_log1m, dprm_ptr, DIV, ACC)
+    if FIRST_R:
         g_r = ga
         if REF_P:
             g_q = tl.zeros_like(ga)
         else:
             g_q = gb
     else:
-        terms, ga, gb = _divergence(l_other, lr, -log_ratio, prm, prm_log, prm_log1m, DIV, ACC)
         g_r = gb
         if REF_P:
             g_q = tl.zeros_like(ga)
         else:
             g_q = ga
+    if THROUGH_R and (not REF_P) and DIV >= 6 and DIV <= 9:
+        # g_q + w·g_r in closed form (gpu._torch_kernel.chunk's ``pair``)
+        w_bar, w_diff = _weight_parts(lp, lq, lm, w, beta, lam, one_m_lam, t_off, MIX, BETA_NEG,
+                                      ACC)  # fmt: skip
+        g_q = _ab_pair(la, lb, d, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R, 1.0, ACC)
     silent = w == 0.0
     h = tl.zeros_like(lq)
     if THROUGH_R:
@@ -646,7 +867,7 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
 @triton.jit
 def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, loss_ptr,
                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-                     prm, prm_log, prm_log1m,
+                     prm, prm_log, prm_log1m, dprm_ptr,
                      MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                      DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                      THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, WANT_GRAD: tl.constexpr, ACC: tl.constexpr,
@@ -669,7 +890,8 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
         terms, g_q, g_r, silent, h, w, lq, lr = _elements(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
             inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-            prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+            prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
+            H_MODE,
             ACC)  # fmt: skip
         value += tl.sum(tl.where(mask, terms, 0.0), 1)
         if THROUGH_R:
@@ -698,7 +920,7 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
 @_device
 def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-                       prm, prm_log, prm_log1m,
+                       prm, prm_log, prm_log1m, dprm_ptr,
                        MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                        THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
@@ -708,7 +930,8 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
     terms, g_q, g_r, silent, h, w, lq, lr = _elements(
         s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
         inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-        prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+        prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
+        H_MODE,
         ACC)  # fmt: skip
     through_z = tl.zeros_like(g_q)
     if THROUGH_R:
@@ -723,7 +946,10 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
         h_top = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
         g_r = tl.where(silent, 0.0, g_r)
         g_logm = _project(g_r, lr, cols, k_m, -corr_m, r_others, r_top, ACC)
-        g_q = g_q + g_logm * w
+        if (not REF_P) and DIV >= 6 and DIV <= 9:
+            g_q = g_q - (g_r - g_logm) * w  # pair − w·(g_r − P_r(g_r))
+        else:
+            g_q = g_q + g_logm * w
         k_z = _project(h, lq, cols, k_s, -corr_s, h_others, h_top, ACC)
         through_z = tl.where((g_silent != 0.0)[:, None], k_z * g_silent[:, None], 0.0)
     return g_q, through_z, lq
@@ -732,7 +958,7 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
 @triton.jit
 def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-                       prm, prm_log, prm_log1m,
+                       prm, prm_log, prm_log1m, dprm_ptr,
                        MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                        THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -749,7 +975,8 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
         g, through_z, lq = _student_direction(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
             inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-            prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+            prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
+            H_MODE,
             ACC)  # fmt: skip
         at_s = cols[None, :] == k_s[:, None]
         q_others += tl.sum(tl.where(mask & ~at_s, g, 0.0), 1)
@@ -762,7 +989,7 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
 def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
                    out_ptr, out_stride, lo_ptr, lo_stride, scale,
                    inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-                   prm, prm_log, prm_log1m,
+                   prm, prm_log, prm_log1m, dprm_ptr,
                    MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                    DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                    THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, HAS_LO: tl.constexpr, ACC: tl.constexpr,
@@ -784,7 +1011,8 @@ def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_pt
         g, through_z, lq = _student_direction(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
             inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-            prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+            prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
+            H_MODE,
             ACC)  # fmt: skip
         grad = _project(g, lq, cols, k_s, -corr_s, q_others, q_top, ACC)
         grad = (grad - through_z) * scale
@@ -846,12 +1074,38 @@ def _mixture_constants(alpha: float, lam: float) -> dict:
     }
 
 
-def _divergence_constants(name: str, params: dict) -> tuple[int, dict]:
-    """DIV id and (prm, log prm, log(1 − prm)); JS with β ∈ {0, 1} and skew 0 map to the
-    forms the torch kernel uses for them (zero, KL)."""
+def _ab_constants(a_: float, b_: float, first_r: bool) -> tuple[int, list[float]]:
+    """The AB family's DIV id (its pivot, as gpu._divergences._ab chooses it) and the
+    constants of :data:`_P_A` …, in double precision as the torch kernel forms them."""
+    lam = a_ + b_
+    if a_ == 0.0 and b_ == 0.0:
+        div = _AB_ZERO
+    elif abs(a_) <= abs(b_):
+        div = _AB
+    else:
+        div = _AB_MIRROR
+    nan = math.nan
+    k_y = math.log(a_) + math.log(lam) if (a_ > 0 and lam > 0) else nan
+    k_x = math.log(b_) + math.log(lam) if (b_ > 0 and lam > 0) else nan
+    c0, c1 = (b_, a_) if first_r else (a_, b_)
+    return div, [a_, b_, lam, k_y, k_x, c0 + c1 / 2.0]
+
+
+def _divergence_constants(name: str, params: dict, first_r: bool = True) -> tuple[int, dict]:
+    """DIV id and (prm, log prm, log(1 − prm), the ``dprm`` list); JS with β ∈ {0, 1} and
+    skew 0 map to the forms the torch kernel uses for them (zero, KL), Amari γ to AB((1 − γ)/2,
+    (1 + γ)/2) as gpu._divergences._amari."""
     kernel = GPU_DIVERGENCES[name]
     div = _PORTED[kernel]
     prm = 0.0
+    dprm = [0.0] * _N_DPRM
+    if kernel is _ab:
+        div, ab = _ab_constants(float(params["alpha"]), float(params["beta"]), first_r)
+        dprm[: len(ab)] = ab
+    elif kernel is _amari:
+        gamma = float(params["alpha"])
+        div, ab = _ab_constants((1.0 - gamma) / 2.0, (1.0 + gamma) / 2.0, first_r)
+        dprm[: len(ab)] = ab
     if kernel is _js:
         prm = float(params["beta"])
     elif kernel is _skew_kl:
@@ -859,7 +1113,7 @@ def _divergence_constants(name: str, params: dict) -> tuple[int, dict]:
         if prm == 0.0:
             div = _PORTED[_kl]
     logs = (math.log(prm) if prm > 0 else 0.0, math.log1p(-prm) if prm < 1 else 0.0)
-    return div, {"prm": prm, "prm_log": logs[0], "prm_log1m": logs[1]}
+    return div, {"prm": prm, "prm_log": logs[0], "prm_log1m": logs[1], "dprm": dprm}
 
 
 def _blocks(n: int, v: int) -> tuple[int, int, int]:
@@ -944,9 +1198,10 @@ def _chunk(
     inv_t = 1.0 / spec.temperature
     mix = _mixture_constants(spec.alpha, spec.lam)
     consts = mix["consts"]
-    div, prm = _divergence_constants(spec.divergence, spec.params)
     first, second = spec.first, spec.second
     first_r = first == "r"
+    div, prm = _divergence_constants(spec.divergence, spec.params, first_r)
+    dprm = torch.tensor(prm["dprm"], dtype=torch.float32, device=device)
     ref_p = (second if first_r else first) == "p"
     through_r = want_grad and not spec.detach_assistant
     acc = not _interpreted() and libdevice is not None
@@ -964,7 +1219,7 @@ def _chunk(
     _mixture_lse_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
                             **regime, **blocks)  # fmt: skip
     js_trivial = GPU_DIVERGENCES[spec.divergence] is _js and prm["prm"] in (0.0, 1.0)
-    all_args = (*mix_args, consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"])
+    all_args = (*mix_args, consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"], dprm)
     h_mode = 0 if spec.lam == 1.0 else (1 if math.isinf(spec.alpha) else 2)
     shape = dict(
         DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=through_r and not js_trivial, H_MODE=h_mode
