@@ -74,13 +74,16 @@ import triton.language as tl
 from gpu._divergences import (
     _BIG,
     _EXPM1MX_CUTOFF,
+    _RENYI_SERIES_CM,
     GPU_DIVERGENCES,
     _ab,
     _amari,
+    _chi2,
     _hellinger,
     _jeffreys,
     _js,
     _kl,
+    _renyi,
     _skew_kl,
     _tv,
 )
@@ -101,21 +104,23 @@ except ImportError:  # pragma: no cover - older triton
 
 # DIV ids (constexpr): the AB family (AB, Amari as AB(s, 1 − s)) by its pivot, as
 # gpu._divergences._ab chooses it: |a_| ≤ |b_|, the mirrored form, and a_ = b_ = 0
-_KL, _JS, _TV, _HELLINGER, _JEFFREYS, _SKEW_KL, _AB, _AB_MIRROR, _AB_ZERO = range(9)
+_KL, _JS, _TV, _HELLINGER, _JEFFREYS, _SKEW_KL, _AB, _AB_MIRROR, _AB_ZERO, _CHI2, _RENYI = range(11)
 #: The DIV ids whose g_q + w·g_r is formed in closed form (gpu._divergences.GPU_PAIR).
-_PAIR_FIRST, _PAIR_LAST = _AB, _AB_ZERO + 1
+_PAIR_FIRST, _PAIR_LAST = _AB, _CHI2
 # The jitted code spells these ids and the torch kernel's cut-offs as literals (triton
 # reads no global that is not a constexpr): they must stay these numbers.
-assert (_AB, _AB_ZERO, _PAIR_LAST, _EXPM1MX_CUTOFF, _BIG) == (6, 8, 9, 0.7, 40.0)
+assert (_AB, _AB_ZERO, _CHI2, _PAIR_LAST, _RENYI) == (6, 8, 9, 9, 10)
+assert (_EXPM1MX_CUTOFF, _BIG, _RENYI_SERIES_CM) == (0.7, 40.0, 0.5)
 
 #: The torch kernels (gpu._divergences) that :func:`_divergence` ports, by its DIV id (the
 #: AB family's id is the pivot's, chosen per spec by :func:`_divergence_constants`).
 _PORTED = {_kl: _KL, _js: _JS, _tv: _TV, _hellinger: _HELLINGER, _jeffreys: _JEFFREYS,
-           _skew_kl: _SKEW_KL, _ab: _AB, _amari: _AB}  # fmt: skip
-#: Slots of the divergence's constants (a float32 tensor, ``dprm_ptr``): AB's a_, b_,
+           _skew_kl: _SKEW_KL, _ab: _AB, _amari: _AB, _chi2: _CHI2, _renyi: _RENYI}  # fmt: skip
+#: Slots of the divergence's constants (a float32 tensor, ``dprm_ptr``): AB's a_, b_ (χ²'s
+#: pair: AB(2, −1)),
 #: λ = a_ + b_, log(a_ λ) and log(b_ λ) (NaN where the zero-entry term is +inf), and the
-#: pair's coefficient c0 + c1/2 (gpu._divergences._weighted_coefficient), each formed in
-#: double precision.
+#: pair's coefficient c0 + c1/2 (gpu._divergences._weighted_coefficient); Rényi's ρ, c = ρ − 1
+#: and ρ/c; each formed in double precision.
 _P_A, _P_B, _P_LAM, _P_KY, _P_KX, _P_HALF = range(6)
 _N_DPRM = 8
 
@@ -343,6 +348,8 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, dprm_ptr, DIV: tl.constexpr
     NEG = float("-inf")
     if DIV >= 6 and DIV <= 8:  # _AB, _AB_MIRROR, _AB_ZERO
         return _ab_elements(la, lb, lr, dprm_ptr, DIV, ACC)
+    if DIV == 9:  # _CHI2
+        return _chi2_elements(la, lb, lr, ACC)
     if DIV == 0:  # KL
         a = _exp(la, ACC)
         terms = _nan_to_zero(tl.where(lb == NEG, la - lb, lr) * a)
@@ -506,6 +513,34 @@ def _ab_elements(la, lb, lr, dprm_ptr, DIV: tl.constexpr, ACC: tl.constexpr):
 
 
 @_device
+def _log_abs_expm1(x, ACC: tl.constexpr):
+    """gpu._divergences._log_abs_expm1: log|e^x − 1| = max(x, 0) + log(−expm1(−|x|))."""
+    return tl.maximum(x, 0.0) + _log(-_expm1(-tl.abs(x), ACC), ACC)
+
+
+@_device
+def _chi2_elements(la, lb, lr, ACC: tl.constexpr):
+    """gpu._divergences._chi2 with ``want_sum=True``: b·expm1(δ)² as one exponential,
+    (2a·expm1(δ), −b·expm1(2δ)) and their sum, the term itself where both are positive."""
+    NEG = float("-inf")
+    INF = float("inf")
+    a_pos = la != NEG
+    b_pos = lb != NEG
+    both = a_pos & b_pos
+    d = tl.where(both, lr, 0.0)
+    lb0 = tl.where(both, lb, 0.0)
+    la0 = tl.where(both, la, 0.0)
+    lae = _log_abs_expm1(d, ACC)
+    terms = _exp(lb0 + 2.0 * lae, ACC)
+    terms = tl.where(both, terms, tl.where(a_pos, INF, _exp(lb, ACC)))
+    ga = 2.0 * _sign(d) * _exp(la0 + lae, ACC)
+    ga = tl.where(both, ga, tl.where(a_pos, INF, 0.0))
+    gb = -_sign(d) * _exp(lb0 + _log_abs_expm1(2.0 * d, ACC), ACC)
+    gb = tl.where(both, gb, tl.where(b_pos, _exp(lb, ACC), 0.0))
+    return terms, ga, gb, tl.where(both, terms, ga + gb)
+
+
+@_device
 def _weight_parts(lp, lq, lm, w, beta, lam, one_m_lam, t_off, MIX: tl.constexpr,
                   BETA_NEG: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
     """w̄ = 1 − w and w − w̄, each exact to a few ulps of itself (the ``weight_bar`` of
@@ -611,7 +646,9 @@ def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
 # Row statistics (float32 rows of `stats`, int32 rows of `idx`), by row of the table:
 _TOP_S, _TOP_T, _CORR_S, _CORR_T, _SHIFT_M, _CORR_M, _LOG_ZR = range(7)
 _R_OTHERS, _R_TOP, _G_SILENT, _H_OTHERS, _H_TOP, _Q_OTHERS, _Q_TOP = range(7, 14)
-_N_STATS = 14
+# Rényi's row partial sums (pass c0): max ω, Σ e^(ω − max ω), M = Σ a_e
+_OMEGA_TOP, _OMEGA_SUM, _RENYI_M = range(14, 17)
+_N_STATS = 17
 _K_S, _K_T, _K_M = range(3)
 
 
@@ -791,18 +828,13 @@ def _project(g, lw, cols, k, lw_k, others, g_k, ACC: tl.constexpr):
 
 
 @_device
-def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-              inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-              prm, prm_log, prm_log1m, dprm_ptr,
-              MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
-              DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
-              THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
-    """Everything elementwise of one tile after passes a–b: the divergence's terms, the
-    direct g_q (0 when q is not an argument; for the AB family with q an argument and the
-    assistant live, g_q + w·g_r in closed form), g_r with its silent entries (w = 0) apart,
-    the normalizer term h (gpu._torch_kernel._normalizer_gradient before its projection),
-    w, log q, log r."""
-    NEG = float("-inf")
+def _arguments(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+               inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+               MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+               FIRST_R: tl.constexpr, REF_P: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """The tile's log p, log q, log m, log m − log q, w, log r, and the divergence's
+    arguments (log a, log b, log(a/b)) after passes a–b; log(a/b) from the mixture's ratio
+    to p or q (gpu._torch_kernel._log_ratio_to_mixture)."""
     rmask = rows < n_rows
     lp, lq, lm, ra, rb, w = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
                                   inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
@@ -826,7 +858,123 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
         la = l_other
         lb = lr
         d = -log_ratio
-    terms, ga, gb, g_sum = _divergence(la, lb, d, prm, prm_log, prm_log1m, dprm_ptr, DIV, ACC)
+    return lp, lq, lm, rb, w, lr, la, lb, d
+
+
+@_device
+def _renyi_omega(la, lb, d, dprm_ptr, ACC: tl.constexpr):
+    """gpu._divergences._renyi per element: a, a > 0, ω = log(a^ρ b^(1−ρ)) and
+    a_e = a·expm1(cδ)/c (formed as (e^ω − a)/c once |cδ| > 1)."""
+    NEG = float("-inf")
+    c = tl.load(dprm_ptr + 1)
+    a = _exp(la, ACC)
+    a_pos = la != NEG
+    dd = tl.where(a_pos, d, 0.0)
+    omega = tl.where(a_pos, la + c * dd, NEG)
+    cd = tl.where(a_pos, c * dd, 0.0)
+    small = tl.abs(cd) <= 1.0
+    a_e = tl.where(small, a * (_expm1(tl.where(small, cd, 0.0), ACC) / c),
+                   (_exp(omega, ACC) - a) / c)  # fmt: skip
+    a_e = tl.where(a_pos, a_e, 0.0)
+    return a, omega, a_e
+
+
+@_device
+def _renyi_row(stats_ptr, rows, n_rows, dprm_ptr, ACC: tl.constexpr):
+    """From pass c0's partial sums: log Σ e^ω, whether the row takes the series form
+    (no e^ω overflows and |cM| ≤ ½), M there (0 elsewhere) and the loss."""
+    INF = float("inf")
+    rmask = rows < n_rows
+    c = tl.load(dprm_ptr + 1)
+    top = tl.load(stats_ptr + 14 * n_rows + rows, mask=rmask, other=0.0)
+    total = tl.load(stats_ptr + 15 * n_rows + rows, mask=rmask, other=1.0)
+    m = tl.load(stats_ptr + 16 * n_rows + rows, mask=rmask, other=0.0)
+    finite = tl.abs(top) < INF
+    lse = tl.where(finite, top + _log(tl.where(finite, total, 1.0), ACC), top)
+    series = (top <= 80.0) & (tl.abs(c * m) <= 0.5)  # _RENYI_SERIES_CM
+    m = tl.where(series, m, 0.0)
+    value = tl.where(series, _log1p(c * m, ACC) / c, lse / c)
+    return lse, series, m, value
+
+
+@_device
+def _renyi_elements(la, lb, d, stats_ptr, rows, n_rows, dprm_ptr, ACC: tl.constexpr):
+    """gpu._divergences._renyi's gradients given the row sums: series rows
+    g_a = ρ(a_e − aM)/(1 + cM), g_b = −(a + c·a_e)/(1 + cM); others (ρ/c)·π, −π with
+    π = e^(ω − lse). The terms are 0: the loss is the row's (:func:`_renyi_row`)."""
+    rho = tl.load(dprm_ptr + 0)
+    c = tl.load(dprm_ptr + 1)
+    rho_over_c = tl.load(dprm_ptr + 2)
+    lse, series, m, value = _renyi_row(stats_ptr, rows, n_rows, dprm_ptr, ACC)
+    a, omega, a_e = _renyi_omega(la, lb, d, dprm_ptr, ACC)
+    denom = (1.0 + c * m)[:, None]
+    pi = _nan_to_zero(_exp(omega - lse[:, None], ACC))
+    ser = series[:, None]
+    ga = tl.where(ser, rho * (a_e - a * m[:, None]) / denom, rho_over_c * pi)
+    gb = tl.where(ser, -(a + c * a_e) / denom, -pi)
+    return tl.zeros_like(ga), ga, gb, ga + gb
+
+
+@triton.jit
+def _renyi_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
+                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, dprm_ptr,
+                MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+                FIRST_R: tl.constexpr, REF_P: tl.constexpr, ACC: tl.constexpr,
+                BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+    """Pass c0 (Rényi only): the row partial sums of gpu._divergences._renyi: max ω and
+    Σ e^(ω − max ω) (an online log-sum-exp: a sharded caller combines shards by their max)
+    and M = Σ a_e."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < n_rows
+    NEG = float("-inf")
+    top = tl.full([BLOCK_R], NEG, tl.float32)
+    total = tl.zeros([BLOCK_R], tl.float32)
+    m = tl.zeros([BLOCK_R], tl.float32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        mask = rmask[:, None] & (cols < V)[None, :]
+        lp, lq, lm, rb, w, lr, la, lb, d = _arguments(
+            s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+            MIX, LAM_LOW, BETA_NEG, FIRST_R, REF_P, ACC)  # fmt: skip
+        a, omega, a_e = _renyi_omega(la, lb, d, dprm_ptr, ACC)
+        omega = tl.where(mask, omega, NEG)
+        new = tl.maximum(top, tl.max(omega, 1))
+        ref = tl.where(tl.abs(new) < float("inf"), new, 0.0)
+        total = total * _exp(top - ref, ACC) + tl.sum(_exp(omega - ref[:, None], ACC), 1)
+        top = new
+        m += tl.sum(tl.where(mask, a_e, 0.0), 1)
+    tl.store(stats_ptr + 14 * n_rows + rows, top, mask=rmask)
+    tl.store(stats_ptr + 15 * n_rows + rows, total, mask=rmask)
+    tl.store(stats_ptr + 16 * n_rows + rows, m, mask=rmask)
+
+
+@_device
+def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+              inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+              prm, prm_log, prm_log1m, dprm_ptr,
+              MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+              DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
+              THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """Everything elementwise of one tile after passes a–b: the divergence's terms, the
+    direct g_q (0 when q is not an argument; for the AB family with q an argument and the
+    assistant live, g_q + w·g_r in closed form), g_r with its silent entries (w = 0) apart,
+    the normalizer term h (gpu._torch_kernel._normalizer_gradient before its projection),
+    w, log q, log r."""
+    NEG = float("-inf")
+    rmask = rows < n_rows
+    lp, lq, lm, rb, w, lr, la, lb, d = _arguments(
+        s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+        MIX, LAM_LOW, BETA_NEG, FIRST_R, REF_P, ACC)  # fmt: skip
+    shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
+    corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
+    if DIV == 10:  # Rényi: elementwise given its row sums (pass c0)
+        terms, ga, gb, g_sum = _renyi_elements(la, lb, d, stats_ptr, rows, n_rows, dprm_ptr,
+                                               ACC)  # fmt: skip
+    else:
+        terms, ga, gb, g_sum = _divergence(la, lb, d, prm, prm_log, prm_log1m, dprm_ptr, DIV,
+                                           ACC)  # fmt: skip
     if FIRST_R:
         g_r = ga
         if REF_P:
@@ -843,7 +991,17 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
         # g_q + w·g_r in closed form (gpu._torch_kernel.chunk's ``pair``)
         w_bar, w_diff = _weight_parts(lp, lq, lm, w, beta, lam, one_m_lam, t_off, MIX, BETA_NEG,
                                       ACC)  # fmt: skip
-        g_q = _ab_pair(la, lb, d, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R, 1.0, ACC)
+        if DIV == 9:  # χ² = 2·AB(2, −1) where both are positive, its own gradients elsewhere
+            pair = _ab_pair(la, lb, d, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R, 2.0,
+                            ACC)  # fmt: skip
+            both = (la != NEG) & (lb != NEG)
+            if FIRST_R:
+                g_q = tl.where(both, pair, gb + w * ga)
+            else:
+                g_q = tl.where(both, pair, ga + w * gb)
+        else:
+            g_q = _ab_pair(la, lb, d, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R, 1.0,
+                           ACC)  # fmt: skip
     silent = w == 0.0
     h = tl.zeros_like(lq)
     if THROUGH_R:
@@ -903,6 +1061,8 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
             r_top += tl.sum(tl.where(mask & at_m, g_r, 0.0), 1)
             h_others += tl.sum(tl.where(mask & ~at_s, h, 0.0), 1)
             h_top += tl.sum(tl.where(mask & at_s, h, 0.0), 1)
+    if DIV == 10:  # Rényi: the row's value from pass c0's sums
+        lse, series, m_sum, value = _renyi_row(stats_ptr, rows, n_rows, dprm_ptr, ACC)
     tl.store(loss_ptr + rows, value, mask=rmask)
     if THROUGH_R:
         tl.store(stats_ptr + 7 * n_rows + rows, r_others, mask=rmask)
@@ -1106,6 +1266,15 @@ def _divergence_constants(name: str, params: dict, first_r: bool = True) -> tupl
         gamma = float(params["alpha"])
         div, ab = _ab_constants((1.0 - gamma) / 2.0, (1.0 + gamma) / 2.0, first_r)
         dprm[: len(ab)] = ab
+    elif kernel is _renyi:
+        rho = float(params["order"])
+        if rho == 1.0:  # KL, as the torch kernel
+            div = _KL
+        else:
+            dprm[:3] = [rho, rho - 1.0, rho / (rho - 1.0)]
+    elif kernel is _chi2:  # its pair is 2·AB(2, −1)'s (gpu._divergences._chi2_pair)
+        _, ab = _ab_constants(2.0, -1.0, first_r)
+        dprm[: len(ab)] = ab
     if kernel is _js:
         prm = float(params["beta"])
     elif kernel is _skew_kl:
@@ -1220,6 +1389,9 @@ def _chunk(
                             **regime, **blocks)  # fmt: skip
     js_trivial = GPU_DIVERGENCES[spec.divergence] is _js and prm["prm"] in (0.0, 1.0)
     all_args = (*mix_args, consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"], dprm)
+    if div == _RENYI:  # its row sums, before the loss
+        _renyi_pass[grid](s, t, stride, n, v, stats, idx, *mix_args, dprm, FIRST_R=first_r,
+                          REF_P=ref_p, **regime, **blocks)  # fmt: skip
     h_mode = 0 if spec.lam == 1.0 else (1 if math.isinf(spec.alpha) else 2)
     shape = dict(
         DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=through_r and not js_trivial, H_MODE=h_mode
