@@ -27,6 +27,9 @@ b1    ``_mixture_max_pass``  max and arg-max of log m                       2 lo
 b2    ``_mixture_lse_pass``  log Z = shift + log1p(others), the sums of     2 logits
                              log(r/ŝ) (:func:`gpu._torch_kernel.
                              _log_ratio_to_mixture`); empty-support flag
+c0    ``_renyi_pass``        Rényi only: max ω, Σ e^(ω − max ω) (online     2 logits
+                             log-sum-exp) and M = Σ a_e of
+                             :func:`gpu._divergences._renyi`
 c     ``_divergence_pass``   the loss; Σ and top entry of g_r (for          2 logits
                              P_r), of the normalizer term h (for P_q), the
                              silent entries' Σ g_r; loss flags
@@ -37,7 +40,7 @@ d     ``_gradient_pass``     the gradient, scaled, cast, written (and the   2 lo
 
 Bytes per element: 7 passes × 2 logits (2 B each in bfloat16) read + 2 B written = 30 B
 in bfloat16 with a gradient (16 B without: passes c2 and d are skipped, a loss alone
-stops after c). The passes that need no gradient are skipped when ``want_grad`` is
+stops after c); Rényi adds pass c0 (34 B, 20 B without a gradient). The passes that need no gradient are skipped when ``want_grad`` is
 False; c2 is skipped when the student gets no gradient through q directly and r alike.
 
 Specialization. The divergence, the argument order, the mixture regime (λ = 0, λ = 1,
@@ -53,12 +56,20 @@ Under the interpreter (``TRITON_INTERPRET=1``: numpy) ``log1p`` and ``expm1`` ar
 from ``log``/``exp`` by Goldberg's and Kahan's identities (``log(u)·x/(u−1)``, u = 1 + x;
 ``(u−1)·x/log u``, u = eˣ), exact to a few ulps.
 
-What runs where (:data:`TRITON_DIVERGENCES`): the divergences in that set run in Triton
-for every order, α, λ, temperature and ``detach_assistant``; the rest (χ², Amari, AB and
-Rényi: their closed-form pair gradients and Rényi's row log-sum-exp are not ported yet),
-float64 inputs (float64 is the torch kernel's, exact to its ulps) and a temperature whose
-1/T exceeds float32 are computed by :func:`gpu._torch_kernel.chunk`, deliberately and
-with the same contract (:func:`runs_in_triton` says which).
+Divergences. Every divergence of :data:`gpu.DIVERGENCES` (:data:`TRITON_DIVERGENCES`) runs
+in Triton for every order, α, λ, temperature and ``detach_assistant``. Their parameters
+enter as runtime float32 scalars (``prm``: JS's β, the skew) or as one small float32
+tensor (``dprm``: AB's a_, b_, a_ + b_, the logs of its zero-entry terms and the pair's
+coefficient; Rényi's ρ, ρ − 1, ρ/(ρ − 1)), all formed in double precision on the host.
+AB and Amari (AB((1 − γ)/2, (1 + γ)/2)) take the pivot of :func:`gpu._divergences._ab`
+(a DIV id per pivot); with q an argument and the assistant live, g_q + w·g_r is formed in
+closed form (:func:`gpu._divergences._ab_pair`, χ² as 2·AB(2, −1)) from the mixture's w̄
+and w − w̄. Rényi's loss is not a sum of terms: pass c0 gathers its row sums, and pass c
+and the gradient read them.
+
+What runs where: float64 inputs (float64 is the torch kernel's, exact to its ulps) and a
+temperature whose 1/T exceeds float32 are computed by :func:`gpu._torch_kernel.chunk`,
+deliberately and with the same contract (:func:`runs_in_triton` says which).
 """
 
 from __future__ import annotations

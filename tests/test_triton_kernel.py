@@ -40,6 +40,7 @@ import gpu  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 from gpu import _engine  # noqa: E402
 from gpu import _triton_kernel as tk  # noqa: E402
+from gpu._divergences import GRAD_SUM, SUM_OF_TERMS  # noqa: E402
 from gpu._torch_kernel import chunk as torch_chunk  # noqa: E402
 
 INF = math.inf
@@ -49,7 +50,7 @@ TRITON_GRID = tuple((d, p) for d, p in GRID_DIVERGENCES if d in tk.TRITON_DIVERG
 FULL_GRID = ("kl", "js")
 #: The divergences with closed-form pair gradients or a row log-sum-exp (AB, Amari, χ²,
 #: Rényi): their grid is sampled (:func:`_grid`) to keep the interpreter's time down.
-SAMPLED = ("ab", "amari", "chi2", "renyi")
+SAMPLED = tuple(sorted(GRAD_SUM | (frozenset(gpu.DIVERGENCES) - SUM_OF_TERMS)))
 
 interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 needs_a_runtime = pytest.mark.skipif(
