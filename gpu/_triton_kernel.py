@@ -27,6 +27,9 @@ b1    ``_mixture_max_pass``  max and arg-max of log m                       2 lo
 b2    ``_mixture_lse_pass``  log Z = shift + log1p(others), the sums of     2 logits
                              log(r/ŝ) (:func:`gpu._torch_kernel.
                              _log_ratio_to_mixture`); empty-support flag
+c0    ``_renyi_pass``        Rényi only: max ω, Σ e^(ω − max ω) (online     2 logits
+                             log-sum-exp) and M = Σ a_e of
+                             :func:`gpu._divergences._renyi`
 c     ``_divergence_pass``   the loss; Σ and top entry of g_r (for          2 logits
                              P_r), of the normalizer term h (for P_q), the
                              silent entries' Σ g_r; loss flags
@@ -37,7 +40,7 @@ d     ``_gradient_pass``     the gradient, scaled, cast, written (and the   2 lo
 
 Bytes per element: 7 passes × 2 logits (2 B each in bfloat16) read + 2 B written = 30 B
 in bfloat16 with a gradient (16 B without: passes c2 and d are skipped, a loss alone
-stops after c). The passes that need no gradient are skipped when ``want_grad`` is
+stops after c); Rényi adds pass c0 (34 B, 20 B without a gradient). The passes that need no gradient are skipped when ``want_grad`` is
 False; c2 is skipped when the student gets no gradient through q directly and r alike.
 
 Specialization. The divergence, the argument order, the mixture regime (λ = 0, λ = 1,
@@ -53,12 +56,20 @@ Under the interpreter (``TRITON_INTERPRET=1``: numpy) ``log1p`` and ``expm1`` ar
 from ``log``/``exp`` by Goldberg's and Kahan's identities (``log(u)·x/(u−1)``, u = 1 + x;
 ``(u−1)·x/log u``, u = eˣ), exact to a few ulps.
 
-What runs where (:data:`TRITON_DIVERGENCES`): the divergences in that set run in Triton
-for every order, α, λ, temperature and ``detach_assistant``; the rest (χ², Amari, AB and
-Rényi: their closed-form pair gradients and Rényi's row log-sum-exp are not ported yet),
-float64 inputs (float64 is the torch kernel's, exact to its ulps) and a temperature whose
-1/T exceeds float32 are computed by :func:`gpu._torch_kernel.chunk`, deliberately and
-with the same contract (:func:`runs_in_triton` says which).
+Divergences. Every divergence of :data:`gpu.DIVERGENCES` (:data:`TRITON_DIVERGENCES`) runs
+in Triton for every order, α, λ, temperature and ``detach_assistant``. Their parameters
+enter as runtime float32 scalars (``prm``: JS's β, the skew) or as one small float32
+tensor (``dprm``: AB's a_, b_, a_ + b_, the logs of its zero-entry terms and the pair's
+coefficient; Rényi's ρ, ρ − 1, ρ/(ρ − 1)), all formed in double precision on the host.
+AB and Amari (AB((1 − γ)/2, (1 + γ)/2)) take the pivot of :func:`gpu._divergences._ab`
+(a DIV id per pivot); with q an argument and the assistant live, g_q + w·g_r is formed in
+closed form (:func:`gpu._divergences._ab_pair`, χ² as 2·AB(2, −1)) from the mixture's w̄
+and w − w̄. Rényi's loss is not a sum of terms: pass c0 gathers its row sums, and pass c
+and the gradient read them.
+
+What runs where: float64 inputs (float64 is the torch kernel's, exact to its ulps) and a
+temperature whose 1/T exceeds float32 are computed by :func:`gpu._torch_kernel.chunk`,
+deliberately and with the same contract (:func:`runs_in_triton` says which).
 """
 
 from __future__ import annotations
@@ -72,11 +83,18 @@ import triton
 import triton.language as tl
 
 from gpu._divergences import (
+    _BIG,
+    _EXPM1MX_CUTOFF,
+    _RENYI_SERIES_CM,
     GPU_DIVERGENCES,
+    _ab,
+    _amari,
+    _chi2,
     _hellinger,
     _jeffreys,
     _js,
     _kl,
+    _renyi,
     _skew_kl,
     _tv,
 )
@@ -95,8 +113,27 @@ try:  # compiled on CUDA: libdevice's accurate elementary functions
 except ImportError:  # pragma: no cover - older triton
     libdevice = None
 
-#: The torch kernels (gpu._divergences) that :func:`_divergence` ports, by its DIV id.
-_PORTED = {_kl: 0, _js: 1, _tv: 2, _hellinger: 3, _jeffreys: 4, _skew_kl: 5}
+# DIV ids (constexpr): the AB family (AB, Amari as AB(s, 1 − s)) by its pivot, as
+# gpu._divergences._ab chooses it: |a_| ≤ |b_|, the mirrored form, and a_ = b_ = 0
+_KL, _JS, _TV, _HELLINGER, _JEFFREYS, _SKEW_KL, _AB, _AB_MIRROR, _AB_ZERO, _CHI2, _RENYI = range(11)
+#: The DIV ids whose g_q + w·g_r is formed in closed form (gpu._divergences.GPU_PAIR).
+_PAIR_FIRST, _PAIR_LAST = _AB, _CHI2
+# The jitted code spells these ids and the torch kernel's cut-offs as literals (triton
+# reads no global that is not a constexpr): they must stay these numbers.
+assert (_AB, _AB_ZERO, _CHI2, _PAIR_LAST, _RENYI) == (6, 8, 9, 9, 10)
+assert (_EXPM1MX_CUTOFF, _BIG, _RENYI_SERIES_CM) == (0.7, 40.0, 0.5)
+
+#: The torch kernels (gpu._divergences) that :func:`_divergence` ports, by its DIV id (the
+#: AB family's id is the pivot's, chosen per spec by :func:`_divergence_constants`).
+_PORTED = {_kl: _KL, _js: _JS, _tv: _TV, _hellinger: _HELLINGER, _jeffreys: _JEFFREYS,
+           _skew_kl: _SKEW_KL, _ab: _AB, _amari: _AB, _chi2: _CHI2, _renyi: _RENYI}  # fmt: skip
+#: Slots of the divergence's constants (a float32 tensor, ``dprm_ptr``): AB's a_, b_ (χ²'s
+#: pair: AB(2, −1)),
+#: λ = a_ + b_, log(a_ λ) and log(b_ λ) (NaN where the zero-entry term is +inf), and the
+#: pair's coefficient c0 + c1/2 (gpu._divergences._weighted_coefficient); Rényi's ρ, c = ρ − 1
+#: and ρ/c; each formed in double precision.
+_P_A, _P_B, _P_LAM, _P_KY, _P_KX, _P_HALF = range(6)
+_N_DPRM = 8
 
 #: The divergences whose every spec (order, α, λ, T, detach) runs in Triton.
 TRITON_DIVERGENCES = frozenset(n for n, k in GPU_DIVERGENCES.items() if k in _PORTED)
@@ -313,10 +350,17 @@ def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, l
 
 
 @_device
-def _divergence(la, lb, lr, prm, prm_log, prm_log1m, DIV: tl.constexpr, ACC: tl.constexpr):
-    """(term, ∂/∂log a, ∂/∂log b) per element, lr = log(a/b) formed from the mixture:
-    twins of gpu._divergences._kl, _js, _tv, _hellinger, _jeffreys, _skew_kl."""
+def _divergence(la, lb, lr, prm, prm_log, prm_log1m, dprm_ptr, DIV: tl.constexpr,
+                ACC: tl.constexpr):  # fmt: skip
+    """(term, ∂/∂log a, ∂/∂log b, their sum) per element, lr = log(a/b) formed from the
+    mixture: twins of gpu._divergences._kl, _js, _tv, _hellinger, _jeffreys, _skew_kl, _ab
+    (and _amari through it); the sum is the closed form of the AB family
+    (``want_sum=True``), ga + gb for the others."""
     NEG = float("-inf")
+    if DIV >= 6 and DIV <= 8:  # _AB, _AB_MIRROR, _AB_ZERO
+        return _ab_elements(la, lb, lr, dprm_ptr, DIV, ACC)
+    if DIV == 9:  # _CHI2
+        return _chi2_elements(la, lb, lr, ACC)
     if DIV == 0:  # KL
         a = _exp(la, ACC)
         # a > 0 = b is +inf even where a underflows (la finite): not 0·inf = NaN → 0
@@ -366,7 +410,7 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, DIV: tl.constexpr, ACC: tl.
         diff = _sign(d) * abs_diff
         ga = tl.where(both, _exp(la, ACC) * d + diff, 0.0)
         gb = tl.where(both, -_exp(lb, ACC) * d - diff, 0.0)
-    else:  # skew KL(a‖s·a + (1 − s)·b), s = prm > 0 (s = 0 runs as KL)
+    else:  # DIV == _SKEW_KL: KL(a‖s·a + (1 − s)·b), s = prm > 0 (s = 0 runs as KL)
         lm = _logaddexp(la + prm_log, lb + prm_log1m, ACC)
         pos = la != NEG
         near = tl.abs(lr) <= 1.0
@@ -378,7 +422,213 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, DIV: tl.constexpr, ACC: tl.
         ratio = tl.where(pos, _exp(dm, ACC), 0.0)
         ga = a * (dm - prm * ratio)
         gb = -(1.0 - prm) * _exp(lb, ACC) * ratio
-    return terms, ga, gb
+    return terms, ga, gb, ga + gb
+
+
+# --- the AB family (gpu._divergences._ab, _ab_pair) -------------------------------------------
+
+
+@_device
+def _expm1mx(z, ACC: tl.constexpr):
+    """gpu._divergences._expm1mx: e^z − 1 − z, Taylor to z¹³/13! (float32 accuracy) on
+    |z| < 0.7, nested as z²/2·(1 + z/3·(1 + … (1 + z/13)))."""
+    small = tl.abs(z) < 0.7  # _EXPM1MX_CUTOFF
+    zs = tl.where(small, z, 0.0)
+    acc = tl.zeros_like(zs) + 1.0
+    for k in tl.static_range(13, 2, -1):
+        acc = 1.0 + acc * zs * (1.0 / k)
+    return tl.where(small, acc * (zs * zs * 0.5), _expm1(z, ACC) - z)
+
+
+@_device
+def _times_exp(x, log_s, ACC: tl.constexpr):
+    """gpu._divergences._times_exp: x·e^(log_s), 0 where x = 0, one exponential beyond
+    the float32 range."""
+    direct = x * _exp(tl.minimum(tl.maximum(log_s, -80.0), 80.0), ACC)
+    far = _sign(x) * _exp(_log(tl.abs(x), ACC) + log_s, ACC)
+    out = tl.where(tl.abs(log_s) <= 80.0, direct, far)
+    return tl.where(x == 0.0, 0.0, out)
+
+
+@_device
+def _scaled_expm1_ratio(log_s, c, z, log_top, ACC: tl.constexpr):
+    """gpu._divergences._scaled_expm1_ratio: e^(log_s)·expm1(cz)/c (e^(log_s)·z at c = 0)."""
+    s = _exp(log_s, ACC)
+    cz = c * z
+    big = cz > 40.0  # _BIG
+    c_safe = tl.where(c == 0.0, 1.0, c)
+    direct = (_exp(log_top, ACC) - s) / c_safe
+    near = _times_exp(_expm1(tl.where(big, 0.0, cz), ACC) / c_safe, log_s, ACC)
+    out = tl.where(big, direct, near)
+    return tl.where(c == 0.0, _times_exp(z, log_s, ACC), out)
+
+
+@_device
+def _expm1mx_ratio(c, z, ACC: tl.constexpr):
+    """gpu._divergences._expm1mx_ratio: (e^(cz) − 1 − cz)/c, 0 at c = 0."""
+    c_safe = tl.where(c == 0.0, 1.0, c)
+    return tl.where(c == 0.0, 0.0, _expm1mx(c * z, ACC) / c_safe)
+
+
+@_device
+def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom, ACC: tl.constexpr):
+    """gpu._divergences._ab_pivot_terms: e^(log_s)·[F(λ) − F(c)]/denom."""
+    second = tl.maximum(tl.abs(lam * z), tl.abs(c * z)) <= 1.0
+    zs = tl.where(second, z, 0.0)
+    zl = tl.where(second, 0.0, z)
+    near = _times_exp(_expm1mx_ratio(lam, zs, ACC) - _expm1mx_ratio(c, zs, ACC), log_s, ACC)
+    far = _scaled_expm1_ratio(log_s, lam, zl, log_top_lam, ACC) - _scaled_expm1_ratio(
+        log_s, c, zl, log_top_c, ACC
+    )
+    return tl.where(second, near, far) / denom
+
+
+@_device
+def _ab_elements(la, lb, lr, dprm_ptr, DIV: tl.constexpr, ACC: tl.constexpr):
+    """gpu._divergences._ab with ``want_sum=True``: (term, g_a, g_b, g_a + g_b in closed
+    form); the pivot (DIV) as _ab chooses it."""
+    NEG = float("-inf")
+    INF = float("inf")
+    a_ = tl.load(dprm_ptr + 0)
+    b_ = tl.load(dprm_ptr + 1)
+    lam = tl.load(dprm_ptr + 2)
+    k_y = tl.load(dprm_ptr + 3)
+    k_x = tl.load(dprm_ptr + 4)
+    x0 = la == NEG
+    y0 = lb == NEG
+    both = (la != NEG) & (lb != NEG)
+    d = tl.where(both, lr, 0.0)
+    lx = tl.where(both, la, 0.0)
+    ly = tl.where(both, lb, 0.0)
+    lxy = lx * a_ + ly * b_
+    if DIV == 8:  # a_ = b_ = 0
+        terms = 0.5 * d * d
+    elif DIV == 6:  # |a_| ≤ |b_|
+        terms = _ab_pivot_terms(lam * ly, lam, a_, d, lam * lx, lxy, b_, ACC)
+    else:
+        terms = _ab_pivot_terms(lam * lx, lam, b_, -d, lam * ly, lxy, a_, ACC)
+    terms = tl.where(terms != terms, INF, terms)
+    # zero entries: y^λ/(a_ λ), x^λ/(b_ λ) as one exponential; +inf where they diverge
+    t_only_y = tl.where(k_y == k_y, _exp(lam * lb - k_y, ACC), INF)
+    t_only_x = tl.where(k_x == k_x, _exp(lam * la - k_x, ACC), INF)
+    terms = tl.where(x0 & ~y0, t_only_y, terms)
+    terms = tl.where(y0 & ~x0, t_only_x, terms)
+    terms = tl.where(x0 & y0, 0.0, terms)
+    ga = _scaled_expm1_ratio(lam * lx, -b_, d, lxy, ACC)
+    b_safe = tl.where(b_ == 0.0, 1.0, b_)
+    only_x = tl.where(b_ == 0.0, INF, _exp(lam * la, ACC) / b_safe)
+    ga = tl.where(both, ga, tl.where(y0 & ~x0, only_x, 0.0))
+    gb = -_scaled_expm1_ratio(lam * ly, a_, d, lxy, ACC)
+    a_safe = tl.where(a_ == 0.0, 1.0, a_)
+    only_y = tl.where(a_ == 0.0, INF, _exp(lam * lb, ACC) / a_safe)
+    gb = tl.where(both, gb, tl.where(x0 & ~y0, only_y, 0.0))
+    return terms, ga, gb, tl.where(both, terms * lam, ga + gb)
+
+
+@_device
+def _log_abs_expm1(x, ACC: tl.constexpr):
+    """gpu._divergences._log_abs_expm1: log|e^x − 1| = max(x, 0) + log(−expm1(−|x|))."""
+    return tl.maximum(x, 0.0) + _log(-_expm1(-tl.abs(x), ACC), ACC)
+
+
+@_device
+def _chi2_elements(la, lb, lr, ACC: tl.constexpr):
+    """gpu._divergences._chi2 with ``want_sum=True``: b·expm1(δ)² as one exponential,
+    (2a·expm1(δ), −b·expm1(2δ)) and their sum, the term itself where both are positive."""
+    NEG = float("-inf")
+    INF = float("inf")
+    a_pos = la != NEG
+    b_pos = lb != NEG
+    both = a_pos & b_pos
+    d = tl.where(both, lr, 0.0)
+    lb0 = tl.where(both, lb, 0.0)
+    la0 = tl.where(both, la, 0.0)
+    lae = _log_abs_expm1(d, ACC)
+    terms = _exp(lb0 + 2.0 * lae, ACC)
+    terms = tl.where(both, terms, tl.where(a_pos, INF, _exp(lb, ACC)))
+    ga = 2.0 * _sign(d) * _exp(la0 + lae, ACC)
+    ga = tl.where(both, ga, tl.where(a_pos, INF, 0.0))
+    gb = -_sign(d) * _exp(lb0 + _log_abs_expm1(2.0 * d, ACC), ACC)
+    gb = tl.where(both, gb, tl.where(b_pos, _exp(lb, ACC), 0.0))
+    return terms, ga, gb, tl.where(both, terms, ga + gb)
+
+
+@_device
+def _weight_parts(lp, lq, lm, w, beta, lam, one_m_lam, t_off, MIX: tl.constexpr,
+                  BETA_NEG: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """w̄ = 1 − w and w − w̄, each exact to a few ulps of itself (the ``weight_bar`` of
+    gpu._mixture.log_alpha_mean_and_weight: σ(t) itself, −tanh(t/2) by expm1)."""
+    NEG = float("-inf")
+    if MIX == 0:  # λ = 0
+        w_bar = tl.zeros_like(w)
+        w_diff = w
+    elif MIX == 1:  # λ = 1
+        w_bar = tl.where(lp != NEG, 1.0, 0.0)
+        w_diff = -w_bar
+    elif MIX == 2 or MIX == 3:  # 1 − w is exact for w ∈ {0, ½, 1}
+        w_bar = tl.where(lm == NEG, 0.0, 1.0 - w)
+        w_diff = w - w_bar
+    elif MIX == 4:
+        zero = lm == NEG
+        w_bar = tl.where(zero, 0.0, lam)
+        w_diff = tl.where(zero, 0.0, one_m_lam - lam)
+    else:
+        t = (lp - lq) * beta + t_off
+        w_bar = 1.0 / (_exp(-t, ACC) + 1.0)
+        e = _exp(-tl.abs(t), ACC)
+        w_diff = -_sign(t) * (-_expm1(-tl.abs(t), ACC) / (1.0 + e))
+        if BETA_NEG:
+            w_bar = tl.where(lm == NEG, 0.0, w_bar)
+            w_diff = tl.where(lm == NEG, 0.0, w_diff)
+        else:
+            w_bar = _nan_to_zero(w_bar)
+            w_diff = _nan_to_zero(w_diff)
+    return w_bar, w_diff
+
+
+@_device
+def _weighted_coefficient(c0, c1, lam, half, w, w_bar, w_diff):
+    """gpu._divergences._weighted_coefficient: c0 + c1·w around the anchor 0, ½ or 1
+    nearest to w (c0 + c1 = λ and c0 + c1/2 = ``half`` formed on the host)."""
+    out = w_diff * (c1 / 2.0) + half
+    out = tl.where(w > 0.75, w_bar * -c1 + lam, out)
+    return tl.where(w < 0.25, w * c1 + c0, out)
+
+
+@_device
+def _ab_pair(la, lb, lr, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R: tl.constexpr,
+             SCALE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """gpu._divergences._ab_pair: SCALE·(g_direct + w·g_other) for D(r‖q) (FIRST_R) or
+    D(q‖r), from the gradients and their closed-form sum (all SCALE times AB's own)."""
+    NEG = float("-inf")
+    a_ = tl.load(dprm_ptr + 0)
+    b_ = tl.load(dprm_ptr + 1)
+    lam = tl.load(dprm_ptr + 2)
+    half = tl.load(dprm_ptr + 5)
+    if FIRST_R:
+        g_direct = gb
+        g_other = ga
+    else:
+        g_direct = ga
+        g_other = gb
+    out = tl.where(w > 0.5, g_sum - w_bar * g_other, g_direct + w * g_other)
+    both = (la != NEG) & (lb != NEG)
+    d = tl.where(both, lr, 0.0)
+    far = both & (tl.abs(a_ * d) >= 1.0) & (tl.abs(b_ * d) >= 1.0)
+    lx = tl.where(far, la, 0.0)
+    ly = tl.where(far, lb, 0.0)
+    a_safe = tl.where(a_ == 0.0, 1.0, a_)
+    b_safe = tl.where(b_ == 0.0, 1.0, b_)
+    if FIRST_R:  # (w/b_)·X − k/(a_ b_)·P + Y/a_, k = w a_ + b_
+        three = _exp(lx * lam, ACC) * w / b_safe + _exp(ly * lam, ACC) / a_safe
+        k = _weighted_coefficient(b_, a_, lam, half, w, w_bar, w_diff)
+    else:  # X/b_ − k/(a_ b_)·P + (w/a_)·Y, k = a_ + w b_
+        three = _exp(lx * lam, ACC) / b_safe + _exp(ly * lam, ACC) * w / a_safe
+        k = _weighted_coefficient(a_, b_, lam, half, w, w_bar, w_diff)
+    three = three - k * _exp(lx * a_ + ly * b_, ACC) / (a_safe * b_safe)
+    three = three * SCALE
+    keep = far & (tl.abs(three) < float("inf"))
+    return tl.where(keep, three, out)
 
 
 @_device
@@ -409,7 +659,9 @@ def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
 # Row statistics (float32 rows of `stats`, int32 rows of `idx`), by row of the table:
 _TOP_S, _TOP_T, _CORR_S, _CORR_T, _SHIFT_M, _CORR_M, _LOG_ZR = range(7)
 _R_OTHERS, _R_TOP, _G_SILENT, _H_OTHERS, _H_TOP, _Q_OTHERS, _Q_TOP = range(7, 14)
-_N_STATS = 14
+# Rényi's row partial sums (pass c0): max ω, Σ e^(ω − max ω), M = Σ a_e
+_OMEGA_TOP, _OMEGA_SUM, _RENYI_M = range(14, 17)
+_N_STATS = 17
 _K_S, _K_T, _K_M = range(3)
 
 
@@ -491,6 +743,10 @@ def _lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, in
         lost_t = lost_t | tl.max((mask & (xt != NEG) & (yt == NEG)).to(tl.int32), 1)
     tl.store(stats_ptr + 2 * n_rows + rows, _log1p(o_s, ACC), mask=rmask)
     tl.store(stats_ptr + 3 * n_rows + rows, _log1p(o_t, ACC), mask=rmask)
+    # a row whose maximum is not finite is a bad row (pass a1), not a temperature overflow:
+    # the torch kernel's message names the bad logits
+    lost_s = tl.where(tl.abs(top_s) < float("inf"), lost_s, 0)
+    lost_t = tl.where(tl.abs(top_t) < float("inf"), lost_t, 0)
     flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
     flags = flags | tl.where(lost_s != 0, 32, 0) | tl.where(lost_t != 0, 64, 0)
     tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
@@ -585,17 +841,13 @@ def _project(g, lw, cols, k, lw_k, others, g_k, ACC: tl.constexpr):
 
 
 @_device
-def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-              inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-              prm, prm_log, prm_log1m,
-              MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
-              DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
-              THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
-    """Everything elementwise of one tile after passes a–b: the divergence's terms, the
-    direct g_q (0 when q is not an argument), g_r with its silent entries (w = 0) apart,
-    the normalizer term h (gpu._torch_kernel._normalizer_gradient before its projection),
-    w, log q, log r."""
-    NEG = float("-inf")
+def _arguments(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+               inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+               MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+               FIRST_R: tl.constexpr, REF_P: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """The tile's log p, log q, log m, log m − log q, w, log r, and the divergence's
+    arguments (log a, log b, log(a/b)) after passes a–b; log(a/b) from the mixture's ratio
+    to p or q (gpu._torch_kernel._log_ratio_to_mixture)."""
     rmask = rows < n_rows
     lp, lq, lm, ra, rb, w = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
                                   inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
@@ -612,19 +864,157 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
         l_other = lq
     log_ratio = u - log_zr[:, None]  # log(r/other)
     if FIRST_R:
-        terms, ga, gb = _divergence(lr, l_other, log_ratio, prm, prm_log, prm_log1m, DIV, ACC)
+        la = lr
+        lb = l_other
+        d = log_ratio
+    else:
+        la = l_other
+        lb = lr
+        d = -log_ratio
+    return lp, lq, lm, rb, w, lr, la, lb, d
+
+
+@_device
+def _renyi_omega(la, lb, d, dprm_ptr, ACC: tl.constexpr):
+    """gpu._divergences._renyi per element: a, a > 0, ω = log(a^ρ b^(1−ρ)) and
+    a_e = a·expm1(cδ)/c (formed as (e^ω − a)/c once |cδ| > 1)."""
+    NEG = float("-inf")
+    c = tl.load(dprm_ptr + 1)
+    a = _exp(la, ACC)
+    a_pos = la != NEG
+    dd = tl.where(a_pos, d, 0.0)
+    omega = tl.where(a_pos, la + c * dd, NEG)
+    cd = tl.where(a_pos, c * dd, 0.0)
+    small = tl.abs(cd) <= 1.0
+    a_e = tl.where(small, a * (_expm1(tl.where(small, cd, 0.0), ACC) / c),
+                   (_exp(omega, ACC) - a) / c)  # fmt: skip
+    a_e = tl.where(a_pos, a_e, 0.0)
+    return a, omega, a_e
+
+
+@_device
+def _renyi_row(stats_ptr, rows, n_rows, dprm_ptr, ACC: tl.constexpr):
+    """From pass c0's partial sums: log Σ e^ω, whether the row takes the series form
+    (no e^ω overflows and |cM| ≤ ½), M there (0 elsewhere) and the loss."""
+    INF = float("inf")
+    rmask = rows < n_rows
+    c = tl.load(dprm_ptr + 1)
+    top = tl.load(stats_ptr + 14 * n_rows + rows, mask=rmask, other=0.0)
+    total = tl.load(stats_ptr + 15 * n_rows + rows, mask=rmask, other=1.0)
+    m = tl.load(stats_ptr + 16 * n_rows + rows, mask=rmask, other=0.0)
+    finite = tl.abs(top) < INF
+    lse = tl.where(finite, top + _log(tl.where(finite, total, 1.0), ACC), top)
+    series = (top <= 80.0) & (tl.abs(c * m) <= 0.5)  # _RENYI_SERIES_CM
+    m = tl.where(series, m, 0.0)
+    value = tl.where(series, _log1p(c * m, ACC) / c, lse / c)
+    return lse, series, m, value
+
+
+@_device
+def _renyi_elements(la, lb, d, stats_ptr, rows, n_rows, dprm_ptr, ACC: tl.constexpr):
+    """gpu._divergences._renyi's gradients given the row sums: series rows
+    g_a = ρ(a_e − aM)/(1 + cM), g_b = −(a + c·a_e)/(1 + cM); others (ρ/c)·π, −π with
+    π = e^(ω − lse). The terms are 0: the loss is the row's (:func:`_renyi_row`)."""
+    rho = tl.load(dprm_ptr + 0)
+    c = tl.load(dprm_ptr + 1)
+    rho_over_c = tl.load(dprm_ptr + 2)
+    lse, series, m, value = _renyi_row(stats_ptr, rows, n_rows, dprm_ptr, ACC)
+    a, omega, a_e = _renyi_omega(la, lb, d, dprm_ptr, ACC)
+    denom = (1.0 + c * m)[:, None]
+    pi = _nan_to_zero(_exp(omega - lse[:, None], ACC))
+    ser = series[:, None]
+    ga = tl.where(ser, rho * (a_e - a * m[:, None]) / denom, rho_over_c * pi)
+    gb = tl.where(ser, -(a + c * a_e) / denom, -pi)
+    return tl.zeros_like(ga), ga, gb, ga + gb
+
+
+@triton.jit
+def _renyi_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
+                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, dprm_ptr,
+                MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+                FIRST_R: tl.constexpr, REF_P: tl.constexpr, ACC: tl.constexpr,
+                BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+    """Pass c0 (Rényi only): the row partial sums of gpu._divergences._renyi: max ω and
+    Σ e^(ω − max ω) (an online log-sum-exp: a sharded caller combines shards by their max)
+    and M = Σ a_e."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < n_rows
+    NEG = float("-inf")
+    top = tl.full([BLOCK_R], NEG, tl.float32)
+    total = tl.zeros([BLOCK_R], tl.float32)
+    m = tl.zeros([BLOCK_R], tl.float32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        mask = rmask[:, None] & (cols < V)[None, :]
+        lp, lq, lm, rb, w, lr, la, lb, d = _arguments(
+            s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+            MIX, LAM_LOW, BETA_NEG, FIRST_R, REF_P, ACC)  # fmt: skip
+        a, omega, a_e = _renyi_omega(la, lb, d, dprm_ptr, ACC)
+        omega = tl.where(mask, omega, NEG)
+        new = tl.maximum(top, tl.max(omega, 1))
+        ref = tl.where(tl.abs(new) < float("inf"), new, 0.0)
+        total = total * _exp(top - ref, ACC) + tl.sum(_exp(omega - ref[:, None], ACC), 1)
+        top = new
+        m += tl.sum(tl.where(mask, a_e, 0.0), 1)
+    tl.store(stats_ptr + 14 * n_rows + rows, top, mask=rmask)
+    tl.store(stats_ptr + 15 * n_rows + rows, total, mask=rmask)
+    tl.store(stats_ptr + 16 * n_rows + rows, m, mask=rmask)
+
+
+@_device
+def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+              inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+              prm, prm_log, prm_log1m, dprm_ptr,
+              MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+              DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
+              THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """Everything elementwise of one tile after passes a–b: the divergence's terms, the
+    direct g_q (0 when q is not an argument; for the AB family with q an argument and the
+    assistant live, g_q + w·g_r in closed form), g_r with its silent entries (w = 0) apart,
+    the normalizer term h (gpu._torch_kernel._normalizer_gradient before its projection),
+    w, log q, log r."""
+    NEG = float("-inf")
+    rmask = rows < n_rows
+    lp, lq, lm, rb, w, lr, la, lb, d = _arguments(
+        s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+        MIX, LAM_LOW, BETA_NEG, FIRST_R, REF_P, ACC)  # fmt: skip
+    shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
+    corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
+    if DIV == 10:  # Rényi: elementwise given its row sums (pass c0)
+        terms, ga, gb, g_sum = _renyi_elements(la, lb, d, stats_ptr, rows, n_rows, dprm_ptr,
+                                               ACC)  # fmt: skip
+    else:
+        terms, ga, gb, g_sum = _divergence(la, lb, d, prm, prm_log, prm_log1m, dprm_ptr, DIV,
+                                           ACC)  # fmt: skip
+    if FIRST_R:
         g_r = ga
         if REF_P:
             g_q = tl.zeros_like(ga)
         else:
             g_q = gb
     else:
-        terms, ga, gb = _divergence(l_other, lr, -log_ratio, prm, prm_log, prm_log1m, DIV, ACC)
         g_r = gb
         if REF_P:
             g_q = tl.zeros_like(ga)
         else:
             g_q = ga
+    if THROUGH_R and (not REF_P) and DIV >= 6 and DIV <= 9:
+        # g_q + w·g_r in closed form (gpu._torch_kernel.chunk's ``pair``)
+        w_bar, w_diff = _weight_parts(lp, lq, lm, w, beta, lam, one_m_lam, t_off, MIX, BETA_NEG,
+                                      ACC)  # fmt: skip
+        if DIV == 9:  # χ² = 2·AB(2, −1) where both are positive, its own gradients elsewhere
+            pair = _ab_pair(la, lb, d, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R, 2.0,
+                            ACC)  # fmt: skip
+            both = (la != NEG) & (lb != NEG)
+            if FIRST_R:
+                g_q = tl.where(both, pair, gb + w * ga)
+            else:
+                g_q = tl.where(both, pair, ga + w * gb)
+        else:
+            g_q = _ab_pair(la, lb, d, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R, 1.0,
+                           ACC)  # fmt: skip
     silent = w == 0.0
     h = tl.zeros_like(lq)
     if THROUGH_R:
@@ -648,7 +1038,7 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
 @triton.jit
 def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, loss_ptr,
                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-                     prm, prm_log, prm_log1m,
+                     prm, prm_log, prm_log1m, dprm_ptr,
                      MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                      DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                      THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, WANT_GRAD: tl.constexpr, ACC: tl.constexpr,
@@ -671,7 +1061,8 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
         terms, g_q, g_r, silent, h, w, lq, lr = _elements(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
             inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-            prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+            prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
+            H_MODE,
             ACC)  # fmt: skip
         value += tl.sum(tl.where(mask, terms, 0.0), 1)
         if THROUGH_R:
@@ -683,6 +1074,8 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
             r_top += tl.sum(tl.where(mask & at_m, g_r, 0.0), 1)
             h_others += tl.sum(tl.where(mask & ~at_s, h, 0.0), 1)
             h_top += tl.sum(tl.where(mask & at_s, h, 0.0), 1)
+    if DIV == 10:  # Rényi: the row's value from pass c0's sums
+        lse, series, m_sum, value = _renyi_row(stats_ptr, rows, n_rows, dprm_ptr, ACC)
     tl.store(loss_ptr + rows, value, mask=rmask)
     if THROUGH_R:
         tl.store(stats_ptr + 7 * n_rows + rows, r_others, mask=rmask)
@@ -700,7 +1093,7 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
 @_device
 def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-                       prm, prm_log, prm_log1m,
+                       prm, prm_log, prm_log1m, dprm_ptr,
                        MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                        THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
@@ -710,7 +1103,8 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
     terms, g_q, g_r, silent, h, w, lq, lr = _elements(
         s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
         inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-        prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+        prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
+        H_MODE,
         ACC)  # fmt: skip
     through_z = tl.zeros_like(g_q)
     if THROUGH_R:
@@ -725,7 +1119,10 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
         h_top = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
         g_r = tl.where(silent, 0.0, g_r)
         g_logm = _project(g_r, lr, cols, k_m, -corr_m, r_others, r_top, ACC)
-        g_q = g_q + g_logm * w
+        if (not REF_P) and DIV >= 6 and DIV <= 9:
+            g_q = g_q - (g_r - g_logm) * w  # pair − w·(g_r − P_r(g_r))
+        else:
+            g_q = g_q + g_logm * w
         k_z = _project(h, lq, cols, k_s, -corr_s, h_others, h_top, ACC)
         through_z = tl.where((g_silent != 0.0)[:, None], k_z * g_silent[:, None], 0.0)
     return g_q, through_z, lq
@@ -734,7 +1131,7 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
 @triton.jit
 def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-                       prm, prm_log, prm_log1m,
+                       prm, prm_log, prm_log1m, dprm_ptr,
                        MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                        THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -751,7 +1148,8 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
         g, through_z, lq = _student_direction(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
             inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-            prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+            prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
+            H_MODE,
             ACC)  # fmt: skip
         at_s = cols[None, :] == k_s[:, None]
         q_others += tl.sum(tl.where(mask & ~at_s, g, 0.0), 1)
@@ -764,7 +1162,7 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
 def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
                    out_ptr, out_stride, lo_ptr, lo_stride, scale,
                    inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-                   prm, prm_log, prm_log1m,
+                   prm, prm_log, prm_log1m, dprm_ptr,
                    MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                    DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                    THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, HAS_LO: tl.constexpr, ACC: tl.constexpr,
@@ -786,7 +1184,8 @@ def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_pt
         g, through_z, lq = _student_direction(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
             inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-            prm, prm_log, prm_log1m, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R, H_MODE,
+            prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
+            H_MODE,
             ACC)  # fmt: skip
         grad = _project(g, lq, cols, k_s, -corr_s, q_others, q_top, ACC)
         grad = (grad - through_z) * scale
@@ -848,12 +1247,47 @@ def _mixture_constants(alpha: float, lam: float) -> dict:
     }
 
 
-def _divergence_constants(name: str, params: dict) -> tuple[int, dict]:
-    """DIV id and (prm, log prm, log(1 − prm)); JS with β ∈ {0, 1} and skew 0 map to the
-    forms the torch kernel uses for them (zero, KL)."""
+def _ab_constants(a_: float, b_: float, first_r: bool) -> tuple[int, list[float]]:
+    """The AB family's DIV id (its pivot, as gpu._divergences._ab chooses it) and the
+    constants of :data:`_P_A` …, in double precision as the torch kernel forms them."""
+    lam = a_ + b_
+    if a_ == 0.0 and b_ == 0.0:
+        div = _AB_ZERO
+    elif abs(a_) <= abs(b_):
+        div = _AB
+    else:
+        div = _AB_MIRROR
+    nan = math.nan
+    k_y = math.log(a_) + math.log(lam) if (a_ > 0 and lam > 0) else nan
+    k_x = math.log(b_) + math.log(lam) if (b_ > 0 and lam > 0) else nan
+    c0, c1 = (b_, a_) if first_r else (a_, b_)
+    return div, [a_, b_, lam, k_y, k_x, c0 + c1 / 2.0]
+
+
+def _divergence_constants(name: str, params: dict, first_r: bool = True) -> tuple[int, dict]:
+    """DIV id and (prm, log prm, log(1 − prm), the ``dprm`` list); JS with β ∈ {0, 1} and
+    skew 0 map to the forms the torch kernel uses for them (zero, KL), Amari γ to AB((1 − γ)/2,
+    (1 + γ)/2) as gpu._divergences._amari."""
     kernel = GPU_DIVERGENCES[name]
     div = _PORTED[kernel]
     prm = 0.0
+    dprm = [0.0] * _N_DPRM
+    if kernel is _ab:
+        div, ab = _ab_constants(float(params["alpha"]), float(params["beta"]), first_r)
+        dprm[: len(ab)] = ab
+    elif kernel is _amari:
+        gamma = float(params["alpha"])
+        div, ab = _ab_constants((1.0 - gamma) / 2.0, (1.0 + gamma) / 2.0, first_r)
+        dprm[: len(ab)] = ab
+    elif kernel is _renyi:
+        rho = float(params["order"])
+        if rho == 1.0:  # KL, as the torch kernel
+            div = _KL
+        else:
+            dprm[:3] = [rho, rho - 1.0, rho / (rho - 1.0)]
+    elif kernel is _chi2:  # its pair is 2·AB(2, −1)'s (gpu._divergences._chi2_pair)
+        _, ab = _ab_constants(2.0, -1.0, first_r)
+        dprm[: len(ab)] = ab
     if kernel is _js:
         prm = float(params["beta"])
     elif kernel is _skew_kl:
@@ -861,7 +1295,7 @@ def _divergence_constants(name: str, params: dict) -> tuple[int, dict]:
         if prm == 0.0:
             div = _PORTED[_kl]
     logs = (math.log(prm) if prm > 0 else 0.0, math.log1p(-prm) if prm < 1 else 0.0)
-    return div, {"prm": prm, "prm_log": logs[0], "prm_log1m": logs[1]}
+    return div, {"prm": prm, "prm_log": logs[0], "prm_log1m": logs[1], "dprm": dprm}
 
 
 def _blocks(n: int, v: int) -> tuple[int, int, int]:
@@ -953,9 +1387,10 @@ def _chunk(
     inv_t = 1.0 / spec.temperature
     mix = _mixture_constants(spec.alpha, spec.lam)
     consts = mix["consts"]
-    div, prm = _divergence_constants(spec.divergence, spec.params)
     first, second = spec.first, spec.second
     first_r = first == "r"
+    div, prm = _divergence_constants(spec.divergence, spec.params, first_r)
+    dprm = torch.tensor(prm["dprm"], dtype=torch.float32, device=device)
     ref_p = (second if first_r else first) == "p"
     through_r = want_grad and not spec.detach_assistant
     acc = not _interpreted() and libdevice is not None
@@ -973,7 +1408,10 @@ def _chunk(
     _mixture_lse_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
                             **regime, **blocks)  # fmt: skip
     js_trivial = GPU_DIVERGENCES[spec.divergence] is _js and prm["prm"] in (0.0, 1.0)
-    all_args = (*mix_args, consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"])
+    all_args = (*mix_args, consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"], dprm)
+    if div == _RENYI:  # its row sums, before the loss
+        _renyi_pass[grid](s, t, stride, n, v, stats, idx, *mix_args, dprm, FIRST_R=first_r,
+                          REF_P=ref_p, **regime, **blocks)  # fmt: skip
     h_mode = 0 if spec.lam == 1.0 else (1 if math.isinf(spec.alpha) else 2)
     shape = dict(
         DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=through_r and not js_trivial, H_MODE=h_mode

@@ -40,6 +40,7 @@ import gpu  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 from gpu import _engine  # noqa: E402
 from gpu import _triton_kernel as tk  # noqa: E402
+from gpu._divergences import GRAD_SUM, SUM_OF_TERMS  # noqa: E402
 from gpu._torch_kernel import chunk as torch_chunk  # noqa: E402
 
 INF = math.inf
@@ -47,6 +48,9 @@ INF = math.inf
 TRITON_GRID = tuple((d, p) for d, p in GRID_DIVERGENCES if d in tk.TRITON_DIVERGENCES)
 #: KL and JS (the most used) on the whole α × λ grid; the others on every α, λ cycling.
 FULL_GRID = ("kl", "js")
+#: The divergences with closed-form pair gradients or a row log-sum-exp (AB, Amari, χ²,
+#: Rényi): their grid is sampled (:func:`_grid`) to keep the interpreter's time down.
+SAMPLED = tuple(sorted(GRAD_SUM | (frozenset(gpu.DIVERGENCES) - SUM_OF_TERMS)))
 
 interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 needs_a_runtime = pytest.mark.skipif(
@@ -101,12 +105,18 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _grid(div: str):
+def _grid(div: str, order: str = "pr"):
     """(α, λ) pairs: the whole grid for FULL_GRID, else every α once with λ cycling through
-    the interior values and the endpoints at two α."""
+    the interior values and the endpoints at two α. For SAMPLED, each order takes every
+    other α (offset by the order's index: every α, i.e. every mixture regime, twice per
+    divergence over the four orders) and one endpoint of λ."""
     if div in FULL_GRID:
         return [(a, lam) for a in ALPHAS for lam in LAMS]
     inner = [(a, (0.1, 0.5)[i % 2]) for i, a in enumerate(ALPHAS)]
+    if div in SAMPLED:
+        k = ORDERS.index(order)
+        ends = ((-5.0, 0.0), (0.5, 1.0), (INF, 0.0), (1.0, 1.0))
+        return [*inner[k % 2 :: 2], ends[k]]
     return [*inner, (-5.0, 0.0), (0.5, 1.0), (INF, 0.0), (1.0, 1.0)]
 
 
@@ -114,7 +124,7 @@ def _grid(div: str):
 @pytest.mark.parametrize("div,params", TRITON_GRID, ids=[d for d, _ in TRITON_GRID])
 def test_grid_float32(triton_backend, div, params, order):
     s_np, t_np = realistic_logits(7, 8, 48, masked=4)
-    for alpha, lam in _grid(div):
+    for alpha, lam in _grid(div, order):
         compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params)
 
 
@@ -122,7 +132,10 @@ def test_grid_float32(triton_backend, div, params, order):
 @pytest.mark.parametrize("div,params", TRITON_GRID, ids=[d for d, _ in TRITON_GRID])
 def test_grid_bfloat16(triton_backend, div, params, order):
     s_np, t_np = realistic_logits(11, 8, 48, masked=4)
-    for alpha, lam in ((-INF, 0.5), (-5.0, 0.1), (1.0 - 1e-6, 0.5), (3.0, 0.1)):
+    cases = ((-INF, 0.5), (-5.0, 0.1), (1.0 - 1e-6, 0.5), (3.0, 0.1))
+    if div in SAMPLED:  # two of the four per order, every case twice over the orders
+        cases = cases[ORDERS.index(order) % 2 :: 2]
+    for alpha, lam in cases:
         compare_with_reference(s_np, t_np, torch.bfloat16, alpha, lam, div, order, params)
 
 
@@ -150,6 +163,54 @@ def test_edge_rows(triton_backend):
         compare_with_reference(s_np, t_np, torch.bfloat16, alpha, 0.8, "js", "rq", {"beta": 0.3})
 
 
+#: The divergences' own edge parameters (the "accuracy" cases of amid_ref._specs: AB at
+#: a_ or b_ = 0 and near it, a_ + b_ = 0 and near it, (0, 0), a_ < 0; Amari γ at and near
+#: ±1; Rényi's order near and at 1), each on a few (order, α, λ) taken in turn.
+PARAM_EDGES = (
+    ("ab", [{"alpha": 1.0, "beta": 0.0}, {"alpha": 0.0, "beta": 1.0},
+            {"alpha": 1e-9, "beta": 0.7}, {"alpha": 0.7, "beta": 0.0},
+            {"alpha": 0.5, "beta": -0.5}, {"alpha": 0.5, "beta": -0.499999999},
+            {"alpha": 0.0, "beta": 0.0}, {"alpha": 1e-9, "beta": -1e-9 / 3.0},
+            {"alpha": -0.3, "beta": 0.8}, {"alpha": 1.5, "beta": 0.5}]),
+    ("amari", [{"alpha": g} for g in (-3.0, -1.000000001, -1.0, -0.999999999, 0.0,
+                                      0.999999999, 1.0, 1.000000001)]),
+    ("renyi", [{"order": o} for o in (0.5, 0.999999999, 1.0, 1.000000001, 5.0)]),
+)  # fmt: skip
+#: (order, α, λ) taken in turn by the edge parameters: every order, the mixture regimes.
+EDGE_SPECS = (("rq", -5.0, 0.1), ("pr", 0.5, 0.5), ("qr", 1.0, 0.3), ("rp", 3.0, 0.1),
+              ("rq", INF, 0.5), ("qr", -1.0, 0.0), ("pr", 1.0 - 1e-6, 0.9))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "div,cases", [c for c in PARAM_EDGES if c[0] in tk.TRITON_DIVERGENCES],
+    ids=[c[0] for c in PARAM_EDGES if c[0] in tk.TRITON_DIVERGENCES])  # fmt: skip
+def test_divergence_parameter_edges(triton_backend, div, cases):
+    s_np, t_np = realistic_logits(13, 8, 40, masked=3)
+    for i, params in enumerate(cases):
+        for j in (0, 1):
+            order, alpha, lam = EDGE_SPECS[(2 * i + j) % len(EDGE_SPECS)]
+            compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params)
+
+
+def test_edge_rows_sampled_divergences(triton_backend):
+    """The edge rows of test_edge_rows for the SAMPLED divergences: one-hot teacher,
+    student-only −inf entries, p = q, logits ±1e4, the loss near 0."""
+    rng = np.random.default_rng(6)
+    s_np, t_np = realistic_logits(25, 8, 40, masked=3)
+    s_np[0], t_np[0] = rng.normal(0.0, 2.0, 40), np.full(40, -INF)
+    t_np[0, 7] = 0.0
+    s_np[1, :5] = -INF
+    s_np[2] = t_np[2]
+    s_np[3] = rng.choice([-1e4, 1e4], 40) + rng.normal(0.0, 1.0, 40)
+    t_np[3] = rng.choice([-1e4, 1e4], 40)
+    s_np[4] = t_np[4] + rng.normal(0.0, 1e-4, 40)
+    specs = (("rq", -5.0, 0.1), ("pr", 0.0, 0.3), ("qr", 1.0, 0.5), ("rp", INF, 0.5))
+    for div, params in TRITON_GRID:
+        if div in SAMPLED:
+            for order, alpha, lam in specs:
+                compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params)
+
+
 @pytest.mark.parametrize("order", ORDERS)
 def test_temperature_and_detached_assistant(triton_backend, order):
     s_np, t_np = realistic_logits(19, 8, 40, masked=2)
@@ -160,6 +221,12 @@ def test_temperature_and_detached_assistant(triton_backend, order):
                            temperature=0.7, detach_assistant=True)  # fmt: skip
     compare_with_reference(s_np, t_np, torch.float32, -5.0, 0.1, "kl", order, {},
                            detach_assistant=True)  # fmt: skip
+    for div, params in TRITON_GRID:  # one spec each, the order and T rotating
+        if div in SAMPLED:
+            k = SAMPLED.index(div) + ORDERS.index(order)
+            compare_with_reference(s_np, t_np, torch.float32, (-2.0, 1.0)[k % 2], 0.4, div,
+                                   order, params, temperature=(2.0, 0.8)[k % 2],
+                                   detach_assistant=k % 3 == 0)  # fmt: skip
 
 
 def test_ignore_index_labels_and_mean(launches):
@@ -209,8 +276,45 @@ def test_bad_rows_raise_the_same_words(launches, which, bad):
         target[1, 2] = -INF
     else:
         target[1, 2, 4] = bad
-    with pytest.raises(ValueError, match=rf"{which}.*\(1, 2\)"):
-        gpu.amid_loss(s, t, -5.0, 0.1, backend="triton")
+    messages = []
+    for backend in ("triton", "torch"):
+        with pytest.raises(ValueError, match=rf"{which}.*\(1, 2\)") as err:
+            gpu.amid_loss(s, t, -5.0, 0.1, backend=backend)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize(
+    "div,params", [c for c in TRITON_GRID if c[0] in SAMPLED],
+    ids=[c[0] for c in TRITON_GRID if c[0] in SAMPLED])  # fmt: skip
+def test_row_flags_of_sampled_divergences(launches, div, params):
+    """NaN / +inf logits name the row with the torch kernel's words; a +inf loss (a zero of
+    one argument where the divergence diverges) raises as it does, with its message."""
+    s = torch.randn(2, 3, 10, requires_grad=True)
+    t = torch.randn(2, 3, 10)
+    s.data[1, 2, 4] = math.nan
+    t[0, 1, 3] = INF
+    for backend in ("triton", "torch"):
+        with pytest.raises(ValueError, match=r"student_logits.*\(1, 2\)") as err:
+            gpu.amid_loss(s, t, -5.0, 0.1, div, "rq", params, backend=backend)
+        if backend == "triton":
+            words = str(err.value)
+        else:
+            assert str(err.value) == words
+    s2 = torch.randn(2, 6, requires_grad=True)
+    t2 = torch.randn(2, 6)
+    s2.data[0, 0] = -INF  # teacher mass where r = 0 for α ≥ 1
+    messages = []
+    for backend in ("triton", "torch"):
+        try:
+            gpu.amid_loss(s2, t2, 3.0, 0.5, div, "pr", params, backend=backend)
+            messages.append(None)
+        except ValueError as exc:
+            messages.append(str(exc))
+    assert messages[0] == messages[1]
+    s64, t64 = s2.detach().double().numpy(), t2.double().numpy()
+    infinite = np.isinf(amid_ref.amid_loss(s64, t64, 3.0, 0.5, div, "pr", params)).any()
+    assert (messages[0] is not None) == infinite
 
 
 def test_empty_support_infinite_loss_and_temperature_flags(launches):
@@ -232,8 +336,10 @@ def test_empty_support_infinite_loss_and_temperature_flags(launches):
 
 
 def test_delegated_specs_run_the_torch_kernel(monkeypatch):
-    """float64 inputs and the divergences outside TRITON_DIVERGENCES go to the torch kernel
-    (no Triton launch), with the reference's values."""
+    """float64 inputs and the divergences outside TRITON_DIVERGENCES (none today: every
+    divergence of gpu.DIVERGENCES runs in Triton) go to the torch kernel (no Triton
+    launch), with the reference's values."""
+    assert tk.TRITON_DIVERGENCES == frozenset(gpu.DIVERGENCES)
     monkeypatch.setattr(_engine, "_TRITON", [])
     spy = _Launches(tk._max_pass)
     monkeypatch.setattr(tk, "_max_pass", spy)
