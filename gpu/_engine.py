@@ -142,19 +142,6 @@ class _Spec:
     chunk_size: int
     teaching: Any = None
 
-    # Forwarded fields of the objective, kept for the kernels that still read
-    # ``spec.alpha``, ``spec.params``, ... (gpu/_triton_kernel.py, gpu/_fused.py,
-    # gpu/_vocab_parallel.py); every other reader uses ``spec.objective.<field>``.
-    # To be removed once those read ``spec.objective`` too.
-    alpha = property(lambda self: self.objective.alpha)
-    lam = property(lambda self: self.objective.lam)
-    divergence = property(lambda self: self.objective.divergence)
-    params = property(lambda self: self.objective.params)
-    first = property(lambda self: self.objective.first)
-    second = property(lambda self: self.objective.second)
-    temperature = property(lambda self: self.objective.temperature)
-    detach_assistant = property(lambda self: self.objective.detach_assistant)
-
 
 def _spec_of(
     objective: Objective,

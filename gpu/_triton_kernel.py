@@ -159,10 +159,10 @@ def runs_in_triton(spec, dtype: torch.dtype) -> bool:
     """Whether :func:`triton_chunk` computes ``spec`` on inputs of ``dtype`` in Triton
     (``False``: it hands the chunk to :func:`gpu._torch_kernel.chunk`; module docstring)."""
     return (
-        spec.divergence in TRITON_DIVERGENCES
+        spec.objective.divergence in TRITON_DIVERGENCES
         and spec.cdtype == torch.float32
         and dtype in (torch.float32, torch.bfloat16, torch.float16)
-        and 1.0 / spec.temperature <= _F32_MAX
+        and 1.0 / spec.objective.temperature <= _F32_MAX
     )
 
 
@@ -1384,15 +1384,15 @@ def _chunk(
         return loss, grad, flags
     stats = torch.zeros(_N_STATS, n, dtype=torch.float32, device=device)
     idx = torch.zeros(3, n, dtype=torch.int32, device=device)
-    inv_t = 1.0 / spec.temperature
-    mix = _mixture_constants(spec.alpha, spec.lam)
+    inv_t = 1.0 / spec.objective.temperature
+    mix = _mixture_constants(spec.objective.alpha, spec.objective.lam)
     consts = mix["consts"]
-    first, second = spec.first, spec.second
+    first, second = spec.objective.first, spec.objective.second
     first_r = first == "r"
-    div, prm = _divergence_constants(spec.divergence, spec.params, first_r)
+    div, prm = _divergence_constants(spec.objective.divergence, spec.objective.params, first_r)
     dprm = torch.tensor(prm["dprm"], dtype=torch.float32, device=device)
     ref_p = (second if first_r else first) == "p"
-    through_r = want_grad and not spec.detach_assistant
+    through_r = want_grad and not spec.objective.detach_assistant
     acc = not _interpreted() and libdevice is not None
     block_r, block_v, warps = _blocks(n, v)
     grid = (triton.cdiv(n, block_r),)
@@ -1407,12 +1407,12 @@ def _chunk(
     _mixture_max_pass[grid](s, t, stride, n, v, stats, idx, *mix_args, **regime, **blocks)
     _mixture_lse_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
                             **regime, **blocks)  # fmt: skip
-    js_trivial = GPU_DIVERGENCES[spec.divergence] is _js and prm["prm"] in (0.0, 1.0)
+    js_trivial = GPU_DIVERGENCES[spec.objective.divergence] is _js and prm["prm"] in (0.0, 1.0)
     all_args = (*mix_args, consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"], dprm)
     if div == _RENYI:  # its row sums, before the loss
         _renyi_pass[grid](s, t, stride, n, v, stats, idx, *mix_args, dprm, FIRST_R=first_r,
                           REF_P=ref_p, **regime, **blocks)  # fmt: skip
-    h_mode = 0 if spec.lam == 1.0 else (1 if math.isinf(spec.alpha) else 2)
+    h_mode = 0 if spec.objective.lam == 1.0 else (1 if math.isinf(spec.objective.alpha) else 2)
     shape = dict(
         DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=through_r and not js_trivial, H_MODE=h_mode
     )
