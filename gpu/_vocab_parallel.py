@@ -10,12 +10,17 @@ divergence kernels of :mod:`gpu._divergences`, the gradient) runs on the local s
 The kernel is the engine's torch kernel itself (:func:`gpu._torch_kernel.chunk`, with the
 same numerics as :func:`gpu.amid_loss`: the exact log-softmax, the pivoted mixture, the
 dominant-entry projections, the closed-form pairs), run with a reducer (:class:`_ShardReduce`)
-that completes each of its row reductions by a collective over the group: the row maxima
-(max all-reduce), the sums (one sum all-reduce per group of sums: the log-normalizers'
-"other entries" and ties, the mixture's normalizer and log-ratio sums, the divergence's
-partial sum, the gradient's sums), and each projection's dominant entry (the first global
-occurrence of the row's largest weight: a max and a min all-reduce, then its value and the
-others' sum). The chunks run one after the other, in the same order on every rank.
+that completes its row reductions by collectives over the group, one per step of the
+kernel's data dependencies: a reduction not read at once (``later=True``, the loss's partial
+sum, the silent-entry flag, two independent projections) waits in a queue and travels with
+the next all-reduce of its kind. The row maxima (max all-reduce) also tell each shard
+whether it holds the row's maximum, the dominant entry of the log-normalizer and of the
+projections (its first global occurrence: ties across shards are counted, one number per
+chunk, and resolved by one more collective only where they occur); the sums carry the
+log-normalizers' other entries, the mixture's normalizer with the log-ratio sums, the
+projections' dominant value and others' sum with the divergence's partial sum; the
+gradient's flag bits go once per pass. The chunks run one after the other, in the same
+order on every rank.
 
 A sparse teacher (``teacher_topk``, global ids, replicated) is never densified to (N, V):
 with ``leftover="bucket"`` (:func:`_sparse_kernel`) each rank gathers its student logits at
@@ -180,7 +185,8 @@ class _ShardReduce(LocalReduce):
         for x, holder in pairs:
             e = torch.exp(x)
             if isinstance(holder, _Holder):
-                e.scatter_(-1, holder.index, torch.where(holder.here, 0.0, e.gather(-1, holder.index)))
+                kept = torch.where(holder.here, 0.0, e.gather(-1, holder.index))
+                e.scatter_(-1, holder.index, kept)
                 holders.append(holder)
             parts.append(e.sum(-1, keepdim=True))
         if holders:
@@ -593,21 +599,28 @@ def vocab_parallel_amid_loss(
     * 1 max all-reduce of 2·15 + 3·world float64 (the arguments' agreement check), and,
       when ``labels`` leave rows out, 1 max all-reduce of 2·⌈N/52⌉ float64 (the valid-row
       masks compared exactly, 52 rows to a float64);
-    * per chunk of rows, the kernel's reductions: 15 collectives of (rows,)–(rows, 2)
-      numbers for KL(p‖r) with a gradient (6 max, 7 sum, 2 min), 17 with a temperature
-      ≠ 1 (its overflow check), 18 for Rényi (counted by ``gpu._vocab_parallel``'s
-      reducer, ``calls``); each a few numbers per row.
+    * per chunk of rows, one collective per step of the kernel's data dependencies: for
+      KL(p‖r) with a gradient 6 (2 max, 4 sum: the row maxima of s and t; their
+      log-normalizers; the row maxima of log m; its normalizer with the log-ratio's sums;
+      P_r's sums with the loss's partial sum; P_q's sums), 13 numbers per row in all
+      (52 bytes in float32; 15 with a temperature ≠ 1, 16 where q has zeros) and 3 per
+      chunk; Rényi adds its log-sum-exp's max and sum (counted by
+      ``gpu._vocab_parallel``'s reducer, ``calls``; docs/sharded.md);
+    * once per pass, 1 max all-reduce of the gradient's two flag bits per chunk (and, only
+      when one is set, of every row's, for the error).
 
-    So about 1 + 15n small collectives: latency rather than bandwidth; a second backward
-    (``retain_graph=True``) repeats the forward's. Every rank must call the loss (and each
+    So 2 + 6n small collectives: latency rather than bandwidth (53.5 bytes per row for
+    KL(p‖r) at N = 256, V = 50257 in float32 on 2 ranks over gloo, measured by
+    ``python -m gpu.bench_vocab_parallel``); a second backward (``retain_graph=True``)
+    repeats the forward's. Every rank must call the loss (and each
     backward) the same number of times with the same rows.
 
-    With ``teacher_topk`` and ``leftover="bucket"``, 3 collectives per chunk: a max
+    With ``teacher_topk`` and ``leftover="bucket"``, 2 collectives per chunk: a max
     all-reduce of k + 2 numbers per row (the student's logits at the k ids, ``-inf`` from
     the ranks that do not hold them; the maximum of the logits off the ids; the row's
-    maximum, for the bad-row check), a sum all-reduce of 1 (the off-id mass), and the
-    gradient's flag bits (2 bytes); the (k+1)-category pair is then formed alike on every
-    rank, O(k) per row, and each rank writes its own columns' gradient. With
+    maximum, for the bad-row check) and a sum all-reduce of 1 (the off-id mass), with the
+    gradient's flag bits once per pass as above; the (k+1)-category pair is then formed
+    alike on every rank, O(k) per row, and each rank writes its own columns' gradient. With
     ``"renormalize"`` or ``"uniform"`` the teacher is densified on the shard for the chunk
     ((chunk, V_k), never (N, V)) and the collectives are the dense ones.
 
@@ -951,8 +964,8 @@ def _sparse_kernel(leftover: str, vocab: int):
     all-reduce of (n,) (the off-S sum of :math:`e^{z - \max}`). Every rank then runs the
     kernel on the same (n, k+1) pair (O(k) per row, no collective) and writes the gradient
     of its own columns: ids of S get theirs, ids off S :math:`g_\star\,q_j/\hat q_\star`;
-    one max all-reduce of the gradient's two flag bits. ``renormalize`` and ``uniform``:
-    the teacher is densified on the shard for the chunk only ((n, V_k), ``-inf`` or
+    the gradient's two flag bits wait for :meth:`_ShardReduce.settle`. ``renormalize``
+    and ``uniform``: the teacher is densified on the shard for the chunk only ((n, V_k), ``-inf`` or
     :math:`\log(\varepsilon/(V-k))` off S) and the sharded dense kernel runs on it.
     """
 

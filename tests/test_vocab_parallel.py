@@ -390,6 +390,32 @@ def test_whole_shard_of_minus_inf(pools):
         assert 0 < n_raised < len(cases)  # both outcomes are exercised
 
 
+def test_maximum_tied_across_shards(pools):
+    """Rows whose maximum (of s, of t, of log m) occurs on several shards: the first
+    occurrence in vocabulary order is the dominant entry (the reducer's rarer path, one more
+    collective), as in the unsharded loss; a confident row (S_o < eps) keeps it exact."""
+    vocab = 11
+    s, t = _logits(5, 4, vocab)
+    s[0, [1, 9]] = t[0, [1, 9]] = 30.0  # on the first and the last shard, both sides
+    s[1, [2, 6, 10]] = 25.0  # on every shard of three, the student only
+    t[2, [0, 10]] = 40.0  # the teacher only; s, t and so log m tied on row 3:
+    s[3], t[3] = np.full(vocab, -50.0), np.full(vocab, -50.0)
+    s[3, [3, 8]] = t[3, [3, 8]] = 0.0
+    for world, widths in ((2, None), (3, [4, 4, 3])):
+        bounds = _bounds(vocab, world, widths)
+        cases = [
+            _case(s, t, bounds, "float64", alpha=a, lam=lam, divergence=d, order=o,
+                  div_params=p, temperature=temp)  # fmt: skip
+            for (d, p), o, a, lam, temp in (
+                (("kl", {}), "pr", -5.0, 0.1, 1.0),
+                (("kl", {}), "pr", 0.5, 0.3, 0.7),
+                (("chi2", {}), "rq", INF, 0.4, 1.0),
+                (("js", {}), "qr", 1.0, 0.6, 1.0),
+            )
+        ]
+        assert _check(pools[world], cases, oracle=True) == 0
+
+
 def test_masks_reductions_temperature_and_upstream(pools):
     """ignore_index masks with mean/sum/none, an all-ignored batch, temperature, a non-unit
     upstream gradient, detach_assistant, chunking, vocab_start, no-grad forward."""
