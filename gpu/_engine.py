@@ -330,8 +330,11 @@ def _run(
     if want_grad:
         grad = torch.empty_like(s2) if rows is None else torch.zeros_like(s2)
     n_rows = n if rows is None else rows.numel()
+    chunks: list = []  # each chunk's rows, for flags a sharded reducer completes at the end
 
     def body(start: int, stop: int) -> None:
+        if not red.local:
+            chunks.append(slice(start, stop) if rows is None else rows[start:stop])
         if rows is None:
             out = grad[start:stop] if grad is not None else None
             extra = {} if red.local else {"red": red}
@@ -351,6 +354,9 @@ def _run(
 
     parallel = red.local and getattr(kernel, "parallel_chunks", False)
     _for_each_chunk(n_rows, spec.chunk_size, s2.device, body, parallel=parallel)
+    late = None if red.local else red.settle()
+    for where_rows, late_flags in zip(chunks, late or (), strict=False):
+        flags[where_rows] |= late_flags
     _raise_for_flags(flags, leading, spec)
     return row_loss, grad
 

@@ -68,10 +68,26 @@ class LocalReduce(RowReduce):
         are whole."""
         return partials
 
-    def sums(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Row sums over the last dim, keepdim (booleans counted), one per argument."""
+    def sums(self, *xs: torch.Tensor, later: bool = False) -> tuple[torch.Tensor, ...]:
+        """Row sums over the last dim, keepdim (booleans counted), one per argument.
+
+        ``later=True``: the caller reads them only after the next reduction of the same kind
+        or :meth:`flush` (a sharded reducer then sends them with that reduction's
+        collective); here they are complete at once."""
         return tuple(x.sum(-1, keepdim=True, dtype=None if x.is_floating_point() else torch.int64)
                      for x in xs)  # fmt: skip
+
+    def flush(self) -> None:
+        """Complete the reductions asked for with ``later=True``: here there are none."""
+
+    def prefetch_any(self, mask: torch.Tensor) -> None:
+        """Announce a later :meth:`any` of ``mask`` (a sharded reducer sends it with the next
+        collective); here nothing to do."""
+
+    def settle(self):
+        """Late row flags of the chunks run so far (a sharded reducer sends the gradient's
+        flag bits once per pass, :func:`gpu._engine._run`): here none."""
+        return None
 
     def note_max(self, x: torch.Tensor, top: torch.Tensor, index=None) -> None:
         """Record ``top`` (keepdim) as the row maxima of ``x`` and ``index`` (keepdim, from
@@ -100,7 +116,8 @@ class LocalReduce(RowReduce):
         return tuple(torch.exp(x).scatter_(-1, k, 0.0).sum(-1, keepdim=True) for x, k in pairs)
 
     def row_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """Complete a per-row partial sum (shape (n,)): here it is already whole."""
+        """Complete a per-row partial sum (shape (n,)): here it is already whole. A sharded
+        reducer completes it with its next sum or :meth:`flush` (read it after either)."""
         return x
 
     def any(self, mask: torch.Tensor) -> bool:
@@ -108,6 +125,11 @@ class LocalReduce(RowReduce):
 
     def flags(self, f: torch.Tensor) -> torch.Tensor:
         return f
+
+    def projects_(self, *pairs) -> tuple[torch.Tensor, ...]:
+        """:meth:`project_` of each ``(g, log_w)`` (independent projections: a sharded reducer
+        completes their sums in one collective)."""
+        return tuple(self.project_(g, log_w) for g, log_w in pairs)
 
     def project_(self, g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
         r"""In place: :math:`g_j - w_j\sum_x g_x` (``w = exp(log_w)``), without cancellation.
@@ -141,20 +163,27 @@ def _log_ratio_to_mixture(
     u: torch.Tensor,
     lse_m: torch.Tensor,
     red: LocalReduce = LOCAL,
+    sums: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     r"""``log(r/ŝ)`` for the reference ``s = exp(l_ref)`` normalized to ``ŝ``, from
     ``u = log m − log s``: ``u − log1p(Σ ŝ·expm1(u))`` while that argument is in [−½, ½]
     (exact to a few ulps of itself), ``u − (logsumexp(lm) − log Σ s)`` otherwise
-    (``lse_m`` = logsumexp(lm), the caller's). Twin of
-    :func:`amid_ref._mixture._log_ratio_to_mixture`."""
-    s = torch.exp(l_ref)
-    terms = where(u <= 1.0, expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
-    terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
-    total, terms_sum = red.sums(s, terms)
+    (``lse_m`` = logsumexp(lm), the caller's; ``sums``, when given, those of
+    :func:`_log_ratio_sums`). Twin of :func:`amid_ref._mixture._log_ratio_to_mixture`."""
+    total, terms_sum = _log_ratio_sums(lm, l_ref, u, red) if sums is None else sums
     frac = terms_sum / total
     direct = lse_m - torch.log(total)
     log_z = where(frac.abs() <= 0.5, torch.log1p(frac.clamp(-0.5, 0.5)), direct)
     return u - log_z
+
+
+def _log_ratio_sums(lm, l_ref, u, red: LocalReduce = LOCAL, later: bool = False):
+    """``(Σ s, Σ ŝ·expm1(u))`` of :func:`_log_ratio_to_mixture` (neither needs log Z: with
+    ``later=True`` a sharded reducer sends them with the log-normalizer's sum)."""
+    s = torch.exp(l_ref)
+    terms = where(u <= 1.0, expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
+    terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    return red.sums(s, terms, later=later)
 
 
 def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL) -> torch.Tensor:
@@ -163,13 +192,19 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL) 
     u = log m − log q (the part of r ⊙ w proportional to q cancels analytically); at
     α = ±inf, :math:`P_q(r \odot w - q)`. Twin of :func:`amid_ref._loss._normalizer_gradient`.
     """
+    h = _normalizer_operand(spec, lq, lr, w, u_q, log_z)
+    return torch.zeros_like(lq) if h is None else red.project_(h, lq)
+
+
+def _normalizer_operand(spec, lq, lr, w, u_q, log_z):
+    """``h`` of :func:`_normalizer_gradient`, ``K = P_q(h)`` (``None`` where λ = 1: K = 0)."""
     objective = spec.objective
     if objective.lam == 1.0:  # w = 0: r does not depend on the student
-        return torch.zeros_like(lq)
+        return None
     if math.isinf(objective.alpha):
         h = torch.exp(lr).mul_(w).sub_(torch.exp(lq))
         h = masked_fill_(h, torch.isneginf(lq), 0.0)
-        return red.project_(h.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF), lq)
+        return h.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - objective.alpha) / 2.0))  # as the mixture
     # h = (1−λ)/Z · q · expm1(x), x = (1−β)u, formed in the log domain (1/Z overflows where
     # Z is tiny): log c = log((1−λ) q / Z); for x > 1, e^(x + log c) − e^(log c).
@@ -186,34 +221,40 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL) 
     # form above by a multiple of q, which the projection removes; |r ⊙ w| ≤ 1).
     safe = 80.0 if lq.dtype != torch.float64 else 700.0
     h = where(log_scale > safe, torch.exp(x + log_c), h)
-    h = masked_fill_(h, torch.isneginf(lq), 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
-    return red.project_(h, lq)
+    return masked_fill_(h, torch.isneginf(lq), 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
 
 
 def _scale_(s: torch.Tensor, t: torch.Tensor, inv_t: float, red: LocalReduce = LOCAL):
-    """In place: the row-shifted logits ``s``, ``t`` (maximum 0) times 1/T; returns the row
-    flags ``_TEMPERATURE_STUDENT`` / ``_TEACHER`` where a finite entry left the dtype's range
-    and became ``-inf`` (the support would change,
-    :func:`amid_ref._validation.temperature_overflow_message`). A factor beyond the dtype's
-    range (T = 1e-300 in float32) keeps the maxima at 0 (not 0·inf)."""
-    before = red.sums(torch.isneginf(s), torch.isneginf(t))
+    """In place: the row-shifted logits ``s``, ``t`` (maximum 0) times 1/T; returns the
+    numbers of entries of each row that left the dtype's range and became ``-inf`` (sums
+    asked ``later``: read them after the next sum), for :func:`_scale_flags`. A factor
+    beyond the dtype's range (T = 1e-300 in float32) keeps the maxima at 0 (not 0·inf)."""
+    before = LOCAL.sums(torch.isneginf(s), torch.isneginf(t))
     for x in (s, t):
         if inv_t <= torch.finfo(x.dtype).max:
             x.mul_(inv_t)
         else:
             top = x == 0.0
             x.mul_(INF).masked_fill_(top, 0.0)
-    after = red.sums(torch.isneginf(s), torch.isneginf(t))
-    lost_s = (after[0] != before[0])[..., 0].to(_FLAG_DTYPE) * _TEMPERATURE_STUDENT
-    return lost_s | (after[1] != before[1])[..., 0].to(_FLAG_DTYPE) * _TEMPERATURE_TEACHER
+    after = LOCAL.sums(torch.isneginf(s), torch.isneginf(t))
+    return red.sums(after[0] - before[0], after[1] - before[1], later=True)
 
 
-def _log_normalizer(x: torch.Tensor, red: LocalReduce = LOCAL):
+def _scale_flags(lost) -> torch.Tensor:
+    """The row flags ``_TEMPERATURE_STUDENT`` / ``_TEACHER`` where a finite entry left the
+    dtype's range and became ``-inf`` (``lost`` from :func:`_scale_`: the support would
+    change, :func:`amid_ref._validation.temperature_overflow_message`)."""
+    lost_s = (lost[0] != 0)[..., 0].to(_FLAG_DTYPE) * _TEMPERATURE_STUDENT
+    return lost_s | (lost[1] != 0)[..., 0].to(_FLAG_DTYPE) * _TEMPERATURE_TEACHER
+
+
+def _log_normalizer(x: torch.Tensor, red: LocalReduce = LOCAL, maxima=None):
     """``(shift, corr, index)`` with ``logsumexp(x) = shift + corr`` along the last dim
     (keepdim): the row maximum M (0 for rows of only ``-inf``), ``log1p(S_o)``
     (:meth:`LocalReduce.others`) and where the maximum is, so that ``(x − shift) − corr``
-    keeps the largest entry exact (:func:`_normalize_`). One (n, V) temporary."""
-    ((top, index),) = red.row_maxima(x)
+    keeps the largest entry exact (:func:`_normalize_`). One (n, V) temporary. ``maxima``:
+    ``(top, index)`` of :meth:`LocalReduce.row_maxima` when the caller has them."""
+    ((top, index),) = red.row_maxima(x) if maxima is None else (maxima,)
     shift = top.masked_fill(torch.isneginf(top), 0.0)
     (others,) = red.others((x - shift, index))
     return shift, others.log1p_().masked_fill_(torch.isneginf(top), NEG_INF), index
@@ -273,6 +314,8 @@ def chunk(
     # (a confident row, S_o < eps), and with it 1 − q_k, which the gradient's projection
     # multiplies by terms up to 1e14 there. Twin of amid_ref._special.log_normalize.
     corr_s, corr_t = (o.log1p_() for o in red.others((s, k_s), (t, k_t)))
+    if lost is not None:  # complete now (sent with the sum above when sharded)
+        lost = _scale_flags(lost)
     lq = s.sub_(corr_s)
     lp = t.sub_(corr_t)
     red.note_max(lq, corr_s.neg(), k_s)  # the row maximum of log q, exactly, and where
@@ -295,14 +338,21 @@ def chunk(
         lp, lq, objective.alpha, objective.lam,
         want_weight=through_r, ratios=ratios, weight_bar=weight_bar,
     )  # fmt: skip
-    shift, corr, k_m = _log_normalizer(lm, red)
-    lz = shift + corr  # log Z (−inf: the assistant's support is empty)
-    flags |= (lz[..., 0] == NEG_INF).to(_FLAG_DTYPE) * _EMPTY_SUPPORT
+    if through_r and not branchless and not red.local:
+        red.prefetch_any(w == 0)  # sent with the row maxima of log m
+    (maxima_m,) = red.row_maxima(lm)
     log_ratio = None
     if uses_r:  # log(first/second) from the mixture's own ratio to p or q
         other = second if first == "r" else first
         l_ref, u = (lp, ratios[0]) if other == "p" else (lq, ratios[1])
-        log_ratio = _log_ratio_to_mixture(lm, l_ref, u, lz, red)
+        # its sums need no log Z: sent with the log-normalizer's (one collective)
+        ratio_sums = _log_ratio_sums(lm, l_ref, u, red, later=True)
+    shift, corr, k_m = _log_normalizer(lm, red, maxima_m)
+    lz = shift + corr  # log Z (−inf: the assistant's support is empty)
+    flags |= (lz[..., 0] == NEG_INF).to(_FLAG_DTYPE) * _EMPTY_SUPPORT
+    if uses_r:
+        log_ratio = _log_ratio_to_mixture(lm, l_ref, u, lz, red, ratio_sums)
+        del ratio_sums
         if first != "r":
             log_ratio.neg_()
     u_q = ratios[1] if through_r else None  # log m − log q, for ∂ log Z/∂ s below
@@ -329,12 +379,11 @@ def chunk(
     else:
         value, g_first, g_second = kernel(*args, **extra)
     if objective.divergence in SUM_OF_TERMS:  # a partial sum over this slice of the vocabulary
-        value = red.row_sum(value)
+        value = red.row_sum(value)  # sharded: completed with the next sum (read after flush)
     del log_ratio, args
-    flags |= torch.isnan(value).to(_FLAG_DTYPE) * _NAN_LOSS
     if not want_grad:
-        return value, None, flags
-    flags |= torch.isinf(value).to(_FLAG_DTYPE) * _INF_LOSS
+        red.flush()
+        return value, None, flags | torch.isnan(value).to(_FLAG_DTYPE) * _NAN_LOSS
     g = {"p": None, "q": None, "r": None}
     g[first], g[second] = g_first, g_second
     g_q = g["q"]
@@ -347,30 +396,43 @@ def chunk(
         silent = w == 0
         # Compiled: no data-dependent branch (a graph break); the term is 0 when no entry
         # is silent (g_silent = 0; the where keeps a non-finite K from turning it NaN).
+        # K's projection and P_r's are independent: one collective when sharded
+        normalizer = []
+        g_silent = None
         if branchless or red.any(silent):
-            (g_silent,) = red.sums(where(silent, g_r, 0.0))
+            (g_silent,) = red.sums(where(silent, g_r, 0.0), later=True)
             g_r = masked_fill_(g_r, silent, 0.0)
-            k_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red)
+            h = _normalizer_operand(spec, lq, lr, w, u_q, log_z)
+            normalizer = [] if h is None else [(h, lq)]
+            del h
+        # g_q + w·P_r(g_r) = pair − w·(g_r − P_r(g_r)), pair = g_q + w·g_r in closed form
+        # (twin of amid_ref._loss.grad_of); otherwise ∂D/∂log m = P_r(g_r)
+        *k_z, g_logm = red.projects_(*normalizer, (g_r.clone() if pair is not None else g_r, lr))
+        if g_silent is not None:
+            red.flush()
+            k_z = k_z[0] if k_z else torch.zeros_like(lq)
             through_z = where(g_silent != 0, k_z.mul_(g_silent), 0.0)
-            del k_z
+            del k_z, g_silent
         if pair is not None:
-            # g_q + w·P_r(g_r) = pair − w·(g_r − P_r(g_r)), pair = g_q + w·g_r in closed
-            # form (twin of amid_ref._loss.grad_of)
-            g_logm = red.project_(g_r.clone(), lr)
             g_q = pair.sub_(g_r.sub_(g_logm).mul_(w))
             del pair
         else:
-            g_logm = red.project_(g_r, lr)  # ∂D/∂log m
             g_logm.mul_(w)
             g_q = g_logm if g_q is None else g_q.add_(g_logm)
         del g_logm, w, g_r, u_q
     if g_q is None:  # D(p‖r) or D(r‖p) with the assistant detached: no path to the student
+        red.flush()
+        flags |= torch.isnan(value).to(_FLAG_DTYPE) * _NAN_LOSS
+        flags |= torch.isinf(value).to(_FLAG_DTYPE) * _INF_LOSS
         if out is not None:
             if out_lo is not None:
                 out_lo.zero_()
             return value, out.zero_(), flags
         return value, torch.zeros_like(lq), flags
     grad = red.project_(g_q, lq)
+    red.flush()  # the loss's partial sum, when sharded, went with a sum above
+    flags |= torch.isnan(value).to(_FLAG_DTYPE) * _NAN_LOSS
+    flags |= torch.isinf(value).to(_FLAG_DTYPE) * _INF_LOSS
     if through_z is not None:
         grad.sub_(through_z)
         del through_z

@@ -10,12 +10,17 @@ divergence kernels of :mod:`gpu._divergences`, the gradient) runs on the local s
 The kernel is the engine's torch kernel itself (:func:`gpu._torch_kernel.chunk`, with the
 same numerics as :func:`gpu.amid_loss`: the exact log-softmax, the pivoted mixture, the
 dominant-entry projections, the closed-form pairs), run with a reducer (:class:`_ShardReduce`)
-that completes each of its row reductions by a collective over the group: the row maxima
-(max all-reduce), the sums (one sum all-reduce per group of sums: the log-normalizers'
-"other entries" and ties, the mixture's normalizer and log-ratio sums, the divergence's
-partial sum, the gradient's sums), and each projection's dominant entry (the first global
-occurrence of the row's largest weight: a max and a min all-reduce, then its value and the
-others' sum). The chunks run one after the other, in the same order on every rank.
+that completes its row reductions by collectives over the group, one per step of the
+kernel's data dependencies: a reduction not read at once (``later=True``, the loss's partial
+sum, the silent-entry flag, two independent projections) waits in a queue and travels with
+the next all-reduce of its kind. The row maxima (max all-reduce) also tell each shard
+whether it holds the row's maximum, the dominant entry of the log-normalizer and of the
+projections (its first global occurrence: ties across shards are counted, one number per
+chunk, and resolved by one more collective only where they occur); the sums carry the
+log-normalizers' other entries, the mixture's normalizer with the log-ratio sums, the
+projections' dominant value and others' sum with the divergence's partial sum; the
+gradient's flag bits go once per pass. The chunks run one after the other, in the same
+order on every rank.
 
 A sparse teacher (``teacher_topk``, global ids, replicated) is never densified to (N, V):
 with ``leftover="bucket"`` (:func:`_sparse_kernel`) each rank gathers its student logits at
@@ -83,49 +88,135 @@ def _dist():
     return dist
 
 
+@dataclasses.dataclass
+class _Holder:
+    """Where a row's maximum is, on one shard (from :meth:`_ShardReduce.row_maxima`):
+    ``index`` the first local occurrence, ``here`` whether this shard holds the global
+    maximum (finite), ``finite`` whether the global maximum is; ``mine`` (set by
+    :meth:`_ShardReduce.others`) whether this shard holds its first global occurrence."""
+
+    index: torch.Tensor
+    here: torch.Tensor
+    finite: torch.Tensor
+    mine: torch.Tensor | None = None
+
+
 class _ShardReduce(LocalReduce):
     """The row reductions of :func:`gpu._torch_kernel.chunk` on one slice of the vocabulary,
     each completed by a collective over the group (so the kernel's chunks run one after the
     other, in the same order on every rank). ``start`` is this slice's first vocabulary id
-    (the global order of the ids decides the first occurrence of a row's maximum)."""
+    and ``order`` its place among the shards by start (the global order of the ids decides
+    the first occurrence of a row's maximum).
+
+    Reductions asked for ``later`` (and :meth:`row_sum`, :meth:`prefetch_any`) wait in a
+    queue and travel with the next collective of their kind (a single flat all-reduce),
+    or with :meth:`flush`; the gradient's flag bits wait for :meth:`settle`, once per pass.
+    """
 
     local = False
 
     def __init__(self, group: Any) -> None:
         self.group = group
         self.start = 0
+        self.world = 1
+        self.order = 0
         self.calls = 0
         self.elements = 0
-        self._known_max: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._known_max: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
+        self._queue: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"sum": [], "max": []}
+        self._any: list[torch.Tensor] = []
+        self._grad_bits: list[torch.Tensor] = []
 
     def note_max(self, x: torch.Tensor, top: torch.Tensor, index=None) -> None:
-        self._known_max = [*self._known_max[-1:], (x, top)]  # the chunk's log q and log r
+        self._known_max = [*self._known_max[-1:], (x, top, index)]  # the chunk's log q and log r
 
-    def row_maxima(self, *xs: torch.Tensor) -> list[tuple[torch.Tensor, None]]:
-        return [(top.unsqueeze(-1), None) for top in self.maxes(*xs)]
+    def _later(self, local: torch.Tensor, op: str) -> torch.Tensor:
+        """A tensor of ``local``'s shape, filled in place with its all-reduce once the next
+        collective of ``op`` (or :meth:`flush`) has run."""
+        out = torch.empty_like(local)
+        self._queue[op].append((local, out))
+        return out
 
-    def others(self, *pairs) -> tuple[torch.Tensor, ...]:
-        # which rank holds the first maximum is not known here: the entries below the
-        # maximum and the ties at it are summed over the shards (one collective for all),
-        # S_o = Σ_{x<0} e^x + (ties − 1)
-        parts = []
-        for x, _ in pairs:
-            top = x == 0.0
-            parts += [
-                torch.exp(x).masked_fill_(top, 0.0).sum(-1, keepdim=True),
-                top.sum(-1, keepdim=True, dtype=x.dtype),
-            ]
-        sums = self.complete(*parts)
-        return tuple(o.add_(t.sub_(1)) for o, t in zip(sums[::2], sums[1::2], strict=True))
+    def flush(self, *ops: str) -> None:
+        for op in ops or tuple(self._queue):
+            if items := self._queue[op]:
+                self.all_reduce(items[0][0].new_empty(0), op)
 
     def all_reduce(self, x: torch.Tensor, op: str) -> torch.Tensor:
         dist = _dist()
         x = x.contiguous()
+        shape = x.shape
+        items = self._queue.get(op, []) if x.is_floating_point() else []
+        if items:  # the queued reductions of this kind travel with this one
+            self._queue[op] = []
+            x = torch.cat([x.reshape(-1), *(q.reshape(-1).to(x.dtype) for q, _ in items)])
         ops = {"max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN, "sum": dist.ReduceOp.SUM}
         dist.all_reduce(x, op=ops[op], group=self.group)
         self.calls += 1
         self.elements += x.numel()
-        return x
+        if not items:
+            return x
+        sizes = [x.numel() - sum(q.numel() for q, _ in items)] + [q.numel() for q, _ in items]
+        head, *parts = x.split(sizes)
+        for (_, out), part in zip(items, parts, strict=True):
+            out.copy_(part.view(out.shape))
+        return head.view(shape)
+
+    def row_maxima(self, *xs: torch.Tensor) -> list[tuple[torch.Tensor, _Holder]]:
+        # A NaN entry is sent as +inf (the row is then flagged on every rank).
+        local = [torch.max(x, -1, keepdim=True) for x in xs]
+        packed = torch.cat([top for top, _ in local], -1)
+        packed = packed.nan_to_num(nan=math.inf, posinf=math.inf, neginf=NEG_INF)
+        tops = self.all_reduce(packed.reshape(-1), "max").view(packed.shape).split(1, -1)
+        out = []
+        for (mine, index), top in zip(local, tops, strict=True):
+            finite = torch.isfinite(top)
+            out.append((top, _Holder(index, (mine == top) & finite, finite)))
+        return out
+
+    def others(self, *pairs) -> tuple[torch.Tensor, ...]:
+        # S_o = Σ_{j≠k} e^{x_j}, k the first global occurrence of the maximum: a shard that
+        # holds the maximum leaves out its own first occurrence (as LocalReduce.others).
+        # When one shard only holds it on every row (counted: one number per chunk, sent
+        # with the sums) that is k; otherwise (ties across shards, rare) one more collective
+        # finds the first holder in vocabulary order, and the others' left-out ones count 1.
+        parts = []
+        holders = []
+        for x, holder in pairs:
+            e = torch.exp(x)
+            if isinstance(holder, _Holder):
+                kept = torch.where(holder.here, 0.0, e.gather(-1, holder.index))
+                e.scatter_(-1, holder.index, kept)
+                holders.append(holder)
+            parts.append(e.sum(-1, keepdim=True))
+        if holders:
+            count = sum(h.here.sum() for h in holders).to(parts[0].dtype).reshape(1)
+            finite = sum(int(h.finite.sum()) for h in holders)
+            counted = self._later(count, "sum")
+        sums = self.complete(*parts)
+        if holders and int(counted[0]) != finite:  # the same on every rank
+            self._first_holders(holders, sums)
+        else:
+            for h in holders:
+                h.mine = h.here
+        return sums
+
+    def _first_holders(self, holders: list[_Holder], sums) -> None:
+        """Ties of the maximum across shards: the first holder (by start) of each row keeps
+        its occurrence as k; the others' left-out occurrences (e^0 = 1) join S_o."""
+        world = self.world
+        cols = -(-world // 62)
+        n, device = holders[0].here.shape[0], holders[0].here.device
+        bits = torch.zeros(n, len(holders) * cols, dtype=torch.int64, device=device)
+        for i, h in enumerate(holders):
+            bits[:, i * cols + self.order // 62] = h.here[:, 0].to(torch.int64) << (self.order % 62)
+        got = self.all_reduce(bits, "sum")
+        for i, (h, total) in enumerate(zip(holders, sums, strict=True)):
+            word = got[:, i * cols : (i + 1) * cols]
+            held = torch.stack([(word >> j) & 1 for j in range(62)], -1).flatten(1)[:, :world]
+            first = torch.where(held.any(-1), held.float().argmax(-1), -1)
+            h.mine = h.here & (first == self.order).unsqueeze(-1)
+            total.add_((held.sum(-1, keepdim=True) - 1).clamp_(min=0).to(total.dtype))
 
     def max(self, x: torch.Tensor) -> torch.Tensor:
         # A NaN entry is sent as +inf (the row is then flagged on every rank).
@@ -137,25 +228,48 @@ class _ShardReduce(LocalReduce):
 
     def complete(self, *partials: torch.Tensor) -> tuple[torch.Tensor, ...]:
         local = torch.cat(partials, -1)
-        return tuple(self.all_reduce(local, "sum").split(1, -1))
+        return tuple(self.all_reduce(local, "sum").view(local.shape).split(1, -1))
 
-    def sums(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def sums(self, *xs: torch.Tensor, later: bool = False) -> tuple[torch.Tensor, ...]:
         dtype = next((x.dtype for x in xs if x.is_floating_point()), torch.float64)
-        return self.complete(*(x.sum(-1, keepdim=True, dtype=dtype) for x in xs))
+        partials = [x.sum(-1, keepdim=True, dtype=dtype) for x in xs]
+        if later:
+            return tuple(self._later(p, "sum") for p in partials)
+        return self.complete(*partials)
 
     def row_sum(self, x: torch.Tensor) -> torch.Tensor:
-        return self.all_reduce(x.clone(), "sum")
+        return self._later(x.clone(), "sum")
+
+    def prefetch_any(self, mask: torch.Tensor) -> None:
+        self._any.append(self._later(mask.any().reshape(1).to(torch.float32), "max"))
 
     def any(self, mask: torch.Tensor) -> bool:
+        if self._any:  # announced (prefetch_any): it went with a collective already
+            self.flush("max")
+            return bool(self._any.pop(0)[0] > 0)
         hit = torch.tensor([float(bool(mask.any()))], device=mask.device)
         return bool(self.all_reduce(hit, "max")[0] > 0)
 
     def flags(self, f: torch.Tensor) -> torch.Tensor:
         # Every flag but the gradient's comes from all-reduced quantities (the same on every
-        # rank); the gradient's two bits are local: one max all-reduce of them as bytes.
+        # rank); the gradient's two bits are local: kept for settle (once per pass).
         bits = torch.tensor([_NAN_GRAD, _INF_GRAD], device=f.device, dtype=f.dtype)
-        hit = self.all_reduce(((f.unsqueeze(-1) & bits) != 0).to(torch.uint8), "max")
-        return f | (hit.to(f.dtype) * bits).sum(-1).to(f.dtype)
+        self._grad_bits.append(((f.unsqueeze(-1) & bits) != 0).to(torch.uint8))
+        return f
+
+    def settle(self):
+        """The gradient's flag bits of every chunk of the pass, the same on every rank: one
+        max all-reduce of two numbers per chunk, and, only where one is set (an error is
+        then raised), one of the bits of every row. Returns the chunks' flags or None."""
+        pending, self._grad_bits = self._grad_bits, []
+        if not pending:
+            return None
+        anywhere = torch.stack([b.amax(0) if b.numel() else b.new_zeros(2) for b in pending])
+        if not bool(self.all_reduce(anywhere, "max").any()):
+            return None
+        got = self.all_reduce(torch.cat(pending), "max").split([len(b) for b in pending])
+        bits = torch.tensor([_NAN_GRAD, _INF_GRAD], dtype=_FLAG_DTYPE)
+        return [(b.to(_FLAG_DTYPE) * bits.to(b.device)).sum(-1).to(_FLAG_DTYPE) for b in got]
 
     def maxes(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         local = torch.stack([x.amax(-1) for x in xs], -1)
@@ -167,19 +281,42 @@ class _ShardReduce(LocalReduce):
         shift = top.masked_fill(top.isinf(), 0.0)  # as torch.logsumexp: ±inf rows unshifted
         return self.sum(torch.exp(x - shift.unsqueeze(-1))).log_().add_(shift)
 
+    def projects_(self, *pairs) -> tuple[torch.Tensor, ...]:
+        """:meth:`project_` of each pair, their sums in one collective."""
+        pending = [self._project_start(g, log_w) for g, log_w in pairs]
+        sums = self.complete(*(s for p in pending for s in p[2]))
+        return tuple(
+            self._project_finish(g, log_w, is_k, top, *sums[2 * i : 2 * i + 2])
+            for i, (g, log_w, _, is_k, top) in enumerate(pending)
+        )
+
     def project_(self, g: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
         """:meth:`gpu._torch_kernel.LocalReduce.project_` over the shards: the dominant entry is the
         first occurrence (in global ids) of the row's largest weight, on one rank."""
-        v = g.shape[-1]
-        known = [top for x, top in self._known_max if x is log_w]
-        top = known[0] if known else self.max(log_w).unsqueeze(-1)
-        # global ids as float32 where exact (V < 2^24), else float64
-        id_dtype = torch.float32 if self.start + v < 2**24 else torch.float64
-        ids = torch.arange(self.start, self.start + v, device=g.device, dtype=id_dtype)
-        first = torch.where(log_w == top, ids, math.inf).amin(-1)
-        k = self.all_reduce(first, "min").unsqueeze(-1)
-        is_k = ids == k
-        g_k, others = self.sums(torch.where(is_k, g, 0.0), torch.where(is_k, 0.0, g))
+        return self.projects_((g, log_w))[0]
+
+    def _project_start(self, g, log_w):
+        known = [(top, h) for x, top, h in self._known_max if x is log_w]
+        if known and isinstance(known[0][1], _Holder) and known[0][1].mine is not None:
+            top, h = known[0]
+            is_k = torch.zeros_like(g, dtype=torch.bool).scatter_(-1, h.index, h.mine)
+        else:  # not noted: the first global occurrence by a max and a min all-reduce
+            v = g.shape[-1]
+            top = known[0][0] if known else self.max(log_w).unsqueeze(-1)
+            # global ids as float32 where exact (V < 2^24), else float64
+            id_dtype = torch.float32 if self.start + v < 2**24 else torch.float64
+            ids = torch.arange(self.start, self.start + v, device=g.device, dtype=id_dtype)
+            first = torch.where(log_w == top, ids, math.inf).amin(-1)
+            k = self.all_reduce(first, "min").unsqueeze(-1)
+            is_k = ids == k
+        partial = (
+            torch.where(is_k, g, 0.0).sum(-1, keepdim=True),
+            torch.where(is_k, 0.0, g).sum(-1, keepdim=True),
+        )
+        return g, log_w, partial, is_k, top
+
+    @staticmethod
+    def _project_finish(g, log_w, is_k, top, g_k, others):
         top = top.masked_fill(top.isnan(), NEG_INF)
         dominant = g_k * torch.expm1(top).neg_() - torch.exp(top) * others
         out = g.sub_(torch.exp(log_w).mul_(others + g_k))
@@ -462,21 +599,28 @@ def vocab_parallel_amid_loss(
     * 1 max all-reduce of 2·15 + 3·world float64 (the arguments' agreement check), and,
       when ``labels`` leave rows out, 1 max all-reduce of 2·⌈N/52⌉ float64 (the valid-row
       masks compared exactly, 52 rows to a float64);
-    * per chunk of rows, the kernel's reductions: 15 collectives of (rows,)–(rows, 2)
-      numbers for KL(p‖r) with a gradient (6 max, 7 sum, 2 min), 17 with a temperature
-      ≠ 1 (its overflow check), 18 for Rényi (counted by ``gpu._vocab_parallel``'s
-      reducer, ``calls``); each a few numbers per row.
+    * per chunk of rows, one collective per step of the kernel's data dependencies: for
+      KL(p‖r) with a gradient 6 (2 max, 4 sum: the row maxima of s and t; their
+      log-normalizers; the row maxima of log m; its normalizer with the log-ratio's sums;
+      P_r's sums with the loss's partial sum; P_q's sums), 13 numbers per row in all
+      (52 bytes in float32; 15 with a temperature ≠ 1, 16 where q has zeros) and 3 per
+      chunk; Rényi adds its log-sum-exp's max and sum (counted by
+      ``gpu._vocab_parallel``'s reducer, ``calls``; docs/sharded.md);
+    * once per pass, 1 max all-reduce of the gradient's two flag bits per chunk (and, only
+      when one is set, of every row's, for the error).
 
-    So about 1 + 15n small collectives: latency rather than bandwidth; a second backward
-    (``retain_graph=True``) repeats the forward's. Every rank must call the loss (and each
+    So 2 + 6n small collectives: latency rather than bandwidth (53.5 bytes per row for
+    KL(p‖r) at N = 256, V = 50257 in float32 on 2 ranks over gloo, measured by
+    ``python -m gpu.bench_vocab_parallel``); a second backward (``retain_graph=True``)
+    repeats the forward's. Every rank must call the loss (and each
     backward) the same number of times with the same rows.
 
-    With ``teacher_topk`` and ``leftover="bucket"``, 3 collectives per chunk: a max
+    With ``teacher_topk`` and ``leftover="bucket"``, 2 collectives per chunk: a max
     all-reduce of k + 2 numbers per row (the student's logits at the k ids, ``-inf`` from
     the ranks that do not hold them; the maximum of the logits off the ids; the row's
-    maximum, for the bad-row check), a sum all-reduce of 1 (the off-id mass), and the
-    gradient's flag bits (2 bytes); the (k+1)-category pair is then formed alike on every
-    rank, O(k) per row, and each rank writes its own columns' gradient. With
+    maximum, for the bad-row check) and a sum all-reduce of 1 (the off-id mass), with the
+    gradient's flag bits once per pass as above; the (k+1)-category pair is then formed
+    alike on every rank, O(k) per row, and each rank writes its own columns' gradient. With
     ``"renormalize"`` or ``"uniform"`` the teacher is densified on the shard for the chunk
     ((chunk, V_k), never (N, V)) and the collectives are the dense ones.
 
@@ -766,6 +910,8 @@ def _apply(call: _Call):
         device,
     )
     red.start = starts[rank]
+    red.world = world
+    red.order = sorted(range(world), key=lambda k: (starts[k], k)).index(rank)
     _agree_on_rows(red, call.rows, math.prod(call.leading), device)
     vocab = sum(widths)
     if widths_t != widths:  # the same on every rank: raised everywhere
@@ -818,8 +964,8 @@ def _sparse_kernel(leftover: str, vocab: int):
     all-reduce of (n,) (the off-S sum of :math:`e^{z - \max}`). Every rank then runs the
     kernel on the same (n, k+1) pair (O(k) per row, no collective) and writes the gradient
     of its own columns: ids of S get theirs, ids off S :math:`g_\star\,q_j/\hat q_\star`;
-    one max all-reduce of the gradient's two flag bits. ``renormalize`` and ``uniform``:
-    the teacher is densified on the shard for the chunk only ((n, V_k), ``-inf`` or
+    the gradient's two flag bits wait for :meth:`_ShardReduce.settle`. ``renormalize``
+    and ``uniform``: the teacher is densified on the shard for the chunk only ((n, V_k), ``-inf`` or
     :math:`\log(\varepsilon/(V-k))` off S) and the sharded dense kernel runs on it.
     """
 

@@ -390,6 +390,32 @@ def test_whole_shard_of_minus_inf(pools):
         assert 0 < n_raised < len(cases)  # both outcomes are exercised
 
 
+def test_maximum_tied_across_shards(pools):
+    """Rows whose maximum (of s, of t, of log m) occurs on several shards: the first
+    occurrence in vocabulary order is the dominant entry (the reducer's rarer path, one more
+    collective), as in the unsharded loss; a confident row (S_o < eps) keeps it exact."""
+    vocab = 11
+    s, t = _logits(5, 4, vocab)
+    s[0, [1, 9]] = t[0, [1, 9]] = 30.0  # on the first and the last shard, both sides
+    s[1, [2, 6, 10]] = 25.0  # on every shard of three, the student only
+    t[2, [0, 10]] = 40.0  # the teacher only; s, t and so log m tied on row 3:
+    s[3], t[3] = np.full(vocab, -50.0), np.full(vocab, -50.0)
+    s[3, [3, 8]] = t[3, [3, 8]] = 0.0
+    for world, widths in ((2, None), (3, [4, 4, 3])):
+        bounds = _bounds(vocab, world, widths)
+        cases = [
+            _case(s, t, bounds, "float64", alpha=a, lam=lam, divergence=d, order=o,
+                  div_params=p, temperature=temp)  # fmt: skip
+            for (d, p), o, a, lam, temp in (
+                (("kl", {}), "pr", -5.0, 0.1, 1.0),
+                (("kl", {}), "pr", 0.5, 0.3, 0.7),
+                (("chi2", {}), "rq", INF, 0.4, 1.0),
+                (("js", {}), "qr", 1.0, 0.6, 1.0),
+            )
+        ]
+        assert _check(pools[world], cases, oracle=True) == 0
+
+
 def test_masks_reductions_temperature_and_upstream(pools):
     """ignore_index masks with mean/sum/none, an all-ignored batch, temperature, a non-unit
     upstream gradient, detach_assistant, chunking, vocab_start, no-grad forward."""
@@ -718,3 +744,75 @@ def test_logit_transforms_and_student_temperature(pools):
         _case(s, t, bounds, **base, temperature=2.0, temperature_applies_to="student"),
     ]
     assert _check(pools[2], cases) == 0
+
+
+# --- communication: all_reduce calls and bytes, counted ------------------------------------
+
+#: Bytes all-reduced per row per forward+backward of KL(p‖r) in float32 (docs/sharded.md).
+BYTES_PER_ROW_BOUND = 64
+
+
+def _job_count(rank: int, world: int, s_np, t_np, bounds, kw) -> dict:
+    """One forward+backward, every ``torch.distributed.all_reduce`` counted (calls, bytes)."""
+    lo, hi = bounds[rank]
+    s = torch.tensor(s_np[:, lo:hi], dtype=torch.float32, requires_grad=True)
+    t = torch.tensor(t_np[:, lo:hi], dtype=torch.float32)
+    counts = {"calls": 0, "bytes": 0}
+    all_reduce = dist.all_reduce
+
+    def counting(tensor, *args, **kwargs):
+        counts["calls"] += 1
+        counts["bytes"] += tensor.numel() * tensor.element_size()
+        return all_reduce(tensor, *args, **kwargs)
+
+    dist.all_reduce = counting
+    try:
+        loss = gpu.vocab_parallel_amid_loss(s, t, **kw)
+        loss.sum().backward()
+    finally:
+        dist.all_reduce = all_reduce
+    return {**counts, "loss": loss.detach().double().numpy(), "grad": s.grad.double().numpy()}
+
+
+def _bench_logits(seed: int, rows: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``python -m gpu.bench_vocab_parallel``'s kind: N(0, 2) logits, the
+    teacher's with one token raised by 12."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(0.0, 2.0, (rows, vocab))
+    t = rng.normal(0.0, 2.0, (rows, vocab))
+    t[np.arange(rows), rng.integers(0, vocab, rows)] += 12.0
+    return s, t
+
+
+@pytest.mark.parametrize(
+    ("extra", "data", "max_bytes"),
+    [
+        ({}, _bench_logits, BYTES_PER_ROW_BOUND),
+        ({"temperature": 2.0}, _bench_logits, BYTES_PER_ROW_BOUND),
+        # peaked, long-tailed and wide rows: q underflows to 0 on the wide ones, whose
+        # entries reach the student through log Z (3 more numbers per row)
+        ({}, _logits, BYTES_PER_ROW_BOUND + 12),
+    ],
+    ids=["kl-pr", "kl-pr-temperature", "kl-pr-zeros-of-q"],
+)
+def test_collectives_counted_kl_pr(pools, extra, data, max_bytes):
+    """KL(p‖r), α = −5, λ = 0.1, float32, 2 ranks, 128 rows in 4 chunks: the all_reduce
+    calls (1 agreement check, 6 per chunk, 1 for the gradient's flags of every chunk at the
+    end: docs/sharded.md) and the bytes per row (the agreement check's 288 included)."""
+    rows, vocab, chunks = 128, 1000, 4
+    s, t = data(11, rows, vocab)
+    kw = {"alpha": -5.0, "lam": 0.1, "divergence": "kl", "order": "pr", "div_params": {},
+          "reduction": "none", "chunk_size": rows // chunks, **extra}  # fmt: skip
+    bounds = _bounds(vocab, 2)
+    out = pools[2].run(_job_count, s, t, bounds, kw)
+    assert all(a[0] == "ok" for a in out), out
+    got = [a[1] for a in out]
+    assert got[0]["calls"] == got[1]["calls"] and got[0]["bytes"] == got[1]["bytes"]
+    per_row = got[0]["bytes"] / rows
+    assert per_row <= max_bytes, f"{per_row:.1f} bytes per row"
+    assert got[0]["calls"] == 1 + 6 * chunks + 1, got[0]["calls"]
+    # the counted run is still the loss: against amid_ref in float64
+    np.testing.assert_array_equal(got[0]["loss"], got[1]["loss"])
+    grad = np.concatenate([g["grad"] for g in got], axis=-1)
+    case = {"s": s, "t": t, "dtype": "float32", "kw": kw}
+    _check_oracle(case, got[0]["loss"], grad, "counted KL(p‖r)")
