@@ -134,7 +134,7 @@ def kernel_accuracy(device: str, vocabs=(151936,), rows: int = 8) -> dict[str, A
 
 
 def _stage_accuracy(device: str, dry: bool) -> dict:
-    vocab, rows = (3001, 2) if dry else (151936, 4)
+    vocab, rows = (301, 2) if dry else (151936, 4)
     found = accuracy.backend_accuracy(vocab, rows, device=device)
     measured = [r for r in found if r["status"] == "ok"]
     return {
