@@ -404,8 +404,18 @@ def test_maximum_tied_across_shards(pools):
     for world, widths in ((2, None), (3, [4, 4, 3])):
         bounds = _bounds(vocab, world, widths)
         cases = [
-            _case(s, t, bounds, "float64", alpha=a, lam=lam, divergence=d, order=o,
-                  div_params=p, temperature=temp)  # fmt: skip
+            _case(
+                s,
+                t,
+                bounds,
+                "float64",
+                alpha=a,
+                lam=lam,
+                divergence=d,
+                order=o,
+                div_params=p,
+                temperature=temp,
+            )
             for (d, p), o, a, lam, temp in (
                 (("kl", {}), "pr", -5.0, 0.1, 1.0),
                 (("kl", {}), "pr", 0.5, 0.3, 0.7),
