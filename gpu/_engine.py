@@ -346,7 +346,12 @@ def _run(
         else:
             idx = rows[start:stop]
             extra = {} if red.local else {"red": red}
-            value, g, f = kernel(s2[idx], t2[idx], spec, want_grad, grad_scale, **extra)
+            # A gradient of a narrower dtype than the compute dtype is cast by the kernel,
+            # whose flags then see an entry beyond its range (as with rows=None).
+            out = None
+            if grad is not None and grad.dtype != spec.cdtype:
+                out = grad.new_empty(idx.numel(), grad.shape[-1])
+            value, g, f = kernel(s2[idx], t2[idx], spec, want_grad, grad_scale, out, **extra)
             row_loss.index_copy_(0, idx, value)
             flags.index_copy_(0, idx, f)
             if grad is not None:

@@ -103,15 +103,15 @@ class Pool:
         for p in self.procs:
             p.start()
 
-    def run(self, fn, *args) -> list:
+    def run(self, fn, *args, timeout: float = RESULT_TIMEOUT_S) -> list:
         for q in self.tasks:
             q.put((fn, args))
         out = []
         for k, q in enumerate(self.results):
             try:
-                out.append(q.get(timeout=RESULT_TIMEOUT_S))
+                out.append(q.get(timeout=timeout))
             except queue.Empty:
-                raise AssertionError(f"rank {k} gave no answer in {RESULT_TIMEOUT_S} s") from None
+                raise AssertionError(f"rank {k} gave no answer in {timeout} s") from None
         return out
 
     def close(self) -> None:
@@ -228,9 +228,12 @@ def _grad_within(got, want, tol, what, row_loss=None):
     assert_within(got / scale, want / scale, tol, what=what)
 
 
-def _check(pool: Pool, cases: list[dict], *, oracle: bool = False) -> int:
-    """Run the cases on every rank; compare with the unsharded loss (and amid_ref)."""
-    answers = pool.run(_job_cases, cases)
+def _check(
+    pool: Pool, cases: list[dict], *, oracle: bool = False, timeout: float = RESULT_TIMEOUT_S
+) -> int:
+    """Run the cases on every rank (answers within ``timeout`` seconds); compare with the
+    unsharded loss (and amid_ref)."""
+    answers = pool.run(_job_cases, cases, timeout=timeout)
     for k, a in enumerate(answers):
         assert a[0] == "ok", f"rank {k} failed: {a}"
     n_raised = 0
@@ -534,6 +537,106 @@ def test_nan_on_one_rank_raises_everywhere(pools):
         assert raised == len(cases)  # the last one ignores the NaN row, not the +inf one
         # and the group still works afterwards
         _check(pools[world], [_case(s, t, bounds, alpha=-5.0, lam=0.1)])
+
+
+def _overflow_inputs(vocab: int, bad: dict[tuple[int, int], int], dtype: str):
+    """Logits of shape (2, 2, V) whose χ²(p‖q) gradient (λ = 0: r = q) exceeds the range of
+    ``dtype`` on exactly one column per bad row (``bad``: row → column) and nowhere else,
+    with a finite loss: q tiny at that column, so that ∂D/∂s_j ≈ −D/T there and q_k·D/T
+    (k ≠ j, 1/V of it) elsewhere. float16 at T = 1: D ≈ 9.2e4 > 65504 > D/11; float32 at
+    T = 0.01 (p peaked on the column): D ≈ 1e37 finite, D/T ≈ 1e39 > 3.4e38 > D/(11 T)."""
+    s = np.zeros((2, 2, vocab))
+    t = np.zeros((2, 2, vocab))
+    for row, col in bad.items():
+        if dtype == "float16":
+            s[row][col] = -14.0
+        else:
+            s[row][col], t[row][col] = -0.828, 0.2
+    return s, t
+
+
+def test_gradient_overflow_on_one_rank_raises_everywhere(pools):
+    """The gradient's flag bits travel in their own collective once per pass
+    (``_ShardReduce.settle``): a gradient that overflows its dtype on one column, so on one
+    rank's shard only, makes every rank raise the unsharded loss's ValueError naming the
+    global row(s), with chunks of one row and with labels (the valid rows only), within the
+    process-group timeout; the group keeps working afterwards."""
+    vocab = 12
+    temperature = {"float16": 1.0, "float32": 0.01}
+    for world in (2, 3):
+        bounds = _bounds(vocab, world)
+        # one bad row on the last rank's shard, one on the first rank's
+        bad = {(1, 0): bounds[-1][0] + 1, (0, 1): 0}
+        first_kept, last_kept = np.array([[1, -100], [1, 1]]), np.array([[1, 1], [-100, 1]])
+        cases = []
+        for dtype in ("float16", "float32"):
+            s, t = _overflow_inputs(vocab, bad, dtype)
+            # the premise, by the oracle: one column per bad row beyond the dtype's range
+            want_g = amid_ref.amid_grad(
+                s.reshape(-1, vocab), t.reshape(-1, vocab), -5.0, 0.0, "chi2", "pr", {},
+                temperature[dtype],
+            ).reshape(s.shape)  # fmt: skip
+            beyond = np.abs(want_g) > np.finfo(dtype).max
+            assert sorted(map(tuple, np.argwhere(beyond))) == sorted(
+                (*r, c) for r, c in bad.items()
+            )
+            kw = {"alpha": -5.0, "lam": 0.0, "divergence": "chi2", "order": "pr"}
+            kw["temperature"] = temperature[dtype]
+            cases += [
+                _case(s, t, bounds, dtype, **kw),
+                _case(s, t, bounds, dtype, **kw, chunk_size=1, reduction="sum"),
+                _case(s, t, bounds, dtype, **kw, chunk_size=1, labels=first_kept),
+                _case(s, t, bounds, dtype, **kw, chunk_size=3, labels=last_kept),
+                _case(s, t, bounds, dtype, **kw, grad=False),  # no gradient: the loss
+            ]
+        assert _check(pools[world], cases, timeout=2 * PG_TIMEOUT_S) == len(cases) - 2
+        s, t = _logits(11, 4, vocab)
+        _check(pools[world], [_case(s, t, bounds, alpha=-5.0, lam=0.1)])
+
+
+def _job_nan_gradient(rank: int, world: int, case: dict, bad_rank: int, bad_chunk: int):
+    """:func:`_job_cases` with the gradient of chunk ``bad_chunk`` made NaN (at its first
+    column) on rank ``bad_rank`` only, where its flag bits are looked for."""
+    chunk = bad_chunk if rank == bad_rank else -1
+    return _with_nan_gradient(chunk, _job_cases, rank, world, [case])
+
+
+def _with_nan_gradient(bad_chunk: int, fn, *args):
+    """``fn(*args)`` with the gradient of the torch kernel's chunk number ``bad_chunk`` (in
+    call order) made NaN at its first column before its flags are taken."""
+    import gpu._torch_kernel as kernel
+
+    flags_of = kernel._grad_flags
+    calls = []
+
+    def poisoned(g):
+        if len(calls) == bad_chunk:
+            g[0, 0] = math.nan
+        calls.append(len(g))
+        return flags_of(g)
+
+    kernel._grad_flags = poisoned
+    try:
+        return fn(*args)
+    finally:
+        kernel._grad_flags = flags_of
+
+
+def test_nan_gradient_on_one_rank_raises_everywhere(pools):
+    """A NaN gradient entry (a kernel bug: the guard is the same in every backend) on one
+    rank's shard of one row: every rank raises the unsharded loss's FloatingPointError
+    naming that row, within the process-group timeout."""
+    vocab = 12
+    s, t = _logits(13, 4, vocab)
+    s, t = s.reshape(2, 2, vocab), t.reshape(2, 2, vocab)
+    for world, bad_rank in ((2, 1), (3, 0)):
+        case = _case(s, t, _bounds(vocab, world), alpha=-5.0, lam=0.1, chunk_size=1)
+        want = _with_nan_gradient(2, _unsharded, case)  # the third row: (1, 0)
+        assert want[0] == "raised" and "NaN gradient on row(s) [(1, 0)]" in want[2], want
+        answers = pools[world].run(_job_nan_gradient, case, bad_rank, 2, timeout=2 * PG_TIMEOUT_S)
+        for k, a in enumerate(answers):
+            assert a == ("ok", [want]), f"rank {k}: {a}"
+        _check(pools[world], [case])  # the group keeps working
 
 
 def _job_mismatch(rank: int, world: int, kws: list[dict]) -> list[str]:
