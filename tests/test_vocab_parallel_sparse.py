@@ -489,3 +489,33 @@ def test_dtensor_student_with_a_sparse_teacher(pools):
         assert_within(loss, float(want.detach()), tol, what="dtensor loss")
         tol = tolerance("vocab_parallel", "grad", "float64")
         _grad_within(grad, s_t.grad.numpy(), tol, "dtensor grad")
+
+
+def test_gradient_overflow_on_one_rank_raises_everywhere(pools):
+    """A sparse teacher whose χ²(p‖q) gradient (λ = 0: r = q) overflows float16 on one id
+    of one rank's shard only (q tiny there; premise checked with amid_ref in float64): the
+    gradient's flag bits, sent once per pass, make every rank raise gpu.amid_loss's error
+    naming the row, for 'bucket' (the gathered (k+1)-category kernel) and 'uniform' (the
+    densified shard), with chunks of one row and with labels."""
+    vocab, k = 12, 3
+    world = 3
+    bounds = _bounds(vocab, world)
+    col = bounds[1][0] + 1  # on the middle rank's shard
+    s = np.zeros((2, 2, vocab))
+    s[1, 0, col] = -14.0
+    idx = np.tile(np.array([col, 0, vocab - 1]), (2, 2, 1))
+    lp = np.full((2, 2, k), -np.log(vocab))  # a uniform teacher's top k
+    kw = {"alpha": -5.0, "lam": 0.0, "divergence": "chi2", "order": "pr"}
+    cases = []
+    for policy in ("bucket", "uniform"):
+        want_g = amid_ref.amid_grad(
+            s[1, 0], None, *kw.values(), teacher_topk=(idx[1, 0], lp[1, 0]), leftover=policy
+        )
+        assert np.flatnonzero(np.abs(want_g) > np.finfo(np.float16).max).tolist() == [col]
+        cases += [
+            _case(s, (idx, lp), bounds, "float16", **kw, leftover=policy, chunk_size=1),
+            _case(s, (idx, lp), bounds, "float16", **kw, leftover=policy, reduction="sum",
+                  labels=np.array([[1, -100], [1, 1]])),
+        ]  # fmt: skip
+    assert "its dtype on row(s) [(1, 0)]" in _unsharded(cases[-1])[2]
+    assert _check(pools[world], cases) == len(cases)
