@@ -46,6 +46,7 @@ __all__ = [
     "check_teacher_source",
     "check_teacher_topk",
     "leftover_needs_mass_message",
+    "log1p_tol",
     "mass_above_one_message",
     "sparse_transform_message",
     "truncate_dropped_message",
@@ -215,5 +216,9 @@ def truncate_dropped_message(side: str, dropped: float, row, limit: float) -> st
 
 
 def log1p_tol() -> float:
-    """``log(1 + SPARSE_MASS_TOL)``, the largest accepted log-sum-exp of kept log-probs."""
+    """``log(1 + SPARSE_MASS_TOL)``, the largest accepted log-sum-exp of kept log-probs.
+
+    The test of a mass above 1 is ``logsumexp(ℓ_S) > log1p_tol()`` in float64, in every
+    implementation (not ``expm1(logsumexp) > SPARSE_MASS_TOL``: within an ulp of the
+    boundary the two can disagree)."""
     return math.log1p(SPARSE_MASS_TOL)

@@ -56,6 +56,7 @@ from amid_ref.contract import (
     SPARSE_EPS_ROUNDING,
     check_teacher_source,
     leftover_needs_mass_message,
+    log1p_tol,
     mass_above_one_message,
     sparse_transform_message,
     truncate_dropped_message,
@@ -406,15 +407,19 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
         lp = lp64.to(lp.dtype)
     # The mass may exceed 1 by SPARSE_MASS_TOL plus the rounding of the given log-probs to
     # their dtype: |Δp_i| ≤ p_i·|ℓ_i|·eps/2 (nothing in float64, amid_ref's own dtype, so
-    # that float64 input meets amid_ref's comparisons exactly; ~1e-2 in bfloat16).
+    # that float64 input meets amid_ref's comparisons exactly; ~1e-2 in bfloat16). The test
+    # is amid_ref's, on the log-sum-exp in float64: lse > log1p(SPARSE_MASS_TOL), the same
+    # float64 threshold (a test of expm1(lse) can differ from it within an ulp).
     lse = _logsumexp_as_reference(lp64)
     allowed = torch.full_like(lse, SPARSE_MASS_TOL)
+    limit = torch.full_like(lse, log1p_tol())
     if lp.dtype != torch.float64:
         p_abs_l = torch.where(pad, 0.0, torch.exp(lp64) * lp64.abs()).sum(-1)
         allowed += 0.5 * torch.finfo(lp.dtype).eps * p_abs_l
-    excess = torch.expm1(lse)  # P_S − 1
-    if bool((excess > allowed).any()):
-        r = row_of(excess > allowed)
+        limit = torch.log1p(allowed)
+    above = lse > limit
+    if bool(above.any()):
+        r = row_of(above)
         raise ValueError(
             mass_above_one_message(
                 float(lse.exp()[int(np.ravel_multi_index(r, leading)) if leading else 0]), r
@@ -425,7 +430,7 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
     # of the sum: the row is renormalized and ε = 0 (a sum above 1 that passed lands here).
     # Log-probs in a narrower dtype than float64 widen the second threshold by their
     # rounding, as above (a top-V teacher in bfloat16 sums to 1 within ~1e-2 only).
-    eps = -excess
+    eps = -torch.expm1(lse)
     full = (~pad).sum(-1) == vocab
     rounding = ((eps <= SPARSE_EPS_ROUNDING) | (full & (eps <= allowed))) & (lse != NEG_INF)
     if bool(rounding.any()):

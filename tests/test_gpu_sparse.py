@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
+from amid_ref._special import log_normalize  # noqa: E402
 from amid_ref._specs import SPECS  # noqa: E402
 from amid_ref.contract import SPARSE_EPS_ROUNDING  # noqa: E402
 from amid_ref.tolerances import SPARSE_MASS_TOL, assert_within, tolerance  # noqa: E402
@@ -448,6 +449,66 @@ def test_leftover_rounding_rule_is_the_reference(threshold, side):
         assert_within(got.numpy(), want, tolerance("gpu", "loss", "float64"), what=what)
         if policy == "bucket":  # the case that tells the two sides apart
             assert bool(np.isinf(want[0])) == (side == ("below" if k < v else "above")), what
+
+
+def _row_with_logsumexp(target: float, gap: float) -> np.ndarray:
+    """Two log-probabilities ``[a, a − gap]`` whose log-sum-exp as amid_ref forms it
+    (:func:`amid_ref._special.log_normalize`, float64) is ``target`` exactly: ``a`` is
+    stepped by ulps from ``target − log1p(e^−gap)``."""
+    a = target - math.log1p(math.exp(-gap))
+    for _ in range(64):
+        lse = float(log_normalize(np.array([a, a - gap]))[1][0])
+        if lse == target:
+            return np.array([a, a - gap])
+        a = float(np.nextafter(a, INF if lse < target else -INF))
+    raise AssertionError(f"no row with log-sum-exp {target!r}")
+
+
+def _outcome(loss, *args, **kwargs) -> str:
+    """The word "accepted", or the message of the mass-above-1 error ``loss(...)`` raised."""
+    try:
+        loss(*args, **kwargs)
+    except ValueError as exc:
+        assert "sum to P_S" in str(exc), exc
+        return str(exc)
+    return "accepted"
+
+
+#: A mass tolerance at which ``expm1(lse) > tol`` and ``lse > log1p(tol)`` disagree on a
+#: float64 neighbour of log1p(tol) (found by scanning 3000 tolerances in [1e-6, 1e-2]).
+_TOL_WHERE_THE_FORMS_DIFFER = 5.946454306285815e-4
+
+
+@pytest.mark.parametrize("mass_tol", [SPARSE_MASS_TOL, _TOL_WHERE_THE_FORMS_DIFFER])
+def test_mass_above_one_boundary_is_the_reference(monkeypatch, mass_tol):
+    """Kept log-probabilities whose log-sum-exp is log1p(SPARSE_MASS_TOL) or one of its
+    float64 neighbours (three ulps either side; one id, and two ids whose sum is formed):
+    gpu.amid_loss refuses exactly the rows amid_ref refuses (the same float64 test of the
+    log-sum-exp; the sharded loss checks through the same function), and both sides of the
+    boundary occur. Also at a tolerance where a test of expm1(lse) would disagree."""
+    import amid_ref._sparse
+    import amid_ref.tolerances
+
+    monkeypatch.setattr(amid_ref.tolerances, "SPARSE_MASS_TOL", mass_tol)
+    monkeypatch.setattr(amid_ref._sparse, "SPARSE_MASS_TOL", mass_tol)
+    boundary = math.log1p(mass_tol)
+    targets = [boundary]
+    for _ in range(3):
+        targets = [float(np.nextafter(targets[0], -INF)), *targets]
+        targets = [*targets, float(np.nextafter(targets[-1], INF))]
+    s = np.random.default_rng(5).normal(size=(1, 6))
+    refused = []
+    for target in targets:
+        for lp in (np.array([target]), _row_with_logsumexp(target, 23.0)):
+            idx = np.arange(len(lp))[None]
+            topk_t = (torch.tensor(idx), torch.tensor(lp[None]))
+            outcome = [
+                _outcome(amid_ref.amid_loss, s, None, -5.0, 0.1, teacher_topk=(idx, lp[None])),
+                _outcome(gpu.amid_loss, torch.tensor(s), None, -5.0, 0.1, teacher_topk=topk_t),
+            ]
+            assert outcome[0] == outcome[1], (target, lp, outcome)
+            refused.append(outcome[0] != "accepted")
+    assert any(refused) and not all(refused)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
