@@ -267,13 +267,9 @@ def amid_loss(
     >>> s.grad.shape
     torch.Size([1, 3])
     """
+    arguments = dict(locals())  # the call's arguments by name, before any other local
     cdtype = _compute_dtype(student_logits, teacher_logits, teacher_topk)
-    objective = Objective.of(
-        alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-        leftover=leftover, vocab_alignment=vocab_alignment, softcap=softcap,
-        logit_scale=logit_scale, temperature_applies_to=temperature_applies_to,
-        implementation="gpu",
-    )  # fmt: skip
+    objective = _objective_of(arguments)
     return _loss_of(
         objective, cdtype, student_logits, teacher_logits, labels, teacher_topk,
         ignore_index=ignore_index, reduction=reduction, chunk_size=chunk_size,
@@ -340,6 +336,15 @@ def _loss_of(
 
 def _is_pair(x) -> bool:
     return isinstance(x, tuple | list) and len(x) == 2 and isinstance(x[1], torch.Tensor)
+
+
+def _objective_of(arguments: Mapping[str, Any]) -> Objective:
+    """The objective (validated for gpu: errors name the parameter) of a loss's arguments by
+    name, ``arguments`` holding every parameter of :meth:`Objective.of`: the one place where
+    :func:`amid_loss`, :class:`AMiDLoss`, :func:`gpu.vocab_parallel_amid_loss` and
+    :class:`gpu.VocabParallelAMiDLoss` turn their keyword arguments into an objective."""
+    fields = {name: arguments[name] for name in objective_parameters()}
+    return Objective.of(**fields, implementation="gpu")
 
 
 def _gpu_objective(objective: Any, **changes: Any) -> Objective:
@@ -520,12 +525,7 @@ class AMiDLoss(_ObjectiveModule):
         temperature_applies_to: str = "both",
     ) -> None:
         super().__init__()
-        objective = Objective.of(
-            alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-            leftover=leftover, vocab_alignment=vocab_alignment, softcap=softcap,
-            logit_scale=logit_scale, temperature_applies_to=temperature_applies_to,
-            implementation="gpu",
-        )  # fmt: skip
+        objective = _objective_of(locals())
         # α and λ are also float64 buffers, for ``state_dict`` (a checkpoint restores a
         # schedule); they stay on the CPU (``_apply``, used by ``.to``, ``.cuda``,
         # ``.half``, is overridden below to leave them alone) and follow the objective.

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from amid_ref.contract import Objective, check_teacher_source
+from amid_ref.contract import check_teacher_source
 from gpu._divergences import GPU_DIVERGENCES
 from gpu._engine import (
     _reduce,
@@ -52,9 +52,9 @@ from gpu._engine import (
     default_chunk_size,
 )
 from gpu._flags import _BAD_STUDENT, _FLAG_DTYPE, _INF_GRAD, _NAN_GRAD
-from gpu._loss import _ObjectiveModule
+from gpu._loss import _objective_of, _ObjectiveModule
 from gpu._mixture import NEG_INF
-from gpu._teachers import Teaching, check_topk, teaching_fields
+from gpu._teachers import Teaching, check_topk
 from gpu._torch_kernel import LocalReduce, _grad_flags
 from gpu._torch_kernel import chunk as torch_chunk
 from gpu._validation import (
@@ -637,27 +637,19 @@ def vocab_parallel_amid_loss(
         loss = gpu.vocab_parallel_amid_loss(s, teacher_logits[..., lo:hi], -5.0, 0.1)
         loss.backward()
     """
+    arguments = dict(locals())  # the call's arguments by name, before any other local
     try:
         call = _checked_call(
             student_logits_shard=student_logits_shard,
             teacher_logits_shard=teacher_logits_shard,
             teacher_topk=teacher_topk,
-            alpha=alpha,
-            lam=lam,
-            divergence=divergence,
-            order=order,
-            div_params=div_params,
+            arguments=arguments,
             labels=labels,
             ignore_index=ignore_index,
             reduction=reduction,
-            temperature=temperature,
-            detach_assistant=detach_assistant,
             chunk_size=chunk_size,
             group=group,
             vocab_start=vocab_start,
-            teaching=teaching_fields(
-                leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
-            ),
         )
     except (TypeError, ValueError) as exc:
         # optional: torch.distributed, as in _dist
@@ -761,23 +753,17 @@ def _checked_call(
     student_logits_shard,
     teacher_logits_shard,
     teacher_topk,
-    alpha,
-    lam,
-    divergence,
-    order,
-    div_params,
+    arguments,
     labels,
     ignore_index,
     reduction,
-    temperature,
-    detach_assistant,
     chunk_size,
     group,
     vocab_start,
-    teaching,
 ) -> _Call:
     """Validated arguments (raises TypeError/ValueError before any collective); the logit
-    transforms and a student-only temperature applied to the shards."""
+    transforms and a student-only temperature applied to the shards. ``arguments``: the
+    call's, by name (the objective is built from them)."""
     check_teacher_source(teacher_logits_shard, teacher_topk)
     student_logits_shard, mesh_group = _as_local(student_logits_shard, "student_logits_shard")
     mesh_group_t = None
@@ -802,10 +788,7 @@ def _checked_call(
             "teacher_logits_shard",
             vocab=False,
         )
-    objective = Objective.of(
-        alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-        implementation="gpu", **teaching,
-    )  # fmt: skip
+    objective = _objective_of(arguments)
     leading = tuple(student_logits_shard.shape[:-1])
     device = student_logits_shard.device
     topk_spec = None
@@ -839,9 +822,9 @@ def _checked_call(
         "alpha": alpha,
         "lam": lam,
         "temperature": temperature,
-        "divergence": float(list(GPU_DIVERGENCES).index(divergence)),
+        "divergence": float(list(GPU_DIVERGENCES).index(objective.divergence)),
         "div_params": float(zlib.crc32(repr(sorted(params.items())).encode())),
-        "order": float(list(ORDERS).index(order)),
+        "order": float(list(ORDERS).index(objective.order)),
         "reduction": float(REDUCTIONS.index(reduction)),
         "detach_assistant": float(detach_assistant),
         "chunk_size": float(chunk_size or 0),
@@ -1071,14 +1054,8 @@ class VocabParallelAMiDLoss(_ObjectiveModule):
         temperature_applies_to: str = "both",
     ) -> None:
         super().__init__()
-        self._hold(
-            Objective.of(
-                alpha, lam, divergence, order, div_params, temperature, detach_assistant,
-                leftover=leftover, vocab_alignment=vocab_alignment, softcap=softcap,
-                logit_scale=logit_scale, temperature_applies_to=temperature_applies_to,
-                implementation="gpu",
-            )
-        )  # fmt: skip
+        objective = _objective_of(locals())
+        self._hold(objective)
         self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = check_reduction(reduction)
         self.chunk_size = check_chunk_size(chunk_size)
