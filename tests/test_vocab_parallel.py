@@ -1,21 +1,17 @@
 """The vocabulary-parallel loss over torch.distributed (gloo, CPU), held to the unsharded one.
 
-One pool of worker processes per world size (2 and 3) is started for the whole module, each
-worker holding one gloo process group on 127.0.0.1 (a free port); cases are fed to every
-worker through queues in batches, the workers return the replicated loss and their gradient
-slice, and this process compares them with :func:`gpu.amid_loss` on the full rows
-(float64: the ``"vocab_parallel"`` rows of :mod:`amid_ref.tolerances`) and with the oracle
-:mod:`amid_ref` in float64 (the ``"gpu"`` rows). Where the unsharded loss raises, every rank
-must raise the same error with the same message.
+One pool of worker processes per world size (2 and 3) is started for the whole module
+(tests/_sharded.py), each worker holding one gloo process group on 127.0.0.1 (a free port);
+cases are fed to every worker through queues in batches, the workers return the replicated
+loss and their gradient slice, and this process compares them with :func:`gpu.amid_loss` on
+the full rows (float64: the ``"vocab_parallel"`` rows of :mod:`amid_ref.tolerances`) and with
+the oracle :mod:`amid_ref` in float64 (the ``"gpu"`` rows). Where the unsharded loss raises,
+every rank must raise the same error with the same message.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import queue
-import socket
-from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -25,129 +21,38 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():  # pragma: no cover
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
+from _sharded import (  # noqa: E402 (tests/ is on sys.path)
+    DIVERGENCES,
+    PG_TIMEOUT_S,
+    RESULT_TIMEOUT_S,
+    Pool,
+    _agreed,
+    _bounds,
+    _grad_within,
+    _log_softmax,
+    _logits,
+    _outcome,
+    _started_pools,
+)
+
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
-from amid_ref._specs import ORDERS, SPECS  # noqa: E402
+from amid_ref._specs import ORDERS  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 from gpu._divergences import is_sum_of_terms  # noqa: E402
 
 INF = math.inf
 ALPHAS = (-INF, -5.0, 0.0, 1.0 - 1e-6, 1.0, 1.0 + 1e-6, INF)
-#: One parameter set per divergence the gpu package offers (the contract's representative
-#: one), and Rényi away from its series branch as well.
-DIVERGENCES = (
-    *((name, spec.typical_params) for name, spec in SPECS.items() if spec.offered_by("gpu")),
-    ("renyi", {"order": 2.0}),
-)
-#: Process-group timeout: a rank left waiting in a collective fails the test in seconds.
-PG_TIMEOUT_S = 20
 #: Cases where the sharded and the unsharded loss both miss amid_ref (see _check).
 SHARED_MISSES: list[str] = []
-RESULT_TIMEOUT_S = 120
-
-
-# --- the worker pool ----------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(rank: int, world: int, port: int, tasks, results) -> None:
-    """Worker loop: one gloo group for the process's life, then ``(fn, args)`` jobs."""
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=PG_TIMEOUT_S),
-    )
-    while True:
-        job = tasks.get()
-        if job is None:
-            break
-        fn, args = job
-        try:
-            results.put(("ok", fn(rank, world, *args)))
-        except Exception as exc:  # reported to the test process
-            results.put(("raised", type(exc).__name__, str(exc)))
-    dist.destroy_process_group()
-
-
-class Pool:
-    """``world`` worker processes sharing one process group; :meth:`run` runs a job on all."""
-
-    def __init__(self, world: int) -> None:
-        import torch.multiprocessing as mp
-
-        ctx = mp.get_context("forkserver")
-        # The server imports once what every worker needs (torch, DTensor, the oracle's
-        # registry, this module); each worker is then a fork of it.
-        ctx.set_forkserver_preload(
-            ["torch", "torch.distributed.tensor", "amid_ref", "gpu", __name__]
-        )
-        port = _free_port()
-        self.world = world
-        self.tasks = [ctx.Queue() for _ in range(world)]
-        self.results = [ctx.Queue() for _ in range(world)]
-        self.procs = [
-            ctx.Process(
-                target=_serve, args=(k, world, port, self.tasks[k], self.results[k]), daemon=True
-            )
-            for k in range(world)
-        ]
-        for p in self.procs:
-            p.start()
-
-    def run(self, fn, *args, timeout: float = RESULT_TIMEOUT_S) -> list:
-        for q in self.tasks:
-            q.put((fn, args))
-        out = []
-        for k, q in enumerate(self.results):
-            try:
-                out.append(q.get(timeout=timeout))
-            except queue.Empty:
-                raise AssertionError(f"rank {k} gave no answer in {timeout} s") from None
-        return out
-
-    def close(self) -> None:
-        for q in self.tasks:
-            q.put(None)
-        for p in self.procs:
-            p.join(timeout=10)
-            if p.is_alive():  # pragma: no cover
-                p.kill()
 
 
 @pytest.fixture(scope="module")
-def pools():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors; OpenMP regions only wait on a shared machine
-    started = {w: Pool(w) for w in (2, 3)}
-    yield started
-    for p in started.values():
-        p.close()
-    torch.set_num_threads(threads)
+def pools(request):
+    yield from _started_pools(request.module.__name__)
 
 
 # --- jobs (run in the workers) --------------------------------------------------------------
-
-
-def _bounds(vocab: int, world: int, widths=None) -> list[tuple[int, int]]:
-    widths = widths or [vocab // world + (k < vocab % world) for k in range(world)]
-    starts = np.cumsum([0, *widths])
-    return [(int(starts[k]), int(starts[k + 1])) for k in range(world)]
-
-
-def _backward(loss, upstream) -> None:
-    if upstream is None:
-        loss.sum().backward()
-    else:
-        loss.backward(torch.tensor(upstream, dtype=loss.dtype))
 
 
 def _job_cases(rank: int, world: int, cases: list[dict]) -> list:
@@ -162,43 +67,15 @@ def _job_cases(rank: int, world: int, cases: list[dict]) -> list:
         kw = dict(c["kw"])
         if c.get("vocab_start"):
             kw["vocab_start"] = lo
-        try:
-            loss = gpu.vocab_parallel_amid_loss(s, t, labels=labels, **kw)
-            if s.requires_grad:
-                up = c.get("upstream")
-                _backward(loss, up)
-                grad = s.grad.double().numpy()
-            else:
-                grad = None
-            out.append(("ok", loss.detach().double().numpy(), grad))
-        except (ValueError, TypeError, FloatingPointError) as exc:
-            out.append(("raised", type(exc).__name__, str(exc)))
+
+        def loss(s=s, t=t, labels=labels, kw=kw):
+            return gpu.vocab_parallel_amid_loss(s, t, labels=labels, **kw)
+
+        out.append(_outcome(loss, s, c))
     return out
 
 
 # --- data and comparison --------------------------------------------------------------------
-
-
-def _logits(seed: int, rows: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
-    """Student and teacher logits: peaked, long-tailed, close and wide rows in turn."""
-    rng = np.random.default_rng(seed)
-    s = rng.normal(0.0, 2.0, (rows, vocab))
-    t = rng.normal(0.0, 2.0, (rows, vocab))
-    for i in range(rows):
-        kind = i % 4
-        if kind == 0:
-            t[i, rng.integers(vocab)] += 12.0
-            s[i, rng.integers(vocab)] += 6.0
-        elif kind == 1:
-            ranks = rng.permutation(vocab) + 1.0
-            t[i] = -1.5 * np.log(ranks)
-            s[i] = -1.1 * np.log(ranks) + rng.normal(0, 0.3, vocab)
-        elif kind == 2:
-            s[i] = t[i] + rng.normal(0.0, 0.05, vocab)
-        else:
-            s[i] *= 10.0
-            t[i] *= 10.0
-    return s, t
 
 
 def _unsharded(c: dict):
@@ -207,25 +84,7 @@ def _unsharded(c: dict):
     s = torch.tensor(c["s"], dtype=dtype, requires_grad=c.get("grad", True))
     t = torch.tensor(c["t"], dtype=dtype)
     labels = None if c.get("labels") is None else torch.tensor(c["labels"])
-    try:
-        loss = gpu.amid_loss(s, t, labels=labels, **c["kw"])
-        if s.requires_grad:
-            up = c.get("upstream")
-            _backward(loss, up)
-            return ("ok", loss.detach().double().numpy(), s.grad.double().numpy())
-        return ("ok", loss.detach().double().numpy(), None)
-    except (ValueError, TypeError, FloatingPointError) as exc:
-        return ("raised", type(exc).__name__, str(exc))
-
-
-def _grad_within(got, want, tol, what, row_loss=None):
-    """Row-scaled gradient check (test_gpu's); with ``row_loss`` the scale also covers the
-    row's divergence value, which bounds the size of the sums A, C·B the gradient
-    subtracts (χ²: Σ|g_q| ≈ 2χ², up to 1e13 on the wide rows)."""
-    scale = np.maximum(1.0, np.max(np.abs(want), axis=-1, keepdims=True))
-    if row_loss is not None:
-        scale = np.maximum(scale, np.abs(np.asarray(row_loss))[..., None])
-    assert_within(got / scale, want / scale, tol, what=what)
+    return _outcome(lambda: gpu.amid_loss(s, t, labels=labels, **c["kw"]), s, c)
 
 
 def _check(
@@ -241,26 +100,14 @@ def _check(
         what = f"world={pool.world} {c['dtype']} bounds={c['bounds']} {c['kw']}"
         want = _unsharded(c)
         got = [answers[k][1][i] for k in range(pool.world)]
-        if want[0] == "raised":
+        agreed = _agreed(what, got, want, c["dtype"])
+        if agreed is None:
             n_raised += 1
-            for k, g in enumerate(got):
-                assert g == want, f"{what}: rank {k} gave {g[:2]}, unsharded raised {want}"
             continue
-        for k, g in enumerate(got):
-            assert g[0] == "ok", f"{what}: rank {k} raised {g}, the unsharded loss did not"
-        losses = [g[1] for g in got]
-        for k in range(1, pool.world):  # replicated: bitwise the same on every rank
-            np.testing.assert_array_equal(losses[k], losses[0], err_msg=what)
-        grad = None if want[2] is None else np.concatenate([g[2] for g in got], axis=-1)
-        # float64: the vocab_parallel rows; other dtypes: the gpu rows (both vs unsharded)
-        suite = "vocab_parallel" if c["dtype"] == "float64" else "gpu"
-        assert_within(losses[0], want[1], tolerance(suite, "loss", c["dtype"]), what=what)
-        if grad is not None:
-            row_loss = want[1] if want[1].shape == want[2].shape[:-1] else None
-            _grad_within(grad, want[2], tolerance(suite, "grad", c["dtype"]), what, row_loss)
+        loss, grad = agreed
         if oracle or c["dtype"] != "float64":
             try:
-                _check_oracle(c, losses[0], grad, what)
+                _check_oracle(c, loss, grad, what)
             except AssertionError:
                 # Held to amid_ref wherever the unsharded loss is: a miss that gpu.amid_loss
                 # shares comes from the kernels both use (tests/test_gpu.py's concern).
@@ -268,12 +115,6 @@ def _check(
                     _check_oracle(c, want[1], want[2], what)
                 SHARED_MISSES.append(what)
     return n_raised
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    top = np.max(x, axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return x - top - np.log(np.exp(x - top).sum(-1, keepdims=True))
 
 
 def _check_oracle(c, loss, grad, what):

@@ -1,7 +1,7 @@
 """The vocabulary-parallel loss with a sparse (top-k) teacher, and vocabularies of different
 sizes, over torch.distributed (gloo, CPU).
 
-The worker pools of :mod:`test_vocab_parallel` (world sizes 2 and 3) run each case on every
+The worker pools of tests/_sharded.py (world sizes 2 and 3) run each case on every
 rank: the student's logits sharded over the vocabulary, the sparse teacher ``(indices,
 logprobs)`` of global ids replicated. The replicated loss and the gathered gradient are held
 to :func:`gpu.amid_loss` with the same ``teacher_topk`` on the full rows (float64: the
@@ -22,14 +22,16 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():  # pragma: no cover
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
-# the worker pool and helpers of the dense vocabulary-parallel tests (tests/ is on sys.path)
-from test_vocab_parallel import (  # noqa: E402
+from _sharded import (  # noqa: E402 (tests/ is on sys.path)
     DIVERGENCES,
     Pool,
-    _backward,
+    _agreed,
     _bounds,
     _grad_within,
+    _log_softmax,
     _logits,
+    _outcome,
+    _started_pools,
 )
 
 import amid_ref  # noqa: E402
@@ -56,14 +58,8 @@ OBJECTIVES = tuple(
 
 
 @pytest.fixture(scope="module")
-def pools():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    started = {w: Pool(w) for w in (2, 3)}
-    yield started
-    for p in started.values():
-        p.close()
-    torch.set_num_threads(threads)
+def pools(request):
+    yield from _started_pools(request.module.__name__)
 
 
 # --- the job (run in the workers) -----------------------------------------------------------
@@ -83,17 +79,6 @@ def _inputs(c: dict, rank: int | None):
         lo_t, hi_t = c.get("bounds_t", c["bounds"])[rank]
         t = t[..., lo_t:hi_t]
     return s, torch.tensor(t, dtype=dtype), None
-
-
-def _outcome(fn, s, c):
-    try:
-        loss = fn()
-        if s.requires_grad:
-            _backward(loss, c.get("upstream"))
-            return ("ok", loss.detach().double().numpy(), s.grad.double().numpy())
-        return ("ok", loss.detach().double().numpy(), None)
-    except (ValueError, TypeError, FloatingPointError) as exc:
-        return ("raised", type(exc).__name__, str(exc))
 
 
 def _sharded(c: dict, rank: int):
@@ -156,32 +141,15 @@ def _check(pool: Pool, cases: list[dict]) -> int:
         what = f"world={pool.world} {c['dtype']} bounds={c['bounds']} {c['kw']}"
         got = [answers[k][1][i] for k in range(pool.world)]
         want = c.get("want") or _unsharded(c)
-        if want[0] == "raised":
+        agreed = _agreed(what, got, want, c["dtype"], contains="want" in c)
+        if agreed is None:
             n_raised += 1
-            for k, g in enumerate(got):
-                assert g[0] == "raised", f"{what}: rank {k} gave {g[:2]}, expected {want}"
-                assert g[1:] == want[1:] if "want" not in c else want[2] in g[2], (what, k, g)
             continue
-        for k, g in enumerate(got):
-            assert g[0] == "ok", f"{what}: rank {k} raised {g}, the unsharded loss did not"
-        losses = [g[1] for g in got]
-        for k in range(1, pool.world):  # replicated: bitwise the same on every rank
-            np.testing.assert_array_equal(losses[k], losses[0], err_msg=what)
-        grad = None if want[2] is None else np.concatenate([g[2] for g in got], axis=-1)
-        suite = "vocab_parallel" if c["dtype"] == "float64" else "gpu"
-        assert_within(losses[0], want[1], tolerance(suite, "loss", c["dtype"]), what=what)
-        if grad is not None:
-            row_loss = want[1] if want[1].shape == want[2].shape[:-1] else None
-            _grad_within(grad, want[2], tolerance(suite, "grad", c["dtype"]), what, row_loss)
+        loss, grad = agreed
         plain = c.get("labels") is None and c.get("upstream") is None
         if c["kw"].get("reduction") == "none" and plain and "topk" in c:
-            _oracle(c, losses[0], grad, what)
+            _oracle(c, loss, grad, what)
     return n_raised
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    top = np.max(x, axis=-1, keepdims=True)
-    return x - top - np.log(np.exp(x - top).sum(-1, keepdims=True))
 
 
 def _topk(t: np.ndarray, k: int, *, within=None, pad_rows=(), exact_rows=()):
