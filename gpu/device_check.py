@@ -171,7 +171,6 @@ def _stage_sigmoid(device: str, dry: bool) -> dict:
     return {"status": "ok", **accuracy.sigmoid_accuracy(device)}
 
 
-
 # --- the compile stage: every Triton variant the later stages launch, compiled in parallel -----
 #
 # A Triton kernel is compiled once per variant: its constexprs (divergence, order, mixture
@@ -239,10 +238,12 @@ class _Recording:
     (faster; the values are meaningless).
     """
 
-    def __init__(self, values: str = "skip"):
+    def __init__(self, values: str = "skip", keep_launches: bool = False):
         self.values = values
         self.variants: dict[tuple, None] = {}  # ordered set
         self.errors: list[str] = []
+        #: (kernel, args, kwargs) of every launch, with ``keep_launches``
+        self.launches: list[tuple] | None = [] if keep_launches else None
 
     def _recorder(self, name: str):
         recording = self
@@ -251,6 +252,8 @@ class _Recording:
             def __getitem__(self, grid):
                 def launch(*args, **kwargs):
                     recording.variants.setdefault(variant_key(name, args, kwargs))
+                    if recording.launches is not None:
+                        recording.launches.append((name, args, kwargs))
 
                 return launch
 
@@ -522,13 +525,20 @@ def _stage_compile(device: str, dry: bool) -> dict:
         "stopped_at_budget": timed_out,
         "cache_entries_added": _cache_entries() - before,
         "per_stage": per_stage,
-        "per_kernel": {k: {"variants": len(s), "mean_s": round(sum(s) / len(s), 2),
-                           "max_s": max(s)} for k, s in sorted(by_kernel.items())},  # fmt: skip
+        "per_kernel": {
+            k: {"variants": len(s), "mean_s": round(sum(s) / len(s), 2), "max_s": max(s)}
+            for k, s in sorted(by_kernel.items())
+        },
         "errors": errors[:5],
     }
 
 
-_IN_PROCESS = {"compile": _stage_compile, "accuracy": _stage_accuracy, "kernels": _stage_kernels, "sigmoid": _stage_sigmoid}
+_IN_PROCESS = {
+    "compile": _stage_compile,
+    "accuracy": _stage_accuracy,
+    "kernels": _stage_kernels,
+    "sigmoid": _stage_sigmoid,
+}
 
 
 def _bench_command(dry: bool, out: str) -> list[str]:
