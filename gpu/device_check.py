@@ -6,25 +6,33 @@ Usage::
     python -m gpu.device_check --out check.json     # choose the output file
     python -m gpu.device_check --cpu-dry-run        # every stage at tiny sizes on the CPU
 
-Each stage runs in its own subprocess with its own time limit (:data:`STAGE_LIMITS`, 340 s
+Each stage runs in its own subprocess with its own time limit (:data:`STAGE_LIMITS`, 345 s
 in all); its status (``ok``, ``failed``, ``timeout``, ``error``), wall time and result are
 recorded, and the JSON file is rewritten after every stage, so a stage that times out or
-crashes loses nothing of the ones before and the next one still runs.
+crashes loses nothing of the ones before and the next one still runs. Every stage after
+the first records ``triton_cache_entries_added``: the Triton variants it had to compile
+itself (0 when the compile stage had them all).
 
-1. ``tests`` -- ``pytest -m gpu`` over the gpu test files (the CUDA copies of the checks
-   against :mod:`amid_ref`), with pytest's summary.
-2. ``accuracy`` -- :func:`gpu.accuracy.backend_accuracy`: the loss and gradient of both
-   backends (``torch``, ``triton``) in float32 and bfloat16 at V = 151936 against
-   :mod:`amid_ref` in float64, as fractions of the "gpu" tolerance rows.
-3. ``kernels`` -- the accuracy of the framework kernels the loss relies on, against float64
-   on the CPU, at V = 151936 (:func:`kernel_accuracy`).
-4. ``sigmoid`` -- :func:`gpu.accuracy.sigmoid_accuracy`: is ``torch.sigmoid`` through
-   ``torch.compile`` off by more than 4 eps on this device (and the reciprocal form the
-   mixture weight uses)?
-5. ``bench`` -- ``python -m gpu.bench --targets`` (shortened: 5 timed passes, 40 s per
+1. ``compile`` -- :func:`_stage_compile`: the Triton variants that ``bench``, ``accuracy``
+   and ``tests`` launch, recorded by running their workloads with the kernels replaced by
+   recorders (:class:`_Recording`), compiled by parallel worker processes into Triton's
+   on-disk cache (bench's first), within its limit; how many, and the wall time.
+2. ``bench`` -- ``python -m gpu.bench --targets`` (shortened: 5 timed passes, 40 s per
    implementation): the logits targets (KL, JS, AB at N = 8192, V = 128256, bf16) and the
    fused target against liger-kernel, each MET / NOT MET with its ratio. The benchmark
    writes its own JSON after every implementation; on a timeout the rows it had are kept.
+3. ``accuracy`` -- :func:`gpu.accuracy.backend_accuracy`: the loss and gradient of both
+   backends (``torch``, ``triton``) in float32 and bfloat16 at V = 151936 against
+   :mod:`amid_ref` in float64, as fractions of the "gpu" tolerance rows.
+4. ``kernels`` -- the accuracy of the framework kernels the loss relies on, against float64
+   on the CPU, at V = 151936 (:func:`kernel_accuracy`).
+5. ``sigmoid`` -- :func:`gpu.accuracy.sigmoid_accuracy`: is ``torch.sigmoid`` through
+   ``torch.compile`` off by more than 4 eps on this device (and the reciprocal form the
+   mixture weight uses)?
+6. ``tests`` -- ``pytest -m gpu`` over the gpu test files (the CUDA copies of the checks
+   against :mod:`amid_ref`), with pytest's summary; last, as the stage with the most
+   variants (``test_cuda_small_grid``: about 1260), whatever the compile stage had no time
+   for is compiled here.
 
 Without CUDA it says so, runs the CPU-measurable stages (``accuracy``, ``kernels`` and
 ``sigmoid`` on the CPU) and exits 0; ``--cpu-dry-run`` runs every stage at tiny sizes on
@@ -48,7 +56,7 @@ from typing import Any
 
 import torch
 
-from gpu import accuracy
+from gpu import _engine, accuracy, bench
 from gpu._fused import _times_weight
 from gpu.bench import format_targets
 
@@ -217,9 +225,9 @@ def variant_key(kernel: str, args, kwargs) -> tuple:
 
 
 def _kernel_names() -> list[str]:
-    from triton.runtime.jit import KernelInterface
+    from triton.runtime.jit import KernelInterface  # optional: triton (the triton extra)
 
-    from gpu import _triton_kernel as tk
+    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
 
     return sorted(n for n, v in vars(tk).items() if isinstance(v, KernelInterface))
 
@@ -260,8 +268,7 @@ class _Recording:
         return _Kernel()
 
     def __enter__(self):
-        from gpu import _engine, bench
-        from gpu import _triton_kernel as tk
+        from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
 
         self._saved = {
             (tk, "triton_chunk"): tk.triton_chunk,
@@ -297,8 +304,6 @@ class _Recording:
         return self
 
     def __exit__(self, *exc):
-        from gpu import _engine
-
         for (module, name), value in self._saved.items():
             setattr(module, name, value)
         _engine._TRITON[:] = self._wrapped
@@ -310,8 +315,6 @@ def _bench_workloads(device: str, dry: bool) -> None:
     ``triton`` implementation for each logits target objective (its two-row warm-up, then
     the target size) and :func:`gpu.bench._fused_worker` of ``fused``, with the stage's
     sizes (:func:`_bench_command`)."""
-    from gpu import bench
-
     t, f = dict(bench.CUDA_LOGITS_TARGET), dict(bench.CUDA_FUSED_TARGET)
     dtype = t["dtype"]
     if dry:
@@ -392,7 +395,7 @@ def pytest_unconfigure(config):
 def _mock_args(args: tuple) -> list:
     """Launch arguments standing for a variant's (:func:`_describe`): dtype-only tensors at an
     aligned (or not) address, the integer representatives, 1.0 for the floats."""
-    from triton.runtime.jit import MockTensor
+    from triton.runtime.jit import MockTensor  # optional: triton (the triton extra)
 
     class _Unaligned(MockTensor):
         @staticmethod
@@ -414,10 +417,11 @@ def _mock_args(args: tuple) -> list:
 def _compile_sm90(kernel, args: list, kwargs: dict):
     """Compile one variant for CUDA sm_90 without a GPU (Triton's own binder for a CUDA
     target, then :func:`triton.compile`): what the CPU can measure of a CUDA compile."""
+    # optional: triton (the triton extra), its compiler for a CUDA target
     from triton import knobs
     from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource, compile, make_backend
-    from triton.runtime.jit import create_function_from_signature
+    from triton.compiler import ASTSource, compile, make_backend  # optional: triton
+    from triton.runtime.jit import create_function_from_signature  # optional: triton
 
     target = GPUTarget("cuda", 90, 128)
     backend = make_backend(target)
@@ -438,7 +442,7 @@ def compile_variants(variants: list, worker: int, workers: int, target: str, out
     into Triton's on-disk cache: ``cuda`` by the kernel's own ``warmup`` (the current GPU,
     the cache key of a real launch), ``sm90`` by :func:`_compile_sm90`. One JSON line per
     variant is appended to ``out`` as it is done."""
-    from gpu import _triton_kernel as tk
+    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
 
     for i in range(worker, len(variants), workers):
         name, args, kwargs = variants[i]
