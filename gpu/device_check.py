@@ -6,25 +6,33 @@ Usage::
     python -m gpu.device_check --out check.json     # choose the output file
     python -m gpu.device_check --cpu-dry-run        # every stage at tiny sizes on the CPU
 
-Each stage runs in its own subprocess with its own time limit (:data:`STAGE_LIMITS`, 340 s
+Each stage runs in its own subprocess with its own time limit (:data:`STAGE_LIMITS`, 345 s
 in all); its status (``ok``, ``failed``, ``timeout``, ``error``), wall time and result are
 recorded, and the JSON file is rewritten after every stage, so a stage that times out or
-crashes loses nothing of the ones before and the next one still runs.
+crashes loses nothing of the ones before and the next one still runs. Every stage after
+the first records ``triton_cache_entries_added``: the Triton variants it had to compile
+itself (0 when the compile stage had them all).
 
-1. ``tests`` -- ``pytest -m gpu`` over the gpu test files (the CUDA copies of the checks
-   against :mod:`amid_ref`), with pytest's summary.
-2. ``accuracy`` -- :func:`gpu.accuracy.backend_accuracy`: the loss and gradient of both
-   backends (``torch``, ``triton``) in float32 and bfloat16 at V = 151936 against
-   :mod:`amid_ref` in float64, as fractions of the "gpu" tolerance rows.
-3. ``kernels`` -- the accuracy of the framework kernels the loss relies on, against float64
-   on the CPU, at V = 151936 (:func:`kernel_accuracy`).
-4. ``sigmoid`` -- :func:`gpu.accuracy.sigmoid_accuracy`: is ``torch.sigmoid`` through
-   ``torch.compile`` off by more than 4 eps on this device (and the reciprocal form the
-   mixture weight uses)?
-5. ``bench`` -- ``python -m gpu.bench --targets`` (shortened: 5 timed passes, 40 s per
+1. ``compile`` -- :func:`_stage_compile`: the Triton variants that ``bench``, ``accuracy``
+   and ``tests`` launch, recorded by running their workloads with the kernels replaced by
+   recorders (:class:`_Recording`), compiled by parallel worker processes into Triton's
+   on-disk cache (bench's first), within its limit; how many, and the wall time.
+2. ``bench`` -- ``python -m gpu.bench --targets`` (shortened: 5 timed passes, 40 s per
    implementation): the logits targets (KL, JS, AB at N = 8192, V = 128256, bf16) and the
    fused target against liger-kernel, each MET / NOT MET with its ratio. The benchmark
    writes its own JSON after every implementation; on a timeout the rows it had are kept.
+3. ``accuracy`` -- :func:`gpu.accuracy.backend_accuracy`: the loss and gradient of both
+   backends (``torch``, ``triton``) in float32 and bfloat16 at V = 151936 against
+   :mod:`amid_ref` in float64, as fractions of the "gpu" tolerance rows.
+4. ``kernels`` -- the accuracy of the framework kernels the loss relies on, against float64
+   on the CPU, at V = 151936 (:func:`kernel_accuracy`).
+5. ``sigmoid`` -- :func:`gpu.accuracy.sigmoid_accuracy`: is ``torch.sigmoid`` through
+   ``torch.compile`` off by more than 4 eps on this device (and the reciprocal form the
+   mixture weight uses)?
+6. ``tests`` -- ``pytest -m gpu`` over the gpu test files (the CUDA copies of the checks
+   against :mod:`amid_ref`), with pytest's summary; last, as the stage with the most
+   variants (``test_cuda_small_grid``: about 1260), whatever the compile stage had no time
+   for is compiled here.
 
 Without CUDA it says so, runs the CPU-measurable stages (``accuracy``, ``kernels`` and
 ``sigmoid`` on the CPU) and exits 0; ``--cpu-dry-run`` runs every stage at tiny sizes on
@@ -41,21 +49,29 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gpu import accuracy
+from gpu import _engine, accuracy, bench
 from gpu._fused import _times_weight
 from gpu.bench import format_targets
 
-#: Seconds per stage on CUDA (340 s in all: the check fits in 6 minutes with start-up).
-STAGE_LIMITS = {"tests": 100, "accuracy": 45, "kernels": 25, "sigmoid": 20, "bench": 150}
+#: Seconds per stage on CUDA, in the order they run (345 s in all: the check fits in 6
+#: minutes with start-up); the compile stage first, so that the others measure, not compile.
+STAGE_LIMITS = {"compile": 120, "bench": 100, "accuracy": 30, "kernels": 15, "sigmoid": 20,
+                "tests": 60}  # fmt: skip
 #: Seconds per stage in the CPU dry run.
-DRY_RUN_LIMITS = {"tests": 60, "accuracy": 60, "kernels": 60, "sigmoid": 90, "bench": 240}
+DRY_RUN_LIMITS = {"compile": 90, "bench": 240, "accuracy": 60, "kernels": 60, "sigmoid": 90,
+                  "tests": 60}  # fmt: skip
 STAGES = tuple(STAGE_LIMITS)
+#: At most this many compile worker processes (the CUDA machine has 16 cores).
+COMPILE_WORKERS = 16
+#: Seconds of the compile stage's limit kept for recording its result.
+COMPILE_MARGIN_S = 5
 #: The gpu test files whose ``gpu``-marked tests the ``tests`` stage runs.
 TEST_FILES = ("test_gpu.py", "test_gpu_fused.py", "test_gpu_kernels.py")
 
@@ -133,8 +149,13 @@ def kernel_accuracy(device: str, vocabs=(151936,), rows: int = 8) -> dict[str, A
 # --- the stages (each runs in its own subprocess: ``--_stage NAME``) ---------------------------
 
 
+def _accuracy_size(dry: bool) -> tuple[int, int]:
+    """(V, rows) of the accuracy stage."""
+    return (301, 2) if dry else (151936, 4)
+
+
 def _stage_accuracy(device: str, dry: bool) -> dict:
-    vocab, rows = (301, 2) if dry else (151936, 4)
+    vocab, rows = _accuracy_size(dry)
     found = accuracy.backend_accuracy(vocab, rows, device=device)
     measured = [r for r in found if r["status"] == "ok"]
     return {
@@ -158,7 +179,370 @@ def _stage_sigmoid(device: str, dry: bool) -> dict:
     return {"status": "ok", **accuracy.sigmoid_accuracy(device)}
 
 
-_IN_PROCESS = {"accuracy": _stage_accuracy, "kernels": _stage_kernels, "sigmoid": _stage_sigmoid}
+# --- the compile stage: every Triton variant the later stages launch, compiled in parallel -----
+#
+# A Triton kernel is compiled once per variant: its constexprs (divergence, order, mixture
+# regime, ...), the dtypes of its pointers and their 16-byte alignment, and the class of each
+# integer argument (1, a multiple of 16, i32 or i64); the compiled binary lands in Triton's
+# on-disk cache (TRITON_CACHE_DIR), keyed by exactly these, where a later process finds it.
+# The plan of the compile stage is recorded, not written down: each later stage's workload
+# runs with gpu._triton_kernel's kernels replaced by recorders (:class:`_Recording`), which
+# note every launch's arguments and launch nothing, so the variants planned are the ones the
+# stage launches, by construction.
+
+#: The stages whose Triton launches the compile stage records and compiles, in the order
+#: their variants are compiled (the bench's first: its timings are the check's aim).
+COMPILED_STAGES = ("bench", "accuracy", "tests")
+
+
+def _int_class(value: int) -> int:
+    """A representative of ``value``'s specialization class in Triton's cache key (==1, a
+    multiple of 16, i32 or i64 range): the variant compiled for it is the one for ``value``."""
+    if value == 1:
+        return 1
+    base = 0 if -(2**31) <= value < 2**31 else 2**32
+    return base + (16 if value % 16 == 0 else 17)
+
+
+def _describe(arg) -> tuple:
+    """One launch argument as it enters the cache key (the variant), hashable and JSON-able."""
+    if isinstance(arg, torch.Tensor):
+        return ("tensor", str(arg.dtype).removeprefix("torch."), arg.data_ptr() % 16 == 0)
+    if isinstance(arg, bool):
+        return ("bool", arg)
+    if isinstance(arg, int):
+        return ("int", _int_class(arg))
+    if isinstance(arg, float):
+        return ("float",)  # a runtime float32 scalar: not part of the variant
+    raise TypeError(f"launch argument of type {type(arg).__name__} is not planned for")
+
+
+def variant_key(kernel: str, args, kwargs) -> tuple:
+    """The variant of one launch ``kernel[grid](*args, **kwargs)``: the kernel's name, each
+    positional argument described (:func:`_describe`), and the keyword arguments (the
+    constexprs and ``num_warps``) as given."""
+    return (kernel, tuple(_describe(a) for a in args), tuple(sorted(kwargs.items())))
+
+
+def _kernel_names() -> list[str]:
+    from triton.runtime.jit import KernelInterface  # optional: triton (the triton extra)
+
+    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
+    return sorted(n for n, v in vars(tk).items() if isinstance(v, KernelInterface))
+
+
+class _Recording:
+    """Within ``with``: every :func:`gpu.amid_loss` (and fused loss) that would run the Triton
+    kernel records the CUDA launches of :func:`gpu._triton_kernel.triton_chunk` and
+    :func:`~gpu._triton_kernel.gradient_tile` in :attr:`variants` and launches nothing.
+
+    The host code of the Triton kernel runs as written, with the CUDA choices (``ACC``, the
+    block sizes and warps of a compiled kernel, whatever device the tensors are on), so the
+    constexprs, dtypes and integers recorded are the ones a CUDA run passes. ``values``:
+    ``"torch"`` returns the torch kernel's loss and gradient (same contract; a workload that
+    checks its values still passes, the fused loss takes its torch path), ``"skip"`` returns
+    the chunk's zero-filled outputs and lets the fused loss call ``gradient_tile`` too
+    (faster; the values are meaningless).
+    """
+
+    def __init__(self, values: str = "skip", keep_launches: bool = False):
+        self.values = values
+        self.variants: dict[tuple, None] = {}  # ordered set
+        self.errors: list[str] = []
+        #: (kernel, args, kwargs) of every launch, with ``keep_launches``
+        self.launches: list[tuple] | None = [] if keep_launches else None
+
+    def _recorder(self, name: str):
+        recording = self
+
+        class _Kernel:
+            def __getitem__(self, grid):
+                def launch(*args, **kwargs):
+                    recording.variants.setdefault(variant_key(name, args, kwargs))
+                    if recording.launches is not None:
+                        recording.launches.append((name, args, kwargs))
+
+                return launch
+
+        return _Kernel()
+
+    def __enter__(self):
+        from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
+        self._saved = {
+            (tk, "triton_chunk"): tk.triton_chunk,
+            (tk, "gradient_tile"): tk.gradient_tile,
+            (tk, "_interpreted"): tk._interpreted,
+            (_engine, "_triton_usable"): _engine._triton_usable,
+            (bench, "_triton_usable"): bench._triton_usable,
+        }
+        self._saved.update({(tk, n): getattr(tk, n) for n in _kernel_names()})
+        real_chunk, real_tile = tk._chunk, tk.gradient_tile
+        for name in _kernel_names():
+            setattr(tk, name, self._recorder(name))
+        values = self.values
+
+        def chunk(s, t, spec, want_grad, grad_scale, out=None, out_lo=None, saved=None):
+            keep = saved if values == "skip" else None
+            try:
+                loss, grad, flags = real_chunk(s, t, spec, want_grad, grad_scale, out, out_lo,
+                                               keep)  # fmt: skip
+            except Exception as exc:  # the engine would fall back to torch: keep it visible
+                self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                raise
+            if values == "skip" or not tk.runs_in_triton(spec, s.dtype):
+                return loss, grad, flags
+            return tk.torch_chunk(s, t, spec, want_grad, grad_scale, out, out_lo=out_lo)
+
+        tk.triton_chunk = chunk
+        tk.gradient_tile = real_tile  # its launch is recorded; it writes nothing
+        tk._interpreted = lambda: False
+        _engine._triton_usable = bench._triton_usable = lambda device: None
+        self._wrapped = _engine._TRITON[:]  # the engine's wrapper of the real triton_chunk
+        _engine._TRITON.clear()
+        return self
+
+    def __exit__(self, *exc):
+        for (module, name), value in self._saved.items():
+            setattr(module, name, value)
+        _engine._TRITON[:] = self._wrapped
+        return False
+
+
+def _bench_workloads(device: str, dry: bool) -> None:
+    """The Triton work of the ``bench`` stage, once: :func:`gpu.bench._worker` of the
+    ``triton`` implementation for each logits target objective (its two-row warm-up, then
+    the target size) and :func:`gpu.bench._fused_worker` of ``fused``, with the stage's
+    sizes (:func:`_bench_command`)."""
+    t, f = dict(bench.CUDA_LOGITS_TARGET), dict(bench.CUDA_FUSED_TARGET)
+    dtype = t["dtype"]
+    if dry:
+        t["vocab"], t["rows"] = 300, 16
+        f["vocab"], f["rows"], f["hidden"] = 300, 16, 8
+        dtype = "float32"
+    common = {"device": device, "dtype": dtype, "reps": 1, "threads": 1 if dry else None,
+              "chunk_size": None, "measure": "memory"}  # fmt: skip
+    for objective in t["objectives"]:
+        bench._worker({**common, "rows": t["rows"], "vocab": t["vocab"], "objective": objective,
+                       "impl": "triton", "alpha": None, "lam": None})  # fmt: skip
+    parser = argparse.ArgumentParser()
+    bench.configure_parser(parser)
+    beta = parser.parse_args([]).beta
+    bench._fused_worker({**common, "rows": f["rows"], "vocab": f["vocab"], "hidden": f["hidden"],
+                         "beta": beta, "impl": "fused",
+                         "our_chunk": bench.gpu_default_chunk(f["vocab"], device)})  # fmt: skip
+
+
+def _accuracy_workloads(device: str, dry: bool) -> None:
+    """The Triton work of the ``accuracy`` stage: its :func:`gpu.accuracy.backend_accuracy`
+    call, the ``triton`` backend only."""
+    vocab, rows = _accuracy_size(dry)
+    accuracy.backend_accuracy(vocab, rows, device=device, backends=("triton",))
+
+
+def record_variants(stage: str, device: str, dry: bool, root: Path | None = None) -> list:
+    """The Triton variants stage ``stage`` launches, in launch order (:class:`_Recording`).
+
+    ``tests`` runs the stage's pytest command with this module as a plugin (the torch
+    kernel's values: the tests pass and keep going), ``accuracy`` and ``bench`` their
+    workloads in this process.
+    """
+    if stage == "tests":
+        root = root or Path(__file__).resolve().parent.parent
+        with tempfile.TemporaryDirectory() as tmp:
+            part = os.path.join(tmp, "variants.json")
+            cmd = [*_tests_command(root, dry), "-p", "gpu.device_check"]
+            env = {**os.environ, _RECORD_ENV: part}
+            subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
+            if not os.path.exists(part):
+                return []
+            return [_as_key(v) for v in json.loads(Path(part).read_text())]
+    run = {"accuracy": _accuracy_workloads, "bench": _bench_workloads}[stage]
+    with _Recording() as rec, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run(device, dry)
+    return list(rec.variants)
+
+
+def _as_key(item) -> tuple:
+    """A variant back from JSON (lists to tuples)."""
+    name, args, kwargs = item
+    return (name, tuple(tuple(a) for a in args), tuple(tuple(k) for k in kwargs))
+
+
+#: The environment variable under which the pytest plugin hooks below record (a JSON path).
+_RECORD_ENV = "AMID_RECORD_TRITON_VARIANTS"
+_PYTEST_RECORDING: list = []
+
+
+def pytest_configure(config):
+    """pytest plugin (``-p gpu.device_check``): record the tests' Triton variants."""
+    path = os.environ.get(_RECORD_ENV)
+    if path:
+        rec = _Recording(values="torch").__enter__()
+        _PYTEST_RECORDING[:] = [rec, path]
+
+
+def pytest_unconfigure(config):
+    """pytest plugin: write the recorded variants (:func:`pytest_configure`)."""
+    if _PYTEST_RECORDING:
+        rec, path = _PYTEST_RECORDING
+        rec.__exit__(None, None, None)
+        Path(path).write_text(json.dumps(list(rec.variants)))
+
+
+def _mock_args(args: tuple) -> list:
+    """Launch arguments standing for a variant's (:func:`_describe`): dtype-only tensors at an
+    aligned (or not) address, the integer representatives, 1.0 for the floats."""
+    from triton.runtime.jit import MockTensor  # optional: triton (the triton extra)
+
+    class _Unaligned(MockTensor):
+        @staticmethod
+        def data_ptr():
+            return 8
+
+    out = []
+    for kind, *rest in args:
+        if kind == "tensor":
+            dtype, aligned = getattr(torch, rest[0]), rest[1]
+            out.append(MockTensor(dtype) if aligned else _Unaligned(dtype))
+        elif kind == "float":
+            out.append(1.0)
+        else:
+            out.append(rest[0])
+    return out
+
+
+def _compile_sm90(kernel, args: list, kwargs: dict):
+    """Compile one variant for CUDA sm_90 without a GPU (Triton's own binder for a CUDA
+    target, then :func:`triton.compile`): what the CPU can measure of a CUDA compile."""
+    # optional: triton (the triton extra), its compiler for a CUDA target
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile, make_backend  # optional: triton
+    from triton.runtime.jit import create_function_from_signature  # optional: triton
+
+    target = GPUTarget("cuda", 90, 128)
+    backend = make_backend(target)
+    kwargs = {**kwargs, "debug": False,
+              "instrumentation_mode": knobs.compilation.instrumentation_mode,
+              "fpsan_homomorphic_casts": knobs.compilation.fpsan_homomorphic_casts}  # fmt: skip
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(
+        backend, kwargs, bound, specialization, options
+    )
+    return compile(ASTSource(kernel, signature, constexprs, attrs), target=target,
+                   options=options.__dict__)  # fmt: skip
+
+
+def compile_variants(variants: list, worker: int, workers: int, target: str, out: str) -> None:
+    """Compile this worker's share (every ``workers``-th, from ``worker``) of ``variants``
+    into Triton's on-disk cache: ``cuda`` by the kernel's own ``warmup`` (the current GPU,
+    the cache key of a real launch), ``sm90`` by :func:`_compile_sm90`. One JSON line per
+    variant is appended to ``out`` as it is done."""
+    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
+    for i in range(worker, len(variants), workers):
+        name, args, kwargs = variants[i]
+        kernel, kw = getattr(tk, name), dict(kwargs)
+        t0 = time.perf_counter()
+        error = None
+        try:
+            if target == "cuda":
+                kernel.warmup(*_mock_args(args), grid=(1,), **kw)
+            else:
+                _compile_sm90(kernel, _mock_args(args), kw)
+        except Exception as exc:  # recorded, the other variants still compile
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        row = {"index": i, "kernel": name, "seconds": round(time.perf_counter() - t0, 2),
+               "constexprs": {k: v for k, v in kw.items() if k != "num_warps"},
+               "error": error}  # fmt: skip
+        with open(out, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+def _cache_entries() -> int:
+    """The number of entries in Triton's on-disk cache (one per compiled variant and more)."""
+    path = Path(os.environ.get("TRITON_CACHE_DIR", Path.home() / ".triton" / "cache"))
+    return sum(1 for _ in path.iterdir()) if path.is_dir() else 0
+
+
+def _stage_compile(device: str, dry: bool) -> dict:
+    """Record every later stage's Triton variants, then compile them in parallel worker
+    processes (one per core, at most :data:`COMPILE_WORKERS`) into the on-disk cache, within
+    :data:`COMPILE_BUDGET_S` of this stage's limit; the dry run compiles one variant for
+    sm_90 (no GPU: the compile alone)."""
+    t0 = time.perf_counter()
+    root = Path(__file__).resolve().parent.parent
+    per_stage, variants = {}, {}
+    for stage in COMPILED_STAGES:
+        t1 = time.perf_counter()
+        found = record_variants(stage, device, dry, root)
+        per_stage[stage] = {"variants": len(found), "record_s": round(time.perf_counter() - t1, 1)}
+        for v in found:
+            variants.setdefault(v)
+    planned = list(variants)
+    todo = planned[:1] if dry else planned
+    workers = max(1, min(COMPILE_WORKERS, os.cpu_count() or 1, len(todo)))
+    budget = (DRY_RUN_LIMITS if dry else STAGE_LIMITS)["compile"] - COMPILE_MARGIN_S
+    budget -= time.perf_counter() - t0
+    before = _cache_entries()
+    t1 = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = os.path.join(tmp, "plan.json")
+        Path(plan).write_text(json.dumps(todo))
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        procs, outs = [], []
+        for w in range(workers if todo else 0):
+            outs.append(os.path.join(tmp, f"done{w}.jsonl"))
+            cmd = [sys.executable, "-m", "gpu.device_check", "--_compile", plan,
+                   "--_worker", f"{w}/{workers}", "--_part", outs[-1],
+                   "--_device", "cuda" if device == "cuda" else "sm90"]  # fmt: skip
+            procs.append(subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True))  # fmt: skip
+        timed_out = False
+        for p in procs:
+            try:
+                p.wait(timeout=max(1.0, budget - (time.perf_counter() - t1)))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                p.kill()
+                p.wait()
+        for o in outs:
+            if os.path.exists(o):
+                rows += [json.loads(ln) for ln in Path(o).read_text().splitlines() if ln]
+    wall = time.perf_counter() - t1
+    errors = [r for r in rows if r["error"]]
+    by_kernel: dict[str, list[float]] = {}
+    for r in rows:
+        by_kernel.setdefault(r["kernel"], []).append(r["seconds"])
+    return {
+        "status": "ok" if not errors and not timed_out and len(rows) == len(todo) else "failed",
+        "variants_planned": len(planned),
+        "variants_compiled": len(rows) - len(errors),
+        "workers": workers,
+        "compile_wall_s": round(wall, 1),
+        "compile_cpu_s": round(sum(r["seconds"] for r in rows), 1),
+        "stopped_at_budget": timed_out,
+        "cache_entries_added": _cache_entries() - before,
+        "per_stage": per_stage,
+        "per_kernel": {
+            k: {"variants": len(s), "mean_s": round(sum(s) / len(s), 2), "max_s": max(s)}
+            for k, s in sorted(by_kernel.items())
+        },
+        "errors": errors[:5],
+    }
+
+
+_IN_PROCESS = {
+    "compile": _stage_compile,
+    "accuracy": _stage_accuracy,
+    "kernels": _stage_kernels,
+    "sigmoid": _stage_sigmoid,
+}
 
 
 def _bench_command(dry: bool, out: str) -> list[str]:
@@ -170,8 +554,12 @@ def _bench_command(dry: bool, out: str) -> list[str]:
     return [*cmd, "--device", "cuda", "--reps", "5", "--timeout", "40"]
 
 
-def _tests_command(root: Path) -> list[str]:
+def _tests_command(root: Path, dry: bool) -> list[str]:
+    """The ``tests`` stage's pytest command; in the dry run collection only (the gpu-marked
+    tests need CUDA)."""
     files = [str(root / "tests" / f) for f in TEST_FILES]
+    if dry:
+        files = [str(root / "tests" / "test_gpu_fused.py"), "--co"]
     return [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "-p", "no:cacheprovider",
             *files]  # fmt: skip
 
@@ -181,9 +569,7 @@ def _run_stage(name: str, limit: float, dry: bool, device: str, root: Path) -> d
     with tempfile.TemporaryDirectory() as tmp:
         part = os.path.join(tmp, f"{name}.json")
         if name == "tests":
-            cmd = _tests_command(root)
-            if dry:  # collection only: the gpu-marked tests need CUDA
-                cmd = [*cmd[: -len(TEST_FILES)], str(root / "tests" / "test_gpu_fused.py"), "--co"]
+            cmd = _tests_command(root, dry)
         elif name == "bench":
             cmd = _bench_command(dry, part)
         else:
@@ -191,6 +577,7 @@ def _run_stage(name: str, limit: float, dry: bool, device: str, root: Path) -> d
                    "--_device", device, *(["--cpu-dry-run"] if dry else [])]  # fmt: skip
         t0 = time.perf_counter()
         record: dict[str, Any] = {"cmd": " ".join(cmd[1:]), "limit_s": limit}
+        cached = _cache_entries()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit,
                                   cwd=root)  # fmt: skip
@@ -210,6 +597,8 @@ def _run_stage(name: str, limit: float, dry: bool, device: str, root: Path) -> d
             else:
                 record["status"] = "ok"
         record["wall_s"] = round(time.perf_counter() - t0, 1)
+        if name != "compile":  # variants this stage compiled itself (0: all found compiled)
+            record["triton_cache_entries_added"] = _cache_entries() - cached
         if os.path.exists(part):  # what the stage wrote, even when it timed out
             try:
                 got = json.loads(Path(part).read_text())
@@ -252,7 +641,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--_stage", help=argparse.SUPPRESS)
     parser.add_argument("--_part", help=argparse.SUPPRESS)
     parser.add_argument("--_device", help=argparse.SUPPRESS)
+    parser.add_argument("--_compile", help=argparse.SUPPRESS)
+    parser.add_argument("--_worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args._compile:  # one compile worker of the compile stage
+        worker, workers = (int(x) for x in args._worker.split("/"))
+        plan = [_as_key(v) for v in json.loads(Path(args._compile).read_text())]
+        compile_variants(plan, worker, workers, args._device, args._part)
+        return 0
 
     if args._stage:  # one stage, in its own subprocess
         result = _IN_PROCESS[args._stage](args._device, args.cpu_dry_run)
@@ -277,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parent.parent
     limits = DRY_RUN_LIMITS if dry else STAGE_LIMITS
     stages = list(STAGES) if (cuda or dry) else ["accuracy", "kernels", "sigmoid"]
+    os.environ.setdefault("TRITON_CACHE_DIR", str(Path.home() / ".triton" / "cache"))
     if not (cuda or dry):
         print("CUDA is absent: running the CPU-measurable stages only (accuracy, kernels, "
               "sigmoid on the CPU); use --cpu-dry-run to exercise every stage at tiny sizes",

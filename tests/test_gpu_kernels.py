@@ -307,3 +307,63 @@ def test_reaching_the_recompile_limit_is_said(threads):
         warnings.simplefilter("error")  # said once, not at every further objective
         gpu.amid_loss(s, t, -5.0, 0.6, compile="eager")
         gpu.amid_loss(s, t, -5.0, 0.5, compile="eager")
+
+
+def _cuda_specialization(fn, args, kwargs):
+    """Triton's own binder for a CUDA sm_90 target (no GPU needed): the signature types and
+    attributes of a launch, what the on-disk cache key is made of besides the source."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import JITFunction, create_function_from_signature
+
+    jit = JITFunction(fn)  # the compiled kernel of the function the interpreter runs here
+    backend = make_backend(GPUTarget("cuda", 90, 128))
+    binder = create_function_from_signature(jit.signature, jit.params, backend)
+    _, specialization, options = binder(*args, **kwargs, debug=False)
+    return specialization, options
+
+
+def test_compile_stage_plan_is_what_the_stages_launch():
+    """The compile stage's variants (gpu.device_check.record_variants) are the launches of the
+    accuracy and bench workloads, and a variant warmed up from its description has the cache
+    key of the real launch: Triton's binder for sm_90 gives the same specialization for the
+    recorded arguments and for the mock ones (dtype-only tensors, integer representatives)."""
+    from gpu import _engine, device_check
+    from gpu import _triton_kernel as tk
+
+    before = (tk.triton_chunk, tk._max_pass, _engine._triton_usable, list(_engine._TRITON))
+    with device_check._Recording(keep_launches=True) as rec:
+        device_check._accuracy_workloads("cpu", True)
+    assert (tk.triton_chunk, tk._max_pass, _engine._triton_usable, list(_engine._TRITON)) == before
+    assert not rec.errors and rec.launches
+    planned = device_check.record_variants("accuracy", "cpu", True)
+    assert planned == list(rec.variants)
+    assert len(planned) == len({device_check.variant_key(*launch) for launch in rec.launches})
+    # every (dtype, objective) of the stage runs its divergence pass with a gradient
+    divergence = [v for v in planned if v[0] == "_divergence_pass"]
+    assert {dict(v[2])["WANT_GRAD"] for v in divergence} == {True}
+    assert {v[1][0][1] for v in divergence} == {"float32", "bfloat16"}
+    seen = set()
+    for name, args, kwargs in rec.launches:
+        key = device_check.variant_key(name, args, kwargs)
+        if key in seen:
+            continue
+        seen.add(key)
+        fn = getattr(tk, name).fn
+        mock = device_check._mock_args(key[1])
+        assert _cuda_specialization(fn, args, kwargs) == _cuda_specialization(fn, mock, kwargs)
+    assert {"ACC", "BLOCK_V", "num_warps"} <= {k for v in planned for k, _ in v[2]}
+    assert {dict(v[2]).get("ACC") for v in planned} <= {True, None}  # the compiled choices
+
+
+def test_compile_stage_torch_values_keep_the_losses():
+    """Recording with the torch kernel's values (the tests stage's plan) leaves every loss as
+    the torch backend computes it."""
+    from gpu import device_check
+
+    gen = torch.Generator().manual_seed(3)
+    s, t = torch.randn(3, 40, generator=gen), torch.randn(3, 40, generator=gen)
+    want = gpu.amid_loss(s, t, -5.0, 0.1, reduction="none", backend="torch")
+    with device_check._Recording(values="torch") as rec:
+        got = gpu.amid_loss(s, t, -5.0, 0.1, reduction="none", backend="triton")
+    assert rec.variants and torch.equal(got, want)
