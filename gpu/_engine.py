@@ -78,11 +78,17 @@ from gpu._validation import (
 BACKENDS = ("auto", "torch", "triton")
 
 
-#: Elements (rows × V) per chunk on CPU: 8 MB of float32 per scratch tensor. Large enough
-#: to amortize eager torch's per-op overhead and its OpenMP parallel regions (each chunk
-#: issues ~130 of them), small enough that the scratch (measured peak: ~10 such tensors)
-#: stays far below the (N, V) buffers. Measured in docs/gpu.md.
-_CPU_CHUNK_ELEMENTS = 1 << 21
+#: Elements (rows × V) per chunk of the logits loss on CPU: 1 MB of float32 per scratch
+#: tensor (8 rows at V = 32000, 2 at V = 128256). The ~10 scratch tensors alive at once then
+#: stay in the cache, and no 8 MB temporary pays its page faults each time it is allocated:
+#: measured against 2^21 on this project's 2-core CPU (docs/gpu.md, *Chunk size on CPU*),
+#: 33-38 % less time for KL, JS and AB at V = 32000 and 128256, one thread or two, and
+#: 2.6x less scratch; 2^17 and 2^19 were within a few percent of 2^18.
+_CPU_CHUNK_ELEMENTS = 1 << 18
+#: Elements per chunk on CPU where a chunk costs more than its elementwise passes: the fused
+#: loss (two GEMMs read the whole weight per chunk) and the vocabulary-parallel loss (six
+#: collectives per chunk): 8 MB of float32 per scratch tensor.
+_CPU_WIDE_CHUNK_ELEMENTS = 1 << 21
 #: On CUDA, larger chunks amortize kernel launches: 32 MB of float32 per scratch tensor.
 _CUDA_CHUNK_ELEMENTS = 1 << 23
 
@@ -94,12 +100,14 @@ _TRITON_CHUNK_ELEMENTS = 1 << 26
 
 
 def default_chunk_size(
-    vocab_size: int, device: torch.device | str = "cpu", backend: str = "torch"
+    vocab_size: int, device: torch.device | str = "cpu", backend: str = "torch", wide: bool = False
 ) -> int:
     """Rows per chunk chosen from V: ``max(1, E // V)``.
 
-    E = 2^21 elements on CPU and 2^23 on CUDA for the torch kernel (each of its ~10
-    (chunk, V) float32 temporaries is then 8 or 32 MB). With ``backend="triton"`` on CUDA
+    E = 2^18 elements on CPU and 2^23 on CUDA for the torch kernel (each of its ~10
+    (chunk, V) float32 temporaries is then 1 or 32 MB); ``wide=True`` (the fused and the
+    vocabulary-parallel losses, whose chunks each cost GEMMs or collectives) takes 2^21 on
+    CPU. With ``backend="triton"`` on CUDA
     E = 2^26: the Triton kernel allocates nothing of size (chunk, V) when every row counts
     (it writes the gradient buffer in place); with labels that drop rows the engine gathers
     the chunk's rows (two copies in the logits' dtype) and the kernel returns a float32
@@ -107,7 +115,7 @@ def default_chunk_size(
     2^26 elements, against 2·b·N·V for the logits themselves.
     """
     if torch.device(device).type != "cuda":
-        elements = _CPU_CHUNK_ELEMENTS
+        elements = _CPU_WIDE_CHUNK_ELEMENTS if wide else _CPU_CHUNK_ELEMENTS
     elif backend == "triton":
         elements = _TRITON_CHUNK_ELEMENTS
     else:
@@ -149,15 +157,16 @@ def _spec_of(
     vocab: int,
     device: torch.device,
     chunk_size: Any,
+    wide: bool = False,
 ) -> _Spec:
     """The chunk spec of a validated (gpu) ``objective``; ``chunk_size`` is checked here
-    (``None``: :func:`default_chunk_size` of ``vocab`` on ``device``)."""
+    (``None``: :func:`default_chunk_size` of ``vocab`` on ``device``, ``wide`` as there)."""
     chunk_size = check_chunk_size(chunk_size)
     return _Spec(
         objective=objective,
         teaching=Teaching.of(objective),
         cdtype=cdtype,
-        chunk_size=chunk_size or default_chunk_size(vocab, device),
+        chunk_size=chunk_size or default_chunk_size(vocab, device, wide=wide),
     )
 
 
@@ -177,12 +186,14 @@ def _build_spec(
 ) -> _Spec:
     """Validate the objective's arguments (naming the bad one) and build the chunk spec;
     ``teaching``: the teacher-side fields of :meth:`Objective.of` (``leftover``,
-    ``vocab_alignment``, ``softcap``, ``logit_scale``, ``temperature_applies_to``)."""
+    ``vocab_alignment``, ``softcap``, ``logit_scale``, ``temperature_applies_to``). The
+    default chunk is :func:`default_chunk_size`'s ``wide`` one (the fused loss: each chunk
+    reads the whole weight)."""
     objective = Objective.of(
         alpha, lam, divergence, order, div_params, temperature, detach_assistant,
         implementation="gpu", **teaching,
     )  # fmt: skip
-    return _spec_of(objective, cdtype, vocab, device, chunk_size)
+    return _spec_of(objective, cdtype, vocab, device, chunk_size, wide=True)
 
 
 def _valid_rows(

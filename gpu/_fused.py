@@ -567,7 +567,8 @@ def amid_fused_linear_loss(
     temperature, temperature_scaling, detach_assistant
         As in :func:`gpu.amid_loss`.
     chunk_size : int, optional
-        Rows per chunk; ``None``: :func:`gpu.default_chunk_size` of V and the device.
+        Rows per chunk; ``None``: :func:`gpu.default_chunk_size` of V and the device, its
+        ``wide`` rule (2^21 elements on CPU: each chunk reads the whole weight).
     compile : bool or str
         Compile the per-chunk loss kernel with ``torch.compile``, as in
         :func:`gpu.amid_loss` (clean fallback with a ``RuntimeWarning``).

@@ -545,7 +545,8 @@ def vocab_parallel_amid_loss(
         As in :func:`gpu.amid_loss`.
     chunk_size : int, optional
         Rows per chunk on every rank; ``None`` picks :func:`gpu.default_chunk_size` of the
-        *global* V, so each rank's scratch is 1/world of the unsharded loss's.
+        *global* V with its ``wide`` rule (each chunk costs collectives), so each rank's
+        scratch is 1/world of what the unsharded loss would take at that chunk.
     group : torch.distributed.ProcessGroup, optional
         The tensor-parallel group over which the vocabulary is sharded (default: the world).
     vocab_start : int, optional
@@ -901,7 +902,7 @@ def _apply(call: _Call):
         raise ValueError(dense_width_message(vocab, sum(widths_t), widths, widths_t))
     spec = call.spec
     if not spec.chunk_size:
-        spec = dataclasses.replace(spec, chunk_size=default_chunk_size(vocab, device))
+        spec = dataclasses.replace(spec, chunk_size=default_chunk_size(vocab, device, wide=True))
     v = student.shape[-1]
     if call.teacher_topk is not None:
         # replicated and agreed: the checks against the global V raise on every rank alike

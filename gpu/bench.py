@@ -1085,7 +1085,7 @@ def _liger_available() -> bool:
 
 
 def gpu_default_chunk(vocab: int, device: str) -> int:
-    return gpu.default_chunk_size(vocab, device)
+    return gpu.default_chunk_size(vocab, device, wide=True)
 
 
 def run_fused(args, report: Report | None = None, configs=None, impls=None) -> Report:
