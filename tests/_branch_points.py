@@ -51,6 +51,8 @@ NOT_BRANCH_POINTS: dict[tuple[str, str], str] = {
     "tests/test_validation.py and the bad-input table",
     ("gpu._engine", "_CPU_CHUNK_ELEMENTS"): "rows per chunk: the result does not depend on it "
     "(tests/test_gpu.py::test_chunking_is_invisible)",
+    ("gpu._engine", "_CPU_WIDE_CHUNK_ELEMENTS"): "rows per chunk of the fused and sharded losses "
+    "on CPU (as above)",
     ("gpu._engine", "_CUDA_CHUNK_ELEMENTS"): "rows per chunk on CUDA (as above)",
     ("gpu._engine", "_TRITON_CHUNK_ELEMENTS"): "Triton rows per chunk (memory)",
     ("gpu._fused", "_TRITON_FUSED_CHUNK_ELEMENTS"): "fused Triton rows per chunk",
