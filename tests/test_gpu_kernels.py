@@ -201,7 +201,7 @@ def test_bench_fused_mode_smoke():
 @pytest.mark.slow
 def test_device_check_cpu_dry_run(tmp_path):
     """``python -m gpu.device_check --cpu-dry-run``: every stage at tiny sizes on the CPU,
-    through the same subprocesses as on CUDA, one JSON (about 40 s on 2 cores)."""
+    through the same subprocesses as on CUDA, one JSON (about 100 s on 2 shared cores)."""
     import json
 
     from gpu import device_check
