@@ -82,7 +82,7 @@ BACKENDS = ("auto", "torch", "triton")
 #: tensor (8 rows at V = 32000, 2 at V = 128256). The ~10 scratch tensors alive at once then
 #: stay in the cache, and no 8 MB temporary pays its page faults each time it is allocated:
 #: measured against 2^21 on this project's 2-core CPU (docs/gpu.md, *Chunk size on CPU*),
-#: 33-38 % less time for KL, JS and AB at V = 32000 and 128256, one thread or two, and
+#: 0.64-0.99x the time for KL, JS and AB at V = 32000 and 50257, one thread or two, and
 #: 2.6x less scratch; 2^17 and 2^19 were within a few percent of 2^18.
 _CPU_CHUNK_ELEMENTS = 1 << 18
 #: Elements per chunk on CPU where a chunk costs more than its elementwise passes: the fused
