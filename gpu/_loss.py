@@ -29,6 +29,7 @@ from gpu._engine import (
     default_chunk_size,
 )
 from gpu._teachers import prepare_teacher, teaching_kernel
+from gpu._torch_kernel import LOCAL
 from gpu._validation import (
     check_bool,
     check_chunk_size,
@@ -43,27 +44,38 @@ __all__ = ["AMiDLoss", "amid_loss", "default_chunk_size"]
 
 
 class _AMiDFunction(torch.autograd.Function):
-    """Chunked forward that also produces the gradient; backward scales and hands it over."""
+    """Chunked forward that also produces the gradient; backward scales and hands it over.
+
+    The one autograd function of the logits losses: :func:`amid_loss` (``red`` the local
+    reduction) and :func:`gpu.vocab_parallel_amid_loss` (``red`` the shard group's, every
+    row sum all-reduced between the passes). Differentiable once: ``create_graph=True``
+    is refused with a clear error (:func:`gpu._autograd._refuse_double_backward`).
+    """
 
     @staticmethod
     def forward(
-        ctx, student, teacher, rows, spec, reduction, n_valid, leading, factor=1.0, kernel=None
+        ctx,
+        student,
+        teacher,
+        rows,
+        spec,
+        reduction,
+        n_valid,
+        leading,
+        factor=1.0,
+        kernel=None,
+        red=LOCAL,
     ):
         v = student.shape[-1]
         s2 = student.reshape(-1, v)
         scale = factor / n_valid if (reduction == "mean" and n_valid > 0) else factor
-        row_loss, grad = _run(s2, teacher, rows, spec, True, scale, leading, kernel)
+        row_loss, grad = _run(s2, teacher, rows, spec, True, scale, leading, kernel, red=red)
         if factor != 1.0:
             row_loss.mul_(factor)
         ctx.save_for_backward(student)
         ctx.teacher = teacher  # (N, V_t) logits or a SparseTeacher, never differentiated
-        ctx.rows = rows
-        ctx.spec = spec
-        ctx.reduction = reduction
-        ctx.scale = scale
-        ctx.leading = leading
-        ctx.kernel = kernel
-        ctx.grad_buffer = grad
+        ctx.rows, ctx.spec, ctx.reduction, ctx.scale = rows, spec, reduction, scale
+        ctx.leading, ctx.kernel, ctx.red, ctx.grad_buffer = leading, kernel, red, grad
         return _reduce(row_loss, reduction, n_valid, leading)
 
     @staticmethod
@@ -73,7 +85,7 @@ class _AMiDFunction(torch.autograd.Function):
         ctx.grad_buffer = None  # hand the buffer to autograd (no copy)
         (student,) = ctx.saved_tensors
         v = student.shape[-1]
-        if grad is None:  # second backward (retain_graph=True): recompute from the logits
+        if grad is None:  # second backward (retain_graph=True): recompute (every rank, sharded)
             _, grad = _run(
                 student.reshape(-1, v),
                 ctx.teacher,
@@ -83,9 +95,10 @@ class _AMiDFunction(torch.autograd.Function):
                 ctx.scale,
                 ctx.leading,
                 ctx.kernel,
+                red=ctx.red,
             )
         _scale_by_upstream(grad, grad_output, ctx.spec, ctx.reduction)
-        return grad.view(student.shape), None, None, None, None, None, None, None, None
+        return (grad.view(student.shape),) + (None,) * 9
 
 
 def amid_loss(

@@ -39,20 +39,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from amid_ref.contract import check_teacher_source
 from gpu._divergences import GPU_DIVERGENCES
 from gpu._engine import (
     _reduce,
     _run,
-    _scale_by_upstream,
     _Spec,
     _valid_rows,
     default_chunk_size,
 )
 from gpu._flags import _BAD_STUDENT, _FLAG_DTYPE, _INF_GRAD, _NAN_GRAD
-from gpu._loss import _objective_of, _ObjectiveModule
+from gpu._loss import _AMiDFunction, _objective_of, _ObjectiveModule
 from gpu._mixture import NEG_INF
 from gpu._teachers import Teaching, check_topk
 from gpu._torch_kernel import LocalReduce, _grad_flags
@@ -321,46 +319,6 @@ class _ShardReduce(LocalReduce):
         dominant = g_k * torch.expm1(top).neg_() - torch.exp(top) * others
         out = g.sub_(torch.exp(log_w).mul_(others + g_k))
         return torch.where(is_k, dominant, out)
-
-
-class _VocabParallelFunction(torch.autograd.Function):
-    """Chunked sharded forward that also produces the local gradient; backward scales it.
-    ``teacher``: the teacher's rows, (N, V_k) logits or a sparse teacher of (N, k)."""
-
-    @staticmethod
-    def forward(ctx, student, teacher, rows, spec, reduction, n_valid, leading, red, kernel):
-        v = student.shape[-1]
-        scale = 1.0 / n_valid if (reduction == "mean" and n_valid > 0) else 1.0
-        row_loss, grad = _run(
-            student.reshape(-1, v), teacher, rows, spec, True, scale, leading, kernel, red=red
-        )
-        ctx.save_for_backward(student)
-        ctx.teacher, ctx.kernel = teacher, kernel
-        ctx.rows, ctx.spec, ctx.reduction, ctx.scale = rows, spec, reduction, scale
-        ctx.leading, ctx.red, ctx.grad_buffer = leading, red, grad
-        return _reduce(row_loss, reduction, n_valid, leading)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        grad = ctx.grad_buffer
-        ctx.grad_buffer = None  # hand the buffer to autograd (no copy)
-        (student,) = ctx.saved_tensors
-        v = student.shape[-1]
-        if grad is None:  # second backward (retain_graph=True): every rank recomputes
-            _, grad = _run(
-                student.reshape(-1, v),
-                ctx.teacher,
-                ctx.rows,
-                ctx.spec,
-                True,
-                ctx.scale,
-                ctx.leading,
-                ctx.kernel,
-                red=ctx.red,
-            )
-        _scale_by_upstream(grad, grad_output, ctx.spec, ctx.reduction)
-        return grad.view(student.shape), None, None, None, None, None, None, None, None
 
 
 def _as_local(x: Any, name: str) -> tuple[torch.Tensor, Any]:
@@ -911,9 +869,11 @@ def _apply(call: _Call):
     else:
         teacher = call.teacher.detach().reshape(-1, v)
         kernel = torch_chunk
-    args = (call.rows, spec, call.reduction, call.n_valid, call.leading, red, kernel)
-    if call.want_grad:
-        return _VocabParallelFunction.apply(student, teacher, *args)
+    if call.want_grad:  # the logits loss's autograd function, with the shard group's sums
+        return _AMiDFunction.apply(
+            student, teacher, call.rows, spec, call.reduction, call.n_valid, call.leading,
+            1.0, kernel, red,
+        )  # fmt: skip
     with torch.no_grad():
         row_loss, _ = _run(
             student.reshape(-1, v), teacher, call.rows, spec, False, 1.0, call.leading,

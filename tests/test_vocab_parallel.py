@@ -571,6 +571,25 @@ def test_retain_graph_second_backward(pools):
     _grad_within(grad, 3.0 * s_t.grad.numpy(), tol, "retain_graph")
 
 
+def _job_create_graph(rank: int, world: int, s_np, t_np, bounds) -> str:
+    lo, hi = bounds[rank]
+    s = torch.tensor(s_np[:, lo:hi], requires_grad=True)
+    loss = gpu.vocab_parallel_amid_loss(s, torch.tensor(t_np[:, lo:hi]), -5.0, 0.1)
+    try:
+        torch.autograd.grad(loss, s, create_graph=True)
+    except RuntimeError as exc:
+        return str(exc)
+    return "no error"
+
+
+def test_double_backward_is_refused_on_every_rank(pools):
+    """``create_graph=True`` raises the logits loss's error on every rank, before any
+    collective (a plain ``once_differentiable`` would hand back a silent zero Hessian)."""
+    s, t = _logits(4, 3, 11)
+    out = pools[2].run(_job_create_graph, s, t, _bounds(11, 2))
+    assert all(status == "ok" and "create_graph" in msg for status, msg in out), out
+
+
 # --- DTensor --------------------------------------------------------------------------------
 
 
