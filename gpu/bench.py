@@ -1275,15 +1275,14 @@ def run_targets(args) -> Report:
             (t["vocab"], t["rows"]), *_ = _parse_configs(args.configs)
         t["dtype"] = args.dtype or t["dtype"]
 
-        def cases(_device):
-            out = []
-            for objective in t["objectives"]:
-                impls = ["textbook", "triton"]
-                impls += {"kl": ["torch", "liger_kl"], "js": ["liger_jsd"]}.get(objective, [])
-                out.append((t["vocab"], t["rows"], t["dtype"], objective, impls))
-            return out
+        def cases(impls_of):
+            return lambda _device: [
+                (t["vocab"], t["rows"], t["dtype"], o, impls_of(o)) for o in t["objectives"]
+            ]
 
-        run_logits(args, report, cases)
+        # What the targets judge first (each objective's textbook and triton rows, then the
+        # fused pair), the peers last: a stage limit that cuts the run short cuts a peer.
+        run_logits(args, report, cases(lambda _o: ["textbook", "triton"]))
         f = dict(CUDA_FUSED_TARGET)
         if args.fused_configs:
             f["vocab"], f["rows"], f["hidden"] = (
@@ -1292,6 +1291,8 @@ def run_targets(args) -> Report:
         args.no_load = True
         run_fused(args, report, configs=[(f["vocab"], f["rows"], f["hidden"])],
                   impls=["fused", "liger"])  # fmt: skip
+        peers = {"kl": ["torch", "liger_kl"], "js": ["liger_jsd"]}
+        run_logits(args, report, cases(lambda o: peers.get(o, [])))
         size = {k: t[k] for k in ("rows", "vocab", "dtype")}
         report.data["targets"] = logits_targets(
             report.data["results"], device, "cuda", size
