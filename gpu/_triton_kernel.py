@@ -238,7 +238,9 @@ def _nan_to_zero(x):
 
 @_device
 def _load(ptr, rows, cols, stride, mask):
-    x = tl.load(ptr + rows[:, None] * stride + cols[None, :], mask=mask, other=float("-inf"))
+    # row offsets in int64: rows × stride passes 2^31 at N·V ≥ 2^31 (16384 rows at V = 151936)
+    x = tl.load(ptr + rows[:, None].to(tl.int64) * stride + cols[None, :], mask=mask,
+                other=float("-inf"))  # fmt: skip
     return x.to(tl.float32)
 
 
@@ -1189,12 +1191,12 @@ def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_pt
             ACC)  # fmt: skip
         grad = _project(g, lq, cols, k_s, -corr_s, q_others, q_top, ACC)
         grad = (grad - through_z) * scale
-        ptrs = out_ptr + rows[:, None] * out_stride + cols[None, :]
+        ptrs = out_ptr + rows[:, None].to(tl.int64) * out_stride + cols[None, :]
         written = grad.to(out_ptr.dtype.element_ty)
         tl.store(ptrs, written, mask=mask)
         back = written.to(tl.float32)
         if HAS_LO:
-            lo_ptrs = lo_ptr + rows[:, None] * lo_stride + cols[None, :]
+            lo_ptrs = lo_ptr + rows[:, None].to(tl.int64) * lo_stride + cols[None, :]
             tl.store(lo_ptrs, (grad - back).to(lo_ptr.dtype.element_ty), mask=mask)
         nan = nan | tl.max((mask & (back != back)).to(tl.int32), 1)
         inf = inf | tl.max((mask & (tl.abs(back) == float("inf"))).to(tl.int32), 1)

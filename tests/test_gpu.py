@@ -760,3 +760,27 @@ def test_cuda_peak_memory_is_chunk_sized():
     chunk = gpu.default_chunk_size(vocab, "cuda")
     grad_bytes = rows * vocab * 2
     assert extra <= grad_bytes + 24 * chunk * vocab * 4, (extra, grad_bytes)
+
+
+@pytest.mark.gpu
+def test_cuda_offsets_beyond_int32():
+    """One Triton launch over N·V > 2^31 elements (bf16, V = 151936, chunk = every row): the
+    rows past the 2^31-th element are computed as when they run alone (row offsets are
+    int64 in the kernel; int32 ones wrap there)."""
+    vocab = 151936
+    rows = (2**31) // vocab + 64
+    if torch.cuda.get_device_properties(0).total_memory < 3 * rows * vocab * 2 + 2**33:
+        pytest.skip("needs three bf16 (N, V) tensors past 2^31 elements")
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    s = torch.randn(rows, vocab, device="cuda", dtype=torch.bfloat16, generator=gen)
+    t = torch.randn(rows, vocab, device="cuda", dtype=torch.bfloat16, generator=gen)
+    s.requires_grad_()
+    kw = dict(reduction="none", backend="triton")
+    loss = gpu.amid_loss(s, t, -5.0, 0.1, chunk_size=rows, **kw)
+    loss.sum().backward()
+    tail = slice(rows - 64, rows)  # each reaches past element 2^31 (row 14134 onwards)
+    s_tail = s.detach()[tail].clone().requires_grad_()
+    want = gpu.amid_loss(s_tail, t[tail], -5.0, 0.1, **kw)
+    want.sum().backward()
+    torch.testing.assert_close(loss.detach()[tail], want.detach(), rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(s.grad[tail].float(), s_tail.grad.float(), rtol=1e-6, atol=0.0)
