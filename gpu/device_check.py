@@ -425,9 +425,12 @@ def _compile_sm90(kernel, args: list, kwargs: dict):
 
     target = GPUTarget("cuda", 90, 128)
     backend = make_backend(target)
-    kwargs = {**kwargs, "debug": False,
-              "instrumentation_mode": knobs.compilation.instrumentation_mode,
-              "fpsan_homomorphic_casts": knobs.compilation.fpsan_homomorphic_casts}  # fmt: skip
+    # the options JITFunction.run adds before binding, those this triton has (3.6 has no
+    # fpsan_homomorphic_casts; 3.9 has both)
+    kwargs = {**kwargs, "debug": False}
+    for knob in ("instrumentation_mode", "fpsan_homomorphic_casts"):
+        if hasattr(knobs.compilation, knob):
+            kwargs[knob] = getattr(knobs.compilation, knob)
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
     bound, specialization, options = binder(*args, **kwargs)
     options, signature, constexprs, attrs = kernel._pack_args(
