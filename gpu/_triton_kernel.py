@@ -1300,6 +1300,13 @@ def _divergence_constants(name: str, params: dict, first_r: bool = True) -> tupl
     return div, {"prm": prm, "prm_log": logs[0], "prm_log1m": logs[1], "dprm": dprm}
 
 
+#: Compile options of every launch: no FMA contraction, so that each form is rounded as
+#: written, as in the torch kernel it mirrors and under the interpreter the tests run (the
+#: elementary functions of libdevice keep their own fused steps). Explicit because
+#: triton's default changes (contraction on through 3.9, off from 3.10).
+_LAUNCH_OPTIONS = {"enable_fp_fusion": False}
+
+
 def _blocks(n: int, v: int) -> tuple[int, int, int]:
     """(BLOCK_R, BLOCK_V, num_warps): a row per program on CUDA with wide tiles; under the
     interpreter (numpy) many rows per program and narrow tiles."""
@@ -1398,7 +1405,7 @@ def _chunk(
     acc = not _interpreted() and libdevice is not None
     block_r, block_v, warps = _blocks(n, v)
     grid = (triton.cdiv(n, block_r),)
-    blocks = dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps)
+    blocks = dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps, **_LAUNCH_OPTIONS)
     stride = s.stride(0)
     _max_pass[grid](s, t, stride, n, v, stats, idx, flags, **blocks)
     _lse_pass[grid](s, t, stride, n, v, stats, idx, flags, inv_t, ACC=acc, **blocks)
@@ -1482,7 +1489,7 @@ def gradient_tile(
     local = (idx - col0).to(torch.int32)
     block_r, block_v, warps = _blocks(n, v)
     grid = (triton.cdiv(n, block_r),)
-    blocks = dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps)
+    blocks = dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps, **_LAUNCH_OPTIONS)
     lo = out if out_lo is None else out_lo
     with np.errstate(all="ignore"):
         _gradient_pass[grid](s, t, s.stride(0), n, v, stats, local, flags, out, out.stride(0), lo,
