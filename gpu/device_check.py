@@ -73,7 +73,9 @@ COMPILE_WORKERS = 16
 #: Seconds of the compile stage's limit kept for recording its result.
 COMPILE_MARGIN_S = 5
 #: The gpu test files whose ``gpu``-marked tests the ``tests`` stage runs.
-TEST_FILES = ("test_gpu.py", "test_gpu_fused.py", "test_gpu_kernels.py")
+#: In this order: the fused and kernel tests (the fused peak-memory bound among them) before
+#: test_gpu.py, whose grid holds most of the variants.
+TEST_FILES = ("test_gpu_fused.py", "test_gpu_kernels.py", "test_gpu.py")
 
 
 def _eps(dtype) -> float:
@@ -563,7 +565,8 @@ def _tests_command(root: Path, dry: bool) -> list[str]:
     files = [str(root / "tests" / f) for f in TEST_FILES]
     if dry:
         files = [str(root / "tests" / "test_gpu_fused.py"), "--co"]
-    return [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "-p", "no:cacheprovider",
+    # -v: a line per test as it ends, so a stage cut short by its limit still says which passed
+    return [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-rfE", "-p", "no:cacheprovider",
             *files]  # fmt: skip
 
 
@@ -586,7 +589,7 @@ def _run_stage(name: str, limit: float, dry: bool, device: str, root: Path) -> d
                                   cwd=root)  # fmt: skip
         except subprocess.TimeoutExpired as exc:
             record.update(status="timeout", why=f"over the stage's {limit:g} s limit",
-                          stdout_tail=_text(exc.stdout)[-3000:],
+                          stdout_tail=_text(exc.stdout)[-6000:],
                           stderr_tail=_text(exc.stderr)[-3000:])  # fmt: skip
         else:
             record["returncode"] = proc.returncode
