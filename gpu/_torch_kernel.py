@@ -34,7 +34,7 @@ import math
 import torch
 
 from gpu._divergences import GPU_DIVERGENCES, GPU_PAIR, GRAD_SUM, SUM_OF_TERMS, RowReduce
-from gpu._elementwise import expm1, masked_fill_, where
+from gpu._elementwise import any_, expm1, masked_fill_, where
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
@@ -121,7 +121,7 @@ class LocalReduce(RowReduce):
         return x
 
     def any(self, mask: torch.Tensor) -> bool:
-        return bool(mask.any())
+        return any_(mask)
 
     def flags(self, f: torch.Tensor) -> torch.Tensor:
         return f
