@@ -28,7 +28,8 @@ import torch
 
 from amid_ref.contract import NORMALIZATION_TOL, SPECS
 from gpu._autograd import _refuse_double_backward
-from gpu._elementwise import _compiling, all_, any_, expm1, expm1_, where
+from gpu._elementwise import _compiling, any_, expm1, expm1_, where
+from gpu._elementwise import side as _side
 from gpu._mixture import _check_log_pair
 from gpu._validation import check_bool, compute_dtype, resolve_div_params
 
@@ -56,17 +57,6 @@ _EXPM1MX_COEFFS = [1.0 / math.factorial(k) for k in range(2, 24)]
 #: Beyond c·z > 40 the product e^(log s)·e^(cz) is formed as one exponential (no overflow);
 #: there e^(cz) exceeds 1 + cz by e^40/41, so the subtraction loses nothing.
 _BIG = 40.0
-
-
-def _side(cond: torch.Tensor) -> bool | None:
-    """Eager CPU only: ``True`` where ``cond`` holds everywhere, ``False`` where nowhere,
-    so that the caller forms only the branch a ``where`` on it would pick (the same bits,
-    the other branch's passes spared); ``None`` where mixed, traced or not on CPU."""
-    if cond.device.type != "cpu" or _compiling() or cond.dtype != torch.bool:
-        return None
-    if not any_(cond):
-        return False
-    return True if all_(cond) else None
 
 
 def _expm1mx(z: torch.Tensor) -> torch.Tensor:
@@ -172,9 +162,12 @@ def _kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     a = torch.exp(la)
     d = _delta(la, lb, log_ratio)
     b_zero = torch.isneginf(lb)
-    terms = where(b_zero, la - lb, d).mul_(a)
-    terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
-    terms.masked_fill_(b_zero & ~torch.isneginf(la), INF)
+    if _side(b_zero) is False:  # no zero of b (eager CPU): the masks pick nothing
+        terms = (d * a).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    else:
+        terms = where(b_zero, la - lb, d).mul_(a)
+        terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+        terms.masked_fill_(b_zero & ~torch.isneginf(la), INF)
     value = terms.sum(-1)
     ga = terms if need_ga else None  # a(δ + 1) ≡ aδ modulo a
     gb = a.neg_() if need_gb else None

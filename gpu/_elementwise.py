@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["all_", "any_", "expm1", "expm1_", "masked_fill_", "where"]
+__all__ = ["all_", "any_", "expm1", "expm1_", "masked_fill_", "side", "where"]
 
 
 def _compiling() -> bool:
@@ -91,6 +91,17 @@ def all_(cond: torch.Tensor) -> bool:
     if cond.dtype != torch.bool or cond.numel() == 0:
         return bool(cond.all())
     return bool(cond.view(torch.int8).min())
+
+
+def side(cond: torch.Tensor) -> bool | None:
+    """Eager CPU only: ``True`` where ``cond`` holds everywhere, ``False`` where nowhere,
+    so that the caller forms only the branch a ``where`` on it would pick (the same bits,
+    the other branch's passes spared); ``None`` where mixed, traced or not on CPU."""
+    if cond.device.type != "cpu" or _compiling() or cond.dtype != torch.bool:
+        return None
+    if not any_(cond):
+        return False
+    return True if all_(cond) else None
 
 
 def _uniform(cond: torch.Tensor, a, b, out: torch.Tensor | None, like: torch.Tensor):
