@@ -28,7 +28,8 @@ import torch
 
 from amid_ref.contract import NORMALIZATION_TOL, SPECS
 from gpu._autograd import _refuse_double_backward
-from gpu._elementwise import _compiling, expm1, expm1_, where
+from gpu._elementwise import _compiling, any_, expm1, expm1_, where
+from gpu._elementwise import side as _side
 from gpu._mixture import _check_log_pair
 from gpu._validation import check_bool, compute_dtype, resolve_div_params
 
@@ -62,7 +63,10 @@ def _expm1mx(z: torch.Tensor) -> torch.Tensor:
     """``e^z − 1 − z`` to a few ulps for every finite z (Taylor near 0)."""
     n_terms = 22 if z.dtype == torch.float64 else 12
     small = z.abs() < _EXPM1MX_CUTOFF
-    zs = where(small, z, 0.0)
+    side = _side(small)
+    if side is False:  # no entry takes the series
+        return expm1(z) - z
+    zs = z if side else where(small, z, 0.0)
     acc = torch.full_like(z, _EXPM1MX_COEFFS[n_terms - 1])
     # Horner: acc ← c + acc·z, one pass per term (addcmul; mul_ then add_ took two: 1.5x
     # slower on CPU at 256000 float32 entries). The eager path only: traced, the plain form.
@@ -72,7 +76,7 @@ def _expm1mx(z: torch.Tensor) -> torch.Tensor:
         else:
             acc.mul_(zs).add_(c)
     series = acc.mul_(zs).mul_(zs)
-    return where(small, series, expm1(z) - z)
+    return series if side else where(small, series, expm1(z) - z)
 
 
 def _times_exp(x: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
@@ -81,8 +85,12 @@ def _times_exp(x: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
     dtype (``y^λ`` with λ < 0 and y tiny: D(q‖q) is 0, not ``inf·0``)."""
     safe = 80.0 if x.dtype != torch.float64 else 700.0
     direct = x * torch.exp(log_s.clamp(-safe, safe))
-    far = torch.sign(x) * torch.exp(torch.log(x.abs()) + log_s)
-    out = where(log_s.abs() <= safe, direct, far)
+    inside = log_s.abs() <= safe
+    if _side(inside):  # every e^(log_s) in range: the one-exponential form is not picked
+        out = direct
+    else:
+        far = torch.sign(x) * torch.exp(torch.log(x.abs()) + log_s)
+        out = where(inside, direct, far)
     return out.masked_fill_(x == 0.0, 0.0)
 
 
@@ -94,13 +102,17 @@ def _scaled_expm1_ratio(
     ``e^(cz)`` dominates). Twin of :func:`amid_ref._special.scaled_expm1_ratio`."""
     if c == 0.0:
         return _times_exp(z, log_s)
-    s = torch.exp(log_s)
     cz = c * z
     big = cz > _BIG
-    top = log_s + cz if log_top is None else log_top
-    direct = (torch.exp(top) - s) / c
-    near = _times_exp(expm1(where(big, 0.0, cz)) / c, log_s)
-    return where(big, direct, near)
+    side = _side(big)
+    if side is not False:
+        s = torch.exp(log_s)
+        top = log_s + cz if log_top is None else log_top
+        direct = (torch.exp(top) - s) / c
+        if side:
+            return direct
+    near = _times_exp(expm1(cz if side is False else where(big, 0.0, cz)) / c, log_s)
+    return near if side is False else where(big, direct, near)
 
 
 def _expm1mx_ratio(c: float, z: torch.Tensor) -> torch.Tensor:
@@ -120,13 +132,17 @@ def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom):
     their −z parts after rounding: at z = −1e9 (a teacher token masked by −1e9) the term
     lost all its digits."""
     second = torch.maximum((lam * z).abs(), (c * z).abs()) <= 1.0
-    zs = where(second, z, 0.0)
-    zl = where(second, 0.0, z)
-    near = _times_exp(_expm1mx_ratio(lam, zs) - _expm1mx_ratio(c, zs), log_s)
+    side = _side(second)  # all one form: the other is not formed (eager CPU)
+    if side is not False:
+        zs = z if side else where(second, z, 0.0)
+        near = _times_exp(_expm1mx_ratio(lam, zs) - _expm1mx_ratio(c, zs), log_s)
+        if side:
+            return near.div_(denom)
+    zl = z if side is False else where(second, 0.0, z)
     far = _scaled_expm1_ratio(log_s, lam, zl, log_top_lam) - _scaled_expm1_ratio(
         log_s, c, zl, log_top_c
     )
-    return where(second, near, far).div_(denom)
+    return far.div_(denom) if side is False else where(second, near, far).div_(denom)
 
 
 def _delta(la: torch.Tensor, lb: torch.Tensor, log_ratio: torch.Tensor | None) -> torch.Tensor:
@@ -146,9 +162,12 @@ def _kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     a = torch.exp(la)
     d = _delta(la, lb, log_ratio)
     b_zero = torch.isneginf(lb)
-    terms = where(b_zero, la - lb, d).mul_(a)
-    terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
-    terms.masked_fill_(b_zero & ~torch.isneginf(la), INF)
+    if _side(b_zero) is False:  # no zero of b (eager CPU): the masks pick nothing
+        terms = (d * a).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    else:
+        terms = where(b_zero, la - lb, d).mul_(a)
+        terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+        terms.masked_fill_(b_zero & ~torch.isneginf(la), INF)
     value = terms.sum(-1)
     ga = terms if need_ga else None  # a(δ + 1) ≡ aδ modulo a
     gb = a.neg_() if need_gb else None
@@ -504,7 +523,7 @@ def _ab_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum, scale=1.
     d = where(both, _delta(la, lb, log_ratio), 0.0)
     far = both & ((a_ * d).abs() >= 1.0) & ((b_ * d).abs() >= 1.0)
     del d
-    if not bool(far.any()):
+    if not any_(far):
         return out
     lx = where(both, la, 0.0)
     ly = where(both, lb, 0.0)

@@ -30,7 +30,7 @@ import math
 import torch
 
 from gpu._autograd import _refuse_double_backward
-from gpu._elementwise import expm1, expm1_, masked_fill_, where
+from gpu._elementwise import expm1, expm1_, masked_fill_, side, where
 from gpu._validation import check_alpha, check_float_tensor, check_lam, check_pair, compute_dtype
 
 NEG_INF = float("-inf")
@@ -93,8 +93,9 @@ def _ratios(
         where(small, near.add_(d), rb, out=rb)
     del near, d
     plain = torch.isneginf(lm) | (torch.isneginf(la) & torch.isneginf(lb))
-    where(plain, lm - la, ra, out=ra)
-    where(plain, lm - lb, rb, out=rb)
+    if side(plain) is not False:  # (eager CPU: no zero, nothing to replace)
+        where(plain, lm - la, ra, out=ra)
+        where(plain, lm - lb, rb, out=rb)
     return [ra, rb]
 
 

@@ -34,7 +34,7 @@ import math
 import torch
 
 from gpu._divergences import GPU_DIVERGENCES, GPU_PAIR, GRAD_SUM, SUM_OF_TERMS, RowReduce
-from gpu._elementwise import expm1, masked_fill_, where
+from gpu._elementwise import any_, expm1, masked_fill_, side, where
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
@@ -121,7 +121,7 @@ class LocalReduce(RowReduce):
         return x
 
     def any(self, mask: torch.Tensor) -> bool:
-        return bool(mask.any())
+        return any_(mask)
 
     def flags(self, f: torch.Tensor) -> torch.Tensor:
         return f
@@ -181,7 +181,11 @@ def _log_ratio_sums(lm, l_ref, u, red: LocalReduce = LOCAL, later: bool = False)
     """``(Σ s, Σ ŝ·expm1(u))`` of :func:`_log_ratio_to_mixture` (neither needs log Z: with
     ``later=True`` a sharded reducer sends them with the log-normalizer's sum)."""
     s = torch.exp(l_ref)
-    terms = where(u <= 1.0, expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
+    near = u <= 1.0
+    if side(near):  # every entry near (eager CPU): e^(log m) − s would be picked nowhere
+        terms = expm1(u.clamp(max=1.0)).mul_(s)
+    else:
+        terms = where(near, expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
     terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     return red.sums(s, terms, later=later)
 
