@@ -73,6 +73,11 @@ COMPILE_WORKERS = 16
 #: Seconds of the compile stage's limit kept for recording its result.
 COMPILE_MARGIN_S = 5
 #: The gpu test files whose ``gpu``-marked tests the ``tests`` stage runs.
+#: Recording with the torch kernel's values, chunks larger than this many elements get the
+#: zero-filled outputs instead: the torch kernel's float32 temporaries of a chunk past 2^31
+#: elements (``test_cuda_offsets_beyond_int32``) would not fit the GPU, and the recording
+#: needs only the launches.
+TORCH_VALUES_MAX = 2**28
 #: In this order: the fused and kernel tests (the fused peak-memory bound among them) before
 #: test_gpu.py, whose grid holds most of the variants.
 TEST_FILES = ("test_gpu_fused.py", "test_gpu_kernels.py", "test_gpu.py")
@@ -243,7 +248,8 @@ class _Recording:
     block sizes and warps of a compiled kernel, whatever device the tensors are on), so the
     constexprs, dtypes and integers recorded are the ones a CUDA run passes. ``values``:
     ``"torch"`` returns the torch kernel's loss and gradient (same contract; a workload that
-    checks its values still passes, the fused loss takes its torch path), ``"skip"`` returns
+    checks its values still passes, the fused loss takes its torch path; chunks beyond
+    :data:`TORCH_VALUES_MAX` elements get zeros), ``"skip"`` returns
     the chunk's zero-filled outputs and lets the fused loss call ``gradient_tile`` too
     (faster; the values are meaningless).
     """
@@ -293,7 +299,8 @@ class _Recording:
             except Exception as exc:  # the engine would fall back to torch: keep it visible
                 self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
                 raise
-            if values == "skip" or not tk.runs_in_triton(spec, s.dtype):
+            if (values == "skip" or not tk.runs_in_triton(spec, s.dtype)
+                    or s.numel() > TORCH_VALUES_MAX):  # fmt: skip
                 return loss, grad, flags
             return tk.torch_chunk(s, t, spec, want_grad, grad_scale, out, out_lo=out_lo)
 
