@@ -266,8 +266,9 @@ def _fused_run(
         return commit
 
     _for_each_chunk(
-        n_rows, spec.chunk_size, device, body, parallel=getattr(kernel, "parallel_chunks", False)
-    )
+        n_rows, spec.chunk_size, device, body, parallel=getattr(kernel, "parallel_chunks", False),
+        row_elements=v,
+    )  # fmt: skip
     _raise_for_flags(flags, leading, spec)
     return row_loss, gh, gw, gb
 

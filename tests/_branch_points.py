@@ -54,6 +54,9 @@ NOT_BRANCH_POINTS: dict[tuple[str, str], str] = {
     ("gpu._engine", "_CPU_WIDE_CHUNK_ELEMENTS"): "rows per chunk of the fused and sharded losses "
     "on CPU (as above)",
     ("gpu._engine", "_CUDA_CHUNK_ELEMENTS"): "rows per chunk on CUDA (as above)",
+    ("gpu._engine", "_CPU_WORKER_MIN_ELEMENTS"): "chunk workers or the calling thread: bitwise "
+    "the same results (tests/test_gpu_kernels.py::test_chunk_workers_are_bitwise_the_"
+    "sequential_path)",
     ("gpu._engine", "_TRITON_CHUNK_ELEMENTS"): "Triton rows per chunk (memory)",
     ("gpu._fused", "_TRITON_FUSED_CHUNK_ELEMENTS"): "fused Triton rows per chunk",
     ("gpu._fused", "_VOCAB_TILE_ELEMENTS"): "fused two-phase vocabulary tile (memory; "

@@ -31,10 +31,44 @@ from gpu._engine import _COMPILED, _for_each_chunk, _recompile_limit  # noqa: E4
 
 
 @pytest.fixture
-def threads():
+def threads(monkeypatch):
+    """Set torch's thread count; chunk workers for calls of any size (the tests' are small)."""
+    from gpu import _engine
+
+    monkeypatch.setattr(_engine, "_CPU_WORKER_MIN_ELEMENTS", 0)
     before = torch.get_num_threads()
     yield lambda n: torch.set_num_threads(n)
     torch.set_num_threads(before)
+
+
+def test_small_calls_run_in_the_calling_thread(monkeypatch):
+    """Below _CPU_WORKER_MIN_ELEMENTS logits no chunk worker starts (they cost more than
+    they save there); at it, with two threads, they do, with the same bits."""
+    from gpu import _engine
+
+    started = []
+
+    class Counting(_engine.ThreadPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            started.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(_engine, "ThreadPoolExecutor", Counting)
+    s0, t, _ = _inputs()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out = []
+        for floor in (s0.numel() + 1, s0.numel()):
+            monkeypatch.setattr(_engine, "_CPU_WORKER_MIN_ELEMENTS", floor)
+            s = s0.clone().requires_grad_()
+            loss = gpu.amid_loss(s, t, -5.0, 0.1, "js", "qr", reduction="none", chunk_size=4)
+            loss.sum().backward()
+            out.append((loss.detach(), s.grad))
+            assert len(started) == (0 if floor > s0.numel() else 1)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
 
 
 def _inputs(dtype=torch.float64):
