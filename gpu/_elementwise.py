@@ -108,12 +108,10 @@ def _uniform(cond: torch.Tensor, a, b, out: torch.Tensor | None, like: torch.Ten
     """``where(cond, a, b)`` where ``cond`` is all False or all True (eager CPU only): the
     chosen operand itself, copied (callers write into the result), without the blend's five
     passes; ``None`` where ``cond`` is mixed. Bit-exact: the blend would give these bits."""
-    if any_(cond):
-        if not all_(cond):
-            return None
-        pick = a
-    else:
-        pick = b
+    taken = side(cond)
+    if taken is None:
+        return None
+    pick = a if taken else b
     if out is not None:
         if pick is not out:
             out.copy_(pick) if isinstance(pick, torch.Tensor) else out.fill_(pick)
