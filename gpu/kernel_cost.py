@@ -1,0 +1,278 @@
+r"""The Triton kernel's cost on a CUDA GPU, read from its machine code without a GPU.
+
+``python -m gpu.kernel_cost`` compiles, for NVIDIA sm_90 (H100, H200), every pass that
+:func:`gpu.amid_loss` launches for an objective (the host code of
+:mod:`gpu._triton_kernel` runs as on CUDA and its launches are recorded, as the device
+check records them, :class:`gpu.device_check._Recording`), and reads the machine code with
+the NVIDIA tools that ship inside the triton wheel (``cuobjdump``, ``nvdisasm``):
+
+* registers per thread and local memory (spills), and from them the warps an SM can hold;
+* the instructions of the vocabulary loop, the body each warp runs once per
+  ``BLOCK_R × BLOCK_V`` tile: per element, :math:`I_e = I_{\text{loop}}\,W/(B_R B_V)`
+  warp-instructions (``W`` warps share a tile), and how many of them are ``MUFU`` (the
+  special-function unit: ``ex2``, ``lg2``, ``rcp``);
+* the same instructions by source line (``nvdisasm -g``): which forms cost the most.
+
+Two floors follow for N × V logits. An SM issues at most one warp-instruction per
+scheduler per clock, so the passes take at least
+
+.. math::
+
+    t_{\text{issue}} = \frac{N V \sum_{\text{passes}} I_e}{\text{SMs}\cdot 4 \cdot f},
+
+(H200 and H100 SXM: 132 SMs, 4 schedulers, f = 1.98 GHz boost), and the memory at least
+:math:`t_{\text{HBM}} = N V\,b/B` for ``b`` bytes per element (each pass reads both
+logits; the last writes the gradient) at B = 4.3 TB/s. The larger is a floor no
+implementation of these passes can beat; real kernels stall on dependencies too, more so
+with few warps resident. Measured on a GPU, ``python -m gpu.bench`` gives the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+import gpu
+from gpu import bench, device_check
+
+#: The CUDA machine the floors are for: H200 SXM (H100 SXM has the same SMs and clock).
+SMS, SCHEDULERS, CLOCK_HZ, HBM_BYTES_S = 132, 4, 1.98e9, 4.3e12
+#: Registers per SM, the register allocation unit per warp, warps and blocks per SM (sm_90).
+REGISTERS_PER_SM, REGISTER_UNIT, MAX_WARPS_PER_SM, MAX_BLOCKS_PER_SM = 65536, 256, 64, 32
+
+
+@dataclass
+class PassCost:
+    """One compiled pass: its resources and the instructions of its vocabulary loop."""
+
+    kernel: str
+    constexprs: dict
+    registers: int
+    local_bytes: int
+    warps: int
+    elements_per_warp_tile: int
+    loop_instructions: int
+    loop_mufu: int
+    #: warp-instructions (issue slots) per element: loop instructions / elements per warp
+    issue_per_element: float
+    mufu_per_element: float
+    #: warps an SM holds at these registers (occupancy, of 64)
+    resident_warps: int
+    #: the heaviest source lines of the loop: (file:line, instructions, source)
+    lines: list = field(default_factory=list)
+
+
+def tools_dir() -> Path:
+    """The NVIDIA binary tools bundled in the triton wheel (``cuobjdump``, ``nvdisasm``)."""
+    import triton  # optional: triton (the triton extra), whose wheel bundles the tools
+
+    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    for tool in ("cuobjdump", "nvdisasm"):
+        if not (path / tool).exists():
+            raise RuntimeError(f"{tool} is not in {path}: this triton ships no NVIDIA tools")
+    return path
+
+
+_INSTRUCTION = re.compile(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+_LABEL = re.compile(r"\s*(\.L_x_\d+):")
+_LINE = re.compile(r'//## File "([^"]+)", line (\d+)')
+_TARGET = re.compile(r"BRA\s.*?\((\.L_x_\d+)\)")
+
+
+def parse_sass(listing: str) -> tuple[list[tuple[str, tuple | None]], dict[str, int]]:
+    """``nvdisasm -g -c`` output as ``[(instruction, (file, line) or None)]`` and the index of
+    the instruction each label stands before."""
+    code: list[tuple[str, tuple | None]] = []
+    labels: dict[str, int] = {}
+    where = None
+    for text in listing.splitlines():
+        if m := _LINE.search(text):
+            where = (m.group(1), int(m.group(2)))
+        elif m := _LABEL.match(text):
+            labels[m.group(1)] = len(code)
+        elif m := _INSTRUCTION.match(text):
+            code.append((m.group(2), where))
+    return code, labels
+
+
+def opcode(instruction: str) -> str:
+    """The opcode of one instruction (its predicate, ``@P0`` or ``@!P0``, skipped)."""
+    words = instruction.split()
+    return words[1] if words and words[0].startswith("@") and len(words) > 1 else words[0]
+
+
+def loop_body(code: list, labels: dict) -> list[int]:
+    """Indices of the instructions inside a loop: from the target of each backward branch
+    to the branch (nested or repeated loops counted once; a branch to itself, the trap
+    after a kernel's ``EXIT``, is no loop)."""
+    inside: set[int] = set()
+    for k, (text, _) in enumerate(code):
+        m = _TARGET.search(text)
+        if m and labels.get(m.group(1), k) < k:
+            inside.update(range(labels[m.group(1)], k + 1))
+    return sorted(inside)
+
+
+def resident_warps(registers: int, warps: int) -> int:
+    """Warps an sm_90 SM holds for blocks of ``warps`` warps at ``registers`` per thread."""
+    per_warp = math.ceil(registers * 32 / REGISTER_UNIT) * REGISTER_UNIT
+    blocks = min(REGISTERS_PER_SM // (per_warp * warps), MAX_BLOCKS_PER_SM,
+                 MAX_WARPS_PER_SM // warps)  # fmt: skip
+    return blocks * warps
+
+
+def _source(where) -> str:
+    if where is None:
+        return ""
+    try:
+        lines = Path(where[0]).read_text().splitlines()
+        return lines[where[1] - 1].strip()[:100]
+    except (OSError, IndexError):
+        return ""
+
+
+def analyse(cubin: bytes, name: str, constexprs: dict, top: int = 8) -> PassCost:
+    """The :class:`PassCost` of one compiled pass (its cubin)."""
+    tools = tools_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "pass.cubin")
+        Path(path).write_bytes(cubin)
+        listing = subprocess.run([str(tools / "nvdisasm"), "-g", "-c", path],
+                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
+        usage = subprocess.run([str(tools / "cuobjdump"), "--dump-resource-usage", path],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    registers = int(re.search(r"REG:(\d+)", usage).group(1))
+    local = int(re.search(r"LOCAL:(\d+)", usage).group(1))
+    code, labels = parse_sass(listing)
+    body = loop_body(code, labels)
+    warps = int(constexprs.get("num_warps", 4))
+    per_tile = max(1, constexprs.get("BLOCK_R", 1) * constexprs.get("BLOCK_V", 1) // warps)
+    mufu = sum(opcode(code[k][0]).startswith("MUFU") for k in body)
+    by_line = Counter(code[k][1] for k in body)
+    lines = [(f"{Path(w[0]).name}:{w[1]}" if w else "?", n, _source(w))
+             for w, n in by_line.most_common(top)]  # fmt: skip
+    return PassCost(
+        kernel=name,
+        constexprs={k: v for k, v in constexprs.items() if k != "num_warps"},
+        registers=registers,
+        local_bytes=local,
+        warps=warps,
+        elements_per_warp_tile=per_tile,
+        loop_instructions=len(body),
+        loop_mufu=mufu,
+        issue_per_element=len(body) / per_tile,
+        mufu_per_element=mufu / per_tile,
+        resident_warps=resident_warps(registers, warps),
+        lines=lines,
+    )
+
+
+def record_launches(objective: str, vocab: int, dtype: str = "bfloat16") -> list:
+    """The Triton variants (device check keys, in launch order) that the logits loss launches
+    for ``objective`` (a key of :data:`gpu.bench.OBJECTIVES`) at vocabulary ``vocab``, forward
+    and backward, with the choices of a CUDA run; nothing is launched."""
+    obj = {k: v for k, v in bench.OBJECTIVES[objective].items() if k != "label"}
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(2, vocab, generator=gen).to(getattr(torch, dtype)).requires_grad_()
+    t = torch.randn(2, vocab, generator=gen).to(getattr(torch, dtype))
+    with device_check._Recording() as rec, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpu.amid_loss(s, t, backend="triton", **obj).backward()
+    if rec.errors:
+        raise RuntimeError(f"recording {objective} failed: {rec.errors[0]}")
+    return list(rec.variants)
+
+
+def objective_cost(objective: str, vocab: int, dtype: str = "bfloat16", top: int = 8) -> dict:
+    """Every pass of ``objective`` compiled for sm_90 and analysed, with the floors at
+    :data:`gpu.bench.CUDA_LOGITS_TARGET`'s rows and ``vocab``."""
+    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
+    passes = []
+    for name, args, kwargs in record_launches(objective, vocab, dtype):
+        kw = dict(kwargs)
+        compiled = device_check._compile_sm90(getattr(tk, name), device_check._mock_args(args), kw)
+        passes.append(analyse(compiled.asm["cubin"], name, kw, top))
+    rows = bench.CUDA_LOGITS_TARGET["rows"]
+    elements = rows * vocab
+    issue = sum(p.issue_per_element for p in passes)
+    width = 2 if dtype in ("bfloat16", "float16") else 4
+    # each pass reads both logits; the gradient pass also writes the gradient
+    bytes_per_element = width * (2 * len(passes) + 1)
+    return {
+        "objective": objective,
+        "label": bench.OBJECTIVES[objective]["label"],
+        "rows": rows,
+        "vocab": vocab,
+        "dtype": dtype,
+        "passes": [asdict(p) for p in passes],
+        "issue_per_element": issue,
+        "mufu_per_element": sum(p.mufu_per_element for p in passes),
+        "bytes_per_element": bytes_per_element,
+        "issue_floor_ms": elements * issue / (SMS * SCHEDULERS * CLOCK_HZ) * 1e3,
+        "hbm_floor_ms": elements * bytes_per_element / HBM_BYTES_S * 1e3,
+        "min_resident_warps": min(p.resident_warps for p in passes),
+    }
+
+
+def format_cost(cost: dict, lines: int = 3) -> str:
+    """A table of one objective's passes and its floors."""
+    out = [f"{cost['label']}, N={cost['rows']} V={cost['vocab']} {cost['dtype']} on sm_90:",
+           f"  {'pass':<20} {'regs':>4} {'spill':>5} {'warps/SM':>8} {'issue/el':>8} "
+           f"{'MUFU/el':>7}"]  # fmt: skip
+    for p in cost["passes"]:
+        out.append(f"  {p['kernel']:<20} {p['registers']:>4} {p['local_bytes']:>5} "
+                   f"{p['resident_warps']:>8} {p['issue_per_element']:>8.2f} "
+                   f"{p['mufu_per_element']:>7.3f}")  # fmt: skip
+        for where, n, src in p["lines"][:lines]:
+            share = n / max(1, p["loop_instructions"])
+            out.append(f"      {share:>4.0%} {where:<24} {src[:70]}")
+    out.append(f"  issue slots per element {cost['issue_per_element']:.2f} -> issue floor "
+               f"{cost['issue_floor_ms']:.1f} ms; {cost['bytes_per_element']} B per element -> "
+               f"HBM floor {cost['hbm_floor_ms']:.1f} ms")  # fmt: skip
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gpu.kernel_cost",
+        description="The Triton kernel's passes compiled for sm_90 (no GPU needed): registers, "
+        "spills, instructions per element of the vocabulary loop, and the issue and HBM floors.",
+    )
+    parser.add_argument("--objectives", default=",".join(bench.CUDA_LOGITS_TARGET["objectives"]),
+                        help="comma-separated subset of " + ",".join(bench.OBJECTIVES))  # fmt: skip
+    parser.add_argument("--vocab", type=int, default=bench.CUDA_LOGITS_TARGET["vocab"])
+    parser.add_argument("--dtype", default=bench.CUDA_LOGITS_TARGET["dtype"],
+                        choices=("bfloat16", "float16", "float32"))  # fmt: skip
+    parser.add_argument("--lines", type=int, default=3, help="source lines shown per pass")
+    parser.add_argument("--json", action="store_true", help="print the JSON report")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        parser.error("unset TRITON_INTERPRET: the kernels must be compiled, not interpreted")
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    for o in objectives:
+        if o not in bench.OBJECTIVES:
+            parser.error(f"--objectives: unknown objective {o!r}")
+    costs = [objective_cost(o, args.vocab, args.dtype, top=max(args.lines, 8))
+             for o in objectives]  # fmt: skip
+    if args.json:
+        print(json.dumps(costs, indent=1))
+    else:
+        print("\n\n".join(format_cost(c, args.lines) for c in costs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
