@@ -10,7 +10,10 @@ the NVIDIA tools that ship inside the triton wheel (``cuobjdump``, ``nvdisasm``)
 * the instructions of the vocabulary loop, the body each warp runs once per
   ``BLOCK_R × BLOCK_V`` tile: per element, :math:`I_e = I_{\text{loop}}\,W/(B_R B_V)`
   warp-instructions (``W`` warps share a tile), and how many of them are ``MUFU`` (the
-  special-function unit: ``ex2``, ``lg2``, ``rcp``);
+  special-function unit: ``ex2``, ``lg2``, ``rcp``). :math:`I_{\text{loop}}` counts the
+  common path: the kernel's runtime ``if`` statements are uniform tile branches around
+  rare forms (an ``e^x`` beyond float32, a divergence parameter at 0), and the regions
+  they skip (:func:`uniform_branch_regions`) are left out; ``static/el`` counts them too;
 * the same instructions by source line (``nvdisasm -g``): which forms cost the most.
 
 Two floors follow for N × V logits. An SM issues at most one warp-instruction per
@@ -21,8 +24,8 @@ scheduler per clock, so the passes take at least
     t_{\text{issue}} = \frac{N V \sum_{\text{passes}} I_e}{\text{SMs}\cdot 4 \cdot f},
 
 (H200 and H100 SXM: 132 SMs, 4 schedulers, f = 1.98 GHz boost), and the memory at least
-:math:`t_{\text{HBM}} = N V\,b/B` for ``b`` bytes per element (each pass reads both
-logits; the last writes the gradient) at B = 4.3 TB/s. The larger is a floor no
+:math:`t_{\text{HBM}} = N V\,b/B` for the ``b`` bytes per element the loops' global loads
+and stores of tiles move (:func:`tile_bytes`) at B = 4.3 TB/s. The larger is a floor no
 implementation of these passes can beat; real kernels stall on dependencies too, more so
 with few warps resident. Measured on a GPU, ``python -m gpu.bench`` gives the time.
 """
@@ -63,11 +66,18 @@ class PassCost:
     local_bytes: int
     warps: int
     elements_per_warp_tile: int
+    #: every instruction of the loop, its rare branches included
     loop_instructions: int
+    #: the loop's common path: without the regions of the kernel's uniform ``if`` branches
+    common_instructions: int
     loop_mufu: int
-    #: warp-instructions (issue slots) per element: loop instructions / elements per warp
+    #: warp-instructions (issue slots) per element on the common path: its instructions /
+    #: elements per warp
     issue_per_element: float
     mufu_per_element: float
+    #: bytes of the logits, gradient and scratch tiles the common path loads and stores per
+    #: element (vector and 16-bit global accesses, :func:`tile_bytes`)
+    bytes_per_element: float
     #: warps an SM holds at these registers (occupancy, of 64)
     resident_warps: int
     #: the heaviest source lines of the loop: (file:line, instructions, source)
@@ -113,6 +123,21 @@ def opcode(instruction: str) -> str:
     return words[1] if words and words[0].startswith("@") and len(words) > 1 else words[0]
 
 
+#: Bytes per thread of a global load or store by its width suffix.
+_WIDTH = {"128": 16, "64": 8, "U16": 2, "S16": 2, "U8": 1, "S8": 1}
+
+
+def tile_bytes(instruction: str) -> int:
+    """Bytes per thread that one global load or store (``LDG``/``STG``) of a tile moves; 0
+    for other instructions and for plain 32-bit accesses, which in the passes' loops are the
+    row statistics every thread of a row reads at one address (L1 broadcasts, no tile
+    traffic; a float32 tile is read by vector loads)."""
+    op = opcode(instruction)
+    if not op.startswith(("LDG", "STG")):
+        return 0
+    return max((_WIDTH.get(part, 0) for part in op.split(".")[1:]), default=0)
+
+
 def loop_body(code: list, labels: dict) -> list[int]:
     """Indices of the instructions inside a loop: from the target of each backward branch
     to the branch (nested or repeated loops counted once; a branch to itself, the trap
@@ -123,6 +148,26 @@ def loop_body(code: list, labels: dict) -> list[int]:
         if m and labels.get(m.group(1), k) < k:
             inside.update(range(labels[m.group(1)], k + 1))
     return sorted(inside)
+
+
+def uniform_branch_regions(code: list, labels: dict, body: list[int]) -> set[int]:
+    """Indices of the loop that a runtime ``if`` of the kernel source skips when its condition
+    is false: the region from a conditional forward branch, located on a source line that
+    starts with ``if``, to its target in the loop. The kernel's runtime ``if`` statements are
+    uniform tile branches around rare forms (``_anywhere(...)``, a constant such as c = 0):
+    the common path leaves them out. (Branches the compiler adds, e.g. in reductions, are on
+    other lines and stay counted.)"""
+    inside = set(body)
+    rare: set[int] = set()
+    for k in body:
+        text, where = code[k]
+        m = _TARGET.search(text)
+        if not (m and text.startswith("@") and m.group(1) in labels):
+            continue
+        target = labels[m.group(1)]
+        if k < target and target in inside and _source(where).startswith("if "):
+            rare.update(range(k + 1, target))
+    return rare & inside
 
 
 def resident_warps(registers: int, warps: int) -> int:
@@ -157,10 +202,13 @@ def analyse(cubin: bytes, name: str, constexprs: dict, top: int = 8) -> PassCost
     local = int(re.search(r"LOCAL:(\d+)", usage).group(1))
     code, labels = parse_sass(listing)
     body = loop_body(code, labels)
+    rare = uniform_branch_regions(code, labels, body)
+    common = [k for k in body if k not in rare]
     warps = int(constexprs.get("num_warps", 4))
     per_tile = max(1, constexprs.get("BLOCK_R", 1) * constexprs.get("BLOCK_V", 1) // warps)
-    mufu = sum(opcode(code[k][0]).startswith("MUFU") for k in body)
-    by_line = Counter(code[k][1] for k in body)
+    mufu = sum(opcode(code[k][0]).startswith("MUFU") for k in common)
+    moved = sum(tile_bytes(code[k][0]) for k in common) * 32
+    by_line = Counter(code[k][1] for k in common)
     lines = [(f"{Path(w[0]).name}:{w[1]}" if w else "?", n, _source(w))
              for w, n in by_line.most_common(top)]  # fmt: skip
     return PassCost(
@@ -171,9 +219,11 @@ def analyse(cubin: bytes, name: str, constexprs: dict, top: int = 8) -> PassCost
         warps=warps,
         elements_per_warp_tile=per_tile,
         loop_instructions=len(body),
+        common_instructions=len(common),
         loop_mufu=mufu,
-        issue_per_element=len(body) / per_tile,
+        issue_per_element=len(common) / per_tile,
         mufu_per_element=mufu / per_tile,
+        bytes_per_element=moved / per_tile,
         resident_warps=resident_warps(registers, warps),
         lines=lines,
     )
@@ -208,9 +258,7 @@ def objective_cost(objective: str, vocab: int, dtype: str = "bfloat16", top: int
     rows = bench.CUDA_LOGITS_TARGET["rows"]
     elements = rows * vocab
     issue = sum(p.issue_per_element for p in passes)
-    width = 2 if dtype in ("bfloat16", "float16") else 4
-    # each pass reads both logits; the gradient pass also writes the gradient
-    bytes_per_element = width * (2 * len(passes) + 1)
+    bytes_per_element = sum(p.bytes_per_element for p in passes)
     return {
         "objective": objective,
         "label": bench.OBJECTIVES[objective]["label"],
@@ -231,16 +279,17 @@ def format_cost(cost: dict, lines: int = 3) -> str:
     """A table of one objective's passes and its floors."""
     out = [f"{cost['label']}, N={cost['rows']} V={cost['vocab']} {cost['dtype']} on sm_90:",
            f"  {'pass':<20} {'regs':>4} {'spill':>5} {'warps/SM':>8} {'issue/el':>8} "
-           f"{'MUFU/el':>7}"]  # fmt: skip
+           f"{'static/el':>9} {'MUFU/el':>7} {'B/el':>5}"]  # fmt: skip
     for p in cost["passes"]:
+        static = p["loop_instructions"] / p["elements_per_warp_tile"]
         out.append(f"  {p['kernel']:<20} {p['registers']:>4} {p['local_bytes']:>5} "
-                   f"{p['resident_warps']:>8} {p['issue_per_element']:>8.2f} "
-                   f"{p['mufu_per_element']:>7.3f}")  # fmt: skip
+                   f"{p['resident_warps']:>8} {p['issue_per_element']:>8.2f} {static:>9.2f} "
+                   f"{p['mufu_per_element']:>7.3f} {p['bytes_per_element']:>5.1f}")  # fmt: skip
         for where, n, src in p["lines"][:lines]:
-            share = n / max(1, p["loop_instructions"])
+            share = n / max(1, p["common_instructions"])
             out.append(f"      {share:>4.0%} {where:<24} {src[:70]}")
     out.append(f"  issue slots per element {cost['issue_per_element']:.2f} -> issue floor "
-               f"{cost['issue_floor_ms']:.1f} ms; {cost['bytes_per_element']} B per element -> "
+               f"{cost['issue_floor_ms']:.1f} ms; {cost['bytes_per_element']:.0f} B per element -> "
                f"HBM floor {cost['hbm_floor_ms']:.1f} ms")  # fmt: skip
     return "\n".join(out)
 

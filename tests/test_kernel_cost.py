@@ -15,32 +15,68 @@ from gpu import kernel_cost
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# A hand-written nvdisasm -g -c listing: a prologue, a three-instruction loop body closed by a
-# backward branch, the exit and the trap that branches to itself.
+# A hand-written nvdisasm -g -c listing: a prologue, a loop whose body holds a runtime ``if``
+# (a conditional forward branch on the source line of an ``if``, skipping two instructions)
+# and a branch the compiler adds on another line (skipping one), closed by a backward branch;
+# then the exit and the trap that branches to itself.
+SOURCE = """x = load()
+if rare(x):
+    x = slow(x)
+y = fast(x)
+"""
 LISTING = """
-\t//## File "/src/k.py", line 10
+\t//## File "{src}", line 1
         /*0000*/                   MOV R1, c[0x0][0x28] ;
 .L_x_0:
-\t//## File "/src/k.py", line 12
+\t//## File "{src}", line 4
         /*0010*/                   MUFU.EX2 R2, R3 ;
         /*0020*/              @!P0 MUFU.LG2 R4, R5 ;
-\t//## File "/src/k.py", line 13
-        /*0030*/                   FADD R6, R2, R4 ;
-        /*0040*/               @P1 BRA `(.L_x_0) ;
-        /*0050*/                   EXIT ;
+\t//## File "{src}", line 2
+        /*0030*/              @!P2 BRA `(.L_x_2) ;
+\t//## File "{src}", line 3
+        /*0040*/                   MUFU.LG2 R7, R6 ;
+        /*0050*/                   FMUL R6, R7, R7 ;
+.L_x_2:
+\t//## File "{src}", line 4
+        /*0060*/               @P3 BRA `(.L_x_3) ;
+        /*0070*/                   STS [R0], R6 ;
+.L_x_3:
+        /*0080*/                   FADD R6, R2, R4 ;
+        /*0090*/               @P1 BRA `(.L_x_0) ;
+        /*00a0*/                   EXIT ;
 .L_x_1:
-        /*0060*/                   BRA `(.L_x_1) ;
+        /*00b0*/                   BRA `(.L_x_1) ;
 """
 
 
-def test_parse_sass_finds_the_loop_body_and_its_lines():
-    code, labels = kernel_cost.parse_sass(LISTING)
-    assert len(code) == 7
-    assert labels == {".L_x_0": 1, ".L_x_1": 6}
+def test_parse_sass_finds_the_loop_body_its_rare_region_and_its_lines(tmp_path):
+    src = tmp_path / "k.py"
+    src.write_text(SOURCE)
+    code, labels = kernel_cost.parse_sass(LISTING.format(src=src))
+    assert len(code) == 12
+    assert labels == {".L_x_0": 1, ".L_x_2": 6, ".L_x_3": 8, ".L_x_1": 11}
     body = kernel_cost.loop_body(code, labels)
-    assert body == [1, 2, 3, 4]  # the trap's branch to itself is no loop
-    assert [kernel_cost.opcode(code[k][0]) for k in body] == ["MUFU.EX2", "MUFU.LG2", "FADD", "BRA"]
-    assert [code[k][1] for k in body] == [("/src/k.py", 12)] * 2 + [("/src/k.py", 13)] * 2
+    assert body == list(range(1, 10))  # the trap's branch to itself is no loop
+    assert [kernel_cost.opcode(code[k][0]) for k in body[:3]] == ["MUFU.EX2", "MUFU.LG2", "BRA"]
+    assert [code[k][1][1] for k in body] == [4, 4, 2, 3, 3, 4, 4, 4, 4]
+    # the ``if`` on line 2 skips lines 3's two instructions; the branch on line 4 is the
+    # compiler's and its store stays on the common path
+    assert kernel_cost.uniform_branch_regions(code, labels, body) == {4, 5}
+
+
+@pytest.mark.parametrize(
+    ("instruction", "nbytes"),
+    [
+        ("LDG.E.128 R8, desc[UR4][R2.64]", 16),
+        ("@!P0 STG.E.64 desc[UR4][R2.64], R4", 8),
+        ("STG.E.U16 desc[UR4][R2.64], R5", 2),
+        ("LDG.E R9, desc[UR4][R6.64]", 0),  # a row statistic, one address per row
+        ("LDS.128 R8, [R3]", 0),
+        ("FADD R6, R2, R4", 0),
+    ],
+)
+def test_tile_bytes_by_access_width(instruction, nbytes):
+    assert kernel_cost.tile_bytes(instruction) == nbytes
 
 
 @pytest.mark.parametrize(
@@ -84,13 +120,15 @@ def test_every_pass_of_the_kl_objective_compiles_for_sm90():
                             "_divergence_pass", "_gradient_sum_pass", "_gradient_pass"]  # fmt: skip
     for p in passes.values():
         assert 0 < p["registers"] <= 255
-        assert p["loop_instructions"] > 0
+        assert 0 < p["common_instructions"] <= p["loop_instructions"]
         assert p["elements_per_warp_tile"] == p["constexprs"]["BLOCK_V"] // p["warps"]
     # the maxima take no special function; the log-sum-exp takes an exp per element
     assert passes["_max_pass"]["loop_mufu"] == 0
     assert passes["_lse_pass"]["loop_mufu"] > 0
-    # 7 passes read both bfloat16 logits, the last writes the bfloat16 gradient
-    assert cost["bytes_per_element"] == 30
+    # passes a1-c read both bfloat16 logits (4 B per element); c2 also writes G in float32
+    # (8 B); d reads the student's logits and G and writes the bfloat16 gradient (8 B)
+    assert [p["bytes_per_element"] for p in passes.values()] == [4, 4, 4, 4, 4, 8, 8]
+    assert cost["bytes_per_element"] == 36
     assert cost["issue_floor_ms"] > 0 and cost["hbm_floor_ms"] > 0
 
 
