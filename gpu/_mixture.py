@@ -15,7 +15,12 @@ and :math:`t = \beta d + \log\lambda - \log(1-\lambda)`:
   :math:`\operatorname{logaddexp}(\beta\log a + \log\lambda, \beta\log b + \log(1-\lambda))/\beta`
   is used: its rounding, a few ulps of :math:`\beta|\log a|`, divided by β stays a few ulps
   of :math:`|\log a|`; only β → 0 makes it lose digits. This cuts the elementwise work
-  (and the kernel launches) of the common settings by half.
+  (and the kernel launches) of the common settings by half. Where the log ratios below are
+  wanted too (the AMiD loss), they take the pivot's correction
+  :math:`\operatorname{log1p}(e^{-|t|})/\beta` anyway, and log m is the pivot plus that
+  correction: the same logaddexp written out, one ``exp`` and one ``log1p`` per element
+  fewer (the near branch stays the ratios' only: at |β| ≥ ½ the quotient by β does not
+  amplify the bracket's rounding).
 
 The weight of Proposition 3.5 comes from the same ``t``:
 :math:`w = \partial\log m/\partial\log b = \sigma(-t)`.
@@ -48,7 +53,7 @@ def _neg_inf_like(x: torch.Tensor) -> torch.Tensor:
 
 
 def _ratios(
-    la: torch.Tensor, lb: torch.Tensor, lm: torch.Tensor, beta: float, lam: float, parts=None
+    la: torch.Tensor, lb: torch.Tensor, lm: torch.Tensor, beta: float, lam: float, parts
 ) -> list[torch.Tensor]:
     r"""``[log m − log a, log m − log b]`` for finite β ≠ 0, each formed directly as the
     correction of the module docstring's pivot (never as a difference with ``log m``):
@@ -61,23 +66,14 @@ def _ratios(
     Where m = 0 (a zero under intersection support) or both arguments are zero, the plain
     differences (−inf, NaN).
 
-    ``parts`` = ``(corr, near, small, a_dom)``: the pivoted path's own ``log1p(e^(−|t|))/β``,
-    near-branch correction, ``|βd| ≤ 1`` mask and ``t ≥ 0`` mask, when the caller has
-    formed them (``corr`` and ``near`` are overwritten). Formed in place: at most five
-    (N, V) tensors live here (chunk scratch is the fused loss's memory).
+    ``parts`` = ``(corr, near, small, a_dom)``: the pivoted form's own ``log1p(e^(−|t|))/β``,
+    near-branch correction, ``|βd| ≤ 1`` mask and ``t ≥ 0`` mask (``corr`` and ``near`` are
+    overwritten). Formed in place: at most five (N, V) tensors live here (chunk scratch is
+    the fused loss's memory).
     """
     inv_beta = 1.0 / beta
     log_lam, log_1m_lam = math.log(lam), math.log1p(-lam)
-    if parts is None:
-        bd = (la - lb).mul_(beta)
-        small = bd.abs() <= 1.0
-        near = _near_correction(bd, lam, inv_beta)
-        t = bd.add_(log_lam - log_1m_lam)
-        a_dom = t >= 0
-        corr = t.abs_().neg_().exp_().log1p_().mul_(inv_beta)
-        del bd, t
-    else:
-        corr, near, small, a_dom = parts
+    corr, near, small, a_dom = parts
     d = la - lb
     rb = corr + log_1m_lam * inv_beta  # ratio to b where b dominates
     ra = rb - d
@@ -196,7 +192,7 @@ def log_alpha_mean_and_weight(
 
     beta_f = max(-_BETA_CLAMP, min(_BETA_CLAMP, beta))
     inv_beta = 1.0 / beta_f
-    if abs(beta) >= _FAST_BETA:
+    if abs(beta) >= _FAST_BETA and ratios is None:
         # |β| ≥ ½: the bracket's rounding (a few ulps of β·|log a|) divided by β stays a few
         # ulps of |log a|, so the one-kernel logaddexp form is as accurate as the pivoted one.
         # Zeros need no mask: logaddexp(-inf, y) = y, and for β < 0 a zero gives +inf/β.
@@ -204,9 +200,12 @@ def log_alpha_mean_and_weight(
         t = None
         if want_weight:
             t = (la - lb).mul_(beta_f).add_(log_lam - log_1m_lam)
-        if ratios is not None:
-            ratios += _ratios(la, lb, lm, beta_f, lam)
     else:
+        # The pivoted form. With the ratios wanted it is also the cheaper one at |β| ≥ ½:
+        # they take its correction log1p(e^(−|t|))/β anyway, and log m is then the pivot plus
+        # that correction, the logaddexp above written out (no near branch for log m there:
+        # at |β| ≥ ½ the quotient by β does not amplify the bracket's rounding).
+        slow = abs(beta) < _FAST_BETA  # |β| < ½: log m takes the near branch too
         d = la - lb  # ±inf where one argument is zero, NaN where both are
         bd = d.mul_(beta_f)
         t = bd + (log_lam - log_1m_lam)  # NaN exactly where both arguments are zero
@@ -220,9 +219,11 @@ def log_alpha_mean_and_weight(
         # |βd| ≤ 1: log1p/expm1 around the argument with the larger weight.
         small = bd.abs() <= 1.0
         near_r = _near_correction(bd, lam, inv_beta)
-        near = near_r + (lb if lam <= 0.5 else la)
-        lm = where(small, near, lm)
-        del near, bd, d
+        if slow:
+            near = near_r + (lb if lam <= 0.5 else la)
+            lm = where(small, near, lm)
+            del near
+        del bd, d
         if ratios is not None:
             ratios += _ratios(la, lb, lm, beta_f, lam, parts=(corr, near_r, small, t >= 0))
         del corr, near_r, small

@@ -7,14 +7,15 @@ of :mod:`gpu._flags`) and follows its numerics form for form: every elementwise 
 below names the torch function it mirrors, and that function's comment says why the form
 is there. Each program owns ``BLOCK_R`` rows and walks the vocabulary in ``BLOCK_V``
 tiles, holding a (BLOCK_R, BLOCK_V) tile in float32 registers; nothing of size (rows, V)
-is ever written but the gradient.
+is ever written but the gradient and, between passes c2 and d, G (below).
 
 Passes. Each pass is one ``@triton.jit`` kernel; between passes only per-row statistics
 travel, as (rows,) float32/int32 tensors, so that a caller holding one slice of the
 vocabulary could all-reduce each partial sum between the passes (the sharded loss keeps
 the torch kernel today). Every pass re-reads the two logit rows and recomputes the
 elementwise quantities it needs from them and the statistics (recomputing is cheaper than
-storing (rows, V) intermediates).
+storing (rows, V) intermediates), except pass d, which reads the student direction G that
+pass c2 formed and stored: forming it takes most of a pass's instructions.
 
 ====  =====================  =============================================  ============
 pass  kernel                 per-row output                                 reads / el.
@@ -33,15 +34,22 @@ c0    ``_renyi_pass``        Rényi only: max ω, Σ e^(ω − max ω) (online  
 c     ``_divergence_pass``   the loss; Σ and top entry of g_r (for          2 logits
                              P_r), of the normalizer term h (for P_q), the
                              silent entries' Σ g_r; loss flags
-c2    ``_gradient_sum_pass`` Σ and top entry of g_q + w·P_r(g_r)            2 logits
-d     ``_gradient_pass``     the gradient, scaled, cast, written (and the   2 logits +
-                             rounding residual into ``out_lo``); grad flags 1–2 writes
+c2    ``_gradient_sum_pass`` Σ and top entry of G = g_q + w·P_r(g_r); G      2 logits +
+                             itself, float32, into a scratch (or the        G written
+                             float32 gradient)
+d     ``_gradient_pass``     the gradient P_q(G), scaled, cast, written     s + G +
+                             (and the rounding residual into ``out_lo``);   1–2 writes
+                             grad flags; the tile formed again only in
+                             rows with a through-Z term (rare)
 ====  =====================  =============================================  ============
 
-Bytes per element: 7 passes × 2 logits (2 B each in bfloat16) read + 2 B written = 30 B
-in bfloat16 with a gradient (16 B without: passes c2 and d are skipped, a loss alone
-stops after c); Rényi adds pass c0 (34 B, 20 B without a gradient). The passes that need no gradient are skipped when ``want_grad`` is
-False; c2 is skipped when the student gets no gradient through q directly and r alike.
+Bytes per element with a gradient, in bfloat16: 5 passes × 2 logits read (20 B), c2 the
+logits and G written (8 B), d the student's logits and G read and the gradient written
+(8 B): 36 B (10 B for a loss alone, which stops after c); Rényi adds pass c0 (4 B). Storing
+G costs 8 B per element and spares pass d the mixture, the divergence and P_r, most of
+its instructions (``python -m gpu.kernel_cost``). The passes that need no gradient are
+skipped when ``want_grad`` is False; c2 and d are skipped when the student gets no
+gradient through q directly and r alike.
 
 Specialization. The divergence, the argument order, the mixture regime (λ = 0, λ = 1,
 α = −∞, α = +∞, α = 1 geometric, |β| ≥ ½ one-kernel form, |β| < ½ pivoted form with
@@ -327,15 +335,16 @@ def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, l
         t = bd + t_off
         small = tl.abs(bd) <= 1.0
         near_r = _near_correction(bd, lam, one_m_lam, inv_beta, LAM_LOW, ACC)
-        corr = _log1p(_exp(-tl.abs(t), ACC), ACC) * inv_beta
-        if MIX == 5:  # |β| ≥ ½: the one-kernel logaddexp form
-            lm = _logaddexp(lp * beta + log_lam, lq * beta + log_1m_lam, ACC) * inv_beta
-        else:  # |β| < ½: pivot on the dominant weighted term, or log1p/expm1 near it
-            if BETA_NEG:
-                lm = tl.minimum(lp + c_a, lq + c_b)
-            else:
-                lm = tl.maximum(lp + c_a, lq + c_b)
-            lm = lm + corr
+        e_t = _exp(-tl.abs(t), ACC)
+        corr = _log1p(e_t, ACC) * inv_beta
+        # the pivot on the dominant weighted term plus the ratios' correction (at |β| ≥ ½ the
+        # logaddexp form written out, its exp and log1p shared with the ratios)
+        if BETA_NEG:
+            lm = tl.minimum(lp + c_a, lq + c_b)
+        else:
+            lm = tl.maximum(lp + c_a, lq + c_b)
+        lm = lm + corr
+        if MIX == 6:  # |β| < ½: log1p/expm1 near the argument with the larger weight
             if LAM_LOW:
                 near = near_r + lq
             else:
@@ -343,7 +352,9 @@ def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, l
             lm = tl.where(small, near, lm)
         ra, rb = _ratios(lp, lq, lm, corr, near_r, small, t >= 0.0, c_a, c_b, LAM_LOW)
         lm = tl.where(lm != lm, NEG, lm)
-        w = 1.0 / (_exp(t, ACC) + 1.0)
+        # w = σ(−t) = 1/(1 + eᵗ) (gpu._mixture's form) from the e^(−|t|) above: e/(1 + e) for
+        # t ≥ 0, 1/(1 + e) below, the same value to a few ulps with one exp fewer per element
+        w = tl.where(t >= 0.0, e_t, 1.0) / (1.0 + e_t)
         if BETA_NEG:
             w = tl.where(lm == NEG, 0.0, w)
         else:
@@ -443,26 +454,38 @@ def _expm1mx(z, ACC: tl.constexpr):
 
 
 @_device
+def _anywhere(mask):
+    """Whether ``mask`` holds anywhere in the tile: a uniform branch skips a form no entry of
+    the tile takes (the torch kernel's ``side()`` on its chunk)."""
+    return tl.max(tl.max(mask.to(tl.int32), 1), 0) != 0
+
+
+@_device
 def _times_exp(x, log_s, ACC: tl.constexpr):
     """gpu._divergences._times_exp: x·e^(log_s), 0 where x = 0, one exponential beyond
-    the float32 range."""
-    direct = x * _exp(tl.minimum(tl.maximum(log_s, -80.0), 80.0), ACC)
-    far = _sign(x) * _exp(_log(tl.abs(x), ACC) + log_s, ACC)
-    out = tl.where(tl.abs(log_s) <= 80.0, direct, far)
+    the float32 range (formed only in a tile that has such an entry, or a NaN)."""
+    inside = tl.abs(log_s) <= 80.0
+    out = x * _exp(tl.minimum(tl.maximum(log_s, -80.0), 80.0), ACC)
+    if _anywhere(~inside):
+        far = _sign(x) * _exp(_log(tl.abs(x), ACC) + log_s, ACC)
+        out = tl.where(inside, out, far)
     return tl.where(x == 0.0, 0.0, out)
 
 
 @_device
 def _scaled_expm1_ratio(log_s, c, z, log_top, ACC: tl.constexpr):
-    """gpu._divergences._scaled_expm1_ratio: e^(log_s)·expm1(cz)/c (e^(log_s)·z at c = 0)."""
-    s = _exp(log_s, ACC)
-    cz = c * z
-    big = cz > 40.0  # _BIG
-    c_safe = tl.where(c == 0.0, 1.0, c)
-    direct = (_exp(log_top, ACC) - s) / c_safe
-    near = _times_exp(_expm1(tl.where(big, 0.0, cz), ACC) / c_safe, log_s, ACC)
-    out = tl.where(big, direct, near)
-    return tl.where(c == 0.0, _times_exp(z, log_s, ACC), out)
+    """gpu._divergences._scaled_expm1_ratio: e^(log_s)·expm1(cz)/c (e^(log_s)·z at c = 0).
+    The constant c picks its form once; the direct form e^(log_top) − e^(log_s) only in a
+    tile where some cz > 40."""
+    if c == 0.0:
+        out = _times_exp(z, log_s, ACC)
+    else:
+        cz = c * z
+        big = cz > 40.0  # _BIG
+        out = _times_exp(_expm1(tl.where(big, 0.0, cz), ACC) / c, log_s, ACC)
+        if _anywhere(big):
+            out = tl.where(big, (_exp(log_top, ACC) - _exp(log_s, ACC)) / c, out)
+    return out
 
 
 @_device
@@ -1131,14 +1154,15 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
 
 
 @triton.jit
-def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
+def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_ptr, g_stride,
                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
                        prm, prm_log, prm_log1m, dprm_ptr,
                        MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                        THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
-                       BLOCK_V: tl.constexpr):  # fmt: skip
-    """Pass c2: Σ_{x≠k_s} G and G at k_s, G = g_q + w·P_r(g_r) (for P_q)."""
+                       BLOCK_V: tl.constexpr, STORE_G: tl.constexpr):  # fmt: skip
+    """Pass c2: Σ_{x≠k_s} G and G at k_s, G = g_q + w·P_r(g_r) (for P_q); with STORE_G, G
+    itself too, in float32 at ``g_ptr`` (pass d then reads it instead of forming it again)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
@@ -1156,22 +1180,26 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
         at_s = cols[None, :] == k_s[:, None]
         q_others += tl.sum(tl.where(mask & ~at_s, g, 0.0), 1)
         q_top += tl.sum(tl.where(mask & at_s, g, 0.0), 1)
+        if STORE_G:
+            tl.store(g_ptr + rows[:, None].to(tl.int64) * g_stride + cols[None, :], g, mask=mask)
     tl.store(stats_ptr + 12 * n_rows + rows, q_others, mask=rmask)
     tl.store(stats_ptr + 13 * n_rows + rows, q_top, mask=rmask)
 
 
 @triton.jit
 def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
-                   out_ptr, out_stride, lo_ptr, lo_stride, scale,
+                   out_ptr, out_stride, lo_ptr, lo_stride, scale, g_ptr, g_stride,
                    inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
                    prm, prm_log, prm_log1m, dprm_ptr,
                    MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                    DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                    THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, HAS_LO: tl.constexpr, ACC: tl.constexpr,
-                   BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+                   BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, LOAD_G: tl.constexpr):  # fmt: skip
     """Pass d: ∂loss/∂s = (P_q(G) − g_silent·P_q(h))·scale, written in the output's dtype
     (the residual of that rounding into ``lo`` when HAS_LO); _NAN_GRAD / _INF_GRAD from the
-    written values (gpu._torch_kernel._grad_flags)."""
+    written values (gpu._torch_kernel._grad_flags). With LOAD_G, G is pass c2's (float32 at
+    ``g_ptr``, the same values) and the tile is formed again only in rows with a through-Z
+    term (g_silent ≠ 0: zeros of q or m, rare)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
@@ -1180,15 +1208,31 @@ def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_pt
     q_top = tl.load(stats_ptr + 13 * n_rows + rows, mask=rmask, other=0.0)
     nan = tl.zeros([BLOCK_R], tl.int32)
     inf = tl.zeros([BLOCK_R], tl.int32)
+    if LOAD_G:
+        top_s = tl.load(stats_ptr + 0 * n_rows + rows, mask=rmask, other=0.0)
+        g_silent = tl.load(stats_ptr + 9 * n_rows + rows, mask=rmask, other=0.0)
     for v0 in range(0, V, BLOCK_V):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
-        g, through_z, lq = _student_direction(
-            s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
-            prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
-            H_MODE,
-            ACC)  # fmt: skip
+        if LOAD_G:
+            lq = _scaled(_load(s_ptr, rows, cols, stride, mask), top_s, inv_t) - corr_s[:, None]
+            g = tl.load(g_ptr + rows[:, None].to(tl.int64) * g_stride + cols[None, :], mask=mask,
+                        other=0.0)  # fmt: skip
+            through_z = tl.zeros_like(g)
+            if THROUGH_R:
+                if _anywhere(mask & (g_silent != 0.0)[:, None]):
+                    _, through_z, _ = _student_direction(
+                        s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+                        beta_h, prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV,
+                        FIRST_R, REF_P, THROUGH_R, H_MODE, ACC)  # fmt: skip
+        else:
+            g, through_z, lq = _student_direction(
+                s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+                prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
+                H_MODE,
+                ACC)  # fmt: skip
         grad = _project(g, lq, cols, k_s, -corr_s, q_others, q_top, ACC)
         grad = (grad - through_z) * scale
         ptrs = out_ptr + rows[:, None].to(tl.int64) * out_stride + cols[None, :]
@@ -1446,14 +1490,33 @@ def _chunk(
     grad = out if out is not None else torch.empty(n, v, dtype=torch.float32, device=device)
     if grad.stride(-1) != 1:
         raise ValueError("out must have a unit stride along the vocabulary")
-    _gradient_sum_pass[grid](s, t, stride, n, v, stats, idx, *all_args, **shape, **regime,
-                             **blocks)  # fmt: skip
+    # G = g_q + w·P_r(g_r) is stored by pass c2 and read by pass d, in float32: in the
+    # gradient itself when that is float32 and not the logits (d reads them), else in a
+    # scratch of the chunk's size (4 B per element written and read once, against forming
+    # the mixture, the divergence and P_r again: python -m gpu.kernel_cost)
+    g_buf = grad
+    if grad.dtype != torch.float32 or _shares_memory(grad, s, t):
+        g_buf = torch.empty(n, v, dtype=torch.float32, device=device)
+    _gradient_sum_pass[grid](s, t, stride, n, v, stats, idx, g_buf, g_buf.stride(0), *all_args,
+                             **shape, **regime, **blocks, STORE_G=True)  # fmt: skip
     lo = out_lo if (out is not None and out_lo is not None) else grad
     scale = grad_scale * inv_t
     _gradient_pass[grid](s, t, stride, n, v, stats, idx, flags, grad, grad.stride(0), lo,
-                         lo.stride(0), scale, *all_args, **shape, HAS_LO=lo is not grad,
-                         **regime, **blocks)  # fmt: skip
+                         lo.stride(0), scale, g_buf, g_buf.stride(0), *all_args, **shape,
+                         HAS_LO=lo is not grad, **regime, **blocks, LOAD_G=True)  # fmt: skip
+    del g_buf
     return loss, grad, flags
+
+
+def _shares_memory(x: torch.Tensor, *others: torch.Tensor) -> bool:
+    """Whether ``x``'s storage overlaps any of ``others``'."""
+    lo = x.untyped_storage().data_ptr()
+    hi = lo + x.untyped_storage().nbytes()
+    for o in others:
+        o_lo = o.untyped_storage().data_ptr()
+        if o_lo < hi and lo < o_lo + o.untyped_storage().nbytes():
+            return True
+    return False
 
 
 def gradient_tile(
@@ -1492,7 +1555,8 @@ def gradient_tile(
     blocks = dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps, **_LAUNCH_OPTIONS)
     lo = out if out_lo is None else out_lo
     with np.errstate(all="ignore"):
+        # G formed here (LOAD_G=False: no stored G; ``out`` stands for its unused pointer)
         _gradient_pass[grid](s, t, s.stride(0), n, v, stats, local, flags, out, out.stride(0), lo,
-                             lo.stride(0), grad_scale * launch["scale"], *launch["all_args"],
-                             **launch["shape"], HAS_LO=out_lo is not None, **launch["regime"],
-                             **blocks)  # fmt: skip
+                             lo.stride(0), grad_scale * launch["scale"], out, 0,
+                             *launch["all_args"], **launch["shape"], HAS_LO=out_lo is not None,
+                             **launch["regime"], **blocks, LOAD_G=False)  # fmt: skip
