@@ -211,6 +211,21 @@ def test_edge_rows_sampled_divergences(triton_backend):
                 compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params)
 
 
+def test_ab_terms_beyond_the_float32_exponent(triton_backend):
+    """AB with a_ + b_ = −0.7 on entries 113–118 below the row maximum: y^(a_+b_) is up to
+    e^83, beyond the e^80 the direct form clamps to, while the terms stay finite:
+    ``_times_exp`` takes its one-exponential form there (in rows of such entries only and
+    among ordinary entries)."""
+    rng = np.random.default_rng(8)
+    s_np, t_np = realistic_logits(29, 4, 40)
+    low = -rng.uniform(113.0, 118.0, 40)
+    s_np[0, :6], t_np[0, :6] = low[:6], low[:6] + rng.normal(0.0, 0.5, 6)
+    s_np[1, 30:], t_np[1, 30:] = low[30:], low[30:] - 0.3
+    for params in ({"alpha": -0.4, "beta": -0.3}, {"alpha": -0.3, "beta": -0.4}):
+        for order, alpha, lam in (("rq", -5.0, 0.1), ("qr", -1.0, 0.0)):
+            compare_with_reference(s_np, t_np, torch.float32, alpha, lam, "ab", order, params)
+
+
 @pytest.mark.parametrize("order", ORDERS)
 def test_temperature_and_detached_assistant(triton_backend, order):
     s_np, t_np = realistic_logits(19, 8, 40, masked=2)
