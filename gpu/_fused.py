@@ -68,8 +68,9 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 #: Elements per chunk of the fused loss with the Triton kernel on CUDA (2^25: 256 rows at
 #: V = 128256, the rows liger-kernel's fused losses take at H = 4096): the chunk's student
-#: and teacher logits and the gradient's bf16 residual, 3·2 bytes per element, 192 MiB in
-#: bfloat16; the torch kernel keeps :func:`gpu.default_chunk_size`, its float32 temporaries
+#: and teacher logits and the gradient's bf16 residual, 3·2 bytes per element, and the
+#: Triton kernel's float32 G between its passes c2 and d, 4 bytes: 320 MiB in bfloat16; the
+#: torch kernel keeps :func:`gpu.default_chunk_size`, its float32 temporaries
 #: being ~10 of those.
 _TRITON_FUSED_CHUNK_ELEMENTS = 2**25
 
