@@ -28,7 +28,7 @@ import torch
 
 from amid_ref.contract import NORMALIZATION_TOL, SPECS
 from gpu._autograd import _refuse_double_backward
-from gpu._elementwise import _compiling, any_, expm1, expm1_, where
+from gpu._elementwise import any_, compiling, expm1, expm1_, where
 from gpu._elementwise import side as _side
 from gpu._mixture import _check_log_pair
 from gpu._validation import check_bool, compute_dtype, resolve_div_params
@@ -71,7 +71,7 @@ def _expm1mx(z: torch.Tensor) -> torch.Tensor:
     # Horner: acc ← c + acc·z, one pass per term (addcmul; mul_ then add_ took two: 1.5x
     # slower on CPU at 256000 float32 entries). The eager path only: traced, the plain form.
     for c in reversed(_EXPM1MX_COEFFS[: n_terms - 1]):
-        if acc.device.type == "cpu" and not _compiling():
+        if acc.device.type == "cpu" and not compiling():
             torch.addcmul(torch.tensor(c, dtype=acc.dtype), acc, zs, out=acc)
         else:
             acc.mul_(zs).add_(c)

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["all_", "any_", "expm1", "expm1_", "masked_fill_", "side", "where"]
+__all__ = ["all_", "any_", "compiling", "expm1", "expm1_", "masked_fill_", "side", "where"]
 
 
-def _compiling() -> bool:
+def compiling() -> bool:
+    """Whether ``torch.compile`` is tracing the caller (its branches must not read tensors)."""
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and compiler.is_compiling())
 
@@ -40,14 +41,14 @@ def _expm1_traced(x: torch.Tensor) -> torch.Tensor:
 
 def expm1(x: torch.Tensor) -> torch.Tensor:
     """``torch.expm1(x)``, accurate also when traced by ``torch.compile`` (module docstring)."""
-    if _compiling():
+    if compiling():
         return _expm1_traced(x)
     return torch.expm1(x)
 
 
 def expm1_(x: torch.Tensor) -> torch.Tensor:
     """In-place :func:`expm1` (a new tensor while ``torch.compile`` traces)."""
-    if _compiling():
+    if compiling():
         return _expm1_traced(x)
     return x.expm1_()
 
@@ -59,7 +60,7 @@ def _blendable(cond: torch.Tensor, *xs) -> bool:
     return (
         cond.device.type == "cpu"
         and cond.dtype == torch.bool
-        and not _compiling()
+        and not compiling()
         and all(
             isinstance(x, torch.Tensor)
             and x.dtype in _BITS
@@ -97,7 +98,7 @@ def side(cond: torch.Tensor) -> bool | None:
     """Eager CPU only: ``True`` where ``cond`` holds everywhere, ``False`` where nowhere,
     so that the caller forms only the branch a ``where`` on it would pick (the same bits,
     the other branch's passes spared); ``None`` where mixed, traced or not on CPU."""
-    if cond.device.type != "cpu" or _compiling() or cond.dtype != torch.bool:
+    if cond.device.type != "cpu" or compiling() or cond.dtype != torch.bool:
         return None
     if not any_(cond):
         return False

@@ -34,7 +34,7 @@ import math
 import torch
 
 from gpu._divergences import GPU_DIVERGENCES, GPU_PAIR, GRAD_SUM, SUM_OF_TERMS, RowReduce
-from gpu._elementwise import any_, expm1, masked_fill_, side, where
+from gpu._elementwise import any_, compiling, expm1, masked_fill_, where
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
@@ -177,15 +177,28 @@ def _log_ratio_to_mixture(
     return u - log_z
 
 
+#: The product form s·expm1(u) of :func:`_log_ratio_sums` holds while e^u and s are normal
+#: numbers of the dtype: (largest u, smallest log s) for float32 and float64.
+_PRODUCT_RANGE = {torch.float32: (80.0, -87.0), torch.float64: (700.0, -708.0)}
+
+
 def _log_ratio_sums(lm, l_ref, u, red: LocalReduce = LOCAL, later: bool = False):
     """``(Σ s, Σ ŝ·expm1(u))`` of :func:`_log_ratio_to_mixture` (neither needs log Z: with
-    ``later=True`` a sharded reducer sends them with the log-normalizer's sum)."""
+    ``later=True`` a sharded reducer sends them with the log-normalizer's sum).
+
+    Each term is ``s·expm1(u)`` while e^u and s are normal numbers (u ≤ 80 and log s ≥ −87
+    in float32): u is formed directly, so the product is exact to a few ulps of itself,
+    where ``e^(log m) − s`` would carry the rounding of log m (an ulp of |log m|, relative
+    to the term). Elsewhere (a zero of s, u = ±inf, s subnormal) ``e^(log m) − s``.
+    :func:`amid_ref._mixture._log_ratio_to_mixture` takes the product form for u ≤ 1 only
+    (in float64 the difference is exact enough there)."""
+    top, low = _PRODUCT_RANGE.get(u.dtype, _PRODUCT_RANGE[torch.float32])
     s = torch.exp(l_ref)
-    near = u <= 1.0
-    if side(near):  # every entry near (eager CPU): e^(log m) − s would be picked nowhere
-        terms = expm1(u.clamp(max=1.0)).mul_(s)
-    else:
-        terms = where(near, expm1(u.clamp(max=1.0)).mul_(s), torch.exp(lm) - s)
+    terms = expm1(u.clamp(max=top)).mul_(s)
+    # eager CPU: two reductions tell that every entry takes the product form (no mask formed)
+    eager_cpu = u.device.type == "cpu" and not compiling() and u.numel() > 0
+    if not (eager_cpu and bool((u.amax() <= top) & (l_ref.amin() >= low))):
+        terms = where((u <= top) & (l_ref >= low), terms, torch.exp(lm) - s)
     terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     return red.sums(s, terms, later=later)
 

@@ -839,7 +839,12 @@ def _mixture_lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags
             l_ref = lq
             u = rb
         s = _exp(l_ref, ACC)
-        terms = tl.where(u <= 1.0, _expm1(tl.minimum(u, 1.0), ACC) * s, _exp(lm, ACC) - s)
+        # s·expm1(u) while e^u and s are normal, e^(log m) − s elsewhere (a zero of s, u = ±inf:
+        # formed only in a tile that has such an entry) (gpu._torch_kernel._log_ratio_sums)
+        product = (u <= 80.0) & (l_ref >= -87.0)
+        terms = _expm1(tl.minimum(u, 80.0), ACC) * s
+        if _anywhere(mask & ~product):
+            terms = tl.where(product, terms, _exp(lm, ACC) - s)
         terms = _nan_to_zero(terms)
         total += tl.sum(tl.where(mask, s, 0.0), 1)
         terms_sum += tl.sum(tl.where(mask, terms, 0.0), 1)

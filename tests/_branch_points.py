@@ -312,6 +312,18 @@ BRANCH_POINTS: tuple[BranchPoint, ...] = (
         _both(lambda impl, x: _max_mixture_probe(impl, max((1.0 - x) / 2.0, 1e-300))),
     ),
     BranchPoint(
+        "mixture.ratio_term_product",
+        700.0,
+        "gpu._torch_kernel",
+        None,
+        "_log_ratio_sums (gpu): a term is s·expm1(u) while u ≤ 700 (float64; 80 in float32) "
+        "and s is normal, e^(log m) − s beyond (λ = 0: u = log q_0 − log p_0)",
+        lambda x: [
+            _loss("gpu", -1.0 - x, -1.0, "kl", lam=0.0),
+            _loss("gpu", -1.0 - x, -1.0, "js", {"beta": 0.5}, lam=0.0, order="rp"),
+        ],
+    ),
+    BranchPoint(
         "f.ratio_range",
         709.0,
         "amid_ref._divergences",
