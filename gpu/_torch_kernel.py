@@ -190,8 +190,9 @@ def _log_ratio_sums(lm, l_ref, u, red: LocalReduce = LOCAL, later: bool = False)
     in float32): u is formed directly, so the product is exact to a few ulps of itself,
     where ``e^(log m) − s`` would carry the rounding of log m (an ulp of |log m|, relative
     to the term). Elsewhere (a zero of s, u = ±inf, s subnormal) ``e^(log m) − s``.
-    :func:`amid_ref._mixture._log_ratio_to_mixture` takes the product form for u ≤ 1 only
-    (in float64 the difference is exact enough there)."""
+    :func:`amid_ref._mixture._log_ratio_to_mixture` takes the product form for u ≤ 1 only:
+    in float64 the ulp of |log m| that its difference carries stays far below the
+    reference's tolerance."""
     top, low = _PRODUCT_RANGE.get(u.dtype, _PRODUCT_RANGE[torch.float32])
     s = torch.exp(l_ref)
     terms = expm1(u.clamp(max=top)).mul_(s)
