@@ -24,10 +24,10 @@ a1    ``_max_pass``          max and first arg-max of s, t; bad-row flags    2 l
 a2    ``_lse_pass``          ``log1p`` of the others' sum of (x−max)/T       2 logits
                              (log-normalizer with the top entry exact);
                              temperature flags
-b1    ``_mixture_max_pass``  max and arg-max of log m                       2 logits
-b2    ``_mixture_lse_pass``  log Z = shift + log1p(others), the sums of     2 logits
-                             log(r/ŝ) (:func:`gpu._torch_kernel.
-                             _log_ratio_to_mixture`); empty-support flag
+b     ``_mixture_pass``      max and arg-max of log m (online), log Z =     2 logits
+                             shift + log1p(others), the sums of log(r/ŝ)
+                             (:func:`gpu._torch_kernel._log_ratio_to_mixture`);
+                             empty-support flag
 c0    ``_renyi_pass``        Rényi only: max ω, Σ e^(ω − max ω) (online     2 logits
                              log-sum-exp) and M = Σ a_e of
                              :func:`gpu._divergences._renyi`
@@ -43,9 +43,9 @@ d     ``_gradient_pass``     the gradient P_q(G), scaled, cast, written     s + 
                              rows with a through-Z term (rare)
 ====  =====================  =============================================  ============
 
-Bytes per element with a gradient, in bfloat16: 5 passes × 2 logits read (20 B), c2 the
+Bytes per element with a gradient, in bfloat16: 4 passes × 2 logits read (16 B), c2 the
 logits and G written (8 B), d the student's logits and G read and the gradient written
-(8 B): 36 B (10 B for a loss alone, which stops after c); Rényi adds pass c0 (4 B). Storing
+(8 B): 32 B (16 B for a loss alone, which stops after c); Rényi adds pass c0 (4 B). Storing
 G costs 8 B per element and spares pass d the mixture, the divergence and P_r, most of
 its instructions (``python -m gpu.kernel_cost``). The passes that need no gradient are
 skipped when ``want_grad`` is False; c2 and d are skipped when the student gets no
@@ -778,47 +778,26 @@ def _lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, in
 
 
 @triton.jit
-def _mixture_max_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
-                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
-                      MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
-                      ACC: tl.constexpr, BLOCK_R: tl.constexpr,
-                      BLOCK_V: tl.constexpr):  # fmt: skip
-    """Pass b1: the row max of log m and where it first is (0 for a row of only −inf)."""
+def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
+                  inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+                  MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+                  REF_P: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
+                  BLOCK_V: tl.constexpr):  # fmt: skip
+    """Pass b: the row max of log m and where it first is (0 for a row of only −inf), log Z
+    = shift + log1p(S_o) of log m (gpu._torch_kernel._log_normalizer) and log Z's ratio form
+    of gpu._torch_kernel._log_ratio_to_mixture against the reference (p if REF_P else q):
+    ``log1p(Σ ŝ·expm1(u)/Σ ŝ)`` or ``log Z − log Σ ŝ``.
+
+    One pass with an online maximum (FlashAttention's softmax): S_o, the sum of e^(log m − M)
+    over every entry but the first maximum, is kept relative to the maximum so far; when a
+    tile raises it, the sum so far and the former maximum's own 1 are carried over by
+    e^(M_old − M_new) ≤ 1. Each carry rounds once (an ulp of S_o); the torch kernel sums
+    against the final maximum in a pass of its own."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     NEG = float("-inf")
     m = tl.full([BLOCK_R], NEG, tl.float32)
     k = tl.zeros([BLOCK_R], tl.int32)
-    for v0 in range(0, V, BLOCK_V):
-        cols = v0 + tl.arange(0, BLOCK_V)
-        mask = rmask[:, None] & (cols < V)[None, :]
-        lp, lq, lm, ra, rb, w = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
-                                      MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
-        lm = tl.where(mask & (lm == lm), lm, NEG)
-        tile_max = tl.max(lm, 1)
-        pos = tl.min(tl.where(lm == tile_max[:, None], cols[None, :], 2**30), 1)
-        better = tile_max > m
-        k = tl.where(better, pos, k)
-        m = tl.where(better, tile_max, m)
-    tl.store(stats_ptr + 4 * n_rows + rows, tl.where(m == NEG, 0.0, m), mask=rmask)
-    tl.store(idx_ptr + 2 * n_rows + rows, k, mask=rmask)
-
-
-@triton.jit
-def _mixture_lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
-                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
-                      MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
-                      REF_P: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
-                      BLOCK_V: tl.constexpr):  # fmt: skip
-    """Pass b2: log Z = shift + log1p(S_o) of log m (gpu._torch_kernel._log_normalizer) and
-    log Z's ratio form of gpu._torch_kernel._log_ratio_to_mixture against the reference
-    (p if REF_P else q): ``log1p(Σ ŝ·expm1(u)/Σ ŝ)`` or ``log Z − log Σ ŝ``."""
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    rmask = rows < n_rows
-    NEG = float("-inf")
-    shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
-    k = tl.load(idx_ptr + 2 * n_rows + rows, mask=rmask, other=0)
     others = tl.zeros([BLOCK_R], tl.float32)
     total = tl.zeros([BLOCK_R], tl.float32)
     terms_sum = tl.zeros([BLOCK_R], tl.float32)
@@ -829,8 +808,19 @@ def _mixture_lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags
         lp, lq, lm, ra, rb, w = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
                                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
                                       MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
+        top = tl.where(mask & (lm == lm), lm, NEG)
+        tile_max = tl.max(top, 1)
+        pos = tl.min(tl.where(top == tile_max[:, None], cols[None, :], 2**30), 1)
+        better = tile_max > m
+        new_m = tl.where(better, tile_max, m)
+        ref = tl.where(new_m == NEG, 0.0, new_m)
+        # carry: (S_o + 1)·e^(M_old − M_new) where the maximum rises from a finite one
+        carry = _exp(tl.where(m == NEG, 0.0, m) - ref, ACC)
+        others = tl.where(better, tl.where(m == NEG, 0.0, (others + 1.0) * carry), others)
+        k = tl.where(better, pos, k)
+        m = new_m
         keep = mask & (cols[None, :] != k[:, None])
-        others += tl.sum(tl.where(keep, _exp(lm - shift[:, None], ACC), 0.0), 1)
+        others += tl.sum(tl.where(keep, _exp(lm - ref[:, None], ACC), 0.0), 1)
         any_finite = any_finite | tl.max((mask & (lm != NEG) & (lm == lm)).to(tl.int32), 1)
         if REF_P:
             l_ref = lp
@@ -848,12 +838,15 @@ def _mixture_lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags
         terms = _nan_to_zero(terms)
         total += tl.sum(tl.where(mask, s, 0.0), 1)
         terms_sum += tl.sum(tl.where(mask, terms, 0.0), 1)
+    shift = tl.where(m == NEG, 0.0, m)
     corr = tl.where(any_finite != 0, _log1p(others, ACC), NEG)
     lz = shift + corr
     frac = terms_sum / total
     direct = lz - _log(total, ACC)
     log_zr = tl.where(tl.abs(frac) <= 0.5,
                       _log1p(tl.minimum(tl.maximum(frac, -0.5), 0.5), ACC), direct)  # fmt: skip
+    tl.store(stats_ptr + 4 * n_rows + rows, shift, mask=rmask)
+    tl.store(idx_ptr + 2 * n_rows + rows, k, mask=rmask)
     tl.store(stats_ptr + 5 * n_rows + rows, corr, mask=rmask)
     tl.store(stats_ptr + 6 * n_rows + rows, log_zr, mask=rmask)
     flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
@@ -1462,9 +1455,8 @@ def _chunk(
     mix_args = (inv_t, consts["beta"], consts["inv_beta"], consts["lam"], consts["one_m_lam"],
                 consts["t_off"], consts["c_a"], consts["c_b"], consts["log_lam"],
                 consts["log_1m_lam"])  # fmt: skip
-    _mixture_max_pass[grid](s, t, stride, n, v, stats, idx, *mix_args, **regime, **blocks)
-    _mixture_lse_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
-                            **regime, **blocks)  # fmt: skip
+    _mixture_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
+                        **regime, **blocks)  # fmt: skip
     js_trivial = GPU_DIVERGENCES[spec.objective.divergence] is _js and prm["prm"] in (0.0, 1.0)
     all_args = (*mix_args, consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"], dprm)
     if div == _RENYI:  # its row sums, before the loss
