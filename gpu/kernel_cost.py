@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gpu.kernel_cost",
         description="The Triton kernel's passes compiled for sm_90 (no GPU needed): registers, "
-        "spills, instructions per element of the vocabulary loop, and the issue and HBM floors.",
+        "spills, instructions per element of the vocabulary loop, and the instruction-issue and "
+        "HBM floors.",
     )
     parser.add_argument("--objectives", default=",".join(bench.CUDA_LOGITS_TARGET["objectives"]),
                         help="comma-separated subset of " + ",".join(bench.OBJECTIVES))  # fmt: skip
