@@ -932,10 +932,14 @@ def _sparse_kernel(leftover: str, vocab: int):
             dense = fill.expand(n, v + 1).clone().scatter_(-1, col, lp)[:, :v]
             return torch_chunk(z, dense, spec, want_grad, grad_scale, out, red=red)
         padded = torch.cat([z, z.new_full((n, 1), NEG_INF)], -1)
-        z_s = padded.gather(-1, col).nan_to_num_(nan=math.inf)
+        # NaN is sent as +inf (the row is then flagged on every rank); ±inf stay themselves
+        # (nan_to_num's default would turn −inf, a padded slot or an empty row, into the
+        # lowest finite number)
+        nan_inf = dict(nan=math.inf, posinf=math.inf, neginf=NEG_INF)
+        z_s = padded.gather(-1, col).nan_to_num_(**nan_inf)
         off = padded.scatter_(-1, col, NEG_INF)  # z off S (n, V_k + 1)
-        top_off = off.amax(-1, keepdim=True).nan_to_num_(nan=math.inf)
-        top = z.amax(-1, keepdim=True).nan_to_num_(nan=math.inf) if v else top_off
+        top_off = off.amax(-1, keepdim=True).nan_to_num_(**nan_inf)
+        top = z.amax(-1, keepdim=True).nan_to_num_(**nan_inf) if v else top_off
         got = red.all_reduce(torch.cat([z_s, top_off, top], -1), "max")
         z_s, top_off, top = got[:, :-2], got[:, -2:-1], got[:, -1]
         shift = top_off.masked_fill(top_off.isinf(), 0.0)  # as torch.logsumexp

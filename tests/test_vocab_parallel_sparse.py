@@ -384,6 +384,21 @@ def _table_rows() -> list:
     ]
 
 
+def test_infinite_student_logits_reach_the_kernel_as_themselves(pools):
+    """A padded teacher slot, and a student row of only −inf logits, on the sparse path over
+    3 ranks: the gathered logits keep their −inf (not the dtype's lowest number), so the
+    loss equals the unsharded one and the empty row is refused with its words."""
+    vocab, world = 11, 3
+    bounds = _bounds(vocab, world, [1, 6, 4])
+    s, t = _logits(41, 3, vocab)
+    topk = _topk(t, 3, pad_rows=(0, 2))
+    finite = _case(s, topk, bounds, leftover="bucket", alpha=-5.0, lam=0.1, divergence="jeffreys")
+    s_empty = s.copy()
+    s_empty[1] = -INF
+    empty = _case(s_empty, topk, bounds, leftover="bucket", alpha=-5.0, lam=0.1)
+    assert _check(pools[world], [finite, empty]) == 1
+
+
 def _job_table(rank: int, world: int, rows: list) -> list:
     """Each table row's call to gpu.vocab_parallel_amid_loss on this rank's columns (the
     student's [2, 1] ids on 2 ranks): ``("ok", loss)`` or ``("raised", type, message)``."""
