@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import linecache
 import math
 import os
 import re
@@ -179,13 +180,11 @@ def resident_warps(registers: int, warps: int) -> int:
 
 
 def _source(where) -> str:
+    """The source line at ``(file, line)`` (stripped, 100 characters at most; "" where there is
+    none), through :mod:`linecache`: each file is read once, not once per branch asked."""
     if where is None:
         return ""
-    try:
-        lines = Path(where[0]).read_text().splitlines()
-        return lines[where[1] - 1].strip()[:100]
-    except (OSError, IndexError):
-        return ""
+    return linecache.getline(where[0], where[1]).strip()[:100]
 
 
 def analyse(cubin: bytes, name: str, constexprs: dict, top: int = 8) -> PassCost:
