@@ -281,7 +281,7 @@ def _vocab_tiled_run(h2, weight, bias, teacher_args, rows, spec, leading, need, 
     to torch on the first chunk: the caller runs :func:`_fused_run` instead).
 
     Phase 1, row chunks over all V: the student and teacher logits, the Triton passes (their
-    row statistics kept, 68 bytes a row), the loss, and ∂L/∂h_c = G_c W (G written over the
+    row statistics kept, 84 bytes a row), the loss, and ∂L/∂h_c = G_c W (G written over the
     logits, its bfloat16 rounding residual apart; both products in the weight dtype, summed
     in float32). Phase 2 (``finish``), vocabulary tiles of all N rows: the tile's student
     and teacher logits again, G of the tile from the saved row statistics

@@ -139,15 +139,37 @@ _PORTED = {_kl: _KL, _js: _JS, _tv: _TV, _hellinger: _HELLINGER, _jeffreys: _JEF
 #: pair: AB(2, −1)),
 #: λ = a_ + b_, log(a_ λ) and log(b_ λ) (NaN where the zero-entry term is +inf), and the
 #: pair's coefficient c0 + c1/2 (gpu._divergences._weighted_coefficient); Rényi's ρ, c = ρ − 1
-#: and ρ/c; each formed in double precision.
+#: and ρ/c; each formed in double precision. JS and skew KL (parameter π): the series
+#: coefficients (_cgf) of log1p((1 − π)·expm1(x)) and of log1p(π·expm1(x)).
 _P_A, _P_B, _P_LAM, _P_KY, _P_KX, _P_HALF = range(6)
-_N_DPRM = 8
+_P_CGF_1M, _P_CGF = 8, 23
+_N_DPRM = 38
 
 #: The divergences whose every spec (order, α, λ, T, detach) runs in Triton.
 TRITON_DIVERGENCES = frozenset(n for n, k in GPU_DIVERGENCES.items() if k in _PORTED)
 
 # mixture regimes (constexpr MIX)
 _MIX_Q, _MIX_P, _MIX_MAX, _MIX_MIN, _MIX_GEO, _MIX_FAST, _MIX_PIVOT = range(7)
+
+#: Terms of the Taylor series of K(x) = log1p(c·expm1(x)) that _near_correction sums
+#: (spelled there as its literals 14 and 13, the last index and the first of the loop).
+_K_TERMS = 15
+assert (_P_CGF_1M, _P_CGF, _N_DPRM) == (8, 8 + _K_TERMS, 8 + 2 * _K_TERMS)  # spelled in _divergence
+
+
+def _cgf_coefficients(c: float, terms: int = _K_TERMS) -> list[float]:
+    r"""Taylor coefficients :math:`a_1, …, a_n` of :math:`K(x) = \log(1 + c\,(e^x - 1))` at
+    0 (:math:`a_k = \kappa_k/k!`, κ the cumulants of a Bernoulli(c) variable), in double
+    precision: :math:`K' = c\,e^x/(1 - c + c\,e^x)` by series division, then integrated.
+    For :func:`_near_correction` (c ∈ [0, ½])."""
+    e = [1.0 / math.factorial(k) for k in range(terms)]
+    num = [c * x for x in e]
+    den = [1.0] + [c * x for x in e[1:]]  # 1 − c + c·e^x: its constant term is 1
+    d = []
+    for k in range(terms):
+        d.append(num[k] - sum(d[j] * den[k - j] for j in range(k)))
+    return [d[k] / (k + 1) for k in range(terms)]
+
 
 _F32_MAX = float(torch.finfo(torch.float32).max)
 _INT_BIG = 2**30
@@ -259,12 +281,31 @@ def _scaled(x, top, inv_t):
 
 
 @_device
-def _near_correction(bd, lam, one_m_lam, inv_beta, LAM_LOW: tl.constexpr, ACC: tl.constexpr):
-    """gpu._mixture._near_correction."""
+def _cgf(x, kc_ptr):
+    """K(x) = log1p(c·expm1(x)) on |x| ≤ 1, summed as its Taylor series to x^15 (its
+    coefficients at ``kc_ptr``, :func:`_cgf_coefficients`) by Horner's rule.
+
+    K is the cumulant generating function of a Bernoulli(c) variable; its singularities lie
+    at log((1 − c)/c) ± iπ, at least π from 0, so on |x| ≤ 1 the truncation error is below
+    4e-9 of K for every c in (0, 1), and the sum (K ≈ cx near 0) rounds to a few ulps of
+    K, as log1p(c·expm1(x)) does (tested against mpmath). Sixteen multiply-adds in place of
+    an expm1 and a log1p (about 54 instructions on sm_90), in branches that are formed for
+    every entry (python -m gpu.kernel_cost). The torch kernel keeps the two functions: there
+    each is one tensor pass, where the series would take thirty."""
+    k = tl.zeros_like(x) + tl.load(kc_ptr + 14)  # _K_TERMS − 1
+    for i in tl.static_range(13, -1, -1):
+        k = k * x + tl.load(kc_ptr + i)
+    return k * x
+
+
+@_device
+def _near_correction(bd, kc_ptr, inv_beta, LAM_LOW: tl.constexpr):
+    """gpu._mixture._near_correction: K(x)/β (:func:`_cgf`), c = λ and x = βd (λ ≤ ½) or
+    c = 1 − λ and x = −βd, used where |x| ≤ 1."""
     if LAM_LOW:
-        return _log1p(_expm1(bd, ACC) * lam, ACC) * inv_beta
+        return _cgf(bd, kc_ptr) * inv_beta
     else:
-        return _log1p(_expm1(-bd, ACC) * one_m_lam, ACC) * inv_beta
+        return _cgf(-bd, kc_ptr) * inv_beta
 
 
 @_device
@@ -290,10 +331,13 @@ def _ratios(la, lb, lm, corr, near, small, a_dom, c_a, c_b, LAM_LOW: tl.constexp
 
 
 @_device
-def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
              MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
              ACC: tl.constexpr):  # fmt: skip
-    """gpu._mixture.log_alpha_mean_and_weight: (log m, log m − log p, log m − log q, w)."""
+    """gpu._mixture.log_alpha_mean_and_weight: (log m, log m − log p, log m − log q, w) and
+    ``maybe_silent``, true wherever w = 0 (and perhaps at a few entries more: pass b's
+    _ANY_SILENT needs no entry missed, and at |β| > 0 it is read off t without w's
+    division)."""
     NEG = float("-inf")
     if MIX == 0:  # λ = 0
         lm = lq
@@ -316,6 +360,7 @@ def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, l
         w = tl.where(lm == NEG, 0.0, w)
         ra = lm - lp
         rb = lm - lq
+        maybe_silent = w == 0.0
     elif MIX == 4:  # α = 1: the geometric mean, pivoted on the heavier argument
         if LAM_LOW:
             rb = lam * (lp - lq)
@@ -330,11 +375,12 @@ def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, l
         ra = tl.where(zero, lm - lp, ra)
         rb = tl.where(zero, lm - lq, rb)
         w = tl.where(lm == NEG, 0.0, one_m_lam)
+        maybe_silent = w == 0.0
     else:
         bd = (lp - lq) * beta
         t = bd + t_off
         small = tl.abs(bd) <= 1.0
-        near_r = _near_correction(bd, lam, one_m_lam, inv_beta, LAM_LOW, ACC)
+        near_r = _near_correction(bd, kc_ptr, inv_beta, LAM_LOW)
         e_t = _exp(-tl.abs(t), ACC)
         corr = _log1p(e_t, ACC) * inv_beta
         # the pivot on the dominant weighted term plus the ratios' correction (at |β| ≥ ½ the
@@ -359,7 +405,12 @@ def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, l
             w = tl.where(lm == NEG, 0.0, w)
         else:
             w = _nan_to_zero(w)
-    return lm, ra, rb, w
+        # w = 0 needs e^(−|t|) = 0 (or below the smallest normal, where the quotient might
+        # flush) with t ≥ 0, t NaN (both arguments zero), or m = 0
+        maybe_silent = (t != t) | (lm == NEG) | ((t >= 0.0) & (e_t < 1.1754943508222875e-38))
+    if MIX <= 1:
+        maybe_silent = w == 0.0
+    return lm, ra, rb, w, maybe_silent
 
 
 @_device
@@ -387,8 +438,9 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, dprm_ptr, DIV: tl.constexpr
         rb = lb - lm
         near = tl.abs(lr) <= 1.0
         dn = tl.where(near, lr, 0.0)
-        ra = tl.where(near, -_log1p(_expm1(-dn, ACC) * (1.0 - prm), ACC), ra)
-        rb = tl.where(near, -_log1p(_expm1(dn, ACC) * prm, ACC), rb)
+        # −log1p((1 − β)·expm1(−δ)) and −log1p(β·expm1(δ)) as their series (_cgf)
+        ra = tl.where(near, -_cgf(-dn, dprm_ptr + 8), ra)  # _P_CGF_1M
+        rb = tl.where(near, -_cgf(dn, dprm_ptr + 23), rb)  # _P_CGF
         a = _exp(la, ACC)
         b = _exp(lb, ACC)
         ga = tl.where(a == 0.0, 0.0, ra * a * prm)
@@ -428,7 +480,7 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, dprm_ptr, DIV: tl.constexpr
         pos = la != NEG
         near = tl.abs(lr) <= 1.0
         dn = tl.where(near, lr, 0.0)
-        dm = tl.where(near, -_log1p(_expm1(-dn, ACC) * (1.0 - prm), ACC), la - lm)
+        dm = tl.where(near, -_cgf(-dn, dprm_ptr + 8), la - lm)  # _P_CGF_1M: (1 − s)·expm1
         dm = tl.where(pos, dm, 0.0)
         a = _exp(la, ACC)
         terms = a * dm
@@ -665,7 +717,7 @@ def _log_probs(s_ptr, t_ptr, rows, cols, stride, mask, top_s, top_t, corr_s, cor
 
 @_device
 def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-          inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+          inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
           MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
           ACC: tl.constexpr):  # fmt: skip
     """log p, log q and the mixture of one tile (the row statistics of passes a1–a2)."""
@@ -676,9 +728,10 @@ def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
     corr_t = tl.load(stats_ptr + 3 * n_rows + rows, mask=rmask, other=0.0)
     lq, lp = _log_probs(s_ptr, t_ptr, rows, cols, stride, mask, top_s, top_t, corr_s, corr_t,
                         inv_t)  # fmt: skip
-    lm, ra, rb, w = _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam,
-                             log_1m_lam, MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
-    return lp, lq, lm, ra, rb, w
+    lm, ra, rb, w, maybe_silent = _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a,
+                                           c_b, log_lam, log_1m_lam, kc_ptr, MIX, LAM_LOW, BETA_NEG,
+                                           ACC)  # fmt: skip
+    return lp, lq, lm, ra, rb, w, maybe_silent
 
 
 # Row statistics (float32 rows of `stats`, int32 rows of `idx`), by row of the table:
@@ -686,7 +739,9 @@ _TOP_S, _TOP_T, _CORR_S, _CORR_T, _SHIFT_M, _CORR_M, _LOG_ZR = range(7)
 _R_OTHERS, _R_TOP, _G_SILENT, _H_OTHERS, _H_TOP, _Q_OTHERS, _Q_TOP = range(7, 14)
 # Rényi's row partial sums (pass c0): max ω, Σ e^(ω − max ω), M = Σ a_e
 _OMEGA_TOP, _OMEGA_SUM, _RENYI_M = range(14, 17)
-_N_STATS = 17
+# 1.0 where the row has an entry with w = 0 (pass b, when the assistant is live), else 0.0
+_ANY_SILENT = 17
+_N_STATS = 18
 _K_S, _K_T, _K_M = range(3)
 
 
@@ -779,10 +834,10 @@ def _lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, in
 
 @triton.jit
 def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
-                  inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+                  inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
                   MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
-                  REF_P: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
-                  BLOCK_V: tl.constexpr):  # fmt: skip
+                  REF_P: tl.constexpr, FIND_SILENT: tl.constexpr, ACC: tl.constexpr,
+                  BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
     """Pass b: the row max of log m and where it first is (0 for a row of only −inf), log Z
     = shift + log1p(S_o) of log m (gpu._torch_kernel._log_normalizer) and log Z's ratio form
     of gpu._torch_kernel._log_ratio_to_mixture against the reference (p if REF_P else q):
@@ -792,7 +847,11 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
     over every entry but the first maximum, is kept relative to the maximum so far; when a
     tile raises it, the sum so far and the former maximum's own 1 are carried over by
     e^(M_old − M_new) ≤ 1. Each carry rounds once (an ulp of S_o); the torch kernel sums
-    against the final maximum in a pass of its own."""
+    against the final maximum in a pass of its own.
+
+    With FIND_SILENT, whether the row has an entry with w = 0 (row ``_ANY_SILENT``): only
+    such a row has a through-Z term, so passes c–d form the normalizer operand h in the
+    tiles of such rows alone (the torch kernel's ``red.any(silent)`` on its chunk)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     NEG = float("-inf")
@@ -802,11 +861,12 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
     total = tl.zeros([BLOCK_R], tl.float32)
     terms_sum = tl.zeros([BLOCK_R], tl.float32)
     any_finite = tl.zeros([BLOCK_R], tl.int32)
+    any_silent = tl.zeros([BLOCK_R], tl.int32)
     for v0 in range(0, V, BLOCK_V):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
-        lp, lq, lm, ra, rb, w = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+        lp, lq, lm, ra, rb, w, maybe_silent = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
                                       MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
         top = tl.where(mask & (lm == lm), lm, NEG)
         tile_max = tl.max(top, 1)
@@ -822,6 +882,8 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
         keep = mask & (cols[None, :] != k[:, None])
         others += tl.sum(tl.where(keep, _exp(lm - ref[:, None], ACC), 0.0), 1)
         any_finite = any_finite | tl.max((mask & (lm != NEG) & (lm == lm)).to(tl.int32), 1)
+        if FIND_SILENT:  # every entry with w = 0 (perhaps a few more: see _mixture)
+            any_silent = any_silent | tl.max((mask & maybe_silent).to(tl.int32), 1)
         if REF_P:
             l_ref = lp
             u = ra
@@ -849,6 +911,8 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
     tl.store(idx_ptr + 2 * n_rows + rows, k, mask=rmask)
     tl.store(stats_ptr + 5 * n_rows + rows, corr, mask=rmask)
     tl.store(stats_ptr + 6 * n_rows + rows, log_zr, mask=rmask)
+    if FIND_SILENT:
+        tl.store(stats_ptr + 17 * n_rows + rows, any_silent.to(tl.float32), mask=rmask)
     flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
     flags = flags | tl.where(lz == NEG, 4, 0)
     tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
@@ -865,15 +929,15 @@ def _project(g, lw, cols, k, lw_k, others, g_k, ACC: tl.constexpr):
 
 @_device
 def _arguments(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-               inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+               inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
                MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                FIRST_R: tl.constexpr, REF_P: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
     """The tile's log p, log q, log m, log m − log q, w, log r, and the divergence's
     arguments (log a, log b, log(a/b)) after passes a–b; log(a/b) from the mixture's ratio
     to p or q (gpu._torch_kernel._log_ratio_to_mixture)."""
     rmask = rows < n_rows
-    lp, lq, lm, ra, rb, w = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-                                  inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+    lp, lq, lm, ra, rb, w, _ = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+                                  inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
                                   MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
     shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
     corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
@@ -953,7 +1017,7 @@ def _renyi_elements(la, lb, d, stats_ptr, rows, n_rows, dprm_ptr, ACC: tl.conste
 
 @triton.jit
 def _renyi_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
-                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, dprm_ptr,
+                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, dprm_ptr,
                 MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                 FIRST_R: tl.constexpr, REF_P: tl.constexpr, ACC: tl.constexpr,
                 BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
@@ -971,7 +1035,7 @@ def _renyi_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
         mask = rmask[:, None] & (cols < V)[None, :]
         lp, lq, lm, rb, w, lr, la, lb, d = _arguments(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
             MIX, LAM_LOW, BETA_NEG, FIRST_R, REF_P, ACC)  # fmt: skip
         a, omega, a_e = _renyi_omega(la, lb, d, dprm_ptr, ACC)
         omega = tl.where(mask, omega, NEG)
@@ -987,7 +1051,7 @@ def _renyi_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
 
 @_device
 def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-              inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+              inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
               prm, prm_log, prm_log1m, dprm_ptr,
               MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
               DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
@@ -1001,7 +1065,7 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
     rmask = rows < n_rows
     lp, lq, lm, rb, w, lr, la, lb, d = _arguments(
         s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
         MIX, LAM_LOW, BETA_NEG, FIRST_R, REF_P, ACC)  # fmt: skip
     shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
     corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
@@ -1041,26 +1105,30 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
     silent = w == 0.0
     h = tl.zeros_like(lq)
     if THROUGH_R:
-        if H_MODE == 0:  # λ = 1: r does not depend on the student
-            h = tl.zeros_like(lq)
-        elif H_MODE == 1:  # α = ±inf
-            h = _exp(lr, ACC) * w - _exp(lq, ACC)
-        else:
-            lz = shift + corr_m
-            log_scale = log_1m_lam - lz
-            log_c = lq + log_scale[:, None]
-            x = rb * (1.0 - beta_h)
-            e_c = _exp(log_c, ACC)
-            h = tl.where(x <= 1.0, _expm1(tl.minimum(x, 1.0), ACC) * e_c,
-                         _exp(x + log_c, ACC) - e_c)  # fmt: skip
-            h = tl.where((log_scale > 80.0)[:, None], _exp(x + log_c, ACC), h)
-        h = _nan_to_zero(tl.where(lq == NEG, 0.0, h))
+        # h matters only in rows with a through-Z term, which need an entry with w = 0:
+        # formed in the tiles that hold such a row (pass b's _ANY_SILENT), 0 elsewhere
+        any_silent = tl.load(stats_ptr + 17 * n_rows + rows, mask=rmask, other=0.0)
+        if tl.max(any_silent, 0) != 0.0:  # a row of the block (the same in every tile)
+            if H_MODE == 0:  # λ = 1: r does not depend on the student
+                h = tl.zeros_like(lq)
+            elif H_MODE == 1:  # α = ±inf
+                h = _exp(lr, ACC) * w - _exp(lq, ACC)
+            else:
+                lz = shift + corr_m
+                log_scale = log_1m_lam - lz
+                log_c = lq + log_scale[:, None]
+                x = rb * (1.0 - beta_h)
+                e_c = _exp(log_c, ACC)
+                h = tl.where(x <= 1.0, _expm1(tl.minimum(x, 1.0), ACC) * e_c,
+                             _exp(x + log_c, ACC) - e_c)  # fmt: skip
+                h = tl.where((log_scale > 80.0)[:, None], _exp(x + log_c, ACC), h)
+            h = _nan_to_zero(tl.where(lq == NEG, 0.0, h))
     return terms, g_q, g_r, silent, h, w, lq, lr
 
 
 @triton.jit
 def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, loss_ptr,
-                     inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+                     inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
                      prm, prm_log, prm_log1m, dprm_ptr,
                      MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                      DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
@@ -1083,7 +1151,7 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
         mask = rmask[:, None] & (cols < V)[None, :]
         terms, g_q, g_r, silent, h, w, lq, lr = _elements(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
             prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
             H_MODE,
             ACC)  # fmt: skip
@@ -1115,7 +1183,7 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
 
 @_device
 def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
                        prm, prm_log, prm_log1m, dprm_ptr,
                        MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
@@ -1125,7 +1193,7 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
     rmask = rows < n_rows
     terms, g_q, g_r, silent, h, w, lq, lr = _elements(
         s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
         prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
         H_MODE,
         ACC)  # fmt: skip
@@ -1153,7 +1221,7 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
 
 @triton.jit
 def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_ptr, g_stride,
-                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
                        prm, prm_log, prm_log1m, dprm_ptr,
                        MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
@@ -1171,7 +1239,7 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_pt
         mask = rmask[:, None] & (cols < V)[None, :]
         g, through_z, lq = _student_direction(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
             prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
             H_MODE,
             ACC)  # fmt: skip
@@ -1187,7 +1255,7 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_pt
 @triton.jit
 def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
                    out_ptr, out_stride, lo_ptr, lo_stride, scale, g_ptr, g_stride,
-                   inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+                   inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
                    prm, prm_log, prm_log1m, dprm_ptr,
                    MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                    DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
@@ -1221,13 +1289,13 @@ def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_pt
                 if _anywhere(mask & (g_silent != 0.0)[:, None]):
                     _, through_z, _ = _student_direction(
                         s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam,
+                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
                         beta_h, prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV,
                         FIRST_R, REF_P, THROUGH_R, H_MODE, ACC)  # fmt: skip
         else:
             g, through_z, lq = _student_direction(
                 s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, beta_h,
+                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
                 prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
                 H_MODE,
                 ACC)  # fmt: skip
@@ -1338,6 +1406,9 @@ def _divergence_constants(name: str, params: dict, first_r: bool = True) -> tupl
         prm = float(params["skew"])
         if prm == 0.0:
             div = _PORTED[_kl]
+    if kernel in (_js, _skew_kl):  # their near forms' series (_cgf)
+        dprm[_P_CGF_1M : _P_CGF_1M + _K_TERMS] = _cgf_coefficients(1.0 - prm)
+        dprm[_P_CGF : _P_CGF + _K_TERMS] = _cgf_coefficients(prm)
     logs = (math.log(prm) if prm > 0 else 0.0, math.log1p(-prm) if prm < 1 else 0.0)
     return div, {"prm": prm, "prm_log": logs[0], "prm_log1m": logs[1], "dprm": dprm}
 
@@ -1452,20 +1523,22 @@ def _chunk(
     _max_pass[grid](s, t, stride, n, v, stats, idx, flags, **blocks)
     _lse_pass[grid](s, t, stride, n, v, stats, idx, flags, inv_t, ACC=acc, **blocks)
     regime = dict(MIX=mix["MIX"], LAM_LOW=mix["LAM_LOW"], BETA_NEG=mix["BETA_NEG"], ACC=acc)
+    # the near branch's series in the weight it pivots on (λ ≤ ½: λ, else 1 − λ)
+    c_near = spec.objective.lam if mix["LAM_LOW"] else 1.0 - spec.objective.lam
+    kc = torch.tensor(_cgf_coefficients(c_near), dtype=torch.float32, device=device)
     mix_args = (inv_t, consts["beta"], consts["inv_beta"], consts["lam"], consts["one_m_lam"],
                 consts["t_off"], consts["c_a"], consts["c_b"], consts["log_lam"],
-                consts["log_1m_lam"])  # fmt: skip
-    _mixture_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
-                        **regime, **blocks)  # fmt: skip
+                consts["log_1m_lam"], kc)  # fmt: skip
     js_trivial = GPU_DIVERGENCES[spec.objective.divergence] is _js and prm["prm"] in (0.0, 1.0)
+    live = through_r and not js_trivial  # the assistant's path to the student is formed
+    _mixture_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
+                        FIND_SILENT=live, **regime, **blocks)  # fmt: skip
     all_args = (*mix_args, consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"], dprm)
     if div == _RENYI:  # its row sums, before the loss
         _renyi_pass[grid](s, t, stride, n, v, stats, idx, *mix_args, dprm, FIRST_R=first_r,
                           REF_P=ref_p, **regime, **blocks)  # fmt: skip
     h_mode = 0 if spec.objective.lam == 1.0 else (1 if math.isinf(spec.objective.alpha) else 2)
-    shape = dict(
-        DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=through_r and not js_trivial, H_MODE=h_mode
-    )
+    shape = dict(DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=live, H_MODE=h_mode)
     _divergence_pass[grid](s, t, stride, n, v, stats, idx, flags, loss, *all_args,
                            WANT_GRAD=want_grad, **shape, **regime, **blocks)  # fmt: skip
     if js_trivial:  # m equals one argument: both KL terms vanish identically
@@ -1532,7 +1605,7 @@ def gradient_tile(
     whose whole-row statistics were saved by :func:`triton_chunk` (``saved``).
 
     ``s``, ``t`` (rows × T, unit stride along V, one row stride) are those columns of the
-    student and teacher logits; ``stats`` (14, rows) float32 and ``idx`` (3, rows) int32
+    student and teacher logits; ``stats`` (18, rows) float32 and ``idx`` (3, rows) int32
     the rows' statistics (contiguous), ``launch`` their launch constants. The gradient
     is written into ``out`` (rows × T; it may be ``s``) as pass d writes it, the rounding
     residual into ``out_lo`` (it may be ``t``); the gradient's flags are or-ed into

@@ -139,6 +139,18 @@ def test_grid_bfloat16(triton_backend, div, params, order):
         compare_with_reference(s_np, t_np, torch.bfloat16, alpha, lam, div, order, params)
 
 
+@pytest.mark.parametrize("lam", [0.7, 0.999])
+def test_weights_above_one_half(triton_backend, lam):
+    """λ > ½ (the grid's interior λ are 0.1 and ½): the mixture's near branch pivots on p
+    with weight 1 − λ and argument −βd, in both mixture regimes (|β| ≥ ½ and < ½, β → 0),
+    with the ratio to p and to q."""
+    s_np, t_np = realistic_logits(17, 8, 48, masked=4)
+    for alpha in (-5.0, 0.5, 1.0 - 1e-6):
+        for div, order in (("kl", "pr"), ("kl", "rq"), ("js", "qr")):
+            params = {"beta": 0.3} if div == "js" else None
+            compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params)
+
+
 def test_edge_rows(triton_backend):
     """One-hot teacher, student-only −inf entries, p = q, logits ±1e4, |α| huge, λ 1e-15
     from its ends: every row kind of the torch kernel's edge tests, batched."""
@@ -224,6 +236,29 @@ def test_ab_terms_beyond_the_float32_exponent(triton_backend):
     for params in ({"alpha": -0.4, "beta": -0.3}, {"alpha": -0.3, "beta": -0.4}):
         for order, alpha, lam in (("rq", -5.0, 0.1), ("qr", -1.0, 0.0)):
             compare_with_reference(s_np, t_np, torch.float32, alpha, lam, "ab", order, params)
+
+
+@pytest.mark.parametrize("c", [1e-15, 1e-6, 1e-3, 0.1, 0.3, 0.45, 0.5])
+def test_near_branch_series_against_mpmath(c):
+    """The mixture's near branch K(x) = log1p(c·expm1(x)) on |x| ≤ 1 as the kernel sums it
+    (the host's Taylor coefficients rounded to float32, Horner's rule in float32) within
+    3 ulps of mpmath's K, for weights c from 1e-15 to ½ (where the series converges
+    slowest: its singularities at ±iπ) and x from 1e-30 to 1."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    a = np.array(tk._cgf_coefficients(c), dtype=np.float32)
+    assert len(a) == tk._K_TERMS == 15  # the kernel spells 14 and 13
+    x = np.concatenate([np.linspace(-1.0, 1.0, 801), [1e-30, -1e-30, 1e-10, -1e-7, 3e-4]])
+    x = x[x != 0.0].astype(np.float32)
+    k = np.full_like(x, a[-1])
+    for coefficient in a[-2::-1]:
+        k = k * x + coefficient
+    k = k * x
+    want = np.array([float(mpmath.log1p(c * mpmath.expm1(mpmath.mpf(float(v))))) for v in x])
+    normal = np.abs(want) >= np.finfo(np.float32).tiny  # (c·x below it underflows either way)
+    ulps = np.abs(k - want)[normal] / np.spacing(np.abs(want[normal]).astype(np.float32))
+    assert ulps.max() <= 3.0, (c, x[normal][ulps.argmax()], ulps.max())
 
 
 @pytest.mark.parametrize("order", ORDERS)
