@@ -161,7 +161,7 @@ def _cgf_coefficients(c: float, terms: int = _K_TERMS) -> list[float]:
     r"""Taylor coefficients :math:`a_1, …, a_n` of :math:`K(x) = \log(1 + c\,(e^x - 1))` at
     0 (:math:`a_k = \kappa_k/k!`, κ the cumulants of a Bernoulli(c) variable), in double
     precision: :math:`K' = c\,e^x/(1 - c + c\,e^x)` by series division, then integrated.
-    For :func:`_near_correction` (c ∈ [0, ½])."""
+    For :func:`_cgf` (c ∈ [0, 1]: the mixture's λ or 1 − λ, JS's β and 1 − β, skew KL's 1 − s)."""
     e = [1.0 / math.factorial(k) for k in range(terms)]
     num = [c * x for x in e]
     den = [1.0] + [c * x for x in e[1:]]  # 1 − c + c·e^x: its constant term is 1
@@ -1106,7 +1106,7 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
     h = tl.zeros_like(lq)
     if THROUGH_R:
         # h matters only in rows with a through-Z term, which need an entry with w = 0:
-        # formed in the tiles that hold such a row (pass b's _ANY_SILENT), 0 elsewhere
+        # formed in the row blocks that hold such a row (pass b's _ANY_SILENT), 0 elsewhere
         any_silent = tl.load(stats_ptr + 17 * n_rows + rows, mask=rmask, other=0.0)
         if tl.max(any_silent, 0) != 0.0:  # a row of the block (the same in every tile)
             if H_MODE == 0:  # λ = 1: r does not depend on the student
