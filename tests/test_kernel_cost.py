@@ -130,6 +130,15 @@ def test_every_pass_of_the_kl_objective_compiles_for_sm90():
     assert [p["bytes_per_element"] for p in passes.values()] == [4, 4, 4, 4, 8, 8]
     assert cost["bytes_per_element"] == 32
     assert cost["issue_floor_ms"] > 0 and cost["hbm_floor_ms"] > 0
+    # each pass at the larger of its issue and memory times: between the larger floor and
+    # their sum, and above it where some pass is bound by the other resource than the whole
+    issue, hbm, by_pass = cost["issue_floor_ms"], cost["hbm_floor_ms"], cost["pass_floor_ms"]
+    assert max(issue, hbm) <= by_pass <= issue + hbm
+    ms_per_slot = issue / cost["issue_per_element"]
+    ms_per_byte = hbm / cost["bytes_per_element"]
+    want = sum(max(p["issue_per_element"] * ms_per_slot, p["bytes_per_element"] * ms_per_byte)
+               for p in passes.values())  # fmt: skip
+    assert by_pass == pytest.approx(want, rel=1e-9)
 
 
 def test_the_cli_refuses_an_interpreted_triton(monkeypatch, capsys):
