@@ -331,7 +331,7 @@ def _ratios(la, lb, lm, corr, near, small, a_dom, c_a, c_b, LAM_LOW: tl.constexp
 
 
 @_device
-def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
+def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
              MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
              ACC: tl.constexpr):  # fmt: skip
     """gpu._mixture.log_alpha_mean_and_weight: (log m, log m − log p, log m − log q, w) and
@@ -398,19 +398,27 @@ def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, l
             lm = tl.where(small, near, lm)
         ra, rb = _ratios(lp, lq, lm, corr, near_r, small, t >= 0.0, c_a, c_b, LAM_LOW)
         lm = tl.where(lm != lm, NEG, lm)
-        # w = σ(−t) = 1/(1 + eᵗ) (gpu._mixture's form) from the e^(−|t|) above: e/(1 + e) for
-        # t ≥ 0, 1/(1 + e) below, the same value to a few ulps with one exp fewer per element
-        w = tl.where(t >= 0.0, e_t, 1.0) / (1.0 + e_t)
-        if BETA_NEG:
-            w = tl.where(lm == NEG, 0.0, w)
-        else:
-            w = _nan_to_zero(w)
-        # w = 0 needs e^(−|t|) = 0 (or below the smallest normal, where the quotient might
-        # flush) with t ≥ 0, t NaN (both arguments zero), or m = 0
-        maybe_silent = (t != t) | (lm == NEG) | ((t >= 0.0) & (e_t < 1.1754943508222875e-38))
+        w, maybe_silent = _logistic_weight(t, e_t, lm, BETA_NEG)
     if MIX <= 1:
         maybe_silent = w == 0.0
     return lm, ra, rb, w, maybe_silent
+
+
+@_device
+def _logistic_weight(t, e_t, lm, BETA_NEG: tl.constexpr):
+    """w = σ(−t) = 1/(1 + eᵗ) (gpu._mixture's form) from e_t = e^(−|t|): e/(1 + e) for t ≥ 0,
+    1/(1 + e) below, the same value to a few ulps with one exp fewer per element; 0 where m
+    = 0 (β < 0) or both arguments are zero. And ``maybe_silent``: w = 0 needs e_t = 0 (or
+    below the smallest normal, where the quotient might flush) with t ≥ 0, t NaN (both
+    arguments zero), or m = 0."""
+    NEG = float("-inf")
+    w = tl.where(t >= 0.0, e_t, 1.0) / (1.0 + e_t)
+    if BETA_NEG:
+        w = tl.where(lm == NEG, 0.0, w)
+    else:
+        w = _nan_to_zero(w)
+    maybe_silent = (t != t) | (lm == NEG) | ((t >= 0.0) & (e_t < 1.1754943508222875e-38))
+    return w, maybe_silent
 
 
 @_device
@@ -717,7 +725,7 @@ def _log_probs(s_ptr, t_ptr, rows, cols, stride, mask, top_s, top_t, corr_s, cor
 
 @_device
 def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-          inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
+          inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
           MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
           ACC: tl.constexpr):  # fmt: skip
     """log p, log q and the mixture of one tile (the row statistics of passes a1–a2)."""
@@ -729,7 +737,7 @@ def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
     lq, lp = _log_probs(s_ptr, t_ptr, rows, cols, stride, mask, top_s, top_t, corr_s, corr_t,
                         inv_t)  # fmt: skip
     lm, ra, rb, w, maybe_silent = _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a,
-                                           c_b, log_lam, log_1m_lam, kc_ptr, MIX, LAM_LOW, BETA_NEG,
+                                           c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, MIX, LAM_LOW, BETA_NEG,
                                            ACC)  # fmt: skip
     return lp, lq, lm, ra, rb, w, maybe_silent
 
@@ -834,10 +842,10 @@ def _lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, in
 
 @triton.jit
 def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
-                  inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
+                  inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
                   MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
-                  REF_P: tl.constexpr, FIND_SILENT: tl.constexpr, ACC: tl.constexpr,
-                  BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+                  REF_P: tl.constexpr, FIND_SILENT: tl.constexpr, STORE_MIX: tl.constexpr,
+                  ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
     """Pass b: the row max of log m and where it first is (0 for a row of only −inf), log Z
     = shift + log1p(S_o) of log m (gpu._torch_kernel._log_normalizer) and log Z's ratio form
     of gpu._torch_kernel._log_ratio_to_mixture against the reference (p if REF_P else q):
@@ -851,7 +859,10 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
 
     With FIND_SILENT, whether the row has an entry with w = 0 (row ``_ANY_SILENT``): only
     such a row has a through-Z term, so passes c–d form the normalizer operand h in the
-    tiles of such rows alone (the torch kernel's ``red.any(silent)`` on its chunk)."""
+    tiles of such rows alone (the torch kernel's ``red.any(silent)`` on its chunk).
+
+    With STORE_MIX, log m and its ratio to the reference, in float32 at ``mix_ptr`` and
+    ``u_ptr``, for passes c and c2 (_arguments' LOAD_MIX)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     NEG = float("-inf")
@@ -866,7 +877,7 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
         lp, lq, lm, ra, rb, w, maybe_silent = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
+                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
                                       MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
         top = tl.where(mask & (lm == lm), lm, NEG)
         tile_max = tl.max(top, 1)
@@ -890,6 +901,10 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
         else:
             l_ref = lq
             u = rb
+        if STORE_MIX:
+            offs = rows[:, None].to(tl.int64) * mix_stride + cols[None, :]
+            tl.store(mix_ptr + offs, lm, mask=mask)
+            tl.store(u_ptr + offs, u, mask=mask)
         s = _exp(l_ref, ACC)
         # s·expm1(u) while e^u and s are normal, e^(log m) − s elsewhere (a zero of s, u = ±inf:
         # formed only in a tile that has such an entry) (gpu._torch_kernel._log_ratio_sums)
@@ -929,16 +944,37 @@ def _project(g, lw, cols, k, lw_k, others, g_k, ACC: tl.constexpr):
 
 @_device
 def _arguments(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-               inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
+               inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
                MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
-               FIRST_R: tl.constexpr, REF_P: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+               FIRST_R: tl.constexpr, REF_P: tl.constexpr, ACC: tl.constexpr,
+               LOAD_MIX: tl.constexpr):  # fmt: skip
     """The tile's log p, log q, log m, log m − log q, w, log r, and the divergence's
     arguments (log a, log b, log(a/b)) after passes a–b; log(a/b) from the mixture's ratio
-    to p or q (gpu._torch_kernel._log_ratio_to_mixture)."""
+    to p or q (gpu._torch_kernel._log_ratio_to_mixture).
+
+    With LOAD_MIX (|β| > 0 regimes, passes c and c2 of a gradient), log m and the ratio to
+    the reference are pass b's, stored in float32 (the same values: no pivot, correction,
+    near series or ratio selection formed again) and w comes from t as in _mixture; the
+    ratio to q is then not formed where the reference is p (only h reads it, and h forms its
+    tile again: _elements)."""
     rmask = rows < n_rows
-    lp, lq, lm, ra, rb, w, _ = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-                                  inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
-                                  MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
+    if LOAD_MIX:
+        top_s = tl.load(stats_ptr + 0 * n_rows + rows, mask=rmask, other=0.0)
+        top_t = tl.load(stats_ptr + 1 * n_rows + rows, mask=rmask, other=0.0)
+        corr_s = tl.load(stats_ptr + 2 * n_rows + rows, mask=rmask, other=0.0)
+        corr_t = tl.load(stats_ptr + 3 * n_rows + rows, mask=rmask, other=0.0)
+        lq, lp = _log_probs(s_ptr, t_ptr, rows, cols, stride, mask, top_s, top_t, corr_s, corr_t,
+                            inv_t)  # fmt: skip
+        offs = rows[:, None].to(tl.int64) * mix_stride + cols[None, :]
+        lm = tl.load(mix_ptr + offs, mask=mask, other=float("-inf"))
+        ra = tl.load(u_ptr + offs, mask=mask, other=float("nan"))
+        rb = ra
+        t = (lp - lq) * beta + t_off
+        w, _ = _logistic_weight(t, _exp(-tl.abs(t), ACC), lm, BETA_NEG)
+    else:
+        lp, lq, lm, ra, rb, w, _ = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
+                                      MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
     shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
     corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
     log_zr = tl.load(stats_ptr + 6 * n_rows + rows, mask=rmask, other=0.0)
@@ -1017,7 +1053,7 @@ def _renyi_elements(la, lb, d, stats_ptr, rows, n_rows, dprm_ptr, ACC: tl.conste
 
 @triton.jit
 def _renyi_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
-                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, dprm_ptr,
+                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, dprm_ptr,
                 MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                 FIRST_R: tl.constexpr, REF_P: tl.constexpr, ACC: tl.constexpr,
                 BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
@@ -1035,8 +1071,8 @@ def _renyi_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
         mask = rmask[:, None] & (cols < V)[None, :]
         lp, lq, lm, rb, w, lr, la, lb, d = _arguments(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
-            MIX, LAM_LOW, BETA_NEG, FIRST_R, REF_P, ACC)  # fmt: skip
+            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
+            MIX, LAM_LOW, BETA_NEG, FIRST_R, REF_P, ACC, False)  # fmt: skip
         a, omega, a_e = _renyi_omega(la, lb, d, dprm_ptr, ACC)
         omega = tl.where(mask, omega, NEG)
         new = tl.maximum(top, tl.max(omega, 1))
@@ -1051,11 +1087,12 @@ def _renyi_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
 
 @_device
 def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-              inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
+              inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
               prm, prm_log, prm_log1m, dprm_ptr,
               MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
               DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
-              THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+              THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr,
+              LOAD_MIX: tl.constexpr):  # fmt: skip
     """Everything elementwise of one tile after passes a–b: the divergence's terms, the
     direct g_q (0 when q is not an argument; for the AB family with q an argument and the
     assistant live, g_q + w·g_r in closed form), g_r with its silent entries (w = 0) apart,
@@ -1065,8 +1102,8 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
     rmask = rows < n_rows
     lp, lq, lm, rb, w, lr, la, lb, d = _arguments(
         s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
-        MIX, LAM_LOW, BETA_NEG, FIRST_R, REF_P, ACC)  # fmt: skip
+        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
+        MIX, LAM_LOW, BETA_NEG, FIRST_R, REF_P, ACC, LOAD_MIX)  # fmt: skip
     shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
     corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
     if DIV == 10:  # Rényi: elementwise given its row sums (pass c0)
@@ -1109,6 +1146,11 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
         # formed in the row blocks that hold such a row (pass b's _ANY_SILENT), 0 elsewhere
         any_silent = tl.load(stats_ptr + 17 * n_rows + rows, mask=rmask, other=0.0)
         if tl.max(any_silent, 0) != 0.0:  # a row of the block (the same in every tile)
+            if LOAD_MIX and REF_P:  # the ratio to q was not stored (_arguments): formed here
+                _, _, _, _, rb, _, _ = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr,
+                                             n_rows, inv_t, beta, inv_beta, lam, one_m_lam, t_off,
+                                             c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr,
+                                             mix_stride, MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
             if H_MODE == 0:  # λ = 1: r does not depend on the student
                 h = tl.zeros_like(lq)
             elif H_MODE == 1:  # α = ±inf
@@ -1128,11 +1170,12 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
 
 @triton.jit
 def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, loss_ptr,
-                     inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
+                     inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
                      prm, prm_log, prm_log1m, dprm_ptr,
                      MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                      DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                      THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, WANT_GRAD: tl.constexpr, ACC: tl.constexpr,
+                     LOAD_MIX: tl.constexpr,
                      BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
     """Pass c: the loss per row and the sums the projections need: Σ_{x≠k_m} g_r and
     g_r at k_m (P_r), Σ of g_r over the silent entries, Σ_{x≠k_s} h and h at k_s (P_q)."""
@@ -1151,10 +1194,10 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
         mask = rmask[:, None] & (cols < V)[None, :]
         terms, g_q, g_r, silent, h, w, lq, lr = _elements(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
+            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
             prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
             H_MODE,
-            ACC)  # fmt: skip
+            ACC, LOAD_MIX)  # fmt: skip
         value += tl.sum(tl.where(mask, terms, 0.0), 1)
         if THROUGH_R:
             at_m = cols[None, :] == k_m[:, None]
@@ -1183,20 +1226,21 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
 
 @_device
 def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
+                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
                        prm, prm_log, prm_log1m, dprm_ptr,
                        MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
-                       THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+                       THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr,
+                       LOAD_MIX: tl.constexpr):  # fmt: skip
     """G = g_q + w·P_r(g_r) (before its projection P_q), the through-Z term g_silent·P_q(h)
     and log q of one tile."""
     rmask = rows < n_rows
     terms, g_q, g_r, silent, h, w, lq, lr = _elements(
         s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
+        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
         prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
         H_MODE,
-        ACC)  # fmt: skip
+        ACC, LOAD_MIX)  # fmt: skip
     through_z = tl.zeros_like(g_q)
     if THROUGH_R:
         k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
@@ -1221,12 +1265,12 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
 
 @triton.jit
 def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_ptr, g_stride,
-                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
+                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
                        prm, prm_log, prm_log1m, dprm_ptr,
                        MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                        THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
-                       BLOCK_V: tl.constexpr, STORE_G: tl.constexpr):  # fmt: skip
+                       BLOCK_V: tl.constexpr, STORE_G: tl.constexpr, LOAD_MIX: tl.constexpr):  # fmt: skip
     """Pass c2: Σ_{x≠k_s} G and G at k_s, G = g_q + w·P_r(g_r) (for P_q); with STORE_G, G
     itself too, in float32 at ``g_ptr`` (pass d then reads it instead of forming it again)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -1239,10 +1283,10 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_pt
         mask = rmask[:, None] & (cols < V)[None, :]
         g, through_z, lq = _student_direction(
             s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
+            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
             prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
             H_MODE,
-            ACC)  # fmt: skip
+            ACC, LOAD_MIX)  # fmt: skip
         at_s = cols[None, :] == k_s[:, None]
         q_others += tl.sum(tl.where(mask & ~at_s, g, 0.0), 1)
         q_top += tl.sum(tl.where(mask & at_s, g, 0.0), 1)
@@ -1255,7 +1299,7 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_pt
 @triton.jit
 def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
                    out_ptr, out_stride, lo_ptr, lo_stride, scale, g_ptr, g_stride,
-                   inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
+                   inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
                    prm, prm_log, prm_log1m, dprm_ptr,
                    MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                    DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
@@ -1289,16 +1333,16 @@ def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_pt
                 if _anywhere(mask & (g_silent != 0.0)[:, None]):
                     _, through_z, _ = _student_direction(
                         s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
+                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
                         beta_h, prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV,
-                        FIRST_R, REF_P, THROUGH_R, H_MODE, ACC)  # fmt: skip
+                        FIRST_R, REF_P, THROUGH_R, H_MODE, ACC, False)  # fmt: skip
         else:
             g, through_z, lq = _student_direction(
                 s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, beta_h,
+                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
                 prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
                 H_MODE,
-                ACC)  # fmt: skip
+                ACC, False)  # fmt: skip
         grad = _project(g, lq, cols, k_s, -corr_s, q_others, q_top, ACC)
         grad = (grad - through_z) * scale
         ptrs = out_ptr + rows[:, None].to(tl.int64) * out_stride + cols[None, :]
@@ -1526,53 +1570,74 @@ def _chunk(
     # the near branch's series in the weight it pivots on (λ ≤ ½: λ, else 1 − λ)
     c_near = spec.objective.lam if mix["LAM_LOW"] else 1.0 - spec.objective.lam
     kc = torch.tensor(_cgf_coefficients(c_near), dtype=torch.float32, device=device)
-    mix_args = (inv_t, consts["beta"], consts["inv_beta"], consts["lam"], consts["one_m_lam"],
-                consts["t_off"], consts["c_a"], consts["c_b"], consts["log_lam"],
-                consts["log_1m_lam"], kc)  # fmt: skip
     js_trivial = GPU_DIVERGENCES[spec.objective.divergence] is _js and prm["prm"] in (0.0, 1.0)
     live = through_r and not js_trivial  # the assistant's path to the student is formed
+    has_q = "q" in (first, second)
+    grad_path = want_grad and not js_trivial and (has_q or through_r)
+    grad = g_buf = None
+    if grad_path:
+        grad = out if out is not None else torch.empty(n, v, dtype=torch.float32, device=device)
+        if grad.stride(-1) != 1:
+            raise ValueError("out must have a unit stride along the vocabulary")
+        # G = g_q + w·P_r(g_r) is stored by pass c2 and read by pass d, in float32: in the
+        # gradient itself when that is float32 and not the logits (d reads them), else in a
+        # scratch of the chunk's size (4 B per element written and read once, against forming
+        # the mixture, the divergence and P_r again: python -m gpu.kernel_cost)
+        g_buf = grad
+        if grad.dtype != torch.float32 or _shares_memory(grad, s, t):
+            g_buf = torch.empty(n, v, dtype=torch.float32, device=device)
+    # With a gradient, pass b stores log m and its ratio to the reference (in G's buffer,
+    # which c2 overwrites after reading it) for passes c and c2, which would otherwise form
+    # the pivot, its correction, the near series and the ratios again (|β| > 0 regimes; the
+    # others' mixture is a few instructions): 8 B per element written, read twice
+    store = grad_path and mix["MIX"] in (_MIX_FAST, _MIX_PIVOT)
+    m_buf = (
+        torch.empty_strided((n, v), g_buf.stride(), dtype=torch.float32, device=device)
+        if store
+        else kc
+    )
+    stored = (m_buf, g_buf, g_buf.stride(0)) if store else (kc, kc, 0)
+    scalars = (inv_t, consts["beta"], consts["inv_beta"], consts["lam"], consts["one_m_lam"],
+               consts["t_off"], consts["c_a"], consts["c_b"], consts["log_lam"],
+               consts["log_1m_lam"], kc)  # fmt: skip
+    mix_args = (*scalars, *stored)
     _mixture_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
-                        FIND_SILENT=live, **regime, **blocks)  # fmt: skip
-    all_args = (*mix_args, consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"], dprm)
+                        FIND_SILENT=live, STORE_MIX=store, **regime, **blocks)  # fmt: skip
+    div_args = (consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"], dprm)
+    all_args = (*mix_args, *div_args)
+    tile_args = (*scalars, kc, kc, 0, *div_args)  # no stored mixture (pass d, gradient_tile)
     if div == _RENYI:  # its row sums, before the loss
         _renyi_pass[grid](s, t, stride, n, v, stats, idx, *mix_args, dprm, FIRST_R=first_r,
                           REF_P=ref_p, **regime, **blocks)  # fmt: skip
     h_mode = 0 if spec.objective.lam == 1.0 else (1 if math.isinf(spec.objective.alpha) else 2)
     shape = dict(DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=live, H_MODE=h_mode)
     _divergence_pass[grid](s, t, stride, n, v, stats, idx, flags, loss, *all_args,
-                           WANT_GRAD=want_grad, **shape, **regime, **blocks)  # fmt: skip
+                           WANT_GRAD=want_grad, LOAD_MIX=store, **shape, **regime,
+                           **blocks)  # fmt: skip
     if js_trivial:  # m equals one argument: both KL terms vanish identically
         loss.zero_()
         flags &= ~(_NAN_LOSS | _INF_LOSS)
     if not want_grad:
         return loss, None, flags
-    has_q = "q" in (first, second)
-    if saved is not None:  # the gradient of a column tile, again (gradient_tile)
-        launch = dict(all_args=all_args, shape=shape, regime=regime, scale=inv_t)
+    if saved is not None:  # the gradient of a column tile, again (gradient_tile: no stored
+        # mixture, so none of this chunk's buffers is kept)
+        launch = dict(all_args=tile_args, shape=shape, regime=regime, scale=inv_t)
         zero = js_trivial or not (has_q or through_r)
         saved.update(stats=stats, idx=idx, launch=launch, zero=zero)
-    if js_trivial or not (has_q or through_r):  # no path to the student: a zero gradient
+    if not grad_path:  # no path to the student: a zero gradient
         if out is not None:
             if out_lo is not None:
                 out_lo.zero_()
             return loss, out.zero_(), flags
         return loss, torch.zeros(n, v, dtype=torch.float32, device=device), flags
-    grad = out if out is not None else torch.empty(n, v, dtype=torch.float32, device=device)
-    if grad.stride(-1) != 1:
-        raise ValueError("out must have a unit stride along the vocabulary")
-    # G = g_q + w·P_r(g_r) is stored by pass c2 and read by pass d, in float32: in the
-    # gradient itself when that is float32 and not the logits (d reads them), else in a
-    # scratch of the chunk's size (4 B per element written and read once, against forming
-    # the mixture, the divergence and P_r again: python -m gpu.kernel_cost)
-    g_buf = grad
-    if grad.dtype != torch.float32 or _shares_memory(grad, s, t):
-        g_buf = torch.empty(n, v, dtype=torch.float32, device=device)
     _gradient_sum_pass[grid](s, t, stride, n, v, stats, idx, g_buf, g_buf.stride(0), *all_args,
-                             **shape, **regime, **blocks, STORE_G=True)  # fmt: skip
+                             **shape, **regime, **blocks, STORE_G=True,
+                             LOAD_MIX=store)  # fmt: skip
+    del m_buf, stored, mix_args, all_args  # pass d reads G, not the stored mixture
     lo = out_lo if (out is not None and out_lo is not None) else grad
     scale = grad_scale * inv_t
     _gradient_pass[grid](s, t, stride, n, v, stats, idx, flags, grad, grad.stride(0), lo,
-                         lo.stride(0), scale, g_buf, g_buf.stride(0), *all_args, **shape,
+                         lo.stride(0), scale, g_buf, g_buf.stride(0), *tile_args, **shape,
                          HAS_LO=lo is not grad, **regime, **blocks, LOAD_G=True)  # fmt: skip
     del g_buf
     return loss, grad, flags

@@ -316,6 +316,28 @@ def test_rounding_residual_and_out_buffer(launches):
     assert_within(value.numpy(), want_loss, tolerance("gpu", "loss", "float32"), what="loss")
 
 
+@pytest.mark.parametrize(
+    "alpha,lam,div,order,params",
+    [(-5.0, 0.1, "kl", "pr", None), (0.5, 0.7, "kl", "rq", None), (3.0, 0.3, "js", "qr", None),
+     (-1.0, 0.5, "ab", "rq", {"alpha": 0.2, "beta": 0.7}), (0.9, 0.2, "tv", "pr", None)],
+)  # fmt: skip
+def test_stored_mixture_gives_the_same_bits(launches, alpha, lam, div, order, params):
+    """With a gradient, pass b stores log m and its ratio and passes c and c2 read them; a
+    forward alone forms them again in pass c: the two losses agree bit for bit (rows with
+    zeros of p, q or both, one-hot and wide rows included), in both |β| > 0 regimes."""
+    s_np, t_np = realistic_logits(31, 8, 48, masked=4)
+    s_np[1, :5] = -np.inf  # zeros of q only
+    t_np[2, 5:9] = -np.inf  # zeros of p only
+    spec = _engine._build_spec(torch.float32, 48, torch.device("cpu"), alpha, lam, div, order,
+                               params, 1.0, False, None)  # fmt: skip
+    s = torch.tensor(s_np, dtype=torch.float32)
+    t = torch.tensor(t_np, dtype=torch.float32)
+    with_grad, grad, _ = tk.triton_chunk(s, t, spec, True, 1.0)
+    alone, none, _ = tk.triton_chunk(s, t, spec, False, 1.0)
+    assert none is None and grad is not None
+    assert torch.equal(with_grad, alone), (with_grad - alone).abs().max()
+
+
 @pytest.mark.parametrize("which", ["student_logits", "teacher_logits"])
 @pytest.mark.parametrize("bad", [math.nan, INF, "all_neg_inf"])
 def test_bad_rows_raise_the_same_words(launches, which, bad):
