@@ -7,47 +7,55 @@ of :mod:`gpu._flags`) and follows its numerics form for form: every elementwise 
 below names the torch function it mirrors, and that function's comment says why the form
 is there. Each program owns ``BLOCK_R`` rows and walks the vocabulary in ``BLOCK_V``
 tiles, holding a (BLOCK_R, BLOCK_V) tile in float32 registers; nothing of size (rows, V)
-is ever written but the gradient and, between passes c2 and d, G (below).
+is ever written but the gradient, G between passes c2 and d, and, with a gradient in the
+mixture's |β| > 0 regimes, log m and its ratio between passes b and c2 (below).
 
 Passes. Each pass is one ``@triton.jit`` kernel; between passes only per-row statistics
 travel, as (rows,) float32/int32 tensors, so that a caller holding one slice of the
 vocabulary could all-reduce each partial sum between the passes (the sharded loss keeps
-the torch kernel today). Every pass re-reads the two logit rows and recomputes the
-elementwise quantities it needs from them and the statistics (recomputing is cheaper than
-storing (rows, V) intermediates), except pass d, which reads the student direction G that
-pass c2 formed and stored: forming it takes most of a pass's instructions.
+the torch kernel today; pass a's online maximum would be combined across shards as its
+tiles are). Every pass re-reads the two logit rows and recomputes the elementwise
+quantities it needs from them and the statistics, except where forming them again costs
+more instructions than storing them costs bytes (the kernel is bound by instruction issue,
+``python -m gpu.kernel_cost``): pass d reads the student direction G that pass c2 stored,
+and with a gradient in the |β| > 0 regimes passes c and c2 read log m and its ratio to
+the reference that pass b stored.
 
 ====  =====================  =============================================  ============
 pass  kernel                 per-row output                                 reads / el.
 ====  =====================  =============================================  ============
-a1    ``_max_pass``          max and first arg-max of s, t; bad-row flags    2 logits
-a2    ``_lse_pass``          ``log1p`` of the others' sum of (x−max)/T       2 logits
-                             (log-normalizer with the top entry exact);
-                             temperature flags
+a     ``_normalizer_pass``   max and first arg-max of s, t, and ``log1p``   2 logits
+                             of the others' sum of (x−max)/T (online
+                             maximum; log-normalizer with the top entry
+                             exact); bad-row and temperature flags
 b     ``_mixture_pass``      max and arg-max of log m (online), log Z =     2 logits
                              shift + log1p(others), the sums of log(r/ŝ)
                              (:func:`gpu._torch_kernel._log_ratio_to_mixture`);
-                             empty-support flag
+                             empty-support flag; with a gradient and        + log m,
+                             |β| > 0, log m and its ratio stored            ratio written
 c0    ``_renyi_pass``        Rényi only: max ω, Σ e^(ω − max ω) (online     2 logits
                              log-sum-exp) and M = Σ a_e of
                              :func:`gpu._divergences._renyi`
 c     ``_divergence_pass``   the loss; Σ and top entry of g_r (for          2 logits
-                             P_r), of the normalizer term h (for P_q), the
-                             silent entries' Σ g_r; loss flags
+                             P_r), of the normalizer term h (for P_q), the  (+ log m,
+                             silent entries' Σ g_r; loss flags              ratio)
 c2    ``_gradient_sum_pass`` Σ and top entry of G = g_q + w·P_r(g_r); G      2 logits +
                              itself, float32, into a scratch (or the        G written
-                             float32 gradient)
+                             float32 gradient)                              (+ log m,
+                                                                            ratio)
 d     ``_gradient_pass``     the gradient P_q(G), scaled, cast, written     s + G +
                              (and the rounding residual into ``out_lo``);   1–2 writes
                              grad flags; the tile formed again only in
                              rows with a through-Z term (rare)
 ====  =====================  =============================================  ============
 
-Bytes per element with a gradient, in bfloat16: 4 passes × 2 logits read (16 B), c2 the
-logits and G written (8 B), d the student's logits and G read and the gradient written
-(8 B): 32 B (16 B for a loss alone, which stops after c); Rényi adds pass c0 (4 B). Storing
-G costs 8 B per element and spares pass d the mixture, the divergence and P_r, most of
-its instructions (``python -m gpu.kernel_cost``). The passes that need no gradient are
+Bytes per element with a gradient, in bfloat16: passes a, b and c read the two logits
+(12 B), c2 reads them and writes G (8 B), d reads the student's logits and G and writes
+the gradient (8 B): 28 B; in the |β| > 0 regimes b also writes log m and the ratio, c
+reads them and c2 reads log m (and the ratio where the divergence needs it): 48–52 B. A
+loss alone stops after c and stores nothing: 12 B. Rényi adds pass c0 (4 B). Storing G
+spares pass d the mixture, the divergence and P_r, most of its instructions; storing the
+mixture spares c and c2 its pivot, correction, near series and ratios. The passes that need no gradient are
 skipped when ``want_grad`` is False; c2 and d are skipped when the student gets no
 gradient through q directly and r alike.
 
@@ -724,11 +732,8 @@ def _log_probs(s_ptr, t_ptr, rows, cols, stride, mask, top_s, top_t, corr_s, cor
 
 
 @_device
-def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-          inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
-          MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
-          ACC: tl.constexpr):  # fmt: skip
-    """log p, log q and the mixture of one tile (the row statistics of passes a1–a2)."""
+def _tile_log_probs(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows, inv_t):
+    """log p and log q of one tile from the row statistics of pass a."""
     rmask = rows < n_rows
     top_s = tl.load(stats_ptr + 0 * n_rows + rows, mask=rmask, other=0.0)
     top_t = tl.load(stats_ptr + 1 * n_rows + rows, mask=rmask, other=0.0)
@@ -736,6 +741,16 @@ def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
     corr_t = tl.load(stats_ptr + 3 * n_rows + rows, mask=rmask, other=0.0)
     lq, lp = _log_probs(s_ptr, t_ptr, rows, cols, stride, mask, top_s, top_t, corr_s, corr_t,
                         inv_t)  # fmt: skip
+    return lp, lq
+
+
+@_device
+def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+          inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
+          MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
+          ACC: tl.constexpr):  # fmt: skip
+    """log p, log q and the mixture of one tile (the row statistics of pass a)."""
+    lp, lq = _tile_log_probs(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows, inv_t)
     lm, ra, rb, w, maybe_silent = _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a,
                                            c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, MIX, LAM_LOW, BETA_NEG,
                                            ACC)  # fmt: skip
@@ -754,89 +769,74 @@ _K_S, _K_T, _K_M = range(3)
 
 
 @triton.jit
-def _max_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr,
-              BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
-    """Pass a1: row max and first arg-max of s and t; _BAD_* where a row has NaN, +inf or
-    only −inf (the torch kernel's non-finite row maximum)."""
+def _normalizer_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, inv_t,
+                     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+    """Pass a: for s and t, the row max and its first arg-max, and log1p(S_o) of (x − max)/T,
+    S_o the sum of every entry but that first maximum (gpu._torch_kernel.LocalReduce.others),
+    in one pass with an online maximum: when a tile raises a row's maximum from M to M', the
+    sum so far and the old maximum's own 1 are carried over by e^((M − M')/T) (the old
+    maximum's term exactly as a second pass would form it). _BAD_* where a row has NaN, +inf
+    or only −inf (the torch kernel's non-finite row maximum), read off the sum and the
+    maximum instead of tested entry by entry: a NaN entry makes the sum NaN (every other
+    term is e^y with y ≤ 0 or −inf), a +inf entry the maximum +inf. The temperature flags where a finite entry became
+    −inf after the shift and the scaling: (x − max)/T is monotone in x, so the row's
+    smallest finite entry tells."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     NEG = float("-inf")
+    INF = float("inf")
     m_s = tl.full([BLOCK_R], NEG, tl.float32)
     m_t = tl.full([BLOCK_R], NEG, tl.float32)
     k_s = tl.zeros([BLOCK_R], tl.int32)
     k_t = tl.zeros([BLOCK_R], tl.int32)
-    bad_s = tl.zeros([BLOCK_R], tl.int32)
-    bad_t = tl.zeros([BLOCK_R], tl.int32)
+    o_s = tl.zeros([BLOCK_R], tl.float32)
+    o_t = tl.zeros([BLOCK_R], tl.float32)
+    low_s = tl.full([BLOCK_R], INF, tl.float32)
+    low_t = tl.full([BLOCK_R], INF, tl.float32)
     for v0 in range(0, V, BLOCK_V):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
         for which in tl.static_range(2):
             if which == 0:
                 x = _load(s_ptr, rows, cols, stride, mask)
+                m, k, o, low = m_s, k_s, o_s, low_s
             else:
                 x = _load(t_ptr, rows, cols, stride, mask)
-            bad = tl.max(((x != x) | (x == float("inf"))).to(tl.int32), 1)
-            xm = tl.where(x != x, NEG, x)
-            tile_max = tl.max(xm, 1)
-            pos = tl.min(tl.where(xm == tile_max[:, None], cols[None, :], 2**30), 1)
+                m, k, o, low = m_t, k_t, o_t, low_t
+            # the maximum and the smallest finite entry over the entries above −inf (not NaN:
+            # the sum below tells a NaN)
+            above = x > NEG
+            low = tl.minimum(low, tl.min(tl.where(above, x, INF), 1))
+            tile_max = tl.max(tl.where(above, x, NEG), 1)
+            pos = tl.min(tl.where(x == tile_max[:, None], cols[None, :], 2**30), 1)
+            better = tile_max > m
+            new = tl.where(better, tile_max, m)
+            off = tl.where(new == NEG, 0.0, new)  # a row of only −inf so far: terms 0
+            # the sum so far and the old maximum's 1, at the new maximum (0 from −inf)
+            carried = (o + tl.where(m == NEG, 0.0, 1.0)) * _exp((m - off) * inv_t, ACC)
+            o = tl.where(better, carried, o)
+            first = better[:, None] & (cols[None, :] == pos[:, None])  # the new maximum
+            y = (x - off[:, None]) * inv_t
+            o += tl.sum(tl.where(mask & ~first, _exp(y, ACC), 0.0), 1)
+            k = tl.where(better, pos, k)
             if which == 0:
-                better = tile_max > m_s
-                k_s = tl.where(better, pos, k_s)
-                m_s = tl.where(better, tile_max, m_s)
-                bad_s = bad_s | bad
+                m_s, k_s, o_s, low_s = new, k, o, low
             else:
-                better = tile_max > m_t
-                k_t = tl.where(better, pos, k_t)
-                m_t = tl.where(better, tile_max, m_t)
-                bad_t = bad_t | bad
-    flags = tl.where((bad_s != 0) | (m_s == NEG), 1, 0) | tl.where(
-        (bad_t != 0) | (m_t == NEG), 2, 0
-    )
+                m_t, k_t, o_t, low_t = new, k, o, low
+    bad_s = (o_s != o_s) | (m_s == INF) | (m_s == NEG) | (m_s != m_s)
+    bad_t = (o_t != o_t) | (m_t == INF) | (m_t == NEG) | (m_t != m_t)
+    flags = tl.where(bad_s, 1, 0) | tl.where(bad_t, 2, 0)
+    # a bad row is not a temperature overflow: the torch kernel's message names the bad
+    # logits (its shift by a NaN or +inf maximum leaves no entry to count)
+    lost_s = (low_s < INF) & ((low_s - m_s) * inv_t == NEG) & ~bad_s
+    lost_t = (low_t < INF) & ((low_t - m_t) * inv_t == NEG) & ~bad_t
+    flags = flags | tl.where(lost_s, 32, 0) | tl.where(lost_t, 64, 0)
     tl.store(stats_ptr + 0 * n_rows + rows, m_s, mask=rmask)
     tl.store(stats_ptr + 1 * n_rows + rows, m_t, mask=rmask)
-    tl.store(idx_ptr + 0 * n_rows + rows, k_s, mask=rmask)
-    tl.store(idx_ptr + 1 * n_rows + rows, k_t, mask=rmask)
-    tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
-
-
-@triton.jit
-def _lse_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, inv_t,
-              ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
-    """Pass a2: log1p(S_o) of (x − max)/T, S_o the sum of every entry but the first maximum
-    (gpu._torch_kernel.LocalReduce.others); temperature flags where a finite entry became
-    −inf."""
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    rmask = rows < n_rows
-    NEG = float("-inf")
-    top_s = tl.load(stats_ptr + 0 * n_rows + rows, mask=rmask, other=0.0)
-    top_t = tl.load(stats_ptr + 1 * n_rows + rows, mask=rmask, other=0.0)
-    k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
-    k_t = tl.load(idx_ptr + 1 * n_rows + rows, mask=rmask, other=0)
-    o_s = tl.zeros([BLOCK_R], tl.float32)
-    o_t = tl.zeros([BLOCK_R], tl.float32)
-    lost_s = tl.zeros([BLOCK_R], tl.int32)
-    lost_t = tl.zeros([BLOCK_R], tl.int32)
-    for v0 in range(0, V, BLOCK_V):
-        cols = v0 + tl.arange(0, BLOCK_V)
-        mask = rmask[:, None] & (cols < V)[None, :]
-        xs = _load(s_ptr, rows, cols, stride, mask)
-        xt = _load(t_ptr, rows, cols, stride, mask)
-        ys = _scaled(xs, top_s, inv_t)
-        yt = _scaled(xt, top_t, inv_t)
-        keep_s = mask & (cols[None, :] != k_s[:, None])
-        keep_t = mask & (cols[None, :] != k_t[:, None])
-        o_s += tl.sum(tl.where(keep_s, _exp(ys, ACC), 0.0), 1)
-        o_t += tl.sum(tl.where(keep_t, _exp(yt, ACC), 0.0), 1)
-        lost_s = lost_s | tl.max((mask & (xs != NEG) & (ys == NEG)).to(tl.int32), 1)
-        lost_t = lost_t | tl.max((mask & (xt != NEG) & (yt == NEG)).to(tl.int32), 1)
     tl.store(stats_ptr + 2 * n_rows + rows, _log1p(o_s, ACC), mask=rmask)
     tl.store(stats_ptr + 3 * n_rows + rows, _log1p(o_t, ACC), mask=rmask)
-    # a row whose maximum is not finite is a bad row (pass a1), not a temperature overflow:
-    # the torch kernel's message names the bad logits
-    lost_s = tl.where(tl.abs(top_s) < float("inf"), lost_s, 0)
-    lost_t = tl.where(tl.abs(top_t) < float("inf"), lost_t, 0)
-    flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
-    flags = flags | tl.where(lost_s != 0, 32, 0) | tl.where(lost_t != 0, 64, 0)
+    tl.store(idx_ptr + 0 * n_rows + rows, k_s, mask=rmask)
+    tl.store(idx_ptr + 1 * n_rows + rows, k_t, mask=rmask)
     tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
 
 
@@ -959,12 +959,8 @@ def _arguments(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
     tile again: _elements)."""
     rmask = rows < n_rows
     if LOAD_MIX:
-        top_s = tl.load(stats_ptr + 0 * n_rows + rows, mask=rmask, other=0.0)
-        top_t = tl.load(stats_ptr + 1 * n_rows + rows, mask=rmask, other=0.0)
-        corr_s = tl.load(stats_ptr + 2 * n_rows + rows, mask=rmask, other=0.0)
-        corr_t = tl.load(stats_ptr + 3 * n_rows + rows, mask=rmask, other=0.0)
-        lq, lp = _log_probs(s_ptr, t_ptr, rows, cols, stride, mask, top_s, top_t, corr_s, corr_t,
-                            inv_t)  # fmt: skip
+        lp, lq = _tile_log_probs(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+                                 inv_t)  # fmt: skip
         offs = rows[:, None].to(tl.int64) * mix_stride + cols[None, :]
         lm = tl.load(mix_ptr + offs, mask=mask, other=float("-inf"))
         ra = tl.load(u_ptr + offs, mask=mask, other=float("nan"))
@@ -1564,8 +1560,7 @@ def _chunk(
     grid = (triton.cdiv(n, block_r),)
     blocks = dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps, **_LAUNCH_OPTIONS)
     stride = s.stride(0)
-    _max_pass[grid](s, t, stride, n, v, stats, idx, flags, **blocks)
-    _lse_pass[grid](s, t, stride, n, v, stats, idx, flags, inv_t, ACC=acc, **blocks)
+    _normalizer_pass[grid](s, t, stride, n, v, stats, idx, flags, inv_t, ACC=acc, **blocks)
     regime = dict(MIX=mix["MIX"], LAM_LOW=mix["LAM_LOW"], BETA_NEG=mix["BETA_NEG"], ACC=acc)
     # the near branch's series in the weight it pivots on (λ ≤ ½: λ, else 1 − λ)
     c_near = spec.objective.lam if mix["LAM_LOW"] else 1.0 - spec.objective.lam

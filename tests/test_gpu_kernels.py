@@ -365,10 +365,15 @@ def test_compile_stage_plan_is_what_the_stages_launch():
     from gpu import _engine, device_check
     from gpu import _triton_kernel as tk
 
-    before = (tk.triton_chunk, tk._max_pass, _engine._triton_usable, list(_engine._TRITON))
+    before = (tk.triton_chunk, tk._normalizer_pass, _engine._triton_usable, list(_engine._TRITON))
     with device_check._Recording(keep_launches=True) as rec:
         device_check._accuracy_workloads("cpu", True)
-    assert (tk.triton_chunk, tk._max_pass, _engine._triton_usable, list(_engine._TRITON)) == before
+    assert (
+        tk.triton_chunk,
+        tk._normalizer_pass,
+        _engine._triton_usable,
+        list(_engine._TRITON),
+    ) == before
     assert not rec.errors and rec.launches
     planned = device_check.record_variants("accuracy", "cpu", True)
     assert planned == list(rec.variants)

@@ -61,7 +61,7 @@ pytestmark = needs_a_runtime
 
 
 class _Launches:
-    """Counts launches of the first pass (``_max_pass[grid](...)``)."""
+    """Counts launches of the first pass (``_normalizer_pass[grid](...)``)."""
 
     def __init__(self, kernel):
         self.kernel = kernel
@@ -78,8 +78,8 @@ def launches(monkeypatch):
     must launch it at least once."""
     monkeypatch.setattr(_engine, "_TRITON", [])
     monkeypatch.setattr(_engine, "_WARNED", set())
-    spy = _Launches(tk._max_pass)
-    monkeypatch.setattr(tk, "_max_pass", spy)
+    spy = _Launches(tk._normalizer_pass)
+    monkeypatch.setattr(tk, "_normalizer_pass", spy)
     yield spy
     assert spy.count > 0, "the Triton kernel did not run"
 
@@ -338,6 +338,57 @@ def test_stored_mixture_gives_the_same_bits(launches, alpha, lam, div, order, pa
     assert torch.equal(with_grad, alone), (with_grad - alone).abs().max()
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.3, 1e-3])
+def test_online_normalizer_against_float64(temperature):
+    """Pass a forms each row's maximum, its first position and log1p(S_o) of (x − max)/T in
+    one pass with an online maximum (the sum so far rescaled when a tile raises it): equal
+    to the two-pass definition in float64 within a few float32 ulps of 1 + S_o, the
+    position exactly, over rows whose maximum lies in the first, a middle or the last tile,
+    is tied across tiles, follows tiles of only −inf, or is the one finite entry."""
+    rng = np.random.default_rng(7)
+    n, v, block_v = 9, 200, 32  # seven tiles of 32 columns, the last one partial
+    x = rng.normal(0.0, 3.0, size=(2, n, v)).astype(np.float32)
+    for which in (0, 1):
+        x[which, 0, 5] = 20.0  # the first tile
+        x[which, 1, 100] = 20.0  # a middle tile
+        x[which, 2, 199] = 20.0  # the last entry
+        x[which, 3, [40, 70, 190]] = 20.0  # tied across tiles: the first is the maximum
+        x[which, 4, :130] = -np.inf  # tiles of only -inf first
+        x[which, 5, :] = -np.inf
+        x[which, 5, 150] = 1.5  # the one finite entry: S_o = 0
+        x[which, 6] = np.sort(x[which, 6])  # ascending: every tile raises the maximum
+        x[which, 7, 3] = x[which, 7].max() + 1e-3  # a maximum barely above the rest
+    x[1, 8] = x[1, 8][::-1]  # the teacher's maximum in another tile than the student's
+    s, t = torch.tensor(x[0]), torch.tensor(x[1])
+    stats = torch.zeros(tk._N_STATS, n, dtype=torch.float32)
+    idx = torch.zeros(3, n, dtype=torch.int32)
+    flags = torch.zeros(n, dtype=torch.int16)
+    inv_t = 1.0 / temperature
+    tk._normalizer_pass[(1,)](s, t, v, n, v, stats, idx, flags, inv_t, ACC=False, BLOCK_R=16,
+                              BLOCK_V=block_v, num_warps=1)  # fmt: skip
+    assert not flags.any(), flags
+    for which, (top_row, corr_row) in enumerate(((0, 2), (1, 3))):
+        x64 = x[which].astype(np.float64)
+        top = x64.max(axis=1)
+        k = x64.argmax(axis=1)  # numpy's first maximum
+        y = (x64 - top[:, None]) * (1.0 / np.float32(temperature)).astype(np.float64)
+        e = np.exp(y)
+        e[np.arange(n), k] = 0.0
+        others = e.sum(axis=1)
+        assert np.array_equal(idx[which].numpy(), k)
+        assert np.array_equal(stats[top_row].numpy().astype(np.float64), top)
+        got = stats[corr_row].numpy().astype(np.float64)
+        want = np.log1p(others)
+        # log1p(S_o) to a few float32 ulps of 1 + S_o (S_o's relative rounding, scaled)
+        err = np.abs(got - want) / np.finfo(np.float32).eps
+        assert err.max() <= 8.0, (which, err)
+        # and relatively where S_o is small but a normal float32 sum (a confident row: q's
+        # top entry exact)
+        tiny = (others >= 1e-30) & (others < 1e-3)
+        rel = np.abs(got[tiny] - want[tiny]) / want[tiny]
+        assert (rel <= 16 * np.finfo(np.float32).eps).all(), rel
+
+
 @pytest.mark.parametrize("which", ["student_logits", "teacher_logits"])
 @pytest.mark.parametrize("bad", [math.nan, INF, "all_neg_inf"])
 def test_bad_rows_raise_the_same_words(launches, which, bad):
@@ -413,8 +464,8 @@ def test_delegated_specs_run_the_torch_kernel(monkeypatch):
     launch), with the reference's values."""
     assert tk.TRITON_DIVERGENCES == frozenset(gpu.DIVERGENCES)
     monkeypatch.setattr(_engine, "_TRITON", [])
-    spy = _Launches(tk._max_pass)
-    monkeypatch.setattr(tk, "_max_pass", spy)
+    spy = _Launches(tk._normalizer_pass)
+    monkeypatch.setattr(tk, "_normalizer_pass", spy)
     s_np, t_np = realistic_logits(31, 4, 40, masked=2)
     others = [(d, p) for d, p in GRID_DIVERGENCES if d not in tk.TRITON_DIVERGENCES]
     for div, params in others:
@@ -429,8 +480,8 @@ def test_delegated_specs_run_the_torch_kernel(monkeypatch):
 
 
 def test_auto_picks_torch_on_cpu(monkeypatch):
-    spy = _Launches(tk._max_pass)
-    monkeypatch.setattr(tk, "_max_pass", spy)
+    spy = _Launches(tk._normalizer_pass)
+    monkeypatch.setattr(tk, "_normalizer_pass", spy)
     assert _engine._select_kernel(False, "auto", torch.device("cpu")) is torch_chunk
     gpu.amid_loss(torch.randn(2, 9, requires_grad=True), torch.randn(2, 9), -5.0, 0.1)
     assert spy.count == 0
