@@ -339,7 +339,7 @@ def _ratios(la, lb, lm, corr, near, small, a_dom, c_a, c_b, LAM_LOW: tl.constexp
 
 
 @_device
-def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
+def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
              MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
              ACC: tl.constexpr):  # fmt: skip
     """gpu._mixture.log_alpha_mean_and_weight: (log m, log m − log p, log m − log q, w) and
@@ -746,13 +746,13 @@ def _tile_log_probs(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows, i
 
 @_device
 def _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-          inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
+          inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
           MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
           ACC: tl.constexpr):  # fmt: skip
     """log p, log q and the mixture of one tile (the row statistics of pass a)."""
     lp, lq = _tile_log_probs(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows, inv_t)
     lm, ra, rb, w, maybe_silent = _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a,
-                                           c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, MIX, LAM_LOW, BETA_NEG,
+                                           c_b, log_lam, log_1m_lam, kc_ptr, MIX, LAM_LOW, BETA_NEG,
                                            ACC)  # fmt: skip
     return lp, lq, lm, ra, rb, w, maybe_silent
 
@@ -877,7 +877,7 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
         lp, lq, lm, ra, rb, w, maybe_silent = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
+                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
                                       MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
         top = tl.where(mask & (lm == lm), lm, NEG)
         tile_max = tl.max(top, 1)
@@ -969,7 +969,7 @@ def _arguments(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
         w, _ = _logistic_weight(t, _exp(-tl.abs(t), ACC), lm, BETA_NEG)
     else:
         lp, lq, lm, ra, rb, w, _ = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
+                                      inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
                                       MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
     shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
     corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
@@ -1145,8 +1145,8 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
             if LOAD_MIX and REF_P:  # the ratio to q was not stored (_arguments): formed here
                 _, _, _, _, rb, _, _ = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr,
                                              n_rows, inv_t, beta, inv_beta, lam, one_m_lam, t_off,
-                                             c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr,
-                                             mix_stride, MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
+                                             c_a, c_b, log_lam, log_1m_lam, kc_ptr, MIX, LAM_LOW,
+                                             BETA_NEG, ACC)  # fmt: skip
             if H_MODE == 0:  # λ = 1: r does not depend on the student
                 h = tl.zeros_like(lq)
             elif H_MODE == 1:  # α = ±inf
