@@ -28,7 +28,16 @@ import torch
 
 from amid_ref.contract import NORMALIZATION_TOL, SPECS
 from gpu._autograd import _refuse_double_backward
-from gpu._elementwise import any_, compiling, expm1, expm1_, where
+from gpu._elementwise import (
+    any_,
+    bounds,
+    compiling,
+    expm1,
+    expm1_,
+    surely_above,
+    surely_nonzero,
+    where,
+)
 from gpu._elementwise import side as _side
 from gpu._mixture import _check_log_pair
 from gpu._validation import check_bool, compute_dtype, resolve_div_params
@@ -62,8 +71,13 @@ _BIG = 40.0
 def _expm1mx(z: torch.Tensor) -> torch.Tensor:
     """``e^z − 1 − z`` to a few ulps for every finite z (Taylor near 0)."""
     n_terms = 22 if z.dtype == torch.float64 else 12
-    small = z.abs() < _EXPM1MX_CUTOFF
-    side = _side(small)
+    b = bounds(z)  # eager CPU: every |z| below the cutoff (in z's dtype, as the mask's)
+    cut = float(torch.tensor(_EXPM1MX_CUTOFF, dtype=z.dtype)) if b is not None else 0.0
+    if b is not None and -cut < b[0] and b[1] < cut:
+        small, side = None, True
+    else:
+        small = z.abs() < _EXPM1MX_CUTOFF
+        side = _side(small)
     if side is False:  # no entry takes the series
         return expm1(z) - z
     zs = z if side else where(small, z, 0.0)
@@ -85,12 +99,15 @@ def _times_exp(x: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
     dtype (``y^λ`` with λ < 0 and y tiny: D(q‖q) is 0, not ``inf·0``)."""
     safe = 80.0 if x.dtype != torch.float64 else 700.0
     direct = x * torch.exp(log_s.clamp(-safe, safe))
-    inside = log_s.abs() <= safe
-    if _side(inside):  # every e^(log_s) in range: the one-exponential form is not picked
+    b = bounds(log_s)  # eager CPU: every e^(log_s) in range, told without the mask
+    inside = None if b is not None and -safe <= b[0] and b[1] <= safe else log_s.abs() <= safe
+    if inside is None or _side(inside):  # the one-exponential form is not picked
         out = direct
     else:
         far = torch.sign(x) * torch.exp(torch.log(x.abs()) + log_s)
         out = where(inside, direct, far)
+    if surely_nonzero(x):  # (eager CPU: no x = 0, nothing to fill)
+        return out
     return out.masked_fill_(x == 0.0, 0.0)
 
 
@@ -103,8 +120,10 @@ def _scaled_expm1_ratio(
     if c == 0.0:
         return _times_exp(z, log_s)
     cz = c * z
-    big = cz > _BIG
-    side = _side(big)
+    b = bounds(cz)  # eager CPU: no c·z beyond _BIG, told without the mask
+    big, side = (None, False) if b is not None and b[1] <= _BIG else (cz > _BIG, None)
+    if big is not None:
+        side = _side(big)
     if side is not False:
         s = torch.exp(log_s)
         top = log_s + cz if log_top is None else log_top
@@ -161,8 +180,8 @@ def _kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     # where a > 0 has underflowed (la finite, e.g. r ∝ λ^(1/β)·p near α = 1) and b = 0.
     a = torch.exp(la)
     d = _delta(la, lb, log_ratio)
-    b_zero = torch.isneginf(lb)
-    if _side(b_zero) is False:  # no zero of b (eager CPU): the masks pick nothing
+    b_zero = None if surely_above(lb, NEG_INF) else torch.isneginf(lb)
+    if b_zero is None or _side(b_zero) is False:  # no zero of b (eager CPU): no mask picks
         terms = (d * a).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     else:
         terms = where(b_zero, la - lb, d).mul_(a)
@@ -200,10 +219,14 @@ def _js(la, lb, params, need_ga, need_gb, log_ratio=None):
         where(near, expm1_(dn).mul_(beta).log1p_().neg_(), rb, out=rb)
         del near, dn
     a = torch.exp(la)
-    ta = ra.mul_(a).mul_(beta).masked_fill_(a == 0, 0.0)
+    ta = ra.mul_(a).mul_(beta)
+    if not surely_above(a, 0.0):  # (eager CPU: a reduction tells that no a is 0)
+        ta.masked_fill_(a == 0, 0.0)
     del a
     b = torch.exp(lb)
-    tb = rb.mul_(b).mul_(1.0 - beta).masked_fill_(b == 0, 0.0)
+    tb = rb.mul_(b).mul_(1.0 - beta)
+    if not surely_above(b, 0.0):
+        tb.masked_fill_(b == 0, 0.0)
     del b
     value = ta.sum(-1) + tb.sum(-1)
     # ∂/∂la [β KL(a‖m) + (1−β) KL(b‖m)] = β a (la − lm), exactly (no modulo needed).

@@ -24,7 +24,20 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["all_", "any_", "compiling", "expm1", "expm1_", "masked_fill_", "side", "where"]
+__all__ = [
+    "Shared",
+    "all_",
+    "any_",
+    "bounds",
+    "compiling",
+    "expm1",
+    "expm1_",
+    "masked_fill_",
+    "side",
+    "surely_above",
+    "surely_nonzero",
+    "where",
+]
 
 
 def compiling() -> bool:
@@ -94,6 +107,40 @@ def all_(cond: torch.Tensor) -> bool:
     return bool(cond.view(torch.int8).min())
 
 
+def bounds(x: torch.Tensor) -> tuple[float, float] | None:
+    """Eager CPU only: ``(min, max)`` of ``x`` (one vectorized ``aminmax``; NaN for both
+    where an entry is NaN, so that every comparison with them is false), so that a caller
+    can tell that a mask holds nowhere or everywhere before forming it; ``None`` where
+    traced, not on CPU or empty. On CPU (torch 2.13, float32, one thread) a comparison that
+    makes a boolean tensor costs about 6× an ``aminmax`` (170 µs against 30 µs for 2^18
+    entries), and ``masked_fill_`` with it 3× more again."""
+    if x.device.type != "cpu" or compiling() or x.numel() == 0:
+        return None
+    lo, hi = torch.aminmax(x)
+    return float(lo), float(hi)
+
+
+def surely_above(x: torch.Tensor, value: float) -> bool:
+    """Eager CPU only: ``True`` when every entry of ``x`` is above ``value`` (one ``amin``),
+    so that the caller need not form the mask of the others; ``False`` means *unknown*
+    (traced, not on CPU, empty, some entry at or below ``value``, or a NaN, which ``amin``
+    propagates). See :func:`bounds`."""
+    if x.device.type != "cpu" or compiling() or x.numel() == 0:
+        return False
+    return bool(x.amin() > value)
+
+
+def surely_nonzero(x: torch.Tensor) -> bool:
+    """Eager CPU only: ``True`` when no entry of ``x`` is ±0 (:func:`bounds` of one sign,
+    else one ``amin`` of ``|x|``); ``False`` means *unknown*, as :func:`surely_above`."""
+    b = bounds(x)
+    if b is None:
+        return False
+    if b[0] > 0.0 or b[1] < 0.0:
+        return True
+    return surely_above(x.abs(), 0.0)
+
+
 def side(cond: torch.Tensor) -> bool | None:
     """Eager CPU only: ``True`` where ``cond`` holds everywhere, ``False`` where nowhere,
     so that the caller forms only the branch a ``where`` on it would pick (the same bits,
@@ -105,11 +152,39 @@ def side(cond: torch.Tensor) -> bool | None:
     return True if all_(cond) else None
 
 
-def _uniform(cond: torch.Tensor, a, b, out: torch.Tensor | None, like: torch.Tensor):
+_UNSET = object()
+
+
+class Shared:
+    """A boolean condition that several :func:`where` calls share: its :func:`side` and its
+    integer masks are formed once (eager CPU), where each call would form them again (the
+    mask's conversion from the booleans is two passes). Pass it in place of the tensor."""
+
+    __slots__ = ("_masks", "_side", "cond")
+
+    def __init__(self, cond: torch.Tensor):
+        self.cond = cond
+        self._side = _UNSET
+        self._masks: dict = {}
+
+    def side(self) -> bool | None:
+        if self._side is _UNSET:
+            self._side = side(self.cond)
+        return self._side
+
+    def mask(self, ints: torch.dtype) -> torch.Tensor:
+        """All bits set where the condition holds (read only: callers must not write it)."""
+        if ints not in self._masks:
+            self._masks[ints] = _mask(self.cond, ints)
+        return self._masks[ints]
+
+
+def _uniform(cond: torch.Tensor, a, b, out: torch.Tensor | None, like: torch.Tensor,
+             shared: Shared | None = None):  # fmt: skip
     """``where(cond, a, b)`` where ``cond`` is all False or all True (eager CPU only): the
     chosen operand itself, copied (callers write into the result), without the blend's five
     passes; ``None`` where ``cond`` is mixed. Bit-exact: the blend would give these bits."""
-    taken = side(cond)
+    taken = side(cond) if shared is None else shared.side()
     if taken is None:
         return None
     pick = a if taken else b
@@ -126,20 +201,25 @@ def _as_tensor(x, like: torch.Tensor) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.full_like(like, x)
 
 
-def where(cond: torch.Tensor, a, b, *, out: torch.Tensor | None = None) -> torch.Tensor:
+def where(cond: torch.Tensor | Shared, a, b, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """``torch.where(cond, a, b)`` (bit-exact; branch-free on CPU, module docstring). A
     number for ``a`` or ``b`` takes the other operand's dtype, as ``torch.where`` does
-    with a floating tensor."""
+    with a floating tensor. ``cond`` may be a :class:`Shared` condition."""
+    shared = cond if isinstance(cond, Shared) else None
+    if shared is not None:
+        cond = shared.cond
     like = a if isinstance(a, torch.Tensor) else b
     tensors = [x for x in (a, b, out) if isinstance(x, torch.Tensor)]
     if isinstance(like, torch.Tensor) and _blendable(cond, *tensors):
-        uniform = _uniform(cond, a, b, out, like)
+        uniform = _uniform(cond, a, b, out, like, shared)
         if uniform is not None:
             return uniform
     if out is None and isinstance(like, torch.Tensor) and _blendable(cond, like):
         # a zero on one side (+0.0: all bits clear) is a mask of the other's bits
         if not isinstance(b, torch.Tensor) and b == 0.0 and str(b) != "-0.0":
             ints = _BITS[a.dtype]
+            if shared is not None:
+                return torch.bitwise_and(shared.mask(ints), a.contiguous().view(ints)).view(a.dtype)
             return _mask(cond, ints).bitwise_and_(a.contiguous().view(ints)).view(a.dtype)
         if not isinstance(a, torch.Tensor) and a == 0.0 and str(a) != "-0.0":
             ints = _BITS[b.dtype]
@@ -149,10 +229,10 @@ def where(cond: torch.Tensor, a, b, *, out: torch.Tensor | None = None) -> torch
         a_t, b_t = _as_tensor(a, like), _as_tensor(b, like)
         if _blendable(cond, a_t, b_t) and (out is None or _blendable(cond, out)):
             ints = _BITS[a_t.dtype]
-            mask = _mask(cond, ints)
+            mask = _mask(cond, ints) if shared is None else shared.mask(ints)
             ai, bi = a_t.contiguous().view(ints), b_t.contiguous().view(ints)
             if out is b_t and b_t.is_contiguous():  # b ^= (a ^ b) & mask: no copy
-                bi.bitwise_xor_(mask.bitwise_and_(torch.bitwise_xor(ai, bi)))
+                bi.bitwise_xor_(torch.bitwise_xor(ai, bi).bitwise_and_(mask))
                 return out
             blended = torch.bitwise_xor(ai, bi).bitwise_and_(mask).bitwise_xor_(bi)
             result = blended.view(a_t.dtype)

@@ -35,7 +35,7 @@ import math
 import torch
 
 from gpu._autograd import _refuse_double_backward
-from gpu._elementwise import expm1, expm1_, masked_fill_, side, where
+from gpu._elementwise import Shared, expm1, expm1_, masked_fill_, side, surely_above, where
 from gpu._validation import check_alpha, check_float_tensor, check_lam, check_pair, compute_dtype
 
 NEG_INF = float("-inf")
@@ -88,8 +88,10 @@ def _ratios(
         where(small, near, ra, out=ra)
         where(small, near.add_(d), rb, out=rb)
     del near, d
-    plain = torch.isneginf(lm) | (torch.isneginf(la) & torch.isneginf(lb))
-    if side(plain) is not False:  # (eager CPU: no zero, nothing to replace)
+    # (eager CPU: no zero, nothing to replace; told by reductions before any mask is formed)
+    no_zero = surely_above(lm, NEG_INF) and (surely_above(la, NEG_INF) or surely_above(lb, NEG_INF))
+    plain = None if no_zero else torch.isneginf(lm) | (torch.isneginf(la) & torch.isneginf(lb))
+    if plain is not None and side(plain) is not False:
         where(plain, lm - la, ra, out=ra)
         where(plain, lm - lb, rb, out=rb)
     return [ra, rb]
@@ -133,7 +135,9 @@ def log_alpha_mean_and_weight(
     :func:`amid_ref.alpha_mixture_weight`.
     """
     if lam == 0.0:
-        w = (lb != NEG_INF).to(la.dtype) if want_weight else None
+        w = None
+        if want_weight:  # 1 where b > 0 (eager CPU: a reduction tells that every b is)
+            w = torch.ones_like(lb) if surely_above(lb, NEG_INF) else (lb != NEG_INF).to(la.dtype)
         if ratios is not None:
             ratios += [lb - la, torch.zeros_like(lb)]
         if want_weight and weight_bar is not None:
@@ -217,7 +221,7 @@ def log_alpha_mean_and_weight(
         corr = t.abs().neg_().exp_().log1p_().mul_(inv_beta)
         lm.add_(corr)
         # |βd| ≤ 1: log1p/expm1 around the argument with the larger weight.
-        small = bd.abs() <= 1.0
+        small = Shared(bd.abs() <= 1.0)  # (its mask formed once for every select on it)
         near_r = _near_correction(bd, lam, inv_beta)
         if slow:
             near = near_r + (lb if lam <= 0.5 else la)
@@ -225,7 +229,7 @@ def log_alpha_mean_and_weight(
             del near
         del bd, d
         if ratios is not None:
-            ratios += _ratios(la, lb, lm, beta_f, lam, parts=(corr, near_r, small, t >= 0))
+            ratios += _ratios(la, lb, lm, beta_f, lam, parts=(corr, near_r, small, Shared(t >= 0)))
         del corr, near_r, small
         # Both arguments zero: t is NaN; the mean is 0 (log m = -inf).
         lm.nan_to_num_(nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)

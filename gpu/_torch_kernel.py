@@ -34,7 +34,7 @@ import math
 import torch
 
 from gpu._divergences import GPU_DIVERGENCES, GPU_PAIR, GRAD_SUM, SUM_OF_TERMS, RowReduce
-from gpu._elementwise import any_, compiling, expm1, masked_fill_, where
+from gpu._elementwise import any_, compiling, expm1, masked_fill_, surely_above, where
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
@@ -50,6 +50,32 @@ from gpu._flags import (
 from gpu._mixture import _BETA_CLAMP, INF, NEG_INF, log_alpha_mean_and_weight
 
 __all__ = ["LOCAL", "LocalReduce", "chunk"]
+
+
+#: Entries per block of :func:`_max_and_index`'s first reduction.
+_MAX_BLOCK = 256
+
+
+def _max_and_index(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.max(x, -1, keepdim=True)``: the row maxima and the first index of each (a
+    NaN counting as the maximum, as there). On eager CPU in two stages: the maxima of
+    blocks of :data:`_MAX_BLOCK` entries (a vectorized ``amax``), then the first block that
+    holds the row's maximum and the first index of it in that block. The values and
+    indices are those of ``torch.max``, whose index-tracking loop is not vectorized on CPU
+    (torch 2.13, float32, one thread: 250 µs against 76 µs for the two stages on 8 × 32000,
+    1.0 ms against 0.14 ms on 8 × 128256)."""
+    v = x.shape[-1]
+    main = v - v % _MAX_BLOCK
+    if x.device.type != "cpu" or compiling() or main == 0 or x.stride(-1) != 1 or x.dim() < 1:
+        return tuple(torch.max(x, -1, keepdim=True))
+    blocks = x[..., :main].unflatten(-1, (main // _MAX_BLOCK, _MAX_BLOCK)).amax(-1)
+    if main < v:
+        blocks = torch.cat([blocks, x[..., main:].amax(-1, keepdim=True)], -1)
+    top, b = torch.max(blocks, -1, keepdim=True)
+    start = b.mul_(_MAX_BLOCK)
+    # the block's columns (the last block's clamped to V − 1: repeats after its entries)
+    cols = (start + torch.arange(_MAX_BLOCK, device=x.device)).clamp_(max=v - 1)
+    return top, start.add_(x.gather(-1, cols).argmax(-1, keepdim=True))
 
 
 class LocalReduce(RowReduce):
@@ -93,11 +119,14 @@ class LocalReduce(RowReduce):
         """Record ``top`` (keepdim) as the row maxima of ``x`` and ``index`` (keepdim, from
         :meth:`row_maxima`) as where they are, known exactly by the caller:
         :meth:`project_` then spares their search (a collective when sharded)."""
-        self._noted = (x, top, index)
+        # the last two: the chunk's log q and log r (both projections read theirs)
+        self._noted = [*getattr(self, "_noted", ())[-1:], (x, top, index)]
 
     def _known(self, x: torch.Tensor):
-        noted = getattr(self, "_noted", None)
-        return noted if noted is not None and noted[0] is x else None
+        for noted in getattr(self, "_noted", ()):
+            if noted[0] is x:
+                return noted
+        return None
 
     def maxes(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Row maxima over the last dim (shape (...)), one per argument."""
@@ -106,7 +135,7 @@ class LocalReduce(RowReduce):
     def row_maxima(self, *xs: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """``(max, index)`` per row (keepdim) for each argument; ``index`` is the position of
         the first maximum in this slice (``None`` where the reducer cannot tell it: sharded)."""
-        return [tuple(torch.max(x, -1, keepdim=True)) for x in xs]
+        return [_max_and_index(x) for x in xs]
 
     def others(self, *pairs) -> tuple[torch.Tensor, ...]:
         r"""For each ``(x, index)``, ``x`` row-shifted (maximum 0) and ``index`` from
@@ -144,8 +173,7 @@ class LocalReduce(RowReduce):
         if known is not None and known[2] is not None:
             _, lw_k, k = known
         else:
-            k = log_w.argmax(-1, keepdim=True)
-            lw_k = log_w.gather(-1, k)
+            lw_k, k = _max_and_index(log_w)
         g_k = g.gather(-1, k)
         others = g.scatter_(-1, k, 0.0).sum(-1, keepdim=True)
         dominant = g_k * torch.expm1(lw_k).neg_() - torch.exp(lw_k) * others
@@ -411,13 +439,15 @@ def chunk(
         # P_q(w ⊙ P_r(g_A)) = −(Σ g_A)·K, K = P_q(r ⊙ w), formed exactly so that their
         # (possibly huge, ~1/(a_(a_+b_))) terms cancel analytically (amid_ref._loss).
         g_r = g["r"]
-        silent = w == 0
+        # Whole rows on eager CPU: a reduction tells that no entry is silent (no mask formed)
+        none_silent = red.local and not branchless and surely_above(w, 0.0)
+        silent = None if none_silent else w == 0
         # Compiled: no data-dependent branch (a graph break); the term is 0 when no entry
         # is silent (g_silent = 0; the where keeps a non-finite K from turning it NaN).
         # K's projection and P_r's are independent: one collective when sharded
         normalizer = []
         g_silent = None
-        if branchless or red.any(silent):
+        if not none_silent and (branchless or red.any(silent)):
             (g_silent,) = red.sums(where(silent, g_r, 0.0), later=True)
             g_r = masked_fill_(g_r, silent, 0.0)
             h = _normalizer_operand(spec, lq, lr, w, u_q, log_z)

@@ -406,3 +406,139 @@ def test_compile_stage_torch_values_keep_the_losses():
     with device_check._Recording(values="torch") as rec:
         got = gpu.amid_loss(s, t, -5.0, 0.1, reduction="none", backend="triton")
     assert rec.variants and torch.equal(got, want)
+
+
+# --- eager CPU shortcuts ---------------------------------------------------------------------
+
+
+def _without_shortcuts(monkeypatch):
+    """Turn off every eager-CPU shortcut of the torch kernel: the uniform selects
+    (``side``), the reductions that tell a mask is empty or full before it is formed
+    (``bounds``, ``surely_above``, ``surely_nonzero``) and the two-stage row maximum."""
+    from gpu import _divergences, _elementwise, _mixture, _torch_kernel
+
+    def full_max(x):
+        return tuple(torch.max(x, -1, keepdim=True))
+
+    monkeypatch.setattr(_torch_kernel, "_max_and_index", full_max)
+    for module in (_elementwise, _divergences, _mixture, _torch_kernel):
+        for name, off in (("side", None), ("_side", None), ("bounds", None),
+                          ("surely_above", False), ("surely_nonzero", False)):  # fmt: skip
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, lambda *a, _off=off, **k: _off)
+
+
+def _shortcut_inputs():
+    """Rows that take and that miss each shortcut: N(0, 2) rows, a peaked teacher, a student
+    close to its teacher, rows spread over ±40 nats, rows with masked (−inf) tokens, a
+    one-hot teacher, an all-equal student (ties at the maximum), p = q and ±1e4 logits."""
+    gen = torch.Generator().manual_seed(20)
+    n, v = 12, 300
+    t = 2.0 * torch.randn(n, v, dtype=torch.float64, generator=gen)
+    s = 2.0 * torch.randn(n, v, dtype=torch.float64, generator=gen)
+    t[4, 17] += 15.0
+    s[5] = t[5] + 0.05 * torch.randn(v, dtype=torch.float64, generator=gen)
+    s[6], t[6] = 80.0 * torch.rand(2, v, dtype=torch.float64, generator=gen) - 40.0
+    s[7:9, 250:], t[7:9, 250:] = float("-inf"), float("-inf")
+    s[9, 3], t[9, 40] = float("-inf"), float("-inf")
+    s[0, 7], t[0, 7] = 1e4, -1e4
+    t[1] = float("-inf")
+    t[1, 5] = 0.0  # a one-hot teacher
+    s[2] = 0.0  # an all-equal student
+    s[3] = t[3]  # p = q
+    return s, t
+
+
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_eager_shortcuts_give_the_bits_of_the_full_forms(monkeypatch, dtype):
+    """The eager-CPU shortcuts (uniform selects, masks told empty by a reduction, the
+    two-stage row maximum) only spare passes: loss and gradient are bitwise those of the
+    kernel with every shortcut off, for every divergence, order and α regime."""
+    from amid_ref._specs import SPECS
+
+    grid = [(spec.name, params) for spec in SPECS.values() if spec.offered_by("gpu")
+            for params in spec.cases_for("grid")]  # fmt: skip
+    s0, t0 = (x.to(dtype) for x in _shortcut_inputs())
+    cases = [(div, params, order, alpha, lam)
+             for div, params in grid for order in amid_ref.ORDERS
+             for alpha, lam in ((-5.0, 0.1), (0.5, 0.3), (3.0, 0.7), (0.0, 0.0),
+                                (float("-inf"), 0.4), (1.0, 0.5))]  # fmt: skip
+
+    def run():
+        out = []
+        for div, params, order, alpha, lam in cases:
+            s = s0.clone().requires_grad_()
+            try:
+                loss = gpu.amid_loss(s, t0, alpha, lam, div, order, div_params=params,
+                                     reduction="none", backend="torch")  # fmt: skip
+                loss.sum().backward()
+            except ValueError as exc:  # an infinite loss with a gradient: the same message
+                out.append(str(exc))
+                continue
+            out.append((loss.detach(), s.grad))
+        return out
+
+    fast = run()
+    _without_shortcuts(monkeypatch)
+    full = run()
+    taken = 0
+    for case, a, b in zip(cases, fast, full, strict=True):
+        if isinstance(a, str) or isinstance(b, str):
+            assert a == b, case
+            continue
+        taken += 1
+        for x, y in zip(a, b, strict=True):
+            assert torch.equal(x.view(_BITS[dtype]), y.view(_BITS[dtype])), case
+    assert taken >= len(cases) // 2  # most cases ran to a gradient
+
+
+def test_mask_bounds_tell_only_what_holds():
+    """``bounds``, ``surely_above`` and ``surely_nonzero`` say True only when the mask they
+    spare would be empty; a NaN, a ±0, an entry at the bound or a traced call make them
+    say *unknown* (False / None)."""
+    from gpu._elementwise import bounds, surely_above, surely_nonzero
+
+    x = torch.tensor([1.0, -2.0, 3.0])
+    assert bounds(x) == (-2.0, 3.0)
+    assert surely_nonzero(x) and surely_nonzero(-x.abs()) and surely_nonzero(x.abs())
+    for zero in (0.0, -0.0):
+        assert not surely_nonzero(torch.tensor([1.0, zero, -1.0]))
+        assert not surely_nonzero(torch.tensor([1.0, zero]))
+    nan = torch.tensor([1.0, float("nan")])
+    assert not surely_nonzero(nan) and not surely_above(nan, 0.0)
+    assert all(v != v for v in bounds(nan))  # NaN: every comparison false
+    assert surely_above(torch.tensor([float("-inf") + 1e300, 0.5]), -1.0) is False
+    assert surely_above(torch.tensor([0.5, 2.0]), 0.5) is False  # at the bound
+    assert surely_above(torch.tensor([0.5, 2.0]), 0.25)
+    assert not surely_above(torch.tensor([float("-inf"), 2.0]), float("-inf"))
+    assert surely_above(torch.tensor([-1e38, 2.0]), float("-inf"))
+    empty = torch.empty(0)
+    assert bounds(empty) is None and not surely_above(empty, 0.0) and not surely_nonzero(empty)
+
+
+@pytest.mark.parametrize("vocab", [1, 255, 256, 300, 512, 1000])
+def test_two_stage_row_maximum_is_torch_max(vocab):
+    """``_max_and_index`` gives ``torch.max(x, -1, keepdim=True)``: values and the first
+    index of the maximum, ties within and across blocks, NaN (the first NaN), ±inf and
+    all −inf rows, leading dimensions and a non-contiguous row stride."""
+    from gpu._torch_kernel import _max_and_index
+
+    gen = torch.Generator().manual_seed(vocab)
+    x = torch.randn(3, 9, vocab, generator=gen)
+    x[0, 0] = 5.0  # all tied
+    x[0, 1, -1] = 50.0  # the last entry
+    x[0, 2, vocab // 2] = x[0, 2, vocab - 1] = 40.0  # ties across blocks
+    x[0, 3, vocab // 3] = float("nan")
+    x[0, 3, -1] = float("nan")
+    x[0, 4] = float("-inf")
+    x[0, 5, vocab // 2] = float("inf")
+    x[1, :, 0] = 30.0
+    x[2, :, :] = x[2, :, :].round()  # many ties
+    for t in (x, x.double(), x[:, ::2], x.transpose(0, 1), x[..., ::2]):
+        top, index = _max_and_index(t)
+        want_top, want_index = torch.max(t, -1, keepdim=True)
+        assert torch.equal(index, want_index)
+        assert torch.equal(top.nan_to_num(nan=7.0), want_top.nan_to_num(nan=7.0))
