@@ -8,7 +8,8 @@ below names the torch function it mirrors, and that function's comment says why 
 is there. Each program owns ``BLOCK_R`` rows and walks the vocabulary in ``BLOCK_V``
 tiles, holding a (BLOCK_R, BLOCK_V) tile in float32 registers; nothing of size (rows, V)
 is ever written but the gradient, G between passes c2 and d, and, with a gradient in the
-mixture's |β| > 0 regimes, log m and its ratio between passes b and c2 (below).
+mixture's |β| > 0 regimes, log m and its ratio between passes b and c2 and, for the AB
+family and χ² with q an argument, their closed-form pair and g_r between c and c2 (below).
 
 Passes. Each pass is one ``@triton.jit`` kernel; between passes only per-row statistics
 travel, as (rows,) float32/int32 tensors, so that a caller holding one slice of the
@@ -18,8 +19,9 @@ tiles are). Every pass re-reads the two logit rows and recomputes the elementwis
 quantities it needs from them and the statistics, except where forming them again costs
 more instructions than storing them costs bytes (the kernel is bound by instruction issue,
 ``python -m gpu.kernel_cost``): pass d reads the student direction G that pass c2 stored,
-and with a gradient in the |β| > 0 regimes passes c and c2 read log m and its ratio to
-the reference that pass b stored.
+with a gradient in the |β| > 0 regimes passes c and c2 read log m and its ratio to
+the reference that pass b stored, and there, for the AB family and χ² with q an argument
+and the assistant live, pass c2 reads g_q + w·g_r and g_r that pass c stored.
 
 ====  =====================  =============================================  ============
 pass  kernel                 per-row output                                 reads / el.
@@ -38,11 +40,14 @@ c0    ``_renyi_pass``        Rényi only: max ω, Σ e^(ω − max ω) (online  
                              :func:`gpu._divergences._renyi`
 c     ``_divergence_pass``   the loss; Σ and top entry of g_r (for          2 logits
                              P_r), of the normalizer term h (for P_q), the  (+ log m,
-                             silent entries' Σ g_r; loss flags              ratio)
+                             silent entries' Σ g_r; loss flags; AB family,  ratio;
+                             χ²: g_q + w·g_r and g_r stored                 + 2 written)
 c2    ``_gradient_sum_pass`` Σ and top entry of G = g_q + w·P_r(g_r); G      2 logits +
                              itself, float32, into a scratch (or the        G written
-                             float32 gradient)                              (+ log m,
-                                                                            ratio)
+                             float32 gradient); AB family, χ²: from the     (+ log m,
+                             stored pair and g_r                            ratio; or
+                                                                            log m, pair,
+                                                                            g_r)
 d     ``_gradient_pass``     the gradient P_q(G), scaled, cast, written     s + G +
                              (and the rounding residual into ``out_lo``);   1–2 writes
                              grad flags; the tile formed again only in
@@ -52,10 +57,14 @@ d     ``_gradient_pass``     the gradient P_q(G), scaled, cast, written     s + 
 Bytes per element with a gradient, in bfloat16: passes a, b and c read the two logits
 (12 B), c2 reads them and writes G (8 B), d reads the student's logits and G and writes
 the gradient (8 B): 28 B; in the |β| > 0 regimes b also writes log m and the ratio, c
-reads them and c2 reads log m (and the ratio where the divergence needs it): 48–52 B. A
+reads them and c2 reads log m (and the ratio where the divergence needs it): 48–52 B;
+the AB family and χ² with q an argument add c's two writes and c2's reads of them in
+place of the ratio: 64 B. A
 loss alone stops after c and stores nothing: 12 B. Rényi adds pass c0 (4 B). Storing G
 spares pass d the mixture, the divergence and P_r, most of its instructions; storing the
-mixture spares c and c2 its pivot, correction, near series and ratios. The passes that need no gradient are
+mixture spares c and c2 its pivot, correction, near series and ratios; storing the AB
+family's pair spares c2 the divergence (AB: 22.9 → 2.5 issue slots per element in c2,
+15.6 → 23.1 in c, which forms the pair now). The passes that need no gradient are
 skipped when ``want_grad`` is False; c2 and d are skipped when the student gets no
 gradient through q directly and r alike.
 
@@ -152,6 +161,10 @@ _PORTED = {_kl: _KL, _js: _JS, _tv: _TV, _hellinger: _HELLINGER, _jeffreys: _JEF
 _P_A, _P_B, _P_LAM, _P_KY, _P_KX, _P_HALF = range(6)
 _P_CGF_1M, _P_CGF = 8, 23
 _N_DPRM = 38
+
+#: Whether pass c stores the AB family's and χ²'s closed-form pair and g_r for pass c2
+#: (STORE_PAIR; a switch for the tests, which compare the two paths bit for bit).
+_STORE_PAIR = True
 
 #: The divergences whose every spec (order, α, λ, T, detach) runs in Triton.
 TRITON_DIVERGENCES = frozenset(n for n, k in GPU_DIVERGENCES.items() if k in _PORTED)
@@ -1166,15 +1179,20 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
 
 @triton.jit
 def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, loss_ptr,
-                     inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
+                     pr_ptr, inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
                      prm, prm_log, prm_log1m, dprm_ptr,
                      MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                      DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                      THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, WANT_GRAD: tl.constexpr, ACC: tl.constexpr,
-                     LOAD_MIX: tl.constexpr,
+                     LOAD_MIX: tl.constexpr, STORE_PAIR: tl.constexpr,
                      BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
     """Pass c: the loss per row and the sums the projections need: Σ_{x≠k_m} g_r and
-    g_r at k_m (P_r), Σ of g_r over the silent entries, Σ_{x≠k_s} h and h at k_s (P_q)."""
+    g_r at k_m (P_r), Σ of g_r over the silent entries, Σ_{x≠k_s} h and h at k_s (P_q).
+
+    With STORE_PAIR (the AB family and χ² with q an argument and the assistant live, |β| > 0
+    regimes with the mixture stored), the tile's g_q + w·g_r in closed form over the stored
+    ratio (read first, in the same tile) and g_r (0 at the silent entries) at ``pr_ptr``,
+    in float32: pass c2 reads them instead of forming the divergence again (_stored_direction)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
@@ -1195,6 +1213,10 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
             H_MODE,
             ACC, LOAD_MIX)  # fmt: skip
         value += tl.sum(tl.where(mask, terms, 0.0), 1)
+        if STORE_PAIR:
+            offs = rows[:, None].to(tl.int64) * mix_stride + cols[None, :]
+            tl.store(u_ptr + offs, g_q, mask=mask)
+            tl.store(pr_ptr + offs, tl.where(silent, 0.0, g_r), mask=mask)
         if THROUGH_R:
             at_m = cols[None, :] == k_m[:, None]
             at_s = cols[None, :] == k_s[:, None]
@@ -1259,16 +1281,47 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
     return g_q, through_z, lq
 
 
+@_device
+def _stored_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+                      inv_t, beta, t_off, mix_ptr, u_ptr, mix_stride, pr_ptr,
+                      BETA_NEG: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """G = g_q + w·P_r(g_r) of one tile (before its projection P_q) and log q, from pass c's
+    stored g_q + w·g_r and g_r (STORE_PAIR): log q, log r and w from the logits and the
+    stored log m, then G = pair − w·(g_r − P_r(g_r)) as in _student_direction (the same
+    values: pass c formed them with the same code from the same stored mixture, and g_r is
+    stored 0 at the silent entries, as _student_direction sets it). The through-Z term is
+    pass d's alone (c2 sums G without it)."""
+    rmask = rows < n_rows
+    lp, lq = _tile_log_probs(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+                             inv_t)  # fmt: skip
+    offs = rows[:, None].to(tl.int64) * mix_stride + cols[None, :]
+    lm = tl.load(mix_ptr + offs, mask=mask, other=float("-inf"))
+    pair = tl.load(u_ptr + offs, mask=mask, other=0.0)
+    g_r = tl.load(pr_ptr + offs, mask=mask, other=0.0)
+    t = (lp - lq) * beta + t_off
+    w, _ = _logistic_weight(t, _exp(-tl.abs(t), ACC), lm, BETA_NEG)
+    k_m = tl.load(idx_ptr + 2 * n_rows + rows, mask=rmask, other=0)
+    shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
+    corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
+    r_others = tl.load(stats_ptr + 7 * n_rows + rows, mask=rmask, other=0.0)
+    r_top = tl.load(stats_ptr + 8 * n_rows + rows, mask=rmask, other=0.0)
+    lr = (lm - shift[:, None]) - corr_m[:, None]
+    g_logm = _project(g_r, lr, cols, k_m, -corr_m, r_others, r_top, ACC)
+    return pair - (g_r - g_logm) * w, lq
+
+
 @triton.jit
 def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_ptr, g_stride,
-                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
+                       pr_ptr, inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
                        prm, prm_log, prm_log1m, dprm_ptr,
                        MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                        THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
-                       BLOCK_V: tl.constexpr, STORE_G: tl.constexpr, LOAD_MIX: tl.constexpr):  # fmt: skip
+                       BLOCK_V: tl.constexpr, STORE_G: tl.constexpr, LOAD_MIX: tl.constexpr,
+                       LOAD_PAIR: tl.constexpr):  # fmt: skip
     """Pass c2: Σ_{x≠k_s} G and G at k_s, G = g_q + w·P_r(g_r) (for P_q); with STORE_G, G
-    itself too, in float32 at ``g_ptr`` (pass d then reads it instead of forming it again)."""
+    itself too, in float32 at ``g_ptr`` (pass d then reads it instead of forming it again);
+    with LOAD_PAIR, G from pass c's stored pair and g_r (_stored_direction)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
@@ -1277,12 +1330,17 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_pt
     for v0 in range(0, V, BLOCK_V):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
-        g, through_z, lq = _student_direction(
-            s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-            inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
-            prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
-            H_MODE,
-            ACC, LOAD_MIX)  # fmt: skip
+        if LOAD_PAIR:
+            g, lq = _stored_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr,
+                                      n_rows, inv_t, beta, t_off, mix_ptr, u_ptr, mix_stride,
+                                      pr_ptr, BETA_NEG, ACC)  # fmt: skip
+        else:
+            g, _, lq = _student_direction(
+                s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
+                prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
+                H_MODE,
+                ACC, LOAD_MIX)  # fmt: skip
         at_s = cols[None, :] == k_s[:, None]
         q_others += tl.sum(tl.where(mask & ~at_s, g, 0.0), 1)
         q_top += tl.sum(tl.where(mask & at_s, g, 0.0), 1)
@@ -1606,9 +1664,19 @@ def _chunk(
                           REF_P=ref_p, **regime, **blocks)  # fmt: skip
     h_mode = 0 if spec.objective.lam == 1.0 else (1 if math.isinf(spec.objective.alpha) else 2)
     shape = dict(DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=live, H_MODE=h_mode)
-    _divergence_pass[grid](s, t, stride, n, v, stats, idx, flags, loss, *all_args,
-                           WANT_GRAD=want_grad, LOAD_MIX=store, **shape, **regime,
-                           **blocks)  # fmt: skip
+    # The AB family and χ² with q an argument and the assistant live: pass c stores g_q + w·g_r
+    # (over the ratio, in G's buffer) and g_r (in a third chunk-sized float32 buffer) for
+    # pass c2, which would otherwise form the divergence and its closed-form pair again
+    # (8 B per element written and read once: python -m gpu.kernel_cost)
+    store_pair = store and _STORE_PAIR and live and not ref_p and _PAIR_FIRST <= div <= _PAIR_LAST
+    pr_buf = (
+        torch.empty_strided((n, v), g_buf.stride(), dtype=torch.float32, device=device)
+        if store_pair
+        else kc
+    )
+    _divergence_pass[grid](s, t, stride, n, v, stats, idx, flags, loss, pr_buf, *all_args,
+                           WANT_GRAD=want_grad, LOAD_MIX=store, STORE_PAIR=store_pair, **shape,
+                           **regime, **blocks)  # fmt: skip
     if js_trivial:  # m equals one argument: both KL terms vanish identically
         loss.zero_()
         flags &= ~(_NAN_LOSS | _INF_LOSS)
@@ -1625,10 +1693,10 @@ def _chunk(
                 out_lo.zero_()
             return loss, out.zero_(), flags
         return loss, torch.zeros(n, v, dtype=torch.float32, device=device), flags
-    _gradient_sum_pass[grid](s, t, stride, n, v, stats, idx, g_buf, g_buf.stride(0), *all_args,
-                             **shape, **regime, **blocks, STORE_G=True,
-                             LOAD_MIX=store)  # fmt: skip
-    del m_buf, stored, mix_args, all_args  # pass d reads G, not the stored mixture
+    _gradient_sum_pass[grid](s, t, stride, n, v, stats, idx, g_buf, g_buf.stride(0), pr_buf,
+                             *all_args, **shape, **regime, **blocks, STORE_G=True,
+                             LOAD_MIX=store, LOAD_PAIR=store_pair)  # fmt: skip
+    del m_buf, pr_buf, stored, mix_args, all_args  # pass d reads G, not the stored mixture
     lo = out_lo if (out is not None and out_lo is not None) else grad
     scale = grad_scale * inv_t
     _gradient_pass[grid](s, t, stride, n, v, stats, idx, flags, grad, grad.stride(0), lo,

@@ -543,3 +543,31 @@ def test_fused_linear_loss_through_triton(launches, objective):
         scale = max(1.0, float(abs(ref).max()))
         tol = tolerance("gpu", "grad", "float32")
         assert_within(got.double().numpy() / scale, ref / scale, tol)
+
+
+@pytest.mark.parametrize(
+    "alpha,lam,div,order,params",
+    [(-5.0, 0.1, "ab", "rq", {"alpha": 0.2, "beta": 0.7}),
+     (0.5, 0.7, "ab", "qr", {"alpha": 0.2, "beta": 0.7}),
+     (3.0, 0.3, "ab", "rq", {"alpha": 0.0, "beta": 0.0}),
+     (-1.0, 0.5, "chi2", "qr", None), (2.0, 0.2, "chi2", "rq", None),
+     (-3.0, 0.4, "amari", "rq", {"alpha": 0.5})],
+)  # fmt: skip
+def test_stored_pair_gives_the_same_bits(launches, monkeypatch, alpha, lam, div, order, params):
+    """For the AB family and χ² with q an argument, pass c stores g_q + w·g_r and g_r and
+    pass c2 reads them (STORE_PAIR); forming them again in c2 gives the same loss and
+    gradient bit for bit, rows with zeros of q (a through-Z term, formed again there) and
+    of p, one-hot and wide rows included, in both |β| > 0 regimes."""
+    s_np, t_np = realistic_logits(37, 8, 48, masked=4)
+    s_np[1, :5] = -np.inf  # zeros of q only
+    t_np[2, 5:9] = -np.inf  # zeros of p only
+    spec = _engine._build_spec(torch.float32, 48, torch.device("cpu"), alpha, lam, div, order,
+                               params, 1.0, False, None)  # fmt: skip
+    s = torch.tensor(s_np, dtype=torch.float32)
+    t = torch.tensor(t_np, dtype=torch.float32)
+    paired = tk.triton_chunk(s, t, spec, True, 1.0)
+    monkeypatch.setattr(tk, "_STORE_PAIR", False)
+    again = tk.triton_chunk(s, t, spec, True, 1.0)
+    for a, b in zip(paired, again, strict=True):
+        assert torch.equal(a.view(torch.int32) if a.is_floating_point() else a,
+                           b.view(torch.int32) if b.is_floating_point() else b)  # fmt: skip
