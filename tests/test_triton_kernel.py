@@ -316,6 +316,17 @@ def test_rounding_residual_and_out_buffer(launches):
     assert_within(value.numpy(), want_loss, tolerance("gpu", "loss", "float32"), what="loss")
 
 
+def _rows_with_zeros(seed, alpha, lam, div, order, params):
+    """(s, t, spec) of one float32 chunk, 8 × 48: realistic rows with masked tokens, a row
+    with zeros of q only and one with zeros of p only."""
+    s_np, t_np = realistic_logits(seed, 8, 48, masked=4)
+    s_np[1, :5] = -np.inf  # zeros of q only
+    t_np[2, 5:9] = -np.inf  # zeros of p only
+    spec = _engine._build_spec(torch.float32, 48, torch.device("cpu"), alpha, lam, div, order,
+                               params, 1.0, False, None)  # fmt: skip
+    return torch.tensor(s_np, dtype=torch.float32), torch.tensor(t_np, dtype=torch.float32), spec
+
+
 @pytest.mark.parametrize(
     "alpha,lam,div,order,params",
     [(-5.0, 0.1, "kl", "pr", None), (0.5, 0.7, "kl", "rq", None), (3.0, 0.3, "js", "qr", None),
@@ -325,13 +336,7 @@ def test_stored_mixture_gives_the_same_bits(launches, alpha, lam, div, order, pa
     """With a gradient, pass b stores log m and its ratio and passes c and c2 read them; a
     forward alone forms them again in pass c: the two losses agree bit for bit (rows with
     zeros of p, q or both, one-hot and wide rows included), in both |β| > 0 regimes."""
-    s_np, t_np = realistic_logits(31, 8, 48, masked=4)
-    s_np[1, :5] = -np.inf  # zeros of q only
-    t_np[2, 5:9] = -np.inf  # zeros of p only
-    spec = _engine._build_spec(torch.float32, 48, torch.device("cpu"), alpha, lam, div, order,
-                               params, 1.0, False, None)  # fmt: skip
-    s = torch.tensor(s_np, dtype=torch.float32)
-    t = torch.tensor(t_np, dtype=torch.float32)
+    s, t, spec = _rows_with_zeros(31, alpha, lam, div, order, params)
     with_grad, grad, _ = tk.triton_chunk(s, t, spec, True, 1.0)
     alone, none, _ = tk.triton_chunk(s, t, spec, False, 1.0)
     assert none is None and grad is not None
@@ -556,15 +561,9 @@ def test_fused_linear_loss_through_triton(launches, objective):
 def test_stored_pair_gives_the_same_bits(launches, monkeypatch, alpha, lam, div, order, params):
     """For the AB family and χ² with q an argument, pass c stores g_q + w·g_r and g_r and
     pass c2 reads them (STORE_PAIR); forming them again in c2 gives the same loss and
-    gradient bit for bit, rows with zeros of q (a through-Z term, formed again there) and
-    of p, one-hot and wide rows included, in both |β| > 0 regimes."""
-    s_np, t_np = realistic_logits(37, 8, 48, masked=4)
-    s_np[1, :5] = -np.inf  # zeros of q only
-    t_np[2, 5:9] = -np.inf  # zeros of p only
-    spec = _engine._build_spec(torch.float32, 48, torch.device("cpu"), alpha, lam, div, order,
-                               params, 1.0, False, None)  # fmt: skip
-    s = torch.tensor(s_np, dtype=torch.float32)
-    t = torch.tensor(t_np, dtype=torch.float32)
+    gradient bit for bit, rows with zeros of q (a through-Z term, pass d's) and of p,
+    one-hot and wide rows included, in both |β| > 0 regimes."""
+    s, t, spec = _rows_with_zeros(37, alpha, lam, div, order, params)
     paired = tk.triton_chunk(s, t, spec, True, 1.0)
     monkeypatch.setattr(tk, "_STORE_PAIR", False)
     again = tk.triton_chunk(s, t, spec, True, 1.0)
