@@ -146,7 +146,7 @@ _PAIR_FIRST, _PAIR_LAST = _AB, _CHI2
 # The jitted code spells these ids and the torch kernel's cut-offs as literals (triton
 # reads no global that is not a constexpr): they must stay these numbers.
 assert (_AB, _AB_ZERO, _CHI2, _PAIR_LAST, _RENYI) == (6, 8, 9, 9, 10)
-assert (_EXPM1MX_CUTOFF, _BIG, _RENYI_SERIES_CM) == (0.7, 40.0, 0.5)
+assert (_EXPM1MX_CUTOFF, _BIG, _RENYI_SERIES_CM) == (1.0, 40.0, 0.5)
 
 #: The torch kernels (gpu._divergences) that :func:`_divergence` ports, by its DIV id (the
 #: AB family's id is the pivot's, chosen per spec by :func:`_divergence_constants`).
@@ -523,15 +523,15 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, dprm_ptr, DIV: tl.constexpr
 
 
 @_device
-def _expm1mx(z, ACC: tl.constexpr):
-    """gpu._divergences._expm1mx: e^z − 1 − z, Taylor to z¹³/13! (float32 accuracy) on
-    |z| < 0.7, nested as z²/2·(1 + z/3·(1 + … (1 + z/13)))."""
-    small = tl.abs(z) < 0.7  # _EXPM1MX_CUTOFF
-    zs = tl.where(small, z, 0.0)
-    acc = tl.zeros_like(zs) + 1.0
+def _expm1mx(z):
+    """gpu._divergences._expm1mx on |z| ≤ 1 (_EXPM1MX_CUTOFF), the range of its one caller
+    (_expm1mx_ratio in _ab_pivot_terms' second-order form, where max(|λz|, |cz|) ≤ 1, the
+    same products): e^z − 1 − z as its Taylor series to z¹³/13! (float32 accuracy), nested
+    as z²/2·(1 + z/3·(1 + … (1 + z/13))); no expm1 formed."""
+    acc = tl.zeros_like(z) + 1.0
     for k in tl.static_range(13, 2, -1):
-        acc = 1.0 + acc * zs * (1.0 / k)
-    return tl.where(small, acc * (zs * zs * 0.5), _expm1(z, ACC) - z)
+        acc = 1.0 + acc * z * (1.0 / k)
+    return acc * (z * z * 0.5)
 
 
 @_device
@@ -573,7 +573,7 @@ def _scaled_expm1_ratio(log_s, c, z, log_top, ACC: tl.constexpr):
 def _expm1mx_ratio(c, z, ACC: tl.constexpr):
     """gpu._divergences._expm1mx_ratio: (e^(cz) − 1 − cz)/c, 0 at c = 0."""
     c_safe = tl.where(c == 0.0, 1.0, c)
-    return tl.where(c == 0.0, 0.0, _expm1mx(c * z, ACC) / c_safe)
+    return tl.where(c == 0.0, 0.0, _expm1mx(c * z) / c_safe)
 
 
 @_device
@@ -614,20 +614,21 @@ def _ab_elements(la, lb, lr, dprm_ptr, DIV: tl.constexpr, ACC: tl.constexpr):
     else:
         terms = _ab_pivot_terms(lam * lx, lam, b_, -d, lam * ly, lxy, a_, ACC)
     terms = tl.where(terms != terms, INF, terms)
-    # zero entries: y^λ/(a_ λ), x^λ/(b_ λ) as one exponential; +inf where they diverge
-    t_only_y = tl.where(k_y == k_y, _exp(lam * lb - k_y, ACC), INF)
-    t_only_x = tl.where(k_x == k_x, _exp(lam * la - k_x, ACC), INF)
-    terms = tl.where(x0 & ~y0, t_only_y, terms)
-    terms = tl.where(y0 & ~x0, t_only_x, terms)
-    terms = tl.where(x0 & y0, 0.0, terms)
     ga = _scaled_expm1_ratio(lam * lx, -b_, d, lxy, ACC)
-    b_safe = tl.where(b_ == 0.0, 1.0, b_)
-    only_x = tl.where(b_ == 0.0, INF, _exp(lam * la, ACC) / b_safe)
-    ga = tl.where(both, ga, tl.where(y0 & ~x0, only_x, 0.0))
     gb = -_scaled_expm1_ratio(lam * ly, a_, d, lxy, ACC)
-    a_safe = tl.where(a_ == 0.0, 1.0, a_)
-    only_y = tl.where(a_ == 0.0, INF, _exp(lam * lb, ACC) / a_safe)
-    gb = tl.where(both, gb, tl.where(x0 & ~y0, only_y, 0.0))
+    if _anywhere(~both):  # zero entries (formed only in a tile that has one; else no-ops)
+        # their terms: y^λ/(a_ λ), x^λ/(b_ λ) as one exponential; +inf where they diverge
+        t_only_y = tl.where(k_y == k_y, _exp(lam * lb - k_y, ACC), INF)
+        t_only_x = tl.where(k_x == k_x, _exp(lam * la - k_x, ACC), INF)
+        terms = tl.where(x0 & ~y0, t_only_y, terms)
+        terms = tl.where(y0 & ~x0, t_only_x, terms)
+        terms = tl.where(x0 & y0, 0.0, terms)
+        b_safe = tl.where(b_ == 0.0, 1.0, b_)
+        only_x = tl.where(b_ == 0.0, INF, _exp(lam * la, ACC) / b_safe)
+        ga = tl.where(both, ga, tl.where(y0 & ~x0, only_x, 0.0))
+        a_safe = tl.where(a_ == 0.0, 1.0, a_)
+        only_y = tl.where(a_ == 0.0, INF, _exp(lam * lb, ACC) / a_safe)
+        gb = tl.where(both, gb, tl.where(x0 & ~y0, only_y, 0.0))
     return terms, ga, gb, tl.where(both, terms * lam, ga + gb)
 
 

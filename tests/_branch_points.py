@@ -208,10 +208,10 @@ BRANCH_POINTS: tuple[BranchPoint, ...] = (
     ),
     BranchPoint(
         "gpu.expm1mx_series",
-        0.7,
+        1.0,
         "gpu._divergences",
         "_EXPM1MX_CUTOFF",
-        "_expm1mx: |z| < 0.7 Taylor series (AB terms, z = (a_+b_)·δ)",
+        "_expm1mx: |z| ≤ 1 Taylor series (AB terms' second-order form, z = k·δ, |k·δ| ≤ 1)",
         lambda x: [_loss("gpu", -3.0 - x, -3.0, "ab", _AB)],
     ),
     BranchPoint(

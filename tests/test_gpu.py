@@ -527,6 +527,30 @@ def test_log_alpha_mixture_matches_reference(dtype):
     assert got.shape == lp.T.shape
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_expm1mx_series_against_mpmath(dtype):
+    """gpu._divergences._expm1mx, e^z − 1 − z, on |z| ≤ 1 (its callers' range: the Taylor
+    series alone, 12 terms in float32, 22 in float64) and beyond (expm1(z) − z), within a
+    few ulps of mpmath, the cut-off and its neighbours included."""
+    import mpmath
+
+    from gpu._divergences import _EXPM1MX_CUTOFF, _expm1mx
+
+    mpmath.mp.dps = 50
+    z = np.concatenate([np.linspace(-1.0, 1.0, 2001), [1e-20, -1e-20, 1e-7, 0.7, 1.5, -3.0, 20.0]])
+    z = z[z != 0.0]
+    one = torch.tensor(_EXPM1MX_CUTOFF, dtype=dtype)
+    cut = float(torch.nextafter(one, one + 1.0))  # the first z beyond the series
+    z = torch.tensor(np.concatenate([z, [cut, -cut]]), dtype=dtype).double().numpy()
+    want = np.array([float(mpmath.expm1(mpmath.mpf(v)) - mpmath.mpf(v)) for v in z])
+    ulp = np.spacing(np.abs(want).astype(np.float32 if dtype == torch.float32 else np.float64))
+    inside = np.abs(z) <= _EXPM1MX_CUTOFF
+    for part in (np.ones_like(inside), inside):  # mixed, and the series alone
+        got = _expm1mx(torch.tensor(z[part], dtype=dtype)).double().numpy()
+        ulps = np.abs(got - want[part]) / ulp[part]
+        assert ulps.max() <= 4.0, (dtype, z[part][ulps.argmax()], ulps.max())
+
+
 @pytest.mark.parametrize("div,params", GRID_DIVERGENCES, ids=[d for d, _ in GRID_DIVERGENCES])
 def test_divergence_matches_reference(div, params):
     s_np, t_np = realistic_logits(24, 4, 128, masked=6)
