@@ -114,11 +114,14 @@ def default_chunk_size(
     (chunk, V) float32 temporaries is then 1 or 32 MB); ``wide=True`` (the fused and the
     vocabulary-parallel losses, whose chunks each cost GEMMs or collectives) takes 2^21 on
     CPU. With ``backend="triton"`` on CUDA
-    E = 2^26: the Triton kernel allocates nothing of size (chunk, V) when every row counts
-    (it writes the gradient buffer in place); with labels that drop rows the engine gathers
-    the chunk's rows (two copies in the logits' dtype) and the kernel returns a float32
-    gradient, 4 + 2·b bytes per element (b the logits' bytes), 512 MiB for bfloat16 at
-    2^26 elements, against 2·b·N·V for the logits themselves.
+    E = 2^26: the Triton kernel writes the gradient buffer in place and, with a gradient,
+    keeps up to three float32 (chunk, V) scratch buffers between its passes (G unless the
+    gradient is a float32 buffer of its own; log m in the mixture's |β| > 0 regimes; g_r for
+    the AB family and χ² with q an argument): 4–12 bytes per element of the chunk,
+    256–768 MiB at 2^26 elements; with labels that drop rows the engine also gathers the
+    chunk's rows (two copies in the logits' dtype) and the kernel returns a float32
+    gradient, 4 + 2·b bytes per element more (b the logits' bytes), against 2·b·N·V for
+    the logits themselves.
     """
     if torch.device(device).type != "cuda":
         elements = _CPU_WIDE_CHUNK_ELEMENTS if wide else _CPU_CHUNK_ELEMENTS

@@ -58,6 +58,9 @@ NOT_BRANCH_POINTS: dict[tuple[str, str], str] = {
     "the same results (tests/test_gpu_kernels.py::test_chunk_workers_are_bitwise_the_"
     "sequential_path)",
     ("gpu._engine", "_TRITON_CHUNK_ELEMENTS"): "Triton rows per chunk (memory)",
+    ("gpu._torch_kernel", "_MAX_BLOCK"): "block of the two-stage row maximum: the values and "
+    "indices are torch.max's (tests/test_gpu_kernels.py::test_two_stage_row_maximum_is_"
+    "torch_max)",
     ("gpu._fused", "_TRITON_FUSED_CHUNK_ELEMENTS"): "fused Triton rows per chunk",
     ("gpu._fused", "_VOCAB_TILE_ELEMENTS"): "fused two-phase vocabulary tile (memory; "
     "tests/test_gpu_fused_tiled.py runs other sizes against amid_ref)",
