@@ -83,9 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if as_program:  # the program ends here: a late SIGINT must not turn 130 into a kill
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _forget_interrupt_in_string_code()
         name = f"amid-ref {command}" if command in SUBCOMMANDS else "amid-ref"
         print(f"{name}: interrupted; its unfinished output was removed", file=sys.stderr)
         return 130
+
+
+def _forget_interrupt_in_string_code() -> None:
+    """Let ``python -m amid_ref`` exit with 130 after a Ctrl-C it handled.
+
+    CPython (3.11, 3.12) marks a KeyboardInterrupt that leaves code run from a *string*
+    (``exec``/``eval`` of source text: ``dataclasses`` and ``namedtuple`` build their
+    methods so, during the imports of torch and SymPy) as unhandled, even when a caller
+    catches it; under ``-m``, ``Py_RunMain`` then ends the process with SIGINT (exit code
+    −2) instead of the code it was given. Every string evaluation clears that mark when it
+    starts, so one empty one, run after the interrupt was caught, clears it."""
+    exec("pass", {})
 
 
 def _main(argv: list[str], command: str | None) -> int:

@@ -517,6 +517,34 @@ def _assert_interrupted(command: _Command, err: str, name: str) -> None:
     ), err
 
 
+def test_interrupt_inside_string_code_still_exits_130(tmp_path):
+    """A Ctrl-C that leaves code run from a string (``exec`` of source text, as dataclasses
+    build their methods while torch and SymPy import) and is handled by ``main`` ends
+    ``python -m`` with 130: CPython would otherwise end it with SIGINT (exit code −2)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "interrupted_cli.py").write_text(
+        "import sys\n"
+        "from amid_ref import cli\n"
+        "def _main(argv, command):\n"
+        "    exec('raise KeyboardInterrupt', {})\n"
+        "cli._main = _main\n"
+        "sys.exit(cli.main())\n"
+    )
+    path = os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-m", "interrupted_cli", "verify"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "amid-ref verify: interrupted; its unfinished output was removed\n"
+
+
 @pytest.mark.slow
 def test_interrupted_verify_can_be_rerun_at_once(tmp_path):
     """Ctrl-C once the first figure is written (the claims run in a second process then):
