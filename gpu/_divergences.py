@@ -30,12 +30,12 @@ from amid_ref.contract import NORMALIZATION_TOL, SPECS
 from gpu._autograd import _refuse_double_backward
 from gpu._elementwise import (
     any_,
-    bounds,
     compiling,
     expm1,
     expm1_,
     surely_above,
     surely_nonzero,
+    told,
     where,
 )
 from gpu._elementwise import side as _side
@@ -73,12 +73,8 @@ _BIG = 40.0
 def _expm1mx(z: torch.Tensor) -> torch.Tensor:
     """``e^z − 1 − z`` to a few ulps for every finite z (Taylor near 0)."""
     n_terms = 22 if z.dtype == torch.float64 else 12
-    b = bounds(z)  # eager CPU: every |z| within the cutoff, told without the mask
-    if b is not None and -_EXPM1MX_CUTOFF <= b[0] and b[1] <= _EXPM1MX_CUTOFF:
-        small, side = None, True
-    else:
-        small = z.abs() <= _EXPM1MX_CUTOFF
-        side = _side(small)
+    cut = _EXPM1MX_CUTOFF
+    small, side = told(z, -cut, cut, True, lambda: z.abs() <= cut)
     if side is False:  # no entry takes the series
         return expm1(z) - z
     zs = z if side else where(small, z, 0.0)
@@ -100,13 +96,12 @@ def _times_exp(x: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
     dtype (``y^λ`` with λ < 0 and y tiny: D(q‖q) is 0, not ``inf·0``)."""
     safe = 80.0 if x.dtype != torch.float64 else 700.0
     direct = x * torch.exp(log_s.clamp(-safe, safe))
-    b = bounds(log_s)  # eager CPU: every e^(log_s) in range, told without the mask
-    inside = None if b is not None and -safe <= b[0] and b[1] <= safe else log_s.abs() <= safe
-    if inside is None or _side(inside):  # the one-exponential form is not picked
+    inside, side = told(log_s, -safe, safe, True, lambda: log_s.abs() <= safe)
+    if side:  # the one-exponential form is not picked
         out = direct
     else:
         far = torch.sign(x) * torch.exp(torch.log(x.abs()) + log_s)
-        out = where(inside, direct, far)
+        out = far if side is False else where(inside, direct, far)
     if surely_nonzero(x):  # (eager CPU: no x = 0, nothing to fill)
         return out
     return out.masked_fill_(x == 0.0, 0.0)
@@ -121,10 +116,7 @@ def _scaled_expm1_ratio(
     if c == 0.0:
         return _times_exp(z, log_s)
     cz = c * z
-    b = bounds(cz)  # eager CPU: no c·z beyond _BIG, told without the mask
-    big, side = (None, False) if b is not None and b[1] <= _BIG else (cz > _BIG, None)
-    if big is not None:
-        side = _side(big)
+    big, side = told(cz, -INF, _BIG, False, lambda: cz > _BIG)
     if side is not False:
         s = torch.exp(log_s)
         top = log_s + cz if log_top is None else log_top

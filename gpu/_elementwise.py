@@ -22,6 +22,8 @@ code calls ``torch.expm1`` itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 __all__ = [
@@ -139,6 +141,17 @@ def surely_nonzero(x: torch.Tensor) -> bool:
     if b[0] > 0.0 or b[1] < 0.0:
         return True
     return surely_above(x.abs(), 0.0)
+
+
+def told(x: torch.Tensor, lo: float, hi: float, value: bool, form: Callable[[], torch.Tensor]):
+    """``(mask, its side)`` of a condition on ``x`` that is ``value`` wherever
+    ``lo ≤ x ≤ hi``: where :func:`bounds` put every entry there (eager CPU), ``(None,
+    value)`` without forming the mask; else ``form()`` and its :func:`side`."""
+    b = bounds(x)
+    if b is not None and lo <= b[0] and b[1] <= hi:
+        return None, value
+    mask = form()
+    return mask, side(mask)
 
 
 def side(cond: torch.Tensor) -> bool | None:
