@@ -957,6 +957,41 @@ def _project(g, lw, cols, k, lw_k, others, g_k, ACC: tl.constexpr):
 
 
 @_device
+def _stored_mixture(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows, inv_t, beta, t_off,
+                    mix_ptr, mix_stride, BETA_NEG: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """With pass b's stored log m (|β| > 0 regimes): the tile's log p, log q, log m, the
+    offsets of the chunk-sized float32 buffers and w, formed from t as in _mixture."""
+    lp, lq = _tile_log_probs(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+                             inv_t)  # fmt: skip
+    offs = rows[:, None].to(tl.int64) * mix_stride + cols[None, :]
+    lm = tl.load(mix_ptr + offs, mask=mask, other=float("-inf"))
+    t = (lp - lq) * beta + t_off
+    w, _ = _logistic_weight(t, _exp(-tl.abs(t), ACC), lm, BETA_NEG)
+    return lp, lq, lm, offs, w
+
+
+@_device
+def _log_r(lm, stats_ptr, rows, n_rows):
+    """log r = log m − shift − log Z of the row (pass b's row statistics)."""
+    rmask = rows < n_rows
+    shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
+    corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
+    return (lm - shift[:, None]) - corr_m[:, None]
+
+
+@_device
+def _project_r(g_r, lr, cols, stats_ptr, idx_ptr, rows, n_rows, ACC: tl.constexpr):
+    """P_r(g_r): g_r's projection through log r = log m − log Z (pass b's index of the
+    largest m and the sums of r beside it)."""
+    rmask = rows < n_rows
+    k_m = tl.load(idx_ptr + 2 * n_rows + rows, mask=rmask, other=0)
+    corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
+    r_others = tl.load(stats_ptr + 7 * n_rows + rows, mask=rmask, other=0.0)
+    r_top = tl.load(stats_ptr + 8 * n_rows + rows, mask=rmask, other=0.0)
+    return _project(g_r, lr, cols, k_m, -corr_m, r_others, r_top, ACC)
+
+
+@_device
 def _arguments(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
                MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
@@ -973,22 +1008,17 @@ def _arguments(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
     tile again: _elements)."""
     rmask = rows < n_rows
     if LOAD_MIX:
-        lp, lq = _tile_log_probs(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-                                 inv_t)  # fmt: skip
-        offs = rows[:, None].to(tl.int64) * mix_stride + cols[None, :]
-        lm = tl.load(mix_ptr + offs, mask=mask, other=float("-inf"))
+        lp, lq, lm, offs, w = _stored_mixture(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr,
+                                              n_rows, inv_t, beta, t_off, mix_ptr, mix_stride,
+                                              BETA_NEG, ACC)  # fmt: skip
         ra = tl.load(u_ptr + offs, mask=mask, other=float("nan"))
         rb = ra
-        t = (lp - lq) * beta + t_off
-        w, _ = _logistic_weight(t, _exp(-tl.abs(t), ACC), lm, BETA_NEG)
     else:
         lp, lq, lm, ra, rb, w, _ = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
                                       inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr,
                                       MIX, LAM_LOW, BETA_NEG, ACC)  # fmt: skip
-    shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
-    corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
     log_zr = tl.load(stats_ptr + 6 * n_rows + rows, mask=rmask, other=0.0)
-    lr = (lm - shift[:, None]) - corr_m[:, None]
+    lr = _log_r(lm, stats_ptr, rows, n_rows)
     if REF_P:
         u = ra
         l_other = lp
@@ -1263,16 +1293,12 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
     through_z = tl.zeros_like(g_q)
     if THROUGH_R:
         k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
-        k_m = tl.load(idx_ptr + 2 * n_rows + rows, mask=rmask, other=0)
         corr_s = tl.load(stats_ptr + 2 * n_rows + rows, mask=rmask, other=0.0)
-        corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
-        r_others = tl.load(stats_ptr + 7 * n_rows + rows, mask=rmask, other=0.0)
-        r_top = tl.load(stats_ptr + 8 * n_rows + rows, mask=rmask, other=0.0)
         g_silent = tl.load(stats_ptr + 9 * n_rows + rows, mask=rmask, other=0.0)
         h_others = tl.load(stats_ptr + 10 * n_rows + rows, mask=rmask, other=0.0)
         h_top = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
         g_r = tl.where(silent, 0.0, g_r)
-        g_logm = _project(g_r, lr, cols, k_m, -corr_m, r_others, r_top, ACC)
+        g_logm = _project_r(g_r, lr, cols, stats_ptr, idx_ptr, rows, n_rows, ACC)
         if (not REF_P) and DIV >= 6 and DIV <= 9:
             g_q = g_q - (g_r - g_logm) * w  # pair − w·(g_r − P_r(g_r))
         else:
@@ -1292,22 +1318,12 @@ def _stored_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr
     values: pass c formed them with the same code from the same stored mixture, and g_r is
     stored 0 at the silent entries, as _student_direction sets it). The through-Z term is
     pass d's alone (c2 sums G without it)."""
-    rmask = rows < n_rows
-    lp, lq = _tile_log_probs(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
-                             inv_t)  # fmt: skip
-    offs = rows[:, None].to(tl.int64) * mix_stride + cols[None, :]
-    lm = tl.load(mix_ptr + offs, mask=mask, other=float("-inf"))
+    _, lq, lm, offs, w = _stored_mixture(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
+                                         inv_t, beta, t_off, mix_ptr, mix_stride, BETA_NEG, ACC)  # fmt: skip
     pair = tl.load(u_ptr + offs, mask=mask, other=0.0)
     g_r = tl.load(pr_ptr + offs, mask=mask, other=0.0)
-    t = (lp - lq) * beta + t_off
-    w, _ = _logistic_weight(t, _exp(-tl.abs(t), ACC), lm, BETA_NEG)
-    k_m = tl.load(idx_ptr + 2 * n_rows + rows, mask=rmask, other=0)
-    shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
-    corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
-    r_others = tl.load(stats_ptr + 7 * n_rows + rows, mask=rmask, other=0.0)
-    r_top = tl.load(stats_ptr + 8 * n_rows + rows, mask=rmask, other=0.0)
-    lr = (lm - shift[:, None]) - corr_m[:, None]
-    g_logm = _project(g_r, lr, cols, k_m, -corr_m, r_others, r_top, ACC)
+    lr = _log_r(lm, stats_ptr, rows, n_rows)
+    g_logm = _project_r(g_r, lr, cols, stats_ptr, idx_ptr, rows, n_rows, ACC)
     return pair - (g_r - g_logm) * w, lq
 
 
