@@ -53,6 +53,24 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     _set_triton_interpreter()
+    _one_thread_per_worker()
+
+
+def _one_thread_per_worker() -> None:
+    """Under ``pytest -n N`` (pytest-xdist), each worker process runs torch and the BLAS on
+    one thread, and so do the subprocesses its tests start: N workers of several threads each
+    on N cores spend their time waiting on one another (a file of small torch calls took
+    1.9x longer on 2 cores with 2 workers of 2 threads than with 1 thread each). Tests that
+    need more threads set them (the ``threads`` fixture of tests/test_gpu_kernels.py)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
 
 
 def _set_triton_interpreter() -> None:
