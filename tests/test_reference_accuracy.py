@@ -147,7 +147,10 @@ def _mp_generator_for(params):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize(
-    ("name", "params"), DIV_CASES, ids=[f"{n}-{list(p.values())[:2]}" for n, p in DIV_CASES]
+    ("name", "params"),
+    DIV_CASES,
+    # a function's parameter by its name: the same id in every process (pytest -n)
+    ids=[f"{n}-{[getattr(v, '__name__', v) for v in list(p.values())[:2]]}" for n, p in DIV_CASES],
 )
 def test_divergence_matches_oracle(family, name, params):
     lp, lq = _log_probs(family, v=10, seed=1)
