@@ -38,6 +38,7 @@ __all__ = [
     "side",
     "surely_above",
     "surely_nonzero",
+    "told",
     "where",
 ]
 

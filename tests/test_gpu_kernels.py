@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import random
 import shutil
 import threading
@@ -493,6 +494,29 @@ def test_eager_shortcuts_give_the_bits_of_the_full_forms(monkeypatch, dtype):
         for x, y in zip(a, b, strict=True):
             assert torch.equal(x.view(_BITS[dtype]), y.view(_BITS[dtype])), case
     assert taken >= len(cases) // 2  # most cases ran to a gradient
+
+
+def test_told_forms_the_mask_unless_the_bounds_settle_it():
+    """``told`` skips the mask only where every entry lies in [lo, hi] (its value there);
+    at a bound's edge, beyond it, with a NaN or when traced it forms the mask and its side."""
+    from gpu._elementwise import told
+
+    formed = []
+
+    def form(x, cond):
+        return lambda: formed.append(1) or cond(x)
+
+    x = torch.tensor([-1.0, 0.5, 1.0])
+    assert told(x, -1.0, 1.0, True, form(x, lambda v: v.abs() <= 1.0)) == (None, True)
+    assert told(x, -math.inf, 2.0, False, form(x, lambda v: v > 2.0)) == (None, False)
+    assert not formed
+    mask, side = told(x, -0.5, 1.0, True, form(x, lambda v: v.abs() <= 0.5))
+    assert formed and side is None and mask.tolist() == [False, True, False]
+    mask, side = told(x, 0.0, 2.0, False, form(x, lambda v: v > 2.0))
+    assert side is False and not mask.any()  # formed: the bounds leave -1 outside [0, 2]
+    nan = torch.tensor([0.0, math.nan])
+    mask, side = told(nan, -1.0, 1.0, True, form(nan, lambda v: v.abs() <= 1.0))
+    assert mask.tolist() == [True, False] and side is None
 
 
 def test_mask_bounds_tell_only_what_holds():
