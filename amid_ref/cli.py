@@ -13,10 +13,13 @@ and one line.
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
 import importlib
 import signal
 import sys
+import threading
 
 from amid_ref._cli._util import ArgumentParser, HelpFormatter
 from amid_ref._version import __version__
@@ -78,8 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    lost = _LostInterrupts() if as_program else None
     try:
-        return _main(argv, command)
+        with lost or contextlib.nullcontext():
+            code = _main(argv, command)
+            if lost is not None and lost.pending:  # the command ended before its Ctrl-C did
+                raise KeyboardInterrupt
+            return code
     except KeyboardInterrupt:
         if as_program:  # the program ends here: a late SIGINT must not turn 130 into a kill
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -87,6 +95,47 @@ def main(argv: list[str] | None = None) -> int:
         name = f"amid-ref {command}" if command in SUBCOMMANDS else "amid-ref"
         print(f"{name}: interrupted; its unfinished output was removed", file=sys.stderr)
         return 130
+
+
+class _LostInterrupts:
+    """``sys.unraisablehook`` while ``python -m amid_ref`` runs: a Ctrl-C that CPython
+    cannot raise where it lands is raised again in the main thread, not dropped.
+
+    A KeyboardInterrupt raised inside a weakref callback or a finalizer (importlib's
+    module-lock bookkeeping during an import) is *unraisable*: CPython prints it as
+    "Exception ignored" and the command runs on. Here it is marked pending and, 50 ms
+    later (once the callback has returned), delivered again to the main thread
+    (``_thread.interrupt_main``), where it ends the command as any Ctrl-C does; a command
+    that ends first ends as interrupted too. Other unraisable exceptions go to the
+    previous hook."""
+
+    DELAY_S = 0.05
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.previous = sys.unraisablehook
+
+    def __enter__(self) -> _LostInterrupts:
+        sys.unraisablehook = self
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        sys.unraisablehook = self.previous
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.pending = False  # handled: nothing is delivered again
+
+    def __call__(self, unraisable) -> None:
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            self.previous(unraisable)
+            return
+        self.pending = True
+        timer = threading.Timer(self.DELAY_S, self._deliver)
+        timer.daemon = True
+        timer.start()
+
+    def _deliver(self) -> None:
+        if self.pending:
+            _thread.interrupt_main()
 
 
 def _forget_interrupt_in_string_code() -> None:

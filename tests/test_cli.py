@@ -545,6 +545,47 @@ def test_interrupt_inside_string_code_still_exits_130(tmp_path):
     assert done.stderr == "amid-ref verify: interrupted; its unfinished output was removed\n"
 
 
+def test_interrupt_lost_in_a_callback_still_ends_the_command(tmp_path):
+    """A Ctrl-C that lands in a weakref callback (as in importlib's bookkeeping during an
+    import) cannot be raised there; CPython would print it as "Exception ignored" and the
+    command would run on. ``python -m`` raises it again in the main thread: 130 and the one
+    line, long before the command's 10 s."""
+    import subprocess
+    import sys
+
+    (tmp_path / "lost_interrupt_cli.py").write_text(
+        "import sys, time, weakref\n"
+        "from amid_ref import cli\n"
+        "class Held:\n"
+        "    pass\n"
+        "def interrupt(_):\n"
+        "    raise KeyboardInterrupt\n"
+        "def _main(argv, command):\n"
+        "    held = Held()\n"
+        "    ref = weakref.ref(held, interrupt)\n"
+        "    del held\n"
+        "    end = time.monotonic() + 10\n"
+        "    while time.monotonic() < end:\n"
+        "        time.sleep(0.01)\n"
+        "    return 0\n"
+        "cli._main = _main\n"
+        "sys.exit(cli.main())\n"
+    )
+    path = os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "lost_interrupt_cli", "study"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "amid-ref study: interrupted; its unfinished output was removed\n"
+    assert time.monotonic() - start < 8.0
+
+
 @pytest.mark.slow
 def test_interrupted_verify_can_be_rerun_at_once(tmp_path):
     """Ctrl-C once the first figure is written (the claims run in a second process then):
