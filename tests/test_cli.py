@@ -517,30 +517,34 @@ def _assert_interrupted(command: _Command, err: str, name: str) -> None:
     ), err
 
 
-def test_interrupt_inside_string_code_still_exits_130(tmp_path):
-    """A Ctrl-C that leaves code run from a string (``exec`` of source text, as dataclasses
-    build their methods while torch and SymPy import) and is handled by ``main`` ends
-    ``python -m`` with 130: CPython would otherwise end it with SIGINT (exit code −2)."""
+def _run_cli_with(tmp_path: Path, body: str, command: str):
+    """``python -m`` of a module whose ``amid_ref.cli._main`` is ``body`` (the source of
+    ``def _main(argv, command)``), ``main`` run as the program runs it; the finished
+    process."""
     import subprocess
     import sys
 
-    (tmp_path / "interrupted_cli.py").write_text(
-        "import sys\n"
-        "from amid_ref import cli\n"
-        "def _main(argv, command):\n"
-        "    exec('raise KeyboardInterrupt', {})\n"
-        "cli._main = _main\n"
-        "sys.exit(cli.main())\n"
+    (tmp_path / "patched_cli.py").write_text(
+        f"import sys, time, weakref\nfrom amid_ref import cli\n{body}"
+        "cli._main = _main\nsys.exit(cli.main())\n"
     )
     path = os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-m", "interrupted_cli", "verify"],
+    return subprocess.run(
+        [sys.executable, "-m", "patched_cli", command],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_interrupt_inside_string_code_still_exits_130(tmp_path):
+    """A Ctrl-C that leaves code run from a string (``exec`` of source text, as dataclasses
+    build their methods while torch and SymPy import) and is handled by ``main`` ends
+    ``python -m`` with 130: CPython would otherwise end it with SIGINT (exit code −2)."""
+    body = "def _main(argv, command):\n    exec('raise KeyboardInterrupt', {})\n"
+    done = _run_cli_with(tmp_path, body, "verify")
     assert done.returncode == 130, done.stderr
     assert done.stderr == "amid-ref verify: interrupted; its unfinished output was removed\n"
 
@@ -550,12 +554,7 @@ def test_interrupt_lost_in_a_callback_still_ends_the_command(tmp_path):
     import) cannot be raised there; CPython would print it as "Exception ignored" and the
     command would run on. ``python -m`` raises it again in the main thread: 130 and the one
     line, long before the command's 10 s."""
-    import subprocess
-    import sys
-
-    (tmp_path / "lost_interrupt_cli.py").write_text(
-        "import sys, time, weakref\n"
-        "from amid_ref import cli\n"
+    body = (
         "class Held:\n"
         "    pass\n"
         "def interrupt(_):\n"
@@ -568,19 +567,9 @@ def test_interrupt_lost_in_a_callback_still_ends_the_command(tmp_path):
         "    while time.monotonic() < end:\n"
         "        time.sleep(0.01)\n"
         "    return 0\n"
-        "cli._main = _main\n"
-        "sys.exit(cli.main())\n"
     )
-    path = os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])
     start = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "lost_interrupt_cli", "study"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _run_cli_with(tmp_path, body, "study")
     assert done.returncode == 130, done.stderr
     assert done.stderr == "amid-ref study: interrupted; its unfinished output was removed\n"
     assert time.monotonic() - start < 8.0
