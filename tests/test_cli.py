@@ -446,6 +446,18 @@ def test_verify_in_a_read_only_directory_says_to_use_out(tmp_path, monkeypatch, 
     assert "Read-only file system" in err and "--out DIR" in err
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` of the commands these tests interrupt: SIGINT at its default action
+    and unblocked, as a command typed in a terminal starts. A process started in the
+    background of a non-interactive shell (``pytest ... &``, and so its xdist workers)
+    ignores SIGINT, and a child inherits that: its Python would then never raise
+    KeyboardInterrupt, whatever the command does."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 class _Command:
     """``python -m amid_ref ARGV`` in a subprocess of its own process group, its output
     going to files that can be read while it runs."""
@@ -466,6 +478,7 @@ class _Command:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,  # a process group: Ctrl-C reaches its workers too
+                preexec_fn=_sigint_as_in_a_terminal,
             )
 
     @property
@@ -536,6 +549,7 @@ def _run_cli_with(tmp_path: Path, body: str, command: str):
         capture_output=True,
         text=True,
         timeout=120,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
 
 
