@@ -992,6 +992,20 @@ def _project_r(g_r, lr, cols, stats_ptr, idx_ptr, rows, n_rows, ACC: tl.constexp
 
 
 @_device
+def _project_q(g, lq, cols, stats_ptr, idx_ptr, rows, n_rows, SUMS: tl.constexpr,
+               ACC: tl.constexpr):  # fmt: skip
+    """P_q(g): g's projection through log q (pass a's index of the largest q and its
+    log-normalizer, and the sums of g beside and at that index in the row statistics
+    ``SUMS`` and ``SUMS + 1``)."""
+    rmask = rows < n_rows
+    k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
+    corr_s = tl.load(stats_ptr + 2 * n_rows + rows, mask=rmask, other=0.0)
+    others = tl.load(stats_ptr + SUMS * n_rows + rows, mask=rmask, other=0.0)
+    top = tl.load(stats_ptr + (SUMS + 1) * n_rows + rows, mask=rmask, other=0.0)
+    return _project(g, lq, cols, k_s, -corr_s, others, top, ACC)
+
+
+@_device
 def _arguments(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
                MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
@@ -1292,18 +1306,14 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
         ACC, LOAD_MIX)  # fmt: skip
     through_z = tl.zeros_like(g_q)
     if THROUGH_R:
-        k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
-        corr_s = tl.load(stats_ptr + 2 * n_rows + rows, mask=rmask, other=0.0)
         g_silent = tl.load(stats_ptr + 9 * n_rows + rows, mask=rmask, other=0.0)
-        h_others = tl.load(stats_ptr + 10 * n_rows + rows, mask=rmask, other=0.0)
-        h_top = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
         g_r = tl.where(silent, 0.0, g_r)
         g_logm = _project_r(g_r, lr, cols, stats_ptr, idx_ptr, rows, n_rows, ACC)
         if (not REF_P) and DIV >= 6 and DIV <= 9:
             g_q = g_q - (g_r - g_logm) * w  # pair − w·(g_r − P_r(g_r))
         else:
             g_q = g_q + g_logm * w
-        k_z = _project(h, lq, cols, k_s, -corr_s, h_others, h_top, ACC)
+        k_z = _project_q(h, lq, cols, stats_ptr, idx_ptr, rows, n_rows, 10, ACC)  # sums of h
         through_z = tl.where((g_silent != 0.0)[:, None], k_z * g_silent[:, None], 0.0)
     return g_q, through_z, lq
 
