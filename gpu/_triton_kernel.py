@@ -443,15 +443,16 @@ def _logistic_weight(t, e_t, lm, BETA_NEG: tl.constexpr):
 
 
 @_device
-def _divergence(la, lb, lr, prm, prm_log, prm_log1m, dprm_ptr, DIV: tl.constexpr,
+def _divergence(la, lb, lr, prm, prm_log, prm_log1m, dprm_ptr, mask, DIV: tl.constexpr,
                 ACC: tl.constexpr):  # fmt: skip
     """(term, ∂/∂log a, ∂/∂log b, their sum) per element, lr = log(a/b) formed from the
     mixture: twins of gpu._divergences._kl, _js, _tv, _hellinger, _jeffreys, _skew_kl, _ab
     (and _amari through it); the sum is the closed form of the AB family
-    (``want_sum=True``), ga + gb for the others."""
+    (``want_sum=True``), ga + gb for the others. ``mask``: the tile's entries in the row
+    (the lanes beyond V read as −inf: they take no branch of their own)."""
     NEG = float("-inf")
     if DIV >= 6 and DIV <= 8:  # _AB, _AB_MIRROR, _AB_ZERO
-        return _ab_elements(la, lb, lr, dprm_ptr, DIV, ACC)
+        return _ab_elements(la, lb, lr, dprm_ptr, mask, DIV, ACC)
     if DIV == 9:  # _CHI2
         return _chi2_elements(la, lb, lr, ACC)
     if DIV == 0:  # KL
@@ -590,9 +591,11 @@ def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom, ACC: tl.con
 
 
 @_device
-def _ab_elements(la, lb, lr, dprm_ptr, DIV: tl.constexpr, ACC: tl.constexpr):
+def _ab_elements(la, lb, lr, dprm_ptr, mask, DIV: tl.constexpr, ACC: tl.constexpr):
     """gpu._divergences._ab with ``want_sum=True``: (term, g_a, g_b, g_a + g_b in closed
-    form); the pivot (DIV) as _ab chooses it."""
+    form); the pivot (DIV) as _ab chooses it. The zero entries' forms are taken only in a
+    tile with a zero of a or b among its ``mask``'s entries (the lanes beyond V, −inf on
+    both sides, keep the finite values of the general form, which no caller reads)."""
     NEG = float("-inf")
     INF = float("inf")
     a_ = tl.load(dprm_ptr + 0)
@@ -616,7 +619,7 @@ def _ab_elements(la, lb, lr, dprm_ptr, DIV: tl.constexpr, ACC: tl.constexpr):
     terms = tl.where(terms != terms, INF, terms)
     ga = _scaled_expm1_ratio(lam * lx, -b_, d, lxy, ACC)
     gb = -_scaled_expm1_ratio(lam * ly, a_, d, lxy, ACC)
-    if _anywhere(~both):  # zero entries (formed only in a tile that has one; else no-ops)
+    if _anywhere(mask & ~both):  # zero entries (formed only in a tile that has one)
         # their terms: y^λ/(a_ λ), x^λ/(b_ λ) as one exponential; +inf where they diverge
         t_only_y = tl.where(k_y == k_y, _exp(lam * lb - k_y, ACC), INF)
         t_only_x = tl.where(k_x == k_x, _exp(lam * la - k_x, ACC), INF)
@@ -1164,8 +1167,8 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
         terms, ga, gb, g_sum = _renyi_elements(la, lb, d, stats_ptr, rows, n_rows, dprm_ptr,
                                                ACC)  # fmt: skip
     else:
-        terms, ga, gb, g_sum = _divergence(la, lb, d, prm, prm_log, prm_log1m, dprm_ptr, DIV,
-                                           ACC)  # fmt: skip
+        terms, ga, gb, g_sum = _divergence(la, lb, d, prm, prm_log, prm_log1m, dprm_ptr, mask,
+                                           DIV, ACC)  # fmt: skip
     if FIRST_R:
         g_r = ga
         if REF_P:
