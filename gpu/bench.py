@@ -599,9 +599,11 @@ def _run_in_subprocess(spec: dict, timeout: float, parts=("memory", "time")) -> 
     The CPU memory run uses a fixed glibc mmap threshold (:data:`gpu._rss.MALLOC_ENV`), so
     that the high-water mark tracks live tensors; the timed run uses the default allocator,
     as a user's process does. ``parts`` = ``("time",)`` skips the memory run (its peak is
-    0). A row whose status is not ``"ok"`` is returned as it came.
+    0); ``("both",)`` takes both in one subprocess, as on CUDA (the dry run of the CUDA
+    plan on the CPU, :func:`_parts`). A row whose status is not ``"ok"`` is returned as it
+    came.
     """
-    if spec["device"] == "cuda":
+    if spec["device"] == "cuda" or tuple(parts) == ("both",):
         return _worker_process({**spec, "measure": "both"}, timeout, {})
     out = None
     for part in parts:
@@ -616,6 +618,15 @@ def _run_in_subprocess(spec: dict, timeout: float, parts=("memory", "time")) -> 
         else:
             out["peak_extra_mib"] = got["peak_extra_mib"]
     return out
+
+
+def _parts(args, device: str) -> tuple[str, ...]:
+    """The subprocesses of one measurement: one (``"both"``) in a dry run of the CUDA plan
+    on the CPU (every code path as CUDA runs it; its figures are not read), else memory
+    and time apart on the CPU (:func:`_run_in_subprocess`)."""
+    if device == "cpu" and getattr(args, "target_plan", None) == "cuda":
+        return ("both",)
+    return ("memory", "time")
 
 
 def attempt(spec: dict, timeout: float, parts=("memory", "time")) -> dict:
@@ -884,7 +895,7 @@ def run_logits(args, report: Report | None = None, plan=None) -> Report:
                     "objective": objective, "impl": impl, "alpha": args.alpha, "lam": args.lam,
                     "reps": args.reps, "chunk_size": args.chunk_size, "threads": threads,
                 }  # fmt: skip
-                row = attempt(spec, args.timeout)
+                row = attempt(spec, args.timeout, parts=_parts(args, device))
                 if row.get("status") == OK:
                     row.update(roofline(row, row["time_ms"] / 1e3, ceilings))
                 report.add(row)
@@ -1120,7 +1131,7 @@ def run_fused(args, report: Report | None = None, configs=None, impls=None) -> R
                     with _BusyLoad():  # time only: the peak is the quiet run's
                         row = attempt(one, args.timeout, parts=("time",))
                 else:
-                    row = attempt(one, args.timeout)
+                    row = attempt(one, args.timeout, parts=_parts(args, device))
                 row.update(condition=condition, hidden=hidden, our_chunk=our_chunk)
                 if row.get("status") == OK:
                     row.update(roofline(row, row["time_ms"] / 1e3, ceilings))
