@@ -41,6 +41,17 @@ LAMS = lambda_grid("full")
 #: A thinner grid for the torch paths (one call per objective costs ~1 ms).
 GPU_ALPHAS = (-INF, -5.0, 0.0, 1.0 - 1e-7, 1.0, 3.0, INF)
 GPU_LAMS = (0.0, 1e-15, 0.5, 1.0 - 1e-15, 1.0)
+#: α at the endpoints λ ∈ {0, 1} of the overflow scans: there r = q or r = p whatever α is
+#: (:func:`amid_ref.log_alpha_mean`), so every α gives one objective. α = ±∞ are kept for
+#: their own form of the gradient's normalizer term (gpu._torch_kernel._normalizer_operand),
+#: α = 1 for the finite one.
+ENDPOINT_ALPHAS = (-INF, 1.0, INF)
+
+
+def _scan_objectives(alphas):
+    """(α, λ) of the overflow scans: every α at λ = ½, the endpoints λ ∈ {0, 1} at
+    :data:`ENDPOINT_ALPHAS` only."""
+    return [(a, 0.5) for a in alphas] + [(a, lam) for lam in (0.0, 1.0) for a in ENDPOINT_ALPHAS]
 
 
 def _case_id(case) -> str:
@@ -210,9 +221,8 @@ def test_gpu_overflow_scan(case):
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
         s_t, t_t = torch.tensor(s_all, dtype=dtype), torch.tensor(t_all, dtype=dtype)
         for order in ORDERS:
-            for alpha in GPU_ALPHAS:
-                for lam in (0.0, 0.5, 1.0):
-                    _overflow_check(s_t, t_t, (alpha, lam, name, order, params), dtype)
+            for alpha, lam in _scan_objectives(GPU_ALPHAS):
+                _overflow_check(s_t, t_t, (alpha, lam, name, order, params), dtype)
 
 
 def _overflow_check(s, t, objective, dtype) -> None:
@@ -250,9 +260,8 @@ def test_reference_overflow_scan(case):
     name, params = case
     s_all, t_all = overflow_rows()
     for order in ORDERS:
-        for alpha in ALPHAS:
-            for lam in (0.0, 0.5, 1.0):
-                _reference_overflow_check(s_all, t_all, (alpha, lam, name, order, params))
+        for alpha, lam in _scan_objectives(ALPHAS):
+            _reference_overflow_check(s_all, t_all, (alpha, lam, name, order, params))
 
 
 def _reference_overflow_check(s, t, objective) -> None:
