@@ -41,17 +41,18 @@ LAMS = lambda_grid("full")
 #: A thinner grid for the torch paths (one call per objective costs ~1 ms).
 GPU_ALPHAS = (-INF, -5.0, 0.0, 1.0 - 1e-7, 1.0, 3.0, INF)
 GPU_LAMS = (0.0, 1e-15, 0.5, 1.0 - 1e-15, 1.0)
-#: α at the endpoints λ ∈ {0, 1} of the overflow scans: there r = q or r = p whatever α is
+#: α at the endpoints λ ∈ {0, 1} of the sweeps: there r = q or r = p whatever α is
 #: (:func:`amid_ref.log_alpha_mean`), so every α gives one objective. α = ±∞ are kept for
 #: their own form of the gradient's normalizer term (gpu._torch_kernel._normalizer_operand),
 #: α = 1 for the finite one.
 ENDPOINT_ALPHAS = (-INF, 1.0, INF)
 
 
-def _scan_objectives(alphas):
-    """(α, λ) of the overflow scans: every α at λ = ½, the endpoints λ ∈ {0, 1} at
-    :data:`ENDPOINT_ALPHAS` only."""
-    return [(a, 0.5) for a in alphas] + [(a, lam) for lam in (0.0, 1.0) for a in ENDPOINT_ALPHAS]
+def _objectives(alphas, lams):
+    """(α, λ) of a sweep: every α at each interior λ (1e-15 from an end included), the
+    endpoints λ ∈ {0, 1} at :data:`ENDPOINT_ALPHAS` only."""
+    assert set(ENDPOINT_ALPHAS) <= set(alphas)
+    return [(a, lam) for lam in lams for a in (ENDPOINT_ALPHAS if lam in (0.0, 1.0) else alphas)]
 
 
 def _case_id(case) -> str:
@@ -93,14 +94,13 @@ def test_reference_gradient_is_softmax_invariant_on_confident_rows(case):
     s, t = confident_rows()
     tol = tolerance("reference", "grad")
     for order in ORDERS:
-        for alpha in ALPHAS:
-            for lam in LAMS:
-                for detach in (False, True):
-                    try:
-                        g = amid_grad(s, t, alpha, lam, name, order, params, 1.0, detach)
-                    except ValueError:  # +inf loss (α ≥ 1 and a masked side): refused
-                        continue
-                    assert_softmax_invariant(g, tol, f"{name}{params} {order} α={alpha} λ={lam}")
+        for alpha, lam in _objectives(ALPHAS, LAMS):
+            for detach in (False, True):
+                try:
+                    g = amid_grad(s, t, alpha, lam, name, order, params, 1.0, detach)
+                except ValueError:  # +inf loss (α ≥ 1 and a masked side): refused
+                    continue
+                assert_softmax_invariant(g, tol, f"{name}{params} {order} α={alpha} λ={lam}")
 
 
 #: The objectives held to the oracle on confident rows (the oracle differentiates at 50
@@ -152,22 +152,21 @@ def test_gpu_gradient_on_confident_rows(case):
     name, params = case
     s, t = confident_rows()
     for order in ORDERS:
-        for alpha in GPU_ALPHAS:
-            for lam in GPU_LAMS:
-                try:
-                    want = amid_grad(s, t, alpha, lam, name, order, params)
-                except ValueError:
-                    continue
-                loss = np.abs(amid_loss(s, t, alpha, lam, name, order, params))[:, None]
-                scale = np.maximum(np.abs(want).max(-1, keepdims=True), loss)
-                for dtype in ("float64", "float32"):
-                    tol = tolerance("gpu", "grad", dtype)
-                    what = f"{name}{params} {order} α={alpha} λ={lam} {dtype}"
-                    got = _torch_grad(s, t, alpha, lam, name, order, params, getattr(torch, dtype))
-                    assert_softmax_invariant(got, tol, what)
-                    bound = tol.atol * np.maximum(1.0, scale) + tol.rtol * scale
-                    err = np.abs(got - want) / bound
-                    assert err.max() <= 1.0, f"{what}: {err.max():.3g}× the bound"
+        for alpha, lam in _objectives(GPU_ALPHAS, GPU_LAMS):
+            try:
+                want = amid_grad(s, t, alpha, lam, name, order, params)
+            except ValueError:
+                continue
+            loss = np.abs(amid_loss(s, t, alpha, lam, name, order, params))[:, None]
+            scale = np.maximum(np.abs(want).max(-1, keepdims=True), loss)
+            for dtype in ("float64", "float32"):
+                tol = tolerance("gpu", "grad", dtype)
+                what = f"{name}{params} {order} α={alpha} λ={lam} {dtype}"
+                got = _torch_grad(s, t, alpha, lam, name, order, params, getattr(torch, dtype))
+                assert_softmax_invariant(got, tol, what)
+                bound = tol.atol * np.maximum(1.0, scale) + tol.rtol * scale
+                err = np.abs(got - want) / bound
+                assert err.max() <= 1.0, f"{what}: {err.max():.3g}× the bound"
 
 
 def test_reproducer_confident_chi2_gradient():
@@ -221,7 +220,7 @@ def test_gpu_overflow_scan(case):
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
         s_t, t_t = torch.tensor(s_all, dtype=dtype), torch.tensor(t_all, dtype=dtype)
         for order in ORDERS:
-            for alpha, lam in _scan_objectives(GPU_ALPHAS):
+            for alpha, lam in _objectives(GPU_ALPHAS, (0.0, 0.5, 1.0)):
                 _overflow_check(s_t, t_t, (alpha, lam, name, order, params), dtype)
 
 
@@ -260,7 +259,7 @@ def test_reference_overflow_scan(case):
     name, params = case
     s_all, t_all = overflow_rows()
     for order in ORDERS:
-        for alpha, lam in _scan_objectives(ALPHAS):
+        for alpha, lam in _objectives(ALPHAS, (0.0, 0.5, 1.0)):
             _reference_overflow_check(s_all, t_all, (alpha, lam, name, order, params))
 
 
@@ -358,13 +357,12 @@ def test_reference_equal_distributions_give_exact_zero(case):
     name, params = case
     x = _equal_rows()
     for order in ORDERS:
-        for alpha in ALPHAS:
-            for lam in LAMS:
-                try:
-                    value = amid_loss(x, x, alpha, lam, name, order, params)
-                except ValueError:
-                    continue
-                assert (value == 0.0).all(), (name, params, order, alpha, lam, value)
+        for alpha, lam in _objectives(ALPHAS, LAMS):
+            try:
+                value = amid_loss(x, x, alpha, lam, name, order, params)
+            except ValueError:
+                continue
+            assert (value == 0.0).all(), (name, params, order, alpha, lam, value)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -373,10 +371,9 @@ def test_gpu_equal_distributions_give_exact_zero(case, dtype):
     name, params = case
     x = torch.tensor(_equal_rows(), dtype=getattr(torch, dtype))
     for order in ORDERS:
-        for alpha in GPU_ALPHAS:
-            for lam in GPU_LAMS:
-                value = gpu.amid_loss(x, x, alpha, lam, name, order, params, reduction="none")
-                assert (value == 0.0).all(), (name, params, order, alpha, lam, value)
+        for alpha, lam in _objectives(GPU_ALPHAS, GPU_LAMS):
+            value = gpu.amid_loss(x, x, alpha, lam, name, order, params, reduction="none")
+            assert (value == 0.0).all(), (name, params, order, alpha, lam, value)
 
 
 # --- supports that differ, with an assistant mass that underflows ---------------------------
