@@ -29,6 +29,7 @@ import torch
 from amid_ref.contract import NORMALIZATION_TOL, SPECS
 from gpu._autograd import _refuse_double_backward
 from gpu._elementwise import (
+    all_,
     any_,
     compiling,
     expm1,
@@ -574,7 +575,7 @@ def _chi2_pair(la, lb, params, log_ratio, weights, direct, ga, gb, g_sum):
     # its own gradients elsewhere (a zero of one argument)
     out = _ab_pair(la, lb, _CHI2_AS_AB, log_ratio, weights, direct, ga, gb, g_sum, 2.0)
     both = (la != NEG_INF) & (lb != NEG_INF)
-    if bool(both.all()):
+    if all_(both):
         return out
     g_direct, g_other = (gb, ga) if direct == "b" else (ga, gb)
     return where(both, out, torch.addcmul(g_direct, weights[0], g_other), out=out)

@@ -335,7 +335,8 @@ def chunk(
     to twice the dtype's precision (the fused loss's ``G·W`` needs it; ``out_lo`` may be
     ``t`` itself). ``branchless=True`` (the compiled
     kernel) takes no branch on tensor values: terms that are zero for a chunk are formed
-    anyway, with the same results. ``red`` completes the row reductions (whole rows by
+    anyway, with the same results, and the gradient's row flags (:func:`_grad_flags`, which
+    branches) are left to the caller. ``red`` completes the row reductions (whole rows by
     default; the vocabulary-parallel loss passes one that all-reduces over the shards).
     """
     if red is LOCAL:  # a reducer of its own: it notes this chunk's row maxima
@@ -493,6 +494,8 @@ def chunk(
         grad = torch.mul(grad, grad_scale * inv_t, out=out)
     else:
         grad = grad.mul_(grad_scale * inv_t)
+    if branchless:  # the compiled kernel's caller flags the gradient once it is scaled
+        return value, grad, red.flags(flags)
     return value, grad, red.flags(flags | _grad_flags(grad))
 
 

@@ -344,6 +344,29 @@ def test_reaching_the_recompile_limit_is_said(threads):
         gpu.amid_loss(s, t, -5.0, 0.5, compile="eager")
 
 
+@pytest.mark.parametrize("div,order", [("kl", "pr"), ("js", "rq"), ("ab", "rq"), ("chi2", "qr")])
+def test_compiled_kernel_is_one_graph(threads, div, order):
+    """The compiled kernel takes no branch on tensor values (``branchless``): dynamo traces
+    it, loss and gradient, without a graph break (each break would split the graph and, on
+    CUDA, wait for the device). The gradient's row flags, which branch, are formed after
+    the graph. (Every divergence × order at four (α, λ) traced without a break when this
+    was written; these four cover the kernel's tensor-reading shortcuts: the gradient's
+    flags, the AB far branch and χ²'s zero entries.)"""
+    from torch._dynamo.utils import counters
+
+    threads(1)
+    torch._dynamo.reset()
+    _COMPILED.pop("eager", None)
+    counters.clear()
+    s, t, _ = _inputs(torch.float32)
+    x = s.clone().requires_grad_()
+    params = {"alpha": 0.2, "beta": 0.7} if div == "ab" else None
+    gpu.amid_loss(x, t, -5.0, 0.1, div, order, div_params=params, compile="eager").backward()
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])
+    assert torch.isfinite(x.grad).all()
+
+
 def _cuda_specialization(fn, args, kwargs):
     """Triton's own binder for a CUDA sm_90 target (no GPU needed): the signature types and
     attributes of a launch, what the on-disk cache key is made of besides the source."""
