@@ -394,14 +394,9 @@ def _objective_kwargs(spec: dict) -> dict:
     return obj
 
 
-def _liger_logits_loss(impl: str, obj: dict, cuda: bool):
-    """liger-kernel's Triton loss on log-probabilities, or :class:`Unavailable`."""
-    if _LIGER_OBJECTIVE[impl] != obj["divergence"]:
-        raise Unavailable(f"{impl} computes the {_LIGER_OBJECTIVE[impl]} objective only")
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise Unavailable("not installed: liger-kernel")
-    if not cuda:
-        raise Unavailable("liger-kernel's Triton kernels run on CUDA")
+def _liger_logits_loss(impl: str, obj: dict):
+    """liger-kernel's Triton loss on log-probabilities (its availability told by
+    :func:`why_unavailable`)."""
     if impl == "liger_jsd":
         from liger_kernel.transformers import LigerJSD  # optional: the peers extra
 
@@ -416,39 +411,59 @@ def _liger_logits_loss(impl: str, obj: dict, cuda: bool):
     return lambda s, t: crit(torch.log_softmax(s.float(), -1), torch.log_softmax(t.float(), -1))
 
 
-def _gpu_backend_check(impl: str, device: torch.device) -> dict:
-    """Whether ``backend=impl`` runs here (:class:`Unavailable` if not); extra row fields."""
-    if impl != "triton":
-        return {}
-    why = _triton_usable(device)
-    if why is not None:
-        raise Unavailable(why)
-    if importlib.util.find_spec("gpu._triton_kernel") is None:
-        raise Unavailable("this gpu package has no Triton kernel (gpu._triton_kernel)")
-    return {"interpreted": device.type == "cpu"}
+def why_unavailable(spec: dict) -> str | None:
+    """Why the implementation of a worker ``spec`` cannot run here (``None`` if it can):
+    liger-kernel not installed, a Liger logits loss of another objective or off CUDA, the
+    Triton backend where triton cannot run (:func:`gpu._engine._triton_usable`), a
+    compiled CPU kernel without a C++ compiler. Told in the driver as in the worker, so
+    such a row costs no subprocess."""
+    impl, device = spec["impl"], torch.device(spec["device"])
+    if spec.get("mode") == "fused":
+        if impl.startswith("liger") and importlib.util.find_spec("liger_kernel") is None:
+            return "not installed: liger-kernel"
+        return None
+    if spec.get("mode") is not None:
+        return None
+    if impl in _LIGER_OBJECTIVE:
+        if _LIGER_OBJECTIVE[impl] != _objective_kwargs(spec)["divergence"]:
+            return f"{impl} computes the {_LIGER_OBJECTIVE[impl]} objective only"
+        if importlib.util.find_spec("liger_kernel") is None:
+            return "not installed: liger-kernel"
+        if device.type != "cuda":
+            return "liger-kernel's Triton kernels run on CUDA"
+    elif impl == "triton":
+        why = _triton_usable(device)
+        if why is not None:
+            return why
+        if importlib.util.find_spec("gpu._triton_kernel") is None:
+            return "this gpu package has no Triton kernel (gpu._triton_kernel)"
+    elif impl == "compiled" and device.type == "cpu":
+        if shutil.which("g++") is None and shutil.which("c++") is None:
+            return "torch.compile (inductor) needs a C++ compiler on the CPU"
+    return None
 
 
 def _logits_step(spec: dict, device: torch.device):
     """The step to measure, the inputs, and extra row fields (or :class:`Unavailable`)."""
     impl = spec["impl"]
+    why = why_unavailable(spec)
+    if why is not None:
+        raise Unavailable(why)
     obj = _objective_kwargs(spec)
-    cuda = device.type == "cuda"
     extra: dict[str, Any] = {}
     if impl == "textbook":
         fn = lambda s, t: textbook_amid_loss(s, t, **obj)  # noqa: E731
     elif impl in ("torch", "triton", "compiled"):
         backend = "torch" if impl == "compiled" else impl
-        extra = _gpu_backend_check(backend, device)
-        if impl == "compiled" and not cuda:
-            if shutil.which("g++") is None and shutil.which("c++") is None:
-                raise Unavailable("torch.compile (inductor) needs a C++ compiler on the CPU")
+        if impl == "triton":
+            extra = {"interpreted": device.type == "cpu"}
         compile_flag = impl == "compiled"
 
         def fn(s, t):
             return gpu.amid_loss(s, t, **obj, chunk_size=spec.get("chunk_size"),
                                  backend=backend, compile=compile_flag)  # fmt: skip
     elif impl in _LIGER_OBJECTIVE:
-        fn = _liger_logits_loss(impl, obj, cuda)
+        fn = _liger_logits_loss(impl, obj)
         if impl == "liger_kl":
             extra["objective_computed"] = "KL(p‖q) (λ = 0)"
     else:
@@ -634,6 +649,9 @@ def attempt(spec: dict, timeout: float, parts=("memory", "time")) -> dict:
     (``{"status": "timeout" | "error", "why": ...}``) instead of raised."""
     ident = {k: spec.get(k) for k in ("impl", "objective", "device", "dtype", "rows", "vocab")
              if k in spec}  # fmt: skip
+    why = why_unavailable(spec)
+    if why is not None:  # told here: no subprocess to start
+        return {**ident, "status": "not available", "why": why}
     try:
         row = _run_in_subprocess(spec, timeout, parts)
     except subprocess.TimeoutExpired:
@@ -988,9 +1006,9 @@ def _fused_worker(spec: dict) -> dict:
     rows, vocab, hidden, beta = spec["rows"], spec["vocab"], spec["hidden"], spec["beta"]
     impl, chunk = spec["impl"], spec.get("chunk_size")
     cuda = device.type == "cuda"
-    if impl.startswith("liger"):
-        if importlib.util.find_spec("liger_kernel") is None:
-            raise Unavailable("not installed: liger-kernel")
+    why = why_unavailable(spec)
+    if why is not None:
+        raise Unavailable(why)
     h, w, th, tw = _fused_inputs(rows, vocab, hidden, dtype, device)
     labels = torch.zeros(rows, dtype=torch.long, device=device)
     js = dict(alpha=0.0, lam=0.0, divergence="js", order="pr", div_params={"beta": beta})

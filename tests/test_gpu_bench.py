@@ -170,3 +170,32 @@ def test_textbook_loss_matches_amid_ref():
     got = float(bench.naive_jsd(s, t, 0.5))
     want = amid_ref.amid_loss(s.numpy(), t.numpy(), 0.0, 0.0, "js", "pr", {"beta": 0.5})
     np.testing.assert_allclose(got, np.mean(want), rtol=1e-5)
+
+
+def test_an_implementation_that_cannot_run_here_costs_no_subprocess(monkeypatch):
+    """Liger's logits losses off CUDA, a Liger loss of another objective and the Triton
+    backend on the CPU without the interpreter are told in the driver: a "not available"
+    row, and no worker started; the worker tells the same reason if asked."""
+
+    def no_worker(spec, timeout, env):
+        raise AssertionError(f"a worker was started for {spec['impl']}")
+
+    monkeypatch.setattr(bench, "_worker_process", no_worker)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    base = {"device": "cpu", "dtype": "float32", "rows": 4, "vocab": 64, "alpha": None,
+            "lam": None, "reps": 1, "chunk_size": None, "threads": 1}  # fmt: skip
+    liger = bench.importlib.util.find_spec("liger_kernel") is not None
+    cases = [
+        ("liger_kl", "kl", "run on CUDA" if liger else "not installed"),
+        ("liger_jsd", "kl", "objective only"),
+        ("triton", "kl", "TRITON_INTERPRET"),
+    ]
+    for impl, objective, why in cases:
+        spec = {**base, "impl": impl, "objective": objective}
+        row = bench.attempt(spec, 5.0)
+        assert row["status"] == "not available" and why in row["why"], row
+        assert row["impl"] == impl and row["objective"] == objective
+        told = bench._worker_main(spec)
+        assert told == {"impl": impl, "status": "not available", "why": row["why"]}
+    with pytest.raises(AssertionError, match="worker was started for torch"):
+        bench.attempt({**base, "impl": "torch", "objective": "kl"}, 5.0)
