@@ -49,6 +49,7 @@ from gpu._engine import (
     _reduce,
     _select_kernel,
     _valid_rows,
+    _warn_once,
 )
 from gpu._loss import AMiDLoss, _ObjectiveModule
 from gpu._teachers import check_topk, check_vocab_alignment, teaching_fields, teaching_kernel
@@ -171,27 +172,66 @@ def _times_weight(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (hi @ weight).to(g.dtype).add_((lo @ weight).to(g.dtype)).mul_(scale)
 
 
+#: Whether this torch's CUDA products with a float32 output from bf16/fp16 operands
+#: (``out_dtype``: ``"mm"`` for ``torch.mm``, ``"addmm"`` for ``torch.addmm`` into a float32
+#: addend) worked when first tried; absent until then. Recorded by the fused benchmark.
+OUT_DTYPE_PRODUCTS: dict[str, bool] = {}
+
+
+def _tensor_cores(a: torch.Tensor) -> bool:
+    """Whether to try the ``out_dtype`` products (CUDA: tensor cores, float32 accumulation)."""
+    return a.is_cuda
+
+
+def _out_dtype_product(name: str, fn) -> torch.Tensor | None:
+    """``fn()``, or ``None`` where this torch has no such ``out_dtype`` product (remembered:
+    one failed try per process); an out-of-memory is raised, not taken for that."""
+    if OUT_DTYPE_PRODUCTS.get(name, True):
+        try:
+            out = fn()
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except (RuntimeError, TypeError):  # an older torch (no overload, or other checks)
+            OUT_DTYPE_PRODUCTS[name] = False
+        else:
+            OUT_DTYPE_PRODUCTS[name] = True
+            return out
+    return None
+
+
 def _mm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``a @ b`` in ``dtype``: for bf16 operands on CUDA one tensor-core product with a
-    float32 output (``out_dtype``), else the product in the operands' dtype, cast."""
-    if a.dtype != dtype and a.is_cuda:
-        try:
-            return torch.mm(a, b, out_dtype=dtype)
-        except (RuntimeError, TypeError):  # a torch without mm.dtype: below
-            pass
+    float32 output (``out_dtype``), else the product in the operands' dtype, cast (the
+    callers round the result to the operands' dtype anyway)."""
+    if a.dtype != dtype and _tensor_cores(a):
+        out = _out_dtype_product("mm", lambda: torch.mm(a, b, out_dtype=dtype))
+        if out is not None:
+            return out
     return (a @ b).to(dtype) if a.dtype == b.dtype else a.to(dtype) @ b.to(dtype)
 
 
 def _addmm_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """``acc += a @ b`` accumulated in ``acc``'s dtype (float32): for bf16 operands on
-    CUDA one tensor-core product into the float32 accumulator (``out_dtype``), else the
-    operands converted."""
-    if a.dtype != acc.dtype and a.is_cuda:
-        try:
-            torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+    CUDA one tensor-core product into the float32 accumulator (``torch.addmm`` with
+    ``out_dtype``; torch versions whose ``addmm.dtype`` wants the addend in the operands'
+    dtype take ``torch.mm`` with ``out_dtype`` and an add). Without either, the operands
+    are converted and the product runs in float32, many times slower on a GPU: a
+    ``RuntimeWarning`` says so once."""
+    if a.dtype != acc.dtype and _tensor_cores(a):
+        fused = _out_dtype_product(
+            "addmm", lambda: torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+        )
+        if fused is not None:
             return
-        except (RuntimeError, TypeError):  # a torch without addmm.dtype: below
-            pass
+        product = _out_dtype_product("mm", lambda: torch.mm(a, b, out_dtype=acc.dtype))
+        if product is not None:
+            acc.add_(product)
+            return
+        _warn_once(
+            f"this torch ({torch.__version__}) has no {a.dtype} product with a float32 "
+            "output on CUDA (torch.mm / torch.addmm with out_dtype): the fused loss's "
+            "weight gradient runs its GEMMs in float32, many times slower"
+        )
     acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
 
 

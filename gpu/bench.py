@@ -1088,7 +1088,18 @@ def _fused_worker(spec: dict) -> dict:
         "loss": loss_value,
         "threads": torch.get_num_threads() if not cuda else None,
         **cost,
+        **_gemm_route(impl),
     }
+
+
+def _gemm_route(impl: str) -> dict:
+    """For the gpu fused loss: which float32-output products of low-precision operands
+    this torch took (``gpu._fused.OUT_DTYPE_PRODUCTS``; empty off CUDA)."""
+    if impl not in ("fused", "fused_compiled"):
+        return {}
+    from gpu import _fused
+
+    return {"out_dtype_products": dict(_fused.OUT_DTYPE_PRODUCTS)}
 
 
 class _BusyLoad:

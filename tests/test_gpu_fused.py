@@ -345,3 +345,60 @@ def test_cuda_fused_peak_memory_is_weight_sized():
     bound = vocab * hidden * (4 + 2) + rows * hidden * 2 * 2 + 24 * chunk * vocab * 4
     assert extra <= bound, (extra, bound)
     assert extra < rows * vocab * 2  # less than one bf16 (N, V) tensor
+
+
+def test_weight_gradient_products_fall_back_by_torch_version(monkeypatch):
+    """The float32-output products of bf16 operands (CUDA), as torch versions offer them:
+    ``addmm`` with ``out_dtype`` into the float32 accumulator; where that overload refuses
+    a float32 addend, ``mm`` with ``out_dtype`` and an add; where neither exists, the
+    operands in float32 with one warning. Each refusal is remembered; an out-of-memory is
+    raised, not taken for a refusal. Run on the CPU with the CUDA route forced."""
+    import warnings
+
+    from gpu import _engine, _fused
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(5, 7, generator=gen).to(torch.bfloat16)
+    b = torch.randn(7, 3, generator=gen).to(torch.bfloat16)
+    want = a.double() @ b.double() + 1.0
+    monkeypatch.setattr(_fused, "_tensor_cores", lambda t: True)
+    monkeypatch.setattr(_fused, "OUT_DTYPE_PRODUCTS", {})
+    monkeypatch.setattr(_engine, "_WARNED", set())
+    real_mm = torch.mm
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("self and mat2 must have the same dtype")
+
+    def mm(x, y, out_dtype=None):  # what CUDA's mm.dtype computes
+        return real_mm(x.to(out_dtype), y.to(out_dtype)) if out_dtype else real_mm(x, y)
+
+    monkeypatch.setattr(torch, "addmm", refuse)
+    monkeypatch.setattr(torch, "mm", mm)
+    acc = torch.ones(5, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _fused._addmm_(acc, a, b)
+        _fused._addmm_(acc, a, b)
+    assert _fused.OUT_DTYPE_PRODUCTS == {"addmm": False, "mm": True}
+    assert torch.allclose(acc.double(), 2 * want - 1.0, rtol=1e-6, atol=1e-6)
+
+    monkeypatch.setattr(torch, "mm", refuse)  # neither: float32 operands, said once
+    _fused.OUT_DTYPE_PRODUCTS.clear()
+    acc = torch.ones(5, 3)
+    with pytest.warns(RuntimeWarning, match="float32, many times slower"):
+        _fused._addmm_(acc, a, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _fused._addmm_(acc, a, b)
+    assert _fused.OUT_DTYPE_PRODUCTS == {"addmm": False, "mm": False}
+    assert torch.allclose(acc.double(), 2 * want - 1.0, rtol=1e-6, atol=1e-6)
+    assert _fused._mm(a, b, torch.float32).dtype == torch.float32  # its own fallback
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(torch, "addmm", out_of_memory)
+    _fused.OUT_DTYPE_PRODUCTS.clear()
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        _fused._addmm_(torch.ones(5, 3), a, b)
+    assert "addmm" not in _fused.OUT_DTYPE_PRODUCTS
