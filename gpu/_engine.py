@@ -510,6 +510,8 @@ def _compiled_kernel(backend: str):
                 _warn_recompile_limit(backend, len(objectives))
         try:
             value, g, flags = core(s, t, spec, want_grad)
+        except torch.cuda.OutOfMemoryError:  # the batch's, not the compiler's: as raised
+            raise
         except Exception as exc:  # compiler missing or failing: fall back, once, loudly
             working[0] = False
             _COMPILED[backend] = None
@@ -616,6 +618,8 @@ def _triton_kernel():
                 return triton_chunk(
                     s, t, spec, want_grad, grad_scale, out, out_lo=out_lo, saved=saved
                 )
+            except torch.cuda.OutOfMemoryError:  # the batch's, not the kernel's: as raised
+                raise
             except Exception as exc:  # a compiler or launch failure: fall back, once, loudly
                 working[0] = False
                 _warn_once(

@@ -55,3 +55,32 @@ def test_failing_triton_kernel_falls_back_once_with_the_same_result(monkeypatch)
         got = gpu.amid_loss(s, t, -5.0, 0.1, backend="triton")
     want = gpu.amid_loss(s, t, -5.0, 0.1, backend="torch")
     assert torch.equal(got, want)
+
+
+def test_out_of_memory_in_the_triton_kernel_is_raised_and_keeps_it(monkeypatch):
+    """An out-of-memory is the batch's, not the kernel's: it is raised as such (no warning,
+    no torch kernel run, which would need more memory), and the next call tries the Triton
+    kernel again."""
+    import sys
+    import types
+    import warnings
+
+    calls = []
+
+    def short_of_memory(*args, **kwargs):
+        calls.append(1)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    fake = types.ModuleType("gpu._triton_kernel")
+    fake.triton_chunk = short_of_memory
+    monkeypatch.setitem(sys.modules, "gpu._triton_kernel", fake)
+    monkeypatch.setattr(_engine, "_TRITON", [])
+    monkeypatch.setattr(_engine, "_WARNED", set())
+    monkeypatch.setattr(_engine, "_triton_usable", lambda device: None)
+    s, t = torch.randn(3, 7), torch.randn(3, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):
+            with pytest.raises(torch.cuda.OutOfMemoryError, match="Tried to allocate"):
+                gpu.amid_loss(s, t, -5.0, 0.1, backend="triton")
+    assert len(calls) == 2
