@@ -35,20 +35,27 @@ def test_triton_where_it_cannot_run_warns_once_and_uses_torch(monkeypatch):
     assert _engine._select_kernel(False, "triton", torch.device("cpu")) is torch_chunk
 
 
-def test_failing_triton_kernel_falls_back_once_with_the_same_result(monkeypatch):
-    """A kernel that fails to compile or run: one RuntimeWarning, then the torch kernel."""
+def _fake_triton_kernel(monkeypatch, triton_chunk) -> None:
+    """The engine with ``triton_chunk`` as the Triton kernel, fresh (no earlier fallback, no
+    warning said), usable on this device."""
     import sys
     import types
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("PTX compilation failed (test)")
-
     fake = types.ModuleType("gpu._triton_kernel")
-    fake.triton_chunk = broken
+    fake.triton_chunk = triton_chunk
     monkeypatch.setitem(sys.modules, "gpu._triton_kernel", fake)
     monkeypatch.setattr(_engine, "_TRITON", [])
     monkeypatch.setattr(_engine, "_WARNED", set())
     monkeypatch.setattr(_engine, "_triton_usable", lambda device: None)
+
+
+def test_failing_triton_kernel_falls_back_once_with_the_same_result(monkeypatch):
+    """A kernel that fails to compile or run: one RuntimeWarning, then the torch kernel."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PTX compilation failed (test)")
+
+    _fake_triton_kernel(monkeypatch, broken)
     s = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
     t = torch.randn(3, 7, dtype=torch.float64)
     with pytest.warns(RuntimeWarning, match="Triton AMiD kernel failed.*PTX"):
@@ -61,8 +68,6 @@ def test_out_of_memory_in_the_triton_kernel_is_raised_and_keeps_it(monkeypatch):
     """An out-of-memory is the batch's, not the kernel's: it is raised as such (no warning,
     no torch kernel run, which would need more memory), and the next call tries the Triton
     kernel again."""
-    import sys
-    import types
     import warnings
 
     calls = []
@@ -71,12 +76,7 @@ def test_out_of_memory_in_the_triton_kernel_is_raised_and_keeps_it(monkeypatch):
         calls.append(1)
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    fake = types.ModuleType("gpu._triton_kernel")
-    fake.triton_chunk = short_of_memory
-    monkeypatch.setitem(sys.modules, "gpu._triton_kernel", fake)
-    monkeypatch.setattr(_engine, "_TRITON", [])
-    monkeypatch.setattr(_engine, "_WARNED", set())
-    monkeypatch.setattr(_engine, "_triton_usable", lambda device: None)
+    _fake_triton_kernel(monkeypatch, short_of_memory)
     s, t = torch.randn(3, 7), torch.randn(3, 7)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
