@@ -108,6 +108,7 @@ import torch.nn.functional as F
 import gpu
 from amid_ref._battery._known_wrong import naive_log_alpha_mean
 from gpu._engine import _triton_usable
+from gpu._fused import OUT_DTYPE_PRODUCTS
 from gpu._rss import MALLOC_ENV, _reset_rss_peak, _rss_peak_bytes
 
 DEFAULT_ALPHA = -5.0
@@ -1097,9 +1098,7 @@ def _gemm_route(impl: str) -> dict:
     this torch took (``gpu._fused.OUT_DTYPE_PRODUCTS``; empty off CUDA)."""
     if impl not in ("fused", "fused_compiled"):
         return {}
-    from gpu import _fused
-
-    return {"out_dtype_products": dict(_fused.OUT_DTYPE_PRODUCTS)}
+    return {"out_dtype_products": dict(OUT_DTYPE_PRODUCTS)}
 
 
 class _BusyLoad:

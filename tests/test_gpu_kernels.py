@@ -26,7 +26,9 @@ torch = pytest.importorskip("torch")
 
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
+from amid_ref.strategies import DIVERGENCE_PARAM_GRID  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
+from gpu._divergences import GPU_PAIR  # noqa: E402
 from gpu._elementwise import _expm1_traced  # noqa: E402
 from gpu._engine import _COMPILED, _for_each_chunk, _recompile_limit  # noqa: E402
 
@@ -344,14 +346,20 @@ def test_reaching_the_recompile_limit_is_said(threads):
         gpu.amid_loss(s, t, -5.0, 0.5, compile="eager")
 
 
-@pytest.mark.parametrize("div,order", [("kl", "pr"), ("js", "rq"), ("ab", "rq"), ("chi2", "qr")])
+def _first_params(name: str) -> dict | None:
+    """The first battery parameter set of divergence ``name`` (``None`` if it takes none)."""
+    return next((dict(p) or None for n, p in DIVERGENCE_PARAM_GRID if n == name), None)
+
+
+@pytest.mark.parametrize("div,order", [("kl", "pr")] + [(name, "rq") for name in GPU_PAIR])
 def test_compiled_kernel_is_one_graph(threads, div, order):
     """The compiled kernel takes no branch on tensor values (``branchless``): dynamo traces
     it, loss and gradient, without a graph break (each break would split the graph and, on
     CUDA, wait for the device). The gradient's row flags, which branch, are formed after
     the graph. (Every divergence × order at four (α, λ) traced without a break when this
-    was written; these four cover the kernel's tensor-reading shortcuts: the gradient's
-    flags, the AB far branch and χ²'s zero entries.)"""
+    was written; KL and the divergences of the closed-form gradient pairs cover the
+    kernel's tensor-reading shortcuts: the gradient's flags, the AB family's far branch
+    and χ²'s zero entries.)"""
     from torch._dynamo.utils import counters
 
     threads(1)
@@ -360,7 +368,7 @@ def test_compiled_kernel_is_one_graph(threads, div, order):
     counters.clear()
     s, t, _ = _inputs(torch.float32)
     x = s.clone().requires_grad_()
-    params = {"alpha": 0.2, "beta": 0.7} if div == "ab" else None
+    params = _first_params(div)
     gpu.amid_loss(x, t, -5.0, 0.1, div, order, div_params=params, compile="eager").backward()
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])
