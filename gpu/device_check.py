@@ -57,7 +57,7 @@ from typing import Any
 import torch
 
 from gpu import _engine, accuracy, bench
-from gpu._fused import _times_weight
+from gpu._fused import OUT_DTYPE_PRODUCTS, _addmm_, _times_weight
 from gpu.bench import format_targets
 
 #: Seconds per stage on CUDA, in the order they run (345 s in all: the check fits in 6
@@ -143,6 +143,19 @@ def kernel_accuracy(device: str, vocabs=(151936,), rows: int = 8) -> dict[str, A
         "max_abs_error_over_sum_abs": float(err.max()) / scale,
         "max_abs_error_over_max_result": float(err.max() / want.abs().max()),
         "bf16_ulp_at_1": 2.0**-7,
+    }
+    # the weight gradient's bf16 product into a float32 accumulator (gpu._fused._addmm_), and
+    # the route this torch takes for it (a float32 GEMM fallback would be many times slower)
+    h64 = torch.randn(rows, 512, generator=gen, dtype=torch.float64)
+    h = h64.to(torch.bfloat16).to(device)
+    g_b = g64.to(torch.bfloat16).to(device)
+    acc = torch.ones(vocabs[-1], 512, dtype=torch.float32, device=device)
+    _addmm_(acc, g_b.T, h)
+    want = 1.0 + g_b.double().cpu().T @ h.double().cpu()
+    scale = float((g_b.double().cpu().abs().T @ h.double().cpu().abs()).max())
+    out["bf16_weight_gradient_product"] = {
+        "route": dict(OUT_DTYPE_PRODUCTS) or "float32 (not CUDA)",
+        "max_abs_error_over_sum_abs": float((acc.double().cpu() - want).abs().max()) / scale,
     }
     out["unit"] = "max error / float32 eps (rel., or abs. over the stated scale)"
     out["note"] = (
