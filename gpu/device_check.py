@@ -151,8 +151,9 @@ def kernel_accuracy(device: str, vocabs=(151936,), rows: int = 8) -> dict[str, A
     g_b = g64.to(torch.bfloat16).to(device)
     acc = torch.ones(vocabs[-1], 512, dtype=torch.float32, device=device)
     _addmm_(acc, g_b.T, h)
-    want = 1.0 + g_b.double().cpu().T @ h.double().cpu()
-    scale = float((g_b.double().cpu().abs().T @ h.double().cpu().abs()).max())
+    g_r, h_r = g_b.double().cpu(), h.double().cpu()  # the bf16-rounded operands, exactly
+    want = 1.0 + g_r.T @ h_r
+    scale = float((g_r.abs().T @ h_r.abs()).max())
     out["bf16_weight_gradient_product"] = {
         "route": dict(OUT_DTYPE_PRODUCTS) or "float32 (not CUDA)",
         "max_abs_error_over_sum_abs": float((acc.double().cpu() - want).abs().max()) / scale,
