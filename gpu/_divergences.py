@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -60,35 +61,14 @@ def _log_abs_expm1(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(min=0.0) + torch.log(-expm1(-x.abs()))
 
 
-# e^z − 1 − z = Σ_{k≥2} z^k/k! on |z| ≤ 1: 22 terms reach float64 accuracy (the first term
-# left out, z^24/24!, is below 4e-24 of the sum there), 12 terms float32 accuracy (z^14/14!,
-# below 3e-11). Its callers (the AB terms' second-order form, where max(|λz|, |cz|) ≤ 1)
-# take the series alone.
-_EXPM1MX_CUTOFF = 1.0
-_EXPM1MX_COEFFS = [1.0 / math.factorial(k) for k in range(2, 24)]
+#: The AB terms' second-order form holds where max(|λz|, |cz|) ≤ 1 (:func:`_ab_pivot_terms`).
+_SECOND_ORDER_CUTOFF = 1.0
+#: Terms of its series (:func:`pivot_series`) by dtype: the first left out is
+#: below 6e-10 (float32) and 2e-22 (float64) of the sum on the whole range.
+_PIVOT_TERMS = {torch.float32: 12, torch.float64: 22}
 #: Beyond c·z > 40 the product e^(log s)·e^(cz) is formed as one exponential (no overflow);
 #: there e^(cz) exceeds 1 + cz by e^40/41, so the subtraction loses nothing.
 _BIG = 40.0
-
-
-def _expm1mx(z: torch.Tensor) -> torch.Tensor:
-    """``e^z − 1 − z`` to a few ulps for every finite z (Taylor near 0)."""
-    n_terms = 22 if z.dtype == torch.float64 else 12
-    cut = _EXPM1MX_CUTOFF
-    small, side = told(z, -cut, cut, True, lambda: z.abs() <= cut)
-    if side is False:  # no entry takes the series
-        return expm1(z) - z
-    zs = z if side else where(small, z, 0.0)
-    acc = torch.full_like(z, _EXPM1MX_COEFFS[n_terms - 1])
-    # Horner: acc ← c + acc·z, one pass per term (addcmul; mul_ then add_ took two: 1.5x
-    # slower on CPU at 256000 float32 entries). The eager path only: traced, the plain form.
-    for c in reversed(_EXPM1MX_COEFFS[: n_terms - 1]):
-        if acc.device.type == "cpu" and not compiling():
-            torch.addcmul(torch.tensor(c, dtype=acc.dtype), acc, zs, out=acc)
-        else:
-            acc.mul_(zs).add_(c)
-    series = acc.mul_(zs).mul_(zs)
-    return series if side else where(small, series, expm1(z) - z)
 
 
 def _times_exp(x: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
@@ -128,34 +108,91 @@ def _scaled_expm1_ratio(
     return near if side is False else where(big, direct, near)
 
 
-def _expm1mx_ratio(c: float, z: torch.Tensor) -> torch.Tensor:
-    """``(e^(cz) − 1 − cz)/c`` for ``|cz| ≤ 1``, 0 at c = 0."""
-    if c == 0.0:
-        return torch.zeros_like(z)
-    return _expm1mx(c * z).div_(c)
+#: pivot_series's results by its arguments (a few per process: one per AB objective).
+_PIVOT_SERIES: dict[tuple, tuple[float, tuple[float, ...]]] = {}
 
 
-def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom):
+# Traced, its value is a constant of the graph (the cache is a plain dict: dynamo traces
+# through a functools.lru_cache wrapper and refuses it).
+@torch.compiler.assume_constant_result
+def pivot_series(a_: float, b_: float, mirror: bool,
+                 dtype: torch.dtype) -> tuple[float, tuple[float, ...]]:  # fmt: skip
+    r"""``(m, (D_2, …))``: the scale and the coefficients of the AB terms' second-order
+    form (:func:`_ab_pivot_terms`) in ``dtype``: m = max(|λ|, |c|) rounded to ``dtype`` as
+    the kernel multiplies by it, the pivot c = a_ (``mirror``: b_), and
+    :math:`D_j = h_{j-2}(\lambda, c)/(m^{j-2}\,j!)` for the :data:`_PIVOT_TERMS` of
+    ``dtype``, each rounded once from its exact rational value (λ = a_ + b_ exactly,
+    :math:`h_n(\lambda, c) = \sum_{i=0}^{n} \lambda^i c^{n-i}`).
+
+    With F(k) = (e^(kz) − 1 − kz)/k and λ − c the other parameter (the denominator),
+
+    .. math::
+
+        \frac{F(\lambda) - F(c)}{\lambda - c}
+        = \sum_{j \ge 2} \frac{\lambda^{j-1} - c^{j-1}}{\lambda - c}\,\frac{z^j}{j!}
+        = z^2 \sum_{j \ge 2} D_j\,u^{j-2}, \qquad u = m z,
+
+    one series whose difference is taken in exact arithmetic (the two series of F(λ) and
+    F(c) formed apart and subtracted cancel by up to a factor 3, and λ − c = denominator
+    holds only before λ is rounded). On |u| ≤ 1 every |D_j u^(j−2)| ≤ (j − 1)/j!, and the
+    sum is the mean of g(v) = (e^v (v − 1) + 1)/v² over v between cz and λz, at least
+    g(−1) = 1 − 2/e: it does not cancel by more than a factor 3.8, and the first term left
+    out is below (n + 1)/(n + 2)!/0.26 of it."""
+    key = (a_, b_, mirror, dtype)
+    if key in _PIVOT_SERIES:
+        return _PIVOT_SERIES[key]
+    lam = Fraction(a_) + Fraction(b_)
+    c = Fraction(b_ if mirror else a_)
+    scale = float(torch.tensor(float(max(abs(lam), abs(c))), dtype=dtype))
+    # (parameters below the dtype's smallest subnormal: the range |z|·tiny ≤ 1 for them)
+    m = Fraction(scale or float(torch.finfo(dtype).tiny))
+    out, h, c_power = [], Fraction(1), Fraction(1)
+    for j in range(2, _PIVOT_TERMS[dtype] + 2):  # h = h_(j−2)
+        out.append(float(h / (m ** (j - 2) * math.factorial(j))))
+        c_power *= c
+        h = lam * h + c_power
+    _PIVOT_SERIES[key] = float(m), tuple(out)
+    return _PIVOT_SERIES[key]
+
+
+def _pivot_series(u: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
+    """Σ_j D_j u^(j−2) by Horner's rule (:func:`pivot_series`)."""
+    acc = torch.full_like(u, coefficients[-1])
+    # Horner: acc ← c + acc·u, one pass per term (addcmul; mul_ then add_ took two: 1.5x
+    # slower on CPU at 256000 float32 entries). The eager path only: traced, the plain form.
+    for c in reversed(coefficients[:-1]):
+        if acc.device.type == "cpu" and not compiling():
+            torch.addcmul(torch.tensor(c, dtype=acc.dtype), acc, u, out=acc)
+        else:
+            acc.mul_(u).add_(c)
+    return acc
+
+
+def _ab_pivot_terms(log_s, lam, z, log_top_lam, pivot_grad, denom, series):
     r"""``e^(log_s)·[F(λ) − F(c)]/denom``, F(k) = (e^(kz) − 1 − kz)/k, the AB term around a
-    pivot (twin of :func:`amid_ref._divergences._ab_pivot_terms`). Where
-    max(|λz|, |cz|) ≤ 1 the second-order form F is used (its difference cancels by at most
-    a factor 3 when |c| ≤ |denom|); beyond, the −z parts of F cancel *analytically* and the
-    first-order form G(k) = (e^(kz) − 1)/k is used: F(λ) − F(c) = G(λ) − G(c), free of
-    cancellation there since |denom·z| ≥ ½. Subtracting the two F's instead would cancel
-    their −z parts after rounding: at z = −1e9 (a teacher token masked by −1e9) the term
-    lost all its digits."""
-    second = torch.maximum((lam * z).abs(), (c * z).abs()) <= 1.0
+    pivot, denom = λ − c. Where max(|λz|, |cz|) ≤ 1 the second-order form: F(λ) − F(c)
+    over λ − c as one series, e^(log_s)·z²·Σ D_j (mz)^(j−2) (``series``: m and the D_j,
+    :func:`pivot_series`). Beyond, the −z parts of F cancel *analytically* and the
+    first-order form G(k) = (e^(kz) − 1)/k is used: F(λ) − F(c) = G(λ) − G(c), free
+    of cancellation there since |denom·z| ≥ ½; e^(log_s)·G(c) is minus the pivot's own
+    gradient (``pivot_grad()``: −e^(log_s)·expm1(cz)/c as :func:`_ab` forms it, the same
+    bits), so the far form is e^(log_s)·G(λ) + that gradient. Subtracting the two F's
+    instead would cancel their −z parts after rounding: at z = −1e9 (a teacher token masked
+    by −1e9) the term lost all its digits. The far form is that of
+    :func:`amid_ref._divergences._ab_pivot_terms`; the reference sums the near form as
+    F(λ) − F(c), two series."""
+    m, coefficients = series
+    u = z * m
+    second = u.abs() <= _SECOND_ORDER_CUTOFF  # max(|λz|, |cz|) ≤ 1, the same bits
     side = _side(second)  # all one form: the other is not formed (eager CPU)
     if side is not False:
-        zs = z if side else where(second, z, 0.0)
-        near = _times_exp(_expm1mx_ratio(lam, zs) - _expm1mx_ratio(c, zs), log_s)
+        us, zs = (u, z) if side else (where(second, u, 0.0), where(second, z, 0.0))
+        near = _times_exp(_pivot_series(us, coefficients).mul_(zs).mul_(zs), log_s)
         if side:
-            return near.div_(denom)
+            return near
     zl = z if side is False else where(second, 0.0, z)
-    far = _scaled_expm1_ratio(log_s, lam, zl, log_top_lam) - _scaled_expm1_ratio(
-        log_s, c, zl, log_top_c
-    )
-    return far.div_(denom) if side is False else where(second, near, far).div_(denom)
+    far = _scaled_expm1_ratio(log_s, lam, zl, log_top_lam).add_(pivot_grad()).div_(denom)
+    return far if side is False else where(second, near, far)
 
 
 def _delta(la: torch.Tensor, lb: torch.Tensor, log_ratio: torch.Tensor | None) -> torch.Tensor:
@@ -298,11 +335,12 @@ def _ab(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     r"""AB-divergence, continuous in (a_, b_) with no branch but (0, 0).
 
     With δ = log x − log y, λ = a_ + b_ and F(c) = (e^(cδ) − 1 − cδ)/c, each term equals
-    ``y^λ (F(λ) − F(a_))/b_`` (:func:`_ab_pivot_terms`): for |a_| ≤ |b_| the two F's are
-    divided by the larger step, so their difference cancels by at most a factor 3.
-    Otherwise the mirror identity D^(a_,b_)(x‖y) = D^(b_,a_)(y‖x) gives
-    ``x^λ (F̃(λ) − F̃(b_))/a_`` with δ → −δ. The powers y^λ are folded into the
-    exponentials before anything can overflow; ``log(x^a_ y^b_)`` is formed directly.
+    ``y^λ (F(λ) − F(a_))/b_`` (:func:`_ab_pivot_terms`), used for |a_| ≤ |b_|: the
+    difference is divided by the larger step (near δ = 0 it is one series whose
+    coefficients are formed exactly, :func:`pivot_series`). Otherwise the mirror identity
+    D^(a_,b_)(x‖y) = D^(b_,a_)(y‖x) gives ``x^λ (F̃(λ) − F̃(b_))/a_`` with δ → −δ. The
+    powers y^λ are folded into the exponentials before anything can overflow;
+    ``log(x^a_ y^b_)`` is formed directly.
     Twin of :func:`amid_ref._divergences._ab_value` / ``_ab_grad``.
     """
     a_, b_ = params["alpha"], params["beta"]
@@ -314,12 +352,29 @@ def _ab(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     lx = where(both, la, 0.0)
     ly = where(both, lb, 0.0)
     lxy = lx * a_ + ly * b_  # log(x^a_ y^b_), not λ log y + a_ δ (an ulp of the larger log)
+    # ∂/∂log x = x^λ (1 − e^(−b_ δ))/b_ and ∂/∂log y = −y^λ expm1(a_ δ)/a_ where both > 0;
+    # the pivot's own (b_'s for |a_| ≤ |b_|) is the far form's second part too: formed once.
+    raw: dict[str, torch.Tensor] = {}
+
+    def grad_a():
+        if "a" not in raw:
+            raw["a"] = _scaled_expm1_ratio(lam * lx, -b_, d, lxy)
+        return raw["a"]
+
+    def grad_b():
+        if "b" not in raw:
+            raw["b"] = -_scaled_expm1_ratio(lam * ly, a_, d, lxy)
+        return raw["b"]
+
     if a_ == 0.0 and b_ == 0.0:
         terms = 0.5 * d * d  # ½ Σ (log x − log y)²
-    elif abs(a_) <= abs(b_):
-        terms = _ab_pivot_terms(lam * ly, lam, a_, d, lam * lx, lxy, b_)
     else:
-        terms = _ab_pivot_terms(lam * lx, lam, b_, -d, lam * ly, lxy, a_)
+        mirror = abs(a_) > abs(b_)
+        series = pivot_series(a_, b_, mirror, d.dtype)
+        if not mirror:
+            terms = _ab_pivot_terms(lam * ly, lam, d, lam * lx, grad_b, b_, series)
+        else:
+            terms = _ab_pivot_terms(lam * lx, lam, -d, lam * ly, grad_a, a_, series)
     # inf − inf: a term beyond the floating range is +inf (not nan_to_num, which would
     # also clamp a +inf term to the dtype's largest number).
     terms = where(terms.isnan(), INF, terms)
@@ -340,12 +395,12 @@ def _ab(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     terms = terms.masked_fill_(x0 & y0, 0.0)
     value = terms.sum(-1)
     ga = gb = None
-    if need_ga:  # ∂/∂log x = x^λ (1 − e^(−b_ δ))/b_
-        ga = _scaled_expm1_ratio(lam * lx, -b_, d, lxy)
+    if need_ga:
+        ga = grad_a()
         only_x = torch.exp(lam * la) / b_ if b_ != 0 else torch.full_like(la, INF)
         ga = where(both, ga, where(y0 & ~x0, only_x, 0.0))
-    if need_gb:  # ∂/∂log y = −y^λ expm1(a_ δ)/a_
-        gb = -_scaled_expm1_ratio(lam * ly, a_, d, lxy)
+    if need_gb:
+        gb = grad_b()
         only_y = torch.exp(lam * lb) / a_ if a_ != 0 else torch.full_like(lb, INF)
         gb = where(both, gb, where(x0 & ~y0, only_y, 0.0))
     if want_sum:  # ∂/∂log x + ∂/∂log y = λ·term (homogeneous of degree λ), where both > 0

@@ -84,8 +84,9 @@ from ``log``/``exp`` by Goldberg's and Kahan's identities (``log(u)·x/(u−1)``
 Divergences. Every divergence of :data:`gpu.DIVERGENCES` (:data:`TRITON_DIVERGENCES`) runs
 in Triton for every order, α, λ, temperature and ``detach_assistant``. Their parameters
 enter as runtime float32 scalars (``prm``: JS's β, the skew) or as one small float32
-tensor (``dprm``: AB's a_, b_, a_ + b_, the logs of its zero-entry terms and the pair's
-coefficient; Rényi's ρ, ρ − 1, ρ/(ρ − 1)), all formed in double precision on the host.
+tensor (``dprm``: AB's a_, b_, a_ + b_, the logs of its zero-entry terms, the pair's
+coefficient and its second-order series, gpu._divergences.pivot_series; Rényi's ρ, ρ − 1,
+ρ/(ρ − 1)), all formed in double precision on the host.
 AB and Amari (AB((1 − γ)/2, (1 + γ)/2)) take the pivot of :func:`gpu._divergences._ab`
 (a DIV id per pivot); with q an argument and the assistant live, g_q + w·g_r is formed in
 closed form (:func:`gpu._divergences._ab_pair`, χ² as 2·AB(2, −1)) from the mixture's w̄
@@ -109,8 +110,9 @@ import triton.language as tl
 
 from gpu._divergences import (
     _BIG,
-    _EXPM1MX_CUTOFF,
+    _PIVOT_TERMS,
     _RENYI_SERIES_CM,
+    _SECOND_ORDER_CUTOFF,
     GPU_DIVERGENCES,
     _ab,
     _amari,
@@ -122,6 +124,7 @@ from gpu._divergences import (
     _renyi,
     _skew_kl,
     _tv,
+    pivot_series,
 )
 from gpu._flags import (
     _FLAG_DTYPE,
@@ -146,7 +149,8 @@ _PAIR_FIRST, _PAIR_LAST = _AB, _CHI2
 # The jitted code spells these ids and the torch kernel's cut-offs as literals (triton
 # reads no global that is not a constexpr): they must stay these numbers.
 assert (_AB, _AB_ZERO, _CHI2, _PAIR_LAST, _RENYI) == (6, 8, 9, 9, 10)
-assert (_EXPM1MX_CUTOFF, _BIG, _RENYI_SERIES_CM) == (1.0, 40.0, 0.5)
+assert (_SECOND_ORDER_CUTOFF, _BIG, _RENYI_SERIES_CM) == (1.0, 40.0, 0.5)
+assert _PIVOT_TERMS[torch.float32] == 12  # spelled in _pivot_series
 
 #: The torch kernels (gpu._divergences) that :func:`_divergence` ports, by its DIV id (the
 #: AB family's id is the pivot's, chosen per spec by :func:`_divergence_constants`).
@@ -156,9 +160,12 @@ _PORTED = {_kl: _KL, _js: _JS, _tv: _TV, _hellinger: _HELLINGER, _jeffreys: _JEF
 #: pair: AB(2, −1)),
 #: λ = a_ + b_, log(a_ λ) and log(b_ λ) (NaN where the zero-entry term is +inf), and the
 #: pair's coefficient c0 + c1/2 (gpu._divergences._weighted_coefficient); Rényi's ρ, c = ρ − 1
-#: and ρ/c; each formed in double precision. JS and skew KL (parameter π): the series
-#: coefficients (_cgf) of log1p((1 − π)·expm1(x)) and of log1p(π·expm1(x)).
-_P_A, _P_B, _P_LAM, _P_KY, _P_KX, _P_HALF = range(6)
+#: and ρ/c; each formed in double precision. AB also: the scale m and the coefficients
+#: D_2 … D_13 of its terms' second-order form (gpu._divergences.pivot_series), from slot 8.
+#: JS and skew KL (parameter π): the series coefficients (_cgf) of log1p((1 − π)·expm1(x))
+#: and of log1p(π·expm1(x)).
+_P_A, _P_B, _P_LAM, _P_KY, _P_KX, _P_HALF, _P_M = range(7)
+_P_SERIES = 8
 _P_CGF_1M, _P_CGF = 8, 23
 _N_DPRM = 38
 
@@ -176,6 +183,7 @@ _MIX_Q, _MIX_P, _MIX_MAX, _MIX_MIN, _MIX_GEO, _MIX_FAST, _MIX_PIVOT = range(7)
 #: (spelled there as its literals 14 and 13, the last index and the first of the loop).
 _K_TERMS = 15
 assert (_P_CGF_1M, _P_CGF, _N_DPRM) == (8, 8 + _K_TERMS, 8 + 2 * _K_TERMS)  # spelled in _divergence
+assert (_P_M, _P_SERIES, _P_SERIES + _PIVOT_TERMS[torch.float32]) == (6, 8, 20)  # in _ab_*
 
 
 def _cgf_coefficients(c: float, terms: int = _K_TERMS) -> list[float]:
@@ -524,18 +532,6 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, dprm_ptr, mask, DIV: tl.con
 
 
 @_device
-def _expm1mx(z):
-    """gpu._divergences._expm1mx on |z| ≤ 1 (_EXPM1MX_CUTOFF), the range of its one caller
-    (_expm1mx_ratio in _ab_pivot_terms' second-order form, where max(|λz|, |cz|) ≤ 1, the
-    same products): e^z − 1 − z as its Taylor series to z¹³/13! (float32 accuracy), nested
-    as z²/2·(1 + z/3·(1 + … (1 + z/13))); no expm1 formed."""
-    acc = tl.zeros_like(z) + 1.0
-    for k in tl.static_range(13, 2, -1):
-        acc = 1.0 + acc * z * (1.0 / k)
-    return acc * (z * z * 0.5)
-
-
-@_device
 def _anywhere(mask):
     """Whether ``mask`` holds anywhere in the tile: a uniform branch skips a form no entry of
     the tile takes (the torch kernel's ``side()`` on its chunk)."""
@@ -571,23 +567,35 @@ def _scaled_expm1_ratio(log_s, c, z, log_top, ACC: tl.constexpr):
 
 
 @_device
-def _expm1mx_ratio(c, z, ACC: tl.constexpr):
-    """gpu._divergences._expm1mx_ratio: (e^(cz) − 1 − cz)/c, 0 at c = 0."""
-    c_safe = tl.where(c == 0.0, 1.0, c)
-    return tl.where(c == 0.0, 0.0, _expm1mx(c * z) / c_safe)
+def _pivot_series(u, sp):
+    """gpu._divergences._pivot_series: Σ_j D_j u^(j−2), its 12 float32 coefficients at
+    ``sp`` (gpu._divergences.pivot_series), by Horner's rule."""
+    acc = tl.zeros_like(u) + tl.load(sp + 11)
+    for i in tl.static_range(10, -1, -1):
+        acc = acc * u + tl.load(sp + i)
+    return acc
 
 
 @_device
-def _ab_pivot_terms(log_s, lam, c, z, log_top_lam, log_top_c, denom, ACC: tl.constexpr):
-    """gpu._divergences._ab_pivot_terms: e^(log_s)·[F(λ) − F(c)]/denom."""
-    second = tl.maximum(tl.abs(lam * z), tl.abs(c * z)) <= 1.0
+def _ab_pivot_terms(log_s, lam, z, log_top_lam, pivot_grad, denom, m, sp, ACC: tl.constexpr):
+    """gpu._divergences._ab_pivot_terms: e^(log_s)·[F(λ) − F(c)]/denom, the second-order
+    form as one series (``m``, the coefficients at ``sp``), the first-order one as
+    e^(log_s)·expm1(λz)/λ plus the pivot's own gradient, over denom. The two forms share
+    one _times_exp (elementwise: each entry's bits are those of its own form's)."""
+    u = z * m
+    second = tl.abs(u) <= 1.0  # _SECOND_ORDER_CUTOFF: max(|λz|, |cz|) ≤ 1
     zs = tl.where(second, z, 0.0)
     zl = tl.where(second, 0.0, z)
-    near = _times_exp(_expm1mx_ratio(lam, zs, ACC) - _expm1mx_ratio(c, zs, ACC), log_s, ACC)
-    far = _scaled_expm1_ratio(log_s, lam, zl, log_top_lam, ACC) - _scaled_expm1_ratio(
-        log_s, c, zl, log_top_c, ACC
-    )
-    return tl.where(second, near, far) / denom
+    near = _pivot_series(tl.where(second, u, 0.0), sp) * zs * zs
+    # _scaled_expm1_ratio(log_s, λ, zl, log_top_lam) (e^(log_s)·zl at λ = 0: there lz = 0,
+    # no branch), its e^(log_s) shared with the near form
+    lz = lam * zl
+    big = lz > 40.0  # _BIG
+    first = _expm1(tl.where(big, 0.0, lz), ACC) / tl.where(lam == 0.0, 1.0, lam)
+    t = _times_exp(tl.where(second, near, tl.where(lam == 0.0, zl, first)), log_s, ACC)
+    if _anywhere(big):
+        t = tl.where(big, (_exp(log_top_lam, ACC) - _exp(log_s, ACC)) / lam, t)
+    return tl.where(second, t, (t + pivot_grad) / denom)
 
 
 @_device
@@ -610,15 +618,16 @@ def _ab_elements(la, lb, lr, dprm_ptr, mask, DIV: tl.constexpr, ACC: tl.constexp
     lx = tl.where(both, la, 0.0)
     ly = tl.where(both, lb, 0.0)
     lxy = lx * a_ + ly * b_
-    if DIV == 8:  # a_ = b_ = 0
-        terms = 0.5 * d * d
-    elif DIV == 6:  # |a_| ≤ |b_|
-        terms = _ab_pivot_terms(lam * ly, lam, a_, d, lam * lx, lxy, b_, ACC)
-    else:
-        terms = _ab_pivot_terms(lam * lx, lam, b_, -d, lam * ly, lxy, a_, ACC)
-    terms = tl.where(terms != terms, INF, terms)
     ga = _scaled_expm1_ratio(lam * lx, -b_, d, lxy, ACC)
     gb = -_scaled_expm1_ratio(lam * ly, a_, d, lxy, ACC)
+    m = tl.load(dprm_ptr + 6)  # _P_M
+    if DIV == 8:  # a_ = b_ = 0
+        terms = 0.5 * d * d
+    elif DIV == 6:  # |a_| ≤ |b_|: the pivot a_, its own gradient gb
+        terms = _ab_pivot_terms(lam * ly, lam, d, lam * lx, gb, b_, m, dprm_ptr + 8, ACC)
+    else:
+        terms = _ab_pivot_terms(lam * lx, lam, -d, lam * ly, ga, a_, m, dprm_ptr + 8, ACC)
+    terms = tl.where(terms != terms, INF, terms)
     if _anywhere(mask & ~both):  # zero entries (formed only in a tile that has one)
         # their terms: y^λ/(a_ λ), x^λ/(b_ λ) as one exponential; +inf where they diverge
         t_only_y = tl.where(k_y == k_y, _exp(lam * lb - k_y, ACC), INF)
@@ -1501,7 +1510,9 @@ def _ab_constants(a_: float, b_: float, first_r: bool) -> tuple[int, list[float]
     k_y = math.log(a_) + math.log(lam) if (a_ > 0 and lam > 0) else nan
     k_x = math.log(b_) + math.log(lam) if (b_ > 0 and lam > 0) else nan
     c0, c1 = (b_, a_) if first_r else (a_, b_)
-    return div, [a_, b_, lam, k_y, k_x, c0 + c1 / 2.0]
+    m, series = (0.0, ()) if div == _AB_ZERO else pivot_series(a_, b_, div == _AB_MIRROR,
+                                                              torch.float32)  # fmt: skip
+    return div, [a_, b_, lam, k_y, k_x, c0 + c1 / 2.0, m, 0.0, *series]
 
 
 def _divergence_constants(name: str, params: dict, first_r: bool = True) -> tuple[int, dict]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import linecache
 import math
@@ -155,13 +156,44 @@ def loop_body(code: list, labels: dict) -> list[int]:
     return sorted(inside)
 
 
-def uniform_branch_regions(code: list, labels: dict, body: list[int]) -> set[int]:
+#: An instruction that sets a predicate register as its first operand (``ISETP… P4, …``).
+_SETS_PREDICATE = re.compile(r"^(?:@!?P\d\s+)?\S+\s+(P\d)\s*,")
+#: Instructions looked back for the one that set a branch's predicate.
+_PREDICATE_LOOKBACK = 64
+
+
+def predicate_origin(code: list, k: int) -> tuple | None:
+    """The ``(file, line)`` of the instruction that last set the predicate of the
+    conditional branch ``code[k]`` (up to :data:`_PREDICATE_LOOKBACK` instructions back;
+    ``None`` where none is found or the branch is unconditional)."""
+    m = re.match(r"@!?(P\d)\s", code[k][0])
+    if m is None:
+        return None
+    for j in range(k - 1, max(-1, k - 1 - _PREDICATE_LOOKBACK), -1):
+        d = _SETS_PREDICATE.match(code[j][0])
+        if d and d.group(1) == m.group(1):
+            return code[j][1]
+    return None
+
+
+def uniform_branch_regions(code: list, labels: dict, body: list[int],
+                           helper_lines: frozenset = frozenset()) -> set[int]:  # fmt: skip
     """Indices of the loop that a runtime ``if`` of the kernel source skips when its condition
-    is false: the region from a conditional forward branch, located on a source line that
-    starts with ``if``, to its target in the loop. The kernel's runtime ``if`` statements are
-    uniform tile branches around rare forms (``_anywhere(...)``, a constant such as c = 0):
-    the common path leaves them out. (Branches the compiler adds, e.g. in reductions, are on
-    other lines and stay counted.)"""
+    is false: the region from a conditional forward branch to its target in the loop, where
+    the branch is located on a source line that starts with ``if``, or its predicate was set
+    on one or on one of ``helper_lines`` (``(file name, line)``: the body of
+    ``gpu._triton_kernel._anywhere``, the kernel's test for such a branch; the compiler may
+    place the branch itself on the line of an instruction it moved next to it). The kernel's
+    runtime ``if`` statements are uniform tile branches around rare forms
+    (``_anywhere(...)``, a constant such as c = 0): the common path leaves them out.
+    (Branches the compiler adds, e.g. in reductions, are on other lines and stay
+    counted.)"""
+
+    def decides(where) -> bool:
+        return _source(where).startswith("if ") or (
+            where is not None and (Path(where[0]).name, where[1]) in helper_lines
+        )
+
     inside = set(body)
     rare: set[int] = set()
     for k in body:
@@ -170,9 +202,24 @@ def uniform_branch_regions(code: list, labels: dict, body: list[int]) -> set[int
         if not (m and text.startswith("@") and m.group(1) in labels):
             continue
         target = labels[m.group(1)]
-        if k < target and target in inside and _source(where).startswith("if "):
+        if (
+            k < target
+            and target in inside
+            and (decides(where) or decides(predicate_origin(code, k)))
+        ):
             rare.update(range(k + 1, target))
     return rare & inside
+
+
+def uniform_helper_lines() -> frozenset:
+    """``(file name, line)`` of every line of ``gpu._triton_kernel._anywhere`` (the helper
+    whose result decides the kernel's uniform tile branches)."""
+    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
+    fn = getattr(tk._anywhere, "fn", tk._anywhere)  # the jitted function's Python source
+    lines, start = inspect.getsourcelines(fn)
+    name = Path(inspect.getsourcefile(fn)).name
+    return frozenset((name, start + i) for i in range(len(lines)))
 
 
 def resident_warps(registers: int, warps: int) -> int:
@@ -191,8 +238,10 @@ def _source(where) -> str:
     return linecache.getline(where[0], where[1]).strip()[:100]
 
 
-def analyse(cubin: bytes, name: str, constexprs: dict, top: int = 8) -> PassCost:
-    """The :class:`PassCost` of one compiled pass (its cubin)."""
+def analyse(cubin: bytes, name: str, constexprs: dict, top: int = 8,
+            helper_lines: frozenset = frozenset()) -> PassCost:  # fmt: skip
+    """The :class:`PassCost` of one compiled pass (its cubin); ``helper_lines`` as for
+    :func:`uniform_branch_regions`."""
     tools = tools_dir()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "pass.cubin")
@@ -205,7 +254,7 @@ def analyse(cubin: bytes, name: str, constexprs: dict, top: int = 8) -> PassCost
     local = int(re.search(r"LOCAL:(\d+)", usage).group(1))
     code, labels = parse_sass(listing)
     body = loop_body(code, labels)
-    rare = uniform_branch_regions(code, labels, body)
+    rare = uniform_branch_regions(code, labels, body, helper_lines)
     common = [k for k in body if k not in rare]
     warps = int(constexprs.get("num_warps", 4))
     per_tile = max(1, constexprs.get("BLOCK_R", 1) * constexprs.get("BLOCK_V", 1) // warps)
@@ -269,6 +318,7 @@ def objective_cost(objective: str, vocab: int, dtype: str = "bfloat16", top: int
     from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
 
     passes = []
+    helpers = uniform_helper_lines()
     # A cache of its own: triton's cache key is the kernels' source, not the file it is in,
     # so a binary cached from another checkout carries that checkout's file and line numbers
     # (or a file since removed), and the runtime if-lines would not be found in this one.
@@ -278,7 +328,7 @@ def objective_cost(objective: str, vocab: int, dtype: str = "bfloat16", top: int
             compiled = device_check._compile_sm90(
                 getattr(tk, name), device_check._mock_args(args), kw
             )
-            passes.append(analyse(compiled.asm["cubin"], name, kw, top))
+            passes.append(analyse(compiled.asm["cubin"], name, kw, top, helpers))
     rows = bench.CUDA_LOGITS_TARGET["rows"]
     elements = rows * vocab
     issue = sum(p.issue_per_element for p in passes)

@@ -210,11 +210,12 @@ BRANCH_POINTS: tuple[BranchPoint, ...] = (
         _both(lambda impl, x: _loss(impl, -3.0 + x, -3.0, "ab", _AB)),
     ),
     BranchPoint(
-        "gpu.expm1mx_series",
+        "gpu.ab_second_order",
         1.0,
         "gpu._divergences",
-        "_EXPM1MX_CUTOFF",
-        "_expm1mx: |z| ≤ 1 Taylor series (AB terms' second-order form, z = k·δ, |k·δ| ≤ 1)",
+        "_SECOND_ORDER_CUTOFF",
+        "_ab_pivot_terms: max(|λz|, |cz|) ≤ 1 sums the second-order form as one series "
+        "(pivot_series), beyond it the first-order form",
         lambda x: [_loss("gpu", -3.0 - x, -3.0, "ab", _AB)],
     ),
     BranchPoint(

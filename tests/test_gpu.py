@@ -527,28 +527,50 @@ def test_log_alpha_mixture_matches_reference(dtype):
     assert got.shape == lp.T.shape
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_expm1mx_series_against_mpmath(dtype):
-    """gpu._divergences._expm1mx, e^z − 1 − z, on |z| ≤ 1 (its callers' range: the Taylor
-    series alone, 12 terms in float32, 22 in float64) and beyond (expm1(z) − z), within a
-    few ulps of mpmath, the cut-off and its neighbours included."""
+#: (a_, b_) of the AB pivot series test: both pivots, opposite signs, λ = 0, c = 0, a
+#: parameter near 1e-12, large ones, and Amari γ = 0.999 (AB(5e-4, 0.9995)).
+_PIVOT_PARAMS = [(0.2, 0.7), (0.7, 0.2), (-0.3, 0.8), (0.5, -0.5), (0.0, 1.5), (2.0, 0.0),
+                 (1e-12, -0.6), (-3.0, 7.0), (5e-4, 0.9995), (40.0, -25.0)]  # fmt: skip
+
+
+def _pivot_exact(a_: float, b_: float, z: np.ndarray) -> np.ndarray:
+    """[F(λ) − F(c)]/(λ − c), F(k) = (e^(kz) − 1 − kz)/k (F(0) = 0), in mpmath at 60 digits
+    from the exact λ = a_ + b_ and the pivot c (a_ where |a_| ≤ |b_|, else b_)."""
     import mpmath
 
-    from gpu._divergences import _EXPM1MX_CUTOFF, _expm1mx
+    with mpmath.workdps(60):
+        lam = mpmath.mpf(a_) + mpmath.mpf(b_)
+        c = mpmath.mpf(b_ if abs(a_) > abs(b_) else a_)
+        out = []
+        for v in np.asarray(z, dtype=np.float64):
+            v = mpmath.mpf(float(v))
+            f = [(mpmath.expm1(k * v) - k * v) / k if k != 0 else 0 for k in (lam, c)]
+            out.append(float((f[0] - f[1]) / (lam - c)))
+    return np.array(out)
 
-    mpmath.mp.dps = 50
-    z = np.concatenate([np.linspace(-1.0, 1.0, 2001), [1e-20, -1e-20, 1e-7, 0.7, 1.5, -3.0, 20.0]])
-    z = z[z != 0.0]
-    one = torch.tensor(_EXPM1MX_CUTOFF, dtype=dtype)
-    cut = float(torch.nextafter(one, one + 1.0))  # the first z beyond the series
-    z = torch.tensor(np.concatenate([z, [cut, -cut]]), dtype=dtype).double().numpy()
-    want = np.array([float(mpmath.expm1(mpmath.mpf(v)) - mpmath.mpf(v)) for v in z])
-    ulp = np.spacing(np.abs(want).astype(np.float32 if dtype == torch.float32 else np.float64))
-    inside = np.abs(z) <= _EXPM1MX_CUTOFF
-    for part in (np.ones_like(inside), inside):  # mixed, and the series alone
-        got = _expm1mx(torch.tensor(z[part], dtype=dtype)).double().numpy()
-        ulps = np.abs(got - want[part]) / ulp[part]
-        assert ulps.max() <= 4.0, (dtype, z[part][ulps.argmax()], ulps.max())
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_pivot_series_against_mpmath(dtype):
+    """The AB terms' second-order form, [F(λ) − F(c)]/(λ − c) with F(k) = (e^(kz) − 1 −
+    kz)/k, as gpu._divergences sums it (z²·Σ D_j (mz)^(j−2), one series: 12 terms in
+    float32, 22 in float64) on its whole range |mz| ≤ 1, m = max(|λ|, |c|), its ends
+    included, within 3 ulps (measured: 1.5) of the same quantity in mpmath from the exact
+    λ = a_ + b_ and the pivot c (a_ where |a_| ≤ |b_|, else b_ with z → −z)."""
+    from gpu._divergences import _SECOND_ORDER_CUTOFF, _pivot_series, pivot_series
+
+    eps = float(torch.finfo(dtype).eps)
+    for a_, b_ in _PIVOT_PARAMS:
+        mirror = abs(a_) > abs(b_)
+        m, coefficients = pivot_series(a_, b_, mirror, dtype)
+        u = np.concatenate([np.linspace(-1.0, 1.0, 401), [1e-20, -1e-20, 1e-7, -3e-4]])
+        z = torch.tensor(u[u != 0.0] / m, dtype=dtype)
+        u = z * m
+        assert float(u.abs().max()) <= _SECOND_ORDER_CUTOFF * (1 + eps)
+        got = (_pivot_series(u, coefficients) * z * z).double().numpy()
+        want = _pivot_exact(a_, b_, z.double().numpy())
+        normal = np.abs(want) >= torch.finfo(dtype).tiny
+        ulps = np.abs(got - want)[normal] / (np.abs(want[normal]) * eps)
+        assert ulps.max() <= 3.0, (a_, b_, ulps.max())
 
 
 @pytest.mark.parametrize("div,params", GRID_DIVERGENCES, ids=[d for d, _ in GRID_DIVERGENCES])

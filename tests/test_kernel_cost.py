@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -62,6 +63,56 @@ def test_parse_sass_finds_the_loop_body_its_rare_region_and_its_lines(tmp_path):
     # the ``if`` on line 2 skips lines 3's two instructions; the branch on line 4 is the
     # compiler's and its store stays on the common path
     assert kernel_cost.uniform_branch_regions(code, labels, body) == {4, 5}
+
+
+# The same loop where the compiler moved an instruction of line 4 next to the ``if``'s branch
+# and put the branch on that line: its predicate was set on line 2 (the test) or on a line
+# of the helper named (file, line); a branch whose predicate comes from neither stays counted.
+MOVED = """
+\t//## File "{src}", line 1
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_0:
+\t//## File "{src}", line {test}
+        /*0010*/                   ISETP.NE.U32.AND P2, PT, R0, RZ, PT ;
+\t//## File "{src}", line 4
+        /*0020*/                   FADD R4, R2, R2 ;
+        /*0030*/              @!P2 BRA `(.L_x_2) ;
+\t//## File "{src}", line 3
+        /*0040*/                   MUFU.LG2 R7, R6 ;
+        /*0050*/                   FMUL R6, R7, R7 ;
+.L_x_2:
+\t//## File "{src}", line 4
+        /*0060*/               @P1 BRA `(.L_x_0) ;
+        /*0070*/                   EXIT ;
+"""
+
+
+@pytest.mark.parametrize(("test_line", "helpers", "rare"), [
+    (2, frozenset(), {4, 5}),  # the predicate set on the ``if`` line
+    (1, frozenset({("k.py", 1)}), {4, 5}),  # on a line of the helper
+    (1, frozenset(), set()),  # on neither: the compiler's branch, counted
+])  # fmt: skip
+def test_a_branch_moved_off_its_if_line_is_told_by_its_predicate(tmp_path, test_line,
+                                                                 helpers, rare):  # fmt: skip
+    src = tmp_path / "k.py"
+    src.write_text(SOURCE)
+    code, labels = kernel_cost.parse_sass(MOVED.format(src=src, test=test_line))
+    body = kernel_cost.loop_body(code, labels)
+    assert body == list(range(1, 7))
+    assert kernel_cost.predicate_origin(code, 3) == (str(src), test_line)
+    assert kernel_cost.predicate_origin(code, 6) is None  # P1 is set outside the listing
+    assert kernel_cost.uniform_branch_regions(code, labels, body, helpers) == rare
+
+
+def test_uniform_helper_lines_are_those_of_anywhere():
+    pytest.importorskip("triton")
+    from gpu import _triton_kernel as tk
+
+    lines = kernel_cost.uniform_helper_lines()
+    fn = getattr(tk._anywhere, "fn", tk._anywhere)
+    source, start = inspect.getsourcelines(fn)
+    assert ("_triton_kernel.py", start) in lines and len(lines) == len(source)
+    assert any("tl.max" in source[line - start] for _, line in lines)
 
 
 @pytest.mark.parametrize(

@@ -26,10 +26,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 from test_gpu import (  # noqa: E402
+    _PIVOT_PARAMS,
     ALPHAS,
     GRID_DIVERGENCES,
     LAMS,
     ORDERS,
+    _pivot_exact,
     assert_grad_within,
     compare_with_reference,
     realistic_logits,
@@ -40,7 +42,7 @@ import gpu  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
 from gpu import _engine  # noqa: E402
 from gpu import _triton_kernel as tk  # noqa: E402
-from gpu._divergences import GRAD_SUM, SUM_OF_TERMS  # noqa: E402
+from gpu._divergences import GRAD_SUM, SUM_OF_TERMS, pivot_series  # noqa: E402
 from gpu._torch_kernel import chunk as torch_chunk  # noqa: E402
 
 INF = math.inf
@@ -261,23 +263,27 @@ def test_near_branch_series_against_mpmath(c):
     assert ulps.max() <= 3.0, (c, x[normal][ulps.argmax()], ulps.max())
 
 
-def test_expm1mx_series_against_mpmath():
-    """The AB terms' e^z − 1 − z as the kernel sums it on |z| ≤ 1, its callers' range
-    (Taylor to z¹³/13!, nested as z²/2·(1 + z/3·(1 + … (1 + z/13))), float32 steps in the
-    kernel's order, no expm1), within 4 ulps of mpmath from 1e-20 to 1, the ends included."""
-    import mpmath
-
-    mpmath.mp.dps = 50
-    z = np.concatenate([np.linspace(-1.0, 1.0, 2001), [1e-20, -1e-20, 1e-7, -3e-4, 0.7, -0.7]])
-    z = z[z != 0.0].astype(np.float32)
-    acc = np.ones_like(z)
-    for k in range(13, 2, -1):
-        acc = np.float32(1.0) + acc * z * np.float32(1.0 / k)
-    got = acc * (z * z * np.float32(0.5))
-    want = np.array([float(mpmath.expm1(mpmath.mpf(float(v))) - mpmath.mpf(float(v))) for v in z])
-    normal = np.abs(want) >= np.finfo(np.float32).tiny
-    ulps = np.abs(got - want)[normal] / np.spacing(np.abs(want[normal]).astype(np.float32))
-    assert ulps.max() <= 4.0, (z[normal][ulps.argmax()], ulps.max())
+def test_pivot_series_against_mpmath():
+    """The AB terms' second-order form as the kernel sums it (_pivot_series: float32 steps
+    in the kernel's order, no fused multiply-add, on u = m·z with |u| ≤ 1, the ends
+    included), within 3 ulps of [F(λ) − F(c)]/(λ − c) in mpmath, for pivots of both signs,
+    λ = 0, c = 0 and small and large parameters (tests/test_gpu.py's list)."""
+    f32 = np.float32
+    for a_, b_ in _PIVOT_PARAMS:
+        mirror = abs(a_) > abs(b_)
+        m, coefficients = pivot_series(a_, b_, mirror, torch.float32)
+        d = [f32(c) for c in coefficients]
+        u = np.concatenate([np.linspace(-1.0, 1.0, 401), [1e-20, -1e-20, 1e-7, -3e-4]])
+        z = (u[u != 0.0] / m).astype(f32)
+        u = z * f32(m)
+        acc = np.full_like(u, d[11])
+        for i in range(10, -1, -1):
+            acc = acc * u + d[i]
+        got = acc * z * z
+        want = _pivot_exact(a_, b_, z)
+        normal = np.abs(want) >= np.finfo(f32).tiny
+        ulps = np.abs(got - want)[normal] / (np.abs(want[normal]) * np.finfo(f32).eps)
+        assert ulps.max() <= 3.0, (a_, b_, ulps.max())
 
 
 @pytest.mark.parametrize("order", ORDERS)
