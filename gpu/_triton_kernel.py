@@ -317,13 +317,13 @@ def _cgf(x, kc_ptr):
     K is the cumulant generating function of a Bernoulli(c) variable; its singularities lie
     at log((1 − c)/c) ± iπ, at least π from 0, so on |x| ≤ 1 the truncation error is below
     4e-9 of K for every c in (0, 1), and the sum (K ≈ cx near 0) rounds to a few ulps of
-    K, as log1p(c·expm1(x)) does (tested against mpmath). Sixteen multiply-adds in place of
-    an expm1 and a log1p (about 54 instructions on sm_90), in branches that are formed for
-    every entry (python -m gpu.kernel_cost). The torch kernel keeps the two functions: there
-    each is one tensor pass, where the series would take thirty."""
+    K, as log1p(c·expm1(x)) does (tested against mpmath). Fourteen fused multiply-adds and a
+    product in place of an expm1 and a log1p (about 54 instructions on sm_90), in branches
+    that are formed for every entry (python -m gpu.kernel_cost). The torch kernel keeps the
+    two functions: there each is one tensor pass, where the series would take thirty."""
     k = tl.zeros_like(x) + tl.load(kc_ptr + 14)  # _K_TERMS − 1
     for i in tl.static_range(13, -1, -1):
-        k = k * x + tl.load(kc_ptr + i)
+        k = tl.fma(k, x, tl.load(kc_ptr + i))  # fused: see _LAUNCH_OPTIONS
     return k * x
 
 
@@ -572,7 +572,7 @@ def _pivot_series(u, sp):
     ``sp`` (gpu._divergences.pivot_series), by Horner's rule."""
     acc = tl.zeros_like(u) + tl.load(sp + 11)
     for i in tl.static_range(10, -1, -1):
-        acc = acc * u + tl.load(sp + i)
+        acc = tl.fma(acc, u, tl.load(sp + i))  # fused: see _LAUNCH_OPTIONS
     return acc
 
 
@@ -1557,6 +1557,9 @@ def _divergence_constants(name: str, params: dict, first_r: bool = True) -> tupl
 #: elementary functions of libdevice keep their own fused steps). Explicit because
 #: triton's default changes (contraction on through 3.9, off from 3.10).
 _LAUNCH_OPTIONS = {"enable_fp_fusion": False}
+#: The one exception: each step of the Horner series (_cgf, _pivot_series) is an explicit
+#: ``tl.fma``, one instruction and one rounding where ``k·x + c`` takes two of each (the
+#: series' bounds hold for either; triton 3.9's interpreter fuses it too, 3.6's does not).
 
 
 def _blocks(n: int, v: int) -> tuple[int, int, int]:

@@ -240,50 +240,62 @@ def test_ab_terms_beyond_the_float32_exponent(triton_backend):
             compare_with_reference(s_np, t_np, torch.float32, alpha, lam, "ab", order, params)
 
 
+def _horner_f32(coefficients, x: np.ndarray, fused: bool) -> np.ndarray:
+    """Σ_i coefficients[i]·x^i in float32 as the kernel's series take it: Horner's rule from
+    the last coefficient, each step ``tl.fma`` (``fused``: one rounding, as on a GPU and
+    under triton 3.9's interpreter; the float64 sum of an exact float32 product, rounded
+    once more, stands for it) or two roundings (triton 3.6's interpreter)."""
+    c = [np.float32(v) for v in coefficients]
+    k = np.full_like(x, c[-1])
+    for coefficient in c[-2::-1]:
+        if fused:
+            k = (k.astype(np.float64) * x.astype(np.float64) + np.float64(coefficient)).astype(
+                np.float32
+            )
+        else:
+            k = k * x + coefficient
+    return k
+
+
 @pytest.mark.parametrize("c", [1e-15, 1e-6, 1e-3, 0.1, 0.3, 0.45, 0.5])
 def test_near_branch_series_against_mpmath(c):
     """The mixture's near branch K(x) = log1p(c·expm1(x)) on |x| ≤ 1 as the kernel sums it
-    (the host's Taylor coefficients rounded to float32, Horner's rule in float32) within
-    3 ulps of mpmath's K, for weights c from 1e-15 to ½ (where the series converges
-    slowest: its singularities at ±iπ) and x from 1e-30 to 1."""
+    (the host's Taylor coefficients rounded to float32, Horner's rule in float32, each step
+    fused or not) within 3 ulps of mpmath's K, for weights c from 1e-15 to ½ (where the
+    series converges slowest: its singularities at ±iπ) and x from 1e-30 to 1."""
     import mpmath
 
     mpmath.mp.dps = 50
-    a = np.array(tk._cgf_coefficients(c), dtype=np.float32)
+    a = tk._cgf_coefficients(c)
     assert len(a) == tk._K_TERMS == 15  # the kernel spells 14 and 13
     x = np.concatenate([np.linspace(-1.0, 1.0, 801), [1e-30, -1e-30, 1e-10, -1e-7, 3e-4]])
     x = x[x != 0.0].astype(np.float32)
-    k = np.full_like(x, a[-1])
-    for coefficient in a[-2::-1]:
-        k = k * x + coefficient
-    k = k * x
     want = np.array([float(mpmath.log1p(c * mpmath.expm1(mpmath.mpf(float(v))))) for v in x])
     normal = np.abs(want) >= np.finfo(np.float32).tiny  # (c·x below it underflows either way)
-    ulps = np.abs(k - want)[normal] / np.spacing(np.abs(want[normal]).astype(np.float32))
-    assert ulps.max() <= 3.0, (c, x[normal][ulps.argmax()], ulps.max())
+    for fused in (True, False):
+        k = _horner_f32(a, x, fused) * x
+        ulps = np.abs(k - want)[normal] / np.spacing(np.abs(want[normal]).astype(np.float32))
+        assert ulps.max() <= 3.0, (c, fused, x[normal][ulps.argmax()], ulps.max())
 
 
 def test_pivot_series_against_mpmath():
     """The AB terms' second-order form as the kernel sums it (_pivot_series: float32 steps
-    in the kernel's order, no fused multiply-add, on u = m·z with |u| ≤ 1, the ends
-    included), within 3 ulps of [F(λ) − F(c)]/(λ − c) in mpmath, for pivots of both signs,
-    λ = 0, c = 0 and small and large parameters (tests/test_gpu.py's list)."""
+    in the kernel's order, fused or not, on u = m·z with |u| ≤ 1, the ends included), within
+    3 ulps of [F(λ) − F(c)]/(λ − c) in mpmath, for pivots of both signs, λ = 0, c = 0 and
+    small and large parameters (tests/test_gpu.py's list)."""
     f32 = np.float32
     for a_, b_ in _PIVOT_PARAMS:
         mirror = abs(a_) > abs(b_)
         m, coefficients = pivot_series(a_, b_, mirror, torch.float32)
-        d = [f32(c) for c in coefficients]
         u = np.concatenate([np.linspace(-1.0, 1.0, 401), [1e-20, -1e-20, 1e-7, -3e-4]])
         z = (u[u != 0.0] / m).astype(f32)
         u = z * f32(m)
-        acc = np.full_like(u, d[11])
-        for i in range(10, -1, -1):
-            acc = acc * u + d[i]
-        got = acc * z * z
         want = _pivot_exact(a_, b_, z)
         normal = np.abs(want) >= np.finfo(f32).tiny
-        ulps = np.abs(got - want)[normal] / (np.abs(want[normal]) * np.finfo(f32).eps)
-        assert ulps.max() <= 3.0, (a_, b_, ulps.max())
+        for fused in (True, False):
+            got = _horner_f32(coefficients, u, fused) * z * z
+            ulps = np.abs(got - want)[normal] / (np.abs(want[normal]) * np.finfo(f32).eps)
+            assert ulps.max() <= 3.0, (a_, b_, fused, ulps.max())
 
 
 @pytest.mark.parametrize("order", ORDERS)
