@@ -183,7 +183,7 @@ def _ab_pivot_terms(log_s, lam, z, log_top_lam, pivot_grad, denom, series):
     F(λ) − F(c), two series."""
     m, coefficients = series
     u = z * m
-    second = u.abs() <= _SECOND_ORDER_CUTOFF  # max(|λz|, |cz|) ≤ 1, the same bits
+    second = u.abs() <= _SECOND_ORDER_CUTOFF  # max(|λz|, |cz|) ≤ 1
     side = _side(second)  # all one form: the other is not formed (eager CPU)
     if side is not False:
         us, zs = (u, z) if side else (where(second, u, 0.0), where(second, z, 0.0))
