@@ -5,7 +5,11 @@ r"""The Triton backend of the AMiD engine: one chunk of rows streamed over V in 
 float32, the gradient written in the student's dtype or returned in float32, the row flags
 of :mod:`gpu._flags`) and follows its numerics form for form: every elementwise helper
 below names the torch function it mirrors, and that function's comment says why the form
-is there. Each program owns ``BLOCK_R`` rows and walks the vocabulary in ``BLOCK_V``
+is there. The exceptions cost a GPU fewer instructions and the torch kernel more tensor
+passes, each with its own bound and test: the mixture's near branch as a Taylor series
+(:func:`_cgf`); expm1(x)/x as its series (:func:`_expm1_ratio`) in the AB family's
+e^(log s)·expm1(cz)/c (:func:`_scaled_expm1_pair`) and pass b's log-ratio sums; log1p on
+[0, 1] as a polynomial (:func:`_log1p_unit`) in the mixture's correction and logaddexp. Each program owns ``BLOCK_R`` rows and walks the vocabulary in ``BLOCK_V``
 tiles, holding a (BLOCK_R, BLOCK_V) tile in float32 registers; nothing of size (rows, V)
 is ever written but the gradient, G between passes c2 and d, and, with a gradient in the
 mixture's |β| > 0 regimes, log m and its ratio between passes b and c2 and, for the AB
@@ -272,13 +276,34 @@ def _expm1(x, ACCURATE: tl.constexpr):
 
 
 @_device
+def _log1p_unit(e):
+    """log1p(e) for 0 ≤ e ≤ 1 (e^(−|t|), the mixture's and logaddexp's operand) as e·P(e),
+    P the degree-9 polynomial interpolating log1p(e)/e at the ten Chebyshev nodes of
+    [0, 1], by Horner's rule with each step an fma: log1p's singularity at −1 lies 3
+    half-widths from the interval's centre, so the interpolant's error falls as
+    (3 + √8)^−n, 5.3e-9 of the value at degree 9 (mpmath); 0 at e = 0, NaN for NaN. The
+    kernel's own form: nine fmas and a multiply for libdevice's ``log1p``."""
+    p = tl.fma(e, -0.0031760570052707057, 0.01954252720111135)
+    p = tl.fma(p, e, -0.05637361271614654)
+    p = tl.fma(p, e, 0.10543623783675796)
+    p = tl.fma(p, e, -0.1526966706726033)
+    p = tl.fma(p, e, 0.19663274254649707)
+    p = tl.fma(p, e, -0.24951616262342952)
+    p = tl.fma(p, e, 0.33329710498859844)
+    p = tl.fma(p, e, -0.49999892648060507)
+    p = tl.fma(p, e, 0.9999999946562914)
+    return p * e
+
+
+@_device
 def _logaddexp(x, y, ACC: tl.constexpr):
-    """torch.logaddexp: max + log1p(e^(−|x−y|)); equal infinities give themselves."""
+    """torch.logaddexp: max + log1p(e^(−|x−y|)) (_log1p_unit); equal infinities give
+    themselves."""
     hi = tl.maximum(x, y)
     lo = tl.minimum(x, y)
     same_inf = (hi == lo) & ((hi == float("inf")) | (hi == float("-inf")))
     gap = tl.where(same_inf, 0.0, lo - hi)
-    out = hi + _log1p(_exp(gap, ACC), ACC)
+    out = hi + _log1p_unit(_exp(gap, ACC))
     return tl.where(same_inf, hi, out)
 
 
@@ -411,7 +436,7 @@ def _mixture(lp, lq, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, l
         small = tl.abs(bd) <= 1.0
         near_r = _near_correction(bd, kc_ptr, inv_beta, LAM_LOW)
         e_t = _exp(-tl.abs(t), ACC)
-        corr = _log1p(e_t, ACC) * inv_beta
+        corr = _log1p_unit(e_t) * inv_beta
         # the pivot on the dominant weighted term plus the ratios' correction (at |β| ≥ ½ the
         # logaddexp form written out, its exp and log1p shared with the ratios)
         if BETA_NEG:
@@ -460,7 +485,8 @@ def _divergence(la, lb, lr, prm, prm_log, prm_log1m, dprm_ptr, mask, DIV: tl.con
     (the lanes beyond V read as −inf: they take no branch of their own)."""
     NEG = float("-inf")
     if DIV >= 6 and DIV <= 8:  # _AB, _AB_MIRROR, _AB_ZERO
-        return _ab_elements(la, lb, lr, dprm_ptr, mask, DIV, ACC)
+        terms, ga, gb, g_sum, _, _, _ = _ab_elements(la, lb, lr, dprm_ptr, mask, DIV, ACC)
+        return terms, ga, gb, g_sum
     if DIV == 9:  # _CHI2
         return _chi2_elements(la, lb, lr, ACC)
     if DIV == 0:  # KL
@@ -567,6 +593,38 @@ def _scaled_expm1_ratio(log_s, c, z, log_top, ACC: tl.constexpr):
 
 
 @_device
+def _expm1_ratio(x):
+    """expm1(x)/x = Σ_{n≥0} xⁿ/(n+1)! for |x| ≤ 1, to x¹⁰, by Horner's rule with each
+    step an fma (the first term left out, x¹¹/12!, is below 4e-9 of the sum; the value is
+    1 at x = 0). The kernel's own form: the torch kernel divides ``expm1`` by x."""
+    e = tl.fma(x, 2.505210838544172e-08, 2.755731922398589e-07)  # 1/11!, 1/10!
+    e = tl.fma(e, x, 2.7557319223985893e-06)
+    e = tl.fma(e, x, 2.48015873015873e-05)
+    e = tl.fma(e, x, 0.0001984126984126984)
+    e = tl.fma(e, x, 0.001388888888888889)
+    e = tl.fma(e, x, 0.008333333333333333)
+    e = tl.fma(e, x, 0.041666666666666664)
+    e = tl.fma(e, x, 0.16666666666666666)
+    e = tl.fma(e, x, 0.5)
+    return tl.fma(e, x, 1.0)
+
+
+@_device
+def _scaled_expm1_pair(ex_s, ex_top, c, z):
+    """e^(log_s)·expm1(cz)/c from ``ex_s`` = e^(log_s) and ``ex_top`` = e^(log_top), log_top
+    = log_s + cz (both formed by the caller, within ±80: _in_range): e^(log_s)·z·expm1(cz)/(cz)
+    where |cz| ≤ 1 (_expm1_ratio; e^(log_s)·z at c = 0), (e^(log_top) − e^(log_s))/c beyond,
+    where |e^(cz) − 1| ≥ 1 − 1/e and the difference scales its operands' rounding by at
+    most (e + 1)/(e − 1) < 2.2. The same value as _scaled_expm1_ratio to a few ulps, with
+    no ``expm1`` and no division per entry, its exponentials shared by the AB terms."""
+    cz = c * z
+    near = tl.abs(cz) <= 1.0
+    series = ex_s * (z * _expm1_ratio(tl.where(near, cz, 0.0)))
+    direct = (ex_top - ex_s) * (1.0 / tl.where(c == 0.0, 1.0, c))
+    return tl.where(near, series, direct)
+
+
+@_device
 def _pivot_series(u, sp):
     """gpu._divergences._pivot_series: Σ_j D_j u^(j−2), its 12 float32 coefficients at
     ``sp`` (gpu._divergences.pivot_series), by Horner's rule."""
@@ -599,6 +657,18 @@ def _ab_pivot_terms(log_s, lam, z, log_top_lam, pivot_grad, denom, m, sp, ACC: t
 
 
 @_device
+def _ab_pivot_terms_pair(ex_s, ex_top_lam, lam, z, pivot_grad, denom, m, sp):
+    """_ab_pivot_terms from e^(log_s) and e^(log_top_lam) (both within ±80): the
+    second-order form as there (the same bits), the first-order one by _scaled_expm1_pair."""
+    u = z * m
+    second = tl.abs(u) <= 1.0  # _SECOND_ORDER_CUTOFF: max(|λz|, |cz|) ≤ 1
+    zs = tl.where(second, z, 0.0)
+    near = ex_s * (_pivot_series(tl.where(second, u, 0.0), sp) * zs * zs)
+    first = _scaled_expm1_pair(ex_s, ex_top_lam, lam, tl.where(second, 0.0, z))
+    return tl.where(second, near, (first + pivot_grad) * (1.0 / denom))
+
+
+@_device
 def _ab_elements(la, lb, lr, dprm_ptr, mask, DIV: tl.constexpr, ACC: tl.constexpr):
     """gpu._divergences._ab with ``want_sum=True``: (term, g_a, g_b, g_a + g_b in closed
     form); the pivot (DIV) as _ab chooses it. The zero entries' forms are taken only in a
@@ -618,15 +688,34 @@ def _ab_elements(la, lb, lr, dprm_ptr, mask, DIV: tl.constexpr, ACC: tl.constexp
     lx = tl.where(both, la, 0.0)
     ly = tl.where(both, lb, 0.0)
     lxy = lx * a_ + ly * b_
-    ga = _scaled_expm1_ratio(lam * lx, -b_, d, lxy, ACC)
-    gb = -_scaled_expm1_ratio(lam * ly, a_, d, lxy, ACC)
+    llx = lam * lx
+    lly = lam * ly
+    # x^λ, y^λ and x^a_·y^b_: each term and gradient is formed from them (and _ab_pair's
+    # far form), the exponentials shared
+    ex_x = _exp(llx, ACC)
+    ex_y = _exp(lly, ACC)
+    ex_xy = _exp(lxy, ACC)
+    ga = _scaled_expm1_pair(ex_x, ex_xy, -b_, d)
+    gb = -_scaled_expm1_pair(ex_y, ex_xy, a_, d)
     m = tl.load(dprm_ptr + 6)  # _P_M
     if DIV == 8:  # a_ = b_ = 0
         terms = 0.5 * d * d
     elif DIV == 6:  # |a_| ≤ |b_|: the pivot a_, its own gradient gb
-        terms = _ab_pivot_terms(lam * ly, lam, d, lam * lx, gb, b_, m, dprm_ptr + 8, ACC)
+        terms = _ab_pivot_terms_pair(ex_y, ex_x, lam, d, gb, b_, m, dprm_ptr + 8)
     else:
-        terms = _ab_pivot_terms(lam * lx, lam, -d, lam * ly, ga, a_, m, dprm_ptr + 8, ACC)
+        terms = _ab_pivot_terms_pair(ex_x, ex_y, lam, -d, ga, a_, m, dprm_ptr + 8)
+    # beyond ±80 a power may leave float32's normal range where the product does not:
+    # those entries take the general forms (one exponential of the sum; a tile with one)
+    far_range = (tl.abs(llx) > 80.0) | (tl.abs(lly) > 80.0) | (tl.abs(lxy) > 80.0)
+    if _anywhere(mask & far_range):
+        ga = tl.where(far_range, _scaled_expm1_ratio(llx, -b_, d, lxy, ACC), ga)
+        gb = tl.where(far_range, -_scaled_expm1_ratio(lly, a_, d, lxy, ACC), gb)
+        if DIV == 6:
+            terms = tl.where(far_range, _ab_pivot_terms(lly, lam, d, llx, gb, b_, m, dprm_ptr + 8,
+                                                        ACC), terms)  # fmt: skip
+        elif DIV == 7:
+            terms = tl.where(far_range, _ab_pivot_terms(llx, lam, -d, lly, ga, a_, m,
+                                                        dprm_ptr + 8, ACC), terms)  # fmt: skip
     terms = tl.where(terms != terms, INF, terms)
     if _anywhere(mask & ~both):  # zero entries (formed only in a tile that has one)
         # their terms: y^λ/(a_ λ), x^λ/(b_ λ) as one exponential; +inf where they diverge
@@ -641,7 +730,21 @@ def _ab_elements(la, lb, lr, dprm_ptr, mask, DIV: tl.constexpr, ACC: tl.constexp
         a_safe = tl.where(a_ == 0.0, 1.0, a_)
         only_y = tl.where(a_ == 0.0, INF, _exp(lam * lb, ACC) / a_safe)
         gb = tl.where(both, gb, tl.where(x0 & ~y0, only_y, 0.0))
-    return terms, ga, gb, tl.where(both, terms * lam, ga + gb)
+    return terms, ga, gb, tl.where(both, terms * lam, ga + gb), ex_x, ex_y, ex_xy
+
+
+@_device
+def _ab_powers(la, lb, lr, dprm_ptr, ACC: tl.constexpr):
+    """x^λ, y^λ and x^a_·y^b_ where both are positive (1 elsewhere): _ab_elements' powers,
+    for _ab_pair's far form where the divergence is not AB's own (χ²)."""
+    NEG = float("-inf")
+    a_ = tl.load(dprm_ptr + 0)
+    b_ = tl.load(dprm_ptr + 1)
+    lam = tl.load(dprm_ptr + 2)
+    both = (la != NEG) & (lb != NEG)
+    lx = tl.where(both, la, 0.0)
+    ly = tl.where(both, lb, 0.0)
+    return _exp(lam * lx, ACC), _exp(lam * ly, ACC), _exp(lx * a_ + ly * b_, ACC)
 
 
 @_device
@@ -693,9 +796,15 @@ def _weight_parts(lp, lq, lm, w, beta, lam, one_m_lam, t_off, MIX: tl.constexpr,
         w_diff = tl.where(zero, 0.0, one_m_lam - lam)
     else:
         t = (lp - lq) * beta + t_off
-        w_bar = 1.0 / (_exp(-t, ACC) + 1.0)
+        # from e^(−|t|) as w itself (_logistic_weight): σ(t) = 1/(1 + e) for t ≥ 0, e/(1 + e)
+        # below; tanh(|t|/2) = −expm1(−|t|)/(1 + e) by the series of expm1(x)/x where
+        # |t| ≤ 1 (_weighted_coefficient reads it only where |t| < log 3), 1 − e beyond
         e = _exp(-tl.abs(t), ACC)
-        w_diff = -_sign(t) * (-_expm1(-tl.abs(t), ACC) / (1.0 + e))
+        inv = 1.0 / (1.0 + e)
+        w_bar = tl.where(t >= 0.0, 1.0, e) * inv
+        near = tl.abs(t) <= 1.0
+        tn = tl.where(near, tl.abs(t), 0.0)
+        w_diff = -_sign(t) * (tl.where(near, tn * _expm1_ratio(-tn), 1.0 - e) * inv)
         if BETA_NEG:
             w_bar = tl.where(lm == NEG, 0.0, w_bar)
             w_diff = tl.where(lm == NEG, 0.0, w_diff)
@@ -715,10 +824,11 @@ def _weighted_coefficient(c0, c1, lam, half, w, w_bar, w_diff):
 
 
 @_device
-def _ab_pair(la, lb, lr, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R: tl.constexpr,
-             SCALE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+def _ab_pair(la, lb, lr, w, w_bar, w_diff, ga, gb, g_sum, ex_x, ex_y, ex_xy, dprm_ptr,
+             FIRST_R: tl.constexpr, SCALE: tl.constexpr):  # fmt: skip
     """gpu._divergences._ab_pair: SCALE·(g_direct + w·g_other) for D(r‖q) (FIRST_R) or
-    D(q‖r), from the gradients and their closed-form sum (all SCALE times AB's own)."""
+    D(q‖r), from the gradients and their closed-form sum (all SCALE times AB's own) and,
+    for the far form, x^λ, y^λ and x^a_·y^b_ (``ex_*``, as _ab_elements forms them)."""
     NEG = float("-inf")
     a_ = tl.load(dprm_ptr + 0)
     b_ = tl.load(dprm_ptr + 1)
@@ -734,17 +844,16 @@ def _ab_pair(la, lb, lr, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R: tl.
     both = (la != NEG) & (lb != NEG)
     d = tl.where(both, lr, 0.0)
     far = both & (tl.abs(a_ * d) >= 1.0) & (tl.abs(b_ * d) >= 1.0)
-    lx = tl.where(far, la, 0.0)
-    ly = tl.where(far, lb, 0.0)
-    a_safe = tl.where(a_ == 0.0, 1.0, a_)
-    b_safe = tl.where(b_ == 0.0, 1.0, b_)
+    # the constants' reciprocals (scalars) in place of a division per entry
+    inv_a = 1.0 / tl.where(a_ == 0.0, 1.0, a_)
+    inv_b = 1.0 / tl.where(b_ == 0.0, 1.0, b_)
     if FIRST_R:  # (w/b_)·X − k/(a_ b_)·P + Y/a_, k = w a_ + b_
-        three = _exp(lx * lam, ACC) * w / b_safe + _exp(ly * lam, ACC) / a_safe
+        three = ex_x * w * inv_b + ex_y * inv_a
         k = _weighted_coefficient(b_, a_, lam, half, w, w_bar, w_diff)
     else:  # X/b_ − k/(a_ b_)·P + (w/a_)·Y, k = a_ + w b_
-        three = _exp(lx * lam, ACC) / b_safe + _exp(ly * lam, ACC) * w / a_safe
+        three = ex_x * inv_b + ex_y * w * inv_a
         k = _weighted_coefficient(a_, b_, lam, half, w, w_bar, w_diff)
-    three = three - k * _exp(lx * a_ + ly * b_, ACC) / (a_safe * b_safe)
+    three = three - k * ex_xy * (inv_a * inv_b)
     three = three * SCALE
     keep = far & (tl.abs(three) < float("inf"))
     return tl.where(keep, three, out)
@@ -917,7 +1026,8 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
         k = tl.where(better, pos, k)
         m = new_m
         keep = mask & (cols[None, :] != k[:, None])
-        others += tl.sum(tl.where(keep, _exp(lm - ref[:, None], ACC), 0.0), 1)
+        e_m = _exp(lm - ref[:, None], ACC)  # e^(log m − M), M = ref
+        others += tl.sum(tl.where(keep, e_m, 0.0), 1)
         any_finite = any_finite | tl.max((mask & (lm != NEG) & (lm == lm)).to(tl.int32), 1)
         if FIND_SILENT:  # every entry with w = 0 (perhaps a few more: see _mixture)
             any_silent = any_silent | tl.max((mask & maybe_silent).to(tl.int32), 1)
@@ -932,10 +1042,15 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
             tl.store(mix_ptr + offs, lm, mask=mask)
             tl.store(u_ptr + offs, u, mask=mask)
         s = _exp(l_ref, ACC)
-        # s·expm1(u) while e^u and s are normal, e^(log m) − s elsewhere (a zero of s, u = ±inf:
-        # formed only in a tile that has such an entry) (gpu._torch_kernel._log_ratio_sums)
+        # s·expm1(u) (gpu._torch_kernel._log_ratio_sums) as s·u·expm1(u)/u where |u| ≤ 1
+        # (_expm1_ratio) and e^(log m) − s beyond, e^(log m) = e^(log m − M)·e^M from the
+        # sum's own exponential (the difference scales its operands' rounding by < 2.2; a
+        # zero of s, u = ±inf, take it too); e^(log m) − s itself where s is not normal
+        # or u > 80 (formed only in a tile that has such an entry)
         product = (u <= 80.0) & (l_ref >= -87.0)
-        terms = _expm1(tl.minimum(u, 80.0), ACC) * s
+        near_u = tl.abs(u) <= 1.0
+        terms = tl.where(near_u, s * (u * _expm1_ratio(tl.where(near_u, u, 0.0))),
+                         e_m * _exp(ref, ACC)[:, None] - s)  # fmt: skip
         if _anywhere(mask & ~product):
             terms = tl.where(product, terms, _exp(lm, ACC) - s)
         terms = _nan_to_zero(terms)
@@ -1175,6 +1290,9 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
     if DIV == 10:  # Rényi: elementwise given its row sums (pass c0)
         terms, ga, gb, g_sum = _renyi_elements(la, lb, d, stats_ptr, rows, n_rows, dprm_ptr,
                                                ACC)  # fmt: skip
+    elif DIV >= 6 and DIV <= 8:  # the AB family: its powers kept for _ab_pair
+        terms, ga, gb, g_sum, ex_x, ex_y, ex_xy = _ab_elements(la, lb, d, dprm_ptr, mask, DIV,
+                                                               ACC)  # fmt: skip
     else:
         terms, ga, gb, g_sum = _divergence(la, lb, d, prm, prm_log, prm_log1m, dprm_ptr, mask,
                                            DIV, ACC)  # fmt: skip
@@ -1195,16 +1313,17 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
         w_bar, w_diff = _weight_parts(lp, lq, lm, w, beta, lam, one_m_lam, t_off, MIX, BETA_NEG,
                                       ACC)  # fmt: skip
         if DIV == 9:  # χ² = 2·AB(2, −1) where both are positive, its own gradients elsewhere
-            pair = _ab_pair(la, lb, d, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R, 2.0,
-                            ACC)  # fmt: skip
+            ex_x, ex_y, ex_xy = _ab_powers(la, lb, d, dprm_ptr, ACC)
+            pair = _ab_pair(la, lb, d, w, w_bar, w_diff, ga, gb, g_sum, ex_x, ex_y, ex_xy,
+                            dprm_ptr, FIRST_R, 2.0)  # fmt: skip
             both = (la != NEG) & (lb != NEG)
             if FIRST_R:
                 g_q = tl.where(both, pair, gb + w * ga)
             else:
                 g_q = tl.where(both, pair, ga + w * gb)
         else:
-            g_q = _ab_pair(la, lb, d, w, w_bar, w_diff, ga, gb, g_sum, dprm_ptr, FIRST_R, 1.0,
-                           ACC)  # fmt: skip
+            g_q = _ab_pair(la, lb, d, w, w_bar, w_diff, ga, gb, g_sum, ex_x, ex_y, ex_xy,
+                           dprm_ptr, FIRST_R, 1.0)  # fmt: skip
     silent = w == 0.0
     h = tl.zeros_like(lq)
     if THROUGH_R:

@@ -278,6 +278,75 @@ def test_near_branch_series_against_mpmath(c):
         assert ulps.max() <= 3.0, (c, fused, x[normal][ulps.argmax()], ulps.max())
 
 
+def test_expm1_ratio_series_against_mpmath():
+    """expm1(x)/x as the AB terms and the pair's weights sum it (_expm1_ratio: the kernel's
+    eleven coefficients 1/(n+1)! in float32, Horner's rule in float32, each step fused or
+    not) within 2 ulps of mpmath on |x| ≤ 1, the ends and tiny x included; and the forms
+    _scaled_expm1_pair joins to it, z·E(cz) and (e^(cz) − 1)/c, within 6 ulps of
+    expm1(cz)/c on both sides of |cz| = 1, float32 exponentials of the rounded arguments
+    standing for libdevice's."""
+    import inspect
+    import re
+
+    import mpmath
+
+    mpmath.mp.dps = 40
+    # the kernel's literals, read off its source in Horner order (x¹⁰'s coefficient first)
+    calls = [c.split(",") for c in re.findall(r"tl\.fma\(([^)]*)\)", inspect.getsource(
+        getattr(tk._expm1_ratio, "fn", tk._expm1_ratio)))]  # fmt: skip
+    literals = [float(calls[0][1]), float(calls[0][2])] + [float(c[2]) for c in calls[1:]]
+    assert literals == [1.0 / math.factorial(n + 1) for n in range(10, -1, -1)]
+    coefficients = literals[::-1]
+    f32 = np.float32
+    x = np.concatenate([np.linspace(-1.0, 1.0, 2001), [1e-30, -1e-30, 1e-8, -3e-5]])
+    x = x.astype(f32)
+    want = np.array([float(mpmath.expm1(mpmath.mpf(float(v))) / mpmath.mpf(float(v)))
+                     if v != 0 else 1.0 for v in x])  # fmt: skip
+    for fused in (True, False):
+        got = _horner_f32(coefficients, x, fused)
+        ulps = np.abs(got - want) / (np.abs(want) * np.finfo(f32).eps)
+        assert ulps.max() <= 2.0, (fused, x[ulps.argmax()], ulps.max())
+    # the two forms around |cz| = 1, for c of both signs and sizes
+    for c in (-0.7, 0.2, 0.9, -3.0, 1e-3):
+        cz = np.concatenate([np.linspace(-3.0, 3.0, 600), [1.0, -1.0]])
+        z = (cz / c).astype(f32)
+        exact = [mpmath.mpf(float(f32(c))) * mpmath.mpf(float(v)) for v in z]
+        want = np.array([float(mpmath.expm1(v) / mpmath.mpf(float(f32(c)))) for v in exact])
+        cz = z * f32(c)
+        near = np.abs(cz) <= 1.0
+        series = z * _horner_f32(coefficients, np.where(near, cz, f32(0.0)), True)
+        # log_top = log_s + cz formed by the caller: here the exact product, rounded once
+        top = np.exp(np.array([float(v) for v in exact]).astype(f32).astype(np.float64))
+        direct = (top.astype(f32) - f32(1.0)) * (f32(1.0) / f32(c))
+        got = np.where(near, series, direct)
+        ulps = np.abs(got - want) / (np.abs(want) * np.finfo(f32).eps)
+        assert ulps.max() <= 6.0, (c, cz[ulps.argmax()], ulps.max())
+
+
+def test_log1p_unit_against_mpmath():
+    """log1p(e) on 0 ≤ e ≤ 1 as the mixture and logaddexp form it (_log1p_unit: the kernel's
+    ten coefficients in float32, Horner's rule in float32, each step fused or not, times e)
+    within 1.5 ulps of mpmath, from e = 1e-30 to 1."""
+    import inspect
+    import re
+
+    import mpmath
+
+    mpmath.mp.dps = 40
+    calls = [c.split(",") for c in re.findall(r"tl\.fma\(([^)]*)\)", inspect.getsource(
+        getattr(tk._log1p_unit, "fn", tk._log1p_unit)))]  # fmt: skip
+    literals = [float(calls[0][1]), float(calls[0][2])] + [float(c[2]) for c in calls[1:]]
+    assert len(literals) == 10
+    f32 = np.float32
+    e = np.concatenate([np.linspace(0.0, 1.0, 4001)[1:], np.logspace(-30, -1, 300)]).astype(f32)
+    want = np.array([float(mpmath.log1p(mpmath.mpf(float(v)))) for v in e])
+    for fused in (True, False):
+        got = _horner_f32(literals[::-1], e, fused) * e
+        ulps = np.abs(got - want) / (np.abs(want) * np.finfo(f32).eps)
+        assert ulps.max() <= 1.5, (fused, e[ulps.argmax()], ulps.max())
+    assert _horner_f32(literals[::-1], np.zeros(1, f32), True)[0] * f32(0.0) == 0.0
+
+
 def test_pivot_series_against_mpmath():
     """The AB terms' second-order form as the kernel sums it (_pivot_series: float32 steps
     in the kernel's order, fused or not, on u = m·z with |u| ≤ 1, the ends included), within
