@@ -9,9 +9,10 @@ is there. The exceptions cost a GPU fewer instructions and the torch kernel more
 passes, each with its own bound and test: the mixture's near branch as a Taylor series
 (:func:`_cgf`); expm1(x)/x as its series (:func:`_expm1_ratio`) in the AB family's
 e^(log s)·expm1(cz)/c (:func:`_scaled_expm1_pair`) and pass b's log-ratio sums; log1p on
-[0, 1] as a polynomial (:func:`_log1p_unit`) in the mixture's correction and logaddexp. Each program owns ``BLOCK_R`` rows and walks the vocabulary in ``BLOCK_V``
-tiles, holding a (BLOCK_R, BLOCK_V) tile in float32 registers; nothing of size (rows, V)
-is ever written but the gradient, G between passes c2 and d, and, with a gradient in the
+[0, 1] as a polynomial (:func:`_log1p_unit`) in the mixture's correction and logaddexp.
+Each program owns ``BLOCK_R`` rows and walks the vocabulary in ``BLOCK_V`` tiles, holding
+a (BLOCK_R, BLOCK_V) tile in float32 registers; nothing of size (rows, V) is ever written
+but the gradient, G between passes c2 and d, and, with a gradient in the
 mixture's |β| > 0 regimes, log m and its ratio between passes b and c2 and, for the AB
 family and χ² with q an argument, their closed-form pair and g_r between c and c2 (below).
 
@@ -612,7 +613,8 @@ def _expm1_ratio(x):
 @_device
 def _scaled_expm1_pair(ex_s, ex_top, c, z):
     """e^(log_s)·expm1(cz)/c from ``ex_s`` = e^(log_s) and ``ex_top`` = e^(log_top), log_top
-    = log_s + cz (both formed by the caller, within ±80: _in_range): e^(log_s)·z·expm1(cz)/(cz)
+    = log_s + cz (both formed by the caller; entries beyond ±80 take the general form,
+    _ab_elements' ``far_range``): e^(log_s)·z·expm1(cz)/(cz)
     where |cz| ≤ 1 (_expm1_ratio; e^(log_s)·z at c = 0), (e^(log_top) − e^(log_s))/c beyond,
     where |e^(cz) − 1| ≥ 1 − 1/e and the difference scales its operands' rounding by at
     most (e + 1)/(e − 1) < 2.2. The same value as _scaled_expm1_ratio to a few ulps, with
@@ -734,7 +736,7 @@ def _ab_elements(la, lb, lr, dprm_ptr, mask, DIV: tl.constexpr, ACC: tl.constexp
 
 
 @_device
-def _ab_powers(la, lb, lr, dprm_ptr, ACC: tl.constexpr):
+def _ab_powers(la, lb, dprm_ptr, ACC: tl.constexpr):
     """x^λ, y^λ and x^a_·y^b_ where both are positive (1 elsewhere): _ab_elements' powers,
     for _ab_pair's far form where the divergence is not AB's own (χ²)."""
     NEG = float("-inf")
@@ -1313,7 +1315,7 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
         w_bar, w_diff = _weight_parts(lp, lq, lm, w, beta, lam, one_m_lam, t_off, MIX, BETA_NEG,
                                       ACC)  # fmt: skip
         if DIV == 9:  # χ² = 2·AB(2, −1) where both are positive, its own gradients elsewhere
-            ex_x, ex_y, ex_xy = _ab_powers(la, lb, d, dprm_ptr, ACC)
+            ex_x, ex_y, ex_xy = _ab_powers(la, lb, dprm_ptr, ACC)
             pair = _ab_pair(la, lb, d, w, w_bar, w_diff, ga, gb, g_sum, ex_x, ex_y, ex_xy,
                             dprm_ptr, FIRST_R, 2.0)  # fmt: skip
             both = (la != NEG) & (lb != NEG)

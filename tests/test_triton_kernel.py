@@ -257,6 +257,17 @@ def _horner_f32(coefficients, x: np.ndarray, fused: bool) -> np.ndarray:
     return k
 
 
+def _fma_literals(helper) -> list[float]:
+    """The coefficients of a kernel series spelled as ``tl.fma`` literals (_expm1_ratio,
+    _log1p_unit), read off its source in Horner order: the highest power's first."""
+    import inspect
+    import re
+
+    source = inspect.getsource(getattr(helper, "fn", helper))
+    calls = [c.split(",") for c in re.findall(r"tl\.fma\(([^)]*)\)", source)]
+    return [float(calls[0][1]), float(calls[0][2])] + [float(c[2]) for c in calls[1:]]
+
+
 @pytest.mark.parametrize("c", [1e-15, 1e-6, 1e-3, 0.1, 0.3, 0.45, 0.5])
 def test_near_branch_series_against_mpmath(c):
     """The mixture's near branch K(x) = log1p(c·expm1(x)) on |x| ≤ 1 as the kernel sums it
@@ -285,16 +296,10 @@ def test_expm1_ratio_series_against_mpmath():
     _scaled_expm1_pair joins to it, z·E(cz) and (e^(cz) − 1)/c, within 6 ulps of
     expm1(cz)/c on both sides of |cz| = 1, float32 exponentials of the rounded arguments
     standing for libdevice's."""
-    import inspect
-    import re
-
     import mpmath
 
     mpmath.mp.dps = 40
-    # the kernel's literals, read off its source in Horner order (x¹⁰'s coefficient first)
-    calls = [c.split(",") for c in re.findall(r"tl\.fma\(([^)]*)\)", inspect.getsource(
-        getattr(tk._expm1_ratio, "fn", tk._expm1_ratio)))]  # fmt: skip
-    literals = [float(calls[0][1]), float(calls[0][2])] + [float(c[2]) for c in calls[1:]]
+    literals = _fma_literals(tk._expm1_ratio)
     assert literals == [1.0 / math.factorial(n + 1) for n in range(10, -1, -1)]
     coefficients = literals[::-1]
     f32 = np.float32
@@ -327,15 +332,10 @@ def test_log1p_unit_against_mpmath():
     """log1p(e) on 0 ≤ e ≤ 1 as the mixture and logaddexp form it (_log1p_unit: the kernel's
     ten coefficients in float32, Horner's rule in float32, each step fused or not, times e)
     within 1.5 ulps of mpmath, from e = 1e-30 to 1."""
-    import inspect
-    import re
-
     import mpmath
 
     mpmath.mp.dps = 40
-    calls = [c.split(",") for c in re.findall(r"tl\.fma\(([^)]*)\)", inspect.getsource(
-        getattr(tk._log1p_unit, "fn", tk._log1p_unit)))]  # fmt: skip
-    literals = [float(calls[0][1]), float(calls[0][2])] + [float(c[2]) for c in calls[1:]]
+    literals = _fma_literals(tk._log1p_unit)
     assert len(literals) == 10
     f32 = np.float32
     e = np.concatenate([np.linspace(0.0, 1.0, 4001)[1:], np.logspace(-30, -1, 300)]).astype(f32)
