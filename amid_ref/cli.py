@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    lost = _LostInterrupts() if as_program else None
+    interrupts = _Interrupts() if as_program else None
     try:
-        with lost or contextlib.nullcontext():
+        with interrupts or contextlib.nullcontext():
             code = _main(argv, command)
-            if lost is not None and lost.pending:  # the command ended before its Ctrl-C did
+            if interrupts is not None and interrupts.received:  # ended before its Ctrl-C did
                 raise KeyboardInterrupt
             return code
     except KeyboardInterrupt:
@@ -97,44 +97,84 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-class _LostInterrupts:
-    """``sys.unraisablehook`` while ``python -m amid_ref`` runs: a Ctrl-C that CPython
-    cannot raise where it lands is raised again in the main thread, not dropped.
+class _Interrupts:
+    """Every Ctrl-C ends ``python -m amid_ref``, also one that is lost where it lands.
 
-    A KeyboardInterrupt raised inside a weakref callback or a finalizer (importlib's
-    module-lock bookkeeping during an import) is *unraisable*: CPython prints it as
-    "Exception ignored" and the command runs on. Here it is marked pending and, 50 ms
-    later (once the callback has returned), delivered again to the main thread
-    (``_thread.interrupt_main``), where it ends the command as any Ctrl-C does; a command
-    that ends first ends as interrupted too. Other unraisable exceptions go to the
-    previous hook."""
+    CPython raises KeyboardInterrupt wherever the main thread is when SIGINT arrives, and
+    there it can be lost:
 
-    DELAY_S = 0.05
+    - inside a weakref callback or a finalizer (importlib's module-lock bookkeeping during
+      an import) it is *unraisable*: CPython prints it as "Exception ignored" and goes on;
+    - inside a dependency's bare ``except:`` it is swallowed: mpmath's ``from_float``
+      (``try: math.frexp(x) except: ... return fnan``), which the precise oracle calls for
+      every float it converts, loses about one Ctrl-C in twenty that arrive while it runs,
+      and returns a NaN instead.
+
+    While the program runs, SIGINT goes to :meth:`_on_sigint`, which records the Ctrl-C and
+    raises KeyboardInterrupt as Python's own handler does, and ``sys.unraisablehook`` goes
+    to this object. From the first Ctrl-C on, a thread delivers it again to the main thread
+    every ``REPEAT_S`` seconds (``_thread.interrupt_main``); a repeat raises
+    KeyboardInterrupt only where the main thread is not already handling one, so the
+    cleanup that a KeyboardInterrupt runs on its way out (``finally`` blocks, ``__exit__``)
+    is never cut short by a repeat, and a lost one is raised again within ``REPEAT_S``. A
+    command that returns first ends as interrupted too (:func:`main`). Other unraisable
+    exceptions go to the previous hook. Where SIGINT is ignored (a program started in the
+    background), nothing changes.
+    """
+
+    REPEAT_S = 0.05
 
     def __init__(self) -> None:
-        self.pending = False
-        self.previous = sys.unraisablehook
+        self.received = False
+        self.previous_hook = sys.unraisablehook
+        self.previous_handler = None
+        self._repeat = False  # the next SIGINT is a repeat from the thread, not a Ctrl-C
+        self._done = threading.Event()
+        self._lock = threading.RLock()  # the handler may run while __exit__ holds it
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> _LostInterrupts:
+    def __enter__(self) -> _Interrupts:
         sys.unraisablehook = self
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         return self
 
     def __exit__(self, kind, *_) -> None:
-        sys.unraisablehook = self.previous
+        with self._lock:
+            self._done.set()
+        if self._thread is not None:
+            self._thread.join()  # no repeat is sent after this
+        sys.unraisablehook = self.previous_hook
+        # after a Ctrl-C the handler stays: a repeat sent just before the join may still be
+        # pending, and main ignores SIGINT from here on
+        if self.previous_handler is not None and self._thread is None:
+            signal.signal(signal.SIGINT, self.previous_handler)
         if kind is not None and issubclass(kind, KeyboardInterrupt):
-            self.pending = False  # handled: nothing is delivered again
+            self.received = False  # handled: the command ends as interrupted
+
+    def _on_sigint(self, signum, frame) -> None:
+        repeat, self._repeat = self._repeat, False
+        if repeat and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            return  # the Ctrl-C is on its way out: let its cleanup run
+        self._record()
+        signal.default_int_handler(signum, frame)
 
     def __call__(self, unraisable) -> None:
         if not issubclass(unraisable.exc_type, KeyboardInterrupt):
-            self.previous(unraisable)
+            self.previous_hook(unraisable)
             return
-        self.pending = True
-        timer = threading.Timer(self.DELAY_S, self._deliver)
-        timer.daemon = True
-        timer.start()
+        self._record()
 
-    def _deliver(self) -> None:
-        if self.pending:
+    def _record(self) -> None:
+        self.received = True
+        with self._lock:  # the unraisable hook may run in any thread
+            if self._thread is None and not self._done.is_set():
+                self._thread = threading.Thread(target=self._repeat_until_done, daemon=True)
+                self._thread.start()
+
+    def _repeat_until_done(self) -> None:
+        while not self._done.wait(self.REPEAT_S):
+            self._repeat = True
             _thread.interrupt_main()
 
 

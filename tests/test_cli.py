@@ -589,6 +589,53 @@ def test_interrupt_lost_in_a_callback_still_ends_the_command(tmp_path):
     assert time.monotonic() - start < 8.0
 
 
+def test_interrupt_swallowed_by_a_bare_except_still_ends_the_command(tmp_path):
+    """A Ctrl-C caught by a dependency's bare ``except:`` (mpmath's ``from_float`` catches
+    one so while the precise oracle runs, and returns NaN) is delivered again: 130 and the
+    one line, long before the command's 10 s."""
+    body = (
+        "import os, signal\n"
+        "def _main(argv, command):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(5)\n"
+        "    except:  # noqa: E722 (the bare except under test)\n"
+        "        pass\n"
+        "    end = time.monotonic() + 10\n"
+        "    while time.monotonic() < end:\n"
+        "        time.sleep(0.01)\n"
+        "    return 0\n"
+    )
+    start = time.monotonic()
+    done = _run_cli_with(tmp_path, body, "verify")
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "amid-ref verify: interrupted; its unfinished output was removed\n"
+    assert time.monotonic() - start < 8.0
+
+
+def test_interrupt_cleanup_runs_to_its_end(tmp_path):
+    """The cleanup that a Ctrl-C runs on its way out (a ``finally`` block, here 0.5 s long)
+    is not cut short by the repeated deliveries that catch a lost Ctrl-C."""
+    body = (
+        "import os, signal\n"
+        "from pathlib import Path\n"
+        "def _main(argv, command):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(5)\n"
+        "    finally:\n"
+        "        end = time.monotonic() + 0.5\n"
+        "        while time.monotonic() < end:\n"
+        "            time.sleep(0.01)\n"
+        "        Path('cleaned').write_text('yes')\n"
+        "    return 0\n"
+    )
+    done = _run_cli_with(tmp_path, body, "plot")
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "amid-ref plot: interrupted; its unfinished output was removed\n"
+    assert (tmp_path / "cleaned").read_text() == "yes"
+
+
 @pytest.mark.slow
 def test_interrupted_verify_can_be_rerun_at_once(tmp_path):
     """Ctrl-C once the first figure is written (the claims run in a second process then):
