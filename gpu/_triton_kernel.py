@@ -637,16 +637,24 @@ def _pivot_series(u, sp):
 
 
 @_device
+def _second_order(z, m, sp):
+    """The AB pivot's second-order form without its e^(log_s): where |zm| ≤ 1
+    (_SECOND_ORDER_CUTOFF: max(|λz|, |cz|) ≤ 1), Σ_j D_j (zm)^(j−2)·z² (_pivot_series);
+    returns that mask and the form (0 elsewhere)."""
+    u = z * m
+    second = tl.abs(u) <= 1.0
+    zs = tl.where(second, z, 0.0)
+    return second, _pivot_series(tl.where(second, u, 0.0), sp) * zs * zs
+
+
+@_device
 def _ab_pivot_terms(log_s, lam, z, log_top_lam, pivot_grad, denom, m, sp, ACC: tl.constexpr):
     """gpu._divergences._ab_pivot_terms: e^(log_s)·[F(λ) − F(c)]/denom, the second-order
     form as one series (``m``, the coefficients at ``sp``), the first-order one as
     e^(log_s)·expm1(λz)/λ plus the pivot's own gradient, over denom. The two forms share
     one _times_exp (elementwise: each entry's bits are those of its own form's)."""
-    u = z * m
-    second = tl.abs(u) <= 1.0  # _SECOND_ORDER_CUTOFF: max(|λz|, |cz|) ≤ 1
-    zs = tl.where(second, z, 0.0)
+    second, near = _second_order(z, m, sp)
     zl = tl.where(second, 0.0, z)
-    near = _pivot_series(tl.where(second, u, 0.0), sp) * zs * zs
     # _scaled_expm1_ratio(log_s, λ, zl, log_top_lam) (e^(log_s)·zl at λ = 0: there lz = 0,
     # no branch), its e^(log_s) shared with the near form
     lz = lam * zl
@@ -662,10 +670,8 @@ def _ab_pivot_terms(log_s, lam, z, log_top_lam, pivot_grad, denom, m, sp, ACC: t
 def _ab_pivot_terms_pair(ex_s, ex_top_lam, lam, z, pivot_grad, denom, m, sp):
     """_ab_pivot_terms from e^(log_s) and e^(log_top_lam) (both within ±80): the
     second-order form as there (the same bits), the first-order one by _scaled_expm1_pair."""
-    u = z * m
-    second = tl.abs(u) <= 1.0  # _SECOND_ORDER_CUTOFF: max(|λz|, |cz|) ≤ 1
-    zs = tl.where(second, z, 0.0)
-    near = ex_s * (_pivot_series(tl.where(second, u, 0.0), sp) * zs * zs)
+    second, near = _second_order(z, m, sp)
+    near = ex_s * near
     first = _scaled_expm1_pair(ex_s, ex_top_lam, lam, tl.where(second, 0.0, z))
     return tl.where(second, near, (first + pivot_grad) * (1.0 / denom))
 

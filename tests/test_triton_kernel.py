@@ -344,7 +344,9 @@ def test_log1p_unit_against_mpmath():
         got = _horner_f32(literals[::-1], e, fused) * e
         ulps = np.abs(got - want) / (np.abs(want) * np.finfo(f32).eps)
         assert ulps.max() <= 1.5, (fused, e[ulps.argmax()], ulps.max())
-    assert _horner_f32(literals[::-1], np.zeros(1, f32), True)[0] * f32(0.0) == 0.0
+    # at e = 0 the polynomial is log1p(e)/e's limit, 1 (so log1p(0) = 0·1 = 0 exactly)
+    at_zero = _horner_f32(literals[::-1], np.zeros(1, f32), True)[0]
+    assert abs(at_zero - 1.0) <= np.finfo(f32).eps, at_zero
 
 
 def test_pivot_series_against_mpmath():
