@@ -18,9 +18,9 @@ family and χ² with q an argument, their closed-form pair and g_r between c and
 
 Passes. Each pass is one ``@triton.jit`` kernel; between passes only per-row statistics
 travel, as (rows,) float32/int32 tensors, so that a caller holding one slice of the
-vocabulary could all-reduce each partial sum between the passes (the sharded loss keeps
-the torch kernel today; pass a's online maximum would be combined across shards as its
-tiles are). Every pass re-reads the two logit rows and recomputes the elementwise
+vocabulary all-reduces them between the passes (:func:`shard_chunk`, the kernel of
+:func:`gpu.vocab_parallel_amid_loss`: passes a and b then leave their online maxima and
+the sums relative to them, combined across the slices as a pass combines its tiles). Every pass re-reads the two logit rows and recomputes the elementwise
 quantities it needs from them and the statistics, except where forming them again costs
 more instructions than storing them costs bytes (the kernel is bound by instruction issue,
 ``python -m gpu.kernel_cost``): pass d reads the student direction G that pass c2 stored,
@@ -132,14 +132,19 @@ from gpu._divergences import (
     pivot_series,
 )
 from gpu._flags import (
+    _BAD_STUDENT,
+    _BAD_TEACHER,
+    _EMPTY_SUPPORT,
     _FLAG_DTYPE,
     _INF_LOSS,
     _NAN_LOSS,
+    _TEMPERATURE_STUDENT,
+    _TEMPERATURE_TEACHER,
 )
 from gpu._mixture import _BETA_CLAMP, _FAST_BETA
 from gpu._torch_kernel import chunk as torch_chunk
 
-__all__ = ["TRITON_DIVERGENCES", "gradient_tile", "runs_in_triton", "triton_chunk"]
+__all__ = ["TRITON_DIVERGENCES", "gradient_tile", "runs_in_triton", "shard_chunk", "triton_chunk"]
 
 try:  # compiled on CUDA: libdevice's accurate elementary functions
     from triton.language.extra import libdevice
@@ -913,7 +918,8 @@ _K_S, _K_T, _K_M = range(3)
 
 @triton.jit
 def _normalizer_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, inv_t,
-                     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+                     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
+                     SHARD: tl.constexpr = False):  # fmt: skip
     """Pass a: for s and t, the row max and its first arg-max, and log1p(S_o) of (x − max)/T,
     S_o the sum of every entry but that first maximum (gpu._torch_kernel.LocalReduce.others),
     in one pass with an online maximum: when a tile raises a row's maximum from M to M', the
@@ -923,7 +929,12 @@ def _normalizer_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
     maximum instead of tested entry by entry: a NaN entry makes the sum NaN (every other
     term is e^y with y ≤ 0 or −inf), a +inf entry the maximum +inf. The temperature flags where a finite entry became
     −inf after the shift and the scaling: (x − max)/T is monotone in x, so the row's
-    smallest finite entry tells."""
+    smallest finite entry tells.
+
+    With SHARD (one slice of the vocabulary: :func:`shard_chunk`), the partials instead: the
+    maxima and their first local arg-maxima, S_o itself (relative to the local maximum) and
+    the smallest finite entries (rows 12 and 13, which pass c2 overwrites), no flags; the
+    caller combines the slices and forms the rest (:func:`_combine_normalizers`)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     NEG = float("-inf")
@@ -966,21 +977,31 @@ def _normalizer_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
                 m_s, k_s, o_s, low_s = new, k, o, low
             else:
                 m_t, k_t, o_t, low_t = new, k, o, low
-    bad_s = (o_s != o_s) | (m_s == INF) | (m_s == NEG) | (m_s != m_s)
-    bad_t = (o_t != o_t) | (m_t == INF) | (m_t == NEG) | (m_t != m_t)
-    flags = tl.where(bad_s, 1, 0) | tl.where(bad_t, 2, 0)
-    # a bad row is not a temperature overflow: the torch kernel's message names the bad
-    # logits (its shift by a NaN or +inf maximum leaves no entry to count)
-    lost_s = (low_s < INF) & ((low_s - m_s) * inv_t == NEG) & ~bad_s
-    lost_t = (low_t < INF) & ((low_t - m_t) * inv_t == NEG) & ~bad_t
-    flags = flags | tl.where(lost_s, 32, 0) | tl.where(lost_t, 64, 0)
-    tl.store(stats_ptr + 0 * n_rows + rows, m_s, mask=rmask)
-    tl.store(stats_ptr + 1 * n_rows + rows, m_t, mask=rmask)
-    tl.store(stats_ptr + 2 * n_rows + rows, _log1p(o_s, ACC), mask=rmask)
-    tl.store(stats_ptr + 3 * n_rows + rows, _log1p(o_t, ACC), mask=rmask)
-    tl.store(idx_ptr + 0 * n_rows + rows, k_s, mask=rmask)
-    tl.store(idx_ptr + 1 * n_rows + rows, k_t, mask=rmask)
-    tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
+    if SHARD:
+        tl.store(stats_ptr + 0 * n_rows + rows, m_s, mask=rmask)
+        tl.store(stats_ptr + 1 * n_rows + rows, m_t, mask=rmask)
+        tl.store(stats_ptr + 2 * n_rows + rows, o_s, mask=rmask)
+        tl.store(stats_ptr + 3 * n_rows + rows, o_t, mask=rmask)
+        tl.store(stats_ptr + 12 * n_rows + rows, low_s, mask=rmask)
+        tl.store(stats_ptr + 13 * n_rows + rows, low_t, mask=rmask)
+        tl.store(idx_ptr + 0 * n_rows + rows, k_s, mask=rmask)
+        tl.store(idx_ptr + 1 * n_rows + rows, k_t, mask=rmask)
+    else:
+        bad_s = (o_s != o_s) | (m_s == INF) | (m_s == NEG) | (m_s != m_s)
+        bad_t = (o_t != o_t) | (m_t == INF) | (m_t == NEG) | (m_t != m_t)
+        flags = tl.where(bad_s, 1, 0) | tl.where(bad_t, 2, 0)
+        # a bad row is not a temperature overflow: the torch kernel's message names the bad
+        # logits (its shift by a NaN or +inf maximum leaves no entry to count)
+        lost_s = (low_s < INF) & ((low_s - m_s) * inv_t == NEG) & ~bad_s
+        lost_t = (low_t < INF) & ((low_t - m_t) * inv_t == NEG) & ~bad_t
+        flags = flags | tl.where(lost_s, 32, 0) | tl.where(lost_t, 64, 0)
+        tl.store(stats_ptr + 0 * n_rows + rows, m_s, mask=rmask)
+        tl.store(stats_ptr + 1 * n_rows + rows, m_t, mask=rmask)
+        tl.store(stats_ptr + 2 * n_rows + rows, _log1p(o_s, ACC), mask=rmask)
+        tl.store(stats_ptr + 3 * n_rows + rows, _log1p(o_t, ACC), mask=rmask)
+        tl.store(idx_ptr + 0 * n_rows + rows, k_s, mask=rmask)
+        tl.store(idx_ptr + 1 * n_rows + rows, k_t, mask=rmask)
+        tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
 
 
 @triton.jit
@@ -988,7 +1009,8 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
                   inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
                   MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                   REF_P: tl.constexpr, FIND_SILENT: tl.constexpr, STORE_MIX: tl.constexpr,
-                  ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+                  ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
+                  SHARD: tl.constexpr = False):  # fmt: skip
     """Pass b: the row max of log m and where it first is (0 for a row of only −inf), log Z
     = shift + log1p(S_o) of log m (gpu._torch_kernel._log_normalizer) and log Z's ratio form
     of gpu._torch_kernel._log_ratio_to_mixture against the reference (p if REF_P else q):
@@ -1005,7 +1027,13 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
     tiles of such rows alone (the torch kernel's ``red.any(silent)`` on its chunk).
 
     With STORE_MIX, log m and its ratio to the reference, in float32 at ``mix_ptr`` and
-    ``u_ptr``, for passes c and c2 (_arguments' LOAD_MIX)."""
+    ``u_ptr``, for passes c and c2 (_arguments' LOAD_MIX).
+
+    With SHARD (one slice of the vocabulary: :func:`shard_chunk`), the partials instead: the
+    local maximum of log m (row 4) and its first local arg-max, S_o relative to it (row 5),
+    Σ ŝ and the log-ratio terms' sum (rows 7 and 8), whether an entry is finite (row 9) and
+    the silent-entry flag; the caller combines the slices and forms log Z and its ratio form
+    (:func:`_combine_mixtures`)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     NEG = float("-inf")
@@ -1064,22 +1092,30 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
         terms = _nan_to_zero(terms)
         total += tl.sum(tl.where(mask, s, 0.0), 1)
         terms_sum += tl.sum(tl.where(mask, terms, 0.0), 1)
-    shift = tl.where(m == NEG, 0.0, m)
-    corr = tl.where(any_finite != 0, _log1p(others, ACC), NEG)
-    lz = shift + corr
-    frac = terms_sum / total
-    direct = lz - _log(total, ACC)
-    log_zr = tl.where(tl.abs(frac) <= 0.5,
-                      _log1p(tl.minimum(tl.maximum(frac, -0.5), 0.5), ACC), direct)  # fmt: skip
-    tl.store(stats_ptr + 4 * n_rows + rows, shift, mask=rmask)
-    tl.store(idx_ptr + 2 * n_rows + rows, k, mask=rmask)
-    tl.store(stats_ptr + 5 * n_rows + rows, corr, mask=rmask)
-    tl.store(stats_ptr + 6 * n_rows + rows, log_zr, mask=rmask)
     if FIND_SILENT:
         tl.store(stats_ptr + 17 * n_rows + rows, any_silent.to(tl.float32), mask=rmask)
-    flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
-    flags = flags | tl.where(lz == NEG, 4, 0)
-    tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
+    if SHARD:
+        tl.store(stats_ptr + 4 * n_rows + rows, m, mask=rmask)
+        tl.store(idx_ptr + 2 * n_rows + rows, k, mask=rmask)
+        tl.store(stats_ptr + 5 * n_rows + rows, others, mask=rmask)
+        tl.store(stats_ptr + 7 * n_rows + rows, total, mask=rmask)
+        tl.store(stats_ptr + 8 * n_rows + rows, terms_sum, mask=rmask)
+        tl.store(stats_ptr + 9 * n_rows + rows, any_finite.to(tl.float32), mask=rmask)
+    else:
+        shift = tl.where(m == NEG, 0.0, m)
+        corr = tl.where(any_finite != 0, _log1p(others, ACC), NEG)
+        lz = shift + corr
+        frac = terms_sum / total
+        direct = lz - _log(total, ACC)
+        log_zr = tl.where(tl.abs(frac) <= 0.5,
+                          _log1p(tl.minimum(tl.maximum(frac, -0.5), 0.5), ACC), direct)  # fmt: skip
+        tl.store(stats_ptr + 4 * n_rows + rows, shift, mask=rmask)
+        tl.store(idx_ptr + 2 * n_rows + rows, k, mask=rmask)
+        tl.store(stats_ptr + 5 * n_rows + rows, corr, mask=rmask)
+        tl.store(stats_ptr + 6 * n_rows + rows, log_zr, mask=rmask)
+        flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
+        flags = flags | tl.where(lz == NEG, 4, 0)
+        tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
 
 
 @_device
@@ -1731,6 +1767,117 @@ def triton_chunk(
         return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo, saved)
 
 
+def shard_chunk(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    spec,
+    want_grad: bool,
+    grad_scale: float,
+    out: torch.Tensor | None = None,
+    red=None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """:func:`triton_chunk` on one slice of the vocabulary, the kernel of
+    :func:`gpu.vocab_parallel_amid_loss` (the contract of :func:`gpu._torch_kernel.chunk`
+    with a reducer ``red``, :class:`gpu._vocab_parallel._ShardReduce`).
+
+    The passes run on the local columns; between them the per-row statistics are combined
+    over the group (``red.all_reduce``), so every rank forms the same row statistics as the
+    unsharded kernel would, up to the order of the sums. Passes a and b (``SHARD``) leave
+    their partials (local maxima, their first local arg-maxima, the sums relative to
+    them); :func:`_combine_normalizers` and :func:`_combine_mixtures` take the global
+    maximum (max all-reduce), its first occurrence in global ids (min all-reduce: the
+    arg-max becomes −1 on every other rank, so no column there takes the dominant form),
+    and the sums carried to it (sum all-reduce), then form what the unsharded pass
+    writes. Rényi's row sums (pass c0) combine by their maximum; the loss's partial sums
+    and the projections' sums of passes c and c2 are summed. Pass d is local: its two
+    flag bits go to ``red.flags`` (settled once per pass by the engine).
+
+    Collectives per chunk with a gradient: 3 (pass a) + 3 (pass b) + 1 (c) + 1 (c2), and 2
+    more for Rényi; the loss alone: 3 + 3 + 1."""
+    if not _interpreted():
+        return _chunk(s, t, spec, want_grad, grad_scale, out, red=red)
+    with np.errstate(all="ignore"):
+        return _chunk(s, t, spec, want_grad, grad_scale, out, red=red)
+
+
+def _first_holders(local_max, index, top, red):
+    """Whether this slice holds the first global occurrence of each row's maximum ``top``
+    (finite), from its local maximum and first local arg-max: a min all-reduce of the
+    global ids (float64, exact) of the slices that reach ``top``."""
+    finite = torch.isfinite(top)
+    ids = index.to(torch.float64) + float(red.start)
+    candidate = torch.where((local_max == top) & finite, ids, math.inf)
+    first = red.all_reduce(candidate.clone(), "min")  # a copy: reduced in place
+    return (candidate == first) & finite
+
+
+def _combine_normalizers(stats, idx, flags, inv_t, red) -> None:
+    """Pass a over the slices: the row maxima of s and t, their first occurrence (the local
+    arg-max, −1 where another slice holds it), log1p of the others' sum carried to the
+    global maximum by e^((M_k − M)/T) (a slice that does not hold it adds its own maximum's
+    1), and the flags of :func:`_normalizer_pass` from the combined values."""
+    local_max, others, low = stats[0:2], stats[2:4], stats[12:14]
+    both = red.all_reduce(torch.cat([local_max, -low]), "max")
+    top, low = both[0:2], -both[2:4]
+    mine = _first_holders(local_max, idx[0:2], top, red)
+    finite = torch.isfinite(top)
+    lead = (local_max > -math.inf).to(torch.float32)
+    carry = torch.exp((local_max - torch.where(finite, top, 0.0)) * inv_t)
+    part = torch.where(mine, others, (others + lead) * carry)
+    total = red.all_reduce(part.contiguous(), "sum")
+    bad = total.isnan() | ~finite
+    lost = (low < math.inf) & ((low - top) * inv_t == -math.inf) & ~bad
+    for i, (bad_bit, lost_bit) in enumerate(
+        ((_BAD_STUDENT, _TEMPERATURE_STUDENT), (_BAD_TEACHER, _TEMPERATURE_TEACHER))
+    ):
+        flags |= torch.where(bad[i], bad_bit, 0).to(flags.dtype)
+        flags |= torch.where(lost[i], lost_bit, 0).to(flags.dtype)
+    stats[0:2] = top
+    stats[2:4] = torch.log1p(total)
+    idx[0:2] = torch.where(mine, idx[0:2], -1)
+
+
+def _combine_mixtures(stats, idx, flags, live: bool, red) -> None:
+    """Pass b over the slices: the row maximum of log m and its first occurrence, log Z =
+    shift + log1p(S_o) with S_o carried to the global maximum, log Z's ratio form from the
+    summed Σ ŝ and log-ratio terms, the silent-entry flag, and the empty-support flag, as
+    :func:`_mixture_pass` forms them unsharded."""
+    local_max = stats[4]
+    rows = [local_max, stats[9]] + ([stats[17]] if live else [])
+    maxima = red.all_reduce(torch.stack(rows), "max")
+    top, any_finite = maxima[0], maxima[1]
+    mine = _first_holders(local_max, idx[2], top, red)
+    finite = torch.isfinite(top)
+    lead = (local_max > -math.inf).to(torch.float32)
+    carry = torch.exp(local_max - torch.where(finite, top, 0.0))
+    part = torch.where(mine, stats[5], (stats[5] + lead) * carry)
+    others, total, terms = red.all_reduce(torch.stack([part, stats[7], stats[8]]), "sum")
+    shift = torch.where(top == -math.inf, 0.0, top)
+    corr = torch.where(any_finite != 0, torch.log1p(others), -math.inf)
+    lz = shift + corr
+    frac = terms / total
+    direct = lz - torch.log(total)
+    ratio = torch.log1p(frac.clamp(-0.5, 0.5))
+    stats[4] = shift
+    stats[5] = corr
+    stats[6] = torch.where(frac.abs() <= 0.5, ratio, direct)
+    if live:
+        stats[17] = maxima[2]
+    idx[2] = torch.where(mine, idx[2], -1)
+    stats[7:10] = 0.0  # the partials' rows: pass c's sums where the assistant is live
+    flags |= torch.where(lz == -math.inf, _EMPTY_SUPPORT, 0).to(flags.dtype)
+
+
+def _combine_renyi(stats, red) -> None:
+    """Pass c0 over the slices: max ω, Σ e^(ω − max ω) carried to the global maximum, and
+    M = Σ a_e."""
+    top = red.all_reduce(stats[14].clone(), "max")  # a copy: reduced in place
+    ref = torch.where(torch.isfinite(top), top, 0.0)
+    part = stats[15] * torch.exp(stats[14] - ref)
+    total, m = red.all_reduce(torch.stack([part, stats[16]]), "sum")
+    stats[14], stats[15], stats[16] = top, total, m
+
+
 def _chunk(
     s: torch.Tensor,
     t: torch.Tensor,
@@ -1740,6 +1887,7 @@ def _chunk(
     out: torch.Tensor | None = None,
     out_lo: torch.Tensor | None = None,
     saved: dict | None = None,
+    red=None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Loss per row (float32), gradient w.r.t. the student logits and row flags, as
     :func:`gpu._torch_kernel.chunk` (same arguments, outputs, dtypes and flag bits).
@@ -1747,7 +1895,9 @@ def _chunk(
     ``out`` (optional, rows × V, any floating dtype) receives the scaled gradient, cast,
     and is returned; it may be ``s`` itself (each tile is read before it is written).
     ``out_lo`` (with ``out``) receives the rounding residual ``grad − out``; it may be
-    ``t``. Without ``out`` the gradient is returned in float32.
+    ``t``. Without ``out`` the gradient is returned in float32. With ``red`` (a
+    vocabulary-sharded reducer: :func:`shard_chunk`) the row statistics are combined over
+    its group between the passes.
 
     Specs outside :func:`runs_in_triton` (float64 inputs, the divergences not in
     :data:`TRITON_DIVERGENCES`, 1/T beyond float32) are computed by
@@ -1758,7 +1908,10 @@ def _chunk(
         torch.bfloat16,
         torch.float16,
     ):
+        if red is not None:
+            return torch_chunk(s, t, spec, want_grad, grad_scale, out, red=red)
         return torch_chunk(s, t, spec, want_grad, grad_scale, out, out_lo=out_lo)
+    shard = red is not None
     n, v = s.shape
     device = s.device
     s = s if s.stride(-1) == 1 else s.contiguous()
@@ -1772,7 +1925,7 @@ def _chunk(
         grad = None
         if want_grad:
             grad = out if out is not None else torch.zeros(0, v, dtype=torch.float32, device=device)
-        return loss, grad, flags
+        return loss, grad, (red.flags(flags) if shard else flags)
     stats = torch.zeros(_N_STATS, n, dtype=torch.float32, device=device)
     idx = torch.zeros(3, n, dtype=torch.int32, device=device)
     inv_t = 1.0 / spec.objective.temperature
@@ -1789,7 +1942,10 @@ def _chunk(
     grid = (triton.cdiv(n, block_r),)
     blocks = dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps, **_LAUNCH_OPTIONS)
     stride = s.stride(0)
-    _normalizer_pass[grid](s, t, stride, n, v, stats, idx, flags, inv_t, ACC=acc, **blocks)
+    _normalizer_pass[grid](s, t, stride, n, v, stats, idx, flags, inv_t, ACC=acc, SHARD=shard,
+                           **blocks)  # fmt: skip
+    if shard:
+        _combine_normalizers(stats, idx, flags, inv_t, red)
     regime = dict(MIX=mix["MIX"], LAM_LOW=mix["LAM_LOW"], BETA_NEG=mix["BETA_NEG"], ACC=acc)
     # the near branch's series in the weight it pivots on (λ ≤ ½: λ, else 1 − λ)
     c_near = spec.objective.lam if mix["LAM_LOW"] else 1.0 - spec.objective.lam
@@ -1826,13 +1982,18 @@ def _chunk(
                consts["log_1m_lam"], kc)  # fmt: skip
     mix_args = (*scalars, *stored)
     _mixture_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
-                        FIND_SILENT=live, STORE_MIX=store, **regime, **blocks)  # fmt: skip
+                        FIND_SILENT=live, STORE_MIX=store, SHARD=shard, **regime,
+                        **blocks)  # fmt: skip
+    if shard:
+        _combine_mixtures(stats, idx, flags, live, red)
     div_args = (consts["beta_h"], prm["prm"], prm["prm_log"], prm["prm_log1m"], dprm)
     all_args = (*mix_args, *div_args)
     tile_args = (*scalars, kc, kc, 0, *div_args)  # no stored mixture (pass d, gradient_tile)
     if div == _RENYI:  # its row sums, before the loss
         _renyi_pass[grid](s, t, stride, n, v, stats, idx, *mix_args, dprm, FIRST_R=first_r,
                           REF_P=ref_p, **regime, **blocks)  # fmt: skip
+        if shard:
+            _combine_renyi(stats, red)
     h_mode = 0 if spec.objective.lam == 1.0 else (1 if math.isinf(spec.objective.alpha) else 2)
     shape = dict(DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=live, H_MODE=h_mode)
     # The AB family and χ² with q an argument and the assistant live: pass c stores g_q + w·g_r
@@ -1848,17 +2009,31 @@ def _chunk(
     _divergence_pass[grid](s, t, stride, n, v, stats, idx, flags, loss, pr_buf, *all_args,
                            WANT_GRAD=want_grad, LOAD_MIX=store, STORE_PAIR=store_pair, **shape,
                            **regime, **blocks)  # fmt: skip
+    if shard:  # the loss's partial sums (Rényi's is the row's already) and P_r's, P_q's sums
+        summed = [] if div == _RENYI else [loss]
+        summed += list(stats[7:12]) if live else []
+        if summed:
+            got = red.all_reduce(torch.stack(summed), "sum")
+            if div != _RENYI:
+                loss.copy_(got[0])
+            if live:
+                stats[7:12] = got[-5:]
+        flags &= ~(_NAN_LOSS | _INF_LOSS)
+        flags |= torch.where(loss.isnan(), _NAN_LOSS, 0).to(flags.dtype)
+        if want_grad:
+            flags |= torch.where(loss.isinf(), _INF_LOSS, 0).to(flags.dtype)
     if js_trivial:  # m equals one argument: both KL terms vanish identically
         loss.zero_()
         flags &= ~(_NAN_LOSS | _INF_LOSS)
     if not want_grad:
-        return loss, None, flags
+        return loss, None, (red.flags(flags) if shard else flags)
     if saved is not None:  # the gradient of a column tile, again (gradient_tile: no stored
         # mixture, so none of this chunk's buffers is kept)
         launch = dict(all_args=tile_args, shape=shape, regime=regime, scale=inv_t)
         zero = js_trivial or not (has_q or through_r)
         saved.update(stats=stats, idx=idx, launch=launch, zero=zero)
     if not grad_path:  # no path to the student: a zero gradient
+        flags = red.flags(flags) if shard else flags
         if out is not None:
             if out_lo is not None:
                 out_lo.zero_()
@@ -1867,6 +2042,8 @@ def _chunk(
     _gradient_sum_pass[grid](s, t, stride, n, v, stats, idx, g_buf, g_buf.stride(0), pr_buf,
                              *all_args, **shape, **regime, **blocks, STORE_G=True,
                              LOAD_MIX=store, LOAD_PAIR=store_pair)  # fmt: skip
+    if shard:  # P_q's sums of G
+        stats[12:14] = red.all_reduce(stats[12:14].contiguous(), "sum")
     del m_buf, pr_buf, stored, mix_args, all_args  # pass d reads G, not the stored mixture
     lo = out_lo if (out is not None and out_lo is not None) else grad
     scale = grad_scale * inv_t
@@ -1874,7 +2051,7 @@ def _chunk(
                          lo.stride(0), scale, g_buf, g_buf.stride(0), *tile_args, **shape,
                          HAS_LO=lo is not grad, **regime, **blocks, LOAD_G=True)  # fmt: skip
     del g_buf
-    return loss, grad, flags
+    return loss, grad, (red.flags(flags) if shard else flags)
 
 
 def _shares_memory(x: torch.Tensor, *others: torch.Tensor) -> bool:

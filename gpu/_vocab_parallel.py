@@ -46,7 +46,10 @@ from gpu._engine import (
     _reduce,
     _run,
     _Spec,
+    _triton_usable,
     _valid_rows,
+    _warn_once,
+    check_backend,
     default_chunk_size,
 )
 from gpu._flags import _BAD_STUDENT, _FLAG_DTYPE, _INF_GRAD, _NAN_GRAD
@@ -360,6 +363,7 @@ _FIELDS = (
     "leading shape",
     "labels (valid rows)",
     "dtype and gradient",
+    "kernel (backend)",
 )
 
 
@@ -473,6 +477,7 @@ def vocab_parallel_amid_loss(
     softcap: Any = None,
     logit_scale: Any = None,
     temperature_applies_to: str = "both",
+    backend: str = "auto",
 ) -> torch.Tensor:
     r"""The AMiD loss of :func:`gpu.amid_loss` on logits sharded along the vocabulary.
 
@@ -528,6 +533,13 @@ def vocab_parallel_amid_loss(
         no other rank's columns), its derivative through autograd.
     temperature_applies_to : {"both", "student"}
         As in :func:`gpu.amid_loss`.
+    backend : {"auto", "torch", "triton"}
+        The per-chunk kernel, as in :func:`gpu.amid_loss`: ``"triton"`` runs the Triton
+        passes on the local columns and combines their row statistics over the group
+        between passes (:func:`gpu._triton_kernel.shard_chunk`); ``"auto"`` picks it for
+        CUDA tensors when triton imports. Where it cannot run, a ``RuntimeWarning`` says so
+        once and the torch kernel is used; the ranks must end up with the same kernel
+        (checked). A sparse teacher (``teacher_topk``) runs the torch kernel.
 
     Returns
     -------
@@ -555,7 +567,7 @@ def vocab_parallel_amid_loss(
     Collectives per forward+backward (the backward communicates nothing; its gradient is
     formed in the forward as in :func:`gpu.amid_loss`), with n = ⌈N_valid/chunk_size⌉:
 
-    * 1 max all-reduce of 2·15 + 3·world float64 (the arguments' agreement check), and,
+    * 1 max all-reduce of 2·16 + 3·world float64 (the arguments' agreement check), and,
       when ``labels`` leave rows out, 1 max all-reduce of 2·⌈N/52⌉ float64 (the valid-row
       masks compared exactly, 52 rows to a float64);
     * per chunk of rows, one collective per step of the kernel's data dependencies: for
@@ -651,6 +663,7 @@ class _Call:
     fields: dict[str, float]
     group: Any
     vocab_start: int | None
+    triton: bool = False
 
 
 def _topk_fingerprint(teacher_topk, leading, device, spec) -> float:
@@ -773,6 +786,7 @@ def _checked_call(
         raise TypeError(f"vocab_start must be a non-negative int or None, got {vocab_start!r}")
     # The positions that count, by the rule of gpu.amid_loss (integer labels or a bool mask).
     rows, n_valid = _valid_rows(labels, leading, device, ignore_index, False)
+    triton = teacher_topk is None and _shard_triton(check_backend(arguments["backend"]), device)
     teacher_dtype = teacher_logits_shard.dtype if teacher_topk is None else teacher_topk[1].dtype
     cdtype = compute_dtype(student_logits_shard.dtype, teacher_dtype)
     want_grad = torch.is_grad_enabled() and student_logits_shard.requires_grad
@@ -792,6 +806,7 @@ def _checked_call(
         "leading shape": float(zlib.crc32(repr(leading).encode())),
         "labels (valid rows)": float(n_valid),
         "dtype and gradient": float(cdtype == torch.float64) + 2.0 * want_grad,
+        "kernel (backend)": float(triton),
     }
     return _Call(
         student=student_logits_shard,
@@ -807,7 +822,24 @@ def _checked_call(
         fields=fields,
         group=group,
         vocab_start=vocab_start,
+        triton=triton,
     )
+
+
+def _shard_triton(backend: str, device: torch.device) -> bool:
+    """Whether the sharded loss runs the Triton kernel (:func:`gpu._engine._select_kernel`'s
+    rule: ``"auto"`` on CUDA where it can, ``"triton"`` where it can, else one warning)."""
+    if backend == "torch" or (backend == "auto" and device.type != "cuda"):
+        return False
+    why = _triton_usable(device)
+    if why is None:
+        try:  # optional: the triton package
+            import gpu._triton_kernel  # noqa: F401
+        except ImportError as exc:
+            why = f"the Triton AMiD kernel does not import ({exc})"
+    if why is not None and backend == "triton":
+        _warn_once(f"backend='triton': {why}; using the torch kernel")
+    return why is None
 
 
 def _transformed(s: torch.Tensor, t: torch.Tensor | None, objective):
@@ -859,7 +891,10 @@ def _apply(call: _Call):
     if widths_t != widths:  # the same on every rank: raised everywhere
         raise ValueError(dense_width_message(vocab, sum(widths_t), widths, widths_t))
     spec = call.spec
-    if not spec.chunk_size:
+    if not spec.chunk_size and call.triton:  # its scratch: (chunk, V_k) float32 buffers
+        rows_per_chunk = default_chunk_size(-(-vocab // world), device, "triton", wide=True)
+        spec = dataclasses.replace(spec, chunk_size=rows_per_chunk)
+    elif not spec.chunk_size:
         spec = dataclasses.replace(spec, chunk_size=default_chunk_size(vocab, device, wide=True))
     v = student.shape[-1]
     if call.teacher_topk is not None:
@@ -869,6 +904,8 @@ def _apply(call: _Call):
     else:
         teacher = call.teacher.detach().reshape(-1, v)
         kernel = torch_chunk
+        if call.triton:  # optional: triton (checked importable by _shard_triton)
+            from gpu._triton_kernel import shard_chunk as kernel
     if call.want_grad:  # the logits loss's autograd function, with the shard group's sums
         return _AMiDFunction.apply(
             student, teacher, call.rows, spec, call.reduction, call.n_valid, call.leading,
@@ -988,7 +1025,7 @@ class VocabParallelAMiDLoss(_ObjectiveModule):
     detach_assistant, chunk_size, group
         As in :func:`vocab_parallel_amid_loss`; ``alpha`` and ``lam`` may be changed between
         steps (the same on every rank).
-    leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to
+    leftover, vocab_alignment, softcap, logit_scale, temperature_applies_to, backend
         As in :func:`vocab_parallel_amid_loss`.
 
     Examples
@@ -1017,6 +1054,7 @@ class VocabParallelAMiDLoss(_ObjectiveModule):
         softcap: Any = None,
         logit_scale: Any = None,
         temperature_applies_to: str = "both",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         objective = _objective_of(locals())
@@ -1025,6 +1063,7 @@ class VocabParallelAMiDLoss(_ObjectiveModule):
         self.reduction = check_reduction(reduction)
         self.chunk_size = check_chunk_size(chunk_size)
         self.group = group
+        self.backend = check_backend(backend)
 
     def forward(
         self,
@@ -1045,6 +1084,7 @@ class VocabParallelAMiDLoss(_ObjectiveModule):
             group=self.group,
             vocab_start=vocab_start,
             teacher_topk=teacher_topk,
+            backend=self.backend,
             **self.objective.keywords(),
         )
 

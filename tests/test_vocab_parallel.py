@@ -11,7 +11,9 @@ every rank must raise the same error with the same message.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 
 import numpy as np
 import pytest
@@ -789,3 +791,137 @@ def test_collectives_counted_kl_pr(pools, extra, data, max_bytes):
     grad = np.concatenate([g["grad"] for g in got], axis=-1)
     case = {"s": s, "t": t, "dtype": "float32", "kw": kw}
     _check_oracle(case, got[0]["loss"], grad, "counted KL(p‖r)")
+
+
+# --- the Triton backend (compiled on CUDA, interpreted here: TRITON_INTERPRET=1) -------------
+
+_interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+needs_triton = pytest.mark.skipif(
+    not _interpreted or importlib.util.find_spec("triton") is None,
+    reason="the sharded Triton kernel is checked here under TRITON_INTERPRET=1 (CPU)",
+)
+
+
+@needs_triton
+@pytest.mark.parametrize("world", [2, 3])
+def test_triton_grid_within_gpu_tolerance(pools, world):
+    """backend="triton": the passes on each shard, their row statistics combined over the
+    group between passes; divergence × order × α ∈ {−5, 1 + 1e-6, ∞} at λ = 0.3, in
+    float32, against the unsharded Triton loss and amid_ref: a quarter of the grid per world
+    size (uneven shards at 3), the two together every divergence and order (the α × λ grid
+    itself is tests/test_triton_kernel.py's, unsharded)."""
+    vocab = 37
+    s, t = _logits(17 + world, 4, vocab)
+    bounds = _bounds(vocab, world, [12, 20, 5] if world == 3 else None)
+    grid = _grid((-5.0, 1.0 + 1e-6, INF), (0.3,))
+    cases = [
+        _case(
+            s,
+            t,
+            bounds,
+            "float32",
+            alpha=a,
+            lam=lam,
+            divergence=d,
+            order=o,
+            div_params=p,
+            backend="triton",
+        )
+        for d, p, o, a, lam in _rotated(grid, 4, world - 2)
+    ]
+    assert _check(pools[world], cases) == 0
+
+
+@needs_triton
+def test_triton_edges_ties_minus_inf_temperature(pools):
+    """backend="triton" where the combination of the slices matters: maxima tied across
+    shards (the first in vocabulary order is the dominant entry), a shard entirely −inf on
+    a row (one side or both), a confident row, temperature, detach_assistant, a
+    non-unit upstream and labels; bfloat16 at a larger V."""
+    vocab = 11
+    s, t = _logits(5, 6, vocab)
+    s[0, [1, 9]] = t[0, [1, 9]] = 30.0
+    s[1, [2, 6, 10]] = 25.0
+    t[2, [0, 10]] = 40.0
+    s[3], t[3] = np.full(vocab, -50.0), np.full(vocab, -50.0)
+    s[3, [3, 8]] = t[3, [3, 8]] = 0.0
+    for world, widths in ((2, None), (3, [4, 4, 3])):
+        bounds = _bounds(vocab, world, widths)
+        lo, hi = bounds[-1]
+        s2, t2 = s.copy(), t.copy()
+        s2[4, lo:hi] = t2[4, lo:hi] = -INF
+        t2[5, lo:hi] = -INF
+        cases = [
+            _case(s2, t2, bounds, "float32", alpha=a, lam=lam, divergence=d, order=o,
+                  div_params=p, temperature=temp, detach_assistant=detach, backend="triton")
+            for (d, p), o, a, lam, temp, detach in (
+                (("kl", {}), "pr", -5.0, 0.1, 1.0, False),
+                (("kl", {}), "rq", 0.5, 0.3, 0.7, False),
+                (("chi2", {}), "rq", INF, 0.4, 1.0, False),
+                (("js", {"beta": 0.5}), "qr", 1.0, 0.6, 1.0, True),
+                (("ab", {"alpha": 0.2, "beta": 0.7}), "rq", -5.0, 0.1, 2.0, False),
+                (("renyi", {"order": 2.0}), "pr", 3.0, 0.5, 1.0, False),
+            )
+        ]  # fmt: skip
+        _check(pools[world], cases)
+        labels = np.array([1, -100, 3, 1, 1, -100])
+        for reduction in ("mean", "sum"):
+            case = _case(s2, t2, bounds, "float32", alpha=-5.0, lam=0.1, labels=labels,
+                         reduction=reduction, backend="triton", upstream=0.5)  # fmt: skip
+            _check(pools[world], [case])
+    big = 300
+    s, t = _logits(9, 3, big)
+    bounds = _bounds(big, 2, [170, 130])
+    cases = [
+        _case(
+            s,
+            t,
+            bounds,
+            "bfloat16",
+            alpha=a,
+            lam=0.1,
+            divergence=d,
+            order=o,
+            div_params=p,
+            backend="triton",
+        )
+        for (d, p), o, a in (
+            (("kl", {}), "pr", -5.0),
+            (("js", {"beta": 0.5}), "pr", 1.0),
+            (("ab", {"alpha": 0.2, "beta": 0.7}), "rq", -5.0),
+        )
+    ]
+    _check(pools[2], cases)
+
+
+@needs_triton
+def test_triton_nan_on_one_rank_raises_everywhere(pools):
+    """backend="triton": a NaN or +inf in one rank's shard raises the unsharded loss's error
+    on every rank; the group works afterwards."""
+    vocab = 12
+    s, t = _logits(11, 4, vocab)
+    bounds = _bounds(vocab, 2)
+    lo, _ = bounds[-1]
+    s_bad = s.copy()
+    s_bad[1, lo + 1] = np.nan
+    t_bad = t.copy()
+    t_bad[2, 0] = INF
+    cases = [
+        _case(s_bad, t, bounds, "float32", alpha=-5.0, lam=0.1, backend="triton"),
+        _case(s, t_bad, bounds, "float32", alpha=0.5, lam=0.1, backend="triton"),
+        _case(s_bad, t, bounds, "float32", alpha=-5.0, lam=0.1, grad=False, backend="triton"),
+    ]
+    assert _check(pools[2], cases) == len(cases)
+    valid = _case(
+        s, t, bounds, "float32", alpha=-5.0, lam=0.1, divergence="kl", order="pr", backend="triton"
+    )
+    assert _check(pools[2], [valid]) == 0
+
+
+def test_backend_is_agreed_and_checked():
+    """A bad backend is refused before any collective, naming the parameter."""
+    s = torch.zeros(2, 4)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        gpu.vocab_parallel_amid_loss(s, s, -5.0, 0.1, backend="cuda")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        gpu.VocabParallelAMiDLoss(-5.0, 0.1, backend="fast")
