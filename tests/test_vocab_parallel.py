@@ -895,6 +895,30 @@ def test_triton_edges_ties_minus_inf_temperature(pools):
 
 
 @needs_triton
+@pytest.mark.parametrize("divergence", ["kl", "renyi"])
+def test_triton_collectives_counted(pools, divergence):
+    """backend="triton", 2 ranks, 16 rows in 2 chunks: 1 agreement check, per chunk 3
+    (pass a) + 3 (pass b) + 1 (pass c) + 1 (pass c2), Rényi 2 more (pass c0), and 1 for the
+    gradient's flags at the end (docs/gpu.md, *The Triton kernel*); the loss against
+    amid_ref."""
+    rows, vocab, chunks = 16, 40, 2
+    s, t = _bench_logits(3, rows, vocab)
+    params = {"order": 2.0} if divergence == "renyi" else {}
+    kw = {"alpha": -5.0, "lam": 0.1, "divergence": divergence, "order": "pr",
+          "div_params": params, "reduction": "none", "chunk_size": rows // chunks,
+          "backend": "triton"}  # fmt: skip
+    out = pools[2].run(_job_count, s, t, _bounds(vocab, 2), kw)
+    assert all(a[0] == "ok" for a in out), out
+    got = [a[1] for a in out]
+    per_chunk = 8 + 2 * (divergence == "renyi")
+    assert got[0]["calls"] == got[1]["calls"] == 1 + per_chunk * chunks + 1, got[0]["calls"]
+    np.testing.assert_array_equal(got[0]["loss"], got[1]["loss"])
+    grad = np.concatenate([g["grad"] for g in got], axis=-1)
+    case = {"s": s, "t": t, "dtype": "float32", "kw": kw}
+    _check_oracle(case, got[0]["loss"], grad, f"counted {divergence} (triton)")
+
+
+@needs_triton
 def test_triton_nan_on_one_rank_raises_everywhere(pools):
     """backend="triton": a NaN or +inf in one rank's shard raises the unsharded loss's error
     on every rank; the group works afterwards."""
