@@ -895,6 +895,26 @@ def test_triton_edges_ties_minus_inf_temperature(pools):
 
 
 @needs_triton
+def test_triton_every_mixture_regime(pools):
+    """backend="triton" in each mixture regime the kernel specializes on (λ = 0, λ = 1,
+    α = ±∞, α = 1, |β| ≥ ½ and the pivoted |β| < ½ with its α → 1 series, λ on both sides
+    of ½), for KL(p‖r) and AB D(r‖q) (q an argument: the closed-form pair), on 3 uneven
+    ranks in float32, against the unsharded Triton loss and amid_ref."""
+    vocab = 23
+    s, t = _logits(29, 4, vocab)
+    bounds = _bounds(vocab, 3, [9, 3, 11])
+    regimes = [(-5.0, 0.0), (-5.0, 1.0), (-INF, 0.3), (INF, 0.7), (1.0, 0.3), (-3.0, 0.8),
+               (0.5, 0.2), (1.0 + 1e-6, 0.6)]  # fmt: skip
+    cases = [
+        _case(s, t, bounds, "float32", alpha=a, lam=lam, divergence=d, order=o, div_params=p,
+              backend="triton")
+        for a, lam in regimes
+        for d, o, p in (("kl", "pr", {}), ("ab", "rq", {"alpha": 0.2, "beta": 0.7}))
+    ]  # fmt: skip
+    assert _check(pools[3], cases) == 0
+
+
+@needs_triton
 @pytest.mark.parametrize("divergence", ["kl", "renyi"])
 def test_triton_collectives_counted(pools, divergence):
     """backend="triton", 2 ranks, 16 rows in 2 chunks: 1 agreement check, per chunk 3
