@@ -553,14 +553,31 @@ def _run_cli_with(tmp_path: Path, body: str, command: str):
     )
 
 
+#: The rest of a patched ``_main`` that would run for 10 s and then succeed.
+_RUNS_10_S = (
+    "    end = time.monotonic() + 10\n"
+    "    while time.monotonic() < end:\n"
+    "        time.sleep(0.01)\n"
+    "    return 0\n"
+)
+
+
+def _assert_ends_interrupted(tmp_path: Path, body: str, command: str, within: float = 8.0):
+    """``python -m`` of a patched ``_main`` (``body``) ends as interrupted: exit code 130,
+    the one line on stderr and nothing else, within ``within`` seconds."""
+    start = time.monotonic()
+    done = _run_cli_with(tmp_path, body, command)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == f"amid-ref {command}: interrupted; its unfinished output was removed\n"
+    assert time.monotonic() - start < within
+
+
 def test_interrupt_inside_string_code_still_exits_130(tmp_path):
     """A Ctrl-C that leaves code run from a string (``exec`` of source text, as dataclasses
     build their methods while torch and SymPy import) and is handled by ``main`` ends
     ``python -m`` with 130: CPython would otherwise end it with SIGINT (exit code −2)."""
     body = "def _main(argv, command):\n    exec('raise KeyboardInterrupt', {})\n"
-    done = _run_cli_with(tmp_path, body, "verify")
-    assert done.returncode == 130, done.stderr
-    assert done.stderr == "amid-ref verify: interrupted; its unfinished output was removed\n"
+    _assert_ends_interrupted(tmp_path, body, "verify", within=120.0)
 
 
 def test_interrupt_lost_in_a_callback_still_ends_the_command(tmp_path):
@@ -577,16 +594,8 @@ def test_interrupt_lost_in_a_callback_still_ends_the_command(tmp_path):
         "    held = Held()\n"
         "    ref = weakref.ref(held, interrupt)\n"
         "    del held\n"
-        "    end = time.monotonic() + 10\n"
-        "    while time.monotonic() < end:\n"
-        "        time.sleep(0.01)\n"
-        "    return 0\n"
-    )
-    start = time.monotonic()
-    done = _run_cli_with(tmp_path, body, "study")
-    assert done.returncode == 130, done.stderr
-    assert done.stderr == "amid-ref study: interrupted; its unfinished output was removed\n"
-    assert time.monotonic() - start < 8.0
+    ) + _RUNS_10_S
+    _assert_ends_interrupted(tmp_path, body, "study")
 
 
 def test_interrupt_swallowed_by_a_bare_except_still_ends_the_command(tmp_path):
@@ -601,16 +610,8 @@ def test_interrupt_swallowed_by_a_bare_except_still_ends_the_command(tmp_path):
         "        time.sleep(5)\n"
         "    except:  # noqa: E722 (the bare except under test)\n"
         "        pass\n"
-        "    end = time.monotonic() + 10\n"
-        "    while time.monotonic() < end:\n"
-        "        time.sleep(0.01)\n"
-        "    return 0\n"
-    )
-    start = time.monotonic()
-    done = _run_cli_with(tmp_path, body, "verify")
-    assert done.returncode == 130, done.stderr
-    assert done.stderr == "amid-ref verify: interrupted; its unfinished output was removed\n"
-    assert time.monotonic() - start < 8.0
+    ) + _RUNS_10_S
+    _assert_ends_interrupted(tmp_path, body, "verify")
 
 
 def test_interrupt_cleanup_runs_to_its_end(tmp_path):
@@ -630,9 +631,7 @@ def test_interrupt_cleanup_runs_to_its_end(tmp_path):
         "        Path('cleaned').write_text('yes')\n"
         "    return 0\n"
     )
-    done = _run_cli_with(tmp_path, body, "plot")
-    assert done.returncode == 130, done.stderr
-    assert done.stderr == "amid-ref plot: interrupted; its unfinished output was removed\n"
+    _assert_ends_interrupted(tmp_path, body, "plot")
     assert (tmp_path / "cleaned").read_text() == "yes"
 
 
