@@ -806,29 +806,21 @@ needs_triton = pytest.mark.skipif(
 @pytest.mark.parametrize("world", [2, 3])
 def test_triton_grid_within_gpu_tolerance(pools, world):
     """backend="triton": the passes on each shard, their row statistics combined over the
-    group between passes; divergence × order × α ∈ {−5, 1 + 1e-6, ∞} at λ = 0.3, in
-    float32, against the unsharded Triton loss and amid_ref: a quarter of the grid per world
-    size (uneven shards at 3), the two together every divergence and order (the α × λ grid
-    itself is tests/test_triton_kernel.py's, unsharded)."""
+    group between passes; every divergence and order, each at one α of {−5, 1 + 1e-6, ∞}
+    (in turn) with λ = 0.3, in float32, against the unsharded Triton loss and amid_ref:
+    half of the pairs per world size (uneven shards at 3; the α × λ grid itself is
+    tests/test_triton_kernel.py's, unsharded)."""
     vocab = 37
     s, t = _logits(17 + world, 4, vocab)
     bounds = _bounds(vocab, world, [12, 20, 5] if world == 3 else None)
-    grid = _grid((-5.0, 1.0 + 1e-6, INF), (0.3,))
+    alphas = (-5.0, 1.0 + 1e-6, INF)
     cases = [
-        _case(
-            s,
-            t,
-            bounds,
-            "float32",
-            alpha=a,
-            lam=lam,
-            divergence=d,
-            order=o,
-            div_params=p,
-            backend="triton",
-        )
-        for d, p, o, a, lam in _rotated(grid, 4, world - 2)
-    ]
+        _case(s, t, bounds, "float32", alpha=alphas[(i + j) % 3], lam=0.3, divergence=d,
+              order=o, div_params=p, backend="triton")
+        for i, (d, p) in enumerate(DIVERGENCES)
+        for j, o in enumerate(ORDERS)
+        if (i + j) % 2 == world - 2
+    ]  # fmt: skip
     assert _check(pools[world], cases) == 0
 
 
@@ -898,18 +890,20 @@ def test_triton_edges_ties_minus_inf_temperature(pools):
 def test_triton_every_mixture_regime(pools):
     """backend="triton" in each mixture regime the kernel specializes on (λ = 0, λ = 1,
     α = ±∞, α = 1, |β| ≥ ½ and the pivoted |β| < ½ with its α → 1 series, λ on both sides
-    of ½), for KL(p‖r) and AB D(r‖q) (q an argument: the closed-form pair), on 3 uneven
-    ranks in float32, against the unsharded Triton loss and amid_ref."""
+    of ½), for KL(p‖r) and AB D(r‖q) (q an argument: the closed-form pair) in turn (both
+    at λ = 0 and 1), on 3 uneven ranks in float32, against the unsharded Triton loss and
+    amid_ref."""
     vocab = 23
     s, t = _logits(29, 4, vocab)
     bounds = _bounds(vocab, 3, [9, 3, 11])
     regimes = [(-5.0, 0.0), (-5.0, 1.0), (-INF, 0.3), (INF, 0.7), (1.0, 0.3), (-3.0, 0.8),
                (0.5, 0.2), (1.0 + 1e-6, 0.6)]  # fmt: skip
+    objectives = (("kl", "pr", {}), ("ab", "rq", {"alpha": 0.2, "beta": 0.7}))
     cases = [
         _case(s, t, bounds, "float32", alpha=a, lam=lam, divergence=d, order=o, div_params=p,
               backend="triton")
-        for a, lam in regimes
-        for d, o, p in (("kl", "pr", {}), ("ab", "rq", {"alpha": 0.2, "beta": 0.7}))
+        for k, (a, lam) in enumerate(regimes)
+        for d, o, p in (objectives if k < 2 else objectives[k % 2 : k % 2 + 1])
     ]  # fmt: skip
     assert _check(pools[3], cases) == 0
 
