@@ -570,17 +570,20 @@ def vocab_parallel_amid_loss(
     * 1 max all-reduce of 2·16 + 3·world float64 (the arguments' agreement check), and,
       when ``labels`` leave rows out, 1 max all-reduce of 2·⌈N/52⌉ float64 (the valid-row
       masks compared exactly, 52 rows to a float64);
-    * per chunk of rows, one collective per step of the kernel's data dependencies: for
-      KL(p‖r) with a gradient 6 (2 max, 4 sum: the row maxima of s and t; their
-      log-normalizers; the row maxima of log m; its normalizer with the log-ratio's sums;
-      P_r's sums with the loss's partial sum; P_q's sums), 13 numbers per row in all
-      (52 bytes in float32; 15 with a temperature ≠ 1, 16 where q has zeros) and 3 per
-      chunk; Rényi adds its log-sum-exp's max and sum (counted by
+    * per chunk of rows, one collective per step of the kernel's data dependencies: with
+      the Triton kernel 8 with a gradient (3 for pass a, 3 for pass b, 1 each for passes
+      c and c2; Rényi 2 more, the loss alone 7: :func:`gpu._triton_kernel.shard_chunk`);
+      with the torch kernel, for KL(p‖r) with a gradient 6 (2 max, 4 sum: the row maxima
+      of s and t; their log-normalizers; the row maxima of log m; its normalizer with the
+      log-ratio's sums; P_r's sums with the loss's partial sum; P_q's sums), 13 numbers
+      per row in all (52 bytes in float32; 15 with a temperature ≠ 1, 16 where q has
+      zeros) and 3 per chunk; Rényi adds its log-sum-exp's max and sum (counted by
       ``gpu._vocab_parallel``'s reducer, ``calls``; docs/sharded.md);
     * once per pass, 1 max all-reduce of the gradient's two flag bits per chunk (and, only
       when one is set, of every row's, for the error).
 
-    So 2 + 6n small collectives: latency rather than bandwidth (53.5 bytes per row for
+    So 2 + 6n small collectives with the torch kernel (2 + 8n with Triton): latency
+    rather than bandwidth (53.5 bytes per row for
     KL(p‖r) at N = 256, V = 50257 in float32 on 2 ranks over gloo, measured by
     ``python -m gpu.bench_vocab_parallel``); a second backward (``retain_graph=True``)
     repeats the forward's. Every rank must call the loss (and each
