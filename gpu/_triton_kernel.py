@@ -20,7 +20,8 @@ Passes. Each pass is one ``@triton.jit`` kernel; between passes only per-row sta
 travel, as (rows,) float32/int32 tensors, so that a caller holding one slice of the
 vocabulary all-reduces them between the passes (:func:`shard_chunk`, the kernel of
 :func:`gpu.vocab_parallel_amid_loss`: passes a and b then leave their online maxima and
-the sums relative to them, combined across the slices as a pass combines its tiles). Every pass re-reads the two logit rows and recomputes the elementwise
+the sums relative to them, combined across the slices as a pass combines its tiles).
+Every pass re-reads the two logit rows and recomputes the elementwise
 quantities it needs from them and the statistics, except where forming them again costs
 more instructions than storing them costs bytes (the kernel is bound by instruction issue,
 ``python -m gpu.kernel_cost``): pass d reads the student direction G that pass c2 stored,
@@ -105,6 +106,7 @@ deliberately and with the same contract (:func:`runs_in_triton` says which).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -977,15 +979,15 @@ def _normalizer_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
                 m_s, k_s, o_s, low_s = new, k, o, low
             else:
                 m_t, k_t, o_t, low_t = new, k, o, low
-    if SHARD:
-        tl.store(stats_ptr + 0 * n_rows + rows, m_s, mask=rmask)
-        tl.store(stats_ptr + 1 * n_rows + rows, m_t, mask=rmask)
+    tl.store(stats_ptr + 0 * n_rows + rows, m_s, mask=rmask)
+    tl.store(stats_ptr + 1 * n_rows + rows, m_t, mask=rmask)
+    tl.store(idx_ptr + 0 * n_rows + rows, k_s, mask=rmask)
+    tl.store(idx_ptr + 1 * n_rows + rows, k_t, mask=rmask)
+    if SHARD:  # S_o and the smallest entries, for the caller to combine
         tl.store(stats_ptr + 2 * n_rows + rows, o_s, mask=rmask)
         tl.store(stats_ptr + 3 * n_rows + rows, o_t, mask=rmask)
         tl.store(stats_ptr + 12 * n_rows + rows, low_s, mask=rmask)
         tl.store(stats_ptr + 13 * n_rows + rows, low_t, mask=rmask)
-        tl.store(idx_ptr + 0 * n_rows + rows, k_s, mask=rmask)
-        tl.store(idx_ptr + 1 * n_rows + rows, k_t, mask=rmask)
     else:
         bad_s = (o_s != o_s) | (m_s == INF) | (m_s == NEG) | (m_s != m_s)
         bad_t = (o_t != o_t) | (m_t == INF) | (m_t == NEG) | (m_t != m_t)
@@ -995,12 +997,8 @@ def _normalizer_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
         lost_s = (low_s < INF) & ((low_s - m_s) * inv_t == NEG) & ~bad_s
         lost_t = (low_t < INF) & ((low_t - m_t) * inv_t == NEG) & ~bad_t
         flags = flags | tl.where(lost_s, 32, 0) | tl.where(lost_t, 64, 0)
-        tl.store(stats_ptr + 0 * n_rows + rows, m_s, mask=rmask)
-        tl.store(stats_ptr + 1 * n_rows + rows, m_t, mask=rmask)
         tl.store(stats_ptr + 2 * n_rows + rows, _log1p(o_s, ACC), mask=rmask)
         tl.store(stats_ptr + 3 * n_rows + rows, _log1p(o_t, ACC), mask=rmask)
-        tl.store(idx_ptr + 0 * n_rows + rows, k_s, mask=rmask)
-        tl.store(idx_ptr + 1 * n_rows + rows, k_t, mask=rmask)
         tl.store(flags_ptr + rows, flags.to(tl.int16), mask=rmask)
 
 
@@ -1094,9 +1092,9 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
         terms_sum += tl.sum(tl.where(mask, terms, 0.0), 1)
     if FIND_SILENT:
         tl.store(stats_ptr + 17 * n_rows + rows, any_silent.to(tl.float32), mask=rmask)
-    if SHARD:
+    tl.store(idx_ptr + 2 * n_rows + rows, k, mask=rmask)
+    if SHARD:  # the partials, for the caller to combine
         tl.store(stats_ptr + 4 * n_rows + rows, m, mask=rmask)
-        tl.store(idx_ptr + 2 * n_rows + rows, k, mask=rmask)
         tl.store(stats_ptr + 5 * n_rows + rows, others, mask=rmask)
         tl.store(stats_ptr + 7 * n_rows + rows, total, mask=rmask)
         tl.store(stats_ptr + 8 * n_rows + rows, terms_sum, mask=rmask)
@@ -1110,7 +1108,6 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
         log_zr = tl.where(tl.abs(frac) <= 0.5,
                           _log1p(tl.minimum(tl.maximum(frac, -0.5), 0.5), ACC), direct)  # fmt: skip
         tl.store(stats_ptr + 4 * n_rows + rows, shift, mask=rmask)
-        tl.store(idx_ptr + 2 * n_rows + rows, k, mask=rmask)
         tl.store(stats_ptr + 5 * n_rows + rows, corr, mask=rmask)
         tl.store(stats_ptr + 6 * n_rows + rows, log_zr, mask=rmask)
         flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
@@ -1761,10 +1758,21 @@ def triton_chunk(
     :data:`TRITON_DIVERGENCES`, 1/T beyond float32) are computed by
     :func:`gpu._torch_kernel.chunk`, the reference this kernel follows.
     """
-    if not _interpreted():
+    with _quiet_numpy():
         return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo, saved)
-    with np.errstate(all="ignore"):
-        return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo, saved)
+
+
+def _quiet_numpy():
+    """numpy's floating-point warnings off under the interpreter (its float32 arithmetic on
+    −inf and NaN lanes, which the kernels select away); nothing on CUDA."""
+    return np.errstate(all="ignore") if _interpreted() else contextlib.nullcontext()
+
+
+def _runs_here(spec, s: torch.Tensor, t: torch.Tensor) -> bool:
+    """Whether the chunk runs in Triton: :func:`runs_in_triton` and a teacher of a dtype
+    the kernel loads."""
+    floats = (torch.float32, torch.bfloat16, torch.float16)
+    return runs_in_triton(spec, s.dtype) and t.dtype in floats
 
 
 def shard_chunk(
@@ -1793,22 +1801,31 @@ def shard_chunk(
     flag bits go to ``red.flags`` (settled once per pass by the engine).
 
     Collectives per chunk with a gradient: 3 (pass a) + 3 (pass b) + 1 (c) + 1 (c2), and 2
-    more for Rényi; the loss alone: 3 + 3 + 1."""
-    if not _interpreted():
-        return _chunk(s, t, spec, want_grad, grad_scale, out, red=red)
-    with np.errstate(all="ignore"):
-        return _chunk(s, t, spec, want_grad, grad_scale, out, red=red)
+    more for Rényi; the loss alone: 3 + 3 + 1. Specs outside :func:`runs_in_triton` run
+    :func:`gpu._torch_kernel.chunk` with ``red``, as :func:`triton_chunk` does without."""
+    if not _runs_here(spec, s, t):
+        return torch_chunk(s, t, spec, want_grad, grad_scale, out, red=red)
+    with _quiet_numpy():
+        loss, grad, flags = _chunk(s, t, spec, want_grad, grad_scale, out, red=red)
+    return loss, grad, red.flags(flags)  # the gradient's bits: settled once per pass
 
 
-def _first_holders(local_max, index, top, red):
-    """Whether this slice holds the first global occurrence of each row's maximum ``top``
-    (finite), from its local maximum and first local arg-max: a min all-reduce of the
-    global ids (float64, exact) of the slices that reach ``top``."""
+def _carried_to_top(local_max, index, others, top, scale, red):
+    """The online maximum's partials of every slice combined, as a pass combines its
+    tiles: whether this slice holds the first global occurrence of each row's maximum
+    ``top`` (finite; a min all-reduce of the global ids, float64 and exact, of the slices
+    that reach it), and the sum of the others at ``top`` (a sum all-reduce): the holder's
+    ``others`` as they are, every other slice's with its own maximum's 1, carried by
+    e^((M_k − M)·scale)."""
     finite = torch.isfinite(top)
     ids = index.to(torch.float64) + float(red.start)
     candidate = torch.where((local_max == top) & finite, ids, math.inf)
     first = red.all_reduce(candidate.clone(), "min")  # a copy: reduced in place
-    return (candidate == first) & finite
+    mine = (candidate == first) & finite
+    lead = (local_max > -math.inf).to(torch.float32)
+    carry = torch.exp((local_max - torch.where(finite, top, 0.0)) * scale)
+    part = torch.where(mine, others, (others + lead) * carry)
+    return mine, part
 
 
 def _combine_normalizers(stats, idx, flags, inv_t, red) -> None:
@@ -1819,13 +1836,9 @@ def _combine_normalizers(stats, idx, flags, inv_t, red) -> None:
     local_max, others, low = stats[0:2], stats[2:4], stats[12:14]
     both = red.all_reduce(torch.cat([local_max, -low]), "max")
     top, low = both[0:2], -both[2:4]
-    mine = _first_holders(local_max, idx[0:2], top, red)
-    finite = torch.isfinite(top)
-    lead = (local_max > -math.inf).to(torch.float32)
-    carry = torch.exp((local_max - torch.where(finite, top, 0.0)) * inv_t)
-    part = torch.where(mine, others, (others + lead) * carry)
-    total = red.all_reduce(part.contiguous(), "sum")
-    bad = total.isnan() | ~finite
+    mine, part = _carried_to_top(local_max, idx[0:2], others, top, inv_t, red)
+    total = red.all_reduce(part, "sum")
+    bad = total.isnan() | ~torch.isfinite(top)
     lost = (low < math.inf) & ((low - top) * inv_t == -math.inf) & ~bad
     for i, (bad_bit, lost_bit) in enumerate(
         ((_BAD_STUDENT, _TEMPERATURE_STUDENT), (_BAD_TEACHER, _TEMPERATURE_TEACHER))
@@ -1846,11 +1859,7 @@ def _combine_mixtures(stats, idx, flags, live: bool, red) -> None:
     rows = [local_max, stats[9]] + ([stats[17]] if live else [])
     maxima = red.all_reduce(torch.stack(rows), "max")
     top, any_finite = maxima[0], maxima[1]
-    mine = _first_holders(local_max, idx[2], top, red)
-    finite = torch.isfinite(top)
-    lead = (local_max > -math.inf).to(torch.float32)
-    carry = torch.exp(local_max - torch.where(finite, top, 0.0))
-    part = torch.where(mine, stats[5], (stats[5] + lead) * carry)
+    mine, part = _carried_to_top(local_max, idx[2], stats[5], top, 1.0, red)
     others, total, terms = red.all_reduce(torch.stack([part, stats[7], stats[8]]), "sum")
     shift = torch.where(top == -math.inf, 0.0, top)
     corr = torch.where(any_finite != 0, torch.log1p(others), -math.inf)
@@ -1903,13 +1912,7 @@ def _chunk(
     :data:`TRITON_DIVERGENCES`, 1/T beyond float32) are computed by
     :func:`gpu._torch_kernel.chunk`, the reference this kernel follows.
     """
-    if not runs_in_triton(spec, s.dtype) or t.dtype not in (
-        torch.float32,
-        torch.bfloat16,
-        torch.float16,
-    ):
-        if red is not None:
-            return torch_chunk(s, t, spec, want_grad, grad_scale, out, red=red)
+    if not _runs_here(spec, s, t):
         return torch_chunk(s, t, spec, want_grad, grad_scale, out, out_lo=out_lo)
     shard = red is not None
     n, v = s.shape
@@ -1925,7 +1928,7 @@ def _chunk(
         grad = None
         if want_grad:
             grad = out if out is not None else torch.zeros(0, v, dtype=torch.float32, device=device)
-        return loss, grad, (red.flags(flags) if shard else flags)
+        return loss, grad, flags
     stats = torch.zeros(_N_STATS, n, dtype=torch.float32, device=device)
     idx = torch.zeros(3, n, dtype=torch.int32, device=device)
     inv_t = 1.0 / spec.objective.temperature
@@ -2026,14 +2029,13 @@ def _chunk(
         loss.zero_()
         flags &= ~(_NAN_LOSS | _INF_LOSS)
     if not want_grad:
-        return loss, None, (red.flags(flags) if shard else flags)
+        return loss, None, flags
     if saved is not None:  # the gradient of a column tile, again (gradient_tile: no stored
         # mixture, so none of this chunk's buffers is kept)
         launch = dict(all_args=tile_args, shape=shape, regime=regime, scale=inv_t)
         zero = js_trivial or not (has_q or through_r)
         saved.update(stats=stats, idx=idx, launch=launch, zero=zero)
     if not grad_path:  # no path to the student: a zero gradient
-        flags = red.flags(flags) if shard else flags
         if out is not None:
             if out_lo is not None:
                 out_lo.zero_()
@@ -2051,7 +2053,7 @@ def _chunk(
                          lo.stride(0), scale, g_buf, g_buf.stride(0), *tile_args, **shape,
                          HAS_LO=lo is not grad, **regime, **blocks, LOAD_G=True)  # fmt: skip
     del g_buf
-    return loss, grad, (red.flags(flags) if shard else flags)
+    return loss, grad, flags
 
 
 def _shares_memory(x: torch.Tensor, *others: torch.Tensor) -> bool:
