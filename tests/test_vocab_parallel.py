@@ -239,17 +239,24 @@ def test_whole_shard_of_minus_inf(pools):
         assert 0 < n_raised < len(cases)  # both outcomes are exercised
 
 
-def test_maximum_tied_across_shards(pools):
-    """Rows whose maximum (of s, of t, of log m) occurs on several shards: the first
-    occurrence in vocabulary order is the dominant entry (the reducer's rarer path, one more
-    collective), as in the unsharded loss; a confident row (S_o < eps) keeps it exact."""
-    vocab = 11
-    s, t = _logits(5, 4, vocab)
+def _tied_maxima(vocab: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (rows ≥ 4, V = 11) whose first four rows have their maximum on several shards
+    of the layouts (2, even) and (3, [4, 4, 3])."""
+    s, t = _logits(5, rows, vocab)
     s[0, [1, 9]] = t[0, [1, 9]] = 30.0  # on the first and the last shard, both sides
     s[1, [2, 6, 10]] = 25.0  # on every shard of three, the student only
     t[2, [0, 10]] = 40.0  # the teacher only; s, t and so log m tied on row 3:
     s[3], t[3] = np.full(vocab, -50.0), np.full(vocab, -50.0)
     s[3, [3, 8]] = t[3, [3, 8]] = 0.0
+    return s, t
+
+
+def test_maximum_tied_across_shards(pools):
+    """Rows whose maximum (of s, of t, of log m) occurs on several shards: the first
+    occurrence in vocabulary order is the dominant entry (the reducer's rarer path, one more
+    collective), as in the unsharded loss; a confident row (S_o < eps) keeps it exact."""
+    vocab = 11
+    s, t = _tied_maxima(vocab, 4)
     for world, widths in ((2, None), (3, [4, 4, 3])):
         bounds = _bounds(vocab, world, widths)
         cases = [
@@ -835,12 +842,7 @@ def test_triton_edges_ties_minus_inf_temperature(pools):
     a row (one side or both), a confident row, temperature, detach_assistant, a
     non-unit upstream and labels; bfloat16 at a larger V."""
     vocab = 11
-    s, t = _logits(5, 6, vocab)
-    s[0, [1, 9]] = t[0, [1, 9]] = 30.0
-    s[1, [2, 6, 10]] = 25.0
-    t[2, [0, 10]] = 40.0
-    s[3], t[3] = np.full(vocab, -50.0), np.full(vocab, -50.0)
-    s[3, [3, 8]] = t[3, [3, 8]] = 0.0
+    s, t = _tied_maxima(vocab, 6)
     for world, widths in ((2, None), (3, [4, 4, 3])):
         bounds = _bounds(vocab, world, widths)
         lo, hi = bounds[-1]
