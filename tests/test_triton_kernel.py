@@ -153,6 +153,29 @@ def test_weights_above_one_half(triton_backend, lam):
             compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params)
 
 
+@pytest.mark.skipif(not interpreted, reason="the interpreter's patching (tests/_interpreter.py)")
+def test_interpreter_patches_the_language_once_per_launch(triton_backend):
+    """tests/_interpreter.py is installed under the interpreter, and a launch still leaves
+    triton.language as it found it, also where the kernel raises."""
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    assert getattr(interpreter, "_patched_once", False), "triton's interpreter changed"
+    names = ("exp", "where", "load", "fma")
+    before = {n: getattr(tl, n) for n in names}
+    s_np, t_np = realistic_logits(3, 4, 40, masked=2)
+    compare_with_reference(s_np, t_np, torch.float32, -5.0, 0.1, "kl", "pr", None)
+    assert {n: getattr(tl, n) for n in names} == before
+    calls: list = []
+    scope = {"tl": tl, "calls": calls}  # a kernel's globals see triton.language
+    exec("def fails(x):\n    calls.append(tl.exp)\n    raise ValueError('inside')", scope)
+    with pytest.raises(Exception, match="inside"):
+        interpreter.GridExecutor(scope["fails"], ["x"], (1,))(torch.zeros(1))
+    assert calls and calls[0] is not before["exp"]  # patched inside
+    assert {n: getattr(tl, n) for n in names} == before  # restored after
+    compare_with_reference(s_np, t_np, torch.float32, 0.5, 0.5, "kl", "rq", None)
+
+
 def test_edge_rows(triton_backend):
     """One-hot teacher, student-only −inf entries, p = q, logits ±1e4, |α| huge, λ 1e-15
     from its ends: every row kind of the torch kernel's edge tests, batched."""
