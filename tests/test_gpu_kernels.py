@@ -256,6 +256,8 @@ def test_device_check_cpu_dry_run(tmp_path):
     assert torch_rows and all(r["holds"] for r in torch_rows)
     sigmoid = stages["sigmoid"]["result"]
     assert sigmoid["eager_sigmoid_eps"] <= sigmoid["budget_eps"]
+    assert sigmoid["compile_backend"] == "eager"  # the steps, not inductor's CPU code
+    assert sigmoid["compiled_sigmoid_eps"] == sigmoid["eager_sigmoid_eps"]
     bench = stages["bench"]["result"]
     ok = [r for r in bench["results"] if r["status"] == "ok"]
     assert {r["impl"] for r in ok} >= {"textbook", "torch", "fused"}
