@@ -18,6 +18,15 @@ exact to a few ulps: for :math:`x \le 1`, :math:`\tanh(x/2) \le 0.4622`, so
 :math:`1 - \tanh(x/2) \ge 0.53` does not cancel (and tends to 2 as x → −∞, giving −1);
 for :math:`x > 1`, :math:`e^x \ge e` and subtracting 1 loses less than one bit. Eager
 code calls ``torch.expm1`` itself.
+
+Selects. On CPU ``torch.where`` and ``masked_fill_`` branch on each entry: with a mask
+that changes at random they cost 920 µs and 190 µs for 2^18 and 2^16 float32 entries
+(torch 2.13, one thread), where a blend of the bits, ``b ^ ((a ^ b) & mask)``, costs 160
+and 61 µs. :func:`where` and :func:`masked_fill_` blend from :data:`_BLEND_MIN` entries on
+(eager CPU, float32 or float64, operands of the condition's shape); below it the blend's
+five passes and the checks around them cost more than the branches (28 µs against 2.5 µs
+at 384 entries, 44 against 28 at 2^15), and torch's own select runs. Both give the same
+bits.
 """
 
 from __future__ import annotations
@@ -70,11 +79,14 @@ def expm1_(x: torch.Tensor) -> torch.Tensor:
 
 
 _BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
+#: Entries from which a select blends bits rather than branch (module docstring).
+_BLEND_MIN = 1 << 15
 
 
 def _blendable(cond: torch.Tensor, *xs) -> bool:
     return (
         cond.device.type == "cpu"
+        and cond.numel() >= _BLEND_MIN
         and cond.dtype == torch.bool
         and not compiling()
         and all(

@@ -489,9 +489,12 @@ _BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_eager_shortcuts_give_the_bits_of_the_full_forms(monkeypatch, dtype):
     """The eager-CPU shortcuts (uniform selects, masks told empty by a reduction, the
-    two-stage row maximum) only spare passes: loss and gradient are bitwise those of the
-    kernel with every shortcut off, for every divergence, order and α regime."""
+    two-stage row maximum) and the selects' bit blends only spare passes: loss and gradient
+    are bitwise those of the kernel with every shortcut off and torch's own selects, for
+    every divergence, order and α regime. The blends run here from 1 entry on (by default
+    from ``_BLEND_MIN``, more than these 3600)."""
     from amid_ref._specs import SPECS
+    from gpu import _elementwise
 
     grid = [(spec.name, params) for spec in SPECS.values() if spec.offered_by("gpu")
             for params in spec.cases_for("grid")]  # fmt: skip
@@ -515,18 +518,59 @@ def test_eager_shortcuts_give_the_bits_of_the_full_forms(monkeypatch, dtype):
             out.append((loss.detach(), s.grad))
         return out
 
+    default = run()
+    monkeypatch.setattr(_elementwise, "_BLEND_MIN", 0)
     fast = run()
     _without_shortcuts(monkeypatch)
+    monkeypatch.setattr(_elementwise, "_BLEND_MIN", math.inf)
     full = run()
     taken = 0
-    for case, a, b in zip(cases, fast, full, strict=True):
-        if isinstance(a, str) or isinstance(b, str):
-            assert a == b, case
+    for case, a, b, c in zip(cases, fast, full, default, strict=True):
+        if any(isinstance(x, str) for x in (a, b, c)):
+            assert a == b == c, case
             continue
         taken += 1
-        for x, y in zip(a, b, strict=True):
+        for x, y, z in zip(a, b, c, strict=True):
             assert torch.equal(x.view(_BITS[dtype]), y.view(_BITS[dtype])), case
+            assert torch.equal(z.view(_BITS[dtype]), y.view(_BITS[dtype])), case
     assert taken >= len(cases) // 2  # most cases ran to a gradient
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_selects_blend_the_bits_of_torch_where(dtype):
+    """``where`` and ``masked_fill_`` just below and from ``_BLEND_MIN`` entries on (torch's
+    select, then the blend): the bits of ``torch.where`` / ``Tensor.masked_fill_`` for
+    every operand form, with NaNs (their payloads), ±inf and ±0 among the operands, and a
+    mixed, an empty and a full mask."""
+    from gpu._elementwise import _BLEND_MIN, Shared, masked_fill_, where
+
+    ints = _BITS[dtype]
+
+    def same(got, want, what):
+        assert got.dtype == want.dtype and torch.equal(got.view(ints), want.view(ints)), what
+
+    gen = torch.Generator().manual_seed(3)
+    for n in (_BLEND_MIN - 1, _BLEND_MIN, 2 * _BLEND_MIN + 7):
+        a = torch.randn(n, dtype=dtype, generator=gen)
+        b = torch.randn(n, dtype=dtype, generator=gen)
+        for x in (a, b):
+            x[:8] = torch.tensor([math.nan, -math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-310, 1.0])
+            x[:8] = x[:8][torch.randperm(8, generator=gen)]
+        mixed = torch.rand(n, generator=gen) < 0.5
+        for cond in (mixed, torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)):
+            same(where(cond, a, b), torch.where(cond, a, b), (n, "a, b"))
+            same(where(Shared(cond), a, b), torch.where(cond, a, b), (n, "shared"))
+            for z in (0.0, -0.0, 2.5, math.inf, math.nan):
+                same(where(cond, a, z), torch.where(cond, a, z), (n, "a", z))
+                same(where(cond, z, b), torch.where(cond, z, b), (n, z, "b"))
+                same(masked_fill_(a.clone(), cond, z), a.clone().masked_fill_(cond, z), (n, z))
+            out = b.clone()
+            got = where(cond, a, out, out=out)
+            same(got, torch.where(cond, a, b), (n, "out=b"))
+            assert got.data_ptr() == out.data_ptr()
+            out = torch.empty_like(a)
+            assert where(cond, a, b, out=out).data_ptr() == out.data_ptr()
+            same(out, torch.where(cond, a, b), (n, "out"))
 
 
 def test_told_forms_the_mask_unless_the_bounds_settle_it():
