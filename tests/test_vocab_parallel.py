@@ -970,3 +970,61 @@ def test_backend_is_agreed_and_checked():
         gpu.vocab_parallel_amid_loss(s, s, -5.0, 0.1, backend="cuda")
     with pytest.raises(ValueError, match="backend must be one of"):
         gpu.VocabParallelAMiDLoss(-5.0, 0.1, backend="fast")
+
+
+def _one_rank_group(device: str):
+    """A default process group of one rank in this process (gloo on the CPU, NCCL on CUDA);
+    the caller destroys it."""
+    if dist.is_initialized():  # pragma: no cover - left by another test
+        pytest.skip("a default process group already exists in this process")
+    if device == "cuda":
+        torch.cuda.set_device(0)
+    backend = "nccl" if device == "cuda" else "gloo"
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
+@pytest.mark.parametrize(
+    "device",
+    [pytest.param("cpu", marks=needs_triton), pytest.param("cuda", marks=pytest.mark.gpu)],
+)
+def test_triton_one_rank_group_is_the_unsharded_kernel(monkeypatch, device):
+    """backend="triton" on a group of one rank, in this process: the whole vocabulary is the
+    one shard, so every combine step of gpu._triton_kernel.shard_chunk runs on its own
+    partials, and loss and gradient are the unsharded Triton loss's within float32 rounding
+    (the host's log1p against the kernel's). On CUDA (NCCL) this is the sharded kernel's
+    compile and collectives on one GPU; here (gloo) the same steps under the interpreter.
+    Every pair form (KL, JS, AB) and Rényi's row sums, with the collectives counted."""
+    calls = [0]
+    all_reduce = dist.all_reduce
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return all_reduce(*args, **kwargs)
+
+    monkeypatch.setattr(dist, "all_reduce", counting)
+    _one_rank_group(device)
+    try:
+        s_np, t_np = _logits(29, 8, 70 if device == "cpu" else 4099)
+        s0 = torch.tensor(s_np, dtype=torch.float32, device=device)
+        t0 = torch.tensor(t_np, dtype=torch.float32, device=device)
+        for divergence, params in (("kl", None), ("js", {"beta": 0.3}),
+                                   ("ab", {"alpha": 0.2, "beta": 0.7}),
+                                   ("renyi", {"order": 2.0})):  # fmt: skip
+            kw = {"divergence": divergence, "order": "rq" if divergence == "ab" else "pr",
+                  "div_params": params, "reduction": "none", "chunk_size": 4,
+                  "backend": "triton"}  # fmt: skip
+            s1 = s0.clone().requires_grad_()
+            calls[0] = 0
+            got = gpu.vocab_parallel_amid_loss(s1, t0, -5.0, 0.1, vocab_start=0, **kw)
+            got.sum().backward()
+            counted = calls[0]
+            s2 = s0.clone().requires_grad_()
+            want = gpu.amid_loss(s2, t0, -5.0, 0.1, **kw)
+            want.sum().backward()
+            what = f"{divergence} on {device}"
+            torch.testing.assert_close(got, want, rtol=2e-6, atol=1e-7, msg=what)
+            torch.testing.assert_close(s1.grad, s2.grad, rtol=2e-6, atol=1e-7, msg=what)
+            per_chunk = 8 + 2 * (divergence == "renyi")
+            assert counted == 1 + per_chunk * 2 + 1, (what, counted)
+    finally:
+        dist.destroy_process_group()
