@@ -1813,12 +1813,12 @@ def shard_chunk(
 def _carried_to_top(local_max, index, others, top, scale, red):
     """The online maximum's partials of every slice combined, as a pass combines its
     tiles: whether this slice holds the first global occurrence of each row's maximum
-    ``top`` (finite; a min all-reduce of the global ids, float64 and exact, of the slices
-    that reach it), and the sum of the others at ``top`` (a sum all-reduce): the holder's
+    ``top`` (finite; a min all-reduce of the global ids, exact in ``red.ids``: float32
+    below 2^24, float64 beyond, of the slices that reach it), and the sum of the others at ``top`` (a sum all-reduce): the holder's
     ``others`` as they are, every other slice's with its own maximum's 1, carried by
     e^((M_k − M)·scale)."""
     finite = torch.isfinite(top)
-    ids = index.to(torch.float64) + float(red.start)
+    ids = index.to(red.ids) + float(red.start)
     candidate = torch.where((local_max == top) & finite, ids, math.inf)
     first = red.all_reduce(candidate.clone(), "min")  # a copy: reduced in place
     mine = (candidate == first) & finite

@@ -121,6 +121,10 @@ class _ShardReduce(LocalReduce):
         self.start = 0
         self.world = 1
         self.order = 0
+        #: The dtype of global vocabulary ids in a collective (min all-reduce of the first
+        #: maxima, gpu._triton_kernel._carried_to_top): float32, exact, wherever every id is
+        #: below 2^24; set once the shards are agreed, the same on every rank.
+        self.ids = torch.float64
         self.calls = 0
         self.elements = 0
         self._known_max: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
@@ -890,7 +894,8 @@ def _apply(call: _Call):
     red.world = world
     red.order = sorted(range(world), key=lambda k: (starts[k], k)).index(rank)
     _agree_on_rows(red, call.rows, math.prod(call.leading), device)
-    vocab = sum(widths)
+    vocab = sum(widths)  # the shards tile [0, V)
+    red.ids = torch.float32 if vocab <= 1 << 24 else torch.float64
     if widths_t != widths:  # the same on every rank: raised everywhere
         raise ValueError(dense_width_message(vocab, sum(widths_t), widths, widths_t))
     spec = call.spec

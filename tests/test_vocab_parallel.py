@@ -913,8 +913,8 @@ def test_triton_every_mixture_regime(pools):
 def test_triton_collectives_counted(pools, divergence):
     """backend="triton", 2 ranks, 16 rows in 2 chunks: 1 agreement check, per chunk 3
     (pass a) + 3 (pass b) + 1 (pass c) + 1 (pass c2), Rényi 2 more (pass c0), and 1 for the
-    gradient's flags at the end (docs/gpu.md, *The Triton kernel*); the loss against
-    amid_ref."""
+    gradient's flags at the end (docs/gpu.md, *The Triton kernel*), and the bytes they
+    carry; the loss against amid_ref."""
     rows, vocab, chunks = 16, 40, 2
     s, t = _bench_logits(3, rows, vocab)
     params = {"order": 2.0} if divergence == "renyi" else {}
@@ -926,6 +926,10 @@ def test_triton_collectives_counted(pools, divergence):
     got = [a[1] for a in out]
     per_chunk = 8 + 2 * (divergence == "renyi")
     assert got[0]["calls"] == got[1]["calls"] == 1 + per_chunk * chunks + 1, got[0]["calls"]
+    # bytes per row, the agreement check's 288 included: 111.25 (KL) and 119.25 (Rényi)
+    # with the first maxima's ids in float32 (123.25 and 131.25 in float64)
+    per_row = got[0]["bytes"] / rows
+    assert got[0]["bytes"] == got[1]["bytes"] and per_row <= 112 + 8 * (divergence == "renyi")
     np.testing.assert_array_equal(got[0]["loss"], got[1]["loss"])
     grad = np.concatenate([g["grad"] for g in got], axis=-1)
     case = {"s": s, "t": t, "dtype": "float32", "kw": kw}
