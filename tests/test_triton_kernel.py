@@ -9,7 +9,8 @@ helpers of ``tests/test_gpu.py`` (:func:`compare_with_reference`).
 
 Every check asserts that the Triton passes really ran (a launch counter on the first pass;
 a fallback to the torch kernel would also warn, and warnings are errors here). The
-interpreter costs about 0.1 s per launch whatever the rows, so each check batches its rows
+interpreter costs about 0.08 s per launch whatever the rows (with tests/_interpreter.py's
+one patching of the language per launch; 0.11 s without), so each check batches its rows
 into one launch per spec and keeps V small (two tiles of the interpreter's 32 columns).
 Tests marked ``gpu`` run the compiled kernels on CUDA.
 """
