@@ -55,10 +55,37 @@ def pools(request):
 # --- jobs (run in the workers) --------------------------------------------------------------
 
 
+class _Counted:
+    """A kernel whose launches (``kernel[grid]``) are counted."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+        self.count = 0
+
+    def __getitem__(self, grid):
+        self.count += 1
+        return self.kernel[grid]
+
+
+def _first_pass_counter() -> _Counted | None:
+    """The Triton kernel's first pass, counted in this worker (installed once); ``None``
+    where triton does not import."""
+    try:
+        from gpu import _triton_kernel as tk
+    except ImportError:
+        return None
+    if not isinstance(tk._normalizer_pass, _Counted):
+        tk._normalizer_pass = _Counted(tk._normalizer_pass)
+    return tk._normalizer_pass
+
+
 def _job_cases(rank: int, world: int, cases: list[dict]) -> list:
-    """Each case: the full logits, this rank's columns; returns loss and gradient slice."""
+    """Each case: the full logits, this rank's columns; returns loss and gradient slice,
+    and how many times this rank launched the Triton kernel's first pass."""
+    counter = _first_pass_counter()
     out = []
     for c in cases:
+        before = counter.count if counter is not None else 0
         lo, hi = c["bounds"][rank]
         dtype = getattr(torch, c["dtype"])
         s = torch.tensor(c["s"][..., lo:hi], dtype=dtype, requires_grad=c.get("grad", True))
@@ -71,7 +98,9 @@ def _job_cases(rank: int, world: int, cases: list[dict]) -> list:
         def loss(s=s, t=t, labels=labels, kw=kw):
             return gpu.vocab_parallel_amid_loss(s, t, labels=labels, **kw)
 
-        out.append(_outcome(loss, s, c))
+        outcome = _outcome(loss, s, c)
+        launched = (counter.count if counter is not None else 0) - before
+        out.append((*outcome, launched))
     return out
 
 
@@ -99,7 +128,10 @@ def _check(
     for i, c in enumerate(cases):
         what = f"world={pool.world} {c['dtype']} bounds={c['bounds']} {c['kw']}"
         want = _unsharded(c)
-        got = [answers[k][1][i] for k in range(pool.world)]
+        got = [answers[k][1][i][:-1] for k in range(pool.world)]
+        if c["kw"].get("backend") == "triton":  # the Triton kernel ran on every rank
+            launched = [answers[k][1][i][-1] for k in range(pool.world)]
+            assert all(n > 0 for n in launched), f"{what}: Triton launches per rank {launched}"
         agreed = _agreed(what, got, want, c["dtype"])
         if agreed is None:
             n_raised += 1
@@ -481,7 +513,7 @@ def test_nan_gradient_on_one_rank_raises_everywhere(pools):
         assert want[0] == "raised" and "NaN gradient on row(s) [(1, 0)]" in want[2], want
         answers = pools[world].run(_job_nan_gradient, case, bad_rank, 2, timeout=2 * PG_TIMEOUT_S)
         for k, a in enumerate(answers):
-            assert a == ("ok", [want]), f"rank {k}: {a}"
+            assert a == ("ok", [(*want, 0)]), f"rank {k}: {a}"  # 0: no Triton launch
         _check(pools[world], [case])  # the group keeps working
 
 
@@ -737,6 +769,8 @@ def _job_count(rank: int, world: int, s_np, t_np, bounds, kw) -> dict:
     t = torch.tensor(t_np[:, lo:hi], dtype=torch.float32)
     counts = {"calls": 0, "bytes": 0}
     all_reduce = dist.all_reduce
+    counter = _first_pass_counter()
+    before = counter.count if counter is not None else 0
 
     def counting(tensor, *args, **kwargs):
         counts["calls"] += 1
@@ -749,7 +783,9 @@ def _job_count(rank: int, world: int, s_np, t_np, bounds, kw) -> dict:
         loss.sum().backward()
     finally:
         dist.all_reduce = all_reduce
-    return {**counts, "loss": loss.detach().double().numpy(), "grad": s.grad.double().numpy()}
+    launched = (counter.count if counter is not None else 0) - before
+    return {**counts, "launched": launched, "loss": loss.detach().double().numpy(),
+            "grad": s.grad.double().numpy()}  # fmt: skip
 
 
 def _bench_logits(seed: int, rows: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
@@ -924,6 +960,7 @@ def test_triton_collectives_counted(pools, divergence):
     out = pools[2].run(_job_count, s, t, _bounds(vocab, 2), kw)
     assert all(a[0] == "ok" for a in out), out
     got = [a[1] for a in out]
+    assert got[0]["launched"] == got[1]["launched"] == chunks  # the Triton kernel ran
     per_chunk = 8 + 2 * (divergence == "renyi")
     assert got[0]["calls"] == got[1]["calls"] == 1 + per_chunk * chunks + 1, got[0]["calls"]
     # bytes per row, the agreement check's 288 included: 111.25 (KL) and 119.25 (Rényi)
