@@ -481,9 +481,10 @@ def test_online_normalizer_against_float64(temperature):
     one pass with an online maximum (the sum so far rescaled when a tile raises it): equal
     to the two-pass definition in float64 within a few float32 ulps of 1 + S_o, the
     position exactly, over rows whose maximum lies in the first, a middle or the last tile,
-    is tied across tiles, follows tiles of only −inf, or is the one finite entry."""
+    is tied across tiles, follows tiles of only −inf, or is the one finite entry, and
+    relatively where S_o is tiny (a confident row)."""
     rng = np.random.default_rng(7)
-    n, v, block_v = 9, 200, 32  # seven tiles of 32 columns, the last one partial
+    n, v, block_v = 10, 200, 32  # seven tiles of 32 columns, the last one partial
     x = rng.normal(0.0, 3.0, size=(2, n, v)).astype(np.float32)
     for which in (0, 1):
         x[which, 0, 5] = 20.0  # the first tile
@@ -495,6 +496,8 @@ def test_online_normalizer_against_float64(temperature):
         x[which, 5, 150] = 1.5  # the one finite entry: S_o = 0
         x[which, 6] = np.sort(x[which, 6])  # ascending: every tile raises the maximum
         x[which, 7, 3] = x[which, 7].max() + 1e-3  # a maximum barely above the rest
+        x[which, 9] = -50.0  # a confident row at every T: S_o = e^(-20) + 198 e^(-50/T)
+        x[which, 9, 17], x[which, 9, 60] = 0.0, -20.0 * temperature
     x[1, 8] = x[1, 8][::-1]  # the teacher's maximum in another tile than the student's
     s, t = torch.tensor(x[0]), torch.tensor(x[1])
     stats = torch.zeros(tk._N_STATS, n, dtype=torch.float32)
@@ -522,6 +525,7 @@ def test_online_normalizer_against_float64(temperature):
         # and relatively where S_o is small but a normal float32 sum (a confident row: q's
         # top entry exact)
         tiny = (others >= 1e-30) & (others < 1e-3)
+        assert tiny[9], others  # at least the confident row
         rel = np.abs(got[tiny] - want[tiny]) / want[tiny]
         assert (rel <= 16 * np.finfo(np.float32).eps).all(), rel
 
@@ -596,24 +600,24 @@ def test_empty_support_infinite_loss_and_temperature_flags(launches):
 
 
 def test_delegated_specs_run_the_torch_kernel(monkeypatch):
-    """float64 inputs and the divergences outside TRITON_DIVERGENCES (none today: every
-    divergence of gpu.DIVERGENCES runs in Triton) go to the torch kernel (no Triton
-    launch), with the reference's values."""
+    """float64 inputs go to the torch kernel (no Triton launch): loss and gradient bitwise
+    those of ``backend="torch"``. (Every divergence of gpu.DIVERGENCES runs in Triton,
+    so no divergence is delegated.)"""
     assert tk.TRITON_DIVERGENCES == frozenset(gpu.DIVERGENCES)
     monkeypatch.setattr(_engine, "_TRITON", [])
     spy = _Launches(tk._normalizer_pass)
     monkeypatch.setattr(tk, "_normalizer_pass", spy)
     s_np, t_np = realistic_logits(31, 4, 40, masked=2)
-    others = [(d, p) for d, p in GRID_DIVERGENCES if d not in tk.TRITON_DIVERGENCES]
-    for div, params in others:
-        s = torch.tensor(s_np, dtype=torch.float32, requires_grad=True)
-        loss = gpu.amid_loss(s, torch.tensor(t_np, dtype=torch.float32), -5.0, 0.1, div, "rq",
-                             params, reduction="none", backend="triton")  # fmt: skip
-        want = amid_ref.amid_loss(s.detach().double().numpy(), t_np.astype(np.float32)
-                                  .astype(np.float64), -5.0, 0.1, div, "rq", params)  # fmt: skip
-        assert_within(loss.detach().numpy(), want, tolerance("gpu", "loss", "float32"), what=div)
-    gpu.amid_loss(torch.tensor(s_np), torch.tensor(t_np), -5.0, 0.1, backend="triton")
+    got = []
+    for backend in ("triton", "torch"):
+        s = torch.tensor(s_np, requires_grad=True)
+        loss = gpu.amid_loss(s, torch.tensor(t_np), -5.0, 0.1, "js", "rq", {"beta": 0.3},
+                             reduction="none", backend=backend)  # fmt: skip
+        loss.sum().backward()
+        got.append((loss.detach(), s.grad))
     assert spy.count == 0
+    for a, b in zip(*got, strict=True):
+        assert torch.equal(a.view(torch.int64), b.view(torch.int64))
 
 
 def test_auto_picks_torch_on_cpu(monkeypatch):
