@@ -81,8 +81,9 @@ def test_numbers_after_options_are_joined():
 
 def test_the_training_script_runs(tmp_path):
     """``python -m gpu.hf.train`` as a user runs it, on tiny models saved to disk: it
-    parses a negative α and an infinite one written as the docs print them, trains with a
-    λ schedule, logs α, λ and the KD and CE terms, and saves the student."""
+    parses a negative α written as the docs print it (an infinite one:
+    test_numbers_after_options_are_joined), trains with a λ schedule, logs α, λ and the
+    KD and CE terms, and saves the student."""
     teacher, student = tiny_gpt2(2, n_embd=48), tiny_gpt2(1)
     teacher.save_pretrained(tmp_path / "teacher")
     student.save_pretrained(tmp_path / "student")
