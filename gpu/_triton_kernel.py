@@ -213,7 +213,6 @@ def _cgf_coefficients(c: float, terms: int = _K_TERMS) -> list[float]:
 
 
 _F32_MAX = float(torch.finfo(torch.float32).max)
-_INT_BIG = 2**30
 
 
 def _interpreted() -> bool:

@@ -43,6 +43,13 @@ SCANNED_MODULES = (
     "gpu._flags",
     "gpu._torch_kernel",
     "gpu._validation",
+    "gpu._elementwise",
+    "gpu._fused",
+    "gpu._vocab_parallel",
+    "gpu._triton_kernel",
+    "amid_ref._specs",
+    "amid_ref._sparse",
+    "amid_ref.tolerances",
 )
 
 #: Numeric module constants that are not formula switches, with the reason.
@@ -65,6 +72,31 @@ NOT_BRANCH_POINTS: dict[tuple[str, str], str] = {
     ("gpu._fused", "_VOCAB_TILE_ELEMENTS"): "fused two-phase vocabulary tile (memory; "
     "tests/test_gpu_fused_tiled.py runs other sizes against amid_ref)",
     ("gpu._fused", "_VOCAB_TILE_QUANTUM"): "fused two-phase tile width multiple (as above)",
+    ("gpu._elementwise", "_BLEND_MIN"): "entries from which a select blends bits rather than "
+    "branch: the same bits either way (tests/test_gpu_kernels.py::test_selects_blend_the_bits_"
+    "of_torch_where, and the eager-shortcut test with blends from one entry)",
+    ("gpu._vocab_parallel", "_MASK_BITS"): "rows packed per float64 in the valid-row agreement",
+    ("gpu._vocab_parallel", "_HASH_MODULUS"): "modulus of the sparse teacher's fingerprint",
+    ("gpu._vocab_parallel", "_NO_VOCAB_LIMIT"): "a V no check reaches (the structural checks of "
+    "a sparse teacher before the shards are agreed)",
+    ("gpu._triton_kernel", "_P_SERIES"): "slot layout of the divergence's constants",
+    ("gpu._triton_kernel", "_N_DPRM"): "slot layout of the divergence's constants",
+    ("gpu._triton_kernel", "_K_TERMS"): "terms of the near correction's series (its accuracy: "
+    "tests/test_triton_kernel.py against mpmath), not a switch",
+    ("gpu._triton_kernel", "_ANY_SILENT"): "row of the statistics layout",
+    ("gpu._triton_kernel", "_N_STATS"): "rows of the statistics layout",
+    ("amid_ref._specs", "_LAMBDA_EDGE_OFFSET"): "distance of the λ grid's edge cases from 0 and "
+    "1 (test data, not numerics)",
+    ("amid_ref._sparse", "SPARSE_EPS_ROUNDING"): "a sparse teacher's leftover ε below it is the "
+    "rounding of the kept sum (renormalized, ε = 0): a rule on the input, the same in amid_ref, "
+    "precise and gpu (tests/test_gpu_sparse.py::test_leftover_rounding_rule_is_the_reference, "
+    "just below and above it)",
+    ("amid_ref.tolerances", "SPARSE_MASS_TOL"): "input check of a sparse teacher (refusal or "
+    "renormalization; tested just below and above it as SPARSE_EPS_ROUNDING)",
+    ("amid_ref.tolerances", "VOCAB_TRUNCATE_MAX_DROPPED"): "input check of "
+    "vocab_alignment='truncate' (refusal)",
+    ("amid_ref.tolerances", "SPARSE_CONDITIONING_BELOW"): "test tolerance for a sparse teacher",
+    ("amid_ref.tolerances", "SPARSE_LOGPROB_ROUNDING_ULPS"): "test tolerance for a sparse teacher",
     ("gpu._flags", "_BAD_STUDENT"): "row flag bit",
     ("gpu._flags", "_BAD_TEACHER"): "row flag bit",
     ("gpu._flags", "_EMPTY_SUPPORT"): "row flag bit",

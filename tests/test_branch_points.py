@@ -117,6 +117,7 @@ def _numeric_constants(module_name: str) -> list[str]:
 @pytest.mark.parametrize("module_name", SCANNED_MODULES)
 def test_every_numeric_constant_is_a_listed_branch_point(module_name):
     pytest.importorskip("torch") if module_name.startswith("gpu") else None
+    pytest.importorskip("triton") if module_name == "gpu._triton_kernel" else None
     listed = {(b.module, b.constant) for b in BRANCH_POINTS if b.constant}
     listed |= set(NOT_BRANCH_POINTS)
     missing = [n for n in _numeric_constants(module_name) if (module_name, n) not in listed]
@@ -125,6 +126,20 @@ def test_every_numeric_constant_is_a_listed_branch_point(module_name):
         "tests/_branch_points.py (BRANCH_POINTS, with a builder) or NOT_BRANCH_POINTS "
         "(with the reason it is not a formula switch)"
     )
+
+
+def test_every_listed_constant_is_scanned_and_defined():
+    """The lists name only constants of scanned modules that still define them (an entry of
+    a module outside SCANNED_MODULES would excuse nothing, a stale one hides a rename)."""
+    listed = {(b.module, b.constant) for b in BRANCH_POINTS if b.constant}
+    listed |= set(NOT_BRANCH_POINTS)
+    for module_name, name in sorted(listed):
+        assert module_name in SCANNED_MODULES, (module_name, name)
+        if module_name.startswith("gpu"):
+            pytest.importorskip("torch")
+        if module_name == "gpu._triton_kernel":
+            pytest.importorskip("triton")
+        assert hasattr(importlib.import_module(module_name), name), (module_name, name)
 
 
 def test_branch_point_names_are_unique():
