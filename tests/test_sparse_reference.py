@@ -207,11 +207,17 @@ def test_pad_gives_the_padding_no_mass():
     s_long = np.concatenate([s, [-np.inf, -np.inf]])
     for alpha in (-1.0, 1.0, 3.0):
         want = precise.to_float(precise.amid_loss(s_long, t_long, alpha, 0.4))
-        got = amid_loss(s, np.concatenate([t, [0.0, 0.0]])[:V], alpha, 0.4)
+        got = amid_loss(s, t, alpha, 0.4)  # the unpadded pair
         padded = amid_loss(s, t_long, alpha, 0.4, vocab_alignment="pad")
         assert np.isfinite(padded)
         assert_within(padded, want, LOSS_TOL)
         assert_within(got, want, LOSS_TOL)
+    # a student logit of 0 on the padded ids is real mass: at α < 1 the assistant is positive
+    # wherever q is, and the loss is another one (at α ≥ 1, r = 0 where p = 0, and q's
+    # renormalization cancels in r at α = 1)
+    zero = amid_loss(np.concatenate([s, [0.0, 0.0]]), t_long, -1.0, 0.4)
+    want = precise.to_float(precise.amid_loss(s_long, t_long, -1.0, 0.4))
+    assert abs(zero - want) > 1e-2 * max(1.0, abs(want)), (zero, want)
 
 
 @pytest.mark.parametrize("target", ["both", "student"])
