@@ -1757,6 +1757,8 @@ def triton_chunk(
     :data:`TRITON_DIVERGENCES`, 1/T beyond float32) are computed by
     :func:`gpu._torch_kernel.chunk`, the reference this kernel follows.
     """
+    if not _runs_here(spec, s, t):
+        return torch_chunk(s, t, spec, want_grad, grad_scale, out, out_lo=out_lo)
     with _quiet_numpy():
         return _chunk(s, t, spec, want_grad, grad_scale, out, out_lo, saved)
 
@@ -1813,9 +1815,9 @@ def _carried_to_top(local_max, index, others, top, scale, red):
     """The online maximum's partials of every slice combined, as a pass combines its
     tiles: whether this slice holds the first global occurrence of each row's maximum
     ``top`` (finite; a min all-reduce of the global ids, exact in ``red.ids``: float32
-    below 2^24, float64 beyond, of the slices that reach it), and the sum of the others at ``top`` (a sum all-reduce): the holder's
-    ``others`` as they are, every other slice's with its own maximum's 1, carried by
-    e^((M_k − M)·scale)."""
+    below 2^24, float64 beyond, of the slices that reach it), and the sum of the others at
+    ``top`` (a sum all-reduce): the holder's ``others`` as they are, every other slice's
+    with its own maximum's 1, carried by e^((M_k − M)·scale)."""
     finite = torch.isfinite(top)
     ids = index.to(red.ids) + float(red.start)
     candidate = torch.where((local_max == top) & finite, ids, math.inf)
@@ -1907,12 +1909,9 @@ def _chunk(
     vocabulary-sharded reducer: :func:`shard_chunk`) the row statistics are combined over
     its group between the passes.
 
-    Specs outside :func:`runs_in_triton` (float64 inputs, the divergences not in
-    :data:`TRITON_DIVERGENCES`, 1/T beyond float32) are computed by
-    :func:`gpu._torch_kernel.chunk`, the reference this kernel follows.
+    The body of :func:`triton_chunk` and :func:`shard_chunk`, which hand the specs outside
+    :func:`_runs_here` to :func:`gpu._torch_kernel.chunk` before they call it.
     """
-    if not _runs_here(spec, s, t):
-        return torch_chunk(s, t, spec, want_grad, grad_scale, out, out_lo=out_lo)
     shard = red is not None
     n, v = s.shape
     device = s.device

@@ -303,7 +303,7 @@ class _Recording:
             (bench, "_triton_usable"): bench._triton_usable,
         }
         self._saved.update({(tk, n): getattr(tk, n) for n in _kernel_names()})
-        real_chunk, real_tile = tk._chunk, tk.gradient_tile
+        real_chunk, real_tile = tk.triton_chunk, tk.gradient_tile
         for name in _kernel_names():
             setattr(tk, name, self._recorder(name))
         values = self.values
