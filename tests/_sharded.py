@@ -25,7 +25,7 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():  # pragma: no cover
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
-from _interpreter import patch_language_once  # noqa: E402
+from _triton import patch_language_once  # noqa: E402
 
 from amid_ref._specs import SPECS  # noqa: E402
 from amid_ref.tolerances import assert_within, tolerance  # noqa: E402
@@ -55,8 +55,7 @@ def _serve(rank: int, world: int, port: int, tasks, results) -> None:
     """Worker loop: one gloo group for the process's life, then ``(fn, args)`` jobs."""
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        patch_language_once()  # as in the test process (tests/conftest.py)
+    patch_language_once()  # as in the test process (tests/conftest.py)
     dist.init_process_group(
         "gloo",
         init_method=f"tcp://127.0.0.1:{port}",

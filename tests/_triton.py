@@ -1,12 +1,13 @@
-"""Triton's interpreter with its language patched once per launch, not once per call.
+"""Triton in the test suite: whether its interpreter runs the kernels, a counter of a
+kernel's launches, and the interpreter with its language patched once per launch.
 
 Under ``TRITON_INTERPRET=1`` a launch (``GridExecutor.__call__``) replaces the builtins of
 ``triton.language`` with their numpy forms and restores them when the grid is done. Each
 call of a ``@triton.jit`` device function inside the kernel (``InterpretedFunction.__call__``)
 patches the language again, although it is already patched: ``inspect.getmembers`` over the
 language's modules, about 1.2 ms a call. The kernels of :mod:`gpu._triton_kernel` make about
-25 such calls a launch, so this re-patching took 28 % of the interpreter's time (0.46 of
-1.63 s for three JS checks of tests/test_triton_kernel.py's grid, triton 3.9.0, cProfile).
+25 such calls a launch (0.46 of 1.63 s for three JS checks of tests/test_triton_kernel.py's
+grid under cProfile, triton 3.9.0; about 8 % of that file's time without the profiler).
 
 :func:`patch_language_once` makes a call inside a launch skip the patching where the
 modules the function sees are already patched; the launch still patches and restores as
@@ -18,13 +19,37 @@ and leaves triton as it is otherwise. Tests only: the library never changes trit
 from __future__ import annotations
 
 import inspect
+import os
 
-__all__ = ["patch_language_once"]
+__all__ = ["Launches", "interpreted", "patch_language_once"]
+
+
+def interpreted() -> bool:
+    """Whether triton's interpreter runs the kernels (``TRITON_INTERPRET`` set and not 0:
+    tests/conftest.py sets it where there is no CUDA)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+class Launches:
+    """A Triton kernel whose launches (``kernel[grid](...)``) are counted: put in place of
+    a kernel (e.g. ``gpu._triton_kernel._normalizer_pass``, the first pass) to tell that
+    the Triton kernel ran, not a fallback."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+        self.count = 0
+
+    def __getitem__(self, grid):
+        self.count += 1
+        return self.kernel[grid]
 
 
 def patch_language_once() -> bool:
-    """Install the once-per-launch patching in this process; True where it was installed
-    (now or before), False where triton or its interpreter's structure is not there."""
+    """Install the once-per-launch patching in this process where the interpreter runs;
+    True where it was installed (now or before), False where the interpreter does not run
+    or triton or its interpreter's structure is not there."""
+    if not interpreted():
+        return False
     try:
         import triton.language as tl
         from triton.runtime import interpreter as it

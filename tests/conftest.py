@@ -54,10 +54,9 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     _set_triton_interpreter()
     _one_thread_per_worker()
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        from _interpreter import patch_language_once  # tests/_interpreter.py
+    from _triton import patch_language_once  # tests/_triton.py
 
-        patch_language_once()
+    patch_language_once()
 
 
 def _one_thread_per_worker() -> None:

@@ -15,7 +15,6 @@ every order, the contract's α grid and the λ grid) rather than pinning one exa
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -25,6 +24,8 @@ from amid_ref._specs import ORDERS, SPECS, alpha_grid, lambda_grid
 from amid_ref.tolerances import assert_within, tolerance
 
 torch = pytest.importorskip("torch")
+from _triton import Launches, interpreted  # noqa: E402
+
 import gpu  # noqa: E402
 
 INF = math.inf
@@ -424,17 +425,10 @@ def test_triton_support_mismatch_follows_reference(monkeypatch, case):
     from gpu import _triton_kernel as tk
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+    if device == "cpu" and not interpreted():
         pytest.skip("the Triton kernel needs CUDA or TRITON_INTERPRET=1")
-    launches = [0]
-    first = tk._normalizer_pass
-
-    class Counted:
-        def __getitem__(self, grid):
-            launches[0] += 1
-            return first[grid]
-
-    monkeypatch.setattr(tk, "_normalizer_pass", Counted())
+    launches = Launches(tk._normalizer_pass)
+    monkeypatch.setattr(tk, "_normalizer_pass", launches)
     monkeypatch.setattr(_engine, "_TRITON", [])  # no fallback left from an earlier test
     name, params = case
     s64, t64 = (x.astype(np.float32).astype(np.float64) for x in _support_mismatch_rows())
@@ -451,4 +445,4 @@ def test_triton_support_mismatch_follows_reference(monkeypatch, case):
         assert (np.isposinf(got) == np.isposinf(want)).all(), (what, got, want)
         fin = np.isfinite(want)
         assert_within(got[fin], want[fin], tol, what=str(what))
-    assert launches[0] == len(ORDERS) or name not in tk.TRITON_DIVERGENCES, launches
+    assert launches.count == len(ORDERS) or name not in tk.TRITON_DIVERGENCES, launches.count

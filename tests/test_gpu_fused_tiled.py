@@ -23,7 +23,6 @@ per call.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -32,6 +31,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 F = torch.nn.functional
 
+from _triton import interpreted  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import amid_ref  # noqa: E402
@@ -41,9 +41,8 @@ from gpu import _engine, _fused  # noqa: E402
 from gpu import _triton_kernel as tk  # noqa: E402
 
 INF = math.inf
-interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 pytestmark = pytest.mark.skipif(
-    not interpreted, reason="the tiled path is checked here under TRITON_INTERPRET=1"
+    not interpreted(), reason="the tiled path is checked here under TRITON_INTERPRET=1"
 )
 
 ROWS, HIDDEN, VOCAB, T_HIDDEN = 8, 32, 96, 12

@@ -9,8 +9,8 @@ helpers of ``tests/test_gpu.py`` (:func:`compare_with_reference`).
 
 Every check asserts that the Triton passes really ran (a launch counter on the first pass;
 a fallback to the torch kernel would also warn, and warnings are errors here). The
-interpreter costs about 0.08 s per launch whatever the rows (with tests/_interpreter.py's
-one patching of the language per launch; 0.11 s without), so each check batches its rows
+interpreter costs about 0.08 s per launch whatever the rows (tests/_triton.py patches the
+language once per launch), so each check batches its rows
 into one launch per spec and keeps V small (two tiles of the interpreter's 32 columns).
 Tests marked ``gpu`` run the compiled kernels on CUDA.
 """
@@ -18,7 +18,6 @@ Tests marked ``gpu`` run the compiled kernels on CUDA.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -26,6 +25,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+from _triton import Launches, interpreted  # noqa: E402
 from test_gpu import (  # noqa: E402
     _PIVOT_PARAMS,
     ALPHAS,
@@ -55,24 +55,11 @@ FULL_GRID = ("kl", "js")
 #: Rényi): their grid is sampled (:func:`_grid`) to keep the interpreter's time down.
 SAMPLED = tuple(sorted(GRAD_SUM | (frozenset(gpu.DIVERGENCES) - SUM_OF_TERMS)))
 
-interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 needs_a_runtime = pytest.mark.skipif(
-    not (interpreted or torch.cuda.is_available()),
+    not (interpreted() or torch.cuda.is_available()),
     reason="the Triton kernels need CUDA or TRITON_INTERPRET=1",
 )
 pytestmark = needs_a_runtime
-
-
-class _Launches:
-    """Counts launches of the first pass (``_normalizer_pass[grid](...)``)."""
-
-    def __init__(self, kernel):
-        self.kernel = kernel
-        self.count = 0
-
-    def __getitem__(self, grid):
-        self.count += 1
-        return self.kernel[grid]
 
 
 @pytest.fixture
@@ -81,7 +68,7 @@ def launches(monkeypatch):
     must launch it at least once."""
     monkeypatch.setattr(_engine, "_TRITON", [])
     monkeypatch.setattr(_engine, "_WARNED", set())
-    spy = _Launches(tk._normalizer_pass)
+    spy = Launches(tk._normalizer_pass)
     monkeypatch.setattr(tk, "_normalizer_pass", spy)
     yield spy
     assert spy.count > 0, "the Triton kernel did not run"
@@ -154,9 +141,9 @@ def test_weights_above_one_half(triton_backend, lam):
             compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params)
 
 
-@pytest.mark.skipif(not interpreted, reason="the interpreter's patching (tests/_interpreter.py)")
+@pytest.mark.skipif(not interpreted(), reason="the interpreter's patching (tests/_triton.py)")
 def test_interpreter_patches_the_language_once_per_launch(triton_backend):
-    """tests/_interpreter.py is installed under the interpreter, and a launch still leaves
+    """tests/_triton.py's patching is installed under the interpreter, and a launch still leaves
     triton.language as it found it, also where the kernel raises."""
     import triton.language as tl
     from triton.runtime import interpreter
@@ -605,7 +592,7 @@ def test_delegated_specs_run_the_torch_kernel(monkeypatch):
     so no divergence is delegated.)"""
     assert tk.TRITON_DIVERGENCES == frozenset(gpu.DIVERGENCES)
     monkeypatch.setattr(_engine, "_TRITON", [])
-    spy = _Launches(tk._normalizer_pass)
+    spy = Launches(tk._normalizer_pass)
     monkeypatch.setattr(tk, "_normalizer_pass", spy)
     s_np, t_np = realistic_logits(31, 4, 40, masked=2)
     got = []
@@ -621,7 +608,7 @@ def test_delegated_specs_run_the_torch_kernel(monkeypatch):
 
 
 def test_auto_picks_torch_on_cpu(monkeypatch):
-    spy = _Launches(tk._normalizer_pass)
+    spy = Launches(tk._normalizer_pass)
     monkeypatch.setattr(tk, "_normalizer_pass", spy)
     assert _engine._select_kernel(False, "auto", torch.device("cpu")) is torch_chunk
     gpu.amid_loss(torch.randn(2, 9, requires_grad=True), torch.randn(2, 9), -5.0, 0.1)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 
 import numpy as np
 import pytest
@@ -36,6 +35,7 @@ from _sharded import (  # noqa: E402 (tests/ is on sys.path)
     _outcome,
     _started_pools,
 )
+from _triton import Launches, interpreted  # noqa: E402
 
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
@@ -55,27 +55,15 @@ def pools(request):
 # --- jobs (run in the workers) --------------------------------------------------------------
 
 
-class _Counted:
-    """A kernel whose launches (``kernel[grid]``) are counted."""
-
-    def __init__(self, kernel) -> None:
-        self.kernel = kernel
-        self.count = 0
-
-    def __getitem__(self, grid):
-        self.count += 1
-        return self.kernel[grid]
-
-
-def _first_pass_counter() -> _Counted | None:
+def _first_pass_counter() -> Launches | None:
     """The Triton kernel's first pass, counted in this worker (installed once); ``None``
     where triton does not import."""
     try:
         from gpu import _triton_kernel as tk
     except ImportError:
         return None
-    if not isinstance(tk._normalizer_pass, _Counted):
-        tk._normalizer_pass = _Counted(tk._normalizer_pass)
+    if not isinstance(tk._normalizer_pass, Launches):
+        tk._normalizer_pass = Launches(tk._normalizer_pass)
     return tk._normalizer_pass
 
 
@@ -834,9 +822,8 @@ def test_collectives_counted_kl_pr(pools, extra, data, max_bytes):
 
 # --- the Triton backend (compiled on CUDA, interpreted here: TRITON_INTERPRET=1) -------------
 
-_interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 needs_triton = pytest.mark.skipif(
-    not _interpreted or importlib.util.find_spec("triton") is None,
+    not interpreted() or importlib.util.find_spec("triton") is None,
     reason="the sharded Triton kernel is checked here under TRITON_INTERPRET=1 (CPU)",
 )
 
