@@ -605,7 +605,7 @@ def _triton_kernel():
     if _TRITON:
         return _TRITON[0]
     try:  # optional: the triton package (the gpu and triton extras)
-        from gpu._triton_kernel import triton_chunk
+        from gpu._triton_kernel import launch_shapes, triton_chunk
     except ImportError as exc:
         _warn_once(f"the Triton AMiD kernel does not import ({exc}); using the torch kernel")
         _TRITON.append(None)
@@ -614,6 +614,7 @@ def _triton_kernel():
 
     def kernel(s, t, spec, want_grad, grad_scale, out=None, out_lo=None, saved=None):
         if working[0]:
+            launch_shapes()  # a malformed AMID_TRITON_LAUNCH is the caller's error: raised
             try:
                 return triton_chunk(
                     s, t, spec, want_grad, grad_scale, out, out_lo=out_lo, saved=saved

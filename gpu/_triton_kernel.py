@@ -107,6 +107,7 @@ deliberately and with the same contract (:func:`runs_in_triton` says which).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 
@@ -1721,13 +1722,97 @@ _LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 #: series' bounds hold for either; triton 3.9's interpreter fuses it too, 3.6's does not).
 
 
-def _blocks(n: int, v: int) -> tuple[int, int, int]:
-    """(BLOCK_R, BLOCK_V, num_warps): a row per program on CUDA with wide tiles; under the
-    interpreter (numpy) many rows per program and narrow tiles."""
+#: The passes by their letters (module docstring), as :data:`LAUNCH_ENV` names them.
+PASSES = {"a": "_normalizer_pass", "b": "_mixture_pass", "c0": "_renyi_pass",
+          "c": "_divergence_pass", "c2": "_gradient_sum_pass", "d": "_gradient_pass"}  # fmt: skip
+#: The environment variable that sets the launch shape of the passes: ``R:V:W`` (every
+#: pass: BLOCK_R rows per program, BLOCK_V-wide tiles, W warps) and/or ``LETTER=R:V:W``
+#: for one pass (:data:`PASSES`), comma-separated, e.g. ``1:2048:4,a=1:4096:8``. For
+#: measuring launch shapes (``python -m gpu.device_check``'s ``tune`` stage); unset, each
+#: pass takes :func:`_blocks`' default.
+LAUNCH_ENV = "AMID_TRITON_LAUNCH"
+#: The launch shape set by :func:`launch_config` (it takes precedence over the variable).
+_LAUNCH_SET: list[dict] = []
+
+
+def parse_launch(text: str, where: str = LAUNCH_ENV) -> dict[str, tuple[int, int, int]]:
+    """``{kernel name: (BLOCK_R, BLOCK_V, num_warps)}`` from :data:`LAUNCH_ENV`'s syntax.
+
+    BLOCK_R and BLOCK_V are powers of two (BLOCK_R ≤ 64, 16 ≤ BLOCK_V ≤ 16384, their
+    product ≤ 16384: the tile lives in registers), W is 1, 2, 4, 8, 16 or 32. Anything
+    else raises ``ValueError`` naming ``where`` and the item. A pass's own shape takes
+    precedence over the shape for every pass, wherever it stands."""
+    general, specific = None, {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        letter, _, shape = item.rpartition("=")
+        letter = letter.strip()
+        if letter and letter not in PASSES:
+            raise ValueError(f"{where}: unknown pass {letter!r} in {item!r}; the passes are "
+                             f"{', '.join(PASSES)}")  # fmt: skip
+        try:
+            r, bv, w = (int(x) for x in shape.split(":"))
+        except ValueError:
+            raise ValueError(f"{where}: {item!r} is not R:V:W (three integers, e.g. "
+                             f"1:4096:8)") from None  # fmt: skip
+        pow2 = lambda x: x > 0 and x & (x - 1) == 0  # noqa: E731
+        if not (pow2(r) and pow2(bv) and r <= 64 and 16 <= bv <= 16384 and r * bv <= 16384):
+            raise ValueError(f"{where}: {item!r}: BLOCK_R and BLOCK_V must be powers of two, "
+                             f"BLOCK_R ≤ 64, 16 ≤ BLOCK_V ≤ 16384, BLOCK_R·BLOCK_V ≤ 16384")  # fmt: skip
+        if w not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"{where}: {item!r}: the warps must be 1, 2, 4, 8, 16 or 32")
+        if letter:
+            specific[PASSES[letter]] = (r, bv, w)
+        else:
+            general = (r, bv, w)
+    shapes = dict.fromkeys(PASSES.values(), general) if general else {}
+    return {**shapes, **specific}
+
+
+@contextlib.contextmanager
+def launch_config(text: str | None):
+    """Within ``with``: the passes' launch shapes as :data:`LAUNCH_ENV` would set them
+    (``None``: the defaults), whatever the variable says; for timing launch shapes."""
+    _LAUNCH_SET.append(parse_launch(text or "", "launch_config"))
+    try:
+        yield
+    finally:
+        _LAUNCH_SET.pop()
+
+
+@functools.lru_cache(maxsize=8)
+def _env_launch(text: str) -> dict[str, tuple[int, int, int]]:
+    return parse_launch(text)
+
+
+def launch_shapes() -> dict[str, tuple[int, int, int]]:
+    """The launch shapes set now (:func:`launch_config`, else :data:`LAUNCH_ENV`), by kernel
+    name; raises ``ValueError`` (naming the variable) on a malformed variable, which the
+    callers check before their first launch, so that it is raised, not fallen back from."""
+    return _LAUNCH_SET[-1] if _LAUNCH_SET else _env_launch(os.environ.get(LAUNCH_ENV, ""))
+
+
+def _blocks(n: int, v: int, kernel: str | None = None) -> tuple[int, int, int]:
+    """(BLOCK_R, BLOCK_V, num_warps) of pass ``kernel``: a row per program on CUDA with wide
+    tiles; under the interpreter (numpy) many rows per program and narrow tiles; a shape set
+    by :func:`launch_config` or :data:`LAUNCH_ENV` where one is (its tile narrowed to the
+    rows and the vocabulary)."""
+    shapes = launch_shapes()
+    if kernel in shapes:
+        r, bv, w = shapes[kernel]
+        return (min(r, triton.next_power_of_2(max(n, 1))), min(bv, triton.next_power_of_2(v)),
+                1 if _interpreted() else w)  # fmt: skip
     if _interpreted():
         return min(32, triton.next_power_of_2(max(n, 1))), min(32, triton.next_power_of_2(v)), 1
     block_v = min(4096, triton.next_power_of_2(v))
     return 1, block_v, 8 if block_v >= 2048 else 4
+
+
+def _launch(kernel: str, n: int, v: int) -> tuple[tuple[int], dict]:
+    """The grid and the launch keywords (block sizes, warps, compile options) of pass
+    ``kernel`` over ``n`` rows of width ``v``."""
+    block_r, block_v, warps = _blocks(n, v, kernel)
+    return (triton.cdiv(n, block_r),), dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps,
+                                            **_LAUNCH_OPTIONS)  # fmt: skip
 
 
 def triton_chunk(
@@ -1939,10 +2024,8 @@ def _chunk(
     ref_p = (second if first_r else first) == "p"
     through_r = want_grad and not spec.objective.detach_assistant
     acc = not _interpreted() and libdevice is not None
-    block_r, block_v, warps = _blocks(n, v)
-    grid = (triton.cdiv(n, block_r),)
-    blocks = dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps, **_LAUNCH_OPTIONS)
     stride = s.stride(0)
+    grid, blocks = _launch("_normalizer_pass", n, v)
     _normalizer_pass[grid](s, t, stride, n, v, stats, idx, flags, inv_t, ACC=acc, SHARD=shard,
                            **blocks)  # fmt: skip
     if shard:
@@ -1982,6 +2065,7 @@ def _chunk(
                consts["t_off"], consts["c_a"], consts["c_b"], consts["log_lam"],
                consts["log_1m_lam"], kc)  # fmt: skip
     mix_args = (*scalars, *stored)
+    grid, blocks = _launch("_mixture_pass", n, v)
     _mixture_pass[grid](s, t, stride, n, v, stats, idx, flags, *mix_args, REF_P=ref_p,
                         FIND_SILENT=live, STORE_MIX=store, SHARD=shard, **regime,
                         **blocks)  # fmt: skip
@@ -1991,6 +2075,7 @@ def _chunk(
     all_args = (*mix_args, *div_args)
     tile_args = (*scalars, kc, kc, 0, *div_args)  # no stored mixture (pass d, gradient_tile)
     if div == _RENYI:  # its row sums, before the loss
+        grid, blocks = _launch("_renyi_pass", n, v)
         _renyi_pass[grid](s, t, stride, n, v, stats, idx, *mix_args, dprm, FIRST_R=first_r,
                           REF_P=ref_p, **regime, **blocks)  # fmt: skip
         if shard:
@@ -2007,6 +2092,7 @@ def _chunk(
         if store_pair
         else kc
     )
+    grid, blocks = _launch("_divergence_pass", n, v)
     _divergence_pass[grid](s, t, stride, n, v, stats, idx, flags, loss, pr_buf, *all_args,
                            WANT_GRAD=want_grad, LOAD_MIX=store, STORE_PAIR=store_pair, **shape,
                            **regime, **blocks)  # fmt: skip
@@ -2039,6 +2125,7 @@ def _chunk(
                 out_lo.zero_()
             return loss, out.zero_(), flags
         return loss, torch.zeros(n, v, dtype=torch.float32, device=device), flags
+    grid, blocks = _launch("_gradient_sum_pass", n, v)
     _gradient_sum_pass[grid](s, t, stride, n, v, stats, idx, g_buf, g_buf.stride(0), pr_buf,
                              *all_args, **shape, **regime, **blocks, STORE_G=True,
                              LOAD_MIX=store, LOAD_PAIR=store_pair)  # fmt: skip
@@ -2047,6 +2134,7 @@ def _chunk(
     del m_buf, pr_buf, stored, mix_args, all_args  # pass d reads G, not the stored mixture
     lo = out_lo if (out is not None and out_lo is not None) else grad
     scale = grad_scale * inv_t
+    grid, blocks = _launch("_gradient_pass", n, v)
     _gradient_pass[grid](s, t, stride, n, v, stats, idx, flags, grad, grad.stride(0), lo,
                          lo.stride(0), scale, g_buf, g_buf.stride(0), *tile_args, **shape,
                          HAS_LO=lo is not grad, **regime, **blocks, LOAD_G=True)  # fmt: skip
@@ -2096,9 +2184,7 @@ def gradient_tile(
     if out.stride(-1) != 1 or (out_lo is not None and out_lo.stride(-1) != 1):
         raise ValueError("out and out_lo must have a unit stride along the vocabulary")
     local = (idx - col0).to(torch.int32)
-    block_r, block_v, warps = _blocks(n, v)
-    grid = (triton.cdiv(n, block_r),)
-    blocks = dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps, **_LAUNCH_OPTIONS)
+    grid, blocks = _launch("_gradient_pass", n, v)
     lo = out if out_lo is None else out_lo
     with np.errstate(all="ignore"):
         # G formed here (LOAD_G=False: no stored G; ``out`` stands for its unused pointer)

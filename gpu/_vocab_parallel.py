@@ -841,9 +841,11 @@ def _shard_triton(backend: str, device: torch.device) -> bool:
     why = _triton_usable(device)
     if why is None:
         try:  # optional: the triton package
-            import gpu._triton_kernel  # noqa: F401
+            from gpu._triton_kernel import launch_shapes
         except ImportError as exc:
             why = f"the Triton AMiD kernel does not import ({exc})"
+        else:  # a malformed AMID_TRITON_LAUNCH: an argument error, raised on every rank
+            launch_shapes()
     if why is not None and backend == "triton":
         _warn_once(f"backend='triton': {why}; using the torch kernel")
     return why is None

@@ -43,6 +43,7 @@ def _fake_triton_kernel(monkeypatch, triton_chunk) -> None:
 
     fake = types.ModuleType("gpu._triton_kernel")
     fake.triton_chunk = triton_chunk
+    fake.launch_shapes = dict  # no launch shapes set
     monkeypatch.setitem(sys.modules, "gpu._triton_kernel", fake)
     monkeypatch.setattr(_engine, "_TRITON", [])
     monkeypatch.setattr(_engine, "_WARNED", set())

@@ -615,6 +615,95 @@ def test_auto_picks_torch_on_cpu(monkeypatch):
     assert spy.count == 0
 
 
+# --- launch shapes (gpu._triton_kernel.LAUNCH_ENV) -------------------------------------------
+
+
+def test_launch_variable_syntax_and_errors():
+    """``R:V:W`` for every pass, ``LETTER=R:V:W`` for one, a pass's own shape winning wherever
+    it stands; anything else a ValueError naming the variable and the item."""
+    passes = tuple(tk.PASSES.values())
+    shapes = tk.parse_launch("1:2048:4, c=4:1024:8")
+    assert shapes["_divergence_pass"] == (4, 1024, 8)
+    assert all(shapes[k] == (1, 2048, 4) for k in passes if k != "_divergence_pass")
+    assert tk.parse_launch("c=4:1024:8,1:2048:4") == shapes
+    assert tk.parse_launch("d=1:64:2") == {"_gradient_pass": (1, 64, 2)}
+    assert tk.parse_launch("") == {} and tk.parse_launch(" , ") == {}
+    bad = {
+        "1:100:4": "BLOCK_R and BLOCK_V must be powers of two",
+        "1:4096": "is not R:V:W",
+        "a=1:x:4": "is not R:V:W",
+        "e=1:64:4": "unknown pass 'e'",
+        "1:64:3": "the warps must be 1, 2, 4, 8, 16 or 32",
+        "128:64:4": "BLOCK_R ≤ 64",
+        "1:32768:8": "16 ≤ BLOCK_V ≤ 16384",
+        "64:512:8": "BLOCK_R·BLOCK_V ≤ 16384",
+        "1:8:4": "16 ≤ BLOCK_V",
+    }
+    for text, words in bad.items():
+        with pytest.raises(ValueError) as err:
+            tk.parse_launch(text)
+        assert str(err.value).startswith("AMID_TRITON_LAUNCH: "), err.value
+        assert words in str(err.value), (text, err.value)
+        assert repr(text.split(",")[-1].strip()) in str(err.value)
+
+
+class _Shapes:
+    """A pass whose launches' (BLOCK_R, BLOCK_V) are recorded, launched as they came."""
+
+    def __init__(self, kernel, seen: set) -> None:
+        self.kernel, self.seen = kernel, seen
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.seen.add((kwargs["BLOCK_R"], kwargs["BLOCK_V"], grid[0]))
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+@pytest.mark.parametrize("shape", ["2:16:4", "4:64:8", "a=2:128:8,c=1:32:1,d=4:16:2"])
+def test_launch_shapes_reach_the_launches_and_keep_the_numerics(monkeypatch, launches, shape):
+    """Each pass launches with the shape :func:`gpu._triton_kernel.launch_config` sets (its
+    tile narrowed to the vocabulary), and the loss and gradient stay within the gpu rows
+    of amid_ref: the kernel's tiles and row blocks are a layout, not a change of the
+    numerics (KL with the stored mixture, AB with the stored pair, Rényi's pass c0)."""
+    want = tk.parse_launch(shape)
+    seen = {name: set() for name in want}
+    for name in want:
+        monkeypatch.setattr(tk, name, _Shapes(getattr(tk, name), seen[name]))
+    rows, vocab = 5, 70
+    s_np, t_np = realistic_logits(23, rows, vocab, masked=2)
+    with tk.launch_config(shape):
+        for alpha, lam, div, order, params in [
+            (-5.0, 0.1, "kl", "pr", None),
+            (-1.0, 0.5, "ab", "rq", {"alpha": 0.2, "beta": 0.7}),
+            (0.5, 0.3, "renyi", "pr", {"order": 2.0}),
+        ]:
+            compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params,
+                                   backend="triton")  # fmt: skip
+    for name, (r, bv, _) in want.items():
+        block_v = min(bv, 128)  # the next power of two above V = 70
+        assert seen[name] == {(r, block_v, -(-rows // r))}, (name, seen[name])
+
+
+def test_malformed_launch_variable_is_raised_not_fallen_back_from(monkeypatch):
+    """A malformed ``AMID_TRITON_LAUNCH`` is the caller's error: gpu.amid_loss raises it (no
+    fall-back to the torch kernel, no warning) and the Triton backend keeps working once
+    the variable is mended."""
+    monkeypatch.setattr(_engine, "_TRITON", [])
+    monkeypatch.setattr(_engine, "_WARNED", set())
+    spy = Launches(tk._normalizer_pass)
+    monkeypatch.setattr(tk, "_normalizer_pass", spy)
+    s, t = torch.randn(2, 40, requires_grad=True), torch.randn(2, 40)
+    monkeypatch.setenv(tk.LAUNCH_ENV, "b=1:4096")
+    with pytest.raises(ValueError, match=r"AMID_TRITON_LAUNCH: 'b=1:4096' is not R:V:W"):
+        gpu.amid_loss(s, t, -5.0, 0.1, backend="triton")
+    assert spy.count == 0 and not _engine._WARNED
+    monkeypatch.setenv(tk.LAUNCH_ENV, "b=2:16:2")
+    gpu.amid_loss(s, t, -5.0, 0.1, backend="triton").backward()
+    assert spy.count == 1 and not _engine._WARNED
+
+
 # --- compiled, on CUDA ----------------------------------------------------------------------
 
 

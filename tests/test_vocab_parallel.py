@@ -1049,3 +1049,28 @@ def test_triton_one_rank_group_is_the_unsharded_kernel(monkeypatch, device):
             assert counted == 1 + per_chunk * 2 + 1, (what, counted)
     finally:
         dist.destroy_process_group()
+
+
+@needs_triton
+def test_triton_malformed_launch_variable_is_an_argument_error(monkeypatch):
+    """A malformed ``AMID_TRITON_LAUNCH`` (gpu._triton_kernel.LAUNCH_ENV) is an argument
+    error of the sharded Triton loss: raised with its message after the agreement
+    collective, which a rank that rejected its arguments still joins (the others raise
+    too), before any kernel runs; never a fall-back or a rank left waiting."""
+    calls = [0]
+    all_reduce = dist.all_reduce
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return all_reduce(*args, **kwargs)
+
+    monkeypatch.setattr(dist, "all_reduce", counting)
+    monkeypatch.setenv("AMID_TRITON_LAUNCH", "1:100:4")
+    _one_rank_group("cpu")
+    try:
+        s = torch.zeros(2, 40, requires_grad=True)
+        with pytest.raises(ValueError, match="AMID_TRITON_LAUNCH: '1:100:4'"):
+            gpu.vocab_parallel_amid_loss(s, torch.zeros(2, 40), -5.0, 0.1, backend="triton")
+        assert calls[0] == 1  # the agreement check, and nothing after it
+    finally:
+        dist.destroy_process_group()
