@@ -56,9 +56,10 @@ Measurement method
   their gradients written) and its floating-point operations (fused: four GEMMs,
   8·N·V·H; logits: :data:`ELEMENTWISE_FLOPS` per element, an estimate). The HBM fraction
   is ``bytes / time / bandwidth`` and the FLOP fraction ``flops / time / rate``, with the
-  H200 ceilings measured on one such machine (:data:`H200_COPY_TBPS`,
-  :data:`H200_BF16_TFLOPS`) on CUDA and a measured copy bandwidth and float32 product rate
-  on the CPU.
+  ceilings of the device at hand measured at the start of the run
+  (:func:`measure_ceilings`): on CUDA a 1 GiB device-to-device copy and a bf16 8192³
+  product (the H200 here: :data:`H200_COPY_TBPS`, :data:`H200_BF16_TFLOPS`), on the CPU
+  a 128 MiB float32 copy and a 1024³ float32 product.
 * **Threads**: CPU logits runs pin torch to ``--threads`` intra-op threads (default 1);
   ``--threads 0`` keeps torch's default.
 
@@ -99,6 +100,7 @@ import subprocess
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -249,38 +251,67 @@ def roofline(cost: dict, time_s: float, ceilings: dict) -> dict:
     }
 
 
-def device_ceilings(device: str, hbm_tbps: float | None = None) -> dict:
-    """Memory bandwidth and FLOP rate of ``device``: the H200 figures measured here on CUDA,
-    a measured copy bandwidth (bytes read + written) and float32 product rate on the CPU."""
-    if device == "cuda":
-        return {
-            "bytes_per_s": (hbm_tbps or H200_COPY_TBPS) * 1e12,
-            "flops_per_s": H200_BF16_TFLOPS * 1e12,
-            "source": "H200: device-to-device copy and bf16 8192³ product measured on one "
-            "such machine" + (f"; bandwidth set by --hbm-tbps {hbm_tbps}" if hbm_tbps else ""),
-        }
-    n = 1 << 25  # 128 MiB of float32: far beyond the caches
-    x = torch.rand(n)
+def _median_seconds(fn, cuda: bool, reps: int) -> float:
+    """Median seconds of ``reps`` calls of ``fn`` after one warm-up call (between CUDA
+    events on CUDA)."""
+    times = []
+    for _ in range(reps + 1):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def measure_ceilings(device: str, copy_bytes: int | None = None, gemm: int | None = None) -> dict:
+    """The copy bandwidth (bytes read + written per second) and the matrix-product rate
+    (FLOP/s) of ``device``, measured now: a copy of ``copy_bytes`` (CUDA 1 GiB, CPU 128 MiB:
+    far beyond the caches) and a ``gemm``³ product (CUDA bf16 8192³, the tensor cores'
+    rate; CPU float32 1024³), median of 10 (CPU: 5 and 3) after a warm-up."""
+    cuda = device == "cuda"
+    copy_bytes = copy_bytes or (1 << (30 if cuda else 27))
+    gemm = gemm or (8192 if cuda else 1024)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    x = torch.empty(copy_bytes // 4, dtype=torch.float32, device=device).uniform_()
     y = torch.empty_like(x)
-    y.copy_(x)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        y.copy_(x)
-        times.append(time.perf_counter() - t0)
-    bandwidth = 2 * 4 * n / statistics.median(times)
-    a = torch.rand(1024, 1024)
-    a @ a
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - t0)
+    bandwidth = 2 * x.numel() * 4 / _median_seconds(partial(y.copy_, x), cuda, 10 if cuda else 5)
+    del x, y
+    a = torch.rand(gemm, gemm, device=device).to(dtype)
+    b = torch.rand(gemm, gemm, device=device).to(dtype)
+    rate = 2 * gemm**3 / _median_seconds(partial(torch.matmul, a, b), cuda, 10 if cuda else 3)
+    del a, b
+    if cuda:
+        torch.cuda.empty_cache()  # the workers measure their own peaks; give the blocks back
+    return {"bytes_per_s": bandwidth, "flops_per_s": rate}
+
+
+def device_ceilings(device: str, hbm_tbps: float | None = None) -> dict:
+    """Memory bandwidth and FLOP rate of ``device`` for the roofline, measured now
+    (:func:`measure_ceilings`): on CUDA a 1 GiB device-to-device copy and a bf16 8192³
+    product, so that the fractions are of the GPU at hand (an H100 copies about 3.0 TB/s,
+    an H200 :data:`H200_COPY_TBPS`); on the CPU a 128 MiB float32 copy and a 1024³ float32
+    product. ``hbm_tbps`` (TB/s) replaces the measured bandwidth."""
+    measured = measure_ceilings(device)
+    override = f"; bandwidth set by --hbm-tbps {hbm_tbps}" if hbm_tbps else ""
+    if device == "cuda":
+        what = (f"{torch.cuda.get_device_name(0)}: a 1 GiB device-to-device copy "
+                f"({measured['bytes_per_s'] / 1e12:.2f} TB/s) and a bf16 8192³ product "
+                f"({measured['flops_per_s'] / 1e12:.0f} TFLOP/s) measured now")  # fmt: skip
+    else:
+        what = ("CPU: a 128 MiB float32 copy and a 1024³ float32 product measured now, "
+                f"at {torch.get_num_threads()} torch threads")  # fmt: skip
     return {
-        "bytes_per_s": (hbm_tbps * 1e12) if hbm_tbps else bandwidth,
-        "flops_per_s": 2 * 1024**3 / statistics.median(times),
-        "source": "CPU: a 128 MiB float32 copy and a 1024³ float32 product measured now, "
-        f"at {torch.get_num_threads()} torch threads",
+        "bytes_per_s": hbm_tbps * 1e12 if hbm_tbps else measured["bytes_per_s"],
+        "flops_per_s": measured["flops_per_s"],
+        "measured_bytes_per_s": measured["bytes_per_s"],
+        "source": what + override,
     }
 
 
@@ -1386,8 +1417,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--hbm-tbps",
         type=float,
         default=None,
-        help=f"memory bandwidth for the roofline, TB/s (default: {H200_COPY_TBPS} on CUDA, "
-        "measured on the CPU)",
+        help="memory bandwidth for the roofline, TB/s (default: measured at the start of "
+        "the run, a device-to-device copy on CUDA and a 128 MiB copy on the CPU)",
     )
     parser.add_argument(
         "--max-gib",

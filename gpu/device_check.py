@@ -6,31 +6,37 @@ Usage::
     python -m gpu.device_check --out check.json     # choose the output file
     python -m gpu.device_check --cpu-dry-run        # every stage at tiny sizes on the CPU
 
-Each stage runs in its own subprocess with its own time limit (:data:`STAGE_LIMITS`, 345 s
+Each stage runs in its own subprocess with its own time limit (:data:`STAGE_LIMITS`, 350 s
 in all); its status (``ok``, ``failed``, ``timeout``, ``error``), wall time and result are
 recorded, and the JSON file is rewritten after every stage, so a stage that times out or
 crashes loses nothing of the ones before and the next one still runs. Every stage after
 the first records ``triton_cache_entries_added``: the Triton variants it had to compile
 itself (0 when the compile stage had them all).
 
-1. ``compile`` -- :func:`_stage_compile`: the Triton variants that ``bench``, ``accuracy``
-   and ``tests`` launch, recorded by running their workloads with the kernels replaced by
-   recorders (:class:`_Recording`), compiled by parallel worker processes into Triton's
+1. ``compile`` -- :func:`_stage_compile`: the Triton variants that ``bench``, ``tune``,
+   ``accuracy`` and ``tests`` launch, recorded by running their workloads with the kernels
+   replaced by recorders (:class:`_Recording`), compiled by parallel worker processes into Triton's
    on-disk cache (bench's first), within its limit; how many, and the wall time.
 2. ``bench`` -- ``python -m gpu.bench --targets`` (shortened: 5 timed passes, 40 s per
    implementation): the logits targets (KL, JS, AB at N = 8192, V = 128256, bf16) and the
    fused target against liger-kernel, each MET / NOT MET with its ratio. The benchmark
    writes its own JSON after every implementation; on a timeout the rows it had are kept.
-3. ``accuracy`` -- :func:`gpu.accuracy.backend_accuracy`: the loss and gradient of both
+   Its roofline fractions are of the GPU at hand: the copy bandwidth and bf16 product rate
+   are measured at its start (:func:`gpu.bench.measure_ceilings`).
+3. ``tune`` -- :func:`_stage_tune`: the Triton logits loss at the same size under each
+   launch shape of :data:`TUNE_SHAPES` (:data:`gpu._triton_kernel.LAUNCH_ENV`), the total
+   and each pass's time (CUDA events around its launches), and per objective the best
+   shape overall and per pass; written after every (shape, objective).
+4. ``accuracy`` -- :func:`gpu.accuracy.backend_accuracy`: the loss and gradient of both
    backends (``torch``, ``triton``) in float32 and bfloat16 at V = 151936 against
    :mod:`amid_ref` in float64, as fractions of the "gpu" tolerance rows.
-4. ``kernels`` -- the accuracy of the framework kernels the loss relies on, against float64
+5. ``kernels`` -- the accuracy of the framework kernels the loss relies on, against float64
    on the CPU, at V = 151936 (:func:`kernel_accuracy`).
-5. ``sigmoid`` -- :func:`gpu.accuracy.sigmoid_accuracy`: is ``torch.sigmoid`` through
+6. ``sigmoid`` -- :func:`gpu.accuracy.sigmoid_accuracy`: is ``torch.sigmoid`` through
    ``torch.compile`` off by more than 4 eps on this device (and the reciprocal form the
    mixture weight uses)? The dry run takes torch.compile's ``eager`` backend: the same
    steps, without inductor's C++ for the CPU, which would say nothing of its CUDA code.
-6. ``tests`` -- ``pytest -m gpu`` over the gpu test files (the CUDA copies of the checks
+7. ``tests`` -- ``pytest -m gpu`` over the gpu test files (the CUDA copies of the checks
    against :mod:`amid_ref`), with pytest's summary; last, as the stage with the most
    variants (``test_cuda_small_grid``: about 1260), whatever the compile stage had no time
    for is compiled here.
@@ -44,8 +50,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,17 +65,18 @@ from typing import Any
 
 import torch
 
+import gpu
 from gpu import _engine, accuracy, bench
 from gpu._fused import OUT_DTYPE_PRODUCTS, _addmm_, _times_weight
 from gpu.bench import format_targets
 
-#: Seconds per stage on CUDA, in the order they run (345 s in all: the check fits in 6
+#: Seconds per stage on CUDA, in the order they run (350 s in all: the check fits in 6
 #: minutes with start-up); the compile stage first, so that the others measure, not compile.
-STAGE_LIMITS = {"compile": 120, "bench": 100, "accuracy": 30, "kernels": 15, "sigmoid": 20,
-                "tests": 60}  # fmt: skip
+STAGE_LIMITS = {"compile": 105, "bench": 100, "tune": 25, "accuracy": 30, "kernels": 15,
+                "sigmoid": 20, "tests": 55}  # fmt: skip
 #: Seconds per stage in the CPU dry run.
-DRY_RUN_LIMITS = {"compile": 90, "bench": 240, "accuracy": 60, "kernels": 60, "sigmoid": 90,
-                  "tests": 60}  # fmt: skip
+DRY_RUN_LIMITS = {"compile": 90, "bench": 240, "tune": 60, "accuracy": 60, "kernels": 60,
+                  "sigmoid": 90, "tests": 60}  # fmt: skip
 STAGES = tuple(STAGE_LIMITS)
 #: At most this many compile worker processes (the CUDA machine has 16 cores).
 COMPILE_WORKERS = 16
@@ -203,6 +212,191 @@ def _stage_sigmoid(device: str, dry: bool) -> dict:
     return {"status": "ok", **accuracy.sigmoid_accuracy(device, compile_backend=backend)}
 
 
+# --- the tune stage: the Triton passes' time under other launch shapes -----------------------
+
+#: The launch shapes the ``tune`` stage times, in the syntax of
+#: :data:`gpu._triton_kernel.LAUNCH_ENV` (``BLOCK_R:BLOCK_V:warps``, every pass; ``None``: the
+#: default, 1:4096:8 at these sizes), chosen from the sm_90 counts of ``python -m
+#: gpu.kernel_cost`` (docs/gpu.md): the default's 16 elements per thread in smaller blocks
+#: (more warps resident: 1:2048:4, 1:1024:2), 32 per thread (the fewest instructions, 8
+#: warps: 1:4096:4), 8 per thread (twice the warps, 10 % more instructions: 1:2048:8,
+#: 1:1024:4, 1:512:2) and 4 rows per program (4:1024:8).
+TUNE_SHAPES = (None, "1:2048:4", "1:1024:2", "1:4096:4", "1:2048:8", "1:1024:4", "1:512:2",
+               "4:1024:8")  # fmt: skip
+#: The dry run's shapes (under Triton's interpreter, at tiny sizes: the steps, no timing).
+DRY_TUNE_SHAPES = (None, "4:64:4")
+#: Timed forward+backward passes per (objective, shape), after one warm-up pass.
+TUNE_REPS = 3
+
+
+class _PassTimer:
+    """Within ``with``: every launch of :mod:`gpu._triton_kernel`'s passes is timed (CUDA
+    events around it; on the CPU the wall time) and counted, by kernel name."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.events: list[tuple[str, Any, Any]] = []
+        self.launches: dict[str, int] = {}
+
+    def _timed(self, name: str, kernel):
+        timer = self
+
+        class _Kernel:
+            def __getitem__(self, grid):
+                def launch(*args, **kwargs):
+                    timer.launches[name] = timer.launches.get(name, 0) + 1
+                    if timer.cuda:
+                        start = torch.cuda.Event(enable_timing=True)
+                        end = torch.cuda.Event(enable_timing=True)
+                        start.record()
+                        out = kernel[grid](*args, **kwargs)
+                        end.record()
+                    else:
+                        start = time.perf_counter()
+                        out = kernel[grid](*args, **kwargs)
+                        end = time.perf_counter()
+                    timer.events.append((name, start, end))
+                    return out
+
+                return launch
+
+        return _Kernel()
+
+    def __enter__(self):
+        from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
+        self._saved = {n: getattr(tk, n) for n in _kernel_names()}
+        for name, kernel in self._saved.items():
+            setattr(tk, name, self._timed(name, kernel))
+        return self
+
+    def __exit__(self, *exc):
+        from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
+        for name, kernel in self._saved.items():
+            setattr(tk, name, kernel)
+        return False
+
+    def take(self) -> dict[str, float]:
+        """Milliseconds per kernel since the last call (launches counted from the start)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+        out: dict[str, float] = {}
+        for name, start, end in self.events:
+            ms = start.elapsed_time(end) if self.cuda else 1e3 * (end - start)
+            out[name] = out.get(name, 0.0) + ms
+        self.events = []
+        return out
+
+
+def _tune_plan(dry: bool) -> dict:
+    """The tune stage's sizes and shapes: the logits target's (N = 8192, V = 128256, bf16)
+    on CUDA; 16 × 300 float32, KL only, under the interpreter in the dry run."""
+    t = bench.CUDA_LOGITS_TARGET
+    if dry:
+        return {"rows": 16, "vocab": 300, "dtype": "float32", "shapes": DRY_TUNE_SHAPES,
+                "reps": 1, "objectives": ("kl",)}  # fmt: skip
+    return {"rows": t["rows"], "vocab": t["vocab"], "dtype": t["dtype"], "shapes": TUNE_SHAPES,
+            "reps": TUNE_REPS, "objectives": tuple(t["objectives"])}  # fmt: skip
+
+
+def _tune_step(s, t, objective: str):
+    obj = {k: v for k, v in bench.OBJECTIVES[objective].items() if k != "label"}
+    return gpu.amid_loss(s, t, backend="triton", **obj)
+
+
+def _tune_workloads(device: str, dry: bool) -> None:
+    """The Triton work of the ``tune`` stage, once per (objective, shape), at its sizes."""
+    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
+    plan = _tune_plan(dry)
+    s, t = bench._make_inputs(plan["rows"], plan["vocab"], getattr(torch, plan["dtype"]), device)
+    for shape in plan["shapes"]:
+        for objective in plan["objectives"]:
+            with tk.launch_config(shape):
+                _tune_step(s, t, objective).backward()
+
+
+def _stage_tune(device: str, dry: bool, part: str | None = None) -> dict:
+    """Forward + backward of the Triton logits loss at the logits target's size for each
+    objective under each launch shape of :data:`TUNE_SHAPES`: the median total time and
+    each pass's time (CUDA events around its launches), so that the passes' launch
+    shapes can be chosen from one run. The result is written to ``part`` after every
+    (objective, shape): a stage cut short keeps what it measured."""
+    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
+    plan = _tune_plan(dry)
+    cuda = device == "cuda"
+    rows: list[dict] = []
+    result: dict[str, Any] = {**plan, "shapes": [s or "default" for s in plan["shapes"]],
+                              "rows": rows}  # fmt: skip
+    s, t = bench._make_inputs(plan["rows"], plan["vocab"], getattr(torch, plan["dtype"]), device)
+    with _PassTimer(cuda) as timer, warnings.catch_warnings():
+        # a fall-back to the torch kernel is an error here: the row would time the wrong kernel
+        warnings.filterwarnings("error", message=".*using the torch kernel.*")
+        for shape in plan["shapes"]:  # a stage cut short keeps every objective of a shape
+            for objective in plan["objectives"]:
+                row: dict[str, Any] = {"objective": objective, "launch": shape or "default"}
+                _engine._TRITON.clear()  # a fresh wrapper: an earlier shape's failure is not kept
+                try:
+                    with tk.launch_config(shape):
+                        totals, passes = [], []
+                        for rep in range(plan["reps"] + 1):  # the first: a warm-up
+                            s.grad = None
+                            timer.take()
+                            t0 = time.perf_counter()
+                            _tune_step(s, t, objective).backward()
+                            by_pass = timer.take()  # synchronizes
+                            if rep:
+                                totals.append(1e3 * (time.perf_counter() - t0))
+                                passes.append(by_pass)
+                    if not passes or not passes[-1]:
+                        raise RuntimeError("no Triton pass was launched")
+                    per_pass = {k: statistics.median(p.get(k, 0.0) for p in passes)
+                                for k in passes[-1]}  # fmt: skip
+                    row.update(status="ok", time_ms=round(statistics.median(totals), 3),
+                               passes_ms={k: round(v, 3) for k, v in per_pass.items()})  # fmt: skip
+                    row["passes_total_ms"] = round(sum(row["passes_ms"].values()), 3)
+                except Exception as exc:  # recorded; the next shape still runs
+                    row.update(status="error", why=f"{type(exc).__name__}: {exc}"[:300])
+                rows.append(row)
+                result["best"] = _tune_best(rows)
+                if part:
+                    Path(part).write_text(json.dumps(_tune_result(result), indent=2))
+    result["launches"] = dict(timer.launches)
+    return _tune_result(result)
+
+
+def _tune_result(result: dict) -> dict:
+    """The stage's record: ``failed`` where a shape did not run."""
+    ok = all(r["status"] == "ok" for r in result["rows"])
+    return {"status": "ok" if ok else "failed", **result}
+
+
+def _tune_best(rows: list[dict]) -> dict:
+    """Per objective: the shape of the least total time, and per pass the shape of its least
+    time (the sum of those per-pass minima: what per-pass shapes would give)."""
+    best: dict[str, Any] = {}
+    for objective in dict.fromkeys(r["objective"] for r in rows):
+        ok = [r for r in rows if r["objective"] == objective and r["status"] == "ok"]
+        if not ok:
+            continue
+        top = min(ok, key=lambda r: r["passes_total_ms"])
+        default = next((r for r in ok if r["launch"] == "default"), None)
+        per_pass = {}
+        for name in top["passes_ms"]:
+            fastest = min(ok, key=lambda r: r["passes_ms"].get(name, math.inf))
+            per_pass[name] = {"launch": fastest["launch"], "ms": fastest["passes_ms"][name]}
+        best[objective] = {
+            "launch": top["launch"],
+            "passes_total_ms": top["passes_total_ms"],
+            "default_passes_total_ms": default["passes_total_ms"] if default else None,
+            "per_pass": per_pass,
+            "per_pass_total_ms": round(sum(p["ms"] for p in per_pass.values()), 3),
+        }
+    return best
+
+
 # --- the compile stage: every Triton variant the later stages launch, compiled in parallel -----
 #
 # A Triton kernel is compiled once per variant: its constexprs (divergence, order, mixture
@@ -216,7 +410,7 @@ def _stage_sigmoid(device: str, dry: bool) -> dict:
 
 #: The stages whose Triton launches the compile stage records and compiles, in the order
 #: their variants are compiled (the bench's first: its timings are the check's aim).
-COMPILED_STAGES = ("bench", "accuracy", "tests")
+COMPILED_STAGES = ("bench", "tune", "accuracy", "tests")
 
 
 def _int_class(value: int) -> int:
@@ -384,7 +578,8 @@ def record_variants(stage: str, device: str, dry: bool, root: Path | None = None
             if not os.path.exists(part):
                 return []
             return [_as_key(v) for v in json.loads(Path(part).read_text())]
-    run = {"accuracy": _accuracy_workloads, "bench": _bench_workloads}[stage]
+    run = {"accuracy": _accuracy_workloads, "bench": _bench_workloads,
+           "tune": _tune_workloads}[stage]  # fmt: skip
     with _Recording() as rec, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run(device, dry)
@@ -568,6 +763,7 @@ def _stage_compile(device: str, dry: bool) -> dict:
 
 _IN_PROCESS = {
     "compile": _stage_compile,
+    "tune": _stage_tune,
     "accuracy": _stage_accuracy,
     "kernels": _stage_kernels,
     "sigmoid": _stage_sigmoid,
@@ -605,12 +801,15 @@ def _run_stage(name: str, limit: float, dry: bool, device: str, root: Path) -> d
         else:
             cmd = [sys.executable, "-m", "gpu.device_check", "--_stage", name, "--_part", part,
                    "--_device", device, *(["--cpu-dry-run"] if dry else [])]  # fmt: skip
+        env = None
+        if name == "tune" and dry:  # the Triton kernel on the CPU: interpreted
+            env = {**os.environ, "TRITON_INTERPRET": "1"}
         t0 = time.perf_counter()
         record: dict[str, Any] = {"cmd": " ".join(cmd[1:]), "limit_s": limit}
         cached = _cache_entries()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit,
-                                  cwd=root)  # fmt: skip
+                                  cwd=root, env=env)  # fmt: skip
         except subprocess.TimeoutExpired as exc:
             record.update(status="timeout", why=f"over the stage's {limit:g} s limit",
                           stdout_tail=_text(exc.stdout)[-6000:],
@@ -682,7 +881,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args._stage:  # one stage, in its own subprocess
-        result = _IN_PROCESS[args._stage](args._device, args.cpu_dry_run)
+        extra = {"part": args._part} if args._stage == "tune" else {}  # written as it goes
+        result = _IN_PROCESS[args._stage](args._device, args.cpu_dry_run, **extra)
         Path(args._part).write_text(json.dumps(result, indent=2, default=str))
         return 0
 

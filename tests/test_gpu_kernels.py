@@ -266,6 +266,50 @@ def test_device_check_cpu_dry_run(tmp_path):
     assert len(pair) >= 2 and max(pair) - min(pair) < 1e-5, pair  # textbook, torch (triton)
     verdicts = {t["verdict"] for t in stages["bench"]["targets"]}
     assert verdicts <= {"MET", "NOT MET", "NOT MEASURED"} and len(stages["bench"]["targets"]) == 8
+    ceilings = bench["ceilings"]["cpu"]  # measured in this run
+    assert ceilings["bytes_per_s"] > 1e8 and ceilings["flops_per_s"] > 1e8, ceilings
+    tune = stages["tune"]["result"]  # the Triton kernel, interpreted, under each launch shape
+    assert [r["launch"] for r in tune["rows"]] == ["default", *device_check.DRY_TUNE_SHAPES[1:]]
+    passes = {"_normalizer_pass", "_mixture_pass", "_divergence_pass", "_gradient_sum_pass",
+              "_gradient_pass"}  # fmt: skip
+    assert all(set(r["passes_ms"]) == passes for r in tune["rows"]), tune["rows"]
+    assert tune["launches"] == dict.fromkeys(passes, 2 * len(tune["rows"]))  # warm-up + 1 rep
+    assert tune["best"]["kl"]["launch"] in {r["launch"] for r in tune["rows"]}
+
+
+def test_tune_best_picks_per_objective_and_per_pass():
+    """The tune stage's summary: per objective the shape of the least total pass time, and
+    per pass the shape of its own least time (failed shapes left out)."""
+    from gpu import device_check
+
+    def row(launch, a, b, status="ok"):
+        passes = {"_normalizer_pass": a, "_mixture_pass": b}
+        return {"objective": "kl", "launch": launch, "status": status, "passes_ms": passes,
+                "passes_total_ms": a + b}  # fmt: skip
+
+    rows = [row("default", 2.0, 9.0), row("1:2048:4", 3.0, 7.0), row("1:1024:2", 1.0, 9.5),
+            row("4:1024:8", 0.1, 0.1, status="error")]  # fmt: skip
+    best = device_check._tune_best(rows)["kl"]
+    assert best["launch"] == "1:2048:4" and best["passes_total_ms"] == 10.0
+    assert best["default_passes_total_ms"] == 11.0
+    assert best["per_pass"] == {"_normalizer_pass": {"launch": "1:1024:2", "ms": 1.0},
+                                "_mixture_pass": {"launch": "1:2048:4", "ms": 7.0}}  # fmt: skip
+    assert best["per_pass_total_ms"] == 8.0
+    assert device_check._tune_result({"rows": rows})["status"] == "failed"
+
+
+def test_measured_ceilings_are_the_devices():
+    """gpu.bench.measure_ceilings, the roofline's denominators (on CUDA a 1 GiB copy and a
+    bf16 8192³ product, the same code): a copy and a product at small sizes here are
+    finite, positive rates; ``hbm_tbps`` replaces the bandwidth and says so."""
+    from gpu import bench
+
+    got = bench.measure_ceilings("cpu", copy_bytes=1 << 22, gemm=128)
+    assert set(got) == {"bytes_per_s", "flops_per_s"}
+    assert all(0 < v < float("inf") for v in got.values()), got
+    over = bench.device_ceilings("cpu", hbm_tbps=2.5)
+    assert over["bytes_per_s"] == 2.5e12 and "--hbm-tbps 2.5" in over["source"]
+    assert over["measured_bytes_per_s"] < 2.5e12
 
 
 def test_traced_expm1_is_accurate_everywhere():
