@@ -921,7 +921,7 @@ _K_S, _K_T, _K_M = range(3)
 @triton.jit
 def _normalizer_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr, inv_t,
                      ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
-                     SHARD: tl.constexpr = False):  # fmt: skip
+                     SHARD: tl.constexpr = False, STAGES: tl.constexpr = 1):  # fmt: skip
     """Pass a: for s and t, the row max and its first arg-max, and log1p(S_o) of (x − max)/T,
     S_o the sum of every entry but that first maximum (gpu._torch_kernel.LocalReduce.others),
     in one pass with an online maximum: when a tile raises a row's maximum from M to M', the
@@ -949,7 +949,7 @@ def _normalizer_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
     o_t = tl.zeros([BLOCK_R], tl.float32)
     low_s = tl.full([BLOCK_R], INF, tl.float32)
     low_t = tl.full([BLOCK_R], INF, tl.float32)
-    for v0 in range(0, V, BLOCK_V):
+    for v0 in tl.range(0, V, BLOCK_V, num_stages=STAGES):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
         for which in tl.static_range(2):
@@ -1008,7 +1008,7 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
                   MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                   REF_P: tl.constexpr, FIND_SILENT: tl.constexpr, STORE_MIX: tl.constexpr,
                   ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
-                  SHARD: tl.constexpr = False):  # fmt: skip
+                  SHARD: tl.constexpr = False, STAGES: tl.constexpr = 1):  # fmt: skip
     """Pass b: the row max of log m and where it first is (0 for a row of only −inf), log Z
     = shift + log1p(S_o) of log m (gpu._torch_kernel._log_normalizer) and log Z's ratio form
     of gpu._torch_kernel._log_ratio_to_mixture against the reference (p if REF_P else q):
@@ -1042,7 +1042,7 @@ def _mixture_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_ptr
     terms_sum = tl.zeros([BLOCK_R], tl.float32)
     any_finite = tl.zeros([BLOCK_R], tl.int32)
     any_silent = tl.zeros([BLOCK_R], tl.int32)
-    for v0 in range(0, V, BLOCK_V):
+    for v0 in tl.range(0, V, BLOCK_V, num_stages=STAGES):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
         lp, lq, lm, ra, rb, w, maybe_silent = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
@@ -1278,7 +1278,7 @@ def _renyi_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
                 inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, dprm_ptr,
                 MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                 FIRST_R: tl.constexpr, REF_P: tl.constexpr, ACC: tl.constexpr,
-                BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+                BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, STAGES: tl.constexpr = 1):  # fmt: skip
     """Pass c0 (Rényi only): the row partial sums of gpu._divergences._renyi: max ω and
     Σ e^(ω − max ω) (an online log-sum-exp: a sharded caller combines shards by their max)
     and M = Σ a_e."""
@@ -1288,7 +1288,7 @@ def _renyi_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr,
     top = tl.full([BLOCK_R], NEG, tl.float32)
     total = tl.zeros([BLOCK_R], tl.float32)
     m = tl.zeros([BLOCK_R], tl.float32)
-    for v0 in range(0, V, BLOCK_V):
+    for v0 in tl.range(0, V, BLOCK_V, num_stages=STAGES):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
         lp, lq, lm, rb, w, lr, la, lb, d = _arguments(
@@ -1402,7 +1402,7 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
                      DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                      THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, WANT_GRAD: tl.constexpr, ACC: tl.constexpr,
                      LOAD_MIX: tl.constexpr, STORE_PAIR: tl.constexpr,
-                     BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+                     BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, STAGES: tl.constexpr = 1):  # fmt: skip
     """Pass c: the loss per row and the sums the projections need: Σ_{x≠k_m} g_r and
     g_r at k_m (P_r), Σ of g_r over the silent entries, Σ_{x≠k_s} h and h at k_s (P_q).
 
@@ -1420,7 +1420,7 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
     g_silent = tl.zeros([BLOCK_R], tl.float32)
     h_others = tl.zeros([BLOCK_R], tl.float32)
     h_top = tl.zeros([BLOCK_R], tl.float32)
-    for v0 in range(0, V, BLOCK_V):
+    for v0 in tl.range(0, V, BLOCK_V, num_stages=STAGES):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
         terms, g_q, g_r, silent, h, w, lq, lr = _elements(
@@ -1517,7 +1517,7 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_pt
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                        THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
                        BLOCK_V: tl.constexpr, STORE_G: tl.constexpr, LOAD_MIX: tl.constexpr,
-                       LOAD_PAIR: tl.constexpr):  # fmt: skip
+                       LOAD_PAIR: tl.constexpr, STAGES: tl.constexpr = 1):  # fmt: skip
     """Pass c2: Σ_{x≠k_s} G and G at k_s, G = g_q + w·P_r(g_r) (for P_q); with STORE_G, G
     itself too, in float32 at ``g_ptr`` (pass d then reads it instead of forming it again);
     with LOAD_PAIR, G from pass c's stored pair and g_r (_stored_direction)."""
@@ -1526,7 +1526,7 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_pt
     k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
     q_others = tl.zeros([BLOCK_R], tl.float32)
     q_top = tl.zeros([BLOCK_R], tl.float32)
-    for v0 in range(0, V, BLOCK_V):
+    for v0 in tl.range(0, V, BLOCK_V, num_stages=STAGES):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
         if LOAD_PAIR:
@@ -1557,7 +1557,7 @@ def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_pt
                    MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
                    DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                    THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, HAS_LO: tl.constexpr, ACC: tl.constexpr,
-                   BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, LOAD_G: tl.constexpr):  # fmt: skip
+                   BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, LOAD_G: tl.constexpr, STAGES: tl.constexpr = 1):  # fmt: skip
     """Pass d: ∂loss/∂s = (P_q(G) − g_silent·P_q(h))·scale, written in the output's dtype
     (the residual of that rounding into ``lo`` when HAS_LO); _NAN_GRAD / _INF_GRAD from the
     written values (gpu._torch_kernel._grad_flags). With LOAD_G, G is pass c2's (float32 at
@@ -1574,7 +1574,7 @@ def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_pt
     if LOAD_G:
         top_s = tl.load(stats_ptr + 0 * n_rows + rows, mask=rmask, other=0.0)
         g_silent = tl.load(stats_ptr + 9 * n_rows + rows, mask=rmask, other=0.0)
-    for v0 in range(0, V, BLOCK_V):
+    for v0 in tl.range(0, V, BLOCK_V, num_stages=STAGES):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
         if LOAD_G:
@@ -1725,23 +1725,33 @@ _LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 #: The passes by their letters (module docstring), as :data:`LAUNCH_ENV` names them.
 PASSES = {"a": "_normalizer_pass", "b": "_mixture_pass", "c0": "_renyi_pass",
           "c": "_divergence_pass", "c2": "_gradient_sum_pass", "d": "_gradient_pass"}  # fmt: skip
-#: The environment variable that sets the launch shape of the passes: ``R:V:W`` (every
-#: pass: BLOCK_R rows per program, BLOCK_V-wide tiles, W warps) and/or ``LETTER=R:V:W``
-#: for one pass (:data:`PASSES`), comma-separated, e.g. ``1:2048:4,a=1:4096:8``. For
-#: measuring launch shapes (``python -m gpu.device_check``'s ``tune`` stage); unset, each
-#: pass takes :func:`_blocks`' default.
+#: The environment variable that sets the launch shape of the passes: ``R:V:W`` or
+#: ``R:V:W:S`` (every pass: BLOCK_R rows per program, BLOCK_V-wide tiles, W warps, S
+#: software-pipeline stages of the vocabulary loop, 1 by default: none) and/or
+#: ``LETTER=R:V:W[:S]`` for one pass (:data:`PASSES`), comma-separated, e.g.
+#: ``1:2048:4:3,a=1:4096:8``. For measuring launch shapes (``python -m gpu.device_check``'s
+#: ``tune`` stage); unset, each pass takes :func:`_blocks`' default.
 LAUNCH_ENV = "AMID_TRITON_LAUNCH"
 #: The launch shape set by :func:`launch_config` (it takes precedence over the variable).
 _LAUNCH_SET: list[dict] = []
+#: Pipeline stages a launch shape may ask for (``tl.range(..., num_stages=S)``: the loads
+#: of the next S − 1 tiles are in flight, through shared memory, while a tile is computed).
+_STAGES = (1, 2, 3, 4)
 
 
-def parse_launch(text: str, where: str = LAUNCH_ENV) -> dict[str, tuple[int, int, int]]:
-    """``{kernel name: (BLOCK_R, BLOCK_V, num_warps)}`` from :data:`LAUNCH_ENV`'s syntax.
+def _power_of_two(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+def parse_launch(text: str, where: str = LAUNCH_ENV) -> dict[str, tuple[int, int, int, int]]:
+    """``{kernel name: (BLOCK_R, BLOCK_V, num_warps, stages)}`` from :data:`LAUNCH_ENV`'s
+    syntax.
 
     BLOCK_R and BLOCK_V are powers of two (BLOCK_R ≤ 64, 16 ≤ BLOCK_V ≤ 16384, their
-    product ≤ 16384: the tile lives in registers), W is 1, 2, 4, 8, 16 or 32. Anything
-    else raises ``ValueError`` naming ``where`` and the item. A pass's own shape takes
-    precedence over the shape for every pass, wherever it stands."""
+    product ≤ 16384: the tile lives in registers), W is 1, 2, 4, 8, 16 or 32, S (optional,
+    1 if left out) 1 to 4. Anything else raises ``ValueError`` naming ``where`` and the
+    item. A pass's own shape takes precedence over the shape for every pass, wherever it
+    stands."""
     general, specific = None, {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         letter, _, shape = item.rpartition("=")
@@ -1750,20 +1760,25 @@ def parse_launch(text: str, where: str = LAUNCH_ENV) -> dict[str, tuple[int, int
             raise ValueError(f"{where}: unknown pass {letter!r} in {item!r}; the passes are "
                              f"{', '.join(PASSES)}")  # fmt: skip
         try:
-            r, bv, w = (int(x) for x in shape.split(":"))
+            numbers = [int(x) for x in shape.split(":")]
+            if len(numbers) not in (3, 4):
+                raise ValueError
         except ValueError:
-            raise ValueError(f"{where}: {item!r} is not R:V:W (three integers, e.g. "
+            raise ValueError(f"{where}: {item!r} is not R:V:W or R:V:W:S (integers, e.g. "
                              f"1:4096:8)") from None  # fmt: skip
-        pow2 = lambda x: x > 0 and x & (x - 1) == 0  # noqa: E731
-        if not (pow2(r) and pow2(bv) and r <= 64 and 16 <= bv <= 16384 and r * bv <= 16384):
+        r, bv, w, stages = (*numbers, 1)[:4]
+        if not (_power_of_two(r) and _power_of_two(bv) and r <= 64 and 16 <= bv <= 16384
+                and r * bv <= 16384):  # fmt: skip
             raise ValueError(f"{where}: {item!r}: BLOCK_R and BLOCK_V must be powers of two, "
                              f"BLOCK_R ≤ 64, 16 ≤ BLOCK_V ≤ 16384, BLOCK_R·BLOCK_V ≤ 16384")  # fmt: skip
         if w not in (1, 2, 4, 8, 16, 32):
             raise ValueError(f"{where}: {item!r}: the warps must be 1, 2, 4, 8, 16 or 32")
+        if stages not in _STAGES:
+            raise ValueError(f"{where}: {item!r}: the pipeline stages must be 1, 2, 3 or 4")
         if letter:
-            specific[PASSES[letter]] = (r, bv, w)
+            specific[PASSES[letter]] = (r, bv, w, stages)
         else:
-            general = (r, bv, w)
+            general = (r, bv, w, stages)
     shapes = dict.fromkeys(PASSES.values(), general) if general else {}
     return {**shapes, **specific}
 
@@ -1780,39 +1795,39 @@ def launch_config(text: str | None):
 
 
 @functools.lru_cache(maxsize=8)
-def _env_launch(text: str) -> dict[str, tuple[int, int, int]]:
+def _env_launch(text: str) -> dict[str, tuple[int, int, int, int]]:
     return parse_launch(text)
 
 
-def launch_shapes() -> dict[str, tuple[int, int, int]]:
+def launch_shapes() -> dict[str, tuple[int, int, int, int]]:
     """The launch shapes set now (:func:`launch_config`, else :data:`LAUNCH_ENV`), by kernel
     name; raises ``ValueError`` (naming the variable) on a malformed variable, which the
     callers check before their first launch, so that it is raised, not fallen back from."""
     return _LAUNCH_SET[-1] if _LAUNCH_SET else _env_launch(os.environ.get(LAUNCH_ENV, ""))
 
 
-def _blocks(n: int, v: int, kernel: str | None = None) -> tuple[int, int, int]:
-    """(BLOCK_R, BLOCK_V, num_warps) of pass ``kernel``: a row per program on CUDA with wide
-    tiles; under the interpreter (numpy) many rows per program and narrow tiles; a shape set
-    by :func:`launch_config` or :data:`LAUNCH_ENV` where one is (its tile narrowed to the
-    rows and the vocabulary)."""
+def _blocks(n: int, v: int, kernel: str | None = None) -> tuple[int, int, int, int]:
+    """(BLOCK_R, BLOCK_V, num_warps, stages) of pass ``kernel``: a row per program on CUDA
+    with wide tiles and an unpipelined loop; under the interpreter (numpy) many rows per
+    program and narrow tiles; a shape set by :func:`launch_config` or :data:`LAUNCH_ENV`
+    where one is (its tile narrowed to the rows and the vocabulary)."""
     shapes = launch_shapes()
     if kernel in shapes:
-        r, bv, w = shapes[kernel]
+        r, bv, w, stages = shapes[kernel]
         return (min(r, triton.next_power_of_2(max(n, 1))), min(bv, triton.next_power_of_2(v)),
-                1 if _interpreted() else w)  # fmt: skip
+                1 if _interpreted() else w, stages)  # fmt: skip
     if _interpreted():
-        return min(32, triton.next_power_of_2(max(n, 1))), min(32, triton.next_power_of_2(v)), 1
+        return min(32, triton.next_power_of_2(max(n, 1))), min(32, triton.next_power_of_2(v)), 1, 1
     block_v = min(4096, triton.next_power_of_2(v))
-    return 1, block_v, 8 if block_v >= 2048 else 4
+    return 1, block_v, 8 if block_v >= 2048 else 4, 1
 
 
 def _launch(kernel: str, n: int, v: int) -> tuple[tuple[int], dict]:
     """The grid and the launch keywords (block sizes, warps, compile options) of pass
     ``kernel`` over ``n`` rows of width ``v``."""
-    block_r, block_v, warps = _blocks(n, v, kernel)
+    block_r, block_v, warps, stages = _blocks(n, v, kernel)
     return (triton.cdiv(n, block_r),), dict(BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps,
-                                            **_LAUNCH_OPTIONS)  # fmt: skip
+                                            STAGES=stages, **_LAUNCH_OPTIONS)  # fmt: skip
 
 
 def triton_chunk(

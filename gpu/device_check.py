@@ -218,11 +218,14 @@ def _stage_sigmoid(device: str, dry: bool) -> dict:
 #: :data:`gpu._triton_kernel.LAUNCH_ENV` (``BLOCK_R:BLOCK_V:warps``, every pass; ``None``: the
 #: default, 1:4096:8 at these sizes), chosen from the sm_90 counts of ``python -m
 #: gpu.kernel_cost`` (docs/gpu.md): the default's 16 elements per thread in smaller blocks
-#: (more warps resident: 1:2048:4, 1:1024:2), 32 per thread (the fewest instructions, 8
-#: warps: 1:4096:4), 8 per thread (twice the warps, 10 % more instructions: 1:2048:8,
-#: 1:1024:4, 1:512:2) and 4 rows per program (4:1024:8).
-TUNE_SHAPES = (None, "1:2048:4", "1:1024:2", "1:4096:4", "1:2048:8", "1:1024:4", "1:512:2",
-               "4:1024:8")  # fmt: skip
+#: (more warps resident where the launch has the programs: 1:2048:4, 1:1024:2) or in a
+#: 16-warp block (twice the warps per program at 128 registers: 1:8192:16), 32 per thread
+#: (the fewest instructions, 8 warps: 1:4096:4), 8 per thread (twice the warps, 10 % more
+#: instructions: 1:2048:8, 1:1024:4), 4 rows per program (4:1024:8), and two with the loop
+#: pipelined in two stages (the next tile's loads in flight while one is computed:
+#: 1:4096:8:2, 1:1024:2:2).
+TUNE_SHAPES = (None, "1:2048:4", "1:1024:2", "1:8192:16", "1:4096:4", "1:2048:8", "1:1024:4",
+               "4:1024:8", "1:4096:8:2", "1:1024:2:2")  # fmt: skip
 #: The dry run's shapes (under Triton's interpreter, at tiny sizes: the steps, no timing).
 DRY_TUNE_SHAPES = (None, "4:64:4")
 #: Timed forward+backward passes per (objective, shape), after one warm-up pass.
@@ -319,52 +322,82 @@ def _tune_workloads(device: str, dry: bool) -> None:
 
 def _stage_tune(device: str, dry: bool, part: str | None = None) -> dict:
     """Forward + backward of the Triton logits loss at the logits target's size for each
-    objective under each launch shape of :data:`TUNE_SHAPES`: the median total time and
+    objective under each launch shape of :data:`TUNE_SHAPES`, then under the shape that
+    gives each pass its own fastest (:func:`_per_pass_shape`): the median total time and
     each pass's time (CUDA events around its launches), so that the passes' launch
     shapes can be chosen from one run. The result is written to ``part`` after every
-    (objective, shape): a stage cut short keeps what it measured."""
-    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
-
+    (shape, objective): a stage cut short keeps what it measured."""
     plan = _tune_plan(dry)
     cuda = device == "cuda"
     rows: list[dict] = []
     result: dict[str, Any] = {**plan, "shapes": [s or "default" for s in plan["shapes"]],
                               "rows": rows}  # fmt: skip
     s, t = bench._make_inputs(plan["rows"], plan["vocab"], getattr(torch, plan["dtype"]), device)
+    # every shape for every objective (a stage cut short keeps every objective of a shape),
+    # then per objective its passes' fastest shapes together
+    todo = [(shape, o) for shape in plan["shapes"] for o in plan["objectives"]]
+    todo += [("per-pass", o) for o in plan["objectives"]]
     with _PassTimer(cuda) as timer, warnings.catch_warnings():
         # a fall-back to the torch kernel is an error here: the row would time the wrong kernel
         warnings.filterwarnings("error", message=".*using the torch kernel.*")
-        for shape in plan["shapes"]:  # a stage cut short keeps every objective of a shape
-            for objective in plan["objectives"]:
-                row: dict[str, Any] = {"objective": objective, "launch": shape or "default"}
-                _engine._TRITON.clear()  # a fresh wrapper: an earlier shape's failure is not kept
-                try:
-                    with tk.launch_config(shape):
-                        totals, passes = [], []
-                        for rep in range(plan["reps"] + 1):  # the first: a warm-up
-                            s.grad = None
-                            timer.take()
-                            t0 = time.perf_counter()
-                            _tune_step(s, t, objective).backward()
-                            by_pass = timer.take()  # synchronizes
-                            if rep:
-                                totals.append(1e3 * (time.perf_counter() - t0))
-                                passes.append(by_pass)
-                    if not passes or not passes[-1]:
-                        raise RuntimeError("no Triton pass was launched")
-                    per_pass = {k: statistics.median(p.get(k, 0.0) for p in passes)
-                                for k in passes[-1]}  # fmt: skip
-                    row.update(status="ok", time_ms=round(statistics.median(totals), 3),
-                               passes_ms={k: round(v, 3) for k, v in per_pass.items()})  # fmt: skip
-                    row["passes_total_ms"] = round(sum(row["passes_ms"].values()), 3)
-                except Exception as exc:  # recorded; the next shape still runs
-                    row.update(status="error", why=f"{type(exc).__name__}: {exc}"[:300])
-                rows.append(row)
-                result["best"] = _tune_best(rows)
-                if part:
-                    Path(part).write_text(json.dumps(_tune_result(result), indent=2))
+        for shape, objective in todo:
+            if shape == "per-pass":
+                shape = _per_pass_shape(result.get("best", {}).get(objective), plan)
+                if shape is None:
+                    continue
+            rows.append(_tune_row(s, t, objective, shape, plan["reps"], timer))
+            result["best"] = _tune_best(rows)
+            if part:
+                Path(part).write_text(json.dumps(_tune_result(result), indent=2))
     result["launches"] = dict(timer.launches)
     return _tune_result(result)
+
+
+def _tune_row(s, t, objective: str, shape: str | None, reps: int, timer: _PassTimer) -> dict:
+    """One (objective, shape) of the tune stage: ``reps`` timed forward+backward passes
+    after a warm-up, the median total and per-pass times; an error recorded, not raised."""
+    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
+    row: dict[str, Any] = {"objective": objective, "launch": shape or "default"}
+    _engine._TRITON.clear()  # a fresh wrapper: an earlier shape's failure is not kept
+    try:
+        totals, passes = [], []
+        with tk.launch_config(shape):
+            for rep in range(reps + 1):  # the first: a warm-up
+                s.grad = None
+                timer.take()
+                t0 = time.perf_counter()
+                _tune_step(s, t, objective).backward()
+                by_pass = timer.take()  # synchronizes
+                if rep:
+                    totals.append(1e3 * (time.perf_counter() - t0))
+                    passes.append(by_pass)
+        if not passes or not passes[-1]:
+            raise RuntimeError("no Triton pass was launched")
+        per_pass = {k: statistics.median(p.get(k, 0.0) for p in passes) for k in passes[-1]}
+        row.update(status="ok", time_ms=round(statistics.median(totals), 3),
+                   passes_ms={k: round(v, 3) for k, v in per_pass.items()})  # fmt: skip
+        row["passes_total_ms"] = round(sum(row["passes_ms"].values()), 3)
+    except Exception as exc:  # recorded; the next shape still runs
+        row.update(status="error", why=f"{type(exc).__name__}: {exc}"[:300])
+    return row
+
+
+def _per_pass_shape(best: dict | None, plan: dict) -> str | None:
+    """The launch shape that gives each pass its own fastest shape (``best`` from
+    :func:`_tune_best`), in :data:`gpu._triton_kernel.LAUNCH_ENV`'s syntax; ``None`` where
+    one shape is the fastest for every pass (it was timed already) or none was measured."""
+    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
+    if not best or len({p["launch"] for p in best["per_pass"].values()}) < 2:
+        return None
+    letters = {name: letter for letter, name in tk.PASSES.items()}
+    parts = []
+    for name, fastest in best["per_pass"].items():
+        with tk.launch_config(None if fastest["launch"] == "default" else fastest["launch"]):
+            r, bv, w, stages = tk._blocks(plan["rows"], plan["vocab"], name)
+        parts.append(f"{letters[name]}={r}:{bv}:{w}:{stages}")
+    return ",".join(parts)
 
 
 def _tune_result(result: dict) -> dict:

@@ -60,6 +60,9 @@ from gpu import bench, device_check
 SMS, SCHEDULERS, CLOCK_HZ, HBM_BYTES_S = 132, 4, 1.98e9, 4.3e12
 #: Registers per SM, the register allocation unit per warp, warps and blocks per SM (sm_90).
 REGISTERS_PER_SM, REGISTER_UNIT, MAX_WARPS_PER_SM, MAX_BLOCKS_PER_SM = 65536, 256, 64, 32
+#: Shared memory per SM and the part the system reserves per block (sm_90), bytes: a
+#: pipelined loop (a launch shape with stages > 1) stages its tiles there.
+SHARED_PER_SM, SHARED_RESERVED = 228 * 1024, 1024
 
 
 @dataclass
@@ -84,8 +87,10 @@ class PassCost:
     #: bytes of the logits, gradient and scratch tiles the common path loads and stores per
     #: element (vector and 16-bit global accesses, :func:`tile_bytes`)
     bytes_per_element: float
-    #: warps an SM holds at these registers (occupancy, of 64)
+    #: warps an SM holds at these registers and shared memory (occupancy, of 64)
     resident_warps: int
+    #: shared memory per block, bytes (the tiles of a pipelined loop, the reductions)
+    shared_bytes: int = 0
     #: the heaviest source lines of the loop: (file:line, instructions, source)
     lines: list = field(default_factory=list)
 
@@ -134,10 +139,11 @@ _WIDTH = {"128": 16, "64": 8, "U16": 2, "S16": 2, "U8": 1, "S8": 1}
 
 
 def tile_bytes(instruction: str) -> int:
-    """Bytes per thread that one global load or store (``LDG``/``STG``) of a tile moves; 0
-    for other instructions and for plain 32-bit accesses, which in the passes' loops are the
-    row statistics every thread of a row reads at one address (L1 broadcasts, no tile
-    traffic; a float32 tile is read by vector loads)."""
+    """Bytes per thread that one global load or store (``LDG``/``STG``, and ``LDGSTS``, the
+    asynchronous copy into shared memory of a pipelined loop) of a tile moves; 0 for other
+    instructions and for plain 32-bit accesses, which in the passes' loops are the row
+    statistics every thread of a row reads at one address (L1 broadcasts, no tile traffic;
+    a float32 tile is read by vector loads)."""
     op = opcode(instruction)
     if not op.startswith(("LDG", "STG")):
         return 0
@@ -222,11 +228,14 @@ def uniform_helper_lines() -> frozenset:
     return frozenset((name, start + i) for i in range(len(lines)))
 
 
-def resident_warps(registers: int, warps: int) -> int:
-    """Warps an sm_90 SM holds for blocks of ``warps`` warps at ``registers`` per thread."""
+def resident_warps(registers: int, warps: int, shared: int = 0) -> int:
+    """Warps an sm_90 SM holds for blocks of ``warps`` warps at ``registers`` per thread and
+    ``shared`` bytes of shared memory per block."""
     per_warp = math.ceil(registers * 32 / REGISTER_UNIT) * REGISTER_UNIT
     blocks = min(REGISTERS_PER_SM // (per_warp * warps), MAX_BLOCKS_PER_SM,
                  MAX_WARPS_PER_SM // warps)  # fmt: skip
+    if shared:
+        blocks = min(blocks, SHARED_PER_SM // (shared + SHARED_RESERVED))
     return blocks * warps
 
 
@@ -239,8 +248,9 @@ def _source(where) -> str:
 
 
 def analyse(cubin: bytes, name: str, constexprs: dict, top: int = 8,
-            helper_lines: frozenset = frozenset()) -> PassCost:  # fmt: skip
-    """The :class:`PassCost` of one compiled pass (its cubin); ``helper_lines`` as for
+            helper_lines: frozenset = frozenset(), shared: int = 0) -> PassCost:  # fmt: skip
+    """The :class:`PassCost` of one compiled pass (its cubin; ``shared``: its shared memory
+    per block, Triton's ``metadata.shared``); ``helper_lines`` as for
     :func:`uniform_branch_regions`."""
     tools = tools_dir()
     with tempfile.TemporaryDirectory() as tmp:
@@ -276,20 +286,27 @@ def analyse(cubin: bytes, name: str, constexprs: dict, top: int = 8,
         issue_per_element=len(common) / per_tile,
         mufu_per_element=mufu / per_tile,
         bytes_per_element=moved / per_tile,
-        resident_warps=resident_warps(registers, warps),
+        resident_warps=resident_warps(registers, warps, shared),
+        shared_bytes=shared,
         lines=lines,
     )
 
 
-def record_launches(objective: str, vocab: int, dtype: str = "bfloat16") -> list:
+def record_launches(objective: str, vocab: int, dtype: str = "bfloat16",
+                    launch: str | None = None) -> list:  # fmt: skip
     """The Triton variants (device check keys, in launch order) that the logits loss launches
     for ``objective`` (a key of :data:`gpu.bench.OBJECTIVES`) at vocabulary ``vocab``, forward
-    and backward, with the choices of a CUDA run; nothing is launched."""
+    and backward, with the choices of a CUDA run (``launch``: the launch shapes, in the
+    syntax of :data:`gpu._triton_kernel.LAUNCH_ENV`; ``None``: as the environment says);
+    nothing is launched."""
+    from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
+
     obj = {k: v for k, v in bench.OBJECTIVES[objective].items() if k != "label"}
     gen = torch.Generator().manual_seed(0)
     s = torch.randn(2, vocab, generator=gen).to(getattr(torch, dtype)).requires_grad_()
     t = torch.randn(2, vocab, generator=gen).to(getattr(torch, dtype))
-    with device_check._Recording() as rec, warnings.catch_warnings():
+    shapes = tk.launch_config(launch) if launch is not None else contextlib.nullcontext()
+    with device_check._Recording() as rec, warnings.catch_warnings(), shapes:
         warnings.simplefilter("ignore")
         gpu.amid_loss(s, t, backend="triton", **obj).backward()
     if rec.errors:
@@ -312,9 +329,11 @@ def _triton_cache(path: str):
             os.environ["TRITON_CACHE_DIR"] = before
 
 
-def objective_cost(objective: str, vocab: int, dtype: str = "bfloat16", top: int = 8) -> dict:
+def objective_cost(objective: str, vocab: int, dtype: str = "bfloat16", top: int = 8,
+                   launch: str | None = None) -> dict:  # fmt: skip
     """Every pass of ``objective`` compiled for sm_90 and analysed, with the floors at
-    :data:`gpu.bench.CUDA_LOGITS_TARGET`'s rows and ``vocab``."""
+    :data:`gpu.bench.CUDA_LOGITS_TARGET`'s rows and ``vocab`` (``launch`` as for
+    :func:`record_launches`)."""
     from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
 
     passes = []
@@ -323,12 +342,13 @@ def objective_cost(objective: str, vocab: int, dtype: str = "bfloat16", top: int
     # so a binary cached from another checkout carries that checkout's file and line numbers
     # (or a file since removed), and the runtime if-lines would not be found in this one.
     with tempfile.TemporaryDirectory() as cache, _triton_cache(cache):
-        for name, args, kwargs in record_launches(objective, vocab, dtype):
+        for name, args, kwargs in record_launches(objective, vocab, dtype, launch):
             kw = dict(kwargs)
             compiled = device_check._compile_sm90(
                 getattr(tk, name), device_check._mock_args(args), kw
             )
-            passes.append(analyse(compiled.asm["cubin"], name, kw, top, helpers))
+            passes.append(analyse(compiled.asm["cubin"], name, kw, top, helpers,
+                                  int(getattr(compiled.metadata, "shared", 0) or 0)))  # fmt: skip
     rows = bench.CUDA_LOGITS_TARGET["rows"]
     elements = rows * vocab
     issue = sum(p.issue_per_element for p in passes)
@@ -338,6 +358,7 @@ def objective_cost(objective: str, vocab: int, dtype: str = "bfloat16", top: int
     return {
         "objective": objective,
         "label": bench.OBJECTIVES[objective]["label"],
+        "launch": launch if launch is not None else os.environ.get(tk.LAUNCH_ENV) or "default",
         "rows": rows,
         "vocab": vocab,
         "dtype": dtype,
@@ -355,7 +376,8 @@ def objective_cost(objective: str, vocab: int, dtype: str = "bfloat16", top: int
 
 def format_cost(cost: dict, lines: int = 3) -> str:
     """A table of one objective's passes and its floors."""
-    out = [f"{cost['label']}, N={cost['rows']} V={cost['vocab']} {cost['dtype']} on sm_90:",
+    out = [f"{cost['label']}, N={cost['rows']} V={cost['vocab']} {cost['dtype']} on sm_90, "
+           f"launch {cost.get('launch', 'default')}:",
            f"  {'pass':<20} {'regs':>4} {'spill':>5} {'warps/SM':>8} {'issue/el':>8} "
            f"{'static/el':>9} {'MUFU/el':>7} {'B/el':>5}"]  # fmt: skip
     for p in cost["passes"]:
@@ -386,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default=bench.CUDA_LOGITS_TARGET["dtype"],
                         choices=("bfloat16", "float16", "float32"))  # fmt: skip
     parser.add_argument("--lines", type=int, default=3, help="source lines shown per pass")
+    parser.add_argument(
+        "--launch",
+        default=None,
+        help="the passes' launch shapes, R:V:W[:S] and/or LETTER=R:V:W[:S] "
+        "(gpu._triton_kernel.LAUNCH_ENV; default: as AMID_TRITON_LAUNCH says)",
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON report")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
@@ -394,8 +422,15 @@ def main(argv: list[str] | None = None) -> int:
     for o in objectives:
         if o not in bench.OBJECTIVES:
             parser.error(f"--objectives: unknown objective {o!r}")
-    costs = [objective_cost(o, args.vocab, args.dtype, top=max(args.lines, 8))
-             for o in objectives]  # fmt: skip
+    if args.launch is not None:
+        from gpu._triton_kernel import parse_launch  # optional: triton (the triton extra)
+
+        try:
+            parse_launch(args.launch, "--launch")
+        except ValueError as exc:
+            parser.error(str(exc))
+    costs = [objective_cost(o, args.vocab, args.dtype, top=max(args.lines, 8),
+                            launch=args.launch) for o in objectives]  # fmt: skip
     if args.json:
         print(json.dumps(costs, indent=1))
     else:

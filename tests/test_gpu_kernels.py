@@ -269,12 +269,16 @@ def test_device_check_cpu_dry_run(tmp_path):
     ceilings = bench["ceilings"]["cpu"]  # measured in this run
     assert ceilings["bytes_per_s"] > 1e8 and ceilings["flops_per_s"] > 1e8, ceilings
     tune = stages["tune"]["result"]  # the Triton kernel, interpreted, under each launch shape
-    assert [r["launch"] for r in tune["rows"]] == ["default", *device_check.DRY_TUNE_SHAPES[1:]]
+    shapes = device_check.DRY_TUNE_SHAPES
+    assert [r["launch"] for r in tune["rows"][: len(shapes)]] == ["default", *shapes[1:]]
     passes = {"_normalizer_pass", "_mixture_pass", "_divergence_pass", "_gradient_sum_pass",
               "_gradient_pass"}  # fmt: skip
     assert all(set(r["passes_ms"]) == passes for r in tune["rows"]), tune["rows"]
     assert tune["launches"] == dict.fromkeys(passes, 2 * len(tune["rows"]))  # warm-up + 1 rep
     assert tune["best"]["kl"]["launch"] in {r["launch"] for r in tune["rows"]}
+    composed = tune["rows"][len(shapes) :]  # the passes' fastest shapes, where they differ
+    assert len(composed) <= 1
+    assert all(r["status"] == "ok" and r["launch"].count("=") == 5 for r in composed), composed
 
 
 def test_tune_best_picks_per_objective_and_per_pass():
@@ -296,6 +300,31 @@ def test_tune_best_picks_per_objective_and_per_pass():
                                 "_mixture_pass": {"launch": "1:2048:4", "ms": 7.0}}  # fmt: skip
     assert best["per_pass_total_ms"] == 8.0
     assert device_check._tune_result({"rows": rows})["status"] == "failed"
+
+
+def test_per_pass_shape_gives_each_pass_its_fastest(monkeypatch):
+    """The tune stage's last row per objective: each pass at its own fastest shape, in the
+    launch variable's syntax (the default written out as the pass's default shape at the
+    stage's size); none where one shape is the fastest for every pass."""
+    pytest.importorskip("triton")
+    from gpu import _triton_kernel as tk
+    from gpu import device_check
+
+    monkeypatch.setattr(tk, "_interpreted", lambda: False)  # the CUDA defaults
+    plan = {"rows": 8192, "vocab": 128256}
+    fastest = {"_normalizer_pass": "default", "_mixture_pass": "1:2048:4",
+               "_divergence_pass": "1:1024:2:2", "_gradient_sum_pass": "default",
+               "_gradient_pass": "4:1024:8"}  # fmt: skip
+    best = {"per_pass": {k: {"launch": v, "ms": 1.0} for k, v in fastest.items()}}
+    text = device_check._per_pass_shape(best, plan)
+    assert tk.parse_launch(text) == {
+        "_normalizer_pass": (1, 4096, 8, 1), "_mixture_pass": (1, 2048, 4, 1),
+        "_divergence_pass": (1, 1024, 2, 2), "_gradient_sum_pass": (1, 4096, 8, 1),
+        "_gradient_pass": (4, 1024, 8, 1),
+    }  # fmt: skip
+    same = {"per_pass": {k: {"launch": "1:2048:4", "ms": 1.0} for k in fastest}}
+    assert device_check._per_pass_shape(same, plan) is None
+    assert device_check._per_pass_shape(None, plan) is None
 
 
 def test_measured_ceilings_are_the_devices():

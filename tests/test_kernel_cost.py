@@ -122,6 +122,9 @@ def test_uniform_helper_lines_are_those_of_anywhere():
         ("@!P0 STG.E.64 desc[UR4][R2.64], R4", 8),
         ("STG.E.U16 desc[UR4][R2.64], R5", 2),
         ("LDG.E R9, desc[UR4][R6.64]", 0),  # a row statistic, one address per row
+        # a pipelined loop's asynchronous copy of a tile into shared memory, and its fence
+        ("LDGSTS.E.BYPASS.128 [R5+0x400], desc[UR6][R2.64]", 16),
+        ("LDGDEPBAR", 0),
         ("LDS.128 R8, [R3]", 0),
         ("FADD R6, R2, R4", 0),
     ],
@@ -145,6 +148,22 @@ def test_tile_bytes_by_access_width(instruction, nbytes):
 )
 def test_resident_warps_follow_the_sm90_limits(registers, warps, resident):
     assert kernel_cost.resident_warps(registers, warps) == resident
+
+
+@pytest.mark.parametrize(
+    ("registers", "warps", "shared", "resident"),
+    [
+        # 64 registers allow 8 blocks of 4 warps; 40 KiB of shared memory (+1 KiB reserved
+        # each) only 5 of 228 KiB
+        (64, 4, 40 * 1024, 20),
+        # a little shared memory binds nothing: the registers do
+        (64, 4, 1024, 32),
+        # 100 KiB: two blocks
+        (32, 8, 100 * 1024, 16),
+    ],
+)
+def test_resident_warps_count_shared_memory(registers, warps, shared, resident):
+    assert kernel_cost.resident_warps(registers, warps, shared) == resident
 
 
 def _tools_present() -> bool:

@@ -619,19 +619,23 @@ def test_auto_picks_torch_on_cpu(monkeypatch):
 
 
 def test_launch_variable_syntax_and_errors():
-    """``R:V:W`` for every pass, ``LETTER=R:V:W`` for one, a pass's own shape winning wherever
-    it stands; anything else a ValueError naming the variable and the item."""
+    """``R:V:W[:S]`` for every pass, ``LETTER=R:V:W[:S]`` for one, a pass's own shape winning
+    wherever it stands, S (pipeline stages) 1 where left out; anything else a ValueError
+    naming the variable and the item."""
     passes = tuple(tk.PASSES.values())
-    shapes = tk.parse_launch("1:2048:4, c=4:1024:8")
-    assert shapes["_divergence_pass"] == (4, 1024, 8)
-    assert all(shapes[k] == (1, 2048, 4) for k in passes if k != "_divergence_pass")
-    assert tk.parse_launch("c=4:1024:8,1:2048:4") == shapes
-    assert tk.parse_launch("d=1:64:2") == {"_gradient_pass": (1, 64, 2)}
+    shapes = tk.parse_launch("1:2048:4, c=4:1024:8:3")
+    assert shapes["_divergence_pass"] == (4, 1024, 8, 3)
+    assert all(shapes[k] == (1, 2048, 4, 1) for k in passes if k != "_divergence_pass")
+    assert tk.parse_launch("c=4:1024:8:3,1:2048:4") == shapes
+    assert tk.parse_launch("d=1:64:2") == {"_gradient_pass": (1, 64, 2, 1)}
     assert tk.parse_launch("") == {} and tk.parse_launch(" , ") == {}
     bad = {
         "1:100:4": "BLOCK_R and BLOCK_V must be powers of two",
-        "1:4096": "is not R:V:W",
+        "1:4096": "is not R:V:W or R:V:W:S",
+        "1:4096:8:2:1": "is not R:V:W or R:V:W:S",
         "a=1:x:4": "is not R:V:W",
+        "1:4096:8:5": "the pipeline stages must be 1, 2, 3 or 4",
+        "1:4096:8:0": "the pipeline stages must be 1, 2, 3 or 4",
         "e=1:64:4": "unknown pass 'e'",
         "1:64:3": "the warps must be 1, 2, 4, 8, 16 or 32",
         "128:64:4": "BLOCK_R ≤ 64",
@@ -655,18 +659,19 @@ class _Shapes:
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            self.seen.add((kwargs["BLOCK_R"], kwargs["BLOCK_V"], grid[0]))
+            self.seen.add((kwargs["BLOCK_R"], kwargs["BLOCK_V"], kwargs["STAGES"], grid[0]))
             return self.kernel[grid](*args, **kwargs)
 
         return launch
 
 
-@pytest.mark.parametrize("shape", ["2:16:4", "4:64:8", "a=2:128:8,c=1:32:1,d=4:16:2"])
+@pytest.mark.parametrize("shape", ["2:16:4", "4:64:8:3", "a=2:128:8:2,c=1:32:1,d=4:16:2:4"])
 def test_launch_shapes_reach_the_launches_and_keep_the_numerics(monkeypatch, launches, shape):
     """Each pass launches with the shape :func:`gpu._triton_kernel.launch_config` sets (its
-    tile narrowed to the vocabulary), and the loss and gradient stay within the gpu rows
-    of amid_ref: the kernel's tiles and row blocks are a layout, not a change of the
-    numerics (KL with the stored mixture, AB with the stored pair, Rényi's pass c0)."""
+    tile narrowed to the vocabulary, its pipeline stages), and the loss and gradient stay
+    within the gpu rows of amid_ref: the kernel's tiles, row blocks and stages are a
+    layout and a schedule, not a change of the numerics (KL with the stored mixture, AB
+    with the stored pair, Rényi's pass c0)."""
     want = tk.parse_launch(shape)
     seen = {name: set() for name in want}
     for name in want:
@@ -681,9 +686,9 @@ def test_launch_shapes_reach_the_launches_and_keep_the_numerics(monkeypatch, lau
         ]:
             compare_with_reference(s_np, t_np, torch.float32, alpha, lam, div, order, params,
                                    backend="triton")  # fmt: skip
-    for name, (r, bv, _) in want.items():
+    for name, (r, bv, _, stages) in want.items():
         block_v = min(bv, 128)  # the next power of two above V = 70
-        assert seen[name] == {(r, block_v, -(-rows // r))}, (name, seen[name])
+        assert seen[name] == {(r, block_v, stages, -(-rows // r))}, (name, seen[name])
 
 
 def test_malformed_launch_variable_is_raised_not_fallen_back_from(monkeypatch):
@@ -696,7 +701,7 @@ def test_malformed_launch_variable_is_raised_not_fallen_back_from(monkeypatch):
     monkeypatch.setattr(tk, "_normalizer_pass", spy)
     s, t = torch.randn(2, 40, requires_grad=True), torch.randn(2, 40)
     monkeypatch.setenv(tk.LAUNCH_ENV, "b=1:4096")
-    with pytest.raises(ValueError, match=r"AMID_TRITON_LAUNCH: 'b=1:4096' is not R:V:W"):
+    with pytest.raises(ValueError, match=r"AMID_TRITON_LAUNCH: 'b=1:4096' is not R:V:W or"):
         gpu.amid_loss(s, t, -5.0, 0.1, backend="triton")
     assert spy.count == 0 and not _engine._WARNED
     monkeypatch.setenv(tk.LAUNCH_ENV, "b=2:16:2")
