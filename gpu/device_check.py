@@ -400,6 +400,21 @@ def _per_pass_shape(best: dict | None, plan: dict) -> str | None:
     return ",".join(parts)
 
 
+def format_tune(best: dict) -> str:
+    """One line per objective of the tune stage's summary (:func:`_tune_best`)."""
+    lines = []
+    for objective, b in best.items():
+        default = b.get("default_passes_total_ms")
+        fastest = [f"{name.strip('_').removesuffix('_pass')} {p['launch']}"
+                   for name, p in b["per_pass"].items()]  # fmt: skip
+        lines.append(
+            f"tune {objective}: passes {default if default is not None else '–'} ms at the "
+            f"default, {b['passes_total_ms']} ms at {b['launch']}; each pass at its fastest: "
+            + ", ".join(fastest)
+        )
+    return "\n".join(lines)
+
+
 def _tune_result(result: dict) -> dict:
     """The stage's record: ``failed`` where a shape did not run."""
     ok = all(r["status"] == "ok" for r in result["rows"])
@@ -958,6 +973,9 @@ def main(argv: list[str] | None = None) -> int:
     targets = report["stages"].get("bench", {}).get("targets", [])
     if targets:
         print(format_targets(targets), file=sys.stderr)
+    tuned = report["stages"].get("tune", {}).get("result", {}).get("best", {})
+    if tuned:
+        print(format_tune(tuned), file=sys.stderr)
     print(f"[device_check] wrote {out.resolve()}", file=sys.stderr)
     return 0
 

@@ -300,6 +300,9 @@ def test_tune_best_picks_per_objective_and_per_pass():
                                 "_mixture_pass": {"launch": "1:2048:4", "ms": 7.0}}  # fmt: skip
     assert best["per_pass_total_ms"] == 8.0
     assert device_check._tune_result({"rows": rows})["status"] == "failed"
+    line = device_check.format_tune({"kl": best})
+    assert line.startswith("tune kl: passes 11.0 ms at the default, 10.0 ms at 1:2048:4;")
+    assert line.endswith("normalizer 1:1024:2, mixture 1:2048:4"), line
 
 
 def test_per_pass_shape_gives_each_pass_its_fastest(monkeypatch):
