@@ -993,6 +993,19 @@ def test_backend_is_agreed_and_checked():
         gpu.VocabParallelAMiDLoss(-5.0, 0.1, backend="fast")
 
 
+def _count_all_reduces(monkeypatch) -> list[int]:
+    """``torch.distributed.all_reduce`` counted in this process: ``calls[0]``."""
+    calls = [0]
+    all_reduce = dist.all_reduce
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return all_reduce(*args, **kwargs)
+
+    monkeypatch.setattr(dist, "all_reduce", counting)
+    return calls
+
+
 def _one_rank_group(device: str):
     """A default process group of one rank in this process (gloo on the CPU, NCCL on CUDA);
     the caller destroys it."""
@@ -1015,14 +1028,7 @@ def test_triton_one_rank_group_is_the_unsharded_kernel(monkeypatch, device):
     (the host's log1p against the kernel's). On CUDA (NCCL) this is the sharded kernel's
     compile and collectives on one GPU; here (gloo) the same steps under the interpreter.
     Every pair form (KL, JS, AB) and Rényi's row sums, with the collectives counted."""
-    calls = [0]
-    all_reduce = dist.all_reduce
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return all_reduce(*args, **kwargs)
-
-    monkeypatch.setattr(dist, "all_reduce", counting)
+    calls = _count_all_reduces(monkeypatch)
     _one_rank_group(device)
     try:
         s_np, t_np = _logits(29, 8, 70 if device == "cpu" else 4099)
@@ -1057,14 +1063,7 @@ def test_triton_malformed_launch_variable_is_an_argument_error(monkeypatch):
     error of the sharded Triton loss: raised with its message after the agreement
     collective, which a rank that rejected its arguments still joins (the others raise
     too), before any kernel runs; never a fall-back or a rank left waiting."""
-    calls = [0]
-    all_reduce = dist.all_reduce
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return all_reduce(*args, **kwargs)
-
-    monkeypatch.setattr(dist, "all_reduce", counting)
+    calls = _count_all_reduces(monkeypatch)
     monkeypatch.setenv("AMID_TRITON_LAUNCH", "1:100:4")
     _one_rank_group("cpu")
     try:
