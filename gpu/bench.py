@@ -251,11 +251,13 @@ def roofline(cost: dict, time_s: float, ceilings: dict) -> dict:
     }
 
 
-def _median_seconds(fn, cuda: bool, reps: int) -> float:
+def _median_seconds(fn, cuda: bool, reps: int, before=None) -> float:
     """Median seconds of ``reps`` calls of ``fn`` after one warm-up call (between CUDA
-    events on CUDA)."""
+    events on CUDA); ``before`` (untimed) runs before each call."""
     times = []
     for _ in range(reps + 1):
+        if before is not None:
+            before()
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -370,22 +372,13 @@ def _make_topk(rows: int, vocab: int, k: int, device):
 
 
 def _timed(step, clear_grads, cuda: bool, reps: int) -> float:
-    """Median seconds of ``reps`` forward+backward passes after one warm-up pass."""
-    times = []
-    for _ in range(reps + 1):  # the first pass is a warm-up
-        clear_grads()
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step().backward()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            step().backward()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+    """Median seconds of ``reps`` forward+backward passes after one warm-up pass (the
+    gradients cleared before each, outside the timing)."""
+
+    def one() -> None:
+        step().backward()
+
+    return _median_seconds(one, cuda, reps, before=clear_grads)
 
 
 def _measure_step(step, clear_grads, cuda: bool, spec: dict) -> tuple[int, float, float]:
