@@ -230,6 +230,10 @@ TUNE_SHAPES = (None, "1:2048:4", "1:1024:2", "1:8192:16", "1:4096:4", "1:2048:8"
 DRY_TUNE_SHAPES = (None, "4:64:4")
 #: Timed forward+backward passes per (objective, shape), after one warm-up pass.
 TUNE_REPS = 3
+#: The default shape is timed once more per objective at this many times the default chunk:
+#: a launch has one program per row of the chunk (523 at V = 128256), which bounds the
+#: programs an SM holds; this row tells whether the chunk, not the shape, limits a pass.
+TUNE_CHUNK_SCALE = 4
 
 
 class _PassTimer:
@@ -303,9 +307,9 @@ def _tune_plan(dry: bool) -> dict:
             "reps": TUNE_REPS, "objectives": tuple(t["objectives"])}  # fmt: skip
 
 
-def _tune_step(s, t, objective: str):
+def _tune_step(s, t, objective: str, chunk_size: int | None = None):
     obj = {k: v for k, v in bench.OBJECTIVES[objective].items() if k != "label"}
-    return gpu.amid_loss(s, t, backend="triton", **obj)
+    return gpu.amid_loss(s, t, backend="triton", chunk_size=chunk_size, **obj)
 
 
 def _tune_workloads(device: str, dry: bool) -> None:
@@ -334,18 +338,23 @@ def _stage_tune(device: str, dry: bool, part: str | None = None) -> dict:
                               "rows": rows}  # fmt: skip
     s, t = bench._make_inputs(plan["rows"], plan["vocab"], getattr(torch, plan["dtype"]), device)
     # every shape for every objective (a stage cut short keeps every objective of a shape),
-    # then per objective its passes' fastest shapes together
-    todo = [(shape, o) for shape in plan["shapes"] for o in plan["objectives"]]
-    todo += [("per-pass", o) for o in plan["objectives"]]
+    # then per objective its passes' fastest shapes together, and the default shape at
+    # TUNE_CHUNK_SCALE times the default chunk
+    todo = [(shape, o, 1) for shape in plan["shapes"] for o in plan["objectives"]]
+    todo += [("per-pass", o, 1) for o in plan["objectives"]]
+    todo += [(None, o, TUNE_CHUNK_SCALE) for o in plan["objectives"]]
+    chunk = _engine.default_chunk_size(plan["vocab"], device, "triton")
+    result["chunk_rows"] = chunk
     with _PassTimer(cuda) as timer, warnings.catch_warnings():
         # a fall-back to the torch kernel is an error here: the row would time the wrong kernel
         warnings.filterwarnings("error", message=".*using the torch kernel.*")
-        for shape, objective in todo:
+        for shape, objective, scale in todo:
             if shape == "per-pass":
                 shape = _per_pass_shape(result.get("best", {}).get(objective), plan)
                 if shape is None:
                     continue
-            rows.append(_tune_row(s, t, objective, shape, plan["reps"], timer))
+            rows.append(_tune_row(s, t, objective, shape, plan["reps"], timer,
+                                  chunk * scale if scale != 1 else None))  # fmt: skip
             result["best"] = _tune_best(rows)
             if part:
                 Path(part).write_text(json.dumps(_tune_result(result), indent=2))
@@ -353,12 +362,16 @@ def _stage_tune(device: str, dry: bool, part: str | None = None) -> dict:
     return _tune_result(result)
 
 
-def _tune_row(s, t, objective: str, shape: str | None, reps: int, timer: _PassTimer) -> dict:
+def _tune_row(s, t, objective: str, shape: str | None, reps: int, timer: _PassTimer,
+              chunk_rows: int | None = None) -> dict:  # fmt: skip
     """One (objective, shape) of the tune stage: ``reps`` timed forward+backward passes
-    after a warm-up, the median total and per-pass times; an error recorded, not raised."""
+    after a warm-up, the median total and per-pass times (``chunk_rows``: rows per chunk,
+    ``None`` the default); an error recorded, not raised."""
     from gpu import _triton_kernel as tk  # optional: triton (the triton extra)
 
     row: dict[str, Any] = {"objective": objective, "launch": shape or "default"}
+    if chunk_rows is not None:
+        row["chunk_rows"] = chunk_rows
     _engine._TRITON.clear()  # a fresh wrapper: an earlier shape's failure is not kept
     try:
         totals, passes = [], []
@@ -367,7 +380,7 @@ def _tune_row(s, t, objective: str, shape: str | None, reps: int, timer: _PassTi
                 s.grad = None
                 timer.take()
                 t0 = time.perf_counter()
-                _tune_step(s, t, objective).backward()
+                _tune_step(s, t, objective, chunk_rows).backward()
                 by_pass = timer.take()  # synchronizes
                 if rep:
                     totals.append(1e3 * (time.perf_counter() - t0))
@@ -407,10 +420,15 @@ def format_tune(best: dict) -> str:
         default = b.get("default_passes_total_ms")
         fastest = [f"{name.strip('_').removesuffix('_pass')} {p['launch']}"
                    for name, p in b["per_pass"].items()]  # fmt: skip
+        wide = b.get("larger_chunk")
+        chunk = f"; the default at {wide['chunk_rows']} rows a chunk: " if wide else ""
+        if wide:
+            chunk += f"{wide['passes_total_ms']} ms"
         lines.append(
             f"tune {objective}: passes {default if default is not None else '–'} ms at the "
             f"default, {b['passes_total_ms']} ms at {b['launch']}; each pass at its fastest: "
             + ", ".join(fastest)
+            + chunk
         )
     return "\n".join(lines)
 
@@ -423,10 +441,12 @@ def _tune_result(result: dict) -> dict:
 
 def _tune_best(rows: list[dict]) -> dict:
     """Per objective: the shape of the least total time, and per pass the shape of its least
-    time (the sum of those per-pass minima: what per-pass shapes would give)."""
+    time (the sum of those per-pass minima: what per-pass shapes would give), over the rows
+    at the default chunk; and the default shape's time at a larger chunk where measured."""
     best: dict[str, Any] = {}
     for objective in dict.fromkeys(r["objective"] for r in rows):
-        ok = [r for r in rows if r["objective"] == objective and r["status"] == "ok"]
+        mine = [r for r in rows if r["objective"] == objective and r["status"] == "ok"]
+        ok = [r for r in mine if "chunk_rows" not in r]
         if not ok:
             continue
         top = min(ok, key=lambda r: r["passes_total_ms"])
@@ -442,6 +462,12 @@ def _tune_best(rows: list[dict]) -> dict:
             "per_pass": per_pass,
             "per_pass_total_ms": round(sum(p["ms"] for p in per_pass.values()), 3),
         }
+        wide = [r for r in mine if "chunk_rows" in r]
+        if wide:
+            best[objective]["larger_chunk"] = {
+                "chunk_rows": wide[0]["chunk_rows"],
+                "passes_total_ms": wide[0]["passes_total_ms"],
+            }
     return best
 
 

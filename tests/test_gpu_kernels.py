@@ -276,9 +276,12 @@ def test_device_check_cpu_dry_run(tmp_path):
     assert all(set(r["passes_ms"]) == passes for r in tune["rows"]), tune["rows"]
     assert tune["launches"] == dict.fromkeys(passes, 2 * len(tune["rows"]))  # warm-up + 1 rep
     assert tune["best"]["kl"]["launch"] in {r["launch"] for r in tune["rows"]}
-    composed = tune["rows"][len(shapes) :]  # the passes' fastest shapes, where they differ
+    *composed, wide = tune["rows"][len(shapes) :]  # per-pass fastest; the larger chunk
     assert len(composed) <= 1
     assert all(r["status"] == "ok" and r["launch"].count("=") == 5 for r in composed), composed
+    assert wide["launch"] == "default" and wide["status"] == "ok"
+    assert wide["chunk_rows"] == device_check.TUNE_CHUNK_SCALE * tune["chunk_rows"]
+    assert tune["best"]["kl"]["larger_chunk"]["chunk_rows"] == wide["chunk_rows"]
 
 
 def test_tune_best_picks_per_objective_and_per_pass():
@@ -292,8 +295,10 @@ def test_tune_best_picks_per_objective_and_per_pass():
                 "passes_total_ms": a + b}  # fmt: skip
 
     rows = [row("default", 2.0, 9.0), row("1:2048:4", 3.0, 7.0), row("1:1024:2", 1.0, 9.5),
-            row("4:1024:8", 0.1, 0.1, status="error")]  # fmt: skip
-    best = device_check._tune_best(rows)["kl"]
+            row("4:1024:8", 0.1, 0.1, status="error"),
+            {**row("default", 0.5, 0.5), "chunk_rows": 2092}]  # fmt: skip
+    best = device_check._tune_best(rows)["kl"]  # the larger chunk's row is apart
+    assert best["larger_chunk"] == {"chunk_rows": 2092, "passes_total_ms": 1.0}
     assert best["launch"] == "1:2048:4" and best["passes_total_ms"] == 10.0
     assert best["default_passes_total_ms"] == 11.0
     assert best["per_pass"] == {"_normalizer_pass": {"launch": "1:1024:2", "ms": 1.0},
@@ -302,7 +307,7 @@ def test_tune_best_picks_per_objective_and_per_pass():
     assert device_check._tune_result({"rows": rows})["status"] == "failed"
     line = device_check.format_tune({"kl": best})
     assert line.startswith("tune kl: passes 11.0 ms at the default, 10.0 ms at 1:2048:4;")
-    assert line.endswith("normalizer 1:1024:2, mixture 1:2048:4"), line
+    assert line.endswith("mixture 1:2048:4; the default at 2092 rows a chunk: 1.0 ms"), line
 
 
 def test_per_pass_shape_gives_each_pass_its_fastest(monkeypatch):
