@@ -372,7 +372,10 @@ def _tune_row(s, t, objective: str, shape: str | None, reps: int, timer: _PassTi
     row: dict[str, Any] = {"objective": objective, "launch": shape or "default"}
     if chunk_rows is not None:
         row["chunk_rows"] = chunk_rows
-    _engine._TRITON.clear()  # a fresh wrapper: an earlier shape's failure is not kept
+    # a fresh wrapper, nothing said yet: an earlier shape's failure is neither kept nor left
+    # unsaid if this shape fails alike (its fall-back warning is this row's error)
+    _engine._TRITON.clear()
+    _engine._WARNED.clear()
     try:
         totals, passes = [], []
         with tk.launch_config(shape):

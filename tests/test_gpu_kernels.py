@@ -310,6 +310,38 @@ def test_tune_best_picks_per_objective_and_per_pass():
     assert line.endswith("mixture 1:2048:4; the default at 2092 rows a chunk: 1.0 ms"), line
 
 
+def test_tune_rows_that_fail_alike_are_each_an_error(monkeypatch):
+    """A launch shape whose pass c fails (after passes a and b ran) is an error row, and so
+    is the next one failing with the same words: the engine would warn once per process
+    and then fall back silently, and the row would time the torch kernel with a and b."""
+    pytest.importorskip("triton")
+    from _triton import interpreted
+
+    from gpu import _engine, bench, device_check
+    from gpu import _triton_kernel as tk
+
+    if not (interpreted() or torch.cuda.is_available()):
+        pytest.skip("the Triton kernels need CUDA or TRITON_INTERPRET=1")
+
+    class Broken:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                raise RuntimeError("pass c failed (test)")
+
+            return launch
+
+    monkeypatch.setattr(tk, "_divergence_pass", Broken())
+    monkeypatch.setattr(_engine, "_TRITON", [])
+    monkeypatch.setattr(_engine, "_WARNED", set())
+    s, t = bench._make_inputs(4, 64, torch.float32, "cpu")
+    with device_check._PassTimer(False) as timer, warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*using the torch kernel.*")
+        rows = [device_check._tune_row(s, t, "kl", shape, 1, timer) for shape in (None, "2:16:4")]
+    assert [r["status"] for r in rows] == ["error", "error"], rows
+    assert all("pass c failed (test)" in r["why"] for r in rows), rows
+    assert timer.launches["_normalizer_pass"] == 2  # a ran once per row, then c failed
+
+
 def test_per_pass_shape_gives_each_pass_its_fastest(monkeypatch):
     """The tune stage's last row per objective: each pass at its own fastest shape, in the
     launch variable's syntax (the default written out as the pass's default shape at the
