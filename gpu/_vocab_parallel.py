@@ -122,8 +122,9 @@ class _ShardReduce(LocalReduce):
         self.world = 1
         self.order = 0
         #: The dtype of global vocabulary ids in a collective (min all-reduce of the first
-        #: maxima, gpu._triton_kernel._carried_to_top): float32, exact, wherever every id is
-        #: below 2^24; set once the shards are agreed, the same on every rank.
+        #: maxima: gpu._triton_kernel._carried_to_top, :meth:`_project_start`): float32,
+        #: exact, wherever every id is below 2^24; set once the shards are agreed, the same
+        #: on every rank.
         self.ids = torch.float64
         self.calls = 0
         self.elements = 0
@@ -308,9 +309,8 @@ class _ShardReduce(LocalReduce):
         else:  # not noted: the first global occurrence by a max and a min all-reduce
             v = g.shape[-1]
             top = known[0][0] if known else self.max(log_w).unsqueeze(-1)
-            # global ids as float32 where exact (V < 2^24), else float64
-            id_dtype = torch.float32 if self.start + v < 2**24 else torch.float64
-            ids = torch.arange(self.start, self.start + v, device=g.device, dtype=id_dtype)
+            # global ids in the dtype the ranks agreed on (self.ids: float32 where exact)
+            ids = torch.arange(self.start, self.start + v, device=g.device, dtype=self.ids)
             first = torch.where(log_w == top, ids, math.inf).amin(-1)
             k = self.all_reduce(first, "min").unsqueeze(-1)
             is_k = ids == k
