@@ -1806,7 +1806,7 @@ def launch_shapes() -> dict[str, tuple[int, int, int, int]]:
     return _LAUNCH_SET[-1] if _LAUNCH_SET else _env_launch(os.environ.get(LAUNCH_ENV, ""))
 
 
-def _blocks(n: int, v: int, kernel: str | None = None) -> tuple[int, int, int, int]:
+def _blocks(n: int, v: int, kernel: str) -> tuple[int, int, int, int]:
     """(BLOCK_R, BLOCK_V, num_warps, stages) of pass ``kernel``: a row per program on CUDA
     with wide tiles and an unpipelined loop; under the interpreter (numpy) many rows per
     program and narrow tiles; a shape set by :func:`launch_config` or :data:`LAUNCH_ENV`

@@ -425,9 +425,8 @@ def format_tune(best: dict) -> str:
         fastest = [f"{name.strip('_').removesuffix('_pass')} {p['launch']}"
                    for name, p in b["per_pass"].items()]  # fmt: skip
         wide = b.get("larger_chunk")
-        chunk = f"; the default at {wide['chunk_rows']} rows a chunk: " if wide else ""
-        if wide:
-            chunk += f"{wide['passes_total_ms']} ms"
+        chunk = (f"; the default at {wide['chunk_rows']} rows a chunk: "
+                 f"{wide['passes_total_ms']} ms" if wide else "")  # fmt: skip
         lines.append(
             f"tune {objective}: passes {default if default is not None else '–'} ms at the "
             f"default, {b['passes_total_ms']} ms at {b['launch']}; each pass at its fastest: "

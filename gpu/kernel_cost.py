@@ -57,7 +57,9 @@ import gpu
 from gpu import bench, device_check
 
 #: The CUDA machine the floors are for: H200 SXM (H100 SXM has the same SMs and clock).
-SMS, SCHEDULERS, CLOCK_HZ, HBM_BYTES_S = 132, 4, 1.98e9, 4.3e12
+SMS, SCHEDULERS, CLOCK_HZ = 132, 4, 1.98e9
+#: Its device-to-device copy bandwidth, bytes per second (:data:`gpu.bench.H200_COPY_TBPS`).
+HBM_BYTES_S = bench.H200_COPY_TBPS * 1e12
 #: Registers per SM, the register allocation unit per warp, warps and blocks per SM (sm_90).
 REGISTERS_PER_SM, REGISTER_UNIT, MAX_WARPS_PER_SM, MAX_BLOCKS_PER_SM = 65536, 256, 64, 32
 #: Shared memory per SM and the part the system reserves per block (sm_90), bytes: a
