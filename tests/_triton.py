@@ -31,17 +31,24 @@ def interpreted() -> bool:
 
 
 class Launches:
-    """A Triton kernel whose launches (``kernel[grid](...)``) are counted: put in place of
-    a kernel (e.g. ``gpu._triton_kernel._normalizer_pass``, the first pass) to tell that
-    the Triton kernel ran, not a fallback."""
+    """A Triton kernel whose launches (``kernel[grid](...)``) are counted, and their grids
+    and keyword arguments (constexprs, warps) kept in :attr:`calls`: put in place of a
+    kernel (e.g. ``gpu._triton_kernel._normalizer_pass``, the first pass) to tell that the
+    Triton kernel ran, not a fallback, and how it was launched."""
 
     def __init__(self, kernel) -> None:
         self.kernel = kernel
         self.count = 0
+        self.calls: list[tuple[tuple, dict]] = []
 
     def __getitem__(self, grid):
         self.count += 1
-        return self.kernel[grid]
+
+        def launch(*args, **kwargs):
+            self.calls.append((tuple(grid), kwargs))
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
 
 
 def patch_language_once() -> bool:

@@ -651,20 +651,6 @@ def test_launch_variable_syntax_and_errors():
         assert repr(text.split(",")[-1].strip()) in str(err.value)
 
 
-class _Shapes:
-    """A pass whose launches' (BLOCK_R, BLOCK_V) are recorded, launched as they came."""
-
-    def __init__(self, kernel, seen: set) -> None:
-        self.kernel, self.seen = kernel, seen
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.seen.add((kwargs["BLOCK_R"], kwargs["BLOCK_V"], kwargs["STAGES"], grid[0]))
-            return self.kernel[grid](*args, **kwargs)
-
-        return launch
-
-
 @pytest.mark.parametrize("shape", ["2:16:4", "4:64:8:3", "a=2:128:8:2,c=1:32:1,d=4:16:2:4"])
 def test_launch_shapes_reach_the_launches_and_keep_the_numerics(monkeypatch, launches, shape):
     """Each pass launches with the shape :func:`gpu._triton_kernel.launch_config` sets (its
@@ -673,9 +659,9 @@ def test_launch_shapes_reach_the_launches_and_keep_the_numerics(monkeypatch, lau
     layout and a schedule, not a change of the numerics (KL with the stored mixture, AB
     with the stored pair, Rényi's pass c0)."""
     want = tk.parse_launch(shape)
-    seen = {name: set() for name in want}
-    for name in want:
-        monkeypatch.setattr(tk, name, _Shapes(getattr(tk, name), seen[name]))
+    spies = {name: Launches(getattr(tk, name)) for name in want}
+    for name, spy in spies.items():
+        monkeypatch.setattr(tk, name, spy)
     rows, vocab = 5, 70
     s_np, t_np = realistic_logits(23, rows, vocab, masked=2)
     with tk.launch_config(shape):
@@ -688,7 +674,8 @@ def test_launch_shapes_reach_the_launches_and_keep_the_numerics(monkeypatch, lau
                                    backend="triton")  # fmt: skip
     for name, (r, bv, _, stages) in want.items():
         block_v = min(bv, 128)  # the next power of two above V = 70
-        assert seen[name] == {(r, block_v, stages, -(-rows // r))}, (name, seen[name])
+        seen = {(k["BLOCK_R"], k["BLOCK_V"], k["STAGES"], grid[0]) for grid, k in spies[name].calls}
+        assert seen == {(r, block_v, stages, -(-rows // r))}, (name, seen)
 
 
 def test_malformed_launch_variable_is_raised_not_fallen_back_from(monkeypatch):
