@@ -368,6 +368,8 @@ def _vocab_tiled_run(h2, weight, bias, teacher_args, rows, spec, leading, need, 
             if lo is not None:
                 gh_c.add_(_mm(lo, weight, cdt))
             gh[sel] = gh_c.to(gh.dtype)
+            del gh_c
+        del logits, lo, g  # freed before the next chunk's logits are formed
     _raise_for_flags(flags, leading, spec)
 
     def finish(factor: float):
@@ -409,6 +411,8 @@ def _vocab_tiled_run(h2, weight, bias, teacher_args, rows, spec, leading, need, 
                     a_b.add_(s_t.sum(0, dtype=cdt))
                     if lo is not None:
                         a_b.add_(lo.sum(0, dtype=cdt))
+                # freed before the next block's logits are formed (else two blocks coexist)
+                del s_t, t_t, lo
             if a_w is not None:
                 gw[cols] = a_w
             if a_b is not None:

@@ -31,8 +31,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 F = torch.nn.functional
 
+from _memory import LiveBytes  # noqa: E402
 from _triton import interpreted  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
@@ -194,21 +194,6 @@ def test_tiled_all_rows_ignored_and_frozen_weight(tiles):
     assert tiles == [32] * 6
 
 
-class _Allocations(TorchDispatchMode):
-    """Records (shape, dtype) of every tensor an aten op returns."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen: list[tuple[tuple[int, ...], torch.dtype]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for x in out if isinstance(out, tuple | list) else (out,):
-            if isinstance(x, torch.Tensor):
-                self.seen.append((tuple(x.shape), x.dtype))
-        return out
-
-
 def _largest_float32(seen):
     return max((math.prod(shape) for shape, dt in seen if dt == torch.float32), default=0)
 
@@ -218,16 +203,90 @@ def test_tiled_path_forms_no_float32_weight_sized_tensor(tiles):
     the row-chunk path's is the V×H weight gradient (the recorder sees it)."""
     h, w, b, th, tw, tb = _problem(14, torch.bfloat16)
     kw = dict(student_bias=b, teacher_bias=tb)
-    with _Allocations() as tiled:
+    with LiveBytes() as tiled:
         loss = gpu.amid_fused_linear_loss(h, w, th, tw, -5.0, 0.1, backend="triton", **kw)
         loss.backward()
-    with _Allocations() as rowwise:
+    with LiveBytes() as rowwise:
         loss = gpu.amid_fused_linear_loss(h, w, th, tw, -5.0, 0.1, backend="torch", **kw)
         loss.backward()
     assert tiles == [32] * 6
     assert _largest_float32(rowwise.seen) >= VOCAB * HIDDEN  # the recorder catches it
     assert _largest_float32(tiled.seen) <= 32 * HIDDEN
     assert (tuple(w.shape), torch.bfloat16) in tiled.seen  # dW formed in the weight dtype
+
+
+class _NoLaunch:
+    """A Triton pass whose launches do nothing (a launch allocates no memory on CUDA)."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+def _cuda_products(monkeypatch, meter: LiveBytes) -> None:
+    """``torch.mm`` / ``torch.addmm`` with ``out_dtype`` as on CUDA, for the memory count:
+    the product's float32 operands are the GEMM's registers there, so they are not counted
+    (the CPU torch has no such overload and would convert the operands)."""
+    real_mm = torch.mm
+
+    def mm(a, b, *, out_dtype=None):
+        if out_dtype is None:
+            return real_mm(a, b)
+        with meter.paused():
+            out = real_mm(a.to(out_dtype), b.to(out_dtype))
+        meter.count(out)
+        return out
+
+    def addmm(acc, a, b, *, out_dtype, out):
+        assert out is acc
+        with meter.paused():
+            return acc.add_(real_mm(a.to(out_dtype), b.to(out_dtype)))
+
+    monkeypatch.setattr(_fused, "_tensor_cores", lambda a: True)
+    monkeypatch.setattr(_fused, "OUT_DTYPE_PRODUCTS", {})
+    monkeypatch.setattr(torch, "mm", mm)
+    monkeypatch.setattr(torch, "addmm", addmm)
+
+
+def test_tiled_peak_memory_is_its_count(monkeypatch):
+    """The two-phase path's peak extra memory is the count of docs/gpu.md (*Two-phase,
+    vocabulary-tiled backward*), reached in phase 2: the weight and hidden-state gradients
+    in the weight dtype, 84 bytes of row statistics a row and one tile's scratch (its
+    student and teacher logits, the float32 tile × H accumulator), plus a few row vectors
+    (flags, the tile's copy of the arg-maxima); below one bf16 (N, V) tensor, the bound of
+    ``test_cuda_fused_peak_memory_is_weight_sized``. Each chunk's and each tile's buffers
+    go before the next ones are formed.
+
+    The CUDA target's shape (N = 8192, V = 128256, H = 4096, bf16) divided by 16, the
+    chunk and tile elements by 256 (the same 16 rows of 8016 a chunk as 261 of 128256,
+    tiles of 256 columns as of 4096); the Triton passes launch nothing (on CUDA a launch
+    allocates no memory; the kernel's numbers are the other tests'), the products are
+    CUDA's ``out_dtype`` ones, and :class:`LiveBytes` counts the storages the call makes."""
+    k = 16
+    n, v, hdim = 8192 // k, 128256 // k, 4096 // k
+    monkeypatch.setattr(_fused, "_TRITON_FUSED_CHUNK_ELEMENTS", 2**25 // k**2)
+    monkeypatch.setattr(_fused, "_VOCAB_TILE_ELEMENTS", 2**25 // k**2)
+    monkeypatch.setattr(_fused, "_VOCAB_TILE_QUANTUM", 256 // k)
+    monkeypatch.setattr(_engine, "_WARNED", set())
+    for name in tk.PASSES.values():
+        monkeypatch.setattr(tk, name, _NoLaunch())
+    tiles = []
+    real = tk.gradient_tile
+    monkeypatch.setattr(tk, "gradient_tile", lambda s, *a: tiles.append(s.shape) or real(s, *a))
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(n, hdim, generator=gen).bfloat16().requires_grad_()
+    w = (0.02 * torch.randn(v, hdim, generator=gen)).bfloat16().requires_grad_()
+    th = torch.randn(n, hdim, generator=gen).bfloat16()
+    tw = (0.04 * torch.randn(v, hdim, generator=gen)).bfloat16()
+    meter = LiveBytes()
+    _cuda_products(monkeypatch, meter)
+    with meter:
+        gpu.amid_fused_linear_loss(h, w, th, tw, 0.0, 0.1, backend="triton").backward()
+    chunk, tile = 2**25 // k**2 // v, _fused._vocab_tile(n, v)
+    assert (chunk, tile) == (16, 256)
+    assert [s[-1] for s in tiles] == [tile] * (v // tile) + [v % tile]  # the tiled path ran
+    count = v * hdim * 2 + n * hdim * 2 + n * 84 + n * tile * 2 * 2 + tile * hdim * 4
+    assert v * hdim * 2 <= meter.peak <= count + 32 * n, (meter.peak, count)
+    assert meter.peak < n * v * 2
 
 
 def test_tiled_bad_rows_are_named(tiles):
