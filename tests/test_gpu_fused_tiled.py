@@ -32,7 +32,7 @@ pytest.importorskip("triton")
 F = torch.nn.functional
 
 from _memory import LiveBytes  # noqa: E402
-from _triton import interpreted  # noqa: E402
+from _triton import NoLaunch, interpreted  # noqa: E402
 
 import amid_ref  # noqa: E402
 import gpu  # noqa: E402
@@ -215,13 +215,6 @@ def test_tiled_path_forms_no_float32_weight_sized_tensor(tiles):
     assert (tuple(w.shape), torch.bfloat16) in tiled.seen  # dW formed in the weight dtype
 
 
-class _NoLaunch:
-    """A Triton pass whose launches do nothing (a launch allocates no memory on CUDA)."""
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: None
-
-
 def _cuda_products(monkeypatch, meter: LiveBytes) -> None:
     """``torch.mm`` / ``torch.addmm`` with ``out_dtype`` as on CUDA, for the memory count:
     the product's float32 operands are the GEMM's registers there, so they are not counted
@@ -268,7 +261,7 @@ def test_tiled_peak_memory_is_its_count(monkeypatch):
     monkeypatch.setattr(_fused, "_VOCAB_TILE_QUANTUM", 256 // k)
     monkeypatch.setattr(_engine, "_WARNED", set())
     for name in tk.PASSES.values():
-        monkeypatch.setattr(tk, name, _NoLaunch())
+        monkeypatch.setattr(tk, name, NoLaunch())
     tiles = []
     real = tk.gradient_tile
     monkeypatch.setattr(tk, "gradient_tile", lambda s, *a: tiles.append(s.shape) or real(s, *a))

@@ -25,7 +25,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from _triton import Launches, interpreted  # noqa: E402
+from _memory import LiveBytes  # noqa: E402
+from _triton import Launches, NoLaunch, interpreted  # noqa: E402
 from test_gpu import (  # noqa: E402
     _PIVOT_PARAMS,
     ALPHAS,
@@ -694,6 +695,49 @@ def test_malformed_launch_variable_is_raised_not_fallen_back_from(monkeypatch):
     monkeypatch.setenv(tk.LAUNCH_ENV, "b=2:16:2")
     gpu.amid_loss(s, t, -5.0, 0.1, backend="triton").backward()
     assert spy.count == 1 and not _engine._WARNED
+
+
+#: The CUDA logits targets (docs/gpu.md) and the float32 scratch each keeps per element of a
+#: chunk: G and log m (8 B), and for AB with q an argument the stored pair and g_r (12 B).
+MEMORY_TARGETS = (
+    (-5.0, 0.1, "kl", "pr", None, 8),
+    (0.0, 0.5, "js", "pr", {"beta": 0.5}, 8),
+    (-5.0, 0.1, "ab", "rq", {"alpha": 0.2, "beta": 0.7}, 12),
+)
+
+
+@pytest.mark.parametrize("objective", MEMORY_TARGETS, ids=[o[2] for o in MEMORY_TARGETS])
+def test_peak_memory_is_the_gradient_and_one_chunk(monkeypatch, objective):
+    """The logits loss's peak extra memory with the Triton kernel: the gradient in the
+    student's dtype and one chunk's float32 scratch (docs/gpu.md, the passes' memory), plus
+    the row statistics; at the CUDA target (N = 8192, V = 128256, bf16) 1.96 GiB + 512 MiB
+    (768 MiB for AB), against the 35 GiB the textbook KL version took on an H200.
+
+    Here at that shape divided by 16 and the chunk's elements by 256 (32 rows of 8016, as
+    523 of 128256), the passes launching nothing (on CUDA a launch allocates no memory; the
+    numbers are the other tests'), the storages the call creates counted by
+    :class:`LiveBytes`."""
+    alpha, lam, div, order, params, scratch = objective
+    k = 16
+    n, v = 8192 // k, 128256 // k
+    monkeypatch.setattr(_engine, "_TRITON_CHUNK_ELEMENTS", 2**26 // k**2)
+    monkeypatch.setattr(_engine, "_TRITON", [])
+    monkeypatch.setattr(_engine, "_WARNED", set())
+    spy = Launches(NoLaunch())
+    for name in tk.PASSES.values():
+        monkeypatch.setattr(tk, name, spy)
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(n, v, generator=gen).bfloat16().requires_grad_()
+    t = torch.randn(n, v, generator=gen).bfloat16()
+    chunk = gpu.default_chunk_size(v, "cuda", "triton")  # the CUDA rule, here on the CPU
+    assert chunk == 32
+    with LiveBytes() as meter:
+        loss = gpu.amid_loss(s, t, alpha, lam, div, order, params, chunk_size=chunk,
+                             backend="triton")  # fmt: skip
+        loss.backward()
+    assert spy.count >= 5 * n // chunk  # every chunk's passes launched
+    gradient = n * v * 2
+    assert gradient <= meter.peak <= gradient + scratch * chunk * v + 128 * n, meter.peak
 
 
 # --- compiled, on CUDA ----------------------------------------------------------------------
