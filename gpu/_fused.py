@@ -102,14 +102,22 @@ def _teacher_tile_source(teacher_hidden, teacher_weight, teacher_bias, teacher_l
     return lambda idx, cols: F.linear(th2[idx], tw[cols], None if tb is None else tb[cols])
 
 
+#: Whether the fused loss takes the two-phase backward where it applies
+#: (:func:`_vocab_tiled_applies`). ``False`` sends those losses down the row-chunk path
+#: instead: two GEMMs fewer (the logits are not formed again), a float32 V×H weight-gradient
+#: accumulator more (docs/gpu.md, *Two-phase, vocabulary-tiled backward*). For measuring
+#: the two side by side: the benchmark's ``fused_rows`` implementation sets it.
+TWO_PHASE = True
+
+
 def _vocab_tiled_applies(kernel, spec, weight, teacher_args) -> bool:
     """Whether the two-phase, vocabulary-tiled backward (:func:`_vocab_tiled_run`) computes
-    this loss: the Triton kernel computes the spec itself (:func:`gpu._triton_kernel.
-    runs_in_triton`), the weight is bfloat16 or float32 (float16: its range, see
-    :func:`_times_weight`), and the teacher is dense, of the student's vocabulary, with no
-    teacher-side transform and the temperature on both sides (these run in the wrapper of
-    :func:`gpu._teachers.teaching_kernel` on whole rows)."""
-    if getattr(kernel, "backend", None) != "triton":
+    this loss: :data:`TWO_PHASE` is set, the Triton kernel computes the spec itself
+    (:func:`gpu._triton_kernel.runs_in_triton`), the weight is bfloat16 or float32 (float16:
+    its range, see :func:`_times_weight`), and the teacher is dense, of the student's
+    vocabulary, with no teacher-side transform and the temperature on both sides (these run
+    in the wrapper of :func:`gpu._teachers.teaching_kernel` on whole rows)."""
+    if not TWO_PHASE or getattr(kernel, "backend", None) != "triton":
         return False
     from gpu._triton_kernel import runs_in_triton  # optional: triton (the triton extra)
 

@@ -70,12 +70,14 @@ backward, at JS_β(p‖q), β = 0.5 (``gpu``: divergence ``"js"``, λ = 0, order
 liger: ``LigerFusedLinearJSDLoss(weight_hard_loss=0, weight_soft_loss=1, beta=β)``).
 Implementations: ``naive`` (``F.linear`` + the textbook eager JSD, as TRL's
 ``generalized_jsd_loss``), ``unfused`` (``F.linear`` + :func:`gpu.amid_loss`), ``fused``
-(:func:`gpu.amid_fused_linear_loss` at its default chunk), ``fused_compiled``
-(``compile=True``, with ``--compile``), ``liger`` and ``liger_chunk`` (liger at its default
-chunk and at ours; on CPU with ``compiled=False``, its pure-torch path), and the loss alone
-on materialized logits: ``logits_naive``, ``logits_chunked`` and ``logits_compiled``. On
-CPU each runs twice: on an otherwise idle machine ("quiet") and with a busy-loop process on
-the side ("loaded").
+(:func:`gpu.amid_fused_linear_loss` at its default chunk), ``fused_rows`` (the same with
+``gpu._fused.TWO_PHASE`` off: the row-chunk backward where the two-phase one would run, the
+Triton kernel on CUDA; by default on CUDA only, elsewhere it is ``fused``),
+``fused_compiled`` (``compile=True``, with ``--compile``), ``liger`` and ``liger_chunk``
+(liger at its default chunk and at ours; on CPU with ``compiled=False``, its pure-torch
+path), and the loss alone on materialized logits: ``logits_naive``, ``logits_chunked`` and
+``logits_compiled``. On CPU each runs twice: on an otherwise idle machine ("quiet") and
+with a busy-loop process on the side ("loaded").
 
 Sparse mode (``--sparse``)
 --------------------------
@@ -109,6 +111,7 @@ import torch.nn.functional as F
 
 import gpu
 from amid_ref._battery._known_wrong import naive_log_alpha_mean
+from gpu import _fused
 from gpu._engine import _triton_usable
 from gpu._fused import OUT_DTYPE_PRODUCTS
 from gpu._rss import MALLOC_ENV, _reset_rss_peak, _rss_peak_bytes
@@ -990,6 +993,7 @@ FUSED_IMPLS = (
     "naive",
     "unfused",
     "fused",
+    "fused_rows",
     "fused_compiled",
     "liger",
     "liger_chunk",
@@ -1074,13 +1078,18 @@ def _fused_worker(spec: dict) -> dict:
             with torch.no_grad():
                 t = F.linear(th, tw)
             return gpu.amid_loss(F.linear(h, w), t, chunk_size=chunk, **js)
-    elif impl in ("fused", "fused_compiled"):
+    elif impl in ("fused", "fused_rows", "fused_compiled"):
         compile_flag = impl == "fused_compiled"
+        two_phase = impl != "fused_rows"  # fused_rows: the row-chunk path where both apply
 
         def step():
-            return gpu.amid_fused_linear_loss(
-                h, w, th, tw, chunk_size=chunk, compile=compile_flag, **js
-            )
+            before, _fused.TWO_PHASE = _fused.TWO_PHASE, two_phase
+            try:
+                return gpu.amid_fused_linear_loss(
+                    h, w, th, tw, chunk_size=chunk, compile=compile_flag, **js
+                )
+            finally:
+                _fused.TWO_PHASE = before
     else:
         raise ValueError(f"unknown implementation {impl!r}; known: {', '.join(FUSED_IMPLS)}")
 
@@ -1120,7 +1129,7 @@ def _fused_worker(spec: dict) -> dict:
 def _gemm_route(impl: str) -> dict:
     """For the gpu fused loss: which float32-output products of low-precision operands
     this torch took (``gpu._fused.OUT_DTYPE_PRODUCTS``; empty off CUDA)."""
-    if impl not in ("fused", "fused_compiled"):
+    if impl not in ("fused", "fused_rows", "fused_compiled"):
         return {}
     return {"out_dtype_products": dict(OUT_DTYPE_PRODUCTS)}
 
@@ -1164,7 +1173,9 @@ def run_fused(args, report: Report | None = None, configs=None, impls=None) -> R
             configs = _CUDA_FUSED if device == "cuda" else _CPU_FUSED
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
     if impls is None:
-        default = [i for i in FUSED_IMPLS if i not in _COMPILED_IMPLS or args.compile]
+        # fused_rows differs from fused only where the two-phase path runs (Triton: CUDA)
+        default = [i for i in FUSED_IMPLS if (i not in _COMPILED_IMPLS or args.compile)
+                   and (i != "fused_rows" or device == "cuda")]  # fmt: skip
         impls = _names(args.impls, FUSED_IMPLS, "--impls", default)
     report = report or Report(args.out, {**_header(args, "fused", [device]), "beta": args.beta})
     ceilings = report.data["ceilings"].get(device) or device_ceilings(device, args.hbm_tbps)
@@ -1356,6 +1367,9 @@ def run_targets(args) -> Report:
                   impls=["fused", "liger"])  # fmt: skip
         peers = {"kl": ["torch", "liger_kl"], "js": ["liger_jsd"]}
         run_logits(args, report, cases(lambda o: peers.get(o, [])))
+        # last: the fused loss down its row-chunk path (what the two-phase path's memory costs)
+        run_fused(args, report, configs=[(f["vocab"], f["rows"], f["hidden"])],
+                  impls=["fused_rows"])  # fmt: skip
         size = {k: t[k] for k in ("rows", "vocab", "dtype")}
         report.data["targets"] = logits_targets(
             report.data["results"], device, "cuda", size

@@ -19,7 +19,8 @@ itself (0 when the compile stage had them all).
    on-disk cache (bench's first), within its limit; how many, and the wall time.
 2. ``bench`` -- ``python -m gpu.bench --targets`` (shortened: 5 timed passes, 40 s per
    implementation): the logits targets (KL, JS, AB at N = 8192, V = 128256, bf16) and the
-   fused target against liger-kernel, each MET / NOT MET with its ratio. The benchmark
+   fused target against liger-kernel, each MET / NOT MET with its ratio, then the peers
+   and the fused loss down its row-chunk backward (``fused_rows``). The benchmark
    writes its own JSON after every implementation; on a timeout the rows it had are kept.
    Its roofline fractions are of the GPU at hand: the copy bandwidth and bf16 product rate
    are measured at its start (:func:`gpu.bench.measure_ceilings`).

@@ -174,6 +174,28 @@ def test_tiled_teacher_logits_sum_and_upstream(tiles, dtype, monkeypatch):
     assert tiles == [64, 32]
 
 
+def test_two_phase_switch_takes_the_row_chunk_path(tiles, monkeypatch):
+    """``gpu._fused.TWO_PHASE = False`` (the benchmark's ``fused_rows``): the same Triton
+    loss down the row-chunk path (no tile pass, a float32 V×H accumulator), both paths
+    within the gpu rows of the float64 chain rule."""
+    objective = (-5.0, 0.3, "kl", "pr", None, 1.0)
+    alpha, lam, div, order, params, _ = objective
+    h, w, b, th, tw, tb = _problem(16, torch.bfloat16)
+    kw = dict(student_bias=b, teacher_bias=tb, backend="triton")
+    want_loss, want = _chain_rule(h, w, b, th, tw, tb, np.full(ROWS, 1.0 / ROWS), objective)
+    for two_phase, tile_passes in ((False, []), (True, [32] * 6)):
+        monkeypatch.setattr(_fused, "TWO_PHASE", two_phase)
+        with LiveBytes() as meter:
+            loss = gpu.amid_fused_linear_loss(h, w, th, tw, alpha, lam, div, order, params, **kw)
+            got = torch.autograd.grad(loss, (h, w, b))
+        assert tiles == tile_passes
+        accumulator = (tuple(w.shape), torch.float32) in meter.seen
+        assert accumulator is not two_phase
+        what = f"two_phase={two_phase}"
+        assert_within(loss.item(), want_loss, tolerance("gpu", "loss", "bfloat16"), what=what)
+        _assert_grads(got, want, "bfloat16", what)
+
+
 def test_tiled_all_rows_ignored_and_frozen_weight(tiles):
     """No labelled row: zero gradients (the tiles are skipped); a frozen weight takes the
     row-chunk path (no weight gradient to tile), a trainable one the tiled path."""

@@ -260,7 +260,7 @@ def test_device_check_cpu_dry_run(tmp_path):
     assert sigmoid["compiled_sigmoid_eps"] == sigmoid["eager_sigmoid_eps"]
     bench = stages["bench"]["result"]
     ok = [r for r in bench["results"] if r["status"] == "ok"]
-    assert {r["impl"] for r in ok} >= {"textbook", "torch", "fused"}
+    assert {r["impl"] for r in ok} >= {"textbook", "torch", "fused", "fused_rows"}
     assert {r.get("objective") for r in ok if r["impl"] == "textbook"} == {"kl", "js", "ab"}
     pair = [r["loss"] for r in ok if r.get("objective") == "kl"]  # textbook and torch
     assert len(pair) >= 2 and max(pair) - min(pair) < 1e-5, pair  # textbook, torch (triton)
