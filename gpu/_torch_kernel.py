@@ -232,42 +232,58 @@ def _log_ratio_sums(lm, l_ref, u, red: LocalReduce = LOCAL, later: bool = False)
     return red.sums(s, terms, later=later)
 
 
-def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL) -> torch.Tensor:
-    r"""``K = r ⊙ w − q Σ r ⊙ w`` (∂ log Z/∂ s up to 1/T), exact to a few ulps of itself:
-    :math:`K = \frac{1-\lambda}{Z}\,P_q(q \odot \operatorname{expm1}((1-\beta)u))`,
-    u = log m − log q (the part of r ⊙ w proportional to q cancels analytically); at
-    α = ±inf, :math:`P_q(r \odot w - q)`. Twin of :func:`amid_ref._loss._normalizer_gradient`.
+#: The lift of :func:`_normalizer_gradient`'s fallback sum Σ e^(log(r ⊙ w) + B): r ⊙ w ≤ 1,
+#: so its terms stay below e^B (no overflow), and the sum underflows only where
+#: S = Σ r ⊙ w < e^−B times the dtype's least number (then K ≈ −S·q is 0 to the dtype).
+_LIFT = {torch.float32: 60.0, torch.float64: 600.0}
+
+
+def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL, later=False):
+    r"""K with :math:`P_q(K)` = ``r ⊙ w − q Σ r ⊙ w`` (∂ log Z/∂ s up to 1/T; ``None``
+    where λ = 1: K = 0), projected by the caller with the rest of the gradient. For finite
+    α, :math:`K_j = S\,q_j\operatorname{expm1}(x_j - L) = r_j w_j - q_j S`, exact to a
+    few ulps of itself, with :math:`x = (1-\beta)u`, u = log m − log q,
+    :math:`L = \log\sum_x q_x e^{x_x}` and :math:`S = \sum_x r_x w_x = e^{L}(1-\lambda)/Z`.
+    L is ``log1p(Σ q·expm1(x))`` where that sum is at least −½ (0 at α = −1: K = 0
+    exactly), else log Σ e^(log(r ⊙ w) + B) − B − log((1−λ)/Z) (:data:`_LIFT`; B costs
+    S ulp(B) relative, 4e-6 in float32: the two sums are plain sums, one collective when
+    sharded). At α = ±inf, :math:`r \odot w - q`. Twin of
+    :func:`amid_ref._loss._normalizer_gradient`.
+
+    Returns a function that forms K once its row sums are complete: at once, or with
+    ``later=True`` after the reducer's next sum or :meth:`LocalReduce.flush` (a sharded
+    reducer then sends them with that collective).
     """
-    h = _normalizer_operand(spec, lq, lr, w, u_q, log_z)
-    return torch.zeros_like(lq) if h is None else red.project_(h, lq)
-
-
-def _normalizer_operand(spec, lq, lr, w, u_q, log_z):
-    """``h`` of :func:`_normalizer_gradient`, ``K = P_q(h)`` (``None`` where λ = 1: K = 0)."""
     objective = spec.objective
     if objective.lam == 1.0:  # w = 0: r does not depend on the student
         return None
+    q_none = torch.isneginf(lq)
     if math.isinf(objective.alpha):
         h = torch.exp(lr).mul_(w).sub_(torch.exp(lq))
-        h = masked_fill_(h, torch.isneginf(lq), 0.0)
-        return h.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+        h = masked_fill_(h, q_none, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+        return lambda: h
     beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - objective.alpha) / 2.0))  # as the mixture
-    # h = (1−λ)/Z · q · expm1(x), x = (1−β)u, formed in the log domain (1/Z overflows where
-    # Z is tiny): log c = log((1−λ) q / Z); for x > 1, e^(x + log c) − e^(log c).
-    log_scale = math.log1p(-objective.lam) - log_z
-    log_c = lq + log_scale
-    x = u_q * (1.0 - beta)
-    small = x <= 1.0
-    h = where(
-        small,
-        expm1(x.clamp(max=1.0)) * torch.exp(log_c),
-        torch.exp(x + log_c) - torch.exp(log_c),
-    )
-    # Rows where (1−λ)/Z would overflow the dtype: h = r ⊙ w itself (it differs from the
-    # form above by a multiple of q, which the projection removes; |r ⊙ w| ≤ 1).
-    safe = 80.0 if lq.dtype != torch.float64 else 700.0
-    h = where(log_scale > safe, torch.exp(x + log_c), h)
-    return masked_fill_(h, torch.isneginf(lq), 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    x = masked_fill_(u_q * (1.0 - beta), q_none, 0.0)
+    # q·expm1(x), and for x > 1 in the log domain (e^(x + log q) = r ⊙ w·Z/(1−λ))
+    eq = torch.exp(lq)
+    terms = where(x <= 1.0, expm1(x.clamp(max=1.0)) * eq, torch.exp(x + lq) - eq)
+    terms = masked_fill_(terms, q_none, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+    log_c = math.log1p(-objective.lam) - log_z  # log((1−λ)/Z), per row
+    lift = _LIFT.get(lq.dtype, _LIFT[torch.float32])
+    lifted = masked_fill_(torch.exp(x + lq + (log_c + lift)), q_none, 0.0).nan_to_num_(nan=0.0)
+    total, lifted = red.sums(terms, lifted, later=later)
+    del terms
+
+    def finish() -> torch.Tensor:
+        near = total >= -0.5
+        log_e = where(near, torch.log1p(total.clamp(min=-0.5)), torch.log(lifted) - lift - log_c)
+        log_s = log_c + log_e  # log S (≤ 0)
+        y = x - log_e
+        scale = torch.exp(log_s + lq)
+        k = where(y <= 1.0, expm1(y.clamp(max=1.0)) * scale, torch.exp(y + log_s + lq) - scale)
+        return masked_fill_(k, q_none, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+
+    return finish
 
 
 def _scale_(s: torch.Tensor, t: torch.Tensor, inv_t: float, red: LocalReduce = LOCAL):
@@ -445,21 +461,19 @@ def chunk(
         silent = None if none_silent else w == 0
         # Compiled: no data-dependent branch (a graph break); the term is 0 when no entry
         # is silent (g_silent = 0; the where keeps a non-finite K from turning it NaN).
-        # K's projection and P_r's are independent: one collective when sharded
-        normalizer = []
-        g_silent = None
+        # Σ g_r over them and K's two row sums go with P_r's sums (one collective when
+        # sharded), K formed after it
+        k_z = g_silent = None
         if not none_silent and (branchless or red.any(silent)):
             (g_silent,) = red.sums(where(silent, g_r, 0.0), later=True)
             g_r = masked_fill_(g_r, silent, 0.0)
-            h = _normalizer_operand(spec, lq, lr, w, u_q, log_z)
-            normalizer = [] if h is None else [(h, lq)]
-            del h
+            k_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red, later=True)
         # g_q + w·P_r(g_r) = pair − w·(g_r − P_r(g_r)), pair = g_q + w·g_r in closed form
         # (twin of amid_ref._loss.grad_of); otherwise ∂D/∂log m = P_r(g_r)
-        *k_z, g_logm = red.projects_(*normalizer, (g_r.clone() if pair is not None else g_r, lr))
+        (g_logm,) = red.projects_((g_r.clone() if pair is not None else g_r, lr))
         if g_silent is not None:
             red.flush()
-            k_z = k_z[0] if k_z else torch.zeros_like(lq)
+            k_z = torch.zeros_like(lq) if k_z is None else k_z()
             through_z = where(g_silent != 0, k_z.mul_(g_silent), 0.0)
             del k_z, g_silent
         if pair is not None:
@@ -469,6 +483,9 @@ def chunk(
             g_logm.mul_(w)
             g_q = g_logm if g_q is None else g_q.add_(g_logm)
         del g_logm, w, g_r, u_q
+        if through_z is not None:  # P_q(g_q) − Σ g_A·P_q(K), as one projection
+            g_q = g_q.sub_(through_z)
+            del through_z
     if g_q is None:  # D(p‖r) or D(r‖p) with the assistant detached: no path to the student
         red.flush()
         flags |= torch.isnan(value).to(_FLAG_DTYPE) * _NAN_LOSS
@@ -482,9 +499,6 @@ def chunk(
     red.flush()  # the loss's partial sum, when sharded, went with a sum above
     flags |= torch.isnan(value).to(_FLAG_DTYPE) * _NAN_LOSS
     flags |= torch.isinf(value).to(_FLAG_DTYPE) * _INF_LOSS
-    if through_z is not None:
-        grad.sub_(through_z)
-        del through_z
     if out is not None and out_lo is not None:
         grad = grad.mul_(grad_scale * inv_t)
         out.copy_(grad)

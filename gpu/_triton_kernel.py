@@ -45,19 +45,18 @@ c0    ``_renyi_pass``        Rényi only: max ω, Σ e^(ω − max ω) (online  
                              log-sum-exp) and M = Σ a_e of
                              :func:`gpu._divergences._renyi`
 c     ``_divergence_pass``   the loss; Σ and top entry of g_r (for          2 logits
-                             P_r), of the normalizer term h (for P_q), the  (+ log m,
-                             silent entries' Σ g_r; loss flags; AB family,  ratio;
-                             χ²: g_q + w·g_r and g_r stored                 + 2 written)
-c2    ``_gradient_sum_pass`` Σ and top entry of G = g_q + w·P_r(g_r); G      2 logits +
-                             itself, float32, into a scratch (or the        G written
-                             float32 gradient); AB family, χ²: from the     (+ log m,
-                             stored pair and g_r                            ratio; or
+                             P_r), the two row sums of the normalizer term  (+ log m,
+                             K, the silent entries' Σ g_r; loss flags; AB   ratio;
+                             family, χ²: g_q + w·g_r and g_r stored         + 2 written)
+c2    ``_gradient_sum_pass`` Σ and top entry of G = g_q + w·P_r(g_r) −      2 logits +
+                             g_silent·K; G itself, float32, into a scratch  G written
+                             (or the float32 gradient); AB family, χ²:      (+ log m,
+                             from the stored pair and g_r                   ratio; or
                                                                             log m, pair,
                                                                             g_r)
 d     ``_gradient_pass``     the gradient P_q(G), scaled, cast, written     s + G +
                              (and the rounding residual into ``out_lo``);   1–2 writes
-                             grad flags; the tile formed again only in
-                             rows with a through-Z term (rare)
+                             grad flags
 ====  =====================  =============================================  ============
 
 Bytes per element with a gradient, in bfloat16: passes a, b and c read the two logits
@@ -1160,20 +1159,6 @@ def _project_r(g_r, lr, cols, stats_ptr, idx_ptr, rows, n_rows, ACC: tl.constexp
 
 
 @_device
-def _project_q(g, lq, cols, stats_ptr, idx_ptr, rows, n_rows, SUMS: tl.constexpr,
-               ACC: tl.constexpr):  # fmt: skip
-    """P_q(g): g's projection through log q (pass a's index of the largest q and its
-    log-normalizer, and the sums of g beside and at that index in the row statistics
-    ``SUMS`` and ``SUMS + 1``)."""
-    rmask = rows < n_rows
-    k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
-    corr_s = tl.load(stats_ptr + 2 * n_rows + rows, mask=rmask, other=0.0)
-    others = tl.load(stats_ptr + SUMS * n_rows + rows, mask=rmask, other=0.0)
-    top = tl.load(stats_ptr + (SUMS + 1) * n_rows + rows, mask=rmask, other=0.0)
-    return _project(g, lq, cols, k_s, -corr_s, others, top, ACC)
-
-
-@_device
 def _arguments(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
                inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
                MIX: tl.constexpr, LAM_LOW: tl.constexpr, BETA_NEG: tl.constexpr,
@@ -1318,16 +1303,14 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
     """Everything elementwise of one tile after passes a–b: the divergence's terms, the
     direct g_q (0 when q is not an argument; for the AB family with q an argument and the
     assistant live, g_q + w·g_r in closed form), g_r with its silent entries (w = 0) apart,
-    the normalizer term h (gpu._torch_kernel._normalizer_gradient before its projection),
-    w, log q, log r."""
+    the normalizer's operand h (α = ±inf: r ⊙ w − q, projected; finite α: x = (1−β)u, of
+    which _normalizer_k forms K; gpu._torch_kernel._normalizer_gradient), w, log q, log r."""
     NEG = float("-inf")
     rmask = rows < n_rows
     lp, lq, lm, rb, w, lr, la, lb, d = _arguments(
         s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, n_rows,
         inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
         MIX, LAM_LOW, BETA_NEG, FIRST_R, REF_P, ACC, LOAD_MIX)  # fmt: skip
-    shift = tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
-    corr_m = tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
     if DIV == 10:  # Rényi: elementwise given its row sums (pass c0)
         terms, ga, gb, g_sum = _renyi_elements(la, lb, d, stats_ptr, rows, n_rows, dprm_ptr,
                                                ACC)  # fmt: skip
@@ -1381,17 +1364,38 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
                 h = tl.zeros_like(lq)
             elif H_MODE == 1:  # α = ±inf
                 h = _exp(lr, ACC) * w - _exp(lq, ACC)
-            else:
-                lz = shift + corr_m
-                log_scale = log_1m_lam - lz
-                log_c = lq + log_scale[:, None]
-                x = rb * (1.0 - beta_h)
-                e_c = _exp(log_c, ACC)
-                h = tl.where(x <= 1.0, _expm1(tl.minimum(x, 1.0), ACC) * e_c,
-                             _exp(x + log_c, ACC) - e_c)  # fmt: skip
-                h = tl.where((log_scale > 80.0)[:, None], _exp(x + log_c, ACC), h)
+            else:  # finite α: x = (1−β)u, of which K is formed (_normalizer_sums, _normalizer_k)
+                h = rb * (1.0 - beta_h)
             h = _nan_to_zero(tl.where(lq == NEG, 0.0, h))
     return terms, g_q, g_r, silent, h, w, lq, lr
+
+
+@_device
+def _normalizer_sums(x, lq, log_c, ACC: tl.constexpr):
+    """The two summands of K's row sums (gpu._torch_kernel._normalizer_gradient): q·expm1(x)
+    and e^(x + log q + log((1−λ)/Z) + B) = r ⊙ w·e^B, 0 where q = 0 (B = 60, the torch
+    kernel's float32 ``_LIFT``)."""
+    NEG = float("-inf")
+    e_q = _exp(lq, ACC)
+    t = tl.where(x <= 1.0, _expm1(tl.minimum(x, 1.0), ACC) * e_q, _exp(x + lq, ACC) - e_q)
+    lifted = _exp(x + lq + (log_c + 60.0)[:, None], ACC)
+    return (_nan_to_zero(tl.where(lq == NEG, 0.0, t)),
+            _nan_to_zero(tl.where(lq == NEG, 0.0, lifted)))  # fmt: skip
+
+
+@_device
+def _normalizer_k(x, lq, log_c, total, lifted, ACC: tl.constexpr):
+    """K = S·q·expm1(x − L) from the row sums of _normalizer_sums (L = log1p of the first
+    where it is at least −½, else log of the second − B − log c; log S = log c + L)."""
+    NEG = float("-inf")
+    log_e = tl.where(total >= -0.5, _log1p(tl.maximum(total, -0.5), ACC),
+                     _log(lifted, ACC) - 60.0 - log_c)  # fmt: skip
+    log_s = (log_c + log_e)[:, None]
+    y = x - log_e[:, None]
+    scale = _exp(log_s + lq, ACC)
+    k = tl.where(y <= 1.0, _expm1(tl.minimum(y, 1.0), ACC) * scale,
+                 _exp(y + log_s + lq, ACC) - scale)  # fmt: skip
+    return _nan_to_zero(tl.where(lq == NEG, 0.0, k))
 
 
 @triton.jit
@@ -1404,7 +1408,8 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
                      LOAD_MIX: tl.constexpr, STORE_PAIR: tl.constexpr,
                      BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, STAGES: tl.constexpr = 1):  # fmt: skip
     """Pass c: the loss per row and the sums the projections need: Σ_{x≠k_m} g_r and
-    g_r at k_m (P_r), Σ of g_r over the silent entries, Σ_{x≠k_s} h and h at k_s (P_q).
+    g_r at k_m (P_r), Σ of g_r over the silent entries, and for finite α the two row sums
+    of the normalizer term K (_normalizer_sums).
 
     With STORE_PAIR (the AB family and χ² with q an argument and the assistant live, |β| > 0
     regimes with the mixture stored), the tile's g_q + w·g_r in closed form over the stored
@@ -1412,14 +1417,16 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
     in float32: pass c2 reads them instead of forming the divergence again (_stored_direction)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
-    k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
     k_m = tl.load(idx_ptr + 2 * n_rows + rows, mask=rmask, other=0)
     value = tl.zeros([BLOCK_R], tl.float32)
     r_others = tl.zeros([BLOCK_R], tl.float32)
     r_top = tl.zeros([BLOCK_R], tl.float32)
     g_silent = tl.zeros([BLOCK_R], tl.float32)
-    h_others = tl.zeros([BLOCK_R], tl.float32)
-    h_top = tl.zeros([BLOCK_R], tl.float32)
+    k_total = tl.zeros([BLOCK_R], tl.float32)
+    k_lifted = tl.zeros([BLOCK_R], tl.float32)
+    log_c = log_1m_lam - (tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
+                          + tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0))  # fmt: skip
+    any_silent = tl.load(stats_ptr + 17 * n_rows + rows, mask=rmask, other=0.0)
     for v0 in tl.range(0, V, BLOCK_V, num_stages=STAGES):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
@@ -1436,13 +1443,15 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
             tl.store(pr_ptr + offs, tl.where(silent, 0.0, g_r), mask=mask)
         if THROUGH_R:
             at_m = cols[None, :] == k_m[:, None]
-            at_s = cols[None, :] == k_s[:, None]
             g_silent += tl.sum(tl.where(mask & silent, g_r, 0.0), 1)
             g_r = tl.where(silent, 0.0, g_r)
             r_others += tl.sum(tl.where(mask & ~at_m, g_r, 0.0), 1)
             r_top += tl.sum(tl.where(mask & at_m, g_r, 0.0), 1)
-            h_others += tl.sum(tl.where(mask & ~at_s, h, 0.0), 1)
-            h_top += tl.sum(tl.where(mask & at_s, h, 0.0), 1)
+            if H_MODE == 2:  # K's two row sums (_normalizer_sums), in blocks with such rows
+                if tl.max(any_silent, 0) != 0.0:
+                    t_h, lift_h = _normalizer_sums(h, lq, log_c, ACC)
+                    k_total += tl.sum(tl.where(mask, t_h, 0.0), 1)
+                    k_lifted += tl.sum(tl.where(mask, lift_h, 0.0), 1)
     if DIV == 10:  # Rényi: the row's value from pass c0's sums
         lse, series, m_sum, value = _renyi_row(stats_ptr, rows, n_rows, dprm_ptr, ACC)
     tl.store(loss_ptr + rows, value, mask=rmask)
@@ -1450,8 +1459,8 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
         tl.store(stats_ptr + 7 * n_rows + rows, r_others, mask=rmask)
         tl.store(stats_ptr + 8 * n_rows + rows, r_top, mask=rmask)
         tl.store(stats_ptr + 9 * n_rows + rows, g_silent, mask=rmask)
-        tl.store(stats_ptr + 10 * n_rows + rows, h_others, mask=rmask)
-        tl.store(stats_ptr + 11 * n_rows + rows, h_top, mask=rmask)
+        tl.store(stats_ptr + 10 * n_rows + rows, k_total, mask=rmask)
+        tl.store(stats_ptr + 11 * n_rows + rows, k_lifted, mask=rmask)
     flags = tl.load(flags_ptr + rows, mask=rmask, other=0).to(tl.int32)
     flags = flags | tl.where(value != value, 16, 0)
     if WANT_GRAD:
@@ -1467,8 +1476,8 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
                        DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                        THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr,
                        LOAD_MIX: tl.constexpr):  # fmt: skip
-    """G = g_q + w·P_r(g_r) (before its projection P_q), the through-Z term g_silent·P_q(h)
-    and log q of one tile."""
+    """G = g_q + w·P_r(g_r) and the through-Z term g_silent·K of one tile, both before the
+    projection P_q that the gradient takes of G − g_silent·K, and log q."""
     rmask = rows < n_rows
     terms, g_q, g_r, silent, h, w, lq, lr = _elements(
         s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
@@ -1485,8 +1494,20 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
             g_q = g_q - (g_r - g_logm) * w  # pair − w·(g_r − P_r(g_r))
         else:
             g_q = g_q + g_logm * w
-        k_z = _project_q(h, lq, cols, stats_ptr, idx_ptr, rows, n_rows, 10, ACC)  # sums of h
-        through_z = tl.where((g_silent != 0.0)[:, None], k_z * g_silent[:, None], 0.0)
+        # unprojected: the callers subtract it from G before P_q (one projection of both);
+        # formed in the row blocks that have a through-Z term only (rare)
+        if _anywhere(mask & (g_silent != 0.0)[:, None]):
+            if H_MODE == 2:  # K from x and pass c's two row sums
+                log_c = log_1m_lam - (
+                    tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
+                    + tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
+                )
+                total = tl.load(stats_ptr + 10 * n_rows + rows, mask=rmask, other=0.0)
+                lifted = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
+                k_z = _normalizer_k(h, lq, log_c, total, lifted, ACC)
+            else:  # α = ±inf: r ⊙ w − q (λ = 1: 0)
+                k_z = h
+            through_z = tl.where((g_silent != 0.0)[:, None], k_z * g_silent[:, None], 0.0)
     return g_q, through_z, lq
 
 
@@ -1518,9 +1539,10 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_pt
                        THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
                        BLOCK_V: tl.constexpr, STORE_G: tl.constexpr, LOAD_MIX: tl.constexpr,
                        LOAD_PAIR: tl.constexpr, STAGES: tl.constexpr = 1):  # fmt: skip
-    """Pass c2: Σ_{x≠k_s} G and G at k_s, G = g_q + w·P_r(g_r) (for P_q); with STORE_G, G
-    itself too, in float32 at ``g_ptr`` (pass d then reads it instead of forming it again);
-    with LOAD_PAIR, G from pass c's stored pair and g_r (_stored_direction)."""
+    """Pass c2: Σ_{x≠k_s} G and G at k_s, G = g_q + w·P_r(g_r) − g_silent·K (for P_q);
+    with STORE_G, G itself too, in float32 at ``g_ptr`` (pass d then reads it instead of
+    forming it again); with LOAD_PAIR, G from pass c's stored pair and g_r
+    (_stored_direction), the through-Z term formed from the tile in the rows that have one."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
@@ -1533,13 +1555,23 @@ def _gradient_sum_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, g_pt
             g, lq = _stored_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr,
                                       n_rows, inv_t, beta, t_off, mix_ptr, u_ptr, mix_stride,
                                       pr_ptr, BETA_NEG, ACC)  # fmt: skip
+            if THROUGH_R:  # the through-Z term, in rows that have one (rare): the tile again
+                g_silent = tl.load(stats_ptr + 9 * n_rows + rows, mask=rmask, other=0.0)
+                if _anywhere(mask & (g_silent != 0.0)[:, None]):
+                    _, through_z, _ = _student_direction(
+                        s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
+                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
+                        beta_h, prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV,
+                        FIRST_R, REF_P, THROUGH_R, H_MODE, ACC, False)  # fmt: skip
+                    g = g - through_z
         else:
-            g, _, lq = _student_direction(
+            g, through_z, lq = _student_direction(
                 s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
                 inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride, beta_h,
                 prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
                 H_MODE,
                 ACC, LOAD_MIX)  # fmt: skip
+            g = g - through_z
         at_s = cols[None, :] == k_s[:, None]
         q_others += tl.sum(tl.where(mask & ~at_s, g, 0.0), 1)
         q_top += tl.sum(tl.where(mask & at_s, g, 0.0), 1)
@@ -1558,11 +1590,10 @@ def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_pt
                    DIV: tl.constexpr, FIRST_R: tl.constexpr, REF_P: tl.constexpr,
                    THROUGH_R: tl.constexpr, H_MODE: tl.constexpr, HAS_LO: tl.constexpr, ACC: tl.constexpr,
                    BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, LOAD_G: tl.constexpr, STAGES: tl.constexpr = 1):  # fmt: skip
-    """Pass d: ∂loss/∂s = (P_q(G) − g_silent·P_q(h))·scale, written in the output's dtype
-    (the residual of that rounding into ``lo`` when HAS_LO); _NAN_GRAD / _INF_GRAD from the
-    written values (gpu._torch_kernel._grad_flags). With LOAD_G, G is pass c2's (float32 at
-    ``g_ptr``, the same values) and the tile is formed again only in rows with a through-Z
-    term (g_silent ≠ 0: zeros of q or m, rare)."""
+    """Pass d: ∂loss/∂s = P_q(G − g_silent·K)·scale, written in the output's dtype (the
+    residual of that rounding into ``lo`` when HAS_LO); _NAN_GRAD / _INF_GRAD from the
+    written values (gpu._torch_kernel._grad_flags). With LOAD_G, G − g_silent·K is pass
+    c2's (float32 at ``g_ptr``, the same values): the tile is not formed again."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n_rows
     k_s = tl.load(idx_ptr + 0 * n_rows + rows, mask=rmask, other=0)
@@ -1573,22 +1604,13 @@ def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_pt
     inf = tl.zeros([BLOCK_R], tl.int32)
     if LOAD_G:
         top_s = tl.load(stats_ptr + 0 * n_rows + rows, mask=rmask, other=0.0)
-        g_silent = tl.load(stats_ptr + 9 * n_rows + rows, mask=rmask, other=0.0)
     for v0 in tl.range(0, V, BLOCK_V, num_stages=STAGES):
         cols = v0 + tl.arange(0, BLOCK_V)
         mask = rmask[:, None] & (cols < V)[None, :]
-        if LOAD_G:
+        if LOAD_G:  # G − g_silent·K as pass c2 stored it
             lq = _scaled(_load(s_ptr, rows, cols, stride, mask), top_s, inv_t) - corr_s[:, None]
             g = tl.load(g_ptr + rows[:, None].to(tl.int64) * g_stride + cols[None, :], mask=mask,
                         other=0.0)  # fmt: skip
-            through_z = tl.zeros_like(g)
-            if THROUGH_R:
-                if _anywhere(mask & (g_silent != 0.0)[:, None]):
-                    _, through_z, _ = _student_direction(
-                        s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
-                        inv_t, beta, inv_beta, lam, one_m_lam, t_off, c_a, c_b, log_lam, log_1m_lam, kc_ptr, mix_ptr, u_ptr, mix_stride,
-                        beta_h, prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV,
-                        FIRST_R, REF_P, THROUGH_R, H_MODE, ACC, False)  # fmt: skip
         else:
             g, through_z, lq = _student_direction(
                 s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows,
@@ -1596,8 +1618,8 @@ def _gradient_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_pt
                 prm, prm_log, prm_log1m, dprm_ptr, MIX, LAM_LOW, BETA_NEG, DIV, FIRST_R, REF_P, THROUGH_R,
                 H_MODE,
                 ACC, False)  # fmt: skip
-        grad = _project(g, lq, cols, k_s, -corr_s, q_others, q_top, ACC)
-        grad = (grad - through_z) * scale
+            g = g - through_z
+        grad = _project(g, lq, cols, k_s, -corr_s, q_others, q_top, ACC) * scale
         ptrs = out_ptr + rows[:, None].to(tl.int64) * out_stride + cols[None, :]
         written = grad.to(out_ptr.dtype.element_ty)
         tl.store(ptrs, written, mask=mask)

@@ -171,6 +171,151 @@ def test_gpu_gradient_on_confident_rows(case):
                 assert err.max() <= 1.0, f"{what}: {err.max():.3g}× the bound"
 
 
+# --- distributions apart, α > 1 -----------------------------------------------------------------
+
+
+def apart_rows() -> tuple[np.ndarray, np.ndarray]:
+    """Rows where the student and the teacher are sure of different tokens, 10 to 100 nats
+    apart. For α > 1 (β < 0) the mixture is near the smaller of p and q, so its normalizer Z
+    falls to e^−20 … e^−60 (1/Z up to 1e26), and the weight w = ∂log m/∂log q underflows
+    to 0 in float32 and float64 where q ≫ p (|β|·|log p − log q| beyond the dtype's range):
+    those entries reach the student only through log Z, by the normalizer term K."""
+    s = np.array([[-40.0, -60.0, 30.0, 40.0],  # the fuzzed row that found it
+                  [0.0, -20.0, 1.0, 35.0],
+                  [-5.0, 2.0, 60.0, 1.0],
+                  [3.0, -1.0, 0.5, 100.0]])  # fmt: skip
+    t = np.array([[70.0, -10.0, 10.0, -10.0],
+                  [45.0, 0.0, -3.0, 1.0],
+                  [0.5, 80.0, -2.0, 1.0],
+                  [70.0, 0.0, -4.0, 2.0]])  # fmt: skip
+    return s, t
+
+
+#: α > 1 (β = −1 … −24.5) at interior λ: Z < 1 − λ on every row of :func:`apart_rows`.
+APART_POINTS = tuple((a, lam) for a in (3.0, 5.0, 10.0, 50.0) for lam in (0.1, 0.5, 0.9))
+
+
+def _assert_grad_close(got, want, loss, tol, what):
+    """``got`` within ``tol`` of ``want``, row-scaled by the larger of the row's largest
+    gradient entry and its loss (as :func:`test_gpu_gradient_on_confident_rows`)."""
+    scale = np.maximum(np.abs(want).max(-1, keepdims=True), np.abs(loss)[:, None])
+    bound = tol.atol * np.maximum(1.0, scale) + tol.rtol * scale
+    err = np.abs(got - want) / bound
+    assert err.max() <= 1.0, f"{what}: {err.max():.3g}× the bound\n{got}\n{want}"
+
+
+def test_reference_normalizer_term_matches_oracle_on_apart_rows():
+    """amid_ref's K = r ⊙ w − q Σ r ⊙ w (``_normalizer_gradient``) where (1−λ)/Z reaches
+    1e26: against K formed at 50 digits from the oracle's log-probabilities. Taking
+    (1−λ)/Z · q off r ⊙ w before the projection left it 2e6 off entries of 1e-3 there."""
+    import mpmath
+
+    from amid_ref import _loss
+    from amid_ref._specs import Objective
+
+    s, t = np.array([-40.0, -60.0, 30.0, 40.0]), np.array([70.0, -10.0, 10.0, -10.0])
+    with mpmath.workdps(50):
+        for alpha, lam in ((50.0, 0.5), (5.0, 0.1), (3.0, 0.9)):
+            objective = Objective.of(alpha, lam, "kl", "rq", implementation="amid_ref")
+            ctx = _loss._prepare(s[None], t[None], objective)
+            log_w = _loss._alpha_mixture_weights(ctx.p, ctx.q, alpha, lam)[0]
+            got = _loss._normalizer_gradient(ctx, np.exp(log_w))[0]
+            lq, lp = ([mpmath.mpf(x) - mpmath.log(sum(mpmath.exp(y) for y in row)) for x in row]
+                      for row in (s, t))  # fmt: skip
+            beta = mpmath.mpf(1 - alpha) / 2
+            m_beta = [lam * mpmath.exp(beta * a) + (1 - lam) * mpmath.exp(beta * b)
+                      for a, b in zip(lp, lq, strict=True)]  # fmt: skip
+            z = sum(mb ** (1 / beta) for mb in m_beta)
+            # r ⊙ w = (1−λ) q^β m^(1−β) / Z
+            rw = [(1 - lam) * mpmath.exp(beta * b) * mb ** ((1 - beta) / beta) / z
+                  for b, mb in zip(lq, m_beta, strict=True)]  # fmt: skip
+            total = sum(rw)
+            want = np.array([float(x - mpmath.exp(b) * total) for x, b in zip(rw, lq, strict=True)])
+            assert np.abs(got - want).max() <= 1e-15 * max(1.0, np.abs(want).max()), (
+                alpha, lam, got, want)  # fmt: skip
+
+
+@pytest.mark.parametrize("case", GPU_CASES, ids=_case_id)
+def test_gpu_gradient_on_apart_rows(case):
+    """The torch loss on :func:`apart_rows` at α > 1, float64 and float32, every order:
+    softmax invariance, and amid_ref's gradient within the gpu rows (row-scaled as on
+    confident rows). The entries whose w underflowed came back 1e7 (float64) and 1e16
+    (float32) off unit entries at α = 50, λ = ½ before the normalizer term took q off in
+    place of (1−λ)/Z · q."""
+    name, params = case
+    s, t = apart_rows()
+    for order in ORDERS:
+        for alpha, lam in APART_POINTS:
+            try:
+                want = amid_grad(s, t, alpha, lam, name, order, params)
+            except ValueError:
+                continue
+            loss = amid_loss(s, t, alpha, lam, name, order, params)
+            for dtype in ("float64", "float32"):
+                tol = tolerance("gpu", "grad", dtype)
+                what = f"{name}{params} {order} α={alpha} λ={lam} {dtype}"
+                got = _torch_grad(s, t, alpha, lam, name, order, params, getattr(torch, dtype))
+                assert_softmax_invariant(got, tol, what)
+                _assert_grad_close(got, want, loss, tol, what)
+
+
+def test_triton_gradient_on_apart_rows(monkeypatch):
+    """:func:`test_gpu_gradient_on_apart_rows` through the Triton kernel (float32), KL, JS
+    and AB (λ = ½), Jeffreys (λ = 0.9) and χ² (λ = 0.1) in every order at α = 5 and 50, its
+    launches counted."""
+    pytest.importorskip("triton")
+    from gpu import _engine
+    from gpu import _triton_kernel as tk
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not interpreted():
+        pytest.skip("the Triton kernel needs CUDA or TRITON_INTERPRET=1")
+    launches = Launches(tk._normalizer_pass)
+    monkeypatch.setattr(tk, "_normalizer_pass", launches)
+    monkeypatch.setattr(_engine, "_TRITON", [])
+    s, t = apart_rows()
+    tol = tolerance("gpu", "grad", "float32")
+    # AB and χ² with q an argument: pass c2 reads the stored pair and forms the through-Z
+    # term from the tile; the others form both in c2
+    cases = [("kl", {}, 0.5), ("js", {"beta": 0.5}, 0.5), ("ab", {"alpha": 0.2, "beta": 0.7}, 0.5),
+             ("jeffreys", {}, 0.9), ("chi2", {}, 0.1)]  # fmt: skip
+    runs = 0
+    for name, params, lam in cases:
+        for order in ORDERS:
+            for alpha in (5.0, 50.0):
+                want = amid_grad(s, t, alpha, lam, name, order, params)
+                loss = amid_loss(s, t, alpha, lam, name, order, params)
+                x = torch.tensor(s, dtype=torch.float32, device=device, requires_grad=True)
+                gpu.amid_loss(x, torch.tensor(t, dtype=torch.float32, device=device), alpha,
+                              lam, name, order, params, reduction="sum",
+                              backend="triton").backward()  # fmt: skip
+                runs += 1
+                got = x.grad.double().cpu().numpy()
+                what = f"triton {name} {order} α={alpha}"
+                assert_softmax_invariant(got, tol, what)
+                _assert_grad_close(got, want, loss, tol, what)
+    assert launches.count == runs
+
+
+def test_reproducer_underflowed_weight_with_a_huge_divergence_gradient():
+    """Amari γ = 7 (AB(−3, 4)) D(r‖p) at α = −1, λ = 1e-8, logits ±9984: where q = e^−19968,
+    r = λp/Z is 1e-9 and ∂D/∂log r is −8e22, while w = e^−19948 is 0 in float64. That
+    entry reaches the student only through log Z (and K = 0 at α = −1): amid_ref took it
+    into P_r's sum, which cancelled every other entry to 0; it now splits it off where w is
+    0 in float64, as the torch kernel does."""
+    s = np.array([9984.0, 9984.0, 9984.0, -9984.0, 9984.0])
+    t = np.array([9984.0, 9984.0, -9984.0, 9984.0, -9984.0])
+    args = (-1.0, 1e-8, "amari", "rp", {"alpha": 7.0})
+    want = precise.to_float(precise.amid_grad(s, t, *args))
+    assert np.abs(want).max() > 0.09
+    tol = tolerance("reference", "grad")
+    got = amid_grad(s, t, *args)
+    assert np.abs(got - want).max() <= tol.atol + tol.rtol * np.abs(want).max(), (got, want)
+    got = _torch_grad(s[None], t[None], *args, torch.float64)[0]
+    tol = tolerance("gpu", "grad", "float64")
+    assert np.abs(got - want).max() <= tol.atol + tol.rtol * np.abs(want).max(), (got, want)
+
+
 def test_reproducer_confident_chi2_gradient():
     """χ² with λ = 1 (r = p) in the order qr is the same loss as λ = 0 in the order rp."""
     s, t = np.array([0.0, 1.0, 40.0]), np.array([0.0, 1.5, -30.0])
