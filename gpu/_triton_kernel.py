@@ -99,8 +99,9 @@ and w − w̄. Rényi's loss is not a sum of terms: pass c0 gathers its row sums
 and the gradient read them.
 
 What runs where: float64 inputs (float64 is the torch kernel's, exact to its ulps) and a
-temperature whose 1/T exceeds float32 are computed by :func:`gpu._torch_kernel.chunk`,
-deliberately and with the same contract (:func:`runs_in_triton` says which).
+temperature whose 1/T is beyond float32's normal range are computed by
+:func:`gpu._torch_kernel.chunk`, deliberately and with the same contract
+(:func:`runs_in_triton` says which).
 """
 
 from __future__ import annotations
@@ -213,6 +214,9 @@ def _cgf_coefficients(c: float, terms: int = _K_TERMS) -> list[float]:
 
 
 _F32_MAX = float(torch.finfo(torch.float32).max)
+#: float32's least normal number: a 1/T below it (T ≥ 8.5e37) would reach the kernel as a
+#: subnormal or 0 (the logits then all 0 or NaN), so such a chunk goes to the torch kernel.
+_F32_TINY = float(torch.finfo(torch.float32).tiny)
 
 
 def _interpreted() -> bool:
@@ -232,7 +236,7 @@ def runs_in_triton(spec, dtype: torch.dtype) -> bool:
         spec.objective.divergence in TRITON_DIVERGENCES
         and spec.cdtype == torch.float32
         and dtype in (torch.float32, torch.bfloat16, torch.float16)
-        and 1.0 / spec.objective.temperature <= _F32_MAX
+        and _F32_TINY <= 1.0 / spec.objective.temperature <= _F32_MAX
     )
 
 

@@ -697,6 +697,23 @@ def test_malformed_launch_variable_is_raised_not_fallen_back_from(monkeypatch):
     assert spy.count == 1 and not _engine._WARNED
 
 
+def test_temperature_beyond_float32_goes_to_the_torch_kernel(launches):
+    """1/T below float32's normal range (T ≥ 8.5e37) would reach the kernel as a subnormal or
+    0 and every row would be refused as one of NaN or −inf entries: such a chunk is the
+    torch kernel's, as one whose 1/T is beyond float32's largest number; T = 1e37 still runs
+    in Triton. Both give amid_ref's loss."""
+    gen = torch.Generator().manual_seed(9)
+    s, t = torch.randn(3, 40, generator=gen), torch.randn(3, 40, generator=gen)
+    for temperature, in_triton in ((1e37, True), (1e39, False), (1e46, False), (1e300, False)):
+        before = launches.count
+        got = gpu.amid_loss(s, t, -5.0, 0.1, temperature=temperature, reduction="none",
+                            backend="triton").double().numpy()  # fmt: skip
+        want = amid_ref.amid_loss(s.double().numpy(), t.double().numpy(), -5.0, 0.1,
+                                  temperature=temperature)  # fmt: skip
+        assert (launches.count > before) is in_triton, temperature
+        assert_within(got, want, tolerance("gpu", "loss", "float32"), what=f"T={temperature}")
+
+
 #: The CUDA logits targets (docs/gpu.md) and the float32 scratch each keeps per element of a
 #: chunk: G and log m (8 B), and for AB with q an argument the stored pair and g_r (12 B).
 MEMORY_TARGETS = (
