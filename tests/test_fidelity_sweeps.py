@@ -316,6 +316,22 @@ def test_reproducer_underflowed_weight_with_a_huge_divergence_gradient():
     assert np.abs(got - want).max() <= tol.atol + tol.rtol * np.abs(want).max(), (got, want)
 
 
+def test_reproducer_chi2_gradient_on_logits_of_1e4():
+    """χ² D(p‖r), α = 0, λ = 1e-8, logits ±1e4 (a fuzzed row): w underflows to 0 in float64
+    where the student's logit is 2e4 below the teacher's, and ∂D/∂log r is 1e8 there; taken
+    into P_r's sum (the reference's old split, at log w = −inf only) it left the gradient
+    2.5e-7 off mpmath relative to its 1.2e6 entries, 25× the reference's row."""
+    s = np.array([-9999.063184828015, 9999.737546405351, -9999.302796070677,
+                  10000.533769940508, -10001.171215710776])  # fmt: skip
+    t = np.array([9999.76212829635, 9999.400570904465, 10001.839446896776,
+                  9999.856061984436, 10000.121805159533])  # fmt: skip
+    args = (0.0, 1e-8, "chi2", "pr", {})
+    want = precise.to_float(precise.amid_grad(s, t, *args))
+    tol = tolerance("reference", "grad")
+    got = amid_grad(s, t, *args)
+    assert np.abs(got - want).max() <= tol.atol + tol.rtol * np.abs(want).max(), (got, want)
+
+
 def test_reproducer_confident_chi2_gradient():
     """χ² with λ = 1 (r = p) in the order qr is the same loss as λ = 0 in the order rp."""
     s, t = np.array([0.0, 1.0, 40.0]), np.array([0.0, 1.5, -30.0])
