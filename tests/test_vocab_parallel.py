@@ -910,6 +910,28 @@ def test_triton_edges_ties_minus_inf_temperature(pools):
 
 
 @needs_triton
+def test_apart_rows_through_log_z_on_three_ranks(pools):
+    """p and q 10–100 nats apart at α > 1 (tests/test_fidelity_sweeps.py's apart rows): Z
+    down to e^−60, w 0 in the dtype where q ≫ p, and those entries reach the student only
+    through log Z, by the normalizer term K, whose two row sums each rank completes with
+    P_r's; torch in float64 and float32 and Triton in float32 on 3 uneven ranks, against
+    the unsharded loss and amid_ref."""
+    from test_fidelity_sweeps import apart_rows
+
+    s, t = apart_rows()
+    bounds = _bounds(s.shape[-1], 3, [1, 2, 1])
+    objectives = (("kl", "rq", {}), ("chi2", "rp", {}), ("ab", "qr", {"alpha": 0.2, "beta": 0.7}))
+    cases = [
+        _case(s, t, bounds, dtype, alpha=a, lam=0.5, divergence=d, order=o, div_params=p,
+              **({"backend": "triton"} if triton else {}))
+        for dtype, triton in (("float64", False), ("float32", False), ("float32", True))
+        if not triton or (interpreted() and importlib.util.find_spec("triton") is not None)
+        for a in (5.0, 50.0)
+        for d, o, p in objectives
+    ]  # fmt: skip
+    assert _check(pools[3], cases, oracle=True) == 0
+
+
 def test_triton_every_mixture_regime(pools):
     """backend="triton" in each mixture regime the kernel specializes on (λ = 0, λ = 1,
     α = ±∞, α = 1, |β| ≥ ½ and the pivoted |β| < ½ with its α → 1 series, λ on both sides
