@@ -461,6 +461,29 @@ def test_zero_conventions():
     assert precise.divergence([0.0], [0.0], "ab", alpha=0.2, beta=0.7) == 0
 
 
+def test_ab_terms_of_tiny_arguments_with_a_negative_degree():
+    """An AB term with a_ + b_ < 0 at tiny arguments is the cancellation of powers far beyond
+    the term (y^(a_+b_) = 1e2480 at y = e^−3000): the oracle forms it as y^(a_+b_) times the
+    term at (x/y, 1) (homogeneity), against the plain formula at as many more digits as the
+    powers' size, both in mpmath."""
+    import mpmath
+
+    from amid_ref.precise._divergences import _ab_row_fn
+
+    for ratio in ("1.001", "0.5", "40"):
+        with mpmath.workdps(50):
+            a_, b_ = mpmath.mpf(-1.5), mpmath.mpf(-0.4)
+            y = mpmath.exp(-3000)
+            x = y * mpmath.mpf(ratio)
+            ab, _ = _ab_row_fn(a_, b_)
+            got = ab([x], [y])
+        with mpmath.workdps(50 + 3000):
+            s_ = a_ + b_
+            t = x**a_ * y**b_ - a_ / s_ * x**s_ - b_ / s_ * y**s_
+            want = -t / (a_ * b_)
+        assert abs(got - want) <= mpmath.mpf(10) ** -40 * abs(want), (ratio, got, want)
+
+
 def test_ab_zero_rules_are_the_limits_of_the_formula():
     """x = 0 (resp. y = 0) against x = 1e-300 with the general formula."""
     tol = mpf("1e-50")
