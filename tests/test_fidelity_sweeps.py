@@ -259,10 +259,11 @@ def test_gpu_gradient_on_apart_rows(case):
                 _assert_grad_close(got, want, loss, tol, what)
 
 
-def test_triton_gradient_on_apart_rows(monkeypatch):
-    """:func:`test_gpu_gradient_on_apart_rows` through the Triton kernel (float32), KL, JS
-    and AB (λ = ½), Jeffreys (λ = 0.9) and χ² (λ = 0.1) in every order at α = 5 and 50, its
-    launches counted."""
+@pytest.fixture
+def triton_launches(monkeypatch):
+    """``(device, launches)``: the Triton backend fresh (no fallback left from an earlier
+    test) on CUDA or under the interpreter (TRITON_INTERPRET=1), its first pass's launches
+    counted; skipped where neither runs it."""
     pytest.importorskip("triton")
     from gpu import _engine
     from gpu import _triton_kernel as tk
@@ -273,6 +274,14 @@ def test_triton_gradient_on_apart_rows(monkeypatch):
     launches = Launches(tk._normalizer_pass)
     monkeypatch.setattr(tk, "_normalizer_pass", launches)
     monkeypatch.setattr(_engine, "_TRITON", [])
+    return device, launches
+
+
+def test_triton_gradient_on_apart_rows(triton_launches):
+    """:func:`test_gpu_gradient_on_apart_rows` through the Triton kernel (float32), KL, JS
+    and AB (λ = ½), Jeffreys (λ = 0.9) and χ² (λ = 0.1) in every order at α = 5 and 50, its
+    launches counted."""
+    device, launches = triton_launches
     s, t = apart_rows()
     tol = tolerance("gpu", "grad", "float32")
     # AB and χ² with q an argument: pass c2 reads the stored pair and forms the through-Z
@@ -576,21 +585,14 @@ def test_gpu_support_mismatch_follows_reference(case):
 
 
 @pytest.mark.parametrize("case", GPU_CASES, ids=_case_id)
-def test_triton_support_mismatch_follows_reference(monkeypatch, case):
+def test_triton_support_mismatch_follows_reference(triton_launches, case):
     """The same rows through the Triton kernel (float32: it hands float64 to the torch
     kernel), its launches counted: each order once, near α = 1 on either side of the
     underflow (α = 0.999 and 1 − 1e-7) and at α = −0.999, λ 0.2 and 0.8 in turn, against
     amid_ref on the float32-rounded rows. Interpreted on the CPU (TRITON_INTERPRET=1)."""
-    pytest.importorskip("triton")
-    from gpu import _engine
     from gpu import _triton_kernel as tk
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and not interpreted():
-        pytest.skip("the Triton kernel needs CUDA or TRITON_INTERPRET=1")
-    launches = Launches(tk._normalizer_pass)
-    monkeypatch.setattr(tk, "_normalizer_pass", launches)
-    monkeypatch.setattr(_engine, "_TRITON", [])  # no fallback left from an earlier test
+    device, launches = triton_launches
     name, params = case
     s64, t64 = (x.astype(np.float32).astype(np.float64) for x in _support_mismatch_rows())
     tol = tolerance("gpu", "loss", "float32")
