@@ -196,6 +196,39 @@ def test_two_phase_switch_takes_the_row_chunk_path(tiles, monkeypatch):
         _assert_grads(got, want, "bfloat16", what)
 
 
+def test_tiled_through_log_z_rows(tiles):
+    """Rows whose entries reach the student only through log Z (tests/test_fidelity_sweeps.py's
+    apart rows at α = 50: w is 0 in float32 where q ≫ p): phase 2's tile pass forms the
+    through-Z term from phase 1's row sums, against the float64 chain rule. The student's
+    logits are the hidden states themselves (W = I), so they are those rows exactly."""
+    from test_fidelity_sweeps import apart_rows
+
+    s64, t64 = apart_rows()
+    v = s64.shape[-1]
+    h = torch.tensor(s64, dtype=torch.float32, requires_grad=True)
+    w = torch.eye(v, dtype=torch.float32, requires_grad=True)
+    t_logits = torch.tensor(t64, dtype=torch.float32)
+    for div, order, params in (("kl", "rq", {}), ("ab", "qr", {"alpha": 0.2, "beta": 0.7})):
+        loss = gpu.amid_fused_linear_loss(h, w, None, None, 50.0, 0.5, div, order, params,
+                                          teacher_logits=t_logits, reduction="sum",
+                                          backend="triton")  # fmt: skip
+        got = torch.autograd.grad(loss, (h, w))
+        want_loss = amid_ref.amid_loss(s64, t64, 50.0, 0.5, div, order, params).sum()
+        g = amid_ref.amid_grad(s64, t64, 50.0, 0.5, div, order, params)
+        assert_within(loss.item(), want_loss, tolerance("gpu", "loss", "float32"), what=div)
+        _assert_grads((got[0], None, None), (g, None, None), "float32", f"{div} through log Z")
+        # ∂W = Gᵀ h with logits up to 100 in h: each entry within G's own bound (the grad
+        # row, row-scaled) carried through h, not within the entry's (its terms cancel)
+        tol = tolerance("gpu", "grad", "float32")
+        g_bound = tol.rtol * np.abs(g) + tol.atol * np.maximum(
+            1.0, np.abs(g).max(-1, keepdims=True)
+        )
+        bound = g_bound.T @ np.abs(s64)
+        err = np.abs(got[1].double().numpy() - g.T @ s64)
+        assert (err <= bound).all(), f"{div} ∂W: {(err / bound).max():.3g}× the bound"
+    assert tiles == [v, v]
+
+
 def test_tiled_all_rows_ignored_and_frozen_weight(tiles):
     """No labelled row: zero gradients (the tiles are skipped); a frozen weight takes the
     row-chunk path (no weight gradient to tile), a trainable one the tiled path."""
