@@ -238,7 +238,7 @@ def _log_ratio_sums(lm, l_ref, u, red: LocalReduce = LOCAL, later: bool = False)
 _LIFT = {torch.float32: 60.0, torch.float64: 600.0}
 
 
-def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL, later=False):
+def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL):
     r"""K with :math:`P_q(K)` = ``r ⊙ w − q Σ r ⊙ w`` (∂ log Z/∂ s up to 1/T; ``None``
     where λ = 1: K = 0), projected by the caller with the rest of the gradient. For finite
     α, :math:`K_j = S\,q_j\operatorname{expm1}(x_j - L) = r_j w_j - q_j S`, exact to a
@@ -250,9 +250,9 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL, 
     sharded). At α = ±inf, :math:`r \odot w - q`. Twin of
     :func:`amid_ref._loss._normalizer_gradient`.
 
-    Returns a function that forms K once its row sums are complete: at once, or with
-    ``later=True`` after the reducer's next sum or :meth:`LocalReduce.flush` (a sharded
-    reducer then sends them with that collective).
+    Returns a function that forms K once its row sums are complete: its sums are asked
+    ``later`` (:meth:`LocalReduce.sums`), so call it after the reducer's next sum or
+    :meth:`LocalReduce.flush` (a sharded reducer sends them with that collective).
     """
     objective = spec.objective
     if objective.lam == 1.0:  # w = 0: r does not depend on the student
@@ -271,7 +271,7 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL, 
     log_c = math.log1p(-objective.lam) - log_z  # log((1−λ)/Z), per row
     lift = _LIFT.get(lq.dtype, _LIFT[torch.float32])
     lifted = masked_fill_(torch.exp(x + lq + (log_c + lift)), q_none, 0.0).nan_to_num_(nan=0.0)
-    total, lifted = red.sums(terms, lifted, later=later)
+    total, lifted = red.sums(terms, lifted, later=True)
     del terms
 
     def finish() -> torch.Tensor:
@@ -467,7 +467,7 @@ def chunk(
         if not none_silent and (branchless or red.any(silent)):
             (g_silent,) = red.sums(where(silent, g_r, 0.0), later=True)
             g_r = masked_fill_(g_r, silent, 0.0)
-            k_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red, later=True)
+            k_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red)
         # g_q + w·P_r(g_r) = pair − w·(g_r − P_r(g_r)), pair = g_q + w·g_r in closed form
         # (twin of amid_ref._loss.grad_of); otherwise ∂D/∂log m = P_r(g_r)
         (g_logm,) = red.projects_((g_r.clone() if pair is not None else g_r, lr))

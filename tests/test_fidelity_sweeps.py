@@ -87,6 +87,16 @@ def assert_softmax_invariant(g: np.ndarray, tol, what: str) -> None:
     assert excess.max() <= 1.0, f"{what}: |Σ g| is {excess.max():.3g}× the bound, rows {g}"
 
 
+def _assert_grad_close(got, want, loss, tol, what):
+    """``got`` within ``tol`` of ``want``, row-scaled by the larger of the row's largest
+    gradient entry and its loss (the confident rows' loss reaches 1e13 where the gradient is
+    1e6: :func:`test_gpu_gradient_on_confident_rows`)."""
+    scale = np.maximum(np.abs(want).max(-1, keepdims=True), np.abs(loss)[:, None])
+    bound = tol.atol * np.maximum(1.0, scale) + tol.rtol * scale
+    err = np.abs(got - want) / bound
+    assert err.max() <= 1.0, f"{what}: {err.max():.3g}× the bound\n{got}\n{want}"
+
+
 # --- confident students ---------------------------------------------------------------------
 
 
@@ -159,16 +169,13 @@ def test_gpu_gradient_on_confident_rows(case):
                 want = amid_grad(s, t, alpha, lam, name, order, params)
             except ValueError:
                 continue
-            loss = np.abs(amid_loss(s, t, alpha, lam, name, order, params))[:, None]
-            scale = np.maximum(np.abs(want).max(-1, keepdims=True), loss)
+            loss = amid_loss(s, t, alpha, lam, name, order, params)
             for dtype in ("float64", "float32"):
                 tol = tolerance("gpu", "grad", dtype)
                 what = f"{name}{params} {order} α={alpha} λ={lam} {dtype}"
                 got = _torch_grad(s, t, alpha, lam, name, order, params, getattr(torch, dtype))
                 assert_softmax_invariant(got, tol, what)
-                bound = tol.atol * np.maximum(1.0, scale) + tol.rtol * scale
-                err = np.abs(got - want) / bound
-                assert err.max() <= 1.0, f"{what}: {err.max():.3g}× the bound"
+                _assert_grad_close(got, want, loss, tol, what)
 
 
 # --- distributions apart, α > 1 -----------------------------------------------------------------
@@ -193,15 +200,6 @@ def apart_rows() -> tuple[np.ndarray, np.ndarray]:
 
 #: α > 1 (β = −1 … −24.5) at interior λ: Z < 1 − λ on every row of :func:`apart_rows`.
 APART_POINTS = tuple((a, lam) for a in (3.0, 5.0, 10.0, 50.0) for lam in (0.1, 0.5, 0.9))
-
-
-def _assert_grad_close(got, want, loss, tol, what):
-    """``got`` within ``tol`` of ``want``, row-scaled by the larger of the row's largest
-    gradient entry and its loss (as :func:`test_gpu_gradient_on_confident_rows`)."""
-    scale = np.maximum(np.abs(want).max(-1, keepdims=True), np.abs(loss)[:, None])
-    bound = tol.atol * np.maximum(1.0, scale) + tol.rtol * scale
-    err = np.abs(got - want) / bound
-    assert err.max() <= 1.0, f"{what}: {err.max():.3g}× the bound\n{got}\n{want}"
 
 
 def test_reference_normalizer_term_matches_oracle_on_apart_rows():
