@@ -151,20 +151,12 @@ def _torch_grad(s, t, alpha, lam, name, order, params, dtype, detach=False):
     return x.grad.double().numpy()
 
 
-@pytest.mark.parametrize("case", GPU_CASES, ids=_case_id)
-def test_gpu_gradient_on_confident_rows(case):
-    """The torch loss on confident rows, float64 and float32: softmax invariance, and
-    amid_ref's gradient within the gpu rows, row-scaled by the larger of the row's largest
-    gradient entry and its loss. On these rows the loss reaches 1e13 (χ² of a student 60
-    nats sure against a teacher 30 nats unsure) while the gradient is 1e6: in float32 the
-    log-probabilities near −35 carry errors of 35 ulps, which the loss's powers of r/q
-    turn into gradient errors of the loss's relative size. Row-scaled by the gradient alone,
-    float32 is 11.8× the bound at worst there (χ² and Amari ±3 at α = 1 − 1e-7, λ = ½;
-    875× before the closed-form pairs), and float64 within it."""
-    name, params = case
-    s, t = confident_rows()
+def _sweep_torch_gradient(s, t, name, params, points):
+    """The torch loss's gradient on rows ``s``, ``t`` at each (α, λ) of ``points``, every
+    order, float64 and float32: softmax invariance, and amid_ref's gradient within the gpu
+    rows by :func:`_assert_grad_close` (objectives amid_ref refuses are left out)."""
     for order in ORDERS:
-        for alpha, lam in _objectives(GPU_ALPHAS, GPU_LAMS):
+        for alpha, lam in points:
             try:
                 want = amid_grad(s, t, alpha, lam, name, order, params)
             except ValueError:
@@ -176,6 +168,20 @@ def test_gpu_gradient_on_confident_rows(case):
                 got = _torch_grad(s, t, alpha, lam, name, order, params, getattr(torch, dtype))
                 assert_softmax_invariant(got, tol, what)
                 _assert_grad_close(got, want, loss, tol, what)
+
+
+@pytest.mark.parametrize("case", GPU_CASES, ids=_case_id)
+def test_gpu_gradient_on_confident_rows(case):
+    """The torch loss on confident rows, float64 and float32: softmax invariance, and
+    amid_ref's gradient within the gpu rows, row-scaled by the larger of the row's largest
+    gradient entry and its loss. On these rows the loss reaches 1e13 (χ² of a student 60
+    nats sure against a teacher 30 nats unsure) while the gradient is 1e6: in float32 the
+    log-probabilities near −35 carry errors of 35 ulps, which the loss's powers of r/q
+    turn into gradient errors of the loss's relative size. Row-scaled by the gradient alone,
+    float32 is 11.8× the bound at worst there (χ² and Amari ±3 at α = 1 − 1e-7, λ = ½;
+    875× before the closed-form pairs), and float64 within it."""
+    name, params = case
+    _sweep_torch_gradient(*confident_rows(), name, params, _objectives(GPU_ALPHAS, GPU_LAMS))
 
 
 # --- distributions apart, α > 1 -----------------------------------------------------------------
@@ -238,23 +244,10 @@ def test_gpu_gradient_on_apart_rows(case):
     """The torch loss on :func:`apart_rows` at α > 1, float64 and float32, every order:
     softmax invariance, and amid_ref's gradient within the gpu rows (row-scaled as on
     confident rows). The entries whose w underflowed came back 1e7 (float64) and 1e16
-    (float32) off unit entries at α = 50, λ = ½ before the normalizer term took q off in
-    place of (1−λ)/Z · q."""
+    (float32) off unit entries at α = 50, λ = ½ while the normalizer term took
+    (1−λ)/Z · q off r ⊙ w before its projection (now S·q·expm1(x − L))."""
     name, params = case
-    s, t = apart_rows()
-    for order in ORDERS:
-        for alpha, lam in APART_POINTS:
-            try:
-                want = amid_grad(s, t, alpha, lam, name, order, params)
-            except ValueError:
-                continue
-            loss = amid_loss(s, t, alpha, lam, name, order, params)
-            for dtype in ("float64", "float32"):
-                tol = tolerance("gpu", "grad", dtype)
-                what = f"{name}{params} {order} α={alpha} λ={lam} {dtype}"
-                got = _torch_grad(s, t, alpha, lam, name, order, params, getattr(torch, dtype))
-                assert_softmax_invariant(got, tol, what)
-                _assert_grad_close(got, want, loss, tol, what)
+    _sweep_torch_gradient(*apart_rows(), name, params, APART_POINTS)
 
 
 @pytest.fixture
