@@ -49,7 +49,7 @@ from gpu._flags import (
 )
 from gpu._mixture import _BETA_CLAMP, INF, NEG_INF, log_alpha_mean_and_weight
 
-__all__ = ["LOCAL", "LocalReduce", "chunk"]
+__all__ = ["LOCAL", "PAIR_LAM_MIN", "LocalReduce", "chunk"]
 
 
 #: Entries per block of :func:`_max_and_index`'s first reduction.
@@ -252,7 +252,8 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL):
 
     Returns a function that forms K once its row sums are complete: its sums are asked
     ``later`` (:meth:`LocalReduce.sums`), so call it after the reducer's next sum or
-    :meth:`LocalReduce.flush` (a sharded reducer sends them with that collective).
+    :meth:`LocalReduce.flush` (a sharded reducer sends them with that collective). Given a
+    list, it appends the rows (keepdim) whose L took the ``log1p`` form (none at α = ±inf).
     """
     objective = spec.objective
     if objective.lam == 1.0:  # w = 0: r does not depend on the student
@@ -261,7 +262,7 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL):
     if math.isinf(objective.alpha):
         h = torch.exp(lr).mul_(w).sub_(torch.exp(lq))
         h = masked_fill_(h, q_none, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
-        return lambda: h
+        return lambda near=None: h
     beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - objective.alpha) / 2.0))  # as the mixture
     x = masked_fill_(u_q * (1.0 - beta), q_none, 0.0)
     # q·expm1(x), and for x > 1 in the log domain (e^(x + log q) = r ⊙ w·Z/(1−λ))
@@ -274,9 +275,12 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL):
     total, lifted = red.sums(terms, lifted, later=True)
     del terms
 
-    def finish() -> torch.Tensor:
-        near = total >= -0.5
-        log_e = where(near, torch.log1p(total.clamp(min=-0.5)), torch.log(lifted) - lift - log_c)
+    def finish(near: list | None = None) -> torch.Tensor:
+        if near is not None:  # the rows whose L takes the log1p form (keepdim)
+            near.append(total >= -0.5)
+        near_rows = total >= -0.5
+        log_e = where(near_rows, torch.log1p(total.clamp(min=-0.5)),
+                      torch.log(lifted) - lift - log_c)  # fmt: skip
         log_s = log_c + log_e  # log S (≤ 0)
         y = x - log_e
         scale = torch.exp(log_s + lq)
@@ -452,37 +456,16 @@ def chunk(
     g_q = g["q"]
     through_z = None
     if through_r:
-        # Entries with w = 0 (zeros of q or of m) reach the student only through log Z:
-        # P_q(w ⊙ P_r(g_A)) = −(Σ g_A)·K, K = P_q(r ⊙ w), formed exactly so that their
-        # (possibly huge, ~1/(a_(a_+b_))) terms cancel analytically (amid_ref._loss).
         g_r = g["r"]
-        # Whole rows on eager CPU: a reduction tells that no entry is silent (no mask formed)
-        none_silent = red.local and not branchless and surely_above(w, 0.0)
-        silent = None if none_silent else w == 0
-        # Compiled: no data-dependent branch (a graph break); the term is 0 when no entry
-        # is silent (g_silent = 0; the where keeps a non-finite K from turning it NaN).
-        # Σ g_r over them and K's two row sums go with P_r's sums (one collective when
-        # sharded), K formed after it
-        k_z = g_silent = None
-        if not none_silent and (branchless or red.any(silent)):
-            (g_silent,) = red.sums(where(silent, g_r, 0.0), later=True)
-            g_r = masked_fill_(g_r, silent, 0.0)
-            k_z = _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red)
-        # g_q + w·P_r(g_r) = pair − w·(g_r − P_r(g_r)), pair = g_q + w·g_r in closed form
-        # (twin of amid_ref._loss.grad_of); otherwise ∂D/∂log m = P_r(g_r)
-        (g_logm,) = red.projects_((g_r.clone() if pair is not None else g_r, lr))
-        if g_silent is not None:
-            red.flush()
-            k_z = torch.zeros_like(lq) if k_z is None else k_z()
-            through_z = where(g_silent != 0, k_z.mul_(g_silent), 0.0)
-            del k_z, g_silent
-        if pair is not None:
-            g_q = pair.sub_(g_r.sub_(g_logm).mul_(w))
-            del pair
+        if pair is not None and objective.lam < PAIR_LAM_MIN:
+            g_q, through_z = _through_r_paired(spec, pair, g_r, w, lq, lr, u_q, log_z, red,
+                                               branchless)  # fmt: skip
+        elif pair is not None:
+            g_q, through_z = _through_r(spec, None, g_r, w, lq, lr, u_q, log_z, red, branchless,
+                                        pair=pair)  # fmt: skip
         else:
-            g_logm.mul_(w)
-            g_q = g_logm if g_q is None else g_q.add_(g_logm)
-        del g_logm, w, g_r, u_q
+            g_q, through_z = _through_r(spec, g_q, g_r, w, lq, lr, u_q, log_z, red, branchless)
+        del w, g_r, u_q, pair
         if through_z is not None:  # P_q(g_q) − Σ g_A·P_q(K), as one projection
             g_q = g_q.sub_(through_z)
             del through_z
@@ -511,6 +494,83 @@ def chunk(
     if branchless:  # the compiled kernel's caller flags the gradient once it is scaled
         return value, grad, red.flags(flags)
     return value, grad, red.flags(flags | _grad_flags(grad))
+
+
+#: λ below which the closed-form pairs take :func:`_through_r_paired`'s near-row form. The
+#: projected form keeps ε/λ of its term w ⊙ r·Σ g_r on the rows where r ⊙ w is near a
+#: multiple of q (λ ≈ 0): ≤ 1.2e-4 of it in float32 from here on, within the gpu rows; below,
+#: up to 5e10× the float32 bound at λ = 1e-15 (AB(−1.6, −2.9) D(q‖r), rows 1e-2 apart).
+#: The Triton kernel hands these objectives below it to this kernel.
+PAIR_LAM_MIN = 1e-3
+
+
+def _through_r_paired(spec, pair, g_r, w, lq, lr, u_q, log_z, red, branchless):
+    r"""``(g_q + w·P_r(g_r), through_z)`` of :func:`chunk` from the closed-form pair
+    g_q + w·g_r (D(q‖r) and D(r‖q) of the AB family and χ²): ``pair − w ⊙ r·Σ g_r``, the
+    silent entries' term apart (:func:`_through_r`), except on the rows where r ⊙ w is near
+    a multiple of q (K's L in its ``log1p`` form: λ ≈ 0 gives r ≈ q and w ≈ 1). There
+    P_q(w ⊙ r·Σ g_r) cancels (at λ = 1e-15 it keeps ε/λ of itself, 2.5e6× the float64 bound
+    on AB(−1.6, −2.9) D(q‖r) on rows 1e-5 apart), so those rows take
+    ``pair − (Σ g_r)·K`` (the same after P_q), K's entries exact to a few ulps. Elsewhere
+    (p and q apart) the projected form stays: near a one-hot r its dominant entry is
+    exact, where (Σ g_r)·K and the pair would cancel. Twin of
+    :func:`amid_ref._loss.grad_of`. Σ g_r and K's two row sums go with P_r's sums."""
+    (g_sum,) = red.sums(g_r, later=True)
+    finish = _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red)  # (λ < 1: not None)
+    near: list = []
+    formed: list = []
+
+    def k_once() -> torch.Tensor:  # K formed once (the silent entries' term reads it too)
+        if not formed:
+            formed.append(finish(near))
+        return formed[0]
+
+    g_q, through_z = _through_r(spec, None, g_r, w, lq, lr, u_q, log_z, red, branchless,
+                                pair=pair, k_fn=k_once)  # fmt: skip
+    red.flush()  # (its sums went with _through_r's projection when sharded)
+    k_all = k_once()
+    if not near:  # α = ±inf: K is a difference, the projected form stays
+        return g_q, through_z
+    near = near[0]
+    if not branchless and not any_(near):
+        return g_q, through_z
+    own = pair.sub_(where(g_sum != 0, k_all * g_sum, 0.0))
+    g_q = where(near, own, g_q)
+    if through_z is not None:  # on the near rows Σ g_r·K holds the silent entries too
+        through_z = where(near, 0.0, through_z)
+    return g_q, through_z
+
+
+def _through_r(spec, g_q, g_r, w, lq, lr, u_q, log_z, red, branchless, pair=None, k_fn=None):
+    """``(g_q + w·P_r(g_r), through_z)`` of :func:`chunk` for a divergence whose gradients
+    are formed apart: entries with w = 0 (zeros of q or of m) reach the student only
+    through log Z, P_q(w ⊙ P_r(g_A)) = −(Σ g_A)·K with K = P_q(r ⊙ w) formed exactly, so
+    that their (possibly huge, ~1/(a_(a_+b_))) terms cancel analytically (amid_ref._loss);
+    ``through_z`` is that term (``None`` where no entry is silent), for the caller to
+    subtract before the projection P_q. With ``pair`` (g_q + w·g_r in closed form, not
+    written), ``pair − w·(g_r − P_r(g_r))`` in its place; ``k_fn``, K's function when the
+    caller has asked for it already (:func:`_normalizer_gradient`, not written to)."""
+    # Whole rows on eager CPU: a reduction tells that no entry is silent (no mask formed)
+    none_silent = red.local and not branchless and surely_above(w, 0.0)
+    silent = None if none_silent else w == 0
+    # Compiled: no data-dependent branch (a graph break); the term is 0 when no entry is
+    # silent (g_silent = 0; the where keeps a non-finite K from turning it NaN). Σ g_r over
+    # them and K's two row sums go with P_r's sums (one collective when sharded), K formed
+    # after it
+    k_z = g_silent = through_z = None
+    if not none_silent and (branchless or red.any(silent)):
+        (g_silent,) = red.sums(where(silent, g_r, 0.0), later=True)
+        g_r = masked_fill_(g_r, silent, 0.0)
+        k_z = k_fn if k_fn is not None else _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red)
+    (g_logm,) = red.projects_((g_r.clone() if pair is not None else g_r, lr))
+    if g_silent is not None:
+        red.flush()
+        k_z = torch.zeros_like(lq) if k_z is None else k_z()
+        through_z = where(g_silent != 0, k_z * g_silent, 0.0)
+    if pair is not None:  # pair − w·(g_r − P_r(g_r)) = g_q + w·P_r(g_r)
+        return pair - g_r.sub_(g_logm).mul_(w), through_z
+    g_logm.mul_(w)
+    return (g_logm if g_q is None else g_q.add_(g_logm)), through_z
 
 
 #: The engine may share this kernel's chunks among CPU worker threads.

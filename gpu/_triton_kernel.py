@@ -98,10 +98,11 @@ closed form (:func:`gpu._divergences._ab_pair`, χ² as 2·AB(2, −1)) from the
 and w − w̄. Rényi's loss is not a sum of terms: pass c0 gathers its row sums, and pass c
 and the gradient read them.
 
-What runs where: float64 inputs (float64 is the torch kernel's, exact to its ulps) and a
-temperature whose 1/T is beyond float32's normal range are computed by
-:func:`gpu._torch_kernel.chunk`, deliberately and with the same contract
-(:func:`runs_in_triton` says which).
+What runs where: float64 inputs (float64 is the torch kernel's, exact to its ulps), a
+temperature whose 1/T is beyond float32's normal range, and D(q‖r), D(r‖q) of the AB family
+and χ² at 0 < λ < 1e-3 (:func:`_small_lambda_pair`: the torch kernel's form of their
+gradient there is not written here) are computed by :func:`gpu._torch_kernel.chunk`, deliberately
+and with the same contract (:func:`runs_in_triton` says which).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ from gpu._divergences import (
     _RENYI_SERIES_CM,
     _SECOND_ORDER_CUTOFF,
     GPU_DIVERGENCES,
+    GRAD_SUM,
     _ab,
     _amari,
     _chi2,
@@ -145,6 +147,7 @@ from gpu._flags import (
     _TEMPERATURE_TEACHER,
 )
 from gpu._mixture import _BETA_CLAMP, _FAST_BETA
+from gpu._torch_kernel import PAIR_LAM_MIN
 from gpu._torch_kernel import chunk as torch_chunk
 
 __all__ = ["TRITON_DIVERGENCES", "gradient_tile", "runs_in_triton", "shard_chunk", "triton_chunk"]
@@ -219,6 +222,22 @@ _F32_MAX = float(torch.finfo(torch.float32).max)
 _F32_TINY = float(torch.finfo(torch.float32).tiny)
 
 
+def _small_lambda_pair(objective) -> bool:
+    """Whether ``objective`` is D(q‖r) or D(r‖q) of a divergence with a closed-form pair
+    (the AB family and χ², the assistant live) at 0 < λ <
+    :data:`gpu._torch_kernel.PAIR_LAM_MIN`: it goes to the torch kernel. There r ⊙ w is a
+    multiple of q to O(λ), and this kernel's g_q + w·P_r(g_r) = pair − w ⊙ r·Σ g_r,
+    projected, keeps ε/λ of that term (AB(−1.6, −2.9) D(q‖r) on rows 1e-2 apart, float32:
+    0.6× the gpu bound at λ = 1e-4, 60× at 1e-6, 5e10× at 1e-15), where the torch kernel
+    takes pair − (Σ g_r)·K with K exact (:func:`gpu._torch_kernel._through_r_paired`)."""
+    return (
+        0.0 < objective.lam < PAIR_LAM_MIN
+        and not objective.detach_assistant
+        and {objective.first, objective.second} == {"q", "r"}
+        and objective.divergence in GRAD_SUM
+    )
+
+
 def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -237,6 +256,7 @@ def runs_in_triton(spec, dtype: torch.dtype) -> bool:
         and spec.cdtype == torch.float32
         and dtype in (torch.float32, torch.bfloat16, torch.float16)
         and _F32_TINY <= 1.0 / spec.objective.temperature <= _F32_MAX
+        and not _small_lambda_pair(spec.objective)
     )
 
 

@@ -297,6 +297,89 @@ def test_triton_gradient_on_apart_rows(triton_launches):
     assert launches.count == runs
 
 
+# --- λ 1e-15 from 0, students close to the teacher ----------------------------------------------
+
+
+def close_rows() -> tuple[np.ndarray, np.ndarray]:
+    """Two teachers N(0, 3) over 10 tokens and students 1e-5 from them (the fuzzed rows
+    that found it). At λ = 1e-15, r ≈ q and w ≈ 1: r ⊙ w is a multiple of q to 1e-15, and
+    the AB-divergence with a_ + b_ = −4.5 weighs the unlikely tokens by q^−4.5."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for _ in range(2):
+        t = rng.normal(0.0, 3.0, 10)
+        rows.append((t + rng.normal(0.0, 1e-5, 10), t))
+    return np.array([s for s, _ in rows]), np.array([t for _, t in rows])
+
+
+#: The paired objectives (g_q + w·g_r in closed form) at λ = 1e-15.
+NEAR_ZERO_CASES = [("ab", {"alpha": -1.6, "beta": -2.9}), ("ab", {"alpha": 0.2, "beta": 0.7}),
+                   ("chi2", {}), ("amari", {"alpha": 3.0})]  # fmt: skip
+NEAR_ZERO_POINTS = ((1.0001, 1e-15), (-5.0, 1e-15), (3.0, 1e-15))
+
+
+def test_reference_gradient_near_lambda_zero_matches_oracle():
+    """amid_ref against the oracle on :func:`close_rows` at λ = 1e-15, AB(−1.6, −2.9) in
+    both orders with q: projecting w ⊙ r·Σ g_r onto q's tangent space kept ε/λ = 10 % of
+    that term, 8 % of the whole gradient (entries up to 0.05); those rows now take
+    pair − (Σ g_r)·K, K exact."""
+    s, t = close_rows()
+    tol = tolerance("reference", "grad")
+    for order in ("qr", "rq"):
+        for alpha in (1.0001, -5.0):
+            args = (alpha, 1e-15, "ab", order, {"alpha": -1.6, "beta": -2.9})
+            got = amid_grad(s[0], t[0], *args)
+            want = precise.to_float(precise.amid_grad(s[0], t[0], *args))
+            err = np.abs(got - want).max()
+            assert err <= tol.atol + tol.rtol * np.abs(want).max(), (args, got, want)
+
+
+@pytest.mark.parametrize("case", NEAR_ZERO_CASES, ids=_case_id)
+def test_gpu_gradient_near_lambda_zero(case):
+    """The torch loss on :func:`close_rows` at λ = 1e-15 in float64, every order: softmax
+    invariance, and amid_ref's gradient within the gpu row (row-scaled as on confident
+    rows). AB(−1.6, −2.9) D(q‖r) was 2.5e6× the bound. Float32 does not resolve rows 1e-5
+    apart (their log-probabilities differ by 40 ulps): 250× the bound at λ = 1e-4 as at
+    1e-15, where it was 3.7e10×."""
+    name, params = case
+    s, t = close_rows()
+    tol = tolerance("gpu", "grad", "float64")
+    for order in ORDERS:
+        for alpha, lam in NEAR_ZERO_POINTS:
+            want = amid_grad(s, t, alpha, lam, name, order, params)
+            loss = amid_loss(s, t, alpha, lam, name, order, params)
+            what = f"{name}{params} {order} α={alpha} λ={lam}"
+            got = _torch_grad(s, t, alpha, lam, name, order, params, torch.float64)
+            assert_softmax_invariant(got, tol, what)
+            _assert_grad_close(got, want, loss, tol, what)
+
+
+def test_triton_hands_small_lambda_pairs_to_the_torch_kernel(triton_launches):
+    """backend="triton", float32, AB(−1.6, −2.9) D(q‖r) and D(r‖q) on rows 1e-2 apart: at
+    λ = 1e-6 and 1e-15 the chunk goes to the torch kernel (no launch), whose near-row form
+    the Triton kernel does not have (it was 60× and 5e10× the gpu bound there); at λ = 1e-2
+    it runs in Triton. Both within the bound of amid_ref."""
+    device, launches = triton_launches
+    rng = np.random.default_rng(3)
+    t = rng.normal(0.0, 3.0, (4, 10))
+    s = (t + rng.normal(0.0, 1e-2, (4, 10))).astype(np.float32).astype(np.float64)
+    t = t.astype(np.float32).astype(np.float64)
+    tol = tolerance("gpu", "grad", "float32")
+    params = {"alpha": -1.6, "beta": -2.9}
+    for lam, launched in ((1e-6, 0), (1e-15, 0), (1e-2, 1)):
+        for order in ("qr", "rq"):
+            before = launches.count
+            want = amid_grad(s, t, 1.0001, lam, "ab", order, params)
+            loss = amid_loss(s, t, 1.0001, lam, "ab", order, params)
+            x = torch.tensor(s, dtype=torch.float32, device=device, requires_grad=True)
+            teacher = torch.tensor(t, dtype=torch.float32, device=device)
+            gpu.amid_loss(x, teacher, 1.0001, lam, "ab", order, params, reduction="sum",
+                          backend="triton").backward()  # fmt: skip
+            what = f"triton ab {order} λ={lam}"
+            assert launches.count - before == launched, what
+            _assert_grad_close(x.grad.double().cpu().numpy(), want, loss, tol, what)
+
+
 def test_reproducer_underflowed_weight_with_a_huge_divergence_gradient():
     """Amari γ = 7 (AB(−3, 4)) D(r‖p) at α = −1, λ = 1e-8, logits ±9984: where q = e^−19968,
     r = λp/Z is 1e-9 and ∂D/∂log r is −8e22, while w = e^−19948 is 0 in float64. That
