@@ -408,18 +408,26 @@ def _normalizer_gradient(ctx: _Prepared, w: np.ndarray, *, with_near: bool = Fal
     α > 1 with p and q apart). The earlier form :math:`c\,(q \odot \operatorname{expm1}(x))`
     took c·q off r ⊙ w and left it to the projection, which cancelled it to ε·c: 2e6
     against entries of 1e-3 at α = 50, where Z = e^−60 and c = 5e25. At α = ±inf (w an
-    indicator), ``r ⊙ w − q``.
+    indicator, ½ at ties, and m = q wherever w > 0, so r ⊙ w = w ⊙ q/Z):
+    :math:`K_j = w_j r_j \bar A - (1 - w_j)\,q_j S` with :math:`S = \sum_x w_x r_x`
+    and :math:`\bar A = \sum_x (1 - w_x) q_x = 1 - ZS`, sums of positive terms and
+    products of numbers ≤ 1 (q/Z itself overflows where Z = e^−900), where ``r ⊙ w − q``
+    (projected by the caller) cancelled: 8× the whole gradient of AB(−1.6, −2.9) D(p‖r)
+    at α = −inf on a row of logits ±100, whose Σ g_r is 1e170.
 
     ``with_near=True`` returns ``(K, near)``, ``near`` (keepdim) true on the rows whose L
-    took the ``log1p`` form (False at α = ±inf, whose K is a difference).
+    took the ``log1p`` form (every row at α = ±inf).
     """
     lq = ctx.q
     alpha, lam = ctx.objective.alpha, ctx.objective.lam
     q_pos = ~np.isneginf(lq)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if np.isinf(alpha):
-            k = np.where(q_pos, np.exp(ctx.r) * w - np.exp(lq), 0.0)
-            return (k, np.zeros((*k.shape[:-1], 1), dtype=bool)) if with_near else k
+            q, r = np.exp(lq), np.exp(ctx.r)
+            held = np.sum(w * r, axis=-1, keepdims=True)  # S = A/Z
+            left = np.sum((1.0 - w) * q, axis=-1, keepdims=True)  # Ā = 1 − A
+            k = np.where(q_pos, w * r * left - (1.0 - w) * q * held, 0.0)
+            return (k, np.ones((*k.shape[:-1], 1), dtype=bool)) if with_near else k
         beta = (1.0 - alpha) / 2.0
         x = np.where(q_pos, (1.0 - beta) * ctx.u_q, 0.0)
         # q·expm1(x) in the log domain for x > 1 (e^(x + log q) = r ⊙ w / c, no overflow)
@@ -695,25 +703,29 @@ def grad_of(objective: Objective, student_logits, teacher_logits, *, teacher_top
             direct = "a" if first == "q" else "b"
             args = (a, b, params, ctx.log_ratio, weights, direct)
             with np.errstate(invalid="ignore"):
-                pair = rec.pair(*args)
-            g_q = pair - w * (g_r_kept - projected)
-            # On the rows where r ⊙ w is near a multiple of q (K's L in its log1p form:
-            # λ ≈ 0 gives r ≈ q and w ≈ 1) P_q(w ⊙ r·Σ g_r) cancels: at λ = 1e-15 it keeps
-            # ε/λ = 10 % of itself, 8 % of the whole gradient of AB(−1.6, −2.9) D(q‖r) on
-            # rows 1e-5 apart. There the pair takes −(Σ g_r)·K instead (the same after
-            # P_q), K's entries exact: P_q(pair − (Σ g_r)·K). Elsewhere (p and q apart, K
-            # from its log-sum-exp form) the projected form is kept: near a one-hot r its
-            # dominant entry is exact, where (Σ g_r)·K and the pair would cancel.
-            k_all, near = _normalizer_gradient(ctx, w, with_near=True)
-            if near.any():
-                g_sum = np.sum(g_r, axis=-1, keepdims=True)
-                g_q = np.where(near, pair - g_sum * k_all, g_q)
-                silent = silent & ~near
+                direct = rec.pair(*args)
+            g_q = direct - w * (g_r_kept - projected)
         else:
+            direct = g_q + w * g_r_kept
             g_q = g_q + w * projected
+        # On the rows where r ⊙ w is near a multiple of q (K's L in its log1p form; λ ≈ 0
+        # gives r ≈ q and w ≈ 1; every row at α = ±inf, where r ⊙ w = w ⊙ q/Z),
+        # P_q(w ⊙ r·Σ g_r) cancels: at λ = 1e-15 it keeps ε/λ of itself, 8 % of the whole
+        # gradient of AB(−1.6, −2.9) D(q‖r) on rows 1e-5 apart; at α = −inf, 8× that of
+        # its D(p‖r) on logits ±100 (Σ g_r = 1e170). There the direction takes
+        # −(Σ g_r)·K instead (the same after P_q), K's entries exact:
+        # P_q(g_q + w ⊙ g_r − (Σ g_r)·K). Elsewhere (p and q apart, K from its
+        # log-sum-exp form) the projected form stays: near a one-hot r its dominant entry
+        # is exact, where (Σ g_r)·K and the pair would cancel.
+        k_all, near = _normalizer_gradient(ctx, w, with_near=True)
+        if near.any():
+            g_sum = np.sum(g_r, axis=-1, keepdims=True)
+            with np.errstate(invalid="ignore"):
+                g_q = np.where(near, direct - np.where(g_sum != 0.0, g_sum * k_all, 0.0), g_q)
+            silent = silent & ~near
         if silent.any():
             g_silent = np.sum(np.where(silent, g_r, 0.0), axis=-1, keepdims=True)
-            through_r = g_silent * _normalizer_gradient(ctx, w)
+            through_r = g_silent * k_all
     if through_r is not None:  # P_q(g_q) − Σ g_A·P_q(K), as one projection
         g_q = g_q - through_r
     grad = _project(g_q, ctx.q)

@@ -247,7 +247,9 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL):
     L is ``log1p(Σ q·expm1(x))`` where that sum is at least −½ (0 at α = −1: K = 0
     exactly), else log Σ e^(log(r ⊙ w) + B) − B − log((1−λ)/Z) (:data:`_LIFT`; B costs
     S ulp(B) relative, 4e-6 in float32: the two sums are plain sums, one collective when
-    sharded). At α = ±inf, :math:`r \odot w - q`. Twin of
+    sharded). At α = ±inf (r ⊙ w = w ⊙ q/Z), :math:`K_j = w_j r_j \bar A - (1-w_j) q_j S`
+    with the positive sums :math:`S = \sum_x w_x r_x`, :math:`\bar A = \sum_x (1-w_x) q_x`
+    (``r ⊙ w − q``, projected, cancelled where Σ g_r is large). Twin of
     :func:`amid_ref._loss._normalizer_gradient`.
 
     Returns a function that forms K once its row sums are complete: its sums are asked
@@ -260,9 +262,19 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL):
         return None
     q_none = torch.isneginf(lq)
     if math.isinf(objective.alpha):
-        h = torch.exp(lr).mul_(w).sub_(torch.exp(lq))
-        h = masked_fill_(h, q_none, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
-        return lambda near=None: h
+        # r ⊙ w = w ⊙ q/Z (m = q wherever w > 0): K = w r Ā − (1 − w) q S, S = Σ w r and
+        # Ā = Σ (1 − w) q sums of positive terms (r ⊙ w − q, projected, cancelled)
+        eq, er = torch.exp(lq), torch.exp(lr)
+        er.mul_(w)
+        held, left = red.sums(er, (1.0 - w).mul_(eq), later=True)
+
+        def finish_inf(near: list | None = None) -> torch.Tensor:
+            if near is not None:  # every row: K is exact
+                near.append(torch.ones_like(held, dtype=torch.bool))
+            k = er.mul_(left).sub_((1.0 - w).mul_(eq).mul_(held))
+            return masked_fill_(k, q_none, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+
+        return finish_inf
     beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - objective.alpha) / 2.0))  # as the mixture
     x = masked_fill_(u_q * (1.0 - beta), q_none, 0.0)
     # q·expm1(x), and for x > 1 in the log domain (e^(x + log q) = r ⊙ w·Z/(1−λ))
@@ -457,7 +469,9 @@ def chunk(
     through_z = None
     if through_r:
         g_r = g["r"]
-        if pair is not None and objective.lam < PAIR_LAM_MIN:
+        if math.isinf(objective.alpha) and 0.0 < objective.lam < 1.0:  # (else r is q or p)
+            g_q, through_z = _through_r_exact(spec, g_q, pair, g_r, w, lq, lr, u_q, log_z, red)
+        elif pair is not None and objective.lam < PAIR_LAM_MIN:
             g_q, through_z = _through_r_paired(spec, pair, g_r, w, lq, lr, u_q, log_z, red,
                                                branchless)  # fmt: skip
         elif pair is not None:
@@ -502,6 +516,24 @@ def chunk(
 #: up to 5e10× the float32 bound at λ = 1e-15 (AB(−1.6, −2.9) D(q‖r), rows 1e-2 apart).
 #: The Triton kernel hands these objectives below it to this kernel.
 PAIR_LAM_MIN = 1e-3
+
+
+def _through_r_exact(spec, g_q, pair, g_r, w, lq, lr, u_q, log_z, red):
+    r"""``(g_q + w ⊙ g_r − (Σ g_r)·K, None)`` of :func:`chunk` at α = ±inf, where K
+    (:func:`_normalizer_gradient`) is exact on every row: P_q of it is g_q + w·P_r(g_r),
+    whose projected form cancelled (``pair`` in place of g_q + w ⊙ g_r where given). At
+    α = −inf, AB(−1.6, −2.9) D(p‖r) on logits ±100 (Σ g_r = 1e170) was 8× its whole
+    gradient off in float64. Twin of :func:`amid_ref._loss.grad_of`; Σ g_r and K's two
+    sums in one collective when sharded."""
+    (g_sum,) = red.sums(g_r, later=True)
+    finish = _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red)
+    if pair is not None:
+        direct = pair
+    else:  # w ⊙ g_r, 0 where w = 0 (g_r may be infinite there)
+        w_g = where(w == 0, 0.0, w * g_r)
+        direct = w_g if g_q is None else g_q.add_(w_g)
+    red.flush()
+    return direct.sub_(where(g_sum != 0, finish().mul_(g_sum), 0.0)), None
 
 
 def _through_r_paired(spec, pair, g_r, w, lq, lr, u_q, log_z, red, branchless):

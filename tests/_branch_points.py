@@ -170,6 +170,7 @@ def _reverse_kl_generator(u):
 
 _AB = {"alpha": 0.25, "beta": 0.75}  # a_ + b_ = 1, |a_| ≤ |b_|: the y-pivot of the AB terms
 _AB_NEG = {"alpha": -0.4, "beta": -0.3}  # a_ + b_ < 0, |a_| > |b_|: the x-pivot
+_AB_PAIR = {"alpha": -1.6, "beta": -2.9}  # a_ + b_ = −4.5: g_r weighted by r^−4.5
 
 
 def _max_mixture_probe(impl: str, a: float) -> tuple:
@@ -232,6 +233,18 @@ BRANCH_POINTS: tuple[BranchPoint, ...] = (
         "_BETA_CLAMP",
         "log_alpha_mean_and_weight: |β| clamped to 1e30 (α → ∓inf)",
         lambda x: [_loss("gpu", -0.5, -2.0, "kl", alpha=1.0 - 2.0 * x, lam=0.3)],
+    ),
+    BranchPoint(
+        "gpu.pair_lambda_min",
+        1e-3,
+        "gpu._torch_kernel",
+        "PAIR_LAM_MIN",
+        "chunk: below λ = 1e-3 the closed-form pairs (AB, Amari, χ² with q an argument) take "
+        "−(Σ g_r)·K on the rows where r ⊙ w is near a multiple of q (_through_r_paired)",
+        lambda x: [
+            _loss("gpu", -0.5, -2.0, "ab", _AB_PAIR, alpha=3.0, lam=x, order="qr"),
+            _loss("gpu", -0.5, -0.6, "chi2", alpha=-5.0, lam=x, order="rq"),
+        ],
     ),
     BranchPoint(
         "special.expm1mx_series",

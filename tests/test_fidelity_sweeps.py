@@ -393,6 +393,30 @@ def test_triton_hands_small_lambda_pairs_to_the_torch_kernel(triton_launches):
             _assert_grad_close(x.grad.double().cpu().numpy(), want, loss, tol, what)
 
 
+def test_reproducer_infinite_alpha_with_a_huge_assistant_gradient():
+    """AB(−1.6, −2.9) D(p‖r) at α = −inf on a fuzzed row of logits ±100: Σ g_r is 1e170
+    and r ⊙ w = w ⊙ q/Z, so the projected P_q(w ⊙ r·Σ g_r) cancelled, 8× the whole
+    gradient off the oracle in amid_ref and the torch kernel alike (entries of 2e157). Now
+    −(Σ g_r)·K with K = w r Ā − (1 − w) q S, from two sums of positive terms; the torch
+    loss in float64 against amid_ref as well (float32 cannot hold these gradients)."""
+    s = np.array([-73.990186, 68.305119, -117.609663, 4.658434, -36.686101, -74.985845,
+                  43.578451, -47.865657])  # fmt: skip
+    t = np.array([-60.739025, 39.115787, -51.7249, 15.7662, -10.02906, -29.614953, -69.176923,
+                  -46.812427])  # fmt: skip
+    params = {"alpha": -1.6, "beta": -2.9}
+    for order in ("pr", "rp"):  # (with q an argument, or at α = +inf, the loss overflows)
+        args = (-INF, 0.3, "ab", order, params)
+        got = amid_grad(s, t, *args)
+        want = precise.to_float(precise.amid_grad(s, t, *args))
+        tol = tolerance("reference", "grad")
+        assert np.abs(got - want).max() <= tol.atol + tol.rtol * np.abs(want).max(), (
+            order, got, want)  # fmt: skip
+        loss = amid_loss(s[None], t[None], *args)
+        torch_got = _torch_grad(s[None], t[None], *args, torch.float64)
+        _assert_grad_close(torch_got, got[None], loss, tolerance("gpu", "grad", "float64"),
+                           f"torch {order}")  # fmt: skip
+
+
 def test_reproducer_underflowed_weight_with_a_huge_divergence_gradient():
     """Amari γ = 7 (AB(−3, 4)) D(r‖p) at α = −1, λ = 1e-8, logits ±9984: where q = e^−19968,
     r = λp/Z is 1e-9 and ∂D/∂log r is −8e22, while w = e^−19948 is 0 in float64. That
