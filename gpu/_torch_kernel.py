@@ -523,8 +523,9 @@ def _through_r_exact(spec, g_q, pair, g_r, w, lq, lr, u_q, log_z, red):
     (:func:`_normalizer_gradient`) is exact on every row: P_q of it is g_q + w·P_r(g_r),
     whose projected form cancelled (``pair`` in place of g_q + w ⊙ g_r where given). At
     α = −inf, AB(−1.6, −2.9) D(p‖r) on logits ±100 (Σ g_r = 1e170) was 8× its whole
-    gradient off in float64. Twin of :func:`amid_ref._loss.grad_of`; Σ g_r and K's two
-    sums in one collective when sharded."""
+    gradient off in float64. Twin of :func:`amid_ref._loss.grad_of` and of the Triton
+    kernel's ``_student_direction`` at α = ±inf; Σ g_r and K's two sums in one collective
+    when sharded."""
     (g_sum,) = red.sums(g_r, later=True)
     finish = _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red)
     if pair is not None:

@@ -1374,9 +1374,11 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
                            dprm_ptr, FIRST_R, 1.0)  # fmt: skip
     silent = w == 0.0
     h = tl.zeros_like(lq)
-    if THROUGH_R:
-        # h matters only in rows with a through-Z term, which need an entry with w = 0:
-        # formed in the row blocks that hold such a row (pass b's _ANY_SILENT), 0 elsewhere
+    if THROUGH_R and H_MODE == 2:
+        # finite α: x = (1−β)u, of which K is formed (_normalizer_sums, _normalizer_k). It
+        # matters only in rows with a through-Z term, which need an entry with w = 0: formed
+        # in the row blocks that hold such a row (pass b's _ANY_SILENT), 0 elsewhere. (λ = 1:
+        # no term; α = ±inf: K from w, log r and log q, _normalizer_k_inf.)
         any_silent = tl.load(stats_ptr + 17 * n_rows + rows, mask=rmask, other=0.0)
         if tl.max(any_silent, 0) != 0.0:  # a row of the block (the same in every tile)
             if LOAD_MIX and REF_P:  # the ratio to q was not stored (_arguments): formed here
@@ -1384,13 +1386,7 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
                                              n_rows, inv_t, beta, inv_beta, lam, one_m_lam, t_off,
                                              c_a, c_b, log_lam, log_1m_lam, kc_ptr, MIX, LAM_LOW,
                                              BETA_NEG, ACC)  # fmt: skip
-            if H_MODE == 0:  # λ = 1: r does not depend on the student
-                h = tl.zeros_like(lq)
-            elif H_MODE == 1:  # α = ±inf
-                h = _exp(lr, ACC) * w - _exp(lq, ACC)
-            else:  # finite α: x = (1−β)u, of which K is formed (_normalizer_sums, _normalizer_k)
-                h = rb * (1.0 - beta_h)
-            h = _nan_to_zero(tl.where(lq == NEG, 0.0, h))
+            h = _nan_to_zero(tl.where(lq == NEG, 0.0, rb * (1.0 - beta_h)))
     return terms, g_q, g_r, silent, h, w, lq, lr
 
 
@@ -1419,6 +1415,15 @@ def _normalizer_k(x, lq, log_c, total, lifted, ACC: tl.constexpr):
     scale = _exp(log_s + lq, ACC)
     k = tl.where(y <= 1.0, _expm1(tl.minimum(y, 1.0), ACC) * scale,
                  _exp(y + log_s + lq, ACC) - scale)  # fmt: skip
+    return _nan_to_zero(tl.where(lq == NEG, 0.0, k))
+
+
+@_device
+def _normalizer_k_inf(w, lq, lr, held, left, ACC: tl.constexpr):
+    """K at α = ±inf (gpu._torch_kernel._normalizer_gradient): w·r·Ā − (1 − w)·q·S from
+    pass c's row sums S = Σ w r (``held``) and Ā = Σ (1 − w) q (``left``), 0 where q = 0."""
+    NEG = float("-inf")
+    k = w * _exp(lr, ACC) * left[:, None] - (1.0 - w) * _exp(lq, ACC) * held[:, None]
     return _nan_to_zero(tl.where(lq == NEG, 0.0, k))
 
 
@@ -1476,6 +1481,9 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
                     t_h, lift_h = _normalizer_sums(h, lq, log_c, ACC)
                     k_total += tl.sum(tl.where(mask, t_h, 0.0), 1)
                     k_lifted += tl.sum(tl.where(mask, lift_h, 0.0), 1)
+            elif H_MODE == 1:  # α = ±inf: S = Σ w r and Ā = Σ (1 − w) q, every row
+                k_total += tl.sum(tl.where(mask, _nan_to_zero(w * _exp(lr, ACC)), 0.0), 1)
+                k_lifted += tl.sum(tl.where(mask, _nan_to_zero((1.0 - w) * _exp(lq, ACC)), 0.0), 1)
     if DIV == 10:  # Rényi: the row's value from pass c0's sums
         lse, series, m_sum, value = _renyi_row(stats_ptr, rows, n_rows, dprm_ptr, ACC)
     tl.store(loss_ptr + rows, value, mask=rmask)
@@ -1510,7 +1518,19 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
         H_MODE,
         ACC, LOAD_MIX)  # fmt: skip
     through_z = tl.zeros_like(g_q)
-    if THROUGH_R:
+    if THROUGH_R and H_MODE == 1:
+        # α = ±inf: g_q + w ⊙ g_r − (Σ g_r)·K on every row, K exact (_normalizer_k_inf):
+        # the projected form cancelled where Σ g_r is large (gpu._torch_kernel._through_r_exact)
+        g_all = (tl.load(stats_ptr + 7 * n_rows + rows, mask=rmask, other=0.0)
+                 + tl.load(stats_ptr + 8 * n_rows + rows, mask=rmask, other=0.0)
+                 + tl.load(stats_ptr + 9 * n_rows + rows, mask=rmask, other=0.0))  # fmt: skip
+        held = tl.load(stats_ptr + 10 * n_rows + rows, mask=rmask, other=0.0)
+        left = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
+        if not ((not REF_P) and DIV >= 6 and DIV <= 9):  # (the pair is g_q + w·g_r already)
+            g_q = g_q + tl.where(silent, 0.0, w * g_r)
+        k_all = _normalizer_k_inf(w, lq, lr, held, left, ACC)
+        through_z = tl.where((g_all != 0.0)[:, None], k_all * g_all[:, None], 0.0)
+    elif THROUGH_R:
         g_silent = tl.load(stats_ptr + 9 * n_rows + rows, mask=rmask, other=0.0)
         g_r = tl.where(silent, 0.0, g_r)
         g_logm = _project_r(g_r, lr, cols, stats_ptr, idx_ptr, rows, n_rows, ACC)
@@ -1529,7 +1549,7 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
                 total = tl.load(stats_ptr + 10 * n_rows + rows, mask=rmask, other=0.0)
                 lifted = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
                 k_z = _normalizer_k(h, lq, log_c, total, lifted, ACC)
-            else:  # α = ±inf: r ⊙ w − q (λ = 1: 0)
+            else:  # λ = 1: 0
                 k_z = h
             through_z = tl.where((g_silent != 0.0)[:, None], k_z * g_silent[:, None], 0.0)
     return g_q, through_z, lq
