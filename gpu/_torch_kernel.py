@@ -514,7 +514,7 @@ def chunk(
 #: projected form keeps ε/λ of its term w ⊙ r·Σ g_r on the rows where r ⊙ w is near a
 #: multiple of q (λ ≈ 0): ≤ 1.2e-4 of it in float32 from here on, within the gpu rows; below,
 #: up to 5e10× the float32 bound at λ = 1e-15 (AB(−1.6, −2.9) D(q‖r), rows 1e-2 apart).
-#: The Triton kernel hands these objectives below it to this kernel.
+#: The Triton kernel takes the same form below it (its passes' H_MODE 3).
 PAIR_LAM_MIN = 1e-3
 
 

@@ -98,11 +98,10 @@ closed form (:func:`gpu._divergences._ab_pair`, χ² as 2·AB(2, −1)) from the
 and w − w̄. Rényi's loss is not a sum of terms: pass c0 gathers its row sums, and pass c
 and the gradient read them.
 
-What runs where: float64 inputs (float64 is the torch kernel's, exact to its ulps), a
-temperature whose 1/T is beyond float32's normal range, and D(q‖r), D(r‖q) of the AB family
-and χ² at 0 < λ < 1e-3 (:func:`_small_lambda_pair`: the torch kernel's form of their
-gradient there is not written here) are computed by :func:`gpu._torch_kernel.chunk`, deliberately
-and with the same contract (:func:`runs_in_triton` says which).
+What runs where: float64 inputs (float64 is the torch kernel's, exact to its ulps) and a
+temperature whose 1/T is beyond float32's normal range are computed by
+:func:`gpu._torch_kernel.chunk`, deliberately and with the same contract
+(:func:`runs_in_triton` says which).
 """
 
 from __future__ import annotations
@@ -225,11 +224,11 @@ _F32_TINY = float(torch.finfo(torch.float32).tiny)
 def _small_lambda_pair(objective) -> bool:
     """Whether ``objective`` is D(q‖r) or D(r‖q) of a divergence with a closed-form pair
     (the AB family and χ², the assistant live) at 0 < λ <
-    :data:`gpu._torch_kernel.PAIR_LAM_MIN`: it goes to the torch kernel. There r ⊙ w is a
-    multiple of q to O(λ), and this kernel's g_q + w·P_r(g_r) = pair − w ⊙ r·Σ g_r,
+    :data:`gpu._torch_kernel.PAIR_LAM_MIN`: its passes take the near-row form (H_MODE 3).
+    There r ⊙ w is a multiple of q to O(λ), and g_q + w·P_r(g_r) = pair − w ⊙ r·Σ g_r,
     projected, keeps ε/λ of that term (AB(−1.6, −2.9) D(q‖r) on rows 1e-2 apart, float32:
-    0.6× the gpu bound at λ = 1e-4, 60× at 1e-6, 5e10× at 1e-15), where the torch kernel
-    takes pair − (Σ g_r)·K with K exact (:func:`gpu._torch_kernel._through_r_paired`)."""
+    0.6× the gpu bound at λ = 1e-4, 60× at 1e-6, 5e10× at 1e-15); the near rows take
+    pair − (Σ g_r)·K with K exact, as :func:`gpu._torch_kernel._through_r_paired`."""
     return (
         0.0 < objective.lam < PAIR_LAM_MIN
         and not objective.detach_assistant
@@ -256,7 +255,6 @@ def runs_in_triton(spec, dtype: torch.dtype) -> bool:
         and spec.cdtype == torch.float32
         and dtype in (torch.float32, torch.bfloat16, torch.float16)
         and _F32_TINY <= 1.0 / spec.objective.temperature <= _F32_MAX
-        and not _small_lambda_pair(spec.objective)
     )
 
 
@@ -1374,13 +1372,16 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
                            dprm_ptr, FIRST_R, 1.0)  # fmt: skip
     silent = w == 0.0
     h = tl.zeros_like(lq)
-    if THROUGH_R and H_MODE == 2:
+    if THROUGH_R and H_MODE >= 2:
         # finite α: x = (1−β)u, of which K is formed (_normalizer_sums, _normalizer_k). It
         # matters only in rows with a through-Z term, which need an entry with w = 0: formed
-        # in the row blocks that hold such a row (pass b's _ANY_SILENT), 0 elsewhere. (λ = 1:
-        # no term; α = ±inf: K from w, log r and log q, _normalizer_k_inf.)
-        any_silent = tl.load(stats_ptr + 17 * n_rows + rows, mask=rmask, other=0.0)
-        if tl.max(any_silent, 0) != 0.0:  # a row of the block (the same in every tile)
+        # in the row blocks that hold such a row (pass b's _ANY_SILENT), 0 elsewhere; on
+        # every row for the near-row pair form (H_MODE 3). (λ = 1: no term; α = ±inf: K from
+        # w, log r and log q, _normalizer_k_inf.)
+        need_h = tl.max(tl.load(stats_ptr + 17 * n_rows + rows, mask=rmask, other=0.0), 0)
+        if H_MODE == 3:
+            need_h = need_h * 0.0 + 1.0
+        if need_h != 0.0:  # a row of the block (the same in every tile)
             if LOAD_MIX and REF_P:  # the ratio to q was not stored (_arguments): formed here
                 _, _, _, _, rb, _, _ = _tile(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr,
                                              n_rows, inv_t, beta, inv_beta, lam, one_m_lam, t_off,
@@ -1476,8 +1477,11 @@ def _divergence_pass(s_ptr, t_ptr, stride, n_rows, V, stats_ptr, idx_ptr, flags_
             g_r = tl.where(silent, 0.0, g_r)
             r_others += tl.sum(tl.where(mask & ~at_m, g_r, 0.0), 1)
             r_top += tl.sum(tl.where(mask & at_m, g_r, 0.0), 1)
-            if H_MODE == 2:  # K's two row sums (_normalizer_sums), in blocks with such rows
-                if tl.max(any_silent, 0) != 0.0:
+            if H_MODE >= 2:  # K's two row sums (_normalizer_sums), in blocks with such rows
+                need_k = tl.max(any_silent, 0)
+                if H_MODE == 3:  # the near-row pair form: every row
+                    need_k = need_k * 0.0 + 1.0
+                if need_k != 0.0:
                     t_h, lift_h = _normalizer_sums(h, lq, log_c, ACC)
                     k_total += tl.sum(tl.where(mask, t_h, 0.0), 1)
                     k_lifted += tl.sum(tl.where(mask, lift_h, 0.0), 1)
@@ -1531,6 +1535,7 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
         k_all = _normalizer_k_inf(w, lq, lr, held, left, ACC)
         through_z = tl.where((g_all != 0.0)[:, None], k_all * g_all[:, None], 0.0)
     elif THROUGH_R:
+        pair = g_q  # (the closed-form g_q + w·g_r where q is an argument: H_MODE 3 reads it)
         g_silent = tl.load(stats_ptr + 9 * n_rows + rows, mask=rmask, other=0.0)
         g_r = tl.where(silent, 0.0, g_r)
         g_logm = _project_r(g_r, lr, cols, stats_ptr, idx_ptr, rows, n_rows, ACC)
@@ -1541,7 +1546,7 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
         # unprojected: the callers subtract it from G before P_q (one projection of both);
         # formed in the row blocks that have a through-Z term only (rare)
         if _anywhere(mask & (g_silent != 0.0)[:, None]):
-            if H_MODE == 2:  # K from x and pass c's two row sums
+            if H_MODE >= 2:  # K from x and pass c's two row sums
                 log_c = log_1m_lam - (
                     tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
                     + tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
@@ -1552,6 +1557,25 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
             else:  # λ = 1: 0
                 k_z = h
             through_z = tl.where((g_silent != 0.0)[:, None], k_z * g_silent[:, None], 0.0)
+        if H_MODE == 3:
+            # 0 < λ < PAIR_LAM_MIN with the closed-form pair: on the rows where r ⊙ w is near a
+            # multiple of q (L in its log1p form) pair − (Σ g_r)·K, K exact, in place of the
+            # projected form, which keeps ε/λ of w ⊙ r·Σ g_r
+            # (gpu._torch_kernel._through_r_paired)
+            log_c = log_1m_lam - (
+                tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
+                + tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
+            )
+            total = tl.load(stats_ptr + 10 * n_rows + rows, mask=rmask, other=0.0)
+            lifted = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
+            k_all = _normalizer_k(h, lq, log_c, total, lifted, ACC)
+            g_all = (tl.load(stats_ptr + 7 * n_rows + rows, mask=rmask, other=0.0)
+                     + tl.load(stats_ptr + 8 * n_rows + rows, mask=rmask, other=0.0)
+                     + g_silent)  # fmt: skip
+            near = (total >= -0.5)[:, None]
+            own = pair - tl.where((g_all != 0.0)[:, None], k_all * g_all[:, None], 0.0)
+            g_q = tl.where(near, own, g_q)
+            through_z = tl.where(near, 0.0, through_z)
     return g_q, through_z, lq
 
 
@@ -2161,13 +2185,23 @@ def _chunk(
                           REF_P=ref_p, **regime, **blocks)  # fmt: skip
         if shard:
             _combine_renyi(stats, red)
-    h_mode = 0 if spec.objective.lam == 1.0 else (1 if math.isinf(spec.objective.alpha) else 2)
+    # the normalizer term's form: none (λ = 1), α = ±inf, finite α, finite α with the
+    # closed-form pair's near-row form (0 < λ < PAIR_LAM_MIN)
+    h_mode = (0 if spec.objective.lam == 1.0 else 1 if math.isinf(spec.objective.alpha)
+              else 3 if live and _small_lambda_pair(spec.objective) else 2)  # fmt: skip
     shape = dict(DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=live, H_MODE=h_mode)
     # The AB family and χ² with q an argument and the assistant live: pass c stores g_q + w·g_r
     # (over the ratio, in G's buffer) and g_r (in a third chunk-sized float32 buffer) for
     # pass c2, which would otherwise form the divergence and its closed-form pair again
     # (8 B per element written and read once: python -m gpu.kernel_cost)
-    store_pair = store and _STORE_PAIR and live and not ref_p and _PAIR_FIRST <= div <= _PAIR_LAST
+    store_pair = (
+        store
+        and _STORE_PAIR
+        and live
+        and not ref_p
+        and _PAIR_FIRST <= div <= _PAIR_LAST
+        and h_mode != 3
+    )  # (the near-row form reads x, which c2 forms from the tile)
     pr_buf = (
         torch.empty_strided((n, v), g_buf.stride(), dtype=torch.float32, device=device)
         if store_pair

@@ -932,6 +932,30 @@ def test_apart_rows_through_log_z_on_three_ranks(pools):
     assert _check(pools[3], cases, oracle=True) == 0
 
 
+def test_small_lambda_pairs_and_infinite_alpha_on_three_ranks(pools):
+    """The near-row forms on 3 uneven ranks: AB(−1.6, −2.9) D(q‖r) and χ² D(r‖q) at
+    λ = 1e-6 (pair − (Σ g_r)·K on rows where r ⊙ w is near a multiple of q), and AB D(p‖r)
+    at α = −inf (K exact on every row), torch in float64 and float32 and Triton in float32,
+    on rows 1e-2 apart and drawn apart, against the unsharded loss and amid_ref. Σ g_r and
+    K's sums are completed across the shards with P_r's collective."""
+    rng = np.random.default_rng(3)
+    t = rng.normal(0.0, 3.0, (4, 9))
+    s = np.concatenate([t[:2] + rng.normal(0.0, 1e-2, (2, 9)), rng.normal(0.0, 3.0, (2, 9))])
+    s, t = s.astype(np.float32).astype(np.float64), t.astype(np.float32).astype(np.float64)
+    bounds = _bounds(9, 3, [4, 1, 4])
+    ab = {"alpha": -1.6, "beta": -2.9}
+    objectives = ((1.0001, 1e-6, "ab", "qr", ab), (-5.0, 1e-6, "chi2", "rq", {}),
+                  (-INF, 0.5, "ab", "pr", ab))  # fmt: skip
+    cases = [
+        _case(s, t, bounds, dtype, alpha=a, lam=lam, divergence=d, order=o, div_params=p,
+              **({"backend": "triton"} if triton else {}))
+        for dtype, triton in (("float64", False), ("float32", False), ("float32", True))
+        if not triton or (interpreted() and importlib.util.find_spec("triton") is not None)
+        for a, lam, d, o, p in objectives
+    ]  # fmt: skip
+    assert _check(pools[3], cases, oracle=True) == 0
+
+
 def test_triton_every_mixture_regime(pools):
     """backend="triton" in each mixture regime the kernel specializes on (λ = 0, λ = 1,
     α = ±∞, α = 1, |β| ≥ ½ and the pivoted |β| < ½ with its α → 1 series, λ on both sides
