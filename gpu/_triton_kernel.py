@@ -1420,6 +1420,18 @@ def _normalizer_k(x, lq, log_c, total, lifted, ACC: tl.constexpr):
 
 
 @_device
+def _tile_k(h, lq, stats_ptr, rows, n_rows, log_1m_lam, ACC: tl.constexpr):
+    """K of one tile (_normalizer_k) from x (``h``), log Z and pass c's two row sums, and the
+    first of those sums (L takes its log1p form where it is at least −½)."""
+    rmask = rows < n_rows
+    log_c = log_1m_lam - (tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
+                          + tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0))  # fmt: skip
+    total = tl.load(stats_ptr + 10 * n_rows + rows, mask=rmask, other=0.0)
+    lifted = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
+    return _normalizer_k(h, lq, log_c, total, lifted, ACC), total
+
+
+@_device
 def _normalizer_k_inf(w, lq, lr, held, left, ACC: tl.constexpr):
     """K at α = ±inf (gpu._torch_kernel._normalizer_gradient): w·r·Ā − (1 − w)·q·S from
     pass c's row sums S = Σ w r (``held``) and Ā = Σ (1 − w) q (``left``), 0 where q = 0."""
@@ -1547,13 +1559,7 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
         # formed in the row blocks that have a through-Z term only (rare)
         if _anywhere(mask & (g_silent != 0.0)[:, None]):
             if H_MODE >= 2:  # K from x and pass c's two row sums
-                log_c = log_1m_lam - (
-                    tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
-                    + tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
-                )
-                total = tl.load(stats_ptr + 10 * n_rows + rows, mask=rmask, other=0.0)
-                lifted = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
-                k_z = _normalizer_k(h, lq, log_c, total, lifted, ACC)
+                k_z, _ = _tile_k(h, lq, stats_ptr, rows, n_rows, log_1m_lam, ACC)
             else:  # λ = 1: 0
                 k_z = h
             through_z = tl.where((g_silent != 0.0)[:, None], k_z * g_silent[:, None], 0.0)
@@ -1562,13 +1568,7 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
             # multiple of q (L in its log1p form) pair − (Σ g_r)·K, K exact, in place of the
             # projected form, which keeps ε/λ of w ⊙ r·Σ g_r
             # (gpu._torch_kernel._through_r_paired)
-            log_c = log_1m_lam - (
-                tl.load(stats_ptr + 4 * n_rows + rows, mask=rmask, other=0.0)
-                + tl.load(stats_ptr + 5 * n_rows + rows, mask=rmask, other=0.0)
-            )
-            total = tl.load(stats_ptr + 10 * n_rows + rows, mask=rmask, other=0.0)
-            lifted = tl.load(stats_ptr + 11 * n_rows + rows, mask=rmask, other=0.0)
-            k_all = _normalizer_k(h, lq, log_c, total, lifted, ACC)
+            k_all, total = _tile_k(h, lq, stats_ptr, rows, n_rows, log_1m_lam, ACC)
             g_all = (tl.load(stats_ptr + 7 * n_rows + rows, mask=rmask, other=0.0)
                      + tl.load(stats_ptr + 8 * n_rows + rows, mask=rmask, other=0.0)
                      + g_silent)  # fmt: skip
