@@ -49,7 +49,7 @@ from gpu._flags import (
 )
 from gpu._mixture import _BETA_CLAMP, INF, NEG_INF, log_alpha_mean_and_weight
 
-__all__ = ["LOCAL", "PAIR_LAM_MIN", "LocalReduce", "chunk"]
+__all__ = ["LOCAL", "PAIR_LAM_MIN", "LocalReduce", "chunk", "small_lambda_pair"]
 
 
 #: Entries per block of :func:`_max_and_index`'s first reduction.
@@ -254,8 +254,8 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL):
 
     Returns a function that forms K once its row sums are complete: its sums are asked
     ``later`` (:meth:`LocalReduce.sums`), so call it after the reducer's next sum or
-    :meth:`LocalReduce.flush` (a sharded reducer sends them with that collective). Given a
-    list, it appends the rows (keepdim) whose L took the ``log1p`` form (none at α = ±inf).
+    :meth:`LocalReduce.flush` (a sharded reducer sends them with that collective). For
+    finite α, given a list, it appends the rows (keepdim) whose L took the ``log1p`` form.
     """
     objective = spec.objective
     if objective.lam == 1.0:  # w = 0: r does not depend on the student
@@ -268,9 +268,7 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL):
         er.mul_(w)
         held, left = red.sums(er, (1.0 - w).mul_(eq), later=True)
 
-        def finish_inf(near: list | None = None) -> torch.Tensor:
-            if near is not None:  # every row: K is exact
-                near.append(torch.ones_like(held, dtype=torch.bool))
+        def finish_inf() -> torch.Tensor:
             k = er.mul_(left).sub_((1.0 - w).mul_(eq).mul_(held))
             return masked_fill_(k, q_none, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
 
@@ -471,7 +469,7 @@ def chunk(
         g_r = g["r"]
         if math.isinf(objective.alpha) and 0.0 < objective.lam < 1.0:  # (else r is q or p)
             g_q, through_z = _through_r_exact(spec, g_q, pair, g_r, w, lq, lr, u_q, log_z, red)
-        elif pair is not None and objective.lam < PAIR_LAM_MIN:
+        elif small_lambda_pair(objective):  # (pair is the closed form)
             g_q, through_z = _through_r_paired(spec, pair, g_r, w, lq, lr, u_q, log_z, red,
                                                branchless)  # fmt: skip
         elif pair is not None:
@@ -518,6 +516,20 @@ def chunk(
 PAIR_LAM_MIN = 1e-3
 
 
+def small_lambda_pair(objective) -> bool:
+    """Whether ``objective`` takes the closed-form pair's near-row form
+    (:func:`_through_r_paired`; the Triton kernel's H_MODE 3): D(q‖r) or D(r‖q) of a
+    divergence with a closed-form pair (the AB family and χ²), the assistant live, at
+    0 < λ < :data:`PAIR_LAM_MIN`, finite α (at α = ±inf :func:`_through_r_exact`)."""
+    return (
+        0.0 < objective.lam < PAIR_LAM_MIN
+        and not math.isinf(objective.alpha)
+        and not objective.detach_assistant
+        and {objective.first, objective.second} == {"q", "r"}
+        and objective.divergence in GRAD_SUM
+    )
+
+
 def _through_r_exact(spec, g_q, pair, g_r, w, lq, lr, u_q, log_z, red):
     r"""``(g_q + w ⊙ g_r − (Σ g_r)·K, None)`` of :func:`chunk` at α = ±inf, where K
     (:func:`_normalizer_gradient`) is exact on every row: P_q of it is g_q + w·P_r(g_r),
@@ -562,8 +574,6 @@ def _through_r_paired(spec, pair, g_r, w, lq, lr, u_q, log_z, red, branchless):
                                 pair=pair, k_fn=k_once)  # fmt: skip
     red.flush()  # (its sums went with _through_r's projection when sharded)
     k_all = k_once()
-    if not near:  # α = ±inf: K is a difference, the projected form stays
-        return g_q, through_z
     near = near[0]
     if not branchless and not any_(near):
         return g_q, through_z

@@ -122,7 +122,6 @@ from gpu._divergences import (
     _RENYI_SERIES_CM,
     _SECOND_ORDER_CUTOFF,
     GPU_DIVERGENCES,
-    GRAD_SUM,
     _ab,
     _amari,
     _chi2,
@@ -146,8 +145,8 @@ from gpu._flags import (
     _TEMPERATURE_TEACHER,
 )
 from gpu._mixture import _BETA_CLAMP, _FAST_BETA
-from gpu._torch_kernel import PAIR_LAM_MIN
 from gpu._torch_kernel import chunk as torch_chunk
+from gpu._torch_kernel import small_lambda_pair
 
 __all__ = ["TRITON_DIVERGENCES", "gradient_tile", "runs_in_triton", "shard_chunk", "triton_chunk"]
 
@@ -219,22 +218,6 @@ _F32_MAX = float(torch.finfo(torch.float32).max)
 #: float32's least normal number: a 1/T below it (T ≥ 8.5e37) would reach the kernel as a
 #: subnormal or 0 (the logits then all 0 or NaN), so such a chunk goes to the torch kernel.
 _F32_TINY = float(torch.finfo(torch.float32).tiny)
-
-
-def _small_lambda_pair(objective) -> bool:
-    """Whether ``objective`` is D(q‖r) or D(r‖q) of a divergence with a closed-form pair
-    (the AB family and χ², the assistant live) at 0 < λ <
-    :data:`gpu._torch_kernel.PAIR_LAM_MIN`: its passes take the near-row form (H_MODE 3).
-    There r ⊙ w is a multiple of q to O(λ), and g_q + w·P_r(g_r) = pair − w ⊙ r·Σ g_r,
-    projected, keeps ε/λ of that term (AB(−1.6, −2.9) D(q‖r) on rows 1e-2 apart, float32:
-    0.6× the gpu bound at λ = 1e-4, 60× at 1e-6, 5e10× at 1e-15); the near rows take
-    pair − (Σ g_r)·K with K exact, as :func:`gpu._torch_kernel._through_r_paired`."""
-    return (
-        0.0 < objective.lam < PAIR_LAM_MIN
-        and not objective.detach_assistant
-        and {objective.first, objective.second} == {"q", "r"}
-        and objective.divergence in GRAD_SUM
-    )
 
 
 def _interpreted() -> bool:
@@ -1325,8 +1308,8 @@ def _elements(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_ptr, n_rows
     """Everything elementwise of one tile after passes a–b: the divergence's terms, the
     direct g_q (0 when q is not an argument; for the AB family with q an argument and the
     assistant live, g_q + w·g_r in closed form), g_r with its silent entries (w = 0) apart,
-    the normalizer's operand h (α = ±inf: r ⊙ w − q, projected; finite α: x = (1−β)u, of
-    which _normalizer_k forms K; gpu._torch_kernel._normalizer_gradient), w, log q, log r."""
+    the normalizer's operand h (finite α: x = (1−β)u, of which _normalizer_k forms K,
+    gpu._torch_kernel._normalizer_gradient; 0 otherwise), w, log q, log r."""
     NEG = float("-inf")
     rmask = rows < n_rows
     lp, lq, lm, rb, w, lr, la, lb, d = _arguments(
@@ -1557,8 +1540,12 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
             g_q = g_q + g_logm * w
         # unprojected: the callers subtract it from G before P_q (one projection of both);
         # formed in the row blocks that have a through-Z term only (rare)
+        if H_MODE == 3:  # K on every row (below), formed once
+            k_all, total = _tile_k(h, lq, stats_ptr, rows, n_rows, log_1m_lam, ACC)
         if _anywhere(mask & (g_silent != 0.0)[:, None]):
-            if H_MODE >= 2:  # K from x and pass c's two row sums
+            if H_MODE == 3:
+                k_z = k_all
+            elif H_MODE == 2:  # K from x and pass c's two row sums
                 k_z, _ = _tile_k(h, lq, stats_ptr, rows, n_rows, log_1m_lam, ACC)
             else:  # λ = 1: 0
                 k_z = h
@@ -1568,7 +1555,6 @@ def _student_direction(s_ptr, t_ptr, rows, cols, stride, mask, stats_ptr, idx_pt
             # multiple of q (L in its log1p form) pair − (Σ g_r)·K, K exact, in place of the
             # projected form, which keeps ε/λ of w ⊙ r·Σ g_r
             # (gpu._torch_kernel._through_r_paired)
-            k_all, total = _tile_k(h, lq, stats_ptr, rows, n_rows, log_1m_lam, ACC)
             g_all = (tl.load(stats_ptr + 7 * n_rows + rows, mask=rmask, other=0.0)
                      + tl.load(stats_ptr + 8 * n_rows + rows, mask=rmask, other=0.0)
                      + g_silent)  # fmt: skip
@@ -2188,7 +2174,7 @@ def _chunk(
     # the normalizer term's form: none (λ = 1), α = ±inf, finite α, finite α with the
     # closed-form pair's near-row form (0 < λ < PAIR_LAM_MIN)
     h_mode = (0 if spec.objective.lam == 1.0 else 1 if math.isinf(spec.objective.alpha)
-              else 3 if live and _small_lambda_pair(spec.objective) else 2)  # fmt: skip
+              else 3 if live and small_lambda_pair(spec.objective) else 2)  # fmt: skip
     shape = dict(DIV=div, FIRST_R=first_r, REF_P=ref_p, THROUGH_R=live, H_MODE=h_mode)
     # The AB family and χ² with q an argument and the assistant live: pass c stores g_q + w·g_r
     # (over the ratio, in G's buffer) and g_r (in a third chunk-sized float32 buffer) for

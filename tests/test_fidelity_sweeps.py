@@ -151,9 +151,9 @@ def _torch_grad(s, t, alpha, lam, name, order, params, dtype, detach=False):
     return x.grad.double().numpy()
 
 
-def _sweep_torch_gradient(s, t, name, params, points):
+def _sweep_torch_gradient(s, t, name, params, points, dtypes=("float64", "float32")):
     """The torch loss's gradient on rows ``s``, ``t`` at each (α, λ) of ``points``, every
-    order, float64 and float32: softmax invariance, and amid_ref's gradient within the gpu
+    order, in each of ``dtypes``: softmax invariance, and amid_ref's gradient within the gpu
     rows by :func:`_assert_grad_close` (objectives amid_ref refuses are left out)."""
     for order in ORDERS:
         for alpha, lam in points:
@@ -162,7 +162,7 @@ def _sweep_torch_gradient(s, t, name, params, points):
             except ValueError:
                 continue
             loss = amid_loss(s, t, alpha, lam, name, order, params)
-            for dtype in ("float64", "float32"):
+            for dtype in dtypes:
                 tol = tolerance("gpu", "grad", dtype)
                 what = f"{name}{params} {order} α={alpha} λ={lam} {dtype}"
                 got = _torch_grad(s, t, alpha, lam, name, order, params, getattr(torch, dtype))
@@ -354,30 +354,18 @@ def test_gpu_gradient_near_lambda_zero(case):
     1e-15 to ½) that now all pass, within 0.1 of the bound."""
     name, params = case
     points = [(alpha, lam) for alpha, _ in NEAR_ZERO_POINTS for lam in (1e-15, 1e-7)]
-    for (s, t), dtypes in ((close_rows(), ("float64",)), (resolved_rows(), ("float64", "float32"))):
-        for order in ORDERS:
-            for alpha, lam in points:
-                want = amid_grad(s, t, alpha, lam, name, order, params)
-                loss = amid_loss(s, t, alpha, lam, name, order, params)
-                for dtype in dtypes:
-                    tol = tolerance("gpu", "grad", dtype)
-                    what = f"{name}{params} {order} α={alpha} λ={lam} {dtype}"
-                    got = _torch_grad(s, t, alpha, lam, name, order, params, getattr(torch, dtype))
-                    assert_softmax_invariant(got, tol, what)
-                    _assert_grad_close(got, want, loss, tol, what)
+    _sweep_torch_gradient(*close_rows(), name, params, points, dtypes=("float64",))
+    _sweep_torch_gradient(*resolved_rows(), name, params, points)
 
 
 def test_triton_small_lambda_pairs_take_the_near_row_form(triton_launches):
-    """backend="triton", float32, AB(−1.6, −2.9) D(q‖r) and D(r‖q) on rows 1e-2 apart, in
+    """backend="triton", float32, AB(−1.6, −2.9) D(q‖r) and D(r‖q) on :func:`resolved_rows`, in
     Triton (one launch each): at λ = 1e-6 and 1e-15 the passes take the near-row form
     (H_MODE 3, pair − (Σ g_r)·K on the rows where r ⊙ w is near a multiple of q), where the
     projected form was 60× and 5e10× the gpu bound; at λ = 1e-2 the projected form. Both
     within the bound of amid_ref."""
     device, launches = triton_launches
-    rng = np.random.default_rng(3)
-    t = rng.normal(0.0, 3.0, (4, 10))
-    s = (t + rng.normal(0.0, 1e-2, (4, 10))).astype(np.float32).astype(np.float64)
-    t = t.astype(np.float32).astype(np.float64)
+    s, t = resolved_rows()
     tol = tolerance("gpu", "grad", "float32")
     params = {"alpha": -1.6, "beta": -2.9}
     for lam in (1e-6, 1e-15, 1e-2):
