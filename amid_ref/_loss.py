@@ -30,6 +30,7 @@ from amid_ref._specs import ORDERS, Objective
 from amid_ref._validation import (
     as_float_array,
     check_same_shape,
+    empty_vocabulary_message,
     temperature_overflow_message,
 )
 from amid_ref.tolerances import SPARSE_MASS_TOL, VOCAB_TRUNCATE_MAX_DROPPED
@@ -38,11 +39,13 @@ __all__ = ["ORDERS", "Objective", "amid_grad", "amid_loss", "grad_of", "loss_of"
 
 
 def _check_logits(x, name: str) -> np.ndarray:
-    arr = as_float_array(x, name, allow_neg_inf=True)
+    """Checked float64 logits of shape (..., V), V ≥ 1; zero rows (shape (0, V), ...) pass
+    and give empty results, as in :mod:`gpu`."""
+    arr = as_float_array(x, name, allow_neg_inf=True, allow_empty=True)
     if arr.ndim == 0:
         raise ValueError(f"{name} must have a vocabulary axis (shape (..., V)), got a scalar")
     if arr.shape[-1] == 0:
-        raise ValueError(f"{name} has an empty vocabulary (V = 0)")
+        raise ValueError(empty_vocabulary_message(name))
     dead = np.all(np.isneginf(arr), axis=-1)
     if dead.any():
         row = tuple(int(i) for i in np.argwhere(dead)[0]) if arr.ndim > 1 else ()
@@ -474,7 +477,8 @@ def amid_loss(
     ----------
     student_logits, teacher_logits : array_like of float, shape (..., V)
         Logits; ``-inf`` entries are masked tokens (probability exactly 0). NaN, ``+inf``
-        and rows of only ``-inf`` raise ``ValueError``. Same shape.
+        and rows of only ``-inf`` raise ``ValueError``. Same shape. The leading shape may
+        hold no rows (e.g. (0, V)); V must be at least 1.
     alpha : float
         Path parameter of the assistant, any real or ``±inf``.
     lam : float
@@ -515,9 +519,19 @@ def amid_loss(
     Returns
     -------
     ndarray or float
-        Loss per row, shape ``(...)`` (a float for a single row); ``+inf`` where the
+        Loss per row, shape ``(...)`` (a float for a single row, an empty array for no
+        rows, as :func:`gpu.amid_loss` with ``reduction="none"``); ``+inf`` where the
         divergence is infinite (e.g. KL(p‖r) with α ≥ 1 and a teacher token the student
         masks).
+
+    Raises
+    ------
+    ValueError
+        On invalid input, naming the parameter; for logits of shape (..., 0),
+        ``"student_logits has an empty vocabulary axis (V = 0)"`` (or ``teacher_logits``),
+        the words of :func:`gpu.amid_loss`.
+    TypeError
+        On logits or parameters of the wrong type (integer or bool logits, ...).
 
     Notes
     -----
@@ -622,12 +636,13 @@ def amid_grad(
     -------
     ndarray
         ``∂ loss_row / ∂ student_logits``, shape ``(..., V)``; exactly 0 at ``-inf`` student
-        logits.
+        logits; an empty array of that shape when the leading shape holds no rows.
 
     Raises
     ------
     ValueError
-        On invalid input, or where the loss is ``+inf`` (its gradient is undefined).
+        On invalid input (as in :func:`amid_loss`, V = 0 included), or where the loss is
+        ``+inf`` (its gradient is undefined).
 
     Notes
     -----

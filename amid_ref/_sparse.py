@@ -109,12 +109,14 @@ def check_teacher_topk(teacher_topk, student_shape, vocab_alignment: str) -> Spa
     idx = np.asarray(idx)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"teacher_topk indices must be integers, got dtype {idx.dtype}")
-    lp = as_float_array(raw_lp, "teacher_topk logprobs", allow_neg_inf=True)
+    lp = as_float_array(raw_lp, "teacher_topk logprobs", allow_neg_inf=True, allow_empty=True)
     if idx.ndim == 0 or idx.shape != lp.shape:
         raise ValueError(
             f"teacher_topk: indices of shape {idx.shape} and logprobs of shape {lp.shape} "
             "must share one shape (..., k)"
         )
+    if lp.shape[-1] == 0:  # zero rows with k ≥ 1 pass (an empty loss); k = 0 does not
+        raise ValueError("teacher_topk logprobs is empty")
     leading, vocab = tuple(student_shape[:-1]), int(student_shape[-1])
     if idx.shape[:-1] != leading:
         raise ValueError(

@@ -25,6 +25,7 @@ __all__ = [
     "check_probabilities",
     "check_real",
     "check_same_shape",
+    "empty_vocabulary_message",
     "temperature_overflow_message",
 ]
 
@@ -47,6 +48,14 @@ def temperature_overflow_message(
     )
 
 
+def empty_vocabulary_message(name: str) -> str:
+    """The error for logits of shape (..., 0) (the same words in every implementation).
+
+    Zero rows with V > 0 are not an error (the per-row result is empty); a vocabulary axis
+    of length 0 holds no distribution at all, whatever the number of rows."""
+    return f"{name} has an empty vocabulary axis (V = 0)"
+
+
 def _is_torch_tensor(x) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
 
@@ -63,12 +72,15 @@ def tensor_to_numpy(x):
     return t.numpy()
 
 
-def as_float_array(x, name: str, *, allow_neg_inf: bool, allow_pos_inf: bool = False):
+def as_float_array(
+    x, name: str, *, allow_neg_inf: bool, allow_pos_inf: bool = False, allow_empty: bool = False
+):
     """Convert ``x`` to a float64 array, rejecting non-float dtypes, NaN and infinities.
 
     Python scalars and lists of Python floats/ints are accepted (they carry no dtype);
     NumPy arrays and torch tensors of integer, boolean, complex or object dtype are
-    rejected, as are lists of bools and empty arrays.
+    rejected, as are lists of bools and, unless ``allow_empty``, empty arrays (the callers
+    that allow them check the axes that must not be empty themselves).
     """
     x = tensor_to_numpy(x)
     if not isinstance(x, np.ndarray | np.generic) and not hasattr(x, "dtype"):
@@ -93,7 +105,7 @@ def as_float_array(x, name: str, *, allow_neg_inf: bool, allow_pos_inf: bool = F
         if isinstance(x, bool | np.bool_):
             raise TypeError(f"{name} must be a float, got a bool")
     arr = np.asarray(arr, dtype=np.float64)
-    if arr.size == 0:
+    if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty")
     if np.isnan(arr).any():
         raise ValueError(f"{name} contains NaN (first at index {_first(np.isnan(arr))})")

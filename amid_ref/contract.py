@@ -22,7 +22,11 @@ from amid_ref import _sparse, _specs
 from amid_ref._loss import _sparse_pair as sparse_pair
 from amid_ref._sparse import *  # noqa: F403 (the sparse-teacher checks, all of them)
 from amid_ref._specs import *  # noqa: F403 (the records and checks, all of them)
-from amid_ref._validation import NORMALIZATION_TOL, temperature_overflow_message
+from amid_ref._validation import (
+    NORMALIZATION_TOL,
+    empty_vocabulary_message,
+    temperature_overflow_message,
+)
 
 #: Every record and check of :mod:`amid_ref._specs` and :mod:`amid_ref._sparse`, the shared
 #: messages, and the leftover policies' pair (:func:`sparse_pair`, MATH.md's table).
@@ -30,6 +34,7 @@ __all__ = [
     *_specs.__all__,
     *_sparse.__all__,
     "NORMALIZATION_TOL",
+    "empty_vocabulary_message",
     "sparse_pair",
     "temperature_overflow_message",
 ]

@@ -32,8 +32,9 @@ The modules mirror :mod:`amid_ref`'s: ``_mixture`` (the α-mean, the mixture, it
 normalizer and weight), ``_divergences`` (one row function per divergence of the contract,
 registered in ``ROW_FUNCTIONS``, and :func:`divergence`), ``_loss`` (:func:`amid_loss`,
 :func:`amid_grad`) and ``_common`` (conversions, parameter checks, the precision constants).
-From :mod:`amid_ref` they import only the contract's names and parameter rules
-(:mod:`amid_ref._specs`) and the tensor-to-array conversion, no numerical code.
+From :mod:`amid_ref` they import only the contract's names, parameter rules and words of
+the errors (:mod:`amid_ref._specs`, :mod:`amid_ref._sparse`, the messages of
+:mod:`amid_ref._validation`) and the tensor-to-array conversion, no numerical code.
 """
 
 # The precision constants and the kernel table are module attributes outside __all__

@@ -15,7 +15,7 @@ import numpy as np
 from mpmath import mpf
 
 from amid_ref._specs import as_real_scalar
-from amid_ref._validation import tensor_to_numpy
+from amid_ref._validation import empty_vocabulary_message, tensor_to_numpy
 
 #: Guard digits added to ``dps`` for the α-mean and the mixtures.
 MEAN_GUARD_DIGITS = 15
@@ -71,11 +71,12 @@ def _lam_param(lam) -> mpf:
     return x
 
 
-def _mpf_array(x, name: str, *, log_domain: bool) -> np.ndarray:
+def _mpf_array(x, name: str, *, log_domain: bool, allow_empty: bool = False) -> np.ndarray:
     """Convert to an object array of ``mpf`` (exact for float64 input).
 
     ``log_domain``: entries may be any real or ``-inf`` (log of zero); otherwise they must be
-    finite and non-negative. NaN is always rejected; ``+inf`` too.
+    finite and non-negative. NaN is always rejected; ``+inf`` too. An empty array is
+    rejected unless ``allow_empty`` (then the caller checks the axes that must not be empty).
     """
     x = tensor_to_numpy(x)
     if isinstance(x, np.ndarray) and x.dtype.kind in "iub":
@@ -84,7 +85,7 @@ def _mpf_array(x, name: str, *, log_domain: bool) -> np.ndarray:
             f"convert with np.asarray({name}, dtype=np.float64)"
         )
     arr = np.asarray(x)
-    if arr.size == 0:
+    if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty")
     if arr.dtype == object:
         flat = [v if isinstance(v, mpf) else _param(v, name, allow_inf=True) for v in arr.flat]
@@ -110,6 +111,18 @@ def _mpf_array(x, name: str, *, log_domain: bool) -> np.ndarray:
     out = np.empty(len(flat), dtype=object)
     out[:] = flat
     return out.reshape(arr.shape)
+
+
+def _logits_array(x, name: str) -> np.ndarray:
+    """Logits of shape (..., V) as an object array of ``mpf``: V ≥ 1 (the words of
+    :func:`amid_ref._validation.empty_vocabulary_message`), any number of rows, zero
+    included (the per-row results are then empty)."""
+    arr = _mpf_array(x, name, log_domain=True, allow_empty=True)
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must have a vocabulary axis (shape (..., V)), got a scalar")
+    if arr.shape[-1] == 0:
+        raise ValueError(empty_vocabulary_message(name))
+    return arr
 
 
 def _object_array(values: list, shape: tuple) -> np.ndarray:

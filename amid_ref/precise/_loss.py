@@ -39,7 +39,7 @@ from amid_ref.precise._common import (
     PARAMETER_DPS,
     _check_dps,
     _lam_param,
-    _mpf_array,
+    _logits_array,
     _object_array,
     _param,
     _rows,
@@ -133,7 +133,7 @@ class _LossSetup:
         """Extra digits the inputs need: with a_ + b_ < 0 the AB terms are powers
         p^(a_+b_) up to e^(|a_+b_|·|log p|) cancelling to O(1), so every quantity they are
         formed from (p, q, r) must be accurate to that many more digits."""
-        if not self.negative_power:
+        if not self.negative_power or not rows_s:
             return 0
         span = 0.0
         for row in (*rows_s, *rows_t):
@@ -143,9 +143,11 @@ class _LossSetup:
         return int(self.negative_power * span / math.log(10)) + 5
 
     def rows(self, student_logits, teacher_logits):
-        s = _mpf_array(student_logits, "student_logits", log_domain=True)
-        t = _mpf_array(teacher_logits, "teacher_logits", log_domain=True)
-        if s.ndim and t.ndim and s.shape[:-1] == t.shape[:-1] and s.shape != t.shape:
+        """The rows of the logits (none where the leading shape has a 0), their leading
+        shape and V."""
+        s = _logits_array(student_logits, "student_logits")
+        t = _logits_array(teacher_logits, "teacher_logits")
+        if s.shape[:-1] == t.shape[:-1] and s.shape != t.shape:
             raise ValueError(vocab_mismatch_message(s.shape[-1], t.shape[-1]))
         if s.shape != t.shape:
             raise ValueError(
@@ -156,7 +158,7 @@ class _LossSetup:
         for rows, name in ((rows_s, "student_logits"), (rows_t, "teacher_logits")):
             if any(all(v == _NINF for v in row) for row in rows):
                 raise ValueError(f"{name} has a row whose logits are all -inf: no distribution")
-        return rows_s, rows_t, moved[:-1]
+        return rows_s, rows_t, moved[:-1], moved[-1]
 
     def mixture(self, lp: list, lq: list) -> list:
         kernel = _log_mean_kernel(self.alpha, self.lam)
@@ -286,7 +288,8 @@ def amid_loss(
     Parameters
     ----------
     student_logits, teacher_logits : array_like of float (or of mpf), shape (..., V)
-        Logits, same shape; ``-inf`` entries have probability 0.
+        Logits, same shape; ``-inf`` entries have probability 0. The leading shape may
+        hold no rows (e.g. (0, V)); V must be at least 1.
     alpha : float or mpf
         Path parameter, any real or ``±inf``.
     lam : float or mpf
@@ -311,12 +314,14 @@ def amid_loss(
     Returns
     -------
     mpf or ndarray of mpf
-        Loss per row, shape (...).
+        Loss per row, shape (...); an empty array for no rows.
 
     Raises
     ------
     ValueError
-        NaN or +inf logits, a row of all ``-inf``, ``Z = 0``, bad parameters.
+        NaN or +inf logits, a row of all ``-inf``, ``Z = 0``, bad parameters; logits of
+        shape (..., 0): ``"student_logits has an empty vocabulary axis (V = 0)"`` (or
+        ``teacher_logits``), as :func:`amid_ref.amid_loss` and :func:`gpu.amid_loss`.
 
     Notes
     -----
@@ -353,7 +358,7 @@ def amid_loss(
     if not setup.form.default:
         return _form_loss(setup, student_logits, teacher_logits)
     with mp.workdps(setup.digits):
-        rows_s, rows_t, shape = setup.rows(student_logits, teacher_logits)
+        rows_s, rows_t, shape, _ = setup.rows(student_logits, teacher_logits)
     with mp.workdps(setup.digits + setup.input_digits(rows_s, rows_t)):
         out = [setup.loss_row(s, t) for s, t in zip(rows_s, rows_t, strict=True)]
     return _scalar_or_array(_object_array(out, shape))
@@ -412,8 +417,9 @@ def amid_grad(
     Returns
     -------
     ndarray of mpf
-        ``∂ loss_row / ∂ student_logits``, shape (..., V). Entries at ``-inf`` student logits
-        are 0; rows whose loss is ``+inf`` are NaN (the gradient is undefined). At a kink
+        ``∂ loss_row / ∂ student_logits``, shape (..., V) (empty for no rows; V = 0 raises
+        as in :func:`amid_loss`). Entries at ``-inf`` student logits are 0; rows whose loss
+        is ``+inf`` are NaN (the gradient is undefined). At a kink
         (TV at a = b, α = ±inf at ties p = q) the value is the average of the one-sided
         derivatives.
 
@@ -456,7 +462,7 @@ def amid_grad(
     if not setup.form.default:
         return _form_grad(setup, student_logits, teacher_logits, bool(detach_assistant))
     step_digits = setup.dps // 2 + 10
-    rows_s, rows_t, shape = setup.rows(student_logits, teacher_logits)
+    rows_s, rows_t, shape, vocab = setup.rows(student_logits, teacher_logits)
     more = setup.input_digits(rows_s, rows_t)
     with mp.workdps(setup.dps + step_digits + GRADIENT_GUARD_DIGITS + setup.extra_digits + more):
         h = mpf(10) ** (-step_digits)
@@ -475,8 +481,7 @@ def amid_grad(
                     for j, sj in enumerate(s)
                 ]
             )
-    shape_full = (*shape, len(rows_s[0]))
-    return _object_array([g for row in grads for g in row], shape_full)
+    return _object_array([g for row in grads for g in row], (*shape, vocab))
 
 
 # --------------------------------------------------------------------------------------
@@ -621,13 +626,11 @@ class _FormRow:
 def _form_rows(setup, student_logits, teacher_logits):
     """The rows of the teacher's form, checked (the same errors as amid_ref)."""
     form = setup.form
-    s = _mpf_array(student_logits, "student_logits", log_domain=True)
-    if s.ndim == 0:
-        raise ValueError("student_logits must have a vocabulary axis (shape (..., V))")
+    s = _logits_array(student_logits, "student_logits")
     rows_s, moved = _rows(s, -1)
     if any(all(v == _NINF for v in row) for row in rows_s):
         raise ValueError("student_logits has a row whose logits are all -inf: no distribution")
-    vocab = len(rows_s[0])
+    vocab = s.shape[-1]
     leading = moved[:-1]
     if form.teacher_topk is not None:
         if form.temperature_applies_to == "both" and setup.temperature != 1:
@@ -657,16 +660,16 @@ def _form_rows(setup, student_logits, teacher_logits):
             for n in range(len(rows_s))
         ]
     else:
-        t = _mpf_array(teacher_logits, "teacher_logits", log_domain=True)
-        if t.ndim == 0 or t.shape[:-1] != s.shape[:-1]:
+        t = _logits_array(teacher_logits, "teacher_logits")
+        if t.shape[:-1] != s.shape[:-1]:
             raise ValueError(
                 f"shape mismatch: student_logits has shape {s.shape}, teacher_logits has {t.shape}"
             )
         teachers, _ = _rows(t, -1)
         if any(all(v == _NINF for v in row) for row in teachers):
             raise ValueError("teacher_logits has a row whose logits are all -inf: no distribution")
-        if len(teachers[0]) != vocab and form.vocab_alignment == "error":
-            raise ValueError(vocab_mismatch_message(vocab, len(teachers[0])))
+        if t.shape[-1] != vocab and form.vocab_alignment == "error":
+            raise ValueError(vocab_mismatch_message(vocab, t.shape[-1]))
     index = list(np.ndindex(*leading)) if leading else [()]
     return rows_s, teachers, vocab, index, leading
 
