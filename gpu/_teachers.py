@@ -347,6 +347,8 @@ def check_topk(teacher_topk: Any, leading: tuple[int, ...], vocab: int, device, 
     if indices.device != device or logprobs.device != device:
         raise ValueError(f"teacher_topk is on {logprobs.device}, the student on {device}")
     k = indices.shape[-1] if indices.dim() else 0
+    if k == 0:  # (zero rows with k ≥ 1 pass: an empty loss)
+        raise ValueError("teacher_topk logprobs is empty")
     if k > vocab:
         raise ValueError(
             f"teacher_topk: k = {k} ids per row exceeds the vocabulary V = {vocab} of "

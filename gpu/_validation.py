@@ -25,6 +25,7 @@ from amid_ref.contract import (
     check_lam,
     check_order,
     check_temperature,
+    empty_vocabulary_message,
     get_spec,
     resolve_params,
 )
@@ -113,7 +114,7 @@ def check_float_tensor(x: Any, name: str) -> torch.Tensor:
     if x.dim() == 0:
         raise ValueError(f"{name} must have a vocabulary axis (shape (..., V)), got a scalar")
     if x.shape[-1] == 0:
-        raise ValueError(f"{name} has an empty vocabulary axis (V = 0)")
+        raise ValueError(empty_vocabulary_message(name))
     return x
 
 

@@ -218,16 +218,7 @@ def test_empty_student_vocabulary_with_a_sparse_teacher(impl, grad):
     "impl",
     [
         "precise",
-        pytest.param(
-            "gpu",
-            id="gpu_torch_cpu",
-            marks=pytest.mark.xfail(
-                raises=RuntimeError,
-                strict=True,
-                reason="gpu's check_topk lets k = 0 through and its reshape(-1, 0) raises "
-                "RuntimeError; amid_ref refuses k = 0 with ValueError",
-            ),
-        ),
+        pytest.param("gpu", id="gpu_torch_cpu"),
     ],
 )
 def test_sparse_teacher_of_no_ids_is_refused_as_in_amid_ref(impl):
