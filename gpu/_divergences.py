@@ -33,6 +33,7 @@ from gpu._elementwise import (
     all_,
     any_,
     compiling,
+    exp_of,
     expm1,
     expm1_,
     surely_above,
@@ -209,7 +210,7 @@ def _kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     # Σ a(la − lb); a = 0 terms are 0 even where lb = −inf; a > 0 = b gives +inf.
     # A NaN term is 0·(±inf or NaN): 0 by convention where a = 0 (la = −inf), but +inf
     # where a > 0 has underflowed (la finite, e.g. r ∝ λ^(1/β)·p near α = 1) and b = 0.
-    a = torch.exp(la)
+    a = exp_of(la)
     d = _delta(la, lb, log_ratio)
     b_zero = None if surely_above(lb, NEG_INF) else torch.isneginf(lb)
     if b_zero is None or _side(b_zero) is False:  # no zero of b (eager CPU): no mask picks
@@ -249,12 +250,12 @@ def _js(la, lb, params, need_ga, need_gb, log_ratio=None):
         where(near, torch.log1p(expm1(-dn).mul_(1.0 - beta)).neg_(), ra, out=ra)
         where(near, expm1_(dn).mul_(beta).log1p_().neg_(), rb, out=rb)
         del near, dn
-    a = torch.exp(la)
+    a = exp_of(la)
     ta = ra.mul_(a).mul_(beta)
     if not surely_above(a, 0.0):  # (eager CPU: a reduction tells that no a is 0)
         ta.masked_fill_(a == 0, 0.0)
     del a
-    b = torch.exp(lb)
+    b = exp_of(lb)
     tb = rb.mul_(b).mul_(1.0 - beta)
     if not surely_above(b, 0.0):
         tb.masked_fill_(b == 0, 0.0)
@@ -269,8 +270,8 @@ def _js(la, lb, params, need_ga, need_gb, log_ratio=None):
 
 # tv: ½Σ|a − b|; (½·sgn(a − b)·a, −½·sgn(a − b)·b).
 def _tv(la, lb, params, need_ga, need_gb, log_ratio=None):
-    a = torch.exp(la)
-    b = torch.exp(lb)
+    a = exp_of(la)
+    b = exp_of(lb)
     diff = a - b
     if log_ratio is not None:  # |δ| ≤ 1: a − b = b·expm1(δ), relative accuracy where a ≈ b
         near = log_ratio.abs() <= 1.0
@@ -311,7 +312,7 @@ def _chi2(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
     d = where(both, _delta(la, lb, log_ratio), 0.0)
     lb0 = where(both, lb, 0.0)
     terms = torch.exp(lb0 + 2.0 * _log_abs_expm1(d))
-    terms = where(both, terms, where(a_pos, INF, torch.exp(lb)))
+    terms = where(both, terms, where(a_pos, INF, exp_of(lb)))
     value = terms.sum(-1)
     ga = gb = None
     if need_ga:  # ∂/∂la (a²/b − 2a + b) = 2a·expm1(δ)
@@ -320,7 +321,7 @@ def _chi2(la, lb, params, need_ga, need_gb, log_ratio=None, *, want_sum=False):
         ga = where(both, ga, where(a_pos, INF, 0.0))
     if need_gb:  # ∂/∂lb (a²/b − 2a + b) = −b·expm1(2δ)
         gb = -torch.sign(d) * torch.exp(lb0 + _log_abs_expm1(2.0 * d))
-        gb = where(both, gb, where(b_pos, torch.exp(lb), 0.0))
+        gb = where(both, gb, where(b_pos, exp_of(lb), 0.0))
     if want_sum:  # ∂/∂la + ∂/∂lb = the term itself (degree-1 homogeneous), where both > 0
         return value, ga, gb, where(both, terms, ga + gb)
     return value, ga, gb
@@ -446,7 +447,7 @@ def _renyi(la, lb, params, need_ga, need_gb, log_ratio=None, *, reduce=None):
     if rho == 1.0:
         return _kl(la, lb, params, need_ga, need_gb, log_ratio)
     c = rho - 1.0
-    a = torch.exp(la)
+    a = exp_of(la)
     # Positivity from the log: a may underflow while a^ρ b^(1−ρ) does not.
     a_pos = la != NEG_INF
     d = where(a_pos, _delta(la, lb, log_ratio), 0.0)  # +inf where b = 0 < a
@@ -491,9 +492,9 @@ def _jeffreys(la, lb, params, need_ga, need_gb, log_ratio=None):
     diff = torch.sign(d) * abs_diff  # a − b (0 where either is zero: masked below)
     ga = gb = None
     if need_ga:  # ∂/∂la = aδ + (a − b)
-        ga = where(both, torch.exp(la) * d + diff, 0.0)
+        ga = where(both, exp_of(la) * d + diff, 0.0)
     if need_gb:  # ∂/∂lb = −bδ − (a − b)
-        gb = where(both, -torch.exp(lb) * d - diff, 0.0)
+        gb = where(both, -exp_of(lb) * d - diff, 0.0)
     return value, ga, gb
 
 
@@ -513,11 +514,11 @@ def _skew_kl(la, lb, params, need_ga, need_gb, log_ratio=None):
     dm = where(near, torch.log1p(expm1(-dn).mul_(1.0 - skew)).neg_(), la - lm)
     dm = dm.masked_fill_(~pos, 0.0)
     del lm, near, dn
-    a = torch.exp(la)
+    a = exp_of(la)
     value = (a * dm).sum(-1)
     ratio = torch.exp(dm).masked_fill_(~pos, 0.0)  # a/m ≤ 1/s
     ga = a * (dm - skew * ratio) if need_ga else None  # ≡ ∂/∂la modulo a
-    gb = -(1.0 - skew) * torch.exp(lb) * ratio if need_gb else None
+    gb = -(1.0 - skew) * exp_of(lb) * ratio if need_gb else None
     return value, ga, gb
 
 

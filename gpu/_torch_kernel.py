@@ -34,7 +34,17 @@ import math
 import torch
 
 from gpu._divergences import GPU_DIVERGENCES, GPU_PAIR, GRAD_SUM, SUM_OF_TERMS, RowReduce
-from gpu._elementwise import any_, compiling, expm1, masked_fill_, surely_above, where
+from gpu._elementwise import (
+    any_,
+    compiling,
+    exp_of,
+    expm1,
+    known_exps,
+    masked_fill_,
+    note_exp,
+    surely_above,
+    where,
+)
 from gpu._flags import (
     _BAD_STUDENT,
     _BAD_TEACHER,
@@ -137,12 +147,20 @@ class LocalReduce(RowReduce):
         the first maximum in this slice (``None`` where the reducer cannot tell it: sharded)."""
         return [_max_and_index(x) for x in xs]
 
-    def others(self, *pairs) -> tuple[torch.Tensor, ...]:
+    def others(self, *pairs, keep: list | None = None) -> tuple[torch.Tensor, ...]:
         r"""For each ``(x, index)``, ``x`` row-shifted (maximum 0) and ``index`` from
         :meth:`row_maxima`: :math:`S_o = \sum_{j \ne k} e^{x_j}` (keepdim), every entry
         but that one occurrence of the maximum (ties counted), formed without the 1 of
-        the maximum (which would round S_o < eps away): ``e^x`` with that entry set to 0."""
-        return tuple(torch.exp(x).scatter_(-1, k, 0.0).sum(-1, keepdim=True) for x, k in pairs)
+        the maximum (which would round S_o < eps away): ``e^x`` with that entry set to 0.
+        ``keep`` (a list): each ``e^x`` is appended to it (the maximum's entry 1 again), for
+        :func:`gpu._elementwise.note_exp`."""
+        sums = []
+        for x, k in pairs:
+            e = torch.exp(x)
+            sums.append(e.scatter_(-1, k, 0.0).sum(-1, keepdim=True))
+            if keep is not None:
+                keep.append(e.scatter_(-1, k, 1.0))
+        return tuple(sums)
 
     def row_sum(self, x: torch.Tensor) -> torch.Tensor:
         """Complete a per-row partial sum (shape (n,)): here it is already whole. A sharded
@@ -177,7 +195,7 @@ class LocalReduce(RowReduce):
         g_k = g.gather(-1, k)
         others = g.scatter_(-1, k, 0.0).sum(-1, keepdim=True)
         dominant = g_k * torch.expm1(lw_k).neg_() - torch.exp(lw_k) * others
-        out = g.sub_(torch.exp(log_w).mul_(others + g_k))
+        out = g.sub_(exp_of(log_w).mul_(others + g_k))
         return out.scatter_(-1, k, dominant)
 
 
@@ -222,11 +240,13 @@ def _log_ratio_sums(lm, l_ref, u, red: LocalReduce = LOCAL, later: bool = False)
     in float64 the ulp of |log m| that its difference carries stays far below the
     reference's tolerance."""
     top, low = _PRODUCT_RANGE.get(u.dtype, _PRODUCT_RANGE[torch.float32])
-    s = torch.exp(l_ref)
-    terms = expm1(u.clamp(max=top)).mul_(s)
+    s = exp_of(l_ref)
     # eager CPU: two reductions tell that every entry takes the product form (no mask formed)
     eager_cpu = u.device.type == "cpu" and not compiling() and u.numel() > 0
-    if not (eager_cpu and bool((u.amax() <= top) & (l_ref.amin() >= low))):
+    if eager_cpu and bool((u.amax() <= top) & (l_ref.amin() >= low)):
+        terms = expm1(u).mul_(s)
+    else:
+        terms = expm1(u.clamp(max=top)).mul_(s)
         terms = where((u <= top) & (l_ref >= low), terms, torch.exp(lm) - s)
     terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     return red.sums(s, terms, later=later)
@@ -264,7 +284,7 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL):
     if math.isinf(objective.alpha):
         # r ⊙ w = w ⊙ q/Z (m = q wherever w > 0): K = w r Ā − (1 − w) q S, S = Σ w r and
         # Ā = Σ (1 − w) q sums of positive terms (r ⊙ w − q, projected, cancelled)
-        eq, er = torch.exp(lq), torch.exp(lr)
+        eq, er = exp_of(lq), exp_of(lr)
         er.mul_(w)
         held, left = red.sums(er, (1.0 - w).mul_(eq), later=True)
 
@@ -276,7 +296,7 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL):
     beta = max(-_BETA_CLAMP, min(_BETA_CLAMP, (1.0 - objective.alpha) / 2.0))  # as the mixture
     x = masked_fill_(u_q * (1.0 - beta), q_none, 0.0)
     # q·expm1(x), and for x > 1 in the log domain (e^(x + log q) = r ⊙ w·Z/(1−λ))
-    eq = torch.exp(lq)
+    eq = exp_of(lq)
     terms = where(x <= 1.0, expm1(x.clamp(max=1.0)) * eq, torch.exp(x + lq) - eq)
     terms = masked_fill_(terms, q_none, 0.0).nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     log_c = math.log1p(-objective.lam) - log_z  # log((1−λ)/Z), per row
@@ -325,27 +345,43 @@ def _scale_flags(lost) -> torch.Tensor:
 
 
 def _log_normalizer(x: torch.Tensor, red: LocalReduce = LOCAL, maxima=None):
-    """``(shift, corr, index)`` with ``logsumexp(x) = shift + corr`` along the last dim
-    (keepdim): the row maximum M (0 for rows of only ``-inf``), ``log1p(S_o)``
-    (:meth:`LocalReduce.others`) and where the maximum is, so that ``(x − shift) − corr``
-    keeps the largest entry exact (:func:`_normalize_`). One (n, V) temporary. ``maxima``:
+    """``(shifted, log_z, corr, index, e)`` along the last dim (keepdim): ``shifted =
+    x − shift`` (a new tensor) with ``shift`` the row maximum M (0 for rows of only
+    ``-inf``), ``log_z = logsumexp(x) = shift + corr`` with ``corr = log1p(S_o)``
+    (:meth:`LocalReduce.others`), where the maximum is (``index``), so that
+    ``shifted − corr`` keeps the largest entry exact (:func:`_normalize_`), and
+    ``e = e^shifted`` where the reducer keeps it (whole rows; else ``None``). ``maxima``:
     ``(top, index)`` of :meth:`LocalReduce.row_maxima` when the caller has them."""
     ((top, index),) = red.row_maxima(x) if maxima is None else (maxima,)
     shift = top.masked_fill(torch.isneginf(top), 0.0)
-    (others,) = red.others((x - shift, index))
-    return shift, others.log1p_().masked_fill_(torch.isneginf(top), NEG_INF), index
+    shifted = x - shift
+    keep: list | None = [] if red.local else None
+    extra = {} if keep is None else {"keep": keep}
+    (others,) = red.others((shifted, index), **extra)
+    corr = others.log1p_().masked_fill_(torch.isneginf(top), NEG_INF)
+    return shifted, shift + corr, corr, index, keep[0] if keep else None
 
 
-def _normalize_(x, shift, corr, index, red: LocalReduce = LOCAL, inplace: bool = True):
-    """``(x − shift) − corr``, in place unless ``inplace`` is False (the row maximum noted
-    for the reducer: ``−corr`` exactly, at ``index``)."""
-    out = x.sub_(shift) if inplace else x - shift
-    out = out.sub_(corr)
+def _normalize_(shifted, corr, index, red: LocalReduce = LOCAL, e=None):
+    """``shifted − corr`` in place (the row maximum noted for the reducer: ``−corr``
+    exactly, at ``index``; and its exponential, ``e ⊙ e^(−corr)``, where ``e`` is given)."""
+    out = shifted.sub_(corr)
     red.note_max(out, corr.neg(), index)
+    if e is not None:
+        note_exp(out, e, torch.exp(-corr))
     return out
 
 
-def chunk(
+def chunk(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """:func:`_chunk` with the exponentials it forms for its log-normalizers reused
+    (:func:`gpu._elementwise.known_exps`; eager only)."""
+    if compiling():
+        return _chunk(*args, **kwargs)
+    with known_exps():
+        return _chunk(*args, **kwargs)
+
+
+def _chunk(
     s: torch.Tensor,
     t: torch.Tensor,
     spec,
@@ -390,12 +426,20 @@ def chunk(
     # largest entry's log-probability stays exact where log(1 + S_o) would round it to 0
     # (a confident row, S_o < eps), and with it 1 − q_k, which the gradient's projection
     # multiplies by terms up to 1e14 there. Twin of amid_ref._special.log_normalize.
-    corr_s, corr_t = (o.log1p_() for o in red.others((s, k_s), (t, k_t)))
+    # On whole rows e^(s − M) is kept: q = e^(s − M)·e^(−log1p(S_o)) without an exp pass
+    # (gpu._elementwise.known_exps), and p likewise.
+    kept: list | None = [] if red.local else None
+    extra = {} if kept is None else {"keep": kept}
+    corr_s, corr_t = (o.log1p_() for o in red.others((s, k_s), (t, k_t), **extra))
     if lost is not None:  # complete now (sent with the sum above when sharded)
         lost = _scale_flags(lost)
     lq = s.sub_(corr_s)
     lp = t.sub_(corr_t)
     red.note_max(lq, corr_s.neg(), k_s)  # the row maximum of log q, exactly, and where
+    if kept:
+        note_exp(lq, kept[0], torch.exp(-corr_s))
+        note_exp(lp, kept[1], torch.exp(-corr_t))
+    del kept
     del s, t
     # A row with a NaN or +inf logit, or with only -inf logits, has a row maximum that is
     # not finite (torch.max propagates NaN; a sharded reducer sends NaN as +inf).
@@ -424,8 +468,8 @@ def chunk(
         l_ref, u = (lp, ratios[0]) if other == "p" else (lq, ratios[1])
         # its sums need no log Z: sent with the log-normalizer's (one collective)
         ratio_sums = _log_ratio_sums(lm, l_ref, u, red, later=True)
-    shift, corr, k_m = _log_normalizer(lm, red, maxima_m)
-    lz = shift + corr  # log Z (−inf: the assistant's support is empty)
+    # (log m − M, log Z, log1p(S_o)); log Z = −inf: the assistant's support is empty
+    shifted, lz, corr, k_m, e_m = _log_normalizer(lm, red, maxima_m)
     flags |= (lz[..., 0] == NEG_INF).to(_FLAG_DTYPE) * _EMPTY_SUPPORT
     if uses_r:
         log_ratio = _log_ratio_to_mixture(lm, l_ref, u, lz, red, ratio_sums)
@@ -434,11 +478,10 @@ def chunk(
             log_ratio.neg_()
     u_q = ratios[1] if through_r else None  # log m − log q, for ∂ log Z/∂ s below
     del ratios
-    # log r = (log m − M) − log1p(S_o): the largest entry exact; in place on log m, which
-    # is needed no more (unless it is log p or log q itself, λ ∈ {0, 1})
-    lr = _normalize_(lm, shift, corr, k_m, red, inplace=lm is not lp and lm is not lq)
+    # log r = (log m − M) − log1p(S_o): the largest entry exact
+    lr = _normalize_(shifted, corr, k_m, red, e_m)
     log_z = lz
-    del lm, lz, shift, corr
+    del lm, lz, shifted, corr, e_m
     dist = {"p": lp, "q": lq, "r": lr}
     need = {"p": False, "q": want_grad, "r": through_r}
     kernel = GPU_DIVERGENCES[objective.divergence]

@@ -756,3 +756,41 @@ def test_two_stage_row_maximum_is_torch_max(vocab):
         want_top, want_index = torch.max(t, -1, keepdim=True)
         assert torch.equal(index, want_index)
         assert torch.equal(top.nan_to_num(nan=7.0), want_top.nan_to_num(nan=7.0))
+
+
+def test_known_exponentials_are_the_exponentials():
+    """``exp_of`` of a log-distribution recorded by ``note_exp`` (its log-normalizer's
+    ``e^(x − M)`` times ``e^(−log1p(S_o))``) is the softmax of x − M to 4 ulps (against
+    float64; ``torch.exp`` of the log-probabilities carries an ulp of |log q| relative, up
+    to 32 ulps here), on rows with −inf entries, ties of the maximum and a
+    one-hot row; a write into the log-probabilities (a new version) or leaving
+    ``known_exps`` drops the record (``torch.exp`` itself)."""
+    from gpu._elementwise import exp_of, known_exps, note_exp
+    from gpu._torch_kernel import LocalReduce
+
+    for dtype in (torch.float32, torch.float64):
+        gen = torch.Generator().manual_seed(3)
+        x = (6 * torch.randn(5, 300, generator=gen)).to(dtype)
+        x[1, ::3] = -math.inf
+        x[2, :4] = x[2].max() + 1.0  # a tie of the maximum
+        x[3] = -math.inf
+        x[3, 7] = 0.0  # one-hot
+        red = LocalReduce()
+        ((top, k),) = red.row_maxima(x)
+        shifted = x - top
+        kept: list = []
+        (others,) = red.others((shifted, k), keep=kept)
+        lx = shifted - others.log1p()
+        want = torch.softmax(shifted.double(), -1)  # (x − M rounds in float32)
+        with known_exps():
+            note_exp(lx, kept[0], torch.exp(-others.log1p()))
+            got = exp_of(lx)
+            assert got is not kept[0]  # a new tensor: callers write into it
+            ulp = torch.finfo(dtype).eps * want
+            assert bool(((got.double() - want).abs() <= 4 * ulp).all()), dtype
+            assert bool(torch.equal(got == 0, want == 0))
+            lx.add_(0.0)  # a new version: the record no longer holds
+            assert torch.equal(exp_of(lx), torch.exp(lx))
+            note_exp(lx, kept[0], torch.exp(-others.log1p()))
+        assert torch.equal(exp_of(lx), torch.exp(lx))  # outside: no record
+
