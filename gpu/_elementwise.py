@@ -239,10 +239,14 @@ def _as_tensor(x, like: torch.Tensor) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.full_like(like, x)
 
 
-def where(cond: torch.Tensor | Shared, a, b, *, out: torch.Tensor | None = None) -> torch.Tensor:
+def where(
+    cond: torch.Tensor | Shared, a, b, *, out: torch.Tensor | None = None, spend_a: bool = False
+) -> torch.Tensor:
     """``torch.where(cond, a, b)`` (bit-exact; branch-free on CPU, module docstring). A
     number for ``a`` or ``b`` takes the other operand's dtype, as ``torch.where`` does
-    with a floating tensor. ``cond`` may be a :class:`Shared` condition."""
+    with a floating tensor. ``cond`` may be a :class:`Shared` condition. ``spend_a=True``
+    (with ``out=b``): ``a`` is a temporary the caller gives up, and the blend works in it
+    rather than in a new tensor."""
     shared = cond if isinstance(cond, Shared) else None
     if shared is not None:
         cond = shared.cond
@@ -270,7 +274,10 @@ def where(cond: torch.Tensor | Shared, a, b, *, out: torch.Tensor | None = None)
             mask = _mask(cond, ints) if shared is None else shared.mask(ints)
             ai, bi = a_t.contiguous().view(ints), b_t.contiguous().view(ints)
             if out is b_t and b_t.is_contiguous():  # b ^= (a ^ b) & mask: no copy
-                bi.bitwise_xor_(torch.bitwise_xor(ai, bi).bitwise_and_(mask))
+                if spend_a and a_t is a and a.is_contiguous():
+                    bi.bitwise_xor_(ai.bitwise_xor_(bi).bitwise_and_(mask))
+                else:
+                    bi.bitwise_xor_(torch.bitwise_xor(ai, bi).bitwise_and_(mask))
                 return out
             blended = torch.bitwise_xor(ai, bi).bitwise_and_(mask).bitwise_xor_(bi)
             result = blended.view(a_t.dtype)

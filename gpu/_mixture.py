@@ -22,6 +22,14 @@ and :math:`t = \beta d + \log\lambda - \log(1-\lambda)`:
   fewer (the near branch stays the ratios' only: at |β| ≥ ½ the quotient by β does not
   amplify the bracket's rounding).
 
+* With the log ratios wanted (the AMiD loss) at moderate λ (:data:`TWO_PIVOT_LAM_MIN`
+  ≤ λ ≤ 1 − :data:`TWO_PIVOT_LAM_MIN`), each ratio pivots on its own argument for every d,
+  :math:`\log(m/b) = \operatorname{log1p}(\lambda\operatorname{expm1}(\beta d))/\beta` and
+  :math:`\log(m/a) = \operatorname{log1p}((1-\lambda)\operatorname{expm1}(-\beta d))/\beta`
+  (:func:`_two_pivot`): no ``log1p`` argument comes near −1 there, so one formula serves
+  the near and the far branches, without their selects (on CPU the costliest passes of
+  the loss after the exponentials).
+
 The weight of Proposition 3.5 comes from the same ``t``:
 :math:`w = \partial\log m/\partial\log b = \sigma(-t)`.
 All scalar constants (``log λ/β``, ``1/β``) are formed in Python double precision and the
@@ -35,7 +43,16 @@ import math
 import torch
 
 from gpu._autograd import _refuse_double_backward
-from gpu._elementwise import Shared, expm1, expm1_, masked_fill_, side, surely_above, where
+from gpu._elementwise import (
+    Shared,
+    bounds,
+    expm1,
+    expm1_,
+    masked_fill_,
+    side,
+    surely_above,
+    where,
+)
 from gpu._validation import check_alpha, check_float_tensor, check_lam, check_pair, compute_dtype
 
 NEG_INF = float("-inf")
@@ -88,6 +105,12 @@ def _ratios(
         where(small, near, ra, out=ra)
         where(small, near.add_(d), rb, out=rb)
     del near, d
+    return _plain_at_zeros(la, lb, lm, ra, rb)
+
+
+def _plain_at_zeros(la, lb, lm, ra, rb) -> list[torch.Tensor]:
+    """``[ra, rb]`` with the plain differences ``lm − la``, ``lm − lb`` (−inf, NaN) in place
+    where m = 0 or both arguments are zero."""
     # (eager CPU: no zero, nothing to replace; told by reductions before any mask is formed)
     no_zero = surely_above(lm, NEG_INF) and (surely_above(la, NEG_INF) or surely_above(lb, NEG_INF))
     plain = None if no_zero else torch.isneginf(lm) | (torch.isneginf(la) & torch.isneginf(lb))
@@ -95,6 +118,72 @@ def _ratios(
         where(plain, lm - la, ra, out=ra)
         where(plain, lm - lb, rb, out=rb)
     return [ra, rb]
+
+
+#: :func:`_two_pivot` takes λ ∈ [c, 1 − c] with this c: there each of its ``log1p``
+#: arguments is at least −0.95 (λ·expm1(βd) ≥ −λ, (1−λ)·expm1(−βd) ≥ −(1−λ)), where
+#: ``log1p`` amplifies the argument's relative error by at most (1−c)/(c·|log c|) = 6.3.
+TWO_PIVOT_LAM_MIN = 0.05
+#: Largest βd whose ``expm1`` :func:`_two_pivot` forms (e^80 is 5.5e34, normal in float32).
+_EXPM1_TOP = {torch.float32: 80.0, torch.float64: 700.0}
+
+
+def _two_pivot(la, lb, beta, inv_beta, lam, want_weight, keep_bd=False):
+    r"""``(log m, [log m − log a, log m − log b], w, βd)`` (βd where ``keep_bd``, else
+    ``None``) for finite β ≠ 0 at λ ∈ [c, 1 − c] (c = :data:`TWO_PIVOT_LAM_MIN`), each ratio
+    formed around its own argument:
+
+    .. math::
+
+        \lograc{m}{b} = rac{\operatorname{log1p}(\lambda\operatorname{expm1}(eta d))}
+        {eta},\qquad
+        \lograc{m}{a} = rac{\operatorname{log1p}((1-\lambda)\operatorname{expm1}
+        (-eta d))}{eta},
+
+    (m^β = b^β(1 + λ expm1(βd)) = a^β(1 + (1−λ) expm1(−βd))), with
+    :math:`w = \sigma(-t) = (1-\lambda)/(1 + \lambda\operatorname{expm1}(eta d))` and
+    log m the pivot on the dominant weighted term (t ≥ 0: ``log a + log(m/a)``). Each
+    ``log1p`` argument is at least −0.95, so each ratio is exact to a few ulps of itself
+    for every d (the near and far branches of :func:`log_alpha_mean_and_weight`'s
+    pivoted form in one formula): two ``expm1`` and two ``log1p`` passes and no select,
+    where the pivoted form selects among three branches (four blends of the bits on
+    CPU). Where ``expm1`` would overflow (βd > 80 in float32) the ratio is the other one
+    ± d (that argument dominates: exact) and w = 1/(1 + e^t). Zeros give the pivoted
+    form's values (the caller applies its NaN and support rules)."""
+    top = _EXPM1_TOP.get(la.dtype, _EXPM1_TOP[torch.float32])
+    # βd: ±inf where one argument is zero, NaN where both are
+    bd = (la - lb).mul_(beta)
+    lo_hi = bounds(bd)  # (eager CPU; NaN bounds where an entry is NaN: then not known)
+    over_hi = lo_hi is None or not lo_hi[1] <= top
+    over_lo = lo_hi is None or not lo_hi[0] >= -top
+    y = expm1(bd.clamp(max=top) if over_hi else bd).mul_(lam)  # λ·expm1(βd) ≥ −λ
+    rb = torch.log1p(y).mul_(inv_beta)
+    keep = over_hi or over_lo or keep_bd  # (else −βd is formed in place: bd is not read again)
+    x = bd.neg() if keep else bd.neg_()
+    ra = expm1_(x.clamp_(max=top) if over_lo else x).mul_(1.0 - lam).log1p_().mul_(inv_beta)
+    del x
+    if over_hi or over_lo:
+        d = la - lb
+        if over_hi:
+            hi = bd > top
+            ra_over = ra + d  # (ra exact there: −βd < −top)
+        if over_lo:
+            where(bd < -top, rb - d, ra, out=ra)
+        if over_hi:
+            where(hi, ra_over, rb, out=rb)
+            del ra_over
+        del d
+    a_dom = y >= 1.0 - 2.0 * lam  # t ≥ 0 (NaN: false)
+    lm = lb + rb
+    lm = where(a_dom, la + ra, lm, out=lm, spend_a=True)
+    del a_dom
+    w = None
+    if want_weight:
+        w = y.add_(1.0).reciprocal_().mul_(1.0 - lam)  # (y is not read again)
+        if over_hi:  # there λ·expm1(βd) was clamped: w = σ(−t)
+            t = bd + (math.log(lam) - math.log1p(-lam))
+            where(hi, torch.exp(t).add_(1.0).reciprocal_(), w, out=w)
+    return lm, [ra, rb], w, (bd if keep else None)
 
 
 def _near_correction(bd: torch.Tensor, lam: float, inv_beta: float) -> torch.Tensor:
@@ -196,7 +285,18 @@ def log_alpha_mean_and_weight(
 
     beta_f = max(-_BETA_CLAMP, min(_BETA_CLAMP, beta))
     inv_beta = 1.0 / beta_f
-    if abs(beta) >= _FAST_BETA and ratios is None:
+    w = t = None
+    if ratios is not None and TWO_PIVOT_LAM_MIN <= lam <= 1.0 - TWO_PIVOT_LAM_MIN:
+        # the log ratios wanted (the AMiD loss), at moderate λ: one formula for each
+        keep_bd = weight_bar is not None and want_weight
+        lm, pair, w, bd = _two_pivot(la, lb, beta_f, inv_beta, lam, want_weight, keep_bd)
+        lm.nan_to_num_(nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)  # as below
+        ratios += _plain_at_zeros(la, lb, lm, *pair)
+        del pair
+        if keep_bd:
+            t = bd.add_(log_lam - log_1m_lam)
+        del bd
+    elif abs(beta) >= _FAST_BETA and ratios is None:
         # |β| ≥ ½: the bracket's rounding (a few ulps of β·|log a|) divided by β stays a few
         # ulps of |log a|, so the one-kernel logaddexp form is as accurate as the pivoted one.
         # Zeros need no mask: logaddexp(-inf, y) = y, and for β < 0 a zero gives +inf/β.
@@ -233,13 +333,13 @@ def log_alpha_mean_and_weight(
         del corr, near_r, small
         # Both arguments zero: t is NaN; the mean is 0 (log m = -inf).
         lm.nan_to_num_(nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)
-    w = None
     if want_weight:
         w_bar = w_diff = None
         if weight_bar is not None:  # σ(t) = 1/(1 + e^(−t)), w − w̄ = −tanh(t/2)
             w_bar = torch.exp(-t).add_(1.0).reciprocal_()
             w_diff = torch.tanh(t * 0.5).neg_()
-        w = t.exp_().add_(1.0).reciprocal_()  # σ(−t), NaN where both are zero
+        if w is None:  # (the two-pivot form's, else) σ(−t), NaN where both are zero
+            w = t.exp_().add_(1.0).reciprocal_()
         for x in (w, w_bar, w_diff):
             if x is None:
                 continue

@@ -212,8 +212,9 @@ BRANCH_POINTS: tuple[BranchPoint, ...] = (
         1.0,
         "gpu._mixture",
         None,
-        "log_alpha_mean_and_weight (|β| < ½): |β·d| ≤ 1 selects the log1p/expm1 pivot",
-        lambda x: [_loss("gpu", -0.5, -0.5 - 4.0 * x, "kl", alpha=0.5, lam=0.3)],
+        "log_alpha_mean_and_weight (|β| < ½): |β·d| ≤ 1 selects the log1p/expm1 pivot "
+        "(λ outside the two-pivot form's range, which has no such switch)",
+        lambda x: [_loss("gpu", -0.5, -0.5 - 4.0 * x, "kl", alpha=0.5, lam=0.02)],
     ),
     BranchPoint(
         "gpu.mean.fast_beta",
@@ -224,6 +225,36 @@ BRANCH_POINTS: tuple[BranchPoint, ...] = (
         lambda x: [
             _loss("gpu", -0.5, -2.0, "kl", alpha=1.0 - 2.0 * x, lam=0.3),
             _loss("gpu", -0.5, -2.0, "kl", alpha=1.0 + 2.0 * x, lam=0.3, order="rq"),
+            _loss("gpu", -0.5, -2.0, "kl", alpha=1.0 - 2.0 * x, lam=0.02),
+            _loss("gpu", -0.5, -2.0, "kl", alpha=1.0 + 2.0 * x, lam=0.98, order="rq"),
+        ],
+    ),
+    BranchPoint(
+        "gpu.mean.two_pivot_lambda",
+        0.05,
+        "gpu._mixture",
+        "TWO_PIVOT_LAM_MIN",
+        "log_alpha_mean_and_weight with the log ratios wanted: λ ∈ [0.05, 0.95] takes the "
+        "two-pivot form (_two_pivot), else the pivoted form's three branches",
+        lambda x: [
+            _loss("gpu", -0.5, -2.0, "kl", alpha=-5.0, lam=x),
+            _loss("gpu", -0.5, -0.6, "kl", alpha=0.5, lam=1.0 - x, order="rq"),
+            _loss("gpu", -0.5, -0.6, "chi2", alpha=3.0, lam=x, order="rq"),
+            _loss("gpu", -2.0, -0.5, "js", {"beta": 0.5}, alpha=1.5, lam=1.0 - x, order="qr"),
+        ],
+    ),
+    BranchPoint(
+        "gpu.mean.two_pivot_expm1_top",
+        700.0,
+        "gpu._mixture",
+        None,
+        "_two_pivot: beyond |β·d| = 700 (80 in float32; _EXPM1_TOP) a ratio is the other "
+        "one ± d and w = 1/(1 + e^t)",
+        lambda x: [
+            _loss("gpu", -0.5, -0.5 - x / 3.0, "kl", alpha=-5.0, lam=0.3),
+            _loss("gpu", -0.5 - x / 3.0, -0.5, "kl", alpha=-5.0, lam=0.3),
+            _loss("gpu", -0.5 - x / 3.0, -0.5, "kl", alpha=7.0, lam=0.3, order="rq"),
+            _loss("gpu", -0.5, -0.5 - x / 3.0, "ab", _AB_PAIR, alpha=7.0, lam=0.3, order="qr"),
         ],
     ),
     BranchPoint(

@@ -20,6 +20,7 @@ import threading
 import time
 import warnings
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -681,6 +682,10 @@ def test_selects_blend_the_bits_of_torch_where(dtype):
             got = where(cond, a, out, out=out)
             same(got, torch.where(cond, a, b), (n, "out=b"))
             assert got.data_ptr() == out.data_ptr()
+            out, spent = b.clone(), a.clone()  # the blend may work in a spent operand
+            got = where(cond, spent, out, out=out, spend_a=True)
+            same(got, torch.where(cond, a, b), (n, "out=b, a spent"))
+            assert got.data_ptr() == out.data_ptr()
             out = torch.empty_like(a)
             assert where(cond, a, b, out=out).data_ptr() == out.data_ptr()
             same(out, torch.where(cond, a, b), (n, "out"))
@@ -794,3 +799,36 @@ def test_known_exponentials_are_the_exponentials():
             note_exp(lx, kept[0], torch.exp(-others.log1p()))
         assert torch.equal(exp_of(lx), torch.exp(lx))  # outside: no record
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_two_pivot_mixture_beyond_expm1_range(dtype):
+    """The two-pivot mixture (λ ∈ [0.05, 0.95], the log ratios wanted) where |β·d| passes
+    the range of its ``expm1`` (80 in float32, 700 in float64): each ratio is then the other
+    one ± d and w = 1/(1 + e^t). Loss and gradient against ``amid_ref`` on rows whose
+    log-probabilities differ by up to ±300, for β of both signs, λ at both ends of the range
+    and between, the orders through r, and a closed-form pair."""
+    from test_gpu import assert_grad_within
+
+    from gpu._mixture import TWO_PIVOT_LAM_MIN
+
+    gen = np.random.default_rng(5)
+    base = gen.normal(0.0, 2.0, (4, 24))
+    s = base + np.where(gen.random((4, 24)) < 0.5, 0.0, gen.uniform(-300.0, 300.0, (4, 24)))
+    t = base.copy()
+    s, t = (np.asarray(torch.tensor(x, dtype=dtype), dtype=np.float64) for x in (s, t))
+    name = str(dtype).split(".")[1]
+    for alpha in (-5.0, 7.0, -300.0):
+        for lam in (TWO_PIVOT_LAM_MIN, 0.3, 1.0 - TWO_PIVOT_LAM_MIN):
+            for div, params, order in (("kl", None, "pr"), ("kl", None, "rq"),
+                                       ("ab", {"alpha": 0.2, "beta": 0.7}, "qr")):  # fmt: skip
+                what = f"{div} {order} α={alpha} λ={lam} {name}"
+                want = amid_ref.amid_loss(s, t, alpha, lam, div, order, params)
+                want_g = amid_ref.amid_grad(s, t, alpha, lam, div, order, params)
+                x = torch.tensor(s, dtype=dtype, requires_grad=True)
+                loss = gpu.amid_loss(x, torch.tensor(t, dtype=dtype), alpha, lam, div, order,
+                                     params, reduction="none", backend="torch")  # fmt: skip
+                loss.sum().backward()
+                span = np.maximum(np.ptp(s, -1), np.ptp(t, -1))
+                assert_within(loss.detach().double().numpy(), want,
+                              tolerance("gpu", "loss", name), what=what)  # fmt: skip
+                assert_grad_within(x.grad.double().numpy(), want_g, name, what, span)
