@@ -338,12 +338,13 @@ def note_exp(x: torch.Tensor, e: torch.Tensor, scale: torch.Tensor) -> None:
     table[id(x)] = (x, x._version, e, scale)
 
 
-def exp_of(x: torch.Tensor) -> torch.Tensor:
-    """``torch.exp(x)``, a new tensor: from :func:`note_exp`'s record of ``x`` where there is
-    one (a product, no ``exp`` pass), else ``torch.exp``."""
+def exp_of(x: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.exp(x)`` (times ``times``, a per-row factor, keepdim, where given), a new
+    tensor: from :func:`note_exp`'s record of ``x`` where there is one (one product, no
+    ``exp`` pass), else ``torch.exp``."""
     table = getattr(_KNOWN, "table", None)
     if table:
         entry = table.get(id(x))
         if entry is not None and entry[0] is x and entry[1] == x._version:
-            return entry[2] * entry[3]
-    return torch.exp(x)
+            return entry[2] * (entry[3] if times is None else entry[3] * times)
+    return torch.exp(x) if times is None else torch.exp(x).mul_(times)

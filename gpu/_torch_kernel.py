@@ -195,7 +195,7 @@ class LocalReduce(RowReduce):
         g_k = g.gather(-1, k)
         others = g.scatter_(-1, k, 0.0).sum(-1, keepdim=True)
         dominant = g_k * torch.expm1(lw_k).neg_() - torch.exp(lw_k) * others
-        out = g.sub_(exp_of(log_w).mul_(others + g_k))
+        out = g.sub_(exp_of(log_w, others + g_k))
         return out.scatter_(-1, k, dominant)
 
 
@@ -244,11 +244,11 @@ def _log_ratio_sums(lm, l_ref, u, red: LocalReduce = LOCAL, later: bool = False)
     # eager CPU: two reductions tell that every entry takes the product form (no mask formed)
     eager_cpu = u.device.type == "cpu" and not compiling() and u.numel() > 0
     if eager_cpu and bool((u.amax() <= top) & (l_ref.amin() >= low)):
-        terms = expm1(u).mul_(s)
+        terms = expm1(u).mul_(s)  # (finite: u ≤ top, no NaN, which amax propagates)
     else:
         terms = expm1(u.clamp(max=top)).mul_(s)
         terms = where((u <= top) & (l_ref >= low), terms, torch.exp(lm) - s)
-    terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
+        terms = terms.nan_to_num_(nan=0.0, posinf=INF, neginf=NEG_INF)
     return red.sums(s, terms, later=later)
 
 
