@@ -149,7 +149,9 @@ def _two_pivot(la, lb, beta, inv_beta, lam, want_weight, keep_bd=False):
     where the pivoted form selects among three branches (four blends of the bits on
     CPU). Where ``expm1`` would overflow (βd > 80 in float32) the ratio is the other one
     ± d (that argument dominates: exact) and w = 1/(1 + e^t). Zeros give the pivoted
-    form's values (the caller applies its NaN and support rules)."""
+    form's values (the caller applies its NaN and support rules). It has no twin:
+    :mod:`amid_ref` and the Triton kernel take the three branches, so the tests hold it to
+    forms it does not share."""
     top = _EXPM1_TOP.get(la.dtype, _EXPM1_TOP[torch.float32])
     # βd: ±inf where one argument is zero, NaN where both are
     bd = (la - lb).mul_(beta)
