@@ -29,6 +29,7 @@ entries with w = 0 reach the student only through log Z (:func:`_normalizer_grad
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -372,15 +373,6 @@ def _normalize_(shifted, corr, index, red: LocalReduce = LOCAL, e=None):
     return out
 
 
-def chunk(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """:func:`_chunk` with the exponentials it forms for its log-normalizers reused
-    (:func:`gpu._elementwise.known_exps`; eager only)."""
-    if compiling():
-        return _chunk(*args, **kwargs)
-    with known_exps():
-        return _chunk(*args, **kwargs)
-
-
 def _chunk(
     s: torch.Tensor,
     t: torch.Tensor,
@@ -404,6 +396,8 @@ def _chunk(
     anyway, with the same results, and the gradient's row flags (:func:`_grad_flags`, which
     branches) are left to the caller. ``red`` completes the row reductions (whole rows by
     default; the vocabulary-parallel loss passes one that all-reduces over the shards).
+    Eager on whole rows, q, p and r are formed from the exponentials of their
+    log-normalizers' sums (:func:`gpu._elementwise.known_exps`), not by ``exp`` passes.
     """
     if red is LOCAL:  # a reducer of its own: it notes this chunk's row maxima
         red = LocalReduce()
@@ -657,6 +651,16 @@ def _through_r(spec, g_q, g_r, w, lq, lr, u_q, log_z, red, branchless, pair=None
         return pair - g_r.sub_(g_logm).mul_(w), through_z
     g_logm.mul_(w)
     return (g_logm if g_q is None else g_q.add_(g_logm)), through_z
+
+
+@functools.wraps(_chunk)
+def chunk(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    # _chunk with the exponentials it forms for its log-normalizers reused
+    # (gpu._elementwise.known_exps; eager only)
+    if compiling():
+        return _chunk(*args, **kwargs)
+    with known_exps():
+        return _chunk(*args, **kwargs)
 
 
 #: The engine may share this kernel's chunks among CPU worker threads.
