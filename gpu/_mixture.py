@@ -288,12 +288,19 @@ def log_alpha_mean_and_weight(
     beta_f = max(-_BETA_CLAMP, min(_BETA_CLAMP, beta))
     inv_beta = 1.0 / beta_f
     w = t = None
+    zero_free = False  # known: neither argument has a zero (nothing to mask or scrub)
     if ratios is not None and TWO_PIVOT_LAM_MIN <= lam <= 1.0 - TWO_PIVOT_LAM_MIN:
         # the log ratios wanted (the AMiD loss), at moderate λ: one formula for each
         keep_bd = weight_bar is not None and want_weight
         lm, pair, w, bd = _two_pivot(la, lb, beta_f, inv_beta, lam, want_weight, keep_bd)
-        lm.nan_to_num_(nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)  # as below
-        ratios += _plain_at_zeros(la, lb, lm, *pair)
+        # (eager CPU: two reductions tell that no argument is zero; then log m, the ratios
+        # and w are finite, t too, and the zero rules below change nothing)
+        zero_free = surely_above(la, NEG_INF) and surely_above(lb, NEG_INF)
+        if zero_free:
+            ratios += pair
+        else:
+            lm.nan_to_num_(nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)  # as below
+            ratios += _plain_at_zeros(la, lb, lm, *pair)
         del pair
         if keep_bd:
             t = bd.add_(log_lam - log_1m_lam)
@@ -343,7 +350,7 @@ def log_alpha_mean_and_weight(
         if w is None:  # (the two-pivot form's, else) σ(−t), NaN where both are zero
             w = t.exp_().add_(1.0).reciprocal_()
         for x in (w, w_bar, w_diff):
-            if x is None:
+            if x is None or zero_free:
                 continue
             if beta < 0:
                 # Intersection support: m = 0 wherever either argument is zero.

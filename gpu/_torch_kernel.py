@@ -211,17 +211,19 @@ def _log_ratio_to_mixture(
     lse_m: torch.Tensor,
     red: LocalReduce = LOCAL,
     sums: tuple[torch.Tensor, torch.Tensor] | None = None,
+    negate: bool = False,
 ) -> torch.Tensor:
     r"""``log(r/ŝ)`` for the reference ``s = exp(l_ref)`` normalized to ``ŝ``, from
     ``u = log m − log s``: ``u − log1p(Σ ŝ·expm1(u))`` while that argument is in [−½, ½]
     (exact to a few ulps of itself), ``u − (logsumexp(lm) − log Σ s)`` otherwise
     (``lse_m`` = logsumexp(lm), the caller's; ``sums``, when given, those of
-    :func:`_log_ratio_sums`). Twin of :func:`amid_ref._mixture._log_ratio_to_mixture`."""
+    :func:`_log_ratio_sums`); ``log(ŝ/r)`` with ``negate``. Twin of
+    :func:`amid_ref._mixture._log_ratio_to_mixture`."""
     total, terms_sum = _log_ratio_sums(lm, l_ref, u, red) if sums is None else sums
     frac = terms_sum / total
     direct = lse_m - torch.log(total)
     log_z = where(frac.abs() <= 0.5, torch.log1p(frac.clamp(-0.5, 0.5)), direct)
-    return u - log_z
+    return log_z - u if negate else u - log_z
 
 
 #: The product form s·expm1(u) of :func:`_log_ratio_sums` holds while e^u and s are normal
@@ -466,10 +468,9 @@ def _chunk(
     shifted, lz, corr, k_m, e_m = _log_normalizer(lm, red, maxima_m)
     flags |= (lz[..., 0] == NEG_INF).to(_FLAG_DTYPE) * _EMPTY_SUPPORT
     if uses_r:
-        log_ratio = _log_ratio_to_mixture(lm, l_ref, u, lz, red, ratio_sums)
+        log_ratio = _log_ratio_to_mixture(lm, l_ref, u, lz, red, ratio_sums,
+                                          negate=first != "r")  # fmt: skip
         del ratio_sums
-        if first != "r":
-            log_ratio.neg_()
     u_q = ratios[1] if through_r else None  # log m − log q, for ∂ log Z/∂ s below
     del ratios
     # log r = (log m − M) − log1p(S_o): the largest entry exact
