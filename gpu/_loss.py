@@ -281,8 +281,10 @@ def amid_loss(
     torch.Size([1, 3])
     """
     arguments = dict(locals())  # the call's arguments by name, before any other local
-    cdtype = _compute_dtype(student_logits, teacher_logits, teacher_topk)
+    # the objective's parameters first, then the logits: amid_ref's order, so that a call
+    # with both wrong names the same one
     objective = _objective_of(arguments)
+    cdtype = _compute_dtype(student_logits, teacher_logits, teacher_topk)
     return _loss_of(
         objective, cdtype, student_logits, teacher_logits, labels, teacher_topk,
         ignore_index=ignore_index, reduction=reduction, chunk_size=chunk_size,

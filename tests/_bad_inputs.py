@@ -464,6 +464,25 @@ BAD_INPUTS: tuple[BadInput, ...] = (
     BadInput("shape_mismatch", {"student_logits": [0.0, 1.0]}, ValueError, "shape|V ="),
     # --- scalar parameters ----------------------------------------------------------------
     BadInput("alpha_nan", {"alpha": np.nan}, ValueError, "alpha"),
+    # two things wrong: every implementation checks the objective's parameters first
+    BadInput(
+        "alpha_nan_and_student_nan",
+        {"alpha": np.nan, "student_logits": [np.nan, 0.0, 1.0]},
+        ValueError,
+        "^alpha",
+    ),
+    BadInput(
+        "lam_above_one_and_teacher_shape",
+        {"lam": 1.5, "teacher_logits": [0.0, 1.0]},
+        ValueError,
+        "^lam",
+    ),
+    BadInput(
+        "divergence_unknown_and_student_bool",
+        {"divergence": "nope", "student_logits": [True, False, True]},
+        ValueError,
+        "divergence",
+    ),
     BadInput("alpha_str", {"alpha": "1"}, TypeError, "alpha"),
     BadInput("alpha_bool", {"alpha": True}, TypeError, "alpha"),
     BadInput("alpha_bool_array", {"alpha": np.array(True)}, TypeError, "alpha"),
