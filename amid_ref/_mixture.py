@@ -154,7 +154,7 @@ def _log_ratio_to_mixture(
 
     .. math::
 
-        \lograc{r_x}{\hat s_x} = u_x - \log\sum_y \hat s_y e^{u_y}
+        \log\frac{r_x}{\hat s_x} = u_x - \log\sum_y \hat s_y e^{u_y}
             = u_x - \operatorname{log1p}\Big(\sum_y \hat s_y \operatorname{expm1}(u_y)\Big),
 
     the ``log1p`` form while its argument is in ``[−½, ½]`` (it is then exact to a few ulps

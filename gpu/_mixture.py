@@ -135,13 +135,13 @@ def _two_pivot(la, lb, beta, inv_beta, lam, want_weight, keep_bd=False):
 
     .. math::
 
-        \lograc{m}{b} = rac{\operatorname{log1p}(\lambda\operatorname{expm1}(eta d))}
-        {eta},\qquad
-        \lograc{m}{a} = rac{\operatorname{log1p}((1-\lambda)\operatorname{expm1}
-        (-eta d))}{eta},
+        \log\frac{m}{b} = \frac{\operatorname{log1p}(\lambda\operatorname{expm1}(\beta d))}
+        {\beta},\qquad
+        \log\frac{m}{a} = \frac{\operatorname{log1p}((1-\lambda)\operatorname{expm1}
+        (-\beta d))}{\beta},
 
     (m^β = b^β(1 + λ expm1(βd)) = a^β(1 + (1−λ) expm1(−βd))), with
-    :math:`w = \sigma(-t) = (1-\lambda)/(1 + \lambda\operatorname{expm1}(eta d))` and
+    :math:`w = \sigma(-t) = (1-\lambda)/(1 + \lambda\operatorname{expm1}(\beta d))` and
     log m the pivot on the dominant weighted term (t ≥ 0: ``log a + log(m/a)``). Each
     ``log1p`` argument is at least −0.95, so each ratio is exact to a few ulps of itself
     for every d (the near and far branches of :func:`log_alpha_mean_and_weight`'s
