@@ -154,7 +154,7 @@ class LocalReduce(RowReduce):
         but that one occurrence of the maximum (ties counted), formed without the 1 of
         the maximum (which would round S_o < eps away): ``e^x`` with that entry set to 0.
         ``keep`` (a list): each ``e^x`` is appended to it (the maximum's entry 1 again), for
-        :func:`gpu._elementwise.note_exp`."""
+        :func:`gpu._elementwise.note_exp` (a sharded reducer leaves it empty)."""
         sums = []
         for x, k in pairs:
             e = torch.exp(x)
@@ -309,9 +309,9 @@ def _normalizer_gradient(spec, lq, lr, w, u_q, log_z, red: LocalReduce = LOCAL):
     del terms
 
     def finish(near: list | None = None) -> torch.Tensor:
-        if near is not None:  # the rows whose L takes the log1p form (keepdim)
-            near.append(total >= -0.5)
         near_rows = total >= -0.5
+        if near is not None:  # the rows whose L takes the log1p form (keepdim)
+            near.append(near_rows)
         log_e = where(near_rows, torch.log1p(total.clamp(min=-0.5)),
                       torch.log(lifted) - lift - log_c)  # fmt: skip
         log_s = log_c + log_e  # log S (≤ 0)
@@ -358,9 +358,8 @@ def _log_normalizer(x: torch.Tensor, red: LocalReduce = LOCAL, maxima=None):
     ((top, index),) = red.row_maxima(x) if maxima is None else (maxima,)
     shift = top.masked_fill(torch.isneginf(top), 0.0)
     shifted = x - shift
-    keep: list | None = [] if red.local else None
-    extra = {} if keep is None else {"keep": keep}
-    (others,) = red.others((shifted, index), **extra)
+    keep: list = []
+    (others,) = red.others((shifted, index), keep=keep)
     corr = others.log1p_().masked_fill_(torch.isneginf(top), NEG_INF)
     return shifted, shift + corr, corr, index, keep[0] if keep else None
 
@@ -424,16 +423,15 @@ def _chunk(
     # multiplies by terms up to 1e14 there. Twin of amid_ref._special.log_normalize.
     # On whole rows e^(s − M) is kept: q = e^(s − M)·e^(−log1p(S_o)) without an exp pass
     # (gpu._elementwise.known_exps), and p likewise.
-    kept: list | None = [] if red.local else None
-    extra = {} if kept is None else {"keep": kept}
-    corr_s, corr_t = (o.log1p_() for o in red.others((s, k_s), (t, k_t), **extra))
+    kept: list = []
+    corr_s, corr_t = (o.log1p_() for o in red.others((s, k_s), (t, k_t), keep=kept))
     if lost is not None:  # complete now (sent with the sum above when sharded)
         lost = _scale_flags(lost)
-    lq = s.sub_(corr_s)
+    # the row maximum of log q noted, exactly, and where (log p's is not: the reducer keeps
+    # the last two noted, log q's and log r's)
+    lq = _normalize_(s, corr_s, k_s, red, kept[0] if kept else None)
     lp = t.sub_(corr_t)
-    red.note_max(lq, corr_s.neg(), k_s)  # the row maximum of log q, exactly, and where
     if kept:
-        note_exp(lq, kept[0], torch.exp(-corr_s))
         note_exp(lp, kept[1], torch.exp(-corr_t))
     del kept
     del s, t

@@ -180,7 +180,9 @@ class _ShardReduce(LocalReduce):
             out.append((top, _Holder(index, (mine == top) & finite, finite)))
         return out
 
-    def others(self, *pairs) -> tuple[torch.Tensor, ...]:
+    def others(self, *pairs, keep: list | None = None) -> tuple[torch.Tensor, ...]:
+        # ``keep`` stays empty: the exponentials of a shard are not a whole row's (its
+        # maximum may be another shard's), so they are not reused (LocalReduce.others).
         # S_o = Σ_{j≠k} e^{x_j}, k the first global occurrence of the maximum: a shard that
         # holds the maximum leaves out its own first occurrence (as LocalReduce.others).
         # When one shard only holds it on every row (counted: one number per chunk, sent
