@@ -30,7 +30,7 @@ from amid_ref._specs import ORDERS, Objective
 from amid_ref._validation import (
     as_float_array,
     check_same_shape,
-    empty_vocabulary_message,
+    check_vocabulary_axis,
     temperature_overflow_message,
 )
 from amid_ref.tolerances import SPARSE_MASS_TOL, VOCAB_TRUNCATE_MAX_DROPPED
@@ -42,10 +42,7 @@ def _check_logits(x, name: str) -> np.ndarray:
     """Checked float64 logits of shape (..., V), V ≥ 1; zero rows (shape (0, V), ...) pass
     and give empty results, as in :mod:`gpu`."""
     arr = as_float_array(x, name, allow_neg_inf=True, allow_empty=True)
-    if arr.ndim == 0:
-        raise ValueError(f"{name} must have a vocabulary axis (shape (..., V)), got a scalar")
-    if arr.shape[-1] == 0:
-        raise ValueError(empty_vocabulary_message(name))
+    check_vocabulary_axis(arr.shape, name)
     dead = np.all(np.isneginf(arr), axis=-1)
     if dead.any():
         row = tuple(int(i) for i in np.argwhere(dead)[0]) if arr.ndim > 1 else ()

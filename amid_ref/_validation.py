@@ -25,6 +25,7 @@ __all__ = [
     "check_probabilities",
     "check_real",
     "check_same_shape",
+    "check_vocabulary_axis",
     "empty_vocabulary_message",
     "temperature_overflow_message",
 ]
@@ -54,6 +55,15 @@ def empty_vocabulary_message(name: str) -> str:
     Zero rows with V > 0 are not an error (the per-row result is empty); a vocabulary axis
     of length 0 holds no distribution at all, whatever the number of rows."""
     return f"{name} has an empty vocabulary axis (V = 0)"
+
+
+def check_vocabulary_axis(shape: tuple[int, ...], name: str) -> None:
+    """Logits of this shape have a vocabulary axis of length V ≥ 1, or ``ValueError`` in the
+    same words in every implementation: a scalar, or :func:`empty_vocabulary_message`."""
+    if len(shape) == 0:
+        raise ValueError(f"{name} must have a vocabulary axis (shape (..., V)), got a scalar")
+    if shape[-1] == 0:
+        raise ValueError(empty_vocabulary_message(name))
 
 
 def _is_torch_tensor(x) -> bool:

@@ -24,6 +24,7 @@ from amid_ref._sparse import *  # noqa: F403 (the sparse-teacher checks, all of 
 from amid_ref._specs import *  # noqa: F403 (the records and checks, all of them)
 from amid_ref._validation import (
     NORMALIZATION_TOL,
+    check_vocabulary_axis,
     empty_vocabulary_message,
     temperature_overflow_message,
 )
@@ -34,6 +35,7 @@ __all__ = [
     *_specs.__all__,
     *_sparse.__all__,
     "NORMALIZATION_TOL",
+    "check_vocabulary_axis",
     "empty_vocabulary_message",
     "sparse_pair",
     "temperature_overflow_message",

@@ -25,7 +25,7 @@ from amid_ref.contract import (
     check_lam,
     check_order,
     check_temperature,
-    empty_vocabulary_message,
+    check_vocabulary_axis,
     get_spec,
     resolve_params,
 )
@@ -111,10 +111,7 @@ def check_float_tensor(x: Any, name: str) -> torch.Tensor:
         )
     if x.device.type == "meta":
         raise ValueError(f"{name} is on the meta device (no data); use a cpu or cuda tensor")
-    if x.dim() == 0:
-        raise ValueError(f"{name} must have a vocabulary axis (shape (..., V)), got a scalar")
-    if x.shape[-1] == 0:
-        raise ValueError(empty_vocabulary_message(name))
+    check_vocabulary_axis(tuple(x.shape), name)
     return x
 
 

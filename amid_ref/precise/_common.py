@@ -15,7 +15,7 @@ import numpy as np
 from mpmath import mpf
 
 from amid_ref._specs import as_real_scalar
-from amid_ref._validation import empty_vocabulary_message, tensor_to_numpy
+from amid_ref._validation import check_vocabulary_axis, tensor_to_numpy
 
 #: Guard digits added to ``dps`` for the α-mean and the mixtures.
 MEAN_GUARD_DIGITS = 15
@@ -115,13 +115,10 @@ def _mpf_array(x, name: str, *, log_domain: bool, allow_empty: bool = False) -> 
 
 def _logits_array(x, name: str) -> np.ndarray:
     """Logits of shape (..., V) as an object array of ``mpf``: V ≥ 1 (the words of
-    :func:`amid_ref._validation.empty_vocabulary_message`), any number of rows, zero
+    :func:`amid_ref._validation.check_vocabulary_axis`), any number of rows, zero
     included (the per-row results are then empty)."""
     arr = _mpf_array(x, name, log_domain=True, allow_empty=True)
-    if arr.ndim == 0:
-        raise ValueError(f"{name} must have a vocabulary axis (shape (..., V)), got a scalar")
-    if arr.shape[-1] == 0:
-        raise ValueError(empty_vocabulary_message(name))
+    check_vocabulary_axis(arr.shape, name)
     return arr
 
 
